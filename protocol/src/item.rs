@@ -1,0 +1,420 @@
+//! The feedback item: what a client submits, and the schema limits it must respect.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bincode::de::Decoder;
+use bincode::error::DecodeError;
+use bincode::{Decode, Encode};
+
+use crate::error::ErrorCode;
+
+/// Longest `user_id`, in bytes of UTF-8.
+pub const MAX_USER_ID_BYTES: usize = 128;
+/// Longest `text`, in bytes of UTF-8 (8 KiB).
+pub const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// Most tags on one item.
+pub const MAX_TAGS: usize = 16;
+/// Longest tag, in bytes of UTF-8.
+pub const MAX_TAG_BYTES: usize = 64;
+/// Longest function name, in bytes.
+const MAX_FUNCTION_NAME_BYTES: usize = 128;
+/// Longest function version, in bytes.
+const MAX_FUNCTION_VERSION_BYTES: usize = 64;
+
+/// A client-generated item id: a ULID (128 bits), shown in its 26-character form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct ItemId(pub u128);
+
+impl ItemId {
+    /// A fresh ULID, monotonic within this process.
+    pub fn generate() -> Self {
+        ItemId(ulid::Ulid::new().0)
+    }
+
+    /// The id as 16 big-endian bytes: sorts like the ULID (by time first).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The id from 16 big-endian bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        ItemId(u128::from_be_bytes(bytes))
+    }
+}
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&ulid::Ulid(self.0), f)
+    }
+}
+
+impl fmt::Debug for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ItemId({self})")
+    }
+}
+
+impl FromStr for ItemId {
+    type Err = ErrorCode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(|u| ItemId(u.0))
+            .map_err(|e| ErrorCode::invalid("id", format!("not a ULID: {e}")))
+    }
+}
+
+/// What the feedback is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum Kind {
+    /// A rating, usually with `rating` set.
+    Rating,
+    /// Free text.
+    Text,
+    /// A bug report.
+    Bug,
+    /// A feature request.
+    Feature,
+    /// A performance complaint or measurement.
+    Performance,
+    /// An error the user saw.
+    Error,
+    /// Feedback about the user's own account or data.
+    User,
+    /// Feedback emitted by a system rather than a person.
+    System,
+}
+
+impl Kind {
+    /// Every kind, in wire order.
+    pub const ALL: [Kind; 8] = [
+        Kind::Rating,
+        Kind::Text,
+        Kind::Bug,
+        Kind::Feature,
+        Kind::Performance,
+        Kind::Error,
+        Kind::User,
+        Kind::System,
+    ];
+
+    /// The lowercase name used by the CLI and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Rating => "rating",
+            Kind::Text => "text",
+            Kind::Bug => "bug",
+            Kind::Feature => "feature",
+            Kind::Performance => "performance",
+            Kind::Error => "error",
+            Kind::User => "user",
+            Kind::System => "system",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = ErrorCode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ErrorCode::invalid("kind", format!("unknown kind {s:?}")))
+    }
+}
+
+/// The service tier an item asks for: its latency budget and its priority under load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub enum Tier {
+    /// 100 ms budget; never shed.
+    Realtime,
+    /// 1 s budget.
+    Priority,
+    /// 10 s budget; the default.
+    #[default]
+    Standard,
+    /// 60 s budget; shed first.
+    Batch,
+}
+
+impl Tier {
+    /// Every tier, most urgent first.
+    pub const ALL: [Tier; 4] = [Tier::Realtime, Tier::Priority, Tier::Standard, Tier::Batch];
+
+    /// The lowercase name used by the CLI and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Realtime => "realtime",
+            Tier::Priority => "priority",
+            Tier::Standard => "standard",
+            Tier::Batch => "batch",
+        }
+    }
+}
+
+impl FromStr for Tier {
+    type Err = ErrorCode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| ErrorCode::invalid("tier", format!("unknown tier {s:?}")))
+    }
+}
+
+/// The versioned function a piece of feedback is about.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
+pub struct FunctionRef {
+    /// The function's name, 1..=128 bytes.
+    pub name: String,
+    /// Its version, 1..=64 bytes.
+    pub version: String,
+}
+
+/// Execution metrics reported with the feedback.
+#[derive(Clone, Copy, Debug, PartialEq, Encode, Decode)]
+pub struct ExecutionMetrics {
+    /// Fraction of successful calls, 0.0..=1.0.
+    pub success_rate: f64,
+    /// Mean call duration in milliseconds, >= 0.
+    pub avg_duration_ms: f64,
+    /// Fraction of failed calls, 0.0..=1.0.
+    pub error_rate: f64,
+}
+
+/// One piece of user feedback as submitted by a client.
+#[derive(Clone, Debug, PartialEq, Encode)]
+pub struct Item {
+    /// Client-generated ULID; resubmitting it returns the first receipt.
+    pub id: ItemId,
+    /// The user it comes from, 1..=128 bytes of UTF-8; the shard key.
+    pub user_id: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Optional rating, 1..=5.
+    pub rating: Option<u8>,
+    /// Free text, up to 8 KiB of UTF-8.
+    pub text: String,
+    /// Up to 16 tags of 1..=64 bytes each.
+    pub tags: Vec<String>,
+    /// Requested service tier.
+    pub tier: Tier,
+    /// The function the feedback is about, if any.
+    pub function: Option<FunctionRef>,
+    /// Execution metrics of that function, if reported.
+    pub metrics: Option<ExecutionMetrics>,
+    /// Client timestamp, milliseconds since the Unix epoch.
+    pub client_ts: u64,
+}
+
+impl Item {
+    /// A new item with a fresh id, the standard tier and no optional fields.
+    pub fn new(user_id: impl Into<String>, kind: Kind) -> Self {
+        Item {
+            id: ItemId::generate(),
+            user_id: user_id.into(),
+            kind,
+            rating: None,
+            text: String::new(),
+            tags: Vec::new(),
+            tier: Tier::default(),
+            function: None,
+            metrics: None,
+            client_ts: now_ms(),
+        }
+    }
+
+    /// Checks the schema limits; the first violation is returned as `Invalid{field, reason}`.
+    pub fn validate(&self) -> Result<(), ErrorCode> {
+        check_len("user_id", &self.user_id, 1, MAX_USER_ID_BYTES)?;
+        if let Some(r) = self.rating
+            && !(1..=5).contains(&r)
+        {
+            return Err(ErrorCode::invalid(
+                "rating",
+                format!("{r} is outside 1..=5"),
+            ));
+        }
+        check_len("text", &self.text, 0, MAX_TEXT_BYTES)?;
+        if self.tags.len() > MAX_TAGS {
+            return Err(ErrorCode::invalid(
+                "tags",
+                format!("{} tags, at most {MAX_TAGS} allowed", self.tags.len()),
+            ));
+        }
+        for tag in &self.tags {
+            check_len("tags", tag, 1, MAX_TAG_BYTES)?;
+        }
+        if let Some(f) = &self.function {
+            check_len("function.name", &f.name, 1, MAX_FUNCTION_NAME_BYTES)?;
+            check_len(
+                "function.version",
+                &f.version,
+                1,
+                MAX_FUNCTION_VERSION_BYTES,
+            )?;
+        }
+        if let Some(m) = &self.metrics {
+            check_fraction("metrics.success_rate", m.success_rate)?;
+            check_fraction("metrics.error_rate", m.error_rate)?;
+            if !(m.avg_duration_ms.is_finite() && m.avg_duration_ms >= 0.0) {
+                return Err(ErrorCode::invalid(
+                    "metrics.avg_duration_ms",
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the local clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), ErrorCode> {
+    let len = value.len();
+    if len < min || len > max {
+        return Err(ErrorCode::invalid(
+            field,
+            format!("{len} bytes, must be {min}..={max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fraction(field: &str, value: f64) -> Result<(), ErrorCode> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(ErrorCode::invalid(
+            field,
+            format!("{value} is outside 0.0..=1.0"),
+        ))
+    }
+}
+
+/// Decodes a UTF-8 string; invalid UTF-8 becomes `DecodeError::Other(field)` so that the
+/// server can answer `Invalid{field}` instead of a bare decode failure.
+fn decode_utf8<D: Decoder>(decoder: &mut D, field: &'static str) -> Result<String, DecodeError> {
+    let bytes = Vec::<u8>::decode(decoder)?;
+    String::from_utf8(bytes).map_err(|_| DecodeError::Other(field))
+}
+
+impl<Context> Decode<Context> for FunctionRef {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(FunctionRef {
+            name: decode_utf8(decoder, "function.name")?,
+            version: decode_utf8(decoder, "function.version")?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(FunctionRef);
+
+impl<Context> Decode<Context> for Item {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let id = ItemId::decode(decoder)?;
+        let user_id = decode_utf8(decoder, "user_id")?;
+        let kind = Kind::decode(decoder)?;
+        let rating = Option::<u8>::decode(decoder)?;
+        let text = decode_utf8(decoder, "text")?;
+        let raw_tags = Vec::<Vec<u8>>::decode(decoder)?;
+        let tags = raw_tags
+            .into_iter()
+            .map(|t| String::from_utf8(t).map_err(|_| DecodeError::Other("tags")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Item {
+            id,
+            user_id,
+            kind,
+            rating,
+            text,
+            tags,
+            tier: Tier::decode(decoder)?,
+            function: Option::<FunctionRef>::decode(decoder)?,
+            metrics: Option::<ExecutionMetrics>::decode(decoder)?,
+            client_ts: u64::decode(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Item);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Item {
+        Item::new("user-1", Kind::Text)
+    }
+
+    #[test]
+    fn a_plain_item_is_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_limit_names_its_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Item)>)> = vec![
+            ("user_id", Box::new(|i| i.user_id.clear())),
+            ("user_id", Box::new(|i| i.user_id = "u".repeat(129))),
+            ("rating", Box::new(|i| i.rating = Some(9))),
+            ("rating", Box::new(|i| i.rating = Some(0))),
+            (
+                "text",
+                Box::new(|i| i.text = "x".repeat(MAX_TEXT_BYTES + 1)),
+            ),
+            ("tags", Box::new(|i| i.tags = vec!["t".into(); 17])),
+            ("tags", Box::new(|i| i.tags = vec![String::new()])),
+            (
+                "function.name",
+                Box::new(|i| {
+                    i.function = Some(FunctionRef {
+                        name: String::new(),
+                        version: "1".into(),
+                    })
+                }),
+            ),
+            (
+                "metrics.error_rate",
+                Box::new(|i| {
+                    i.metrics = Some(ExecutionMetrics {
+                        success_rate: 0.5,
+                        avg_duration_ms: 1.0,
+                        error_rate: f64::NAN,
+                    })
+                }),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut item = valid();
+            mutate(&mut item);
+            match item.validate() {
+                Err(ErrorCode::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected Invalid{{{field}}}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let mut item = valid();
+        item.user_id = "u".repeat(MAX_USER_ID_BYTES);
+        item.text = "x".repeat(MAX_TEXT_BYTES);
+        item.tags = vec!["t".repeat(MAX_TAG_BYTES); MAX_TAGS];
+        item.rating = Some(5);
+        assert_eq!(item.validate(), Ok(()));
+    }
+
+    #[test]
+    fn ids_print_and_parse_as_ulids() {
+        let id = ItemId::generate();
+        let text = id.to_string();
+        assert_eq!(text.len(), 26);
+        assert_eq!(text.parse::<ItemId>(), Ok(id));
+        assert!("not-a-ulid".parse::<ItemId>().is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! # chorus-protocol
+//!
+//! The wire protocol of Chorus: what a feedback item, a receipt, a request, a response
+//! and a typed error are, how they are framed on a QUIC stream (a `u32` big-endian
+//! length followed by a bincode 2 payload) and which protocol versions exist.
+//!
+//! Every other crate speaks through these types: the client SDK encodes them, the node
+//! decodes them, the actors store them. This crate therefore depends on no IO crate
+//! (no tokio, quinn, sled or ractor) and never will: it is pure data and pure functions,
+//! so every decoder here can be property-tested and fuzzed in isolation.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+mod frame;
+mod item;
+mod message;
+mod partition;
+mod receipt;
+
+pub use codec::{
+    ClientFrameError, decode_client_frame, decode_hello, decode_value, encode_payload, encode_value,
+};
+pub use error::ErrorCode;
+pub use frame::{
+    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, MAX_FRAME_CEILING, ResetCode,
+    read_frame_len,
+};
+pub use item::{
+    ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES,
+    MAX_USER_ID_BYTES, Tier,
+};
+pub use message::{
+    ClientFrame, Hello, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT, MAX_PAGE_TOKEN_BYTES, PageToken, Request,
+    Response, Role, ServerFrame, Welcome,
+};
+pub use partition::{PartitionId, partition_of};
+pub use receipt::{NodeId, Receipt, Status, StoredItem};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Every protocol version this build can serve, oldest first.
+pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
+
+/// The ALPN token that selects the client protocol on a Chorus QUIC endpoint.
+pub const ALPN_CLIENT: &[u8] = b"chorus/1";
