@@ -1,0 +1,255 @@
+//! [`NodeHandle`]: the node's actor tree as the QUIC server sees it.
+
+use std::sync::{Arc, Mutex};
+
+use chorus_protocol::{
+    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem,
+};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, warn};
+
+use crate::intake::IntakeMsg;
+use crate::restart::RestartPolicy;
+use crate::store::{Store, StoreConfig, StoreError};
+use crate::store_actor::{BatchOutcome, Page, StoreMsg};
+use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// Why the node's actor tree could not start. Nothing is running after it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened (IO, corruption, partition count mismatch).
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The blocking task opening the store panicked.
+    #[error("opening the store panicked: {0}")]
+    OpenPanicked(#[from] tokio::task::JoinError),
+    /// An actor failed to start.
+    #[error("starting the actors: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
+/// A cheap, cloneable handle to the node's actors: submit, read, authenticate, stop.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: NodeId,
+    children: watch::Receiver<Children>,
+    supervisor: ActorRef<SupervisorMsg>,
+    /// The supervisor's task, awaited by `shutdown`.
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// Opens the store and starts the supervised actor tree.
+    pub async fn start(config: StoreConfig) -> Result<NodeHandle, StartError> {
+        let node = config.node.clone();
+        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
+        let (tx, rx) = watch::channel(Children::default());
+        let args = SupervisorArgs {
+            store,
+            children: tx,
+            policy: RestartPolicy::default(),
+        };
+        let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
+        Ok(NodeHandle {
+            inner: Arc::new(Inner {
+                node,
+                children: rx,
+                supervisor,
+                join: Mutex::new(Some(join)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.inner.node
+    }
+
+    /// Stores one item durably and returns its receipt (the first one, on a retry).
+    pub async fn submit(&self, item: Item) -> Result<Receipt, ErrorCode> {
+        let mut outcomes = self.submit_batch(vec![item]).await?;
+        outcomes.pop().unwrap_or_else(|| {
+            error!("store answered a single submit with no outcome");
+            Err(unavailable("store answered without an outcome"))
+        })
+    }
+
+    /// Stores up to `MAX_BATCH_ITEMS` items; one outcome per item, in order.
+    pub async fn submit_batch(
+        &self,
+        items: Vec<Item>,
+    ) -> Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode> {
+        let intake = self.child(|c| c.intake.clone(), "intake")?;
+        let outcome: BatchOutcome = call(&intake, "intake", |reply| IntakeMsg::Submit {
+            items,
+            reply,
+        })
+        .await?;
+        outcome
+    }
+
+    /// The item with this id, if stored.
+    pub async fn get(&self, id: ItemId) -> Result<Option<StoredItem>, ErrorCode> {
+        let store = self.store()?;
+        call(&store, "store", |reply| StoreMsg::Get { id, reply }).await?
+    }
+
+    /// A page of a user's items, oldest first, and the token of the next page.
+    pub async fn list_by_user(
+        &self,
+        user_id: String,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<(Vec<StoredItem>, Option<PageToken>), ErrorCode> {
+        let request = Request::ListByUser {
+            user_id,
+            after,
+            limit,
+        };
+        request.validate_shape()?;
+        let Request::ListByUser {
+            user_id,
+            after,
+            limit,
+        } = request
+        else {
+            unreachable!("built as ListByUser above")
+        };
+        let store = self.store()?;
+        let page: Result<Page, ErrorCode> = call(&store, "store", |reply| StoreMsg::List {
+            user_id,
+            after,
+            limit,
+            reply,
+        })
+        .await?;
+        page
+    }
+
+    /// The role of an API key, or `None` if the key is unknown.
+    pub async fn authenticate(&self, api_key: &str) -> Result<Option<Role>, ErrorCode> {
+        let store = self.store()?;
+        let key = api_key.to_owned();
+        call(&store, "store", |reply| StoreMsg::Authenticate {
+            key,
+            reply,
+        })
+        .await?
+    }
+
+    /// Creates an API key with `role`; returns the key, which is not stored in clear.
+    pub async fn create_api_key(&self, role: Role, name: String) -> Result<String, ErrorCode> {
+        let request = Request::CreateApiKey { role, name };
+        request.validate_shape()?;
+        let Request::CreateApiKey { role, name } = request else {
+            unreachable!("built as CreateApiKey above")
+        };
+        let store = self.store()?;
+        call(&store, "store", |reply| StoreMsg::CreateApiKey {
+            role,
+            name,
+            reply,
+        })
+        .await?
+    }
+
+    /// Creates an admin key if the store has no key at all; returns it (shown once).
+    pub async fn ensure_admin_key(&self) -> Result<Option<String>, ErrorCode> {
+        let store = self.store()?;
+        call(&store, "store", |reply| StoreMsg::EnsureAdminKey { reply }).await?
+    }
+
+    /// Flushes everything acknowledged-or-pending and stops the actor tree.
+    pub async fn shutdown(self) -> Result<(), ErrorCode> {
+        let result = match self
+            .inner
+            .supervisor
+            .call(|reply| SupervisorMsg::Shutdown { reply }, None)
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(ErrorCode::Timeout),
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(unavailable("node supervisor already stopped"))
+            }
+        };
+        let join = self
+            .inner
+            .join
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(join) = join
+            && let Err(e) = join.await
+        {
+            warn!(error = %e, "node supervisor task ended abnormally");
+        }
+        result
+    }
+
+    fn store(&self) -> Result<ActorRef<StoreMsg>, ErrorCode> {
+        self.child(|c| c.store.clone(), "store")
+    }
+
+    fn child<M>(
+        &self,
+        pick: impl FnOnce(&Children) -> Option<ActorRef<M>>,
+        name: &'static str,
+    ) -> Result<ActorRef<M>, ErrorCode> {
+        pick(&self.inner.children.borrow()).ok_or_else(|| {
+            warn!(child = name, "request while the actor is down");
+            unavailable(&format!("{name} restarting or stopped"))
+        })
+    }
+}
+
+/// Calls an actor, mapping a dead actor or a dropped reply port to `Unavailable`.
+async fn call<M, R>(
+    actor: &ActorRef<M>,
+    name: &'static str,
+    build: impl FnOnce(RpcReplyPort<R>) -> M,
+) -> Result<R, ErrorCode>
+where
+    M: ractor::Message,
+    R: Send + 'static,
+{
+    match actor.call(build, None).await {
+        Ok(CallResult::Success(reply)) => Ok(reply),
+        Ok(CallResult::Timeout) => Err(ErrorCode::Timeout),
+        Ok(CallResult::SenderError) => {
+            warn!(actor = name, "reply dropped (actor failed mid-request)");
+            Err(unavailable(&format!(
+                "{name} failed while handling the request"
+            )))
+        }
+        Err(MessagingErr::SendErr(_)) | Err(MessagingErr::ChannelClosed) => {
+            warn!(actor = name, "actor is not running");
+            Err(unavailable(&format!("{name} is not running")))
+        }
+        Err(e) => {
+            error!(actor = name, error = %e, "call failed");
+            Err(unavailable(&format!("{name}: {e}")))
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> ErrorCode {
+    ErrorCode::Unavailable {
+        reason: reason.to_owned(),
+    }
+}

@@ -1,0 +1,561 @@
+//! The node's durable store: one sled database under `<data_dir>/store`.
+//!
+//! Blocking by design: every method does disk IO and must run off the async reactor
+//! (the store actor uses `spawn_blocking`). Writes arrive in batches from group commit
+//! and are made durable with one flush per batch before any receipt leaves.
+//!
+//! Trees and key layouts (partition = `partition_of(user_id, partitions)`, `u16` BE):
+//! - `items`: partition ‖ id (16 bytes BE) → encoded [`StoredItem`].
+//! - `by_user`: partition ‖ user_len (u8) ‖ user ‖ stored_at (u64 BE) ‖ id → empty.
+//! - `ids`: id → partition. A local lookup index so `get(id)` needs no user; it is
+//!   derivable from `items` (rebuild it by scanning `items`) and is never streamed.
+//! - `api_keys`: sha256(key) → encoded [`ApiKeyRecord`].
+//! - `meta`: `partitions` (u16 BE, fixed at creation), `node` (the node id).
+//!
+//! Within a batch the trees are written in the order `items`, `by_user`, `ids`, each as
+//! one sled batch. sled recovers a prefix of its log, so an id present in `ids` always
+//! has its item; a crash between the trees leaves at most an unacknowledged item (a
+//! retry overwrites it) or a stale `by_user` entry, which listing skips because its
+//! timestamp disagrees with the item's receipt.
+
+mod keys;
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bincode::{Decode, Encode};
+use chorus_protocol::{
+    ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken, PartitionId,
+    Receipt, Role, Status, StoredItem, decode_value, encode_payload, partition_of,
+};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tracing::{debug, error, info};
+
+use keys::{by_user_key, item_key, split_by_user_key, user_prefix};
+
+/// Prefix of every API key, so a leaked key is recognisable by secret scanners.
+pub const API_KEY_PREFIX: &str = "chorus_";
+/// Random bytes behind an API key (shown as 64 hex characters).
+const API_KEY_RANDOM_BYTES: usize = 32;
+/// The name of the admin key made by [`Store::ensure_admin_key`].
+const BOOTSTRAP_KEY_NAME: &str = "bootstrap-admin";
+/// `meta` key holding the partition count.
+const META_PARTITIONS: &[u8] = b"partitions";
+/// `meta` key holding the node id.
+const META_NODE: &[u8] = b"node";
+
+/// How hard a batch is pushed to disk before its receipts are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// sled's flush, then an fdatasync of sled's files: survives a power loss.
+    #[default]
+    Full,
+    /// sled's flush only (`sync_file_range`): survives a process crash, not a power loss.
+    Flush,
+}
+
+/// Where and how to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The sled directory, conventionally `<data_dir>/store`; created if missing.
+    pub path: PathBuf,
+    /// This node's id: the owner and sole replica named in receipts.
+    pub node: NodeId,
+    /// Number of partitions, 1..=65535; fixed when the store is created.
+    pub partitions: u16,
+    /// How hard writes are synced before they are acknowledged.
+    pub durability: Durability,
+}
+
+/// Why a store operation failed. Unless a variant says otherwise, a failed write may or
+/// may not have reached the disk, and was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (IO error, corruption it detected, or a bug).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// Syncing sled's files to disk failed; the batch is not known to be durable.
+    #[error("sync {path}: {source}")]
+    Sync {
+        /// The file that failed to sync.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// A stored value could not be decoded: the store is corrupt or from an
+    /// incompatible version. Nothing was changed.
+    #[error("corrupt record in tree {tree}: {reason}")]
+    Corrupt {
+        /// The tree holding the record.
+        tree: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store was created with another partition count; nothing was opened.
+    #[error("the store has {stored} partitions but {configured} are configured")]
+    PartitionMismatch {
+        /// The count recorded at creation.
+        stored: u16,
+        /// The count in the configuration.
+        configured: u16,
+    },
+    /// The configuration is unusable (e.g. zero partitions); nothing was opened.
+    #[error("invalid store config: {0}")]
+    InvalidConfig(String),
+    /// A request argument was refused before touching the store.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending argument.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// The typed error a client sees for this failure.
+    pub fn to_error_code(&self) -> ErrorCode {
+        match self {
+            StoreError::Invalid { field, reason } => ErrorCode::invalid(*field, reason.clone()),
+            other => ErrorCode::Unavailable {
+                reason: format!("store: {other}"),
+            },
+        }
+    }
+}
+
+/// What is stored for an API key (under the SHA-256 of the key, never the key).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ApiKeyRecord {
+    /// What the key may do.
+    pub role: Role,
+    /// An operator's label.
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// The node's sled-backed store. Cheap to share behind an `Arc`; every method blocks.
+pub struct Store {
+    db: sled::Db,
+    items: sled::Tree,
+    by_user: sled::Tree,
+    ids: sled::Tree,
+    api_keys: sled::Tree,
+    node: NodeId,
+    partitions: u16,
+    durability: Durability,
+    path: PathBuf,
+    /// sled's log file, kept open to fdatasync it after each flush (Full durability).
+    log_file: File,
+    /// Blob files already synced; sled writes values too large for its log as files
+    /// under `blobs/` and never syncs them itself.
+    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Serialises "create a key if there is none".
+    bootstrap: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("node", &self.node)
+            .field("partitions", &self.partitions)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store. Fails with `PartitionMismatch` when the store was
+    /// created with another partition count.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if config.partitions == 0 {
+            return Err(StoreError::InvalidConfig(
+                "partitions must be at least 1".into(),
+            ));
+        }
+        let db = sled::Config::new().path(&config.path).open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(META_PARTITIONS)? {
+            Some(raw) => {
+                let stored = u16::from_be_bytes(raw.as_ref().try_into().map_err(|_| {
+                    StoreError::Corrupt {
+                        tree: "meta",
+                        reason: format!("partitions is {} bytes, expected 2", raw.len()),
+                    }
+                })?);
+                if stored != config.partitions {
+                    return Err(StoreError::PartitionMismatch {
+                        stored,
+                        configured: config.partitions,
+                    });
+                }
+            }
+            None => {
+                meta.insert(META_PARTITIONS, &config.partitions.to_be_bytes())?;
+                info!(path = %config.path.display(), partitions = config.partitions, "store created");
+            }
+        }
+        match meta.get(META_NODE)? {
+            Some(stored) if stored.as_ref() != config.node.0.as_bytes() => {
+                info!(stored = %String::from_utf8_lossy(&stored), node = %config.node, "store opened under a new node id");
+                meta.insert(META_NODE, config.node.0.as_bytes())?;
+            }
+            Some(_) => {}
+            None => {
+                meta.insert(META_NODE, config.node.0.as_bytes())?;
+            }
+        }
+        let log_path = config.path.join("db");
+        let log_file = File::open(&log_path).map_err(|source| StoreError::Sync {
+            path: log_path,
+            source,
+        })?;
+        let store = Store {
+            items: db.open_tree("items")?,
+            by_user: db.open_tree("by_user")?,
+            ids: db.open_tree("ids")?,
+            api_keys: db.open_tree("api_keys")?,
+            db,
+            node: config.node,
+            partitions: config.partitions,
+            durability: config.durability,
+            path: config.path,
+            log_file,
+            synced_blobs: Mutex::new(HashSet::new()),
+            bootstrap: Mutex::new(()),
+        };
+        store.flush()?;
+        if store.durability == Durability::Full {
+            // Make the directory entries of sled's files (created on first open) durable.
+            sync_dir(&store.path)?;
+        }
+        Ok(store)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// The partition count fixed at creation.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The durability writes get.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Stores a batch and makes it durable with one flush (and, under `Full`, one
+    /// fdatasync) before returning: group commit's durable step. One outcome per item,
+    /// in order. An id already stored, or earlier in the batch, gets the first receipt
+    /// and stores nothing. A store failure fails every item with `Unavailable`.
+    pub fn apply(&self, writes: Vec<Item>) -> Vec<Result<Receipt, ErrorCode>> {
+        let count = writes.len();
+        match self.try_apply(writes) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                error!(error = %e, items = count, "store batch failed");
+                let code = e.to_error_code();
+                vec![Err(code); count]
+            }
+        }
+    }
+
+    /// [`Store::apply`] with the store failure as a typed error.
+    pub fn try_apply(
+        &self,
+        writes: Vec<Item>,
+    ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
+        let stored_at = now_ms();
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut seen: HashMap<ItemId, usize> = HashMap::new();
+        let mut items = sled::Batch::default();
+        let mut by_user = sled::Batch::default();
+        let mut ids = sled::Batch::default();
+        let mut fresh = 0usize;
+        for item in writes {
+            if let Some(&first) = seen.get(&item.id) {
+                outcomes.push(outcomes_at(&outcomes, first));
+                continue;
+            }
+            if let Some(existing) = self.get(item.id)? {
+                seen.insert(item.id, outcomes.len());
+                outcomes.push(Ok(existing.receipt));
+                continue;
+            }
+            if let Err(e) = check_user(&item.user_id) {
+                outcomes.push(Err(e.to_error_code()));
+                continue;
+            }
+            let partition = partition_of(&item.user_id, self.partitions);
+            let receipt = Receipt {
+                id: item.id,
+                status: Status::Accepted,
+                alignment_score: None,
+                owner: self.node.clone(),
+                replicas: vec![self.node.clone()],
+                stored_at,
+            };
+            by_user.insert(
+                by_user_key(partition, &item.user_id, stored_at, item.id),
+                &[][..],
+            );
+            ids.insert(&item.id.to_bytes()[..], &partition.to_be_bytes()[..]);
+            let key = item_key(partition, item.id);
+            seen.insert(item.id, outcomes.len());
+            outcomes.push(Ok(receipt.clone()));
+            items.insert(&key[..], encode_payload(&StoredItem { item, receipt }));
+            fresh += 1;
+        }
+        if fresh > 0 {
+            self.items.apply_batch(items)?;
+            self.by_user.apply_batch(by_user)?;
+            self.ids.apply_batch(ids)?;
+        }
+        self.flush()?;
+        debug!(items = outcomes.len(), fresh, "store batch durable");
+        Ok(outcomes)
+    }
+
+    /// The item with this id, if stored.
+    pub fn get(&self, id: ItemId) -> Result<Option<StoredItem>, StoreError> {
+        let Some(raw) = self.ids.get(id.to_bytes())? else {
+            return Ok(None);
+        };
+        let partition = PartitionId::from_be_bytes(raw.as_ref().try_into().map_err(|_| {
+            StoreError::Corrupt {
+                tree: "ids",
+                reason: format!("partition is {} bytes, expected 2", raw.len()),
+            }
+        })?);
+        self.item_at(partition, id)
+    }
+
+    fn item_at(
+        &self,
+        partition: PartitionId,
+        id: ItemId,
+    ) -> Result<Option<StoredItem>, StoreError> {
+        let Some(raw) = self.items.get(item_key(partition, id))? else {
+            return Ok(None);
+        };
+        decode_value::<StoredItem>(&raw)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                tree: "items",
+                reason: format!("item {id}: {e}"),
+            })
+    }
+
+    /// A user's items, oldest first, at most `limit` (clamped to 1..=`MAX_PAGE_LIMIT`)
+    /// after the page token. `next` is the token of the last item returned, or `None`
+    /// when nothing follows.
+    pub fn list_by_user(
+        &self,
+        user_id: &str,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<(Vec<StoredItem>, Option<PageToken>), StoreError> {
+        check_user(user_id)?;
+        let limit = limit.clamp(1, MAX_PAGE_LIMIT) as usize;
+        let partition = partition_of(user_id, self.partitions);
+        let prefix = user_prefix(partition, user_id);
+        let iter = match after {
+            None => self.by_user.scan_prefix(&prefix),
+            Some(PageToken(token)) => {
+                if !token.starts_with(&prefix)
+                    || split_by_user_key(&token[prefix.len()..]).is_none()
+                {
+                    return Err(StoreError::Invalid {
+                        field: "after",
+                        reason: "page token does not belong to this user".into(),
+                    });
+                }
+                self.by_user
+                    .range::<&[u8], _>((Bound::Excluded(&token[..]), Bound::Unbounded))
+            }
+        };
+        let mut page = Vec::with_capacity(limit.min(64));
+        let mut last_key = None;
+        for entry in iter {
+            let (key, _) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if page.len() == limit {
+                // Something follows the page: hand out where it ended.
+                return Ok((page, last_key.map(|k: sled::IVec| PageToken(k.to_vec()))));
+            }
+            let Some((stored_at, id)) = split_by_user_key(&key[prefix.len()..]) else {
+                return Err(StoreError::Corrupt {
+                    tree: "by_user",
+                    reason: format!("key of {} bytes", key.len()),
+                });
+            };
+            match self.item_at(partition, id)? {
+                // A stale entry from a write that crashed before its `ids` entry.
+                Some(stored) if stored.receipt.stored_at == stored_at => page.push(stored),
+                _ => {}
+            }
+            last_key = Some(key);
+        }
+        Ok((page, None))
+    }
+
+    /// Creates an API key with `role`, stores only its SHA-256, flushes, and returns the
+    /// key (the only time it exists in clear).
+    pub fn create_api_key(&self, role: Role, name: String) -> Result<String, StoreError> {
+        let mut secret = [0u8; API_KEY_RANDOM_BYTES];
+        rand::rng().fill_bytes(&mut secret);
+        let key = format!("{API_KEY_PREFIX}{}", hex::encode(secret));
+        let record = ApiKeyRecord {
+            role,
+            name,
+            created_at: now_ms(),
+        };
+        self.api_keys
+            .insert(key_hash(&key), encode_payload(&record))?;
+        self.flush()?;
+        info!(role = %role, name = %record.name, "api key created");
+        Ok(key)
+    }
+
+    /// The role of `key`, or `None` if it is not a known key.
+    pub fn authenticate(&self, key: &str) -> Result<Option<Role>, StoreError> {
+        let Some(raw) = self.api_keys.get(key_hash(key))? else {
+            return Ok(None);
+        };
+        let record: ApiKeyRecord = decode_value(&raw).map_err(|e| StoreError::Corrupt {
+            tree: "api_keys",
+            reason: e.to_string(),
+        })?;
+        Ok(Some(record.role))
+    }
+
+    /// How many API keys exist.
+    pub fn api_key_count(&self) -> usize {
+        self.api_keys.len()
+    }
+
+    /// Creates an admin key if the store has no key at all and returns it; `None` if
+    /// keys already exist.
+    pub fn ensure_admin_key(&self) -> Result<Option<String>, StoreError> {
+        let _guard = self.bootstrap.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.api_keys.is_empty() {
+            return Ok(None);
+        }
+        self.create_api_key(Role::Admin, BOOTSTRAP_KEY_NAME.into())
+            .map(Some)
+    }
+
+    /// Makes everything written so far durable (per the configured durability).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        if self.durability == Durability::Full {
+            self.sync_files()?;
+        }
+        Ok(())
+    }
+
+    /// fdatasync sled's log, and any blob file not synced yet.
+    fn sync_files(&self) -> Result<(), StoreError> {
+        self.log_file
+            .sync_data()
+            .map_err(|source| StoreError::Sync {
+                path: self.path.join("db"),
+                source,
+            })?;
+        let blob_dir = self.path.join("blobs");
+        let entries = match std::fs::read_dir(&blob_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(StoreError::Sync {
+                    path: blob_dir,
+                    source,
+                });
+            }
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = HashSet::new();
+        let mut new_blobs = false;
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::Sync {
+                path: blob_dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                let path = entry.path();
+                File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|source| StoreError::Sync { path, source })?;
+                new_blobs = true;
+            }
+            present.insert(name);
+        }
+        // sled deletes blobs it no longer needs; forget them.
+        *synced = present;
+        if new_blobs {
+            sync_dir(&blob_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Number of items stored (all partitions). O(n): for tests and tools.
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// The outcome recorded at `index`, for a duplicate later in the same batch.
+fn outcomes_at(
+    outcomes: &[Result<Receipt, ErrorCode>],
+    index: usize,
+) -> Result<Receipt, ErrorCode> {
+    outcomes[index].clone()
+}
+
+fn check_user(user_id: &str) -> Result<(), StoreError> {
+    if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+        return Err(StoreError::Invalid {
+            field: "user_id",
+            reason: format!("{} bytes, must be 1..={MAX_USER_ID_BYTES}", user_id.len()),
+        });
+    }
+    Ok(())
+}
+
+fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Sync {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+use chorus_protocol::Kind;
+
+use super::*;
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        path: dir.join("store"),
+        node: NodeId("node-a".into()),
+        partitions: 64,
+        durability: Durability::Full,
+    }
+}
+
+fn item(user: &str, text: &str) -> Item {
+    let mut item = Item::new(user, Kind::Text);
+    item.text = text.into();
+    item
+}
+
+#[test]
+fn apply_returns_one_accepted_receipt_per_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let items = vec![item("alice", "a"), item("bob", "b")];
+    let outcomes = store.apply(items.clone());
+    assert_eq!(outcomes.len(), 2);
+    for (outcome, item) in outcomes.iter().zip(&items) {
+        let receipt = outcome.as_ref().unwrap();
+        assert_eq!(receipt.id, item.id);
+        assert_eq!(receipt.status, Status::Accepted);
+        assert_eq!(receipt.owner, NodeId("node-a".into()));
+        assert_eq!(receipt.replicas, vec![NodeId("node-a".into())]);
+        let stored = store.get(item.id).unwrap().unwrap();
+        assert_eq!(&stored.item, item);
+        assert_eq!(&stored.receipt, receipt);
+    }
+}
+
+#[test]
+fn resubmitting_an_id_returns_the_first_receipt_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let first = item("alice", "first");
+    let r1 = store.apply(vec![first.clone()]).remove(0).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let mut retry = first.clone();
+    retry.text = "changed".into();
+    let r2 = store.apply(vec![retry]).remove(0).unwrap();
+    assert_eq!(r1, r2);
+    assert_eq!(store.get(first.id).unwrap().unwrap().item.text, "first");
+    assert_eq!(store.item_count(), 1);
+    assert_eq!(store.list_by_user("alice", None, 10).unwrap().0.len(), 1);
+}
+
+#[test]
+fn a_duplicate_within_one_batch_gets_the_first_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let first = item("alice", "first");
+    let mut dup = first.clone();
+    dup.user_id = "mallory".into();
+    let outcomes = store.apply(vec![first.clone(), item("bob", "x"), dup]);
+    assert_eq!(outcomes[0], outcomes[2]);
+    assert_eq!(store.item_count(), 2);
+    assert!(
+        store
+            .list_by_user("mallory", None, 10)
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}
+
+#[test]
+fn keys_are_prefixed_by_the_users_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let it = item("carol", "x");
+    store.apply(vec![it.clone()]);
+    let partition = partition_of("carol", 64).to_be_bytes();
+    let (key, _) = store.items.iter().next().unwrap().unwrap();
+    assert_eq!(&key[..2], &partition);
+    assert_eq!(&key[2..], &it.id.to_bytes());
+    let (key, _) = store.by_user.iter().next().unwrap().unwrap();
+    assert_eq!(&key[..2], &partition);
+    assert_eq!(key[2], 5);
+    assert_eq!(&key[3..8], b"carol");
+    // The whole partition is one prefix scan.
+    assert_eq!(store.items.scan_prefix(partition).count(), 1);
+}
+
+#[test]
+fn pages_walk_a_users_items_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let mut ids = Vec::new();
+    for batch in 0..5 {
+        let items: Vec<Item> = (0..5)
+            .map(|i| item("dave", &format!("{batch}-{i}")))
+            .collect();
+        ids.extend(items.iter().map(|i| i.id));
+        store.apply(items);
+        store.apply(vec![item("dave2", "noise"), item("dav", "noise")]);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = store.list_by_user("dave", after, 7).unwrap();
+        assert!(page.len() <= 7);
+        seen.extend(page.iter().map(|s| s.item.id));
+        pages += 1;
+        match next {
+            Some(token) => after = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    // Oldest first: stored_at order, ids within a millisecond in ULID order.
+    let mut expected = ids.clone();
+    let stamp = |id: &ItemId| store.get(*id).unwrap().unwrap().receipt.stored_at;
+    expected.sort_by_key(|id| (stamp(id), *id));
+    assert_eq!(seen, expected);
+    // An exact multiple of the limit ends with `None`, not an empty page.
+    let (page, next) = store.list_by_user("dave", None, 25).unwrap();
+    assert_eq!((page.len(), next), (25, None));
+}
+
+#[test]
+fn a_foreign_page_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    store.apply(vec![item("erin", "1"), item("erin", "2")]);
+    let (_, next) = store.list_by_user("erin", None, 1).unwrap();
+    let err = store.list_by_user("frank", next, 1).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { field: "after", .. }));
+}
+
+#[test]
+fn reopening_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let it = item("gina", "persist me");
+    let key = {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply(vec![it.clone()]);
+        store.create_api_key(Role::Read, "reader".into()).unwrap()
+    };
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(store.get(it.id).unwrap().unwrap().item, it);
+    assert_eq!(store.list_by_user("gina", None, 10).unwrap().0.len(), 1);
+    assert_eq!(store.authenticate(&key).unwrap(), Some(Role::Read));
+}
+
+#[test]
+fn reopening_with_another_partition_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(config(dir.path())).unwrap());
+    let mut other = config(dir.path());
+    other.partitions = 128;
+    match Store::open(other) {
+        Err(StoreError::PartitionMismatch { stored, configured }) => {
+            assert_eq!((stored, configured), (64, 128));
+        }
+        other => panic!("expected PartitionMismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn api_keys_are_stored_only_as_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(store.api_key_count(), 0);
+    let key = store.create_api_key(Role::Submit, "app".into()).unwrap();
+    assert!(key.starts_with(API_KEY_PREFIX));
+    assert!(key.len() >= API_KEY_PREFIX.len() + 43);
+    assert_eq!(store.authenticate(&key).unwrap(), Some(Role::Submit));
+    assert_eq!(store.authenticate("chorus_wrong").unwrap(), None);
+    assert_eq!(store.api_key_count(), 1);
+    for entry in store.api_keys.iter() {
+        let (k, v) = entry.unwrap();
+        let secret = &key.as_bytes()[API_KEY_PREFIX.len()..];
+        assert!(!contains(&k, secret) && !contains(&v, secret));
+        assert_eq!(k.as_ref(), &Sha256::digest(key.as_bytes())[..]);
+    }
+}
+
+#[test]
+fn ensure_admin_key_creates_one_only_when_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let key = store.ensure_admin_key().unwrap().unwrap();
+    assert_eq!(store.authenticate(&key).unwrap(), Some(Role::Admin));
+    assert_eq!(store.ensure_admin_key().unwrap(), None);
+    assert_eq!(store.api_key_count(), 1);
+}
+
+#[test]
+fn an_overlong_user_is_refused_per_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let outcomes = store.apply(vec![item(&"u".repeat(300), "x"), item("ok", "y")]);
+    assert!(matches!(&outcomes[0], Err(ErrorCode::Invalid { field, .. }) if field == "user_id"));
+    assert!(outcomes[1].is_ok());
+}
+
+#[test]
+fn flush_durability_also_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.durability = Durability::Flush;
+    let store = Store::open(cfg).unwrap();
+    assert!(store.apply(vec![item("h", "x")])[0].is_ok());
+}
+
+#[test]
+fn zero_partitions_is_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.partitions = 0;
+    assert!(matches!(
+        Store::open(cfg),
+        Err(StoreError::InvalidConfig(_))
+    ));
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

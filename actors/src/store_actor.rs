@@ -1,0 +1,419 @@
+//! The store actor: the thin driver around [`GroupCommit`] and the blocking [`Store`].
+//!
+//! Writes queue in the group commit policy; the actor hands each batch to a flush task
+//! that runs the blocking `apply` (one flush for the whole batch) on the blocking pool,
+//! answers every writer of the batch itself once it is durable, and then tells the
+//! actor `Flushed` so the next batch can start. Because the flush task holds the reply
+//! ports, a batch already on its way to disk is answered even if the actor dies.
+//!
+//! Reads (get, list, authenticate) never queue behind a flush: each runs on the
+//! blocking pool at once and replies directly.
+
+use std::sync::Arc;
+
+use chorus_protocol::{ErrorCode, Item, ItemId, PageToken, Receipt, Role, StoredItem};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, error, warn};
+
+use crate::group_commit::{DEFAULT_MAX_BATCH_ITEMS, GroupCommit};
+use crate::store::{Store, StoreError};
+
+/// One outcome per submitted item, in order, or one error for the whole batch (the
+/// store is unavailable and nothing of the batch was acknowledged).
+pub type BatchOutcome = Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode>;
+
+/// A page of a user's items and the token of the next page.
+pub type Page = (Vec<StoredItem>, Option<PageToken>);
+
+/// Messages of the store actor.
+pub enum StoreMsg {
+    /// Store `items` durably; `rejected` are outcomes already decided for positions of
+    /// the caller's original batch (e.g. schema violations), merged into the reply.
+    Write {
+        /// The items to store.
+        items: Vec<Item>,
+        /// `(index in the caller's batch, outcome)`, sorted by index.
+        rejected: Vec<(usize, ErrorCode)>,
+        /// Where the merged outcomes go.
+        reply: RpcReplyPort<BatchOutcome>,
+    },
+    /// Read one item.
+    Get {
+        /// Its id.
+        id: ItemId,
+        /// The item, if stored.
+        reply: RpcReplyPort<Result<Option<StoredItem>, ErrorCode>>,
+    },
+    /// Read a page of a user's items, oldest first.
+    List {
+        /// Whose items.
+        user_id: String,
+        /// Where the previous page ended.
+        after: Option<PageToken>,
+        /// Most items to return.
+        limit: u32,
+        /// The page.
+        reply: RpcReplyPort<Result<Page, ErrorCode>>,
+    },
+    /// Create an API key.
+    CreateApiKey {
+        /// Its role.
+        role: Role,
+        /// An operator's label.
+        name: String,
+        /// The key, shown once.
+        reply: RpcReplyPort<Result<String, ErrorCode>>,
+    },
+    /// Create an admin key if no key exists.
+    EnsureAdminKey {
+        /// The new key, or `None` if keys exist.
+        reply: RpcReplyPort<Result<Option<String>, ErrorCode>>,
+    },
+    /// Look up the role of an API key.
+    Authenticate {
+        /// The presented key.
+        key: String,
+        /// Its role, or `None` if unknown.
+        reply: RpcReplyPort<Result<Option<Role>, ErrorCode>>,
+    },
+    /// Answer once every write queued before this message is durable.
+    Flush {
+        /// `Ok` once durable.
+        reply: RpcReplyPort<Result<(), ErrorCode>>,
+    },
+    /// Internal: the actor's flush task finished a batch.
+    Flushed(FlushDone),
+}
+
+/// The completion of a batch, sent by the actor's own flush task (opaque outside).
+pub struct FlushDone {
+    batch: u64,
+}
+
+/// A writer waiting in the group commit queue.
+enum Waiter {
+    Write {
+        items: Vec<Item>,
+        rejected: Vec<(usize, ErrorCode)>,
+        reply: RpcReplyPort<BatchOutcome>,
+    },
+    Barrier {
+        reply: RpcReplyPort<Result<(), ErrorCode>>,
+    },
+}
+
+impl Waiter {
+    fn weight(&self) -> usize {
+        match self {
+            Waiter::Write { items, .. } => items.len(),
+            Waiter::Barrier { .. } => 0,
+        }
+    }
+
+    fn fail(self, error: ErrorCode) {
+        // A dropped receiver means the caller gave up; nobody is left to tell.
+        match self {
+            Waiter::Write { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Waiter::Barrier { reply } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// The store actor (read-only arguments: the store and the batch cap).
+#[derive(Debug, Default)]
+pub struct StoreActor;
+
+/// Arguments of the store actor.
+#[derive(Debug, Clone)]
+pub struct StoreArgs {
+    /// The opened store, shared with nobody who writes.
+    pub store: Arc<Store>,
+    /// Most items per flush.
+    pub max_batch: std::num::NonZeroUsize,
+}
+
+impl StoreArgs {
+    /// Arguments with the default batch cap.
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreArgs {
+            store,
+            max_batch: DEFAULT_MAX_BATCH_ITEMS,
+        }
+    }
+}
+
+/// The store actor's state.
+pub struct StoreState {
+    store: Arc<Store>,
+    commit: GroupCommit<Waiter>,
+    /// Sequence number of the batch in flight (or of the last one).
+    batch: u64,
+    /// The task persisting the batch in flight.
+    flush_task: Option<JoinHandle<()>>,
+    /// Reads and key operations running on the blocking pool.
+    reads: JoinSet<()>,
+}
+
+impl StoreState {
+    /// Starts the next batch if the policy says so.
+    fn maybe_flush(&mut self, myself: &ActorRef<StoreMsg>) {
+        let Some(batch) = self.commit.poll_batch() else {
+            return;
+        };
+        self.batch += 1;
+        let seq = self.batch;
+        let store = self.store.clone();
+        let myself = myself.clone();
+        self.flush_task = Some(tokio::spawn(async move {
+            persist_and_reply(store, batch).await;
+            // Fails only if the actor is gone; its successor starts fresh.
+            let _ = myself.cast(StoreMsg::Flushed(FlushDone { batch: seq }));
+        }));
+    }
+
+    /// Runs a blocking read on the blocking pool and replies with its result.
+    fn read<T, F>(&mut self, reply: RpcReplyPort<Result<T, ErrorCode>>, op: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        // Reap finished reads so the set stays as small as the reads in flight.
+        while self.reads.try_join_next().is_some() {}
+        let store = self.store.clone();
+        self.reads.spawn_blocking(move || {
+            let result = op(&store).map_err(|e| {
+                warn!(error = %e, "store read failed");
+                e.to_error_code()
+            });
+            let _ = reply.send(result);
+        });
+    }
+}
+
+/// Persists a batch on the blocking pool, then answers each of its waiters.
+async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) {
+    let mut items = Vec::with_capacity(batch.iter().map(Waiter::weight).sum());
+    // The waiters without their items: how many outcomes each takes, and where to send.
+    let mut waiters = Vec::with_capacity(batch.len());
+    for waiter in batch {
+        match waiter {
+            Waiter::Write {
+                items: own,
+                rejected,
+                reply,
+            } => {
+                waiters.push((
+                    own.len(),
+                    Waiter::Write {
+                        items: Vec::new(),
+                        rejected,
+                        reply,
+                    },
+                ));
+                items.extend(own);
+            }
+            barrier @ Waiter::Barrier { .. } => waiters.push((0, barrier)),
+        }
+    }
+    let count = items.len();
+    let result = match tokio::task::spawn_blocking(move || store.try_apply(items)).await {
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Err(e)) => {
+            error!(error = %e, items = count, "store batch failed");
+            Err(e.to_error_code())
+        }
+        Err(join) => {
+            error!(error = %join, items = count, "store flush task panicked");
+            Err(ErrorCode::Unavailable {
+                reason: "store flush failed".into(),
+            })
+        }
+    };
+    debug!(items = count, writers = waiters.len(), "batch done");
+    match result {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            for (len, waiter) in waiters {
+                match waiter {
+                    Waiter::Write {
+                        rejected, reply, ..
+                    } => {
+                        let own: Vec<_> = outcomes.by_ref().take(len).collect();
+                        let _ = reply.send(Ok(merge(own, rejected)));
+                    }
+                    Waiter::Barrier { reply } => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+        }
+        Err(code) => {
+            for (_, waiter) in waiters {
+                waiter.fail(code.clone());
+            }
+        }
+    }
+}
+
+/// Splices pre-decided outcomes back into their positions of the caller's batch.
+pub(crate) fn merge(
+    stored: Vec<Result<Receipt, ErrorCode>>,
+    rejected: Vec<(usize, ErrorCode)>,
+) -> Vec<Result<Receipt, ErrorCode>> {
+    if rejected.is_empty() {
+        return stored;
+    }
+    let total = stored.len() + rejected.len();
+    let mut stored = stored.into_iter();
+    let mut rejected = rejected.into_iter().peekable();
+    (0..total)
+        .map(|i| match rejected.next_if(|(at, _)| *at == i) {
+            Some((_, code)) => Err(code),
+            // `apply` returns one outcome per item; a shortfall would be a bug.
+            None => stored
+                .next()
+                .unwrap_or(Err(ErrorCode::Internal { request_id: 0 })),
+        })
+        .collect()
+}
+
+impl Actor for StoreActor {
+    type Msg = StoreMsg;
+    type State = StoreState;
+    type Arguments = StoreArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(StoreState {
+            store: args.store,
+            commit: GroupCommit::new(args.max_batch),
+            batch: 0,
+            flush_task: None,
+            reads: JoinSet::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StoreMsg::Write {
+                items,
+                rejected,
+                reply,
+            } => {
+                if items.is_empty() {
+                    let _ = reply.send(Ok(merge(Vec::new(), rejected)));
+                    return Ok(());
+                }
+                let waiter = Waiter::Write {
+                    items,
+                    rejected,
+                    reply,
+                };
+                let weight = waiter.weight();
+                state.commit.handle_write(waiter, weight);
+                state.maybe_flush(&myself);
+            }
+            StoreMsg::Flush { reply } => {
+                state.commit.handle_write(Waiter::Barrier { reply }, 0);
+                state.maybe_flush(&myself);
+            }
+            StoreMsg::Flushed(done) => {
+                if done.batch == state.batch && state.commit.in_flight() {
+                    state.flush_task = None;
+                    state.commit.handle_flushed();
+                    state.maybe_flush(&myself);
+                } else {
+                    warn!(
+                        batch = done.batch,
+                        current = state.batch,
+                        "stale flush completion"
+                    );
+                }
+            }
+            StoreMsg::Get { id, reply } => state.read(reply, move |s| s.get(id)),
+            StoreMsg::List {
+                user_id,
+                after,
+                limit,
+                reply,
+            } => state.read(reply, move |s| s.list_by_user(&user_id, after, limit)),
+            StoreMsg::Authenticate { key, reply } => {
+                state.read(reply, move |s| s.authenticate(&key))
+            }
+            StoreMsg::CreateApiKey { role, name, reply } => {
+                state.read(reply, move |s| s.create_api_key(role, name))
+            }
+            StoreMsg::EnsureAdminKey { reply } => state.read(reply, |s| s.ensure_admin_key()),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let queued = state.commit.queued();
+        for waiter in state.commit.drain() {
+            waiter.fail(ErrorCode::Unavailable {
+                reason: "store stopping".into(),
+            });
+        }
+        // The batch on its way to disk answers its own writers; wait for it so that a
+        // stopped store has nothing in flight.
+        if let Some(task) = state.flush_task.take() {
+            let _ = task.await;
+        }
+        while state.reads.join_next().await.is_some() {}
+        debug!(failed_queued = queued, "store actor stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(n: u128) -> Result<Receipt, ErrorCode> {
+        Ok(Receipt {
+            id: ItemId(n),
+            status: chorus_protocol::Status::Accepted,
+            alignment_score: None,
+            owner: chorus_protocol::NodeId("n".into()),
+            replicas: vec![],
+            stored_at: 0,
+        })
+    }
+
+    #[test]
+    fn merge_puts_rejections_back_in_place() {
+        let bad = ErrorCode::invalid("text", "too long");
+        let merged = merge(
+            vec![receipt(1), receipt(3)],
+            vec![(0, bad.clone()), (2, bad.clone()), (4, bad.clone())],
+        );
+        assert_eq!(
+            merged,
+            vec![
+                Err(bad.clone()),
+                receipt(1),
+                Err(bad.clone()),
+                receipt(3),
+                Err(bad)
+            ]
+        );
+    }
+}

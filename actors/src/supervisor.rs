@@ -1,0 +1,297 @@
+//! The node supervisor: spawns the store and intake actors as linked children and
+//! restarts a child that fails, within a restart intensity ([`RestartIntensity`]).
+//!
+//! The current children are published on a `watch` channel ([`Children`]); callers
+//! read it per request, so after a restart they reach the new actor, and while a child
+//! is down they get `Unavailable` at once instead of waiting.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chorus_protocol::ErrorCode;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::intake::{IntakeActor, IntakeMsg};
+use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
+use crate::store::Store;
+use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
+
+/// How long shutdown waits for a child to stop.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The live children of the supervisor; `None` while a child is down or restarting.
+#[derive(Clone, Default)]
+pub struct Children {
+    /// The store actor.
+    pub store: Option<ActorRef<StoreMsg>>,
+    /// The intake actor.
+    pub intake: Option<ActorRef<IntakeMsg>>,
+}
+
+/// Which child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Child {
+    /// The store actor.
+    Store,
+    /// The intake actor.
+    Intake,
+}
+
+impl Child {
+    fn name(self) -> &'static str {
+        match self {
+            Child::Store => "store",
+            Child::Intake => "intake",
+        }
+    }
+}
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Internal: a restart's backoff elapsed.
+    Restart(Child),
+    /// Stop intake, make every queued write durable, stop the store, then stop.
+    Shutdown {
+        /// `Ok` once everything accepted is durable and the children have stopped.
+        reply: RpcReplyPort<Result<(), ErrorCode>>,
+    },
+}
+
+/// Arguments of the supervisor.
+pub struct SupervisorArgs {
+    /// The opened store, handed to every incarnation of the store actor.
+    pub store: Arc<Store>,
+    /// Where the current children are published.
+    pub children: watch::Sender<Children>,
+    /// Restart limits per child.
+    pub policy: RestartPolicy,
+}
+
+/// The node supervisor actor.
+#[derive(Debug, Default)]
+pub struct NodeSupervisor;
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    store: Arc<Store>,
+    children: watch::Sender<Children>,
+    store_restarts: RestartIntensity,
+    intake_restarts: RestartIntensity,
+    /// Pending restart timers, aborted on shutdown.
+    timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
+    shutting_down: bool,
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        child: Child,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let cell: ActorCell = myself.get_cell();
+        match child {
+            Child::Store => {
+                let (actor, _) =
+                    Actor::spawn_linked(None, StoreActor, StoreArgs::new(self.store.clone()), cell)
+                        .await?;
+                self.children.send_modify(|c| c.store = Some(actor));
+            }
+            Child::Intake => {
+                let (actor, _) =
+                    Actor::spawn_linked(None, IntakeActor, self.children.subscribe(), cell).await?;
+                self.children.send_modify(|c| c.intake = Some(actor));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which child a cell is, if it is a current one.
+    fn which(&self, cell: &ActorCell) -> Option<Child> {
+        let id = cell.get_id();
+        let children = self.children.borrow();
+        if children.store.as_ref().is_some_and(|a| a.get_id() == id) {
+            Some(Child::Store)
+        } else if children.intake.as_ref().is_some_and(|a| a.get_id() == id) {
+            Some(Child::Intake)
+        } else {
+            None
+        }
+    }
+
+    /// A child is down: unpublish it and schedule its restart, or give up.
+    fn child_down(&mut self, child: Child, myself: &ActorRef<SupervisorMsg>) {
+        self.children.send_modify(|c| match child {
+            Child::Store => c.store = None,
+            Child::Intake => c.intake = None,
+        });
+        let intensity = match child {
+            Child::Store => &mut self.store_restarts,
+            Child::Intake => &mut self.intake_restarts,
+        };
+        match intensity.handle_failure(Instant::now()) {
+            RestartDecision::RestartAfter(delay) => {
+                warn!(
+                    child = child.name(),
+                    delay_ms = delay.as_millis() as u64,
+                    "restarting child"
+                );
+                self.timers.retain(|t| !t.is_finished());
+                self.timers
+                    .push(myself.send_after(delay, move || SupervisorMsg::Restart(child)));
+            }
+            RestartDecision::GiveUp => {
+                error!(
+                    child = child.name(),
+                    "child failed too often; node supervisor stopping"
+                );
+                self.shutting_down = true;
+                self.children.send_replace(Children::default());
+                myself.stop_children(Some("restart intensity exceeded".into()));
+                myself.stop(Some(format!("{} failed too often", child.name())));
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), ErrorCode> {
+        self.shutting_down = true;
+        for timer in self.timers.drain(..) {
+            timer.abort();
+        }
+        let children = self.children.send_replace(Children::default());
+        if let Some(intake) = children.intake {
+            let _ = intake
+                .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
+                .await;
+        }
+        let mut result = Ok(());
+        if let Some(store) = children.store {
+            result = match store
+                .call(|reply| StoreMsg::Flush { reply }, Some(STOP_TIMEOUT))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(r)) => r,
+                Ok(ractor::rpc::CallResult::Timeout) => Err(ErrorCode::Timeout),
+                _ => Err(ErrorCode::Unavailable {
+                    reason: "store stopped before the final flush".into(),
+                }),
+            };
+            let _ = store
+                .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
+                .await;
+        }
+        myself
+            .stop_children_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
+            .await;
+        // The store actor's last batch is durable; flush once more for key writes.
+        let store = self.store.clone();
+        let final_flush = tokio::task::spawn_blocking(move || store.flush()).await;
+        match final_flush {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "final flush failed");
+                result = result.and(Err(e.to_error_code()));
+            }
+            Err(e) => {
+                error!(error = %e, "final flush panicked");
+                result = result.and(Err(ErrorCode::Unavailable {
+                    reason: "final flush failed".into(),
+                }));
+            }
+        }
+        info!(ok = result.is_ok(), "node supervisor shut down");
+        result
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            store: args.store,
+            children: args.children,
+            store_restarts: RestartIntensity::new(args.policy),
+            intake_restarts: RestartIntensity::new(args.policy),
+            timers: Vec::new(),
+            shutting_down: false,
+        };
+        state.spawn(Child::Store, &myself).await?;
+        state.spawn(Child::Intake, &myself).await?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Restart(child) => {
+                if state.shutting_down {
+                    return Ok(());
+                }
+                if let Err(e) = state.spawn(child, &myself).await {
+                    error!(child = child.name(), error = %e, "child failed to start");
+                    state.child_down(child, &myself);
+                } else {
+                    info!(child = child.name(), "child restarted");
+                }
+            }
+            SupervisorMsg::Shutdown { reply } => {
+                let result = state.shutdown(&myself).await;
+                let _ = reply.send(result);
+                myself.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.shutting_down {
+            return Ok(());
+        }
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(child) = state.which(&cell) {
+                    error!(child = child.name(), error = %err, "child failed");
+                    state.child_down(child, &myself);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(child) = state.which(&cell) {
+                    warn!(child = child.name(), ?reason, "child stopped unexpectedly");
+                    state.child_down(child, &myself);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for timer in state.timers.drain(..) {
+            timer.abort();
+        }
+        state.children.send_replace(Children::default());
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! The actor tree end to end, through `NodeHandle` and the supervisor, on a real store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_actors::restart::RestartPolicy;
+use chorus_actors::supervisor::{Children, NodeSupervisor, SupervisorArgs};
+use chorus_actors::{Durability, NodeHandle, Store, StoreConfig};
+use chorus_protocol::{ErrorCode, Item, Kind, NodeId, Role, Status};
+use ractor::{Actor, ActorStatus};
+use tokio::sync::watch;
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        path: dir.join("store"),
+        node: NodeId("node-a".into()),
+        partitions: 16,
+        durability: Durability::Full,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_all_get_receipts_and_are_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(config(dir.path())).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..10 {
+                let mut item = Item::new(format!("user-{}", t % 8), Kind::Text);
+                item.text = format!("task {t} item {i}");
+                let receipt = node.submit(item.clone()).await.unwrap();
+                assert_eq!(receipt.id, item.id);
+                assert_eq!(receipt.status, Status::Accepted);
+                out.push(item);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert_eq!(all.len(), 640);
+    for item in &all {
+        let stored = node
+            .get(item.id)
+            .await
+            .unwrap()
+            .expect("acknowledged item is readable");
+        assert_eq!(&stored.item, item);
+    }
+    let (page, next) = node
+        .list_by_user("user-3".into(), None, 1000)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), next), (80, None));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resubmit_returns_the_first_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(config(dir.path())).await.unwrap();
+    let item = Item::new("alice", Kind::Bug);
+    let first = node.submit(item.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = node.submit(item).await.unwrap();
+    assert_eq!(again.stored_at, first.stored_at);
+    assert_eq!(again, first);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_item_fails_alone_and_the_rest_of_the_batch_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(config(dir.path())).await.unwrap();
+    let good1 = Item::new("bob", Kind::Text);
+    let mut bad = Item::new("bob", Kind::Rating);
+    bad.rating = Some(9);
+    let good2 = Item::new("bob", Kind::Text);
+    let outcomes = node
+        .submit_batch(vec![good1.clone(), bad.clone(), good2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].as_ref().unwrap().id, good1.id);
+    assert!(matches!(&outcomes[1], Err(ErrorCode::Invalid { field, .. }) if field == "rating"));
+    assert_eq!(outcomes[2].as_ref().unwrap().id, good2.id);
+    assert!(node.get(bad.id).await.unwrap().is_none());
+    // Shape errors fail the whole request.
+    assert!(matches!(
+        node.submit_batch(vec![]).await,
+        Err(ErrorCode::Invalid { .. })
+    ));
+    assert!(matches!(
+        node.list_by_user("bob".into(), None, 0).await,
+        Err(ErrorCode::Invalid { .. })
+    ));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_and_data_survive_a_shutdown_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(config(dir.path())).await.unwrap();
+    let admin = node
+        .ensure_admin_key()
+        .await
+        .unwrap()
+        .expect("first start makes a key");
+    assert_eq!(node.ensure_admin_key().await.unwrap(), None);
+    let reader = node
+        .create_api_key(Role::Read, "dash".into())
+        .await
+        .unwrap();
+    let item = Item::new("carol", Kind::Feature);
+    node.submit(item.clone()).await.unwrap();
+    node.shutdown().await.unwrap();
+
+    let node = NodeHandle::start(config(dir.path())).await.unwrap();
+    assert_eq!(node.authenticate(&admin).await.unwrap(), Some(Role::Admin));
+    assert_eq!(node.authenticate(&reader).await.unwrap(), Some(Role::Read));
+    assert_eq!(node.authenticate("chorus_nope").await.unwrap(), None);
+    assert_eq!(node.get(item.id).await.unwrap().unwrap().item, item);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_partition_mismatch_fails_start() {
+    let dir = tempfile::tempdir().unwrap();
+    NodeHandle::start(config(dir.path()))
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let mut other = config(dir.path());
+    other.partitions = 32;
+    let err = NodeHandle::start(other).await.unwrap_err();
+    assert!(err.to_string().contains("16 partitions"), "{err}");
+}
+
+async fn next_store(rx: &mut watch::Receiver<Children>, old: ractor::ActorId) -> Children {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            rx.changed().await.unwrap();
+            let c = rx.borrow().clone();
+            if c.store.as_ref().is_some_and(|s| s.get_id() != old) {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("store restarted")
+}
+
+#[tokio::test]
+async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(config(dir.path())).unwrap());
+    let (tx, mut rx) = watch::channel(Children::default());
+    let args = SupervisorArgs {
+        store,
+        children: tx,
+        policy: RestartPolicy::default(),
+    };
+    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    let before = rx.borrow_and_update().clone();
+    let old = before.store.unwrap();
+    old.kill();
+    let after = next_store(&mut rx, old.get_id()).await;
+    let intake = after.intake.unwrap();
+    let outcome = intake
+        .call(
+            |reply| chorus_actors::intake::IntakeMsg::Submit {
+                items: vec![Item::new("dan", Kind::Text)],
+                reply,
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.unwrap()[0].is_ok());
+    supervisor.stop(None);
+    join.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_actor_failing_too_often_stops_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(config(dir.path())).unwrap());
+    let (tx, mut rx) = watch::channel(Children::default());
+    let args = SupervisorArgs {
+        store,
+        children: tx,
+        policy: RestartPolicy::default(),
+    };
+    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    for _ in 0..5 {
+        let old = rx.borrow_and_update().store.clone().unwrap();
+        old.kill();
+        next_store(&mut rx, old.get_id()).await;
+    }
+    let last = rx.borrow_and_update().store.clone().unwrap();
+    last.kill();
+    tokio::time::timeout(Duration::from_secs(5), join)
+        .await
+        .expect("supervisor gave up")
+        .unwrap();
+    assert_eq!(supervisor.get_status(), ActorStatus::Stopped);
+    assert!(rx.borrow().store.is_none() && rx.borrow().intake.is_none());
+}
