@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use chorus_protocol::{
     ErrorCode, FrameError, Item, ItemId, PageToken, Receipt, Request, Response, Role, StoredItem,
@@ -38,6 +39,17 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// After a failed connection attempt, how long callers get its error instead of starting
+/// another attempt.
+const RECONNECT_HOLD_OFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection attempt that failed.
+struct FailedAttempt {
+    began: Instant,
+    ended: Instant,
+    error: ClientError,
+}
+
 struct Inner {
     endpoint: quinn::Endpoint,
     quic: quinn::ClientConfig,
@@ -46,8 +58,10 @@ struct Inner {
     config: ClientConfig,
     retry: RetryPolicy,
     session: Mutex<Option<Arc<Session>>>,
-    /// Held while a connection is being (re-)established.
-    reconnecting: tokio::sync::Mutex<()>,
+    /// Held while a connection is being (re-)established; holds the last failed attempt,
+    /// so that callers who queued behind it share its failure instead of each waiting
+    /// out a connect timeout of their own.
+    reconnecting: tokio::sync::Mutex<Option<FailedAttempt>>,
     next_request_id: AtomicU64,
     closed: AtomicBool,
 }
@@ -84,7 +98,7 @@ impl Client {
                 credentials,
                 config,
                 session: Mutex::new(None),
-                reconnecting: tokio::sync::Mutex::new(()),
+                reconnecting: tokio::sync::Mutex::new(None),
                 next_request_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
@@ -260,12 +274,31 @@ impl Client {
         if let Some(session) = self.current_session() {
             return Ok(session);
         }
-        let _reconnecting = self.inner.reconnecting.lock().await;
-        // Another caller may have reconnected while this one waited.
+        let asked_at = Instant::now();
+        let mut last_failure = self.inner.reconnecting.lock().await;
+        // Another caller may have reconnected while this one waited...
         if let Some(session) = self.current_session() {
             return Ok(session);
         }
-        let session = Arc::new(self.connect_any().await?);
+        // ...or failed to, in an attempt that began after this caller asked or only
+        // moments ago: retrying at once would only wait out another connect timeout.
+        if let Some(failed) = last_failure.as_ref()
+            && (failed.began >= asked_at || failed.ended.elapsed() < RECONNECT_HOLD_OFF)
+        {
+            return Err(failed.error.clone());
+        }
+        let began = Instant::now();
+        let session = match self.connect_any().await {
+            Ok(session) => Arc::new(session),
+            Err(error) => {
+                *last_failure = Some(FailedAttempt {
+                    began,
+                    ended: Instant::now(),
+                    error: error.clone(),
+                });
+                return Err(error);
+            }
+        };
         if self.inner.closed.load(Ordering::SeqCst) {
             session.close();
             return Err(ClientError::Closed);

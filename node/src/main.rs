@@ -1,1 +1,54 @@
-fn main() {}
+//! The `chorus` binary: parses the command line and runs a subcommand. Errors reach the
+//! user here, typed below and printed once; exit codes: 0 success, 1 failure,
+//! 64 invalid configuration or usage.
+
+use std::process::ExitCode;
+
+use chorus_node::cli::{Cli, Command};
+use chorus_node::config::NodeConfig;
+use chorus_node::{agent, commands, logging};
+use clap::Parser;
+
+/// `EX_USAGE` from sysexits.h: the configuration or the command line is wrong.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Agent(args) => {
+            let mut config = match NodeConfig::load(args.config.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            if let Some(format) = args.log_format {
+                config.log.format = format;
+            }
+            logging::init(config.log.format, &config.log.level);
+            match runtime.block_on(agent::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "agent failed");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        other => {
+            logging::init(Default::default(), "warn");
+            runtime.block_on(commands::run(other))
+        }
+    }
+}

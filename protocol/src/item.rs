@@ -27,9 +27,14 @@ const MAX_FUNCTION_VERSION_BYTES: usize = 64;
 pub struct ItemId(pub u128);
 
 impl ItemId {
-    /// A fresh ULID, monotonic within this process.
+    /// A fresh ULID, strictly increasing within this process (ids made in the same
+    /// millisecond still sort in the order they were made).
     pub fn generate() -> Self {
-        ItemId(ulid::Ulid::new().0)
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
+        let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        // Overflow needs 2^80 ids in one millisecond; fall back to a random one.
+        ItemId(generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).0)
     }
 
     /// The id as 16 big-endian bytes: sorts like the ULID (by time first).
@@ -358,7 +363,8 @@ mod tests {
 
     #[test]
     fn each_limit_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Item)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Item)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("user_id", Box::new(|i| i.user_id.clear())),
             ("user_id", Box::new(|i| i.user_id = "u".repeat(129))),
             ("rating", Box::new(|i| i.rating = Some(9))),
@@ -416,5 +422,11 @@ mod tests {
         assert_eq!(text.len(), 26);
         assert_eq!(text.parse::<ItemId>(), Ok(id));
         assert!("not-a-ulid".parse::<ItemId>().is_err());
+    }
+
+    #[test]
+    fn generated_ids_increase() {
+        let ids: Vec<ItemId> = (0..1000).map(|_| ItemId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -1,0 +1,127 @@
+//! `chorus agent`: runs one node until SIGINT or SIGTERM, then shuts down gracefully.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use chorus_actors::{Durability, NodeHandle, StoreConfig};
+use chorus_protocol::NodeId;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
+use crate::server::{self, ServerSettings};
+use crate::tls;
+
+/// How long a new connection has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a node with a validated configuration until a termination signal.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let tls_paths = config.tls_paths();
+    if config.uses_dev_certificates()
+        && tls::ensure_dev_certificates(
+            &tls_paths,
+            &tls::TlsPaths::dev_ca_key(&config.data_dir),
+            &config.node_id,
+            &[config.listen.ip().to_string()],
+        )?
+    {
+        info!(ca = %tls_paths.ca_cert.display(), "generated a development CA and node certificate");
+    }
+    let server_config = tls::client_protocol_server_config(
+        &tls_paths,
+        config.max_streams_per_connection,
+        Duration::from_secs(config.idle_timeout_secs),
+    )?;
+
+    let node = NodeHandle::start(StoreConfig {
+        path: config.data_dir.join("store"),
+        node: NodeId(config.node_id.clone()),
+        partitions: config.partitions,
+        durability: match config.durability {
+            DurabilityMode::Full => Durability::Full,
+            DurabilityMode::Flush => Durability::Flush,
+        },
+    })
+    .await
+    .context("starting the store")?;
+    if let Some(key) = node.ensure_admin_key().await? {
+        announce_admin_key(&config, &key)?;
+    }
+
+    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
+    info!(
+        node = %config.node_id,
+        addr = %endpoint.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        "chorus agent listening"
+    );
+
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server::serve(
+        endpoint,
+        node.clone(),
+        ServerSettings {
+            frame_limit: config.frame_limit(),
+            max_in_flight_per_stream: config.max_in_flight_per_stream as usize,
+            hello_timeout: HELLO_TIMEOUT,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        },
+        shutdown.clone(),
+    )
+    .await;
+    signals.abort();
+    node.shutdown().await.context("flushing the store")?;
+    info!("chorus agent stopped");
+    Ok(())
+}
+
+/// Saves the first admin key beside the data (mode 0600) and prints it once.
+fn announce_admin_key(config: &NodeConfig, key: &str) -> anyhow::Result<()> {
+    let path = admin_key_path(&config.data_dir);
+    tls::write_file(&path, format!("{key}\n").as_bytes(), true)?;
+    let ca = config.tls_paths().ca_cert;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Chorus first start: an admin API key was created.")?;
+    writeln!(out)?;
+    writeln!(out, "  {key}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "It is shown only this once, and saved to {} (mode 0600) for the local CLI.",
+        path.display()
+    )?;
+    writeln!(
+        out,
+        "Clients verify this node with the CA certificate {}.",
+        ca.display()
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    info!(
+        signal = name,
+        "shutting down: no new requests; finishing those in flight"
+    );
+    shutdown.cancel();
+}

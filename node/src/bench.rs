@@ -1,0 +1,375 @@
+//! `chorus bench`: a load generator on the SDK with HDR latency histograms.
+//!
+//! Closed loop (no `--rate`): every worker keeps one request in flight, as pgbench and
+//! redis-benchmark do, so numbers compare like for like. Open loop (`--rate R`):
+//! requests fall due on a fixed schedule and latency is measured from the due time,
+//! so a server that stalls shows its queueing instead of hiding it (no coordinated
+//! omission).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, Tier};
+use clap::Args;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::cli::ConnectArgs;
+use crate::commands::{CliError, connect};
+
+/// Flags of `chorus bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Requests per second across all workers (open loop); without it, closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to measure, e.g. `10s` or `1m`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Warm-up before measuring (not counted).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Workers, each with one request in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// QUIC connections the workers share (round-robin).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// Items per request: 1 sends `submit`, more sends `submit_batch`.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Distinct users the items come from.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u32,
+    /// Bytes of text per item (~300-byte items with the default).
+    #[arg(long, default_value_t = 200)]
+    pub text_bytes: usize,
+    /// Tier of the items.
+    #[arg(long, default_value = "standard")]
+    pub tier: String,
+    /// Pipelined streams per connection in the SDK.
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to send the load.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchSummary {
+    /// `open` or `closed`.
+    pub mode: &'static str,
+    /// Target rate (open loop only), requests/s.
+    pub target_rate: Option<f64>,
+    /// Workers.
+    pub concurrency: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Items per request.
+    pub batch: usize,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Requests answered successfully.
+    pub requests_ok: u64,
+    /// Requests that failed, by error kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Successful requests per second.
+    pub requests_per_sec: f64,
+    /// Items acknowledged per second.
+    pub items_per_sec: f64,
+    /// Latency percentiles in milliseconds.
+    pub latency_ms: Percentiles,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// What one worker measured.
+struct WorkerResult {
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+struct Progress {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Runs the benchmark and prints its summary.
+pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+    if args.concurrency == 0 || args.connections == 0 || args.batch == 0 || args.streams == 0 {
+        return Err(CliError::Usage(
+            "--concurrency, --connections, --batch and --streams must be at least 1".into(),
+        ));
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(CliError::Usage("--rate must be a positive number".into()));
+    }
+    let tier: Tier = args.tier.parse()?;
+    let config = ClientConfig {
+        streams_per_connection: std::num::NonZeroUsize::new(args.streams)
+            .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
+        ..ClientConfig::default()
+    };
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        clients.push(connect(&args.connect, config.clone()).await?);
+    }
+    let text: String = "Très bien — "
+        .chars()
+        .chain(std::iter::repeat('x'))
+        .take(args.text_bytes)
+        .collect();
+    let shape = Arc::new(Shape {
+        users: args.users.max(1),
+        text,
+        tier,
+        batch: args.batch,
+    });
+
+    let progress = Arc::new(Progress::default());
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let client = clients[w % clients.len()].clone();
+        let schedule = args.rate.map(|rate| Schedule {
+            start,
+            interval: Duration::from_secs_f64(args.concurrency as f64 / rate),
+            offset: Duration::from_secs_f64(w as f64 / rate),
+        });
+        workers.spawn(worker(
+            client,
+            shape.clone(),
+            schedule,
+            measure_from,
+            end,
+            progress.clone(),
+        ));
+    }
+    let reporter = tokio::spawn(report_progress(progress.clone(), measure_from, end));
+    let mut histogram = new_histogram();
+    let mut ok = 0;
+    let mut errors = BTreeMap::new();
+    while let Some(result) = workers.join_next().await {
+        let result = result.map_err(|e| CliError::Usage(format!("a bench worker failed: {e}")))?;
+        histogram
+            .add(&result.histogram)
+            .expect("same histogram bounds");
+        ok += result.ok;
+        for (kind, n) in result.errors {
+            *errors.entry(kind).or_insert(0) += n;
+        }
+    }
+    reporter.abort();
+    for client in clients {
+        client.close().await;
+    }
+    let seconds = args.duration.as_secs_f64();
+    let ms = |v: u64| v as f64 / 1000.0;
+    let summary = BenchSummary {
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        target_rate: args.rate,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        batch: args.batch,
+        seconds,
+        requests_ok: ok,
+        errors,
+        requests_per_sec: ok as f64 / seconds,
+        items_per_sec: (ok * args.batch as u64) as f64 / seconds,
+        latency_ms: Percentiles {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+        },
+    };
+    print_summary(&summary);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary).expect("summary serialises");
+        std::fs::write(path, text + "\n")
+            .map_err(|e| CliError::Usage(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// What the generated items look like.
+struct Shape {
+    users: u32,
+    text: String,
+    tier: Tier,
+    batch: usize,
+}
+
+impl Shape {
+    fn item(&self, rng: &mut impl Rng) -> Item {
+        let mut item = Item::new(
+            format!("user-{:011}", rng.random_range(0..self.users)),
+            Kind::Bug,
+        );
+        item.rating = Some(rng.random_range(1..=5));
+        item.text = self.text.clone();
+        item.tier = self.tier;
+        item
+    }
+}
+
+/// When an open-loop worker's requests fall due: `start + offset + k * interval`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    interval: Duration,
+    offset: Duration,
+}
+
+async fn worker(
+    client: Client,
+    shape: Arc<Shape>,
+    schedule: Option<Schedule>,
+    measure_from: Instant,
+    end: Instant,
+    progress: Arc<Progress>,
+) -> WorkerResult {
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut result = WorkerResult {
+        histogram: new_histogram(),
+        ok: 0,
+        errors: BTreeMap::new(),
+    };
+    let mut k: u32 = 0;
+    loop {
+        let due = match schedule {
+            Some(s) => {
+                let due = s.start + s.offset + s.interval * k;
+                k += 1;
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        if due >= end {
+            break;
+        }
+        let outcome = if shape.batch == 1 {
+            client.submit(shape.item(&mut rng)).await.map(|_| ())
+        } else {
+            let items = (0..shape.batch).map(|_| shape.item(&mut rng)).collect();
+            match client.submit_batch(items).await {
+                Ok(outcomes) => match outcomes.into_iter().find_map(Result::err) {
+                    Some(code) => Err(ClientError::Server(code)),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            }
+        };
+        let done = Instant::now();
+        if due < measure_from {
+            continue;
+        }
+        match outcome {
+            Ok(()) => {
+                result.ok += 1;
+                progress.ok.fetch_add(1, Ordering::Relaxed);
+                let micros = done.duration_since(due).as_micros() as u64;
+                result.histogram.saturating_record(micros.max(1));
+            }
+            Err(e) => {
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+                *result.errors.entry(error_kind(&e)).or_insert(0) += 1;
+            }
+        }
+    }
+    result
+}
+
+fn error_kind(error: &ClientError) -> String {
+    match error {
+        ClientError::Server(code) => code.kind().to_string(),
+        ClientError::Timeout => "client_timeout".into(),
+        ClientError::ConnectionLost { .. } => "connection_lost".into(),
+        ClientError::StreamReset { .. } => "stream_reset".into(),
+        other => format!("client: {other}"),
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min at 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn report_progress(progress: Arc<Progress>, measure_from: Instant, end: Instant) {
+    tokio::time::sleep_until(measure_from.into()).await;
+    let mut last = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    while Instant::now() < end {
+        ticker.tick().await;
+        let ok = progress.ok.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0}s] {:>9} ok  {:>8}/s  {} errors",
+            measure_from.elapsed().as_secs_f64(),
+            ok,
+            ok - last,
+            progress.failed.load(Ordering::Relaxed)
+        );
+        last = ok;
+    }
+}
+
+fn print_summary(s: &BenchSummary) {
+    println!(
+        "mode={} concurrency={} connections={} batch={} target_rate={}",
+        s.mode,
+        s.concurrency,
+        s.connections,
+        s.batch,
+        s.target_rate
+            .map(|r| format!("{r:.0}/s"))
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "requests: {} ok in {:.1}s = {:.0} req/s, {:.0} items/s",
+        s.requests_ok, s.seconds, s.requests_per_sec, s.items_per_sec
+    );
+    if s.errors.is_empty() {
+        println!("errors: none");
+    } else {
+        let list: Vec<String> = s.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!("errors: {}", list.join(" "));
+    }
+    let l = &s.latency_ms;
+    println!(
+        "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+}

@@ -1,0 +1,164 @@
+//! The `chorus` command line: subcommands and their flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{DEFAULT_DATA_DIR, LogFormat};
+
+/// Chorus: a clustered runtime that ingests and processes user feedback.
+#[derive(Debug, Parser)]
+#[command(name = "chorus", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (with no flags: one node on 127.0.0.1:7400, data in ./chorus-data).
+    Agent(AgentArgs),
+    /// Submit one feedback item.
+    Submit(SubmitArgs),
+    /// Read one item by id.
+    Get(GetArgs),
+    /// List a user's items, oldest first.
+    List(ListArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Load-test a node and report throughput and latency percentiles.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Flags of `chorus agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// A TOML configuration file; `CHORUS_*` variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (overrides the configuration).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How a CLI command reaches a node: by default the local development node.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Node address.
+    #[arg(
+        long,
+        env = "CHORUS_SERVER",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
+    pub server: SocketAddr,
+    /// The cluster CA certificate (default: <data-dir>/tls/ca.pem).
+    #[arg(long, env = "CHORUS_CA", value_name = "PEM", global = true)]
+    pub ca: Option<PathBuf>,
+    /// API key (default: the admin key in <data-dir>/admin.key).
+    #[arg(long, env = "CHORUS_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Data directory of the local node, where the defaults above are found.
+    #[arg(long, env = "CHORUS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: PathBuf,
+    /// The name the node's certificate is checked against.
+    #[arg(
+        long,
+        env = "CHORUS_SERVER_NAME",
+        default_value = "localhost",
+        global = true
+    )]
+    pub server_name: String,
+}
+
+/// Flags of `chorus submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The user the feedback comes from.
+    #[arg(long)]
+    pub user: String,
+    /// A rating, 1..=5.
+    #[arg(long)]
+    pub rating: Option<u8>,
+    /// Free text.
+    #[arg(long, default_value = "")]
+    pub text: String,
+    /// rating | text | bug | feature | performance | error | user | system
+    /// (default: rating when --rating is given, else text).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// realtime | priority | standard | batch.
+    #[arg(long, default_value = "standard")]
+    pub tier: String,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// The item's id (a ULID); a fresh one by default. Resubmitting an id returns its
+    /// first receipt.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Print the receipt as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to send it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The item's id (a ULID).
+    pub id: String,
+    /// Print the item as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Whose items.
+    #[arg(long)]
+    pub user: String,
+    /// Most items to print.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `chorus keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key (needs an admin key).
+    Create(KeysCreateArgs),
+}
+
+/// Flags of `chorus keys create`.
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    /// submit | read | admin.
+    #[arg(long)]
+    pub role: String,
+    /// A label for operators.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Print `{"key": ..., "role": ...}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to create it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}

@@ -1,0 +1,153 @@
+//! The client-side subcommands (`submit`, `get`, `list`, `keys`, `bench`), built on the
+//! SDK exactly as an application would use it.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chorus_client::{
+    Client, ClientConfig, ClientError, Credentials, ErrorCode, Item, ItemId, Kind, Role, Tier,
+};
+
+use crate::cli::{
+    Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, ListArgs, SubmitArgs,
+};
+use crate::config::admin_key_path;
+use crate::tls::TlsPaths;
+
+/// Why a CLI command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The node answered with, or the SDK ended with, an error.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The command line or the local files are not usable.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<ErrorCode> for CliError {
+    fn from(code: ErrorCode) -> Self {
+        CliError::Client(ClientError::Server(code))
+    }
+}
+
+/// Runs a client-side subcommand and prints its outcome; returns the exit code.
+pub async fn run(command: Command) -> ExitCode {
+    let (json, outcome) = match command {
+        Command::Submit(args) => (args.json, submit(args).await),
+        Command::Get(args) => (args.json, get(args).await),
+        Command::List(args) => (args.json, list(args).await),
+        Command::Keys(KeysCommand::Create(args)) => (args.json, create_key(args).await),
+        Command::Bench(args) => (false, crate::bench::run(args).await),
+        Command::Agent(_) => unreachable!("the agent is not a client command"),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::print_error(&e, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects with the flags, falling back to the local node's CA and admin key.
+pub async fn connect(args: &ConnectArgs, config: ClientConfig) -> Result<Client, CliError> {
+    let ca = args
+        .ca
+        .clone()
+        .unwrap_or_else(|| TlsPaths::dev(&args.data_dir).ca_cert);
+    let api_key = match &args.api_key {
+        Some(key) => key.clone(),
+        None => read_admin_key(&args.data_dir)?,
+    };
+    let credentials =
+        Credentials::from_ca_file(&ca, api_key)?.with_server_name(args.server_name.clone());
+    Ok(Client::connect(&[args.server], credentials, config).await?)
+}
+
+fn read_admin_key(data_dir: &std::path::Path) -> Result<String, CliError> {
+    let path: PathBuf = admin_key_path(data_dir);
+    let key = std::fs::read_to_string(&path).map_err(|e| {
+        CliError::Usage(format!(
+            "no API key: pass --api-key (or CHORUS_API_KEY), or start `chorus agent` once to create {} ({e})",
+            path.display()
+        ))
+    })?;
+    Ok(key.trim().to_string())
+}
+
+async fn submit(args: SubmitArgs) -> Result<(), CliError> {
+    let kind = match &args.kind {
+        Some(k) => k.parse::<Kind>()?,
+        None if args.rating.is_some() => Kind::Rating,
+        None => Kind::Text,
+    };
+    let mut item = Item::new(args.user.clone(), kind);
+    if let Some(id) = &args.id {
+        item.id = id.parse::<ItemId>()?;
+    }
+    item.rating = args.rating;
+    item.text = args.text.clone();
+    item.tags = args.tags.clone();
+    item.tier = args.tier.parse::<Tier>()?;
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let receipt = client.submit(item).await;
+    client.close().await;
+    output::print_receipt(&receipt?, args.json);
+    Ok(())
+}
+
+async fn get(args: GetArgs) -> Result<(), CliError> {
+    let id = args.id.parse::<ItemId>()?;
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let found = client.get(id).await;
+    client.close().await;
+    match found? {
+        Some(stored) => {
+            output::print_item(&stored, args.json);
+            Ok(())
+        }
+        None => Err(CliError::Usage(format!("no item with id {id}"))),
+    }
+}
+
+async fn list(args: ListArgs) -> Result<(), CliError> {
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let mut remaining = args.limit as usize;
+    let mut after = None;
+    let outcome = loop {
+        if remaining == 0 {
+            break Ok(());
+        }
+        let page_size = remaining.min(chorus_protocol::MAX_PAGE_LIMIT as usize) as u32;
+        match client
+            .list_by_user(&args.user, after.take(), page_size)
+            .await
+        {
+            Ok(page) => {
+                for stored in &page.items {
+                    output::print_item(stored, args.json);
+                }
+                remaining = remaining.saturating_sub(page.items.len());
+                match page.next {
+                    Some(next) if !page.items.is_empty() => after = Some(next),
+                    _ => break Ok(()),
+                }
+            }
+            Err(e) => break Err(e.into()),
+        }
+    };
+    client.close().await;
+    outcome
+}
+
+async fn create_key(args: KeysCreateArgs) -> Result<(), CliError> {
+    let role = args.role.parse::<Role>()?;
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let key = client.create_api_key(role, args.name.clone()).await;
+    client.close().await;
+    output::print_key(&key?, role, args.json);
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! How CLI results are printed: short human lines, or one JSON object per result.
+
+use chorus_client::{ClientError, ErrorCode, Receipt, Role, Status, StoredItem};
+use serde_json::{Value, json};
+
+use super::CliError;
+
+/// A receipt as JSON: at least `id` and `status`.
+pub fn receipt_json(receipt: &Receipt) -> Value {
+    json!({
+        "id": receipt.id.to_string(),
+        "status": receipt.status.as_str(),
+        "reasons": reasons(&receipt.status),
+        "alignment_score": receipt.alignment_score,
+        "owner": receipt.owner.0,
+        "replicas": receipt.replicas.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        "stored_at": receipt.stored_at,
+    })
+}
+
+/// A stored item as JSON: the item's fields and its receipt's `status`.
+pub fn item_json(stored: &StoredItem) -> Value {
+    let item = &stored.item;
+    json!({
+        "id": item.id.to_string(),
+        "status": stored.receipt.status.as_str(),
+        "reasons": reasons(&stored.receipt.status),
+        "user_id": item.user_id,
+        "kind": item.kind.as_str(),
+        "rating": item.rating,
+        "text": item.text,
+        "tags": item.tags,
+        "tier": item.tier.as_str(),
+        "function": item.function.as_ref().map(|f| json!({"name": f.name, "version": f.version})),
+        "metrics": item.metrics.as_ref().map(|m| json!({
+            "success_rate": m.success_rate,
+            "avg_duration_ms": m.avg_duration_ms,
+            "error_rate": m.error_rate,
+        })),
+        "client_ts": item.client_ts,
+        "owner": stored.receipt.owner.0,
+        "stored_at": stored.receipt.stored_at,
+    })
+}
+
+fn reasons(status: &Status) -> Vec<String> {
+    match status {
+        Status::Accepted => Vec::new(),
+        Status::Flagged { reasons } | Status::Rejected { reasons } => reasons.clone(),
+    }
+}
+
+/// Prints a receipt.
+pub fn print_receipt(receipt: &Receipt, json: bool) {
+    if json {
+        println!("{}", receipt_json(receipt));
+    } else {
+        println!(
+            "{} {} (owner {}, stored at {} ms)",
+            receipt.status.as_str(),
+            receipt.id,
+            receipt.owner,
+            receipt.stored_at
+        );
+    }
+}
+
+/// Prints a stored item.
+pub fn print_item(stored: &StoredItem, json: bool) {
+    if json {
+        println!("{}", item_json(stored));
+    } else {
+        let item = &stored.item;
+        let rating = item
+            .rating
+            .map(|r| format!(" rating={r}"))
+            .unwrap_or_default();
+        println!(
+            "{} {} user={} kind={}{} tier={} text={:?}",
+            item.id,
+            stored.receipt.status.as_str(),
+            item.user_id,
+            item.kind.as_str(),
+            rating,
+            item.tier.as_str(),
+            item.text
+        );
+    }
+}
+
+/// Prints a new API key.
+pub fn print_key(key: &str, role: Role, json: bool) {
+    if json {
+        println!("{}", json!({"key": key, "role": role.as_str()}));
+    } else {
+        println!("{key}");
+        eprintln!("(an API key with role {role}; it is shown only this once)");
+    }
+}
+
+/// Prints an error: always a line on stderr, and with `--json` one object on stdout.
+pub fn print_error(error: &CliError, json: bool) {
+    eprintln!("error: {error}");
+    if json {
+        println!("{}", error_json(error));
+    }
+}
+
+fn error_json(error: &CliError) -> Value {
+    match error {
+        CliError::Client(ClientError::Server(code)) => {
+            let mut value = json!({"error": code.kind(), "message": code.to_string()});
+            match code {
+                ErrorCode::Invalid { field, reason } => {
+                    value["field"] = json!(field);
+                    value["reason"] = json!(reason);
+                }
+                ErrorCode::RateLimited { retry_after_ms }
+                | ErrorCode::Overloaded { retry_after_ms, .. } => {
+                    value["retry_after_ms"] = json!(retry_after_ms);
+                }
+                _ => {}
+            }
+            value
+        }
+        CliError::Client(other) => json!({"error": "client", "message": other.to_string()}),
+        CliError::Usage(message) => json!({"error": "usage", "message": message}),
+    }
+}

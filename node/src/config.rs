@@ -1,0 +1,409 @@
+//! The node's configuration: defaults < TOML file < `CHORUS_*` environment < flags,
+//! validated once at start so that a bad value is refused before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chorus_protocol::FrameLimit;
+use serde::{Deserialize, Serialize};
+
+use crate::tls::TlsPaths;
+
+/// A configuration that cannot be used: `key` names the setting, `reason` says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    /// The setting (a TOML key path, an environment variable or a file).
+    pub key: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How durable an acknowledged write is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// sled's flush, then an fdatasync: survives power loss.
+    #[default]
+    Full,
+    /// sled's flush only (sync_file_range): survives a process crash, not a power loss.
+    Flush,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Certificate files; all three or none (none: the development certificates in the data dir).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the CA.
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// Logging settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `chorus_node=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's name, unique in its cluster: 1..=64 characters of `[A-Za-z0-9._-]`.
+    pub node_id: String,
+    /// Directory of the store, the development certificates and the admin key.
+    pub data_dir: PathBuf,
+    /// UDP address of the QUIC endpoint.
+    pub listen: SocketAddr,
+    /// Number of partitions users are hashed into; fixed when the store is created.
+    pub partitions: u16,
+    /// `full` (fdatasync after each group flush; the default) or `flush`.
+    pub durability: DurabilityMode,
+    /// Largest frame a peer may send, in bytes (4 KiB..=16 MiB).
+    pub max_frame_bytes: u32,
+    /// Bidirectional streams a client may have open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Requests one stream may have in flight before the node stops reading from it.
+    pub max_in_flight_per_stream: u32,
+    /// Seconds without traffic after which a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a graceful shutdown waits for requests in flight.
+    pub shutdown_grace_secs: u64,
+    /// Certificate files.
+    pub tls: TlsSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// The QUIC port a node listens on by default.
+pub const DEFAULT_PORT: u16 = 7400;
+/// The data directory used when none is configured.
+pub const DEFAULT_DATA_DIR: &str = "./chorus-data";
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: "node-1".into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            partitions: 1024,
+            durability: DurabilityMode::Full,
+            max_frame_bytes: chorus_protocol::DEFAULT_MAX_FRAME,
+            max_streams_per_connection: 100,
+            max_in_flight_per_stream: 1024,
+            idle_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+            tls: TlsSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// The type of a setting that can come from the environment.
+#[derive(Clone, Copy)]
+enum EnvKind {
+    Str,
+    Int,
+}
+
+/// Settings the environment may override: `CHORUS_` + the key path in upper case with
+/// `.` as `_` (e.g. `log.level` is `CHORUS_LOG_LEVEL`).
+const ENV_KEYS: &[(&str, EnvKind)] = &[
+    ("node_id", EnvKind::Str),
+    ("data_dir", EnvKind::Str),
+    ("listen", EnvKind::Str),
+    ("partitions", EnvKind::Int),
+    ("durability", EnvKind::Str),
+    ("max_frame_bytes", EnvKind::Int),
+    ("max_streams_per_connection", EnvKind::Int),
+    ("max_in_flight_per_stream", EnvKind::Int),
+    ("idle_timeout_secs", EnvKind::Int),
+    ("shutdown_grace_secs", EnvKind::Int),
+    ("tls.ca_cert", EnvKind::Str),
+    ("tls.cert", EnvKind::Str),
+    ("tls.key", EnvKind::Str),
+    ("log.format", EnvKind::Str),
+    ("log.level", EnvKind::Str),
+];
+
+/// The environment variable that overrides a key path.
+pub fn env_name(key: &str) -> String {
+    format!("CHORUS_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+impl NodeConfig {
+    /// Loads the configuration: defaults, then `file` if given, then the `CHORUS_*`
+    /// variables of `env`; then validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+                })?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    ConfigError::new(
+                        path.display().to_string(),
+                        format!("not valid TOML: {}", e.message()),
+                    )
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        for (key, kind) in ENV_KEYS {
+            let name = env_name(key);
+            if let Some(raw) = env.get(&name) {
+                let value = match kind {
+                    EnvKind::Str => toml::Value::String(raw.clone()),
+                    EnvKind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                        ConfigError::new(&name, format!("{raw:?} is not an integer"))
+                    })?),
+                };
+                set_path(&mut table, key, value);
+            }
+        }
+        let config: NodeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError::new(
+                    if path == "." { "config".into() } else { path },
+                    e.into_inner().to_string(),
+                )
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every limit; the first violation names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = (1..=64).contains(&self.node_id.len())
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !id_ok {
+            return Err(ConfigError::new(
+                "node_id",
+                "must be 1..=64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        if self.partitions == 0 {
+            return Err(ConfigError::new("partitions", "must be at least 1"));
+        }
+        FrameLimit::new(self.max_frame_bytes)
+            .map_err(|r| ConfigError::new("max_frame_bytes", r))?;
+        check_range(
+            "max_streams_per_connection",
+            self.max_streams_per_connection.into(),
+            1,
+            10_000,
+        )?;
+        check_range(
+            "max_in_flight_per_stream",
+            self.max_in_flight_per_stream.into(),
+            1,
+            65_536,
+        )?;
+        check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3_600)?;
+        check_range("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3_600)?;
+        let tls_set = [&self.tls.ca_cert, &self.tls.cert, &self.tls.key]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if tls_set != 0 && tls_set != 3 {
+            return Err(ConfigError::new(
+                "tls",
+                "set all of ca_cert, cert and key, or none (for development certificates)",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The frame limit as a validated value.
+    pub fn frame_limit(&self) -> FrameLimit {
+        FrameLimit::new(self.max_frame_bytes).expect("validated at load")
+    }
+
+    /// Where the certificates are: configured, or the development ones in the data dir.
+    pub fn tls_paths(&self) -> TlsPaths {
+        match (&self.tls.ca_cert, &self.tls.cert, &self.tls.key) {
+            (Some(ca), Some(cert), Some(key)) => TlsPaths {
+                ca_cert: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsPaths::dev(&self.data_dir),
+        }
+    }
+
+    /// Whether the node uses (and on first start makes) development certificates.
+    pub fn uses_dev_certificates(&self) -> bool {
+        self.tls.cert.is_none()
+    }
+}
+
+/// Where the admin key made on first start is kept.
+pub fn admin_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.key")
+}
+
+fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{value} is outside {min}..={max}"),
+        ))
+    }
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set_path(inner, rest, value);
+            }
+        }
+        None => {
+            table.insert(key.to_string(), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml_text: &str, env: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        NodeConfig::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = NodeConfig::load(None, Vec::new()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.data_dir, PathBuf::from("./chorus-data"));
+        assert_eq!(c.durability, DurabilityMode::Full);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = load_str(
+            "partitions = 64\n[log]\nlevel = \"debug\"\n",
+            &[("CHORUS_PARTITIONS", "128"), ("CHORUS_LOG_FORMAT", "json")],
+        )
+        .unwrap();
+        assert_eq!(c.partitions, 128);
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            ("partitions = 0", &[], "partitions"),
+            ("partitions = 70000", &[], "partitions"),
+            ("listen = \"nowhere\"", &[], "listen"),
+            ("max_frame_bytes = 10", &[], "max_frame_bytes"),
+            ("durability = \"sometimes\"", &[], "durability"),
+            ("node_id = \"has space\"", &[], "node_id"),
+            ("[log]\nlevel = \"[[[\"", &[], "log.level"),
+            ("[tls]\ncert = \"/x\"", &[], "tls"),
+            ("", &[("CHORUS_PARTITIONS", "many")], "CHORUS_PARTITIONS"),
+        ];
+        for (text, env, key) in cases {
+            let err = load_str(text, env).expect_err(text);
+            assert_eq!(&err.key, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load_str("partitons = 8", &[]).unwrap_err();
+        assert!(err.reason.contains("partitons"), "{err}");
+    }
+
+    #[test]
+    fn broken_toml_names_the_file() {
+        let err = load_str("partitions = = 3", &[]).unwrap_err();
+        assert!(err.key.ends_with("chorus.toml"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                NodeConfig::load(Some(&path), Vec::new())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1);
+    }
+}

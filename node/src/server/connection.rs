@@ -1,0 +1,129 @@
+//! One client connection: the hello, then a task per bidirectional stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_actors::NodeHandle;
+use chorus_protocol::{ErrorCode, ResetCode, Role, Welcome, decode_hello, encode_value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info_span};
+
+use super::ServerSettings;
+use super::frame_io::read_frame;
+use super::stream::serve_stream;
+
+/// How long the hello's answer may take to reach the client before the connection closes.
+const HELLO_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves one incoming connection until the client closes it or shutdown ends it.
+pub async fn serve_connection(
+    incoming: quinn::Incoming,
+    node: NodeHandle,
+    settings: Arc<ServerSettings>,
+    shutdown: CancellationToken,
+) {
+    let remote = incoming.remote_address();
+    let span = info_span!("connection", %remote);
+    async move {
+        let connection = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(error = %e, "handshake failed");
+                return;
+            }
+        };
+        let role = match tokio::time::timeout(
+            settings.hello_timeout,
+            hello(&connection, &node, &settings),
+        )
+        .await
+        {
+            Ok(Some(role)) => role,
+            Ok(None) => return,
+            Err(_) => {
+                debug!("no hello in time");
+                connection.close(ResetCode::HelloRequired.code().into(), b"hello timed out");
+                return;
+            }
+        };
+        debug!(?role, "client authenticated");
+        let streams = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                accepted = connection.accept_bi() => accepted,
+            };
+            match accepted {
+                Ok((send, recv)) => {
+                    streams.spawn(serve_stream(
+                        send,
+                        recv,
+                        node.clone(),
+                        role,
+                        settings.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    debug!(reason = %e, "connection ended");
+                    break;
+                }
+            }
+        }
+        streams.close();
+        streams.wait().await;
+        if shutdown.is_cancelled() {
+            connection.close(ResetCode::ShuttingDown.code().into(), b"shutting down");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the hello on the connection's first stream; returns the key's role, or `None`
+/// after answering a refusal and closing the connection.
+async fn hello(
+    connection: &quinn::Connection,
+    node: &NodeHandle,
+    settings: &ServerSettings,
+) -> Option<Role> {
+    let (mut send, mut recv) = connection.accept_bi().await.ok()?;
+    let mut payload = Vec::new();
+    let outcome = match read_frame(&mut recv, settings.frame_limit, &mut payload).await {
+        Ok(true) => authenticate(&payload, node, settings).await,
+        Ok(false) => Err(ErrorCode::invalid("hello", "stream ended before the hello")),
+        Err(e) => Err(ErrorCode::invalid("hello", e.to_string())),
+    };
+    let mut out = Vec::new();
+    encode_value(&outcome, settings.frame_limit, &mut out).ok()?;
+    let written = send.write_all(&out).await.is_ok() && send.finish().is_ok();
+    match outcome {
+        Ok(welcome) if written => Some(welcome.role),
+        refused => {
+            debug!(?refused, "hello refused");
+            let _ = tokio::time::timeout(HELLO_FLUSH_TIMEOUT, send.stopped()).await;
+            connection.close(ResetCode::HelloRequired.code().into(), b"hello refused");
+            None
+        }
+    }
+}
+
+async fn authenticate(
+    payload: &[u8],
+    node: &NodeHandle,
+    settings: &ServerSettings,
+) -> Result<Welcome, ErrorCode> {
+    let hello = decode_hello(payload)?;
+    let role = node
+        .authenticate(&hello.api_key)
+        .await?
+        .ok_or(ErrorCode::Unauthorized)?;
+    Ok(Welcome {
+        version: hello.version,
+        node: node.node_id().clone(),
+        role,
+        max_frame: settings.frame_limit.get(),
+    })
+}

@@ -1,0 +1,200 @@
+//! One request stream: frames are read in order, requests run concurrently (bounded),
+//! responses are written as they complete, tagged with their request id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_actors::NodeHandle;
+use chorus_protocol::{
+    ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, Role, ServerFrame,
+    decode_client_frame, encode_value,
+};
+use tokio::io::BufReader;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::ServerSettings;
+use super::dispatch::dispatch;
+use super::frame_io::{ReadFrameError, read_frame};
+
+/// Responses gathered into one write when several are ready at once.
+const WRITE_COALESCE_BYTES: usize = 64 * 1024;
+/// Read buffer per stream; small frames arrive many to a read.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// How long the last responses may take to be acknowledged after the stream is finished.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the reading side of a stream ended.
+enum ReadEnd {
+    /// The client finished its side, or shutdown began: answer what is in flight.
+    Drain { stop: Option<ResetCode> },
+    /// A broken frame: reset both directions with this code.
+    Broken(ResetCode),
+    /// The stream or connection failed; nobody is left to answer.
+    Failed,
+}
+
+/// Serves one bidirectional request stream.
+pub async fn serve_stream(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    node: NodeHandle,
+    role: Role,
+    settings: Arc<ServerSettings>,
+    shutdown: CancellationToken,
+) {
+    let in_flight = settings.max_in_flight_per_stream;
+    let (responses, to_write) = mpsc::channel::<ServerFrame>(in_flight);
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(write_responses(
+        send,
+        to_write,
+        settings.frame_limit,
+        writer_stop.clone(),
+    ));
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let mut requests = JoinSet::new();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, recv);
+    let mut payload = Vec::new();
+
+    let end = loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break ReadEnd::Drain { stop: Some(ResetCode::ShuttingDown) },
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break ReadEnd::Drain { stop: Some(ResetCode::ShuttingDown) },
+            read = read_frame(&mut reader, settings.frame_limit, &mut payload) => read,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => break ReadEnd::Drain { stop: None },
+            Err(ReadFrameError::Frame(e)) => {
+                debug!(error = %e, "broken frame; resetting the stream");
+                break ReadEnd::Broken(e.reset_code());
+            }
+            Err(ReadFrameError::Io(e)) => {
+                debug!(error = %e, "stream failed");
+                break ReadEnd::Failed;
+            }
+        }
+        match decode_client_frame(&payload) {
+            Ok(frame) => {
+                let node = node.clone();
+                let responses = responses.clone();
+                requests.spawn(async move {
+                    let result = dispatch(&node, role, frame.request).await;
+                    let _ = responses
+                        .send(ServerFrame {
+                            request_id: frame.request_id,
+                            result,
+                        })
+                        .await;
+                    drop(permit);
+                });
+            }
+            Err(ClientFrameError::Request { request_id, error }) => {
+                let _ = responses
+                    .send(ServerFrame {
+                        request_id,
+                        result: Err(error),
+                    })
+                    .await;
+            }
+            Err(ClientFrameError::NoRequestId(reason)) => {
+                debug!(%reason, "frame without a request id; resetting the stream");
+                break ReadEnd::Broken(ResetCode::Malformed);
+            }
+        }
+        // Reap finished requests so the set stays as small as what is in flight.
+        while requests.try_join_next().is_some() {}
+    };
+
+    let mut recv = reader.into_inner();
+    match end {
+        ReadEnd::Broken(code) => {
+            let _ = recv.stop(code.code().into());
+            writer_stop.cancel();
+            if let Ok(mut send) = writer.await {
+                let _ = send.reset(code.code().into());
+            }
+            // Requests already accepted still complete (and are stored); only their
+            // answers are lost with the stream, and ids make a retry safe.
+            requests.join_all().await;
+        }
+        ReadEnd::Failed => {
+            writer_stop.cancel();
+            let _ = writer.await;
+            requests.join_all().await;
+        }
+        ReadEnd::Drain { stop } => {
+            if let Some(code) = stop {
+                let _ = recv.stop(code.code().into());
+            }
+            requests.join_all().await;
+            drop(responses);
+            if let Ok(mut send) = writer.await
+                && send.finish().is_ok()
+            {
+                let _ = tokio::time::timeout(FINISH_TIMEOUT, send.stopped()).await;
+            }
+        }
+    }
+}
+
+/// Writes responses as they come, several to a write when more than one is ready, until
+/// every sender is gone or `stop` is cancelled; hands the stream back to be finished or reset.
+async fn write_responses(
+    mut send: quinn::SendStream,
+    mut to_write: mpsc::Receiver<ServerFrame>,
+    limit: FrameLimit,
+    stop: CancellationToken,
+) -> quinn::SendStream {
+    let mut buf = Vec::with_capacity(WRITE_COALESCE_BYTES);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            frame = to_write.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
+        buf.clear();
+        encode_response(&frame, limit, &mut buf);
+        while buf.len() < WRITE_COALESCE_BYTES {
+            match to_write.try_recv() {
+                Ok(frame) => encode_response(&frame, limit, &mut buf),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            written = send.write_all(&buf) => written,
+        };
+        if let Err(e) = written {
+            debug!(error = %e, "client stopped reading responses");
+            break;
+        }
+    }
+    send
+}
+
+/// Encodes a response; one too large for a frame is answered with a typed error instead.
+fn encode_response(frame: &ServerFrame, limit: FrameLimit, buf: &mut Vec<u8>) {
+    if let Err(FrameError::TooLarge { len, .. }) = encode_value(frame, limit, buf) {
+        let refusal = ServerFrame {
+            request_id: frame.request_id,
+            result: Err(ErrorCode::invalid(
+                "limit",
+                format!("the response ({len} bytes) exceeds the frame limit; ask for fewer items"),
+            )),
+        };
+        encode_value(&refusal, limit, buf).expect("a short error always fits in a frame");
+    }
+}

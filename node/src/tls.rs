@@ -1,0 +1,238 @@
+//! Certificates: the development CA and node certificate made on first start, and the
+//! rustls/quinn configurations built from PEM files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why certificates could not be made or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating a key or certificate failed.
+    #[error("generating certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file could not be read or parsed.
+    #[error("reading {path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Where a node's PEM files live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// The cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// This node's certificate (signed by the CA).
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+impl TlsPaths {
+    /// The development layout under a data dir: `tls/ca.pem`, `tls/node.pem`, `tls/node.key`.
+    pub fn dev(data_dir: &Path) -> Self {
+        let dir = data_dir.join("tls");
+        TlsPaths {
+            ca_cert: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+        }
+    }
+
+    /// The CA's private key in the development layout (kept so `chorus certs` can sign).
+    pub fn dev_ca_key(data_dir: &Path) -> PathBuf {
+        data_dir.join("tls").join("ca.key")
+    }
+}
+
+/// The parameters of a Chorus CA; deterministic so an issuer can be rebuilt from its key.
+fn ca_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Chorus");
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = params.not_before + time_years(10);
+    Ok(params)
+}
+
+fn time_years(years: i64) -> time::Duration {
+    time::Duration::days(365 * years)
+}
+
+/// Makes a development CA and a node certificate for `localhost`, `127.0.0.1`, `::1` and
+/// `extra_names`, and writes them (keys with mode 0600) where `paths` says, plus the CA
+/// key beside the CA certificate. Does nothing if the node certificate already exists.
+/// Returns whether it generated anything.
+pub fn ensure_dev_certificates(
+    paths: &TlsPaths,
+    ca_key_path: &Path,
+    node_name: &str,
+    extra_names: &[String],
+) -> Result<bool, TlsError> {
+    if paths.cert.exists() && paths.key.exists() && paths.ca_cert.exists() {
+        return Ok(false);
+    }
+    let ca_key = KeyPair::generate()?;
+    let ca_params = ca_params("Chorus development CA")?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        node_name.to_string(),
+    ];
+    names.extend(extra_names.iter().cloned());
+    names.dedup();
+    let mut node_params = CertificateParams::new(names)?;
+    node_params
+        .distinguished_name
+        .push(DnType::CommonName, node_name);
+    node_params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    node_params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    node_params.not_after = node_params.not_before + time_years(2);
+    let node_key = KeyPair::generate()?;
+    let node_cert = node_params.signed_by(&node_key, &issuer)?;
+
+    write_file(&paths.ca_cert, ca_cert.pem().as_bytes(), false)?;
+    write_file(ca_key_path, ca_key.serialize_pem().as_bytes(), true)?;
+    write_file(&paths.cert, node_cert.pem().as_bytes(), false)?;
+    write_file(&paths.key, node_key.serialize_pem().as_bytes(), true)?;
+    Ok(true)
+}
+
+/// Writes a file, creating its directory; `secret` files get mode 0600 from the start.
+pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(err)?;
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+/// Loads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: "no certificate in file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Loads a private key from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, e))
+}
+
+fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
+    TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// The rustls crypto provider Chorus uses everywhere: ring, passed explicitly because more
+/// than one provider is compiled into the binary.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The QUIC server configuration for the client protocol.
+pub fn client_protocol_server_config(
+    paths: &TlsPaths,
+    max_concurrent_streams: u32,
+    idle_timeout: std::time::Duration,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let certs = load_certs(&paths.cert)?;
+    let key = load_key(&paths.key)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![chorus_protocol::ALPN_CLIENT.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(max_concurrent_streams.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    transport.max_idle_timeout(Some(idle_timeout.try_into().map_err(|_| {
+        TlsError::Rustls(rustls::Error::General("idle timeout too large".into()))
+    })?));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificates_are_made_once_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = TlsPaths::dev(dir.path());
+        let ca_key = TlsPaths::dev_ca_key(dir.path());
+        assert!(ensure_dev_certificates(&paths, &ca_key, "node-1", &[]).unwrap());
+        let first = std::fs::read(&paths.cert).unwrap();
+        assert!(!ensure_dev_certificates(&paths, &ca_key, "node-1", &[]).unwrap());
+        assert_eq!(std::fs::read(&paths.cert).unwrap(), first);
+        assert_eq!(load_certs(&paths.ca_cert).unwrap().len(), 1);
+        load_key(&paths.key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        client_protocol_server_config(&paths, 100, std::time::Duration::from_secs(30)).unwrap();
+    }
+}

@@ -1,0 +1,243 @@
+//! `chorus agent` as a real process: first start, durability across SIGKILL, graceful
+//! SIGTERM, refusal of a bad configuration, and the CLI against it.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chorus_client::{Item, Kind};
+use support::{AgentProcess, chorus_bin, free_udp_port};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_item_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let agent = AgentProcess::start(dir.path(), port).await;
+    let client = agent.client().await.unwrap();
+
+    // Concurrent submits; keep the ids of those acknowledged.
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..32 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..40 {
+                let mut item = Item::new(format!("user-{}", (t * 40 + i) % 97), Kind::Text);
+                item.text = format!("item {t}/{i}");
+                if i % 10 == 0 {
+                    let batch: Vec<Item> = (0..10)
+                        .map(|_| Item::new(format!("batch-{t}"), Kind::Bug))
+                        .collect();
+                    let ids: Vec<_> = batch.iter().map(|b| b.id).collect();
+                    if let Ok(outcomes) = client.submit_batch(batch).await {
+                        acked.extend(
+                            ids.into_iter()
+                                .zip(outcomes)
+                                .filter(|(_, o)| o.is_ok())
+                                .map(|(id, _)| id),
+                        );
+                    }
+                }
+                if client.submit(item.clone()).await.is_ok() {
+                    acked.push(item.id);
+                }
+            }
+            acked
+        });
+    }
+    // Kill the node while writes are still arriving.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.signal("KILL");
+    let acked: Vec<_> = tasks.join_all().await.into_iter().flatten().collect();
+    drop(client);
+    drop(agent);
+    assert!(
+        !acked.is_empty(),
+        "nothing was acknowledged before the kill"
+    );
+
+    let agent = AgentProcess::start(dir.path(), port).await;
+    let client = agent.client().await.unwrap();
+    let mut lost = Vec::new();
+    for id in &acked {
+        if client.get(*id).await.unwrap().is_none() {
+            lost.push(*id);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged items lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(dir.path(), free_udp_port()).await;
+    let client = agent.client().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..200 {
+                let item = Item::new(format!("term-{t}-{i}"), Kind::Text);
+                match client.submit(item.clone()).await {
+                    Ok(_) => acked.push(item.id),
+                    Err(_) => break,
+                }
+            }
+            acked
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    agent.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = agent.child.wait().unwrap();
+        (status, agent)
+    });
+    let acked: Vec<_> = tasks.join_all().await.into_iter().flatten().collect();
+    let (status, agent) = status.await.unwrap();
+    assert!(status.success(), "agent exited with {status}");
+    drop(client);
+    let data_dir = agent.data_dir.clone();
+    drop(agent);
+
+    let agent = AgentProcess::start(&data_dir, free_udp_port()).await;
+    let client = agent.client().await.unwrap();
+    for id in &acked {
+        assert!(
+            client.get(*id).await.unwrap().is_some(),
+            "acknowledged {id} lost across SIGTERM"
+        );
+    }
+    client.close().await;
+}
+
+#[test]
+fn an_invalid_config_exits_64_naming_the_key_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "partitions = 0\n").unwrap();
+    let out = Command::new(chorus_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("CHORUS_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("partitions"), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing may be created before the config is valid"
+    );
+
+    let out = Command::new(chorus_bin())
+        .arg("agent")
+        .env("CHORUS_LISTEN", "not-an-address")
+        .env("CHORUS_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_gets_and_lists_with_the_local_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _agent = AgentProcess::start(dir.path(), port).await;
+    let cli = |args: &[&str]| {
+        Command::new(chorus_bin())
+            .args(args)
+            .env("CHORUS_DATA_DIR", dir.path())
+            .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let out = cli(&[
+        "submit", "--user", "u1", "--rating", "5", "--text", "great", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["status"], "accepted");
+    let id = receipt["id"].as_str().unwrap().to_string();
+
+    let out = cli(&["get", &id, "--json"]);
+    assert!(out.status.success());
+    let item: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(item["id"], id.as_str());
+    assert_eq!(item["status"], "accepted");
+    assert_eq!(item["rating"], 5);
+
+    let out = cli(&["list", "--user", "u1", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+
+    // A typed error exits non-zero and names the field.
+    let out = cli(&["submit", "--user", "u1", "--rating", "9", "--json"]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"], "invalid");
+    assert_eq!(error["field"], "rating");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rating"));
+
+    // An admin can make keys; a read key cannot submit.
+    let out = cli(&["keys", "create", "--role", "read", "--json"]);
+    assert!(out.status.success());
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read_key = key["key"].as_str().unwrap();
+    let out = cli(&["submit", "--user", "u1", "--api-key", read_key, "--json"]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"], "forbidden");
+}
+
+#[test]
+fn the_first_start_prints_the_admin_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let run = || {
+        let child = Command::new(chorus_bin())
+            .arg("agent")
+            .env("CHORUS_DATA_DIR", dir.path())
+            .env("CHORUS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CHORUS_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !dir.path().join("admin.key").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Command::new("kill")
+            .args(["-s", "TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run();
+    let key = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    assert!(
+        first.contains(key.trim()),
+        "first start must print the key: {first}"
+    );
+    assert!(dir.path().join("tls/ca.pem").exists());
+    let second = run();
+    assert!(!second.contains(key.trim()), "the key is printed only once");
+}

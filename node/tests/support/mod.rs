@@ -1,0 +1,222 @@
+//! Shared test support: a real node in this process on a loopback port, a real node as a
+//! child process, and a raw QUIC client for sending bytes the SDK never would.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_actors::{Durability, NodeHandle, StoreConfig};
+use chorus_client::{Client, ClientConfig, Credentials};
+use chorus_node::server::{ServerSettings, serve};
+use chorus_node::tls::{self, TlsPaths};
+use chorus_protocol::{FrameLimit, NodeId, encode_value};
+use tokio_util::sync::CancellationToken;
+
+/// A node served from this test process.
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub ca_pem: Vec<u8>,
+    pub admin_key: String,
+    pub node: NodeHandle,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<()>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Starts a node on 127.0.0.1 with an ephemeral port and a fresh data dir.
+    pub async fn start() -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = TlsPaths::dev(dir.path());
+        tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir.path()), "test-node", &[])
+            .unwrap();
+        let server_config =
+            tls::client_protocol_server_config(&paths, 100, Duration::from_secs(30)).unwrap();
+        let node = NodeHandle::start(StoreConfig {
+            path: dir.path().join("store"),
+            node: NodeId("test-node".into()),
+            partitions: 64,
+            durability: Durability::Flush,
+        })
+        .await
+        .unwrap();
+        let admin_key = node
+            .ensure_admin_key()
+            .await
+            .unwrap()
+            .expect("a fresh store has no key");
+        let endpoint =
+            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            endpoint,
+            node.clone(),
+            ServerSettings {
+                frame_limit: FrameLimit::default(),
+                max_in_flight_per_stream: 256,
+                hello_timeout: Duration::from_secs(5),
+                shutdown_grace: Duration::from_secs(5),
+            },
+            shutdown.clone(),
+        ));
+        TestNode {
+            addr,
+            ca_pem: std::fs::read(&paths.ca_cert).unwrap(),
+            admin_key,
+            node,
+            shutdown,
+            server,
+            dir,
+        }
+    }
+
+    /// An SDK client with the given key.
+    pub async fn client_with(&self, key: &str) -> Result<Client, chorus_client::ClientError> {
+        Client::connect(
+            &[self.addr],
+            Credentials::new(self.ca_pem.clone(), key),
+            ClientConfig::default(),
+        )
+        .await
+    }
+
+    /// An SDK client with the admin key.
+    pub async fn client(&self) -> Client {
+        self.client_with(&self.admin_key.clone()).await.unwrap()
+    }
+
+    /// Stops serving and flushes.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.unwrap();
+        self.node.shutdown().await.unwrap();
+    }
+}
+
+/// A raw QUIC connection speaking the client ALPN, verified against `ca_pem`.
+pub async fn raw_connection(addr: SocketAddr, ca_pem: &[u8]) -> quinn::Connection {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut crypto = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    crypto.alpn_protocols = vec![chorus_protocol::ALPN_CLIENT.to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
+    ));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint.connect(addr, "localhost").unwrap().await.unwrap()
+}
+
+/// One frame's bytes.
+pub fn frame<T: bincode::Encode>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_value(
+        value,
+        FrameLimit::new(chorus_protocol::MAX_FRAME_CEILING).unwrap(),
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+/// Reads one whole frame's payload from a stream.
+pub async fn read_payload(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, quinn::ReadExactError> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header).await?;
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    recv.read_exact(&mut payload).await?;
+    Ok(payload)
+}
+
+/// The `chorus` binary built for these tests.
+pub fn chorus_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chorus"))
+}
+
+/// A free UDP port on 127.0.0.1 (free when asked; the agent binds it right after).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `chorus agent` as a child process on `port` with data in `data_dir`.
+pub struct AgentProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts the agent and waits until it accepts a client.
+    pub async fn start(data_dir: &Path, port: u16) -> AgentProcess {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(chorus_bin())
+            .arg("agent")
+            .env("CHORUS_DATA_DIR", data_dir)
+            .env("CHORUS_LISTEN", addr.to_string())
+            .env("CHORUS_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let agent = AgentProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        };
+        agent.wait_ready().await;
+        agent
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.data_dir.join("admin.key").exists() && self.client().await.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An SDK client using the agent's dev CA and admin key.
+    pub async fn client(&self) -> Result<Client, chorus_client::ClientError> {
+        let key = std::fs::read_to_string(self.data_dir.join("admin.key")).unwrap_or_default();
+        let credentials = Credentials::from_ca_file(self.data_dir.join("tls/ca.pem"), key.trim())?;
+        Client::connect(&[self.addr], credentials, ClientConfig::default()).await
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) to the agent with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {name} failed");
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
