@@ -10,15 +10,7 @@ pub(crate) const ID_LEN: usize = 16;
 /// Bytes of a `stored_at` timestamp in a key.
 const STORED_AT_LEN: usize = 8;
 
-/// `items`: partition ‖ id.
-pub(crate) fn item_key(partition: PartitionId, id: ItemId) -> [u8; PARTITION_LEN + ID_LEN] {
-    let mut key = [0u8; PARTITION_LEN + ID_LEN];
-    key[..PARTITION_LEN].copy_from_slice(&partition.to_be_bytes());
-    key[PARTITION_LEN..].copy_from_slice(&id.to_bytes());
-    key
-}
-
-/// `by_user` prefix of one user: partition ‖ user_len(u8) ‖ user bytes. The length byte
+/// The `items` prefix of one user: partition ‖ user_len(u8) ‖ user bytes. The length byte
 /// keeps one user's range from containing another whose name extends it.
 ///
 /// The caller guarantees `user_id.len() <= u8::MAX` (the schema allows 128 bytes).
@@ -31,8 +23,8 @@ pub(crate) fn user_prefix(partition: PartitionId, user_id: &str) -> Vec<u8> {
     key
 }
 
-/// `by_user`: user prefix ‖ stored_at(u64 BE) ‖ id, so a user's items sort oldest first.
-pub(crate) fn by_user_key(
+/// `items`: user prefix ‖ stored_at(u64 BE) ‖ id, so a user's items sort oldest first.
+pub(crate) fn item_key(
     partition: PartitionId,
     user_id: &str,
     stored_at: u64,
@@ -44,8 +36,8 @@ pub(crate) fn by_user_key(
     key
 }
 
-/// The `(stored_at, id)` at the end of a `by_user` key, or `None` if it is too short.
-pub(crate) fn split_by_user_key(key: &[u8]) -> Option<(u64, ItemId)> {
+/// The `(stored_at, id)` at the end of an `items` key, or `None` if it is too short.
+pub(crate) fn split_item_key(key: &[u8]) -> Option<(u64, ItemId)> {
     let tail = key.len().checked_sub(STORED_AT_LEN + ID_LEN)?;
     let stored_at = u64::from_be_bytes(key[tail..tail + STORED_AT_LEN].try_into().ok()?);
     let id = ItemId::from_bytes(key[tail + STORED_AT_LEN..].try_into().ok()?);
@@ -59,25 +51,23 @@ mod tests {
     #[test]
     fn keys_start_with_the_partition_big_endian() {
         let id = ItemId(0x0102);
-        assert_eq!(&item_key(0x0a0b, id)[..2], &[0x0a, 0x0b]);
-        assert_eq!(&item_key(0x0a0b, id)[2..], &id.to_bytes());
-        let k = by_user_key(0x0a0b, "bob", 7, id);
+        let k = item_key(0x0a0b, "bob", 7, id);
         assert_eq!(&k[..6], &[0x0a, 0x0b, 3, b'b', b'o', b'b']);
-        assert_eq!(split_by_user_key(&k), Some((7, id)));
+        assert_eq!(split_item_key(&k), Some((7, id)));
     }
 
     #[test]
     fn a_user_range_excludes_a_longer_name() {
         let short = user_prefix(1, "bo");
-        let long = by_user_key(1, "bob", 1, ItemId(1));
+        let long = item_key(1, "bob", 1, ItemId(1));
         assert!(!long.starts_with(&short));
     }
 
     #[test]
     fn by_user_keys_sort_by_time_then_id() {
-        let a = by_user_key(1, "u", 5, ItemId(9));
-        let b = by_user_key(1, "u", 6, ItemId(1));
-        let c = by_user_key(1, "u", 6, ItemId(2));
+        let a = item_key(1, "u", 5, ItemId(9));
+        let b = item_key(1, "u", 6, ItemId(1));
+        let c = item_key(1, "u", 6, ItemId(2));
         assert!(a < b && b < c);
     }
 }
