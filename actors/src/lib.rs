@@ -22,6 +22,7 @@
 pub mod group_commit;
 mod handle;
 pub mod intake;
+pub mod policy;
 mod message;
 pub mod restart;
 pub mod store;
