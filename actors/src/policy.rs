@@ -2,3 +2,6 @@
 //! as an argument (`now: Instant`), returns its decision as a value, and imports no
 //! tokio, ractor or sled, so every one of them is tested with a fake clock. The actors
 //! that drive them (later in the pipeline) only move events and publish state.
+
+pub mod degradation;
+pub mod tier_queue;
