@@ -22,8 +22,8 @@
 pub mod group_commit;
 mod handle;
 pub mod intake;
-pub mod policy;
 mod message;
+pub mod policy;
 pub mod restart;
 pub mod store;
 pub mod store_actor;

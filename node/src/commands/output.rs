@@ -100,7 +100,11 @@ pub fn print_key(key: &str, role: Role, json: bool) {
 
 /// Prints an error: always a line on stderr, and with `--json` one object on stdout.
 pub fn print_error(error: &CliError, json: bool) {
-    eprintln!("error: {error}");
+    match error {
+        // The node's own words, without the SDK's "server error" wrapper.
+        CliError::Client(ClientError::Server(code)) => eprintln!("error: {code}"),
+        other => eprintln!("error: {other}"),
+    }
     if json {
         println!("{}", error_json(error));
     }

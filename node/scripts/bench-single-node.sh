@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Single-node figures for BENCHMARKS.md: a release `chorus agent` on 127.0.0.1 with a
+# fresh data dir per scenario, `chorus bench` on the same machine, ~300-byte items.
+# Prints one table row per scenario and keeps each run's JSON summary in $OUT.
+#
+#   node/scripts/bench-single-node.sh            # every scenario
+#   SCENARIOS="closed32 pipelined16" DUR=10s node/scripts/bench-single-node.sh
+#
+# Knobs: DUR (10s) WARMUP (2s) OUT (./bench-results) SCENARIOS (all) SAT_RATE/SAT_BATCH_RATE
+# (open-loop targets; default: half of the measured closed-loop saturation).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DUR="${DUR:-10s}"
+WARMUP="${WARMUP:-2s}"
+OUT="${OUT:-$PWD/bench-results}"
+SCENARIOS="${SCENARIOS:-closed32 pipelined16 saturation half single_flush batch100 batch100_half}"
+mkdir -p "$OUT"
+
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node
+BIN="$ROOT/target/release/chorus"
+
+AGENT_PID=""
+WORK=""
+stop_agent() {
+  if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
+    kill -TERM "$AGENT_PID" # the agent this script started
+    wait "$AGENT_PID" || true
+  fi
+  AGENT_PID=""
+  [ -n "$WORK" ] && rm -rf "$WORK"
+  WORK=""
+}
+trap stop_agent EXIT
+
+# start_agent [ENV=VALUE...]: a fresh node in a temp dir on port 7499.
+start_agent() {
+  WORK="$(mktemp -d -t chorus-bench.XXXXXX)"
+  (cd "$WORK" && env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL=warn "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
+  AGENT_PID=$!
+  for _ in $(seq 1 100); do [ -s "$WORK/chorus-data/admin.key" ] && break; sleep 0.1; done
+  sleep 0.3
+}
+
+# run NAME [bench flags...]: one scenario on a fresh node; prints a row.
+run() {
+  local name="$1"; shift
+  "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
+    --duration "$DUR" --warmup "$WARMUP" --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.progress"
+  python3 - "$name" "$OUT/$name.json" "$*" <<'PY'
+import json, sys
+name, path, flags = sys.argv[1], sys.argv[2], sys.argv[3]
+s = json.load(open(path))
+l = s["latency_ms"]
+errors = sum(s["errors"].values())
+print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {s['items_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} |")
+PY
+}
+
+rate_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$OUT/$1.json"; }
+
+echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for s in $SCENARIOS; do
+  case "$s" in
+    closed32) start_agent; run closed32 --concurrency 32 --connections 32 --streams 1 ;;
+    pipelined16) start_agent; run pipelined16 --concurrency 512 --connections 32 --streams 1 ;;
+    saturation) start_agent; run saturation --concurrency 256 --connections 2 --streams 8 ;;
+    half)
+      start_agent
+      rate="${SAT_RATE:-$(python3 -c "print(round($(rate_of saturation requests_per_sec) / 2))")}"
+      run half --rate "$rate" --concurrency 256 --connections 2 --streams 8 ;;
+    single_flush) start_agent CHORUS_DURABILITY=flush; run single_flush --concurrency 256 --connections 2 --streams 8 ;;
+    batch100) start_agent; run batch100 --batch 100 --concurrency 16 --connections 2 --streams 4 ;;
+    batch100_half)
+      start_agent
+      rate="${SAT_BATCH_RATE:-$(python3 -c "print(round($(rate_of batch100 requests_per_sec) / 2))")}"
+      run batch100_half --batch 100 --rate "$rate" --concurrency 64 --connections 2 --streams 4 ;;
+    *) echo "unknown scenario $s" >&2; exit 2 ;;
+  esac
+  stop_agent
+done
