@@ -29,18 +29,12 @@ async fn every_acknowledged_item_survives_sigkill() {
                     let batch: Vec<Item> = (0..10)
                         .map(|_| Item::new(format!("batch-{t}"), Kind::Bug))
                         .collect();
-                    let ids: Vec<_> = batch.iter().map(|b| b.id).collect();
                     if let Ok(outcomes) = client.submit_batch(batch).await {
-                        acked.extend(
-                            ids.into_iter()
-                                .zip(outcomes)
-                                .filter(|(_, o)| o.is_ok())
-                                .map(|(id, _)| id),
-                        );
+                        acked.extend(outcomes.into_iter().flatten());
                     }
                 }
-                if client.submit(item.clone()).await.is_ok() {
-                    acked.push(item.id);
+                if let Ok(receipt) = client.submit(item.clone()).await {
+                    acked.push(receipt);
                 }
             }
             acked
@@ -60,9 +54,10 @@ async fn every_acknowledged_item_survives_sigkill() {
     let agent = AgentProcess::start(dir.path(), port).await;
     let client = agent.client().await.unwrap();
     let mut lost = Vec::new();
-    for id in &acked {
-        if client.get(*id).await.unwrap().is_none() {
-            lost.push(*id);
+    for receipt in &acked {
+        match client.get(receipt.id).await.unwrap() {
+            Some(stored) => assert_eq!(&stored.receipt, receipt, "read back with another receipt"),
+            None => lost.push(receipt.id),
         }
     }
     assert!(
