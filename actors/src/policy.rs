@@ -3,5 +3,8 @@
 //! tokio, ractor or sled, so every one of them is tested with a fake clock. The actors
 //! that drive them (later in the pipeline) only move events and publish state.
 
+pub mod breaker;
+pub mod bulkhead;
 pub mod degradation;
+pub mod rate_limit;
 pub mod tier_queue;
