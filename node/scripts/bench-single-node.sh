@@ -35,7 +35,7 @@ trap stop_agent EXIT
 # start_agent [ENV=VALUE...]: a fresh node in a temp dir on port 7499.
 start_agent() {
   WORK="$(mktemp -d -t chorus-bench.XXXXXX)"
-  (cd "$WORK" && env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL=warn "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
+  (cd "$WORK" && exec env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL=warn "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
   AGENT_PID=$!
   for _ in $(seq 1 100); do [ -s "$WORK/chorus-data/admin.key" ] && break; sleep 0.1; done
   sleep 0.3
