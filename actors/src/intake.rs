@@ -3,21 +3,33 @@
 //! It checks a submission's shape and each item's schema, then hands the valid items to
 //! the store actor together with the reply port, so the store answers the caller
 //! directly (no extra hop back through intake). Invalid items get their own `Invalid`
-//! outcome in place while the rest of the batch proceeds. Later stages (auth, limits,
-//! owner lookup) slot in here.
+//! outcome in place while the rest of the batch proceeds. Valid items are then admitted
+//! by the submit rate limits ([`SubmitLimits`]: per user, per API key, global), which
+//! intake owns: it handles every submit anyway, so the limits cost no extra message.
+//! Later stages (owner lookup) slot in here.
+
+use std::time::{Duration, Instant};
 
 use chorus_protocol::{ErrorCode, Item, Request};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::caller::Caller;
+use crate::policy::admission::SubmitLimits;
+use crate::policy::rate_limit::RateLimitConfig;
 use crate::store_actor::{BatchOutcome, StoreMsg, merge};
 use crate::supervisor::Children;
+
+/// How often idle rate-limit keys are forgotten (they hold no information).
+const PURGE_EVERY: Duration = Duration::from_secs(10);
 
 /// Messages of the intake actor.
 pub enum IntakeMsg {
     /// Store a batch of items (a single submit is a batch of one).
     Submit {
+        /// Who submits.
+        caller: Caller,
         /// The items, 1..=`MAX_BATCH_ITEMS`.
         items: Vec<Item>,
         /// One outcome per item, or one error for the whole batch.
@@ -29,15 +41,25 @@ pub enum IntakeMsg {
 #[derive(Debug, Default)]
 pub struct IntakeActor;
 
+/// Arguments of the intake actor (read-only, shared by every incarnation).
+pub struct IntakeArgs {
+    /// Where the current store actor is published.
+    pub children: watch::Receiver<Children>,
+    /// The submit limits; a restarted intake starts with full buckets.
+    pub limits: RateLimitConfig,
+}
+
 /// The intake actor's state: where to find the current store actor.
 pub struct IntakeState {
     children: watch::Receiver<Children>,
+    limits: SubmitLimits,
+    last_purge: Instant,
 }
 
 impl IntakeState {
     /// Validates a submission and forwards it; answers the caller itself only when
     /// nothing reaches the store.
-    fn submit(&self, items: Vec<Item>, reply: RpcReplyPort<BatchOutcome>) {
+    fn submit(&mut self, caller: &Caller, items: Vec<Item>, reply: RpcReplyPort<BatchOutcome>) {
         let request = Request::SubmitBatch(items);
         if let Err(e) = request.validate_shape() {
             let _ = reply.send(Err(e));
@@ -48,13 +70,41 @@ impl IntakeState {
         };
         let mut valid = Vec::with_capacity(items.len());
         let mut rejected = Vec::new();
+        let now = Instant::now();
         for (index, item) in items.into_iter().enumerate() {
-            match item.validate() {
-                Ok(()) => valid.push(item),
-                Err(e) => {
-                    debug!(item = %item.id, error = %e, "invalid item");
-                    rejected.push((index, e));
+            if let Err(e) = item.validate() {
+                debug!(item = %item.id, error = %e, "invalid item");
+                rejected.push((index, e));
+                continue;
+            }
+            match self.limits.admit(now, &item.user_id, &caller.key_id) {
+                Ok(admitted) => {
+                    if admitted.burst {
+                        debug!(user = %item.user_id, "burst of submits");
+                    }
+                    valid.push(item);
                 }
+                Err(refusal) => {
+                    debug!(user = %item.user_id, scope = refusal.scope.as_str(), "rate limited");
+                    rejected.push((
+                        index,
+                        ErrorCode::RateLimited {
+                            // Rounded up: retrying a millisecond early would fail again.
+                            retry_after_ms: refusal.retry_after.as_micros().div_ceil(1000) as u64,
+                        },
+                    ));
+                }
+            }
+        }
+        if now.duration_since(self.last_purge) >= PURGE_EVERY {
+            let purged = self.limits.purge_idle(now);
+            self.last_purge = now;
+            if purged > 0 {
+                debug!(
+                    purged,
+                    tracked = self.limits.tracked_users(),
+                    "idle rate-limit keys forgotten"
+                );
             }
         }
         if valid.is_empty() {
@@ -85,14 +135,20 @@ fn store_unavailable() -> ErrorCode {
 impl Actor for IntakeActor {
     type Msg = IntakeMsg;
     type State = IntakeState;
-    type Arguments = watch::Receiver<Children>;
+    type Arguments = IntakeArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        children: Self::Arguments,
+        args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(IntakeState { children })
+        let now = Instant::now();
+        let limits = SubmitLimits::new(&args.limits, now)?;
+        Ok(IntakeState {
+            children: args.children,
+            limits,
+            last_purge: now,
+        })
     }
 
     async fn handle(
@@ -102,7 +158,11 @@ impl Actor for IntakeActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            IntakeMsg::Submit { items, reply } => state.submit(items, reply),
+            IntakeMsg::Submit {
+                caller,
+                items,
+                reply,
+            } => state.submit(&caller, items, reply),
         }
         Ok(())
     }

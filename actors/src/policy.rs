@@ -3,6 +3,7 @@
 //! tokio, ractor or sled, so every one of them is tested with a fake clock. The actors
 //! that drive them (later in the pipeline) only move events and publish state.
 
+pub mod admission;
 pub mod breaker;
 pub mod bulkhead;
 pub mod degradation;

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::intake::{IntakeActor, IntakeMsg};
+use crate::intake::{IntakeActor, IntakeArgs, IntakeMsg};
+use crate::pipeline::PipelineConfig;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
@@ -68,6 +69,8 @@ pub struct SupervisorArgs {
     pub children: watch::Sender<Children>,
     /// Restart limits per child.
     pub policy: RestartPolicy,
+    /// The write pipeline's settings.
+    pub pipeline: PipelineConfig,
 }
 
 /// The node supervisor actor.
@@ -77,6 +80,7 @@ pub struct NodeSupervisor;
 /// The supervisor's state.
 pub struct SupervisorState {
     store: Arc<Store>,
+    pipeline: PipelineConfig,
     children: watch::Sender<Children>,
     store_restarts: RestartIntensity,
     intake_restarts: RestartIntensity,
@@ -100,8 +104,11 @@ impl SupervisorState {
                 self.children.send_modify(|c| c.store = Some(actor));
             }
             Child::Intake => {
-                let (actor, _) =
-                    Actor::spawn_linked(None, IntakeActor, self.children.subscribe(), cell).await?;
+                let args = IntakeArgs {
+                    children: self.children.subscribe(),
+                    limits: self.pipeline.limits.clone(),
+                };
+                let (actor, _) = Actor::spawn_linked(None, IntakeActor, args, cell).await?;
                 self.children.send_modify(|c| c.intake = Some(actor));
             }
         }
@@ -218,6 +225,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut state = SupervisorState {
             store: args.store,
+            pipeline: args.pipeline,
             children: args.children,
             store_restarts: RestartIntensity::new(args.policy),
             intake_restarts: RestartIntensity::new(args.policy),

@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use chorus_actors::restart::RestartPolicy;
 use chorus_actors::supervisor::{Children, NodeSupervisor, SupervisorArgs};
-use chorus_actors::{Durability, NodeHandle, Store, StoreConfig};
+use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, Store, StoreConfig};
 use chorus_protocol::{ErrorCode, Item, Kind, NodeId, Role, Status};
 use ractor::{Actor, ActorStatus};
 use tokio::sync::watch;
+
+fn caller() -> Caller {
+    Caller::for_key("chorus_test", Role::Admin)
+}
 
 fn config(dir: &std::path::Path) -> StoreConfig {
     StoreConfig {
@@ -31,7 +35,7 @@ async fn concurrent_submits_all_get_receipts_and_are_readable() {
             for i in 0..10 {
                 let mut item = Item::new(format!("user-{}", t % 8), Kind::Text);
                 item.text = format!("task {t} item {i}");
-                let receipt = node.submit(item.clone()).await.unwrap();
+                let receipt = node.submit(&caller(), item.clone()).await.unwrap();
                 assert_eq!(receipt.id, item.id);
                 assert_eq!(receipt.status, Status::Accepted);
                 out.push(item);
@@ -65,9 +69,9 @@ async fn a_resubmit_returns_the_first_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeHandle::start(config(dir.path())).await.unwrap();
     let item = Item::new("alice", Kind::Bug);
-    let first = node.submit(item.clone()).await.unwrap();
+    let first = node.submit(&caller(), item.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let again = node.submit(item).await.unwrap();
+    let again = node.submit(&caller(), item).await.unwrap();
     assert_eq!(again.stored_at, first.stored_at);
     assert_eq!(again, first);
     node.shutdown().await.unwrap();
@@ -82,7 +86,7 @@ async fn an_invalid_item_fails_alone_and_the_rest_of_the_batch_is_stored() {
     bad.rating = Some(9);
     let good2 = Item::new("bob", Kind::Text);
     let outcomes = node
-        .submit_batch(vec![good1.clone(), bad.clone(), good2.clone()])
+        .submit_batch(&caller(), vec![good1.clone(), bad.clone(), good2.clone()])
         .await
         .unwrap();
     assert_eq!(outcomes[0].as_ref().unwrap().id, good1.id);
@@ -91,7 +95,7 @@ async fn an_invalid_item_fails_alone_and_the_rest_of_the_batch_is_stored() {
     assert!(node.get(bad.id).await.unwrap().is_none());
     // Shape errors fail the whole request.
     assert!(matches!(
-        node.submit_batch(vec![]).await,
+        node.submit_batch(&caller(), vec![]).await,
         Err(ErrorCode::Invalid { .. })
     ));
     assert!(matches!(
@@ -116,7 +120,7 @@ async fn keys_and_data_survive_a_shutdown_and_restart() {
         .await
         .unwrap();
     let item = Item::new("carol", Kind::Feature);
-    node.submit(item.clone()).await.unwrap();
+    node.submit(&caller(), item.clone()).await.unwrap();
     node.shutdown().await.unwrap();
 
     let node = NodeHandle::start(config(dir.path())).await.unwrap();
@@ -164,6 +168,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
     let args = SupervisorArgs {
         store,
         children: tx,
+        pipeline: PipelineConfig::default(),
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -175,6 +180,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
     let outcome = intake
         .call(
             |reply| chorus_actors::intake::IntakeMsg::Submit {
+                caller: caller(),
                 items: vec![Item::new("dan", Kind::Text)],
                 reply,
             },
@@ -196,6 +202,7 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
     let args = SupervisorArgs {
         store,
         children: tx,
+        pipeline: PipelineConfig::default(),
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();

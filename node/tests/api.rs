@@ -170,3 +170,28 @@ async fn a_batch_with_bad_items_stores_the_good_ones() {
     client.close().await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_100_a_minute_is_rate_limited_with_a_retry_hint() {
+    let node = TestNode::start().await;
+    let client = node.client().await;
+    // One batch is admitted at one instant, so no token refills in between.
+    let items: Vec<Item> = (0..101).map(|_| Item::new("frank", Kind::Text)).collect();
+    let mut outcomes = client.submit_batch(items).await.unwrap();
+    let last = outcomes.pop().unwrap();
+    assert!(outcomes.iter().all(Result::is_ok));
+    match last {
+        Err(ErrorCode::RateLimited { retry_after_ms }) => {
+            assert!((1..=600).contains(&retry_after_ms), "{retry_after_ms}");
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    // Another user is not affected, and a refused item was not stored.
+    client.submit(Item::new("grace", Kind::Text)).await.unwrap();
+    assert_eq!(
+        client.list_all_by_user("frank", 1000).await.unwrap().len(),
+        100
+    );
+    client.close().await;
+    node.stop().await;
+}

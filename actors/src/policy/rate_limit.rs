@@ -524,6 +524,15 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let state = self.keys.get_mut(key).expect("inserted above");
         let decision = state.bucket.try_acquire(now, n)?;
         let burst = state.burst.record(now, n);
+        self.reindex(now, key);
+        Ok(Verdict { decision, burst })
+    }
+
+    /// Moves `key` in the idle index after its bucket or burst window changed.
+    fn reindex(&mut self, now: Instant, key: &K) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
         let full_at = state.bucket.full_at(now);
         let quiet_at = now + self.config.burst.window;
         let seq = state.idle_at.1;
@@ -533,7 +542,35 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             .remove(&old)
             .expect("every key is in the idle index");
         self.idle.insert(state.idle_at, k);
-        Ok(Verdict { decision, burst })
+    }
+
+    /// What `try_acquire` would decide for `key` at `now`, without taking tokens or
+    /// counting an arrival: lets a caller check several limits and spend from them only
+    /// when all allow.
+    pub fn check(&mut self, now: Instant, key: &K, n: u32) -> Result<Decision, ExceedsCapacity> {
+        if n > self.config.bucket.capacity {
+            return Err(ExceedsCapacity {
+                requested: n,
+                capacity: self.config.bucket.capacity,
+            });
+        }
+        match self.keys.get_mut(key) {
+            Some(state) => state.bucket.check(now, n),
+            // An unknown key has a full bucket.
+            None => Ok(Decision::Allowed),
+        }
+    }
+
+    /// Counts an arrival toward `key`'s burst window without taking tokens (for an
+    /// attempt refused by another limit); returns whether the key is bursting.
+    pub fn record_arrival(&mut self, now: Instant, key: &K, n: u32) -> bool {
+        let Some(state) = self.keys.get_mut(key) else {
+            // Refused elsewhere before this key was ever seen: nothing to burst yet.
+            return false;
+        };
+        let burst = state.burst.record(now, n);
+        self.reindex(now, key);
+        burst
     }
 
     /// Forgets every key idle at `now` (full bucket, empty burst window); returns how many.

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_actors::NodeHandle;
-use chorus_protocol::{ErrorCode, ResetCode, Role, Welcome, decode_hello, encode_value};
+use chorus_actors::{Caller, NodeHandle};
+use chorus_protocol::{ErrorCode, ResetCode, Welcome, decode_hello, encode_value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, info_span};
 use super::ServerSettings;
 use super::frame_io::read_frame;
 use super::stream::serve_stream;
+use crate::metrics::catalog;
 
 /// How long the hello's answer may take to reach the client before the connection closes.
 const HELLO_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,13 +34,13 @@ pub async fn serve_connection(
                 return;
             }
         };
-        let role = match tokio::time::timeout(
+        let caller = match tokio::time::timeout(
             settings.hello_timeout,
             hello(&connection, &node, &settings),
         )
         .await
         {
-            Ok(Some(role)) => role,
+            Ok(Some(caller)) => caller,
             Ok(None) => return,
             Err(_) => {
                 debug!("no hello in time");
@@ -47,7 +48,8 @@ pub async fn serve_connection(
                 return;
             }
         };
-        debug!(?role, "client authenticated");
+        debug!(role = ?caller.role, key = %caller.key_id, "client authenticated");
+        let _open = catalog::OpenConnection::open();
         let streams = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -61,7 +63,7 @@ pub async fn serve_connection(
                         send,
                         recv,
                         node.clone(),
-                        role,
+                        caller.clone(),
                         settings.clone(),
                         shutdown.clone(),
                     ));
@@ -82,13 +84,13 @@ pub async fn serve_connection(
     .await
 }
 
-/// Runs the hello on the connection's first stream; returns the key's role, or `None`
-/// after answering a refusal and closing the connection.
+/// Runs the hello on the connection's first stream; returns who the client is, or
+/// `None` after answering a refusal and closing the connection.
 async fn hello(
     connection: &quinn::Connection,
     node: &NodeHandle,
     settings: &ServerSettings,
-) -> Option<Role> {
+) -> Option<Caller> {
     let (mut send, mut recv) = connection.accept_bi().await.ok()?;
     let mut payload = Vec::new();
     let outcome = match read_frame(&mut recv, settings.frame_limit, &mut payload).await {
@@ -97,10 +99,17 @@ async fn hello(
         Err(e) => Err(ErrorCode::invalid("hello", e.to_string())),
     };
     let mut out = Vec::new();
-    encode_value(&outcome, settings.frame_limit, &mut out).ok()?;
+    let reply: Result<&Welcome, ErrorCode> = outcome
+        .as_ref()
+        .map(|(welcome, _)| welcome)
+        .map_err(Clone::clone);
+    encode_value(&reply, settings.frame_limit, &mut out).ok()?;
     let written = send.write_all(&out).await.is_ok() && send.finish().is_ok();
     match outcome {
-        Ok(welcome) if written => Some(welcome.role),
+        Ok((welcome, caller)) if written => {
+            debug!(version = welcome.version, "hello done");
+            Some(caller)
+        }
         refused => {
             debug!(?refused, "hello refused");
             let _ = tokio::time::timeout(HELLO_FLUSH_TIMEOUT, send.stopped()).await;
@@ -110,20 +119,22 @@ async fn hello(
     }
 }
 
+/// Checks the hello's version and key; the welcome to send and who the client is.
 async fn authenticate(
     payload: &[u8],
     node: &NodeHandle,
     settings: &ServerSettings,
-) -> Result<Welcome, ErrorCode> {
+) -> Result<(Welcome, Caller), ErrorCode> {
     let hello = decode_hello(payload)?;
     let role = node
         .authenticate(&hello.api_key)
         .await?
         .ok_or(ErrorCode::Unauthorized)?;
-    Ok(Welcome {
+    let welcome = Welcome {
         version: hello.version,
         node: node.node_id().clone(),
         role,
         max_frame: settings.frame_limit.get(),
-    })
+    };
+    Ok((welcome, Caller::for_key(&hello.api_key, role)))
 }

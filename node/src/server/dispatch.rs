@@ -1,21 +1,21 @@
 //! Maps one authorised request to the node's actors and back to a response.
 
-use chorus_actors::NodeHandle;
-use chorus_protocol::{ErrorCode, Request, Response, Role};
+use chorus_actors::{Caller, NodeHandle};
+use chorus_protocol::{ErrorCode, Request, Response};
 
-/// Answers one request made with a key of role `role`.
+/// Answers one request made by `caller`.
 pub async fn dispatch(
     node: &NodeHandle,
-    role: Role,
+    caller: &Caller,
     request: Request,
 ) -> Result<Response, ErrorCode> {
-    if !role.allows(request.required_role()) {
+    if !caller.role.allows(request.required_role()) {
         return Err(ErrorCode::Forbidden);
     }
     request.validate_shape()?;
     match request {
-        Request::Submit(item) => node.submit(item).await.map(Response::Receipt),
-        Request::SubmitBatch(items) => node.submit_batch(items).await.map(Response::Batch),
+        Request::Submit(item) => node.submit(caller, item).await.map(Response::Receipt),
+        Request::SubmitBatch(items) => node.submit_batch(caller, items).await.map(Response::Batch),
         Request::Get(id) => node
             .get(id)
             .await

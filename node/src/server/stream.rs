@@ -2,11 +2,11 @@
 //! responses are written as they complete, tagged with their request id.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chorus_actors::NodeHandle;
+use chorus_actors::{Caller, NodeHandle};
 use chorus_protocol::{
-    ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, Role, ServerFrame,
+    ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, ServerFrame,
     decode_client_frame, encode_value,
 };
 use tokio::io::BufReader;
@@ -18,6 +18,7 @@ use tracing::debug;
 use super::ServerSettings;
 use super::dispatch::dispatch;
 use super::frame_io::{ReadFrameError, read_frame};
+use crate::metrics::catalog;
 
 /// Responses gathered into one write when several are ready at once.
 const WRITE_COALESCE_BYTES: usize = 64 * 1024;
@@ -41,7 +42,7 @@ pub async fn serve_stream(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     node: NodeHandle,
-    role: Role,
+    caller: Caller,
     settings: Arc<ServerSettings>,
     shutdown: CancellationToken,
 ) {
@@ -85,9 +86,13 @@ pub async fn serve_stream(
         match decode_client_frame(&payload) {
             Ok(frame) => {
                 let node = node.clone();
+                let caller = caller.clone();
                 let responses = responses.clone();
                 requests.spawn(async move {
-                    let result = dispatch(&node, role, frame.request).await;
+                    let (kind, tier) = (frame.request.kind(), catalog::tier_label(&frame.request));
+                    let started = Instant::now();
+                    let result = dispatch(&node, &caller, frame.request).await;
+                    catalog::record_request(kind, tier, started.elapsed(), &result);
                     let _ = responses
                         .send(ServerFrame {
                             request_id: frame.request_id,
@@ -98,6 +103,7 @@ pub async fn serve_stream(
                 });
             }
             Err(ClientFrameError::Request { request_id, error }) => {
+                catalog::record_undecoded(&error);
                 let _ = responses
                     .send(ServerFrame {
                         request_id,
@@ -117,6 +123,7 @@ pub async fn serve_stream(
     let mut recv = reader.into_inner();
     match end {
         ReadEnd::Broken(code) => {
+            catalog::record_stream_reset(code);
             let _ = recv.stop(code.code().into());
             writer_stop.cancel();
             if let Ok(mut send) = writer.await {
@@ -133,6 +140,7 @@ pub async fn serve_stream(
         }
         ReadEnd::Drain { stop } => {
             if let Some(code) = stop {
+                catalog::record_stream_reset(code);
                 let _ = recv.stop(code.code().into());
             }
             requests.join_all().await;
