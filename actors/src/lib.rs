@@ -28,6 +28,7 @@ pub mod restart;
 pub mod store;
 pub mod store_actor;
 pub mod supervisor;
+pub mod telemetry;
 
 pub use handle::{NodeHandle, StartError};
 pub use store::{ApiKeyRecord, Durability, Store, StoreConfig, StoreError};

@@ -10,6 +10,7 @@
 //! blocking pool at once and replies directly.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chorus_protocol::{ErrorCode, Item, ItemId, PageToken, Receipt, Role, StoredItem};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -18,6 +19,7 @@ use tracing::{debug, error, warn};
 
 use crate::group_commit::{DEFAULT_MAX_BATCH_ITEMS, GroupCommit};
 use crate::store::{Store, StoreError};
+use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
 
 /// One outcome per submitted item, in order, or one error for the whole batch (the
 /// store is unavailable and nothing of the batch was acknowledged).
@@ -162,7 +164,10 @@ pub struct StoreState {
 impl StoreState {
     /// Starts the next batch if the policy says so.
     fn maybe_flush(&mut self, myself: &ActorRef<StoreMsg>) {
-        let Some(batch) = self.commit.poll_batch() else {
+        let batch = self.commit.poll_batch();
+        // Every change of the queue passes through here, so the gauge stays current.
+        metrics::gauge!(STORE_QUEUE_DEPTH).set(self.commit.queued_items() as f64);
+        let Some(batch) = batch else {
             return;
         };
         self.batch += 1;
@@ -221,7 +226,11 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) {
         }
     }
     let count = items.len();
-    let result = match tokio::task::spawn_blocking(move || store.try_apply(items)).await {
+    let started = Instant::now();
+    let applied = tokio::task::spawn_blocking(move || store.try_apply(items)).await;
+    metrics::histogram!(STORE_FLUSH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(STORE_BATCH_ITEMS).record(count as f64);
+    let result = match applied {
         Ok(Ok(outcomes)) => Ok(outcomes),
         Ok(Err(e)) => {
             error!(error = %e, items = count, "store batch failed");
@@ -372,6 +381,7 @@ impl Actor for StoreActor {
                 reason: "store stopping".into(),
             });
         }
+        metrics::gauge!(STORE_QUEUE_DEPTH).set(0.0);
         // The batch on its way to disk answers its own writers; wait for it so that a
         // stopped store has nothing in flight.
         if let Some(task) = state.flush_task.take() {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
+use crate::metrics::{MetricsServer, Readiness};
 use crate::server::{self, ServerSettings};
 use crate::tls;
 
@@ -37,6 +38,23 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Duration::from_secs(config.idle_timeout_secs),
     )?;
 
+    // Up before the store, so a probe can tell a node that is starting (503) from one
+    // that is down; a bind error ends the start here, naming the address.
+    let readiness = Readiness::new();
+    let metrics_stop = CancellationToken::new();
+    let metrics = if config.metrics.enabled {
+        let server = MetricsServer::start(
+            config.metrics.listen,
+            readiness.clone(),
+            metrics_stop.clone(),
+        )
+        .await?;
+        info!(addr = %server.local_addr(), "metrics and health endpoint listening");
+        Some(server)
+    } else {
+        None
+    };
+
     let node = NodeHandle::start(StoreConfig {
         path: config.data_dir.join("store"),
         node: NodeId(config.node_id.clone()),
@@ -48,6 +66,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     })
     .await
     .context("starting the store")?;
+    readiness.set_store_available(true);
     if let Some(key) = node.ensure_admin_key().await? {
         announce_admin_key(&config, &key)?;
     }
@@ -63,6 +82,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Not ready from the moment shutdown begins, whoever begins it.
+    let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
     server::serve(
         endpoint,
         node.clone(),
@@ -76,7 +97,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await;
     signals.abort();
-    node.shutdown().await.context("flushing the store")?;
+    draining.abort();
+    let flushed = node.shutdown().await.context("flushing the store");
+    // The endpoint outlives the drain (its own token, cancelled only now) so that probes
+    // see 503 "draining" rather than a refused connection while requests finish.
+    metrics_stop.cancel();
+    if let Some(metrics) = metrics {
+        metrics.join().await;
+    }
+    flushed?;
     info!("chorus agent stopped");
     Ok(())
 }

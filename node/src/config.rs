@@ -81,6 +81,28 @@ impl Default for LogSection {
     }
 }
 
+/// The HTTP endpoint of `/metrics` (Prometheus text) and `/health/live`, `/health/ready`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Whether to serve the endpoint (and record metrics at all).
+    pub enabled: bool,
+    /// TCP address of the endpoint; loopback by default, as it has no authentication.
+    pub listen: SocketAddr,
+}
+
+/// The TCP port of the metrics and health endpoint by default.
+pub const DEFAULT_METRICS_PORT: u16 = 9400;
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +131,8 @@ pub struct NodeConfig {
     pub tls: TlsSection,
     /// Logging.
     pub log: LogSection,
+    /// The metrics and health endpoint.
+    pub metrics: MetricsSection,
 }
 
 /// The QUIC port a node listens on by default.
@@ -131,6 +155,7 @@ impl Default for NodeConfig {
             shutdown_grace_secs: 10,
             tls: TlsSection::default(),
             log: LogSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }
@@ -140,6 +165,8 @@ impl Default for NodeConfig {
 enum EnvKind {
     Str,
     Int,
+    /// `true`/`false` (also `1`/`0`).
+    Bool,
 }
 
 /// Settings the environment may override: `CHORUS_` + the key path in upper case with
@@ -160,6 +187,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("tls.key", EnvKind::Str),
     ("log.format", EnvKind::Str),
     ("log.level", EnvKind::Str),
+    ("metrics.listen", EnvKind::Str),
+    ("metrics.enabled", EnvKind::Bool),
 ];
 
 /// The environment variable that overrides a key path.
@@ -196,6 +225,9 @@ impl NodeConfig {
                     EnvKind::Str => toml::Value::String(raw.clone()),
                     EnvKind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
                         ConfigError::new(&name, format!("{raw:?} is not an integer"))
+                    })?),
+                    EnvKind::Bool => toml::Value::Boolean(parse_bool(raw).ok_or_else(|| {
+                        ConfigError::new(&name, format!("{raw:?} is not true or false"))
                     })?),
                 };
                 set_path(&mut table, key, value);
@@ -291,6 +323,14 @@ pub fn admin_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.key")
 }
 
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -368,11 +408,31 @@ mod tests {
             ("[log]\nlevel = \"[[[\"", &[], "log.level"),
             ("[tls]\ncert = \"/x\"", &[], "tls"),
             ("", &[("CHORUS_PARTITIONS", "many")], "CHORUS_PARTITIONS"),
+            ("[metrics]\nlisten = \"nowhere\"", &[], "metrics.listen"),
+            ("[metrics]\nport = 9400", &[], "metrics.port"),
+            ("", &[("CHORUS_METRICS_ENABLED", "maybe")], "CHORUS_METRICS_ENABLED"),
         ];
         for (text, env, key) in cases {
             let err = load_str(text, env).expect_err(text);
             assert_eq!(&err.key, key, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_endpoint_defaults_to_loopback_and_follows_the_environment() {
+        let c = NodeConfig::load(None, Vec::new()).unwrap();
+        assert!(c.metrics.enabled);
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9400");
+        let c = load_str(
+            "[metrics]\nlisten = \"0.0.0.0:9500\"\n",
+            &[
+                ("CHORUS_METRICS_ENABLED", "false"),
+                ("CHORUS_METRICS_LISTEN", "127.0.0.1:0"),
+            ],
+        )
+        .unwrap();
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:0");
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod tls;

@@ -209,6 +209,8 @@ fn the_first_start_prints_the_admin_key_once() {
             .arg("agent")
             .env("CHORUS_DATA_DIR", dir.path())
             .env("CHORUS_LISTEN", format!("127.0.0.1:{port}"))
+            // Port 0: agents of parallel tests must not race for the default metrics port.
+            .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
             .env("CHORUS_LOG_LEVEL", "warn")
             .stdout(Stdio::piped())
             .spawn()

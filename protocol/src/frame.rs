@@ -97,6 +97,19 @@ impl ResetCode {
         self as u32
     }
 
+    /// A short stable name for the code, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetCode::Done => "done",
+            ResetCode::FrameTooLarge => "frame_too_large",
+            ResetCode::Truncated => "truncated",
+            ResetCode::Malformed => "malformed",
+            ResetCode::HelloRequired => "hello_required",
+            ResetCode::ShuttingDown => "shutting_down",
+            ResetCode::Overloaded => "overloaded",
+        }
+    }
+
     /// The code received on the wire, if known.
     pub fn from_code(code: u64) -> Option<Self> {
         [

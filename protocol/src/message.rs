@@ -122,6 +122,17 @@ pub enum Request {
 }
 
 impl Request {
+    /// A short stable name for the variant, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Submit(_) => "submit",
+            Request::SubmitBatch(_) => "submit_batch",
+            Request::Get(_) => "get",
+            Request::ListByUser { .. } => "list_by_user",
+            Request::CreateApiKey { .. } => "create_api_key",
+        }
+    }
+
     /// The role a key needs to make this request.
     pub fn required_role(&self) -> Role {
         match self {

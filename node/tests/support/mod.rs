@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chorus_actors::{Durability, NodeHandle, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
+use chorus_node::metrics::{MetricsServer, Readiness};
 use chorus_node::server::{ServerSettings, serve};
 use chorus_node::tls::{self, TlsPaths};
 use chorus_protocol::{FrameLimit, NodeId, encode_value};
@@ -25,11 +26,31 @@ pub struct TestNode {
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<()>,
     pub dir: tempfile::TempDir,
+    /// The metrics and health endpoint, if started with [`TestNode::start_with_metrics`].
+    pub metrics: Option<TestMetrics>,
+}
+
+/// A node's metrics and health endpoint on a loopback port.
+pub struct TestMetrics {
+    pub addr: SocketAddr,
+    pub readiness: Readiness,
+    stop: CancellationToken,
+    server: MetricsServer,
 }
 
 impl TestNode {
     /// Starts a node on 127.0.0.1 with an ephemeral port and a fresh data dir.
     pub async fn start() -> TestNode {
+        Self::start_inner(false).await
+    }
+
+    /// Starts a node as [`TestNode::start`] does, plus its metrics and health endpoint
+    /// on an ephemeral loopback port.
+    pub async fn start_with_metrics() -> TestNode {
+        Self::start_inner(true).await
+    }
+
+    async fn start_inner(with_metrics: bool) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let paths = TlsPaths::dev(dir.path());
         tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir.path()), "test-node", &[])
@@ -64,7 +85,28 @@ impl TestNode {
             },
             shutdown.clone(),
         ));
+        let metrics = if with_metrics {
+            let readiness = Readiness::new();
+            readiness.set_store_available(true);
+            let stop = CancellationToken::new();
+            let server = MetricsServer::start(
+                "127.0.0.1:0".parse().unwrap(),
+                readiness.clone(),
+                stop.clone(),
+            )
+            .await
+            .unwrap();
+            Some(TestMetrics {
+                addr: server.local_addr(),
+                readiness,
+                stop,
+                server,
+            })
+        } else {
+            None
+        };
         TestNode {
+            metrics,
             addr,
             ca_pem: std::fs::read(&paths.ca_cert).unwrap(),
             admin_key,
@@ -95,6 +137,10 @@ impl TestNode {
         self.shutdown.cancel();
         self.server.await.unwrap();
         self.node.shutdown().await.unwrap();
+        if let Some(metrics) = self.metrics {
+            metrics.stop.cancel();
+            metrics.server.join().await;
+        }
     }
 }
 
@@ -171,6 +217,8 @@ impl AgentProcess {
             .arg("agent")
             .env("CHORUS_DATA_DIR", data_dir)
             .env("CHORUS_LISTEN", addr.to_string())
+            // Port 0: agents of parallel tests must not race for the default metrics port.
+            .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
             .env("CHORUS_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
