@@ -29,6 +29,7 @@ pub mod store;
 pub mod store_actor;
 pub mod supervisor;
 pub mod telemetry;
+pub mod validation;
 
 pub use handle::{NodeHandle, StartError};
 pub use store::{ApiKeyRecord, Durability, Store, StoreConfig, StoreError};
