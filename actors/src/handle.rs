@@ -13,9 +13,14 @@ use tracing::{error, warn};
 
 use crate::intake::IntakeMsg;
 use crate::restart::RestartPolicy;
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, Page, StoreMsg};
 use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// The audit actor for API keys created over the client protocol.
+const AUDIT_ACTOR_API: &str = "api";
+/// The audit actor for what the agent does on its own (the first admin key).
+const AUDIT_ACTOR_AGENT: &str = "agent";
 
 /// Why the node's actor tree could not start. Nothing is running after it.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,8 @@ struct Inner {
     supervisor: ActorRef<SupervisorMsg>,
     /// The supervisor's task, awaited by `shutdown`.
     join: Mutex<Option<JoinHandle<()>>>,
+    /// The store itself, for admin operations (audit) that need no actor hop.
+    store: Arc<Store>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -60,7 +67,7 @@ impl NodeHandle {
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
         let (tx, rx) = watch::channel(Children::default());
         let args = SupervisorArgs {
-            store,
+            store: Arc::clone(&store),
             children: tx,
             policy: RestartPolicy::default(),
         };
@@ -71,6 +78,7 @@ impl NodeHandle {
                 children: rx,
                 supervisor,
                 join: Mutex::new(Some(join)),
+                store,
             }),
         })
     }
@@ -153,6 +161,7 @@ impl NodeHandle {
     }
 
     /// Creates an API key with `role`; returns the key, which is not stored in clear.
+    /// The creation is audited first: if the audit log cannot record it, no key is made.
     pub async fn create_api_key(&self, role: Role, name: String) -> Result<String, ErrorCode> {
         let request = Request::CreateApiKey { role, name };
         request.validate_shape()?;
@@ -160,6 +169,13 @@ impl NodeHandle {
             unreachable!("built as CreateApiKey above")
         };
         let store = self.store()?;
+        // Fail closed: a key that exists without its audit record is worse than no key.
+        self.audit_append(
+            AUDIT_ACTOR_API,
+            "api-key.create",
+            format!("role={role} name={name:?}"),
+        )
+        .await?;
         call(&store, "store", |reply| StoreMsg::CreateApiKey {
             role,
             name,
@@ -169,9 +185,40 @@ impl NodeHandle {
     }
 
     /// Creates an admin key if the store has no key at all; returns it (shown once).
+    /// Audited first, like every key creation; if the audit fails, no key is made.
     pub async fn ensure_admin_key(&self) -> Result<Option<String>, ErrorCode> {
         let store = self.store()?;
+        let inner = Arc::clone(&self.inner.store);
+        // Only called at start, so "no key yet" does not change before the store's own
+        // check; at worst a race records an intent that the store then declines.
+        if blocking(move || Ok(inner.api_key_count() == 0)).await? {
+            self.audit_append(
+                AUDIT_ACTOR_AGENT,
+                "api-key.create",
+                "role=admin name=\"bootstrap-admin\"".into(),
+            )
+            .await?;
+        }
         call(&store, "store", |reply| StoreMsg::EnsureAdminKey { reply }).await?
+    }
+
+    /// Appends an entry to the audit log and flushes it; returns the entry. Runs on the
+    /// blocking pool directly on the store: an admin action needs no actor hop.
+    pub async fn audit_append(
+        &self,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        detail: String,
+    ) -> Result<AuditEntry, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        let (actor, action) = (actor.into(), action.into());
+        blocking(move || store.audit_append(&actor, &action, &detail)).await
+    }
+
+    /// Walks the audit chain and reports the first entry that does not verify.
+    pub async fn audit_verify(&self) -> Result<AuditReport, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.audit().verify()).await
     }
 
     /// Flushes everything acknowledged-or-pending and stops the actor tree.
@@ -244,6 +291,23 @@ where
         Err(e) => {
             error!(actor = name, error = %e, "call failed");
             Err(unavailable(&format!("{name}: {e}")))
+        }
+    }
+}
+
+/// Runs a blocking store operation off the reactor, mapping its errors to `ErrorCode`.
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ErrorCode> {
+    match tokio::task::spawn_blocking(op).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            error!(error = %e, "audit operation failed");
+            Err(e.to_error_code())
+        }
+        Err(e) => {
+            error!(error = %e, "audit task panicked");
+            Err(unavailable("audit task failed"))
         }
     }
 }

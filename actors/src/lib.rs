@@ -32,4 +32,6 @@ pub mod telemetry;
 pub mod validation;
 
 pub use handle::{NodeHandle, StartError};
-pub use store::{ApiKeyRecord, Durability, Store, StoreConfig, StoreError};
+pub use store::{
+    ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, Store, StoreConfig, StoreError,
+};

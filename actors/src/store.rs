@@ -13,6 +13,7 @@
 //!   streamed with a partition.
 //! - `api_keys`: sha256(key) → encoded [`ApiKeyRecord`].
 //! - `meta`: `partitions` (u16 BE, fixed at creation), `node` (the node id).
+//! - `audit`: the hash-chained log of administrative actions ([`audit`]).
 //!
 //! Why two trees and not one per index: every sled insert costs a tree descent and a
 //! copy of the leaf it changes, and that cost bounds the node's write rate (measured:
@@ -25,6 +26,7 @@
 //! `ids` entry may point at an item that was never written (and never acknowledged):
 //! reads treat such an entry as absent, and a retry of that id stores the item afresh.
 
+pub mod audit;
 mod keys;
 
 use std::collections::HashMap;
@@ -44,6 +46,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tracing::{debug, error, info};
 
+pub use audit::{AuditEntry, AuditLog, AuditReport};
 use keys::{item_key, split_item_key, user_prefix};
 
 /// Prefix of every API key, so a leaked key is recognisable by secret scanners.
@@ -154,6 +157,8 @@ pub struct Store {
     items: sled::Tree,
     ids: sled::Tree,
     api_keys: sled::Tree,
+    /// Administrative actions, hash chained; see [`audit`].
+    audit: AuditLog,
     node: NodeId,
     partitions: u16,
     durability: Durability,
@@ -228,6 +233,7 @@ impl Store {
             items: db.open_tree("items")?,
             ids: db.open_tree("ids")?,
             api_keys: db.open_tree("api_keys")?,
+            audit: AuditLog::open(db.open_tree("audit")?)?,
             db,
             node: config.node,
             partitions: config.partitions,

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
+use crate::control::{ControlServer, NodeInfo};
+use crate::logging::LogControl;
 use crate::metrics::{MetricsServer, Readiness};
 use crate::server::{self, ServerSettings};
 use crate::tls;
@@ -17,8 +19,9 @@ use crate::tls;
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs a node with a validated configuration until a termination signal.
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+/// Runs a node with a validated configuration until a termination signal; `log`
+/// changes the log filter on `chorus ctl log-level`.
+pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let tls_paths = config.tls_paths();
@@ -81,6 +84,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
+    let control = ControlServer::start(
+        node.clone(),
+        log,
+        NodeInfo {
+            node_id: config.node_id.clone(),
+            data_dir: config.data_dir.clone(),
+            listen: endpoint.local_addr()?.to_string(),
+            socket: config.control_socket(),
+        },
+        shutdown.clone(),
+    )
+    .context("opening the control socket")?;
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     // Not ready from the moment shutdown begins, whoever begins it.
     let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
@@ -97,6 +112,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await;
     signals.abort();
+    // The control socket closes with the endpoint, before the store is flushed; the
+    // token is already cancelled unless the server stopped on its own.
+    shutdown.cancel();
+    control.stopped().await;
     draining.abort();
     let flushed = node.shutdown().await.context("flushing the store");
     // The endpoint outlives the drain (its own token, cancelled only now) so that probes

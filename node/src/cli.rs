@@ -32,6 +32,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// Load-test a node and report throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Administer a running node over its local control socket.
+    Ctl(CtlArgs),
 }
 
 /// Flags of `chorus agent`.
@@ -73,6 +75,44 @@ pub struct ConnectArgs {
         global = true
     )]
     pub server_name: String,
+}
+
+/// Flags of `chorus ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control socket (default: <data-dir>/chorus.sock).
+    #[arg(
+        long,
+        env = "CHORUS_CONTROL_SOCKET",
+        value_name = "PATH",
+        global = true
+    )]
+    pub socket: Option<PathBuf>,
+    /// Data directory of the local node, where the socket is by default.
+    #[arg(long, env = "CHORUS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: PathBuf,
+    /// Print the node's response as one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `chorus ctl ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// The node's id, version, pid, uptime, addresses and log filter.
+    Status,
+    /// Replace the log filter while the node runs (audited), e.g. `debug` or
+    /// `chorus_node=debug,info`.
+    LogLevel {
+        /// A tracing filter.
+        level: String,
+    },
+    /// Check the audit log's hash chain; exits 1 and names the first broken entry if
+    /// it does not verify.
+    AuditVerify,
 }
 
 /// Flags of `chorus submit`.

@@ -1,6 +1,7 @@
 //! The client-side subcommands (`submit`, `get`, `list`, `keys`, `bench`), built on the
 //! SDK exactly as an application would use it.
 
+mod ctl;
 mod output;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub async fn run(command: Command) -> ExitCode {
         Command::List(args) => (args.json, list(args).await),
         Command::Keys(KeysCommand::Create(args)) => (args.json, create_key(args).await),
         Command::Bench(args) => (false, crate::bench::run(args).await),
+        // ctl prints its own outcome: a broken audit chain is a result, not an error.
+        Command::Ctl(args) => return ctl::run(args).await,
         Command::Agent(_) => unreachable!("the agent is not a client command"),
     };
     match outcome {

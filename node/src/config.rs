@@ -103,6 +103,25 @@ impl Default for MetricsSection {
     }
 }
 
+/// The local control socket (`chorus ctl`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Path of the Unix socket (mode 0600); default `<data_dir>/chorus.sock`. At most
+    /// [`MAX_SOCKET_PATH_BYTES`] bytes, the limit of a Unix socket address.
+    pub socket: Option<PathBuf>,
+}
+
+/// The socket's file name in the data dir when none is configured.
+pub const CONTROL_SOCKET_FILE: &str = "chorus.sock";
+/// Longest control socket path: `sun_path` holds 108 bytes including the final NUL.
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// Where the control socket of a node with this data dir is by default.
+pub fn default_control_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join(CONTROL_SOCKET_FILE)
+}
+
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +150,8 @@ pub struct NodeConfig {
     pub tls: TlsSection,
     /// Logging.
     pub log: LogSection,
+    /// The control socket.
+    pub control: ControlSection,
     /// The metrics and health endpoint.
     pub metrics: MetricsSection,
 }
@@ -155,6 +176,7 @@ impl Default for NodeConfig {
             shutdown_grace_secs: 10,
             tls: TlsSection::default(),
             log: LogSection::default(),
+            control: ControlSection::default(),
             metrics: MetricsSection::default(),
         }
     }
@@ -187,6 +209,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("tls.key", EnvKind::Str),
     ("log.format", EnvKind::Str),
     ("log.level", EnvKind::Str),
+    ("control.socket", EnvKind::Str),
     ("metrics.listen", EnvKind::Str),
     ("metrics.enabled", EnvKind::Bool),
 ];
@@ -292,6 +315,17 @@ impl NodeConfig {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        let socket = self.control_socket();
+        let socket_len = socket.as_os_str().len();
+        if socket_len == 0 || socket_len > MAX_SOCKET_PATH_BYTES {
+            return Err(ConfigError::new(
+                "control.socket",
+                format!(
+                    "{} is {socket_len} bytes, must be 1..={MAX_SOCKET_PATH_BYTES}",
+                    socket.display()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -310,6 +344,14 @@ impl NodeConfig {
             },
             _ => TlsPaths::dev(&self.data_dir),
         }
+    }
+
+    /// Where the control socket is: configured, or `<data_dir>/chorus.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| default_control_socket(&self.data_dir))
     }
 
     /// Whether the node uses (and on first start makes) development certificates.
@@ -398,6 +440,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let long_socket = format!("/{}", "s".repeat(200));
         let cases: &[Case] = &[
             ("partitions = 0", &[], "partitions"),
             ("partitions = 70000", &[], "partitions"),
@@ -407,10 +450,20 @@ mod tests {
             ("node_id = \"has space\"", &[], "node_id"),
             ("[log]\nlevel = \"[[[\"", &[], "log.level"),
             ("[tls]\ncert = \"/x\"", &[], "tls"),
+            ("[control]\nsocket = \"\"", &[], "control.socket"),
+            (
+                "",
+                &[("CHORUS_CONTROL_SOCKET", long_socket.as_str())],
+                "control.socket",
+            ),
             ("", &[("CHORUS_PARTITIONS", "many")], "CHORUS_PARTITIONS"),
             ("[metrics]\nlisten = \"nowhere\"", &[], "metrics.listen"),
             ("[metrics]\nport = 9400", &[], "metrics.port"),
-            ("", &[("CHORUS_METRICS_ENABLED", "maybe")], "CHORUS_METRICS_ENABLED"),
+            (
+                "",
+                &[("CHORUS_METRICS_ENABLED", "maybe")],
+                "CHORUS_METRICS_ENABLED",
+            ),
         ];
         for (text, env, key) in cases {
             let err = load_str(text, env).expect_err(text);
@@ -433,6 +486,17 @@ mod tests {
         .unwrap();
         assert!(!c.metrics.enabled);
         assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn the_control_socket_defaults_to_the_data_dir_and_the_environment_moves_it() {
+        let c = load_str("data_dir = \"/var/lib/chorus\"", &[]).unwrap();
+        assert_eq!(
+            c.control_socket(),
+            PathBuf::from("/var/lib/chorus/chorus.sock")
+        );
+        let c = load_str("", &[("CHORUS_CONTROL_SOCKET", "/run/chorus/ctl.sock")]).unwrap();
+        assert_eq!(c.control_socket(), PathBuf::from("/run/chorus/ctl.sock"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod server;

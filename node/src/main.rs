@@ -36,8 +36,8 @@ fn main() -> ExitCode {
             if let Some(format) = args.log_format {
                 config.log.format = format;
             }
-            logging::init(config.log.format, &config.log.level);
-            match runtime.block_on(agent::run(config)) {
+            let log = logging::init(config.log.format, &config.log.level);
+            match runtime.block_on(agent::run(config, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");

@@ -212,6 +212,11 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts the agent and waits until it accepts a client.
     pub async fn start(data_dir: &Path, port: u16) -> AgentProcess {
+        Self::start_with_env(data_dir, port, &[]).await
+    }
+
+    /// Starts the agent as [`AgentProcess::start`] does, with extra environment variables.
+    pub async fn start_with_env(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> AgentProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(chorus_bin())
             .arg("agent")
@@ -220,6 +225,7 @@ impl AgentProcess {
             // Port 0: agents of parallel tests must not race for the default metrics port.
             .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
             .env("CHORUS_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,0 +1,259 @@
+//! `chorus ctl`: the client end of the control socket. Sends one request line, reads one
+//! response line, prints it as a table (or, with `--json`, as the response object).
+//!
+//! Exit codes: 0 done (and, for `audit-verify`, the chain is intact); 1 the node refused
+//! the request, could not be reached, or the audit chain is broken.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::cli::{CtlArgs, CtlCommand};
+use crate::config::default_control_socket;
+use crate::control::protocol::{
+    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, StatusReport,
+};
+
+/// How long the node has to answer (`audit-verify` reads the whole log).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why `chorus ctl` could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// No socket file: the agent is not running, or uses another data dir or socket.
+    #[error("is the agent running? no socket at {0}")]
+    NoSocket(PathBuf),
+    /// A socket file nobody listens on: the agent stopped without removing it.
+    #[error("no agent is listening on {0} (a stale socket: is the agent running?)")]
+    Refused(PathBuf),
+    /// The socket is not ours to use.
+    #[error("permission denied on {0}: run as the agent's user (or root)")]
+    PermissionDenied(PathBuf),
+    /// Talking to the socket failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// The node did not answer in time.
+    #[error("the node did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The answer is not a control response.
+    #[error("not a control response: {0}")]
+    BadResponse(String),
+}
+
+/// Runs `chorus ctl` and returns its exit code.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| default_control_socket(&args.data_dir));
+    let request = request_for(&args.command);
+    match exchange(&socket, &request).await {
+        Ok(response) => {
+            if args.json {
+                println!(
+                    "{}",
+                    String::from_utf8_lossy(&response.to_line()).trim_end()
+                );
+            }
+            match response.into_result() {
+                Ok(reply) => {
+                    if !args.json {
+                        print_reply(&reply);
+                    }
+                    match reply {
+                        Reply::AuditVerify(v) if !v.intact => ExitCode::FAILURE,
+                        _ => ExitCode::SUCCESS,
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "error": {"kind": "unreachable", "message": e.to_string()}})
+                );
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The request a command line stands for.
+pub fn request_for(command: &CtlCommand) -> Request {
+    match command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::LogLevel { level } => Request::LogLevel {
+            level: level.clone(),
+        },
+        CtlCommand::AuditVerify => Request::AuditVerify,
+    }
+}
+
+/// Sends one request and reads its response.
+pub async fn exchange(socket: &Path, request: &Request) -> Result<Response, CtlError> {
+    let io_err = |source: io::Error| match source.kind() {
+        io::ErrorKind::NotFound => CtlError::NoSocket(socket.to_path_buf()),
+        io::ErrorKind::ConnectionRefused => CtlError::Refused(socket.to_path_buf()),
+        io::ErrorKind::PermissionDenied => CtlError::PermissionDenied(socket.to_path_buf()),
+        _ => CtlError::Io {
+            path: socket.to_path_buf(),
+            source,
+        },
+    };
+    let exchange = async {
+        let stream = UnixStream::connect(socket).await.map_err(io_err)?;
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_vec(request).expect("requests always serialise");
+        line.push(b'\n');
+        write.write_all(&line).await.map_err(io_err)?;
+        let mut reader = BufReader::new(read).take(MAX_RESPONSE_BYTES as u64 + 1);
+        let mut answer = Vec::new();
+        reader
+            .read_until(b'\n', &mut answer)
+            .await
+            .map_err(io_err)?;
+        if answer.is_empty() {
+            return Err(CtlError::BadResponse(
+                "the node closed the connection without answering".into(),
+            ));
+        }
+        if answer.len() > MAX_RESPONSE_BYTES {
+            return Err(CtlError::BadResponse(format!(
+                "longer than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        serde_json::from_slice::<Response>(&answer)
+            .map_err(|e| CtlError::BadResponse(e.to_string()))
+    };
+    tokio::time::timeout(RESPONSE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| CtlError::Timeout(RESPONSE_TIMEOUT))?
+}
+
+fn print_reply(reply: &Reply) {
+    match reply {
+        Reply::Status(s) => print_table(&status_rows(s)),
+        Reply::LogLevel(change) => println!("{}", log_level_line(change)),
+        Reply::AuditVerify(v) => println!("{}", audit_lines(v)),
+    }
+}
+
+fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
+    vec![
+        ("node", s.node_id.clone()),
+        ("version", s.version.clone()),
+        ("pid", s.pid.to_string()),
+        (
+            "uptime",
+            humantime::format_duration(Duration::from_secs(s.uptime_secs)).to_string(),
+        ),
+        ("listen", s.listen.clone()),
+        ("data dir", s.data_dir.clone()),
+        ("control", s.control_socket.clone()),
+        ("log level", s.log_level.clone()),
+    ]
+}
+
+fn print_table(rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        println!("{key:<width$}  {value}");
+    }
+}
+
+fn log_level_line(change: &LogLevelChange) -> String {
+    format!(
+        "log level: {} -> {} (audit entry {})",
+        change.previous, change.current, change.audit_seq
+    )
+}
+
+fn audit_lines(v: &AuditVerification) -> String {
+    let head = match (&v.head_seq, &v.head_hash) {
+        (Some(seq), Some(hash)) => format!("head: entry {seq}, hash {hash}"),
+        _ => "head: none (empty log)".into(),
+    };
+    match &v.first_broken {
+        None => format!("audit log intact: {} entries\n{head}", v.entries),
+        Some(broken) => format!(
+            "audit log BROKEN at entry {}: {}\n{} entries read; {head}",
+            broken.seq, broken.reason, v.entries
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::BrokenLink;
+
+    #[tokio::test]
+    async fn a_missing_socket_says_the_agent_may_not_be_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.sock");
+        let err = exchange(&path, &Request::Status).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("is the agent running? no socket at"),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chorus.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let err = exchange(&path, &Request::Status).await.unwrap_err();
+        assert!(matches!(err, CtlError::Refused(_)), "{err}");
+    }
+
+    #[test]
+    fn commands_map_to_requests() {
+        assert_eq!(request_for(&CtlCommand::Status), Request::Status);
+        assert_eq!(request_for(&CtlCommand::AuditVerify), Request::AuditVerify);
+        assert_eq!(
+            request_for(&CtlCommand::LogLevel {
+                level: "debug".into()
+            }),
+            Request::LogLevel {
+                level: "debug".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_broken_chain_names_its_first_broken_entry() {
+        let text = audit_lines(&AuditVerification {
+            entries: 5,
+            intact: false,
+            head_seq: Some(5),
+            head_hash: Some("ab".into()),
+            first_broken: Some(BrokenLink {
+                seq: 3,
+                reason: "hash mismatch".into(),
+            }),
+        });
+        assert!(
+            text.starts_with("audit log BROKEN at entry 3: hash mismatch"),
+            "{text}"
+        );
+    }
+}

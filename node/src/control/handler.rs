@@ -1,0 +1,196 @@
+//! The commands behind the control socket: one method per command, and `handle` to
+//! route a request to its method. No socket IO here; the listener moves the bytes.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chorus_actors::{AuditReport, NodeHandle};
+use chorus_protocol::ErrorCode;
+use tracing::info;
+
+use super::protocol::{
+    AuditVerification, BrokenLink, ControlError, LogLevelChange, Reply, Request, StatusReport,
+};
+use crate::logging::{LogControl, LogLevelError};
+
+/// Who is on the other end of a control connection, from the socket's peer credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The caller's user id.
+    pub uid: u32,
+    /// The caller's process id, when the kernel reports it.
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    /// How the audit log names this caller: `ctl uid=N`.
+    pub fn audit_actor(&self) -> String {
+        format!("ctl uid={}", self.uid)
+    }
+}
+
+/// Facts about the running node that `status` reports; fixed at start.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub node_id: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The QUIC endpoint's address.
+    pub listen: String,
+    /// The control socket's path.
+    pub socket: PathBuf,
+}
+
+/// Answers control requests for one node.
+#[derive(Debug)]
+pub struct Handler {
+    node: NodeHandle,
+    log: LogControl,
+    info: NodeInfo,
+    started: Instant,
+    started_at_ms: u64,
+}
+
+impl Handler {
+    /// A handler for `node`, whose log filter `log` changes; the uptime starts now.
+    pub fn new(node: NodeHandle, log: LogControl, info: NodeInfo) -> Handler {
+        let started_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Handler {
+            node,
+            log,
+            info,
+            started: Instant::now(),
+            started_at_ms,
+        }
+    }
+
+    /// Runs one request for `peer`.
+    pub async fn handle(&self, peer: &Peer, request: Request) -> Result<Reply, ControlError> {
+        match request {
+            Request::Status => Ok(Reply::Status(self.status())),
+            Request::LogLevel { level } => self.log_level(peer, &level).await.map(Reply::LogLevel),
+            Request::AuditVerify => self.audit_verify().await.map(Reply::AuditVerify),
+        }
+    }
+
+    /// `status`: identity, version, uptime, addresses, log filter.
+    pub fn status(&self) -> StatusReport {
+        StatusReport {
+            node_id: self.info.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            started_at_ms: self.started_at_ms,
+            data_dir: self.info.data_dir.display().to_string(),
+            listen: self.info.listen.clone(),
+            control_socket: self.info.socket.display().to_string(),
+            log_level: self.log.current(),
+        }
+    }
+
+    /// `log-level`: validates the filter, audits the change, then applies it. A filter
+    /// that does not parse changes nothing and is not audited.
+    pub async fn log_level(
+        &self,
+        peer: &Peer,
+        level: &str,
+    ) -> Result<LogLevelChange, ControlError> {
+        let filter = LogControl::parse(level).map_err(|e| ControlError::Invalid {
+            field: "level".into(),
+            reason: e.to_string(),
+        })?;
+        let previous = self.log.current();
+        let entry = self
+            .node
+            .audit_append(
+                peer.audit_actor(),
+                "log-level",
+                format!("from={previous:?} to={level:?}"),
+            )
+            .await
+            .map_err(audit_failed)?;
+        // Audited first: should the reload fail now, the log says it was attempted.
+        self.log.set(filter).map_err(|e| match e {
+            LogLevelError::Invalid(reason) => ControlError::Invalid {
+                field: "level".into(),
+                reason,
+            },
+            LogLevelError::Unavailable(reason) => ControlError::Unavailable { reason },
+        })?;
+        let current = self.log.current();
+        info!(uid = peer.uid, %previous, %current, audit_seq = entry.seq, "log level changed");
+        Ok(LogLevelChange {
+            previous,
+            current,
+            audit_seq: entry.seq,
+        })
+    }
+
+    /// `audit-verify`: walks the chain (O(entries)).
+    pub async fn audit_verify(&self) -> Result<AuditVerification, ControlError> {
+        let report = self.node.audit_verify().await.map_err(unavailable)?;
+        Ok(verification(report))
+    }
+}
+
+/// The wire form of an audit report.
+pub fn verification(report: AuditReport) -> AuditVerification {
+    AuditVerification {
+        entries: report.entries,
+        intact: report.is_intact(),
+        head_seq: report.head.map(|(seq, _)| seq),
+        head_hash: report.head.map(|(_, hash)| hex::encode(hash)),
+        first_broken: report
+            .first_broken
+            .map(|(seq, reason)| BrokenLink { seq, reason }),
+    }
+}
+
+fn audit_failed(code: ErrorCode) -> ControlError {
+    ControlError::AuditFailed {
+        reason: code.to_string(),
+    }
+}
+
+fn unavailable(code: ErrorCode) -> ControlError {
+    ControlError::Unavailable {
+        reason: code.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_actor_names_the_uid() {
+        let peer = Peer {
+            uid: 1000,
+            pid: Some(42),
+        };
+        assert_eq!(peer.audit_actor(), "ctl uid=1000");
+    }
+
+    #[test]
+    fn a_broken_report_keeps_its_seq_and_reason() {
+        let v = verification(AuditReport {
+            entries: 4,
+            head: Some((4, [0xab; 32])),
+            first_broken: Some((2, "edited".into())),
+        });
+        assert!(!v.intact);
+        assert_eq!(v.head_seq, Some(4));
+        assert_eq!(v.head_hash.as_deref(), Some(&*"ab".repeat(32)));
+        assert_eq!(
+            v.first_broken,
+            Some(BrokenLink {
+                seq: 2,
+                reason: "edited".into()
+            })
+        );
+    }
+}

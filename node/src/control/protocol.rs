@@ -1,0 +1,346 @@
+//! The control protocol: one JSON request per line in, one JSON response per line out.
+//!
+//! ```text
+//! → {"cmd":"status"}
+//! ← {"ok":true,"result":{"kind":"status","node_id":"node-1",...}}
+//! → {"cmd":"log-level","level":"debug"}
+//! ← {"ok":true,"result":{"kind":"log-level","previous":"info","current":"debug","audit_seq":3}}
+//! → {"cmd":"audit-verify"}
+//! ← {"ok":true,"result":{"kind":"audit-verify","entries":3,"intact":true,...}}
+//! → {"cmd":"reboot"}
+//! ← {"ok":false,"error":{"kind":"bad_request","message":"unknown variant `reboot`, ..."}}
+//! ```
+//!
+//! Both ends share these types, so the client decodes exactly what the server encodes.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line the server reads, newline excluded; a longer one is answered
+/// with [`ControlError::TooLong`] and the connection is closed.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Longest response line the client reads.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// A request, tagged by `cmd`. Commands for breakers, bulkheads, queues, limits and
+/// degradation join this enum when the node has that state to show.
+///
+/// Unknown fields of a command with arguments are refused (a misspelt argument must not
+/// be silently ignored); serde cannot refuse them on argument-less commands, which
+/// ignore them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The node's identity, version, uptime and addresses. Read-only.
+    Status,
+    /// Replace the log filter (audited before it takes effect).
+    LogLevel {
+        /// A tracing filter, e.g. `debug` or `chorus_node=debug,info`.
+        level: String,
+    },
+    /// Walk the audit log's hash chain. Read-only.
+    AuditVerify,
+}
+
+impl Request {
+    /// The command's name on the wire, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::LogLevel { .. } => "log-level",
+            Request::AuditVerify => "audit-verify",
+        }
+    }
+}
+
+/// Parses one request line (a trailing `\n` or `\r\n` is ignored).
+pub fn parse_request(line: &[u8]) -> Result<Request, ControlError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(ControlError::TooLong {
+            limit: MAX_REQUEST_BYTES,
+        });
+    }
+    serde_json::from_slice(line).map_err(|e| ControlError::BadRequest {
+        message: e.to_string(),
+    })
+}
+
+/// Why a request failed. Every variant says whether anything changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControlError {
+    /// The line is not a request (not JSON, unknown command, missing or extra field).
+    /// Nothing changed.
+    #[error("bad request: {message}")]
+    BadRequest {
+        /// What the parser said.
+        message: String,
+    },
+    /// The line is longer than `limit` bytes; the connection is closed. Nothing changed.
+    #[error("request longer than {limit} bytes")]
+    TooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The caller's uid is neither the node's nor root's. Nothing changed.
+    #[error("forbidden: uid {uid} may not administer this node")]
+    Forbidden {
+        /// The caller's uid.
+        uid: u32,
+    },
+    /// Too many control connections are open; try again. Nothing changed.
+    #[error("busy: {limit} control connections are open")]
+    Busy {
+        /// The connection limit.
+        limit: usize,
+    },
+    /// An argument was refused. Nothing changed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The argument.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The audit log could not record the action, so it was not taken. Nothing changed.
+    #[error("not done: the audit log could not record it: {reason}")]
+    AuditFailed {
+        /// The store's error.
+        reason: String,
+    },
+    /// The node could not answer (e.g. the store failed). Nothing changed.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A command's result, tagged by `kind` (the command's name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reply {
+    /// Answer to [`Request::Status`].
+    Status(StatusReport),
+    /// Answer to [`Request::LogLevel`].
+    LogLevel(LogLevelChange),
+    /// Answer to [`Request::AuditVerify`].
+    AuditVerify(AuditVerification),
+}
+
+/// What `status` reports. Everything here is O(1) to gather.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The node's id.
+    pub node_id: String,
+    /// The agent's version.
+    pub version: String,
+    /// The agent's process id.
+    pub pid: u32,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+    /// When the agent started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The data directory.
+    pub data_dir: String,
+    /// The QUIC endpoint's address.
+    pub listen: String,
+    /// This socket's path.
+    pub control_socket: String,
+    /// The log filter in force.
+    pub log_level: String,
+}
+
+/// What `log-level` did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevelChange {
+    /// The filter before.
+    pub previous: String,
+    /// The filter now.
+    pub current: String,
+    /// The audit entry recording the change.
+    pub audit_seq: u64,
+}
+
+/// What `audit-verify` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Entries read.
+    pub entries: u64,
+    /// Whether the whole chain verified.
+    pub intact: bool,
+    /// The last entry's seq.
+    pub head_seq: Option<u64>,
+    /// The last entry's hash (hex): record it elsewhere to detect a rewrite later.
+    pub head_hash: Option<String>,
+    /// The first entry that does not verify.
+    pub first_broken: Option<BrokenLink>,
+}
+
+/// Where the chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenLink {
+    /// The entry's seq.
+    pub seq: u64,
+    /// Why it does not verify.
+    pub reason: String,
+}
+
+/// One response line: `{"ok":true,"result":{...}}` or `{"ok":false,"error":{...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the command succeeded.
+    pub ok: bool,
+    /// The result, when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Reply>,
+    /// The error, when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ControlError>,
+}
+
+impl From<Result<Reply, ControlError>> for Response {
+    fn from(outcome: Result<Reply, ControlError>) -> Self {
+        match outcome {
+            Ok(reply) => Response {
+                ok: true,
+                result: Some(reply),
+                error: None,
+            },
+            Err(error) => Response {
+                ok: false,
+                result: None,
+                error: Some(error),
+            },
+        }
+    }
+}
+
+impl Response {
+    /// The response as one line of JSON, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).expect("control types always serialise");
+        line.push(b'\n');
+        line
+    }
+
+    /// Back to a `Result`; a response with neither field is a protocol violation.
+    pub fn into_result(self) -> Result<Reply, ControlError> {
+        match (self.ok, self.result, self.error) {
+            (true, Some(reply), _) => Ok(reply),
+            (false, _, Some(error)) => Err(error),
+            _ => Err(ControlError::BadRequest {
+                message: "the node sent a response with neither result nor error".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_their_wire_form() {
+        let cases: &[(&str, Request)] = &[
+            (r#"{"cmd":"status"}"#, Request::Status),
+            (r#"{"cmd":"status"}\n"#, Request::Status),
+            ("{\"cmd\":\"audit-verify\"}\r\n", Request::AuditVerify),
+            (
+                r#"{"cmd":"log-level","level":"chorus_node=debug,info"}"#,
+                Request::LogLevel {
+                    level: "chorus_node=debug,info".into(),
+                },
+            ),
+        ];
+        for (line, expected) in cases {
+            let line = line.replace("\\n", "\n");
+            assert_eq!(&parse_request(line.as_bytes()).unwrap(), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_typed_bad_requests() {
+        for line in [
+            "",
+            "status",
+            "{}",
+            r#"{"cmd":"reboot"}"#,
+            r#"{"cmd":"log-level"}"#,
+            r#"{"cmd":"log-level","level":3}"#,
+            r#"{"cmd":"log-level","level":"debug","levle":"info"}"#,
+            "[1,2,3]",
+            "\u{0}\u{1}",
+        ] {
+            match parse_request(line.as_bytes()) {
+                Err(ControlError::BadRequest { message }) => assert!(!message.is_empty()),
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_over_long_line_is_refused_unparsed() {
+        let line = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert_eq!(
+            parse_request(&line),
+            Err(ControlError::TooLong {
+                limit: MAX_REQUEST_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn every_request_and_response_round_trips_through_json() {
+        for request in [
+            Request::Status,
+            Request::AuditVerify,
+            Request::LogLevel {
+                level: "warn".into(),
+            },
+        ] {
+            let line = serde_json::to_vec(&request).unwrap();
+            assert_eq!(parse_request(&line).unwrap(), request);
+        }
+        let responses: Vec<Response> = vec![
+            Ok(Reply::LogLevel(LogLevelChange {
+                previous: "info".into(),
+                current: "debug".into(),
+                audit_seq: 2,
+            }))
+            .into(),
+            Ok(Reply::AuditVerify(AuditVerification {
+                entries: 3,
+                intact: false,
+                head_seq: Some(3),
+                head_hash: Some("00".into()),
+                first_broken: Some(BrokenLink {
+                    seq: 2,
+                    reason: "edited".into(),
+                }),
+            }))
+            .into(),
+            Err(ControlError::Invalid {
+                field: "level".into(),
+                reason: "no".into(),
+            })
+            .into(),
+        ];
+        for response in responses {
+            let line = response.to_line();
+            assert_eq!(line.last(), Some(&b'\n'));
+            let back: Response = serde_json::from_slice(&line).unwrap();
+            assert_eq!(back, response);
+        }
+    }
+
+    #[test]
+    fn the_wire_form_is_what_scripts_see() {
+        let line = Response::from(Err(ControlError::TooLong { limit: 5 })).to_line();
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"ok\":false,\"error\":{\"kind\":\"too_long\",\"limit\":5}}\n"
+        );
+    }
+}

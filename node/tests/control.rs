@@ -1,0 +1,164 @@
+//! The control socket end to end: a real `chorus agent` process administered with the
+//! real `chorus ctl`, and an audit log tampered with on disk while the node is down.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chorus_actors::{AuditEntry, Durability, Store, StoreConfig};
+use chorus_protocol::NodeId;
+use serde_json::Value;
+use support::{AgentProcess, chorus_bin, free_udp_port};
+
+/// Runs `chorus ctl ARGS` against the node whose data dir is `data_dir`.
+fn ctl(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(chorus_bin())
+        .arg("ctl")
+        .args(args)
+        .env("CHORUS_DATA_DIR", data_dir)
+        .env_remove("CHORUS_CONTROL_SOCKET")
+        .output()
+        .unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}; stderr {:?}", output.stderr))
+}
+
+async fn stop(mut agent: AgentProcess) {
+    agent.signal("TERM");
+    for _ in 0..300 {
+        if agent.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("agent did not stop on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let socket = data.join("chorus.sock");
+    let port = free_udp_port();
+    let agent = AgentProcess::start(data, port).await;
+
+    let meta = std::fs::metadata(&socket).expect("the agent opened its control socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let uid = meta.uid();
+
+    let status = ctl(data, &["status", "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let status = json_of(&status);
+    assert_eq!(status["ok"], true);
+    assert_eq!(status["result"]["kind"], "status");
+    assert_eq!(status["result"]["node_id"], "node-1");
+    assert_eq!(status["result"]["pid"], agent.child.id());
+    assert_eq!(status["result"]["listen"], format!("127.0.0.1:{port}"));
+    assert_eq!(status["result"]["log_level"], "warn");
+
+    let human = ctl(data, &["status"]);
+    assert!(human.status.success(), "{human:?}");
+    assert!(String::from_utf8_lossy(&human.stdout).contains("node-1"));
+
+    let changed = ctl(data, &["log-level", "debug"]);
+    assert!(changed.status.success(), "{changed:?}");
+    let text = String::from_utf8_lossy(&changed.stdout);
+    assert!(text.contains("warn -> debug"), "{text}");
+    let after = json_of(&ctl(data, &["status", "--json"]));
+    assert_eq!(after["result"]["log_level"], "debug");
+
+    let refused = ctl(data, &["log-level", "[[["]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid level"));
+
+    // The bootstrap admin key, then the log-level change; the refused filter is not there.
+    let verify = ctl(data, &["audit-verify", "--json"]);
+    assert!(verify.status.success(), "{verify:?}");
+    let verify = json_of(&verify);
+    assert_eq!(verify["result"]["intact"], true);
+    assert_eq!(verify["result"]["entries"], 2);
+    assert_eq!(verify["result"]["head_seq"], 2);
+
+    stop(agent).await;
+    assert!(!socket.exists(), "the socket outlived the agent");
+    let missing = ctl(data, &["status"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("is the agent running? no socket at"),
+        "{missing:?}"
+    );
+
+    // Edit the log-level entry while the node is down.
+    {
+        let store = Store::open(StoreConfig {
+            path: data.join("store"),
+            node: NodeId("node-1".into()),
+            partitions: 1024,
+            durability: Durability::Flush,
+        })
+        .unwrap();
+        let audit = store.audit();
+        let first = audit.get(1).unwrap().unwrap();
+        assert_eq!(
+            (first.actor.as_str(), first.action.as_str()),
+            ("agent", "api-key.create")
+        );
+        let mut entry: AuditEntry = audit.get(2).unwrap().unwrap();
+        assert_eq!(entry.actor, format!("ctl uid={uid}"));
+        assert_eq!(entry.action, "log-level");
+        assert_eq!(entry.detail, "from=\"warn\" to=\"debug\"");
+        entry.detail = "from=\"warn\" to=\"info\"".into();
+        audit
+            .tree()
+            .insert(entry.seq.to_be_bytes(), entry.encode())
+            .unwrap();
+        store.flush().unwrap();
+    }
+
+    let agent = AgentProcess::start(data, port).await;
+    let verify = ctl(data, &["audit-verify", "--json"]);
+    assert!(!verify.status.success(), "a broken chain must fail");
+    let verify = json_of(&verify);
+    assert_eq!(verify["ok"], true);
+    assert_eq!(verify["result"]["intact"], false);
+    assert_eq!(verify["result"]["first_broken"]["seq"], 2);
+    let human = ctl(data, &["audit-verify"]);
+    assert!(!human.status.success());
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("BROKEN at entry 2"), "{text}");
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_finds_a_socket_moved_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/ctl.sock");
+    let port = free_udp_port();
+    let agent = AgentProcess::start_with_env(
+        dir.path(),
+        port,
+        &[("CHORUS_CONTROL_SOCKET", socket.to_str().unwrap())],
+    )
+    .await;
+    assert!(socket.exists());
+    let output = Command::new(chorus_bin())
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        json_of(&output)["result"]["control_socket"],
+        socket.to_str().unwrap()
+    );
+    stop(agent).await;
+    assert!(!socket.exists());
+}
