@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
+use crate::caller::Caller;
 use crate::intake::IntakeMsg;
+use crate::pipeline::PipelineConfig;
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, Page, StoreMsg};
@@ -34,6 +36,9 @@ pub enum StartError {
     /// An actor failed to start.
     #[error("starting the actors: {0}")]
     Spawn(#[from] ractor::SpawnErr),
+    /// The pipeline's settings are invalid; nothing was started.
+    #[error("invalid pipeline settings: {0}")]
+    Pipeline(String),
 }
 
 /// A cheap, cloneable handle to the node's actors: submit, read, authenticate, stop.
@@ -61,8 +66,19 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
-    /// Opens the store and starts the supervised actor tree.
+    /// Opens the store and starts the supervised actor tree with the default pipeline.
     pub async fn start(config: StoreConfig) -> Result<NodeHandle, StartError> {
+        Self::start_with(config, PipelineConfig::default()).await
+    }
+
+    /// Opens the store and starts the supervised actor tree with `pipeline`.
+    pub async fn start_with(
+        config: StoreConfig,
+        pipeline: PipelineConfig,
+    ) -> Result<NodeHandle, StartError> {
+        pipeline
+            .validate()
+            .map_err(|e| StartError::Pipeline(e.to_string()))?;
         let node = config.node.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
         let (tx, rx) = watch::channel(Children::default());
@@ -70,6 +86,7 @@ impl NodeHandle {
             store: Arc::clone(&store),
             children: tx,
             policy: RestartPolicy::default(),
+            pipeline,
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
@@ -89,8 +106,8 @@ impl NodeHandle {
     }
 
     /// Stores one item durably and returns its receipt (the first one, on a retry).
-    pub async fn submit(&self, item: Item) -> Result<Receipt, ErrorCode> {
-        let mut outcomes = self.submit_batch(vec![item]).await?;
+    pub async fn submit(&self, caller: &Caller, item: Item) -> Result<Receipt, ErrorCode> {
+        let mut outcomes = self.submit_batch(caller, vec![item]).await?;
         outcomes.pop().unwrap_or_else(|| {
             error!("store answered a single submit with no outcome");
             Err(unavailable("store answered without an outcome"))
@@ -100,10 +117,13 @@ impl NodeHandle {
     /// Stores up to `MAX_BATCH_ITEMS` items; one outcome per item, in order.
     pub async fn submit_batch(
         &self,
+        caller: &Caller,
         items: Vec<Item>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode> {
         let intake = self.child(|c| c.intake.clone(), "intake")?;
+        let caller = caller.clone();
         let outcome: BatchOutcome = call(&intake, "intake", |reply| IntakeMsg::Submit {
+            caller,
             items,
             reply,
         })

@@ -19,10 +19,12 @@
 
 #![warn(missing_docs)]
 
+pub mod caller;
 pub mod group_commit;
 mod handle;
 pub mod intake;
 mod message;
+pub mod pipeline;
 pub mod policy;
 pub mod restart;
 pub mod store;
@@ -31,7 +33,9 @@ pub mod supervisor;
 pub mod telemetry;
 pub mod validation;
 
+pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
+pub use pipeline::PipelineConfig;
 pub use store::{
     ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, Store, StoreConfig, StoreError,
 };

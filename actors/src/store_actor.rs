@@ -84,6 +84,9 @@ pub enum StoreMsg {
         /// `Ok` once durable.
         reply: RpcReplyPort<Result<(), ErrorCode>>,
     },
+    /// Test-only: panic in the handler, as a bug would, to exercise supervision.
+    #[cfg(feature = "fault-injection")]
+    InjectPanic,
     /// Internal: the actor's flush task finished a batch.
     Flushed(FlushDone),
 }
@@ -366,6 +369,8 @@ impl Actor for StoreActor {
                 state.read(reply, move |s| s.create_api_key(role, name))
             }
             StoreMsg::EnsureAdminKey { reply } => state.read(reply, |s| s.ensure_admin_key()),
+            #[cfg(feature = "fault-injection")]
+            StoreMsg::InjectPanic => panic!("injected store actor panic"),
         }
         Ok(())
     }

@@ -106,7 +106,7 @@ impl SupervisorState {
             Child::Intake => {
                 let args = IntakeArgs {
                     children: self.children.subscribe(),
-                    limits: self.pipeline.limits.clone(),
+                    limits: self.pipeline.limits,
                 };
                 let (actor, _) = Actor::spawn_linked(None, IntakeActor, args, cell).await?;
                 self.children.send_modify(|c| c.intake = Some(actor));

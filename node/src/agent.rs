@@ -58,7 +58,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         None
     };
 
-    let node = NodeHandle::start(StoreConfig {
+    let store_config = StoreConfig {
         path: config.data_dir.join("store"),
         node: NodeId(config.node_id.clone()),
         partitions: config.partitions,
@@ -66,9 +66,10 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             DurabilityMode::Full => Durability::Full,
             DurabilityMode::Flush => Durability::Flush,
         },
-    })
-    .await
-    .context("starting the store")?;
+    };
+    let node = NodeHandle::start_with(store_config, config.pipeline())
+        .await
+        .context("starting the store")?;
     readiness.set_store_available(true);
     if let Some(key) = node.ensure_admin_key().await? {
         announce_admin_key(&config, &key)?;

@@ -1,11 +1,15 @@
 //! The node's configuration: defaults < TOML file < `CHORUS_*` environment < flags,
 //! validated once at start so that a bad value is refused before any port is bound.
 
+mod limits;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chorus_protocol::FrameLimit;
 use serde::{Deserialize, Serialize};
+
+pub use limits::LimitsSection;
 
 use crate::tls::TlsPaths;
 
@@ -154,6 +158,8 @@ pub struct NodeConfig {
     pub control: ControlSection,
     /// The metrics and health endpoint.
     pub metrics: MetricsSection,
+    /// Submit rate limits.
+    pub limits: LimitsSection,
 }
 
 /// The QUIC port a node listens on by default.
@@ -178,6 +184,7 @@ impl Default for NodeConfig {
             log: LogSection::default(),
             control: ControlSection::default(),
             metrics: MetricsSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -212,6 +219,10 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("control.socket", EnvKind::Str),
     ("metrics.listen", EnvKind::Str),
     ("metrics.enabled", EnvKind::Bool),
+    ("limits.per_user_per_minute", EnvKind::Int),
+    ("limits.per_user_burst", EnvKind::Int),
+    ("limits.per_api_key_per_second", EnvKind::Int),
+    ("limits.global_per_second", EnvKind::Int),
 ];
 
 /// The environment variable that overrides a key path.
@@ -287,6 +298,7 @@ impl NodeConfig {
         if self.partitions == 0 {
             return Err(ConfigError::new("partitions", "must be at least 1"));
         }
+        self.limits.to_rate_limits()?;
         FrameLimit::new(self.max_frame_bytes)
             .map_err(|r| ConfigError::new("max_frame_bytes", r))?;
         check_range(
@@ -327,6 +339,13 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The write pipeline's settings (validated at load).
+    pub fn pipeline(&self) -> chorus_actors::PipelineConfig {
+        chorus_actors::PipelineConfig {
+            limits: self.limits.to_rate_limits().expect("validated at load"),
+        }
     }
 
     /// The frame limit as a validated value.
@@ -459,6 +478,8 @@ mod tests {
             ("", &[("CHORUS_PARTITIONS", "many")], "CHORUS_PARTITIONS"),
             ("[metrics]\nlisten = \"nowhere\"", &[], "metrics.listen"),
             ("[metrics]\nport = 9400", &[], "metrics.port"),
+            ("[limits]\nper_user_per_minute = 0", &[], "limits.per_user_per_minute"),
+            ("", &[("CHORUS_LIMITS_PER_USER_BURST", "0")], "limits.per_user_burst"),
             (
                 "",
                 &[("CHORUS_METRICS_ENABLED", "maybe")],

@@ -59,15 +59,10 @@ impl SubmitLimits {
     pub fn new(config: &RateLimitConfig, now: Instant) -> Result<Self, RateLimitConfigError> {
         config.validate()?;
         Ok(SubmitLimits {
-            per_user: KeyedLimiter::new(config.per_user.clone())?,
-            per_key: config
-                .per_api_key
-                .clone()
-                .map(KeyedLimiter::new)
-                .transpose()?,
+            per_user: KeyedLimiter::new(config.per_user)?,
+            per_key: config.per_api_key.map(KeyedLimiter::new).transpose()?,
             global: config
                 .global
-                .clone()
                 .map(|bucket| TokenBucket::new(bucket, now))
                 .transpose()?,
         })
