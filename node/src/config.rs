@@ -478,8 +478,16 @@ mod tests {
             ("", &[("CHORUS_PARTITIONS", "many")], "CHORUS_PARTITIONS"),
             ("[metrics]\nlisten = \"nowhere\"", &[], "metrics.listen"),
             ("[metrics]\nport = 9400", &[], "metrics.port"),
-            ("[limits]\nper_user_per_minute = 0", &[], "limits.per_user_per_minute"),
-            ("", &[("CHORUS_LIMITS_PER_USER_BURST", "0")], "limits.per_user_burst"),
+            (
+                "[limits]\nper_user_per_minute = 0",
+                &[],
+                "limits.per_user_per_minute",
+            ),
+            (
+                "",
+                &[("CHORUS_LIMITS_PER_USER_BURST", "0")],
+                "limits.per_user_burst",
+            ),
             (
                 "",
                 &[("CHORUS_METRICS_ENABLED", "maybe")],
