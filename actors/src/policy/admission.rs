@@ -71,8 +71,6 @@ impl SubmitLimits {
     /// Admits one item of `user` sent with the key `key_id`, or says which limit refused
     /// and for how long. Spends from the limits only when all of them allow.
     pub fn admit(&mut self, now: Instant, user: &str, key_id: &str) -> Result<Admitted, Refusal> {
-        let user_key = user.to_string();
-        let key = key_id.to_string();
         let mut refusal: Option<Refusal> = None;
         let mut refuse = |scope, decision: Result<Decision, _>| {
             // A limit whose capacity is below one token refuses for good; config
@@ -89,24 +87,24 @@ impl SubmitLimits {
                 });
             }
         };
-        refuse(LimitScope::User, self.per_user.check(now, &user_key, 1));
+        refuse(LimitScope::User, self.per_user.check(now, user, 1));
         if let Some(per_key) = &mut self.per_key {
-            refuse(LimitScope::ApiKey, per_key.check(now, &key, 1));
+            refuse(LimitScope::ApiKey, per_key.check(now, key_id, 1));
         }
         if let Some(global) = &mut self.global {
             refuse(LimitScope::Global, global.check(now, 1));
         }
         if let Some(refusal) = refusal {
             // The arrival still counts toward the user's burst window.
-            let _ = self.per_user.record_arrival(now, &user_key, 1);
+            let _ = self.per_user.record_arrival(now, user, 1);
             return Err(refusal);
         }
         let verdict = self
             .per_user
-            .try_acquire(now, &user_key, 1)
+            .try_acquire(now, user, 1)
             .expect("checked above");
         if let Some(per_key) = &mut self.per_key {
-            let _ = per_key.try_acquire(now, &key, 1);
+            let _ = per_key.try_acquire(now, key_id, 1);
         }
         if let Some(global) = &mut self.global {
             let _ = global.try_acquire(now, 1);

@@ -7,6 +7,7 @@
 //! worth flagging or throttling harder) from a steady overrun (the bucket alone limits
 //! it). Neither reads a clock: every call takes `now`.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -506,12 +507,16 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Asks `key`'s bucket for `n` tokens at `now` and counts the attempt toward its
     /// burst window (a rejected attempt still counts: bursts describe arrivals).
-    pub fn try_acquire(
+    pub fn try_acquire<Q>(
         &mut self,
         now: Instant,
-        key: &K,
+        key: &Q,
         n: u32,
-    ) -> Result<Verdict, ExceedsCapacity> {
+    ) -> Result<Verdict, ExceedsCapacity>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if n > self.config.bucket.capacity {
             return Err(ExceedsCapacity {
                 requested: n,
@@ -519,7 +524,8 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             });
         }
         if !self.keys.contains_key(key) {
-            self.insert(now, key.clone());
+            // The only allocation per key: lookups borrow.
+            self.insert(now, key.to_owned());
         }
         let state = self.keys.get_mut(key).expect("inserted above");
         let decision = state.bucket.try_acquire(now, n)?;
@@ -529,7 +535,11 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 
     /// Moves `key` in the idle index after its bucket or burst window changed.
-    fn reindex(&mut self, now: Instant, key: &K) {
+    fn reindex<Q>(&mut self, now: Instant, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let Some(state) = self.keys.get_mut(key) else {
             return;
         };
@@ -547,7 +557,11 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// What `try_acquire` would decide for `key` at `now`, without taking tokens or
     /// counting an arrival: lets a caller check several limits and spend from them only
     /// when all allow.
-    pub fn check(&mut self, now: Instant, key: &K, n: u32) -> Result<Decision, ExceedsCapacity> {
+    pub fn check<Q>(&mut self, now: Instant, key: &Q, n: u32) -> Result<Decision, ExceedsCapacity>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if n > self.config.bucket.capacity {
             return Err(ExceedsCapacity {
                 requested: n,
@@ -563,7 +577,11 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Counts an arrival toward `key`'s burst window without taking tokens (for an
     /// attempt refused by another limit); returns whether the key is bursting.
-    pub fn record_arrival(&mut self, now: Instant, key: &K, n: u32) -> bool {
+    pub fn record_arrival<Q>(&mut self, now: Instant, key: &Q, n: u32) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let Some(state) = self.keys.get_mut(key) else {
             // Refused elsewhere before this key was ever seen: nothing to burst yet.
             return false;
