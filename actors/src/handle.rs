@@ -38,7 +38,7 @@ pub enum StartError {
     Spawn(#[from] ractor::SpawnErr),
     /// The pipeline's settings are invalid; nothing was started.
     #[error("invalid pipeline settings: {0}")]
-    Pipeline(String),
+    Pipeline(#[from] crate::pipeline::PipelineConfigError),
 }
 
 /// A cheap, cloneable handle to the node's actors: submit, read, authenticate, stop.
@@ -76,9 +76,7 @@ impl NodeHandle {
         config: StoreConfig,
         pipeline: PipelineConfig,
     ) -> Result<NodeHandle, StartError> {
-        pipeline
-            .validate()
-            .map_err(|e| StartError::Pipeline(e.to_string()))?;
+        pipeline.validate()?;
         let node = config.node.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
         let (tx, rx) = watch::channel(Children::default());

@@ -1,8 +1,9 @@
 //! The intake actor: the front door of the write path.
 //!
 //! It checks a submission's shape and each item's schema, then hands the valid items to
-//! the store actor together with the reply port, so the store answers the caller
-//! directly (no extra hop back through intake). Invalid items get their own `Invalid`
+//! the validator pool ([`crate::validator_pool`]) together with the reply port; a
+//! validator forwards them to the store, which answers the caller directly (no extra
+//! hop back through intake). Invalid items get their own `Invalid`
 //! outcome in place while the rest of the batch proceeds. Valid items are then admitted
 //! by the submit rate limits ([`SubmitLimits`]: per user, per API key, global), which
 //! intake owns: it handles every submit anyway, so the limits cost no extra message.
@@ -11,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chorus_protocol::{ErrorCode, Item, Request};
+use ractor::factory::FactoryMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::watch;
 use tracing::debug;
@@ -18,8 +20,9 @@ use tracing::debug;
 use crate::caller::Caller;
 use crate::policy::admission::SubmitLimits;
 use crate::policy::rate_limit::RateLimitConfig;
-use crate::store_actor::{BatchOutcome, StoreMsg, merge};
+use crate::store_actor::{BatchOutcome, merge};
 use crate::supervisor::Children;
+use crate::validator_pool::ValidateJob;
 
 /// How often idle rate-limit keys are forgotten (they hold no information).
 const PURGE_EVERY: Duration = Duration::from_secs(10);
@@ -43,13 +46,13 @@ pub struct IntakeActor;
 
 /// Arguments of the intake actor (read-only, shared by every incarnation).
 pub struct IntakeArgs {
-    /// Where the current store actor is published.
+    /// Where the current validator pool is published.
     pub children: watch::Receiver<Children>,
     /// The submit limits; a restarted intake starts with full buckets.
     pub limits: RateLimitConfig,
 }
 
-/// The intake actor's state: where to find the current store actor.
+/// The intake actor's state: where to find the current validator pool.
 pub struct IntakeState {
     children: watch::Receiver<Children>,
     limits: SubmitLimits,
@@ -111,24 +114,21 @@ impl IntakeState {
             let _ = reply.send(Ok(merge(Vec::new(), rejected)));
             return;
         }
-        let Some(store) = self.children.borrow().store.clone() else {
-            let _ = reply.send(Err(store_unavailable()));
+        let Some(validators) = self.children.borrow().validators.clone() else {
+            let _ = reply.send(Err(validators_unavailable()));
             return;
         };
-        let write = StoreMsg::Write {
-            items: valid,
-            rejected,
-            reply,
-        };
-        if let Err(MessagingErr::SendErr(StoreMsg::Write { reply, .. })) = store.cast(write) {
-            let _ = reply.send(Err(store_unavailable()));
+        if let Err(e) = validators.dispatch((), ValidateJob::new(valid, rejected, reply))
+            && let MessagingErr::SendErr(FactoryMessage::Dispatch(mut job)) = *e
+        {
+            job.msg.fail(validators_unavailable());
         }
     }
 }
 
-fn store_unavailable() -> ErrorCode {
+fn validators_unavailable() -> ErrorCode {
     ErrorCode::Unavailable {
-        reason: "store restarting".into(),
+        reason: "validators restarting".into(),
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! NodeHandle ──► NodeSupervisor
-//!                ├── Intake  (shape + schema checks; forwards to the store)
-//!                └── Store   (group commit; receipts only after the flush)
+//!                ├── Intake      (shape + schema checks, limits; forwards to the pool)
+//!                ├── Validators  (ractor factory: PII redaction, status, score)
+//!                └── Store       (group commit; receipts only after the flush)
 //!                      └── store::Store (sled, blocking, on the blocking pool)
 //! ```
 //!
@@ -32,10 +33,12 @@ pub mod store_actor;
 pub mod supervisor;
 pub mod telemetry;
 pub mod validation;
+pub mod validator_pool;
 
 pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
-pub use pipeline::PipelineConfig;
+pub use pipeline::{PipelineConfig, PipelineConfigError};
 pub use store::{
     ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, Store, StoreConfig, StoreError,
+    Write,
 };

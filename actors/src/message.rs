@@ -10,4 +10,6 @@ mod impls {
     impl ractor::Message for crate::store_actor::StoreMsg {}
     impl ractor::Message for crate::intake::IntakeMsg {}
     impl ractor::Message for crate::supervisor::SupervisorMsg {}
+    impl ractor::Message for crate::validator_pool::ValidateJob {}
+    impl ractor::Message for crate::validator_pool::ValidatorArgs {}
 }

@@ -1,17 +1,65 @@
 //! The write pipeline's settings, given to the actor tree at start.
 
 use crate::policy::rate_limit::{RateLimitConfig, RateLimitConfigError};
+use crate::validation::{ValidationConfig, ValidationConfigError};
+
+/// Most validator workers a node runs.
+pub const MAX_VALIDATOR_WORKERS: usize = 64;
 
 /// Settings of the node's write pipeline; `Default` is DESIGN.md's defaults.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// Per-user (100 per minute), per-API-key and global submit limits.
     pub limits: RateLimitConfig,
+    /// The content policy the validator pool applies (`[validation]`).
+    pub validation: ValidationConfig,
+    /// Workers in the validator pool, 1..=[`MAX_VALIDATOR_WORKERS`]; default: the
+    /// available parallelism clamped to 1..=8.
+    pub validator_workers: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            limits: RateLimitConfig::default(),
+            validation: ValidationConfig::default(),
+            validator_workers: default_validator_workers(),
+        }
+    }
+}
+
+/// The available parallelism clamped to 1..=8.
+pub fn default_validator_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// Why a [`PipelineConfig`] is invalid; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineConfigError {
+    /// A submit limit is invalid.
+    #[error("limits: {0}")]
+    Limits(#[from] RateLimitConfigError),
+    /// The content policy is invalid.
+    #[error("validation: {0}")]
+    Validation(#[from] ValidationConfigError),
+    /// `validator_workers` is out of range.
+    #[error("validator_workers is {0}, must be 1..={MAX_VALIDATOR_WORKERS}")]
+    ValidatorWorkers(usize),
 }
 
 impl PipelineConfig {
     /// Checks every setting; the error names the offending one.
-    pub fn validate(&self) -> Result<(), RateLimitConfigError> {
-        self.limits.validate()
+    pub fn validate(&self) -> Result<(), PipelineConfigError> {
+        self.limits.validate()?;
+        self.validation.validate()?;
+        if !(1..=MAX_VALIDATOR_WORKERS).contains(&self.validator_workers) {
+            return Err(PipelineConfigError::ValidatorWorkers(
+                self.validator_workers,
+            ));
+        }
+        Ok(())
     }
 }

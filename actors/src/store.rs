@@ -60,6 +60,30 @@ const META_PARTITIONS: &[u8] = b"partitions";
 /// `meta` key holding the node id.
 const META_NODE: &[u8] = b"node";
 
+/// One item to store with the content policy's answer, which its receipt carries.
+/// A rejected item is stored too: its receipt is the record of the refusal, so a retry
+/// with the same id gets the same answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write {
+    /// The item, already redacted.
+    pub item: Item,
+    /// The receipt's status.
+    pub status: Status,
+    /// The receipt's alignment score, when the rules ran.
+    pub score: Option<f32>,
+}
+
+impl From<Item> for Write {
+    /// An `Accepted`, unscored write (no content policy ran).
+    fn from(item: Item) -> Write {
+        Write {
+            item,
+            status: Status::Accepted,
+            score: None,
+        }
+    }
+}
+
 /// How hard a batch is pushed to disk before its receipts are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -268,11 +292,13 @@ impl Store {
 
     /// Stores a batch and makes it durable with one flush (and, under `Full`, one
     /// fdatasync) before returning: group commit's durable step. One outcome per item,
-    /// in order. An id already stored, or earlier in the batch, gets the first receipt
-    /// and stores nothing. A store failure fails every item with `Unavailable`.
-    pub fn apply(&self, writes: Vec<Item>) -> Vec<Result<Receipt, ErrorCode>> {
+    /// in order; each receipt carries its write's status and score (a plain [`Item`] is
+    /// an `Accepted`, unscored write). An id already stored, or earlier in the batch,
+    /// gets the first receipt and stores nothing. A store failure fails every item with
+    /// `Unavailable`.
+    pub fn apply<W: Into<Write>>(&self, writes: Vec<W>) -> Vec<Result<Receipt, ErrorCode>> {
         let count = writes.len();
-        match self.try_apply(writes) {
+        match self.try_apply(writes.into_iter().map(Into::into).collect()) {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 error!(error = %e, items = count, "store batch failed");
@@ -285,7 +311,7 @@ impl Store {
     /// [`Store::apply`] with the store failure as a typed error.
     pub fn try_apply(
         &self,
-        writes: Vec<Item>,
+        writes: Vec<Write>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
         let stored_at = now_ms();
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -293,7 +319,12 @@ impl Store {
         let mut items = sled::Batch::default();
         let mut ids = sled::Batch::default();
         let mut fresh = 0usize;
-        for item in writes {
+        for Write {
+            item,
+            status,
+            score,
+        } in writes
+        {
             if let Some(&first) = seen.get(&item.id) {
                 outcomes.push(outcomes_at(&outcomes, first));
                 continue;
@@ -310,8 +341,8 @@ impl Store {
             let partition = partition_of(&item.user_id, self.partitions);
             let receipt = Receipt {
                 id: item.id,
-                status: Status::Accepted,
-                alignment_score: None,
+                status,
+                alignment_score: score,
                 owner: self.node.clone(),
                 replicas: vec![self.node.clone()],
                 stored_at,

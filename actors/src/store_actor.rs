@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::{ErrorCode, Item, ItemId, PageToken, Receipt, Role, StoredItem};
+use chorus_protocol::{ErrorCode, ItemId, PageToken, Receipt, Role, StoredItem};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::group_commit::{DEFAULT_MAX_BATCH_ITEMS, GroupCommit};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
 
 /// One outcome per submitted item, in order, or one error for the whole batch (the
@@ -30,11 +30,12 @@ pub type Page = (Vec<StoredItem>, Option<PageToken>);
 
 /// Messages of the store actor.
 pub enum StoreMsg {
-    /// Store `items` durably; `rejected` are outcomes already decided for positions of
-    /// the caller's original batch (e.g. schema violations), merged into the reply.
+    /// Store `items` durably, each receipt with its write's status and score;
+    /// `rejected` are outcomes already decided for positions of the caller's original
+    /// batch (e.g. schema violations), merged into the reply.
     Write {
-        /// The items to store.
-        items: Vec<Item>,
+        /// The items to store, with the content policy's verdicts.
+        items: Vec<Write>,
         /// `(index in the caller's batch, outcome)`, sorted by index.
         rejected: Vec<(usize, ErrorCode)>,
         /// Where the merged outcomes go.
@@ -99,7 +100,7 @@ pub struct FlushDone {
 /// A writer waiting in the group commit queue.
 enum Waiter {
     Write {
-        items: Vec<Item>,
+        items: Vec<Write>,
         rejected: Vec<(usize, ErrorCode)>,
         reply: RpcReplyPort<BatchOutcome>,
     },

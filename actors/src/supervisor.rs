@@ -1,4 +1,5 @@
-//! The node supervisor: spawns the store and intake actors as linked children and
+//! The node supervisor: spawns the store, the validator pool (a ractor factory) and
+//! the intake actor as linked children and
 //! restarts a child that fails, within a restart intensity ([`RestartIntensity`]).
 //!
 //! The current children are published on a `watch` channel ([`Children`]); callers
@@ -19,6 +20,8 @@ use crate::pipeline::PipelineConfig;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
+use crate::validation::Validator;
+use crate::validator_pool::{self, ValidatorFactory, ValidatorPool};
 
 /// How long shutdown waits for a child to stop.
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -30,6 +33,8 @@ pub struct Children {
     pub store: Option<ActorRef<StoreMsg>>,
     /// The intake actor.
     pub intake: Option<ActorRef<IntakeMsg>>,
+    /// The validator pool's factory.
+    pub validators: Option<ValidatorPool>,
 }
 
 /// Which child.
@@ -39,6 +44,8 @@ pub enum Child {
     Store,
     /// The intake actor.
     Intake,
+    /// The validator pool.
+    Validators,
 }
 
 impl Child {
@@ -46,6 +53,7 @@ impl Child {
         match self {
             Child::Store => "store",
             Child::Intake => "intake",
+            Child::Validators => "validators",
         }
     }
 }
@@ -81,9 +89,12 @@ pub struct NodeSupervisor;
 pub struct SupervisorState {
     store: Arc<Store>,
     pipeline: PipelineConfig,
+    /// The content policy, compiled once and shared by every validator incarnation.
+    validator: Arc<Validator>,
     children: watch::Sender<Children>,
     store_restarts: RestartIntensity,
     intake_restarts: RestartIntensity,
+    validator_restarts: RestartIntensity,
     /// Pending restart timers, aborted on shutdown.
     timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
     shutting_down: bool,
@@ -111,6 +122,16 @@ impl SupervisorState {
                 let (actor, _) = Actor::spawn_linked(None, IntakeActor, args, cell).await?;
                 self.children.send_modify(|c| c.intake = Some(actor));
             }
+            Child::Validators => {
+                let args = validator_pool::factory_args(
+                    Arc::clone(&self.validator),
+                    self.children.subscribe(),
+                    self.pipeline.validator_workers,
+                );
+                let (actor, _) =
+                    Actor::spawn_linked(None, ValidatorFactory::default(), args, cell).await?;
+                self.children.send_modify(|c| c.validators = Some(actor));
+            }
         }
         Ok(())
     }
@@ -123,6 +144,12 @@ impl SupervisorState {
             Some(Child::Store)
         } else if children.intake.as_ref().is_some_and(|a| a.get_id() == id) {
             Some(Child::Intake)
+        } else if children
+            .validators
+            .as_ref()
+            .is_some_and(|a| a.get_id() == id)
+        {
+            Some(Child::Validators)
         } else {
             None
         }
@@ -133,10 +160,12 @@ impl SupervisorState {
         self.children.send_modify(|c| match child {
             Child::Store => c.store = None,
             Child::Intake => c.intake = None,
+            Child::Validators => c.validators = None,
         });
         let intensity = match child {
             Child::Store => &mut self.store_restarts,
             Child::Intake => &mut self.intake_restarts,
+            Child::Validators => &mut self.validator_restarts,
         };
         match intensity.handle_failure(Instant::now()) {
             RestartDecision::RestartAfter(delay) => {
@@ -170,6 +199,13 @@ impl SupervisorState {
         let children = self.children.send_replace(Children::default());
         if let Some(intake) = children.intake {
             let _ = intake
+                .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
+                .await;
+        }
+        // Validators next: a job being checked still reaches the store before the
+        // final flush below; jobs still queued are answered `Unavailable`.
+        if let Some(validators) = children.validators {
+            let _ = validators
                 .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
                 .await;
         }
@@ -223,16 +259,20 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let validator = Arc::new(Validator::new(args.pipeline.validation.clone())?);
         let mut state = SupervisorState {
             store: args.store,
             pipeline: args.pipeline,
+            validator,
             children: args.children,
             store_restarts: RestartIntensity::new(args.policy),
             intake_restarts: RestartIntensity::new(args.policy),
+            validator_restarts: RestartIntensity::new(args.policy),
             timers: Vec::new(),
             shutting_down: false,
         };
         state.spawn(Child::Store, &myself).await?;
+        state.spawn(Child::Validators, &myself).await?;
         state.spawn(Child::Intake, &myself).await?;
         Ok(state)
     }

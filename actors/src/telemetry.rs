@@ -10,6 +10,9 @@ pub const STORE_FLUSH_DURATION_SECONDS: &str = "chorus_store_flush_duration_seco
 pub const STORE_BATCH_ITEMS: &str = "chorus_store_batch_items";
 /// Items queued in the group commit, waiting for the flush in flight to finish.
 pub const STORE_QUEUE_DEPTH: &str = "chorus_store_queue_depth";
+/// Items stored with a provisional status because their deferred (production mode)
+/// content check is not run yet.
+pub const VALIDATION_DEFERRED_UNCHECKED: &str = "chorus_validation_deferred_unchecked_total";
 
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
@@ -27,5 +30,10 @@ pub fn describe() {
         STORE_QUEUE_DEPTH,
         metrics::Unit::Count,
         "Items waiting in the group-commit queue for the next flush."
+    );
+    metrics::describe_counter!(
+        VALIDATION_DEFERRED_UNCHECKED,
+        metrics::Unit::Count,
+        "Items stored with a provisional status: the deferred content check is not run yet."
     );
 }

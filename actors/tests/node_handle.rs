@@ -220,3 +220,66 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
     assert_eq!(supervisor.get_status(), ActorStatus::Stopped);
     assert!(rx.borrow().store.is_none() && rx.borrow().intake.is_none());
 }
+
+#[tokio::test]
+async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(config(dir.path())).unwrap());
+    let (tx, mut rx) = watch::channel(Children::default());
+    let args = SupervisorArgs {
+        store,
+        children: tx,
+        pipeline: PipelineConfig::default(),
+        policy: RestartPolicy {
+            base_backoff: Duration::from_millis(200),
+            ..RestartPolicy::default()
+        },
+    };
+    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    let before = rx.borrow_and_update().clone();
+    let intake = before.intake.unwrap();
+    let old = before.validators.unwrap();
+    old.stop_and_wait(None, None).await.unwrap();
+    // Unpublished at once: intake answers `Unavailable` instead of hanging.
+    let submit = |user: &'static str| {
+        intake.call(
+            move |reply| chorus_actors::intake::IntakeMsg::Submit {
+                caller: caller(),
+                items: vec![Item::new(user, Kind::Text)],
+                reply,
+            },
+            None,
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while rx.borrow_and_update().validators.is_some() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("validators unpublished");
+    let outcome = submit("erin").await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, Err(ErrorCode::Unavailable { .. })),
+        "{outcome:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if rx
+                .borrow_and_update()
+                .validators
+                .as_ref()
+                .is_some_and(|v| v.get_id() != old.get_id())
+            {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("validators restarted");
+    let outcome = submit("fred").await.unwrap().unwrap();
+    assert!(outcome.unwrap()[0].is_ok());
+    supervisor.stop(None);
+    join.await.unwrap();
+}

@@ -345,6 +345,7 @@ impl NodeConfig {
     pub fn pipeline(&self) -> chorus_actors::PipelineConfig {
         chorus_actors::PipelineConfig {
             limits: self.limits.to_rate_limits().expect("validated at load"),
+            ..Default::default()
         }
     }
 

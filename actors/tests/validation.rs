@@ -1,0 +1,124 @@
+//! The content policy on the write path, through `NodeHandle`: PII is redacted before
+//! storage and receipts carry the validator's status and alignment score.
+
+use chorus_actors::validation::ValidationConfig;
+use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, StoreConfig};
+use chorus_protocol::{Item, Kind, NodeId, Role, Status};
+
+fn caller() -> Caller {
+    Caller::for_key("chorus_test", Role::Admin)
+}
+
+fn item(user: &str, text: &str) -> Item {
+    let mut item = Item::new(user, Kind::Text);
+    item.text = text.into();
+    item
+}
+
+async fn start(dir: &std::path::Path, validation: ValidationConfig) -> NodeHandle {
+    let config = StoreConfig {
+        path: dir.join("store"),
+        node: NodeId("node-a".into()),
+        partitions: 16,
+        durability: Durability::Full,
+    };
+    let pipeline = PipelineConfig {
+        validation,
+        validator_workers: 2,
+        ..PipelineConfig::default()
+    };
+    NodeHandle::start_with(config, pipeline).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pii_is_redacted_before_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ValidationConfig::default()).await;
+    let email = "jane.doe@example.com";
+    let card = "4111 1111 1111 1111";
+    let it = item("alice", &format!("mail {email}, card {card}, thanks"));
+    let receipt = node.submit(&caller(), it.clone()).await.unwrap();
+    assert_eq!(receipt.id, it.id);
+    let stored = node.get(it.id).await.unwrap().expect("stored");
+    let text = &stored.item.text;
+    assert!(text.contains("[email]"), "{text}");
+    assert!(text.contains("[card]"), "{text}");
+    assert!(!text.contains(email), "{text}");
+    assert!(!text.contains(card), "{text}");
+    assert!(!text.contains("4111"), "{text}");
+    assert_eq!(stored.receipt, receipt);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_item_is_accepted_with_a_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ValidationConfig::research()).await;
+    let it = item("bob", "works well, the export finished in two seconds");
+    let receipt = node.submit(&caller(), it.clone()).await.unwrap();
+    assert_eq!(receipt.status, Status::Accepted);
+    let score = receipt
+        .alignment_score
+        .expect("research mode scores every item");
+    assert!((0.8..=1.0).contains(&score), "{score}");
+    let stored = node.get(it.id).await.unwrap().expect("stored");
+    assert_eq!(stored.receipt, receipt);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threat_is_rejected_with_reasons_and_a_retry_gets_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ValidationConfig::research()).await;
+    let it = item("carol", "fix this or i will kill you");
+    let receipt = node.submit(&caller(), it.clone()).await.unwrap();
+    let Status::Rejected { reasons } = &receipt.status else {
+        panic!("expected Rejected, got {:?}", receipt.status);
+    };
+    assert!(!reasons.is_empty());
+    assert!(receipt.alignment_score.is_some());
+    let retry = node.submit(&caller(), it.clone()).await.unwrap();
+    assert_eq!(retry, receipt);
+    // A batch mixing a threat, a clean item and a schema violation answers each in place.
+    let mut bad = item("carol", "x");
+    bad.user_id = String::new();
+    let clean = item("carol", "nice dashboard");
+    let outcomes = node
+        .submit_batch(&caller(), vec![it.clone(), bad, clean])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0].as_ref().unwrap(), &receipt);
+    assert!(outcomes[1].is_err());
+    assert_eq!(outcomes[2].as_ref().unwrap().status, Status::Accepted);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_mode_accepts_plain_text_unscored() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ValidationConfig::default()).await;
+    for text in ["works well", "note 1"] {
+        let receipt = node.submit(&caller(), item("dave", text)).await.unwrap();
+        assert_eq!(receipt.status, Status::Accepted);
+        assert_eq!(receipt.alignment_score, None);
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_pipeline_settings_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        path: dir.path().join("store"),
+        node: NodeId("node-a".into()),
+        partitions: 16,
+        durability: Durability::Full,
+    };
+    let pipeline = PipelineConfig {
+        validator_workers: 0,
+        ..PipelineConfig::default()
+    };
+    let err = NodeHandle::start_with(config, pipeline).await.unwrap_err();
+    assert!(err.to_string().contains("validator_workers"), "{err}");
+}
