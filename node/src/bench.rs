@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, Tier};
+use chorus_client::{Client, ClientConfig, ClientError, ErrorCode, Item, Kind, Tier};
 use clap::Args;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Tier of the items.
     #[arg(long, default_value = "standard")]
     pub tier: String,
+    /// A mix of tiers by weight instead of `--tier`, e.g.
+    /// `realtime=10,priority=20,standard=40,batch=30`; latency is reported per tier.
+    #[arg(long, value_name = "TIER=WEIGHT,...")]
+    pub tier_mix: Option<String>,
     /// Pipelined streams per connection in the SDK.
     #[arg(long, default_value_t = 4)]
     pub streams: usize,
@@ -87,6 +91,21 @@ pub struct BenchSummary {
     pub items_per_sec: f64,
     /// Latency percentiles in milliseconds.
     pub latency_ms: Percentiles,
+    /// The same figures per tier sent.
+    pub tiers: BTreeMap<String, TierSummary>,
+}
+
+/// One tier's share of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierSummary {
+    /// Requests of this tier answered successfully.
+    pub requests_ok: u64,
+    /// Requests of this tier that failed, by error kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Successful requests of this tier per second.
+    pub requests_per_sec: f64,
+    /// Latency percentiles of this tier's successful requests, milliseconds.
+    pub latency_ms: Percentiles,
 }
 
 /// Latency percentiles, milliseconds.
@@ -104,11 +123,48 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-/// What one worker measured.
-struct WorkerResult {
+/// What one worker measured, for one tier.
+struct TierStats {
     histogram: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
+}
+
+impl TierStats {
+    fn new() -> Self {
+        TierStats {
+            histogram: new_histogram(),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, other: &TierStats) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("same histogram bounds");
+        self.ok += other.ok;
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_insert(0) += n;
+        }
+    }
+
+    fn percentiles(&self) -> Percentiles {
+        let ms = |v: u64| v as f64 / 1000.0;
+        let h = &self.histogram;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// What one worker measured, per tier (indexed like `Tier::ALL`).
+struct WorkerResult {
+    tiers: [TierStats; 4],
 }
 
 /// Live counters for the progress line.
@@ -128,7 +184,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(CliError::Usage("--rate must be a positive number".into()));
     }
-    let tier: Tier = args.tier.parse()?;
+    let tiers = match &args.tier_mix {
+        Some(mix) => parse_tier_mix(mix)?,
+        None => vec![(args.tier.parse::<Tier>()?, 1)],
+    };
     let config = ClientConfig {
         streams_per_connection: std::num::NonZeroUsize::new(args.streams)
             .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
@@ -146,7 +205,8 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let shape = Arc::new(Shape {
         users: args.users.max(1),
         text,
-        tier,
+        total_weight: tiers.iter().map(|(_, w)| w).sum(),
+        tiers,
         batch: args.batch,
     });
 
@@ -172,17 +232,16 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         ));
     }
     let reporter = tokio::spawn(report_progress(progress.clone(), measure_from, end));
-    let mut histogram = new_histogram();
-    let mut ok = 0;
-    let mut errors = BTreeMap::new();
+    let mut per_tier = [
+        TierStats::new(),
+        TierStats::new(),
+        TierStats::new(),
+        TierStats::new(),
+    ];
     while let Some(result) = workers.join_next().await {
         let result = result.map_err(|e| CliError::Usage(format!("a bench worker failed: {e}")))?;
-        histogram
-            .add(&result.histogram)
-            .expect("same histogram bounds");
-        ok += result.ok;
-        for (kind, n) in result.errors {
-            *errors.entry(kind).or_insert(0) += n;
+        for (total, part) in per_tier.iter_mut().zip(&result.tiers) {
+            total.add(part);
         }
     }
     reporter.abort();
@@ -190,7 +249,22 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         client.close().await;
     }
     let seconds = args.duration.as_secs_f64();
-    let ms = |v: u64| v as f64 / 1000.0;
+    let mut all = TierStats::new();
+    let mut tiers = BTreeMap::new();
+    for (tier, stats) in Tier::ALL.iter().zip(&per_tier) {
+        all.add(stats);
+        if stats.ok > 0 || !stats.errors.is_empty() {
+            tiers.insert(
+                tier.as_str().to_string(),
+                TierSummary {
+                    requests_ok: stats.ok,
+                    errors: stats.errors.clone(),
+                    requests_per_sec: stats.ok as f64 / seconds,
+                    latency_ms: stats.percentiles(),
+                },
+            );
+        }
+    }
     let summary = BenchSummary {
         mode: if args.rate.is_some() {
             "open"
@@ -202,17 +276,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         connections: args.connections,
         batch: args.batch,
         seconds,
-        requests_ok: ok,
-        errors,
-        requests_per_sec: ok as f64 / seconds,
-        items_per_sec: (ok * args.batch as u64) as f64 / seconds,
-        latency_ms: Percentiles {
-            p50: ms(histogram.value_at_quantile(0.50)),
-            p90: ms(histogram.value_at_quantile(0.90)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            p999: ms(histogram.value_at_quantile(0.999)),
-            max: ms(histogram.max()),
-        },
+        requests_ok: all.ok,
+        requests_per_sec: all.ok as f64 / seconds,
+        items_per_sec: (all.ok * args.batch as u64) as f64 / seconds,
+        latency_ms: all.percentiles(),
+        errors: all.errors,
+        tiers,
     };
     print_summary(&summary);
     if let Some(path) = &args.json {
@@ -227,21 +296,61 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
 struct Shape {
     users: u32,
     text: String,
-    tier: Tier,
+    /// Tiers with their weights.
+    tiers: Vec<(Tier, u32)>,
+    total_weight: u32,
     batch: usize,
 }
 
 impl Shape {
-    fn item(&self, rng: &mut impl Rng) -> Item {
+    /// A tier drawn by weight.
+    fn tier(&self, rng: &mut impl Rng) -> Tier {
+        let mut pick = rng.random_range(0..self.total_weight);
+        for (tier, weight) in &self.tiers {
+            if pick < *weight {
+                return *tier;
+            }
+            pick -= weight;
+        }
+        self.tiers[0].0
+    }
+
+    fn item(&self, rng: &mut impl Rng, tier: Tier) -> Item {
         let mut item = Item::new(
             format!("user-{:011}", rng.random_range(0..self.users)),
             Kind::Bug,
         );
         item.rating = Some(rng.random_range(1..=5));
         item.text = self.text.clone();
-        item.tier = self.tier;
+        item.tier = tier;
         item
     }
+}
+
+/// `realtime=10,batch=90` → tiers with positive weights.
+fn parse_tier_mix(mix: &str) -> Result<Vec<(Tier, u32)>, CliError> {
+    let bad = |reason: String| CliError::Usage(format!("--tier-mix {mix:?}: {reason}"));
+    let mut tiers = Vec::new();
+    for part in mix.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, weight) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{part:?} is not TIER=WEIGHT")))?;
+        let tier: Tier = name
+            .trim()
+            .parse()
+            .map_err(|e: ErrorCode| bad(e.to_string()))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{weight:?} is not a whole number")))?;
+        if weight > 0 {
+            tiers.push((tier, weight));
+        }
+    }
+    if tiers.is_empty() {
+        return Err(bad("no tier with a positive weight".into()));
+    }
+    Ok(tiers)
 }
 
 /// When an open-loop worker's requests fall due: `start + offset + k * interval`.
@@ -262,9 +371,12 @@ async fn worker(
 ) -> WorkerResult {
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut result = WorkerResult {
-        histogram: new_histogram(),
-        ok: 0,
-        errors: BTreeMap::new(),
+        tiers: [
+            TierStats::new(),
+            TierStats::new(),
+            TierStats::new(),
+            TierStats::new(),
+        ],
     };
     let mut k: u32 = 0;
     loop {
@@ -280,10 +392,13 @@ async fn worker(
         if due >= end {
             break;
         }
+        let tier = shape.tier(&mut rng);
         let outcome = if shape.batch == 1 {
-            client.submit(shape.item(&mut rng)).await.map(|_| ())
+            client.submit(shape.item(&mut rng, tier)).await.map(|_| ())
         } else {
-            let items = (0..shape.batch).map(|_| shape.item(&mut rng)).collect();
+            let items = (0..shape.batch)
+                .map(|_| shape.item(&mut rng, tier))
+                .collect();
             match client.submit_batch(items).await {
                 Ok(outcomes) => match outcomes.into_iter().find_map(Result::err) {
                     Some(code) => Err(ClientError::Server(code)),
@@ -296,16 +411,17 @@ async fn worker(
         if due < measure_from {
             continue;
         }
+        let stats = &mut result.tiers[tier as usize];
         match outcome {
             Ok(()) => {
-                result.ok += 1;
+                stats.ok += 1;
                 progress.ok.fetch_add(1, Ordering::Relaxed);
                 let micros = done.duration_since(due).as_micros() as u64;
-                result.histogram.saturating_record(micros.max(1));
+                stats.histogram.saturating_record(micros.max(1));
             }
             Err(e) => {
                 progress.failed.fetch_add(1, Ordering::Relaxed);
-                *result.errors.entry(error_kind(&e)).or_insert(0) += 1;
+                *stats.errors.entry(error_kind(&e)).or_insert(0) += 1;
             }
         }
     }
@@ -372,4 +488,37 @@ fn print_summary(s: &BenchSummary) {
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if s.tiers.len() > 1 {
+        for (tier, t) in &s.tiers {
+            let errors: Vec<String> = t.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            println!(
+                "  {tier:<9} {:>9.0} ok/s  p50 {:.3}  p99 {:.3}  max {:.3} ms  errors: {}",
+                t.requests_per_sec,
+                t.latency_ms.p50,
+                t.latency_ms.p99,
+                t.latency_ms.max,
+                if errors.is_empty() {
+                    "none".to_string()
+                } else {
+                    errors.join(" ")
+                }
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tier_mix_parses_and_refuses_nonsense() {
+        assert_eq!(
+            parse_tier_mix("realtime=10, batch=90,priority=0").unwrap(),
+            vec![(Tier::Realtime, 10), (Tier::Batch, 90)]
+        );
+        for bad in ["", "realtime", "urgent=1", "batch=x", "batch=0"] {
+            assert!(parse_tier_mix(bad).is_err(), "{bad}");
+        }
+    }
 }
