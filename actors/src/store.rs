@@ -28,6 +28,7 @@
 
 pub mod audit;
 mod keys;
+mod verdict;
 
 use std::collections::HashMap;
 use std::collections::HashSet;

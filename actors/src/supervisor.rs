@@ -127,6 +127,7 @@ impl SupervisorState {
                     Arc::clone(&self.validator),
                     self.children.subscribe(),
                     self.pipeline.validator_workers,
+                    Arc::clone(&self.store),
                 );
                 let (actor, _) =
                     Actor::spawn_linked(None, ValidatorFactory::default(), args, cell).await?;

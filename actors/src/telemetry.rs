@@ -10,9 +10,15 @@ pub const STORE_FLUSH_DURATION_SECONDS: &str = "chorus_store_flush_duration_seco
 pub const STORE_BATCH_ITEMS: &str = "chorus_store_batch_items";
 /// Items queued in the group commit, waiting for the flush in flight to finish.
 pub const STORE_QUEUE_DEPTH: &str = "chorus_store_queue_depth";
-/// Items stored with a provisional status because their deferred (production mode)
-/// content check is not run yet.
-pub const VALIDATION_DEFERRED_UNCHECKED: &str = "chorus_validation_deferred_unchecked_total";
+/// Items whose deferred (production mode) content check ran after the ack.
+pub const VALIDATION_DEFERRED_CHECKED: &str = "chorus_validation_deferred_checked_total";
+/// Items whose deferred check changed the stored verdict (flagged or rejected).
+pub const VALIDATION_DEFERRED_UPDATED: &str = "chorus_validation_deferred_updated_total";
+/// Items whose deferred check was skipped: the review queue was full (or stopping), so
+/// the item keeps its provisional status.
+pub const VALIDATION_DEFERRED_SKIPPED: &str = "chorus_validation_deferred_skipped_total";
+/// Items whose deferred check failed on a store error (their provisional status stays).
+pub const VALIDATION_DEFERRED_FAILED: &str = "chorus_validation_deferred_failed_total";
 
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
@@ -32,8 +38,23 @@ pub fn describe() {
         "Items waiting in the group-commit queue for the next flush."
     );
     metrics::describe_counter!(
-        VALIDATION_DEFERRED_UNCHECKED,
+        VALIDATION_DEFERRED_CHECKED,
         metrics::Unit::Count,
-        "Items stored with a provisional status: the deferred content check is not run yet."
+        "Items whose production-mode content check ran after the ack."
+    );
+    metrics::describe_counter!(
+        VALIDATION_DEFERRED_UPDATED,
+        metrics::Unit::Count,
+        "Items the after-ack content check flagged or rejected (stored receipt rewritten)."
+    );
+    metrics::describe_counter!(
+        VALIDATION_DEFERRED_SKIPPED,
+        metrics::Unit::Count,
+        "Items left with a provisional status: the after-ack review queue was full."
+    );
+    metrics::describe_counter!(
+        VALIDATION_DEFERRED_FAILED,
+        metrics::Unit::Count,
+        "Items whose after-ack content check failed on a store error."
     );
 }

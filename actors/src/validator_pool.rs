@@ -17,10 +17,24 @@
 //! with `Overloaded` (discard mode `Newest`), and jobs still queued when the pool stops
 //! are answered `Unavailable`. Neither is ever silent: the discard handler answers the
 //! caller.
+//!
+//! Production mode's after-ack review ([`Reviewer`]): the rules of an item whose
+//! verdict carries a [`DeferredCheck`] run only after its receipt was sent. The worker
+//! then writes with its own reply port; a small forwarding task hands the store's
+//! outcome to the caller first and only then queues the stored items for review, in a
+//! bounded queue ([`DEFERRED_QUEUE_BOUND`]) drained by one background task per pool.
+//! The review reads the stored (redacted) item, runs [`Validator::check_deferred`] and,
+//! when the item is flagged or rejected, rewrites the stored receipt's status and score
+//! ([`Store::update_verdict`]); an accepted item keeps its unscored ack receipt.
+//! So in production mode an ack means "stored and redacted; content review may still
+//! flag or reject it": the ack is never changed, a later `get` shows the review. A full
+//! queue never blocks the write path: the item keeps its provisional status and is
+//! counted (`chorus_validation_deferred_skipped_total`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use chorus_protocol::{ErrorCode, Item, Tier};
+use chorus_protocol::{ErrorCode, Item, ItemId, Tier};
 use ractor::factory::queues::DefaultQueue;
 use ractor::factory::routing::QueuerRouting;
 use ractor::factory::{
@@ -28,19 +42,29 @@ use ractor::factory::{
     FactoryMessage, Job, Worker, WorkerId, worker_builder,
 };
 use ractor::{ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokio::sync::watch;
-use tracing::debug;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, warn};
 
-use crate::store::Write;
+use crate::store::{Store, StoreError, Write};
 use crate::store_actor::{BatchOutcome, StoreMsg};
 use crate::supervisor::Children;
-use crate::telemetry::VALIDATION_DEFERRED_UNCHECKED;
-use crate::validation::Validator;
+use crate::telemetry::{
+    VALIDATION_DEFERRED_CHECKED, VALIDATION_DEFERRED_FAILED, VALIDATION_DEFERRED_SKIPPED,
+    VALIDATION_DEFERRED_UPDATED,
+};
+use crate::validation::{DeferredCheck, Validator};
 
 /// Most submissions waiting in the factory queue for a free worker; beyond it a new
 /// submission is refused with `Overloaded`. Sized for about a second of peak load at
 /// the default worker counts, small enough that a refused caller learns it at once.
 pub const QUEUE_BOUND: usize = 1024;
+
+/// Most items waiting for production mode's after-ack review; beyond it an item is not
+/// reviewed (it keeps its provisional `Accepted`) and is counted as skipped.
+pub const DEFERRED_QUEUE_BOUND: usize = 4096;
+
+/// Most items the review task checks and rewrites with one store flush.
+const REVIEW_BATCH: usize = 256;
 
 /// How long a caller refused by a full queue should wait before retrying.
 const OVERLOADED_RETRY_MS: u64 = 100;
@@ -104,6 +128,130 @@ pub struct ValidatorArgs {
     pub validator: Arc<Validator>,
     /// Where the current store actor is published.
     pub children: watch::Receiver<Children>,
+    /// The after-ack review queue (production mode).
+    pub reviewer: Reviewer,
+}
+
+/// One stored item waiting for its after-ack content check.
+#[derive(Clone, Copy, Debug)]
+pub struct DeferredWork {
+    id: ItemId,
+    check: DeferredCheck,
+}
+
+/// The sending side of the pool's bounded after-ack review queue; the background task
+/// that drains it ends once every `Reviewer` (the pool's workers and the forwarding
+/// tasks still waiting on the store) is gone.
+#[derive(Clone, Debug)]
+pub struct Reviewer {
+    queue: mpsc::Sender<DeferredWork>,
+}
+
+impl Reviewer {
+    /// Starts the review task (on the current tokio runtime) for `store`.
+    pub fn spawn(validator: Arc<Validator>, store: Arc<Store>) -> Reviewer {
+        let (queue, rx) = mpsc::channel(DEFERRED_QUEUE_BOUND);
+        tokio::spawn(review_loop(rx, validator, store));
+        Reviewer { queue }
+    }
+
+    /// Queues `work` for review without waiting; `false` (counted and logged) when the
+    /// queue is full or the review task is gone.
+    fn submit(&self, work: DeferredWork) -> bool {
+        match self.queue.try_send(work) {
+            Ok(()) => true,
+            Err(e) => {
+                let full = matches!(e, mpsc::error::TrySendError::Full(_));
+                debug!(item = %work.id, full, "after-ack content check skipped");
+                metrics::counter!(VALIDATION_DEFERRED_SKIPPED).increment(1);
+                false
+            }
+        }
+    }
+
+    /// Queues the checks of the items in `stored` (an item that failed to store has
+    /// nothing to review); returns how many were skipped.
+    fn submit_stored(&self, stored: &HashSet<ItemId>, deferred: Vec<DeferredWork>) -> usize {
+        deferred
+            .into_iter()
+            .filter(|w| stored.contains(&w.id))
+            .filter(|w| !self.submit(*w))
+            .count()
+    }
+}
+
+/// The ids the store acknowledged in `outcome`.
+fn acknowledged(outcome: &BatchOutcome) -> HashSet<ItemId> {
+    match outcome {
+        Ok(outcomes) => outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().map(|r| r.id))
+            .collect(),
+        Err(_) => HashSet::new(),
+    }
+}
+
+/// Drains the review queue in batches; each batch is one blocking store pass.
+async fn review_loop(
+    mut rx: mpsc::Receiver<DeferredWork>,
+    validator: Arc<Validator>,
+    store: Arc<Store>,
+) {
+    let mut batch = Vec::with_capacity(REVIEW_BATCH);
+    while rx.recv_many(&mut batch, REVIEW_BATCH).await > 0 {
+        let work = std::mem::replace(&mut batch, Vec::with_capacity(REVIEW_BATCH));
+        let count = work.len() as u64;
+        let (validator, store) = (Arc::clone(&validator), Arc::clone(&store));
+        match tokio::task::spawn_blocking(move || review(&validator, &store, work)).await {
+            Ok(Ok((checked, updated))) => {
+                metrics::counter!(VALIDATION_DEFERRED_CHECKED).increment(checked);
+                metrics::counter!(VALIDATION_DEFERRED_UPDATED).increment(updated);
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, items = count, "after-ack content check failed");
+                metrics::counter!(VALIDATION_DEFERRED_FAILED).increment(count);
+            }
+            Err(e) => {
+                warn!(error = %e, items = count, "after-ack content check panicked");
+                metrics::counter!(VALIDATION_DEFERRED_FAILED).increment(count);
+            }
+        }
+    }
+}
+
+/// Runs the deferred checks on the stored (redacted) items and rewrites the receipts
+/// whose status changed (flagged or rejected; the receipt then carries the score),
+/// with one flush; returns `(checked, updated)`. An item already scored (reviewed and
+/// changed before, or stored by another mode) is left alone.
+fn review(
+    validator: &Validator,
+    store: &Store,
+    work: Vec<DeferredWork>,
+) -> Result<(u64, u64), StoreError> {
+    let mut checked = 0;
+    let mut updates = Vec::new();
+    for DeferredWork { id, check } in work {
+        let Some(stored) = store.get(id)? else {
+            continue;
+        };
+        if stored.receipt.alignment_score.is_some() {
+            continue;
+        }
+        let verdict = validator.check_deferred(&stored.item, &check);
+        checked += 1;
+        // Only a changed status is written: a clean item keeps the receipt it was
+        // acknowledged with (a retry gets the same answer) and costs no rewrite.
+        if verdict.status != stored.receipt.status {
+            debug!(item = %id, status = ?verdict.status, score = ?verdict.score, "after-ack verdict");
+            updates.push((id, verdict.status, verdict.score));
+        }
+    }
+    let updated = if updates.is_empty() {
+        0
+    } else {
+        store.update_verdicts(updates)? as u64
+    };
+    Ok((checked, updated))
 }
 
 impl Worker for ValidatorWorker {
@@ -131,32 +279,55 @@ impl Worker for ValidatorWorker {
         let Some(reply) = msg.reply.take() else {
             return Ok(key);
         };
-        let (writes, rejected) = validate(&state.validator, msg.items, msg.rejected);
+        let (writes, rejected, deferred) = validate(&state.validator, msg.items, msg.rejected);
         let Some(store) = state.children.borrow().store.clone() else {
             let _ = reply.send(Err(store_unavailable()));
             return Ok(key);
         };
+        if deferred.is_empty() {
+            let write = StoreMsg::Write {
+                items: writes,
+                rejected,
+                reply,
+            };
+            if let Err(MessagingErr::SendErr(StoreMsg::Write { reply, .. })) = store.cast(write) {
+                let _ = reply.send(Err(store_unavailable()));
+            }
+            return Ok(key);
+        }
+        // Production mode: see the outcome before the caller does not; pass it on
+        // first, then queue the review of what was stored.
+        let (tx, rx) = oneshot::channel();
         let write = StoreMsg::Write {
             items: writes,
             rejected,
-            reply,
+            reply: tx.into(),
         };
-        if let Err(MessagingErr::SendErr(StoreMsg::Write { reply, .. })) = store.cast(write) {
+        if store.cast(write).is_err() {
             let _ = reply.send(Err(store_unavailable()));
+            return Ok(key);
         }
+        let reviewer = state.reviewer.clone();
+        tokio::spawn(async move {
+            let outcome = rx.await.unwrap_or_else(|_| Err(store_unavailable()));
+            let stored = acknowledged(&outcome);
+            let _ = reply.send(outcome);
+            reviewer.submit_stored(&stored, deferred);
+        });
         Ok(key)
     }
 }
 
 /// Runs the content policy on each item (redacting PII in place) and pairs it with its
 /// verdict; an item the policy refuses to judge (`Err`) becomes a rejection at its
-/// position in the caller's batch.
+/// position in the caller's batch. The third list is the checks to run after the ack.
 fn validate(
     validator: &Validator,
     items: Vec<Item>,
     mut rejected: Vec<(usize, ErrorCode)>,
-) -> (Vec<Write>, Vec<(usize, ErrorCode)>) {
+) -> (Vec<Write>, Vec<(usize, ErrorCode)>, Vec<DeferredWork>) {
     let mut writes = Vec::with_capacity(items.len());
+    let mut deferred = Vec::new();
     // Intake checked the schema, so `check` failing is rare: collect its errors aside
     // (no allocation unless one happens) and merge them into `rejected` at the end.
     let mut errors: Vec<(usize, ErrorCode)> = Vec::new();
@@ -170,13 +341,9 @@ fn validate(
         }
         match validator.check(&mut item) {
             Ok(verdict) => {
-                if verdict.deferred.is_some() {
-                    // Production mode: the rules are meant to run after the ack
-                    // (`Validator::check_deferred`); that stage is not built yet, so
-                    // the item is stored with its provisional status. Counted, not
-                    // silently dropped.
-                    debug!(item = %item.id, "deferred content check not run (not wired yet)");
-                    metrics::counter!(VALIDATION_DEFERRED_UNCHECKED).increment(1);
+                if let Some(check) = verdict.deferred {
+                    // Production mode: the rules run after the ack (see `Reviewer`).
+                    deferred.push(DeferredWork { id: item.id, check });
                 }
                 writes.push(Write {
                     item,
@@ -195,7 +362,7 @@ fn validate(
         rejected.extend(errors);
         rejected.sort_by_key(|(at, _)| *at);
     }
-    (writes, rejected)
+    (writes, rejected, deferred)
 }
 
 /// Answers the caller of a job the factory drops (full queue, shutdown, expiry).
@@ -222,10 +389,14 @@ impl DiscardHandler<(), ValidateJob> for AnswerDiscarded {
 }
 
 /// The factory's arguments for a pool of `workers` sharing `validator`.
+///
+/// Starts the pool's after-ack review task (so call it on the tokio runtime); the task
+/// writes reviewed verdicts to `store` and ends after the pool is gone.
 pub fn factory_args(
     validator: Arc<Validator>,
     children: watch::Receiver<Children>,
     workers: usize,
+    store: Arc<Store>,
 ) -> FactoryArguments<
     (),
     ValidateJob,
@@ -234,9 +405,11 @@ pub fn factory_args(
     QueuerRouting<(), ValidateJob>,
     DefaultQueue<(), ValidateJob>,
 > {
+    let reviewer = Reviewer::spawn(Arc::clone(&validator), store);
     let args = ValidatorArgs {
         validator,
         children,
+        reviewer,
     };
     FactoryArguments::builder()
         .worker_builder(Box::new(worker_builder(move |_wid| {
@@ -278,7 +451,7 @@ mod tests {
         let mut bad = item("fine");
         bad.user_id = String::new();
         let rejected_before = vec![(0, ErrorCode::invalid("text", "x"))];
-        let (writes, rejected) = validate(
+        let (writes, rejected, deferred) = validate(
             &validator,
             vec![item("works well"), bad, item("mail me at a@b.example")],
             rejected_before,
@@ -289,5 +462,40 @@ mod tests {
         assert!(writes[1].item.text.contains("[email]"));
         let at: Vec<usize> = rejected.iter().map(|(at, _)| *at).collect();
         assert_eq!(at, vec![0, 2]);
+        assert!(deferred.is_empty(), "research mode defers nothing");
+    }
+
+    #[test]
+    fn production_mode_defers_the_rules_of_each_stored_item() {
+        let validator = Validator::new(ValidationConfig::default()).unwrap();
+        let (writes, _, deferred) = validate(
+            &validator,
+            vec![item("i will kill you"), item("fine")],
+            Vec::new(),
+        );
+        assert!(writes.iter().all(|w| w.status == Status::Accepted));
+        let ids: Vec<ItemId> = deferred.iter().map(|w| w.id).collect();
+        assert_eq!(ids, vec![writes[0].item.id, writes[1].item.id]);
+    }
+
+    #[test]
+    fn a_full_review_queue_skips_without_blocking() {
+        let (queue, mut rx) = mpsc::channel(1);
+        let reviewer = Reviewer { queue };
+        let work = |text: &str| DeferredWork {
+            id: item(text).id,
+            check: DeferredCheck {
+                pii: Default::default(),
+            },
+        };
+        let (a, b, c) = (work("a"), work("b"), work("c"));
+        let stored: HashSet<ItemId> = [a.id, b.id].into_iter().collect();
+        // `c` was not stored: not queued, not counted; `b` finds the queue full.
+        assert_eq!(reviewer.submit_stored(&stored, vec![a, b, c]), 1);
+        assert_eq!(rx.try_recv().unwrap().id, a.id);
+        assert!(rx.try_recv().is_err());
+        // A stopped review task counts as skipped too.
+        drop(rx);
+        assert!(!reviewer.submit(a));
     }
 }

@@ -106,6 +106,51 @@ async fn production_mode_accepts_plain_text_unscored() {
     node.shutdown().await.unwrap();
 }
 
+/// Polls `get` until the stored status is no longer `Accepted` (or 5 s pass).
+async fn reviewed(node: &NodeHandle, id: chorus_protocol::ItemId) -> chorus_protocol::Receipt {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stored = node.get(id).await.unwrap().expect("stored");
+        if stored.receipt.alignment_score.is_some() || std::time::Instant::now() > deadline {
+            return stored.receipt;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_mode_reviews_after_the_ack_and_updates_the_stored_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ValidationConfig::default()).await;
+    let threat = item("erin", "fix this or i will kill you");
+    let clean = item("erin", "works well, the export finished in two seconds");
+    // The ack is the fast path's: stored, redacted, provisionally accepted.
+    let ack = node.submit(&caller(), threat.clone()).await.unwrap();
+    assert_eq!(ack.status, Status::Accepted);
+    assert_eq!(ack.alignment_score, None);
+    let clean_ack = node.submit(&caller(), clean.clone()).await.unwrap();
+    assert_eq!(clean_ack.status, Status::Accepted);
+
+    let after = reviewed(&node, threat.id).await;
+    let Status::Rejected { reasons } = &after.status else {
+        panic!("expected Rejected after review, got {:?}", after.status);
+    };
+    assert!(reasons.iter().any(|r| r.contains("threat")), "{reasons:?}");
+    assert!(after.alignment_score.is_some(), "scored by the review");
+    // Only the verdict changed; the rest of the receipt is the one acknowledged.
+    assert_eq!(after.stored_at, ack.stored_at);
+    assert_eq!(after.owner, ack.owner);
+
+    // A clean item keeps the receipt it was acknowledged with.
+    let clean_after = node.get(clean.id).await.unwrap().expect("stored").receipt;
+    assert_eq!(clean_after, clean_ack);
+
+    // A retry of the same id answers with the stored (reviewed) receipt.
+    let retry = node.submit(&caller(), threat.clone()).await.unwrap();
+    assert_eq!(retry, after);
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn invalid_pipeline_settings_name_the_field() {
     let dir = tempfile::tempdir().unwrap();

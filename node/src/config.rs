@@ -6,6 +6,7 @@ mod limits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use chorus_actors::validation::{ValidationConfig, ValidationConfigError};
 use chorus_protocol::FrameLimit;
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +128,7 @@ pub fn default_control_socket(data_dir: &Path) -> PathBuf {
 }
 
 /// Everything a node needs to start.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// This node's name, unique in its cluster: 1..=64 characters of `[A-Za-z0-9._-]`.
@@ -160,6 +161,12 @@ pub struct NodeConfig {
     pub metrics: MetricsSection,
     /// Submit rate limits.
     pub limits: LimitsSection,
+    /// Workers in the validator pool, 1..=64; 0 (the default) is the available
+    /// parallelism clamped to 1..=8.
+    pub validator_workers: u32,
+    /// The content policy (`[validation]`): mode, thresholds, weights, rules.
+    #[serde(skip_serializing)]
+    pub validation: ValidationConfig,
 }
 
 /// The QUIC port a node listens on by default.
@@ -185,6 +192,8 @@ impl Default for NodeConfig {
             control: ControlSection::default(),
             metrics: MetricsSection::default(),
             limits: LimitsSection::default(),
+            validator_workers: 0,
+            validation: ValidationConfig::default(),
         }
     }
 }
@@ -223,6 +232,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("limits.per_user_burst", EnvKind::Int),
     ("limits.per_api_key_per_second", EnvKind::Int),
     ("limits.global_per_second", EnvKind::Int),
+    ("validator_workers", EnvKind::Int),
+    ("validation.mode", EnvKind::Str),
 ];
 
 /// The environment variable that overrides a key path.
@@ -315,6 +326,15 @@ impl NodeConfig {
         )?;
         check_range("idle_timeout_secs", self.idle_timeout_secs, 1, 3_600)?;
         check_range("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3_600)?;
+        check_range(
+            "validator_workers",
+            self.validator_workers.into(),
+            0,
+            chorus_actors::pipeline::MAX_VALIDATOR_WORKERS as u64,
+        )?;
+        self.validation
+            .validate()
+            .map_err(|e| validation_error(&self.validation, e))?;
         let tls_set = [&self.tls.ca_cert, &self.tls.cert, &self.tls.key]
             .iter()
             .filter(|p| p.is_some())
@@ -343,10 +363,15 @@ impl NodeConfig {
 
     /// The write pipeline's settings (validated at load).
     pub fn pipeline(&self) -> chorus_actors::PipelineConfig {
-        chorus_actors::PipelineConfig {
+        let mut pipeline = chorus_actors::PipelineConfig {
             limits: self.limits.to_rate_limits().expect("validated at load"),
+            validation: self.validation.clone(),
             ..Default::default()
+        };
+        if self.validator_workers > 0 {
+            pipeline.validator_workers = self.validator_workers as usize;
         }
+        pipeline
     }
 
     /// The frame limit as a validated value.
@@ -383,6 +408,53 @@ impl NodeConfig {
 /// Where the admin key made on first start is kept.
 pub fn admin_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.key")
+}
+
+/// A `[validation]` error as a [`ConfigError`] whose key is the TOML path of the
+/// setting at fault, e.g. `validation.rules[2].pattern` (rules are named in errors; the
+/// index is found from the name).
+fn validation_error(config: &ValidationConfig, e: ValidationConfigError) -> ConfigError {
+    let reason = e.to_string();
+    match e {
+        ValidationConfigError::Fraction { field, .. } => ConfigError::new(field, reason),
+        ValidationConfigError::Thresholds { .. } => {
+            ConfigError::new("validation.reject_below", reason)
+        }
+        ValidationConfigError::Weight { principle, .. } => ConfigError::new(
+            format!("validation.weights.{}", principle.as_str().to_lowercase()),
+            reason,
+        ),
+        ValidationConfigError::ZeroWeights => ConfigError::new("validation.weights", reason),
+        ValidationConfigError::TooManyRules { .. } => ConfigError::new("validation.rules", reason),
+        ValidationConfigError::TooManyRiskWords { .. } | ValidationConfigError::RiskWord { .. } => {
+            ConfigError::new("validation.hybrid.risk_words", reason)
+        }
+        ValidationConfigError::Rule {
+            rule,
+            field,
+            reason: why,
+        } => {
+            let mut named = config
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.name == rule)
+                .map(|(i, _)| i);
+            let first = named.next();
+            // A duplicate name is reported at its second use; anything else at the
+            // first rule of that name.
+            let index = if field == "name" && !rule.trim().is_empty() {
+                named.next().or(first)
+            } else {
+                first
+            };
+            let key = match index {
+                Some(i) => format!("validation.rules[{i}].{field}"),
+                None => format!("validation.rules.{field}"),
+            };
+            ConfigError::new(key, format!("rule {rule:?}: {why}"))
+        }
+    }
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -533,6 +605,106 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = load_str("partitons = 8", &[]).unwrap_err();
         assert!(err.reason.contains("partitons"), "{err}");
+    }
+
+    #[test]
+    fn research_mode_and_rules_come_from_the_validation_section() {
+        let c = load_str(
+            r#"
+validator_workers = 3
+[validation]
+mode = "research"
+accept_at = 0.85
+[validation.weights]
+harmless = 4.0
+[[validation.rules]]
+name = "refunds"
+principle = "honest"
+words = ["refund me"]
+penalty = 0.5
+reason = "asks for a refund"
+"#,
+            &[],
+        )
+        .unwrap();
+        let v = &c.validation;
+        assert_eq!(v.mode, chorus_actors::validation::Mode::Research);
+        assert_eq!(v.accept_at(), 0.85);
+        assert_eq!(v.reject_below(), 0.5);
+        assert_eq!(v.weights.harmless, 4.0);
+        assert_eq!(v.rules.len(), 1);
+        let pipeline = c.pipeline();
+        assert_eq!(pipeline.validation, c.validation);
+        assert_eq!(pipeline.validator_workers, 3);
+        // The environment picks the mode.
+        let c = load_str("", &[("CHORUS_VALIDATION_MODE", "hybrid")]).unwrap();
+        assert_eq!(c.validation.mode, chorus_actors::validation::Mode::Hybrid);
+        assert_eq!(
+            c.validation.rules.len(),
+            ValidationConfig::default().rules.len()
+        );
+        let err = load_str("", &[("CHORUS_VALIDATION_MODE", "strict")]).unwrap_err();
+        assert_eq!(err.key, "validation.mode", "{err}");
+    }
+
+    #[test]
+    fn a_bad_validation_rule_or_threshold_names_its_key() {
+        let rule = |name: &str, body: &str| {
+            format!(
+                "[[validation.rules]]\nname = \"{name}\"\nprinciple = \"harmless\"\n{body}\npenalty = 0.5\nreason = \"r\"\n"
+            )
+        };
+        let three = format!(
+            "{}{}{}",
+            rule("a", "words = [\"x\"]"),
+            rule("b", "words = [\"y\"]"),
+            rule("broken", "pattern = \"(unclosed\""),
+        );
+        let err = load_str(&three, &[]).unwrap_err();
+        assert_eq!(err.key, "validation.rules[2].pattern", "{err}");
+        assert!(err.reason.contains("broken"), "{err}");
+        let dup = format!(
+            "{}{}",
+            rule("a", "words = [\"x\"]"),
+            rule("a", "words = [\"y\"]")
+        );
+        assert_eq!(
+            load_str(&dup, &[]).unwrap_err().key,
+            "validation.rules[1].name"
+        );
+        let cases: &[(&str, &str)] = &[
+            ("[validation]\naccept_at = 1.5", "validation.accept_at"),
+            (
+                "[validation]\naccept_at = 0.3\nreject_below = 0.6",
+                "validation.reject_below",
+            ),
+            (
+                "[validation.weights]\nfair = -1.0",
+                "validation.weights.fair",
+            ),
+            (
+                "[validation.hybrid]\nrisk_words = [\"two words\"]",
+                "validation.hybrid.risk_words",
+            ),
+            ("validator_workers = 65", "validator_workers"),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).expect_err(text);
+            assert_eq!(&err.key, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_validation_keys_are_refused() {
+        let err = load_str("[validation]\nmodee = \"research\"", &[]).unwrap_err();
+        assert!(err.reason.contains("modee"), "{err}");
+        assert!(err.key.starts_with("validation"), "{err}");
+        let err = load_str(
+            "[[validation.rules]]\nname = \"a\"\nprinciple = \"fair\"\nwords = [\"x\"]\npenalty = 0.1\nreason = \"r\"\nweight = 2\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("weight"), "{err}");
     }
 
     #[test]

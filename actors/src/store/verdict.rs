@@ -1,0 +1,105 @@
+//! Rewriting a stored receipt's verdict: production mode's content review runs after
+//! the ack ([`crate::validation::Validator::check_deferred`]) and records its answer
+//! here. The record keeps its key, so list order and the `ids` index are unchanged.
+
+use chorus_protocol::{ItemId, Status, encode_payload};
+use tracing::debug;
+
+use super::{Store, StoreError, decode_item};
+
+impl Store {
+    /// Sets the stored receipt's `status` and `alignment_score` of item `id`, rewriting
+    /// the record in place, and flushes. `Ok(false)` when no such item is stored.
+    /// The receipt already sent to the submitter is not (and cannot be) changed; a
+    /// later `get`, list or retry of the id shows the new verdict.
+    pub fn update_verdict(
+        &self,
+        id: ItemId,
+        status: Status,
+        score: Option<f32>,
+    ) -> Result<bool, StoreError> {
+        let updated = self.update_verdicts(vec![(id, status, score)])?;
+        Ok(updated == 1)
+    }
+
+    /// [`Store::update_verdict`] for many items with one flush; returns how many were
+    /// found (and rewritten).
+    pub fn update_verdicts(
+        &self,
+        updates: Vec<(ItemId, Status, Option<f32>)>,
+    ) -> Result<usize, StoreError> {
+        let mut updated = 0;
+        for (id, status, score) in updates {
+            let Some(key) = self.ids.get(id.to_bytes())? else {
+                continue;
+            };
+            // A dangling `ids` entry is a write that crashed before its item: absent.
+            let Some(raw) = self.items.get(&key)? else {
+                continue;
+            };
+            let mut stored = decode_item(&raw)?;
+            stored.receipt.status = status;
+            stored.receipt.alignment_score = score;
+            self.items.insert(&key, encode_payload(&stored))?;
+            updated += 1;
+        }
+        if updated > 0 {
+            self.flush()?;
+        }
+        debug!(updated, "stored verdicts rewritten");
+        Ok(updated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_protocol::{Item, Kind, NodeId};
+
+    use super::*;
+    use crate::store::{Durability, StoreConfig};
+
+    #[test]
+    fn a_verdict_is_rewritten_in_place_and_listing_order_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig {
+            path: dir.path().join("store"),
+            node: NodeId("n".into()),
+            partitions: 4,
+            durability: Durability::Flush,
+        })
+        .unwrap();
+        let items: Vec<Item> = (0..3).map(|_| Item::new("u", Kind::Text)).collect();
+        let ids: Vec<ItemId> = items.iter().map(|i| i.id).collect();
+        let receipts = store.apply(items);
+        assert!(receipts.iter().all(|r| r.is_ok()));
+        let listed = |store: &Store| -> Vec<ItemId> {
+            let (page, _) = store.list_by_user("u", None, 10).unwrap();
+            page.iter().map(|s| s.item.id).collect()
+        };
+        let before = listed(&store);
+        assert_eq!(before.len(), 3);
+        let rejected = Status::Rejected {
+            reasons: vec!["threat of violence".into()],
+        };
+        assert!(
+            store
+                .update_verdict(ids[1], rejected.clone(), Some(0.1))
+                .unwrap()
+        );
+        let stored = store.get(ids[1]).unwrap().unwrap();
+        assert_eq!(stored.receipt.status, rejected);
+        assert_eq!(stored.receipt.alignment_score, Some(0.1));
+        assert_eq!(
+            stored.receipt.stored_at,
+            receipts[1].as_ref().unwrap().stored_at
+        );
+        assert_eq!(listed(&store), before);
+        assert_eq!(store.item_count(), 3);
+        let absent = Item::new("u", Kind::Text).id;
+        assert!(
+            !store
+                .update_verdict(absent, Status::Accepted, None)
+                .unwrap()
+        );
+    }
+}
