@@ -14,9 +14,11 @@ use tracing::{error, warn};
 use crate::caller::Caller;
 use crate::intake::IntakeMsg;
 use crate::pipeline::PipelineConfig;
+use crate::policy::breaker::BreakerState;
+use crate::published_breaker::new_board;
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
-use crate::store_actor::{BatchOutcome, Page, StoreMsg};
+use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
 use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// The audit actor for API keys created over the client protocol.
@@ -55,6 +57,8 @@ struct Inner {
     join: Mutex<Option<JoinHandle<()>>>,
     /// The store itself, for admin operations (audit) that need no actor hop.
     store: Arc<Store>,
+    /// The store's circuit breaker state, as the store actor publishes it.
+    store_breaker: watch::Receiver<BreakerState>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -80,11 +84,14 @@ impl NodeHandle {
         let node = config.node.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
         let (tx, rx) = watch::channel(Children::default());
+        let board = new_board();
+        let store_breaker = board.subscribe();
         let args = SupervisorArgs {
             store: Arc::clone(&store),
             children: tx,
             policy: RestartPolicy::default(),
             pipeline,
+            store_breaker: board,
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
@@ -94,8 +101,47 @@ impl NodeHandle {
                 supervisor,
                 join: Mutex::new(Some(join)),
                 store,
+                store_breaker,
             }),
         })
+    }
+
+    /// The store's circuit breaker state, kept current by the store actor (for
+    /// readiness, metrics and `chorus ctl breakers`).
+    pub fn store_breaker(&self) -> watch::Receiver<BreakerState> {
+        self.inner.store_breaker.clone()
+    }
+
+    /// The store, to inject faults in tests.
+    #[cfg(feature = "fault-injection")]
+    pub fn store_for_tests(&self) -> Arc<Store> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// Every circuit breaker of the node with its current state.
+    pub fn breakers(&self) -> Vec<(&'static str, BreakerState)> {
+        vec![(STORE_DEPENDENCY, *self.inner.store_breaker.borrow())]
+    }
+
+    /// Forces a breaker open or resets it (an operator's action); the new state.
+    /// Fails with `Invalid{breaker}` for an unknown name.
+    pub async fn breaker_command(
+        &self,
+        name: &str,
+        command: BreakerCommand,
+    ) -> Result<BreakerState, ErrorCode> {
+        if name != STORE_DEPENDENCY {
+            return Err(ErrorCode::invalid(
+                "breaker",
+                format!("no breaker named {name:?} (known: {STORE_DEPENDENCY})"),
+            ));
+        }
+        let store = self.store()?;
+        call(&store, "store", |reply| StoreMsg::Breaker {
+            command,
+            reply,
+        })
+        .await
     }
 
     /// This node's id.

@@ -19,8 +19,10 @@ use tracing::debug;
 
 use crate::caller::Caller;
 use crate::policy::admission::SubmitLimits;
+use crate::policy::breaker::BreakerState;
 use crate::policy::rate_limit::RateLimitConfig;
-use crate::store_actor::{BatchOutcome, merge};
+use crate::published_breaker::rejects;
+use crate::store_actor::{BatchOutcome, STORE_DEPENDENCY, merge};
 use crate::supervisor::Children;
 use crate::validator_pool::ValidateJob;
 
@@ -50,6 +52,8 @@ pub struct IntakeArgs {
     pub children: watch::Receiver<Children>,
     /// The submit limits; a restarted intake starts with full buckets.
     pub limits: RateLimitConfig,
+    /// The store's circuit breaker as the store actor publishes it.
+    pub store_breaker: watch::Receiver<BreakerState>,
 }
 
 /// The intake actor's state: where to find the current validator pool.
@@ -57,6 +61,7 @@ pub struct IntakeState {
     children: watch::Receiver<Children>,
     limits: SubmitLimits,
     last_purge: Instant,
+    store_breaker: watch::Receiver<BreakerState>,
 }
 
 impl IntakeState {
@@ -71,6 +76,14 @@ impl IntakeState {
         let Request::SubmitBatch(items) = request else {
             unreachable!("built as SubmitBatch above")
         };
+        // With the store's breaker open nothing can be stored: say so at once, before
+        // any limit is spent, rather than queue behind a failing disk.
+        if rejects(*self.store_breaker.borrow()) {
+            let _ = reply.send(Err(ErrorCode::CircuitOpen {
+                dependency: STORE_DEPENDENCY.into(),
+            }));
+            return;
+        }
         let mut valid = Vec::with_capacity(items.len());
         let mut rejected = Vec::new();
         let now = Instant::now();
@@ -148,6 +161,7 @@ impl Actor for IntakeActor {
             children: args.children,
             limits,
             last_purge: now,
+            store_breaker: args.store_breaker,
         })
     }
 

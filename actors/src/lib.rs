@@ -27,6 +27,7 @@ pub mod intake;
 mod message;
 pub mod pipeline;
 pub mod policy;
+pub mod published_breaker;
 pub mod restart;
 pub mod store;
 pub mod store_actor;

@@ -1,5 +1,6 @@
 //! The write pipeline's settings, given to the actor tree at start.
 
+use crate::policy::breaker::{BreakerConfig, BreakerConfigError};
 use crate::policy::rate_limit::{RateLimitConfig, RateLimitConfigError};
 use crate::validation::{ValidationConfig, ValidationConfigError};
 
@@ -16,6 +17,9 @@ pub struct PipelineConfig {
     /// Workers in the validator pool, 1..=[`MAX_VALIDATOR_WORKERS`]; default: the
     /// available parallelism clamped to 1..=8.
     pub validator_workers: usize,
+    /// The store's circuit breaker (opens after 5 failed flushes in a row; half-open
+    /// after 30 s).
+    pub store_breaker: BreakerConfig,
 }
 
 impl Default for PipelineConfig {
@@ -24,6 +28,7 @@ impl Default for PipelineConfig {
             limits: RateLimitConfig::default(),
             validation: ValidationConfig::default(),
             validator_workers: default_validator_workers(),
+            store_breaker: BreakerConfig::store(),
         }
     }
 }
@@ -45,6 +50,9 @@ pub enum PipelineConfigError {
     /// The content policy is invalid.
     #[error("validation: {0}")]
     Validation(#[from] ValidationConfigError),
+    /// The store's circuit breaker settings are invalid.
+    #[error("store_breaker: {0}")]
+    StoreBreaker(#[from] BreakerConfigError),
     /// `validator_workers` is out of range.
     #[error("validator_workers is {0}, must be 1..={MAX_VALIDATOR_WORKERS}")]
     ValidatorWorkers(usize),
@@ -55,6 +63,7 @@ impl PipelineConfig {
     pub fn validate(&self) -> Result<(), PipelineConfigError> {
         self.limits.validate()?;
         self.validation.validate()?;
+        self.store_breaker.validate()?;
         if !(1..=MAX_VALIDATOR_WORKERS).contains(&self.validator_workers) {
             return Err(PipelineConfigError::ValidatorWorkers(
                 self.validator_workers,

@@ -195,6 +195,9 @@ pub struct Store {
     synced_blobs: Mutex<HashSet<OsString>>,
     /// Serialises "create a key if there is none".
     bootstrap: Mutex<()>,
+    /// Test-only: make every write fail, as a broken disk would.
+    #[cfg(feature = "fault-injection")]
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -267,6 +270,8 @@ impl Store {
             log_file,
             synced_blobs: Mutex::new(HashSet::new()),
             bootstrap: Mutex::new(()),
+            #[cfg(feature = "fault-injection")]
+            failing: std::sync::atomic::AtomicBool::new(false),
         };
         store.flush()?;
         if store.durability == Durability::Full {
@@ -314,6 +319,13 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
+        #[cfg(feature = "fault-injection")]
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Sync {
+                path: self.path.clone(),
+                source: std::io::Error::other("injected write failure"),
+            });
+        }
         let stored_at = now_ms();
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
@@ -518,6 +530,13 @@ impl Store {
             sync_dir(&blob_dir)?;
         }
         Ok(())
+    }
+
+    /// Test-only: make every write fail (`true`) or work again (`false`).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_write_failures(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Number of items stored (all partitions). O(n): for tests and tools.

@@ -18,6 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::group_commit::{DEFAULT_MAX_BATCH_ITEMS, GroupCommit};
+use crate::policy::breaker::{Admission, BreakerConfig, BreakerState, Permit};
+use crate::published_breaker::{BreakerBoard, PublishedBreaker};
 use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
 
@@ -85,6 +87,15 @@ pub enum StoreMsg {
         /// `Ok` once durable.
         reply: RpcReplyPort<Result<(), ErrorCode>>,
     },
+    /// An operator's command to the store's circuit breaker; answers the new state.
+    Breaker {
+        /// What to do.
+        command: BreakerCommand,
+        /// The breaker's state afterwards.
+        reply: RpcReplyPort<BreakerState>,
+    },
+    /// Internal: a timed breaker change (open → half-open) may be due.
+    BreakerTick,
     /// Test-only: panic in the handler, as a bug would, to exercise supervision.
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -95,7 +106,21 @@ pub enum StoreMsg {
 /// The completion of a batch, sent by the actor's own flush task (opaque outside).
 pub struct FlushDone {
     batch: u64,
+    /// Whether the batch became durable (the breaker's outcome).
+    durable: bool,
 }
+
+/// What an operator can do to a circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerCommand {
+    /// Open it until reset: every write is refused with `CircuitOpen`.
+    ForceOpen,
+    /// Close it and forget its history.
+    Reset,
+}
+
+/// The name of the store's dependency in `CircuitOpen` errors, metrics and `chorus ctl`.
+pub const STORE_DEPENDENCY: &str = "store";
 
 /// A writer waiting in the group commit queue.
 enum Waiter {
@@ -135,20 +160,26 @@ impl Waiter {
 pub struct StoreActor;
 
 /// Arguments of the store actor.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreArgs {
     /// The opened store, shared with nobody who writes.
     pub store: Arc<Store>,
     /// Most items per flush.
     pub max_batch: std::num::NonZeroUsize,
+    /// When the store's circuit breaker opens and how it recovers.
+    pub breaker: BreakerConfig,
+    /// Where the breaker's state is published (intake reads it to refuse at once).
+    pub board: BreakerBoard,
 }
 
 impl StoreArgs {
     /// Arguments with the default batch cap.
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<Store>, breaker: BreakerConfig, board: BreakerBoard) -> Self {
         StoreArgs {
             store,
             max_batch: DEFAULT_MAX_BATCH_ITEMS,
+            breaker,
+            board,
         }
     }
 }
@@ -161,6 +192,10 @@ pub struct StoreState {
     batch: u64,
     /// The task persisting the batch in flight.
     flush_task: Option<JoinHandle<()>>,
+    /// The store's circuit breaker: every batch is one call.
+    breaker: PublishedBreaker,
+    /// The permit of the batch in flight, and when it started.
+    permit: Option<(Permit, Instant)>,
     /// Reads and key operations running on the blocking pool.
     reads: JoinSet<()>,
 }
@@ -168,21 +203,52 @@ pub struct StoreState {
 impl StoreState {
     /// Starts the next batch if the policy says so.
     fn maybe_flush(&mut self, myself: &ActorRef<StoreMsg>) {
-        let batch = self.commit.poll_batch();
-        // Every change of the queue passes through here, so the gauge stays current.
-        metrics::gauge!(STORE_QUEUE_DEPTH).set(self.commit.queued_items() as f64);
-        let Some(batch) = batch else {
-            return;
-        };
-        self.batch += 1;
-        let seq = self.batch;
-        let store = self.store.clone();
-        let myself = myself.clone();
-        self.flush_task = Some(tokio::spawn(async move {
-            persist_and_reply(store, batch).await;
-            // Fails only if the actor is gone; its successor starts fresh.
-            let _ = myself.cast(StoreMsg::Flushed(FlushDone { batch: seq }));
-        }));
+        loop {
+            let batch = self.commit.poll_batch();
+            // Every change of the queue passes through here, so the gauge stays current.
+            metrics::gauge!(STORE_QUEUE_DEPTH).set(self.commit.queued_items() as f64);
+            let Some(batch) = batch else {
+                return;
+            };
+            let now = Instant::now();
+            match self.breaker.try_acquire(now) {
+                Admission::Allowed(permit) => {
+                    self.permit = Some((permit, now));
+                    self.batch += 1;
+                    let seq = self.batch;
+                    let store = self.store.clone();
+                    let myself = myself.clone();
+                    self.flush_task = Some(tokio::spawn(async move {
+                        let durable = persist_and_reply(store, batch).await;
+                        // Fails only if the actor is gone; its successor starts fresh.
+                        let _ = myself.cast(StoreMsg::Flushed(FlushDone {
+                            batch: seq,
+                            durable,
+                        }));
+                    }));
+                    return;
+                }
+                Admission::Rejected { .. } => {
+                    // The store is considered down: answer at once instead of queueing.
+                    for waiter in batch {
+                        waiter.fail(ErrorCode::CircuitOpen {
+                            dependency: STORE_DEPENDENCY.into(),
+                        });
+                    }
+                    self.commit.handle_flushed();
+                    self.schedule_tick(myself);
+                }
+            }
+        }
+    }
+
+    /// Arms a timer for the breaker's next timed change, if one is pending.
+    fn schedule_tick(&self, myself: &ActorRef<StoreMsg>) {
+        if let Some(deadline) = self.breaker.next_deadline() {
+            let delay = deadline.saturating_duration_since(Instant::now());
+            // The timer's handle is not kept: a tick that finds nothing due is harmless.
+            drop(myself.send_after(delay, || StoreMsg::BreakerTick));
+        }
     }
 
     /// Runs a blocking read on the blocking pool and replies with its result.
@@ -204,8 +270,9 @@ impl StoreState {
     }
 }
 
-/// Persists a batch on the blocking pool, then answers each of its waiters.
-async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) {
+/// Persists a batch on the blocking pool, then answers each of its waiters; returns
+/// whether the batch became durable.
+async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> bool {
     let mut items = Vec::with_capacity(batch.iter().map(Waiter::weight).sum());
     // The waiters without their items: how many outcomes each takes, and where to send.
     let mut waiters = Vec::with_capacity(batch.len());
@@ -248,6 +315,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) {
         }
     };
     debug!(items = count, writers = waiters.len(), "batch done");
+    let durable = result.is_ok();
     match result {
         Ok(outcomes) => {
             let mut outcomes = outcomes.into_iter();
@@ -271,6 +339,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) {
             }
         }
     }
+    durable
 }
 
 /// Splices pre-decided outcomes back into their positions of the caller's batch.
@@ -305,11 +374,15 @@ impl Actor for StoreActor {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let breaker =
+            PublishedBreaker::new(STORE_DEPENDENCY, args.breaker, args.board, Instant::now())?;
         Ok(StoreState {
             store: args.store,
             commit: GroupCommit::new(args.max_batch),
             batch: 0,
             flush_task: None,
+            breaker,
+            permit: None,
             reads: JoinSet::new(),
         })
     }
@@ -347,6 +420,15 @@ impl Actor for StoreActor {
                 if done.batch == state.batch && state.commit.in_flight() {
                     state.flush_task = None;
                     state.commit.handle_flushed();
+                    if let Some((permit, started)) = state.permit.take() {
+                        let now = Instant::now();
+                        if done.durable {
+                            state.breaker.on_success(now, permit, now - started);
+                        } else {
+                            state.breaker.on_failure(now, permit);
+                            state.schedule_tick(&myself);
+                        }
+                    }
                     state.maybe_flush(&myself);
                 } else {
                     warn!(
@@ -355,6 +437,18 @@ impl Actor for StoreActor {
                         "stale flush completion"
                     );
                 }
+            }
+            StoreMsg::Breaker { command, reply } => {
+                match command {
+                    BreakerCommand::ForceOpen => state.breaker.force_open(),
+                    BreakerCommand::Reset => state.breaker.reset(),
+                }
+                let _ = reply.send(state.breaker.state());
+                state.maybe_flush(&myself);
+            }
+            StoreMsg::BreakerTick => {
+                state.breaker.tick(Instant::now());
+                state.schedule_tick(&myself);
             }
             StoreMsg::Get { id, reply } => state.read(reply, move |s| s.get(id)),
             StoreMsg::List {

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::intake::{IntakeActor, IntakeArgs, IntakeMsg};
 use crate::pipeline::PipelineConfig;
+use crate::published_breaker::BreakerBoard;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
@@ -79,6 +80,8 @@ pub struct SupervisorArgs {
     pub policy: RestartPolicy,
     /// The write pipeline's settings.
     pub pipeline: PipelineConfig,
+    /// Where the store's circuit breaker publishes its state (outlives store restarts).
+    pub store_breaker: BreakerBoard,
 }
 
 /// The node supervisor actor.
@@ -89,6 +92,7 @@ pub struct NodeSupervisor;
 pub struct SupervisorState {
     store: Arc<Store>,
     pipeline: PipelineConfig,
+    store_breaker: BreakerBoard,
     /// The content policy, compiled once and shared by every validator incarnation.
     validator: Arc<Validator>,
     children: watch::Sender<Children>,
@@ -109,15 +113,24 @@ impl SupervisorState {
         let cell: ActorCell = myself.get_cell();
         match child {
             Child::Store => {
-                let (actor, _) =
-                    Actor::spawn_linked(None, StoreActor, StoreArgs::new(self.store.clone()), cell)
-                        .await?;
+                let (actor, _) = Actor::spawn_linked(
+                    None,
+                    StoreActor,
+                    StoreArgs::new(
+                        self.store.clone(),
+                        self.pipeline.store_breaker,
+                        self.store_breaker.clone(),
+                    ),
+                    cell,
+                )
+                .await?;
                 self.children.send_modify(|c| c.store = Some(actor));
             }
             Child::Intake => {
                 let args = IntakeArgs {
                     children: self.children.subscribe(),
                     limits: self.pipeline.limits,
+                    store_breaker: self.store_breaker.subscribe(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, IntakeActor, args, cell).await?;
                 self.children.send_modify(|c| c.intake = Some(actor));
@@ -264,6 +277,7 @@ impl Actor for NodeSupervisor {
         let mut state = SupervisorState {
             store: args.store,
             pipeline: args.pipeline,
+            store_breaker: args.store_breaker,
             validator,
             children: args.children,
             store_restarts: RestartIntensity::new(args.policy),

@@ -20,8 +20,23 @@ pub const VALIDATION_DEFERRED_SKIPPED: &str = "chorus_validation_deferred_skippe
 /// Items whose deferred check failed on a store error (their provisional status stays).
 pub const VALIDATION_DEFERRED_FAILED: &str = "chorus_validation_deferred_failed_total";
 
+/// A circuit breaker's state: 0 closed, 1 half-open, 2 open, 3 forced open.
+pub const BREAKER_STATE: &str = "chorus_breaker_state";
+/// Changes of a circuit breaker's state, by the state entered.
+pub const BREAKER_TRANSITIONS: &str = "chorus_breaker_transitions_total";
+
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
+    metrics::describe_gauge!(
+        BREAKER_STATE,
+        metrics::Unit::Count,
+        "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open, 3 forced open."
+    );
+    metrics::describe_counter!(
+        BREAKER_TRANSITIONS,
+        metrics::Unit::Count,
+        "Circuit breaker state changes per dependency, by the state entered."
+    );
     metrics::describe_histogram!(
         STORE_FLUSH_DURATION_SECONDS,
         metrics::Unit::Seconds,

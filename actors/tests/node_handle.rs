@@ -169,6 +169,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
         store,
         children: tx,
         pipeline: PipelineConfig::default(),
+        store_breaker: chorus_actors::published_breaker::new_board(),
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -203,6 +204,7 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
         store,
         children: tx,
         pipeline: PipelineConfig::default(),
+        store_breaker: chorus_actors::published_breaker::new_board(),
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -230,6 +232,7 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
         store,
         children: tx,
         pipeline: PipelineConfig::default(),
+        store_breaker: chorus_actors::published_breaker::new_board(),
         policy: RestartPolicy {
             base_backoff: Duration::from_millis(200),
             ..RestartPolicy::default()

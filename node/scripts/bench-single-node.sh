@@ -14,6 +14,7 @@ DUR="${DUR:-10s}"
 WARMUP="${WARMUP:-2s}"
 OUT="${OUT:-$PWD/bench-results}"
 SCENARIOS="${SCENARIOS:-closed32 pipelined16 saturation half single_flush batch100 batch100_half}"
+MIX="${MIX:-realtime=10,priority=20,standard=40,batch=30}"
 mkdir -p "$OUT"
 
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node
@@ -56,6 +57,20 @@ print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {s['items_per_sec'
 PY
 }
 
+# tiers NAME: per-tier rows of a run with a tier mix, and the agent's peak RSS.
+tiers() {
+  python3 - "$1" "$OUT/$1.json" "$(grep VmHWM /proc/"$AGENT_PID"/status | awk '{print $2}')" <<'PY'
+import json, sys
+name, path, rss_kb = sys.argv[1], sys.argv[2], sys.argv[3]
+s = json.load(open(path))
+for tier, t in s["tiers"].items():
+    l = t["latency_ms"]
+    errors = " ".join(f"{k}={n}" for k, n in t["errors"].items()) or "none"
+    print(f"|   {name} / {tier} | | {t['requests_per_sec']:,.0f} | | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} |")
+print(f"|   {name}: agent peak RSS {int(rss_kb) / 1024:.0f} MiB | | | | | | | |")
+PY
+}
+
 rate_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$OUT/$1.json"; }
 
 echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors |"
@@ -75,6 +90,12 @@ for s in $SCENARIOS; do
       start_agent
       rate="${SAT_BATCH_RATE:-$(python3 -c "print(round($(rate_of batch100 requests_per_sec) / 2))")}"
       run batch100_half --batch 100 --rate "$rate" --concurrency 64 --connections 2 --streams 4 ;;
+    saturation_mix) start_agent; run saturation_mix --tier-mix "$MIX" --concurrency 256 --connections 2 --streams 8; tiers saturation_mix ;;
+    overload)
+      start_agent
+      rate="${OVERLOAD_RATE:-$(python3 -c "print(round($(rate_of saturation_mix requests_per_sec) * 2))")}"
+      run overload --tier-mix "$MIX" --rate "$rate" --concurrency 2048 --connections 4 --streams 16
+      tiers overload ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
   stop_agent

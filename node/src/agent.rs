@@ -71,6 +71,11 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         .await
         .context("starting the store")?;
     readiness.set_store_available(true);
+    // Not ready while the store's breaker turns writes away; ready again when it closes.
+    let breaker_watch = tokio::spawn(follow_store_breaker(
+        node.store_breaker(),
+        readiness.clone(),
+    ));
     if let Some(key) = node.ensure_admin_key().await? {
         announce_admin_key(&config, &key)?;
     }
@@ -113,6 +118,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     )
     .await;
     signals.abort();
+    breaker_watch.abort();
     // The control socket closes with the endpoint, before the store is flushed; the
     // token is already cancelled unless the server stopped on its own.
     shutdown.cancel();
@@ -152,6 +158,20 @@ fn announce_admin_key(config: &NodeConfig, key: &str) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     Ok(())
+}
+
+/// Mirrors the store breaker into readiness until the node's breaker board goes away.
+async fn follow_store_breaker(
+    mut breaker: tokio::sync::watch::Receiver<chorus_actors::policy::breaker::BreakerState>,
+    readiness: crate::metrics::Readiness,
+) {
+    loop {
+        let state = *breaker.borrow_and_update();
+        readiness.set_store_available(!chorus_actors::published_breaker::rejects(state));
+        if breaker.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.

@@ -113,6 +113,27 @@ pub enum CtlCommand {
     /// Check the audit log's hash chain; exits 1 and names the first broken entry if
     /// it does not verify.
     AuditVerify,
+    /// List the circuit breakers, or reset / force open one (audited).
+    Breakers {
+        /// What to do; without it, list them.
+        #[command(subcommand)]
+        action: Option<BreakerAction>,
+    },
+}
+
+/// `chorus ctl breakers ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum BreakerAction {
+    /// Close a breaker and forget its history.
+    Reset {
+        /// The breaker, e.g. `store`.
+        name: String,
+    },
+    /// Open a breaker until it is reset: its dependency is not called.
+    Open {
+        /// The breaker, e.g. `store`.
+        name: String,
+    },
 }
 
 /// Flags of `chorus submit`.

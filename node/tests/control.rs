@@ -162,3 +162,47 @@ async fn ctl_finds_a_socket_moved_by_the_environment() {
     stop(agent).await;
     assert!(!socket.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_lists_breakers_and_an_opened_store_breaker_turns_submits_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let port = free_udp_port();
+    let agent = AgentProcess::start(data, port).await;
+    let client = agent.client().await.unwrap();
+
+    let list = json_of(&ctl(data, &["breakers", "--json"]));
+    assert_eq!(list["result"]["breakers"][0]["name"], "store");
+    assert_eq!(list["result"]["breakers"][0]["state"], "closed");
+
+    let opened = ctl(data, &["breakers", "open", "store", "--json"]);
+    assert!(opened.status.success(), "{opened:?}");
+    assert_eq!(json_of(&opened)["result"]["state"], "forced-open");
+    let refused = client
+        .submit(chorus_client::Item::new("u", chorus_client::Kind::Text))
+        .await;
+    assert_eq!(
+        refused,
+        Err(chorus_client::ClientError::Server(
+            chorus_client::ErrorCode::CircuitOpen {
+                dependency: "store".into()
+            }
+        ))
+    );
+
+    let reset = ctl(data, &["breakers", "reset", "store", "--json"]);
+    assert_eq!(json_of(&reset)["result"]["state"], "closed");
+    client
+        .submit(chorus_client::Item::new("u", chorus_client::Kind::Text))
+        .await
+        .unwrap();
+    let unknown = ctl(data, &["breakers", "reset", "nosuch"]);
+    assert!(!unknown.status.success());
+
+    // Both commands are in the audit log.
+    let audit = json_of(&ctl(data, &["audit-verify", "--json"]));
+    assert_eq!(audit["result"]["intact"], true);
+    assert!(audit["result"]["entries"].as_u64().unwrap() >= 3);
+    client.close().await;
+    stop(agent).await;
+}

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::cli::{CtlArgs, CtlCommand};
+use crate::cli::{BreakerAction, CtlArgs, CtlCommand};
 use crate::config::default_control_socket;
 use crate::control::protocol::{
     AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, StatusReport,
@@ -102,6 +102,13 @@ pub fn request_for(command: &CtlCommand) -> Request {
             level: level.clone(),
         },
         CtlCommand::AuditVerify => Request::AuditVerify,
+        CtlCommand::Breakers { action: None } => Request::Breakers,
+        CtlCommand::Breakers {
+            action: Some(BreakerAction::Reset { name }),
+        } => Request::BreakerReset { name: name.clone() },
+        CtlCommand::Breakers {
+            action: Some(BreakerAction::Open { name }),
+        } => Request::BreakerOpen { name: name.clone() },
     }
 }
 
@@ -151,6 +158,17 @@ fn print_reply(reply: &Reply) {
         Reply::Status(s) => print_table(&status_rows(s)),
         Reply::LogLevel(change) => println!("{}", log_level_line(change)),
         Reply::AuditVerify(v) => println!("{}", audit_lines(v)),
+        Reply::Breakers { breakers } => {
+            let rows: Vec<(&str, String)> = breakers
+                .iter()
+                .map(|b| (b.name.as_str(), b.state.clone()))
+                .collect();
+            print_table(&rows);
+        }
+        Reply::BreakerChange(change) => println!(
+            "breaker {} is now {} (audit entry {})",
+            change.name, change.state, change.audit_seq
+        ),
     }
 }
 

@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chorus_actors::published_breaker::state_name;
+use chorus_actors::store_actor::BreakerCommand;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
 use tracing::info;
 
 use super::protocol::{
-    AuditVerification, BrokenLink, ControlError, LogLevelChange, Reply, Request, StatusReport,
+    AuditVerification, BreakerChange, BreakerRow, BrokenLink, ControlError, LogLevelChange, Reply,
+    Request, StatusReport,
 };
 use crate::logging::{LogControl, LogLevelError};
 
@@ -74,6 +77,17 @@ impl Handler {
             Request::Status => Ok(Reply::Status(self.status())),
             Request::LogLevel { level } => self.log_level(peer, &level).await.map(Reply::LogLevel),
             Request::AuditVerify => self.audit_verify().await.map(Reply::AuditVerify),
+            Request::Breakers => Ok(Reply::Breakers {
+                breakers: self.breakers(),
+            }),
+            Request::BreakerReset { name } => self
+                .breaker_command(peer, &name, BreakerCommand::Reset)
+                .await
+                .map(Reply::BreakerChange),
+            Request::BreakerOpen { name } => self
+                .breaker_command(peer, &name, BreakerCommand::ForceOpen)
+                .await
+                .map(Reply::BreakerChange),
         }
     }
 
@@ -126,6 +140,59 @@ impl Handler {
         Ok(LogLevelChange {
             previous,
             current,
+            audit_seq: entry.seq,
+        })
+    }
+
+    /// `breakers`: every breaker and its state, as last published.
+    pub fn breakers(&self) -> Vec<BreakerRow> {
+        self.node
+            .breakers()
+            .into_iter()
+            .map(|(name, state)| BreakerRow {
+                name: name.to_string(),
+                state: state_name(state).to_string(),
+            })
+            .collect()
+    }
+
+    /// `breakers reset|open NAME`: audits the command, then applies it.
+    pub async fn breaker_command(
+        &self,
+        peer: &Peer,
+        name: &str,
+        command: BreakerCommand,
+    ) -> Result<BreakerChange, ControlError> {
+        if !self.node.breakers().iter().any(|(known, _)| *known == name) {
+            return Err(ControlError::Invalid {
+                field: "name".into(),
+                reason: format!("no breaker named {name:?}"),
+            });
+        }
+        let action = match command {
+            BreakerCommand::ForceOpen => "breaker.open",
+            BreakerCommand::Reset => "breaker.reset",
+        };
+        let entry = self
+            .node
+            .audit_append(peer.audit_actor(), action, format!("name={name:?}"))
+            .await
+            .map_err(audit_failed)?;
+        let state = self
+            .node
+            .breaker_command(name, command)
+            .await
+            .map_err(unavailable)?;
+        info!(
+            uid = peer.uid,
+            breaker = name,
+            action,
+            state = state_name(state),
+            "breaker command"
+        );
+        Ok(BreakerChange {
+            name: name.to_string(),
+            state: state_name(state).to_string(),
             audit_seq: entry.seq,
         })
     }

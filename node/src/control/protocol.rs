@@ -39,6 +39,18 @@ pub enum Request {
     },
     /// Walk the audit log's hash chain. Read-only.
     AuditVerify,
+    /// Every circuit breaker and its state. Read-only.
+    Breakers,
+    /// Close a breaker and forget its history (audited before it takes effect).
+    BreakerReset {
+        /// The breaker, e.g. `store`.
+        name: String,
+    },
+    /// Open a breaker until it is reset (audited before it takes effect).
+    BreakerOpen {
+        /// The breaker, e.g. `store`.
+        name: String,
+    },
 }
 
 impl Request {
@@ -48,6 +60,9 @@ impl Request {
             Request::Status => "status",
             Request::LogLevel { .. } => "log-level",
             Request::AuditVerify => "audit-verify",
+            Request::Breakers => "breakers",
+            Request::BreakerReset { .. } => "breaker-reset",
+            Request::BreakerOpen { .. } => "breaker-open",
         }
     }
 }
@@ -127,6 +142,33 @@ pub enum Reply {
     LogLevel(LogLevelChange),
     /// Answer to [`Request::AuditVerify`].
     AuditVerify(AuditVerification),
+    /// Answer to [`Request::Breakers`].
+    Breakers {
+        /// Each breaker and its state.
+        breakers: Vec<BreakerRow>,
+    },
+    /// Answer to [`Request::BreakerReset`] and [`Request::BreakerOpen`].
+    BreakerChange(BreakerChange),
+}
+
+/// One circuit breaker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerRow {
+    /// The dependency it guards, e.g. `store`.
+    pub name: String,
+    /// `closed`, `half-open`, `open` or `forced-open`.
+    pub state: String,
+}
+
+/// What an operator's breaker command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerChange {
+    /// The breaker.
+    pub name: String,
+    /// Its state now.
+    pub state: String,
+    /// The audit entry recording the command.
+    pub audit_seq: u64,
 }
 
 /// What `status` reports. Everything here is O(1) to gather.
