@@ -15,11 +15,13 @@ use crate::caller::Caller;
 use crate::intake::IntakeMsg;
 use crate::pipeline::PipelineConfig;
 use crate::policy::breaker::BreakerState;
+use crate::policy::degradation::Level;
 use crate::published_breaker::new_board;
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
 use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::tier_queues::{DegradeCommand, QueueStatus, TierMsg, new_level_board};
 
 /// The audit actor for API keys created over the client protocol.
 const AUDIT_ACTOR_API: &str = "api";
@@ -86,12 +88,14 @@ impl NodeHandle {
         let (tx, rx) = watch::channel(Children::default());
         let board = new_board();
         let store_breaker = board.subscribe();
+        let level = new_level_board();
         let args = SupervisorArgs {
             store: Arc::clone(&store),
             children: tx,
             policy: RestartPolicy::default(),
             pipeline,
             store_breaker: board,
+            level,
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
@@ -116,6 +120,22 @@ impl NodeHandle {
     #[cfg(feature = "fault-injection")]
     pub fn store_for_tests(&self) -> Arc<Store> {
         Arc::clone(&self.inner.store)
+    }
+
+    /// The tier queues' depths, slots in flight and degradation level.
+    pub async fn queues(&self) -> Result<QueueStatus, ErrorCode> {
+        let tiers = self.child(|c| c.tiers.clone(), "tier queues")?;
+        call(&tiers, "tier queues", |reply| TierMsg::Status { reply }).await
+    }
+
+    /// Pins the degradation level or hands it back to the load; the level afterwards.
+    pub async fn degrade(&self, command: DegradeCommand) -> Result<Level, ErrorCode> {
+        let tiers = self.child(|c| c.tiers.clone(), "tier queues")?;
+        call(&tiers, "tier queues", |reply| TierMsg::Degrade {
+            command,
+            reply,
+        })
+        .await
     }
 
     /// Every circuit breaker of the node with its current state.

@@ -12,7 +12,6 @@
 use std::time::{Duration, Instant};
 
 use chorus_protocol::{ErrorCode, Item, Request};
-use ractor::factory::FactoryMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::watch;
 use tracing::debug;
@@ -20,11 +19,12 @@ use tracing::debug;
 use crate::caller::Caller;
 use crate::policy::admission::SubmitLimits;
 use crate::policy::breaker::BreakerState;
+use crate::policy::degradation::Level;
 use crate::policy::rate_limit::RateLimitConfig;
 use crate::published_breaker::rejects;
 use crate::store_actor::{BatchOutcome, STORE_DEPENDENCY, merge};
 use crate::supervisor::Children;
-use crate::validator_pool::ValidateJob;
+use crate::tier_queues::{SHED_RETRY_AFTER, TierJob, TierMsg};
 
 /// How often idle rate-limit keys are forgotten (they hold no information).
 const PURGE_EVERY: Duration = Duration::from_secs(10);
@@ -54,6 +54,8 @@ pub struct IntakeArgs {
     pub limits: RateLimitConfig,
     /// The store's circuit breaker as the store actor publishes it.
     pub store_breaker: watch::Receiver<BreakerState>,
+    /// The degradation level as the tier queues publish it.
+    pub level: watch::Receiver<Level>,
 }
 
 /// The intake actor's state: where to find the current validator pool.
@@ -62,6 +64,7 @@ pub struct IntakeState {
     limits: SubmitLimits,
     last_purge: Instant,
     store_breaker: watch::Receiver<BreakerState>,
+    level: watch::Receiver<Level>,
 }
 
 impl IntakeState {
@@ -81,6 +84,21 @@ impl IntakeState {
         if rejects(*self.store_breaker.borrow()) {
             let _ = reply.send(Err(ErrorCode::CircuitOpen {
                 dependency: STORE_DEPENDENCY.into(),
+            }));
+            return;
+        }
+        // A submission is as urgent as its most urgent item.
+        let tier = items.iter().map(|i| i.tier).min().unwrap_or_default();
+        let level = *self.level.borrow();
+        if !level.admits(tier) {
+            debug!(
+                tier = tier.as_str(),
+                level = level.as_str(),
+                "shed by the degradation level"
+            );
+            let _ = reply.send(Err(ErrorCode::Overloaded {
+                tier,
+                retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
             }));
             return;
         }
@@ -127,21 +145,26 @@ impl IntakeState {
             let _ = reply.send(Ok(merge(Vec::new(), rejected)));
             return;
         }
-        let Some(validators) = self.children.borrow().validators.clone() else {
-            let _ = reply.send(Err(validators_unavailable()));
+        let Some(tiers) = self.children.borrow().tiers.clone() else {
+            let _ = reply.send(Err(tiers_unavailable()));
             return;
         };
-        if let Err(e) = validators.dispatch((), ValidateJob::new(valid, rejected, reply))
-            && let MessagingErr::SendErr(FactoryMessage::Dispatch(mut job)) = *e
+        let job = TierJob {
+            items: valid,
+            rejected,
+            reply,
+        };
+        if let Err(MessagingErr::SendErr(TierMsg::Enqueue { job, .. })) =
+            tiers.cast(TierMsg::Enqueue { tier, job })
         {
-            job.msg.fail(validators_unavailable());
+            let _ = job.reply.send(Err(tiers_unavailable()));
         }
     }
 }
 
-fn validators_unavailable() -> ErrorCode {
+fn tiers_unavailable() -> ErrorCode {
     ErrorCode::Unavailable {
-        reason: "validators restarting".into(),
+        reason: "tier queues restarting".into(),
     }
 }
 
@@ -162,6 +185,7 @@ impl Actor for IntakeActor {
             limits,
             last_purge: now,
             store_breaker: args.store_breaker,
+            level: args.level,
         })
     }
 

@@ -33,6 +33,7 @@ pub mod store;
 pub mod store_actor;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tier_queues;
 pub mod validation;
 pub mod validator_pool;
 

@@ -12,4 +12,5 @@ mod impls {
     impl ractor::Message for crate::supervisor::SupervisorMsg {}
     impl ractor::Message for crate::validator_pool::ValidateJob {}
     impl ractor::Message for crate::validator_pool::ValidatorArgs {}
+    impl ractor::Message for crate::tier_queues::TierMsg {}
 }

@@ -1,7 +1,9 @@
 //! The write pipeline's settings, given to the actor tree at start.
 
 use crate::policy::breaker::{BreakerConfig, BreakerConfigError};
+use crate::policy::degradation::{DegradationConfig, DegradationConfigError};
 use crate::policy::rate_limit::{RateLimitConfig, RateLimitConfigError};
+use crate::policy::tier_queue::{TierQueueConfig, TierQueueConfigError};
 use crate::validation::{ValidationConfig, ValidationConfigError};
 
 /// Most validator workers a node runs.
@@ -20,7 +22,18 @@ pub struct PipelineConfig {
     /// The store's circuit breaker (opens after 5 failed flushes in a row; half-open
     /// after 30 s).
     pub store_breaker: BreakerConfig,
+    /// The four tier queues (weights, timeouts, capacities).
+    pub tiers: TierQueueConfig,
+    /// When load sheds the batch tier, and when everything but realtime and priority.
+    pub degradation: DegradationConfig,
+    /// Most submissions past the tier queues at once (validating or storing); bounds the
+    /// store's queue so that under overload the tier queues, not the store, hold the
+    /// backlog. Default 512.
+    pub max_in_flight: usize,
 }
+
+/// The default of [`PipelineConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -29,6 +42,9 @@ impl Default for PipelineConfig {
             validation: ValidationConfig::default(),
             validator_workers: default_validator_workers(),
             store_breaker: BreakerConfig::store(),
+            tiers: TierQueueConfig::default(),
+            degradation: DegradationConfig::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -53,6 +69,15 @@ pub enum PipelineConfigError {
     /// The store's circuit breaker settings are invalid.
     #[error("store_breaker: {0}")]
     StoreBreaker(#[from] BreakerConfigError),
+    /// A tier queue's settings are invalid.
+    #[error("tiers: {0}")]
+    Tiers(#[from] TierQueueConfigError),
+    /// The degradation thresholds are invalid.
+    #[error("degradation: {0}")]
+    Degradation(#[from] DegradationConfigError),
+    /// `max_in_flight` is zero.
+    #[error("max_in_flight must be at least 1")]
+    MaxInFlight,
     /// `validator_workers` is out of range.
     #[error("validator_workers is {0}, must be 1..={MAX_VALIDATOR_WORKERS}")]
     ValidatorWorkers(usize),
@@ -64,6 +89,11 @@ impl PipelineConfig {
         self.limits.validate()?;
         self.validation.validate()?;
         self.store_breaker.validate()?;
+        self.tiers.validate()?;
+        self.degradation.validate()?;
+        if self.max_in_flight == 0 {
+            return Err(PipelineConfigError::MaxInFlight);
+        }
         if !(1..=MAX_VALIDATOR_WORKERS).contains(&self.validator_workers) {
             return Err(PipelineConfigError::ValidatorWorkers(
                 self.validator_workers,

@@ -198,6 +198,9 @@ pub struct Store {
     /// Test-only: make every write fail, as a broken disk would.
     #[cfg(feature = "fault-injection")]
     failing: std::sync::atomic::AtomicBool,
+    /// Test-only: milliseconds every write batch takes at least, as a slow disk would.
+    #[cfg(feature = "fault-injection")]
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -272,6 +275,8 @@ impl Store {
             bootstrap: Mutex::new(()),
             #[cfg(feature = "fault-injection")]
             failing: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
         store.flush()?;
         if store.durability == Durability::Full {
@@ -319,6 +324,10 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
+        #[cfg(feature = "fault-injection")]
+        std::thread::sleep(std::time::Duration::from_millis(
+            self.delay_ms.load(std::sync::atomic::Ordering::Relaxed),
+        ));
         #[cfg(feature = "fault-injection")]
         if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(StoreError::Sync {
@@ -537,6 +546,15 @@ impl Store {
     pub fn inject_write_failures(&self, failing: bool) {
         self.failing
             .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test-only: make every write batch take at least `delay` (a slow disk).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_write_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Number of items stored (all partitions). O(n): for tests and tools.

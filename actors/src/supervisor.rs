@@ -21,6 +21,7 @@ use crate::published_breaker::BreakerBoard;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
+use crate::tier_queues::{LevelBoard, TierMsg, TierQueues, TierQueuesArgs};
 use crate::validation::Validator;
 use crate::validator_pool::{self, ValidatorFactory, ValidatorPool};
 
@@ -36,6 +37,8 @@ pub struct Children {
     pub intake: Option<ActorRef<IntakeMsg>>,
     /// The validator pool's factory.
     pub validators: Option<ValidatorPool>,
+    /// The tier queues actor.
+    pub tiers: Option<ActorRef<TierMsg>>,
 }
 
 /// Which child.
@@ -47,6 +50,8 @@ pub enum Child {
     Intake,
     /// The validator pool.
     Validators,
+    /// The tier queues.
+    Tiers,
 }
 
 impl Child {
@@ -55,6 +60,7 @@ impl Child {
             Child::Store => "store",
             Child::Intake => "intake",
             Child::Validators => "validators",
+            Child::Tiers => "tiers",
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct SupervisorArgs {
     pub pipeline: PipelineConfig,
     /// Where the store's circuit breaker publishes its state (outlives store restarts).
     pub store_breaker: BreakerBoard,
+    /// Where the degradation level is published (outlives tier queue restarts).
+    pub level: LevelBoard,
 }
 
 /// The node supervisor actor.
@@ -99,6 +107,9 @@ pub struct SupervisorState {
     store_restarts: RestartIntensity,
     intake_restarts: RestartIntensity,
     validator_restarts: RestartIntensity,
+    tier_restarts: RestartIntensity,
+    /// Where the degradation level is published.
+    level: LevelBoard,
     /// Pending restart timers, aborted on shutdown.
     timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
     shutting_down: bool,
@@ -131,6 +142,7 @@ impl SupervisorState {
                     children: self.children.subscribe(),
                     limits: self.pipeline.limits,
                     store_breaker: self.store_breaker.subscribe(),
+                    level: self.level.subscribe(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, IntakeActor, args, cell).await?;
                 self.children.send_modify(|c| c.intake = Some(actor));
@@ -145,6 +157,17 @@ impl SupervisorState {
                 let (actor, _) =
                     Actor::spawn_linked(None, ValidatorFactory::default(), args, cell).await?;
                 self.children.send_modify(|c| c.validators = Some(actor));
+            }
+            Child::Tiers => {
+                let args = TierQueuesArgs {
+                    children: self.children.subscribe(),
+                    tiers: self.pipeline.tiers,
+                    degradation: self.pipeline.degradation,
+                    max_in_flight: self.pipeline.max_in_flight,
+                    level: self.level.clone(),
+                };
+                let (actor, _) = Actor::spawn_linked(None, TierQueues, args, cell).await?;
+                self.children.send_modify(|c| c.tiers = Some(actor));
             }
         }
         Ok(())
@@ -164,6 +187,8 @@ impl SupervisorState {
             .is_some_and(|a| a.get_id() == id)
         {
             Some(Child::Validators)
+        } else if children.tiers.as_ref().is_some_and(|a| a.get_id() == id) {
+            Some(Child::Tiers)
         } else {
             None
         }
@@ -175,11 +200,13 @@ impl SupervisorState {
             Child::Store => c.store = None,
             Child::Intake => c.intake = None,
             Child::Validators => c.validators = None,
+            Child::Tiers => c.tiers = None,
         });
         let intensity = match child {
             Child::Store => &mut self.store_restarts,
             Child::Intake => &mut self.intake_restarts,
             Child::Validators => &mut self.validator_restarts,
+            Child::Tiers => &mut self.tier_restarts,
         };
         match intensity.handle_failure(Instant::now()) {
             RestartDecision::RestartAfter(delay) => {
@@ -213,6 +240,13 @@ impl SupervisorState {
         let children = self.children.send_replace(Children::default());
         if let Some(intake) = children.intake {
             let _ = intake
+                .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
+                .await;
+        }
+        // The tier queues answer what still waits in them, and their jobs in flight
+        // reach the validators before those stop.
+        if let Some(tiers) = children.tiers {
+            let _ = tiers
                 .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
                 .await;
         }
@@ -283,11 +317,14 @@ impl Actor for NodeSupervisor {
             store_restarts: RestartIntensity::new(args.policy),
             intake_restarts: RestartIntensity::new(args.policy),
             validator_restarts: RestartIntensity::new(args.policy),
+            tier_restarts: RestartIntensity::new(args.policy),
+            level: args.level,
             timers: Vec::new(),
             shutting_down: false,
         };
         state.spawn(Child::Store, &myself).await?;
         state.spawn(Child::Validators, &myself).await?;
+        state.spawn(Child::Tiers, &myself).await?;
         state.spawn(Child::Intake, &myself).await?;
         Ok(state)
     }

@@ -25,8 +25,30 @@ pub const BREAKER_STATE: &str = "chorus_breaker_state";
 /// Changes of a circuit breaker's state, by the state entered.
 pub const BREAKER_TRANSITIONS: &str = "chorus_breaker_transitions_total";
 
+/// Submissions waiting in each tier's queue.
+pub const TIER_QUEUE_DEPTH: &str = "chorus_tier_queue_depth";
+/// The degradation level: 0 normal, 1 shedding batch and optional work, 2 critical only.
+pub const DEGRADATION_LEVEL: &str = "chorus_degradation_level";
+/// Changes of the degradation level, by the level entered.
+pub const DEGRADATION_CHANGES: &str = "chorus_degradation_changes_total";
+
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
+    metrics::describe_gauge!(
+        TIER_QUEUE_DEPTH,
+        metrics::Unit::Count,
+        "Submissions waiting in each tier's queue."
+    );
+    metrics::describe_gauge!(
+        DEGRADATION_LEVEL,
+        metrics::Unit::Count,
+        "Degradation level: 0 normal, 1 shedding batch and optional work, 2 critical only."
+    );
+    metrics::describe_counter!(
+        DEGRADATION_CHANGES,
+        metrics::Unit::Count,
+        "Changes of the degradation level, by the level entered."
+    );
     metrics::describe_gauge!(
         BREAKER_STATE,
         metrics::Unit::Count,

@@ -170,6 +170,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
         children: tx,
         pipeline: PipelineConfig::default(),
         store_breaker: chorus_actors::published_breaker::new_board(),
+        level: chorus_actors::tier_queues::new_level_board(),
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -205,6 +206,7 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
         children: tx,
         pipeline: PipelineConfig::default(),
         store_breaker: chorus_actors::published_breaker::new_board(),
+        level: chorus_actors::tier_queues::new_level_board(),
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -233,6 +235,7 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
         children: tx,
         pipeline: PipelineConfig::default(),
         store_breaker: chorus_actors::published_breaker::new_board(),
+        level: chorus_actors::tier_queues::new_level_board(),
         policy: RestartPolicy {
             base_backoff: Duration::from_millis(200),
             ..RestartPolicy::default()

@@ -1,0 +1,421 @@
+//! The tier queues actor: the thin driver of [`TierScheduler`] and
+//! [`DegradationPolicy`] between intake and the validator pool.
+//!
+//! ```text
+//! Intake ──Enqueue(tier, job)──► TierQueues ──(≤ max_in_flight jobs)──► validators ──► store
+//!                                   ▲  four bounded queues, weighted, deadline-aware
+//!                                   └── Done (a job's caller was answered)
+//! ```
+//!
+//! Submissions wait here, by tier, instead of piling up behind the store: at most
+//! `max_in_flight` jobs are past this point, so under overload the queue that grows is
+//! this one, where realtime work is served first (weight 1000 to batch's 1), an entry
+//! past its deadline is answered `Timeout` and never processed, and a full tier is
+//! answered `Overloaded{tier, retry_after_ms}` at once. A timer drains expired entries
+//! and feeds the queue fill and the process's CPU use into the degradation policy,
+//! whose level is published for intake to shed by (no message per request).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_protocol::{ErrorCode, Item, Tier};
+use ractor::factory::FactoryMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::policy::degradation::{DegradationConfig, DegradationPolicy, Level, LevelChange, Load};
+use crate::policy::tier_queue::{Popped, Rejected, TierQueueConfig, TierScheduler};
+use crate::store_actor::BatchOutcome;
+use crate::supervisor::Children;
+use crate::telemetry::{DEGRADATION_CHANGES, DEGRADATION_LEVEL, TIER_QUEUE_DEPTH};
+use crate::validator_pool::ValidateJob;
+
+/// How often expired entries are answered and the load is observed.
+pub const TICK: Duration = Duration::from_millis(50);
+/// The retry hint for a submission shed by the degradation level.
+pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Where the degradation level is published; shared by every incarnation.
+pub type LevelBoard = Arc<watch::Sender<Level>>;
+
+/// A new board starting at `Normal`.
+pub fn new_level_board() -> LevelBoard {
+    Arc::new(watch::channel(Level::Normal).0)
+}
+
+/// A submission waiting for a validator: its items, outcomes already decided for other
+/// positions of the caller's batch, and where the answer goes.
+pub struct TierJob {
+    /// The items to validate and store.
+    pub items: Vec<Item>,
+    /// `(index in the caller's batch, outcome)`, sorted by index.
+    pub rejected: Vec<(usize, ErrorCode)>,
+    /// The caller.
+    pub reply: RpcReplyPort<BatchOutcome>,
+}
+
+impl TierJob {
+    fn fail(self, error: ErrorCode) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// What `chorus ctl queues` shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueStatus {
+    /// Entries waiting per tier, most urgent first, with each tier's capacity.
+    pub tiers: Vec<(Tier, usize, usize)>,
+    /// Jobs past the queues (validating or storing).
+    pub in_flight: usize,
+    /// The most jobs allowed past the queues.
+    pub max_in_flight: usize,
+    /// The degradation level, and whether an operator pinned it.
+    pub level: Level,
+    /// Whether the level is set by hand.
+    pub manual: bool,
+}
+
+/// An operator's command to the degradation policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DegradeCommand {
+    /// Pin the level.
+    Set(Level),
+    /// Let the load decide again.
+    Auto,
+}
+
+/// Messages of the tier queues actor.
+pub enum TierMsg {
+    /// Queue a submission in its tier.
+    Enqueue {
+        /// The most urgent tier among the submission's items.
+        tier: Tier,
+        /// The submission.
+        job: TierJob,
+    },
+    /// Internal: a job's caller was answered; its slot is free.
+    Done,
+    /// Internal: answer expired entries and observe the load.
+    Tick,
+    /// The queues' state.
+    Status {
+        /// Where it goes.
+        reply: RpcReplyPort<QueueStatus>,
+    },
+    /// Pin the degradation level or return it to automatic; answers the level.
+    Degrade {
+        /// What to do.
+        command: DegradeCommand,
+        /// The level afterwards.
+        reply: RpcReplyPort<Level>,
+    },
+}
+
+/// Arguments of the tier queues actor.
+pub struct TierQueuesArgs {
+    /// Where the validator pool is published.
+    pub children: watch::Receiver<Children>,
+    /// The four queues.
+    pub tiers: TierQueueConfig,
+    /// Thresholds of the degradation levels.
+    pub degradation: DegradationConfig,
+    /// Most jobs past the queues at once.
+    pub max_in_flight: usize,
+    /// Where the degradation level is published.
+    pub level: LevelBoard,
+}
+
+/// The tier queues actor.
+#[derive(Debug, Default)]
+pub struct TierQueues;
+
+/// Its state.
+pub struct TierQueuesState {
+    children: watch::Receiver<Children>,
+    scheduler: TierScheduler<TierJob>,
+    degradation: DegradationPolicy,
+    level: LevelBoard,
+    in_flight: usize,
+    max_in_flight: usize,
+    /// The tasks handing answers back to callers (one per job in flight).
+    forwards: JoinSet<()>,
+    cpu: CpuSampler,
+    /// The timer sending `Tick`; aborted when the actor stops.
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl TierQueuesState {
+    /// Hands jobs to the validators while slots are free; expired ones get `Timeout`.
+    fn pump(&mut self, myself: &ActorRef<TierMsg>) {
+        while self.in_flight < self.max_in_flight {
+            match self.scheduler.pop(Instant::now()) {
+                None => break,
+                Some(Popped::Expired { item, tier }) => {
+                    debug!(tier = tier.as_str(), "deadline passed in the queue");
+                    item.fail(ErrorCode::Timeout);
+                }
+                Some(Popped::Ready { item, .. }) => self.dispatch(item, myself),
+            }
+        }
+        self.publish_depths();
+    }
+
+    /// Sends a job to the validators; a task answers its caller and frees the slot.
+    fn dispatch(&mut self, job: TierJob, myself: &ActorRef<TierMsg>) {
+        let Some(validators) = self.children.borrow().validators.clone() else {
+            job.fail(ErrorCode::Unavailable {
+                reason: "validators restarting".into(),
+            });
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        let TierJob {
+            items,
+            rejected,
+            reply,
+        } = job;
+        if let Err(e) = validators.dispatch((), ValidateJob::new(items, rejected, tx.into()))
+            && let MessagingErr::SendErr(FactoryMessage::Dispatch(mut refused)) = *e
+        {
+            refused.msg.fail(ErrorCode::Unavailable {
+                reason: "validators restarting".into(),
+            });
+        }
+        self.in_flight += 1;
+        while self.forwards.try_join_next().is_some() {}
+        let myself = myself.clone();
+        self.forwards.spawn(async move {
+            let outcome = rx.await.unwrap_or_else(|_| {
+                Err(ErrorCode::Unavailable {
+                    reason: "the pipeline dropped the request".into(),
+                })
+            });
+            let _ = reply.send(outcome);
+            // Fails only if this actor is gone; its successor starts with no slots used.
+            let _ = myself.cast(TierMsg::Done);
+        });
+    }
+
+    /// Answers expired entries and moves the degradation level with the load.
+    fn tick(&mut self, myself: &ActorRef<TierMsg>) {
+        let now = Instant::now();
+        for (tier, job) in self.scheduler.drain_expired(now) {
+            debug!(tier = tier.as_str(), "deadline passed in the queue");
+            job.fail(ErrorCode::Timeout);
+        }
+        let load = Load {
+            queue_fill: self.scheduler.fill_fraction(),
+            cpu: self.cpu.sample(now),
+        };
+        if let Some(change) = self.degradation.observe(now, load) {
+            self.publish_level(change, load);
+        }
+        self.pump(myself);
+    }
+
+    fn publish_level(&mut self, change: LevelChange, load: Load) {
+        warn!(
+            from = change.from.as_str(),
+            to = change.to.as_str(),
+            queue_fill = load.queue_fill,
+            cpu = load.cpu,
+            "degradation level changed"
+        );
+        metrics::counter!(DEGRADATION_CHANGES, "to" => change.to.as_str()).increment(1);
+        metrics::gauge!(DEGRADATION_LEVEL).set(level_number(change.to));
+        self.level.send_replace(change.to);
+    }
+
+    fn publish_depths(&self) {
+        for tier in Tier::ALL {
+            metrics::gauge!(TIER_QUEUE_DEPTH, "tier" => tier.as_str())
+                .set(self.scheduler.len(tier) as f64);
+        }
+    }
+
+    fn status(&self) -> QueueStatus {
+        QueueStatus {
+            tiers: Tier::ALL
+                .iter()
+                .map(|t| {
+                    (
+                        *t,
+                        self.scheduler.len(*t),
+                        self.scheduler.config().tier(*t).capacity.get(),
+                    )
+                })
+                .collect(),
+            in_flight: self.in_flight,
+            max_in_flight: self.max_in_flight,
+            level: self.degradation.level(),
+            manual: self.degradation.is_manual(),
+        }
+    }
+}
+
+fn level_number(level: Level) -> f64 {
+    match level {
+        Level::Normal => 0.0,
+        Level::ShedOptional => 1.0,
+        Level::CriticalOnly => 2.0,
+    }
+}
+
+impl Actor for TierQueues {
+    type Msg = TierMsg;
+    type State = TierQueuesState;
+    type Arguments = TierQueuesArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let ticker = myself.send_interval(TICK, || TierMsg::Tick);
+        let degradation = DegradationPolicy::new(args.degradation)?;
+        args.level.send_replace(degradation.level());
+        Ok(TierQueuesState {
+            children: args.children,
+            scheduler: TierScheduler::new(args.tiers)?,
+            degradation,
+            level: args.level,
+            in_flight: 0,
+            max_in_flight: args.max_in_flight.max(1),
+            forwards: JoinSet::new(),
+            cpu: CpuSampler::new(Instant::now()),
+            ticker,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TierMsg::Enqueue { tier, job } => {
+                if let Err(Rejected {
+                    tier,
+                    retry_after,
+                    item,
+                }) = state.scheduler.push(Instant::now(), tier, job)
+                {
+                    item.fail(ErrorCode::Overloaded {
+                        tier,
+                        retry_after_ms: retry_after.as_millis().max(1) as u64,
+                    });
+                }
+                state.pump(&myself);
+            }
+            TierMsg::Done => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                state.pump(&myself);
+            }
+            TierMsg::Tick => state.tick(&myself),
+            TierMsg::Status { reply } => {
+                let _ = reply.send(state.status());
+            }
+            TierMsg::Degrade { command, reply } => {
+                match command {
+                    DegradeCommand::Set(level) => {
+                        if let Some(change) = state.degradation.set(level) {
+                            state.publish_level(
+                                change,
+                                Load {
+                                    queue_fill: state.scheduler.fill_fraction(),
+                                    cpu: f64::NAN,
+                                },
+                            );
+                        }
+                    }
+                    DegradeCommand::Auto => state.degradation.auto(),
+                }
+                let _ = reply.send(state.degradation.level());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        // Everything still queued is answered; jobs in flight answer themselves.
+        let now = Instant::now();
+        while let Some(popped) = state.scheduler.pop(now) {
+            let job = match popped {
+                Popped::Ready { item, .. } | Popped::Expired { item, .. } => item,
+            };
+            job.fail(ErrorCode::Unavailable {
+                reason: "node stopping".into(),
+            });
+        }
+        while state.forwards.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// The process's CPU use, from `/proc/self/stat`, as a fraction of all cores.
+struct CpuSampler {
+    last: Option<(Instant, u64)>,
+    cores: f64,
+    ticks_per_sec: f64,
+}
+
+/// Clock ticks per second of `/proc` times (USER_HZ; 100 on Linux).
+const USER_HZ: f64 = 100.0;
+/// Shortest interval over which CPU use is measured (shorter is too coarse at 100 Hz).
+const CPU_WINDOW: Duration = Duration::from_millis(500);
+
+impl CpuSampler {
+    fn new(now: Instant) -> Self {
+        CpuSampler {
+            last: process_ticks().map(|t| (now, t)),
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            ticks_per_sec: USER_HZ,
+        }
+    }
+
+    /// CPU use since the last sample, 0.0..=1.0; NaN when unknown (ignored by the policy).
+    fn sample(&mut self, now: Instant) -> f64 {
+        let Some((then, ticks)) = self.last else {
+            return f64::NAN;
+        };
+        let elapsed = now.duration_since(then);
+        if elapsed < CPU_WINDOW {
+            return f64::NAN;
+        }
+        let Some(current) = process_ticks() else {
+            return f64::NAN;
+        };
+        self.last = Some((now, current));
+        let used = current.saturating_sub(ticks) as f64 / self.ticks_per_sec;
+        used / (elapsed.as_secs_f64() * self.cores)
+    }
+}
+
+/// utime + stime of this process, in clock ticks.
+fn process_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_ticks() {
+        assert!(process_ticks().is_some());
+    }
+}
