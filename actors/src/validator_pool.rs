@@ -34,7 +34,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chorus_protocol::{ErrorCode, Item, ItemId, Tier};
+use chorus_protocol::{ErrorCode, Item, ItemId, Status, Tier};
 use ractor::factory::queues::DefaultQueue;
 use ractor::factory::routing::QueuerRouting;
 use ractor::factory::{
@@ -132,11 +132,20 @@ pub struct ValidatorArgs {
     pub reviewer: Reviewer,
 }
 
-/// One stored item waiting for its after-ack content check.
-#[derive(Clone, Copy, Debug)]
+/// One stored item waiting for its after-ack content check: the item as stored
+/// (redacted) and the status it was acknowledged with, so that the common case — the
+/// check agrees — needs no read of the store.
+#[derive(Clone, Debug)]
 pub struct DeferredWork {
-    id: ItemId,
+    item: Box<Item>,
+    acked: Status,
     check: DeferredCheck,
+}
+
+impl DeferredWork {
+    fn id(&self) -> ItemId {
+        self.item.id
+    }
 }
 
 /// The sending side of the pool's bounded after-ack review queue; the background task
@@ -158,11 +167,12 @@ impl Reviewer {
     /// Queues `work` for review without waiting; `false` (counted and logged) when the
     /// queue is full or the review task is gone.
     fn submit(&self, work: DeferredWork) -> bool {
+        let id = work.id();
         match self.queue.try_send(work) {
             Ok(()) => true,
             Err(e) => {
                 let full = matches!(e, mpsc::error::TrySendError::Full(_));
-                debug!(item = %work.id, full, "after-ack content check skipped");
+                debug!(item = %id, full, "after-ack content check skipped");
                 metrics::counter!(VALIDATION_DEFERRED_SKIPPED).increment(1);
                 false
             }
@@ -174,8 +184,8 @@ impl Reviewer {
     fn submit_stored(&self, stored: &HashSet<ItemId>, deferred: Vec<DeferredWork>) -> usize {
         deferred
             .into_iter()
-            .filter(|w| stored.contains(&w.id))
-            .filter(|w| !self.submit(*w))
+            .filter(|w| stored.contains(&w.id()))
+            .filter(|w| !self.submit(w.clone()))
             .count()
     }
 }
@@ -230,15 +240,20 @@ fn review(
 ) -> Result<(u64, u64), StoreError> {
     let mut checked = 0;
     let mut updates = Vec::new();
-    for DeferredWork { id, check } in work {
+    for DeferredWork { item, acked, check } in work {
+        let id = item.id;
+        let verdict = validator.check_deferred(&item, &check);
+        checked += 1;
+        if verdict.status == acked {
+            // The common case: the review agrees with the ack; nothing to read or write.
+            continue;
+        }
         let Some(stored) = store.get(id)? else {
             continue;
         };
         if stored.receipt.alignment_score.is_some() {
             continue;
         }
-        let verdict = validator.check_deferred(&stored.item, &check);
-        checked += 1;
         // Only a changed status is written: a clean item keeps the receipt it was
         // acknowledged with (a retry gets the same answer) and costs no rewrite.
         if verdict.status != stored.receipt.status {
@@ -343,7 +358,11 @@ fn validate(
             Ok(verdict) => {
                 if let Some(check) = verdict.deferred {
                     // Production mode: the rules run after the ack (see `Reviewer`).
-                    deferred.push(DeferredWork { id: item.id, check });
+                    deferred.push(DeferredWork {
+                        item: Box::new(item.clone()),
+                        acked: verdict.status.clone(),
+                        check,
+                    });
                 }
                 writes.push(Write {
                     item,
@@ -474,7 +493,7 @@ mod tests {
             Vec::new(),
         );
         assert!(writes.iter().all(|w| w.status == Status::Accepted));
-        let ids: Vec<ItemId> = deferred.iter().map(|w| w.id).collect();
+        let ids: Vec<ItemId> = deferred.iter().map(|w| w.id()).collect();
         assert_eq!(ids, vec![writes[0].item.id, writes[1].item.id]);
     }
 
@@ -483,16 +502,18 @@ mod tests {
         let (queue, mut rx) = mpsc::channel(1);
         let reviewer = Reviewer { queue };
         let work = |text: &str| DeferredWork {
-            id: item(text).id,
+            item: Box::new(item(text)),
+            acked: Status::Accepted,
             check: DeferredCheck {
                 pii: Default::default(),
             },
         };
         let (a, b, c) = (work("a"), work("b"), work("c"));
-        let stored: HashSet<ItemId> = [a.id, b.id].into_iter().collect();
+        let (a_id, b_id) = (a.id(), b.id());
+        let stored: HashSet<ItemId> = [a_id, b_id].into_iter().collect();
         // `c` was not stored: not queued, not counted; `b` finds the queue full.
-        assert_eq!(reviewer.submit_stored(&stored, vec![a, b, c]), 1);
-        assert_eq!(rx.try_recv().unwrap().id, a.id);
+        assert_eq!(reviewer.submit_stored(&stored, vec![a.clone(), b, c]), 1);
+        assert_eq!(rx.try_recv().unwrap().id(), a_id);
         assert!(rx.try_recv().is_err());
         // A stopped review task counts as skipped too.
         drop(rx);
