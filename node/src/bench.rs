@@ -52,7 +52,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "standard")]
     pub tier: String,
     /// A mix of tiers by weight instead of `--tier`, e.g.
-    /// `realtime=10,priority=20,standard=40,batch=30`; latency is reported per tier.
+    /// `realtime=10,priority=20,standard=40,batch=30`: workers (and so the rate) are split
+    /// between tiers by weight; latency is reported per tier.
     #[arg(long, value_name = "TIER=WEIGHT,...")]
     pub tier_mix: Option<String>,
     /// Pipelined streams per connection in the SDK.
@@ -222,7 +223,9 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             interval: Duration::from_secs_f64(args.concurrency as f64 / rate),
             offset: Duration::from_secs_f64(w as f64 / rate),
         });
+        let tier = shape.tier_of_worker(w, args.concurrency);
         workers.spawn(worker(
+            tier,
             client,
             shape.clone(),
             schedule,
@@ -303,9 +306,11 @@ struct Shape {
 }
 
 impl Shape {
-    /// A tier drawn by weight.
-    fn tier(&self, rng: &mut impl Rng) -> Tier {
-        let mut pick = rng.random_range(0..self.total_weight);
+    /// The tier of worker `w` of `workers`: workers are split between tiers in
+    /// proportion to their weights, and each sends only its own tier, so that a slow
+    /// tier's requests cannot delay (and inflate the latency of) another tier's.
+    fn tier_of_worker(&self, w: usize, workers: usize) -> Tier {
+        let mut pick = (w as u64 * u64::from(self.total_weight) / workers.max(1) as u64) as u32;
         for (tier, weight) in &self.tiers {
             if pick < *weight {
                 return *tier;
@@ -362,6 +367,7 @@ struct Schedule {
 }
 
 async fn worker(
+    tier: Tier,
     client: Client,
     shape: Arc<Shape>,
     schedule: Option<Schedule>,
@@ -392,7 +398,6 @@ async fn worker(
         if due >= end {
             break;
         }
-        let tier = shape.tier(&mut rng);
         let outcome = if shape.batch == 1 {
             client.submit(shape.item(&mut rng, tier)).await.map(|_| ())
         } else {
@@ -510,6 +515,20 @@ fn print_summary(s: &BenchSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_split_between_tiers_by_weight() {
+        let shape = Shape {
+            users: 1,
+            text: String::new(),
+            tiers: parse_tier_mix("realtime=1,batch=3").unwrap(),
+            total_weight: 4,
+            batch: 1,
+        };
+        let tiers: Vec<Tier> = (0..8).map(|w| shape.tier_of_worker(w, 8)).collect();
+        assert_eq!(tiers.iter().filter(|t| **t == Tier::Realtime).count(), 2);
+        assert_eq!(tiers.iter().filter(|t| **t == Tier::Batch).count(), 6);
+    }
 
     #[test]
     fn a_tier_mix_parses_and_refuses_nonsense() {
