@@ -113,12 +113,33 @@ pub enum CtlCommand {
     /// Check the audit log's hash chain; exits 1 and names the first broken entry if
     /// it does not verify.
     AuditVerify,
+    /// The tier queues: depth and capacity per tier, submissions in flight.
+    Queues,
+    /// Show the degradation level, pin it (`set LEVEL`) or return it to the load (`auto`).
+    Degrade {
+        /// What to do; without it, show the level.
+        #[command(subcommand)]
+        action: Option<DegradeAction>,
+    },
     /// List the circuit breakers, or reset / force open one (audited).
     Breakers {
         /// What to do; without it, list them.
         #[command(subcommand)]
         action: Option<BreakerAction>,
     },
+}
+
+/// `chorus ctl degrade ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum DegradeAction {
+    /// Pin the level: normal, shed_optional (no batch tier, no optional work) or
+    /// critical_only (realtime and priority only).
+    Set {
+        /// The level.
+        level: String,
+    },
+    /// Let the load decide the level again.
+    Auto,
 }
 
 /// `chorus ctl breakers ...`

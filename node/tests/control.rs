@@ -206,3 +206,48 @@ async fn ctl_lists_breakers_and_an_opened_store_breaker_turns_submits_away() {
     client.close().await;
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let agent = AgentProcess::start(data, free_udp_port()).await;
+    let client = agent.client().await.unwrap();
+
+    let queues = json_of(&ctl(data, &["queues", "--json"]));
+    let tiers = queues["result"]["tiers"].as_array().unwrap();
+    assert_eq!(tiers.len(), 4);
+    assert_eq!(tiers[0]["tier"], "realtime");
+    assert_eq!(tiers[0]["capacity"], 1024);
+    assert_eq!(queues["result"]["max_in_flight"], 512);
+
+    let level = json_of(&ctl(data, &["degrade", "--json"]));
+    assert_eq!(level["result"]["level"], "normal");
+    assert_eq!(level["result"]["manual"], false);
+
+    let pinned = ctl(data, &["degrade", "set", "critical_only", "--json"]);
+    assert!(pinned.status.success(), "{pinned:?}");
+    let pinned = json_of(&pinned);
+    assert_eq!(pinned["result"]["level"], "critical_only");
+    assert_eq!(pinned["result"]["manual"], true);
+    assert!(pinned["result"]["audit_seq"].as_u64().is_some());
+    match client
+        .submit(chorus_client::Item::new("u", chorus_client::Kind::Text))
+        .await
+    {
+        Err(chorus_client::ClientError::Server(chorus_client::ErrorCode::Overloaded {
+            tier: chorus_client::Tier::Standard,
+            retry_after_ms,
+        })) => assert!(retry_after_ms > 0),
+        other => panic!("expected Overloaded for the standard tier, got {other:?}"),
+    }
+    let mut urgent = chorus_client::Item::new("u", chorus_client::Kind::Text);
+    urgent.tier = chorus_client::Tier::Realtime;
+    client.submit(urgent).await.unwrap();
+
+    assert!(!ctl(data, &["degrade", "set", "panic"]).status.success());
+    let auto = json_of(&ctl(data, &["degrade", "auto", "--json"]));
+    assert_eq!(auto["result"]["manual"], false);
+    client.close().await;
+    stop(agent).await;
+}

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::cli::{BreakerAction, CtlArgs, CtlCommand};
+use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction};
 use crate::config::default_control_socket;
 use crate::control::protocol::{
     AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, StatusReport,
@@ -102,6 +102,18 @@ pub fn request_for(command: &CtlCommand) -> Request {
             level: level.clone(),
         },
         CtlCommand::AuditVerify => Request::AuditVerify,
+        CtlCommand::Queues => Request::Queues,
+        CtlCommand::Degrade { action: None } => Request::Degrade,
+        CtlCommand::Degrade {
+            action: Some(DegradeAction::Set { level }),
+        } => Request::DegradeSet {
+            level: level.clone(),
+        },
+        CtlCommand::Degrade {
+            action: Some(DegradeAction::Auto),
+        } => Request::DegradeSet {
+            level: "auto".into(),
+        },
         CtlCommand::Breakers { action: None } => Request::Breakers,
         CtlCommand::Breakers {
             action: Some(BreakerAction::Reset { name }),
@@ -165,6 +177,26 @@ fn print_reply(reply: &Reply) {
                 .collect();
             print_table(&rows);
         }
+        Reply::Queues(q) => {
+            let mut rows: Vec<(&str, String)> = q
+                .tiers
+                .iter()
+                .map(|t| (t.tier.as_str(), format!("{} / {}", t.depth, t.capacity)))
+                .collect();
+            rows.push((
+                "in flight",
+                format!("{} / {}", q.in_flight, q.max_in_flight),
+            ));
+            print_table(&rows);
+        }
+        Reply::Degrade(d) => println!(
+            "degradation level {} ({}){}",
+            d.level,
+            if d.manual { "pinned" } else { "set by load" },
+            d.audit_seq
+                .map(|seq| format!(", audit entry {seq}"))
+                .unwrap_or_default()
+        ),
         Reply::BreakerChange(change) => println!(
             "breaker {} is now {} (audit entry {})",
             change.name, change.state, change.audit_seq

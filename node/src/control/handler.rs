@@ -4,15 +4,17 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chorus_actors::policy::degradation::Level;
 use chorus_actors::published_breaker::state_name;
 use chorus_actors::store_actor::BreakerCommand;
+use chorus_actors::tier_queues::DegradeCommand;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
 use tracing::info;
 
 use super::protocol::{
-    AuditVerification, BreakerChange, BreakerRow, BrokenLink, ControlError, LogLevelChange, Reply,
-    Request, StatusReport,
+    AuditVerification, BreakerChange, BreakerRow, BrokenLink, ControlError, DegradeReport,
+    LogLevelChange, QueueRow, QueuesReport, Reply, Request, StatusReport,
 };
 use crate::logging::{LogControl, LogLevelError};
 
@@ -88,6 +90,11 @@ impl Handler {
                 .breaker_command(peer, &name, BreakerCommand::ForceOpen)
                 .await
                 .map(Reply::BreakerChange),
+            Request::Queues => self.queues().await.map(Reply::Queues),
+            Request::Degrade => self.degrade(peer, None).await.map(Reply::Degrade),
+            Request::DegradeSet { level } => {
+                self.degrade(peer, Some(&level)).await.map(Reply::Degrade)
+            }
         }
     }
 
@@ -194,6 +201,68 @@ impl Handler {
             name: name.to_string(),
             state: state_name(state).to_string(),
             audit_seq: entry.seq,
+        })
+    }
+
+    /// `queues`: the tier queues as their actor sees them now.
+    pub async fn queues(&self) -> Result<QueuesReport, ControlError> {
+        let status = self.node.queues().await.map_err(unavailable)?;
+        Ok(QueuesReport {
+            tiers: status
+                .tiers
+                .iter()
+                .map(|(tier, depth, capacity)| QueueRow {
+                    tier: tier.as_str().to_string(),
+                    depth: *depth,
+                    capacity: *capacity,
+                })
+                .collect(),
+            in_flight: status.in_flight,
+            max_in_flight: status.max_in_flight,
+        })
+    }
+
+    /// `degrade [set LEVEL | auto]`: shows the level, or audits and applies a change.
+    pub async fn degrade(
+        &self,
+        peer: &Peer,
+        level: Option<&str>,
+    ) -> Result<DegradeReport, ControlError> {
+        let mut audit_seq = None;
+        if let Some(level) = level {
+            let command = match level {
+                "auto" => DegradeCommand::Auto,
+                name => DegradeCommand::Set(
+                    Level::ALL
+                        .into_iter()
+                        .find(|l| l.as_str() == name)
+                        .ok_or_else(|| ControlError::Invalid {
+                            field: "level".into(),
+                            reason: format!(
+                                "{name:?} is not normal, shed_optional, critical_only or auto"
+                            ),
+                        })?,
+                ),
+            };
+            let entry = self
+                .node
+                .audit_append(peer.audit_actor(), "degrade", format!("level={level:?}"))
+                .await
+                .map_err(audit_failed)?;
+            self.node.degrade(command).await.map_err(unavailable)?;
+            info!(
+                uid = peer.uid,
+                level,
+                audit_seq = entry.seq,
+                "degradation level set"
+            );
+            audit_seq = Some(entry.seq);
+        }
+        let status = self.node.queues().await.map_err(unavailable)?;
+        Ok(DegradeReport {
+            level: status.level.as_str().to_string(),
+            manual: status.manual,
+            audit_seq,
         })
     }
 

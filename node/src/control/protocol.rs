@@ -51,6 +51,16 @@ pub enum Request {
         /// The breaker, e.g. `store`.
         name: String,
     },
+    /// The tier queues: depth and capacity per tier, submissions in flight. Read-only.
+    Queues,
+    /// The degradation level. Read-only.
+    Degrade,
+    /// Pin the degradation level (`normal`, `shed_optional`, `critical_only`) or hand
+    /// it back to the load (`auto`); audited before it takes effect.
+    DegradeSet {
+        /// The level, or `auto`.
+        level: String,
+    },
 }
 
 impl Request {
@@ -63,6 +73,9 @@ impl Request {
             Request::Breakers => "breakers",
             Request::BreakerReset { .. } => "breaker-reset",
             Request::BreakerOpen { .. } => "breaker-open",
+            Request::Queues => "queues",
+            Request::Degrade => "degrade",
+            Request::DegradeSet { .. } => "degrade-set",
         }
     }
 }
@@ -149,6 +162,44 @@ pub enum Reply {
     },
     /// Answer to [`Request::BreakerReset`] and [`Request::BreakerOpen`].
     BreakerChange(BreakerChange),
+    /// Answer to [`Request::Queues`].
+    Queues(QueuesReport),
+    /// Answer to [`Request::Degrade`] and [`Request::DegradeSet`].
+    Degrade(DegradeReport),
+}
+
+/// One tier queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRow {
+    /// `realtime`, `priority`, `standard` or `batch`.
+    pub tier: String,
+    /// Submissions waiting.
+    pub depth: usize,
+    /// Most that may wait.
+    pub capacity: usize,
+}
+
+/// What `queues` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuesReport {
+    /// Each tier, most urgent first.
+    pub tiers: Vec<QueueRow>,
+    /// Submissions past the queues (validating or storing).
+    pub in_flight: usize,
+    /// The most allowed past the queues.
+    pub max_in_flight: usize,
+}
+
+/// What `degrade` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DegradeReport {
+    /// `normal`, `shed_optional` or `critical_only`.
+    pub level: String,
+    /// Whether an operator pinned it (otherwise the load sets it).
+    pub manual: bool,
+    /// The audit entry of a change, if this answers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
 }
 
 /// One circuit breaker.
