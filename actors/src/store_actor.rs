@@ -22,6 +22,7 @@ use crate::policy::breaker::{Admission, BreakerConfig, BreakerState, Permit};
 use crate::published_breaker::{BreakerBoard, PublishedBreaker};
 use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
+use crate::tier_queues::Credit;
 
 /// One outcome per submitted item, in order, or one error for the whole batch (the
 /// store is unavailable and nothing of the batch was acknowledged).
@@ -42,6 +43,8 @@ pub enum StoreMsg {
         rejected: Vec<(usize, ErrorCode)>,
         /// Where the merged outcomes go.
         reply: RpcReplyPort<BatchOutcome>,
+        /// A tier-queue slot to free once the reply is sent.
+        credit: Option<Credit>,
     },
     /// Read one item.
     Get {
@@ -128,6 +131,8 @@ enum Waiter {
         items: Vec<Write>,
         rejected: Vec<(usize, ErrorCode)>,
         reply: RpcReplyPort<BatchOutcome>,
+        /// Dropped with the waiter, after its reply.
+        _credit: Option<Credit>,
     },
     Barrier {
         reply: RpcReplyPort<Result<(), ErrorCode>>,
@@ -282,6 +287,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> bool {
                 items: own,
                 rejected,
                 reply,
+                _credit,
             } => {
                 waiters.push((
                     own.len(),
@@ -289,6 +295,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> bool {
                         items: Vec::new(),
                         rejected,
                         reply,
+                        _credit,
                     },
                 ));
                 items.extend(own);
@@ -398,6 +405,7 @@ impl Actor for StoreActor {
                 items,
                 rejected,
                 reply,
+                credit,
             } => {
                 if items.is_empty() {
                     let _ = reply.send(Ok(merge(Vec::new(), rejected)));
@@ -407,6 +415,7 @@ impl Actor for StoreActor {
                     items,
                     rejected,
                     reply,
+                    _credit: credit,
                 };
                 let weight = waiter.weight();
                 state.commit.handle_write(waiter, weight);

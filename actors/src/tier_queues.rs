@@ -4,7 +4,7 @@
 //! ```text
 //! Intake ──Enqueue(tier, job)──► TierQueues ──(≤ max_in_flight jobs)──► validators ──► store
 //!                                   ▲  four bounded queues, weighted, deadline-aware
-//!                                   └── Done (a job's caller was answered)
+//!                                   └── Done (a job's credit dropped: its caller was answered)
 //! ```
 //!
 //! Submissions wait here, by tier, instead of piling up behind the store: at most
@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use chorus_protocol::{ErrorCode, Item, Tier};
 use ractor::factory::FactoryMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::policy::degradation::{DegradationConfig, DegradationPolicy, Level, LevelChange, Load};
@@ -43,6 +42,24 @@ pub type LevelBoard = Arc<watch::Sender<Level>>;
 /// A new board starting at `Normal`.
 pub fn new_level_board() -> LevelBoard {
     Arc::new(watch::channel(Level::Normal).0)
+}
+
+/// A slot past the tier queues, held by a submission until its caller is answered:
+/// dropping it (wherever the answer was sent: store, validator, or a failure path) tells
+/// the tier queues the slot is free. No task or message per request beyond that one.
+pub struct Credit(ActorRef<TierMsg>);
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        // Fails only if the tier queues are gone; their successor starts with no slots used.
+        let _ = self.0.cast(TierMsg::Done);
+    }
+}
+
+impl std::fmt::Debug for Credit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credit")
+    }
 }
 
 /// A submission waiting for a validator: its items, outcomes already decided for other
@@ -139,8 +156,6 @@ pub struct TierQueuesState {
     level: LevelBoard,
     in_flight: usize,
     max_in_flight: usize,
-    /// The tasks handing answers back to callers (one per job in flight).
-    forwards: JoinSet<()>,
     cpu: CpuSampler,
     /// The timer sending `Tick`; aborted when the actor stops.
     ticker: tokio::task::JoinHandle<()>,
@@ -162,7 +177,8 @@ impl TierQueuesState {
         self.publish_depths();
     }
 
-    /// Sends a job to the validators; a task answers its caller and frees the slot.
+    /// Sends a job to the validators with a [`Credit`] that frees its slot once the
+    /// caller is answered.
     fn dispatch(&mut self, job: TierJob, myself: &ActorRef<TierMsg>) {
         let Some(validators) = self.children.borrow().validators.clone() else {
             job.fail(ErrorCode::Unavailable {
@@ -170,32 +186,21 @@ impl TierQueuesState {
             });
             return;
         };
-        let (tx, rx) = oneshot::channel();
         let TierJob {
             items,
             rejected,
             reply,
         } = job;
-        if let Err(e) = validators.dispatch((), ValidateJob::new(items, rejected, tx.into()))
+        self.in_flight += 1;
+        let job = ValidateJob::new(items, rejected, reply).with_credit(Credit(myself.clone()));
+        if let Err(e) = validators.dispatch((), job)
             && let MessagingErr::SendErr(FactoryMessage::Dispatch(mut refused)) = *e
         {
+            // Answering drops the credit, which frees the slot again.
             refused.msg.fail(ErrorCode::Unavailable {
                 reason: "validators restarting".into(),
             });
         }
-        self.in_flight += 1;
-        while self.forwards.try_join_next().is_some() {}
-        let myself = myself.clone();
-        self.forwards.spawn(async move {
-            let outcome = rx.await.unwrap_or_else(|_| {
-                Err(ErrorCode::Unavailable {
-                    reason: "the pipeline dropped the request".into(),
-                })
-            });
-            let _ = reply.send(outcome);
-            // Fails only if this actor is gone; its successor starts with no slots used.
-            let _ = myself.cast(TierMsg::Done);
-        });
     }
 
     /// Answers expired entries and moves the degradation level with the load.
@@ -283,7 +288,6 @@ impl Actor for TierQueues {
             level: args.level,
             in_flight: 0,
             max_in_flight: args.max_in_flight.max(1),
-            forwards: JoinSet::new(),
             cpu: CpuSampler::new(Instant::now()),
             ticker,
         })
@@ -345,7 +349,8 @@ impl Actor for TierQueues {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
-        // Everything still queued is answered; jobs in flight answer themselves.
+        // Everything still queued is answered; jobs in flight answer themselves (and
+        // their credits' `Done` finds this actor gone, which is harmless).
         let now = Instant::now();
         while let Some(popped) = state.scheduler.pop(now) {
             let job = match popped {
@@ -355,7 +360,6 @@ impl Actor for TierQueues {
                 reason: "node stopping".into(),
             });
         }
-        while state.forwards.join_next().await.is_some() {}
         Ok(())
     }
 }

@@ -52,6 +52,7 @@ use crate::telemetry::{
     VALIDATION_DEFERRED_CHECKED, VALIDATION_DEFERRED_FAILED, VALIDATION_DEFERRED_SKIPPED,
     VALIDATION_DEFERRED_UPDATED,
 };
+use crate::tier_queues::Credit;
 use crate::validation::{DeferredCheck, Validator};
 
 /// Most submissions waiting in the factory queue for a free worker; beyond it a new
@@ -92,6 +93,8 @@ pub struct ValidateJob {
     rejected: Vec<(usize, ErrorCode)>,
     /// Taken by whoever answers: the store (through the worker) or the discard handler.
     reply: Option<RpcReplyPort<BatchOutcome>>,
+    /// The tier queues' slot, carried to whoever answers and dropped after.
+    credit: Option<Credit>,
 }
 
 impl ValidateJob {
@@ -106,7 +109,14 @@ impl ValidateJob {
             items,
             rejected,
             reply: Some(reply),
+            credit: None,
         }
+    }
+
+    /// The same job holding a slot of the tier queues until it is answered.
+    pub fn with_credit(mut self, credit: Credit) -> ValidateJob {
+        self.credit = Some(credit);
+        self
     }
 
     /// Answers the caller with one error for the whole batch (if not answered yet).
@@ -294,6 +304,7 @@ impl Worker for ValidatorWorker {
         let Some(reply) = msg.reply.take() else {
             return Ok(key);
         };
+        let credit = msg.credit.take();
         let (writes, rejected, deferred) = validate(&state.validator, msg.items, msg.rejected);
         let Some(store) = state.children.borrow().store.clone() else {
             let _ = reply.send(Err(store_unavailable()));
@@ -304,6 +315,7 @@ impl Worker for ValidatorWorker {
                 items: writes,
                 rejected,
                 reply,
+                credit,
             };
             if let Err(MessagingErr::SendErr(StoreMsg::Write { reply, .. })) = store.cast(write) {
                 let _ = reply.send(Err(store_unavailable()));
@@ -317,6 +329,7 @@ impl Worker for ValidatorWorker {
             items: writes,
             rejected,
             reply: tx.into(),
+            credit: None,
         };
         if store.cast(write).is_err() {
             let _ = reply.send(Err(store_unavailable()));
@@ -327,6 +340,7 @@ impl Worker for ValidatorWorker {
             let outcome = rx.await.unwrap_or_else(|_| Err(store_unavailable()));
             let stored = acknowledged(&outcome);
             let _ = reply.send(outcome);
+            drop(credit);
             reviewer.submit_stored(&stored, deferred);
         });
         Ok(key)
