@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod caller;
+pub mod enrichment;
 pub mod group_commit;
 mod handle;
 pub mod intake;

@@ -1,5 +1,6 @@
 //! The write pipeline's settings, given to the actor tree at start.
 
+use crate::enrichment::{EnrichmentConfig, EnrichmentConfigError};
 use crate::policy::breaker::{BreakerConfig, BreakerConfigError};
 use crate::policy::degradation::{DegradationConfig, DegradationConfigError};
 use crate::policy::rate_limit::{RateLimitConfig, RateLimitConfigError};
@@ -30,6 +31,8 @@ pub struct PipelineConfig {
     /// store's queue so that under overload the tier queues, not the store, hold the
     /// backlog. Default 512.
     pub max_in_flight: usize,
+    /// The optional enrichment call (off unless a URL is set).
+    pub enrichment: EnrichmentConfig,
 }
 
 /// The default of [`PipelineConfig::max_in_flight`].
@@ -45,6 +48,7 @@ impl Default for PipelineConfig {
             tiers: TierQueueConfig::default(),
             degradation: DegradationConfig::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            enrichment: EnrichmentConfig::default(),
         }
     }
 }
@@ -75,6 +79,9 @@ pub enum PipelineConfigError {
     /// The degradation thresholds are invalid.
     #[error("degradation: {0}")]
     Degradation(#[from] DegradationConfigError),
+    /// The enrichment settings are invalid.
+    #[error("enrichment: {0}")]
+    Enrichment(#[from] EnrichmentConfigError),
     /// `max_in_flight` is zero.
     #[error("max_in_flight must be at least 1")]
     MaxInFlight,
@@ -91,6 +98,7 @@ impl PipelineConfig {
         self.store_breaker.validate()?;
         self.tiers.validate()?;
         self.degradation.validate()?;
+        self.enrichment.validate()?;
         if self.max_in_flight == 0 {
             return Err(PipelineConfigError::MaxInFlight);
         }

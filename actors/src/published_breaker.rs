@@ -79,6 +79,12 @@ impl PublishedBreaker {
         self.publish();
     }
 
+    /// The call made with `permit` was abandoned before an outcome.
+    pub fn on_cancel(&mut self, permit: Permit) {
+        self.breaker.on_cancel(permit);
+        self.publish();
+    }
+
     /// Lets time-driven changes (open → half-open) happen without a call.
     pub fn tick(&mut self, now: Instant) {
         self.breaker.tick(now);

@@ -40,8 +40,8 @@ use std::sync::Mutex;
 
 use bincode::{Decode, Encode};
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role,
-    Status, StoredItem, decode_value, encode_payload, partition_of,
+    Enrichment, ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken,
+    Receipt, Role, Status, StoredItem, decode_value, encode_payload, partition_of,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -72,6 +72,8 @@ pub struct Write {
     pub status: Status,
     /// The receipt's alignment score, when the rules ran.
     pub score: Option<f32>,
+    /// Whether the optional enrichment call ran, as the receipt says.
+    pub enrichment: Enrichment,
 }
 
 impl From<Item> for Write {
@@ -81,6 +83,7 @@ impl From<Item> for Write {
             item,
             status: Status::Accepted,
             score: None,
+            enrichment: Enrichment::NotConfigured,
         }
     }
 }
@@ -345,6 +348,7 @@ impl Store {
             item,
             status,
             score,
+            enrichment,
         } in writes
         {
             if let Some(&first) = seen.get(&item.id) {
@@ -368,6 +372,7 @@ impl Store {
                 owner: self.node.clone(),
                 replicas: vec![self.node.clone()],
                 stored_at,
+                enrichment,
             };
             let key = item_key(partition, &item.user_id, stored_at, item.id);
             ids.insert(&item.id.to_bytes()[..], &key[..]);

@@ -514,6 +514,7 @@ mod tests {
             owner: chorus_protocol::NodeId("n".into()),
             replicas: vec![],
             stored_at: 0,
+            enrichment: chorus_protocol::Enrichment::NotConfigured,
         })
     }
 

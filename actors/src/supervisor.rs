@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::enrichment::Enricher;
 use crate::intake::{IntakeActor, IntakeArgs, IntakeMsg};
 use crate::pipeline::PipelineConfig;
 use crate::published_breaker::BreakerBoard;
@@ -103,6 +104,8 @@ pub struct SupervisorState {
     store_breaker: BreakerBoard,
     /// The content policy, compiled once and shared by every validator incarnation.
     validator: Arc<Validator>,
+    /// The enrichment client and its breaker, shared by every validator incarnation.
+    enricher: Option<Arc<Enricher>>,
     children: watch::Sender<Children>,
     store_restarts: RestartIntensity,
     intake_restarts: RestartIntensity,
@@ -153,6 +156,8 @@ impl SupervisorState {
                     self.children.subscribe(),
                     self.pipeline.validator_workers,
                     Arc::clone(&self.store),
+                    self.enricher.clone(),
+                    self.level.subscribe(),
                 );
                 let (actor, _) =
                     Actor::spawn_linked(None, ValidatorFactory::default(), args, cell).await?;
@@ -308,11 +313,13 @@ impl Actor for NodeSupervisor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let validator = Arc::new(Validator::new(args.pipeline.validation.clone())?);
+        let enricher = Enricher::from_config(&args.pipeline.enrichment)?;
         let mut state = SupervisorState {
             store: args.store,
             pipeline: args.pipeline,
             store_breaker: args.store_breaker,
             validator,
+            enricher,
             children: args.children,
             store_restarts: RestartIntensity::new(args.policy),
             intake_restarts: RestartIntensity::new(args.policy),

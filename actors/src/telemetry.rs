@@ -20,6 +20,9 @@ pub const VALIDATION_DEFERRED_SKIPPED: &str = "chorus_validation_deferred_skippe
 /// Items whose deferred check failed on a store error (their provisional status stays).
 pub const VALIDATION_DEFERRED_FAILED: &str = "chorus_validation_deferred_failed_total";
 
+/// Enrichment calls by outcome (done, skipped reasons: shed, circuit_open, bulkhead_full, failed).
+pub const ENRICHMENT_CALLS: &str = "chorus_enrichment_total";
+
 /// A circuit breaker's state: 0 closed, 1 half-open, 2 open, 3 forced open.
 pub const BREAKER_STATE: &str = "chorus_breaker_state";
 /// Changes of a circuit breaker's state, by the state entered.

@@ -7,6 +7,10 @@
 //!           ──cast StoreMsg::Write(items + verdicts)──► Store ──► caller's reply
 //! ```
 //!
+//! Between the two, when an enrichment URL is configured, the worker runs the optional
+//! enrichment call for the job's items concurrently ([`crate::enrichment`]); its outcome
+//! rides in each write's `enrichment` and never fails the submit.
+//!
 //! One message per submission each way: intake dispatches the whole batch as one job,
 //! a worker casts one write to the store, and the store answers the caller. The rules
 //! are CPU work, so they run on the workers, not on the intake actor.
@@ -34,7 +38,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chorus_protocol::{ErrorCode, Item, ItemId, Status, Tier};
+use chorus_protocol::{Enrichment, ErrorCode, Item, ItemId, Status, Tier};
 use ractor::factory::queues::DefaultQueue;
 use ractor::factory::routing::QueuerRouting;
 use ractor::factory::{
@@ -45,6 +49,8 @@ use ractor::{ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
+use crate::enrichment::{Enricher, enrich_writes};
+use crate::policy::degradation::Level;
 use crate::store::{Store, StoreError, Write};
 use crate::store_actor::{BatchOutcome, StoreMsg};
 use crate::supervisor::Children;
@@ -140,6 +146,10 @@ pub struct ValidatorArgs {
     pub children: watch::Receiver<Children>,
     /// The after-ack review queue (production mode).
     pub reviewer: Reviewer,
+    /// The enrichment client and its gate, shared by the pool; `None` when off.
+    pub enricher: Option<Arc<Enricher>>,
+    /// The degradation level (optional work runs only at `Normal`).
+    pub level: watch::Receiver<Level>,
 }
 
 /// One stored item waiting for its after-ack content check: the item as stored
@@ -305,7 +315,11 @@ impl Worker for ValidatorWorker {
             return Ok(key);
         };
         let credit = msg.credit.take();
-        let (writes, rejected, deferred) = validate(&state.validator, msg.items, msg.rejected);
+        let (mut writes, rejected, deferred) = validate(&state.validator, msg.items, msg.rejected);
+        if let Some(enricher) = &state.enricher {
+            let level = *state.level.borrow();
+            enrich_writes(Some(enricher), level, &mut writes).await;
+        }
         let Some(store) = state.children.borrow().store.clone() else {
             let _ = reply.send(Err(store_unavailable()));
             return Ok(key);
@@ -382,6 +396,7 @@ fn validate(
                     item,
                     status: verdict.status,
                     score: verdict.score,
+                    enrichment: Enrichment::NotConfigured,
                 });
             }
             Err(e) => {
@@ -421,7 +436,8 @@ impl DiscardHandler<(), ValidateJob> for AnswerDiscarded {
     }
 }
 
-/// The factory's arguments for a pool of `workers` sharing `validator`.
+/// The factory's arguments for a pool of `workers` sharing `validator` (and
+/// `enricher`, when enrichment is on; `level` tells whether it may run).
 ///
 /// Starts the pool's after-ack review task (so call it on the tokio runtime); the task
 /// writes reviewed verdicts to `store` and ends after the pool is gone.
@@ -430,6 +446,8 @@ pub fn factory_args(
     children: watch::Receiver<Children>,
     workers: usize,
     store: Arc<Store>,
+    enricher: Option<Arc<Enricher>>,
+    level: watch::Receiver<Level>,
 ) -> FactoryArguments<
     (),
     ValidateJob,
@@ -443,6 +461,8 @@ pub fn factory_args(
         validator,
         children,
         reviewer,
+        enricher,
+        level,
     };
     FactoryArguments::builder()
         .worker_builder(Box::new(worker_builder(move |_wid| {

@@ -37,8 +37,8 @@ mod session;
 mod tls;
 
 pub use chorus_protocol::{
-    ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response, Role, Status,
-    StoredItem, Tier, Welcome,
+    Enrichment, ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response, Role,
+    Status, StoredItem, Tier, Welcome,
 };
 pub use client::{Client, Page};
 pub use config::{ClientConfig, Credentials};

@@ -178,6 +178,7 @@ fn stored(id: u128) -> StoredItem {
             owner: NodeId("peer".into()),
             replicas: vec![],
             stored_at: 0,
+            enrichment: chorus_protocol::Enrichment::NotConfigured,
         },
     }
 }

@@ -1,6 +1,7 @@
 //! The node's configuration: defaults < TOML file < `CHORUS_*` environment < flags,
 //! validated once at start so that a bad value is refused before any port is bound.
 
+mod enrichment;
 mod limits;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use chorus_actors::validation::{ValidationConfig, ValidationConfigError};
 use chorus_protocol::FrameLimit;
 use serde::{Deserialize, Serialize};
 
+pub use enrichment::EnrichmentSection;
 pub use limits::LimitsSection;
 
 use crate::tls::TlsPaths;
@@ -161,6 +163,8 @@ pub struct NodeConfig {
     pub metrics: MetricsSection,
     /// Submit rate limits.
     pub limits: LimitsSection,
+    /// The optional enrichment call (`[enrichment]`; off unless `url` is set).
+    pub enrichment: EnrichmentSection,
     /// Workers in the validator pool, 1..=64; 0 (the default) is the available
     /// parallelism clamped to 1..=8.
     pub validator_workers: u32,
@@ -192,6 +196,7 @@ impl Default for NodeConfig {
             control: ControlSection::default(),
             metrics: MetricsSection::default(),
             limits: LimitsSection::default(),
+            enrichment: EnrichmentSection::default(),
             validator_workers: 0,
             validation: ValidationConfig::default(),
         }
@@ -232,6 +237,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("limits.per_user_burst", EnvKind::Int),
     ("limits.per_api_key_per_second", EnvKind::Int),
     ("limits.global_per_second", EnvKind::Int),
+    ("enrichment.url", EnvKind::Str),
+    ("enrichment.timeout_ms", EnvKind::Int),
     ("validator_workers", EnvKind::Int),
     ("validation.mode", EnvKind::Str),
 ];
@@ -310,6 +317,7 @@ impl NodeConfig {
             return Err(ConfigError::new("partitions", "must be at least 1"));
         }
         self.limits.to_rate_limits()?;
+        self.enrichment.to_enrichment()?;
         FrameLimit::new(self.max_frame_bytes)
             .map_err(|r| ConfigError::new("max_frame_bytes", r))?;
         check_range(
@@ -366,6 +374,7 @@ impl NodeConfig {
         let mut pipeline = chorus_actors::PipelineConfig {
             limits: self.limits.to_rate_limits().expect("validated at load"),
             validation: self.validation.clone(),
+            enrichment: self.enrichment.to_enrichment().expect("validated at load"),
             ..Default::default()
         };
         if self.validator_workers > 0 {
@@ -518,6 +527,23 @@ mod tests {
     }
 
     #[test]
+    fn the_enrichment_section_maps_into_the_pipeline() {
+        let c = load_str(
+            "[enrichment]\nurl = \"http://127.0.0.1:9500/enrich\"\ntimeout_ms = 500",
+            &[],
+        )
+        .unwrap();
+        let enrichment = c.pipeline().enrichment;
+        assert_eq!(
+            enrichment.url.as_deref(),
+            Some("http://127.0.0.1:9500/enrich")
+        );
+        assert_eq!(enrichment.timeout, std::time::Duration::from_millis(500));
+        let off = NodeConfig::load(None, Vec::new()).unwrap().pipeline();
+        assert!(off.enrichment.url.is_none());
+    }
+
+    #[test]
     fn environment_overrides_file() {
         let c = load_str(
             "partitions = 64\n[log]\nlevel = \"debug\"\n",
@@ -560,6 +586,12 @@ mod tests {
                 "",
                 &[("CHORUS_LIMITS_PER_USER_BURST", "0")],
                 "limits.per_user_burst",
+            ),
+            ("[enrichment]\nurl = \"nope\"", &[], "enrichment.url"),
+            (
+                "",
+                &[("CHORUS_ENRICHMENT_TIMEOUT_MS", "0")],
+                "enrichment.timeout_ms",
             ),
             (
                 "",

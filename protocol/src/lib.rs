@@ -36,7 +36,7 @@ pub use message::{
     Response, Role, ServerFrame, Welcome,
 };
 pub use partition::{PartitionId, partition_of};
-pub use receipt::{NodeId, Receipt, Status, StoredItem};
+pub use receipt::{Enrichment, NodeId, Receipt, Status, StoredItem};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

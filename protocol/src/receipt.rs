@@ -51,6 +51,31 @@ impl Status {
     }
 }
 
+/// Whether the optional enrichment call ran for an item.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Enrichment {
+    /// No enrichment service is configured.
+    NotConfigured,
+    /// The enrichment service accepted the item.
+    Done,
+    /// The call was not made or did not succeed; the item is stored regardless.
+    Skipped {
+        /// Why (shed, circuit open, bulkhead full, failed: ...).
+        reason: String,
+    },
+}
+
+impl Enrichment {
+    /// The lowercase name used in JSON and tables.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Enrichment::NotConfigured => "not_configured",
+            Enrichment::Done => "done",
+            Enrichment::Skipped { .. } => "skipped",
+        }
+    }
+}
+
 /// Proof that an item is durably stored: sent only after the flush that covers it.
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct Receipt {
@@ -66,6 +91,8 @@ pub struct Receipt {
     pub replicas: Vec<NodeId>,
     /// When the owner stored it, milliseconds since the Unix epoch.
     pub stored_at: u64,
+    /// Whether the optional enrichment call ran.
+    pub enrichment: Enrichment,
 }
 
 /// An item as stored, with the receipt it was acknowledged with.

@@ -78,6 +78,14 @@ fn status() -> impl Strategy<Value = Status> {
     ]
 }
 
+fn enrichment() -> impl Strategy<Value = Enrichment> {
+    prop_oneof![
+        Just(Enrichment::NotConfigured),
+        Just(Enrichment::Done),
+        text(20).prop_map(|reason| Enrichment::Skipped { reason }),
+    ]
+}
+
 fn receipt() -> impl Strategy<Value = Receipt> {
     (
         any::<u128>(),
@@ -86,15 +94,17 @@ fn receipt() -> impl Strategy<Value = Receipt> {
         text(8),
         vec(text(8), 0..3),
         any::<u64>(),
+        enrichment(),
     )
         .prop_map(
-            |(id, status, alignment_score, owner, replicas, stored_at)| Receipt {
+            |(id, status, alignment_score, owner, replicas, stored_at, enrichment)| Receipt {
                 id: ItemId(id),
                 status,
                 alignment_score,
                 owner: NodeId(owner),
                 replicas: replicas.into_iter().map(NodeId).collect(),
                 stored_at,
+                enrichment,
             },
         )
 }

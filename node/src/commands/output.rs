@@ -1,13 +1,13 @@
 //! How CLI results are printed: short human lines, or one JSON object per result.
 
-use chorus_client::{ClientError, ErrorCode, Receipt, Role, Status, StoredItem};
+use chorus_client::{ClientError, Enrichment, ErrorCode, Receipt, Role, Status, StoredItem};
 use serde_json::{Value, json};
 
 use super::CliError;
 
 /// A receipt as JSON: at least `id` and `status`.
 pub fn receipt_json(receipt: &Receipt) -> Value {
-    json!({
+    let mut value = json!({
         "id": receipt.id.to_string(),
         "status": receipt.status.as_str(),
         "reasons": reasons(&receipt.status),
@@ -15,13 +15,24 @@ pub fn receipt_json(receipt: &Receipt) -> Value {
         "owner": receipt.owner.0,
         "replicas": receipt.replicas.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
         "stored_at": receipt.stored_at,
-    })
+    });
+    add_enrichment(&mut value, &receipt.enrichment);
+    value
+}
+
+/// Adds `enrichment` (`done`, `skipped`, `not_configured`) and, when skipped,
+/// `enrichment_skipped_reason`.
+fn add_enrichment(value: &mut Value, enrichment: &Enrichment) {
+    value["enrichment"] = json!(enrichment.as_str());
+    if let Enrichment::Skipped { reason } = enrichment {
+        value["enrichment_skipped_reason"] = json!(reason);
+    }
 }
 
 /// A stored item as JSON: the item's fields and its receipt's `status`.
 pub fn item_json(stored: &StoredItem) -> Value {
     let item = &stored.item;
-    json!({
+    let mut value = json!({
         "id": item.id.to_string(),
         "status": stored.receipt.status.as_str(),
         "reasons": reasons(&stored.receipt.status),
@@ -40,7 +51,9 @@ pub fn item_json(stored: &StoredItem) -> Value {
         "client_ts": item.client_ts,
         "owner": stored.receipt.owner.0,
         "stored_at": stored.receipt.stored_at,
-    })
+    });
+    add_enrichment(&mut value, &stored.receipt.enrichment);
+    value
 }
 
 fn reasons(status: &Status) -> Vec<String> {
