@@ -247,6 +247,24 @@ impl Enricher {
         self.board.subscribe()
     }
 
+    /// The breaker's state now (a timed change that is due is applied first, so an open
+    /// breaker whose timeout passed shows half-open even before the next call).
+    pub fn breaker_state(&self) -> BreakerState {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        gate.breaker.tick(Instant::now());
+        gate.breaker.state()
+    }
+
+    /// An operator's command to the breaker; the state afterwards.
+    pub fn breaker_command(&self, command: crate::store_actor::BreakerCommand) -> BreakerState {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        match command {
+            crate::store_actor::BreakerCommand::ForceOpen => gate.breaker.force_open(),
+            crate::store_actor::BreakerCommand::Reset => gate.breaker.reset(),
+        }
+        gate.breaker.state()
+    }
+
     /// Enriches one item: admission through the breaker and the bulkhead, then the call.
     pub async fn enrich(&self, item: &Item) -> Enrichment {
         let outcome = self.admit_and_call(item).await;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::caller::Caller;
+use crate::enrichment::{DEPENDENCY as ENRICHMENT_DEPENDENCY, Enricher, EnricherError};
 use crate::intake::IntakeMsg;
 use crate::pipeline::PipelineConfig;
 use crate::policy::breaker::BreakerState;
@@ -40,6 +41,9 @@ pub enum StartError {
     /// An actor failed to start.
     #[error("starting the actors: {0}")]
     Spawn(#[from] ractor::SpawnErr),
+    /// The enrichment client could not be built; nothing was started.
+    #[error("enrichment: {0}")]
+    Enrichment(#[from] EnricherError),
     /// The pipeline's settings are invalid; nothing was started.
     #[error("invalid pipeline settings: {0}")]
     Pipeline(#[from] crate::pipeline::PipelineConfigError),
@@ -61,6 +65,8 @@ struct Inner {
     store: Arc<Store>,
     /// The store's circuit breaker state, as the store actor publishes it.
     store_breaker: watch::Receiver<BreakerState>,
+    /// The enrichment client, if configured (its breaker is listed and commanded here).
+    enricher: Option<Arc<Enricher>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -89,6 +95,7 @@ impl NodeHandle {
         let board = new_board();
         let store_breaker = board.subscribe();
         let level = new_level_board();
+        let enricher = Enricher::from_config(&pipeline.enrichment)?;
         let args = SupervisorArgs {
             store: Arc::clone(&store),
             children: tx,
@@ -96,6 +103,7 @@ impl NodeHandle {
             pipeline,
             store_breaker: board,
             level,
+            enricher: enricher.clone(),
         };
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
@@ -106,6 +114,7 @@ impl NodeHandle {
                 join: Mutex::new(Some(join)),
                 store,
                 store_breaker,
+                enricher,
             }),
         })
     }
@@ -140,7 +149,11 @@ impl NodeHandle {
 
     /// Every circuit breaker of the node with its current state.
     pub fn breakers(&self) -> Vec<(&'static str, BreakerState)> {
-        vec![(STORE_DEPENDENCY, *self.inner.store_breaker.borrow())]
+        let mut breakers = vec![(STORE_DEPENDENCY, *self.inner.store_breaker.borrow())];
+        if let Some(enricher) = &self.inner.enricher {
+            breakers.push((ENRICHMENT_DEPENDENCY, enricher.breaker_state()));
+        }
+        breakers
     }
 
     /// Forces a breaker open or resets it (an operator's action); the new state.
@@ -150,10 +163,16 @@ impl NodeHandle {
         name: &str,
         command: BreakerCommand,
     ) -> Result<BreakerState, ErrorCode> {
+        if name == ENRICHMENT_DEPENDENCY
+            && let Some(enricher) = &self.inner.enricher
+        {
+            return Ok(enricher.breaker_command(command));
+        }
         if name != STORE_DEPENDENCY {
+            let known: Vec<&str> = self.breakers().iter().map(|(n, _)| *n).collect();
             return Err(ErrorCode::invalid(
                 "breaker",
-                format!("no breaker named {name:?} (known: {STORE_DEPENDENCY})"),
+                format!("no breaker named {name:?} (known: {})", known.join(", ")),
             ));
         }
         let store = self.store()?;

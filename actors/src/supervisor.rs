@@ -91,6 +91,9 @@ pub struct SupervisorArgs {
     pub store_breaker: BreakerBoard,
     /// Where the degradation level is published (outlives tier queue restarts).
     pub level: LevelBoard,
+    /// The enrichment client with its breaker and bulkhead, if a URL is configured
+    /// (shared by every validator incarnation, and by the handle for `chorus ctl`).
+    pub enricher: Option<Arc<Enricher>>,
 }
 
 /// The node supervisor actor.
@@ -313,7 +316,7 @@ impl Actor for NodeSupervisor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let validator = Arc::new(Validator::new(args.pipeline.validation.clone())?);
-        let enricher = Enricher::from_config(&args.pipeline.enrichment)?;
+        let enricher = args.enricher;
         let mut state = SupervisorState {
             store: args.store,
             pipeline: args.pipeline,

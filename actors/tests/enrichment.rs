@@ -302,3 +302,39 @@ fn a_bad_url_names_the_field() {
     let error = pipeline.validate().unwrap_err().to_string();
     assert!(error.starts_with("enrichment: url:"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_can_open_and_reset_the_enrichment_breaker() {
+    use chorus_actors::policy::breaker::BreakerState;
+    use chorus_actors::store_actor::BreakerCommand;
+
+    let (server, url) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir, Some(url)).await;
+    assert_eq!(
+        node.breakers(),
+        vec![
+            ("store", BreakerState::Closed),
+            ("enrichment", BreakerState::Closed)
+        ]
+    );
+    assert_eq!(
+        node.breaker_command("enrichment", BreakerCommand::ForceOpen)
+            .await,
+        Ok(BreakerState::ForcedOpen)
+    );
+    let before = server.requests.load(Ordering::SeqCst);
+    assert!(skipped_reason(&submit(&node, "u1").await).contains("circuit open"));
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        before,
+        "no call while forced open"
+    );
+    assert_eq!(
+        node.breaker_command("enrichment", BreakerCommand::Reset)
+            .await,
+        Ok(BreakerState::Closed)
+    );
+    assert_eq!(submit(&node, "u2").await.enrichment, Enrichment::Done);
+    node.shutdown().await.unwrap();
+}

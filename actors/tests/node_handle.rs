@@ -171,6 +171,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
         pipeline: PipelineConfig::default(),
         store_breaker: chorus_actors::published_breaker::new_board(),
         level: chorus_actors::tier_queues::new_level_board(),
+        enricher: None,
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -207,6 +208,7 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
         pipeline: PipelineConfig::default(),
         store_breaker: chorus_actors::published_breaker::new_board(),
         level: chorus_actors::tier_queues::new_level_board(),
+        enricher: None,
         policy: RestartPolicy::default(),
     };
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
@@ -236,6 +238,7 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
         pipeline: PipelineConfig::default(),
         store_breaker: chorus_actors::published_breaker::new_board(),
         level: chorus_actors::tier_queues::new_level_board(),
+        enricher: None,
         policy: RestartPolicy {
             base_backoff: Duration::from_millis(200),
             ..RestartPolicy::default()
