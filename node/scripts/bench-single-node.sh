@@ -94,7 +94,7 @@ for s in $SCENARIOS; do
     overload)
       start_agent
       rate="${OVERLOAD_RATE:-$(python3 -c "print(round($(rate_of saturation_mix requests_per_sec) * 2))")}"
-      run overload --tier-mix "$MIX" --rate "$rate" --concurrency 2048 --connections 4 --streams 16
+      run overload --tier-mix "$MIX" --rate "$rate" --concurrency "${OVERLOAD_WORKERS:-2048}" --connections 4 --streams 16
       tiers overload ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac

@@ -52,8 +52,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "standard")]
     pub tier: String,
     /// A mix of tiers by weight instead of `--tier`, e.g.
-    /// `realtime=10,priority=20,standard=40,batch=30`: workers (and so the rate) are split
-    /// between tiers by weight; latency is reported per tier.
+    /// `realtime=10,priority=20,standard=40,batch=30`: in closed loop the workers are
+    /// split between tiers by weight, in open loop each request's tier is drawn by
+    /// weight; latency is reported per tier.
     #[arg(long, value_name = "TIER=WEIGHT,...")]
     pub tier_mix: Option<String>,
     /// Pipelined streams per connection in the SDK.
@@ -215,43 +216,56 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..args.concurrency {
-        let client = clients[w % clients.len()].clone();
-        let schedule = args.rate.map(|rate| Schedule {
-            start,
-            interval: Duration::from_secs_f64(args.concurrency as f64 / rate),
-            offset: Duration::from_secs_f64(w as f64 / rate),
-        });
-        let tier = shape.tier_of_worker(w, args.concurrency);
-        workers.spawn(worker(
-            tier,
-            client,
-            shape.clone(),
-            schedule,
-            measure_from,
-            end,
-            progress.clone(),
-        ));
-    }
     let reporter = tokio::spawn(report_progress(progress.clone(), measure_from, end));
-    let mut per_tier = [
-        TierStats::new(),
-        TierStats::new(),
-        TierStats::new(),
-        TierStats::new(),
-    ];
-    while let Some(result) = workers.join_next().await {
-        let result = result.map_err(|e| CliError::Usage(format!("a bench worker failed: {e}")))?;
-        for (total, part) in per_tier.iter_mut().zip(&result.tiers) {
-            total.add(part);
+    let (per_tier, last_done) = match args.rate {
+        None => {
+            let mut workers = tokio::task::JoinSet::new();
+            for w in 0..args.concurrency {
+                let tier = shape.tier_of_worker(w, args.concurrency);
+                workers.spawn(worker(
+                    tier,
+                    clients[w % clients.len()].clone(),
+                    shape.clone(),
+                    measure_from,
+                    end,
+                    progress.clone(),
+                ));
+            }
+            let mut per_tier = new_tier_stats();
+            while let Some(result) = workers.join_next().await {
+                let result =
+                    result.map_err(|e| CliError::Usage(format!("a bench worker failed: {e}")))?;
+                for (total, part) in per_tier.iter_mut().zip(&result.tiers) {
+                    total.add(part);
+                }
+            }
+            (per_tier, end)
         }
-    }
+        Some(rate) => {
+            open_loop(
+                rate,
+                &clients,
+                shape.clone(),
+                args.concurrency,
+                start,
+                measure_from,
+                end,
+                progress.clone(),
+            )
+            .await
+        }
+    };
     reporter.abort();
     for client in clients {
         client.close().await;
     }
-    let seconds = args.duration.as_secs_f64();
+    // Open loop: requests due in the window may be answered after it; the rate is what
+    // was answered over the time it took, not over the nominal window.
+    let seconds = args.duration.as_secs_f64().max(
+        last_done
+            .saturating_duration_since(measure_from)
+            .as_secs_f64(),
+    );
     let mut all = TierStats::new();
     let mut tiers = BTreeMap::new();
     for (tier, stats) in Tier::ALL.iter().zip(&per_tier) {
@@ -320,6 +334,18 @@ impl Shape {
         self.tiers[0].0
     }
 
+    /// A tier drawn at random by weight (open loop: each request its own).
+    fn tier_by_weight(&self, rng: &mut impl Rng) -> Tier {
+        let mut pick = rng.random_range(0..self.total_weight);
+        for (tier, weight) in &self.tiers {
+            if pick < *weight {
+                return *tier;
+            }
+            pick -= weight;
+        }
+        self.tiers[0].0
+    }
+
     fn item(&self, rng: &mut impl Rng, tier: Tier) -> Item {
         let mut item = Item::new(
             format!("user-{:011}", rng.random_range(0..self.users)),
@@ -358,79 +384,138 @@ fn parse_tier_mix(mix: &str) -> Result<Vec<(Tier, u32)>, CliError> {
     Ok(tiers)
 }
 
-/// When an open-loop worker's requests fall due: `start + offset + k * interval`.
-#[derive(Clone, Copy)]
-struct Schedule {
-    start: Instant,
-    interval: Duration,
-    offset: Duration,
-}
-
+/// Closed loop: one request in flight, the next as soon as it is answered.
 async fn worker(
     tier: Tier,
     client: Client,
     shape: Arc<Shape>,
-    schedule: Option<Schedule>,
     measure_from: Instant,
     end: Instant,
     progress: Arc<Progress>,
 ) -> WorkerResult {
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut result = WorkerResult {
-        tiers: [
-            TierStats::new(),
-            TierStats::new(),
-            TierStats::new(),
-            TierStats::new(),
-        ],
+        tiers: new_tier_stats(),
     };
-    let mut k: u32 = 0;
     loop {
-        let due = match schedule {
-            Some(s) => {
-                let due = s.start + s.offset + s.interval * k;
-                k += 1;
-                tokio::time::sleep_until(due.into()).await;
-                due
-            }
-            None => Instant::now(),
-        };
+        let due = Instant::now();
         if due >= end {
             break;
         }
-        let outcome = if shape.batch == 1 {
-            client.submit(shape.item(&mut rng, tier)).await.map(|_| ())
-        } else {
-            let items = (0..shape.batch)
-                .map(|_| shape.item(&mut rng, tier))
-                .collect();
-            match client.submit_batch(items).await {
-                Ok(outcomes) => match outcomes.into_iter().find_map(Result::err) {
-                    Some(code) => Err(ClientError::Server(code)),
-                    None => Ok(()),
-                },
-                Err(e) => Err(e),
-            }
-        };
-        let done = Instant::now();
-        if due < measure_from {
-            continue;
-        }
-        let stats = &mut result.tiers[tier as usize];
-        match outcome {
-            Ok(()) => {
-                stats.ok += 1;
-                progress.ok.fetch_add(1, Ordering::Relaxed);
-                let micros = done.duration_since(due).as_micros() as u64;
-                stats.histogram.saturating_record(micros.max(1));
-            }
-            Err(e) => {
-                progress.failed.fetch_add(1, Ordering::Relaxed);
-                *stats.errors.entry(error_kind(&e)).or_insert(0) += 1;
-            }
+        let outcome = send(&client, &shape, tier, &mut rng).await;
+        if due >= measure_from {
+            record(&mut result.tiers[tier as usize], due, outcome, &progress);
         }
     }
     result
+}
+
+/// Open loop: request `k` falls due at `start + k / rate` whatever is in flight, with at
+/// most `concurrency` in flight (a request that finds none free waits, and that wait
+/// counts in its latency). Each request's tier is drawn by weight. Returns the stats and
+/// when the last measured request was answered.
+#[allow(clippy::too_many_arguments)]
+async fn open_loop(
+    rate: f64,
+    clients: &[Client],
+    shape: Arc<Shape>,
+    concurrency: usize,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    progress: Arc<Progress>,
+) -> ([TierStats; 4], Instant) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let stats = Arc::new(std::sync::Mutex::new((new_tier_stats(), measure_from)));
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut requests = tokio::task::JoinSet::new();
+    for k in 0u64.. {
+        let due = start + interval.mul_f64(k as f64);
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let permit = Arc::clone(&permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let tier = shape.tier_by_weight(&mut rng);
+        let client = clients[k as usize % clients.len()].clone();
+        let (shape, stats, progress) = (shape.clone(), stats.clone(), progress.clone());
+        let mut request_rng = rand::rngs::SmallRng::seed_from_u64(rng.random());
+        requests.spawn(async move {
+            let outcome = send(&client, &shape, tier, &mut request_rng).await;
+            drop(permit);
+            if due >= measure_from {
+                let mut guard = stats.lock().unwrap_or_else(|p| p.into_inner());
+                let (tiers, last) = &mut *guard;
+                record(&mut tiers[tier as usize], due, outcome, &progress);
+                *last = (*last).max(Instant::now());
+            }
+        });
+        while requests.try_join_next().is_some() {}
+    }
+    while requests.join_next().await.is_some() {}
+    let guard = stats.lock().unwrap_or_else(|p| p.into_inner());
+    let (tiers, last) = &*guard;
+    let mut out = new_tier_stats();
+    for (o, t) in out.iter_mut().zip(tiers) {
+        o.add(t);
+    }
+    (out, *last)
+}
+
+/// Sends one request (a submit, or a batch of `shape.batch`) of `tier`.
+async fn send(
+    client: &Client,
+    shape: &Shape,
+    tier: Tier,
+    rng: &mut impl Rng,
+) -> Result<(), ClientError> {
+    if shape.batch == 1 {
+        return client.submit(shape.item(rng, tier)).await.map(|_| ());
+    }
+    let items = (0..shape.batch).map(|_| shape.item(rng, tier)).collect();
+    match client
+        .submit_batch(items)
+        .await?
+        .into_iter()
+        .find_map(Result::err)
+    {
+        Some(code) => Err(ClientError::Server(code)),
+        None => Ok(()),
+    }
+}
+
+/// Counts one answered request; latency is measured from when it fell due.
+fn record(
+    stats: &mut TierStats,
+    due: Instant,
+    outcome: Result<(), ClientError>,
+    progress: &Progress,
+) {
+    match outcome {
+        Ok(()) => {
+            stats.ok += 1;
+            progress.ok.fetch_add(1, Ordering::Relaxed);
+            let micros = due.elapsed().as_micros() as u64;
+            stats.histogram.saturating_record(micros.max(1));
+        }
+        Err(e) => {
+            progress.failed.fetch_add(1, Ordering::Relaxed);
+            *stats.errors.entry(error_kind(&e)).or_insert(0) += 1;
+        }
+    }
+}
+
+fn new_tier_stats() -> [TierStats; 4] {
+    [
+        TierStats::new(),
+        TierStats::new(),
+        TierStats::new(),
+        TierStats::new(),
+    ]
 }
 
 fn error_kind(error: &ClientError) -> String {
