@@ -17,12 +17,11 @@ use crate::intake::IntakeMsg;
 use crate::pipeline::PipelineConfig;
 use crate::policy::breaker::BreakerState;
 use crate::policy::degradation::Level;
-use crate::published_breaker::new_board;
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
 use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::tier_queues::{DegradeCommand, QueueStatus, TierMsg, new_level_board};
+use crate::tier_queues::{DegradeCommand, QueueStatus, TierMsg};
 
 /// The audit actor for API keys created over the client protocol.
 const AUDIT_ACTOR_API: &str = "api";
@@ -92,19 +91,9 @@ impl NodeHandle {
         let node = config.node.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
         let (tx, rx) = watch::channel(Children::default());
-        let board = new_board();
-        let store_breaker = board.subscribe();
-        let level = new_level_board();
-        let enricher = Enricher::from_config(&pipeline.enrichment)?;
-        let args = SupervisorArgs {
-            store: Arc::clone(&store),
-            children: tx,
-            policy: RestartPolicy::default(),
-            pipeline,
-            store_breaker: board,
-            level,
-            enricher: enricher.clone(),
-        };
+        let args = SupervisorArgs::new(Arc::clone(&store), tx, pipeline, RestartPolicy::default())?;
+        let store_breaker = args.store_breaker.subscribe();
+        let enricher = args.enricher.clone();
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
             inner: Arc::new(Inner {

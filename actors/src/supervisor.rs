@@ -15,14 +15,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::enrichment::Enricher;
+use crate::enrichment::{Enricher, EnricherError};
 use crate::intake::{IntakeActor, IntakeArgs, IntakeMsg};
 use crate::pipeline::PipelineConfig;
-use crate::published_breaker::BreakerBoard;
+use crate::published_breaker::{BreakerBoard, new_board};
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
-use crate::tier_queues::{LevelBoard, TierMsg, TierQueues, TierQueuesArgs};
+use crate::tier_queues::{LevelBoard, TierMsg, TierQueues, TierQueuesArgs, new_level_board};
 use crate::validation::Validator;
 use crate::validator_pool::{self, ValidatorFactory, ValidatorPool};
 
@@ -94,6 +94,28 @@ pub struct SupervisorArgs {
     /// The enrichment client with its breaker and bulkhead, if a URL is configured
     /// (shared by every validator incarnation, and by the handle for `chorus ctl`).
     pub enricher: Option<Arc<Enricher>>,
+}
+
+impl SupervisorArgs {
+    /// Arguments with fresh boards (store breaker closed, level normal) and the
+    /// enrichment client the pipeline configures, if any.
+    pub fn new(
+        store: Arc<Store>,
+        children: watch::Sender<Children>,
+        pipeline: PipelineConfig,
+        policy: RestartPolicy,
+    ) -> Result<Self, EnricherError> {
+        let enricher = Enricher::from_config(&pipeline.enrichment)?;
+        Ok(SupervisorArgs {
+            store,
+            children,
+            policy,
+            pipeline,
+            store_breaker: new_board(),
+            level: new_level_board(),
+            enricher,
+        })
+    }
 }
 
 /// The node supervisor actor.

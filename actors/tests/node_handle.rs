@@ -165,15 +165,13 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(config(dir.path())).unwrap());
     let (tx, mut rx) = watch::channel(Children::default());
-    let args = SupervisorArgs {
+    let args = SupervisorArgs::new(
         store,
-        children: tx,
-        pipeline: PipelineConfig::default(),
-        store_breaker: chorus_actors::published_breaker::new_board(),
-        level: chorus_actors::tier_queues::new_level_board(),
-        enricher: None,
-        policy: RestartPolicy::default(),
-    };
+        tx,
+        PipelineConfig::default(),
+        RestartPolicy::default(),
+    )
+    .unwrap();
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
     let before = rx.borrow_and_update().clone();
     let old = before.store.unwrap();
@@ -202,15 +200,13 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(config(dir.path())).unwrap());
     let (tx, mut rx) = watch::channel(Children::default());
-    let args = SupervisorArgs {
+    let args = SupervisorArgs::new(
         store,
-        children: tx,
-        pipeline: PipelineConfig::default(),
-        store_breaker: chorus_actors::published_breaker::new_board(),
-        level: chorus_actors::tier_queues::new_level_board(),
-        enricher: None,
-        policy: RestartPolicy::default(),
-    };
+        tx,
+        PipelineConfig::default(),
+        RestartPolicy::default(),
+    )
+    .unwrap();
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
     for _ in 0..5 {
         let old = rx.borrow_and_update().store.clone().unwrap();
@@ -232,18 +228,16 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(config(dir.path())).unwrap());
     let (tx, mut rx) = watch::channel(Children::default());
-    let args = SupervisorArgs {
+    let args = SupervisorArgs::new(
         store,
-        children: tx,
-        pipeline: PipelineConfig::default(),
-        store_breaker: chorus_actors::published_breaker::new_board(),
-        level: chorus_actors::tier_queues::new_level_board(),
-        enricher: None,
-        policy: RestartPolicy {
+        tx,
+        PipelineConfig::default(),
+        RestartPolicy {
             base_backoff: Duration::from_millis(200),
             ..RestartPolicy::default()
         },
-    };
+    )
+    .unwrap();
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
     let before = rx.borrow_and_update().clone();
     let intake = before.intake.unwrap();

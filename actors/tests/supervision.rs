@@ -56,15 +56,13 @@ async fn a_panicking_store_is_restarted_and_no_caller_is_left_waiting() {
         .unwrap(),
     );
     let (tx, rx) = watch::channel(Children::default());
-    let args = SupervisorArgs {
-        store: store.clone(),
-        children: tx,
-        policy: RestartPolicy::default(),
-        pipeline: PipelineConfig::default(),
-        store_breaker: chorus_actors::published_breaker::new_board(),
-        level: chorus_actors::tier_queues::new_level_board(),
-        enricher: None,
-    };
+    let args = SupervisorArgs::new(
+        store.clone(),
+        tx,
+        PipelineConfig::default(),
+        RestartPolicy::default(),
+    )
+    .unwrap();
     let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
     let first_store = rx.borrow().store.clone().unwrap();
 
