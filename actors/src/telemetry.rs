@@ -35,8 +35,24 @@ pub const DEGRADATION_LEVEL: &str = "chorus_degradation_level";
 /// Changes of the degradation level, by the level entered.
 pub const DEGRADATION_CHANGES: &str = "chorus_degradation_changes_total";
 
+/// Items judged by the content policy, by the status it gave (`accepted`, `flagged`,
+/// `rejected`; production mode's provisional status before the after-ack review).
+pub const VALIDATION_OUTCOMES: &str = "chorus_validation_outcomes_total";
+/// Items in which PII was found and redacted before storage.
+pub const VALIDATION_PII_REDACTED: &str = "chorus_validation_pii_redacted_total";
+
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
+    metrics::describe_counter!(
+        VALIDATION_OUTCOMES,
+        metrics::Unit::Count,
+        "Items judged by the content policy, by status."
+    );
+    metrics::describe_counter!(
+        VALIDATION_PII_REDACTED,
+        metrics::Unit::Count,
+        "Items in which PII was found and redacted before storage."
+    );
     metrics::describe_gauge!(
         TIER_QUEUE_DEPTH,
         metrics::Unit::Count,

@@ -56,7 +56,7 @@ use crate::store_actor::{BatchOutcome, StoreMsg};
 use crate::supervisor::Children;
 use crate::telemetry::{
     VALIDATION_DEFERRED_CHECKED, VALIDATION_DEFERRED_FAILED, VALIDATION_DEFERRED_SKIPPED,
-    VALIDATION_DEFERRED_UPDATED,
+    VALIDATION_DEFERRED_UPDATED, VALIDATION_OUTCOMES, VALIDATION_PII_REDACTED,
 };
 use crate::tier_queues::Credit;
 use crate::validation::{DeferredCheck, Validator};
@@ -384,6 +384,11 @@ fn validate(
         }
         match validator.check(&mut item) {
             Ok(verdict) => {
+                metrics::counter!(VALIDATION_OUTCOMES, "status" => verdict.status.as_str())
+                    .increment(1);
+                if !verdict.pii.is_empty() {
+                    metrics::counter!(VALIDATION_PII_REDACTED).increment(1);
+                }
                 if let Some(check) = verdict.deferred {
                     // Production mode: the rules run after the ack (see `Reviewer`).
                     deferred.push(DeferredWork {

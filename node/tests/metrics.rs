@@ -137,6 +137,13 @@ async fn metrics_count_real_submits_rejections_and_flushes() {
     );
     assert!(sample(&after, "chorus_store_flush_duration_seconds_count", &[]) > 0.0);
     assert!(sample(&after, "chorus_store_batch_items_count", &[]) > 0.0);
+    assert!(
+        sample(
+            &after,
+            "chorus_validation_outcomes_total",
+            &[("status", "accepted")]
+        ) >= SUBMITS as f64
+    );
     assert!(after.contains("# HELP chorus_requests_total"), "{after}");
     assert!(after.contains("chorus_connections_open"), "{after}");
     node.stop().await;
