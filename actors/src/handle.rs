@@ -120,6 +120,12 @@ impl NodeHandle {
         Arc::clone(&self.inner.store)
     }
 
+    /// How many users the submit rate limiter tracks now.
+    pub async fn tracked_users(&self) -> Result<usize, ErrorCode> {
+        let intake = self.child(|c| c.intake.clone(), "intake")?;
+        call(&intake, "intake", |reply| IntakeMsg::TrackedUsers { reply }).await
+    }
+
     /// The tier queues' depths, slots in flight and degradation level.
     pub async fn queues(&self) -> Result<QueueStatus, ErrorCode> {
         let tiers = self.child(|c| c.tiers.clone(), "tier queues")?;

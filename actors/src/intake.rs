@@ -40,6 +40,11 @@ pub enum IntakeMsg {
         /// One outcome per item, or one error for the whole batch.
         reply: RpcReplyPort<BatchOutcome>,
     },
+    /// How many users the rate limiter tracks now (idle ones are forgotten).
+    TrackedUsers {
+        /// The count.
+        reply: RpcReplyPort<usize>,
+    },
 }
 
 /// The intake actor.
@@ -201,6 +206,9 @@ impl Actor for IntakeActor {
                 items,
                 reply,
             } => state.submit(&caller, items, reply),
+            IntakeMsg::TrackedUsers { reply } => {
+                let _ = reply.send(state.limits.tracked_users());
+            }
         }
         Ok(())
     }

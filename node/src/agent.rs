@@ -98,6 +98,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             data_dir: config.data_dir.clone(),
             listen: endpoint.local_addr()?.to_string(),
             socket: config.control_socket(),
+            limits: config.limits.clone(),
         },
         shutdown.clone(),
     )

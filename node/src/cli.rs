@@ -115,6 +115,8 @@ pub enum CtlCommand {
     AuditVerify,
     /// The tier queues: depth and capacity per tier, submissions in flight.
     Queues,
+    /// The submit rate limits in force and how many users are tracked.
+    Limits,
     /// Show the degradation level, pin it (`set LEVEL`) or return it to the load (`auto`).
     Degrade {
         /// What to do; without it, show the level.

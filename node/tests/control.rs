@@ -245,6 +245,11 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
     urgent.tier = chorus_client::Tier::Realtime;
     client.submit(urgent).await.unwrap();
 
+    let limits = json_of(&ctl(data, &["limits", "--json"]));
+    assert_eq!(limits["result"]["per_user_per_minute"], 100);
+    assert_eq!(limits["result"]["global_per_second"], 0);
+    assert!(limits["result"]["tracked_users"].as_u64().unwrap() >= 1);
+
     assert!(!ctl(data, &["degrade", "set", "panic"]).status.success());
     let auto = json_of(&ctl(data, &["degrade", "auto", "--json"]));
     assert_eq!(auto["result"]["manual"], false);

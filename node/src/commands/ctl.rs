@@ -103,6 +103,7 @@ pub fn request_for(command: &CtlCommand) -> Request {
         },
         CtlCommand::AuditVerify => Request::AuditVerify,
         CtlCommand::Queues => Request::Queues,
+        CtlCommand::Limits => Request::Limits,
         CtlCommand::Degrade { action: None } => Request::Degrade,
         CtlCommand::Degrade {
             action: Some(DegradeAction::Set { level }),
@@ -188,6 +189,22 @@ fn print_reply(reply: &Reply) {
                 format!("{} / {}", q.in_flight, q.max_in_flight),
             ));
             print_table(&rows);
+        }
+        Reply::Limits(l) => {
+            let show = |n: u32, unit: &str| {
+                if n == 0 {
+                    "off".to_string()
+                } else {
+                    format!("{n} {unit}")
+                }
+            };
+            print_table(&[
+                ("per user", show(l.per_user_per_minute, "per minute")),
+                ("user burst", l.per_user_burst.to_string()),
+                ("per API key", show(l.per_api_key_per_second, "per second")),
+                ("global", show(l.global_per_second, "per second")),
+                ("users tracked", l.tracked_users.to_string()),
+            ]);
         }
         Reply::Degrade(d) => println!(
             "degradation level {} ({}){}",

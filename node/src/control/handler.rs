@@ -14,8 +14,9 @@ use tracing::info;
 
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, ControlError, DegradeReport,
-    LogLevelChange, QueueRow, QueuesReport, Reply, Request, StatusReport,
+    LimitsReport, LogLevelChange, QueueRow, QueuesReport, Reply, Request, StatusReport,
 };
+use crate::config::LimitsSection;
 use crate::logging::{LogControl, LogLevelError};
 
 /// Who is on the other end of a control connection, from the socket's peer credentials.
@@ -45,6 +46,8 @@ pub struct NodeInfo {
     pub listen: String,
     /// The control socket's path.
     pub socket: PathBuf,
+    /// The submit rate limits in force.
+    pub limits: LimitsSection,
 }
 
 /// Answers control requests for one node.
@@ -91,6 +94,7 @@ impl Handler {
                 .await
                 .map(Reply::BreakerChange),
             Request::Queues => self.queues().await.map(Reply::Queues),
+            Request::Limits => self.limits().await.map(Reply::Limits),
             Request::Degrade => self.degrade(peer, None).await.map(Reply::Degrade),
             Request::DegradeSet { level } => {
                 self.degrade(peer, Some(&level)).await.map(Reply::Degrade)
@@ -201,6 +205,18 @@ impl Handler {
             name: name.to_string(),
             state: state_name(state).to_string(),
             audit_seq: entry.seq,
+        })
+    }
+
+    /// `limits`: the submit rate limits in force and how many users are tracked.
+    pub async fn limits(&self) -> Result<LimitsReport, ControlError> {
+        let l = &self.info.limits;
+        Ok(LimitsReport {
+            per_user_per_minute: l.per_user_per_minute,
+            per_user_burst: l.per_user_burst,
+            per_api_key_per_second: l.per_api_key_per_second,
+            global_per_second: l.global_per_second,
+            tracked_users: self.node.tracked_users().await.map_err(unavailable)?,
         })
     }
 

@@ -297,6 +297,7 @@ mod tests {
                 data_dir: dir.to_path_buf(),
                 listen: "127.0.0.1:0".into(),
                 socket: socket.to_path_buf(),
+                limits: crate::config::LimitsSection::default(),
             },
         ))
     }

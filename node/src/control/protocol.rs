@@ -53,6 +53,8 @@ pub enum Request {
     },
     /// The tier queues: depth and capacity per tier, submissions in flight. Read-only.
     Queues,
+    /// The submit rate limits and how many users are tracked. Read-only.
+    Limits,
     /// The degradation level. Read-only.
     Degrade,
     /// Pin the degradation level (`normal`, `shed_optional`, `critical_only`) or hand
@@ -74,6 +76,7 @@ impl Request {
             Request::BreakerReset { .. } => "breaker-reset",
             Request::BreakerOpen { .. } => "breaker-open",
             Request::Queues => "queues",
+            Request::Limits => "limits",
             Request::Degrade => "degrade",
             Request::DegradeSet { .. } => "degrade-set",
         }
@@ -164,8 +167,25 @@ pub enum Reply {
     BreakerChange(BreakerChange),
     /// Answer to [`Request::Queues`].
     Queues(QueuesReport),
+    /// Answer to [`Request::Limits`].
+    Limits(LimitsReport),
     /// Answer to [`Request::Degrade`] and [`Request::DegradeSet`].
     Degrade(DegradeReport),
+}
+
+/// What `limits` reports (0 = that limit is off).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsReport {
+    /// Items per user per minute, sustained.
+    pub per_user_per_minute: u32,
+    /// Items a user may send at once after being idle.
+    pub per_user_burst: u32,
+    /// Items per API key per second.
+    pub per_api_key_per_second: u32,
+    /// Items per second for the whole node.
+    pub global_per_second: u32,
+    /// Users whose buckets are tracked now (idle ones are forgotten).
+    pub tracked_users: usize,
 }
 
 /// One tier queue.
