@@ -255,6 +255,18 @@ impl Enricher {
         gate.breaker.state()
     }
 
+    /// The bulkhead's occupancy: `(running, queued, max_concurrent, max_queue)`.
+    pub fn bulkhead(&self) -> (u32, usize, u32, u32) {
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let config = gate.bulkhead.config();
+        (
+            gate.bulkhead.running(),
+            gate.bulkhead.queued(),
+            config.max_concurrent,
+            config.max_queue,
+        )
+    }
+
     /// An operator's command to the breaker; the state afterwards.
     pub fn breaker_command(&self, command: crate::store_actor::BreakerCommand) -> BreakerState {
         let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());

@@ -120,6 +120,26 @@ impl NodeHandle {
         Arc::clone(&self.inner.store)
     }
 
+    /// Every bulkhead of the node: `(name, running, queued, max_concurrent, max_queue)`.
+    /// Store writes are bounded by the tier queues' in-flight window instead (see
+    /// [`NodeHandle::queues`]).
+    pub fn bulkheads(&self) -> Vec<(&'static str, u32, usize, u32, u32)> {
+        self.inner
+            .enricher
+            .iter()
+            .map(|e| {
+                let (running, queued, max_concurrent, max_queue) = e.bulkhead();
+                (
+                    ENRICHMENT_DEPENDENCY,
+                    running,
+                    queued,
+                    max_concurrent,
+                    max_queue,
+                )
+            })
+            .collect()
+    }
+
     /// How many users the submit rate limiter tracks now.
     pub async fn tracked_users(&self) -> Result<usize, ErrorCode> {
         let intake = self.child(|c| c.intake.clone(), "intake")?;

@@ -199,6 +199,15 @@ async fn shedding_optional_work_skips_the_call() {
         .await
         .unwrap();
     assert_eq!(submit(&node, "u2").await.enrichment, Enrichment::Done);
+    let bulkheads = node.bulkheads();
+    assert_eq!(bulkheads.len(), 1);
+    let (name, running, queued, max_concurrent, _) = bulkheads[0];
+    assert_eq!(
+        (name, running, queued),
+        ("enrichment", 0, 0),
+        "every call has left"
+    );
+    assert!(max_concurrent >= 1);
     node.shutdown().await.unwrap();
 }
 

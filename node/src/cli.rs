@@ -117,6 +117,8 @@ pub enum CtlCommand {
     Queues,
     /// The submit rate limits in force and how many users are tracked.
     Limits,
+    /// The bulkheads: calls running and waiting against their limits.
+    Bulkheads,
     /// Show the degradation level, pin it (`set LEVEL`) or return it to the load (`auto`).
     Degrade {
         /// What to do; without it, show the level.

@@ -250,6 +250,10 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
     assert_eq!(limits["result"]["global_per_second"], 0);
     assert!(limits["result"]["tracked_users"].as_u64().unwrap() >= 1);
 
+    // No external dependency is configured: no bulkhead to show, and that is said.
+    let bulkheads = json_of(&ctl(data, &["bulkheads", "--json"]));
+    assert_eq!(bulkheads["result"]["bulkheads"], serde_json::json!([]));
+
     assert!(!ctl(data, &["degrade", "set", "panic"]).status.success());
     let auto = json_of(&ctl(data, &["degrade", "auto", "--json"]));
     assert_eq!(auto["result"]["manual"], false);

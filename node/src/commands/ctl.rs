@@ -104,6 +104,7 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::AuditVerify => Request::AuditVerify,
         CtlCommand::Queues => Request::Queues,
         CtlCommand::Limits => Request::Limits,
+        CtlCommand::Bulkheads => Request::Bulkheads,
         CtlCommand::Degrade { action: None } => Request::Degrade,
         CtlCommand::Degrade {
             action: Some(DegradeAction::Set { level }),
@@ -188,6 +189,24 @@ fn print_reply(reply: &Reply) {
                 "in flight",
                 format!("{} / {}", q.in_flight, q.max_in_flight),
             ));
+            print_table(&rows);
+        }
+        Reply::Bulkheads { bulkheads } => {
+            if bulkheads.is_empty() {
+                println!("no bulkheads (no external dependency is configured)");
+            }
+            let rows: Vec<(&str, String)> = bulkheads
+                .iter()
+                .map(|b| {
+                    (
+                        b.name.as_str(),
+                        format!(
+                            "running {}/{}, waiting {}/{}",
+                            b.running, b.max_concurrent, b.queued, b.max_queue
+                        ),
+                    )
+                })
+                .collect();
             print_table(&rows);
         }
         Reply::Limits(l) => {

@@ -13,8 +13,9 @@ use chorus_protocol::ErrorCode;
 use tracing::info;
 
 use super::protocol::{
-    AuditVerification, BreakerChange, BreakerRow, BrokenLink, ControlError, DegradeReport,
-    LimitsReport, LogLevelChange, QueueRow, QueuesReport, Reply, Request, StatusReport,
+    AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
+    DegradeReport, LimitsReport, LogLevelChange, QueueRow, QueuesReport, Reply, Request,
+    StatusReport,
 };
 use crate::config::LimitsSection;
 use crate::logging::{LogControl, LogLevelError};
@@ -95,6 +96,22 @@ impl Handler {
                 .map(Reply::BreakerChange),
             Request::Queues => self.queues().await.map(Reply::Queues),
             Request::Limits => self.limits().await.map(Reply::Limits),
+            Request::Bulkheads => Ok(Reply::Bulkheads {
+                bulkheads: self
+                    .node
+                    .bulkheads()
+                    .into_iter()
+                    .map(
+                        |(name, running, queued, max_concurrent, max_queue)| BulkheadRow {
+                            name: name.to_string(),
+                            running,
+                            queued,
+                            max_concurrent,
+                            max_queue,
+                        },
+                    )
+                    .collect(),
+            }),
             Request::Degrade => self.degrade(peer, None).await.map(Reply::Degrade),
             Request::DegradeSet { level } => {
                 self.degrade(peer, Some(&level)).await.map(Reply::Degrade)

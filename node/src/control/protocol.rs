@@ -55,6 +55,8 @@ pub enum Request {
     Queues,
     /// The submit rate limits and how many users are tracked. Read-only.
     Limits,
+    /// Every bulkhead: calls running and waiting against their limits. Read-only.
+    Bulkheads,
     /// The degradation level. Read-only.
     Degrade,
     /// Pin the degradation level (`normal`, `shed_optional`, `critical_only`) or hand
@@ -77,6 +79,7 @@ impl Request {
             Request::BreakerOpen { .. } => "breaker-open",
             Request::Queues => "queues",
             Request::Limits => "limits",
+            Request::Bulkheads => "bulkheads",
             Request::Degrade => "degrade",
             Request::DegradeSet { .. } => "degrade-set",
         }
@@ -169,6 +172,11 @@ pub enum Reply {
     Queues(QueuesReport),
     /// Answer to [`Request::Limits`].
     Limits(LimitsReport),
+    /// Answer to [`Request::Bulkheads`].
+    Bulkheads {
+        /// Each bulkhead (none when no external dependency is configured).
+        bulkheads: Vec<BulkheadRow>,
+    },
     /// Answer to [`Request::Degrade`] and [`Request::DegradeSet`].
     Degrade(DegradeReport),
 }
@@ -186,6 +194,21 @@ pub struct LimitsReport {
     pub global_per_second: u32,
     /// Users whose buckets are tracked now (idle ones are forgotten).
     pub tracked_users: usize,
+}
+
+/// One bulkhead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkheadRow {
+    /// The resource it guards, e.g. `enrichment`.
+    pub name: String,
+    /// Calls running.
+    pub running: u32,
+    /// Calls waiting for a slot.
+    pub queued: usize,
+    /// Most calls running at once.
+    pub max_concurrent: u32,
+    /// Most calls waiting.
+    pub max_queue: u32,
 }
 
 /// One tier queue.
