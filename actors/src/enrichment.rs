@@ -35,7 +35,7 @@ use crate::policy::bulkhead::{Bulkhead, BulkheadConfig, BulkheadConfigError, Ent
 use crate::policy::degradation::Level;
 use crate::published_breaker::{BreakerBoard, PublishedBreaker, new_board};
 use crate::store::Write;
-use crate::telemetry::ENRICHMENT_CALLS;
+use crate::telemetry::{BULKHEAD_QUEUED, BULKHEAD_RUNNING, ENRICHMENT_CALLS};
 
 /// The default per-call timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -133,9 +133,18 @@ impl Gate {
                 .remove(&next)
                 .is_some_and(|wake| wake.send(()).is_ok())
             {
-                return;
+                break;
             }
         }
+        self.publish_occupancy();
+    }
+
+    /// Sets the bulkhead's occupancy gauges (after every change of it).
+    fn publish_occupancy(&self) {
+        metrics::gauge!(BULKHEAD_RUNNING, "resource" => DEPENDENCY)
+            .set(f64::from(self.bulkhead.running()));
+        metrics::gauge!(BULKHEAD_QUEUED, "resource" => DEPENDENCY)
+            .set(self.bulkhead.queued() as f64);
     }
 }
 
@@ -301,7 +310,9 @@ impl Enricher {
             };
             let ticket = gate.next_ticket;
             gate.next_ticket += 1;
-            match gate.bulkhead.try_enter(now, ticket) {
+            let entry = gate.bulkhead.try_enter(now, ticket);
+            gate.publish_occupancy();
+            match entry {
                 Entry::Run => (
                     Hold {
                         gate: &self.gate,
@@ -337,6 +348,7 @@ impl Enricher {
                 let mut gate = lock(&self.gate);
                 if gate.waiters.remove(&ticket).is_some() {
                     gate.bulkhead.cancel(&ticket);
+                    gate.publish_occupancy();
                 } else {
                     // Handed a slot just as the wait ended: `hold` frees it on drop.
                     hold.running = true;

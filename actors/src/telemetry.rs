@@ -41,8 +41,23 @@ pub const VALIDATION_OUTCOMES: &str = "chorus_validation_outcomes_total";
 /// Items in which PII was found and redacted before storage.
 pub const VALIDATION_PII_REDACTED: &str = "chorus_validation_pii_redacted_total";
 
+/// Calls running in a bulkhead, by resource.
+pub const BULKHEAD_RUNNING: &str = "chorus_bulkhead_running";
+/// Calls waiting for a bulkhead slot, by resource.
+pub const BULKHEAD_QUEUED: &str = "chorus_bulkhead_queued";
+
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
+    metrics::describe_gauge!(
+        BULKHEAD_RUNNING,
+        metrics::Unit::Count,
+        "Calls running in a bulkhead, by resource."
+    );
+    metrics::describe_gauge!(
+        BULKHEAD_QUEUED,
+        metrics::Unit::Count,
+        "Calls waiting for a bulkhead slot, by resource."
+    );
     metrics::describe_counter!(
         VALIDATION_OUTCOMES,
         metrics::Unit::Count,
