@@ -3,6 +3,8 @@
 //! ("circuit open"); a slow server times out; no URL means `NotConfigured`. Every item
 //! is accepted whatever enrichment does.
 
+mod support;
+
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +18,8 @@ use chorus_actors::policy::breaker::BreakerConfig;
 use chorus_actors::policy::bulkhead::BulkheadConfig;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::tier_queues::DegradeCommand;
-use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, StoreConfig};
-use chorus_protocol::{Enrichment, Item, Kind, NodeId, Receipt, Role, Status};
+use chorus_actors::{Caller, NodeHandle, PipelineConfig};
+use chorus_protocol::{Enrichment, Item, Kind, Receipt, Role, Status};
 
 const OK: u8 = 0;
 const SLOW: u8 = 1;
@@ -90,17 +92,7 @@ async fn node_with(dir: &tempfile::TempDir, config: EnrichmentConfig) -> NodeHan
         validator_workers: 2,
         ..PipelineConfig::default()
     };
-    NodeHandle::start_with(
-        StoreConfig {
-            path: dir.path().join("store"),
-            node: NodeId("n".into()),
-            partitions: 16,
-            durability: Durability::Flush,
-        },
-        pipeline,
-    )
-    .await
-    .unwrap()
+    support::start(dir.path(), pipeline).await
 }
 
 async fn submit(node: &NodeHandle, user: &str) -> Receipt {

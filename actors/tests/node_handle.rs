@@ -1,26 +1,21 @@
 //! The actor tree end to end, through `NodeHandle` and the supervisor, on a real store.
 
+mod support;
+
+use support::caller;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_actors::restart::RestartPolicy;
 use chorus_actors::supervisor::{Children, NodeSupervisor, SupervisorArgs};
-use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, Store, StoreConfig};
-use chorus_protocol::{ErrorCode, Item, Kind, NodeId, Role, Status};
+use chorus_actors::{Durability, NodeHandle, PipelineConfig, Store, StoreConfig};
+use chorus_protocol::{ErrorCode, Item, Kind, Role, Status};
 use ractor::{Actor, ActorStatus};
 use tokio::sync::watch;
 
-fn caller() -> Caller {
-    Caller::for_key("chorus_test", Role::Admin)
-}
-
 fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig {
-        path: dir.join("store"),
-        node: NodeId("node-a".into()),
-        partitions: 16,
-        durability: Durability::Full,
-    }
+    support::store_config(dir, Durability::Full)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +141,23 @@ async fn a_partition_mismatch_fails_start() {
     assert!(err.to_string().contains("16 partitions"), "{err}");
 }
 
+/// A supervisor (default pipeline) on a fresh store under `dir`, and where it publishes
+/// its children.
+async fn spawn_supervisor(
+    dir: &std::path::Path,
+    policy: RestartPolicy,
+) -> (
+    watch::Receiver<Children>,
+    ractor::ActorRef<chorus_actors::supervisor::SupervisorMsg>,
+    tokio::task::JoinHandle<()>,
+) {
+    let store = Arc::new(Store::open(config(dir)).unwrap());
+    let (tx, rx) = watch::channel(Children::default());
+    let args = SupervisorArgs::new(store, tx, PipelineConfig::default(), policy).unwrap();
+    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    (rx, supervisor, join)
+}
+
 async fn next_store(rx: &mut watch::Receiver<Children>, old: ractor::ActorId) -> Children {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -163,16 +175,7 @@ async fn next_store(rx: &mut watch::Receiver<Children>, old: ractor::ActorId) ->
 #[tokio::test]
 async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(config(dir.path())).unwrap());
-    let (tx, mut rx) = watch::channel(Children::default());
-    let args = SupervisorArgs::new(
-        store,
-        tx,
-        PipelineConfig::default(),
-        RestartPolicy::default(),
-    )
-    .unwrap();
-    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    let (mut rx, supervisor, join) = spawn_supervisor(dir.path(), RestartPolicy::default()).await;
     let before = rx.borrow_and_update().clone();
     let old = before.store.unwrap();
     old.kill();
@@ -198,16 +201,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
 #[tokio::test]
 async fn a_store_actor_failing_too_often_stops_the_supervisor() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(config(dir.path())).unwrap());
-    let (tx, mut rx) = watch::channel(Children::default());
-    let args = SupervisorArgs::new(
-        store,
-        tx,
-        PipelineConfig::default(),
-        RestartPolicy::default(),
-    )
-    .unwrap();
-    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    let (mut rx, supervisor, join) = spawn_supervisor(dir.path(), RestartPolicy::default()).await;
     for _ in 0..5 {
         let old = rx.borrow_and_update().store.clone().unwrap();
         old.kill();
@@ -226,19 +220,14 @@ async fn a_store_actor_failing_too_often_stops_the_supervisor() {
 #[tokio::test]
 async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(config(dir.path())).unwrap());
-    let (tx, mut rx) = watch::channel(Children::default());
-    let args = SupervisorArgs::new(
-        store,
-        tx,
-        PipelineConfig::default(),
+    let (mut rx, supervisor, join) = spawn_supervisor(
+        dir.path(),
         RestartPolicy {
             base_backoff: Duration::from_millis(200),
             ..RestartPolicy::default()
         },
     )
-    .unwrap();
-    let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
+    .await;
     let before = rx.borrow_and_update().clone();
     let intake = before.intake.unwrap();
     let old = before.validators.unwrap();

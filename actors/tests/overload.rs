@@ -3,18 +3,18 @@
 //! refused with `Overloaded{tier, retry_after_ms}` at once, and nobody is left waiting;
 //! an operator can pin the degradation level to shed everything but the urgent tiers.
 
+mod support;
+
+use support::caller;
+
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use chorus_actors::PipelineConfig;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::policy::tier_queue::TierQueueConfig;
 use chorus_actors::tier_queues::DegradeCommand;
-use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, StoreConfig};
-use chorus_protocol::{ErrorCode, Item, Kind, NodeId, Role, Tier};
-
-fn caller() -> Caller {
-    Caller::for_key("chorus_test", Role::Admin)
-}
+use chorus_protocol::{ErrorCode, Item, Kind, Tier};
 
 fn item(user: String, tier: Tier) -> Item {
     let mut item = Item::new(user, Kind::Text);
@@ -32,17 +32,7 @@ async fn realtime_is_served_while_a_full_batch_tier_is_refused() {
         max_in_flight: 8,
         ..PipelineConfig::default()
     };
-    let node = NodeHandle::start_with(
-        StoreConfig {
-            path: dir.path().join("store"),
-            node: NodeId("n".into()),
-            partitions: 16,
-            durability: Durability::Flush,
-        },
-        pipeline,
-    )
-    .await
-    .unwrap();
+    let node = support::start(dir.path(), pipeline).await;
     node.store_for_tests()
         .inject_write_delay(Duration::from_millis(10));
 

@@ -2,17 +2,17 @@
 //! submits away at once with `CircuitOpen{store}`, it probes again after its open
 //! timeout and closes after successful trials; operators can force it open and reset it.
 
+mod support;
+
+use support::caller;
+
 use std::time::Duration;
 
+use chorus_actors::PipelineConfig;
 use chorus_actors::policy::breaker::{BreakerConfig, BreakerState};
 use chorus_actors::store_actor::BreakerCommand;
-use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, StoreConfig};
-use chorus_protocol::{ErrorCode, Item, Kind, NodeId, Role};
+use chorus_protocol::{ErrorCode, Item, Kind};
 use tokio::sync::watch;
-
-fn caller() -> Caller {
-    Caller::for_key("chorus_test", Role::Admin)
-}
 
 async fn wait_for(rx: &mut watch::Receiver<BreakerState>, want: BreakerState) {
     tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s == want))
@@ -31,17 +31,7 @@ async fn failing_flushes_open_the_breaker_and_trials_close_it() {
         },
         ..PipelineConfig::default()
     };
-    let node = NodeHandle::start_with(
-        StoreConfig {
-            path: dir.path().join("store"),
-            node: NodeId("n".into()),
-            partitions: 16,
-            durability: Durability::Flush,
-        },
-        pipeline,
-    )
-    .await
-    .unwrap();
+    let node = support::start(dir.path(), pipeline).await;
     let store = node.store_for_tests();
     let mut breaker = node.store_breaker();
     assert_eq!(*breaker.borrow(), BreakerState::Closed);

@@ -1,13 +1,13 @@
 //! The content policy on the write path, through `NodeHandle`: PII is redacted before
 //! storage and receipts carry the validator's status and alignment score.
 
-use chorus_actors::validation::ValidationConfig;
-use chorus_actors::{Caller, Durability, NodeHandle, PipelineConfig, StoreConfig};
-use chorus_protocol::{Item, Kind, NodeId, Role, Status};
+mod support;
 
-fn caller() -> Caller {
-    Caller::for_key("chorus_test", Role::Admin)
-}
+use support::caller;
+
+use chorus_actors::validation::ValidationConfig;
+use chorus_actors::{Durability, NodeHandle, PipelineConfig};
+use chorus_protocol::{Item, Kind, Status};
 
 fn item(user: &str, text: &str) -> Item {
     let mut item = Item::new(user, Kind::Text);
@@ -16,12 +16,7 @@ fn item(user: &str, text: &str) -> Item {
 }
 
 async fn start(dir: &std::path::Path, validation: ValidationConfig) -> NodeHandle {
-    let config = StoreConfig {
-        path: dir.join("store"),
-        node: NodeId("node-a".into()),
-        partitions: 16,
-        durability: Durability::Full,
-    };
+    let config = support::store_config(dir, Durability::Full);
     let pipeline = PipelineConfig {
         validation,
         validator_workers: 2,
@@ -154,12 +149,7 @@ async fn production_mode_reviews_after_the_ack_and_updates_the_stored_receipt() 
 #[tokio::test]
 async fn invalid_pipeline_settings_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        path: dir.path().join("store"),
-        node: NodeId("node-a".into()),
-        partitions: 16,
-        durability: Durability::Full,
-    };
+    let config = support::store_config(dir.path(), Durability::Full);
     let pipeline = PipelineConfig {
         validator_workers: 0,
         ..PipelineConfig::default()
