@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use chorus_protocol::{ErrorCode, Item, Request};
+use chorus_protocol::{ErrorCode, Item, check_batch_len};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::watch;
 use tracing::debug;
@@ -76,14 +76,10 @@ impl IntakeState {
     /// Validates a submission and forwards it; answers the caller itself only when
     /// nothing reaches the store.
     fn submit(&mut self, caller: &Caller, items: Vec<Item>, reply: RpcReplyPort<BatchOutcome>) {
-        let request = Request::SubmitBatch(items);
-        if let Err(e) = request.validate_shape() {
+        if let Err(e) = check_batch_len(items.len()) {
             let _ = reply.send(Err(e));
             return;
         }
-        let Request::SubmitBatch(items) = request else {
-            unreachable!("built as SubmitBatch above")
-        };
         // With the store's breaker open nothing can be stored: say so at once, before
         // any limit is spent, rather than queue behind a failing disk.
         if rejects(*self.store_breaker.borrow()) {

@@ -33,7 +33,7 @@ pub use item::{
 };
 pub use message::{
     ClientFrame, Hello, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT, MAX_PAGE_TOKEN_BYTES, PageToken, Request,
-    Response, Role, ServerFrame, Welcome,
+    Response, Role, ServerFrame, Welcome, check_batch_len,
 };
 pub use partition::{PartitionId, partition_of};
 pub use receipt::{Enrichment, NodeId, Receipt, Status, StoredItem};

@@ -151,12 +151,7 @@ impl Request {
     /// Checks the request's own limits (not those of the items inside).
     pub fn validate_shape(&self) -> Result<(), ErrorCode> {
         match self {
-            Request::SubmitBatch(items) if items.is_empty() || items.len() > MAX_BATCH_ITEMS => {
-                Err(ErrorCode::invalid(
-                    "items",
-                    format!("{} items, must be 1..={MAX_BATCH_ITEMS}", items.len()),
-                ))
-            }
+            Request::SubmitBatch(items) => check_batch_len(items.len()),
             Request::ListByUser { limit, .. } if *limit == 0 || *limit > MAX_PAGE_LIMIT => Err(
                 ErrorCode::invalid("limit", format!("{limit}, must be 1..={MAX_PAGE_LIMIT}")),
             ),
@@ -171,6 +166,17 @@ impl Request {
             _ => Ok(()),
         }
     }
+}
+
+/// Checks the number of items in one submission: 1..=[`MAX_BATCH_ITEMS`].
+pub fn check_batch_len(len: usize) -> Result<(), ErrorCode> {
+    if len == 0 || len > MAX_BATCH_ITEMS {
+        return Err(ErrorCode::invalid(
+            "items",
+            format!("{len} items, must be 1..={MAX_BATCH_ITEMS}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A successful answer to a request.

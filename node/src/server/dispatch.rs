@@ -12,7 +12,8 @@ pub async fn dispatch(
     if !caller.role.allows(request.required_role()) {
         return Err(ErrorCode::Forbidden);
     }
-    request.validate_shape()?;
+    // Shapes (batch sizes, page limits, name lengths) are checked by the node handle,
+    // which every caller goes through.
     match request {
         Request::Submit(item) => node.submit(caller, item).await.map(Response::Receipt),
         Request::SubmitBatch(items) => node.submit_batch(caller, items).await.map(Response::Batch),
