@@ -1,0 +1,6 @@
+//! The cluster layer of a node: SWIM membership (foca, sans-IO core plus a thin UDP
+//! task), the partition ring computed from the live member set, and the links to peers.
+//! The pure parts here are also what `chorus-simulations` drives in simulated time.
+
+pub mod membership;
+pub mod ring;
