@@ -17,6 +17,7 @@ use crate::intake::IntakeMsg;
 use crate::pipeline::PipelineConfig;
 use crate::policy::breaker::BreakerState;
 use crate::policy::degradation::Level;
+use crate::published_bulkhead::{BulkheadBoard, BulkheadOccupancy};
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
@@ -66,6 +67,8 @@ struct Inner {
     store_breaker: watch::Receiver<BreakerState>,
     /// The enrichment client, if configured (its breaker is listed and commanded here).
     enricher: Option<Arc<Enricher>>,
+    /// The store-writes bulkhead's occupancy, as the store actor publishes it.
+    store_writes: Arc<BulkheadBoard>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -94,6 +97,7 @@ impl NodeHandle {
         let args = SupervisorArgs::new(Arc::clone(&store), tx, pipeline, RestartPolicy::default())?;
         let store_breaker = args.store_breaker.subscribe();
         let enricher = args.enricher.clone();
+        let store_writes = Arc::clone(&args.store_writes);
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
             inner: Arc::new(Inner {
@@ -104,6 +108,7 @@ impl NodeHandle {
                 store,
                 store_breaker,
                 enricher,
+                store_writes,
             }),
         })
     }
@@ -120,23 +125,20 @@ impl NodeHandle {
         Arc::clone(&self.inner.store)
     }
 
-    /// Every bulkhead of the node: `(name, running, queued, max_concurrent, max_queue)`.
-    /// Store writes are bounded by the tier queues' in-flight window instead (see
-    /// [`NodeHandle::queues`]).
-    pub fn bulkheads(&self) -> Vec<(&'static str, u32, usize, u32, u32)> {
-        self.inner
-            .enricher
-            .iter()
-            .map(|e| {
-                let (running, queued, max_concurrent, max_queue) = e.bulkhead();
-                (
-                    ENRICHMENT_DEPENDENCY,
-                    running,
-                    queued,
-                    max_concurrent,
-                    max_queue,
-                )
-            })
+    /// Every bulkhead of the node: store writes, and enrichment calls if configured.
+    pub fn bulkheads(&self) -> Vec<BulkheadOccupancy> {
+        let enrichment = self.inner.enricher.iter().map(|e| {
+            let (running, queued, max_concurrent, max_queue) = e.bulkhead();
+            BulkheadOccupancy {
+                resource: ENRICHMENT_DEPENDENCY,
+                running,
+                queued: u32::try_from(queued).unwrap_or(u32::MAX),
+                max_concurrent,
+                max_queue,
+            }
+        });
+        std::iter::once(self.inner.store_writes.read())
+            .chain(enrichment)
             .collect()
     }
 

@@ -29,6 +29,7 @@ mod message;
 pub mod pipeline;
 pub mod policy;
 pub mod published_breaker;
+pub mod published_bulkhead;
 pub mod restart;
 pub mod store;
 pub mod store_actor;

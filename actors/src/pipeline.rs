@@ -2,6 +2,7 @@
 
 use crate::enrichment::{EnrichmentConfig, EnrichmentConfigError};
 use crate::policy::breaker::{BreakerConfig, BreakerConfigError};
+use crate::policy::bulkhead::{BulkheadConfig, BulkheadConfigError};
 use crate::policy::degradation::{DegradationConfig, DegradationConfigError};
 use crate::policy::rate_limit::{RateLimitConfig, RateLimitConfigError};
 use crate::policy::tier_queue::{TierQueueConfig, TierQueueConfigError};
@@ -27,16 +28,13 @@ pub struct PipelineConfig {
     pub tiers: TierQueueConfig,
     /// When load sheds the batch tier, and when everything but realtime and priority.
     pub degradation: DegradationConfig,
-    /// Most submissions past the tier queues at once (validating or storing); bounds the
-    /// store's queue so that under overload the tier queues, not the store, hold the
-    /// backlog. Default 512.
-    pub max_in_flight: usize,
+    /// The store-writes bulkhead (50 writes in the group commit, 200 waiting). The tier
+    /// queues let at most its capacity (running + waiting) past them, so under overload
+    /// the tier queues, where priorities apply, hold the backlog.
+    pub store_writes: BulkheadConfig,
     /// The optional enrichment call (off unless a URL is set).
     pub enrichment: EnrichmentConfig,
 }
-
-/// The default of [`PipelineConfig::max_in_flight`].
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -47,7 +45,7 @@ impl Default for PipelineConfig {
             store_breaker: BreakerConfig::store(),
             tiers: TierQueueConfig::default(),
             degradation: DegradationConfig::default(),
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            store_writes: BulkheadConfig::store_writes(),
             enrichment: EnrichmentConfig::default(),
         }
     }
@@ -82,15 +80,21 @@ pub enum PipelineConfigError {
     /// The enrichment settings are invalid.
     #[error("enrichment: {0}")]
     Enrichment(#[from] EnrichmentConfigError),
-    /// `max_in_flight` is zero.
-    #[error("max_in_flight must be at least 1")]
-    MaxInFlight,
+    /// The store-writes bulkhead's limits are invalid.
+    #[error("store_writes: {0}")]
+    StoreWrites(#[from] BulkheadConfigError),
     /// `validator_workers` is out of range.
     #[error("validator_workers is {0}, must be 1..={MAX_VALIDATOR_WORKERS}")]
     ValidatorWorkers(usize),
 }
 
 impl PipelineConfig {
+    /// Most submissions past the tier queues at once (validating or storing): what the
+    /// store-writes bulkhead holds, running and waiting.
+    pub fn max_in_flight(&self) -> usize {
+        (self.store_writes.max_concurrent + self.store_writes.max_queue) as usize
+    }
+
     /// Checks every setting; the error names the offending one.
     pub fn validate(&self) -> Result<(), PipelineConfigError> {
         self.limits.validate()?;
@@ -99,9 +103,7 @@ impl PipelineConfig {
         self.tiers.validate()?;
         self.degradation.validate()?;
         self.enrichment.validate()?;
-        if self.max_in_flight == 0 {
-            return Err(PipelineConfigError::MaxInFlight);
-        }
+        self.store_writes.validate()?;
         if !(1..=MAX_VALIDATOR_WORKERS).contains(&self.validator_workers) {
             return Err(PipelineConfigError::ValidatorWorkers(
                 self.validator_workers,

@@ -6,23 +6,32 @@
 //! actor `Flushed` so the next batch can start. Because the flush task holds the reply
 //! ports, a batch already on its way to disk is answered even if the actor dies.
 //!
+//! Writes pass the store-writes bulkhead first: at most `max_concurrent` submissions are
+//! in the group commit (the batch being flushed and the next one), at most `max_queue`
+//! wait for a slot, and the rest are refused `Overloaded` at once. The tier queues size
+//! their window to the bulkhead's capacity, so in steady state nothing is refused here
+//! and the backlog stays in the tier queues, where priorities apply.
+//!
 //! Reads (get, list, authenticate) never queue behind a flush: each runs on the
 //! blocking pool at once and replies directly.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::{ErrorCode, ItemId, PageToken, Receipt, Role, StoredItem};
+use chorus_protocol::{ErrorCode, ItemId, PageToken, Receipt, Role, StoredItem, Tier};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::group_commit::{DEFAULT_MAX_BATCH_ITEMS, GroupCommit};
 use crate::policy::breaker::{Admission, BreakerConfig, BreakerState, Permit};
+use crate::policy::bulkhead::{Bulkhead, Entry};
 use crate::published_breaker::{BreakerBoard, PublishedBreaker};
+use crate::published_bulkhead::BulkheadBoard;
 use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
-use crate::tier_queues::Credit;
+use crate::tier_queues::{Credit, SHED_RETRY_AFTER};
 
 /// One outcome per submitted item, in order, or one error for the whole batch (the
 /// store is unavailable and nothing of the batch was acknowledged).
@@ -111,6 +120,10 @@ pub struct FlushDone {
     batch: u64,
     /// Whether the batch became durable (the breaker's outcome).
     durable: bool,
+    /// The tier-queue credits of the batch's writers, dropped by the actor only after
+    /// it has freed their bulkhead slots: a credit lets the tier queues send another
+    /// write, which must find its slot free.
+    credits: Vec<Credit>,
 }
 
 /// What an operator can do to a circuit breaker.
@@ -147,6 +160,11 @@ impl Waiter {
         }
     }
 
+    /// Whether it holds a store-writes bulkhead slot (barriers do not).
+    fn is_write(&self) -> bool {
+        matches!(self, Waiter::Write { .. })
+    }
+
     fn fail(self, error: ErrorCode) {
         // A dropped receiver means the caller gave up; nobody is left to tell.
         match self {
@@ -175,16 +193,24 @@ pub struct StoreArgs {
     pub breaker: BreakerConfig,
     /// Where the breaker's state is published (intake reads it to refuse at once).
     pub board: BreakerBoard,
+    /// The store-writes bulkhead's limits and where its occupancy is published.
+    pub writes: Arc<BulkheadBoard>,
 }
 
 impl StoreArgs {
     /// Arguments with the default batch cap.
-    pub fn new(store: Arc<Store>, breaker: BreakerConfig, board: BreakerBoard) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        breaker: BreakerConfig,
+        board: BreakerBoard,
+        writes: Arc<BulkheadBoard>,
+    ) -> Self {
         StoreArgs {
             store,
             max_batch: DEFAULT_MAX_BATCH_ITEMS,
             breaker,
             board,
+            writes,
         }
     }
 }
@@ -203,6 +229,15 @@ pub struct StoreState {
     permit: Option<(Permit, Instant)>,
     /// Reads and key operations running on the blocking pool.
     reads: JoinSet<()>,
+    /// The store-writes bulkhead: a slot per write in the group commit.
+    writes: Bulkhead<u64>,
+    /// Writes waiting for a bulkhead slot, by ticket (the bulkhead keeps their order).
+    waiting: HashMap<u64, Waiter>,
+    next_ticket: u64,
+    /// Writes of the batch in flight: they free their slots when it completes.
+    in_flight_writes: usize,
+    /// Where the bulkhead's occupancy is published.
+    writes_board: Arc<BulkheadBoard>,
 }
 
 impl StoreState {
@@ -216,19 +251,22 @@ impl StoreState {
                 return;
             };
             let now = Instant::now();
+            let writes = batch.iter().filter(|w| w.is_write()).count();
             match self.breaker.try_acquire(now) {
                 Admission::Allowed(permit) => {
+                    self.in_flight_writes = writes;
                     self.permit = Some((permit, now));
                     self.batch += 1;
                     let seq = self.batch;
                     let store = self.store.clone();
                     let myself = myself.clone();
                     self.flush_task = Some(tokio::spawn(async move {
-                        let durable = persist_and_reply(store, batch).await;
+                        let (durable, credits) = persist_and_reply(store, batch).await;
                         // Fails only if the actor is gone; its successor starts fresh.
                         let _ = myself.cast(StoreMsg::Flushed(FlushDone {
                             batch: seq,
                             durable,
+                            credits,
                         }));
                     }));
                     return;
@@ -241,10 +279,52 @@ impl StoreState {
                         });
                     }
                     self.commit.handle_flushed();
+                    self.release_writes(writes, now);
                     self.schedule_tick(myself);
                 }
             }
         }
+    }
+
+    /// A write asks for a bulkhead slot: it joins the group commit, waits, or is refused.
+    fn admit_write(&mut self, waiter: Waiter, tier: Tier) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        match self.writes.try_enter(Instant::now(), ticket) {
+            Entry::Run => {
+                let weight = waiter.weight();
+                self.commit.handle_write(waiter, weight);
+            }
+            Entry::Queued { .. } => {
+                self.waiting.insert(ticket, waiter);
+            }
+            Entry::Full => {
+                debug!(tier = tier.as_str(), "store-writes bulkhead full");
+                waiter.fail(ErrorCode::Overloaded {
+                    tier,
+                    retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
+                });
+            }
+        }
+        self.publish_writes();
+    }
+
+    /// `count` writes are done: their slots go to waiting writes, in order.
+    fn release_writes(&mut self, count: usize, now: Instant) {
+        for _ in 0..count {
+            if let Some(next) = self.writes.leave(now)
+                && let Some(waiter) = self.waiting.remove(&next)
+            {
+                let weight = waiter.weight();
+                self.commit.handle_write(waiter, weight);
+            }
+        }
+        self.publish_writes();
+    }
+
+    fn publish_writes(&self) {
+        self.writes_board
+            .publish(self.writes.running(), self.writes.queued());
     }
 
     /// Arms a timer for the breaker's next timed change, if one is pending.
@@ -276,11 +356,12 @@ impl StoreState {
 }
 
 /// Persists a batch on the blocking pool, then answers each of its waiters; returns
-/// whether the batch became durable.
-async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> bool {
+/// whether the batch became durable, and the writers' tier-queue credits.
+async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<Credit>) {
     let mut items = Vec::with_capacity(batch.iter().map(Waiter::weight).sum());
     // The waiters without their items: how many outcomes each takes, and where to send.
     let mut waiters = Vec::with_capacity(batch.len());
+    let mut credits = Vec::with_capacity(batch.len());
     for waiter in batch {
         match waiter {
             Waiter::Write {
@@ -289,13 +370,14 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> bool {
                 reply,
                 _credit,
             } => {
+                credits.extend(_credit);
                 waiters.push((
                     own.len(),
                     Waiter::Write {
                         items: Vec::new(),
                         rejected,
                         reply,
-                        _credit,
+                        _credit: None,
                     },
                 ));
                 items.extend(own);
@@ -346,7 +428,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> bool {
             }
         }
     }
-    durable
+    (durable, credits)
 }
 
 /// Splices pre-decided outcomes back into their positions of the caller's batch.
@@ -391,6 +473,11 @@ impl Actor for StoreActor {
             breaker,
             permit: None,
             reads: JoinSet::new(),
+            writes: Bulkhead::new(args.writes.config())?,
+            waiting: HashMap::new(),
+            next_ticket: 0,
+            in_flight_writes: 0,
+            writes_board: args.writes,
         })
     }
 
@@ -411,14 +498,15 @@ impl Actor for StoreActor {
                     let _ = reply.send(Ok(merge(Vec::new(), rejected)));
                     return Ok(());
                 }
+                // A submission is as urgent as its most urgent item.
+                let tier = items.iter().map(|w| w.item.tier).min().unwrap_or_default();
                 let waiter = Waiter::Write {
                     items,
                     rejected,
                     reply,
                     _credit: credit,
                 };
-                let weight = waiter.weight();
-                state.commit.handle_write(waiter, weight);
+                state.admit_write(waiter, tier);
                 state.maybe_flush(&myself);
             }
             StoreMsg::Flush { reply } => {
@@ -429,6 +517,9 @@ impl Actor for StoreActor {
                 if done.batch == state.batch && state.commit.in_flight() {
                     state.flush_task = None;
                     state.commit.handle_flushed();
+                    let done_writes = std::mem::take(&mut state.in_flight_writes);
+                    state.release_writes(done_writes, Instant::now());
+                    drop(done.credits);
                     if let Some((permit, started)) = state.permit.take() {
                         let now = Instant::now();
                         if done.durable {
@@ -484,12 +575,18 @@ impl Actor for StoreActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let queued = state.commit.queued();
+        let queued = state.commit.queued() + state.waiting.len();
+        let stopping = || ErrorCode::Unavailable {
+            reason: "store stopping".into(),
+        };
         for waiter in state.commit.drain() {
-            waiter.fail(ErrorCode::Unavailable {
-                reason: "store stopping".into(),
-            });
+            waiter.fail(stopping());
         }
+        for (_, waiter) in state.waiting.drain() {
+            waiter.fail(stopping());
+        }
+        // The next incarnation starts with an empty bulkhead.
+        state.writes_board.publish(0, 0);
         metrics::gauge!(STORE_QUEUE_DEPTH).set(0.0);
         // The batch on its way to disk answers its own writers; wait for it so that a
         // stopped store has nothing in flight.

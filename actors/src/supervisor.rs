@@ -19,9 +19,10 @@ use crate::enrichment::{Enricher, EnricherError};
 use crate::intake::{IntakeActor, IntakeArgs, IntakeMsg};
 use crate::pipeline::PipelineConfig;
 use crate::published_breaker::{BreakerBoard, new_board};
+use crate::published_bulkhead::BulkheadBoard;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
-use crate::store_actor::{StoreActor, StoreArgs, StoreMsg};
+use crate::store_actor::{STORE_DEPENDENCY, StoreActor, StoreArgs, StoreMsg};
 use crate::tier_queues::{LevelBoard, TierMsg, TierQueues, TierQueuesArgs, new_level_board};
 use crate::validation::Validator;
 use crate::validator_pool::{self, ValidatorFactory, ValidatorPool};
@@ -91,6 +92,8 @@ pub struct SupervisorArgs {
     pub store_breaker: BreakerBoard,
     /// Where the degradation level is published (outlives tier queue restarts).
     pub level: LevelBoard,
+    /// Where the store-writes bulkhead's occupancy is published (outlives store restarts).
+    pub store_writes: Arc<BulkheadBoard>,
     /// The enrichment client with its breaker and bulkhead, if a URL is configured
     /// (shared by every validator incarnation, and by the handle for `chorus ctl`).
     pub enricher: Option<Arc<Enricher>>,
@@ -110,10 +113,11 @@ impl SupervisorArgs {
             store,
             children,
             policy,
-            pipeline,
             store_breaker: new_board(),
             level: new_level_board(),
+            store_writes: BulkheadBoard::new(STORE_DEPENDENCY, pipeline.store_writes),
             enricher,
+            pipeline,
         })
     }
 }
@@ -127,6 +131,7 @@ pub struct SupervisorState {
     store: Arc<Store>,
     pipeline: PipelineConfig,
     store_breaker: BreakerBoard,
+    store_writes: Arc<BulkheadBoard>,
     /// The content policy, compiled once and shared by every validator incarnation.
     validator: Arc<Validator>,
     /// The enrichment client and its breaker, shared by every validator incarnation.
@@ -159,6 +164,7 @@ impl SupervisorState {
                         self.store.clone(),
                         self.pipeline.store_breaker,
                         self.store_breaker.clone(),
+                        Arc::clone(&self.store_writes),
                     ),
                     cell,
                 )
@@ -193,7 +199,7 @@ impl SupervisorState {
                     children: self.children.subscribe(),
                     tiers: self.pipeline.tiers,
                     degradation: self.pipeline.degradation,
-                    max_in_flight: self.pipeline.max_in_flight,
+                    max_in_flight: self.pipeline.max_in_flight(),
                     level: self.level.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, TierQueues, args, cell).await?;
@@ -343,6 +349,7 @@ impl Actor for NodeSupervisor {
             store: args.store,
             pipeline: args.pipeline,
             store_breaker: args.store_breaker,
+            store_writes: args.store_writes,
             validator,
             enricher,
             children: args.children,

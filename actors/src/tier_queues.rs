@@ -4,11 +4,11 @@
 //! ```text
 //! Intake ──Enqueue(tier, job)──► TierQueues ──(≤ max_in_flight jobs)──► validators ──► store
 //!                                   ▲  four bounded queues, weighted, deadline-aware
-//!                                   └── Done (a job's credit dropped: its caller was answered)
+//!                                   └── Done (a job's credit dropped: its store slot is free)
 //! ```
 //!
 //! Submissions wait here, by tier, instead of piling up behind the store: at most
-//! `max_in_flight` jobs are past this point, so under overload the queue that grows is
+//! `max_in_flight` jobs (the store-writes bulkhead's capacity) are past this point, so under overload the queue that grows is
 //! this one, where realtime work is served first (weight 1000 to batch's 1), an entry
 //! past its deadline is answered `Timeout` and never processed, and a full tier is
 //! answered `Overloaded{tier, retry_after_ms}` at once. A timer drains expired entries
@@ -44,9 +44,9 @@ pub fn new_level_board() -> LevelBoard {
     Arc::new(watch::channel(Level::Normal).0)
 }
 
-/// A slot past the tier queues, held by a submission until its caller is answered:
-/// dropping it (wherever the answer was sent: store, validator, or a failure path) tells
-/// the tier queues the slot is free. No task or message per request beyond that one.
+/// A slot past the tier queues, held by a submission until it no longer needs the
+/// pipeline: dropping it (by the store once the write's bulkhead slot is free, or on a
+/// path that answers the caller before the store) tells the tier queues the slot is free. No task or message per request beyond that one.
 pub struct Credit(ActorRef<TierMsg>);
 
 impl Drop for Credit {

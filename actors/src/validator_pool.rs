@@ -343,7 +343,7 @@ impl Worker for ValidatorWorker {
             items: writes,
             rejected,
             reply: tx.into(),
-            credit: None,
+            credit,
         };
         if store.cast(write).is_err() {
             let _ = reply.send(Err(store_unavailable()));
@@ -354,7 +354,6 @@ impl Worker for ValidatorWorker {
             let outcome = rx.await.unwrap_or_else(|_| Err(store_unavailable()));
             let stored = acknowledged(&outcome);
             let _ = reply.send(outcome);
-            drop(credit);
             reviewer.submit_stored(&stored, deferred);
         });
         Ok(key)

@@ -11,6 +11,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chorus_actors::PipelineConfig;
+use chorus_actors::policy::bulkhead::BulkheadConfig;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::policy::tier_queue::TierQueueConfig;
 use chorus_actors::tier_queues::DegradeCommand;
@@ -29,7 +30,11 @@ async fn realtime_is_served_while_a_full_batch_tier_is_refused() {
     tiers.batch.capacity = NonZeroUsize::new(8).unwrap();
     let pipeline = PipelineConfig {
         tiers,
-        max_in_flight: 8,
+        store_writes: BulkheadConfig {
+            max_concurrent: 4,
+            max_queue: 4,
+            max_queue_wait: None,
+        },
         ..PipelineConfig::default()
     };
     let node = support::start(dir.path(), pipeline).await;

@@ -1,6 +1,7 @@
 //! The node's configuration: defaults < TOML file < `CHORUS_*` environment < flags,
 //! validated once at start so that a bad value is refused before any port is bound.
 
+mod bulkheads;
 mod enrichment;
 mod limits;
 
@@ -11,6 +12,7 @@ use chorus_actors::validation::{ValidationConfig, ValidationConfigError};
 use chorus_protocol::FrameLimit;
 use serde::{Deserialize, Serialize};
 
+pub use bulkheads::StoreWritesSection;
 pub use enrichment::EnrichmentSection;
 pub use limits::LimitsSection;
 
@@ -165,6 +167,8 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     /// The optional enrichment call (`[enrichment]`; off unless `url` is set).
     pub enrichment: EnrichmentSection,
+    /// The store-writes bulkhead (`[store_writes]`: 50 running, 200 waiting).
+    pub store_writes: StoreWritesSection,
     /// Workers in the validator pool, 1..=64; 0 (the default) is the available
     /// parallelism clamped to 1..=8.
     pub validator_workers: u32,
@@ -197,6 +201,7 @@ impl Default for NodeConfig {
             metrics: MetricsSection::default(),
             limits: LimitsSection::default(),
             enrichment: EnrichmentSection::default(),
+            store_writes: StoreWritesSection::default(),
             validator_workers: 0,
             validation: ValidationConfig::default(),
         }
@@ -239,6 +244,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("limits.global_per_second", EnvKind::Int),
     ("enrichment.url", EnvKind::Str),
     ("enrichment.timeout_ms", EnvKind::Int),
+    ("store_writes.max_concurrent", EnvKind::Int),
+    ("store_writes.max_queue", EnvKind::Int),
     ("validator_workers", EnvKind::Int),
     ("validation.mode", EnvKind::Str),
 ];
@@ -318,6 +325,7 @@ impl NodeConfig {
         }
         self.limits.to_rate_limits()?;
         self.enrichment.to_enrichment()?;
+        self.store_writes.to_bulkhead()?;
         FrameLimit::new(self.max_frame_bytes)
             .map_err(|r| ConfigError::new("max_frame_bytes", r))?;
         check_range(
@@ -375,6 +383,7 @@ impl NodeConfig {
             limits: self.limits.to_rate_limits().expect("validated at load"),
             validation: self.validation.clone(),
             enrichment: self.enrichment.to_enrichment().expect("validated at load"),
+            store_writes: self.store_writes.to_bulkhead().expect("validated at load"),
             ..Default::default()
         };
         if self.validator_workers > 0 {
@@ -474,7 +483,7 @@ fn parse_bool(raw: &str) -> Option<bool> {
     }
 }
 
-fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+pub(crate) fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
@@ -588,6 +597,11 @@ mod tests {
                 "limits.per_user_burst",
             ),
             ("[enrichment]\nurl = \"nope\"", &[], "enrichment.url"),
+            (
+                "[store_writes]\nmax_concurrent = 0",
+                &[],
+                "store_writes.max_concurrent",
+            ),
             (
                 "",
                 &[("CHORUS_ENRICHMENT_TIMEOUT_MS", "0")],

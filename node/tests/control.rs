@@ -219,7 +219,7 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
     assert_eq!(tiers.len(), 4);
     assert_eq!(tiers[0]["tier"], "realtime");
     assert_eq!(tiers[0]["capacity"], 1024);
-    assert_eq!(queues["result"]["max_in_flight"], 512);
+    assert_eq!(queues["result"]["max_in_flight"], 250);
 
     let level = json_of(&ctl(data, &["degrade", "--json"]));
     assert_eq!(level["result"]["level"], "normal");
@@ -252,7 +252,11 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
 
     // No external dependency is configured: no bulkhead to show, and that is said.
     let bulkheads = json_of(&ctl(data, &["bulkheads", "--json"]));
-    assert_eq!(bulkheads["result"]["bulkheads"], serde_json::json!([]));
+    assert_eq!(
+        bulkheads["result"]["bulkheads"],
+        serde_json::json!([{"name": "store", "running": 0, "queued": 0,
+            "max_concurrent": 50, "max_queue": 200}])
+    );
 
     assert!(!ctl(data, &["degrade", "set", "panic"]).status.success());
     let auto = json_of(&ctl(data, &["degrade", "auto", "--json"]));

@@ -101,15 +101,13 @@ impl Handler {
                     .node
                     .bulkheads()
                     .into_iter()
-                    .map(
-                        |(name, running, queued, max_concurrent, max_queue)| BulkheadRow {
-                            name: name.to_string(),
-                            running,
-                            queued,
-                            max_concurrent,
-                            max_queue,
-                        },
-                    )
+                    .map(|b| BulkheadRow {
+                        name: b.resource.to_string(),
+                        running: b.running,
+                        queued: b.queued as usize,
+                        max_concurrent: b.max_concurrent,
+                        max_queue: b.max_queue,
+                    })
                     .collect(),
             }),
             Request::Degrade => self.degrade(peer, None).await.map(Reply::Degrade),
