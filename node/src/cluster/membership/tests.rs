@@ -1,0 +1,1 @@
+//! Several members wired through an in-memory network.
