@@ -458,7 +458,9 @@ impl Membership {
             Envelope::Gossip(payload) => self.handle_gossip(payload, now),
             Envelope::RosterSync(members) => {
                 self.stats.roster_packets_applied += 1;
-                let result = self.swim.apply_many(members.into_iter(), false, &mut self.io);
+                let result = self
+                    .swim
+                    .apply_many(members.into_iter(), false, &mut self.io);
                 self.absorb(now);
                 result.map_err(|error| self.refused(error))
             }
@@ -553,7 +555,11 @@ impl Membership {
     /// The names of the live members (alive or suspect), this node included unless it
     /// left or is defunct; sorted. The ring is computed from this set.
     pub fn live_members(&self) -> Vec<NodeId> {
-        let mut live: Vec<NodeId> = self.swim.iter_members().map(|m| m.id().node.clone()).collect();
+        let mut live: Vec<NodeId> = self
+            .swim
+            .iter_members()
+            .map(|m| m.id().node.clone())
+            .collect();
         if !self.left && !self.defunct {
             live.push(self.identity().node.clone());
         }
@@ -604,7 +610,11 @@ impl Membership {
 
     fn handle_swim_timer(&mut self, timer: foca::Timer<MemberIdentity>, now: Duration) {
         let starts_probe = matches!(timer, foca::Timer::ProbeRandomMember(_));
-        let previous = if starts_probe { self.probe.take() } else { None };
+        let previous = if starts_probe {
+            self.probe.take()
+        } else {
+            None
+        };
         let result = self.swim.handle_timer(timer, &mut self.io);
         let probe_ran = self.absorb(now);
         if starts_probe {

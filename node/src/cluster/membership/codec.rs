@@ -224,17 +224,17 @@ mod tests {
     }
 
     #[test]
-    fn a_name_longer_than_the_limit_is_refused() {
+    fn an_item_larger_than_the_limit_is_refused_when_decoded() {
         let mut codec = BincodeCodec::new();
-        let mut buf = Vec::new();
         let big = Member::alive(identity(&"x".repeat(MAX_ITEM_BYTES * 2), 1));
-        // Encoding is bounded by the same limit, so craft the oversized bytes by hand:
-        // varint length prefix of a 2 KiB string followed by its bytes.
-        assert!(codec.encode_member(&big, &mut buf).is_err());
-        let mut raw = vec![251u8];
-        raw.extend_from_slice(&((MAX_ITEM_BYTES * 2) as u16).to_le_bytes());
-        raw.extend(std::iter::repeat_n(b'x', MAX_ITEM_BYTES * 2));
-        assert!(codec.decode_member(&raw[..]).is_err());
+        // The limit bounds what a peer can make us allocate; our own encoding is bounded
+        // by the packet size instead.
+        let mut buf = Vec::new();
+        codec.encode_member(&big, &mut buf).expect("encode");
+        assert!(matches!(
+            codec.decode_member(&buf[..]),
+            Err(CodecError::Decode(_))
+        ));
     }
 
     proptest! {

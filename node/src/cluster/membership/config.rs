@@ -131,7 +131,10 @@ impl GossipSettings {
     /// Checks every field once, at start.
     pub fn validate(&self) -> Result<(), GossipSettingsError> {
         let positive = [
-            ("expected_cluster_size", u64::from(self.expected_cluster_size)),
+            (
+                "expected_cluster_size",
+                u64::from(self.expected_cluster_size),
+            ),
             ("probe_period_ms", self.probe_period_ms),
             ("probe_rtt_ms", self.probe_rtt_ms),
             ("num_indirect_probes", u64::from(self.num_indirect_probes)),
@@ -139,9 +142,18 @@ impl GossipSettings {
             ("periodic_gossip_ms", self.periodic_gossip_ms),
             ("gossip_fanout", u64::from(self.gossip_fanout)),
             ("periodic_announce_ms", self.periodic_announce_ms),
-            ("suspicion_max_multiplier", u64::from(self.suspicion_max_multiplier)),
-            ("suspicion_confirmations", u64::from(self.suspicion_confirmations)),
-            ("roster_sync_max_packets", u64::from(self.roster_sync_max_packets)),
+            (
+                "suspicion_max_multiplier",
+                u64::from(self.suspicion_max_multiplier),
+            ),
+            (
+                "suspicion_confirmations",
+                u64::from(self.suspicion_confirmations),
+            ),
+            (
+                "roster_sync_max_packets",
+                u64::from(self.roster_sync_max_packets),
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -65,12 +65,18 @@ pub enum EnvelopeError {
 }
 
 /// The body of a join request from `joiner`.
-pub fn encode_join(joiner: &MemberIdentity, codec: &mut BincodeCodec) -> Result<Vec<u8>, CodecError> {
+pub fn encode_join(
+    joiner: &MemberIdentity,
+    codec: &mut BincodeCodec,
+) -> Result<Vec<u8>, CodecError> {
     encode_identity(KIND_JOIN, joiner, codec)
 }
 
 /// The body of a welcome from `seed`.
-pub fn encode_welcome(seed: &MemberIdentity, codec: &mut BincodeCodec) -> Result<Vec<u8>, CodecError> {
+pub fn encode_welcome(
+    seed: &MemberIdentity,
+    codec: &mut BincodeCodec,
+) -> Result<Vec<u8>, CodecError> {
     encode_identity(KIND_WELCOME, seed, codec)
 }
 
@@ -209,7 +215,10 @@ mod tests {
         let mut codec = BincodeCodec::new();
         let joiner = member(1).id().clone();
         let join = encode_join(&joiner, &mut codec).expect("encode");
-        assert_eq!(decode(&join).expect("decode"), Envelope::Join(joiner.clone()));
+        assert_eq!(
+            decode(&join).expect("decode"),
+            Envelope::Join(joiner.clone())
+        );
         let welcome = encode_welcome(&joiner, &mut codec).expect("encode");
         assert_eq!(decode(&welcome).expect("decode"), Envelope::Welcome(joiner));
         let mut trailing = join.clone();

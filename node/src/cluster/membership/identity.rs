@@ -77,11 +77,7 @@ impl foca::Identity for MemberIdentity {
 
 impl fmt::Debug for MemberIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}#{}@{}",
-            self.node, self.incarnation, self.gossip_addr
-        )
+        write!(f, "{}#{}@{}", self.node, self.incarnation, self.gossip_addr)
     }
 }
 

@@ -84,7 +84,9 @@ impl SuspicionBounds {
         }
         let span = self.max.saturating_sub(self.min);
         let fraction = f64::from(confirmed + 1).ln() / f64::from(expected + 1).ln();
-        self.max.saturating_sub(span.mul_f64(fraction)).max(self.min)
+        self.max
+            .saturating_sub(span.mul_f64(fraction))
+            .max(self.min)
     }
 
     /// The confirmations to expect when the cluster has `live_others` live members
@@ -175,9 +177,7 @@ impl Suspicions {
         let token = self.next_token;
         let entry = self.by_node.get_mut(&suspect.node);
         let suspicion = match entry {
-            Some(running)
-                if running.identity == *suspect && running.incarnation == incarnation =>
-            {
+            Some(running) if running.identity == *suspect && running.incarnation == incarnation => {
                 if running.reporters.contains(reporter)
                     || running.confirmations() >= running.expected
                 {
@@ -306,7 +306,10 @@ mod tests {
         let table = [(0, 24_000), (1, 14_000), (2, 8_150), (3, 4_000), (9, 4_000)];
         for (confirmed, ms) in table {
             let got = BOUNDS.timeout(confirmed, 3).as_millis();
-            assert!(got.abs_diff(ms) <= 10, "C={confirmed}: {got} ms, want ~{ms}");
+            assert!(
+                got.abs_diff(ms) <= 10,
+                "C={confirmed}: {got} ms, want ~{ms}"
+            );
         }
         assert_eq!(BOUNDS.timeout(0, 0), BOUNDS.min);
     }
@@ -324,10 +327,18 @@ mod tests {
         let t0 = Duration::from_secs(100);
         let first = s.report(&x, 0, &node("a"), 10, t0).expect("starts");
         assert_eq!(first.after, BOUNDS.max);
-        assert!(s.report(&x, 0, &node("a"), 10, t0).is_none(), "same reporter");
-        assert!(s.report(&x, 0, &node("x"), 10, t0).is_none(), "the suspect itself");
+        assert!(
+            s.report(&x, 0, &node("a"), 10, t0).is_none(),
+            "same reporter"
+        );
+        assert!(
+            s.report(&x, 0, &node("x"), 10, t0).is_none(),
+            "the suspect itself"
+        );
         let later = t0 + Duration::from_secs(1);
-        let second = s.report(&x, 0, &node("b"), 10, later).expect("confirmation");
+        let second = s
+            .report(&x, 0, &node("b"), 10, later)
+            .expect("confirmation");
         assert_eq!(second.after, Duration::from_secs(13));
         // The superseded deadline does nothing, the current one declares the suspect.
         let fire = t0 + Duration::from_secs(14);
@@ -340,8 +351,13 @@ mod tests {
     fn a_deadline_before_its_time_does_nothing() {
         let mut s = Suspicions::new(BOUNDS);
         let x = member("x", 1);
-        let timer = s.report(&x, 0, &node("a"), 10, Duration::ZERO).expect("starts");
-        assert_eq!(s.on_deadline(&x.node, timer.token, Duration::from_secs(5)), None);
+        let timer = s
+            .report(&x, 0, &node("a"), 10, Duration::ZERO)
+            .expect("starts");
+        assert_eq!(
+            s.on_deadline(&x.node, timer.token, Duration::from_secs(5)),
+            None
+        );
         assert_eq!(s.len(), 1);
     }
 
@@ -349,15 +365,21 @@ mod tests {
     fn refutation_and_renewal_end_a_suspicion_but_stale_news_does_not() {
         let mut s = Suspicions::new(BOUNDS);
         let x = member("x", 1);
-        let timer = s.report(&x, 2, &node("a"), 10, Duration::ZERO).expect("starts");
+        let timer = s
+            .report(&x, 2, &node("a"), 10, Duration::ZERO)
+            .expect("starts");
         s.refuted(&x, 2);
         assert_eq!(s.len(), 1, "same incarnation is no refutation");
-        assert!(s.report(&x, 1, &node("b"), 10, Duration::ZERO).is_none(), "stale");
+        assert!(
+            s.report(&x, 1, &node("b"), 10, Duration::ZERO).is_none(),
+            "stale"
+        );
         s.refuted(&x, 3);
         assert!(s.is_empty());
         assert_eq!(s.on_deadline(&x.node, timer.token, BOUNDS.max), None);
 
-        s.report(&x, 0, &node("a"), 10, Duration::ZERO).expect("starts");
+        s.report(&x, 0, &node("a"), 10, Duration::ZERO)
+            .expect("starts");
         s.refuted(&member("x", 2), 0);
         assert!(s.is_empty(), "a restarted member is not the suspect");
     }
