@@ -89,22 +89,29 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// The placement the node runs: rendezvous order with a 5 % cap.
+    /// The placement the node runs: bounded load at 5 % (rendezvous scores, capacities of
+    /// `ceil(P/N × 1.05)` at most, the unique stable matching).
     ///
-    /// Measured by `chorus-simulations ring` (simulations/README.md has the tables), over
-    /// N = 3..1000 members and P = 1024 or 4096 partitions:
-    /// - a vnode ring never gets close to balanced at a cost we can pay: 16 vnodes give
-    ///   max/mean ≈ 1.6–2.2, 1000 vnodes still 1.1–1.3, and its placement at N = 1000 sorts
-    ///   a million points (~100 ms);
-    /// - plain rendezvous moves the ideal 1/N on a change, but its balance is that of
-    ///   throwing P balls into N bins: max/mean ≈ 1.3 at P/N ≈ 100 and ≈ 3 at P/N ≈ 4;
-    /// - bounded load caps every member at `ceil(P/N × 1.05)` partitions, which is the best
-    ///   balance integers allow up to 5 % (max/mean ≤ 1.05 wherever P/N ≥ 20), and pays for
-    ///   it with about 1.2–1.5 × 1/N moved per join or leave, under the 2/N budget. Placement
-    ///   at N = 1000, P = 4096 takes a few milliseconds.
+    /// Measured by `chorus-simulations ring` (simulations/README.md has the tables and
+    /// plots), N = 3..1000 members, P = 1024 and 4096 partitions, moves per single join
+    /// or leave as a multiple of the ideal 1/N:
+    /// - vnode rings are never balanced at a price we can pay: max/mean 1.4–2.1 with
+    ///   16 vnodes at N = 10–100, still 1.17–1.39 with 1000 vnodes (and a million points to
+    ///   sort at N = 1000);
+    /// - plain rendezvous moves the ideal 1.0–1.1, but its balance is balls-in-bins:
+    ///   1.12 at N = 30 and 1.44 at N = 100 (P = 4096), 2.7 at N = 1000;
+    /// - Maglev is perfectly balanced and moves 4–7× the ideal from N = 100 on;
+    /// - greedy bounded load (one cap, partitions in id order) moves 1.1–2.5× on most
+    ///   changes, but when N crosses a point where the cap drops by one every member at
+    ///   the cap sheds at once: 17× the ideal at N ≈ 300, 43× at P = 1024;
+    /// - this bounded load has no such cliff (capacities change a few at a time): where
+    ///   P/N ≥ 40 it keeps max/mean ≤ 1.06 and moves 1.0–1.8× (worst 2.2×) at N ≤ 110;
+    ///   with only ~14 partitions a member (N = 300, P = 4096) 2.7× on average, worst 3.4×.
+    ///   Placement at N = 1000, P = 4096 takes ~30 ms.
     ///
-    /// Balance wins because a partition's owner does its writes and the most loaded node
-    /// sets the cluster's capacity; the extra moves are a one-off transfer per change.
+    /// The most loaded member sets the cluster's capacity, so balance wins over a
+    /// one-off extra transfer per change; the 5 % goal needs P ≥ 40 × N anyway, which is
+    /// also where the moves stay near the 2/N budget.
     pub const STRATEGY: Strategy = Strategy::BoundedLoad { slack_percent: 5 };
 
     /// Places `partitions` partitions on `members` with [`Ring::STRATEGY`]; duplicates are
@@ -155,11 +162,18 @@ impl Ring {
                 strategy::place_vnodes(&points, partitions)
             }
             Strategy::Rendezvous => strategy::place_rendezvous(&seeds, partitions),
+            Strategy::Maglev => strategy::place_maglev(&seeds, partitions),
+            Strategy::BoundedLoad { slack_percent }
+            | Strategy::GreedyBoundedLoad { slack_percent }
+                if slack_percent > MAX_SLACK_PERCENT =>
+            {
+                return Err(RingError::SlackTooLarge { slack_percent });
+            }
             Strategy::BoundedLoad { slack_percent } => {
-                if slack_percent > MAX_SLACK_PERCENT {
-                    return Err(RingError::SlackTooLarge { slack_percent });
-                }
-                strategy::place_bounded(&seeds, partitions, slack_percent)
+                strategy::place_stable_bounded(&seeds, partitions, slack_percent)
+            }
+            Strategy::GreedyBoundedLoad { slack_percent } => {
+                strategy::place_greedy_bounded(&seeds, partitions, slack_percent)
             }
         };
         let epoch = epoch_of(strategy, &members, partitions);

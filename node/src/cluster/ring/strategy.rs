@@ -16,9 +16,25 @@ pub enum Strategy {
     /// Rendezvous (highest random weight) hashing: a partition belongs to the member with
     /// the highest score `hash(member, partition)`.
     Rendezvous,
-    /// Rendezvous order with a cap: partitions, in id order, go to their highest-scoring
-    /// member that holds fewer than `ceil(P / N × (1 + slack_percent / 100))` partitions.
+    /// Rendezvous scores with capacities: the unique stable matching of partitions to
+    /// members when both sides rank pairs by score, each member holding at most its
+    /// capacity. The capacities add up to `T = ceil(P × (1 + slack_percent / 100))`,
+    /// spread as evenly as integers allow (`floor(T/N)` or one more, the extra ones to the
+    /// members with the lowest seeds), so no member holds more than `ceil(T/N)` and a
+    /// join or leave shifts only a few capacities by one.
     BoundedLoad {
+        /// The allowed excess over the mean, in percent, 0..=[`MAX_SLACK_PERCENT`].
+        slack_percent: u32,
+    },
+    /// Maglev hashing: each member walks its own permutation of the partitions (an offset
+    /// and a step coprime with P, from its seed) and the members, in turn, each claim
+    /// their next unclaimed partition, so every member gets `floor(P/N)` or `ceil(P/N)`.
+    Maglev,
+    /// The textbook bounded load, for comparison: partitions, in id order, go to their
+    /// highest-scoring member holding fewer than `ceil(P / N × (1 + slack_percent / 100))`.
+    /// Every decision depends on all earlier ones, and the one cap drops for every member
+    /// at once as N grows, so a change can cascade.
+    GreedyBoundedLoad {
         /// The allowed excess over the mean, in percent, 0..=[`MAX_SLACK_PERCENT`].
         slack_percent: u32,
     },
@@ -45,6 +61,8 @@ impl Strategy {
             Strategy::VnodeRing { vnodes } => (1, vnodes),
             Strategy::Rendezvous => (2, 0),
             Strategy::BoundedLoad { slack_percent } => (3, slack_percent),
+            Strategy::GreedyBoundedLoad { slack_percent } => (4, slack_percent),
+            Strategy::Maglev => (5, 0),
         }
     }
 }
@@ -54,7 +72,11 @@ impl std::fmt::Display for Strategy {
         match *self {
             Strategy::VnodeRing { vnodes } => write!(f, "ring-{vnodes}vn"),
             Strategy::Rendezvous => f.write_str("rendezvous"),
+            Strategy::Maglev => f.write_str("maglev"),
             Strategy::BoundedLoad { slack_percent } => write!(f, "bounded-{slack_percent}%"),
+            Strategy::GreedyBoundedLoad { slack_percent } => {
+                write!(f, "greedy-bounded-{slack_percent}%")
+            }
         }
     }
 }
@@ -141,8 +163,8 @@ pub(super) fn bounded_capacity(partitions: u16, members: usize, slack_percent: u
     numerator.div_ceil(denominator) as u32
 }
 
-/// Owners by rendezvous order under a per-member cap, partitions in id order.
-pub(super) fn place_bounded(seeds: &[u64], partitions: u16, slack_percent: u32) -> Vec<MemberIndex> {
+/// Owners by rendezvous order under one cap for every member, partitions in id order.
+pub(super) fn place_greedy_bounded(seeds: &[u64], partitions: u16, slack_percent: u32) -> Vec<MemberIndex> {
     let cap = bounded_capacity(partitions, seeds.len(), slack_percent);
     let mut load = vec![0u32; seeds.len()];
     (0..partitions)
@@ -153,6 +175,137 @@ pub(super) fn place_bounded(seeds: &[u64], partitions: u16, slack_percent: u32) 
             owner
         })
         .collect()
+}
+
+/// Owners by Maglev's table fill: in rounds over the members (in member order), each
+/// member claims the next partition of its own permutation that no one has claimed yet.
+pub(super) fn place_maglev(seeds: &[u64], partitions: u16) -> Vec<MemberIndex> {
+    const UNCLAIMED: MemberIndex = MemberIndex::MAX;
+    let size = u64::from(partitions);
+    // (next partition, step) per member; the step is coprime with P, so a member's walk
+    // visits every partition once before repeating.
+    let mut walks: Vec<(u64, u64)> = seeds
+        .iter()
+        .map(|&seed| {
+            let offset = mix64(seed ^ MAGLEV_OFFSET_SALT) % size;
+            let mut step = if size > 1 { 1 + mix64(seed ^ MAGLEV_STEP_SALT) % (size - 1) } else { 1 };
+            while gcd(step, size) != 1 {
+                step = step % (size - 1) + 1;
+            }
+            (offset, step)
+        })
+        .collect();
+    let mut owners = vec![UNCLAIMED; usize::from(partitions)];
+    let mut claimed = 0usize;
+    'fill: loop {
+        for (m, walk) in walks.iter_mut().enumerate() {
+            // Unclaimed partitions remain while `claimed < P`, so the walk finds one.
+            while owners[walk.0 as usize] != UNCLAIMED {
+                walk.0 = (walk.0 + walk.1) % size;
+            }
+            owners[walk.0 as usize] = m as MemberIndex;
+            walk.0 = (walk.0 + walk.1) % size;
+            claimed += 1;
+            if claimed == usize::from(partitions) {
+                break 'fill;
+            }
+        }
+    }
+    owners
+}
+
+/// Separate a member's Maglev offset and step from its other hashes.
+const MAGLEV_OFFSET_SALT: u64 = 0x1656_67B1_9E37_79F9;
+const MAGLEV_STEP_SALT: u64 = 0x85EB_CA77_C2B2_AE63;
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Candidates kept per partition before a full ranking is needed: with a few percent of
+/// slack almost every partition lands within its first few choices.
+const TOP_CANDIDATES: usize = 8;
+
+/// Each member's capacity under [`Strategy::BoundedLoad`]: `T = ceil(P × (100 + slack) /
+/// 100)` slots, `floor(T/N)` each and one more for the `T mod N` members with the lowest
+/// seeds (ties by index). At least `P` slots in all, so every partition fits.
+pub(super) fn smooth_capacities(seeds: &[u64], partitions: u16, slack_percent: u32) -> Vec<u32> {
+    let n = seeds.len() as u64;
+    let total = (u64::from(partitions) * (100 + u64::from(slack_percent))).div_ceil(100);
+    let (base, extra) = ((total / n) as u32, (total % n) as usize);
+    let mut by_seed: Vec<(u64, usize)> = seeds.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    by_seed.sort_unstable();
+    let mut caps = vec![base; seeds.len()];
+    for &(_, i) in &by_seed[..extra] {
+        caps[i] += 1;
+    }
+    caps
+}
+
+/// A partition's members, best score first (ties to the lower member index).
+fn ranked(seeds: &[u64], key: u64, keep: usize) -> Vec<(u64, MemberIndex)> {
+    let mut all: Vec<(u64, MemberIndex)> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, &seed)| (score(seed, key), i as MemberIndex))
+        .collect();
+    let order = |a: &(u64, MemberIndex), b: &(u64, MemberIndex)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    if keep < all.len() {
+        all.select_nth_unstable_by(keep - 1, order);
+        all.truncate(keep);
+    }
+    all.sort_unstable_by(order);
+    all
+}
+
+/// Owners by deferred acceptance: free partitions propose to members in score order; a
+/// member over capacity lets go of its lowest-scoring partition, which proposes on. Pairs
+/// are ranked the same way from both sides (score, then member, then partition), so the
+/// stable matching is unique: the result does not depend on the order of proposals.
+pub(super) fn place_stable_bounded(
+    seeds: &[u64],
+    partitions: u16,
+    slack_percent: u32,
+) -> Vec<MemberIndex> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    let caps = smooth_capacities(seeds, partitions, slack_percent);
+    let keys: Vec<u64> = (0..partitions).map(partition_key).collect();
+    let mut candidates: Vec<Vec<(u64, MemberIndex)>> = keys
+        .iter()
+        .map(|&key| ranked(seeds, key, TOP_CANDIDATES))
+        .collect();
+    let mut next = vec![0usize; usize::from(partitions)];
+    let mut held: Vec<BinaryHeap<Reverse<(u64, u16)>>> = vec![BinaryHeap::new(); seeds.len()];
+    let mut free: Vec<u16> = (0..partitions).rev().collect();
+    while let Some(p) = free.pop() {
+        let pi = usize::from(p);
+        if next[pi] == candidates[pi].len() {
+            // Rare: every short-listed member is full of better partitions. Rank them all;
+            // with capacity for every partition some member always has room.
+            candidates[pi] = ranked(seeds, keys[pi], seeds.len());
+        }
+        let (s, m) = candidates[pi][next[pi]];
+        next[pi] += 1;
+        let heap = &mut held[m as usize];
+        heap.push(Reverse((s, p)));
+        if heap.len() > caps[m as usize] as usize {
+            if let Some(Reverse((_, dropped))) = heap.pop() {
+                free.push(dropped);
+            }
+        }
+    }
+    let mut owners = vec![0; usize::from(partitions)];
+    for (m, heap) in held.iter().enumerate() {
+        for Reverse((_, p)) in heap.iter() {
+            owners[usize::from(*p)] = m as MemberIndex;
+        }
+    }
+    owners
 }
 
 #[cfg(test)]

@@ -17,10 +17,12 @@ fn nodes(n: usize) -> Vec<NodeId> {
 }
 
 /// Every strategy the simulations compare, at sizes a debug build places quickly.
-const STRATEGIES: [Strategy; 5] = [
+const STRATEGIES: [Strategy; 7] = [
     Strategy::VnodeRing { vnodes: 16 },
     Strategy::VnodeRing { vnodes: 256 },
     Strategy::Rendezvous,
+    Strategy::Maglev,
+    Strategy::GreedyBoundedLoad { slack_percent: 5 },
     Strategy::BoundedLoad { slack_percent: 5 },
     Strategy::BoundedLoad { slack_percent: 25 },
 ];
@@ -149,10 +151,10 @@ fn rendezvous_moves_only_what_it_must() {
 
 #[test]
 fn the_chosen_strategy_moves_under_two_over_n() {
-    // Measured by the simulations: about 1.2-1.5 × 1/N per change at 5 % slack. The cap
-    // shrinks when a member joins, so some partitions beyond the joiner's share move;
-    // theory bounds the expected extra at O(1/slack) for each move, but measured it stays
-    // well under 1 extra per move. Worst case 2.5/N for a single change, 2/N on average.
+    // A freed slot at a full member pulls back a partition that had overflowed to its
+    // second choice, which frees another slot, and so on: a short chain per change. With
+    // P/N ≥ 78 here the simulations measure 1.0-1.5 × the ideal (worst 2.2 at P/N ≈ 40);
+    // 2.5 for the worst single change and 2.0 on average leave room for no more.
     let (worst, mean) = movement(&Ring::STRATEGY, 1024);
     assert!(worst <= 2.5, "worst change moved {worst:.2} × P/N");
     assert!(mean <= 2.0, "a change moved {mean:.2} × P/N on average");
@@ -178,6 +180,40 @@ fn the_chosen_strategy_caps_load() {
         if mean >= 20.0 {
             assert!(ring.balance() <= 1.05 + 1.0 / 20.0, "N={n}: {}", ring.balance());
         }
+    }
+}
+
+#[test]
+fn bounded_load_is_the_stable_matching() {
+    // No blocking pair: a member that scores a partition higher than its owner does is
+    // full, of partitions that each score higher with it.
+    for (n, slack) in [(7, 0), (13, 5), (40, 5), (9, 25)] {
+        let ring = place(&Strategy::BoundedLoad { slack_percent: slack }, &nodes(n), 512);
+        let caps = strategy::smooth_capacities(&ring.seeds, 512, slack);
+        let counts = ring.counts();
+        let score = |m: usize, p: u16| strategy::score(ring.seeds[m], strategy::partition_key(p));
+        for p in 0..512u16 {
+            let owner = ring.owner_table()[usize::from(p)] as usize;
+            for m in (0..n).filter(|&m| score(m, p) > score(owner, p)) {
+                assert_eq!(counts[m], caps[m], "N={n}: member {m} has room for {p}");
+                let weakest = (0..512u16)
+                    .filter(|&q| ring.owner_table()[usize::from(q)] as usize == m)
+                    .map(|q| score(m, q))
+                    .min()
+                    .unwrap();
+                assert!(weakest > score(m, p), "N={n}: {p} blocks with member {m}");
+            }
+        }
+    }
+}
+
+#[test]
+fn maglev_is_perfectly_balanced() {
+    for n in [3, 7, 10, 33] {
+        let ring = place(&Strategy::Maglev, &nodes(n), 1000);
+        let counts = ring.counts();
+        let (lo, hi) = (1000 / n as u32, 1000u32.div_ceil(n as u32));
+        assert!(counts.iter().all(|&c| c == lo || c == hi), "N={n}: {counts:?}");
     }
 }
 
@@ -281,8 +317,9 @@ proptest! {
         prop_assert_ne!(ring.epoch(), place(&other, &members, 256).epoch());
     }
 
-    /// With any member names, one join or leave moves at most 2.5 × P/N under the chosen
-    /// strategy (the deterministic table above is tighter; random names add noise).
+    /// With any member names (P/N ≥ 42 here), one join or leave moves at most 3 × P/N
+    /// under the chosen strategy: measured worst 2.2 at P/N ≈ 40, so 3 is noise room,
+    /// while a cascade (the greedy variant's 17×) would fail it.
     #[test]
     fn chosen_strategy_moves_little_for_any_names(members in member_names(), joiner in "[A-Z]{1,4}") {
         prop_assume!(members.len() >= 3);
@@ -292,7 +329,7 @@ proptest! {
         let after = Ring::place(more, 1024).unwrap();
         let n = after.members().len() as f64;
         let moved = f64::from(after.moved_from(&before));
-        prop_assert!(moved <= 2.5 * 1024.0 / n, "moved {} of 1024 at N={}", moved, n);
+        prop_assert!(moved <= 3.0 * 1024.0 / n, "moved {} of 1024 at N={}", moved, n);
         // And the reverse change (the joiner leaves) is the same pair of placements.
         prop_assert_eq!(before.moved_from(&after), after.moved_from(&before));
     }
