@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_protocol::NodeId;
-use foca::{Foca, Header, Incarnation, Member, Message, NoCustomBroadcast, OwnedNotification};
+use foca::{Foca, Header, Incarnation, Member, Message, OwnedNotification};
 use foca_rand::SeedableRng;
 use foca_rand::rngs::SmallRng;
 use tracing::debug;
@@ -44,7 +44,9 @@ pub use self::identity::MemberIdentity;
 use self::auth::Authenticator;
 use self::codec::BincodeCodec;
 use self::envelope::{Envelope, GOSSIP_HEADER};
-use self::lifeguard::{LocalHealth, SuspicionBounds, Suspicions};
+use self::lifeguard::{
+    LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
+};
 
 /// The most seed addresses remembered for join retries.
 pub const MAX_SEEDS: usize = 64;
@@ -55,7 +57,7 @@ pub const MAX_JOIN_RETRY: Duration = Duration::from_secs(30);
 /// How many members' roster-sync times are remembered before old ones are pruned.
 const ROSTER_SENT_CAPACITY: usize = 4_096;
 
-type Swim = Foca<MemberIdentity, BincodeCodec, SmallRng, NoCustomBroadcast>;
+type Swim = Foca<MemberIdentity, BincodeCodec, SmallRng, SuspicionReports>;
 
 /// A timer the driver arms and hands back to [`Membership::handle_timer`] when it fires.
 /// Opaque: a timer that has become stale (its probe finished, its suspect refuted) is
@@ -292,6 +294,7 @@ struct Seen {
 struct Inspected {
     header: Header<MemberIdentity>,
     updates: Vec<Member<MemberIdentity>>,
+    reports: Vec<SuspicionReport>,
 }
 
 /// One node's SWIM membership: foca plus authentication, the join handshake, Lifeguard
@@ -335,11 +338,12 @@ impl Membership {
         cluster_key: &ClusterKey,
         seed: u64,
     ) -> Self {
-        let swim = Foca::new(
+        let swim = Foca::with_custom_broadcast(
             identity,
             settings.foca_config(),
             SmallRng::seed_from_u64(seed),
             BincodeCodec::new(),
+            SuspicionReports::new(settings.lifeguard),
         );
         let bounds = SuspicionBounds {
             min: settings.suspect_to_down(),
@@ -690,8 +694,21 @@ impl Membership {
                 } => {
                     self.mark(member_id, MemberState::Suspect, now);
                     if self.settings.lifeguard {
-                        let me = self.identity().node.clone();
-                        self.report_suspicion(member_id, *incarnation, &me, now);
+                        // Our own probe failed: an independent suspicion, ours to spread.
+                        let report = SuspicionReport {
+                            suspect: member_id.clone(),
+                            incarnation: *incarnation,
+                            reporter: self.identity().node.clone(),
+                        };
+                        match report.encode(&mut self.codec) {
+                            Ok(bytes) => {
+                                if let Err(error) = self.swim.add_broadcast(&bytes) {
+                                    debug!(%error, "queueing suspicion report");
+                                }
+                            }
+                            Err(error) => debug!(%error, "encoding suspicion report"),
+                        }
+                        self.report_suspicion(&report, now);
                     }
                 }
                 _ => {}
@@ -744,7 +761,11 @@ impl Membership {
     /// Acts on what an accepted gossip packet said: probe outcomes, suspicions and
     /// refutations (Lifeguard only).
     fn observe(&mut self, inspected: Inspected, now: Duration) {
-        let Inspected { header, updates } = inspected;
+        let Inspected {
+            header,
+            updates,
+            reports,
+        } = inspected;
         let src = &header.src;
         if let Some(probe) = &mut self.probe
             && !probe.acked
@@ -777,30 +798,29 @@ impl Membership {
                 continue;
             }
             match update.state() {
-                foca::State::Suspect => {
-                    self.mark(member, MemberState::Suspect, now);
-                    self.report_suspicion(member, update.incarnation(), &src.node, now);
-                }
+                foca::State::Suspect => self.mark(member, MemberState::Suspect, now),
                 foca::State::Alive => {
                     self.suspicions.refuted(member, update.incarnation());
                 }
                 foca::State::Down => self.suspicions.forget(&member.node),
             }
         }
+        for report in reports {
+            if report.suspect.node != me.node {
+                self.report_suspicion(&report, now);
+            }
+        }
     }
 
-    fn report_suspicion(
-        &mut self,
-        suspect: &MemberIdentity,
-        incarnation: Incarnation,
-        reporter: &NodeId,
-        now: Duration,
-    ) {
+    fn report_suspicion(&mut self, report: &SuspicionReport, now: Duration) {
         let live_others = self.swim.num_members();
-        if let Some(deadline) =
-            self.suspicions
-                .report(suspect, incarnation, reporter, live_others, now)
-        {
+        if let Some(deadline) = self.suspicions.report(
+            &report.suspect,
+            report.incarnation,
+            &report.reporter,
+            live_others,
+            now,
+        ) {
             self.io.schedule(
                 deadline.after,
                 TimerKind::SuspicionDeadline {
@@ -904,24 +924,49 @@ impl Membership {
     }
 }
 
-/// Reads the header (and, when `with_updates`, the member updates) of foca's gossip
-/// bytes, following foca's layout: header, then a big-endian `u16` count and that many
-/// members. `None` if they do not decode; foca then refuses the packet itself.
-fn inspect(payload: &[u8], with_updates: bool) -> Option<Inspected> {
+/// Reads the header (and, when `with_details`, the member updates and suspicion
+/// reports) of foca's gossip bytes, following foca's layout: header; then, unless the
+/// message is a bare broadcast, a big-endian `u16` count and that many members; then
+/// custom broadcasts, each a big-endian `u16` length and its bytes. `None` if the header
+/// does not decode; foca then refuses the packet itself. Undecodable details are skipped.
+fn inspect(payload: &[u8], with_details: bool) -> Option<Inspected> {
     let mut rest = payload;
     let header = BincodeCodec::decode_header_from(&mut rest).ok()?;
-    let mut updates = Vec::new();
-    if with_updates && rest.len() >= 2 && header.message != Message::Broadcast {
-        let count = u16::from_be_bytes([rest[0], rest[1]]);
-        rest = &rest[2..];
+    let mut inspected = Inspected {
+        header,
+        updates: Vec::new(),
+        reports: Vec::new(),
+    };
+    if !with_details {
+        return Some(inspected);
+    }
+    if inspected.header.message != Message::Broadcast {
+        let Some((count, after)) = split_u16(rest) else {
+            return Some(inspected);
+        };
+        rest = after;
         for _ in 0..count {
             match BincodeCodec::decode_member_from(&mut rest) {
-                Ok(member) => updates.push(member),
-                Err(_) => break,
+                Ok(member) => inspected.updates.push(member),
+                Err(_) => return Some(inspected),
             }
         }
     }
-    Some(Inspected { header, updates })
+    while let Some((len, after)) = split_u16(rest) {
+        let Some((item, after)) = after.split_at_checked(usize::from(len)) else {
+            break;
+        };
+        if let Ok(report) = SuspicionReport::decode(item) {
+            inspected.reports.push(report);
+        }
+        rest = after;
+    }
+    Some(inspected)
+}
+
+fn split_u16(bytes: &[u8]) -> Option<(u16, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*head), rest))
 }
 
 #[cfg(test)]

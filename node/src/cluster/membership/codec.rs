@@ -54,7 +54,12 @@ impl BincodeCodec {
         Self::default()
     }
 
-    fn encode<T: Serialize>(&mut self, item: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
+    /// Encodes any wire item of ours, all or nothing.
+    pub(super) fn encode<T: Serialize>(
+        &mut self,
+        item: &T,
+        mut buf: impl BufMut,
+    ) -> Result<(), CodecError> {
         self.scratch.clear();
         bincode::serde::encode_into_std_write(item, &mut self.scratch, WIRE)?;
         let available = buf.remaining_mut();
@@ -68,7 +73,8 @@ impl BincodeCodec {
         Ok(())
     }
 
-    fn decode<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
+    /// Decodes any wire item of ours within [`MAX_ITEM_BYTES`], advancing `buf` past it.
+    pub(super) fn decode<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
         let (item, read) = bincode::serde::decode_from_slice(buf.chunk(), WIRE)?;
         buf.advance(read);
         Ok(item)

@@ -1,6 +1,6 @@
 //! `[cluster.gossip]`: the SWIM timings and the extensions Chorus adds around foca.
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,10 @@ pub const MIN_PACKET_SIZE: u32 = 512;
 /// The largest datagram limit accepted (a UDP payload over IPv4).
 pub const MAX_PACKET_SIZE: u32 = 65_507;
 
+/// Retransmissions of each update per order of magnitude of the cluster size
+/// (memberlist's `RetransmitMult`).
+pub const RETRANSMIT_MULTIPLIER: f64 = 4.0;
+
 /// The highest local-health multiplier accepted: beyond it a probe period of a second
 /// would stretch past half a minute and failure detection would effectively stop.
 pub const MAX_LHM: u8 = 32;
@@ -29,7 +33,7 @@ pub const MAX_LHM: u8 = 32;
 #[serde(deny_unknown_fields, default)]
 pub struct GossipSettings {
     /// How many members the cluster is expected to have. Scales how often an update is
-    /// retransmitted (4·log10(N+1)) and the default suspicion timeout. Default 16.
+    /// retransmitted (4·⌈log10(N+1)⌉) and the default suspicion timeout. Default 16.
     pub expected_cluster_size: u32,
     /// Milliseconds between two probes of a random member. Default 1,000: one probe a
     /// second keeps per-node traffic constant and detects a crash in a few seconds.
@@ -74,7 +78,7 @@ pub struct GossipSettings {
     /// nobody else confirms it. Default 6 (memberlist's `SuspicionMaxTimeoutMult`).
     pub suspicion_max_multiplier: u32,
     /// Lifeguard: independent confirmations after which a suspicion runs only the
-    /// shortest timeout. Default 3.
+    /// shortest timeout. Default 2 (memberlist's `SuspicionMult` − 2).
     pub suspicion_confirmations: u32,
     /// Send a member that announces itself our whole membership table, so it sees the
     /// full roster at once instead of over many gossip rounds. Default on.
@@ -102,7 +106,7 @@ impl Default for GossipSettings {
             lifeguard: true,
             lhm_max: 8,
             suspicion_max_multiplier: 6,
-            suspicion_confirmations: 3,
+            suspicion_confirmations: 2,
             roster_sync: true,
             roster_sync_interval_ms: 5_000,
             roster_sync_max_packets: 64,
@@ -209,6 +213,18 @@ impl GossipSettings {
             .saturating_mul(self.suspicion_max_multiplier)
     }
 
+    /// How many times each update is piggybacked: memberlist's 4·⌈log10(N+1)⌉. foca's
+    /// `new_lan` rounds 4·log10(N+1) down instead, which leaves a small cluster with two
+    /// transmissions: too few for news to reach every member reliably.
+    pub fn max_transmissions(&self) -> NonZeroU8 {
+        let rounds = f64::from(self.expected_cluster_size.saturating_add(1))
+            .log10()
+            .ceil()
+            .max(1.0);
+        let transmissions = (RETRANSMIT_MULTIPLIER * rounds).min(f64::from(u8::MAX));
+        NonZeroU8::new(transmissions as u8).unwrap_or(NonZeroU8::MIN)
+    }
+
     /// The bytes foca may put in one packet: the datagram limit less the tag and the
     /// envelope header.
     pub fn foca_packet_size(&self) -> usize {
@@ -229,6 +245,7 @@ impl GossipSettings {
     pub fn foca_config(&self) -> foca::Config {
         let size = NonZeroU32::new(self.expected_cluster_size).unwrap_or(NonZeroU32::MIN);
         let mut config = foca::Config::new_lan(size);
+        config.max_transmissions = self.max_transmissions();
         config.probe_period = self.probe_period();
         config.probe_rtt = self.probe_rtt();
         config.num_indirect_probes = non_zero(self.num_indirect_probes as usize);
@@ -291,6 +308,19 @@ mod tests {
             settings.foca_config().suspect_to_down_after,
             Duration::from_secs(4)
         );
+    }
+
+    #[test]
+    fn transmissions_follow_memberlist() {
+        let of = |n| {
+            GossipSettings {
+                expected_cluster_size: n,
+                ..GossipSettings::default()
+            }
+            .max_transmissions()
+            .get()
+        };
+        assert_eq!((of(1), of(4), of(16), of(1_000)), (4, 4, 8, 16));
     }
 
     #[test]

@@ -88,15 +88,20 @@ impl fmt::Display for MemberIdentity {
 }
 
 /// `NodeId` carries no serde impls; on the wire it is its string.
-mod node_id {
+pub(in crate::cluster::membership) mod node_id {
     use chorus_protocol::NodeId;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::cluster::membership) fn serialize<S: Serializer>(
+        id: &NodeId,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&id.0)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+    pub(in crate::cluster::membership) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<NodeId, D::Error> {
         String::deserialize(d).map(NodeId)
     }
 }

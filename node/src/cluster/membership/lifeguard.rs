@@ -8,15 +8,28 @@
 //! its longest timeout when one member alone suspects, and shrinks it towards the
 //! shortest as distinct members report the same suspicion.
 //!
+//! Confirmations must be independent: a member that merely relays gossip about a
+//! suspicion confirms nothing. foca's updates do not say who first suspected, so each
+//! member whose own probe fails also spreads a [`SuspicionReport`] naming itself, as a
+//! foca custom broadcast ([`SuspicionReports`] decides which reports are news); the
+//! membership core reads the reports from the packets it receives and counts distinct
+//! reporters.
+//!
 //! Both are plain state machines: time is an argument, timers come back as values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use chorus_protocol::NodeId;
 use foca::Incarnation;
+use serde::{Deserialize, Serialize};
 
+use super::codec::{BincodeCodec, CodecError};
 use super::identity::MemberIdentity;
+
+/// How many reports [`SuspicionReports`] remembers as already seen; older ones are
+/// forgotten first (a forgotten report that comes round again is only relayed again).
+pub const REMEMBERED_REPORTS: usize = 4_096;
 
 /// The local health multiplier (LHM): 0 when this node looks healthy, up to a maximum as
 /// evidence of its own trouble accumulates.
@@ -257,9 +270,122 @@ impl Suspicions {
     }
 }
 
+/// "`reporter`'s own probe of `suspect` failed": one independent suspicion, spread to
+/// the cluster as a foca custom broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspicionReport {
+    /// The member suspected.
+    pub suspect: MemberIdentity,
+    /// The suspect's SWIM incarnation when suspected.
+    pub incarnation: Incarnation,
+    /// Who suspects it.
+    #[serde(with = "super::identity::node_id")]
+    pub reporter: NodeId,
+}
+
+impl SuspicionReport {
+    /// The report as broadcast bytes.
+    pub fn encode(&self, codec: &mut BincodeCodec) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::new();
+        codec.encode(self, &mut out)?;
+        Ok(out)
+    }
+
+    /// A report from broadcast bytes (exactly one, nothing after it).
+    pub fn decode(mut data: &[u8]) -> Result<Self, ReportError> {
+        let report = BincodeCodec::decode(&mut data)?;
+        if !data.is_empty() {
+            return Err(ReportError::Trailing(data.len()));
+        }
+        Ok(report)
+    }
+
+    fn key(&self) -> ReportKey {
+        ReportKey {
+            suspect: self.suspect.node.clone(),
+            run: self.suspect.incarnation,
+            incarnation: self.incarnation,
+            reporter: self.reporter.clone(),
+        }
+    }
+}
+
+/// A custom broadcast that is not a valid [`SuspicionReport`]; foca refuses the rest of
+/// the packet's broadcasts (the updates before them were applied).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Not a report.
+    #[error("suspicion report: {0}")]
+    Decode(#[from] CodecError),
+    /// Bytes after the report.
+    #[error("{0} bytes after a suspicion report")]
+    Trailing(usize),
+}
+
+/// What makes two reports the same news.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReportKey {
+    suspect: NodeId,
+    run: u64,
+    incarnation: Incarnation,
+    reporter: NodeId,
+}
+
+impl foca::Invalidates for ReportKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+/// foca's broadcast handler for suspicion reports: a report is disseminated the first
+/// time it is seen and dropped after. With Lifeguard off, reports from peers are read
+/// (the core ignores them) but not passed on.
+#[derive(Debug, Clone)]
+pub struct SuspicionReports {
+    relay: bool,
+    seen: BTreeSet<ReportKey>,
+    order: VecDeque<ReportKey>,
+}
+
+impl SuspicionReports {
+    /// A handler that relays new reports when `relay` is set.
+    pub fn new(relay: bool) -> Self {
+        SuspicionReports {
+            relay,
+            seen: BTreeSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl foca::BroadcastHandler<MemberIdentity> for SuspicionReports {
+    type Key = ReportKey;
+    type Error = ReportError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&MemberIdentity>,
+    ) -> Result<Option<ReportKey>, ReportError> {
+        let key = SuspicionReport::decode(data)?.key();
+        if !self.relay || !self.seen.insert(key.clone()) {
+            return Ok(None);
+        }
+        self.order.push_back(key.clone());
+        if self.order.len() > REMEMBERED_REPORTS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        Ok(Some(key))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+
+    use foca::BroadcastHandler;
 
     use super::*;
 
@@ -382,5 +508,45 @@ mod tests {
             .expect("starts");
         s.refuted(&member("x", 2), 0);
         assert!(s.is_empty(), "a restarted member is not the suspect");
+    }
+
+    #[test]
+    fn a_report_is_news_once() {
+        let report = SuspicionReport {
+            suspect: member("x", 1),
+            incarnation: 2,
+            reporter: node("a"),
+        };
+        let bytes = report.encode(&mut BincodeCodec::new()).expect("encode");
+        assert_eq!(SuspicionReport::decode(&bytes).expect("decode"), report);
+        let mut handler = SuspicionReports::new(true);
+        assert!(handler.receive_item(&bytes, None).expect("valid").is_some());
+        assert!(handler.receive_item(&bytes, None).expect("valid").is_none());
+        let mut quiet = SuspicionReports::new(false);
+        assert!(quiet.receive_item(&bytes, None).expect("valid").is_none());
+        assert!(handler.receive_item(&bytes[1..], None).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            handler.receive_item(&trailing, None),
+            Err(ReportError::Trailing(1))
+        ));
+    }
+
+    #[test]
+    fn remembered_reports_are_bounded() {
+        let mut handler = SuspicionReports::new(true);
+        let mut codec = BincodeCodec::new();
+        for i in 0..REMEMBERED_REPORTS + 10 {
+            let report = SuspicionReport {
+                suspect: member("x", i as u64),
+                incarnation: 0,
+                reporter: node("a"),
+            };
+            let bytes = report.encode(&mut codec).expect("encode");
+            assert!(handler.receive_item(&bytes, None).expect("valid").is_some());
+        }
+        assert_eq!(handler.seen.len(), REMEMBERED_REPORTS);
+        assert_eq!(handler.order.len(), REMEMBERED_REPORTS);
     }
 }

@@ -180,6 +180,42 @@ impl Net {
         names
     }
 
+    /// No running member has counted a refused packet or a failed timer.
+    fn assert_clean(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some((_, member)) = node {
+                let stats = member.stats();
+                assert_eq!(
+                    (
+                        stats.bad_tag_dropped,
+                        stats.decode_errors,
+                        stats.rejected,
+                        stats.timer_errors
+                    ),
+                    (0, 0, 0, 0),
+                    "member {i}: {stats:?}"
+                );
+            }
+        }
+    }
+
+    /// Events after `since` saying some member other than `except` went down, or that a
+    /// member had to rejoin.
+    fn false_downs(&self, since: Duration, except: usize) -> usize {
+        let except = identity(except, 0).node;
+        self.events
+            .iter()
+            .filter(|(at, _, event)| {
+                *at > since
+                    && match event {
+                        MembershipEvent::MemberDown(member) => member.node != except,
+                        MembershipEvent::Rejoined { .. } => true,
+                        _ => false,
+                    }
+            })
+            .count()
+    }
+
     fn state_of(&self, viewer: usize, subject: usize) -> Option<(MemberState, u64)> {
         self.member(viewer)
             .members()
@@ -241,6 +277,14 @@ fn a_crashed_member_is_declared_down_by_all_others_in_time() {
             .map(|(_, i, _)| *i)
             .collect();
         assert_eq!(downs, BTreeSet::from([0, 1, 2, 3]), "lifeguard {lifeguard}");
+        assert_eq!(net.false_downs(crashed_at, 4), 0);
+        net.assert_clean();
+        if lifeguard {
+            let early: u64 = (0..4)
+                .map(|i| net.member(i).stats().lifeguard_declared_down)
+                .sum();
+            assert!(early > 0, "Lifeguard's own deadline declared the crash");
+        }
     }
 }
 
@@ -378,6 +422,31 @@ fn a_member_that_hears_no_acks_raises_its_local_health_multiplier() {
         deaf >= 2 && others.iter().all(|lhm| *lhm < deaf),
         "deaf {deaf}, others {others:?}"
     );
+}
+
+#[test]
+fn lifeguard_keeps_a_deaf_member_from_accusing_healthy_ones() {
+    // A member that can send but not receive misses every ack and suspects everyone.
+    // Plain SWIM lets it declare them down after one suspicion timeout, forcing healthy
+    // members to rejoin; with Lifeguard nobody confirms its suspicions and its own
+    // probing slows down, so within the longest timeout it accuses nobody.
+    let mut false_downs = Vec::new();
+    for lifeguard in [true, false] {
+        let settings = GossipSettings {
+            lifeguard,
+            expected_cluster_size: 8,
+            ..GossipSettings::default()
+        };
+        let window = settings.suspect_to_down_max() - settings.probe_period();
+        let mut net = Net::cluster(8, settings);
+        net.run_for(secs(5));
+        let deafened = net.now;
+        net.deaf.insert(gossip_addr(0));
+        net.run_for(window);
+        false_downs.push(net.false_downs(deafened, 0));
+    }
+    assert_eq!(false_downs[0], 0, "with Lifeguard");
+    assert!(false_downs[1] > 0, "without Lifeguard");
 }
 
 #[test]
