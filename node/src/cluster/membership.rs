@@ -399,7 +399,8 @@ impl Membership {
 
     /// Asks the member listening for gossip at `seed` to let this node in, and keeps
     /// asking every seed given so far (backing off to [`MAX_JOIN_RETRY`]) until some
-    /// member answers. The first node of a cluster calls this with no seed at all.
+    /// member answers, and again whenever this node finds itself without live peers.
+    /// The first node of a cluster calls this with no seed at all.
     pub fn announce(&mut self, seed: SocketAddr, now: Duration) {
         if self.seen.is_empty() && !self.is_connected() {
             self.self_since = now;
@@ -411,7 +412,11 @@ impl Membership {
             self.seeds.push(seed);
         }
         self.send_join(seed);
-        if !self.join_retry_armed {
+        self.arm_join_retry();
+    }
+
+    fn arm_join_retry(&mut self) {
+        if !self.join_retry_armed && !self.seeds.is_empty() && !self.left {
             self.join_retry_armed = true;
             self.io.schedule(
                 self.settings.probe_period(),
@@ -754,6 +759,12 @@ impl Membership {
                 }
             };
             self.io.event(event);
+        }
+        if !self.is_connected() {
+            // foca sends nothing while it knows no live member (after its last peer went
+            // down, or after renewing its identity); only the seeds can bring it back,
+            // say when members on both sides of a healed partition renewed at once.
+            self.arm_join_retry();
         }
         probe_ran
     }

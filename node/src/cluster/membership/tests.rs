@@ -34,6 +34,7 @@ fn identity(i: usize, incarnation: u64) -> MemberIdentity {
 
 enum Pending {
     Datagram {
+        from: usize,
         to: SocketAddr,
         bytes: Vec<u8>,
     },
@@ -55,6 +56,8 @@ struct Net {
     events: Vec<(Duration, usize, MembershipEvent)>,
     /// Datagrams to these addresses are lost.
     deaf: BTreeSet<SocketAddr>,
+    /// While set, datagrams between this group and the rest are lost.
+    partition: Option<BTreeSet<usize>>,
 }
 
 impl Net {
@@ -67,6 +70,7 @@ impl Net {
             runs: 0,
             events: Vec::new(),
             deaf: BTreeSet::new(),
+            partition: None,
         }
     }
 
@@ -122,7 +126,7 @@ impl Net {
         for output in outputs {
             match output {
                 Output::Send { to, bytes } => {
-                    self.push(self.now + LATENCY, Pending::Datagram { to, bytes });
+                    self.push(self.now + LATENCY, Pending::Datagram { from: i, to, bytes });
                 }
                 Output::Schedule { after, timer } => {
                     self.push(
@@ -147,11 +151,15 @@ impl Net {
             let ((at, _), pending) = entry.remove_entry();
             self.now = at;
             match pending {
-                Pending::Datagram { to, bytes } => {
-                    if self.deaf.contains(&to) {
+                Pending::Datagram { from, to, bytes } => {
+                    let i = usize::from(to.port() - 7000);
+                    let cut = self
+                        .partition
+                        .as_ref()
+                        .is_some_and(|group| group.contains(&from) != group.contains(&i));
+                    if cut || self.deaf.contains(&to) {
                         continue;
                     }
-                    let i = usize::from(to.port() - 7000);
                     if let Some(Some((_, member))) = self.nodes.get_mut(i) {
                         let _ = member.handle_packet(&bytes, at);
                         self.pump(i);
@@ -346,6 +354,26 @@ fn a_graceful_leave_is_seen_as_down_within_a_probe_period() {
             Some(MemberState::Down),
             "member {i}"
         );
+    }
+}
+
+#[test]
+fn a_healed_partition_merges_back_into_one_cluster() {
+    // Each side declares the other down. Afterwards the periodic announce to down
+    // members reaches across; the roster sync it triggers tells each side that it was
+    // declared down, so it renews its identity and is taken back.
+    let settings = settings();
+    let heal_within = Duration::from_millis(settings.periodic_announce_ms * 2) * 2;
+    let mut net = Net::cluster(4, settings.clone());
+    net.run_for(secs(5));
+    net.partition = Some(BTreeSet::from([0, 1]));
+    net.run_for(settings.suspect_to_down_max() + secs(10));
+    assert_eq!(net.member(0).live_members(), net.names(0..2));
+    assert_eq!(net.member(3).live_members(), net.names(2..4));
+    net.partition = None;
+    net.run_for(heal_within);
+    for i in 0..4 {
+        assert_eq!(net.member(i).live_members(), net.names(0..4), "member {i}");
     }
 }
 
