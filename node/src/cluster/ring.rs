@@ -104,9 +104,10 @@ impl Ring {
     /// - greedy bounded load (one cap, partitions in id order) moves 1.1–2.5× on most
     ///   changes, but when N crosses a point where the cap drops by one every member at
     ///   the cap sheds at once: 17× the ideal at N ≈ 300, 43× at P = 1024;
-    /// - this bounded load has no such cliff (capacities change a few at a time): where
-    ///   P/N ≥ 40 it keeps max/mean ≤ 1.06 and moves 1.0–1.8× (worst 2.2×) at N ≤ 110;
-    ///   with only ~14 partitions a member (N = 300, P = 4096) 2.7× on average, worst 3.4×.
+    /// - this bounded load has no such cliff (capacities change a few at a time): with
+    ///   P/N ≥ 35 it keeps max/mean ≤ 1.05 plus one partition of rounding (≤ 1.075 at
+    ///   N = 90–110, P = 4096) and moves 1.0–1.9× on average, worst 2.3×; with ~14
+    ///   partitions a member (N = 300, P = 4096) 2.7× on average, worst 3.6×.
     ///   Placement at N = 1000, P = 4096 takes ~30 ms.
     ///
     /// The most loaded member sets the cluster's capacity, so balance wins over a
