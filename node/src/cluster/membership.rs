@@ -196,6 +196,8 @@ pub struct MembershipStats {
     pub timer_errors: u64,
     /// Roster syncs sent to joiners (each may take several packets).
     pub roster_syncs_sent: u64,
+    /// Roster syncs not sent because the budget per interval was spent.
+    pub roster_syncs_skipped: u64,
     /// Roster-sync packets applied.
     pub roster_packets_applied: u64,
     /// Suspects Lifeguard declared down before foca's longest timeout.
@@ -311,6 +313,8 @@ pub struct Membership {
     join_retry_armed: bool,
     seen: BTreeMap<NodeId, Seen>,
     roster_sent: BTreeMap<NodeId, Duration>,
+    /// When the latest roster syncs went out, at most `roster_sync_max_per_interval`.
+    roster_budget: VecDeque<Duration>,
     self_suspected_at: Option<Incarnation>,
     self_since: Duration,
     left: bool,
@@ -369,6 +373,7 @@ impl Membership {
             join_retry_armed: false,
             seen: BTreeMap::new(),
             roster_sent: BTreeMap::new(),
+            roster_budget: VecDeque::new(),
             self_suspected_at: None,
             self_since: Duration::ZERO,
             left: false,
@@ -400,7 +405,7 @@ impl Membership {
     /// Asks the member listening for gossip at `seed` to let this node in, and keeps
     /// asking every seed given so far (backing off to [`MAX_JOIN_RETRY`]) until some
     /// member answers, and again whenever this node finds itself without live peers.
-    /// The first node of a cluster calls this with no seed at all.
+    /// The first node of a cluster has no seed and does not call it.
     pub fn announce(&mut self, seed: SocketAddr, now: Duration) {
         if self.seen.is_empty() && !self.is_connected() {
             self.self_since = now;
@@ -413,16 +418,6 @@ impl Membership {
         }
         self.send_join(seed);
         self.arm_join_retry();
-    }
-
-    fn arm_join_retry(&mut self) {
-        if !self.join_retry_armed && !self.seeds.is_empty() && !self.left {
-            self.join_retry_armed = true;
-            self.io.schedule(
-                self.settings.probe_period(),
-                TimerKind::JoinRetry { attempt: 0 },
-            );
-        }
     }
 
     /// Leaves the cluster gracefully: tells a few members this node is down so the
@@ -880,6 +875,16 @@ impl Membership {
         }
     }
 
+    fn arm_join_retry(&mut self) {
+        if !self.join_retry_armed && !self.seeds.is_empty() && !self.left {
+            self.join_retry_armed = true;
+            self.io.schedule(
+                self.settings.probe_period(),
+                TimerKind::JoinRetry { attempt: 0 },
+            );
+        }
+    }
+
     fn send_join(&mut self, seed: SocketAddr) {
         match envelope::encode_join(self.swim.identity(), &mut self.codec) {
             Ok(body) => self.io.send(seed, &[&body]),
@@ -895,7 +900,10 @@ impl Membership {
     }
 
     /// Sends `joiner` this node's whole membership table, at most once per
-    /// `roster_sync_interval_ms`.
+    /// `roster_sync_interval_ms` to the same member and at most
+    /// `roster_sync_max_per_interval` times per interval in all (a mass join through one
+    /// seed must not turn it into a firehose; joiners beyond the budget learn the roster
+    /// from gossip).
     fn send_roster(&mut self, joiner: &MemberIdentity, now: Duration) {
         let interval = Duration::from_millis(self.settings.roster_sync_interval_ms);
         if let Some(last) = self.roster_sent.get(&joiner.node)
@@ -903,6 +911,18 @@ impl Membership {
         {
             return;
         }
+        while self
+            .roster_budget
+            .front()
+            .is_some_and(|sent| now.saturating_sub(*sent) >= interval)
+        {
+            self.roster_budget.pop_front();
+        }
+        if self.roster_budget.len() >= self.settings.roster_sync_max_per_interval as usize {
+            self.stats.roster_syncs_skipped += 1;
+            return;
+        }
+        self.roster_budget.push_back(now);
         if self.roster_sent.len() >= ROSTER_SENT_CAPACITY {
             self.roster_sent
                 .retain(|_, last| now.saturating_sub(*last) < interval);

@@ -85,6 +85,10 @@ pub struct GossipSettings {
     pub roster_sync: bool,
     /// Milliseconds before the same member is sent another roster sync. Default 5,000.
     pub roster_sync_interval_ms: u64,
+    /// Most roster syncs this node sends per `roster_sync_interval_ms`, to all joiners
+    /// together. Default 16: a seed facing a mass join serves the first joiners in full
+    /// and leaves the rest to gossip instead of flooding the network.
+    pub roster_sync_max_per_interval: u32,
     /// Most packets one roster sync may take (a table larger than that is sent in part;
     /// gossip brings the rest). Default 64.
     pub roster_sync_max_packets: u32,
@@ -109,6 +113,7 @@ impl Default for GossipSettings {
             suspicion_confirmations: 2,
             roster_sync: true,
             roster_sync_interval_ms: 5_000,
+            roster_sync_max_per_interval: 16,
             roster_sync_max_packets: 64,
         }
     }
@@ -158,6 +163,11 @@ impl GossipSettings {
                 "roster_sync_max_packets",
                 u64::from(self.roster_sync_max_packets),
             ),
+            (
+                "roster_sync_max_per_interval",
+                u64::from(self.roster_sync_max_per_interval),
+            ),
+            ("roster_sync_interval_ms", self.roster_sync_interval_ms),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -438,6 +438,22 @@ fn roster_sync_shows_a_joiner_the_whole_roster_at_once() {
 }
 
 #[test]
+fn a_mass_join_spends_only_the_seeds_roster_budget() {
+    let settings = GossipSettings {
+        roster_sync_max_per_interval: 4,
+        ..settings()
+    };
+    let mut net = Net::cluster(10, settings);
+    net.run_for(LATENCY * 5);
+    let seed = net.member(0).stats();
+    assert_eq!((seed.roster_syncs_sent, seed.roster_syncs_skipped), (4, 5));
+    net.run_for(secs(5));
+    for i in 0..10 {
+        assert_eq!(net.member(i).live_members(), net.names(0..10), "member {i}");
+    }
+}
+
+#[test]
 fn a_member_that_hears_no_acks_raises_its_local_health_multiplier() {
     let mut net = Net::cluster(4, settings());
     net.run_for(secs(5));
