@@ -200,6 +200,8 @@ pub struct MembershipStats {
     pub roster_syncs_skipped: u64,
     /// Roster-sync packets applied.
     pub roster_packets_applied: u64,
+    /// Suspicions this node raised itself (one of its probes failed).
+    pub suspicions_started: u64,
     /// Suspects Lifeguard declared down before foca's longest timeout.
     pub lifeguard_declared_down: u64,
     /// The local health multiplier now.
@@ -556,6 +558,15 @@ impl Membership {
         views
     }
 
+    /// How this node sees the member named `node` (not itself), without building the
+    /// whole table; `None` if it does not know it.
+    pub fn member_state(&self, node: &NodeId) -> Option<MemberState> {
+        self.swim
+            .iter_membership_state()
+            .find(|member| &member.id().node == node)
+            .map(|member| member.state().into())
+    }
+
     /// The names of the live members (alive or suspect), this node included unless it
     /// left or is defunct; sorted. The ring is computed from this set.
     pub fn live_members(&self) -> Vec<NodeId> {
@@ -692,6 +703,7 @@ impl Membership {
                     incarnation,
                     ..
                 } => {
+                    self.stats.suspicions_started += 1;
                     self.mark(member_id, MemberState::Suspect, now);
                     if self.settings.lifeguard {
                         // Our own probe failed: an independent suspicion, ours to spread.

@@ -274,7 +274,15 @@ fn a_crashed_member_is_declared_down_by_all_others_in_time() {
                 "member {i}, lifeguard {lifeguard}"
             );
             assert_eq!(net.member(i).live_members(), net.names(0..4));
+            assert_eq!(
+                net.member(i).member_state(&identity(4, 0).node),
+                Some(MemberState::Down)
+            );
         }
+        let raised: u64 = (0..4)
+            .map(|i| net.member(i).stats().suspicions_started)
+            .sum();
+        assert!(raised > 0, "some member's own probe raised the suspicion");
         let downs: BTreeSet<usize> = net
             .events
             .iter()
