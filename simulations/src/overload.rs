@@ -158,7 +158,11 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
         seq += 1;
         events.push(Reverse((t, seq, e)));
     };
-    schedule(&mut events, exponential(&mut rng, arrival_mean), Event::Arrival);
+    schedule(
+        &mut events,
+        exponential(&mut rng, arrival_mean),
+        Event::Arrival,
+    );
     schedule(&mut events, tick, Event::Tick);
 
     let mut tiers: [TierStats; 4] = Default::default();
@@ -196,7 +200,11 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                     stats.shed_queue_full += 1;
                     stats.first_shed.get_or_insert(now);
                 }
-                schedule(&mut events, now + exponential(&mut rng, arrival_mean).max(1), Event::Arrival);
+                schedule(
+                    &mut events,
+                    now + exponential(&mut rng, arrival_mean).max(1),
+                    Event::Arrival,
+                );
             }
             Event::Done { tier, arrived } => {
                 busy -= 1;
@@ -235,7 +243,14 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 Some(Popped::Ready { tier, item, .. }) => {
                     busy += 1;
                     let done = now + exponential(&mut rng, service_mean).max(1);
-                    schedule(&mut events, done, Event::Done { tier: tier as usize, arrived: item });
+                    schedule(
+                        &mut events,
+                        done,
+                        Event::Done {
+                            tier: tier as usize,
+                            arrived: item,
+                        },
+                    );
                 }
             }
         }
@@ -263,7 +278,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .as_slice()
         .try_into()
         .context("--mix takes four percentages: realtime,priority,standard,batch")?;
-    if mix.iter().any(|m| !(m.is_finite() && *m >= 0.0)) || (mix.iter().sum::<f64>() - 100.0).abs() > 1e-6 {
+    if mix.iter().any(|m| !(m.is_finite() && *m >= 0.0))
+        || (mix.iter().sum::<f64>() - 100.0).abs() > 1e-6
+    {
         bail!("--mix must be four non-negative percentages adding up to 100");
     }
     if args.loads.iter().any(|l| !(l.is_finite() && *l > 0.0))
@@ -277,7 +294,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "overload: capacity {} submissions/s, {} workers, mix {:?} % (realtime, priority, standard, batch), {} s per load, CPU signal {:?}, seed {}",
         args.capacity, args.workers, mix, args.duration, args.cpu_signal, args.seed
     );
-    println!("shed = answered Overloaded (by the degradation level, or a full tier queue); timeout = expired in the queue.");
+    println!(
+        "shed = answered Overloaded (by the degradation level, or a full tier queue); timeout = expired in the queue."
+    );
     let results: Vec<LoadResult> = args
         .loads
         .iter()
@@ -286,12 +305,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
 
     let headers = [
-        "load", "tier", "offered", "served %", "shed %", "by level %", "queue full %", "timeout %",
-        "p50 ms", "p99 ms", "p999 ms", "first shed s",
+        "load",
+        "tier",
+        "offered",
+        "served %",
+        "shed %",
+        "by level %",
+        "queue full %",
+        "timeout %",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "first shed s",
     ];
     let mut table = Table::new(headers);
     let mut levels = Table::new([
-        "load", "level changes", "normal %", "shed_optional %", "critical_only %",
+        "load",
+        "level changes",
+        "normal %",
+        "shed_optional %",
+        "critical_only %",
     ]);
     let mut change_rows = Vec::new();
     for r in &results {
@@ -309,7 +342,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 fixed(quantile_ms(&s.latencies, 0.5), 2),
                 fixed(quantile_ms(&s.latencies, 0.99), 2),
                 fixed(quantile_ms(&s.latencies, 0.999), 2),
-                s.first_shed.map_or("-".to_owned(), |ns| fixed(ns as f64 / 1e9, 3)),
+                s.first_shed
+                    .map_or("-".to_owned(), |ns| fixed(ns as f64 / 1e9, 3)),
             ]);
         }
         let total: u64 = r.time_at.iter().sum::<u64>().max(1);
@@ -355,20 +389,38 @@ fn plot(args: &Args, results: &[LoadResult]) -> anyhow::Result<()> {
             .iter()
             .enumerate()
             .map(|(i, tier)| {
-                let points = results.iter().map(|r| (r.load, value(&r.tiers[i]))).collect();
+                let points = results
+                    .iter()
+                    .map(|r| (r.load, value(&r.tiers[i])))
+                    .collect();
                 Series::new(tier.as_str(), points)
             })
             .collect()
     };
     let p99 = per_tier(&|s| quantile_ms(&s.latencies, 0.99));
-    LineChart::new("p99 latency of served submissions per tier", "offered load / capacity", "p99 latency (ms)", &p99)
-        .log_y()
-        .write_svg(&args.out.join("overload-p99.svg"))?;
+    LineChart::new(
+        "p99 latency of served submissions per tier",
+        "offered load / capacity",
+        "p99 latency (ms)",
+        &p99,
+    )
+    .log_y()
+    .write_svg(&args.out.join("overload-p99.svg"))?;
     let shed = per_tier(&|s| 100.0 * s.fraction(s.shed()));
-    LineChart::new("Shed (Overloaded) per tier", "offered load / capacity", "shed (% of offered)", &shed)
-        .write_svg(&args.out.join("overload-shed.svg"))?;
+    LineChart::new(
+        "Shed (Overloaded) per tier",
+        "offered load / capacity",
+        "shed (% of offered)",
+        &shed,
+    )
+    .write_svg(&args.out.join("overload-shed.svg"))?;
     let timeouts = per_tier(&|s| 100.0 * s.fraction(s.timeouts));
-    LineChart::new("Timed out in the queue per tier", "offered load / capacity", "timeout (% of offered)", &timeouts)
-        .write_svg(&args.out.join("overload-timeout.svg"))?;
+    LineChart::new(
+        "Timed out in the queue per tier",
+        "offered load / capacity",
+        "timeout (% of offered)",
+        &timeouts,
+    )
+    .write_svg(&args.out.join("overload-timeout.svg"))?;
     Ok(())
 }

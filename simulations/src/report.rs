@@ -74,16 +74,6 @@ impl Table {
             .push(cells.into_iter().map(|c| c.to_string()).collect());
     }
 
-    /// The column headers.
-    pub fn headers(&self) -> &[String] {
-        &self.headers
-    }
-
-    /// The rows, as text cells.
-    pub fn rows(&self) -> &[Vec<String>] {
-        &self.rows
-    }
-
     /// The table as text: a header line, a rule, one line per row.
     pub fn render(&self) -> String {
         let columns = self
@@ -280,7 +270,10 @@ impl<'a> LineChart<'a> {
             .chain(self.reference.map(|(_, y)| (f64::NAN, y)))
             .collect();
         let xs = points.iter().map(|p| p.0).filter(|x| x.is_finite());
-        let ys = points.iter().map(|p| p.1).filter(|y| usable(self.y_scale, *y));
+        let ys = points
+            .iter()
+            .map(|p| p.1)
+            .filter(|y| usable(self.y_scale, *y));
         let (Some(x_range), Some(y_range)) = (
             padded_range(xs, self.x_scale, false),
             padded_range(ys, self.y_scale, true),
@@ -362,18 +355,17 @@ impl<'a> LineChart<'a> {
                 })
                 .collect();
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(err)?
                 .label(series.name.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
             chart
-                .draw_series(
-                    points
-                        .iter()
-                        .map(|&p| Circle::new(p, 3, color.filled())),
-                )
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(err)?;
         }
         chart
@@ -416,7 +408,11 @@ fn padded_range(
         Scale::Log => (lo / 1.5)..(hi * 1.5),
         Scale::Linear => {
             let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) };
-            let lo = if from_zero && lo >= 0.0 { 0.0 } else { lo - span * 0.05 };
+            let lo = if from_zero && lo >= 0.0 {
+                0.0
+            } else {
+                lo - span * 0.05
+            };
             lo..(hi + span * 0.05)
         }
     })
@@ -456,7 +452,10 @@ mod tests {
 
     #[test]
     fn padded_range_has_room_and_handles_single_values() {
-        assert_eq!(padded_range([2.0].into_iter(), Scale::Linear, true), Some(0.0..2.1));
+        assert_eq!(
+            padded_range([2.0].into_iter(), Scale::Linear, true),
+            Some(0.0..2.1)
+        );
         assert_eq!(padded_range(std::iter::empty(), Scale::Linear, true), None);
         let r = padded_range([1.0, 100.0].into_iter(), Scale::Log, false).unwrap();
         assert!(r.start > 0.0 && r.start < 1.0 && r.end > 100.0);

@@ -102,9 +102,8 @@ fn timed_place(
 
 fn measure(args: &Args, strategy: Strategy, n: usize, partitions: u16) -> anyhow::Result<Row> {
     // One seed per configuration, so adding a strategy does not change the others' draws.
-    let mut rng = ChaCha8Rng::seed_from_u64(
-        args.seed ^ (n as u64) << 32 ^ u64::from(partitions) << 16,
-    );
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(args.seed ^ (n as u64) << 32 ^ u64::from(partitions) << 16);
     let base: Vec<NodeId> = (1..=n).map(member).collect();
     let mut time = Duration::MAX;
     let before = timed_place(&strategy, &base, partitions, &mut time)?;

@@ -30,12 +30,29 @@ fn read(path: PathBuf) -> String {
 }
 
 const RING: &[&str] = &[
-    "--nodes", "3,10,40", "--partitions", "256", "--vnodes", "16", "--slack", "5", "--changes",
-    "2", "--seed", "7",
+    "--nodes",
+    "3,10,40",
+    "--partitions",
+    "256",
+    "--vnodes",
+    "16",
+    "--slack",
+    "5",
+    "--changes",
+    "2",
+    "--seed",
+    "7",
 ];
 
 const OVERLOAD: &[&str] = &[
-    "--loads", "0.5,3", "--capacity", "2000", "--duration", "4", "--seed", "7",
+    "--loads",
+    "0.5,3",
+    "--capacity",
+    "2000",
+    "--duration",
+    "4",
+    "--seed",
+    "7",
 ];
 
 #[test]
@@ -52,7 +69,11 @@ fn ring_report_is_byte_identical_for_the_same_seed() {
 
 #[test]
 fn overload_report_is_byte_identical_for_the_same_seed() {
-    const FILES: [&str; 3] = ["overload.csv", "overload-levels.csv", "overload-level-changes.csv"];
+    const FILES: [&str; 3] = [
+        "overload.csv",
+        "overload-levels.csv",
+        "overload-level-changes.csv",
+    ];
     let (a, dir) = run("overload", "determinism-overload", OVERLOAD);
     let files_a: Vec<String> = FILES.iter().map(|f| read(dir.join(f))).collect();
     let (b, dir) = run("overload", "determinism-overload", OVERLOAD);

@@ -10,12 +10,31 @@ fn run_at_3x(name: &str, cpu_signal: &str) -> (HashMap<String, HashMap<String, S
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new(env!("CARGO_BIN_EXE_chorus-simulations"))
-        .args(["overload", "--loads", "3", "--capacity", "2000", "--duration", "8"])
-        .args(["--cpu-signal", cpu_signal, "--seed", "3", "--no-plots", "--out"])
+        .args([
+            "overload",
+            "--loads",
+            "3",
+            "--capacity",
+            "2000",
+            "--duration",
+            "8",
+        ])
+        .args([
+            "--cpu-signal",
+            cpu_signal,
+            "--seed",
+            "3",
+            "--no-plots",
+            "--out",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let csv = std::fs::read_to_string(dir.join("overload.csv")).unwrap();
     let mut lines = csv.lines();
     let headers: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -34,7 +53,9 @@ fn run_at_3x(name: &str, cpu_signal: &str) -> (HashMap<String, HashMap<String, S
 }
 
 fn number(row: &HashMap<String, String>, column: &str) -> f64 {
-    row[column].parse().unwrap_or_else(|_| panic!("{column}: {:?}", row[column]))
+    row[column]
+        .parse()
+        .unwrap_or_else(|_| panic!("{column}: {:?}", row[column]))
 }
 
 #[test]

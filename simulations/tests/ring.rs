@@ -6,8 +6,8 @@ use std::process::Command;
 
 use chorus_node::cluster::ring::{Ring, Strategy};
 use chorus_protocol::NodeId;
-use rand::seq::SliceRandom as _;
 use rand::SeedableRng as _;
+use rand::seq::SliceRandom as _;
 use rand_chacha::ChaCha8Rng;
 
 fn members(n: usize) -> Vec<NodeId> {
@@ -19,7 +19,11 @@ fn two_simulated_nodes_compute_the_same_placement() {
     // Each node hears about its peers in its own gossip order.
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for n in [1, 2, 3, 7, 30, 100] {
-        for strategy in [Ring::STRATEGY, Strategy::Rendezvous, Strategy::VnodeRing { vnodes: 64 }] {
+        for strategy in [
+            Ring::STRATEGY,
+            Strategy::Rendezvous,
+            Strategy::VnodeRing { vnodes: 64 },
+        ] {
             let mut heard_by_a = members(n);
             let mut heard_by_b = members(n);
             heard_by_a.shuffle(&mut rng);
@@ -40,16 +44,38 @@ fn ring_scenario_reports_every_strategy_and_the_chosen_one_is_balanced() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ring-scenario");
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new(env!("CARGO_BIN_EXE_chorus-simulations"))
-        .args(["ring", "--nodes", "5,20", "--partitions", "1024", "--vnodes", "16"])
+        .args([
+            "ring",
+            "--nodes",
+            "5,20",
+            "--partitions",
+            "1024",
+            "--vnodes",
+            "16",
+        ])
         .args(["--slack", "5", "--changes", "2", "--no-plots", "--out"])
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let csv = std::fs::read_to_string(dir.join("ring.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
     let names: Vec<&str> = rows.iter().map(|r| r[1]).collect();
-    for want in ["ring-16vn", "rendezvous", "maglev", "greedy-bounded-5%", "bounded-5%"] {
+    for want in [
+        "ring-16vn",
+        "rendezvous",
+        "maglev",
+        "greedy-bounded-5%",
+        "bounded-5%",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     // The node's strategy: balance within its 5 % cap (plus rounding) at P/N ≥ 51.

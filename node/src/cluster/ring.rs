@@ -108,7 +108,7 @@ impl Ring {
     ///   P/N ≥ 35 it keeps max/mean ≤ 1.05 plus one partition of rounding (≤ 1.075 at
     ///   N = 90–110, P = 4096) and moves 1.0–1.9× on average, worst 2.3×; with ~14
     ///   partitions a member (N = 300, P = 4096) 2.7× on average, worst 3.6×.
-    ///   Placement at N = 1000, P = 4096 takes ~30 ms.
+    ///   Placement at N = 1000, P = 4096 takes 16–24 ms.
     ///
     /// The most loaded member sets the cluster's capacity, so balance wins over a
     /// one-off extra transfer per change; the 5 % goal needs P ≥ 40 × N anyway, which is

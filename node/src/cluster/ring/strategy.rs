@@ -2,6 +2,9 @@
 //! owner per partition. Every function here is pure integer arithmetic on fixed hashes,
 //! so every node, on any platform, computes the same table from the same member set.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use super::MemberIndex;
 
 /// How partitions are placed on members.
@@ -164,7 +167,11 @@ pub(super) fn bounded_capacity(partitions: u16, members: usize, slack_percent: u
 }
 
 /// Owners by rendezvous order under one cap for every member, partitions in id order.
-pub(super) fn place_greedy_bounded(seeds: &[u64], partitions: u16, slack_percent: u32) -> Vec<MemberIndex> {
+pub(super) fn place_greedy_bounded(
+    seeds: &[u64],
+    partitions: u16,
+    slack_percent: u32,
+) -> Vec<MemberIndex> {
     let cap = bounded_capacity(partitions, seeds.len(), slack_percent);
     let mut load = vec![0u32; seeds.len()];
     (0..partitions)
@@ -188,7 +195,11 @@ pub(super) fn place_maglev(seeds: &[u64], partitions: u16) -> Vec<MemberIndex> {
         .iter()
         .map(|&seed| {
             let offset = mix64(seed ^ MAGLEV_OFFSET_SALT) % size;
-            let mut step = if size > 1 { 1 + mix64(seed ^ MAGLEV_STEP_SALT) % (size - 1) } else { 1 };
+            let mut step = if size > 1 {
+                1 + mix64(seed ^ MAGLEV_STEP_SALT) % (size - 1)
+            } else {
+                1
+            };
             while gcd(step, size) != 1 {
                 step = step % (size - 1) + 1;
             }
@@ -245,20 +256,30 @@ pub(super) fn smooth_capacities(seeds: &[u64], partitions: u16, slack_percent: u
     caps
 }
 
-/// A partition's members, best score first (ties to the lower member index).
+/// A partition's `keep` best members, best score first (ties to the lower member index).
 fn ranked(seeds: &[u64], key: u64, keep: usize) -> Vec<(u64, MemberIndex)> {
-    let mut all: Vec<(u64, MemberIndex)> = seeds
-        .iter()
-        .enumerate()
-        .map(|(i, &seed)| (score(seed, key), i as MemberIndex))
-        .collect();
-    let order = |a: &(u64, MemberIndex), b: &(u64, MemberIndex)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-    if keep < all.len() {
-        all.select_nth_unstable_by(keep - 1, order);
-        all.truncate(keep);
+    // Higher score first, then lower index: `Reverse` on the score keeps a plain sort.
+    let rank = |s: u64, i: usize| (Reverse(s), i as MemberIndex);
+    if keep >= seeds.len() {
+        let mut all: Vec<_> = seeds
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| rank(score(s, key), i))
+            .collect();
+        all.sort_unstable();
+        return all.into_iter().map(|(Reverse(s), i)| (s, i)).collect();
     }
-    all.sort_unstable_by(order);
-    all
+    let mut best: Vec<(Reverse<u64>, MemberIndex)> = Vec::with_capacity(keep + 1);
+    for (i, &seed) in seeds.iter().enumerate() {
+        let candidate = rank(score(seed, key), i);
+        if best.len() == keep && best.last().is_some_and(|worst| candidate >= *worst) {
+            continue;
+        }
+        let at = best.partition_point(|b| *b < candidate);
+        best.insert(at, candidate);
+        best.truncate(keep);
+    }
+    best.into_iter().map(|(Reverse(s), i)| (s, i)).collect()
 }
 
 /// Owners by deferred acceptance: free partitions propose to members in score order; a
@@ -270,9 +291,6 @@ pub(super) fn place_stable_bounded(
     partitions: u16,
     slack_percent: u32,
 ) -> Vec<MemberIndex> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-
     let caps = smooth_capacities(seeds, partitions, slack_percent);
     let keys: Vec<u64> = (0..partitions).map(partition_key).collect();
     let mut candidates: Vec<Vec<(u64, MemberIndex)>> = keys
@@ -293,10 +311,10 @@ pub(super) fn place_stable_bounded(
         next[pi] += 1;
         let heap = &mut held[m as usize];
         heap.push(Reverse((s, p)));
-        if heap.len() > caps[m as usize] as usize {
-            if let Some(Reverse((_, dropped))) = heap.pop() {
-                free.push(dropped);
-            }
+        if heap.len() > caps[m as usize] as usize
+            && let Some(Reverse((_, dropped))) = heap.pop()
+        {
+            free.push(dropped);
         }
     }
     let mut owners = vec![0; usize::from(partitions)];

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use proptest::prelude::{ProptestConfig, prop_assert, prop_assert_eq, prop_assert_ne, prop_assume, proptest};
+use proptest::prelude::{
+    ProptestConfig, prop_assert, prop_assert_eq, prop_assert_ne, prop_assume, proptest,
+};
 use proptest::strategy::Strategy as _;
 
 use super::*;
@@ -43,22 +45,32 @@ fn bad_inputs_name_what_is_wrong() {
             RingError::VnodesOutOfRange { vnodes: 0 },
         ),
         (
-            Strategy::VnodeRing { vnodes: MAX_VNODES + 1 },
+            Strategy::VnodeRing {
+                vnodes: MAX_VNODES + 1,
+            },
             nodes(2),
             16,
-            RingError::VnodesOutOfRange { vnodes: MAX_VNODES + 1 },
+            RingError::VnodesOutOfRange {
+                vnodes: MAX_VNODES + 1,
+            },
         ),
         (
             Strategy::VnodeRing { vnodes: MAX_VNODES },
             nodes(1025),
             16,
-            RingError::TooManyPoints { points: 1025 * MAX_VNODES as usize },
+            RingError::TooManyPoints {
+                points: 1025 * MAX_VNODES as usize,
+            },
         ),
         (
-            Strategy::BoundedLoad { slack_percent: MAX_SLACK_PERCENT + 1 },
+            Strategy::BoundedLoad {
+                slack_percent: MAX_SLACK_PERCENT + 1,
+            },
             nodes(2),
             16,
-            RingError::SlackTooLarge { slack_percent: MAX_SLACK_PERCENT + 1 },
+            RingError::SlackTooLarge {
+                slack_percent: MAX_SLACK_PERCENT + 1,
+            },
         ),
     ];
     for (strategy, members, partitions, want) in cases {
@@ -120,7 +132,10 @@ fn movement(strategy: &Strategy, partitions: u16) -> (f64, f64) {
         let before = place(strategy, &nodes(n), partitions);
         let joined = place(strategy, &nodes(n + 1), partitions);
         let left = place(strategy, &nodes(n)[1..], partitions);
-        for (moved, size) in [(joined.moved_from(&before), n + 1), (left.moved_from(&before), n)] {
+        for (moved, size) in [
+            (joined.moved_from(&before), n + 1),
+            (left.moved_from(&before), n),
+        ] {
             let ratio = f64::from(moved) / (f64::from(partitions) / size as f64);
             worst = worst.max(ratio);
             total += ratio;
@@ -174,11 +189,18 @@ fn the_chosen_strategy_caps_load() {
     for n in [2, 3, 5, 10, 16, 33, 50] {
         let ring = Ring::place(nodes(n), 1024).unwrap();
         let cap = strategy::bounded_capacity(1024, n, 5);
-        assert!(ring.partitions_per_node().values().all(|&c| c <= cap), "N={n}");
+        assert!(
+            ring.partitions_per_node().values().all(|&c| c <= cap),
+            "N={n}"
+        );
         let mean = 1024.0 / n as f64;
         assert!(ring.balance() <= f64::from(cap) / mean + 1e-9, "N={n}");
         if mean >= 20.0 {
-            assert!(ring.balance() <= 1.05 + 1.0 / 20.0, "N={n}: {}", ring.balance());
+            assert!(
+                ring.balance() <= 1.05 + 1.0 / 20.0,
+                "N={n}: {}",
+                ring.balance()
+            );
         }
     }
 }
@@ -188,7 +210,13 @@ fn bounded_load_is_the_stable_matching() {
     // No blocking pair: a member that scores a partition higher than its owner does is
     // full, of partitions that each score higher with it.
     for (n, slack) in [(7, 0), (13, 5), (40, 5), (9, 25)] {
-        let ring = place(&Strategy::BoundedLoad { slack_percent: slack }, &nodes(n), 512);
+        let ring = place(
+            &Strategy::BoundedLoad {
+                slack_percent: slack,
+            },
+            &nodes(n),
+            512,
+        );
         let caps = strategy::smooth_capacities(&ring.seeds, 512, slack);
         let counts = ring.counts();
         let score = |m: usize, p: u16| strategy::score(ring.seeds[m], strategy::partition_key(p));
@@ -213,7 +241,10 @@ fn maglev_is_perfectly_balanced() {
         let ring = place(&Strategy::Maglev, &nodes(n), 1000);
         let counts = ring.counts();
         let (lo, hi) = (1000 / n as u32, 1000u32.div_ceil(n as u32));
-        assert!(counts.iter().all(|&c| c == lo || c == hi), "N={n}: {counts:?}");
+        assert!(
+            counts.iter().all(|&c| c == lo || c == hi),
+            "N={n}: {counts:?}"
+        );
     }
 }
 
