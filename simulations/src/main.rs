@@ -11,7 +11,10 @@ mod ring;
 
 /// Command line of the simulations.
 #[derive(Parser)]
-#[command(name = "chorus-simulations", about = "Deterministic simulations of Chorus")]
+#[command(
+    name = "chorus-simulations",
+    about = "Deterministic simulations of Chorus"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
