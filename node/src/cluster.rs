@@ -4,3 +4,5 @@
 
 pub mod membership;
 pub mod ring;
+pub mod routing;
+pub mod state;

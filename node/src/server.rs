@@ -15,9 +15,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_actors::NodeHandle;
+
+use crate::cluster::routing::Forwarder;
+use crate::cluster::state::ClusterState;
 use chorus_protocol::FrameLimit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// What the server serves requests with: this node's actors, its view of the cluster
+/// and the links to the other owners.
+#[derive(Clone)]
+pub struct Backend {
+    /// This node's actor tree.
+    pub node: NodeHandle,
+    /// The ring and members as this node sees them.
+    pub cluster: ClusterState,
+    /// The links that carry requests to their owners; `None` on a single node.
+    pub peers: Option<Arc<dyn Forwarder>>,
+}
+
+impl Backend {
+    /// A single node's backend: it owns every partition and has no peers.
+    pub fn single(node: NodeHandle, cluster: ClusterState) -> Self {
+        Backend {
+            node,
+            cluster,
+            peers: None,
+        }
+    }
+}
 
 /// Limits the server applies to every connection.
 #[derive(Clone, Debug)]
@@ -37,7 +63,7 @@ pub struct ServerSettings {
 /// returns.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    node: NodeHandle,
+    backend: Backend,
     settings: ServerSettings,
     shutdown: CancellationToken,
 ) {
@@ -52,7 +78,7 @@ pub async fn serve(
         let Some(incoming) = incoming else { break };
         connections.spawn(connection::serve_connection(
             incoming,
-            node.clone(),
+            backend.clone(),
             settings.clone(),
             shutdown.clone(),
         ));
