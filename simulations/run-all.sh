@@ -21,7 +21,7 @@ if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then SIM="$CARGO_TARGET_DIR/release/chorus-
 # Overload: the tier scheduler and degradation policy at 0.5x..3x capacity, with the
 # workers' busy fraction as the CPU signal (a CPU-bound node), then on queue fill alone.
 "$SIM" overload --out "$OUT" --seed 1 | tee "$OUT/overload.txt"
-"$SIM" overload --out "$OUT/queue-only" --seed 1 --cpu-signal none --no-plots \
+"$SIM" overload --out "$OUT/queue-only" --seed 1 --cpu-signal none \
   | tee "$OUT/overload-queue-only.txt"
 
 # --- membership ----------------------------------------------------------------------

@@ -50,6 +50,9 @@ pub struct Args {
     /// Directory for the CSV files and charts.
     #[arg(long, default_value = report::DEFAULT_OUT_DIR)]
     pub out: PathBuf,
+    /// Write the CSV files but no chart.
+    #[arg(long)]
+    pub no_plots: bool,
 }
 
 /// An on/off option.
@@ -99,7 +102,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         outcome.events,
         wall.as_secs_f64()
     );
-    write_files(&settings, &outcome, &results)?;
+    write_files(&settings, &outcome, &results, !args.no_plots)?;
     Ok(())
 }
 
@@ -123,7 +126,12 @@ fn stem(settings: &RunSettings) -> String {
     stem
 }
 
-fn write_files(settings: &RunSettings, outcome: &Outcome, results: &Table) -> anyhow::Result<()> {
+fn write_files(
+    settings: &RunSettings,
+    outcome: &Outcome,
+    results: &Table,
+    plots: bool,
+) -> anyhow::Result<()> {
     let stem = stem(settings);
     let out: &Path = &settings.out;
     results.write_csv(&out.join(format!("{stem}.csv")))?;
@@ -143,6 +151,9 @@ fn write_files(settings: &RunSettings, outcome: &Outcome, results: &Table) -> an
         &["seconds", "wrong_views", "packets_per_node_sec"],
         &rows,
     )?;
+    if !plots {
+        return Ok(());
+    }
     let wrong = Series::new(
         "observer-subject pairs with a wrong view",
         outcome
@@ -178,28 +189,31 @@ pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
         .row(["roster sync", on(settings.gossip.roster_sync)])
         .row(["slow node", on(settings.slow_node)])
         .row(["probe period s", &secs(outcome.period)])
-        .row(["suspicion timeout s (shortest)", &secs(outcome.suspicion_min)])
+        .row([
+            "suspicion timeout s (shortest)",
+            &secs(outcome.suspicion_min),
+        ])
         .row(["suspicion timeout s (longest)", &secs(outcome.suspicion)]);
 
     let m = &outcome.milestones;
     let period = outcome.period as f64;
     let mut results = Table::new(["measure", "seconds", "periods", "goal", "met"]);
-    let mut timed = |name: &str, from: Option<Micros>, to: Option<Micros>, goal: Option<f64>| {
-        match (from, to) {
-            (Some(from), Some(to)) => {
-                let periods = (to - from) as f64 / period;
-                let met = goal.map_or("-", |g| if periods <= g { "yes" } else { "no" });
-                let goal = goal.map_or("-".to_owned(), |g| format!("<= {}", fixed(g, 1)));
-                results.push([
-                    name.to_owned(),
-                    secs(to - from),
-                    fixed(periods, 2),
-                    goal,
-                    met.to_owned(),
-                ]);
-            }
-            _ => results.push([name, "never", "-", "-", "no"]),
+    let mut timed = |name: &str, from: Option<Micros>, to: Option<Micros>, goal: Option<f64>| match (
+        from, to,
+    ) {
+        (Some(from), Some(to)) => {
+            let periods = (to - from) as f64 / period;
+            let met = goal.map_or("-", |g| if periods <= g { "yes" } else { "no" });
+            let goal = goal.map_or("-".to_owned(), |g| format!("<= {}", fixed(g, 1)));
+            results.push([
+                name.to_owned(),
+                secs(to - from),
+                fixed(periods, 2),
+                goal,
+                met.to_owned(),
+            ]);
         }
+        _ => results.push([name, "never", "-", "-", "no"]),
     };
     timed(
         "join: every member knows the joiner",
@@ -257,9 +271,24 @@ pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
         "0",
         zero(v.forced_rejoins),
     );
-    counted("steady: false down verdicts", v.false_down.to_string(), "0", zero(v.false_down));
-    counted("steady: forced rejoins", v.forced_rejoins.to_string(), "0", zero(v.forced_rejoins));
-    counted("steady: suspicions started", v.suspicions.to_string(), "-", "-");
+    counted(
+        "steady: false down verdicts",
+        v.false_down.to_string(),
+        "0",
+        zero(v.false_down),
+    );
+    counted(
+        "steady: forced rejoins",
+        v.forced_rejoins.to_string(),
+        "0",
+        zero(v.forced_rejoins),
+    );
+    counted(
+        "steady: suspicions raised",
+        v.suspicions.to_string(),
+        "-",
+        "-",
+    );
     let messages = per_node_sec(outcome.steady_traffic.packets);
     let bytes = per_node_sec(outcome.steady_traffic.bytes);
     counted(
@@ -286,12 +315,26 @@ pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
         "-",
         "-",
     );
-    counted("partition: rejoins", v.aftermath_rejoins.to_string(), "-", "-");
+    counted(
+        "partition: rejoins",
+        v.aftermath_rejoins.to_string(),
+        "-",
+        "-",
+    );
     counted(
         "views match the running nodes at the end",
-        if outcome.converged_at_end { "yes" } else { "no" }.to_owned(),
+        if outcome.converged_at_end {
+            "yes"
+        } else {
+            "no"
+        }
+        .to_owned(),
         "yes",
-        if outcome.converged_at_end { "yes" } else { "no" },
+        if outcome.converged_at_end {
+            "yes"
+        } else {
+            "no"
+        },
     );
     (config, results)
 }

@@ -19,6 +19,21 @@ pub const DEFAULT_OUT_DIR: &str = "simulations/results";
 /// Chart size in pixels (width, height).
 const CHART_SIZE: (u32, u32) = (900, 560);
 
+/// Line colours, in series order (Tableau 10: ten hues that stay apart on screen and in
+/// print); an eleventh series reuses the first colour.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
 /// A report that could not be written; files written before the failure stay.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -330,7 +345,7 @@ impl<'a> LineChart<'a> {
             .map_err(err)?;
         if let Some((label, level)) = self.reference {
             let (lo, hi) = x_bounds(self.series);
-            let grey = RGBColor(120, 120, 120);
+            let grey = RGBColor(90, 90, 90);
             chart
                 .draw_series(DashedLineSeries::new(
                     [(lo, level), (hi, level)],
@@ -343,7 +358,7 @@ impl<'a> LineChart<'a> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
         }
         for (i, series) in self.series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> = series
                 .points
                 .iter()

@@ -227,7 +227,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The strategies worth a line on a chart (every one stays in the CSV and the table): the
+/// fewest and the most vnodes, rendezvous, Maglev, the greedy bounded load at the node's
+/// slack (the direct comparison) and the node's bounded load at every slack.
+fn charted(args: &Args, strategies: &[Strategy]) -> Vec<Strategy> {
+    let (fewest, most) = (args.vnodes.iter().min(), args.vnodes.iter().max());
+    let chosen_slack = match Ring::STRATEGY {
+        Strategy::BoundedLoad { slack_percent } => Some(slack_percent),
+        _ => None,
+    };
+    strategies
+        .iter()
+        .copied()
+        .filter(|s| match s {
+            Strategy::VnodeRing { vnodes } => Some(vnodes) == fewest || Some(vnodes) == most,
+            Strategy::GreedyBoundedLoad { slack_percent } => Some(*slack_percent) == chosen_slack,
+            _ => true,
+        })
+        .collect()
+}
+
 fn plot(args: &Args, strategies: &[Strategy], rows: &[Row]) -> anyhow::Result<()> {
+    let strategies = charted(args, strategies);
     for &partitions in &args.partitions {
         let series = |value: &dyn Fn(&Row) -> f64| -> Vec<Series> {
             strategies

@@ -11,6 +11,7 @@ fn run(name: &str, extra: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_chorus-simulations"))
         .args(["membership", "--nodes", "12", "--minutes", "3"])
         .args(extra)
+        .arg("--no-plots")
         .arg("--out")
         .arg(&out)
         .output()
@@ -24,10 +25,7 @@ fn run(name: &str, extra: &[&str]) -> String {
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "chorus-membership-test-{name}-{}",
-        std::process::id()
-    ));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("membership-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -42,7 +40,7 @@ fn row<'a>(report: &'a str, measure: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn the_same_seed_prints_the_same_report() {
+fn membership_report_is_reproducible_from_its_seed() {
     let first = run("same-seed-a", &["--seed", "7", "--loss", "0.05"]);
     let second = run("same-seed-b", &["--seed", "7", "--loss", "0.05"]);
     assert_eq!(first, second);
@@ -51,7 +49,7 @@ fn the_same_seed_prints_the_same_report() {
 }
 
 #[test]
-fn a_crashed_node_is_marked_down_by_every_live_member() {
+fn membership_crashed_node_is_marked_down_by_every_live_member() {
     let report = run("crash", &["--seed", "3", "--loss", "0.01"]);
     let cells = row(&report, "crash: down at every live member");
     assert_ne!(cells[0], "never", "{report}");
@@ -60,7 +58,7 @@ fn a_crashed_node_is_marked_down_by_every_live_member() {
 }
 
 #[test]
-fn a_partition_longer_than_the_suspicion_timeout_is_detected_and_heals() {
+fn membership_partition_longer_than_the_suspicion_timeout_is_detected_and_heals() {
     let report = run("partition", &["--seed", "5"]);
     let detected = row(&report, "partition: cut-off nodes down at the majority");
     assert_ne!(detected[0], "never", "{report}");
@@ -74,7 +72,7 @@ fn a_partition_longer_than_the_suspicion_timeout_is_detected_and_heals() {
 }
 
 #[test]
-fn the_joiner_is_known_everywhere_with_and_without_roster_sync() {
+fn membership_joiner_is_known_everywhere_with_and_without_roster_sync() {
     for sync in ["on", "off"] {
         let report = run(&format!("join-{sync}"), &["--roster-sync", sync]);
         for measure in [

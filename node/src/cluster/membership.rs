@@ -462,6 +462,7 @@ impl Membership {
         };
         match envelope {
             Envelope::Gossip(payload) => self.handle_gossip(payload, now),
+            Envelope::RosterSync(_) if self.left => Ok(()),
             Envelope::RosterSync(members) => {
                 self.stats.roster_packets_applied += 1;
                 let result = self
@@ -624,6 +625,17 @@ impl Membership {
     }
 
     fn handle_swim_timer(&mut self, timer: foca::Timer<MemberIdentity>, now: Duration) {
+        if let foca::Timer::RemoveDown(member) = &timer {
+            // foca forgets a long-down member now; so do we.
+            if self
+                .seen
+                .get(&member.node)
+                .is_some_and(|seen| seen.identity == *member && seen.state == MemberState::Down)
+            {
+                self.seen.remove(&member.node);
+                self.roster_sent.remove(&member.node);
+            }
+        }
         let starts_probe = matches!(timer, foca::Timer::ProbeRandomMember(_));
         let previous = if starts_probe {
             self.probe.take()
@@ -940,7 +952,7 @@ impl Membership {
                 .retain(|_, last| now.saturating_sub(*last) < interval);
         }
         self.roster_sent.insert(joiner.node.clone(), now);
-        let max_body = self.max_packet_size() - TAG_LEN;
+        let max_body = self.max_packet_size().saturating_sub(TAG_LEN);
         let bodies = envelope::encode_roster_sync(
             self.swim.iter_membership_state(),
             &mut self.codec,

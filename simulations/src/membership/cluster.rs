@@ -275,7 +275,8 @@ impl Simulation {
             match effect {
                 Effect::Send { to, packet } => {
                     if let Some(latency) = self.net.send(node, to, packet.len()) {
-                        self.queue.schedule_in(latency, Event::Deliver { to, packet });
+                        self.queue
+                            .schedule_in(latency, Event::Deliver { to, packet });
                     }
                 }
                 Effect::Schedule { after, timer } => {

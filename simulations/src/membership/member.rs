@@ -10,8 +10,8 @@ use std::time::Duration;
 use chorus_node::cluster::membership::auth::Authenticator;
 use chorus_node::cluster::membership::codec::BincodeCodec;
 use chorus_node::cluster::membership::{
-    ClusterKey, KEY_LEN, MemberIdentity, MemberState, Membership, MembershipEvent,
-    MembershipTimer, Output, TAG_LEN, envelope,
+    ClusterKey, KEY_LEN, MemberIdentity, MemberState, Membership, MembershipEvent, MembershipTimer,
+    Output, TAG_LEN, envelope,
 };
 use chorus_protocol::NodeId;
 
@@ -51,7 +51,7 @@ pub enum Effect {
     Up(NodeIx),
     /// The member now sees `subject` down.
     Down(NodeIx),
-    /// The member armed a timer of foca's suspicion length: it started suspecting someone.
+    /// The member started suspecting someone (one of its probes failed).
     SuspicionStarted,
     /// The member was declared down and came back under a new incarnation.
     Rejoin,
@@ -108,8 +108,8 @@ pub fn founders_roster(founders: usize, settings: &RunSettings) -> Vec<Vec<u8>> 
 /// One member of the simulated cluster.
 pub struct SimMember {
     core: Membership,
-    /// foca's suspicion timeout: a timer armed for exactly this long is a suspicion.
-    suspicion: Duration,
+    /// The core's count of suspicions it raised, as of the last drain.
+    suspicions_started: u64,
 }
 
 impl SimMember {
@@ -117,7 +117,7 @@ impl SimMember {
     pub fn new(node: NodeIx, settings: &RunSettings, seed: u64) -> Self {
         SimMember {
             core: Membership::new(identity(node), settings.gossip.clone(), &CLUSTER_KEY, seed),
-            suspicion: Duration::from_micros(settings.suspicion()),
+            suspicions_started: 0,
         }
     }
 
@@ -148,30 +148,26 @@ impl SimMember {
 
     /// Whether this member currently holds `subject` suspect.
     pub fn suspects(&self, subject: NodeIx) -> bool {
-        self.core
-            .members()
-            .iter()
-            .any(|view| node_of(&view.identity) == subject && view.state == MemberState::Suspect)
+        self.core.member_state(&identity(subject).node) == Some(MemberState::Suspect)
     }
 
     /// Moves the core's outputs into `effects`.
     pub fn drain(&mut self, effects: &mut Vec<Effect>) {
-        let suspicion = self.suspicion;
+        let started = self.core.stats().suspicions_started;
+        for _ in self.suspicions_started..started {
+            effects.push(Effect::SuspicionStarted);
+        }
+        self.suspicions_started = started;
         for output in self.core.drain_outputs() {
             match output {
                 Output::Send { to, bytes } => effects.push(Effect::Send {
                     to: node_of_addr(to),
                     packet: bytes,
                 }),
-                Output::Schedule { after, timer } => {
-                    if after == suspicion {
-                        effects.push(Effect::SuspicionStarted);
-                    }
-                    effects.push(Effect::Schedule {
-                        after: after.as_micros() as Micros,
-                        timer,
-                    });
-                }
+                Output::Schedule { after, timer } => effects.push(Effect::Schedule {
+                    after: after.as_micros() as Micros,
+                    timer,
+                }),
                 Output::Event(event) => match event {
                     MembershipEvent::MemberUp(member) => effects.push(Effect::Up(node_of(&member))),
                     MembershipEvent::MemberDown(member) => {

@@ -19,8 +19,6 @@ pub struct Views {
     live_count: usize,
     /// Column counts: how many live observers other than `j` believe `j` is up.
     known_by: Vec<u32>,
-    /// Row counts: how many members observer `i` believes are up.
-    active: Vec<u32>,
     /// Per live observer: members whose state it gets wrong.
     row_mismatch: Vec<i64>,
     /// Observer-subject pairs (live observers only) where the view differs from the truth.
@@ -42,7 +40,6 @@ impl Views {
             live: vec![false; nodes],
             live_count: 0,
             known_by: vec![0; nodes],
-            active: vec![0; nodes],
             row_mismatch: vec![0; nodes],
             mismatch: 0,
             cut: vec![false; nodes],
@@ -64,7 +61,6 @@ impl Views {
         let (i, j) = (observer as usize, subject as usize);
         self.bits[i * self.words + j / 64] ^= 1 << (j % 64);
         let delta: i64 = if up { 1 } else { -1 };
-        self.active[i] = (i64::from(self.active[i]) + delta) as u32;
         if self.live[i] {
             self.known_by[j] = (i64::from(self.known_by[j]) + delta) as u32;
             let change = if up == self.live[j] { -1 } else { 1 };
@@ -163,11 +159,6 @@ impl Views {
         self.seen_across = 0;
     }
 
-    /// Whether `node` is running.
-    pub fn is_live(&self, node: NodeIx) -> bool {
-        self.live[node as usize]
-    }
-
     /// Running nodes.
     pub fn live_count(&self) -> usize {
         self.live_count
@@ -176,11 +167,6 @@ impl Views {
     /// Live observers other than `node` that see it up.
     pub fn known_by(&self, node: NodeIx) -> usize {
         self.known_by[node as usize] as usize
-    }
-
-    /// Members `node` sees up.
-    pub fn active(&self, node: NodeIx) -> usize {
-        self.active[node as usize] as usize
     }
 
     /// Whether live `node` sees exactly the running nodes up.
@@ -196,21 +182,6 @@ impl Views {
     /// Whether every live member's view equals the set of running nodes.
     pub fn converged(&self) -> bool {
         self.mismatch == 0
-    }
-
-    /// Live observer-subject pairs whose view differs from the truth.
-    pub fn wrong_pairs(&self) -> Vec<(NodeIx, NodeIx, bool)> {
-        let n = self.live.len() as NodeIx;
-        let mut pairs = Vec::new();
-        for i in (0..n).filter(|&i| self.live[i as usize]) {
-            for j in (0..n).filter(|&j| j != i) {
-                let up = self.bit(i, j);
-                if up != self.live[j as usize] {
-                    pairs.push((i, j, up));
-                }
-            }
-        }
-        pairs
     }
 
     /// Observer-subject pairs whose view differs from the truth.
@@ -251,7 +222,7 @@ pub struct Verdicts {
     pub false_down: u64,
     /// Steady: rejoins a running node was forced into.
     pub forced_rejoins: u64,
-    /// Steady: suspicions started (every member, every subject).
+    /// Steady: suspicions raised (a member's probe failed, direct and indirect).
     pub suspicions: u64,
     /// "Down" verdicts about the crashed node (expected).
     pub crash_down: u64,
@@ -286,7 +257,7 @@ mod tests {
         let views = full_cluster(70);
         assert!(views.converged());
         assert_eq!(views.known_by(5), 69);
-        assert_eq!(views.active(5), 69);
+        assert!(views.view_complete(5));
     }
 
     #[test]

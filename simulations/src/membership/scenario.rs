@@ -62,7 +62,10 @@ impl Script {
         after_heal: Micros,
         minimum: Micros,
     ) -> Self {
-        assert!(nodes >= MIN_NODES, "the script needs at least {MIN_NODES} nodes");
+        assert!(
+            nodes >= MIN_NODES,
+            "the script needs at least {MIN_NODES} nodes"
+        );
         let joiner = (nodes - 1) as NodeIx;
         let cut_size = if nodes < 20 { 2 } else { 3 };
         let cut: Vec<NodeIx> = (joiner - cut_size..joiner).collect();
@@ -134,8 +137,10 @@ mod tests {
     #[test]
     fn the_cut_off_nodes_are_neither_seed_crashed_slow_nor_joiner() {
         let script = Script::new(MIN_NODES, SEC, 4 * SEC, 60 * SEC, 0);
-        let Some((_, Step::Partition(cut))) =
-            script.steps.iter().find(|(_, s)| matches!(s, Step::Partition(_)))
+        let Some((_, Step::Partition(cut))) = script
+            .steps
+            .iter()
+            .find(|(_, s)| matches!(s, Step::Partition(_)))
         else {
             panic!("no partition");
         };

@@ -515,3 +515,26 @@ fn equal_seeds_and_inputs_give_equal_runs() {
     };
     assert_eq!(trace(), trace());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever an insider (someone holding the key) sends, the core refuses or applies
+    /// it without panicking.
+    #[test]
+    fn authenticated_garbage_never_panics(
+        kind in 0u8..6,
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+    ) {
+        let mut net = Net::cluster(2, settings());
+        net.run_for(secs(2));
+        let mut packet = vec![envelope::VERSION, kind];
+        packet.extend_from_slice(&body);
+        let sealed = Authenticator::new(&KEY).seal(&packet);
+        let member = &mut net.nodes[0].as_mut().expect("running").1;
+        let _ = member.handle_packet(&sealed, net.now);
+        let _ = member.handle_packet(&body, net.now);
+        net.pump(0);
+        net.run_for(secs(2));
+    }
+}

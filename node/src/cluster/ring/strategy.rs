@@ -298,7 +298,10 @@ pub(super) fn place_stable_bounded(
         .map(|&key| ranked(seeds, key, TOP_CANDIDATES))
         .collect();
     let mut next = vec![0usize; usize::from(partitions)];
-    let mut held: Vec<BinaryHeap<Reverse<(u64, u16)>>> = vec![BinaryHeap::new(); seeds.len()];
+    // Per member, a min-heap of what it holds in its own order of preference (higher
+    // score, then lower partition), so the top is the partition it lets go of first.
+    let mut held: Vec<BinaryHeap<Reverse<(u64, Reverse<u16>)>>> =
+        vec![BinaryHeap::new(); seeds.len()];
     let mut free: Vec<u16> = (0..partitions).rev().collect();
     while let Some(p) = free.pop() {
         let pi = usize::from(p);
@@ -310,16 +313,16 @@ pub(super) fn place_stable_bounded(
         let (s, m) = candidates[pi][next[pi]];
         next[pi] += 1;
         let heap = &mut held[m as usize];
-        heap.push(Reverse((s, p)));
+        heap.push(Reverse((s, Reverse(p))));
         if heap.len() > caps[m as usize] as usize
-            && let Some(Reverse((_, dropped))) = heap.pop()
+            && let Some(Reverse((_, Reverse(dropped)))) = heap.pop()
         {
             free.push(dropped);
         }
     }
     let mut owners = vec![0; usize::from(partitions)];
     for (m, heap) in held.iter().enumerate() {
-        for Reverse((_, p)) in heap.iter() {
+        for Reverse((_, Reverse(p))) in heap.iter() {
             owners[usize::from(*p)] = m as MemberIndex;
         }
     }
