@@ -167,7 +167,7 @@ pub struct MemberView {
     /// The run's incarnation (see [`MemberIdentity::incarnation`]).
     pub incarnation: u64,
     /// SWIM's refutation counter within the run (bumped each time it refutes a
-    /// suspicion).
+    /// suspicion); 0 in this node's own row, as foca does not expose its own.
     pub swim_incarnation: Incarnation,
     /// When this node last saw the member change state (the caller's clock).
     pub since: Duration,
@@ -188,7 +188,7 @@ pub struct MembershipStats {
     pub bytes_out: u64,
     /// Packets dropped for a bad or missing authentication tag.
     pub bad_tag_dropped: u64,
-    /// Authenticated packets dropped as oversized or undecodable.
+    /// Packets dropped as oversized, or authenticated but undecodable.
     pub decode_errors: u64,
     /// Decoded packets foca refused (from ourselves, malformed SWIM).
     pub rejected: u64,
@@ -695,6 +695,8 @@ impl Membership {
         let timers = std::mem::take(&mut self.io.timers);
         for (timer, mut after) in timers {
             match &timer {
+                // Local health stretches the probe cycle here, in the delays, because
+                // foca refuses a new probe period or probe timeout at runtime.
                 foca::Timer::ProbeRandomMember(_) => {
                     probe_ran = true;
                     if self.settings.lifeguard {

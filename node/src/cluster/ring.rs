@@ -223,7 +223,8 @@ impl Ring {
     }
 
     /// The `min(rf, N)` distinct members that hold partition `p`, owner first: then the
-    /// next members clockwise (vnode ring) or by descending rendezvous score (the others).
+    /// next members clockwise (vnode ring) or by descending rendezvous score (the others;
+    /// replicas are not counted against bounded-load capacities).
     ///
     /// # Panics
     /// If `p` is not below [`Ring::partitions`].

@@ -282,6 +282,10 @@ fn ranked(seeds: &[u64], key: u64, keep: usize) -> Vec<(u64, MemberIndex)> {
     best.into_iter().map(|(Reverse(s), i)| (s, i)).collect()
 }
 
+/// What a member holds during deferred acceptance: a min-heap in its own order of
+/// preference (higher score, then lower partition), so the top is what it lets go of first.
+type Held = BinaryHeap<Reverse<(u64, Reverse<u16>)>>;
+
 /// Owners by deferred acceptance: free partitions propose to members in score order; a
 /// member over capacity lets go of its lowest-scoring partition, which proposes on. Pairs
 /// are ranked the same way from both sides (score, then member, then partition), so the
@@ -298,10 +302,7 @@ pub(super) fn place_stable_bounded(
         .map(|&key| ranked(seeds, key, TOP_CANDIDATES))
         .collect();
     let mut next = vec![0usize; usize::from(partitions)];
-    // Per member, a min-heap of what it holds in its own order of preference (higher
-    // score, then lower partition), so the top is the partition it lets go of first.
-    let mut held: Vec<BinaryHeap<Reverse<(u64, Reverse<u16>)>>> =
-        vec![BinaryHeap::new(); seeds.len()];
+    let mut held: Vec<Held> = vec![BinaryHeap::new(); seeds.len()];
     let mut free: Vec<u16> = (0..partitions).rev().collect();
     while let Some(p) = free.pop() {
         let pi = usize::from(p);
