@@ -9,6 +9,7 @@ use chorus_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::cluster::runtime::{ClusterRuntime, ClusterSettings};
 use crate::cluster::state::ClusterState;
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
 use crate::control::{ControlServer, NodeInfo};
@@ -90,6 +91,28 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         "chorus agent listening"
     );
 
+    let advertised = match config.cluster {
+        Some(_) => config.advertised_addr(),
+        None => endpoint.local_addr()?,
+    };
+    let state = ClusterState::new(
+        NodeId(config.node_id.clone()),
+        advertised,
+        config.partitions,
+    )?;
+    let cluster = match &config.cluster {
+        Some(section) => {
+            let settings = ClusterSettings {
+                gossip_listen: section.gossip_listen,
+                gossip_addr: section.gossip_addr(),
+                seeds: section.seeds.clone(),
+                key: section.load_key()?,
+                gossip: section.gossip.clone(),
+            };
+            Some(ClusterRuntime::start(settings, state.clone(), None).await?)
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let control = ControlServer::start(
         node.clone(),
@@ -100,6 +123,9 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             listen: endpoint.local_addr()?.to_string(),
             socket: config.control_socket(),
             limits: config.limits.clone(),
+            cluster: state.clone(),
+            runtime: cluster.clone(),
+            shutdown: shutdown.clone(),
         },
         shutdown.clone(),
     )
@@ -107,14 +133,18 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     // Not ready from the moment shutdown begins, whoever begins it.
     let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
-    let cluster = ClusterState::new(
-        NodeId(config.node_id.clone()),
-        endpoint.local_addr()?,
-        config.partitions,
-    )?;
+    // On shutdown the others learn at once that this node is gone (instead of after a
+    // suspicion) and place the ring without it while its requests drain.
+    let leaving = cluster.clone().map(|cluster| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            cluster.leave().await;
+        })
+    });
     server::serve(
         endpoint,
-        Backend::single(node.clone(), cluster),
+        Backend::single(node.clone(), state.clone()),
         ServerSettings {
             frame_limit: config.frame_limit(),
             max_in_flight_per_stream: config.max_in_flight_per_stream as usize,
@@ -126,6 +156,9 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     .await;
     signals.abort();
     breaker_watch.abort();
+    if let Some(leaving) = leaving {
+        let _ = leaving.await;
+    }
     // The control socket closes with the endpoint, before the store is flushed; the
     // token is already cancelled unless the server stopped on its own.
     shutdown.cancel();

@@ -88,6 +88,10 @@ pub struct CtlArgs {
         global = true
     )]
     pub socket: Option<PathBuf>,
+    /// The node's config file: its control socket is found from it (`control.socket`,
+    /// or `data_dir`).
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "socket")]
+    pub config: Option<PathBuf>,
     /// Data directory of the local node, where the socket is by default.
     #[arg(long, env = "CHORUS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
@@ -131,6 +135,18 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<BreakerAction>,
     },
+    /// The cluster's members as this node sees them: id, address, state, incarnation,
+    /// since.
+    Members,
+    /// The ring: epoch and partitions per node; `--user U` prints U's owner.
+    Ring {
+        /// A user id whose partition and owner to print.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Leave the cluster gracefully (the others take over its partitions at once) and
+    /// stop the node (audited).
+    Leave,
 }
 
 /// `chorus ctl degrade ...`

@@ -2,6 +2,7 @@
 //! validated once at start so that a bad value is refused before any port is bound.
 
 mod bulkheads;
+mod cluster;
 mod enrichment;
 mod limits;
 
@@ -13,6 +14,7 @@ use chorus_protocol::FrameLimit;
 use serde::{Deserialize, Serialize};
 
 pub use bulkheads::StoreWritesSection;
+pub use cluster::{ClusterSection, read_key};
 pub use enrichment::EnrichmentSection;
 pub use limits::LimitsSection;
 
@@ -169,6 +171,8 @@ pub struct NodeConfig {
     pub enrichment: EnrichmentSection,
     /// The store-writes bulkhead (`[store_writes]`: 50 running, 200 waiting).
     pub store_writes: StoreWritesSection,
+    /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
+    pub cluster: Option<ClusterSection>,
     /// Workers in the validator pool, 1..=64; 0 (the default) is the available
     /// parallelism clamped to 1..=8.
     pub validator_workers: u32,
@@ -202,6 +206,7 @@ impl Default for NodeConfig {
             limits: LimitsSection::default(),
             enrichment: EnrichmentSection::default(),
             store_writes: StoreWritesSection::default(),
+            cluster: None,
             validator_workers: 0,
             validation: ValidationConfig::default(),
         }
@@ -326,6 +331,22 @@ impl NodeConfig {
         self.limits.to_rate_limits()?;
         self.enrichment.to_enrichment()?;
         self.store_writes.to_bulkhead()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+            if self.tls.ca_cert.is_none() {
+                return Err(ConfigError::new(
+                    "tls",
+                    "a cluster member needs the cluster's certificates: set tls.ca_cert, tls.cert \
+                     and tls.key (chorus certs init / chorus certs node)",
+                ));
+            }
+            if self.listen.ip().is_unspecified() && cluster.advertise.is_none() {
+                return Err(ConfigError::new(
+                    "cluster.advertise",
+                    "listen is a wildcard address: set the address members and clients reach",
+                ));
+            }
+        }
         FrameLimit::new(self.max_frame_bytes)
             .map_err(|r| ConfigError::new("max_frame_bytes", r))?;
         check_range(
@@ -407,6 +428,14 @@ impl NodeConfig {
             },
             _ => TlsPaths::dev(&self.data_dir),
         }
+    }
+
+    /// The QUIC address members and clients reach this node at.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.advertise)
+            .unwrap_or(self.listen)
     }
 
     /// Where the control socket is: configured, or `<data_dir>/chorus.sock`.

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction};
-use crate::config::default_control_socket;
+use crate::config::{NodeConfig, default_control_socket};
 use crate::control::protocol::{
     AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, StatusReport,
 };
@@ -52,10 +52,17 @@ pub enum CtlError {
 
 /// Runs `chorus ctl` and returns its exit code.
 pub async fn run(args: CtlArgs) -> ExitCode {
-    let socket = args
-        .socket
-        .clone()
-        .unwrap_or_else(|| default_control_socket(&args.data_dir));
+    let socket = match (&args.socket, &args.config) {
+        (Some(socket), _) => socket.clone(),
+        (None, Some(file)) => match NodeConfig::load(Some(file), std::env::vars()) {
+            Ok(config) => config.control_socket(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(64);
+            }
+        },
+        (None, None) => default_control_socket(&args.data_dir),
+    };
     let request = request_for(&args.command);
     match exchange(&socket, &request).await {
         Ok(response) => {
@@ -123,6 +130,9 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Breakers {
             action: Some(BreakerAction::Open { name }),
         } => Request::BreakerOpen { name: name.clone() },
+        CtlCommand::Members => Request::Members,
+        CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
+        CtlCommand::Leave => Request::Leave,
     }
 }
 
@@ -191,6 +201,59 @@ fn print_reply(reply: &Reply) {
             ));
             print_table(&rows);
         }
+        Reply::Members { members } => {
+            println!(
+                "{:<16} {:<22} {:<8} {:>16}  since",
+                "id", "address", "state", "incarnation"
+            );
+            for m in members {
+                let me = if m.is_self { " (this node)" } else { "" };
+                println!(
+                    "{:<16} {:<22} {:<8} {:>16}  {}{me}",
+                    m.id,
+                    m.address,
+                    m.state,
+                    m.incarnation,
+                    format_ms(m.since_ms)
+                );
+            }
+        }
+        Reply::Ring(r) => {
+            println!(
+                "epoch {:016x}, {} partitions on {} nodes (max/mean {:.3}); {} moved at the last change, {}",
+                r.epoch,
+                r.partitions,
+                r.nodes.len(),
+                r.balance,
+                r.moved_last_change,
+                format_ms(r.since_ms)
+            );
+            for n in &r.nodes {
+                println!(
+                    "  {:<16} {:<22} {:>6} partitions",
+                    n.node, n.address, n.partitions
+                );
+            }
+            if let Some(u) = &r.user {
+                println!(
+                    "user {:?}: partition {}, owner {}",
+                    u.user, u.partition, u.owner
+                );
+            }
+        }
+        Reply::Leave(l) => {
+            if l.was_member {
+                println!(
+                    "left the cluster; the node is stopping (audit entry {})",
+                    l.audit_seq
+                );
+            } else {
+                println!(
+                    "not a cluster member; the node is stopping (audit entry {})",
+                    l.audit_seq
+                );
+            }
+        }
         Reply::Bulkheads { bulkheads } => {
             if bulkheads.is_empty() {
                 println!("no bulkheads (no external dependency is configured)");
@@ -254,6 +317,23 @@ fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
         ("control", s.control_socket.clone()),
         ("log level", s.log_level.clone()),
     ]
+}
+
+/// A Unix-epoch millisecond time as UTC, `YYYY-MM-DD HH:MM:SS.mmm`.
+fn format_ms(ms: u64) -> String {
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return ms.to_string();
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
 }
 
 fn print_table(rows: &[(&str, String)]) {

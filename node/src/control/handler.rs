@@ -10,13 +10,17 @@ use chorus_actors::store_actor::BreakerCommand;
 use chorus_actors::tier_queues::DegradeCommand;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
-    DegradeReport, LimitsReport, LogLevelChange, QueueRow, QueuesReport, Reply, Request,
-    StatusReport,
+    DegradeReport, LeaveReport, LimitsReport, LogLevelChange, MemberRow, QueueRow, QueuesReport,
+    Reply, Request, RingNodeRow, RingReport, StatusReport, UserOwner,
 };
+use crate::cluster::membership::MemberState;
+use crate::cluster::runtime::ClusterRuntime;
+use crate::cluster::state::ClusterState;
 use crate::config::LimitsSection;
 use crate::logging::{LogControl, LogLevelError};
 
@@ -49,6 +53,12 @@ pub struct NodeInfo {
     pub socket: PathBuf,
     /// The submit rate limits in force.
     pub limits: LimitsSection,
+    /// The ring and members as this node sees them.
+    pub cluster: ClusterState,
+    /// The running cluster layer, if this node is a cluster member.
+    pub runtime: Option<ClusterRuntime>,
+    /// Cancelled to stop the node (after `leave`).
+    pub shutdown: CancellationToken,
 }
 
 /// Answers control requests for one node.
@@ -111,6 +121,11 @@ impl Handler {
                     .collect(),
             }),
             Request::Degrade => self.degrade(peer, None).await.map(Reply::Degrade),
+            Request::Members => Ok(Reply::Members {
+                members: self.members(),
+            }),
+            Request::Ring { user } => Ok(Reply::Ring(self.ring(user.as_deref()))),
+            Request::Leave => self.leave(peer).await.map(Reply::Leave),
             Request::DegradeSet { level } => {
                 self.degrade(peer, Some(&level)).await.map(Reply::Degrade)
             }
@@ -253,6 +268,93 @@ impl Handler {
         })
     }
 
+    /// `members`: every member this node knows, itself first.
+    pub fn members(&self) -> Vec<MemberRow> {
+        let Some(runtime) = &self.info.runtime else {
+            let me = &self.info.cluster;
+            return vec![MemberRow {
+                id: me.node().to_string(),
+                address: me.addr().to_string(),
+                gossip_address: String::new(),
+                state: MemberState::Alive.as_str().into(),
+                incarnation: 0,
+                since_ms: self.started_at_ms,
+                is_self: true,
+            }];
+        };
+        let view = runtime.members();
+        view.members
+            .iter()
+            .map(|m| MemberRow {
+                id: m.identity.node.to_string(),
+                address: m.identity.link_addr.to_string(),
+                gossip_address: m.identity.gossip_addr.to_string(),
+                state: m.state.as_str().into(),
+                incarnation: m.incarnation,
+                since_ms: unix_ms(view.origin + m.since),
+                is_self: m.is_self,
+            })
+            .collect()
+    }
+
+    /// `ring`: the placement, partitions per node and, for `user`, its owner.
+    pub fn ring(&self, user: Option<&str>) -> RingReport {
+        let view = self.info.cluster.ring();
+        let ring = &view.ring;
+        RingReport {
+            epoch: ring.epoch().0,
+            partitions: ring.partitions(),
+            moved_last_change: view.moved,
+            since_ms: unix_ms(view.since),
+            balance: ring.balance(),
+            nodes: ring
+                .partitions_per_node()
+                .into_iter()
+                .map(|(node, partitions)| RingNodeRow {
+                    address: view
+                        .addrs
+                        .get(&node)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    node: node.to_string(),
+                    partitions,
+                })
+                .collect(),
+            user: user.map(|user| {
+                let (partition, owner) = ring.owner_of_user(user);
+                UserOwner {
+                    user: user.to_string(),
+                    partition,
+                    owner: owner.to_string(),
+                }
+            }),
+        }
+    }
+
+    /// `leave`: audited, then leave the cluster (the others place the ring without this
+    /// node at once) and stop the node gracefully.
+    pub async fn leave(&self, peer: &Peer) -> Result<LeaveReport, ControlError> {
+        let entry = self
+            .node
+            .audit_append(peer.audit_actor(), "leave", String::new())
+            .await
+            .map_err(audit_failed)?;
+        info!(
+            uid = peer.uid,
+            audit_seq = entry.seq,
+            "leaving the cluster and stopping"
+        );
+        let was_member = self.info.runtime.is_some();
+        if let Some(runtime) = &self.info.runtime {
+            runtime.leave().await;
+        }
+        self.info.shutdown.cancel();
+        Ok(LeaveReport {
+            audit_seq: entry.seq,
+            was_member,
+        })
+    }
+
     /// `degrade [set LEVEL | auto]`: shows the level, or audits and applies a change.
     pub async fn degrade(
         &self,
@@ -315,6 +417,13 @@ pub fn verification(report: AuditReport) -> AuditVerification {
             .first_broken
             .map(|(seq, reason)| BrokenLink { seq, reason }),
     }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn audit_failed(code: ErrorCode) -> ControlError {

@@ -298,6 +298,14 @@ mod tests {
                 listen: "127.0.0.1:0".into(),
                 socket: socket.to_path_buf(),
                 limits: crate::config::LimitsSection::default(),
+                cluster: crate::cluster::state::ClusterState::new(
+                    NodeId("ctl-test".into()),
+                    "127.0.0.1:7400".parse().unwrap(),
+                    8,
+                )
+                .unwrap(),
+                runtime: None,
+                shutdown: tokio_util::sync::CancellationToken::new(),
             },
         ))
     }

@@ -65,6 +65,17 @@ pub enum Request {
         /// The level, or `auto`.
         level: String,
     },
+    /// The cluster's members as this node sees them. Read-only.
+    Members,
+    /// The ring: epoch and partitions per node; with `user`, that user's owner.
+    /// Read-only.
+    Ring {
+        /// A user id whose partition and owner to show.
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Leave the cluster gracefully and stop the node (audited before it takes effect).
+    Leave,
 }
 
 impl Request {
@@ -82,6 +93,9 @@ impl Request {
             Request::Bulkheads => "bulkheads",
             Request::Degrade => "degrade",
             Request::DegradeSet { .. } => "degrade-set",
+            Request::Members => "members",
+            Request::Ring { .. } => "ring",
+            Request::Leave => "leave",
         }
     }
 }
@@ -179,6 +193,87 @@ pub enum Reply {
     },
     /// Answer to [`Request::Degrade`] and [`Request::DegradeSet`].
     Degrade(DegradeReport),
+    /// Answer to [`Request::Members`].
+    Members {
+        /// Every member this node knows, itself first.
+        members: Vec<MemberRow>,
+    },
+    /// Answer to [`Request::Ring`].
+    Ring(RingReport),
+    /// Answer to [`Request::Leave`].
+    Leave(LeaveReport),
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    /// The node's name.
+    pub id: String,
+    /// Its QUIC address (clients and links).
+    pub address: String,
+    /// Its gossip (UDP) address.
+    pub gossip_address: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    /// Which run of the node this is (higher after a restart).
+    pub incarnation: u64,
+    /// When this node last saw it change state, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Whether this row is the node answering.
+    pub is_self: bool,
+}
+
+/// The ring as this node sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RingReport {
+    /// Changes whenever the member set does.
+    pub epoch: u64,
+    /// The cluster's partition count.
+    pub partitions: u16,
+    /// Partitions that changed owner when this placement was adopted.
+    pub moved_last_change: u32,
+    /// When this placement was adopted, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Max/mean partitions per node.
+    pub balance: f64,
+    /// Partitions per node, by name.
+    pub nodes: Vec<RingNodeRow>,
+    /// The asked-for user's partition and owner.
+    pub user: Option<UserOwner>,
+}
+
+// `balance` is a finite ratio of counts, never NaN.
+impl Eq for RingReport {}
+
+/// One node's share of the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingNodeRow {
+    /// The node's name.
+    pub node: String,
+    /// Its QUIC address.
+    pub address: String,
+    /// Partitions it owns.
+    pub partitions: u32,
+}
+
+/// Where one user's data lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserOwner {
+    /// The user id.
+    pub user: String,
+    /// Its partition.
+    pub partition: u16,
+    /// The node that owns it.
+    pub owner: String,
+}
+
+/// What `leave` did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveReport {
+    /// The audit entry recording it.
+    pub audit_seq: u64,
+    /// Whether this node was a cluster member (a single node just stops).
+    pub was_member: bool,
 }
 
 /// What `limits` reports (0 = that limit is off).

@@ -1,0 +1,172 @@
+//! A node's cluster layer, running: gossip on its UDP socket, the ring following the
+//! live members, and the links told whom to connect to. Built by the agent from
+//! `[cluster]`; a node without that section has only its [`ClusterState`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chorus_protocol::NodeId;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use super::gossip::{Gossip, MembersView};
+use super::membership::{ClusterKey, GossipSettings, MemberIdentity, MemberState};
+use super::state::ClusterState;
+
+/// Why the cluster layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    /// The gossip socket could not be bound.
+    #[error("binding the gossip socket {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the cluster layer reports of a member joining or leaving the ring.
+pub trait MemberLinks: Send + Sync + 'static {
+    /// `node` is live at `link_addr`: link to it.
+    fn member_up(&self, node: NodeId, link_addr: SocketAddr);
+    /// `node` is down or gone: drop its link.
+    fn member_down(&self, node: &NodeId);
+}
+
+/// Settings of the cluster layer.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// Where gossip listens.
+    pub gossip_listen: SocketAddr,
+    /// The gossip address members send to.
+    pub gossip_addr: SocketAddr,
+    /// Members to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// The key gossip is authenticated with.
+    pub key: ClusterKey,
+    /// How gossip runs.
+    pub gossip: GossipSettings,
+}
+
+/// The running cluster layer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClusterRuntime {
+    state: ClusterState,
+    gossip: Gossip,
+    follower: Arc<JoinHandle<()>>,
+}
+
+impl ClusterRuntime {
+    /// Binds gossip, joins through the seeds and keeps `state` (and `links`, if any)
+    /// following the live members.
+    pub async fn start(
+        settings: ClusterSettings,
+        state: ClusterState,
+        links: Option<Arc<dyn MemberLinks>>,
+    ) -> Result<ClusterRuntime, ClusterStartError> {
+        let socket = UdpSocket::bind(settings.gossip_listen)
+            .await
+            .map_err(|source| ClusterStartError::Bind {
+                addr: settings.gossip_listen,
+                source,
+            })?;
+        // A restart must outrank every earlier run of this node: wall-clock milliseconds.
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let identity = MemberIdentity::new(
+            state.node().clone(),
+            settings.gossip_addr,
+            state.addr(),
+            incarnation,
+        );
+        info!(
+            gossip = %settings.gossip_addr,
+            seeds = ?settings.seeds,
+            incarnation,
+            "joining the cluster"
+        );
+        let gossip = Gossip::start(
+            socket,
+            identity,
+            settings.gossip,
+            &settings.key,
+            settings.seeds,
+            incarnation,
+        )
+        .map_err(|source| ClusterStartError::Bind {
+            addr: settings.gossip_listen,
+            source,
+        })?;
+        let follower = tokio::spawn(follow(gossip.clone(), state.clone(), links));
+        Ok(ClusterRuntime {
+            state,
+            gossip,
+            follower: Arc::new(follower),
+        })
+    }
+
+    /// The ring and members as this node sees them.
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    /// The member table (for `chorus ctl members`).
+    pub fn members(&self) -> Arc<MembersView> {
+        self.gossip.members().borrow().clone()
+    }
+
+    /// The gossip address bound.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip.local_addr()
+    }
+
+    /// Leaves the cluster gracefully: the others learn it at once and place the ring
+    /// without this node.
+    pub async fn leave(&self) {
+        self.gossip.leave().await;
+        self.follower.abort();
+    }
+}
+
+/// The members that own partitions: everyone not declared down (a suspect keeps its
+/// partitions until it is), with their QUIC addresses.
+pub fn ring_members(view: &MembersView) -> BTreeMap<NodeId, SocketAddr> {
+    view.members
+        .iter()
+        .filter(|m| m.state != MemberState::Down)
+        .map(|m| (m.identity.node.clone(), m.identity.link_addr))
+        .collect()
+}
+
+/// Keeps the ring and the links following the member table.
+async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn MemberLinks>>) {
+    let mut members = gossip.members();
+    let mut linked: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    loop {
+        let view = members.borrow_and_update().clone();
+        let mut live = ring_members(&view);
+        live.remove(state.node());
+        if let Some(links) = &links {
+            for (node, addr) in &live {
+                if linked.get(node) != Some(addr) {
+                    links.member_up(node.clone(), *addr);
+                }
+            }
+            for node in linked.keys() {
+                if !live.contains_key(node) {
+                    links.member_down(node);
+                }
+            }
+        }
+        linked = live.clone();
+        state.set_members(live);
+        if members.changed().await.is_err() {
+            return;
+        }
+    }
+}

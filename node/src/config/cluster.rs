@@ -1,0 +1,126 @@
+//! The `[cluster]` section: gossip address, seeds, the cluster key and
+//! `[cluster.gossip]`. Without it a node runs alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use crate::cluster::membership::{ClusterKey, GossipSettings, KEY_LEN};
+
+/// How this node takes part in a cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The UDP address gossip listens on (e.g. `10.0.0.1:7401`).
+    pub gossip_listen: SocketAddr,
+    /// The gossip address other members send to, if not `gossip_listen` (NAT, a
+    /// wildcard listen address).
+    #[serde(default)]
+    pub gossip_advertise: Option<SocketAddr>,
+    /// The QUIC address other members and clients reach this node at, if not `listen`.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Gossip addresses of members to join through; empty on a cluster's first node.
+    /// Any reachable one suffices.
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// The cluster key (64 hex digits; `chorus certs init` writes one): every gossip
+    /// packet is authenticated with it.
+    pub key_file: PathBuf,
+    /// Longest a request forwarded to its owner may take, in milliseconds (default 2000).
+    #[serde(default = "default_forward_timeout_ms")]
+    pub forward_timeout_ms: u64,
+    /// How this node gossips (`[cluster.gossip]`).
+    #[serde(default)]
+    pub gossip: GossipSettings,
+}
+
+fn default_forward_timeout_ms() -> u64 {
+    2_000
+}
+
+impl ClusterSection {
+    /// Checks the section; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.gossip
+            .validate()
+            .map_err(|e| ConfigError::new(format!("cluster.gossip.{}", e.field), e.reason))?;
+        if self
+            .gossip_advertise
+            .unwrap_or(self.gossip_listen)
+            .ip()
+            .is_unspecified()
+        {
+            return Err(ConfigError::new(
+                "cluster.gossip_advertise",
+                "gossip listens on a wildcard address: set the address members send to",
+            ));
+        }
+        super::check_range(
+            "cluster.forward_timeout_ms",
+            self.forward_timeout_ms,
+            10,
+            60_000,
+        )?;
+        Ok(())
+    }
+
+    /// The gossip address other members send to.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_advertise.unwrap_or(self.gossip_listen)
+    }
+
+    /// Reads the cluster key, naming the key file on failure.
+    pub fn load_key(&self) -> Result<ClusterKey, ConfigError> {
+        read_key(&self.key_file)
+    }
+}
+
+/// Reads a cluster key file: 64 hex digits, surrounding whitespace ignored.
+pub fn read_key(path: &Path) -> Result<ClusterKey, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "cluster.key_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let bytes = hex::decode(text.trim()).map_err(|e| {
+        ConfigError::new(
+            "cluster.key_file",
+            format!("{} is not hex: {e}", path.display()),
+        )
+    })?;
+    let key: [u8; KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| {
+        ConfigError::new(
+            "cluster.key_file",
+            format!(
+                "{} holds {} bytes, must be {KEY_LEN}",
+                path.display(),
+                b.len()
+            ),
+        )
+    })?;
+    Ok(ClusterKey(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_must_hold_32_hex_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.key");
+        std::fs::write(&good, format!("{}\n", "ab".repeat(32))).unwrap();
+        assert_eq!(read_key(&good).unwrap(), ClusterKey([0xab; 32]));
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "abcd").unwrap();
+        assert!(read_key(&short).unwrap_err().reason.contains("2 bytes"));
+        let bad = dir.path().join("bad.key");
+        std::fs::write(&bad, "zz".repeat(32)).unwrap();
+        assert_eq!(read_key(&bad).unwrap_err().key, "cluster.key_file");
+        assert!(read_key(&dir.path().join("missing")).is_err());
+    }
+}
