@@ -13,6 +13,10 @@ use crate::error::ClientError;
 /// The outcome of one item of a batch.
 pub(crate) type ItemOutcome = Result<Receipt, ErrorCode>;
 
+/// One group's share of a batch: its positions, and its outcomes or the error that
+/// failed the whole group.
+pub(crate) type GroupOutcome = (Vec<usize>, Result<Vec<ItemOutcome>, ErrorCode>);
+
 /// Where one attempt of a request is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -199,10 +203,7 @@ pub(crate) fn split_by_owner(ring: &RingSnapshot, items: Vec<Item>) -> Vec<Batch
 /// Puts each group's outcomes back at their positions. A group that failed as a whole
 /// gives its error to each of its own positions only. `None` if the positions do not
 /// cover `0..total` exactly once, or a group has the wrong number of outcomes.
-pub(crate) fn merge_outcomes(
-    total: usize,
-    parts: Vec<(Vec<usize>, Result<Vec<ItemOutcome>, ErrorCode>)>,
-) -> Option<Vec<ItemOutcome>> {
+pub(crate) fn merge_outcomes(total: usize, parts: Vec<GroupOutcome>) -> Option<Vec<ItemOutcome>> {
     let mut merged: Vec<Option<ItemOutcome>> = vec![None; total];
     for (positions, outcome) in parts {
         match outcome {
