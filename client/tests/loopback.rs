@@ -38,6 +38,8 @@ const HELD: std::ops::Range<u128> = 100..200;
 /// `Get`s of ids in this range are answered in reverse order, `REVERSE_BATCH` at a time.
 const REVERSED: std::ops::Range<u128> = 1000..2000;
 const REVERSE_BATCH: usize = 8;
+/// A routed request about a user whose name starts with this is refused as a whole.
+const FORBIDDEN_USER: &str = "forbidden-";
 
 /// A cluster CA, issuing peer certificates.
 struct Ca {
@@ -335,7 +337,11 @@ fn answer_by_identity(
                 .iter()
                 .map(|u| truth.owner_of_user(u).1.node.clone())
                 .find(|owner| owner != &identity.name);
+            let forbidden = users_of(&request)
+                .iter()
+                .any(|u| u.starts_with(FORBIDDEN_USER));
             Some(match foreign {
+                _ if forbidden => Err(ErrorCode::Forbidden),
                 Some(owner) => {
                     observed.refused.fetch_add(1, Ordering::SeqCst);
                     Err(ErrorCode::NotOwner { owner })
@@ -582,9 +588,14 @@ impl Cluster {
 
     /// A user the truth ring gives to `owner`, distinct for each `n`.
     fn user_of(&self, owner: &str, n: usize) -> String {
+        self.named_user_of("user-", owner, n)
+    }
+
+    /// A user named `prefix` and a number that the truth ring gives to `owner`.
+    fn named_user_of(&self, prefix: &str, owner: &str, n: usize) -> String {
         let truth = self.rings.lock().unwrap().truth.clone();
         (0..)
-            .map(|i| format!("user-{i}"))
+            .map(|i| format!("{prefix}{i}"))
             .filter(|u| truth.owner_of_user(u).1.node.0 == owner)
             .nth(n)
             .unwrap()
@@ -761,5 +772,26 @@ async fn an_owner_out_of_reach_is_bypassed_through_the_connected_node() {
     // Within the reconnect hold-off the next one falls back at once too.
     assert_eq!(client.submit(item(&ub, 2)).await.unwrap().owner.0, "b");
     assert_eq!(count(&cluster.observed(0).plain), 2);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_part_refused_as_a_whole_fails_only_its_own_items() {
+    let cluster = start_cluster(&["a", "b"]).await;
+    let client = cluster.client(Duration::from_millis(100)).await;
+    let ua = cluster.user_of("a", 0);
+    let refused = cluster.named_user_of(FORBIDDEN_USER, "b", 0);
+    let items = vec![item(&refused, 0), item(&ua, 1), item(&refused, 2)];
+    let outcomes = client.submit_batch(items).await.unwrap();
+    assert_eq!(outcomes[0], Err(ErrorCode::Forbidden));
+    assert_eq!(outcomes[1].as_ref().map(|r| r.owner.0.as_str()), Ok("a"));
+    assert_eq!(outcomes[2], Err(ErrorCode::Forbidden));
+    // When every part fails, the batch fails as it would unsplit.
+    let refused_a = cluster.named_user_of(FORBIDDEN_USER, "a", 0);
+    let all_refused = vec![item(&refused, 3), item(&refused_a, 4)];
+    assert_eq!(
+        client.submit_batch(all_refused).await,
+        Err(ClientError::Server(ErrorCode::Forbidden))
+    );
     client.close().await;
 }
