@@ -1,4 +1,5 @@
-//! The public handle: typed calls, the shared (re)connection, and retries.
+//! The public handle: typed calls, routing to owners, the shared (re)connections, and
+//! retries.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
