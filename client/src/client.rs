@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::{
     ErrorCode, FrameError, Item, ItemId, NodeId, PageToken, Receipt, Request, Response, RingMember,
-    RingSnapshot, Role, StoredItem, Welcome, encode_value,
+    RingSnapshot, Role, StoredItem, Welcome, check_batch_len, encode_value,
 };
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
@@ -186,6 +186,9 @@ impl Client {
         let Some(ring) = self.routing_ring() else {
             return self.submit_group(items).await;
         };
+        // The limit is the whole batch's, as if unsplit: parts under it must not let a
+        // batch over it through.
+        check_batch_len(count).map_err(ClientError::Server)?;
         let mut groups = routing::split_by_owner(&ring, items);
         if groups.len() < 2 {
             let items = groups.pop().map(|g| g.items).unwrap_or_default();

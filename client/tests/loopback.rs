@@ -795,3 +795,26 @@ async fn a_batch_part_refused_as_a_whole_fails_only_its_own_items() {
     );
     client.close().await;
 }
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_refused_whole_even_if_its_parts_fit() {
+    let cluster = start_cluster(&["a", "b"]).await;
+    let client = cluster.client(Duration::from_millis(100)).await;
+    let (ua, ub) = (cluster.user_of("a", 0), cluster.user_of("b", 0));
+    let items: Vec<Item> = (0..=chorus_protocol::MAX_BATCH_ITEMS as u128)
+        .map(|n| item(if n % 2 == 0 { &ua } else { &ub }, n))
+        .collect();
+    let result = client.submit_batch(items).await;
+    assert!(
+        matches!(
+            result,
+            Err(ClientError::Server(ErrorCode::Invalid { ref field, .. })) if field == "items"
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        count(&cluster.observed(0).routed) + count(&cluster.observed(1).routed),
+        0
+    );
+    client.close().await;
+}
