@@ -12,7 +12,7 @@ use chorus_protocol::{
     RingSnapshot, Role, StoredItem, Welcome, check_batch_len, encode_value,
 };
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::config::{ClientConfig, Credentials};
 use crate::error::ClientError;
@@ -301,6 +301,13 @@ impl Client {
     /// Sends any request, with the client's timeout, routing and retry rules, and returns
     /// the untyped response. The typed methods above are built on it.
     pub async fn request(&self, request: Request) -> Result<Response, ClientError> {
+        let span = debug_span!("request", kind = request.kind());
+        self.route_and_retry(request).instrument(span).await
+    }
+
+    /// The body of [`Client::request`]: each attempt goes where the route plan says, and
+    /// a failure is followed by a refresh, a fallback or the retry rules.
+    async fn route_and_retry(&self, request: Request) -> Result<Response, ClientError> {
         let idempotent = request.is_idempotent();
         let mut plan = RoutePlan::new(self.inner.connector.config.routing.is_some());
         let mut attempt = 0;
@@ -310,6 +317,7 @@ impl Client {
             let result = match &target {
                 Target::Any => self.attempt_any(&request).await,
                 Target::Owner { member, epoch } => {
+                    debug!(owner = %member.node, epoch, "routed");
                     let routed = Request::Routed {
                         epoch: *epoch,
                         request: Box::new(request.clone()),
