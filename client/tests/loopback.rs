@@ -818,3 +818,48 @@ async fn a_batch_over_the_limit_is_refused_whole_even_if_its_parts_fit() {
     );
     client.close().await;
 }
+
+#[tokio::test]
+async fn the_ring_is_refreshed_in_the_background() {
+    let cluster = start_cluster(&["a", "b"]).await;
+    let config = ClientConfig {
+        routing: Some(RoutingConfig {
+            refresh_interval: Duration::from_millis(50),
+            min_refresh_interval: Duration::from_millis(10),
+        }),
+        ..ClientConfig::default()
+    };
+    let credentials = Credentials::new(cluster.ca_pem.clone(), API_KEY);
+    let client = Client::connect(&[cluster.peers[0].addr], credentials, config)
+        .await
+        .unwrap();
+    assert_eq!(client.ring_epoch(), Some(1));
+    cluster.rings.lock().unwrap().advertised.epoch = 2;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.ring_epoch() != Some(2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.close().await;
+}
+
+#[tokio::test]
+async fn the_connection_to_a_member_that_left_the_ring_is_closed() {
+    let cluster = start_cluster(&["a", "b"]).await;
+    let client = cluster.client(Duration::ZERO).await;
+    let ub = cluster.user_of("b", 0);
+    client.submit(item(&ub, 1)).await.unwrap();
+    assert_eq!(client.member_connections(), vec![NodeId("b".into())]);
+    {
+        let mut rings = cluster.rings.lock().unwrap();
+        rings.advertised.epoch = 2;
+        rings.advertised.members.truncate(1);
+        rings.advertised.owners = vec![0; 8];
+    }
+    assert_eq!(client.refresh_ring().await, Some(2));
+    assert!(client.member_connections().is_empty());
+    client.close().await;
+}
