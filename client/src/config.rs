@@ -100,6 +100,30 @@ pub struct ClientConfig {
     /// Silence after which the connection is considered dead (default 15 s); must exceed
     /// the keep-alive interval.
     pub idle_timeout: Duration,
+    /// Sending each request straight to the node that owns its user (default on, see
+    /// [`RoutingConfig`]); `None` sends every request to the connected node, which
+    /// forwards it.
+    pub routing: Option<RoutingConfig>,
+}
+
+/// How the client keeps its copy of the ring, which tells it the owner of each user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// How often the ring snapshot is fetched again in the background (default 5 s).
+    pub refresh_interval: Duration,
+    /// Shortest time between two fetches of the snapshot (default 100 ms): a burst of
+    /// `NotOwner` answers after a membership change costs one fetch, not one each. At
+    /// most `refresh_interval`.
+    pub min_refresh_interval: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            refresh_interval: Duration::from_secs(5),
+            min_refresh_interval: Duration::from_millis(100),
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -116,6 +140,7 @@ impl Default for ClientConfig {
             max_response_frame: FrameLimit::new(MAX_FRAME_CEILING).expect("ceiling is valid"),
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
+            routing: Some(RoutingConfig::default()),
         }
     }
 }
@@ -147,6 +172,17 @@ impl ClientConfig {
         }
         if self.initial_backoff > self.max_backoff {
             return invalid("initial_backoff", "must not exceed max_backoff");
+        }
+        if let Some(routing) = &self.routing {
+            if routing.refresh_interval.is_zero() {
+                return invalid("routing.refresh_interval", "must be positive");
+            }
+            if routing.min_refresh_interval > routing.refresh_interval {
+                return invalid(
+                    "routing.min_refresh_interval",
+                    "must not exceed routing.refresh_interval",
+                );
+            }
         }
         Ok(())
     }
@@ -181,6 +217,24 @@ mod tests {
             (
                 "initial_backoff",
                 Box::new(|c| c.initial_backoff = Duration::from_secs(10)),
+            ),
+            (
+                "routing.refresh_interval",
+                Box::new(|c| {
+                    c.routing = Some(RoutingConfig {
+                        refresh_interval: Duration::ZERO,
+                        min_refresh_interval: Duration::ZERO,
+                    })
+                }),
+            ),
+            (
+                "routing.min_refresh_interval",
+                Box::new(|c| {
+                    c.routing = Some(RoutingConfig {
+                        refresh_interval: Duration::from_secs(1),
+                        min_refresh_interval: Duration::from_secs(2),
+                    })
+                }),
             ),
         ];
         for (field, mutate) in cases {

@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::config::{ClientConfig, Credentials};
 use crate::error::ClientError;
+use crate::link::Connector;
 use crate::pending::FrameBuffer;
 use crate::pipeline::{Pipeline, PipelineLimits};
 
@@ -41,18 +42,22 @@ struct Slot {
 }
 
 impl Session {
-    /// Connects to `addr`, verifies the server and says hello; bounded by the connect
-    /// timeout.
+    /// Connects to `addr`, verifies that the server's certificate names `server_name` and
+    /// says hello; bounded by the connect timeout.
     pub(crate) async fn connect(
-        endpoint: &quinn::Endpoint,
-        quic: &quinn::ClientConfig,
+        connector: &Connector,
         addr: SocketAddr,
-        credentials: &Credentials,
-        config: &ClientConfig,
+        server_name: &str,
     ) -> Result<Session, ClientError> {
+        let Connector {
+            endpoint,
+            quic,
+            credentials,
+            config,
+        } = connector;
         let attempt = async {
             let connecting = endpoint
-                .connect_with(quic.clone(), addr, &credentials.server_name)
+                .connect_with(quic.clone(), addr, server_name)
                 .map_err(|e| ClientError::Connect {
                     addr,
                     reason: e.to_string(),
@@ -70,7 +75,7 @@ impl Session {
             }
             Ok::<_, ClientError>((connection, welcome?))
         };
-        let span = info_span!("connect", %addr, server_name = %credentials.server_name);
+        let span = info_span!("connect", %addr, %server_name);
         let (connection, welcome) =
             tokio::time::timeout(config.connect_timeout, attempt.instrument(span))
                 .await
