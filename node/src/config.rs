@@ -795,16 +795,31 @@ mod shipped_configs {
 
     #[test]
     fn every_shipped_config_loads() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                NodeConfig::load(Some(&path), Vec::new())
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                seen += 1;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config");
+        let mut dirs = vec![root];
+        let mut seen = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    let config = NodeConfig::load(Some(&path), Vec::new())
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    seen.push((path, config));
+                }
             }
         }
-        assert!(seen >= 1);
+        assert!(seen.len() >= 5, "single node, bare metal, three local nodes");
+        let local3: Vec<_> = seen
+            .iter()
+            .filter(|(p, _)| p.parent().is_some_and(|d| d.ends_with("local-3")))
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(local3.len(), 3);
+        for config in &local3 {
+            assert!(config.cluster.is_some(), "{} is a cluster member", config.node_id);
+            assert_eq!(config.partitions, local3[0].partitions);
+        }
     }
 }
