@@ -2,5 +2,7 @@
 //! task), the partition ring computed from the live member set, and the links to peers.
 //! The pure parts here are also what `chorus-simulations` drives in simulated time.
 
+pub mod certs;
+pub mod links;
 pub mod membership;
 pub mod ring;

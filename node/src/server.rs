@@ -19,6 +19,8 @@ use chorus_protocol::FrameLimit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::links::Links;
+
 /// Limits the server applies to every connection.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
@@ -34,11 +36,23 @@ pub struct ServerSettings {
 
 /// Accepts connections on `endpoint` until `shutdown` is cancelled, then stops accepting,
 /// lets every connection finish its requests in flight (within the grace period) and
-/// returns.
+/// returns. Link connections are refused: see [`serve_with_links`].
 pub async fn serve(
     endpoint: quinn::Endpoint,
     node: NodeHandle,
     settings: ServerSettings,
+    shutdown: CancellationToken,
+) {
+    serve_with_links(endpoint, node, settings, None, shutdown).await
+}
+
+/// [`serve`], handing every connection that negotiated the cluster link ALPN to `links`
+/// (or closing it when there are none).
+pub async fn serve_with_links(
+    endpoint: quinn::Endpoint,
+    node: NodeHandle,
+    settings: ServerSettings,
+    links: Option<Links>,
     shutdown: CancellationToken,
 ) {
     let settings = Arc::new(settings);
@@ -54,6 +68,7 @@ pub async fn serve(
             incoming,
             node.clone(),
             settings.clone(),
+            links.clone(),
             shutdown.clone(),
         ));
     }

@@ -46,3 +46,7 @@ pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
 
 /// The ALPN token that selects the client protocol on a Chorus QUIC endpoint.
 pub const ALPN_CLIENT: &[u8] = b"chorus/1";
+
+/// The ALPN token that selects a cluster link (node to node, mutual TLS) on the same
+/// endpoint.
+pub const ALPN_LINK: &[u8] = b"chorus-link/1";
