@@ -53,6 +53,9 @@ impl Forward {
 }
 
 /// The peer's answer to a [`Forward`].
+// Matched on by callers as the client protocol's replies are; moved once per forward,
+// so the size of `Get` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum ForwardReply {
     /// One outcome per submitted item, in order.
@@ -107,7 +110,7 @@ pub enum WireReply {
     /// [`ForwardReply::Submit`].
     Submit(Vec<Result<Receipt, ErrorCode>>),
     /// [`ForwardReply::Get`].
-    Get(Option<StoredItem>),
+    Get(Option<Box<StoredItem>>),
     /// [`ForwardReply::List`].
     List(Vec<StoredItem>, Option<PageToken>),
 }
@@ -166,7 +169,7 @@ impl From<ForwardReply> for WireReply {
     fn from(reply: ForwardReply) -> Self {
         match reply {
             ForwardReply::Submit(outcomes) => WireReply::Submit(outcomes),
-            ForwardReply::Get(item) => WireReply::Get(item),
+            ForwardReply::Get(item) => WireReply::Get(item.map(Box::new)),
             ForwardReply::List(items, next) => WireReply::List(items, next),
         }
     }
@@ -176,7 +179,7 @@ impl From<WireReply> for ForwardReply {
     fn from(wire: WireReply) -> Self {
         match wire {
             WireReply::Submit(outcomes) => ForwardReply::Submit(outcomes),
-            WireReply::Get(item) => ForwardReply::Get(item),
+            WireReply::Get(item) => ForwardReply::Get(item.map(|item| *item)),
             WireReply::List(items, next) => ForwardReply::List(items, next),
         }
     }
