@@ -480,3 +480,45 @@ async fn a_link_without_a_client_certificate_is_closed_and_clients_are_served() 
     sdk.close().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_linked_again() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let b = NodeId("node-b".into());
+    let first = ChildNode::spawn(dir.path());
+    a.links.member_up(b.clone(), first.addr);
+    wait_until_up(&a.links, &b).await;
+    first.kill();
+
+    // The peer comes back on another port, as membership would report it.
+    let second = ChildNode::spawn(dir.path());
+    a.links.member_up(b.clone(), second.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let item = Item::new("user-2".to_string(), Kind::Text);
+    let reply = loop {
+        let outcome = a
+            .links
+            .forward(
+                &b,
+                Forward::Submit {
+                    caller: Caller::for_key("chorus_test_key", Role::Submit),
+                    items: vec![item.clone()],
+                },
+            )
+            .await;
+        match outcome {
+            Ok(reply) => break reply,
+            Err(ErrorCode::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no link to the restarted peer: {e:?} {:?}", a.links.peers()),
+        }
+    };
+    let ForwardReply::Submit(outcomes) = reply else {
+        panic!("a submit answered with {reply:?}");
+    };
+    assert_eq!(outcomes[0].as_ref().unwrap().owner, b);
+    a.stop().await;
+    drop(second);
+}

@@ -351,8 +351,15 @@ impl Links {
     pub fn member_up(&self, node: NodeId, link_addr: SocketAddr) {
         let inner = &self.inner;
         let mut shared = lock(&inner.shared);
-        let dial = shared.table.member_up(Instant::now(), &node, link_addr);
-        if !dial || inner.shutdown.is_cancelled() || shared.dialers.contains_key(&node) {
+        let up = shared.table.member_up(Instant::now(), &node, link_addr);
+        if let Some(stale) = up.stale
+            && let Some(link) = shared.connections.remove(&stale)
+        {
+            info!(peer = %node, %link_addr, "peer moved: closing the link to its old address");
+            link.connection
+                .close(close_code::MEMBER_DOWN.into(), b"peer moved");
+        }
+        if !up.dial || inner.shutdown.is_cancelled() || shared.dialers.contains_key(&node) {
             return;
         }
         let cancel = inner.shutdown.child_token();

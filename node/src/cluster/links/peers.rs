@@ -70,6 +70,15 @@ pub enum Refusal {
     },
 }
 
+/// What the driver does after [`PeerTable::member_up`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberUp {
+    /// This node dials the peer.
+    pub dial: bool,
+    /// The label of a connection to close: the peer's previous incarnation.
+    pub stale: Option<String>,
+}
+
 /// Leave to forward one request to a peer over its current session.
 #[derive(Debug)]
 pub struct Admitted {
@@ -126,20 +135,27 @@ impl PeerTable {
         })
     }
 
-    /// Membership reports `node` up at `addr`; returns whether this node must dial it
-    /// (and is not linked to it already).
-    pub fn member_up(&mut self, now: Instant, node: &NodeId, addr: SocketAddr) -> bool {
+    /// Membership reports `node` up at `addr`. The answer says whether this node must
+    /// dial it, and names the connection of a session with it to close: a peer that
+    /// moved to another address is a new incarnation, and its old link is dead.
+    pub fn member_up(&mut self, now: Instant, node: &NodeId, addr: SocketAddr) -> MemberUp {
         if *node == self.local {
-            return false;
+            return MemberUp::default();
         }
-        let local_dials = dials(&self.local, node);
+        let dial = dials(&self.local, node);
         let peer = self.peer(now, node);
+        let moved = peer.addr.is_some_and(|old| old != addr);
         peer.addr = Some(addr);
         peer.member = true;
-        if peer.link == LinkState::Down {
+        let stale = if moved {
+            peer.session.take().map(|session| session.label)
+        } else {
+            None
+        };
+        if peer.session.is_none() && peer.link != LinkState::Connecting {
             set_link(peer, now, LinkState::Connecting);
         }
-        local_dials
+        MemberUp { dial, stale }
     }
 
     /// Membership reports `node` down: forget it; returns the label of its session's
@@ -307,9 +323,12 @@ mod tests {
         }
         let mut t = table("node-1");
         let now = Instant::now();
-        assert!(t.member_up(now, &id("node-2"), addr()));
-        assert!(!t.member_up(now, &id("node-0"), addr()));
-        assert!(!t.member_up(now, &id("node-1"), addr()), "never itself");
+        assert!(t.member_up(now, &id("node-2"), addr()).dial);
+        assert!(!t.member_up(now, &id("node-0"), addr()).dial);
+        assert!(
+            !t.member_up(now, &id("node-1"), addr()).dial,
+            "never itself"
+        );
         assert_eq!(t.should_dial(&id("node-2")), Some(addr()));
         assert_eq!(t.should_dial(&id("node-0")), None);
     }
@@ -336,6 +355,25 @@ mod tests {
             Refusal::LinkNot(LinkState::Down)
         );
         assert_eq!(t.views(now)[0].link, LinkState::Down);
+    }
+
+    #[test]
+    fn a_peer_at_a_new_address_is_a_new_incarnation_whose_old_link_is_dropped() {
+        let mut t = table("a");
+        let now = Instant::now();
+        let b = id("b");
+        t.member_up(now, &b, addr());
+        t.session_up(now, &b, "old".into(), 1);
+        assert_eq!(t.member_up(now, &b, addr()).stale, None, "same address");
+        let moved: SocketAddr = "127.0.0.1:7401".parse().unwrap();
+        let up = t.member_up(now, &b, moved);
+        assert_eq!(up.stale, Some("old".into()));
+        assert_eq!(t.should_dial(&b), Some(moved));
+        assert_eq!(
+            t.admit(now, &b).unwrap_err(),
+            Refusal::LinkNot(LinkState::Connecting)
+        );
+        assert_eq!(t.session_down(now, "old"), None, "already forgotten");
     }
 
     #[test]
