@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Set in a child process to the certificate directory: run the second node.
 const CHILD_DIR_ENV: &str = "CHORUS_LINKS_TEST_CHILD_DIR";
+/// Set in a child process to `NAME=ADDR`: a peer the child links to (it dials when its
+/// name is the lower one).
+const CHILD_PEER_ENV: &str = "CHORUS_LINKS_TEST_CHILD_PEER";
 /// The line the child prints with its link address.
 const ADDR_LINE: &str = "LINK_ADDR=";
 
@@ -131,7 +134,16 @@ struct ChildNode {
 
 impl ChildNode {
     fn spawn(cert_dir: &Path) -> ChildNode {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn_with_peer(cert_dir, None)
+    }
+
+    /// A child that also links to `peer` (as membership would tell it).
+    fn spawn_with_peer(cert_dir: &Path, peer: Option<(&NodeId, SocketAddr)>) -> ChildNode {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some((name, addr)) = peer {
+            command.env(CHILD_PEER_ENV, format!("{name}={addr}"));
+        }
+        let mut child = command
             .args(["child_node", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR_ENV, cert_dir)
             .stdin(Stdio::piped())
@@ -179,6 +191,12 @@ async fn child_node() {
     };
     let dir = PathBuf::from(dir);
     let node = TestNode::start(&dir, "node-b").await;
+    if let Some(peer) = std::env::var_os(CHILD_PEER_ENV) {
+        let peer = peer.into_string().unwrap();
+        let (name, addr) = peer.split_once('=').unwrap();
+        node.links
+            .member_up(NodeId(name.into()), addr.parse().unwrap());
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{ADDR_LINE}{}", node.addr).unwrap();
@@ -521,4 +539,50 @@ async fn a_restarted_peer_is_linked_again() {
     assert_eq!(outcomes[0].as_ref().unwrap().owner, b);
     a.stop().await;
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_dials_this_node_is_linked_and_forwarded_to() {
+    // node-b dials node-c (the lower id dials); node-c only accepts, checks node-b's
+    // certificate against the name it gave, and forwards over the accepted link.
+    let dir = cluster(&["node-b", "node-c"]);
+    let c = TestNode::start(dir.path(), "node-c").await;
+    let _child = ChildNode::spawn_with_peer(dir.path(), Some((&c.id, c.addr)));
+    let b = NodeId("node-b".into());
+    wait_until_up(&c.links, &b).await;
+    let view = c.links.peers();
+    assert!(!view[0].member, "linked before membership said so");
+
+    let item = Item::new("user-3".to_string(), Kind::Text);
+    let reply = forward_when_ready(
+        &c.links,
+        &b,
+        Forward::Submit {
+            caller: Caller::for_key("chorus_test_key", Role::Submit),
+            items: vec![item.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let ForwardReply::Submit(outcomes) = reply else {
+        panic!("a submit answered with {reply:?}");
+    };
+    assert_eq!(outcomes[0].as_ref().unwrap().owner, b);
+    let page = c
+        .links
+        .forward(
+            &b,
+            Forward::ListByUser {
+                user_id: "user-3".into(),
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let ForwardReply::List(items, _) = page else {
+        panic!("a list answered with {page:?}");
+    };
+    assert_eq!(items.len(), 1);
+    c.stop().await;
 }
