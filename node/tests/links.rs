@@ -27,6 +27,9 @@ const CHILD_DIR_ENV: &str = "CHORUS_LINKS_TEST_CHILD_DIR";
 /// Set in a child process to `NAME=ADDR`: a peer the child links to (it dials when its
 /// name is the lower one).
 const CHILD_PEER_ENV: &str = "CHORUS_LINKS_TEST_CHILD_PEER";
+/// Set in a child process to `NAME:CERT`: the child calls itself NAME but presents the
+/// certificate issued to CERT.
+const CHILD_IDENTITY_ENV: &str = "CHORUS_LINKS_TEST_CHILD_IDENTITY";
 /// The line the child prints with its link address.
 const ADDR_LINE: &str = "LINK_ADDR=";
 
@@ -78,6 +81,11 @@ struct TestNode {
 
 impl TestNode {
     async fn start(cert_dir: &Path, name: &str) -> TestNode {
+        Self::start_as(cert_dir, name, name).await
+    }
+
+    /// A node called `name` that presents the certificate issued to `cert`.
+    async fn start_as(cert_dir: &Path, name: &str, cert: &str) -> TestNode {
         let data = tempfile::tempdir().unwrap();
         let id = NodeId(name.into());
         let node = NodeHandle::start(StoreConfig {
@@ -88,7 +96,7 @@ impl TestNode {
         })
         .await
         .unwrap();
-        let tls = paths(cert_dir, name);
+        let tls = paths(cert_dir, cert);
         let endpoint = server_endpoint(&tls);
         let addr = endpoint.local_addr().unwrap();
         let mut settings = LinkSettings::new(id.clone(), cookie(cert_dir), tls, endpoint.clone());
@@ -139,7 +147,18 @@ impl ChildNode {
 
     /// A child that also links to `peer` (as membership would tell it).
     fn spawn_with_peer(cert_dir: &Path, peer: Option<(&NodeId, SocketAddr)>) -> ChildNode {
+        Self::spawn_as(cert_dir, peer, "node-b", "node-b")
+    }
+
+    /// A child called `name` presenting the certificate of `cert`.
+    fn spawn_as(
+        cert_dir: &Path,
+        peer: Option<(&NodeId, SocketAddr)>,
+        name: &str,
+        cert: &str,
+    ) -> ChildNode {
         let mut command = Command::new(std::env::current_exe().unwrap());
+        command.env(CHILD_IDENTITY_ENV, format!("{name}:{cert}"));
         if let Some((name, addr)) = peer {
             command.env(CHILD_PEER_ENV, format!("{name}={addr}"));
         }
@@ -190,7 +209,9 @@ async fn child_node() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let node = TestNode::start(&dir, "node-b").await;
+    let identity = std::env::var(CHILD_IDENTITY_ENV).unwrap_or_else(|_| "node-b:node-b".into());
+    let (name, cert) = identity.split_once(':').unwrap();
+    let node = TestNode::start_as(&dir, name, cert).await;
     if let Some(peer) = std::env::var_os(CHILD_PEER_ENV) {
         let peer = peer.into_string().unwrap();
         let (name, addr) = peer.split_once('=').unwrap();
@@ -584,5 +605,36 @@ async fn a_peer_that_dials_this_node_is_linked_and_forwarded_to() {
         panic!("a list answered with {page:?}");
     };
     assert_eq!(items.len(), 1);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_claiming_a_name_its_certificate_does_not_carry_is_not_linked() {
+    // The child calls itself node-a but holds node-b's certificate; it dials node-c.
+    let dir = cluster(&["node-b", "node-c"]);
+    let c = TestNode::start(dir.path(), "node-c").await;
+    let _child = ChildNode::spawn_as(dir.path(), Some((&c.id, c.addr)), "node-a", "node-b");
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert!(
+            c.links.peers().iter().all(|p| p.link != LinkState::Up),
+            "an impostor was linked: {:?}",
+            c.links.peers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = c
+        .links
+        .forward(
+            &NodeId("node-a".into()),
+            Forward::Get {
+                id: chorus_protocol::ItemId(1),
+            },
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(ErrorCode::Unavailable { .. })),
+        "{outcome:?}"
+    );
     c.stop().await;
 }
