@@ -40,8 +40,28 @@ pub type BatchOutcome = Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode>;
 /// A page of a user's items and the token of the next page.
 pub type Page = (Vec<StoredItem>, Option<PageToken>);
 
+/// One submission's write: the items with their verdicts, outcomes already decided for
+/// other positions of the caller's batch, and where the merged outcomes go.
+pub struct WriteRequest {
+    /// The items to store, with the content policy's verdicts.
+    pub items: Vec<Write>,
+    /// `(index in the caller's batch, outcome)`, sorted by index.
+    pub rejected: Vec<(usize, ErrorCode)>,
+    /// Where the merged outcomes go.
+    pub reply: RpcReplyPort<BatchOutcome>,
+}
+
 /// Messages of the store actor.
 pub enum StoreMsg {
+    /// Store several submissions (a validator's batch), each answered on its own; the
+    /// credit holds their tier-queue slots and is released once their bulkhead slots
+    /// are free.
+    WriteMany {
+        /// The submissions' writes, in order.
+        requests: Vec<WriteRequest>,
+        /// The tier-queue slots of the batch.
+        credit: Option<Credit>,
+    },
     /// Store `items` durably, each receipt with its write's status and score;
     /// `rejected` are outcomes already decided for positions of the caller's original
     /// batch (e.g. schema violations), merged into the reply.
@@ -432,7 +452,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
 }
 
 /// Splices pre-decided outcomes back into their positions of the caller's batch.
-pub(crate) fn merge(
+pub fn merge(
     stored: Vec<Result<Receipt, ErrorCode>>,
     rejected: Vec<(usize, ErrorCode)>,
 ) -> Vec<Result<Receipt, ErrorCode>> {
@@ -509,6 +529,33 @@ impl Actor for StoreActor {
                 state.admit_write(waiter, tier);
                 state.maybe_flush(&myself);
             }
+            StoreMsg::WriteMany {
+                requests,
+                mut credit,
+            } => {
+                for WriteRequest {
+                    items,
+                    rejected,
+                    reply,
+                } in requests
+                {
+                    if items.is_empty() {
+                        let _ = reply.send(Ok(merge(Vec::new(), rejected)));
+                        continue;
+                    }
+                    let tier = items.iter().map(|w| w.item.tier).min().unwrap_or_default();
+                    let waiter = Waiter::Write {
+                        items,
+                        rejected,
+                        reply,
+                        _credit: credit.as_mut().and_then(Credit::split_one),
+                    };
+                    state.admit_write(waiter, tier);
+                }
+                // Slots of submissions answered before the store are free now.
+                drop(credit);
+                state.maybe_flush(&myself);
+            }
             StoreMsg::Flush { reply } => {
                 state.commit.handle_write(Waiter::Barrier { reply }, 0);
                 state.maybe_flush(&myself);
@@ -519,7 +566,7 @@ impl Actor for StoreActor {
                     state.commit.handle_flushed();
                     let done_writes = std::mem::take(&mut state.in_flight_writes);
                     state.release_writes(done_writes, Instant::now());
-                    drop(done.credits);
+                    drop(Credit::merge(done.credits));
                     if let Some((permit, started)) = state.permit.take() {
                         let now = Instant::now();
                         if done.durable {

@@ -29,10 +29,13 @@ use crate::policy::tier_queue::{Popped, Rejected, TierQueueConfig, TierScheduler
 use crate::store_actor::BatchOutcome;
 use crate::supervisor::Children;
 use crate::telemetry::{DEGRADATION_CHANGES, DEGRADATION_LEVEL, TIER_QUEUE_DEPTH};
-use crate::validator_pool::ValidateJob;
+use crate::validator_pool::{Submission, ValidateJob};
 
 /// How often expired entries are answered and the load is observed.
 pub const TICK: Duration = Duration::from_millis(50);
+/// Most submissions handed to the validators in one message.
+pub const MAX_DISPATCH: usize = 64;
+
 /// The retry hint for a submission shed by the degradation level.
 pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -44,21 +47,69 @@ pub fn new_level_board() -> LevelBoard {
     Arc::new(watch::channel(Level::Normal).0)
 }
 
-/// A slot past the tier queues, held by a submission until it no longer needs the
-/// pipeline: dropping it (by the store once the write's bulkhead slot is free, or on a
-/// path that answers the caller before the store) tells the tier queues the slot is free. No task or message per request beyond that one.
-pub struct Credit(ActorRef<TierMsg>);
+/// Slots past the tier queues, held by submissions until they no longer need the
+/// pipeline: dropping a credit (by the store once the writes' bulkhead slots are free,
+/// or on a path that answers the callers before the store) tells the tier queues its
+/// slots are free. One message per credit, however many slots it holds: a batch of
+/// submissions travels with one credit and is released with one message.
+pub struct Credit {
+    tiers: ActorRef<TierMsg>,
+    slots: usize,
+}
+
+impl Credit {
+    /// Splits one slot off this credit (for one submission of its batch); `None` once
+    /// no slot is left.
+    pub fn split_one(&mut self) -> Option<Credit> {
+        if self.slots == 0 {
+            return None;
+        }
+        self.slots -= 1;
+        Some(Credit {
+            tiers: self.tiers.clone(),
+            slots: 1,
+        })
+    }
+
+    /// Merges credits into one per tier-queues incarnation, so that releasing them
+    /// costs one message each instead of one per slot.
+    pub fn merge(credits: Vec<Credit>) -> Vec<Credit> {
+        let mut merged: Vec<Credit> = Vec::new();
+        for mut credit in credits {
+            let slots = std::mem::take(&mut credit.slots);
+            match merged
+                .iter_mut()
+                .find(|m| m.tiers.get_id() == credit.tiers.get_id())
+            {
+                Some(m) => m.slots += slots,
+                None => merged.push(Credit {
+                    tiers: credit.tiers.clone(),
+                    slots,
+                }),
+            }
+        }
+        merged
+    }
+
+    /// Slots this credit holds.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+}
 
 impl Drop for Credit {
     fn drop(&mut self) {
-        // Fails only if the tier queues are gone; their successor starts with no slots used.
-        let _ = self.0.cast(TierMsg::Done);
+        if self.slots > 0 {
+            // Fails only if the tier queues are gone; their successor starts with no
+            // slots used.
+            let _ = self.tiers.cast(TierMsg::Done { slots: self.slots });
+        }
     }
 }
 
 impl std::fmt::Debug for Credit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credit")
+        write!(f, "Credit({})", self.slots)
     }
 }
 
@@ -112,8 +163,14 @@ pub enum TierMsg {
         /// The submission.
         job: TierJob,
     },
-    /// Internal: a job's caller was answered; its slot is free.
-    Done,
+    /// Internal: a credit was dropped; its slots are free.
+    Done {
+        /// How many.
+        slots: usize,
+    },
+    /// Internal: hand ready jobs to the validators (scheduled once per burst of
+    /// arrivals and releases, so that what arrived meanwhile travels as one batch).
+    Pump,
     /// Internal: answer expired entries and observe the load.
     Tick,
     /// The queues' state.
@@ -159,44 +216,76 @@ pub struct TierQueuesState {
     cpu: CpuSampler,
     /// The timer sending `Tick`; aborted when the actor stops.
     ticker: tokio::task::JoinHandle<()>,
+    /// Whether a `Pump` is already in the mailbox.
+    pump_scheduled: bool,
 }
 
 impl TierQueuesState {
-    /// Hands jobs to the validators while slots are free; expired ones get `Timeout`.
+    /// Asks for a `Pump` after the messages already in the mailbox, unless one is due.
+    fn schedule_pump(&mut self, myself: &ActorRef<TierMsg>) {
+        if !self.pump_scheduled {
+            self.pump_scheduled = true;
+            // Fails only while the actor stops; nothing is left to pump then.
+            let _ = myself.cast(TierMsg::Pump);
+        }
+    }
+
+    /// Hands jobs to the validators while slots are free, in batches of at most
+    /// [`MAX_DISPATCH`]; expired ones get `Timeout`.
     fn pump(&mut self, myself: &ActorRef<TierMsg>) {
-        while self.in_flight < self.max_in_flight {
+        let mut batch = Vec::new();
+        while self.in_flight + batch.len() < self.max_in_flight {
             match self.scheduler.pop(Instant::now()) {
                 None => break,
                 Some(Popped::Expired { item, tier }) => {
                     debug!(tier = tier.as_str(), "deadline passed in the queue");
                     item.fail(ErrorCode::Timeout);
                 }
-                Some(Popped::Ready { item, .. }) => self.dispatch(item, myself),
+                Some(Popped::Ready { item, .. }) => {
+                    batch.push(item);
+                    if batch.len() == MAX_DISPATCH {
+                        self.dispatch(std::mem::take(&mut batch), myself);
+                    }
+                }
             }
+        }
+        if !batch.is_empty() {
+            self.dispatch(batch, myself);
         }
         self.publish_depths();
     }
 
-    /// Sends a job to the validators with a [`Credit`] that frees its slot once the
-    /// caller is answered.
-    fn dispatch(&mut self, job: TierJob, myself: &ActorRef<TierMsg>) {
+    /// Sends jobs, most urgent first, to the validators as one message with a
+    /// [`Credit`] for their slots.
+    fn dispatch(&mut self, jobs: Vec<TierJob>, myself: &ActorRef<TierMsg>) {
         let Some(validators) = self.children.borrow().validators.clone() else {
-            job.fail(ErrorCode::Unavailable {
-                reason: "validators restarting".into(),
-            });
+            for job in jobs {
+                job.fail(ErrorCode::Unavailable {
+                    reason: "validators restarting".into(),
+                });
+            }
             return;
         };
-        let TierJob {
-            items,
-            rejected,
-            reply,
-        } = job;
-        self.in_flight += 1;
-        let job = ValidateJob::new(items, rejected, reply).with_credit(Credit(myself.clone()));
+        self.in_flight += jobs.len();
+        let credit = Credit {
+            tiers: myself.clone(),
+            slots: jobs.len(),
+        };
+        let submissions = jobs
+            .into_iter()
+            .map(
+                |TierJob {
+                     items,
+                     rejected,
+                     reply,
+                 }| Submission::new(items, rejected, reply),
+            )
+            .collect();
+        let job = ValidateJob::new(submissions, credit);
         if let Err(e) = validators.dispatch((), job)
             && let MessagingErr::SendErr(FactoryMessage::Dispatch(mut refused)) = *e
         {
-            // Answering drops the credit, which frees the slot again.
+            // Answering drops the credit, which frees the slots again.
             refused.msg.fail(ErrorCode::Unavailable {
                 reason: "validators restarting".into(),
             });
@@ -290,6 +379,7 @@ impl Actor for TierQueues {
             max_in_flight: args.max_in_flight.max(1),
             cpu: CpuSampler::new(Instant::now()),
             ticker,
+            pump_scheduled: false,
         })
     }
 
@@ -312,10 +402,14 @@ impl Actor for TierQueues {
                         retry_after_ms: retry_after.as_millis().max(1) as u64,
                     });
                 }
-                state.pump(&myself);
+                state.schedule_pump(&myself);
             }
-            TierMsg::Done => {
-                state.in_flight = state.in_flight.saturating_sub(1);
+            TierMsg::Done { slots } => {
+                state.in_flight = state.in_flight.saturating_sub(slots);
+                state.schedule_pump(&myself);
+            }
+            TierMsg::Pump => {
+                state.pump_scheduled = false;
                 state.pump(&myself);
             }
             TierMsg::Tick => state.tick(&myself),

@@ -2,22 +2,25 @@
 //! run the content policy ([`Validator::check`]) between intake and the store.
 //!
 //! ```text
-//! Intake ──dispatch(ValidateJob)──► factory (queue, bounded) ──► worker
+//! TierQueues ──dispatch(ValidateJob: ≤ 64 submissions)──► factory (queue, bounded) ──► worker
 //!   worker: check(&mut item) per item (PII redacted in place, status, score)
-//!           ──cast StoreMsg::Write(items + verdicts)──► Store ──► caller's reply
+//!           ──cast StoreMsg::WriteMany(each submission's items + verdicts)──► Store
+//!   Store ──► each caller's reply
 //! ```
 //!
 //! Between the two, when an enrichment URL is configured, the worker runs the optional
 //! enrichment call for the job's items concurrently ([`crate::enrichment`]); its outcome
 //! rides in each write's `enrichment` and never fails the submit.
 //!
-//! One message per submission each way: intake dispatches the whole batch as one job,
-//! a worker casts one write to the store, and the store answers the caller. The rules
-//! are CPU work, so they run on the workers, not on the intake actor.
+//! Under load the hops are shared: the tier queues hand over everything they have ready
+//! (up to [`crate::tier_queues::MAX_DISPATCH`] submissions) as one job, a worker casts
+//! one message to the store for all of them, and the store answers each caller. With
+//! one submission in flight a job is one submission, so batching adds no wait. The rules
+//! are CPU work, so they run on the workers, not on an actor in the message path.
 //!
 //! Routing is [`QueuerRouting`]: jobs queue in the factory and go to the next idle
-//! worker. The factory queue is bounded at [`QUEUE_BOUND`] jobs (submissions, each at
-//! most `MAX_BATCH_ITEMS` items); a job arriving at a full queue is refused at once
+//! worker. The factory queue is bounded at [`QUEUE_BOUND`] jobs (batches of submissions
+//! of at most `MAX_BATCH_ITEMS` items each); a job arriving at a full queue is refused at once
 //! with `Overloaded` (discard mode `Newest`), and jobs still queued when the pool stops
 //! are answered `Unavailable`. Neither is ever silent: the discard handler answers the
 //! caller.
@@ -52,7 +55,7 @@ use tracing::{debug, warn};
 use crate::enrichment::{Enricher, enrich_writes};
 use crate::policy::degradation::Level;
 use crate::store::{Store, StoreError, Write};
-use crate::store_actor::{BatchOutcome, StoreMsg};
+use crate::store_actor::{BatchOutcome, StoreMsg, WriteRequest, merge};
 use crate::supervisor::Children;
 use crate::telemetry::{
     VALIDATION_DEFERRED_CHECKED, VALIDATION_DEFERRED_FAILED, VALIDATION_DEFERRED_SKIPPED,
@@ -93,42 +96,67 @@ pub type ValidatorFactory = Factory<
 >;
 
 /// One submission's schema-checked, rate-limited items on their way to the store.
-pub struct ValidateJob {
+pub struct Submission {
     items: Vec<Item>,
     /// `(index in the caller's batch, outcome)`, sorted by index.
     rejected: Vec<(usize, ErrorCode)>,
     /// Taken by whoever answers: the store (through the worker) or the discard handler.
     reply: Option<RpcReplyPort<BatchOutcome>>,
-    /// The tier queues' slot, carried to whoever answers and dropped after.
-    credit: Option<Credit>,
 }
 
-impl ValidateJob {
-    /// A job for `items`; `rejected` are the outcomes already decided for other
+impl Submission {
+    /// A submission of `items`; `rejected` are the outcomes already decided for other
     /// positions of the caller's batch, sorted by index.
     pub fn new(
         items: Vec<Item>,
         rejected: Vec<(usize, ErrorCode)>,
         reply: RpcReplyPort<BatchOutcome>,
-    ) -> ValidateJob {
-        ValidateJob {
+    ) -> Submission {
+        Submission {
             items,
             rejected,
             reply: Some(reply),
+        }
+    }
+
+    /// Answers the caller with one error for the whole submission (if not answered yet).
+    fn fail(&mut self, error: ErrorCode) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// Submissions handed to the pool together (what the tier queues had ready at once),
+/// with the tier queues' credit for their slots: one message to the factory, one to a
+/// worker and one to the store for the whole batch.
+pub struct ValidateJob {
+    submissions: Vec<Submission>,
+    /// The tier queues' slots, carried to the store and dropped once they are free.
+    credit: Option<Credit>,
+}
+
+impl ValidateJob {
+    /// A job for `submissions` holding `credit` until they no longer need the pipeline.
+    pub fn new(submissions: Vec<Submission>, credit: Credit) -> ValidateJob {
+        ValidateJob {
+            submissions,
+            credit: Some(credit),
+        }
+    }
+
+    /// A job for one submission that holds no tier-queue slot.
+    pub fn single(submission: Submission) -> ValidateJob {
+        ValidateJob {
+            submissions: vec![submission],
             credit: None,
         }
     }
 
-    /// The same job holding a slot of the tier queues until it is answered.
-    pub fn with_credit(mut self, credit: Credit) -> ValidateJob {
-        self.credit = Some(credit);
-        self
-    }
-
-    /// Answers the caller with one error for the whole batch (if not answered yet).
+    /// Answers every caller not answered yet with one error for its submission.
     pub fn fail(&mut self, error: ErrorCode) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(Err(error));
+        for submission in &mut self.submissions {
+            submission.fail(error.clone());
         }
     }
 }
@@ -205,7 +233,8 @@ impl Reviewer {
         deferred
             .into_iter()
             .filter(|w| stored.contains(&w.id()))
-            .filter(|w| !self.submit(w.clone()))
+            .map(|w| self.submit(w))
+            .filter(|queued| !queued)
             .count()
     }
 }
@@ -311,52 +340,94 @@ impl Worker for ValidatorWorker {
         Job { key, mut msg, .. }: Job<(), ValidateJob>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(reply) = msg.reply.take() else {
+        let credit = msg.credit.take();
+        let Some(store) = state.children.borrow().store.clone() else {
+            msg.fail(store_unavailable());
             return Ok(key);
         };
-        let credit = msg.credit.take();
-        let (mut writes, rejected, deferred) = validate(&state.validator, msg.items, msg.rejected);
+        // Validate every submission; keep, per submission, its writes and where its
+        // answer goes.
+        let mut validated = Vec::with_capacity(msg.submissions.len());
+        for submission in msg.submissions.drain(..) {
+            let Some(reply) = submission.reply else {
+                continue;
+            };
+            let (writes, rejected, deferred) =
+                validate(&state.validator, submission.items, submission.rejected);
+            validated.push((writes, rejected, deferred, reply));
+        }
         if let Some(enricher) = &state.enricher {
             let level = *state.level.borrow();
-            enrich_writes(Some(enricher), level, &mut writes).await;
+            enrich_all(enricher, level, &mut validated).await;
         }
-        let Some(store) = state.children.borrow().store.clone() else {
-            let _ = reply.send(Err(store_unavailable()));
-            return Ok(key);
-        };
-        if deferred.is_empty() {
-            let write = StoreMsg::Write {
+        let mut requests = Vec::with_capacity(validated.len());
+        // Production mode: a submission with checks after the ack is answered through
+        // its own port, so the review is queued only once the caller has its answer.
+        let mut reviews = Vec::new();
+        for (writes, rejected, deferred, reply) in validated {
+            if writes.is_empty() {
+                let _ = reply.send(Ok(merge(Vec::new(), rejected)));
+                continue;
+            }
+            let reply = if deferred.is_empty() {
+                reply
+            } else {
+                let (tx, rx) = oneshot::channel();
+                reviews.push((rx, reply, deferred));
+                tx.into()
+            };
+            requests.push(WriteRequest {
                 items: writes,
                 rejected,
                 reply,
-                credit,
-            };
-            if let Err(MessagingErr::SendErr(StoreMsg::Write { reply, .. })) = store.cast(write) {
-                let _ = reply.send(Err(store_unavailable()));
+            });
+        }
+        if !requests.is_empty() {
+            let write = StoreMsg::WriteMany { requests, credit };
+            if let Err(MessagingErr::SendErr(StoreMsg::WriteMany { requests, .. })) =
+                store.cast(write)
+            {
+                for request in requests {
+                    let _ = request.reply.send(Err(store_unavailable()));
+                }
             }
-            return Ok(key);
         }
-        // Production mode: see the outcome before the caller does not; pass it on
-        // first, then queue the review of what was stored.
-        let (tx, rx) = oneshot::channel();
-        let write = StoreMsg::Write {
-            items: writes,
-            rejected,
-            reply: tx.into(),
-            credit,
-        };
-        if store.cast(write).is_err() {
-            let _ = reply.send(Err(store_unavailable()));
-            return Ok(key);
+        if !reviews.is_empty() {
+            let reviewer = state.reviewer.clone();
+            tokio::spawn(async move {
+                // The store answers in the order it was sent, so waiting in order adds
+                // no delay.
+                for (rx, reply, deferred) in reviews {
+                    let outcome = rx.await.unwrap_or_else(|_| Err(store_unavailable()));
+                    let stored = acknowledged(&outcome);
+                    let _ = reply.send(outcome);
+                    reviewer.submit_stored(&stored, deferred);
+                }
+            });
         }
-        let reviewer = state.reviewer.clone();
-        tokio::spawn(async move {
-            let outcome = rx.await.unwrap_or_else(|_| Err(store_unavailable()));
-            let stored = acknowledged(&outcome);
-            let _ = reply.send(outcome);
-            reviewer.submit_stored(&stored, deferred);
-        });
         Ok(key)
+    }
+}
+
+/// One validated submission: its writes, rejections, deferred checks and reply port.
+type Validated = (
+    Vec<Write>,
+    Vec<(usize, ErrorCode)>,
+    Vec<DeferredWork>,
+    RpcReplyPort<BatchOutcome>,
+);
+
+/// Runs the optional enrichment call for every write of the batch at once.
+async fn enrich_all(enricher: &Arc<Enricher>, level: Level, validated: &mut [Validated]) {
+    let lengths: Vec<usize> = validated.iter().map(|v| v.0.len()).collect();
+    let mut all: Vec<Write> = validated
+        .iter_mut()
+        .flat_map(|v| std::mem::take(&mut v.0))
+        .collect();
+    enrich_writes(Some(enricher), level, &mut all).await;
+    let mut all = all.into_iter();
+    for (v, len) in validated.iter_mut().zip(lengths) {
+        v.0 = all.by_ref().take(len).collect();
     }
 }
 
@@ -424,12 +495,19 @@ impl DiscardHandler<(), ValidateJob> for AnswerDiscarded {
     fn discard(&self, reason: DiscardReason, job: &mut Job<(), ValidateJob>) {
         debug!(
             ?reason,
-            items = job.msg.items.len(),
+            submissions = job.msg.submissions.len(),
             "validation job discarded"
         );
+        let tier = job
+            .msg
+            .submissions
+            .iter()
+            .flat_map(|s| s.items.iter().map(|i| i.tier))
+            .min()
+            .unwrap_or(Tier::Standard);
         let error = match reason {
             DiscardReason::Loadshed | DiscardReason::RateLimited => ErrorCode::Overloaded {
-                tier: job.msg.items.first().map_or(Tier::Standard, |i| i.tier),
+                tier,
                 retry_after_ms: OVERLOADED_RETRY_MS,
             },
             DiscardReason::TtlExpired | DiscardReason::Shutdown => ErrorCode::Unavailable {

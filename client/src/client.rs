@@ -381,6 +381,7 @@ fn unexpected(expected: &str, got: &Response) -> ClientError {
         Response::Item(_) => "Item",
         Response::Page { .. } => "Page",
         Response::ApiKeyCreated { .. } => "ApiKeyCreated",
+        Response::Ring(_) => "Ring",
     };
     ClientError::Protocol(format!("expected a {expected} response, got {got}"))
 }

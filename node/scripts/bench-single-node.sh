@@ -6,7 +6,7 @@
 #   node/scripts/bench-single-node.sh            # every scenario
 #   SCENARIOS="closed32 pipelined16" DUR=10s node/scripts/bench-single-node.sh
 #
-# Knobs: DUR (10s) WARMUP (2s) OUT (./bench-results) SCENARIOS (all) SAT_RATE/SAT_BATCH_RATE
+# Knobs: CHORUS_BIN (build this tree) DUR (10s) WARMUP (2s) OUT (./bench-results) SCENARIOS (all) SAT_RATE/SAT_BATCH_RATE
 # (open-loop targets; default: half of the measured closed-loop saturation).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -17,8 +17,13 @@ SCENARIOS="${SCENARIOS:-closed32 pipelined16 saturation half single_flush batch1
 MIX="${MIX:-realtime=10,priority=20,standard=40,batch=30}"
 mkdir -p "$OUT"
 
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node
-BIN="$ROOT/target/release/chorus"
+# CHORUS_BIN: a prebuilt `chorus` to measure (e.g. another revision) instead of building.
+if [ -n "${CHORUS_BIN:-}" ]; then
+  BIN="$CHORUS_BIN"
+else
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node
+  BIN="$ROOT/target/release/chorus"
+fi
 
 AGENT_PID=""
 WORK=""
@@ -36,7 +41,7 @@ trap stop_agent EXIT
 # start_agent [ENV=VALUE...]: a fresh node in a temp dir on port 7499.
 start_agent() {
   WORK="$(mktemp -d -t chorus-bench.XXXXXX)"
-  (cd "$WORK" && exec env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL=warn "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
+  (cd "$WORK" && exec env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL="${AGENT_LOG:-warn}" "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
   AGENT_PID=$!
   for _ in $(seq 1 100); do [ -s "$WORK/chorus-data/admin.key" ] && break; sleep 0.1; done
   sleep 0.3
@@ -71,6 +76,14 @@ print(f"|   {name}: agent peak RSS {int(rss_kb) / 1024:.0f} MiB | | | | | | | |"
 PY
 }
 
+# levels: the degradation level changes the agent counted (/metrics) and logged.
+levels() {
+  local counted logged
+  counted="$(curl -s http://127.0.0.1:9400/metrics | awk '/^chorus_degradation_changes_total/ {printf "%s%s", sep, $0; sep=", "}')"
+  logged="$(grep -c "degradation level" "$WORK/agent.log" || true)"
+  echo "|   $1: level changes counted: ${counted:-none}; logged: $logged | | | | | | | |"
+}
+
 rate_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$OUT/$1.json"; }
 
 echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors |"
@@ -94,8 +107,9 @@ for s in $SCENARIOS; do
     overload)
       start_agent
       rate="${OVERLOAD_RATE:-$(python3 -c "print(round($(rate_of saturation_mix requests_per_sec) * 2))")}"
-      run overload --tier-mix "$MIX" --rate "$rate" --concurrency "${OVERLOAD_WORKERS:-2048}" --connections 4 --streams 16
-      tiers overload ;;
+      run overload --tier-mix "$MIX" --rate "$rate" --concurrency "${OVERLOAD_WORKERS:-2048}" --connections "${OVERLOAD_CONNECTIONS:-1}" --streams 16
+      tiers overload
+      levels overload ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
   stop_agent

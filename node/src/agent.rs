@@ -9,11 +9,12 @@ use chorus_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::cluster::state::ClusterState;
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
 use crate::control::{ControlServer, NodeInfo};
 use crate::logging::LogControl;
 use crate::metrics::{MetricsServer, Readiness};
-use crate::server::{self, ServerSettings};
+use crate::server::{self, Backend, ServerSettings};
 use crate::tls;
 
 /// How long a new connection has to say hello.
@@ -106,9 +107,14 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     // Not ready from the moment shutdown begins, whoever begins it.
     let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
+    let cluster = ClusterState::new(
+        NodeId(config.node_id.clone()),
+        endpoint.local_addr()?,
+        config.partitions,
+    )?;
     server::serve(
         endpoint,
-        node.clone(),
+        Backend::single(node.clone(), cluster),
         ServerSettings {
             frame_limit: config.frame_limit(),
             max_in_flight_per_stream: config.max_in_flight_per_stream as usize,

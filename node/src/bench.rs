@@ -53,8 +53,9 @@ pub struct BenchArgs {
     pub tier: String,
     /// A mix of tiers by weight instead of `--tier`, e.g.
     /// `realtime=10,priority=20,standard=40,batch=30`: in closed loop the workers are
-    /// split between tiers by weight, in open loop each request's tier is drawn by
-    /// weight; latency is reported per tier.
+    /// split between tiers by weight; in open loop each tier is its own generator (its
+    /// share of `--rate` and of `--concurrency`, its own `--connections`); latency is
+    /// reported per tier.
     #[arg(long, value_name = "TIER=WEIGHT,...")]
     pub tier_mix: Option<String>,
     /// Pipelined streams per connection in the SDK.
@@ -242,17 +243,41 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
             (per_tier, end)
         }
         Some(rate) => {
-            open_loop(
-                rate,
-                &clients,
+            let mut generators = Vec::with_capacity(shape.tiers.len());
+            let mut extra = Vec::new();
+            for &(tier, weight) in &shape.tiers {
+                let share = f64::from(weight) / f64::from(shape.total_weight);
+                let own = if shape.tiers.len() == 1 {
+                    clients.clone()
+                } else {
+                    // Each tier's application has its own connections.
+                    let mut own = Vec::with_capacity(args.connections);
+                    for _ in 0..args.connections {
+                        own.push(connect(&args.connect, config.clone()).await?);
+                    }
+                    extra.extend(own.iter().cloned());
+                    own
+                };
+                generators.push(Generator {
+                    tier,
+                    rate: rate * share,
+                    concurrency: ((args.concurrency as f64 * share).round() as usize).max(1),
+                    clients: own,
+                });
+            }
+            let outcome = open_loop(
+                generators,
                 shape.clone(),
-                args.concurrency,
                 start,
                 measure_from,
                 end,
                 progress.clone(),
             )
-            .await
+            .await;
+            for client in extra {
+                client.close().await;
+            }
+            outcome
         }
     };
     reporter.abort();
@@ -334,18 +359,6 @@ impl Shape {
         self.tiers[0].0
     }
 
-    /// A tier drawn at random by weight (open loop: each request its own).
-    fn tier_by_weight(&self, rng: &mut impl Rng) -> Tier {
-        let mut pick = rng.random_range(0..self.total_weight);
-        for (tier, weight) in &self.tiers {
-            if pick < *weight {
-                return *tier;
-            }
-            pick -= weight;
-        }
-        self.tiers[0].0
-    }
-
     fn item(&self, rng: &mut impl Rng, tier: Tier) -> Item {
         let mut item = Item::new(
             format!("user-{:011}", rng.random_range(0..self.users)),
@@ -410,23 +423,68 @@ async fn worker(
     result
 }
 
-/// Open loop: request `k` falls due at `start + k / rate` whatever is in flight, with at
-/// most `concurrency` in flight (a request that finds none free waits, and that wait
-/// counts in its latency). Each request's tier is drawn by weight. Returns the stats and
-/// when the last measured request was answered.
-#[allow(clippy::too_many_arguments)]
-async fn open_loop(
+/// One open-loop generator: a tier's own requests at its own rate, over its own
+/// connections, with its own bound on requests in flight.
+struct Generator {
+    tier: Tier,
     rate: f64,
-    clients: &[Client],
-    shape: Arc<Shape>,
     concurrency: usize,
+    clients: Vec<Client>,
+}
+
+/// A true open loop per tier: request `k` of a tier falls due at `start + k/rate`
+/// whatever is in flight; a request that finds all of its tier's slots taken waits, and
+/// that wait counts in its latency. The tiers are independent generators (as the
+/// applications behind them are): one tier's backlog never delays another's requests.
+/// Returns the statistics and when the last answer came.
+async fn open_loop(
+    generators: Vec<Generator>,
+    shape: Arc<Shape>,
     start: Instant,
     measure_from: Instant,
     end: Instant,
     progress: Arc<Progress>,
 ) -> ([TierStats; 4], Instant) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let stats = Arc::new(std::sync::Mutex::new((new_tier_stats(), measure_from)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for generator in generators {
+        tasks.spawn(generate(
+            generator,
+            shape.clone(),
+            start,
+            measure_from,
+            end,
+            stats.clone(),
+            progress.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+    let guard = stats.lock().unwrap_or_else(|p| p.into_inner());
+    let (tiers, last) = &*guard;
+    let mut out = new_tier_stats();
+    for (o, t) in out.iter_mut().zip(tiers) {
+        o.add(t);
+    }
+    (out, *last)
+}
+
+/// Runs one tier's generator until `end`, then waits for its answers.
+async fn generate(
+    generator: Generator,
+    shape: Arc<Shape>,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    stats: Arc<std::sync::Mutex<([TierStats; 4], Instant)>>,
+    progress: Arc<Progress>,
+) {
+    let Generator {
+        tier,
+        rate,
+        concurrency,
+        clients,
+    } = generator;
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut requests = tokio::task::JoinSet::new();
@@ -440,7 +498,6 @@ async fn open_loop(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let tier = shape.tier_by_weight(&mut rng);
         let client = clients[k as usize % clients.len()].clone();
         let (shape, stats, progress) = (shape.clone(), stats.clone(), progress.clone());
         let mut request_rng = rand::rngs::SmallRng::seed_from_u64(rng.random());
@@ -457,13 +514,6 @@ async fn open_loop(
         while requests.try_join_next().is_some() {}
     }
     while requests.join_next().await.is_some() {}
-    let guard = stats.lock().unwrap_or_else(|p| p.into_inner());
-    let (tiers, last) = &*guard;
-    let mut out = new_tier_stats();
-    for (o, t) in out.iter_mut().zip(tiers) {
-        o.add(t);
-    }
-    (out, *last)
 }
 
 /// Sends one request (a submit, or a batch of `shape.batch`) of `tier`.

@@ -6,3 +6,5 @@ pub mod certs;
 pub mod links;
 pub mod membership;
 pub mod ring;
+pub mod routing;
+pub mod state;

@@ -15,11 +15,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_actors::NodeHandle;
+
+use crate::cluster::routing::Forwarder;
+use crate::cluster::state::ClusterState;
 use chorus_protocol::FrameLimit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::links::Links;
+
+/// What the server serves requests with: this node's actors, its view of the cluster
+/// and the links to the other owners.
+#[derive(Clone)]
+pub struct Backend {
+    /// This node's actor tree.
+    pub node: NodeHandle,
+    /// The ring and members as this node sees them.
+    pub cluster: ClusterState,
+    /// The links that carry requests to their owners; `None` on a single node.
+    pub peers: Option<Arc<dyn Forwarder>>,
+}
+
+impl Backend {
+    /// A single node's backend: it owns every partition and has no peers.
+    pub fn single(node: NodeHandle, cluster: ClusterState) -> Self {
+        Backend {
+            node,
+            cluster,
+            peers: None,
+        }
+    }
+}
 
 /// Limits the server applies to every connection.
 #[derive(Clone, Debug)]
@@ -39,18 +65,18 @@ pub struct ServerSettings {
 /// returns. Link connections are refused: see [`serve_with_links`].
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    node: NodeHandle,
+    backend: Backend,
     settings: ServerSettings,
     shutdown: CancellationToken,
 ) {
-    serve_with_links(endpoint, node, settings, None, shutdown).await
+    serve_with_links(endpoint, backend, settings, None, shutdown).await
 }
 
 /// [`serve`], handing every connection that negotiated the cluster link ALPN to `links`
 /// (or closing it when there are none).
 pub async fn serve_with_links(
     endpoint: quinn::Endpoint,
-    node: NodeHandle,
+    backend: Backend,
     settings: ServerSettings,
     links: Option<Links>,
     shutdown: CancellationToken,
@@ -66,7 +92,7 @@ pub async fn serve_with_links(
         let Some(incoming) = incoming else { break };
         connections.spawn(connection::serve_connection(
             incoming,
-            node.clone(),
+            backend.clone(),
             settings.clone(),
             links.clone(),
             shutdown.clone(),

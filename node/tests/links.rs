@@ -17,7 +17,8 @@ use chorus_node::cluster::links::{
     Forward, ForwardReply, LinkSettings, LinkState, LinkTiming, Links, link_client_config,
     link_server_config,
 };
-use chorus_node::server::{ServerSettings, serve_with_links};
+use chorus_node::cluster::state::ClusterState;
+use chorus_node::server::{Backend, ServerSettings, serve_with_links};
 use chorus_node::tls::TlsPaths;
 use chorus_protocol::{ErrorCode, FrameLimit, Item, Kind, NodeId, Role};
 use tokio_util::sync::CancellationToken;
@@ -103,9 +104,10 @@ impl TestNode {
         settings.call_timeout = Duration::from_secs(2);
         let links = Links::start(settings, node.clone()).await.unwrap();
         let shutdown = CancellationToken::new();
+        let cluster = ClusterState::new(id.clone(), addr, 16).unwrap();
         let server = tokio::spawn(serve_with_links(
             endpoint,
-            node.clone(),
+            Backend::single(node.clone(), cluster),
             ServerSettings {
                 frame_limit: FrameLimit::default(),
                 max_in_flight_per_stream: 64,

@@ -18,6 +18,7 @@ mod item;
 mod message;
 mod partition;
 mod receipt;
+mod ring;
 
 pub use codec::{
     ClientFrameError, decode_client_frame, decode_hello, decode_value, encode_payload, encode_value,
@@ -37,6 +38,7 @@ pub use message::{
 };
 pub use partition::{PartitionId, partition_of};
 pub use receipt::{Enrichment, NodeId, Receipt, Status, StoredItem};
+pub use ring::{MAX_RING_MEMBERS, RingMember, RingSnapshot};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -47,6 +49,5 @@ pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
 /// The ALPN token that selects the client protocol on a Chorus QUIC endpoint.
 pub const ALPN_CLIENT: &[u8] = b"chorus/1";
 
-/// The ALPN token that selects a cluster link (node to node, mutual TLS) on the same
-/// endpoint.
+/// The ALPN token that selects a cluster link (node to node, mutual TLS).
 pub const ALPN_LINK: &[u8] = b"chorus-link/1";

@@ -9,6 +9,7 @@ use bincode::{Decode, Encode};
 use crate::error::ErrorCode;
 use crate::item::{Item, ItemId};
 use crate::receipt::{NodeId, Receipt, StoredItem};
+use crate::ring::RingSnapshot;
 
 /// Most items in one `SubmitBatch`.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -119,6 +120,17 @@ pub enum Request {
         /// A label for operators.
         name: String,
     },
+    /// The ring: which node owns each partition and where to reach it (any role).
+    RingSnapshot,
+    /// A request the client sent straight to the owner its ring snapshot of `epoch`
+    /// names. A node that does not own it answers `NotOwner` (the client refreshes its
+    /// snapshot and resends) instead of forwarding it.
+    Routed {
+        /// The epoch of the client's snapshot.
+        epoch: u64,
+        /// The request (a submit, a batch of one owner's users, or a listing).
+        request: Box<Request>,
+    },
 }
 
 impl Request {
@@ -130,22 +142,30 @@ impl Request {
             Request::Get(_) => "get",
             Request::ListByUser { .. } => "list_by_user",
             Request::CreateApiKey { .. } => "create_api_key",
+            Request::RingSnapshot => "ring_snapshot",
+            Request::Routed { request, .. } => request.kind(),
         }
     }
 
-    /// The role a key needs to make this request.
-    pub fn required_role(&self) -> Role {
+    /// The role a key needs to make this request; `None`: any authenticated key.
+    pub fn required_role(&self) -> Option<Role> {
         match self {
-            Request::Submit(_) | Request::SubmitBatch(_) => Role::Submit,
-            Request::Get(_) | Request::ListByUser { .. } => Role::Read,
-            Request::CreateApiKey { .. } => Role::Admin,
+            Request::Submit(_) | Request::SubmitBatch(_) => Some(Role::Submit),
+            Request::Get(_) | Request::ListByUser { .. } => Some(Role::Read),
+            Request::CreateApiKey { .. } => Some(Role::Admin),
+            Request::RingSnapshot => None,
+            Request::Routed { request, .. } => request.required_role(),
         }
     }
 
     /// Whether sending this request twice has the same effect as sending it once, so a
     /// client may retry it after a lost connection.
     pub fn is_idempotent(&self) -> bool {
-        !matches!(self, Request::CreateApiKey { .. })
+        match self {
+            Request::CreateApiKey { .. } => false,
+            Request::Routed { request, .. } => request.is_idempotent(),
+            _ => true,
+        }
     }
 
     /// Checks the request's own limits (not those of the items inside).
@@ -163,6 +183,15 @@ impl Request {
             Request::CreateApiKey { name, .. } if name.len() > 128 => {
                 Err(ErrorCode::invalid("name", "longer than 128 bytes"))
             }
+            Request::Routed { request, .. } => match **request {
+                Request::Submit(_) | Request::SubmitBatch(_) | Request::ListByUser { .. } => {
+                    request.validate_shape()
+                }
+                _ => Err(ErrorCode::invalid(
+                    "request",
+                    format!("{} cannot be routed", request.kind()),
+                )),
+            },
             _ => Ok(()),
         }
     }
@@ -202,6 +231,8 @@ pub enum Response {
         /// Its role.
         role: Role,
     },
+    /// The answer to `RingSnapshot`.
+    Ring(RingSnapshot),
 }
 
 /// A request with the id its response will carry.

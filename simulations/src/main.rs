@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod membership;
 mod overload;
+mod report;
 mod ring;
 
 /// Command line of the simulations.

@@ -63,6 +63,7 @@ pub use tls::{
 };
 pub use wire::{Forward, ForwardMsg, ForwardReply};
 
+use crate::cluster::routing::{ForwardFuture, Forwarder};
 use crate::tls::{TlsError, TlsPaths};
 use connections::on_session_event;
 use peers::{PeerTable, Refusal};
@@ -396,7 +397,7 @@ impl Links {
     /// longer than the call timeout ends as `Unavailable` (it may or may not have run).
     pub async fn forward(&self, to: &NodeId, request: Forward) -> Result<ForwardReply, ErrorCode> {
         let inner = &self.inner;
-        let tier = request.tier();
+        let tier = wire::overload_tier(&request);
         let (admitted, _slot) = {
             let mut shared = lock(&inner.shared);
             let admitted =
@@ -497,5 +498,19 @@ impl Links {
             warn!("link tasks still running after shutdown");
         }
         info!(node = %inner.settings.node, "cluster links stopped");
+    }
+}
+
+impl Forwarder for Links {
+    fn forward<'a>(&'a self, to: &'a NodeId, request: Forward) -> ForwardFuture<'a> {
+        Box::pin(Links::forward(self, to, request))
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        Links::peers(self)
+            .into_iter()
+            .filter(|peer| peer.link == LinkState::Up)
+            .map(|peer| peer.node)
+            .collect()
     }
 }

@@ -1,1 +1,1030 @@
-//! SWIM membership around foca.
+//! SWIM membership around foca, as a sans-IO state machine.
+//!
+//! [`Membership`] owns one foca instance and everything Chorus adds around it: packet
+//! authentication under the cluster key ([`auth`]), our envelope ([`envelope`]), a join
+//! handshake that needs only a seed's address, Lifeguard ([`lifeguard`]) and a roster
+//! sync that hands a joiner the whole membership table at once. It opens no socket, reads
+//! no clock and spawns nothing: time is passed in, and what it wants done comes back as
+//! [`Output`]s.
+//!
+//! Driving it (the node's UDP task, or a simulation):
+//!
+//! 1. Construct with [`Membership::new`], then [`Membership::announce`] to each seed
+//!    address (none for the first node).
+//! 2. Feed every datagram to [`Membership::handle_packet`] and every fired timer to
+//!    [`Membership::handle_timer`], with the current time since any fixed origin.
+//! 3. After each call, [`Membership::drain_outputs`]: send each [`Output::Send`] as one
+//!    datagram (the bytes are already authenticated), arm each [`Output::Schedule`] to
+//!    come back through `handle_timer` after its delay (a timer that has become stale
+//!    does nothing, so timers are never cancelled), and act on each [`Output::Event`].
+//! 4. To stop, [`Membership::leave`], drain and send, then drop it.
+
+pub mod auth;
+pub mod codec;
+pub mod config;
+pub mod envelope;
+pub mod identity;
+pub mod lifeguard;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chorus_protocol::NodeId;
+use foca::{Foca, Header, Incarnation, Member, Message, OwnedNotification};
+use foca_rand::SeedableRng;
+use foca_rand::rngs::SmallRng;
+use tracing::debug;
+
+pub use self::auth::{AuthError, ClusterKey, KEY_LEN, TAG_LEN};
+pub use self::config::{GossipSettings, GossipSettingsError};
+pub use self::envelope::EnvelopeError;
+pub use self::identity::MemberIdentity;
+
+use self::auth::Authenticator;
+use self::codec::BincodeCodec;
+use self::envelope::{Envelope, GOSSIP_HEADER};
+use self::lifeguard::{
+    LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
+};
+
+/// The most seed addresses remembered for join retries.
+pub const MAX_SEEDS: usize = 64;
+
+/// The longest wait between two join attempts while no seed answers.
+pub const MAX_JOIN_RETRY: Duration = Duration::from_secs(30);
+
+/// How many members' roster-sync times are remembered before old ones are pruned.
+const ROSTER_SENT_CAPACITY: usize = 4_096;
+
+type Swim = Foca<MemberIdentity, BincodeCodec, SmallRng, SuspicionReports>;
+
+/// A timer the driver arms and hands back to [`Membership::handle_timer`] when it fires.
+/// Opaque: a timer that has become stale (its probe finished, its suspect refuted) is
+/// simply ignored, so drivers never cancel one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipTimer(TimerKind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TimerKind {
+    /// One of foca's own timers.
+    Swim(foca::Timer<MemberIdentity>),
+    /// A Lifeguard suspicion may have run out.
+    SuspicionDeadline { node: NodeId, token: u64 },
+    /// Try the seeds again if nobody has answered yet.
+    JoinRetry { attempt: u32 },
+}
+
+/// Something the driver must do after a call into [`Membership`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `bytes` (an authenticated packet) as one datagram to `to`.
+    Send {
+        /// The destination's gossip address.
+        to: SocketAddr,
+        /// The whole datagram.
+        bytes: Vec<u8>,
+    },
+    /// Call [`Membership::handle_timer`] with `timer` after `after`.
+    Schedule {
+        /// Delay from the time of the call that produced this output.
+        after: Duration,
+        /// What to hand back.
+        timer: MembershipTimer,
+    },
+    /// The cluster changed as this node sees it.
+    Event(MembershipEvent),
+}
+
+/// A change in membership as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A member became live (joined, or came back under a new incarnation after being
+    /// declared down).
+    MemberUp(MemberIdentity),
+    /// A member was declared down or left.
+    MemberDown(MemberIdentity),
+    /// A member restarted: its new run replaced the old one, which was still live here
+    /// (no `MemberUp`/`MemberDown` pair follows; links to `old` should be redialled).
+    MemberRenewed {
+        /// The run that was replaced.
+        old: MemberIdentity,
+        /// The run now live.
+        new: MemberIdentity,
+    },
+    /// This node learnt of its first live peer.
+    Joined,
+    /// This node has no live peer left.
+    Isolated,
+    /// This node was declared down and came back under a new incarnation.
+    Rejoined {
+        /// The incarnation it now runs under.
+        new_incarnation: u64,
+    },
+    /// This node left, or was declared down and cannot renew: it no longer takes part.
+    Defunct,
+}
+
+/// A member's state as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Declared down, or left.
+    Down,
+}
+
+impl MemberState {
+    /// The lowercase name used in tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+        }
+    }
+}
+
+impl From<foca::State> for MemberState {
+    fn from(state: foca::State) -> Self {
+        match state {
+            foca::State::Alive => MemberState::Alive,
+            foca::State::Suspect => MemberState::Suspect,
+            foca::State::Down => MemberState::Down,
+        }
+    }
+}
+
+/// One row of `chorus ctl members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Who: name, addresses and run incarnation.
+    pub identity: MemberIdentity,
+    /// Alive, suspect or down.
+    pub state: MemberState,
+    /// The run's incarnation (see [`MemberIdentity::incarnation`]).
+    pub incarnation: u64,
+    /// SWIM's refutation counter within the run (bumped each time it refutes a
+    /// suspicion); 0 in this node's own row, as foca does not expose its own.
+    pub swim_incarnation: Incarnation,
+    /// When this node last saw the member change state (the caller's clock).
+    pub since: Duration,
+    /// Whether this row is the local node.
+    pub is_self: bool,
+}
+
+/// Counters and gauges the node exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// Datagrams handed to [`Membership::handle_packet`].
+    pub packets_in: u64,
+    /// Bytes handed to [`Membership::handle_packet`].
+    pub bytes_in: u64,
+    /// Datagrams produced as [`Output::Send`].
+    pub packets_out: u64,
+    /// Bytes produced as [`Output::Send`].
+    pub bytes_out: u64,
+    /// Packets dropped for a bad or missing authentication tag.
+    pub bad_tag_dropped: u64,
+    /// Packets dropped as oversized, or authenticated but undecodable.
+    pub decode_errors: u64,
+    /// Decoded packets foca refused (from ourselves, malformed SWIM).
+    pub rejected: u64,
+    /// Timers foca reported an error for.
+    pub timer_errors: u64,
+    /// Roster syncs sent to joiners (each may take several packets).
+    pub roster_syncs_sent: u64,
+    /// Roster syncs not sent because the budget per interval was spent.
+    pub roster_syncs_skipped: u64,
+    /// Roster-sync packets applied.
+    pub roster_packets_applied: u64,
+    /// Suspicions this node raised itself (one of its probes failed).
+    pub suspicions_started: u64,
+    /// Suspects Lifeguard declared down before foca's longest timeout.
+    pub lifeguard_declared_down: u64,
+    /// The local health multiplier now.
+    pub lhm: u8,
+    /// Live members besides this node.
+    pub live_members: u64,
+    /// Suspicions being timed by Lifeguard.
+    pub suspicions: u64,
+}
+
+/// Why a packet was dropped. In every case it changed nothing and was counted.
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    /// The datagram is larger than `max_packet_size`.
+    #[error("packet of {len} bytes exceeds the {max}-byte limit")]
+    Oversized {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The tag is missing or wrong (counted in `bad_tag_dropped`).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The body is not a valid envelope.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// foca refused the gossip (undecodable, from ourselves, malformed). foca may have
+    /// applied the updates it decoded before the fault.
+    #[error("gossip refused: {0}")]
+    Swim(#[from] foca::Error),
+}
+
+/// What foca asked of its runtime during one call, plus the outputs so far.
+struct Io {
+    auth: Authenticator,
+    outputs: VecDeque<Output>,
+    timers: Vec<(foca::Timer<MemberIdentity>, Duration)>,
+    notes: Vec<OwnedNotification<MemberIdentity>>,
+    packets_out: u64,
+    bytes_out: u64,
+}
+
+impl Io {
+    fn send(&mut self, to: SocketAddr, parts: &[&[u8]]) {
+        let bytes = self.auth.seal_parts(parts);
+        self.packets_out += 1;
+        self.bytes_out += bytes.len() as u64;
+        self.outputs.push_back(Output::Send { to, bytes });
+    }
+
+    fn schedule(&mut self, after: Duration, timer: TimerKind) {
+        self.outputs.push_back(Output::Schedule {
+            after,
+            timer: MembershipTimer(timer),
+        });
+    }
+
+    fn event(&mut self, event: MembershipEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+impl foca::Runtime<MemberIdentity> for Io {
+    fn notify(&mut self, notification: foca::Notification<'_, MemberIdentity>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: MemberIdentity, data: &[u8]) {
+        self.send(to.gossip_addr, &[&GOSSIP_HEADER, data]);
+    }
+
+    fn submit_after(&mut self, event: foca::Timer<MemberIdentity>, after: Duration) {
+        self.timers.push((event, after));
+    }
+}
+
+/// The probe this node has in flight, to learn whether it succeeded.
+#[derive(Debug, Clone)]
+struct Probe {
+    target: MemberIdentity,
+    acked: bool,
+}
+
+/// When this node last saw a member change state.
+#[derive(Debug, Clone)]
+struct Seen {
+    identity: MemberIdentity,
+    state: MemberState,
+    since: Duration,
+}
+
+/// What one gossip packet says, read before foca sees it.
+struct Inspected {
+    header: Header<MemberIdentity>,
+    updates: Vec<Member<MemberIdentity>>,
+    reports: Vec<SuspicionReport>,
+}
+
+/// One node's SWIM membership: foca plus authentication, the join handshake, Lifeguard
+/// and roster sync. Sans-IO and deterministic given its seed and the order of calls.
+pub struct Membership {
+    swim: Swim,
+    io: Io,
+    settings: GossipSettings,
+    codec: BincodeCodec,
+    health: LocalHealth,
+    suspicions: Suspicions,
+    probe: Option<Probe>,
+    seeds: Vec<SocketAddr>,
+    join_retry_armed: bool,
+    seen: BTreeMap<NodeId, Seen>,
+    roster_sent: BTreeMap<NodeId, Duration>,
+    /// When the latest roster syncs went out, at most `roster_sync_max_per_interval`.
+    roster_budget: VecDeque<Duration>,
+    self_suspected_at: Option<Incarnation>,
+    self_since: Duration,
+    left: bool,
+    defunct: bool,
+    stats: MembershipStats,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.swim.identity())
+            .field("live_members", &self.swim.num_members())
+            .field("lhm", &self.health.score())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// A member that knows nobody yet. `settings` must have passed
+    /// [`GossipSettings::validate`]; `seed` seeds foca's random choices (probe order,
+    /// gossip targets), so equal seeds and equal calls give equal outputs.
+    pub fn new(
+        identity: MemberIdentity,
+        settings: GossipSettings,
+        cluster_key: &ClusterKey,
+        seed: u64,
+    ) -> Self {
+        let swim = Foca::with_custom_broadcast(
+            identity,
+            settings.foca_config(),
+            SmallRng::seed_from_u64(seed),
+            BincodeCodec::new(),
+            SuspicionReports::new(settings.lifeguard),
+        );
+        let bounds = SuspicionBounds {
+            min: settings.suspect_to_down(),
+            max: settings.suspect_to_down_max(),
+            confirmations: settings.suspicion_confirmations,
+        };
+        Membership {
+            swim,
+            io: Io {
+                auth: Authenticator::new(cluster_key),
+                outputs: VecDeque::new(),
+                timers: Vec::new(),
+                notes: Vec::new(),
+                packets_out: 0,
+                bytes_out: 0,
+            },
+            health: LocalHealth::new(settings.lhm_max),
+            suspicions: Suspicions::new(bounds),
+            settings,
+            codec: BincodeCodec::new(),
+            probe: None,
+            seeds: Vec::new(),
+            join_retry_armed: false,
+            seen: BTreeMap::new(),
+            roster_sent: BTreeMap::new(),
+            roster_budget: VecDeque::new(),
+            self_suspected_at: None,
+            self_since: Duration::ZERO,
+            left: false,
+            defunct: false,
+            stats: MembershipStats::default(),
+        }
+    }
+
+    /// This node's identity now (a rejoin renews its incarnation).
+    pub fn identity(&self) -> &MemberIdentity {
+        self.swim.identity()
+    }
+
+    /// The settings this member runs with.
+    pub fn settings(&self) -> &GossipSettings {
+        &self.settings
+    }
+
+    /// Whether this node knows at least one live peer.
+    pub fn is_connected(&self) -> bool {
+        self.swim.num_members() > 0
+    }
+
+    /// The largest datagram this member sends or accepts.
+    pub fn max_packet_size(&self) -> usize {
+        self.settings.max_packet_size as usize
+    }
+
+    /// Asks the member listening for gossip at `seed` to let this node in, and keeps
+    /// asking every seed given so far (backing off to [`MAX_JOIN_RETRY`]) until some
+    /// member answers, and again whenever this node finds itself without live peers.
+    /// The first node of a cluster has no seed and does not call it.
+    pub fn announce(&mut self, seed: SocketAddr, now: Duration) {
+        if self.seen.is_empty() && !self.is_connected() {
+            self.self_since = now;
+        }
+        if seed == self.identity().gossip_addr {
+            return;
+        }
+        if !self.seeds.contains(&seed) && self.seeds.len() < MAX_SEEDS {
+            self.seeds.push(seed);
+        }
+        self.send_join(seed);
+        self.arm_join_retry();
+    }
+
+    /// Leaves the cluster gracefully: tells a few members this node is down so the
+    /// cluster learns it at once instead of after a suspicion timeout. Afterwards the
+    /// member takes no part (drain and send the outputs, then drop it).
+    pub fn leave(&mut self, now: Duration) {
+        if let Err(error) = self.swim.leave_cluster(&mut self.io) {
+            debug!(%error, "leave");
+        }
+        self.left = true;
+        self.self_since = now;
+        self.absorb(now);
+    }
+
+    /// Handles one received datagram. A packet that fails authentication or decoding
+    /// is dropped, counted and reported; it changes nothing.
+    pub fn handle_packet(&mut self, bytes: &[u8], now: Duration) -> Result<(), PacketError> {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        if bytes.len() > self.max_packet_size() {
+            self.stats.decode_errors += 1;
+            return Err(PacketError::Oversized {
+                len: bytes.len(),
+                max: self.max_packet_size(),
+            });
+        }
+        let body = match self.io.auth.open(bytes) {
+            Ok(body) => body,
+            Err(error) => {
+                self.stats.bad_tag_dropped += 1;
+                return Err(error.into());
+            }
+        };
+        let envelope = match envelope::decode(body) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                self.stats.decode_errors += 1;
+                return Err(error.into());
+            }
+        };
+        match envelope {
+            Envelope::Gossip(payload) => self.handle_gossip(payload, now),
+            Envelope::RosterSync(_) if self.left => Ok(()),
+            Envelope::RosterSync(members) => {
+                self.stats.roster_packets_applied += 1;
+                let result = self
+                    .swim
+                    .apply_many(members.into_iter(), false, &mut self.io);
+                self.absorb(now);
+                result.map_err(|error| self.refused(error))
+            }
+            Envelope::Join(joiner) => {
+                if joiner.node != self.identity().node && !self.left {
+                    self.send_welcome(joiner.gossip_addr);
+                }
+                Ok(())
+            }
+            Envelope::Welcome(seed) => {
+                if seed.node == self.identity().node || self.left {
+                    return Ok(());
+                }
+                let result = self.swim.announce(seed, &mut self.io);
+                self.absorb(now);
+                result.map_err(|error| self.refused(error))
+            }
+        }
+    }
+
+    /// Handles a timer from an earlier [`Output::Schedule`].
+    pub fn handle_timer(&mut self, timer: MembershipTimer, now: Duration) {
+        match timer.0 {
+            TimerKind::Swim(timer) => self.handle_swim_timer(timer, now),
+            TimerKind::SuspicionDeadline { node, token } => {
+                self.handle_suspicion_deadline(&node, token, now);
+            }
+            TimerKind::JoinRetry { attempt } => {
+                if self.is_connected() || self.left || self.seeds.is_empty() {
+                    self.join_retry_armed = false;
+                    return;
+                }
+                for seed in self.seeds.clone() {
+                    self.send_join(seed);
+                }
+                let backoff = self
+                    .settings
+                    .probe_period()
+                    .saturating_mul(2u32.saturating_pow(attempt.saturating_add(1)))
+                    .min(MAX_JOIN_RETRY);
+                self.io.schedule(
+                    backoff,
+                    TimerKind::JoinRetry {
+                        attempt: attempt.saturating_add(1),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Everything the calls so far want done, in order.
+    pub fn drain_outputs(&mut self) -> impl Iterator<Item = Output> + '_ {
+        self.io.outputs.drain(..)
+    }
+
+    /// Every member this node knows, itself first, then by name.
+    pub fn members(&self) -> Vec<MemberView> {
+        let me = self.identity();
+        let mut views = Vec::with_capacity(self.swim.iter_membership_state().len() + 1);
+        views.push(MemberView {
+            identity: me.clone(),
+            state: if self.left || self.defunct {
+                MemberState::Down
+            } else {
+                MemberState::Alive
+            },
+            incarnation: me.incarnation,
+            swim_incarnation: 0,
+            since: self.self_since,
+            is_self: true,
+        });
+        let mut others: Vec<MemberView> = self
+            .swim
+            .iter_membership_state()
+            .map(|member| MemberView {
+                identity: member.id().clone(),
+                state: member.state().into(),
+                incarnation: member.id().incarnation,
+                swim_incarnation: member.incarnation(),
+                since: self
+                    .seen
+                    .get(&member.id().node)
+                    .map_or(Duration::ZERO, |seen| seen.since),
+                is_self: false,
+            })
+            .collect();
+        others.sort_by(|a, b| a.identity.node.cmp(&b.identity.node));
+        views.extend(others);
+        views
+    }
+
+    /// How this node sees the member named `node` (not itself), without building the
+    /// whole table; `None` if it does not know it.
+    pub fn member_state(&self, node: &NodeId) -> Option<MemberState> {
+        self.swim
+            .iter_membership_state()
+            .find(|member| &member.id().node == node)
+            .map(|member| member.state().into())
+    }
+
+    /// The names of the live members (alive or suspect), this node included unless it
+    /// left or is defunct; sorted. The ring is computed from this set.
+    pub fn live_members(&self) -> Vec<NodeId> {
+        let mut live: Vec<NodeId> = self
+            .swim
+            .iter_members()
+            .map(|m| m.id().node.clone())
+            .collect();
+        if !self.left && !self.defunct {
+            live.push(self.identity().node.clone());
+        }
+        live.sort();
+        live.dedup();
+        live
+    }
+
+    /// The counters and gauges now.
+    pub fn stats(&self) -> MembershipStats {
+        MembershipStats {
+            packets_out: self.io.packets_out,
+            bytes_out: self.io.bytes_out,
+            lhm: self.health.score(),
+            live_members: self.swim.num_members() as u64,
+            suspicions: self.suspicions.len() as u64,
+            ..self.stats
+        }
+    }
+
+    fn handle_gossip(&mut self, payload: &[u8], now: Duration) -> Result<(), PacketError> {
+        let inspected = if self.settings.lifeguard || self.settings.roster_sync {
+            inspect(payload, self.settings.lifeguard)
+        } else {
+            None
+        };
+        let joiner = inspected.as_ref().and_then(|seen| {
+            (seen.header.message == Message::Announce && self.is_news(&seen.header.src))
+                .then(|| seen.header.src.clone())
+        });
+        let result = self.swim.handle_data(payload, &mut self.io);
+        self.absorb(now);
+        if let Err(error) = result {
+            return Err(self.refused(error));
+        }
+        if let Some(inspected) = inspected
+            && self.settings.lifeguard
+        {
+            self.observe(inspected, now);
+        }
+        if let Some(joiner) = joiner
+            && self.settings.roster_sync
+        {
+            self.send_roster(&joiner, now);
+        }
+        Ok(())
+    }
+
+    fn handle_swim_timer(&mut self, timer: foca::Timer<MemberIdentity>, now: Duration) {
+        if let foca::Timer::RemoveDown(member) = &timer {
+            // foca forgets a long-down member now; so do we.
+            if self
+                .seen
+                .get(&member.node)
+                .is_some_and(|seen| seen.identity == *member && seen.state == MemberState::Down)
+            {
+                self.seen.remove(&member.node);
+                self.roster_sent.remove(&member.node);
+            }
+        }
+        let starts_probe = matches!(timer, foca::Timer::ProbeRandomMember(_));
+        let previous = if starts_probe {
+            self.probe.take()
+        } else {
+            None
+        };
+        let result = self.swim.handle_timer(timer, &mut self.io);
+        let probe_ran = self.absorb(now);
+        if starts_probe {
+            if probe_ran {
+                // The probe cycle ended: judge the probe it replaced.
+                if self.settings.lifeguard
+                    && let Some(previous) = previous
+                    && !previous.acked
+                {
+                    self.health.probe_failed();
+                }
+            } else if self.probe.is_none() {
+                self.probe = previous;
+            }
+        }
+        if let Err(error) = result {
+            self.stats.timer_errors += 1;
+            debug!(%error, "membership timer");
+        }
+    }
+
+    fn handle_suspicion_deadline(&mut self, node: &NodeId, token: u64, now: Duration) {
+        let Some((suspect, incarnation)) = self.suspicions.on_deadline(node, token, now) else {
+            return;
+        };
+        let still_suspect = self.swim.iter_membership_state().any(|member| {
+            member.id() == &suspect
+                && member.state() == foca::State::Suspect
+                && member.incarnation() == incarnation
+        });
+        if !still_suspect {
+            return;
+        }
+        debug!(member = %suspect, "lifeguard: suspicion confirmed, declaring down");
+        self.stats.lifeguard_declared_down += 1;
+        let down = Member::new(suspect, incarnation, foca::State::Down);
+        let result = self
+            .swim
+            .apply_many(std::iter::once(down), true, &mut self.io);
+        self.absorb(now);
+        if let Err(error) = result {
+            self.stats.timer_errors += 1;
+            debug!(%error, "lifeguard declaring down");
+        }
+    }
+
+    /// Turns what foca asked for during the last call into outputs. Returns whether foca
+    /// started a new probe cycle.
+    fn absorb(&mut self, now: Duration) -> bool {
+        let mut probe_ran = false;
+        let timers = std::mem::take(&mut self.io.timers);
+        for (timer, mut after) in timers {
+            match &timer {
+                // Local health stretches the probe cycle here, in the delays, because
+                // foca refuses a new probe period or probe timeout at runtime.
+                foca::Timer::ProbeRandomMember(_) => {
+                    probe_ran = true;
+                    if self.settings.lifeguard {
+                        after = self.health.scale(after);
+                    }
+                }
+                foca::Timer::SendIndirectProbe { probed_id, .. } => {
+                    self.probe = Some(Probe {
+                        target: probed_id.clone(),
+                        acked: false,
+                    });
+                    if self.settings.lifeguard {
+                        after = self.health.scale(after);
+                    }
+                }
+                foca::Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } => {
+                    self.stats.suspicions_started += 1;
+                    self.mark(member_id, MemberState::Suspect, now);
+                    if self.settings.lifeguard {
+                        // Our own probe failed: an independent suspicion, ours to spread.
+                        let report = SuspicionReport {
+                            suspect: member_id.clone(),
+                            incarnation: *incarnation,
+                            reporter: self.identity().node.clone(),
+                        };
+                        match report.encode(&mut self.codec) {
+                            Ok(bytes) => {
+                                if let Err(error) = self.swim.add_broadcast(&bytes) {
+                                    debug!(%error, "queueing suspicion report");
+                                }
+                            }
+                            Err(error) => debug!(%error, "encoding suspicion report"),
+                        }
+                        self.report_suspicion(&report, now);
+                    }
+                }
+                _ => {}
+            }
+            self.io.schedule(after, TimerKind::Swim(timer));
+        }
+        let notes = std::mem::take(&mut self.io.notes);
+        for note in notes {
+            let event = match note {
+                OwnedNotification::MemberUp(member) => {
+                    debug!(member = %member, "member up");
+                    self.suspicions.refuted(&member, 0);
+                    self.mark(&member, MemberState::Alive, now);
+                    MembershipEvent::MemberUp(member)
+                }
+                OwnedNotification::MemberDown(member) => {
+                    debug!(member = %member, "member down");
+                    self.suspicions.forget(&member.node);
+                    self.mark(&member, MemberState::Down, now);
+                    MembershipEvent::MemberDown(member)
+                }
+                OwnedNotification::Rename(old, new) => {
+                    debug!(old = %old, new = %new, "member renewed");
+                    self.suspicions.refuted(&new, 0);
+                    self.mark(&new, MemberState::Alive, now);
+                    MembershipEvent::MemberRenewed { old, new }
+                }
+                OwnedNotification::Active => MembershipEvent::Joined,
+                OwnedNotification::Idle => MembershipEvent::Isolated,
+                OwnedNotification::Defunct => {
+                    self.defunct = true;
+                    self.self_since = now;
+                    MembershipEvent::Defunct
+                }
+                OwnedNotification::Rejoin(me) => {
+                    debug!(identity = %me, "declared down, rejoining");
+                    self.defunct = false;
+                    self.self_suspected_at = None;
+                    self.self_since = now;
+                    MembershipEvent::Rejoined {
+                        new_incarnation: me.incarnation,
+                    }
+                }
+            };
+            self.io.event(event);
+        }
+        if !self.is_connected() {
+            // foca sends nothing while it knows no live member (after its last peer went
+            // down, or after renewing its identity); only the seeds can bring it back,
+            // say when members on both sides of a healed partition renewed at once.
+            self.arm_join_retry();
+        }
+        probe_ran
+    }
+
+    /// Acts on what an accepted gossip packet said: probe outcomes, suspicions and
+    /// refutations (Lifeguard only).
+    fn observe(&mut self, inspected: Inspected, now: Duration) {
+        let Inspected {
+            header,
+            updates,
+            reports,
+        } = inspected;
+        let src = &header.src;
+        if let Some(probe) = &mut self.probe
+            && !probe.acked
+        {
+            match &header.message {
+                Message::Ack(_) if &probe.target == src => {
+                    probe.acked = true;
+                    self.health.probe_succeeded();
+                }
+                Message::ForwardedAck { origin, .. } if &probe.target == origin => {
+                    // Reached only through others: neither our fault nor proof of health.
+                    probe.acked = true;
+                }
+                _ => {}
+            }
+        }
+        self.suspicions.refuted(src, header.src_incarnation);
+        self.unmark_suspect(src, now);
+        let me = self.identity().clone();
+        for update in updates {
+            let member = update.id();
+            if member.node == me.node {
+                if member == &me
+                    && update.state() == foca::State::Suspect
+                    && self.self_suspected_at != Some(update.incarnation())
+                {
+                    self.self_suspected_at = Some(update.incarnation());
+                    self.health.suspected();
+                }
+                continue;
+            }
+            match update.state() {
+                foca::State::Suspect => self.mark(member, MemberState::Suspect, now),
+                foca::State::Alive => {
+                    self.suspicions.refuted(member, update.incarnation());
+                }
+                foca::State::Down => self.suspicions.forget(&member.node),
+            }
+        }
+        for report in reports {
+            if report.suspect.node != me.node {
+                self.report_suspicion(&report, now);
+            }
+        }
+    }
+
+    fn report_suspicion(&mut self, report: &SuspicionReport, now: Duration) {
+        let live_others = self.swim.num_members();
+        if let Some(deadline) = self.suspicions.report(
+            &report.suspect,
+            report.incarnation,
+            &report.reporter,
+            live_others,
+            now,
+        ) {
+            self.io.schedule(
+                deadline.after,
+                TimerKind::SuspicionDeadline {
+                    node: deadline.node,
+                    token: deadline.token,
+                },
+            );
+        }
+    }
+
+    /// Whether `member` is a run this node does not know as live: a joiner.
+    fn is_news(&self, member: &MemberIdentity) -> bool {
+        self.seen
+            .get(&member.node)
+            .is_none_or(|seen| seen.identity != *member || seen.state == MemberState::Down)
+    }
+
+    fn mark(&mut self, member: &MemberIdentity, state: MemberState, now: Duration) {
+        match self.seen.get_mut(&member.node) {
+            Some(seen) if seen.identity == *member && seen.state == state => {}
+            Some(seen) => {
+                seen.identity = member.clone();
+                seen.state = state;
+                seen.since = now;
+            }
+            None => {
+                self.seen.insert(
+                    member.node.clone(),
+                    Seen {
+                        identity: member.clone(),
+                        state,
+                        since: now,
+                    },
+                );
+            }
+        }
+    }
+
+    fn unmark_suspect(&mut self, member: &MemberIdentity, now: Duration) {
+        if let Some(seen) = self.seen.get_mut(&member.node)
+            && seen.identity == *member
+            && seen.state == MemberState::Suspect
+        {
+            seen.state = MemberState::Alive;
+            seen.since = now;
+        }
+    }
+
+    fn arm_join_retry(&mut self) {
+        if !self.join_retry_armed && !self.seeds.is_empty() && !self.left {
+            self.join_retry_armed = true;
+            self.io.schedule(
+                self.settings.probe_period(),
+                TimerKind::JoinRetry { attempt: 0 },
+            );
+        }
+    }
+
+    fn send_join(&mut self, seed: SocketAddr) {
+        match envelope::encode_join(self.swim.identity(), &mut self.codec) {
+            Ok(body) => self.io.send(seed, &[&body]),
+            Err(error) => debug!(%error, "encoding join"),
+        }
+    }
+
+    fn send_welcome(&mut self, to: SocketAddr) {
+        match envelope::encode_welcome(self.swim.identity(), &mut self.codec) {
+            Ok(body) => self.io.send(to, &[&body]),
+            Err(error) => debug!(%error, "encoding welcome"),
+        }
+    }
+
+    /// Sends `joiner` this node's whole membership table, at most once per
+    /// `roster_sync_interval_ms` to the same member and at most
+    /// `roster_sync_max_per_interval` times per interval in all (a mass join through one
+    /// seed must not turn it into a firehose; joiners beyond the budget learn the roster
+    /// from gossip).
+    fn send_roster(&mut self, joiner: &MemberIdentity, now: Duration) {
+        let interval = Duration::from_millis(self.settings.roster_sync_interval_ms);
+        if let Some(last) = self.roster_sent.get(&joiner.node)
+            && now.saturating_sub(*last) < interval
+        {
+            return;
+        }
+        while self
+            .roster_budget
+            .front()
+            .is_some_and(|sent| now.saturating_sub(*sent) >= interval)
+        {
+            self.roster_budget.pop_front();
+        }
+        if self.roster_budget.len() >= self.settings.roster_sync_max_per_interval as usize {
+            self.stats.roster_syncs_skipped += 1;
+            return;
+        }
+        self.roster_budget.push_back(now);
+        if self.roster_sent.len() >= ROSTER_SENT_CAPACITY {
+            self.roster_sent
+                .retain(|_, last| now.saturating_sub(*last) < interval);
+        }
+        self.roster_sent.insert(joiner.node.clone(), now);
+        let max_body = self.max_packet_size().saturating_sub(TAG_LEN);
+        let bodies = envelope::encode_roster_sync(
+            self.swim.iter_membership_state(),
+            &mut self.codec,
+            max_body,
+            self.settings.roster_sync_max_packets as usize,
+        );
+        if bodies.is_empty() {
+            return;
+        }
+        self.stats.roster_syncs_sent += 1;
+        for body in bodies {
+            self.io.send(joiner.gossip_addr, &[&body]);
+        }
+    }
+
+    fn refused(&mut self, error: foca::Error) -> PacketError {
+        match error {
+            foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig => {
+                self.stats.decode_errors += 1;
+            }
+            _ => self.stats.rejected += 1,
+        }
+        PacketError::Swim(error)
+    }
+}
+
+/// Reads the header (and, when `with_details`, the member updates and suspicion
+/// reports) of foca's gossip bytes, following foca's layout: header; then, unless the
+/// message is a bare broadcast, a big-endian `u16` count and that many members; then
+/// custom broadcasts, each a big-endian `u16` length and its bytes. `None` if the header
+/// does not decode; foca then refuses the packet itself. Undecodable details are skipped.
+fn inspect(payload: &[u8], with_details: bool) -> Option<Inspected> {
+    let mut rest = payload;
+    let header = BincodeCodec::decode_header_from(&mut rest).ok()?;
+    let mut inspected = Inspected {
+        header,
+        updates: Vec::new(),
+        reports: Vec::new(),
+    };
+    if !with_details {
+        return Some(inspected);
+    }
+    if inspected.header.message != Message::Broadcast {
+        let Some((count, after)) = split_u16(rest) else {
+            return Some(inspected);
+        };
+        rest = after;
+        for _ in 0..count {
+            match BincodeCodec::decode_member_from(&mut rest) {
+                Ok(member) => inspected.updates.push(member),
+                Err(_) => return Some(inspected),
+            }
+        }
+    }
+    while let Some((len, after)) = split_u16(rest) {
+        let Some((item, after)) = after.split_at_checked(usize::from(len)) else {
+            break;
+        };
+        if let Ok(report) = SuspicionReport::decode(item) {
+            inspected.reports.push(report);
+        }
+        rest = after;
+    }
+    Some(inspected)
+}
+
+fn split_u16(bytes: &[u8]) -> Option<(u16, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*head), rest))
+}
+
+#[cfg(test)]
+mod tests;

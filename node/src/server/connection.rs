@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_actors::{Caller, NodeHandle};
+
+use super::Backend;
 use chorus_protocol::{ALPN_LINK, ErrorCode, ResetCode, Welcome, decode_hello, encode_value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +23,7 @@ const HELLO_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves one incoming connection until the client closes it or shutdown ends it.
 pub async fn serve_connection(
     incoming: quinn::Incoming,
-    node: NodeHandle,
+    backend: Backend,
     settings: Arc<ServerSettings>,
     links: Option<Links>,
     shutdown: CancellationToken,
@@ -45,7 +47,7 @@ pub async fn serve_connection(
         }
         let caller = match tokio::time::timeout(
             settings.hello_timeout,
-            hello(&connection, &node, &settings),
+            hello(&connection, &backend.node, &settings),
         )
         .await
         {
@@ -71,7 +73,7 @@ pub async fn serve_connection(
                     streams.spawn(serve_stream(
                         send,
                         recv,
-                        node.clone(),
+                        backend.clone(),
                         caller.clone(),
                         settings.clone(),
                         shutdown.clone(),

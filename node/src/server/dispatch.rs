@@ -1,37 +1,247 @@
-//! Maps one authorised request to the node's actors and back to a response.
+//! Maps one authorised request to where it is served — this node's actors, or its
+//! owner over a link — and back to a response.
 
-use chorus_actors::{Caller, NodeHandle};
-use chorus_protocol::{ErrorCode, Request, Response};
+use chorus_actors::Caller;
+use chorus_actors::store_actor::BatchOutcome;
+use chorus_protocol::{ErrorCode, Item, Receipt, Request, Response, check_batch_len};
+use futures_util::future::join_all;
+
+use super::Backend;
+use crate::cluster::routing::{Forward, ForwardReply, Route, route_user, split_by_owner};
 
 /// Answers one request made by `caller`.
 pub async fn dispatch(
-    node: &NodeHandle,
+    backend: &Backend,
     caller: &Caller,
     request: Request,
 ) -> Result<Response, ErrorCode> {
-    if !caller.role.allows(request.required_role()) {
+    if let Some(role) = request.required_role()
+        && !caller.role.allows(role)
+    {
         return Err(ErrorCode::Forbidden);
     }
+    let node = &backend.node;
     // Shapes (batch sizes, page limits, name lengths) are checked by the node handle,
-    // which every caller goes through.
+    // which every local request goes through; forwarded ones are checked by their owner.
     match request {
-        Request::Submit(item) => node.submit(caller, item).await.map(Response::Receipt),
-        Request::SubmitBatch(items) => node.submit_batch(caller, items).await.map(Response::Batch),
-        Request::Get(id) => node
-            .get(id)
-            .await
-            .map(|found| Response::Item(found.map(Box::new))),
-        Request::ListByUser {
-            user_id,
-            after,
-            limit,
-        } => node
-            .list_by_user(user_id, after, limit)
-            .await
-            .map(|(items, next)| Response::Page { items, next }),
+        Request::Routed { request, .. } => {
+            request.validate_shape()?;
+            serve(backend, caller, *request, true).await
+        }
+        Request::RingSnapshot => Ok(Response::Ring(backend.cluster.ring().snapshot())),
+        Request::Get(id) => get(backend, id).await,
         Request::CreateApiKey { role, name } => node
             .create_api_key(role, name)
             .await
             .map(|key| Response::ApiKeyCreated { key, role }),
+        request => serve(backend, caller, request, false).await,
+    }
+}
+
+/// Serves a request about users' items here or at their owners; `routed`: the client
+/// sent it to the owner it believes in, so a wrong guess is answered `NotOwner`.
+async fn serve(
+    backend: &Backend,
+    caller: &Caller,
+    request: Request,
+    routed: bool,
+) -> Result<Response, ErrorCode> {
+    let me = backend.cluster.node();
+    let view = backend.cluster.ring();
+    match request {
+        Request::Submit(item) => match route_user(&view, me, &item.user_id, routed) {
+            Route::Local => backend
+                .node
+                .submit(caller, item)
+                .await
+                .map(Response::Receipt),
+            Route::NotOwner(owner) => Err(ErrorCode::NotOwner { owner }),
+            Route::Forward(owner) => {
+                let mut outcomes = submit_at(backend, &owner, caller, vec![item]).await?;
+                match (outcomes.pop(), outcomes.is_empty()) {
+                    (Some(outcome), true) => outcome.map(Response::Receipt),
+                    _ => Err(ErrorCode::Internal { request_id: 0 }),
+                }
+            }
+        },
+        Request::SubmitBatch(items) => {
+            check_batch_len(items.len())?;
+            let total = items.len();
+            let groups = split_by_owner(&view, items);
+            if let Some(owner) = groups.keys().find(|owner| *owner != me)
+                && routed
+            {
+                return Err(ErrorCode::NotOwner {
+                    owner: owner.clone(),
+                });
+            }
+            let parts = join_all(groups.into_iter().map(|(owner, group)| async move {
+                let (positions, items): (Vec<usize>, Vec<Item>) = group.into_iter().unzip();
+                let outcomes = if &owner == me {
+                    backend.node.submit_batch(caller, items).await
+                } else {
+                    submit_at(backend, &owner, caller, items).await
+                };
+                (positions, outcomes)
+            }))
+            .await;
+            merge_parts(total, parts).map(Response::Batch)
+        }
+        Request::ListByUser {
+            user_id,
+            after,
+            limit,
+        } => match route_user(&view, me, &user_id, routed) {
+            Route::Local => backend
+                .node
+                .list_by_user(user_id, after, limit)
+                .await
+                .map(|(items, next)| Response::Page { items, next }),
+            Route::NotOwner(owner) => Err(ErrorCode::NotOwner { owner }),
+            Route::Forward(owner) => {
+                let request = Forward::ListByUser {
+                    user_id,
+                    after,
+                    limit,
+                };
+                match forward(backend, &owner, request).await? {
+                    ForwardReply::List(items, next) => Ok(Response::Page { items, next }),
+                    _ => Err(ErrorCode::Internal { request_id: 0 }),
+                }
+            }
+        },
+        other => Err(ErrorCode::invalid(
+            "request",
+            format!("{} cannot be routed", other.kind()),
+        )),
+    }
+}
+
+/// Stores `items` at `owner` through its link.
+async fn submit_at(
+    backend: &Backend,
+    owner: &chorus_protocol::NodeId,
+    caller: &Caller,
+    items: Vec<Item>,
+) -> Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode> {
+    let request = Forward::Submit {
+        caller: caller.clone(),
+        items,
+    };
+    match forward(backend, owner, request).await? {
+        ForwardReply::Submit(outcomes) => Ok(outcomes),
+        _ => Err(ErrorCode::Internal { request_id: 0 }),
+    }
+}
+
+/// Hands `request` to `owner`, or says at once that the owner is out of reach.
+async fn forward(
+    backend: &Backend,
+    owner: &chorus_protocol::NodeId,
+    request: Forward,
+) -> Result<ForwardReply, ErrorCode> {
+    match &backend.peers {
+        Some(peers) => peers.forward(owner, request).await,
+        None => Err(ErrorCode::Unavailable {
+            reason: format!("no link to {owner}, the owner"),
+        }),
+    }
+}
+
+/// Puts each owner's outcomes back at their positions in the caller's batch. An owner
+/// that failed as a whole fails its own positions only.
+fn merge_parts(total: usize, parts: Vec<(Vec<usize>, BatchOutcome)>) -> BatchOutcome {
+    // A batch served in one place keeps its whole-batch error (e.g. CircuitOpen).
+    if parts.len() == 1 {
+        let (_, outcomes) = parts.into_iter().next().expect("one part");
+        return outcomes;
+    }
+    let mut merged: Vec<Option<Result<Receipt, ErrorCode>>> = vec![None; total];
+    for (positions, outcomes) in parts {
+        match outcomes {
+            Ok(outcomes) if outcomes.len() == positions.len() => {
+                for (at, outcome) in positions.into_iter().zip(outcomes) {
+                    merged[at] = Some(outcome);
+                }
+            }
+            Ok(_) => {
+                for at in positions {
+                    merged[at] = Some(Err(ErrorCode::Internal { request_id: 0 }));
+                }
+            }
+            Err(error) => {
+                for at in positions {
+                    merged[at] = Some(Err(error.clone()));
+                }
+            }
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|o| o.unwrap_or(Err(ErrorCode::Internal { request_id: 0 })))
+        .collect())
+}
+
+/// Reads an item by id. Its owner is not known from the id alone, so a miss here asks
+/// every peer; a miss everywhere is `None` only if every peer answered (an unreachable
+/// peer might hold it, so the answer is then `Unavailable`, never a wrong `None`).
+async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response, ErrorCode> {
+    if let Some(found) = backend.node.get(id).await? {
+        return Ok(Response::Item(Some(Box::new(found))));
+    }
+    let Some(peers) = &backend.peers else {
+        return Ok(Response::Item(None));
+    };
+    let members = peers.peers();
+    let answers = join_all(
+        members
+            .iter()
+            .map(|peer| peers.forward(peer, Forward::Get { id })),
+    )
+    .await;
+    let mut unreachable = Vec::new();
+    for (peer, answer) in members.iter().zip(answers) {
+        match answer {
+            Ok(ForwardReply::Get(Some(found))) => return Ok(Response::Item(Some(found))),
+            Ok(_) => {}
+            Err(_) => unreachable.push(peer.to_string()),
+        }
+    }
+    if unreachable.is_empty() {
+        Ok(Response::Item(None))
+    } else {
+        Err(ErrorCode::Unavailable {
+            reason: format!(
+                "not found on the reachable nodes; {} could not be asked",
+                unreachable.join(", ")
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_owner_fills_its_own_positions() {
+        let bad = ErrorCode::Unavailable {
+            reason: "down".into(),
+        };
+        let merged = merge_parts(
+            3,
+            vec![
+                (
+                    vec![0, 2],
+                    Ok(vec![Err(ErrorCode::Timeout), Err(ErrorCode::Timeout)]),
+                ),
+                (vec![1], Err(bad.clone())),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            vec![Err(ErrorCode::Timeout), Err(bad), Err(ErrorCode::Timeout)]
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_actors::{Caller, NodeHandle};
+use chorus_actors::Caller;
 use chorus_protocol::{
     ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, ServerFrame,
     decode_client_frame, encode_value,
@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::ServerSettings;
 use super::dispatch::dispatch;
 use super::frame_io::{ReadFrameError, read_frame};
+use super::{Backend, ServerSettings};
 use crate::metrics::catalog;
 
 /// Responses gathered into one write when several are ready at once.
@@ -41,7 +41,7 @@ enum ReadEnd {
 pub async fn serve_stream(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    node: NodeHandle,
+    backend: Backend,
     caller: Caller,
     settings: Arc<ServerSettings>,
     shutdown: CancellationToken,
@@ -85,13 +85,13 @@ pub async fn serve_stream(
         }
         match decode_client_frame(&payload) {
             Ok(frame) => {
-                let node = node.clone();
+                let backend = backend.clone();
                 let caller = caller.clone();
                 let responses = responses.clone();
                 requests.spawn(async move {
                     let (kind, tier) = (frame.request.kind(), catalog::tier_label(&frame.request));
                     let started = Instant::now();
-                    let result = dispatch(&node, &caller, frame.request).await;
+                    let result = dispatch(&backend, &caller, frame.request).await;
                     catalog::record_request(kind, tier, started.elapsed(), &result);
                     let _ = responses
                         .send(ServerFrame {

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chorus_actors::{Durability, NodeHandle, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
+use chorus_node::cluster::state::ClusterState;
 use chorus_node::metrics::{MetricsServer, Readiness};
-use chorus_node::server::{ServerSettings, serve};
+use chorus_node::server::{Backend, ServerSettings, serve};
 use chorus_node::tls::{self, TlsPaths};
 use chorus_protocol::{FrameLimit, NodeId, encode_value};
 use tokio_util::sync::CancellationToken;
@@ -74,9 +75,10 @@ impl TestNode {
             quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
         let shutdown = CancellationToken::new();
+        let cluster = ClusterState::new(NodeId("test-node".into()), addr, 64).unwrap();
         let server = tokio::spawn(serve(
             endpoint,
-            node.clone(),
+            Backend::single(node.clone(), cluster),
             ServerSettings {
                 frame_limit: FrameLimit::default(),
                 max_in_flight_per_stream: 256,

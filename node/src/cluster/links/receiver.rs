@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::wire::{Forward, ForwardMsg, ForwardReply, decode_request, encode_reply};
+use super::wire::{Forward, ForwardMsg, ForwardReply, decode_request, encode_reply, overload_tier};
 
 /// The retry hint of a receiver that is full.
 const FULL_RETRY_AFTER_MS: u64 = 100;
@@ -88,7 +88,7 @@ impl Actor for ForwardReceiver {
         };
         let Ok(slot) = state.slots.clone().try_acquire_owned() else {
             let _ = reply.send(encode_reply(Err(ErrorCode::Overloaded {
-                tier: request.tier(),
+                tier: overload_tier(&request),
                 retry_after_ms: FULL_RETRY_AFTER_MS,
             })));
             return Ok(());
@@ -110,7 +110,10 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
             .submit_batch(&caller, items)
             .await
             .map(ForwardReply::Submit),
-        Forward::Get { id } => node.get(id).await.map(ForwardReply::Get),
+        Forward::Get { id } => node
+            .get(id)
+            .await
+            .map(|item| ForwardReply::Get(item.map(Box::new))),
         Forward::ListByUser {
             user_id,
             after,

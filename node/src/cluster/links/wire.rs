@@ -11,59 +11,19 @@ use chorus_protocol::{
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 
-/// A request another node asks this one to run on its own store.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Forward {
-    /// Store items (up to `MAX_BATCH_ITEMS`) on behalf of an authenticated caller.
-    Submit {
-        /// Who the client is (the receiving node trusts the forwarding node's check).
-        caller: Caller,
-        /// The items.
-        items: Vec<Item>,
-    },
-    /// Read one item.
-    Get {
-        /// Its id.
-        id: ItemId,
-    },
-    /// Read a page of a user's items.
-    ListByUser {
-        /// Whose items.
-        user_id: String,
-        /// Where the page starts.
-        after: Option<PageToken>,
-        /// Most items in the page.
-        limit: u32,
-    },
-}
+pub use crate::cluster::routing::{Forward, ForwardReply};
 
-impl Forward {
-    /// The tier named in an `Overloaded` refusal: the most urgent tier of a submit's
-    /// items, standard for reads.
-    pub fn tier(&self) -> Tier {
-        match self {
-            Forward::Submit { items, .. } => items
-                .iter()
-                .map(|item| item.tier)
-                .min_by_key(|tier| Tier::ALL.iter().position(|t| t == tier))
-                .unwrap_or(Tier::Standard),
-            _ => Tier::Standard,
-        }
+/// The tier named in an `Overloaded` refusal of `request`: the most urgent tier of a
+/// submit's items, standard for reads.
+pub fn overload_tier(request: &Forward) -> Tier {
+    match request {
+        Forward::Submit { items, .. } => items
+            .iter()
+            .map(|item| item.tier)
+            .min_by_key(|tier| Tier::ALL.iter().position(|t| t == tier))
+            .unwrap_or(Tier::Standard),
+        _ => Tier::Standard,
     }
-}
-
-/// The peer's answer to a [`Forward`].
-// Matched on by callers as the client protocol's replies are; moved once per forward,
-// so the size of `Get` does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum ForwardReply {
-    /// One outcome per submitted item, in order.
-    Submit(Vec<Result<Receipt, ErrorCode>>),
-    /// The item, if stored.
-    Get(Option<StoredItem>),
-    /// A page of items and the token of the next page.
-    List(Vec<StoredItem>, Option<PageToken>),
 }
 
 /// The message a forward receiver takes. Variant names are wire tags: renaming one
@@ -169,7 +129,7 @@ impl From<ForwardReply> for WireReply {
     fn from(reply: ForwardReply) -> Self {
         match reply {
             ForwardReply::Submit(outcomes) => WireReply::Submit(outcomes),
-            ForwardReply::Get(item) => WireReply::Get(item.map(Box::new)),
+            ForwardReply::Get(item) => WireReply::Get(item),
             ForwardReply::List(items, next) => WireReply::List(items, next),
         }
     }
@@ -179,7 +139,7 @@ impl From<WireReply> for ForwardReply {
     fn from(wire: WireReply) -> Self {
         match wire {
             WireReply::Submit(outcomes) => ForwardReply::Submit(outcomes),
-            WireReply::Get(item) => ForwardReply::Get(item.map(|item| *item)),
+            WireReply::Get(item) => ForwardReply::Get(item),
             WireReply::List(items, next) => ForwardReply::List(items, next),
         }
     }
@@ -234,7 +194,10 @@ mod tests {
         ];
         for request in requests {
             let bytes = encode_request(request.clone());
-            assert_eq!(decode_request(&bytes).unwrap(), request);
+            assert_eq!(
+                WireRequest::from(decode_request(&bytes).unwrap()),
+                WireRequest::from(request)
+            );
         }
         for reply in [
             Ok(ForwardReply::Get(None)),
@@ -267,7 +230,10 @@ mod tests {
             caller,
             items: vec![Item::new("u".to_string(), Kind::Text), urgent],
         };
-        assert_eq!(submit.tier(), Tier::Realtime);
-        assert_eq!(Forward::Get { id: ItemId(1) }.tier(), Tier::Standard);
+        assert_eq!(overload_tier(&submit), Tier::Realtime);
+        assert_eq!(
+            overload_tier(&Forward::Get { id: ItemId(1) }),
+            Tier::Standard
+        );
     }
 }

@@ -1,0 +1,540 @@
+//! Several members wired through a deterministic in-memory network: an ordered event
+//! queue of datagrams and timers, a fixed one-way latency, crashes and dropped links.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chorus_protocol::NodeId;
+
+use super::*;
+
+const LATENCY: Duration = Duration::from_millis(1);
+const KEY: ClusterKey = ClusterKey([7; KEY_LEN]);
+
+fn settings() -> GossipSettings {
+    GossipSettings {
+        expected_cluster_size: 4,
+        ..GossipSettings::default()
+    }
+}
+
+fn gossip_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 7000 + i as u16))
+}
+
+fn identity(i: usize, incarnation: u64) -> MemberIdentity {
+    MemberIdentity::new(
+        NodeId(format!("node-{i}")),
+        gossip_addr(i),
+        SocketAddr::from(([10, 0, 0, 1], 9000 + i as u16)),
+        incarnation,
+    )
+}
+
+enum Pending {
+    Datagram {
+        from: usize,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        run: u64,
+        timer: MembershipTimer,
+    },
+}
+
+/// Members by index; each run of a member has its own number so that a crashed run's
+/// timers die with it.
+struct Net {
+    now: Duration,
+    seq: u64,
+    queue: BTreeMap<(Duration, u64), Pending>,
+    nodes: Vec<Option<(u64, Membership)>>,
+    runs: u64,
+    events: Vec<(Duration, usize, MembershipEvent)>,
+    /// Datagrams to these addresses are lost.
+    deaf: BTreeSet<SocketAddr>,
+    /// While set, datagrams between this group and the rest are lost.
+    partition: Option<BTreeSet<usize>>,
+}
+
+impl Net {
+    fn new() -> Self {
+        Net {
+            now: Duration::ZERO,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: Vec::new(),
+            runs: 0,
+            events: Vec::new(),
+            deaf: BTreeSet::new(),
+            partition: None,
+        }
+    }
+
+    /// Starts member `i` (a fresh run) with `settings`, announcing to member `seed`.
+    fn start(&mut self, i: usize, incarnation: u64, settings: GossipSettings, seed: Option<usize>) {
+        let mut member = Membership::new(identity(i, incarnation), settings, &KEY, i as u64);
+        if let Some(seed) = seed {
+            member.announce(gossip_addr(seed), self.now);
+        }
+        self.runs += 1;
+        if self.nodes.len() <= i {
+            self.nodes.resize_with(i + 1, || None);
+        }
+        self.nodes[i] = Some((self.runs, member));
+        self.pump(i);
+    }
+
+    /// Starts `n` members; all but the first join through the first.
+    fn cluster(n: usize, settings: GossipSettings) -> Self {
+        let mut net = Net::new();
+        net.start(0, 1, settings.clone(), None);
+        for i in 1..n {
+            net.start(i, 1, settings.clone(), Some(0));
+        }
+        net
+    }
+
+    fn member(&self, i: usize) -> &Membership {
+        &self.nodes[i].as_ref().expect("running").1
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+
+    fn leave(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].as_mut().expect("running").1.leave(now);
+        self.pump(i);
+    }
+
+    fn push(&mut self, at: Duration, pending: Pending) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), pending);
+    }
+
+    fn pump(&mut self, i: usize) {
+        let Some((run, member)) = self.nodes[i].as_mut() else {
+            return;
+        };
+        let run = *run;
+        let outputs: Vec<Output> = member.drain_outputs().collect();
+        for output in outputs {
+            match output {
+                Output::Send { to, bytes } => {
+                    self.push(self.now + LATENCY, Pending::Datagram { from: i, to, bytes });
+                }
+                Output::Schedule { after, timer } => {
+                    self.push(
+                        self.now + after,
+                        Pending::Timer {
+                            node: i,
+                            run,
+                            timer,
+                        },
+                    );
+                }
+                Output::Event(event) => self.events.push((self.now, i, event)),
+            }
+        }
+    }
+
+    fn run_until(&mut self, until: Duration) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), pending) = entry.remove_entry();
+            self.now = at;
+            match pending {
+                Pending::Datagram { from, to, bytes } => {
+                    let i = usize::from(to.port() - 7000);
+                    let cut = self
+                        .partition
+                        .as_ref()
+                        .is_some_and(|group| group.contains(&from) != group.contains(&i));
+                    if cut || self.deaf.contains(&to) {
+                        continue;
+                    }
+                    if let Some(Some((_, member))) = self.nodes.get_mut(i) {
+                        let _ = member.handle_packet(&bytes, at);
+                        self.pump(i);
+                    }
+                }
+                Pending::Timer { node, run, timer } => {
+                    if let Some(Some((current, member))) = self.nodes.get_mut(node)
+                        && *current == run
+                    {
+                        member.handle_timer(timer, at);
+                        self.pump(node);
+                    }
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn run_for(&mut self, span: Duration) {
+        self.run_until(self.now + span);
+    }
+
+    fn names(&self, range: impl IntoIterator<Item = usize>) -> Vec<NodeId> {
+        let mut names: Vec<NodeId> = range.into_iter().map(|i| identity(i, 0).node).collect();
+        names.sort();
+        names
+    }
+
+    /// No running member has counted a refused packet or a failed timer.
+    fn assert_clean(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some((_, member)) = node {
+                let stats = member.stats();
+                assert_eq!(
+                    (
+                        stats.bad_tag_dropped,
+                        stats.decode_errors,
+                        stats.rejected,
+                        stats.timer_errors
+                    ),
+                    (0, 0, 0, 0),
+                    "member {i}: {stats:?}"
+                );
+            }
+        }
+    }
+
+    /// Events after `since` saying some member other than `except` went down, or that a
+    /// member had to rejoin.
+    fn false_downs(&self, since: Duration, except: usize) -> usize {
+        let except = identity(except, 0).node;
+        self.events
+            .iter()
+            .filter(|(at, _, event)| {
+                *at > since
+                    && match event {
+                        MembershipEvent::MemberDown(member) => member.node != except,
+                        MembershipEvent::Rejoined { .. } => true,
+                        _ => false,
+                    }
+            })
+            .count()
+    }
+
+    fn state_of(&self, viewer: usize, subject: usize) -> Option<(MemberState, u64)> {
+        self.member(viewer)
+            .members()
+            .into_iter()
+            .find(|view| view.identity.node == identity(subject, 0).node)
+            .map(|view| (view.state, view.incarnation))
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn members_join_through_one_seed_and_all_see_each_other() {
+    let mut net = Net::cluster(5, settings());
+    net.run_for(secs(5));
+    let all = net.names(0..5);
+    for i in 0..5 {
+        assert_eq!(net.member(i).live_members(), all, "member {i}");
+        assert!(net.member(i).is_connected());
+    }
+    let ups = net
+        .events
+        .iter()
+        .filter(|(_, _, e)| matches!(e, MembershipEvent::MemberUp(_)))
+        .count();
+    assert_eq!(ups, 5 * 4, "every member sees every other come up once");
+}
+
+#[test]
+fn a_crashed_member_is_declared_down_by_all_others_in_time() {
+    for lifeguard in [true, false] {
+        let settings = GossipSettings {
+            lifeguard,
+            ..settings()
+        };
+        let bound = settings.suspect_to_down() + settings.probe_period() * 6;
+        let mut net = Net::cluster(5, settings);
+        net.run_for(secs(5));
+        let crashed_at = net.now;
+        net.crash(4);
+        net.run_for(bound);
+        for i in 0..4 {
+            assert_eq!(
+                net.state_of(i, 4).map(|(state, _)| state),
+                Some(MemberState::Down),
+                "member {i}, lifeguard {lifeguard}"
+            );
+            assert_eq!(net.member(i).live_members(), net.names(0..4));
+            assert_eq!(
+                net.member(i).member_state(&identity(4, 0).node),
+                Some(MemberState::Down)
+            );
+        }
+        let raised: u64 = (0..4)
+            .map(|i| net.member(i).stats().suspicions_started)
+            .sum();
+        assert!(raised > 0, "some member's own probe raised the suspicion");
+        let downs: BTreeSet<usize> = net
+            .events
+            .iter()
+            .filter(|(at, _, e)| {
+                *at > crashed_at
+                    && matches!(e, MembershipEvent::MemberDown(m) if m.node.0 == "node-4")
+            })
+            .map(|(_, i, _)| *i)
+            .collect();
+        assert_eq!(downs, BTreeSet::from([0, 1, 2, 3]), "lifeguard {lifeguard}");
+        assert_eq!(net.false_downs(crashed_at, 4), 0);
+        net.assert_clean();
+        if lifeguard {
+            let early: u64 = (0..4)
+                .map(|i| net.member(i).stats().lifeguard_declared_down)
+                .sum();
+            assert!(early > 0, "Lifeguard's own deadline declared the crash");
+        }
+    }
+}
+
+#[test]
+fn a_restarted_member_rejoins_under_its_new_incarnation() {
+    let settings = settings();
+    let mut net = Net::cluster(4, settings.clone());
+    net.run_for(secs(5));
+    net.crash(3);
+    net.run_for(settings.suspect_to_down() + settings.probe_period() * 6);
+    assert_eq!(net.state_of(0, 3).map(|(s, _)| s), Some(MemberState::Down));
+
+    net.start(3, 2_000, settings, Some(0));
+    net.run_for(secs(3));
+    for i in 0..4 {
+        assert_eq!(net.member(i).live_members(), net.names(0..4), "member {i}");
+    }
+    for i in 0..3 {
+        assert_eq!(
+            net.state_of(i, 3),
+            Some((MemberState::Alive, 2_000)),
+            "member {i}"
+        );
+    }
+}
+
+#[test]
+fn a_member_restarted_before_it_was_missed_replaces_its_old_run() {
+    let settings = settings();
+    let mut net = Net::cluster(4, settings.clone());
+    net.run_for(secs(5));
+    net.crash(3);
+    net.start(3, 2_000, settings, Some(0));
+    net.run_for(secs(3));
+    for i in 0..3 {
+        assert_eq!(
+            net.state_of(i, 3),
+            Some((MemberState::Alive, 2_000)),
+            "member {i}"
+        );
+        assert_eq!(net.member(i).live_members(), net.names(0..4));
+    }
+    assert!(net.events.iter().any(|(_, i, e)| *i == 0
+        && matches!(e, MembershipEvent::MemberRenewed { old, new }
+            if old.incarnation == 1 && new.incarnation == 2_000)));
+}
+
+#[test]
+fn a_graceful_leave_is_seen_as_down_within_a_probe_period() {
+    let settings = settings();
+    let mut net = Net::cluster(5, settings.clone());
+    net.run_for(secs(5));
+    net.leave(4);
+    assert_eq!(net.member(4).live_members(), net.names(0..4));
+    net.run_for(settings.probe_period());
+    for i in 0..4 {
+        assert_eq!(
+            net.state_of(i, 4).map(|(s, _)| s),
+            Some(MemberState::Down),
+            "member {i}"
+        );
+    }
+}
+
+#[test]
+fn a_healed_partition_merges_back_into_one_cluster() {
+    // Each side declares the other down. Afterwards the periodic announce to down
+    // members reaches across; the roster sync it triggers tells each side that it was
+    // declared down, so it renews its identity and is taken back.
+    let settings = settings();
+    let heal_within = Duration::from_millis(settings.periodic_announce_ms * 2) * 2;
+    let mut net = Net::cluster(4, settings.clone());
+    net.run_for(secs(5));
+    net.partition = Some(BTreeSet::from([0, 1]));
+    net.run_for(settings.suspect_to_down_max() + secs(10));
+    assert_eq!(net.member(0).live_members(), net.names(0..2));
+    assert_eq!(net.member(3).live_members(), net.names(2..4));
+    net.partition = None;
+    net.run_for(heal_within);
+    for i in 0..4 {
+        assert_eq!(net.member(i).live_members(), net.names(0..4), "member {i}");
+    }
+}
+
+#[test]
+fn a_packet_under_another_key_is_dropped_and_counted() {
+    let mut net = Net::cluster(2, settings());
+    net.run_for(secs(2));
+    let mut outsider = Membership::new(identity(9, 1), settings(), &ClusterKey([8; KEY_LEN]), 9);
+    outsider.announce(gossip_addr(0), net.now);
+    let join = outsider
+        .drain_outputs()
+        .find_map(|output| match output {
+            Output::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .expect("a join packet");
+    let seed = &mut net.nodes[0].as_mut().expect("running").1;
+    let before = seed.stats();
+    let err = seed.handle_packet(&join, net.now).expect_err("refused");
+    assert!(matches!(err, PacketError::Auth(AuthError::BadTag)), "{err}");
+    assert!(matches!(
+        seed.handle_packet(&join[..3], net.now),
+        Err(PacketError::Auth(AuthError::Truncated { len: 3 }))
+    ));
+    let after = seed.stats();
+    assert_eq!(after.bad_tag_dropped, before.bad_tag_dropped + 2);
+    assert_eq!(
+        after.packets_out, before.packets_out,
+        "no answer to an outsider"
+    );
+    assert_eq!(seed.live_members(), net.names(0..2));
+}
+
+#[test]
+fn roster_sync_shows_a_joiner_the_whole_roster_at_once() {
+    // Small packets: foca's own join reply then carries only part of the table.
+    const MEMBERS: usize = 24;
+    let small = |roster_sync| GossipSettings {
+        max_packet_size: config::MIN_PACKET_SIZE,
+        roster_sync,
+        ..settings()
+    };
+    let mut seen_by_joiner = Vec::new();
+    for roster_sync in [true, false] {
+        let mut net = Net::cluster(MEMBERS, small(roster_sync));
+        net.run_for(secs(8));
+        assert_eq!(net.member(0).live_members().len(), MEMBERS);
+        net.start(MEMBERS, 1, small(roster_sync), Some(0));
+        // Join, welcome, announce, reply: four one-way trips.
+        net.run_for(LATENCY * 5);
+        seen_by_joiner.push(net.member(MEMBERS).live_members().len());
+        if roster_sync {
+            assert!(net.member(0).stats().roster_syncs_sent >= 1);
+        }
+    }
+    assert_eq!(seen_by_joiner[0], MEMBERS + 1, "with roster sync");
+    assert!(
+        seen_by_joiner[1] < MEMBERS + 1,
+        "without: {}",
+        seen_by_joiner[1]
+    );
+}
+
+#[test]
+fn a_mass_join_spends_only_the_seeds_roster_budget() {
+    let settings = GossipSettings {
+        roster_sync_max_per_interval: 4,
+        ..settings()
+    };
+    let mut net = Net::cluster(10, settings);
+    net.run_for(LATENCY * 5);
+    let seed = net.member(0).stats();
+    assert_eq!((seed.roster_syncs_sent, seed.roster_syncs_skipped), (4, 5));
+    net.run_for(secs(5));
+    for i in 0..10 {
+        assert_eq!(net.member(i).live_members(), net.names(0..10), "member {i}");
+    }
+}
+
+#[test]
+fn a_member_that_hears_no_acks_raises_its_local_health_multiplier() {
+    let mut net = Net::cluster(4, settings());
+    net.run_for(secs(5));
+    assert_eq!(net.member(0).stats().lhm, 0);
+    net.deaf.insert(gossip_addr(0));
+    net.run_for(secs(8));
+    let deaf = net.member(0).stats().lhm;
+    let others: Vec<u8> = (1..4).map(|i| net.member(i).stats().lhm).collect();
+    assert!(
+        deaf >= 2 && others.iter().all(|lhm| *lhm < deaf),
+        "deaf {deaf}, others {others:?}"
+    );
+}
+
+#[test]
+fn lifeguard_keeps_a_deaf_member_from_accusing_healthy_ones() {
+    // A member that can send but not receive misses every ack and suspects everyone.
+    // Plain SWIM lets it declare them down after one suspicion timeout, forcing healthy
+    // members to rejoin; with Lifeguard nobody confirms its suspicions and its own
+    // probing slows down, so within the longest timeout it accuses nobody.
+    let mut false_downs = Vec::new();
+    for lifeguard in [true, false] {
+        let settings = GossipSettings {
+            lifeguard,
+            expected_cluster_size: 8,
+            ..GossipSettings::default()
+        };
+        let window = settings.suspect_to_down_max() - settings.probe_period();
+        let mut net = Net::cluster(8, settings);
+        net.run_for(secs(5));
+        let deafened = net.now;
+        net.deaf.insert(gossip_addr(0));
+        net.run_for(window);
+        false_downs.push(net.false_downs(deafened, 0));
+    }
+    assert_eq!(false_downs[0], 0, "with Lifeguard");
+    assert!(false_downs[1] > 0, "without Lifeguard");
+}
+
+#[test]
+fn equal_seeds_and_inputs_give_equal_runs() {
+    let trace = || {
+        let mut net = Net::cluster(4, settings());
+        net.run_for(secs(3));
+        net.crash(3);
+        net.run_for(secs(10));
+        net.events
+            .iter()
+            .map(|(at, i, e)| format!("{at:?} {i} {e:?}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(trace(), trace());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever an insider (someone holding the key) sends, the core refuses or applies
+    /// it without panicking.
+    #[test]
+    fn authenticated_garbage_never_panics(
+        kind in 0u8..6,
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+    ) {
+        let mut net = Net::cluster(2, settings());
+        net.run_for(secs(2));
+        let mut packet = vec![envelope::VERSION, kind];
+        packet.extend_from_slice(&body);
+        let sealed = Authenticator::new(&KEY).seal(&packet);
+        let member = &mut net.nodes[0].as_mut().expect("running").1;
+        let _ = member.handle_packet(&sealed, net.now);
+        let _ = member.handle_packet(&body, net.now);
+        net.pump(0);
+        net.run_for(secs(2));
+    }
+}

@@ -1,0 +1,168 @@
+//! Where a request is served: here, at its owner through a link, or nowhere (the client
+//! asked for the owner and this node is not it). Pure decisions on a [`RingView`]; the
+//! server acts on them.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chorus_actors::Caller;
+use chorus_protocol::{ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, StoredItem};
+
+use super::state::RingView;
+
+/// A request handed to its owner over a link. The owner serves it itself and never
+/// forwards it again.
+#[derive(Clone, Debug)]
+pub enum Forward {
+    /// Store items of the owner's users (one submission).
+    Submit {
+        /// Who submits (the owner applies this key's limits).
+        caller: Caller,
+        /// The items, in the caller's order.
+        items: Vec<Item>,
+    },
+    /// Read one item if the owner has it.
+    Get {
+        /// Its id.
+        id: ItemId,
+    },
+    /// A page of one of the owner's users.
+    ListByUser {
+        /// Whose items.
+        user_id: String,
+        /// Where the previous page ended.
+        after: Option<PageToken>,
+        /// Most items to return.
+        limit: u32,
+    },
+}
+
+/// The owner's answer to a [`Forward`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ForwardReply {
+    /// One outcome per submitted item.
+    Submit(Vec<Result<Receipt, ErrorCode>>),
+    /// The item, if the owner has it.
+    Get(Option<Box<StoredItem>>),
+    /// A page and where the next starts.
+    List(Vec<StoredItem>, Option<PageToken>),
+}
+
+/// A boxed future of a forwarded request's answer.
+pub type ForwardFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ForwardReply, ErrorCode>> + Send + 'a>>;
+
+/// Sends requests to their owners (the cluster links).
+pub trait Forwarder: Send + Sync + 'static {
+    /// Serves `request` at `to`; fails fast with `Unavailable` when `to` cannot be
+    /// reached (no link, its breaker open, too slow).
+    fn forward<'a>(&'a self, to: &'a NodeId, request: Forward) -> ForwardFuture<'a>;
+
+    /// The peers a fan-out read asks (every linked member but this node).
+    fn peers(&self) -> Vec<NodeId>;
+}
+
+/// Where one user's request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This node owns the user's partition.
+    Local,
+    /// Another node does: forward it there.
+    Forward(NodeId),
+    /// Another node does and the client asked for the owner: tell it which.
+    NotOwner(NodeId),
+}
+
+/// The route of a request about `user_id`; `routed` is a client's claim that this node
+/// is the owner (so it is not forwarded when wrong).
+pub fn route_user(view: &RingView, me: &NodeId, user_id: &str, routed: bool) -> Route {
+    let (_, owner) = view.ring.owner_of_user(user_id);
+    if owner == me {
+        Route::Local
+    } else if routed {
+        Route::NotOwner(owner.clone())
+    } else {
+        Route::Forward(owner.clone())
+    }
+}
+
+/// A batch split by owner: each owner's items with their positions in the batch, owners
+/// in name order.
+pub fn split_by_owner(view: &RingView, items: Vec<Item>) -> BTreeMap<NodeId, Vec<(usize, Item)>> {
+    let mut groups: BTreeMap<NodeId, Vec<(usize, Item)>> = BTreeMap::new();
+    for (at, item) in items.into_iter().enumerate() {
+        let (_, owner) = view.ring.owner_of_user(&item.user_id);
+        groups.entry(owner.clone()).or_default().push((at, item));
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
+
+    use chorus_protocol::Kind;
+
+    use super::*;
+    use crate::cluster::ring::Ring;
+
+    fn view() -> RingView {
+        let nodes = ["a", "b", "c"].map(|n| NodeId(n.into()));
+        RingView {
+            ring: Ring::place(nodes.clone(), 64).unwrap(),
+            addrs: nodes
+                .iter()
+                .map(|n| (n.clone(), SocketAddr::from(([127, 0, 0, 1], 7400))))
+                .collect::<BTreeMap<_, _>>(),
+            since: SystemTime::now(),
+            moved: 0,
+        }
+    }
+
+    #[test]
+    fn the_owner_serves_others_forward_or_name_it() {
+        let view = view();
+        let (_, owner) = view.ring.owner_of_user("alice");
+        let owner = owner.clone();
+        let other = view
+            .ring
+            .members()
+            .iter()
+            .find(|n| **n != owner)
+            .unwrap()
+            .clone();
+        assert_eq!(route_user(&view, &owner, "alice", true), Route::Local);
+        assert_eq!(
+            route_user(&view, &other, "alice", false),
+            Route::Forward(owner.clone())
+        );
+        assert_eq!(
+            route_user(&view, &other, "alice", true),
+            Route::NotOwner(owner)
+        );
+    }
+
+    #[test]
+    fn a_batch_splits_by_owner_keeping_positions() {
+        let view = view();
+        let items: Vec<Item> = (0..50)
+            .map(|i| Item::new(format!("user-{i}"), Kind::Text))
+            .collect();
+        let groups = split_by_owner(&view, items);
+        let mut positions: Vec<usize> = groups.values().flatten().map(|(at, _)| *at).collect();
+        positions.sort_unstable();
+        assert_eq!(positions, (0..50).collect::<Vec<_>>());
+        for (owner, group) in &groups {
+            for (_, item) in group {
+                assert_eq!(view.ring.owner_of_user(&item.user_id).1, owner);
+            }
+        }
+        assert!(
+            groups.len() > 1,
+            "50 users land on more than one of 3 nodes"
+        );
+    }
+}

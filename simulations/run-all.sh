@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Regenerates every simulation result: the reports (results/*.txt), CSV files and SVG
+# charts in simulations/results (or $OUT). Deterministic reports go to stdout and the
+# .txt files; wall-clock placement times go to stderr and results/ring-timings.csv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-simulations/results}
+mkdir -p "$OUT"
+cargo build --release -q -p chorus-simulations
+SIM=target/release/chorus-simulations
+if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then SIM="$CARGO_TARGET_DIR/release/chorus-simulations"; fi
+
+# Ring: every strategy over N = 3..1000 and P = 1024, 4096 (balance, moves, time).
+"$SIM" ring --out "$OUT" --seed 1 | tee "$OUT/ring.txt"
+
+# Ring, densely around N = 100 and N = 300: where a cap drops by one partition, the
+# greedy bounded load moves many partitions at once (a cliff between sweep points above).
+"$SIM" ring --out "$OUT/ring-dense" --seed 1 --no-plots --vnodes 16 --slack 5,10 \
+  --nodes "$(seq -s, 90 1 110),$(seq -s, 280 1 320)" | tee "$OUT/ring-dense.txt" >/dev/null
+
+# Overload: the tier scheduler and degradation policy at 0.5x..3x capacity, with the
+# workers' busy fraction as the CPU signal (a CPU-bound node), then on queue fill alone.
+"$SIM" overload --out "$OUT" --seed 1 | tee "$OUT/overload.txt"
+"$SIM" overload --out "$OUT/queue-only" --seed 1 --cpu-signal none \
+  | tee "$OUT/overload-queue-only.txt"
+
+# --- membership ----------------------------------------------------------------------
+# The membership scenarios are added here.
+# --- end membership ------------------------------------------------------------------

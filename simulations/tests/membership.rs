@@ -1,0 +1,85 @@
+//! The `membership` scenario end to end, on small clusters: the report is reproducible
+//! byte for byte from its seed, a crashed node is marked down by every live member, and
+//! a partition longer than the suspicion timeout is detected and heals.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Runs the scenario with `extra` options on a small cluster; returns its stdout.
+fn run(name: &str, extra: &[&str]) -> String {
+    let out = scratch_dir(name);
+    let output = Command::new(env!("CARGO_BIN_EXE_chorus-simulations"))
+        .args(["membership", "--nodes", "12", "--minutes", "3"])
+        .args(extra)
+        .arg("--no-plots")
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("the simulations binary runs");
+    assert!(
+        output.status.success(),
+        "membership failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 report")
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("membership-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The cells of the report row that starts with `measure`.
+fn row<'a>(report: &'a str, measure: &str) -> Vec<&'a str> {
+    let line = report
+        .lines()
+        .find(|line| line.trim_start().starts_with(measure))
+        .unwrap_or_else(|| panic!("no row {measure:?} in\n{report}"));
+    line[measure.len()..].split_whitespace().collect()
+}
+
+#[test]
+fn membership_report_is_reproducible_from_its_seed() {
+    let first = run("same-seed-a", &["--seed", "7", "--loss", "0.05"]);
+    let second = run("same-seed-b", &["--seed", "7", "--loss", "0.05"]);
+    assert_eq!(first, second);
+    let other = run("same-seed-c", &["--seed", "8", "--loss", "0.05"]);
+    assert_ne!(first, other, "the seed should matter");
+}
+
+#[test]
+fn membership_crashed_node_is_marked_down_by_every_live_member() {
+    let report = run("crash", &["--seed", "3", "--loss", "0.01"]);
+    let cells = row(&report, "crash: down at every live member");
+    assert_ne!(cells[0], "never", "{report}");
+    let suspected = row(&report, "crash: first suspicion");
+    assert_ne!(suspected[0], "never", "{report}");
+}
+
+#[test]
+fn membership_partition_longer_than_the_suspicion_timeout_is_detected_and_heals() {
+    let report = run("partition", &["--seed", "5"]);
+    let detected = row(&report, "partition: cut-off nodes down at the majority");
+    assert_ne!(detected[0], "never", "{report}");
+    let converged = row(&report, "heal: every view matches the running nodes");
+    assert_ne!(converged[0], "never", "{report}");
+    assert_eq!(
+        row(&report, "views match the running nodes at the end"),
+        ["yes", "-", "yes", "yes"],
+        "{report}"
+    );
+}
+
+#[test]
+fn membership_joiner_is_known_everywhere_with_and_without_roster_sync() {
+    for sync in ["on", "off"] {
+        let report = run(&format!("join-{sync}"), &["--roster-sync", sync]);
+        for measure in [
+            "join: every member knows the joiner",
+            "join: the joiner knows every member",
+        ] {
+            assert_ne!(row(&report, measure)[0], "never", "{report}");
+        }
+    }
+}
