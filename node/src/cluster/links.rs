@@ -352,15 +352,30 @@ impl Links {
     /// Membership reports `node` up with its link address: link to it (this node dials
     /// when its id is the lower one; otherwise it waits for the peer).
     pub fn member_up(&self, node: NodeId, link_addr: SocketAddr) {
+        self.up(node, link_addr, false);
+    }
+
+    /// Membership reports that `node` restarted (a new run replaced the old one, maybe at
+    /// the same address): drop the old run's link and link to the new one.
+    pub fn member_renewed(&self, node: NodeId, link_addr: SocketAddr) {
+        self.up(node, link_addr, true);
+    }
+
+    fn up(&self, node: NodeId, link_addr: SocketAddr, renewed: bool) {
         let inner = &self.inner;
         let mut shared = lock(&inner.shared);
-        let up = shared.table.member_up(Instant::now(), &node, link_addr);
+        let now = Instant::now();
+        let up = if renewed {
+            shared.table.member_renewed(now, &node, link_addr)
+        } else {
+            shared.table.member_up(now, &node, link_addr)
+        };
         if let Some(stale) = up.stale
             && let Some(link) = shared.connections.remove(&stale)
         {
-            info!(peer = %node, %link_addr, "peer moved: closing the link to its old address");
+            info!(peer = %node, %link_addr, "peer restarted or moved: closing its old link");
             link.connection
-                .close(close_code::MEMBER_DOWN.into(), b"peer moved");
+                .close(close_code::MEMBER_DOWN.into(), b"peer restarted");
         }
         if !up.dial || inner.shutdown.is_cancelled() || shared.dialers.contains_key(&node) {
             return;

@@ -139,6 +139,17 @@ impl PeerTable {
     /// dial it, and names the connection of a session with it to close: a peer that
     /// moved to another address is a new incarnation, and its old link is dead.
     pub fn member_up(&mut self, now: Instant, node: &NodeId, addr: SocketAddr) -> MemberUp {
+        self.up(now, node, addr, false)
+    }
+
+    /// Membership reports that `node` restarted (a new run replaced the one this node
+    /// knew): as [`member_up`](Self::member_up), and the old run's link is dead even when
+    /// the address did not change.
+    pub fn member_renewed(&mut self, now: Instant, node: &NodeId, addr: SocketAddr) -> MemberUp {
+        self.up(now, node, addr, true)
+    }
+
+    fn up(&mut self, now: Instant, node: &NodeId, addr: SocketAddr, renewed: bool) -> MemberUp {
         if *node == self.local {
             return MemberUp::default();
         }
@@ -147,7 +158,7 @@ impl PeerTable {
         let moved = peer.addr.is_some_and(|old| old != addr);
         peer.addr = Some(addr);
         peer.member = true;
-        let stale = if moved {
+        let stale = if moved || renewed {
             peer.session.take().map(|session| session.label)
         } else {
             None
@@ -374,6 +385,24 @@ mod tests {
             Refusal::LinkNot(LinkState::Connecting)
         );
         assert_eq!(t.session_down(now, "old"), None, "already forgotten");
+    }
+
+    #[test]
+    fn a_renewed_peer_at_the_same_address_also_drops_its_old_link() {
+        let mut t = table("a");
+        let now = Instant::now();
+        let b = id("b");
+        t.member_up(now, &b, addr());
+        t.session_up(now, &b, "old".into(), 1);
+        let up = t.member_renewed(now, &b, addr());
+        assert_eq!(
+            up,
+            MemberUp {
+                dial: true,
+                stale: Some("old".into())
+            }
+        );
+        assert_eq!(t.views(now)[0].link, LinkState::Connecting);
     }
 
     #[test]
