@@ -87,6 +87,16 @@ impl TestNode {
 
     /// A node called `name` that presents the certificate issued to `cert`.
     async fn start_as(cert_dir: &Path, name: &str, cert: &str) -> TestNode {
+        Self::start_with(cert_dir, name, cert, |_| {}).await
+    }
+
+    /// A node as [`TestNode::start_as`] makes it, with its link settings adjusted.
+    async fn start_with(
+        cert_dir: &Path,
+        name: &str,
+        cert: &str,
+        adjust: impl FnOnce(&mut LinkSettings),
+    ) -> TestNode {
         let data = tempfile::tempdir().unwrap();
         let id = NodeId(name.into());
         let node = NodeHandle::start(StoreConfig {
@@ -102,6 +112,7 @@ impl TestNode {
         let addr = endpoint.local_addr().unwrap();
         let mut settings = LinkSettings::new(id.clone(), cookie(cert_dir), tls, endpoint.clone());
         settings.call_timeout = Duration::from_secs(2);
+        adjust(&mut settings);
         let links = Links::start(settings, node.clone()).await.unwrap();
         let shutdown = CancellationToken::new();
         let cluster = ClusterState::new(id.clone(), addr, 16).unwrap();
@@ -140,6 +151,8 @@ impl TestNode {
 struct ChildNode {
     child: Child,
     addr: SocketAddr,
+    /// The child's temporary files: removed here, since a killed child cannot.
+    _tmp: tempfile::TempDir,
 }
 
 impl ChildNode {
@@ -159,8 +172,11 @@ impl ChildNode {
         name: &str,
         cert: &str,
     ) -> ChildNode {
+        let tmp = tempfile::tempdir().unwrap();
         let mut command = Command::new(std::env::current_exe().unwrap());
-        command.env(CHILD_IDENTITY_ENV, format!("{name}:{cert}"));
+        command
+            .env(CHILD_IDENTITY_ENV, format!("{name}:{cert}"))
+            .env("TMPDIR", tmp.path());
         if let Some((name, addr)) = peer {
             command.env(CHILD_PEER_ENV, format!("{name}={addr}"));
         }
@@ -188,7 +204,11 @@ impl ChildNode {
             .expect("the child printed no address")
             .parse()
             .unwrap();
-        ChildNode { child, addr }
+        ChildNode {
+            child,
+            addr,
+            _tmp: tmp,
+        }
     }
 
     fn kill(mut self) {
@@ -639,4 +659,45 @@ async fn a_peer_claiming_a_name_its_certificate_does_not_carry_is_not_linked() {
         "{outcome:?}"
     );
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_beyond_the_bound_per_peer_are_refused_as_overloaded() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let child = ChildNode::spawn(dir.path());
+    let a = TestNode::start_with(dir.path(), "node-a", "node-a", |settings| {
+        settings.max_forwards_per_peer = 1;
+    })
+    .await;
+    let b = NodeId("node-b".into());
+    a.links.member_up(b.clone(), child.addr);
+    wait_until_up(&a.links, &b).await;
+    let get = Forward::Get {
+        id: chorus_protocol::ItemId(1),
+    };
+    forward_when_ready(&a.links, &b, get.clone()).await.unwrap();
+
+    // The first forward takes the only slot on its first poll and then waits for the
+    // peer's answer, which cannot arrive before the next line runs.
+    {
+        let first = a.links.forward(&b, get.clone());
+        tokio::pin!(first);
+        tokio::select! {
+            biased;
+            _ = &mut first => panic!("a forward was answered without a round trip"),
+            _ = std::future::ready(()) => {}
+        }
+        let second = a.links.forward(&b, get.clone()).await;
+        assert!(
+            matches!(second, Err(ErrorCode::Overloaded { .. })),
+            "{second:?}"
+        );
+        first.await.unwrap();
+    }
+    a.links
+        .forward(&b, get)
+        .await
+        .expect("the slot is free again");
+    a.stop().await;
+    drop(child);
 }
