@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chorus_actors::NodeHandle;
-use chorus_actors::policy::breaker::{BreakerConfig, BreakerConfigError};
+use chorus_actors::policy::breaker::{BreakerConfig, BreakerConfigError, Permit};
 use chorus_protocol::{ErrorCode, MAX_FRAME_CEILING, NodeId};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef};
@@ -75,6 +75,9 @@ pub const SESSION_HOST: &str = "chorus";
 /// Largest ractor_cluster frame accepted on a link: a forward is at most one protocol
 /// frame, plus the session's envelope.
 pub const MAX_LINK_FRAME: u64 = MAX_FRAME_CEILING as u64 + 64 * 1024;
+
+/// The retry hint of a forward refused because too many are in flight to its peer.
+const PEER_FULL_RETRY_AFTER_MS: u64 = 10;
 
 /// QUIC application close codes of link connections.
 pub mod close_code {
@@ -439,10 +442,17 @@ impl Links {
                     shared.table.on_cancel(to, admitted.permit);
                     return Err(ErrorCode::Overloaded {
                         tier,
-                        retry_after_ms: 10,
+                        retry_after_ms: PEER_FULL_RETRY_AFTER_MS,
                     });
                 }
             }
+        };
+        // Hands the permit back if this future is dropped before the outcome is known,
+        // so that an abandoned call never holds a half-open trial slot.
+        let mut permit = PermitGuard {
+            shared: &inner.shared,
+            to,
+            permit: Some(admitted.permit),
         };
         let target = ractor::pg::get_members(&group_name(to))
             .into_iter()
@@ -451,7 +461,6 @@ impl Links {
                     if node_id == admitted.session_node)
             });
         let Some(target) = target else {
-            lock(&inner.shared).table.on_cancel(to, admitted.permit);
             return Err(unavailable(to, "its forward receiver is not known yet"));
         };
         let payload = wire::encode_request(request);
@@ -461,17 +470,16 @@ impl Links {
         let call = actor.call(|port| ForwardMsg::Forward(payload, port), Some(timeout));
         let outcome = tokio::time::timeout(timeout, call).await;
         let now = Instant::now();
+        let permit = permit.take();
         let mut shared = lock(&inner.shared);
         let result = match outcome {
             Ok(Ok(CallResult::Success(bytes))) => {
-                shared
-                    .table
-                    .on_success(now, to, admitted.permit, now - started);
+                shared.table.on_success(now, to, permit, now - started);
                 wire::decode_reply(&bytes)
                     .unwrap_or_else(|| Err(unavailable(to, "malformed reply")))
             }
             failed => {
-                shared.table.on_failure(now, to, admitted.permit);
+                shared.table.on_failure(now, to, permit);
                 let what = match failed {
                     Ok(Ok(CallResult::Timeout)) | Err(_) => "timed out",
                     _ => "session closed during the call",
@@ -513,6 +521,27 @@ impl Links {
             warn!("link tasks still running after shutdown");
         }
         info!(node = %inner.settings.node, "cluster links stopped");
+    }
+}
+
+/// A breaker permit that goes back to the peer's breaker as cancelled unless taken.
+struct PermitGuard<'a> {
+    shared: &'a Mutex<Shared>,
+    to: &'a NodeId,
+    permit: Option<Permit>,
+}
+
+impl PermitGuard<'_> {
+    fn take(&mut self) -> Permit {
+        self.permit.take().expect("a permit is taken once")
+    }
+}
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            lock(self.shared).table.on_cancel(self.to, permit);
+        }
     }
 }
 
