@@ -34,6 +34,36 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Administer a running node over its local control socket.
     Ctl(CtlArgs),
+    /// Make the cluster CA, the cluster key and node certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `chorus certs ...`
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make the cluster CA (`ca.pem`, `ca.key`) and the cluster key (`cluster.key`) in
+    /// DIR; refuses to overwrite any of them.
+    Init {
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Sign a certificate for a node (`NAME.pem`, `NAME.key`) with the CA in DIR; its
+    /// names are the IPs, the DNS names and NAME itself.
+    Node {
+        /// The node's id (peers check its certificate against this name).
+        name: String,
+        /// An address the node is reached at (repeatable).
+        #[arg(long = "ip", value_name = "IP", required = true)]
+        ips: Vec<std::net::IpAddr>,
+        /// A DNS name the node is reached at (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Where the CA is and the files go.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// Flags of `chorus agent`.

@@ -2,7 +2,9 @@
 //! task), the partition ring computed from the live member set, and the links to peers.
 //! The pure parts here are also what `chorus-simulations` drives in simulated time.
 
+pub mod certs;
 pub mod gossip;
+pub mod links;
 pub mod membership;
 pub mod ring;
 pub mod routing;

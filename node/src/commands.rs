@@ -12,7 +12,7 @@ use chorus_client::{
 };
 
 use crate::cli::{
-    Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, ListArgs, SubmitArgs,
+    CertsCommand, Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, ListArgs, SubmitArgs,
 };
 use crate::config::admin_key_path;
 use crate::tls::TlsPaths;
@@ -44,6 +44,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Bench(args) => (false, crate::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
         Command::Ctl(args) => return ctl::run(args).await,
+        Command::Certs(command) => (false, certs(command)),
         Command::Agent(_) => unreachable!("the agent is not a client command"),
     };
     match outcome {
@@ -79,6 +80,30 @@ fn read_admin_key(data_dir: &std::path::Path) -> Result<String, CliError> {
         ))
     })?;
     Ok(key.trim().to_string())
+}
+
+fn certs(command: CertsCommand) -> Result<(), CliError> {
+    use crate::cluster::certs;
+    let usage = |e: certs::CertsError| CliError::Usage(e.to_string());
+    match command {
+        CertsCommand::Init { dir } => {
+            let files = certs::init(&dir).map_err(usage)?;
+            println!("wrote {}", files.cert.display());
+            println!("wrote {} (mode 0600)", files.key.display());
+            println!("wrote {} (mode 0600)", files.cluster_key.display());
+        }
+        CertsCommand::Node {
+            name,
+            ips,
+            dns,
+            dir,
+        } => {
+            let files = certs::issue_node(&dir, &name, &ips, &dns).map_err(usage)?;
+            println!("wrote {}", files.cert.display());
+            println!("wrote {} (mode 0600)", files.key.display());
+        }
+    }
+    Ok(())
 }
 
 async fn submit(args: SubmitArgs) -> Result<(), CliError> {

@@ -22,6 +22,8 @@ use chorus_protocol::FrameLimit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::links::Links;
+
 /// What the server serves requests with: this node's actors, its view of the cluster
 /// and the links to the other owners.
 #[derive(Clone)]
@@ -60,11 +62,23 @@ pub struct ServerSettings {
 
 /// Accepts connections on `endpoint` until `shutdown` is cancelled, then stops accepting,
 /// lets every connection finish its requests in flight (within the grace period) and
-/// returns.
+/// returns. Link connections are refused: see [`serve_with_links`].
 pub async fn serve(
     endpoint: quinn::Endpoint,
     backend: Backend,
     settings: ServerSettings,
+    shutdown: CancellationToken,
+) {
+    serve_with_links(endpoint, backend, settings, None, shutdown).await
+}
+
+/// [`serve`], handing every connection that negotiated the cluster link ALPN to `links`
+/// (or closing it when there are none).
+pub async fn serve_with_links(
+    endpoint: quinn::Endpoint,
+    backend: Backend,
+    settings: ServerSettings,
+    links: Option<Links>,
     shutdown: CancellationToken,
 ) {
     let settings = Arc::new(settings);
@@ -80,6 +94,7 @@ pub async fn serve(
             incoming,
             backend.clone(),
             settings.clone(),
+            links.clone(),
             shutdown.clone(),
         ));
     }

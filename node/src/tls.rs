@@ -67,7 +67,7 @@ impl TlsPaths {
 }
 
 /// The parameters of a Chorus CA; deterministic so an issuer can be rebuilt from its key.
-fn ca_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
+pub(crate) fn ca_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Chorus");
@@ -84,7 +84,7 @@ fn ca_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-fn time_years(years: i64) -> time::Duration {
+pub(crate) fn time_years(years: i64) -> time::Duration {
     time::Duration::days(365 * years)
 }
 

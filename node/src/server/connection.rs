@@ -6,7 +6,7 @@ use std::time::Duration;
 use chorus_actors::{Caller, NodeHandle};
 
 use super::Backend;
-use chorus_protocol::{ErrorCode, ResetCode, Welcome, decode_hello, encode_value};
+use chorus_protocol::{ALPN_LINK, ErrorCode, ResetCode, Welcome, decode_hello, encode_value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info_span};
 use super::ServerSettings;
 use super::frame_io::read_frame;
 use super::stream::serve_stream;
+use crate::cluster::links::{Links, close_code, negotiated_alpn};
 use crate::metrics::catalog;
 
 /// How long the hello's answer may take to reach the client before the connection closes.
@@ -24,6 +25,7 @@ pub async fn serve_connection(
     incoming: quinn::Incoming,
     backend: Backend,
     settings: Arc<ServerSettings>,
+    links: Option<Links>,
     shutdown: CancellationToken,
 ) {
     let remote = incoming.remote_address();
@@ -36,6 +38,13 @@ pub async fn serve_connection(
                 return;
             }
         };
+        if negotiated_alpn(&connection).as_deref() == Some(ALPN_LINK) {
+            match links {
+                Some(links) => links.accept(connection),
+                None => connection.close(close_code::REFUSED.into(), b"no cluster links here"),
+            }
+            return;
+        }
         let caller = match tokio::time::timeout(
             settings.hello_timeout,
             hello(&connection, &backend.node, &settings),

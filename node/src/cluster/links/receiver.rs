@@ -1,0 +1,126 @@
+//! The forward receiver: the actor peers call to run a request on this node. It joins
+//! the process group named after this node, which ractor_cluster mirrors to every peer
+//! once their session has synchronised; it runs each request on the local
+//! `NodeHandle` (never forwarding it again) in a task of its own, at most
+//! `max_in_flight` at once.
+
+use std::sync::Arc;
+
+use chorus_actors::NodeHandle;
+use chorus_protocol::{ErrorCode, NodeId};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::wire::{Forward, ForwardMsg, ForwardReply, decode_request, encode_reply, overload_tier};
+
+/// The retry hint of a receiver that is full.
+const FULL_RETRY_AFTER_MS: u64 = 100;
+
+/// The process group a node's forward receiver joins.
+pub fn group_name(node: &NodeId) -> String {
+    format!("chorus.forward.{}", node.0)
+}
+
+/// The forward receiver actor.
+pub struct ForwardReceiver;
+
+/// What the receiver is started with.
+pub struct ReceiverArgs {
+    /// This node.
+    pub node_id: NodeId,
+    /// Where requests run.
+    pub node: NodeHandle,
+    /// Requests run at once; more are refused with `Overloaded`.
+    pub max_in_flight: usize,
+}
+
+/// The receiver's state: the node and the tasks running requests.
+pub struct ReceiverState {
+    node: NodeHandle,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+}
+
+impl Actor for ForwardReceiver {
+    type Msg = ForwardMsg;
+    type State = ReceiverState;
+    type Arguments = ReceiverArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ReceiverArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(group_name(&args.node_id), vec![myself.get_cell()]);
+        Ok(ReceiverState {
+            node: args.node,
+            slots: Arc::new(Semaphore::new(args.max_in_flight)),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.tasks.close();
+        state.tasks.wait().await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let ForwardMsg::Forward(payload, reply) = message;
+        let request = match decode_request(&payload) {
+            Ok(request) => request,
+            Err(e) => {
+                debug!(error = %e, "malformed forward");
+                let _ = reply.send(encode_reply(Err(e)));
+                return Ok(());
+            }
+        };
+        let Ok(slot) = state.slots.clone().try_acquire_owned() else {
+            let _ = reply.send(encode_reply(Err(ErrorCode::Overloaded {
+                tier: overload_tier(&request),
+                retry_after_ms: FULL_RETRY_AFTER_MS,
+            })));
+            return Ok(());
+        };
+        let node = state.node.clone();
+        state.tasks.spawn(async move {
+            let outcome = execute(&node, request).await;
+            let _ = reply.send(encode_reply(outcome));
+            drop(slot);
+        });
+        Ok(())
+    }
+}
+
+/// Runs a forwarded request on this node.
+pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply, ErrorCode> {
+    match request {
+        Forward::Submit { caller, items } => node
+            .submit_batch(&caller, items)
+            .await
+            .map(ForwardReply::Submit),
+        Forward::Get { id } => node
+            .get(id)
+            .await
+            .map(|item| ForwardReply::Get(item.map(Box::new))),
+        Forward::ListByUser {
+            user_id,
+            after,
+            limit,
+        } => node
+            .list_by_user(user_id, after, limit)
+            .await
+            .map(|(items, next)| ForwardReply::List(items, next)),
+    }
+}

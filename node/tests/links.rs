@@ -1,0 +1,703 @@
+//! Cluster links over real QUIC on loopback: mutual TLS under the cluster CA, a second
+//! node in a child process (ractor's process groups are process-global, so one process
+//! holds one node's links), forwards over the link, and quick refusals when a peer is
+//! unknown, unreachable or gone.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_actors::{Caller, Durability, NodeHandle, StoreConfig};
+use chorus_client::{Client, ClientConfig, Credentials};
+use chorus_node::cluster::certs;
+use chorus_node::cluster::links::{
+    Forward, ForwardReply, LinkSettings, LinkState, LinkTiming, Links, link_client_config,
+    link_server_config,
+};
+use chorus_node::cluster::state::ClusterState;
+use chorus_node::server::{Backend, ServerSettings, serve_with_links};
+use chorus_node::tls::TlsPaths;
+use chorus_protocol::{ErrorCode, FrameLimit, Item, Kind, NodeId, Role};
+use tokio_util::sync::CancellationToken;
+
+/// Set in a child process to the certificate directory: run the second node.
+const CHILD_DIR_ENV: &str = "CHORUS_LINKS_TEST_CHILD_DIR";
+/// Set in a child process to `NAME=ADDR`: a peer the child links to (it dials when its
+/// name is the lower one).
+const CHILD_PEER_ENV: &str = "CHORUS_LINKS_TEST_CHILD_PEER";
+/// Set in a child process to `NAME:CERT`: the child calls itself NAME but presents the
+/// certificate issued to CERT.
+const CHILD_IDENTITY_ENV: &str = "CHORUS_LINKS_TEST_CHILD_IDENTITY";
+/// The line the child prints with its link address.
+const ADDR_LINE: &str = "LINK_ADDR=";
+
+fn loopback() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
+
+/// A cluster CA with certificates for `names` (each also valid for `localhost`).
+fn cluster(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    certs::init(dir.path()).unwrap();
+    for name in names {
+        certs::issue_node(dir.path(), name, &[loopback()], &["localhost".into()]).unwrap();
+    }
+    dir
+}
+
+fn paths(dir: &Path, name: &str) -> TlsPaths {
+    TlsPaths {
+        ca_cert: dir.join(certs::CA_CERT_FILE),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    }
+}
+
+fn cookie(dir: &Path) -> String {
+    hex::encode(certs::read_cluster_key(&dir.join(certs::CLUSTER_KEY_FILE)).unwrap())
+}
+
+fn server_endpoint(paths: &TlsPaths) -> quinn::Endpoint {
+    let config = link_server_config(paths, 100, Duration::from_secs(30)).unwrap();
+    quinn::Endpoint::server(config, SocketAddr::new(loopback(), 0)).unwrap()
+}
+
+fn client_endpoint() -> quinn::Endpoint {
+    quinn::Endpoint::client(SocketAddr::new(loopback(), 0)).unwrap()
+}
+
+/// One node: a store, the endpoint serving clients and links, and its links.
+struct TestNode {
+    id: NodeId,
+    addr: SocketAddr,
+    node: NodeHandle,
+    links: Links,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start(cert_dir: &Path, name: &str) -> TestNode {
+        Self::start_as(cert_dir, name, name).await
+    }
+
+    /// A node called `name` that presents the certificate issued to `cert`.
+    async fn start_as(cert_dir: &Path, name: &str, cert: &str) -> TestNode {
+        Self::start_with(cert_dir, name, cert, |_| {}).await
+    }
+
+    /// A node as [`TestNode::start_as`] makes it, with its link settings adjusted.
+    async fn start_with(
+        cert_dir: &Path,
+        name: &str,
+        cert: &str,
+        adjust: impl FnOnce(&mut LinkSettings),
+    ) -> TestNode {
+        let data = tempfile::tempdir().unwrap();
+        let id = NodeId(name.into());
+        let node = NodeHandle::start(StoreConfig {
+            path: data.path().join("store"),
+            node: id.clone(),
+            partitions: 16,
+            durability: Durability::Flush,
+        })
+        .await
+        .unwrap();
+        let tls = paths(cert_dir, cert);
+        let endpoint = server_endpoint(&tls);
+        let addr = endpoint.local_addr().unwrap();
+        let mut settings = LinkSettings::new(id.clone(), cookie(cert_dir), tls, endpoint.clone());
+        settings.call_timeout = Duration::from_secs(2);
+        adjust(&mut settings);
+        let links = Links::start(settings, node.clone()).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let cluster = ClusterState::new(id.clone(), addr, 16).unwrap();
+        let server = tokio::spawn(serve_with_links(
+            endpoint,
+            Backend::single(node.clone(), cluster),
+            ServerSettings {
+                frame_limit: FrameLimit::default(),
+                max_in_flight_per_stream: 64,
+                hello_timeout: Duration::from_secs(5),
+                shutdown_grace: Duration::from_secs(2),
+            },
+            Some(links.clone()),
+            shutdown.clone(),
+        ));
+        TestNode {
+            id,
+            addr,
+            node,
+            links,
+            shutdown,
+            server,
+            _data: data,
+        }
+    }
+
+    async fn stop(self) {
+        self.links.shutdown().await;
+        self.shutdown.cancel();
+        self.server.await.unwrap();
+        self.node.shutdown().await.unwrap();
+    }
+}
+
+/// The second node, run by this test binary in a child process.
+struct ChildNode {
+    child: Child,
+    addr: SocketAddr,
+    /// The child's temporary files: removed here, since a killed child cannot.
+    _tmp: tempfile::TempDir,
+}
+
+impl ChildNode {
+    fn spawn(cert_dir: &Path) -> ChildNode {
+        Self::spawn_with_peer(cert_dir, None)
+    }
+
+    /// A child that also links to `peer` (as membership would tell it).
+    fn spawn_with_peer(cert_dir: &Path, peer: Option<(&NodeId, SocketAddr)>) -> ChildNode {
+        Self::spawn_as(cert_dir, peer, "node-b", "node-b")
+    }
+
+    /// A child called `name` presenting the certificate of `cert`.
+    fn spawn_as(
+        cert_dir: &Path,
+        peer: Option<(&NodeId, SocketAddr)>,
+        name: &str,
+        cert: &str,
+    ) -> ChildNode {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .env(CHILD_IDENTITY_ENV, format!("{name}:{cert}"))
+            .env("TMPDIR", tmp.path());
+        if let Some((name, addr)) = peer {
+            command.env(CHILD_PEER_ENV, format!("{name}={addr}"));
+        }
+        let mut child = command
+            .args(["child_node", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR_ENV, cert_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // libtest prints "test child_node ... " before the test's own output, on the
+        // same line; read in a thread so a silent child fails the test, not hangs it.
+        let stdout = child.stdout.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find(ADDR_LINE) {
+                    let _ = found.send(line[at + ADDR_LINE.len()..].trim().to_string());
+                }
+            }
+        });
+        let addr = addr
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the child printed no address")
+            .parse()
+            .unwrap();
+        ChildNode {
+            child,
+            addr,
+            _tmp: tmp,
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's side: node `node-b`, serving until its stdin closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_node() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let identity = std::env::var(CHILD_IDENTITY_ENV).unwrap_or_else(|_| "node-b:node-b".into());
+    let (name, cert) = identity.split_once(':').unwrap();
+    let node = TestNode::start_as(&dir, name, cert).await;
+    if let Some(peer) = std::env::var_os(CHILD_PEER_ENV) {
+        let peer = peer.into_string().unwrap();
+        let (name, addr) = peer.split_once('=').unwrap();
+        node.links
+            .member_up(NodeId(name.into()), addr.parse().unwrap());
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ADDR_LINE}{}", node.addr).unwrap();
+        out.flush().unwrap();
+    }
+    tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await
+    .unwrap();
+    node.stop().await;
+}
+
+async fn wait_until_up(links: &Links, peer: &NodeId) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = links
+            .peers()
+            .iter()
+            .any(|p| p.node == *peer && p.link == LinkState::Up);
+        if up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no link to {peer}: {:?}",
+            links.peers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Retries a forward while the peer's receiver is still being synchronised.
+async fn forward_when_ready(
+    links: &Links,
+    to: &NodeId,
+    request: Forward,
+) -> Result<ForwardReply, ErrorCode> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match links.forward(to, request.clone()).await {
+            Err(ErrorCode::Unavailable { reason })
+                if reason.contains("not known yet") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_forwarded_over_the_link_is_stored_by_the_peer() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let child = ChildNode::spawn(dir.path());
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let b = NodeId("node-b".into());
+    a.links.member_up(b.clone(), child.addr);
+    wait_until_up(&a.links, &b).await;
+
+    let item = Item::new("user-1".to_string(), Kind::Text);
+    let caller = Caller::for_key("chorus_test_key", Role::Submit);
+    let reply = forward_when_ready(
+        &a.links,
+        &b,
+        Forward::Submit {
+            caller,
+            items: vec![item.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let ForwardReply::Submit(outcomes) = reply else {
+        panic!("a submit answered with {reply:?}");
+    };
+    let receipt = outcomes.into_iter().next().unwrap().unwrap();
+    assert_eq!(receipt.id, item.id);
+    assert_eq!(receipt.owner, b, "the peer stored it");
+
+    let got = a
+        .links
+        .forward(&b, Forward::Get { id: item.id })
+        .await
+        .unwrap();
+    let ForwardReply::Get(Some(stored)) = got else {
+        panic!("the item is not on the peer: {got:?}");
+    };
+    assert_eq!(stored.item.id, item.id);
+    assert!(
+        a.node.get(item.id).await.unwrap().is_none(),
+        "a forward runs on the peer only"
+    );
+
+    // The peer dies: forwards fail fast, and the link goes down within the idle timeout.
+    child.kill();
+    let started = Instant::now();
+    let outcome = a.links.forward(&b, Forward::Get { id: item.id }).await;
+    assert!(
+        matches!(outcome, Err(ErrorCode::Unavailable { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the call timeout"
+    );
+    let deadline = Instant::now() + LinkTiming::default().idle_timeout * 3;
+    while a.links.peers().iter().any(|p| p.link == LinkState::Up) {
+        assert!(Instant::now() < deadline, "the dead peer's link stayed up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.links.member_down(&b);
+    assert!(a.links.peers().is_empty());
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_down_closes_the_link_and_forwards_are_refused_at_once() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let child = ChildNode::spawn(dir.path());
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let b = NodeId("node-b".into());
+    a.links.member_up(b.clone(), child.addr);
+    wait_until_up(&a.links, &b).await;
+    forward_when_ready(
+        &a.links,
+        &b,
+        Forward::Get {
+            id: chorus_protocol::ItemId(1),
+        },
+    )
+    .await
+    .unwrap();
+
+    a.links.member_down(&b);
+    let started = Instant::now();
+    let outcome = a
+        .links
+        .forward(
+            &b,
+            Forward::Get {
+                id: chorus_protocol::ItemId(1),
+            },
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(ErrorCode::Unavailable { .. })),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(a.links.peers().is_empty());
+    a.stop().await;
+    drop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_unknown_or_unreachable_peers_are_refused_at_once() {
+    let dir = cluster(&["node-a"]);
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let get = Forward::Get {
+        id: chorus_protocol::ItemId(1),
+    };
+
+    let started = Instant::now();
+    let unknown = a.links.forward(&NodeId("node-x".into()), get.clone()).await;
+    assert!(
+        matches!(unknown, Err(ErrorCode::Unavailable { .. })),
+        "{unknown:?}"
+    );
+
+    // A member nobody answers for: the link stays connecting, forwards do not wait.
+    let silent = std::net::UdpSocket::bind((loopback(), 0)).unwrap();
+    let z = NodeId("node-z".into());
+    a.links.member_up(z.clone(), silent.local_addr().unwrap());
+    let unreachable = a.links.forward(&z, get).await;
+    assert!(
+        matches!(unreachable, Err(ErrorCode::Unavailable { .. })),
+        "{unreachable:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let view = a.links.peers();
+    assert_eq!(view.len(), 1);
+    assert_eq!(view[0].node, z);
+    assert_ne!(view[0].link, LinkState::Up);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_with_a_certificate_of_another_ca_is_refused() {
+    let ours = cluster(&["node-a", "node-b"]);
+    let theirs = cluster(&["node-b"]);
+    let server = server_endpoint(&paths(ours.path(), "node-a"));
+    let addr = server.local_addr().unwrap();
+    let accepting = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..3 {
+                let incoming = server.accept().await.unwrap();
+                outcomes.push(incoming.await.is_ok());
+            }
+            outcomes
+        }
+    });
+
+    // A client certificate of another CA (trusting our CA for the server's).
+    let mut foreign = paths(theirs.path(), "node-b");
+    foreign.ca_cert = ours.path().join(certs::CA_CERT_FILE);
+    let config = link_client_config(&foreign, LinkTiming::default()).unwrap();
+    let client = client_endpoint();
+    let refused = match client.connect_with(config, addr, "node-a").unwrap().await {
+        Err(_) => true,
+        Ok(connection) => tokio::time::timeout(Duration::from_secs(5), async {
+            // TLS 1.3: the server judges the client certificate after the client's
+            // handshake completes, then closes the connection.
+            let _ = connection.open_bi().await;
+            connection.closed().await
+        })
+        .await
+        .is_ok(),
+    };
+    assert!(refused, "a foreign certificate was accepted");
+
+    // The cluster's own certificate is accepted.
+    let config = link_client_config(&paths(ours.path(), "node-b"), LinkTiming::default()).unwrap();
+    let connection = client
+        .connect_with(config, addr, "node-a")
+        .unwrap()
+        .await
+        .expect("a cluster certificate is accepted");
+    connection.close(0u32.into(), b"done");
+
+    // And the server is checked too: a peer that is not node-c fails as node-c.
+    let config = link_client_config(&paths(ours.path(), "node-b"), LinkTiming::default()).unwrap();
+    assert!(
+        client
+            .connect_with(config, addr, "node-c")
+            .unwrap()
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        accepting.await.unwrap(),
+        vec![false, true, false],
+        "the server refused the foreign certificate and took ours"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_without_a_client_certificate_is_closed_and_clients_are_served() {
+    let dir = cluster(&["node-a"]);
+    let a = TestNode::start(dir.path(), "node-a").await;
+
+    // The link ALPN without a client certificate: the TLS layer lets it through (clients
+    // present none), the links close it.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in chorus_node::tls::load_certs(&dir.path().join(certs::CA_CERT_FILE)).unwrap() {
+        roots.add(ca).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(chorus_node::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(Arc::new(roots))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![chorus_protocol::ALPN_LINK.to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let client = client_endpoint();
+    let connection = client
+        .connect_with(config, a.addr, "node-a")
+        .unwrap()
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+        .await
+        .expect("the link without a certificate stayed open");
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(ref close)
+            if close.error_code == chorus_node::cluster::links::close_code::REFUSED.into()),
+        "{reason:?}"
+    );
+
+    // The client protocol on the same endpoint is unaffected.
+    let admin = a.node.ensure_admin_key().await.unwrap().unwrap();
+    let ca = std::fs::read(dir.path().join(certs::CA_CERT_FILE)).unwrap();
+    let sdk = Client::connect(
+        &[a.addr],
+        Credentials::new(ca, admin),
+        ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    let receipt = sdk
+        .submit(Item::new("user-1".to_string(), Kind::Text))
+        .await
+        .unwrap();
+    assert_eq!(receipt.owner, a.id);
+    sdk.close().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_linked_again() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let b = NodeId("node-b".into());
+    let first = ChildNode::spawn(dir.path());
+    a.links.member_up(b.clone(), first.addr);
+    wait_until_up(&a.links, &b).await;
+    first.kill();
+
+    // The peer comes back on another port, as membership would report it.
+    let second = ChildNode::spawn(dir.path());
+    a.links.member_up(b.clone(), second.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let item = Item::new("user-2".to_string(), Kind::Text);
+    let reply = loop {
+        let outcome = a
+            .links
+            .forward(
+                &b,
+                Forward::Submit {
+                    caller: Caller::for_key("chorus_test_key", Role::Submit),
+                    items: vec![item.clone()],
+                },
+            )
+            .await;
+        match outcome {
+            Ok(reply) => break reply,
+            Err(ErrorCode::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no link to the restarted peer: {e:?} {:?}", a.links.peers()),
+        }
+    };
+    let ForwardReply::Submit(outcomes) = reply else {
+        panic!("a submit answered with {reply:?}");
+    };
+    assert_eq!(outcomes[0].as_ref().unwrap().owner, b);
+    a.stop().await;
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_dials_this_node_is_linked_and_forwarded_to() {
+    // node-b dials node-c (the lower id dials); node-c only accepts, checks node-b's
+    // certificate against the name it gave, and forwards over the accepted link.
+    let dir = cluster(&["node-b", "node-c"]);
+    let c = TestNode::start(dir.path(), "node-c").await;
+    let _child = ChildNode::spawn_with_peer(dir.path(), Some((&c.id, c.addr)));
+    let b = NodeId("node-b".into());
+    wait_until_up(&c.links, &b).await;
+    let view = c.links.peers();
+    assert!(!view[0].member, "linked before membership said so");
+
+    let item = Item::new("user-3".to_string(), Kind::Text);
+    let reply = forward_when_ready(
+        &c.links,
+        &b,
+        Forward::Submit {
+            caller: Caller::for_key("chorus_test_key", Role::Submit),
+            items: vec![item.clone()],
+        },
+    )
+    .await
+    .unwrap();
+    let ForwardReply::Submit(outcomes) = reply else {
+        panic!("a submit answered with {reply:?}");
+    };
+    assert_eq!(outcomes[0].as_ref().unwrap().owner, b);
+    let page = c
+        .links
+        .forward(
+            &b,
+            Forward::ListByUser {
+                user_id: "user-3".into(),
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let ForwardReply::List(items, _) = page else {
+        panic!("a list answered with {page:?}");
+    };
+    assert_eq!(items.len(), 1);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_claiming_a_name_its_certificate_does_not_carry_is_not_linked() {
+    // The child calls itself node-a but holds node-b's certificate; it dials node-c.
+    let dir = cluster(&["node-b", "node-c"]);
+    let c = TestNode::start(dir.path(), "node-c").await;
+    let _child = ChildNode::spawn_as(dir.path(), Some((&c.id, c.addr)), "node-a", "node-b");
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert!(
+            c.links.peers().iter().all(|p| p.link != LinkState::Up),
+            "an impostor was linked: {:?}",
+            c.links.peers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = c
+        .links
+        .forward(
+            &NodeId("node-a".into()),
+            Forward::Get {
+                id: chorus_protocol::ItemId(1),
+            },
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(ErrorCode::Unavailable { .. })),
+        "{outcome:?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_beyond_the_bound_per_peer_are_refused_as_overloaded() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let child = ChildNode::spawn(dir.path());
+    let a = TestNode::start_with(dir.path(), "node-a", "node-a", |settings| {
+        settings.max_forwards_per_peer = 1;
+    })
+    .await;
+    let b = NodeId("node-b".into());
+    a.links.member_up(b.clone(), child.addr);
+    wait_until_up(&a.links, &b).await;
+    let get = Forward::Get {
+        id: chorus_protocol::ItemId(1),
+    };
+    forward_when_ready(&a.links, &b, get.clone()).await.unwrap();
+
+    // The first forward takes the only slot on its first poll and then waits for the
+    // peer's answer, which cannot arrive before the next line runs.
+    {
+        let first = a.links.forward(&b, get.clone());
+        tokio::pin!(first);
+        tokio::select! {
+            biased;
+            _ = &mut first => panic!("a forward was answered without a round trip"),
+            _ = std::future::ready(()) => {}
+        }
+        let second = a.links.forward(&b, get.clone()).await;
+        assert!(
+            matches!(second, Err(ErrorCode::Overloaded { .. })),
+            "{second:?}"
+        );
+        first.await.unwrap();
+    }
+    a.links
+        .forward(&b, get)
+        .await
+        .expect("the slot is free again");
+    a.stop().await;
+    drop(child);
+}
