@@ -280,6 +280,16 @@ impl NodeHandle {
         .await?
     }
 
+    /// The role of the key whose SHA-256 is `hash`, if this node's store knows it (a
+    /// peer asks when a client presents a key created on another node).
+    pub async fn authenticate_hash(&self, hash: [u8; 32]) -> Result<Option<Role>, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        tokio::task::spawn_blocking(move || store.authenticate_hash(&hash))
+            .await
+            .map_err(|_| ErrorCode::Internal { request_id: 0 })?
+            .map_err(|e| e.to_error_code())
+    }
+
     /// Creates an API key with `role`; returns the key, which is not stored in clear.
     /// The creation is audited first: if the audit log cannot record it, no key is made.
     pub async fn create_api_key(&self, role: Role, name: String) -> Result<String, ErrorCode> {

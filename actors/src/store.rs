@@ -466,7 +466,13 @@ impl Store {
 
     /// The role of `key`, or `None` if it is not a known key.
     pub fn authenticate(&self, key: &str) -> Result<Option<Role>, StoreError> {
-        let Some(raw) = self.api_keys.get(key_hash(key))? else {
+        self.authenticate_hash(&key_hash(key))
+    }
+
+    /// The role of the key whose SHA-256 is `hash`, or `None` if it is not known here
+    /// (another node of the cluster may know it).
+    pub fn authenticate_hash(&self, hash: &[u8; 32]) -> Result<Option<Role>, StoreError> {
+        let Some(raw) = self.api_keys.get(hash)? else {
             return Ok(None);
         };
         let record: ApiKeyRecord = decode_value(&raw).map_err(|e| StoreError::Corrupt {
@@ -593,7 +599,8 @@ fn check_user(user_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn key_hash(key: &str) -> [u8; 32] {
+/// The SHA-256 of an API key: how the store (and a peer asked about it) knows it.
+pub fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 

@@ -1,6 +1,7 @@
 //! `chorus agent`: runs one node until SIGINT or SIGTERM, then shuts down gracefully.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,7 +10,8 @@ use chorus_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cluster::runtime::{ClusterRuntime, ClusterSettings};
+use crate::cluster::links::{LinkSettings, Links, link_server_config};
+use crate::cluster::runtime::{ClusterRuntime, ClusterSettings, MemberLinks};
 use crate::cluster::state::ClusterState;
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
 use crate::control::{ControlServer, NodeInfo};
@@ -37,11 +39,20 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     {
         info!(ca = %tls_paths.ca_cert.display(), "generated a development CA and node certificate");
     }
-    let server_config = tls::client_protocol_server_config(
-        &tls_paths,
-        config.max_streams_per_connection,
-        Duration::from_secs(config.idle_timeout_secs),
-    )?;
+    // A cluster member's endpoint also accepts links from its peers (mutual TLS).
+    let server_config = if config.cluster.is_some() {
+        link_server_config(
+            &tls_paths,
+            config.max_streams_per_connection,
+            Duration::from_secs(config.idle_timeout_secs),
+        )?
+    } else {
+        tls::client_protocol_server_config(
+            &tls_paths,
+            config.max_streams_per_connection,
+            Duration::from_secs(config.idle_timeout_secs),
+        )?
+    };
 
     // Up before the store, so a probe can tell a node that is starting (503) from one
     // that is down; a bind error ends the start here, naming the address.
@@ -100,18 +111,32 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         advertised,
         config.partitions,
     )?;
-    let cluster = match &config.cluster {
+    let (cluster, links) = match &config.cluster {
         Some(section) => {
+            let key = section.load_key()?;
+            let mut link_settings = LinkSettings::new(
+                NodeId(config.node_id.clone()),
+                hex::encode(key.0),
+                tls_paths.clone(),
+                endpoint.clone(),
+            );
+            link_settings.call_timeout = Duration::from_millis(section.forward_timeout_ms);
+            let links = Links::start(link_settings, node.clone())
+                .await
+                .context("starting the cluster links")?;
             let settings = ClusterSettings {
                 gossip_listen: section.gossip_listen,
                 gossip_addr: section.gossip_addr(),
                 seeds: section.seeds.clone(),
-                key: section.load_key()?,
+                key,
                 gossip: section.gossip.clone(),
             };
-            Some(ClusterRuntime::start(settings, state.clone(), None).await?)
+            let member_links: Arc<dyn MemberLinks> = Arc::new(links.clone());
+            let runtime =
+                ClusterRuntime::start(settings, state.clone(), Some(member_links)).await?;
+            (Some(runtime), Some(links))
         }
-        None => None,
+        None => (None, None),
     };
     let shutdown = CancellationToken::new();
     let control = ControlServer::start(
@@ -142,18 +167,29 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             cluster.leave().await;
         })
     });
-    server::serve(
+    let backend = Backend {
+        node: node.clone(),
+        cluster: state.clone(),
+        peers: links
+            .clone()
+            .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>),
+    };
+    server::serve_with_links(
         endpoint,
-        Backend::single(node.clone(), state.clone()),
+        backend,
         ServerSettings {
             frame_limit: config.frame_limit(),
             max_in_flight_per_stream: config.max_in_flight_per_stream as usize,
             hello_timeout: HELLO_TIMEOUT,
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         },
+        links.clone(),
         shutdown.clone(),
     )
     .await;
+    if let Some(links) = &links {
+        links.shutdown().await;
+    }
     signals.abort();
     breaker_watch.abort();
     if let Some(leaving) = leaving {

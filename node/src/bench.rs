@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// reported per tier.
     #[arg(long, value_name = "TIER=WEIGHT,...")]
     pub tier_mix: Option<String>,
+    /// Send every request to the node given instead of straight to its owner (the node
+    /// forwards what it does not own).
+    #[arg(long)]
+    pub no_routing: bool,
     /// Pipelined streams per connection in the SDK.
     #[arg(long, default_value_t = 4)]
     pub streams: usize,
@@ -191,11 +195,14 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         Some(mix) => parse_tier_mix(mix)?,
         None => vec![(args.tier.parse::<Tier>()?, 1)],
     };
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         streams_per_connection: std::num::NonZeroUsize::new(args.streams)
             .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
         ..ClientConfig::default()
     };
+    if args.no_routing {
+        config.routing = None;
+    }
     let mut clients = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         clients.push(connect(&args.connect, config.clone()).await?);

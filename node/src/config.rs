@@ -810,7 +810,10 @@ mod shipped_configs {
                 }
             }
         }
-        assert!(seen.len() >= 5, "single node, bare metal, three local nodes");
+        assert!(
+            seen.len() >= 5,
+            "single node, bare metal, three local nodes"
+        );
         let local3: Vec<_> = seen
             .iter()
             .filter(|(p, _)| p.parent().is_some_and(|d| d.ends_with("local-3")))
@@ -818,7 +821,11 @@ mod shipped_configs {
             .collect();
         assert_eq!(local3.len(), 3);
         for config in &local3 {
-            assert!(config.cluster.is_some(), "{} is a cluster member", config.node_id);
+            assert!(
+                config.cluster.is_some(),
+                "{} is a cluster member",
+                config.node_id
+            );
             assert_eq!(config.partitions, local3[0].partitions);
         }
     }

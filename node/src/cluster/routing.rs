@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chorus_actors::Caller;
-use chorus_protocol::{ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, StoredItem};
+use chorus_protocol::{ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Role, StoredItem};
 
 use super::state::RingView;
 
@@ -26,6 +26,12 @@ pub enum Forward {
     Get {
         /// Its id.
         id: ItemId,
+    },
+    /// The role of the API key whose SHA-256 is `key_hash`, if the peer knows it (a
+    /// key lives on the node that created it).
+    Authenticate {
+        /// SHA-256 of the key (the key itself never crosses a link).
+        key_hash: [u8; 32],
     },
     /// A page of one of the owner's users.
     ListByUser {
@@ -47,6 +53,8 @@ pub enum ForwardReply {
     Get(Option<Box<StoredItem>>),
     /// A page and where the next starts.
     List(Vec<StoredItem>, Option<PageToken>),
+    /// The key's role, if the peer knows the key.
+    Role(Option<Role>),
 }
 
 /// A boxed future of a forwarded request's answer.

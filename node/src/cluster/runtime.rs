@@ -35,6 +35,22 @@ pub trait MemberLinks: Send + Sync + 'static {
     fn member_up(&self, node: NodeId, link_addr: SocketAddr);
     /// `node` is down or gone: drop its link.
     fn member_down(&self, node: &NodeId);
+    /// `node` restarted (a new incarnation) at `link_addr`: its old link is stale.
+    fn member_renewed(&self, node: NodeId, link_addr: SocketAddr);
+}
+
+impl MemberLinks for super::links::Links {
+    fn member_up(&self, node: NodeId, link_addr: SocketAddr) {
+        super::links::Links::member_up(self, node, link_addr);
+    }
+
+    fn member_down(&self, node: &NodeId) {
+        super::links::Links::member_down(self, node);
+    }
+
+    fn member_renewed(&self, node: NodeId, link_addr: SocketAddr) {
+        super::links::Links::member_renewed(self, node, link_addr);
+    }
 }
 
 /// Settings of the cluster layer.
@@ -146,24 +162,42 @@ pub fn ring_members(view: &MembersView) -> BTreeMap<NodeId, SocketAddr> {
 /// Keeps the ring and the links following the member table.
 async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn MemberLinks>>) {
     let mut members = gossip.members();
-    let mut linked: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
+    // The peers linked, with the address and run (incarnation) they were linked at.
+    let mut linked: BTreeMap<NodeId, (SocketAddr, u64)> = BTreeMap::new();
     loop {
         let view = members.borrow_and_update().clone();
-        let mut live = ring_members(&view);
-        live.remove(state.node());
+        let runs: BTreeMap<NodeId, (SocketAddr, u64)> = view
+            .members
+            .iter()
+            .filter(|m| m.state != MemberState::Down && !m.is_self)
+            .map(|m| {
+                (
+                    m.identity.node.clone(),
+                    (m.identity.link_addr, m.incarnation),
+                )
+            })
+            .collect();
         if let Some(links) = &links {
-            for (node, addr) in &live {
-                if linked.get(node) != Some(addr) {
-                    links.member_up(node.clone(), *addr);
+            for (node, &(addr, run)) in &runs {
+                match linked.get(node) {
+                    None => links.member_up(node.clone(), addr),
+                    Some(&(old_addr, old_run)) if old_addr != addr || old_run != run => {
+                        links.member_renewed(node.clone(), addr)
+                    }
+                    Some(_) => {}
                 }
             }
             for node in linked.keys() {
-                if !live.contains_key(node) {
+                if !runs.contains_key(node) {
                     links.member_down(node);
                 }
             }
         }
-        linked = live.clone();
+        let live = runs
+            .iter()
+            .map(|(n, &(addr, _))| (n.clone(), addr))
+            .collect();
+        linked = runs;
         state.set_members(live);
         if members.changed().await.is_err() {
             return;

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_actors::{Caller, NodeHandle};
+use chorus_actors::Caller;
+use chorus_protocol::Role;
+
+use crate::cluster::routing::{Forward, ForwardReply};
 
 use super::Backend;
 use chorus_protocol::{ALPN_LINK, ErrorCode, ResetCode, Welcome, decode_hello, encode_value};
@@ -47,7 +50,7 @@ pub async fn serve_connection(
         }
         let caller = match tokio::time::timeout(
             settings.hello_timeout,
-            hello(&connection, &backend.node, &settings),
+            hello(&connection, &backend, &settings),
         )
         .await
         {
@@ -99,13 +102,13 @@ pub async fn serve_connection(
 /// `None` after answering a refusal and closing the connection.
 async fn hello(
     connection: &quinn::Connection,
-    node: &NodeHandle,
+    backend: &Backend,
     settings: &ServerSettings,
 ) -> Option<Caller> {
     let (mut send, mut recv) = connection.accept_bi().await.ok()?;
     let mut payload = Vec::new();
     let outcome = match read_frame(&mut recv, settings.frame_limit, &mut payload).await {
-        Ok(true) => authenticate(&payload, node, settings).await,
+        Ok(true) => authenticate(&payload, backend, settings).await,
         Ok(false) => Err(ErrorCode::invalid("hello", "stream ended before the hello")),
         Err(e) => Err(ErrorCode::invalid("hello", e.to_string())),
     };
@@ -130,17 +133,38 @@ async fn hello(
     }
 }
 
+/// A key this node does not know may have been created on another member: the role
+/// the first peer that knows it gives (only its SHA-256 crosses the link).
+async fn peer_role(backend: &Backend, api_key: &str) -> Option<Role> {
+    let peers = backend.peers.as_ref()?;
+    let key_hash = chorus_actors::store::key_hash(api_key);
+    let members = peers.peers();
+    let answers = futures_util::future::join_all(
+        members
+            .iter()
+            .map(|peer| peers.forward(peer, Forward::Authenticate { key_hash })),
+    )
+    .await;
+    answers.into_iter().find_map(|answer| match answer {
+        Ok(ForwardReply::Role(role)) => role,
+        _ => None,
+    })
+}
+
 /// Checks the hello's version and key; the welcome to send and who the client is.
 async fn authenticate(
     payload: &[u8],
-    node: &NodeHandle,
+    backend: &Backend,
     settings: &ServerSettings,
 ) -> Result<(Welcome, Caller), ErrorCode> {
     let hello = decode_hello(payload)?;
-    let role = node
-        .authenticate(&hello.api_key)
-        .await?
-        .ok_or(ErrorCode::Unauthorized)?;
+    let role = match backend.node.authenticate(&hello.api_key).await? {
+        Some(role) => role,
+        None => peer_role(backend, &hello.api_key)
+            .await
+            .ok_or(ErrorCode::Unauthorized)?,
+    };
+    let node = &backend.node;
     let welcome = Welcome {
         version: hello.version,
         node: node.node_id().clone(),

@@ -114,6 +114,10 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
             .get(id)
             .await
             .map(|item| ForwardReply::Get(item.map(Box::new))),
+        Forward::Authenticate { key_hash } => node
+            .authenticate_hash(key_hash)
+            .await
+            .map(ForwardReply::Role),
         Forward::ListByUser {
             user_id,
             after,

@@ -62,6 +62,11 @@ pub enum WireRequest {
         /// Most items in the page.
         limit: u32,
     },
+    /// [`Forward::Authenticate`].
+    Authenticate {
+        /// SHA-256 of the key.
+        key_hash: [u8; 32],
+    },
 }
 
 /// [`ForwardReply`] as encoded on a link.
@@ -73,6 +78,8 @@ pub enum WireReply {
     Get(Option<Box<StoredItem>>),
     /// [`ForwardReply::List`].
     List(Vec<StoredItem>, Option<PageToken>),
+    /// [`ForwardReply::Role`].
+    Role(Option<Role>),
 }
 
 impl From<Forward> for WireRequest {
@@ -84,6 +91,7 @@ impl From<Forward> for WireRequest {
                 items,
             },
             Forward::Get { id } => WireRequest::Get { id },
+            Forward::Authenticate { key_hash } => WireRequest::Authenticate { key_hash },
             Forward::ListByUser {
                 user_id,
                 after,
@@ -112,6 +120,7 @@ impl From<WireRequest> for Forward {
                 items,
             },
             WireRequest::Get { id } => Forward::Get { id },
+            WireRequest::Authenticate { key_hash } => Forward::Authenticate { key_hash },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -131,6 +140,7 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Submit(outcomes) => WireReply::Submit(outcomes),
             ForwardReply::Get(item) => WireReply::Get(item),
             ForwardReply::List(items, next) => WireReply::List(items, next),
+            ForwardReply::Role(role) => WireReply::Role(role),
         }
     }
 }
@@ -141,6 +151,7 @@ impl From<WireReply> for ForwardReply {
             WireReply::Submit(outcomes) => ForwardReply::Submit(outcomes),
             WireReply::Get(item) => ForwardReply::Get(item),
             WireReply::List(items, next) => ForwardReply::List(items, next),
+            WireReply::Role(role) => ForwardReply::Role(role),
         }
     }
 }
