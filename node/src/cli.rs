@@ -34,6 +34,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Administer a running node over its local control socket.
     Ctl(CtlArgs),
+    /// Start a local 3-node cluster, run a workload, kill and restart a node, and
+    /// summarise what the cluster did (detection time, partitions moved, items lost).
+    Demo(crate::demo::DemoArgs),
     /// Make the cluster CA, the cluster key and node certificates.
     #[command(subcommand)]
     Certs(CertsCommand),

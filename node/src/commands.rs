@@ -1,7 +1,7 @@
 //! The client-side subcommands (`submit`, `get`, `list`, `keys`, `bench`), built on the
 //! SDK exactly as an application would use it.
 
-mod ctl;
+pub mod ctl;
 mod output;
 
 use std::path::PathBuf;
@@ -45,6 +45,7 @@ pub async fn run(command: Command) -> ExitCode {
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
         Command::Ctl(args) => return ctl::run(args).await,
         Command::Certs(command) => (false, certs(command)),
+        Command::Demo(args) => return crate::demo::run(args).await,
         Command::Agent(_) => unreachable!("the agent is not a client command"),
     };
     match outcome {
