@@ -439,20 +439,17 @@ async fn read_one(client: &Client, expected: &Acked) -> Found {
         if attempt > 0 {
             tokio::time::sleep(READ_RETRY_PAUSE).await;
         }
-        match client.get(expected.id).await {
-            Ok(Some(stored)) => {
-                let item = &stored.item;
-                return if item.id == expected.id
-                    && item.user_id == expected.user
-                    && item.text == expected.text
-                {
-                    Found::Matched
-                } else {
-                    Found::Mismatched
-                };
-            }
-            // Not found, or not reachable now: ask again (a peer may be catching up).
-            Ok(None) | Err(_) => {}
+        // Not found, or not reachable now: ask again (a peer may be catching up).
+        if let Ok(Some(stored)) = client.get(expected.id).await {
+            let item = &stored.item;
+            let same = item.id == expected.id
+                && item.user_id == expected.user
+                && item.text == expected.text;
+            return if same {
+                Found::Matched
+            } else {
+                Found::Mismatched
+            };
         }
     }
     Found::Lost
