@@ -315,10 +315,8 @@ async fn fault_steps(
         .sightings()
         .map(|(_, (since, _))| watch::elapsed_ms(restarted_ms, *since))
         .max();
-    summary.incarnation = alive
-        .sightings()
-        .map(|(_, (_, after))| (incarnation_before, *after))
-        .max();
+    summary.incarnation_before = Some(incarnation_before);
+    summary.incarnation_after = alive.sightings().map(|(_, (_, after))| *after).max();
     // The restarted member's own first ring (itself alone) says nothing about the move.
     summary.partitions_moved_back = ring
         .sightings()
@@ -329,7 +327,7 @@ async fn fault_steps(
     say(&format!(
         "{victim} alive again in every view after {} ms (incarnation {incarnation_before} -> {}); {} partitions moved back",
         summary.rejoin_ms.unwrap_or_default(),
-        summary.incarnation.map_or(0, |(_, after)| after),
+        summary.incarnation_after.unwrap_or_default(),
         summary.partitions_moved_back.unwrap_or_default()
     ));
     progress.set_phase("recovered");

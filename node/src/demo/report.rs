@@ -56,8 +56,10 @@ pub struct DemoSummary {
     /// From the restart (process start included) until the last member saw it alive
     /// again, milliseconds.
     pub rejoin_ms: Option<u64>,
-    /// Its incarnation before the kill and after the restart.
-    pub incarnation: Option<(u64, u64)>,
+    /// Its incarnation before the kill.
+    pub incarnation_before: Option<u64>,
+    /// Its incarnation after the restart, as the members see it.
+    pub incarnation_after: Option<u64>,
     /// Partitions that changed owner in the survivors' rings when it rejoined.
     pub partitions_moved_back: Option<u32>,
     /// Whether the survivors' ring after the rejoin is the ring from before the kill
@@ -180,7 +182,11 @@ impl DemoSummary {
             ),
             (
                 "rejoined".into(),
-                match (self.rejoined, self.rejoin_ms, self.incarnation) {
+                match (
+                    self.rejoined,
+                    self.rejoin_ms,
+                    self.incarnation_before.zip(self.incarnation_after),
+                ) {
                     (true, Some(ms), Some((before, after))) => {
                         format!("yes, after {ms} ms (incarnation {before} -> {after})")
                     }
@@ -188,14 +194,7 @@ impl DemoSummary {
                     (false, _, _) => "no".into(),
                 },
             ),
-            (
-                "routing".into(),
-                self.routing
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
+            ("routing".into(), kinds(&self.routing)),
             (
                 "acked vs read back".into(),
                 format!("{} / {}", self.acked, self.read_back),
