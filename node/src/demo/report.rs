@@ -42,7 +42,8 @@ pub struct DemoSummary {
     pub errors_by_phase: BTreeMap<String, BTreeMap<String, u64>>,
     /// The member that was killed.
     pub killed: Option<String>,
-    /// From the SIGKILL until the last survivor declared it down, milliseconds.
+    /// From the SIGKILL until the last survivor declared it down, milliseconds (from the
+    /// time each survivor stamps on the state change, not from when it was polled).
     pub detected_down_ms: Option<u64>,
     /// The same, per survivor.
     pub detected_down_by: BTreeMap<String, u64>,
