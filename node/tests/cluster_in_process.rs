@@ -79,7 +79,11 @@ async fn members_join_detect_a_crash_move_the_ring_and_take_a_restart_back() {
     })
     .await;
     let epoch = a.state().ring().ring.epoch();
-    assert!([&b, &c].iter().all(|m| m.state().ring().ring.epoch() == epoch));
+    assert!(
+        [&b, &c]
+            .iter()
+            .all(|m| m.state().ring().ring.epoch() == epoch)
+    );
     let incarnation = states(&a)["node-c"].1;
 
     // node-c stops answering: no leave, as a crash.
@@ -108,7 +112,11 @@ async fn members_join_detect_a_crash_move_the_ring_and_take_a_restart_back() {
             })
     })
     .await;
-    assert_eq!(a.state().ring().ring.epoch(), epoch, "same members, same ring");
+    assert_eq!(
+        a.state().ring().ring.epoch(),
+        epoch,
+        "same members, same ring"
+    );
 
     // A graceful leave is seen at once, without a suspicion.
     b.leave().await;

@@ -200,6 +200,7 @@ async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn Membe
                 }
             }
         }
+        state.set_known(view.members.iter().map(|m| m.identity.node.clone()));
         let live = runs
             .iter()
             .map(|(n, &(addr, _))| (n.clone(), addr))
