@@ -44,6 +44,7 @@ done
 
 # A longer steady state at 1,000 nodes and 5 % loss (false verdicts per node-hour).
 run n1000-loss5-12min --nodes 1000 --loss 0.05 --seed 1 --minutes 12
+run n1000-loss5-30min --nodes 1000 --loss 0.05 --seed 1 --minutes 30
 
 # 3,000 nodes, no loss: the largest size measured here (about 6 GB).
 run n3000-loss0 --nodes 3000 --loss 0 --seed 1
