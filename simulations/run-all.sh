@@ -26,5 +26,5 @@ if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then SIM="$CARGO_TARGET_DIR/release/chorus-
 
 # --- membership ----------------------------------------------------------------------
 # SWIM at 10..3,000 nodes (see MEMBERSHIP.md); the longest runs take tens of minutes.
-OUT="$OUT" "$(dirname "$0")/run-membership.sh"
+OUT="$OUT" simulations/run-membership.sh
 # --- end membership ------------------------------------------------------------------
