@@ -25,5 +25,6 @@ if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then SIM="$CARGO_TARGET_DIR/release/chorus-
   | tee "$OUT/overload-queue-only.txt"
 
 # --- membership ----------------------------------------------------------------------
-# The membership scenarios are added here.
+# SWIM at 10..3,000 nodes (see MEMBERSHIP.md); the longest runs take tens of minutes.
+OUT="$OUT" simulations/run-membership.sh
 # --- end membership ------------------------------------------------------------------

@@ -23,6 +23,9 @@ use cluster::{Outcome, Simulation};
 use events::{Micros, SEC};
 pub use settings::RunSettings;
 
+/// Simulated minutes a run lasts at least unless `--minutes` says otherwise.
+const DEFAULT_MINUTES: u64 = 5;
+
 /// Options of the `membership` scenario.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,7 +39,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Shortest run in simulated minutes (stretched if the script needs more).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_MINUTES)]
     pub minutes: u64,
     /// Lifeguard (local health, suspicion shortened by confirmations).
     #[arg(long, value_enum, default_value_t = Switch::On)]
@@ -122,6 +125,9 @@ fn stem(settings: &RunSettings) -> String {
     }
     if settings.slow_node {
         stem.push_str("-slow");
+    }
+    if settings.minutes != DEFAULT_MINUTES {
+        stem.push_str(&format!("-{}min", settings.minutes));
     }
     stem
 }

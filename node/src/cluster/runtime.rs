@@ -141,6 +141,13 @@ impl ClusterRuntime {
         self.gossip.local_addr()
     }
 
+    /// Stops gossiping without a word to the others, as a crash would look to them
+    /// (they suspect this node, then declare it down).
+    pub fn abort(&self) {
+        self.gossip.abort();
+        self.follower.abort();
+    }
+
     /// Leaves the cluster gracefully: the others learn it at once and place the ring
     /// without this node.
     pub async fn leave(&self) {
@@ -193,6 +200,7 @@ async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn Membe
                 }
             }
         }
+        state.set_known(view.members.iter().map(|m| m.identity.node.clone()));
         let live = runs
             .iter()
             .map(|(n, &(addr, _))| (n.clone(), addr))

@@ -2,9 +2,9 @@
 //! addresses and the ring placed on them. Membership writes it; the server, the links
 //! and `chorus ctl` read it without waiting (a `watch` channel).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chorus_protocol::{NodeId, RingMember, RingSnapshot};
@@ -70,6 +70,9 @@ struct Inner {
     addr: SocketAddr,
     partitions: u16,
     ring: watch::Sender<Arc<RingView>>,
+    /// Every other member in the member table, down ones included: a node that may
+    /// hold items (reads that miss must not say "not found" while one is unreachable).
+    known: Mutex<BTreeSet<NodeId>>,
 }
 
 impl ClusterState {
@@ -88,6 +91,7 @@ impl ClusterState {
                 addr,
                 partitions,
                 ring: watch::channel(Arc::new(view)).0,
+                known: Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -110,6 +114,18 @@ impl ClusterState {
     /// Follows ring changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<RingView>> {
         self.inner.ring.subscribe()
+    }
+
+    /// Every other member this node knows of, down ones included.
+    pub fn known_peers(&self) -> Vec<NodeId> {
+        let known = self.inner.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.iter().cloned().collect()
+    }
+
+    /// The member table changed: remembers every other member in it.
+    pub fn set_known(&self, members: impl IntoIterator<Item = NodeId>) {
+        let mut known = self.inner.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(members.into_iter().filter(|n| n != &self.inner.node));
     }
 
     /// The live members (this node included) and their addresses changed: places the

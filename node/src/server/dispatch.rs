@@ -192,13 +192,20 @@ async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response,
     let Some(peers) = &backend.peers else {
         return Ok(Response::Item(None));
     };
-    let members = peers.peers();
+    // Ask every member that may hold it: the linked ones and those known but down.
+    let mut members = backend.cluster.known_peers();
+    for linked in peers.peers() {
+        if !members.contains(&linked) {
+            members.push(linked);
+        }
+    }
     let answers = join_all(
         members
             .iter()
             .map(|peer| peers.forward(peer, Forward::Get { id })),
     )
     .await;
+    tracing::debug!(%id, asked = ?members, ?answers, "get asked the peers");
     let mut unreachable = Vec::new();
     for (peer, answer) in members.iter().zip(answers) {
         match answer {
