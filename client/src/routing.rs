@@ -155,6 +155,9 @@ impl RoutePlan {
                 error,
                 ClientError::ConnectionLost { .. }
                     | ClientError::StreamReset { .. }
+                    // A silent owner (e.g. killed, not yet declared down): the node
+                    // sent to instead answers or forwards, and says Unavailable fast.
+                    | ClientError::Timeout
                     | ClientError::Server(ErrorCode::Unavailable { .. })
             );
         if unreachable || lost {
@@ -433,7 +436,8 @@ mod tests {
             (ClientError::Tls("wrong name".into()), false, Step::Fallback),
             (lost.clone(), true, Step::Fallback),
             (lost, false, Step::Retry),
-            (ClientError::Timeout, true, Step::Retry),
+            (ClientError::Timeout, true, Step::Fallback),
+            (ClientError::Timeout, false, Step::Retry),
             (ClientError::Closed, true, Step::Retry),
             (ClientError::Server(ErrorCode::Forbidden), true, Step::Retry),
             (

@@ -134,21 +134,44 @@ async fn hello(
 }
 
 /// A key this node does not know may have been created on another member: the role
-/// the first peer that knows it gives (only its SHA-256 crosses the link).
-async fn peer_role(backend: &Backend, api_key: &str) -> Option<Role> {
-    let peers = backend.peers.as_ref()?;
+/// the first peer that knows it gives (only its SHA-256 crosses the link). No peer
+/// knowing it is `Unauthorized`; a peer that could not be asked might know it, so then
+/// the answer is `Unavailable` (the client retries) rather than a wrong refusal.
+async fn peer_role(backend: &Backend, api_key: &str) -> Result<Role, ErrorCode> {
+    let Some(peers) = backend.peers.as_ref() else {
+        return Err(ErrorCode::Unauthorized);
+    };
     let key_hash = chorus_actors::store::key_hash(api_key);
-    let members = peers.peers();
+    let mut members = backend.cluster.known_peers();
+    for linked in peers.peers() {
+        if !members.contains(&linked) {
+            members.push(linked);
+        }
+    }
     let answers = futures_util::future::join_all(
         members
             .iter()
             .map(|peer| peers.forward(peer, Forward::Authenticate { key_hash })),
     )
     .await;
-    answers.into_iter().find_map(|answer| match answer {
-        Ok(ForwardReply::Role(role)) => role,
-        _ => None,
-    })
+    let mut unreachable = Vec::new();
+    for (peer, answer) in members.iter().zip(answers) {
+        match answer {
+            Ok(ForwardReply::Role(Some(role))) => return Ok(role),
+            Ok(_) => {}
+            Err(_) => unreachable.push(peer.to_string()),
+        }
+    }
+    if unreachable.is_empty() {
+        Err(ErrorCode::Unauthorized)
+    } else {
+        Err(ErrorCode::Unavailable {
+            reason: format!(
+                "the key is not known here and {} could not be asked",
+                unreachable.join(", ")
+            ),
+        })
+    }
 }
 
 /// Checks the hello's version and key; the welcome to send and who the client is.
@@ -160,9 +183,7 @@ async fn authenticate(
     let hello = decode_hello(payload)?;
     let role = match backend.node.authenticate(&hello.api_key).await? {
         Some(role) => role,
-        None => peer_role(backend, &hello.api_key)
-            .await
-            .ok_or(ErrorCode::Unauthorized)?,
+        None => peer_role(backend, &hello.api_key).await?,
     };
     let node = &backend.node;
     let welcome = Welcome {
