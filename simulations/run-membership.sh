@@ -22,6 +22,9 @@ for nodes in 10 100 1000; do
   run "n$nodes-loss5" --nodes "$nodes" --loss 0.05 --seed 1
 done
 
+# Between the two: a healed partition at 300 nodes.
+run n300-loss5 --nodes 300 --loss 0.05 --seed 1 --no-plots
+
 # Averages over seeds (one crash and one join per run).
 for nodes in 10 100; do
   for seed in $(seq 1 10); do

@@ -2,8 +2,9 @@
 //!
 //! [`Membership`] owns one foca instance and everything Chorus adds around it: packet
 //! authentication under the cluster key ([`auth`]), our envelope ([`envelope`]), a join
-//! handshake that needs only a seed's address, Lifeguard ([`lifeguard`]) and a roster
-//! sync that hands a joiner the whole membership table at once. It opens no socket, reads
+//! handshake that needs only a seed's address, Lifeguard ([`lifeguard`]), a roster
+//! sync that hands a joiner the whole membership table at once, and down notices that
+//! bring members back together after a partition heals. It opens no socket, reads
 //! no clock and spawns nothing: time is passed in, and what it wants done comes back as
 //! [`Output`]s.
 //!
@@ -43,7 +44,7 @@ pub use self::identity::MemberIdentity;
 
 use self::auth::Authenticator;
 use self::codec::BincodeCodec;
-use self::envelope::{Envelope, GOSSIP_HEADER};
+use self::envelope::{DownNotice, Envelope, GOSSIP_HEADER};
 use self::lifeguard::{
     LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
 };
@@ -56,6 +57,14 @@ pub const MAX_JOIN_RETRY: Duration = Duration::from_secs(30);
 
 /// How many members' roster-sync times are remembered before old ones are pruned.
 const ROSTER_SENT_CAPACITY: usize = 4_096;
+
+/// Probe periods before the same member is sent another down notice: a member that
+/// keeps talking to us while we hold it down is told again only after a lost notice
+/// could have been noticed, and a flood of its packets costs one notice per interval.
+const DOWN_NOTICE_INTERVAL_PERIODS: u32 = 3;
+
+/// How many members' down-notice times are remembered before old ones are pruned.
+const NOTICES_SENT_CAPACITY: usize = 4_096;
 
 type Swim = Foca<MemberIdentity, BincodeCodec, SmallRng, SuspicionReports>;
 
@@ -204,6 +213,17 @@ pub struct MembershipStats {
     pub suspicions_started: u64,
     /// Suspects Lifeguard declared down before foca's longest timeout.
     pub lifeguard_declared_down: u64,
+    /// Down notices sent to members that talked to us while we held them down.
+    pub down_notices_sent: u64,
+    /// Down notices not sent because that member had been told within the interval.
+    pub down_notices_skipped: u64,
+    /// Down notices about our current run that made this node renew its identity.
+    pub down_notices_obeyed: u64,
+    /// Down notices about our current run answered with a notice instead: the notifier
+    /// is held down here too and sees fewer live members (the smaller side renews).
+    pub down_notices_returned: u64,
+    /// Down notices ignored: about an earlier run of ours, or received after leaving.
+    pub down_notices_stale: u64,
     /// The local health multiplier now.
     pub lhm: u8,
     /// Live members besides this node.
@@ -317,6 +337,13 @@ pub struct Membership {
     roster_sent: BTreeMap<NodeId, Duration>,
     /// When the latest roster syncs went out, at most `roster_sync_max_per_interval`.
     roster_budget: VecDeque<Duration>,
+    /// When each member was last sent a down notice.
+    notices_sent: BTreeMap<NodeId, Duration>,
+    /// This node renewed its identity: forget the down verdicts it holds (see
+    /// [`Membership::forget_down_members`]), then announce to `rejoin_via` if set.
+    forget_downs: bool,
+    /// The member whose down notice made this node renew; it is announced to next.
+    rejoin_via: Option<MemberIdentity>,
     self_suspected_at: Option<Incarnation>,
     self_since: Duration,
     left: bool,
@@ -376,6 +403,9 @@ impl Membership {
             seen: BTreeMap::new(),
             roster_sent: BTreeMap::new(),
             roster_budget: VecDeque::new(),
+            notices_sent: BTreeMap::new(),
+            forget_downs: false,
+            rejoin_via: None,
             self_suspected_at: None,
             self_since: Duration::ZERO,
             left: false,
@@ -465,6 +495,18 @@ impl Membership {
             Envelope::RosterSync(_) if self.left => Ok(()),
             Envelope::RosterSync(members) => {
                 self.stats.roster_packets_applied += 1;
+                // A roster is one member's opinion, possibly from the other side of a
+                // partition: it teaches who exists, but its "down" rows may not overrule
+                // a run we hold live, nor make us renew (a down notice does that, with
+                // the rule that picks which side renews).
+                let me = self.identity().node.clone();
+                let members: Vec<_> = members
+                    .into_iter()
+                    .filter(|member| {
+                        member.state() != foca::State::Down
+                            || (member.id().node != me && !self.holds_live(member.id()))
+                    })
+                    .collect();
                 let result = self
                     .swim
                     .apply_many(members.into_iter(), false, &mut self.io);
@@ -484,6 +526,10 @@ impl Membership {
                 let result = self.swim.announce(seed, &mut self.io);
                 self.absorb(now);
                 result.map_err(|error| self.refused(error))
+            }
+            Envelope::DownNotice(notice) => {
+                self.handle_down_notice(notice, now);
+                Ok(())
             }
         }
     }
@@ -597,17 +643,21 @@ impl Membership {
     }
 
     fn handle_gossip(&mut self, payload: &[u8], now: Duration) -> Result<(), PacketError> {
-        let inspected = if self.settings.lifeguard || self.settings.roster_sync {
-            inspect(payload, self.settings.lifeguard)
-        } else {
-            None
-        };
+        let inspected = inspect(payload, self.settings.lifeguard);
         let joiner = inspected.as_ref().and_then(|seen| {
             (seen.header.message == Message::Announce && self.is_news(&seen.header.src))
                 .then(|| seen.header.src.clone())
         });
+        // foca ignores a run it holds down without telling it; we tell it.
+        let held_down = inspected
+            .as_ref()
+            .filter(|seen| !self.left && !self.defunct && self.holds_down(&seen.header.src))
+            .map(|seen| seen.header.src.clone());
         let result = self.swim.handle_data(payload, &mut self.io);
         self.absorb(now);
+        if let Some(sender) = held_down {
+            self.send_down_notice(&sender, now);
+        }
         if let Err(error) = result {
             return Err(self.refused(error));
         }
@@ -759,7 +809,16 @@ impl Membership {
                 OwnedNotification::Rename(old, new) => {
                     debug!(old = %old, new = %new, "member renewed");
                     self.suspicions.refuted(&new, 0);
-                    self.mark(&new, MemberState::Alive, now);
+                    // A down run can replace a down run without a MemberDown.
+                    let state =
+                        if self.swim.iter_membership_state().any(|member| {
+                            member.id() == &new && member.state() == foca::State::Down
+                        }) {
+                            MemberState::Down
+                        } else {
+                            MemberState::Alive
+                        };
+                    self.mark(&new, state, now);
                     MembershipEvent::MemberRenewed { old, new }
                 }
                 OwnedNotification::Active => MembershipEvent::Joined,
@@ -771,6 +830,7 @@ impl Membership {
                 }
                 OwnedNotification::Rejoin(me) => {
                     debug!(identity = %me, "declared down, rejoining");
+                    self.forget_downs = true;
                     self.defunct = false;
                     self.self_suspected_at = None;
                     self.self_since = now;
@@ -780,6 +840,14 @@ impl Membership {
                 }
             };
             self.io.event(event);
+        }
+        if std::mem::take(&mut self.forget_downs) {
+            self.forget_down_members();
+            if let Some(via) = self.rejoin_via.take()
+                && let Err(error) = self.swim.announce(via, &mut self.io)
+            {
+                debug!(%error, "announcing after a rejoin");
+            }
         }
         if !self.is_connected() {
             // foca sends nothing while it knows no live member (after its last peer went
@@ -863,11 +931,140 @@ impl Membership {
         }
     }
 
-    /// Whether `member` is a run this node does not know as live: a joiner.
+    /// Whether `member` is a run this node does not know: a joiner. (A run held down
+    /// here is not news: it is sent a down notice instead, and comes back renewed.)
     fn is_news(&self, member: &MemberIdentity) -> bool {
         self.seen
             .get(&member.node)
-            .is_none_or(|seen| seen.identity != *member || seen.state == MemberState::Down)
+            .is_none_or(|seen| seen.identity != *member)
+    }
+
+    /// Whether foca holds exactly this run (name and incarnation) down. Cheap for a
+    /// member known live, which is every sender in the steady state.
+    fn holds_down(&self, member: &MemberIdentity) -> bool {
+        if self.holds_live(member) {
+            return false;
+        }
+        self.swim
+            .iter_membership_state()
+            .any(|known| known.id() == member && known.state() == foca::State::Down)
+    }
+
+    /// Whether this run is alive or suspect here, as foca last told us.
+    fn holds_live(&self, member: &MemberIdentity) -> bool {
+        self.seen
+            .get(&member.node)
+            .is_some_and(|seen| seen.identity == *member && seen.state != MemberState::Down)
+    }
+
+    /// Live members as a down notice counts them: the others plus this node.
+    fn live_count(&self) -> u32 {
+        u32::try_from(self.swim.num_members().saturating_add(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Tells `subject`, which this node holds down, that it is down here; at most once
+    /// per [`DOWN_NOTICE_INTERVAL_PERIODS`] probe periods per member.
+    fn send_down_notice(&mut self, subject: &MemberIdentity, now: Duration) {
+        let interval = self
+            .settings
+            .probe_period()
+            .saturating_mul(DOWN_NOTICE_INTERVAL_PERIODS);
+        if let Some(last) = self.notices_sent.get(&subject.node)
+            && now.saturating_sub(*last) < interval
+        {
+            self.stats.down_notices_skipped += 1;
+            return;
+        }
+        if self.notices_sent.len() >= NOTICES_SENT_CAPACITY {
+            self.notices_sent
+                .retain(|_, last| now.saturating_sub(*last) < interval);
+        }
+        self.notices_sent.insert(subject.node.clone(), now);
+        let notice = DownNotice {
+            notifier: self.identity().clone(),
+            subject: subject.clone(),
+            live_members: self.live_count(),
+        };
+        match envelope::encode_down_notice(&notice, &mut self.codec) {
+            Ok(body) => {
+                self.stats.down_notices_sent += 1;
+                debug!(member = %subject, "telling a member it is down here");
+                self.io.send(subject.gossip_addr, &[&body]);
+            }
+            Err(error) => debug!(%error, "encoding down notice"),
+        }
+    }
+
+    /// A member holds this node's current run down. Usually that is the cluster's
+    /// verdict and the node renews (foca's rejoin path: incarnation + 1, the old run
+    /// declared down), forgets its own down verdicts and announces to the notifier.
+    ///
+    /// After a partition both sides hold each other down and both would be told; only
+    /// one should renew, or every member of the larger side would be forced to rejoin.
+    /// So when the notifier is held down here too, the side that sees fewer live
+    /// members renews (ties broken by name, so exactly one of the two does), and the
+    /// other answers with a notice of its own.
+    fn handle_down_notice(&mut self, notice: DownNotice, now: Duration) {
+        if self.left || self.defunct || notice.subject != *self.identity() {
+            self.stats.down_notices_stale += 1;
+            return;
+        }
+        if notice.notifier.node == self.identity().node {
+            return;
+        }
+        if self.holds_down(&notice.notifier) {
+            let ours = (self.live_count(), &self.identity().node);
+            if ours > (notice.live_members, &notice.notifier.node) {
+                self.stats.down_notices_returned += 1;
+                self.send_down_notice(&notice.notifier, now);
+                return;
+            }
+        }
+        debug!(notifier = %notice.notifier, "held down by a member, renewing");
+        self.stats.down_notices_obeyed += 1;
+        self.rejoin_via = Some(notice.notifier);
+        let me = Member::new(self.identity().clone(), 0, foca::State::Down);
+        let result = self
+            .swim
+            .apply_many(std::iter::once(me), false, &mut self.io);
+        self.absorb(now);
+        self.rejoin_via = None;
+        if let Err(error) = result {
+            self.stats.timer_errors += 1;
+            debug!(%error, "renewing after a down notice");
+        }
+    }
+
+    /// Drops every down verdict this node holds, after it renewed its identity. It was
+    /// declared down, so it was cut off, and its verdicts about the members on the other
+    /// side were reached from the same cut-off view: kept, they would make it ignore
+    /// those members and tell them they are down, forcing healthy members to rejoin. A
+    /// member that is really gone never talks to it again; roster syncs and gossip
+    /// teach it the verdicts that are real.
+    fn forget_down_members(&mut self) {
+        let down: Vec<MemberIdentity> = self
+            .swim
+            .iter_membership_state()
+            .filter(|member| member.state() == foca::State::Down)
+            .map(|member| member.id().clone())
+            .collect();
+        for member in down {
+            if let Err(error) = self
+                .swim
+                .handle_timer(foca::Timer::RemoveDown(member.clone()), &mut self.io)
+            {
+                debug!(%error, "forgetting a down member");
+            }
+            if self
+                .seen
+                .get(&member.node)
+                .is_some_and(|seen| seen.identity == member)
+            {
+                self.seen.remove(&member.node);
+            }
+            self.roster_sent.remove(&member.node);
+            self.notices_sent.remove(&member.node);
+        }
     }
 
     fn mark(&mut self, member: &MemberIdentity, state: MemberState, now: Duration) {

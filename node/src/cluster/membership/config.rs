@@ -275,8 +275,9 @@ impl GossipSettings {
             frequency: Duration::from_millis(self.periodic_announce_ms),
             num_members: NonZeroUsize::MIN,
         });
-        // Announcing to members believed down heals partitions: the other side learns
-        // we are alive (and renews its own identity if we had declared it down).
+        // Announcing to members believed down heals partitions: it is the first packet
+        // across the cut, answered with a down notice (see `Membership`), after which
+        // the smaller side renews its identity and is taken back.
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
             frequency: Duration::from_millis(self.periodic_announce_ms.saturating_mul(2)),
             num_members: NonZeroUsize::MIN,

@@ -1,6 +1,7 @@
 //! What an authenticated packet body carries: `version || kind || payload`, where the
-//! payload is foca's own gossip bytes, a chunk of a roster sync, or one half of the join
-//! handshake (a joiner knows its seed's address but not its name, which foca needs).
+//! payload is foca's own gossip bytes, a chunk of a roster sync, one half of the join
+//! handshake (a joiner knows its seed's address but not its name, which foca needs), or
+//! a down notice. Kinds are wire tags: new ones are appended, old ones keep their value.
 
 use foca::Member;
 
@@ -21,6 +22,7 @@ const KIND_GOSSIP: u8 = 0;
 const KIND_ROSTER_SYNC: u8 = 1;
 const KIND_JOIN: u8 = 2;
 const KIND_WELCOME: u8 = 3;
+const KIND_DOWN_NOTICE: u8 = 4;
 
 /// The envelope header of a gossip packet; foca's bytes follow it.
 pub const GOSSIP_HEADER: [u8; HEADER_LEN] = [VERSION, KIND_GOSSIP];
@@ -36,6 +38,21 @@ pub enum Envelope<'a> {
     Join(MemberIdentity),
     /// The answer to a join: who this seed is, so the joiner can announce to it.
     Welcome(MemberIdentity),
+    /// "You are down here": the answer to a packet from a run the sender holds down.
+    DownNotice(DownNotice),
+}
+
+/// Tells `subject` that `notifier` holds it down, so that it renews its identity (foca
+/// ignores every packet from a run it holds down, and never says so itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownNotice {
+    /// Who holds the subject down.
+    pub notifier: MemberIdentity,
+    /// The run held down; a receiver that runs under another one ignores the notice.
+    pub subject: MemberIdentity,
+    /// How many live members the notifier sees, itself included: when two members hold
+    /// each other down (a healed partition), the one that sees fewer renews.
+    pub live_members: u32,
 }
 
 /// Why a packet body could not be decoded; the packet is dropped and nothing changes.
@@ -78,6 +95,17 @@ pub fn encode_welcome(
     codec: &mut BincodeCodec,
 ) -> Result<Vec<u8>, CodecError> {
     encode_identity(KIND_WELCOME, seed, codec)
+}
+
+/// The body of a down notice.
+pub fn encode_down_notice(
+    notice: &DownNotice,
+    codec: &mut BincodeCodec,
+) -> Result<Vec<u8>, CodecError> {
+    let mut body = encode_identity(KIND_DOWN_NOTICE, &notice.notifier, codec)?;
+    codec.encode_identity_to(&notice.subject, &mut body)?;
+    body.extend_from_slice(&notice.live_members.to_be_bytes());
+    Ok(body)
 }
 
 fn encode_identity(
@@ -152,6 +180,7 @@ pub fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         KIND_ROSTER_SYNC => decode_roster(payload).map(Envelope::RosterSync),
         KIND_JOIN => decode_identity(payload).map(Envelope::Join),
         KIND_WELCOME => decode_identity(payload).map(Envelope::Welcome),
+        KIND_DOWN_NOTICE => decode_down_notice(payload).map(Envelope::DownNotice),
         other => Err(EnvelopeError::Kind(other)),
     }
 }
@@ -162,6 +191,24 @@ fn decode_identity(mut payload: &[u8]) -> Result<MemberIdentity, EnvelopeError> 
         return Err(EnvelopeError::Trailing(payload.len()));
     }
     Ok(identity)
+}
+
+fn decode_down_notice(mut payload: &[u8]) -> Result<DownNotice, EnvelopeError> {
+    let notifier = BincodeCodec::decode_identity_from(&mut payload)?;
+    let subject = BincodeCodec::decode_identity_from(&mut payload)?;
+    let Some((live, rest)) = payload.split_first_chunk::<4>() else {
+        return Err(EnvelopeError::Truncated {
+            len: HEADER_LEN + payload.len(),
+        });
+    };
+    if !rest.is_empty() {
+        return Err(EnvelopeError::Trailing(rest.len()));
+    }
+    Ok(DownNotice {
+        notifier,
+        subject,
+        live_members: u32::from_be_bytes(*live),
+    })
 }
 
 fn decode_roster(payload: &[u8]) -> Result<Vec<Member<MemberIdentity>>, EnvelopeError> {
@@ -227,6 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn a_down_notice_round_trips_and_its_tag_is_appended() {
+        assert_eq!(KIND_DOWN_NOTICE, 4, "existing kinds keep their tags");
+        let mut codec = BincodeCodec::new();
+        let notice = DownNotice {
+            notifier: member(1).id().clone(),
+            subject: member(2).id().clone(),
+            live_members: 997,
+        };
+        let body = encode_down_notice(&notice, &mut codec).expect("encode");
+        assert_eq!(decode(&body).expect("decode"), Envelope::DownNotice(notice));
+        assert!(matches!(
+            decode(&body[..body.len() - 1]),
+            Err(EnvelopeError::Truncated { .. })
+        ));
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(matches!(decode(&trailing), Err(EnvelopeError::Trailing(1))));
+    }
+
+    #[test]
     fn a_large_roster_is_split_into_bounded_packets_that_round_trip() {
         let members: Vec<_> = (0..200).map(member).collect();
         let bodies = encode_roster_sync(&members, &mut BincodeCodec::new(), 400, 100);
@@ -272,7 +339,7 @@ mod tests {
         #[test]
         fn random_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode(&bytes);
-            for kind in [KIND_ROSTER_SYNC, KIND_JOIN, KIND_WELCOME] {
+            for kind in [KIND_ROSTER_SYNC, KIND_JOIN, KIND_WELCOME, KIND_DOWN_NOTICE] {
                 let mut body = vec![VERSION, kind];
                 body.extend_from_slice(&bytes);
                 let _ = decode(&body);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chorus_protocol::NodeId;
 
+use super::codec::BincodeCodec;
 use super::*;
 
 const LATENCY: Duration = Duration::from_millis(1);
@@ -368,8 +369,8 @@ fn a_graceful_leave_is_seen_as_down_within_a_probe_period() {
 #[test]
 fn a_healed_partition_merges_back_into_one_cluster() {
     // Each side declares the other down. Afterwards the periodic announce to down
-    // members reaches across; the roster sync it triggers tells each side that it was
-    // declared down, so it renews its identity and is taken back.
+    // members reaches across; the side holding the sender down answers with a down
+    // notice, one side renews its identity and is taken back.
     let settings = settings();
     let heal_within = Duration::from_millis(settings.periodic_announce_ms * 2) * 2;
     let mut net = Net::cluster(4, settings.clone());
@@ -383,6 +384,169 @@ fn a_healed_partition_merges_back_into_one_cluster() {
     for i in 0..4 {
         assert_eq!(net.member(i).live_members(), net.names(0..4), "member {i}");
     }
+}
+
+/// Rejoins after `since`, by member.
+fn rejoined_after(net: &Net, since: Duration) -> BTreeSet<usize> {
+    net.events
+        .iter()
+        .filter(|(at, _, e)| *at > since && matches!(e, MembershipEvent::Rejoined { .. }))
+        .map(|(_, i, _)| *i)
+        .collect()
+}
+
+#[test]
+fn a_partition_longer_than_the_suspicion_timeout_heals_and_the_cut_off_side_renews() {
+    const MEMBERS: usize = 24;
+    let settings = GossipSettings {
+        expected_cluster_size: MEMBERS as u32,
+        ..GossipSettings::default()
+    };
+    // Announces to members believed down go out every 2 × periodic_announce_ms, to one
+    // of them: the first crosses the cut well within one such round, then the notices
+    // and the rejoin take a few round trips and the news a few gossip rounds.
+    let heal_within = Duration::from_millis(settings.periodic_announce_ms * 2);
+    let cut = BTreeSet::from([20, 21, 22, 23]);
+    let mut net = Net::cluster(MEMBERS, settings.clone());
+    net.run_for(secs(10));
+    for i in 0..MEMBERS {
+        assert_eq!(
+            net.member(i).live_members(),
+            net.names(0..MEMBERS),
+            "member {i}"
+        );
+    }
+    net.partition = Some(cut.clone());
+    // The cut-off side probes slowly (its local health drops as every probe across the
+    // cut fails), so its longest suspicions take a while longer.
+    net.run_for(settings.suspect_to_down_max() * 3);
+    assert_eq!(net.member(0).live_members(), net.names(0..20));
+    assert_eq!(net.member(23).live_members(), net.names(20..24));
+    let healed = net.now;
+    net.partition = None;
+    let mut converged = None;
+    let step = settings.probe_period();
+    while net.now < healed + heal_within {
+        net.run_for(step);
+        if (0..MEMBERS).all(|i| net.member(i).live_members() == net.names(0..MEMBERS)) {
+            converged = Some(net.now - healed);
+            break;
+        }
+    }
+    let converged = converged.unwrap_or_else(|| {
+        let views: Vec<usize> = (0..MEMBERS)
+            .map(|i| net.member(i).live_members().len())
+            .collect();
+        panic!("no convergence within {heal_within:?} of the heal: {views:?}")
+    });
+    // Stays converged: no member is told down again, nobody else rejoins.
+    net.run_for(settings.suspect_to_down_max() * 2);
+    for i in 0..MEMBERS {
+        assert_eq!(
+            net.member(i).live_members(),
+            net.names(0..MEMBERS),
+            "member {i}"
+        );
+        for j in 0..MEMBERS {
+            if i != j {
+                assert_eq!(
+                    net.state_of(i, j).map(|(state, _)| state),
+                    Some(MemberState::Alive),
+                    "{i} sees {j}"
+                );
+            }
+        }
+    }
+    // The cut-off members renew; a member of the larger side may too when a verdict
+    // reached on the cut-off side outlives the heal, but never the larger side at large.
+    let rejoined = rejoined_after(&net, healed);
+    assert!(
+        cut.is_subset(&rejoined) && rejoined.difference(&cut).count() <= cut.len(),
+        "the cut-off members renew, few others: {rejoined:?} (converged after {converged:?})"
+    );
+    let notices: u64 = (0..MEMBERS)
+        .map(|i| net.member(i).stats().down_notices_sent)
+        .sum();
+    assert!(notices > 0, "down notices brought the sides together");
+    net.assert_clean();
+}
+
+#[test]
+fn a_down_notice_about_an_earlier_run_is_ignored() {
+    let mut net = Net::cluster(3, settings());
+    net.run_for(secs(5));
+    let mut codec = BincodeCodec::new();
+    let notice = |subject: MemberIdentity, codec: &mut BincodeCodec| {
+        let body = envelope::encode_down_notice(
+            &DownNotice {
+                notifier: identity(1, 1),
+                subject,
+                live_members: 1_000,
+            },
+            codec,
+        )
+        .expect("encode");
+        Authenticator::new(&KEY).seal(&body)
+    };
+    let stale = notice(identity(0, 0), &mut codec);
+    let member = &mut net.nodes[0].as_mut().expect("running").1;
+    member.handle_packet(&stale, net.now).expect("accepted");
+    assert_eq!(member.identity().incarnation, 1);
+    assert_eq!(member.stats().down_notices_stale, 1);
+    // About the current run, from a member it holds live: it renews once.
+    let current = notice(identity(0, 1), &mut codec);
+    member.handle_packet(&current, net.now).expect("accepted");
+    assert_eq!(member.identity().incarnation, 2);
+    // The same notice again now names an earlier run: no second renewal.
+    member.handle_packet(&current, net.now).expect("accepted");
+    assert_eq!(member.identity().incarnation, 2);
+    assert_eq!(member.stats().down_notices_obeyed, 1);
+    net.pump(0);
+    net.run_for(secs(5));
+    for i in 0..3 {
+        assert_eq!(net.member(i).live_members(), net.names(0..3), "member {i}");
+    }
+}
+
+#[test]
+fn a_member_flooding_one_held_down_is_told_once_per_interval() {
+    let settings = settings();
+    let mut net = Net::cluster(3, settings.clone());
+    net.run_for(secs(5));
+    // Member 0 holds member 2's run down (say, a verdict from before a heal).
+    let down = Member::new(identity(2, 1), 0, foca::State::Down);
+    let member = &mut net.nodes[0].as_mut().expect("running").1;
+    member
+        .swim
+        .apply_many(std::iter::once(down), false, &mut member.io)
+        .expect("applied");
+    member.absorb(net.now);
+    let _: Vec<Output> = member.drain_outputs().collect();
+    // Twenty packets from member 2 within one interval: one notice.
+    let mut sender = Membership::new(identity(2, 1), settings.clone(), &KEY, 2);
+    sender
+        .swim
+        .announce(identity(0, 1), &mut sender.io)
+        .expect("announce");
+    let packet = sender
+        .drain_outputs()
+        .find_map(|output| match output {
+            Output::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .expect("an announce");
+    let member = &mut net.nodes[0].as_mut().expect("running").1;
+    for _ in 0..20 {
+        member.handle_packet(&packet, net.now).expect("accepted");
+    }
+    let stats = member.stats();
+    assert_eq!(
+        (stats.down_notices_sent, stats.down_notices_skipped),
+        (1, 19)
+    );
+    let later = net.now + settings.probe_period() * DOWN_NOTICE_INTERVAL_PERIODS;
+    member.handle_packet(&packet, later).expect("accepted");
+    assert_eq!(member.stats().down_notices_sent, 2);
 }
 
 #[test]
