@@ -11,19 +11,10 @@
 # over KILLS repetitions. Knobs: CHORUS_BIN, DUR (10s), WARMUP (2s), KILLS (5),
 # PROBE_MS (500), OUT (./bench-results).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DUR="${DUR:-10s}"
-WARMUP="${WARMUP:-2s}"
 KILLS="${KILLS:-5}"
 PROBE_MS="${PROBE_MS:-500}"
-OUT="${OUT:-$PWD/bench-results}"
-mkdir -p "$OUT"
-if [ -n "${CHORUS_BIN:-}" ]; then
-  BIN="$CHORUS_BIN"
-else
-  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node
-  BIN="$ROOT/target/release/chorus"
-fi
+# shellcheck source=bench-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
 WORK="$(mktemp -d -t chorus-cluster-bench.XXXXXX)"
 PIDS=(0 0 0 0)

@@ -9,21 +9,10 @@
 # Knobs: CHORUS_BIN (build this tree) DUR (10s) WARMUP (2s) OUT (./bench-results) SCENARIOS (all) SAT_RATE/SAT_BATCH_RATE
 # (open-loop targets; default: half of the measured closed-loop saturation).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DUR="${DUR:-10s}"
-WARMUP="${WARMUP:-2s}"
-OUT="${OUT:-$PWD/bench-results}"
 SCENARIOS="${SCENARIOS:-closed32 pipelined16 saturation half single_flush batch100 batch100_half}"
 MIX="${MIX:-realtime=10,priority=20,standard=40,batch=30}"
-mkdir -p "$OUT"
-
-# CHORUS_BIN: a prebuilt `chorus` to measure (e.g. another revision) instead of building.
-if [ -n "${CHORUS_BIN:-}" ]; then
-  BIN="$CHORUS_BIN"
-else
-  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node
-  BIN="$ROOT/target/release/chorus"
-fi
+# shellcheck source=bench-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
 AGENT_PID=""
 WORK=""
