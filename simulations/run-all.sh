@@ -3,12 +3,8 @@
 # charts in simulations/results (or $OUT). Deterministic reports go to stdout and the
 # .txt files; wall-clock placement times go to stderr and results/ring-timings.csv.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-simulations/results}
-mkdir -p "$OUT"
-cargo build --release -q -p chorus-simulations
-SIM=target/release/chorus-simulations
-if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then SIM="$CARGO_TARGET_DIR/release/chorus-simulations"; fi
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 # Ring: every strategy over N = 3..1000 and P = 1024, 4096 (balance, moves, time).
 "$SIM" ring --out "$OUT" --seed 1 | tee "$OUT/ring.txt"

@@ -3,12 +3,8 @@
 # $OUT/membership-<name>.txt, CSV files and charts to $OUT (default simulations/results),
 # wall times to stderr.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-simulations/results}
-mkdir -p "$OUT"
-cargo build --release -q -p chorus-simulations
-SIM=target/release/chorus-simulations
-if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then SIM="$CARGO_TARGET_DIR/release/chorus-simulations"; fi
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 run() {
   local name=$1
