@@ -53,26 +53,13 @@ pub struct WriteRequest {
 
 /// Messages of the store actor.
 pub enum StoreMsg {
-    /// Store several submissions (a validator's batch), each answered on its own; the
+    /// Store submissions (a validator's batch, or one), each answered on its own; the
     /// credit holds their tier-queue slots and is released once their bulkhead slots
     /// are free.
     WriteMany {
         /// The submissions' writes, in order.
         requests: Vec<WriteRequest>,
         /// The tier-queue slots of the batch.
-        credit: Option<Credit>,
-    },
-    /// Store `items` durably, each receipt with its write's status and score;
-    /// `rejected` are outcomes already decided for positions of the caller's original
-    /// batch (e.g. schema violations), merged into the reply.
-    Write {
-        /// The items to store, with the content policy's verdicts.
-        items: Vec<Write>,
-        /// `(index in the caller's batch, outcome)`, sorted by index.
-        rejected: Vec<(usize, ErrorCode)>,
-        /// Where the merged outcomes go.
-        reply: RpcReplyPort<BatchOutcome>,
-        /// A tier-queue slot to free once the reply is sent.
         credit: Option<Credit>,
     },
     /// Read one item.
@@ -508,27 +495,6 @@ impl Actor for StoreActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            StoreMsg::Write {
-                items,
-                rejected,
-                reply,
-                credit,
-            } => {
-                if items.is_empty() {
-                    let _ = reply.send(Ok(merge(Vec::new(), rejected)));
-                    return Ok(());
-                }
-                // A submission is as urgent as its most urgent item.
-                let tier = items.iter().map(|w| w.item.tier).min().unwrap_or_default();
-                let waiter = Waiter::Write {
-                    items,
-                    rejected,
-                    reply,
-                    _credit: credit,
-                };
-                state.admit_write(waiter, tier);
-                state.maybe_flush(&myself);
-            }
             StoreMsg::WriteMany {
                 requests,
                 mut credit,

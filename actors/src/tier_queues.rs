@@ -90,11 +90,6 @@ impl Credit {
         }
         merged
     }
-
-    /// Slots this credit holds.
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
 }
 
 impl Drop for Credit {

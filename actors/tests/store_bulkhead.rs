@@ -14,7 +14,7 @@ use chorus_actors::published_breaker::new_board;
 use chorus_actors::published_bulkhead::BulkheadBoard;
 use chorus_actors::store::{Store, Write};
 use chorus_actors::store_actor::STORE_DEPENDENCY;
-use chorus_actors::store_actor::{BatchOutcome, StoreActor, StoreArgs, StoreMsg};
+use chorus_actors::store_actor::{BatchOutcome, StoreActor, StoreArgs, StoreMsg, WriteRequest};
 use chorus_protocol::{ErrorCode, Item, Kind, Tier};
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
@@ -24,10 +24,12 @@ fn write(store: &ActorRef<StoreMsg>, user: &str, tier: Tier) -> oneshot::Receive
     let mut item = Item::new(user, Kind::Text);
     item.tier = tier;
     store
-        .cast(StoreMsg::Write {
-            items: vec![Write::from(item)],
-            rejected: Vec::new(),
-            reply: tx.into(),
+        .cast(StoreMsg::WriteMany {
+            requests: vec![WriteRequest {
+                items: vec![Write::from(item)],
+                rejected: Vec::new(),
+                reply: tx.into(),
+            }],
             credit: None,
         })
         .unwrap();

@@ -8,6 +8,7 @@
 
 mod connection;
 mod dispatch;
+mod fan_out;
 mod frame_io;
 mod stream;
 

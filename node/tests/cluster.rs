@@ -276,11 +276,7 @@ async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
     // The item stored on node-3 cannot be read while node-3 is down: not "not found".
     match client.get(far.id).await {
         Err(ClientError::Server(ErrorCode::Unavailable { .. })) => {}
-        other => {
-            let log = std::fs::read_to_string(nodes[0].data.with_extension("log")).unwrap();
-            let asked: Vec<&str> = log.lines().filter(|l| l.contains("get asked")).collect();
-            panic!("a read that may miss a down node must say so, got {other:?}\n{asked:#?}")
-        }
+        other => panic!("a read that may miss a down node must say so, got {other:?}"),
     }
 
     // node-3 restarts: rejoins under a new incarnation; the ring is whole again.

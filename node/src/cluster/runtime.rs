@@ -156,16 +156,6 @@ impl ClusterRuntime {
     }
 }
 
-/// The members that own partitions: everyone not declared down (a suspect keeps its
-/// partitions until it is), with their QUIC addresses.
-pub fn ring_members(view: &MembersView) -> BTreeMap<NodeId, SocketAddr> {
-    view.members
-        .iter()
-        .filter(|m| m.state != MemberState::Down)
-        .map(|m| (m.identity.node.clone(), m.identity.link_addr))
-        .collect()
-}
-
 /// Keeps the ring and the links following the member table.
 async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn MemberLinks>>) {
     let mut members = gossip.members();

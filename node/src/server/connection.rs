@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
 
 use super::ServerSettings;
+use super::fan_out::{FanOut, ask_members, list};
 use super::frame_io::read_frame;
 use super::stream::serve_stream;
 use crate::cluster::links::{Links, close_code, negotiated_alpn};
@@ -138,39 +139,25 @@ async fn hello(
 /// knowing it is `Unauthorized`; a peer that could not be asked might know it, so then
 /// the answer is `Unavailable` (the client retries) rather than a wrong refusal.
 async fn peer_role(backend: &Backend, api_key: &str) -> Result<Role, ErrorCode> {
-    let Some(peers) = backend.peers.as_ref() else {
-        return Err(ErrorCode::Unauthorized);
-    };
     let key_hash = chorus_actors::store::key_hash(api_key);
-    let mut members = backend.cluster.known_peers();
-    for linked in peers.peers() {
-        if !members.contains(&linked) {
-            members.push(linked);
-        }
-    }
-    let answers = futures_util::future::join_all(
-        members
-            .iter()
-            .map(|peer| peers.forward(peer, Forward::Authenticate { key_hash })),
+    match ask_members(
+        backend,
+        Forward::Authenticate { key_hash },
+        |reply| match reply {
+            ForwardReply::Role(role) => role,
+            _ => None,
+        },
     )
-    .await;
-    let mut unreachable = Vec::new();
-    for (peer, answer) in members.iter().zip(answers) {
-        match answer {
-            Ok(ForwardReply::Role(Some(role))) => return Ok(role),
-            Ok(_) => {}
-            Err(_) => unreachable.push(peer.to_string()),
-        }
-    }
-    if unreachable.is_empty() {
-        Err(ErrorCode::Unauthorized)
-    } else {
-        Err(ErrorCode::Unavailable {
+    .await
+    {
+        FanOut::Found(role) => Ok(role),
+        FanOut::Missing { unreachable } if unreachable.is_empty() => Err(ErrorCode::Unauthorized),
+        FanOut::Missing { unreachable } => Err(ErrorCode::Unavailable {
             reason: format!(
                 "the key is not known here and {} could not be asked",
-                unreachable.join(", ")
+                list(&unreachable)
             ),
-        })
+        }),
     }
 }
 

@@ -7,6 +7,7 @@ use chorus_protocol::{ErrorCode, Item, Receipt, Request, Response, check_batch_l
 use futures_util::future::join_all;
 
 use super::Backend;
+use super::fan_out::{FanOut, ask_members, list};
 use crate::cluster::routing::{Forward, ForwardReply, Route, route_user, split_by_owner};
 
 /// Answers one request made by `caller`.
@@ -189,40 +190,20 @@ async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response,
     if let Some(found) = backend.node.get(id).await? {
         return Ok(Response::Item(Some(Box::new(found))));
     }
-    let Some(peers) = &backend.peers else {
-        return Ok(Response::Item(None));
-    };
-    // Ask every member that may hold it: the linked ones and those known but down.
-    let mut members = backend.cluster.known_peers();
-    for linked in peers.peers() {
-        if !members.contains(&linked) {
-            members.push(linked);
-        }
-    }
-    let answers = join_all(
-        members
-            .iter()
-            .map(|peer| peers.forward(peer, Forward::Get { id })),
-    )
-    .await;
-    tracing::debug!(%id, asked = ?members, ?answers, "get asked the peers");
-    let mut unreachable = Vec::new();
-    for (peer, answer) in members.iter().zip(answers) {
-        match answer {
-            Ok(ForwardReply::Get(Some(found))) => return Ok(Response::Item(Some(found))),
-            Ok(_) => {}
-            Err(_) => unreachable.push(peer.to_string()),
-        }
-    }
-    if unreachable.is_empty() {
-        Ok(Response::Item(None))
-    } else {
-        Err(ErrorCode::Unavailable {
+    match ask_members(backend, Forward::Get { id }, |reply| match reply {
+        ForwardReply::Get(found) => found,
+        _ => None,
+    })
+    .await
+    {
+        FanOut::Found(found) => Ok(Response::Item(Some(found))),
+        FanOut::Missing { unreachable } if unreachable.is_empty() => Ok(Response::Item(None)),
+        FanOut::Missing { unreachable } => Err(ErrorCode::Unavailable {
             reason: format!(
                 "not found on the reachable nodes; {} could not be asked",
-                unreachable.join(", ")
+                list(&unreachable)
             ),
-        })
+        }),
     }
 }
 
