@@ -2,8 +2,8 @@
 //! pure [`Bulkhead`](crate::policy::bulkhead::Bulkhead); `chorus ctl bulkheads` and the
 //! metrics read these counters without a message to the owner.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::policy::bulkhead::BulkheadConfig;
 use crate::telemetry::{BULKHEAD_QUEUED, BULKHEAD_RUNNING};
@@ -15,6 +15,9 @@ pub struct BulkheadBoard {
     config: BulkheadConfig,
     running: AtomicU32,
     queued: AtomicU32,
+    /// The running and queued gauges, registered at the first publish (after the node
+    /// installs its recorder): looking them up by name and label cost every change.
+    gauges: OnceLock<(metrics::Gauge, metrics::Gauge)>,
 }
 
 /// A bulkhead's occupancy and limits at one moment.
@@ -40,6 +43,7 @@ impl BulkheadBoard {
             config,
             running: AtomicU32::new(0),
             queued: AtomicU32::new(0),
+            gauges: OnceLock::new(),
         })
     }
 
@@ -53,8 +57,14 @@ impl BulkheadBoard {
         let queued = u32::try_from(queued).unwrap_or(u32::MAX);
         self.running.store(running, Ordering::Relaxed);
         self.queued.store(queued, Ordering::Relaxed);
-        metrics::gauge!(BULKHEAD_RUNNING, "resource" => self.resource).set(f64::from(running));
-        metrics::gauge!(BULKHEAD_QUEUED, "resource" => self.resource).set(f64::from(queued));
+        let (running_gauge, queued_gauge) = self.gauges.get_or_init(|| {
+            (
+                metrics::gauge!(BULKHEAD_RUNNING, "resource" => self.resource),
+                metrics::gauge!(BULKHEAD_QUEUED, "resource" => self.resource),
+            )
+        });
+        running_gauge.set(f64::from(running));
+        queued_gauge.set(f64::from(queued));
     }
 
     /// The occupancy as last published.

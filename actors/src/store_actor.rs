@@ -40,6 +40,10 @@ pub type BatchOutcome = Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode>;
 /// A page of a user's items and the token of the next page.
 pub type Page = (Vec<StoredItem>, Option<PageToken>);
 
+/// Work to run once a write's caller has its answer, given the ids of the items the
+/// store acknowledged (production mode queues its after-ack review this way).
+pub type AfterAck = Box<dyn FnOnce(Vec<ItemId>) + Send>;
+
 /// One submission's write: the items with their verdicts, outcomes already decided for
 /// other positions of the caller's batch, and where the merged outcomes go.
 pub struct WriteRequest {
@@ -49,6 +53,8 @@ pub struct WriteRequest {
     pub rejected: Vec<(usize, ErrorCode)>,
     /// Where the merged outcomes go.
     pub reply: RpcReplyPort<BatchOutcome>,
+    /// Run after the reply when the store acknowledged any item; dropped otherwise.
+    pub after_ack: Option<AfterAck>,
 }
 
 /// Messages of the store actor.
@@ -151,6 +157,7 @@ enum Waiter {
         items: Vec<Write>,
         rejected: Vec<(usize, ErrorCode)>,
         reply: RpcReplyPort<BatchOutcome>,
+        after_ack: Option<AfterAck>,
         /// Dropped with the waiter, after its reply.
         _credit: Option<Credit>,
     },
@@ -375,6 +382,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
                 items: own,
                 rejected,
                 reply,
+                after_ack,
                 _credit,
             } => {
                 credits.extend(_credit);
@@ -384,6 +392,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
                         items: Vec::new(),
                         rejected,
                         reply,
+                        after_ack,
                         _credit: None,
                     },
                 ));
@@ -418,10 +427,22 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
             for (len, waiter) in waiters {
                 match waiter {
                     Waiter::Write {
-                        rejected, reply, ..
+                        rejected,
+                        reply,
+                        after_ack,
+                        ..
                     } => {
                         let own: Vec<_> = outcomes.by_ref().take(len).collect();
+                        let acked: Vec<ItemId> = match after_ack {
+                            Some(_) => own.iter().flatten().map(|r| r.id).collect(),
+                            None => Vec::new(),
+                        };
                         let _ = reply.send(Ok(merge(own, rejected)));
+                        if let Some(after_ack) = after_ack
+                            && !acked.is_empty()
+                        {
+                            after_ack(acked);
+                        }
                     }
                     Waiter::Barrier { reply } => {
                         let _ = reply.send(Ok(()));
@@ -503,6 +524,7 @@ impl Actor for StoreActor {
                     items,
                     rejected,
                     reply,
+                    after_ack,
                 } in requests
                 {
                     if items.is_empty() {
@@ -514,6 +536,7 @@ impl Actor for StoreActor {
                         items,
                         rejected,
                         reply,
+                        after_ack,
                         _credit: credit.as_mut().and_then(Credit::split_one),
                     };
                     state.admit_write(waiter, tier);

@@ -247,7 +247,6 @@ impl TierQueuesState {
         if !batch.is_empty() {
             self.dispatch(batch, myself);
         }
-        self.publish_depths();
     }
 
     /// Sends jobs, most urgent first, to the validators as one message with a
@@ -302,6 +301,8 @@ impl TierQueuesState {
             self.publish_level(change, load);
         }
         self.pump(myself);
+        // Sampled every tick rather than set on every pump (four lookups a request).
+        self.publish_depths();
     }
 
     fn publish_level(&mut self, change: LevelChange, load: Load) {

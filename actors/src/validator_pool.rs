@@ -27,10 +27,10 @@
 //!
 //! Production mode's after-ack review ([`Reviewer`]): the rules of an item whose
 //! verdict carries a [`DeferredCheck`] run only after its receipt was sent. The worker
-//! then writes with its own reply port; a small forwarding task hands the store's
-//! outcome to the caller first and only then queues the stored items for review, in a
-//! bounded queue ([`DEFERRED_QUEUE_BOUND`]) drained by one background task per pool.
-//! The review reads the stored (redacted) item, runs [`Validator::check_deferred`] and,
+//! hands the store an [`AfterAck`] with the write: once the store has answered the
+//! caller, it queues the items it acknowledged for review, in a bounded queue
+//! ([`DEFERRED_QUEUE_BOUND`]) drained by one background task per pool.
+//! The review checks the item as it was stored (redacted) with [`Validator::check_deferred`] and,
 //! when the item is flagged or rejected, rewrites the stored receipt's status and score
 //! ([`Store::update_verdict`]); an accepted item keeps its unscored ack receipt.
 //! So in production mode an ack means "stored and redacted; content review may still
@@ -38,7 +38,6 @@
 //! queue never blocks the write path: the item keeps its provisional status and is
 //! counted (`chorus_validation_deferred_skipped_total`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use chorus_protocol::{Enrichment, ErrorCode, Item, ItemId, Status, Tier};
@@ -49,13 +48,13 @@ use ractor::factory::{
     FactoryMessage, Job, Worker, WorkerId, worker_builder,
 };
 use ractor::{ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::enrichment::{Enricher, enrich_writes};
 use crate::policy::degradation::Level;
 use crate::store::{Store, StoreError, Write};
-use crate::store_actor::{BatchOutcome, StoreMsg, WriteRequest, merge};
+use crate::store_actor::{AfterAck, BatchOutcome, StoreMsg, WriteRequest, merge};
 use crate::supervisor::Children;
 use crate::telemetry::{
     VALIDATION_DEFERRED_CHECKED, VALIDATION_DEFERRED_FAILED, VALIDATION_DEFERRED_SKIPPED,
@@ -229,24 +228,13 @@ impl Reviewer {
 
     /// Queues the checks of the items in `stored` (an item that failed to store has
     /// nothing to review); returns how many were skipped.
-    fn submit_stored(&self, stored: &HashSet<ItemId>, deferred: Vec<DeferredWork>) -> usize {
+    fn submit_stored(&self, stored: &[ItemId], deferred: Vec<DeferredWork>) -> usize {
         deferred
             .into_iter()
             .filter(|w| stored.contains(&w.id()))
             .map(|w| self.submit(w))
             .filter(|queued| !queued)
             .count()
-    }
-}
-
-/// The ids the store acknowledged in `outcome`.
-fn acknowledged(outcome: &BatchOutcome) -> HashSet<ItemId> {
-    match outcome {
-        Ok(outcomes) => outcomes
-            .iter()
-            .filter_map(|o| o.as_ref().ok().map(|r| r.id))
-            .collect(),
-        Err(_) => HashSet::new(),
     }
 }
 
@@ -361,25 +349,24 @@ impl Worker for ValidatorWorker {
             enrich_all(enricher, level, &mut validated).await;
         }
         let mut requests = Vec::with_capacity(validated.len());
-        // Production mode: a submission with checks after the ack is answered through
-        // its own port, so the review is queued only once the caller has its answer.
-        let mut reviews = Vec::new();
         for (writes, rejected, deferred, reply) in validated {
             if writes.is_empty() {
                 let _ = reply.send(Ok(merge(Vec::new(), rejected)));
                 continue;
             }
-            let reply = if deferred.is_empty() {
-                reply
-            } else {
-                let (tx, rx) = oneshot::channel();
-                reviews.push((rx, reply, deferred));
-                tx.into()
-            };
+            // Production mode: the store queues the review once the caller has its
+            // answer, for the items it acknowledged.
+            let after_ack = (!deferred.is_empty()).then(|| {
+                let reviewer = state.reviewer.clone();
+                Box::new(move |acked: Vec<ItemId>| {
+                    reviewer.submit_stored(&acked, deferred);
+                }) as AfterAck
+            });
             requests.push(WriteRequest {
                 items: writes,
                 rejected,
                 reply,
+                after_ack,
             });
         }
         if !requests.is_empty() {
@@ -391,19 +378,6 @@ impl Worker for ValidatorWorker {
                     let _ = request.reply.send(Err(store_unavailable()));
                 }
             }
-        }
-        if !reviews.is_empty() {
-            let reviewer = state.reviewer.clone();
-            tokio::spawn(async move {
-                // The store answers in the order it was sent, so waiting in order adds
-                // no delay.
-                for (rx, reply, deferred) in reviews {
-                    let outcome = rx.await.unwrap_or_else(|_| Err(store_unavailable()));
-                    let stored = acknowledged(&outcome);
-                    let _ = reply.send(outcome);
-                    reviewer.submit_stored(&stored, deferred);
-                }
-            });
         }
         Ok(key)
     }
@@ -626,7 +600,7 @@ mod tests {
         };
         let (a, b, c) = (work("a"), work("b"), work("c"));
         let (a_id, b_id) = (a.id(), b.id());
-        let stored: HashSet<ItemId> = [a_id, b_id].into_iter().collect();
+        let stored = [a_id, b_id];
         // `c` was not stored: not queued, not counted; `b` finds the queue full.
         assert_eq!(reviewer.submit_stored(&stored, vec![a.clone(), b, c]), 1);
         assert_eq!(rx.try_recv().unwrap().id(), a_id);

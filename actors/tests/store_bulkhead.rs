@@ -29,6 +29,7 @@ fn write(store: &ActorRef<StoreMsg>, user: &str, tier: Tier) -> oneshot::Receive
                 items: vec![Write::from(item)],
                 rejected: Vec::new(),
                 reply: tx.into(),
+                after_ack: None,
             }],
             credit: None,
         })

@@ -169,7 +169,7 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     /// The optional enrichment call (`[enrichment]`; off unless `url` is set).
     pub enrichment: EnrichmentSection,
-    /// The store-writes bulkhead (`[store_writes]`: 50 running, 200 waiting).
+    /// The store-writes bulkhead (`[store_writes]`: 256 running, 200 waiting).
     pub store_writes: StoreWritesSection,
     /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
     pub cluster: Option<ClusterSection>,

@@ -472,8 +472,19 @@ pub struct Verdict {
 struct KeyState {
     bucket: TokenBucket,
     burst: BurstDetector,
-    /// When this key becomes indistinguishable from a new one; its position in `idle`.
-    idle_at: (Instant, u64),
+    /// When the newest arrival leaves the burst window.
+    quiet_at: Instant,
+    /// Its position in `idle`: when it was last known to become idle, and a tie-breaker.
+    indexed: (Instant, u64),
+}
+
+impl KeyState {
+    /// When this key becomes indistinguishable from a new one (full bucket, empty burst
+    /// window), as of `now`. It only moves later as requests arrive, so the time `idle`
+    /// holds is never after it.
+    fn idle_at(&mut self, now: Instant) -> Instant {
+        self.bucket.full_at(now).max(self.quiet_at)
+    }
 }
 
 /// Token buckets and burst detectors per key, for a bounded number of keys.
@@ -530,28 +541,10 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let state = self.keys.get_mut(key).expect("inserted above");
         let decision = state.bucket.try_acquire(now, n)?;
         let burst = state.burst.record(now, n);
-        self.reindex(now, key);
+        // The idle index is brought up to date only when it is read (purge, eviction):
+        // moving the key in it here cost two tree operations per request.
+        state.quiet_at = now + self.config.burst.window;
         Ok(Verdict { decision, burst })
-    }
-
-    /// Moves `key` in the idle index after its bucket or burst window changed.
-    fn reindex<Q>(&mut self, now: Instant, key: &Q)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let Some(state) = self.keys.get_mut(key) else {
-            return;
-        };
-        let full_at = state.bucket.full_at(now);
-        let quiet_at = now + self.config.burst.window;
-        let seq = state.idle_at.1;
-        let old = std::mem::replace(&mut state.idle_at, (full_at.max(quiet_at), seq));
-        let k = self
-            .idle
-            .remove(&old)
-            .expect("every key is in the idle index");
-        self.idle.insert(state.idle_at, k);
     }
 
     /// What `try_acquire` would decide for `key` at `now`, without taking tokens or
@@ -587,7 +580,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             return false;
         };
         let burst = state.burst.record(now, n);
-        self.reindex(now, key);
+        state.quiet_at = now + self.config.burst.window;
         burst
     }
 
@@ -599,9 +592,22 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             if entry.key().0 > now {
                 break;
             }
+            let seq = entry.key().1;
             let key = entry.remove();
-            self.keys.remove(&key);
-            purged += 1;
+            let state = self
+                .keys
+                .get_mut(&key)
+                .expect("every indexed key is tracked");
+            let idle_at = state.idle_at(now);
+            if idle_at <= now {
+                self.keys.remove(&key);
+                purged += 1;
+            } else {
+                // Requests came since it was indexed: file it under its real time, which
+                // is after `now`, so the loop ends.
+                state.indexed = (idle_at, seq);
+                self.idle.insert(state.indexed, key);
+            }
         }
         purged
     }
@@ -621,23 +627,44 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         self.lossy_evictions
     }
 
-    fn insert(&mut self, now: Instant, key: K) {
-        if self.keys.len() >= self.config.max_keys {
+    /// Forgets the key that becomes idle soonest. Index entries may be early (see
+    /// `try_acquire`); one whose key has moved on is refiled and the search goes on, so
+    /// the key evicted is one whose entry is exact, and no other key can be earlier.
+    fn evict_one(&mut self, now: Instant) {
+        loop {
             // max_keys >= 1, so a full limiter has a key to evict.
-            let ((idle_at, _), victim) = self.idle.pop_first().expect("a full limiter has keys");
+            let ((indexed, seq), victim) = self.idle.pop_first().expect("a full limiter has keys");
+            let state = self
+                .keys
+                .get_mut(&victim)
+                .expect("every indexed key is tracked");
+            let idle_at = state.idle_at(now);
+            if idle_at > now && idle_at > indexed {
+                state.indexed = (idle_at, seq);
+                self.idle.insert(state.indexed, victim);
+                continue;
+            }
             if idle_at > now {
                 self.lossy_evictions += 1;
             }
             self.keys.remove(&victim);
+            return;
+        }
+    }
+
+    fn insert(&mut self, now: Instant, key: K) {
+        if self.keys.len() >= self.config.max_keys {
+            self.evict_one(now);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         let state = KeyState {
             bucket: TokenBucket::new(self.config.bucket, now).expect("validated in new"),
             burst: BurstDetector::new(self.config.burst, now).expect("validated in new"),
-            idle_at: (now, seq),
+            quiet_at: now,
+            indexed: (now, seq),
         };
-        self.idle.insert(state.idle_at, key.clone());
+        self.idle.insert(state.indexed, key.clone());
         self.keys.insert(key, state);
     }
 }
@@ -907,6 +934,36 @@ mod tests {
         // Now "busy" and "new" are both mid-refill: a third key forgets one of them.
         l.try_acquire(now, &"third", 1).unwrap();
         assert_eq!((l.len(), l.lossy_evictions()), (2, 1));
+    }
+
+    proptest! {
+        /// The idle index is refreshed lazily; eviction must still take the key that
+        /// becomes idle soonest, as if the index were exact at every request.
+        #[test]
+        fn eviction_takes_the_key_idle_soonest(
+            ops in proptest::collection::vec((0u8..6, 0u64..4_000, 1u32..4), 1..300),
+        ) {
+            let config = KeyedLimiterConfig {
+                bucket: BucketConfig::per_minute(20),
+                max_keys: 3,
+                ..KeyedLimiterConfig::default()
+            };
+            let mut l = KeyedLimiter::new(config).unwrap();
+            let mut now = Instant::now();
+            for (key, gap_ms, n) in ops {
+                now += Duration::from_millis(gap_ms);
+                let before: Vec<(u8, Instant)> =
+                    l.keys.iter_mut().map(|(k, s)| (*k, s.idle_at(now))).collect();
+                let _ = l.try_acquire(now, &key, n);
+                prop_assert!(l.len() <= 3);
+                prop_assert_eq!(l.idle.len(), l.len());
+                if let Some((_, gone_at)) = before.iter().find(|(k, _)| !l.keys.contains_key(k)) {
+                    for (_, at) in &before {
+                        prop_assert!(gone_at <= at, "evicted a key idle later than another");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
