@@ -293,10 +293,7 @@ impl TierQueuesState {
             debug!(tier = tier.as_str(), "deadline passed in the queue");
             job.fail(ErrorCode::Timeout);
         }
-        let load = Load {
-            queue_fill: self.scheduler.fill_fraction(),
-            cpu: self.cpu.sample(now),
-        };
+        let load = self.scheduler.load(self.cpu.sample(now));
         if let Some(change) = self.degradation.observe(now, load) {
             self.publish_level(change, load);
         }
@@ -310,6 +307,7 @@ impl TierQueuesState {
             from = change.from.as_str(),
             to = change.to.as_str(),
             queue_fill = load.queue_fill,
+            batch_fill = load.batch_fill,
             cpu = load.cpu,
             "degradation level changed"
         );
@@ -416,13 +414,7 @@ impl Actor for TierQueues {
                 match command {
                     DegradeCommand::Set(level) => {
                         if let Some(change) = state.degradation.set(level) {
-                            state.publish_level(
-                                change,
-                                Load {
-                                    queue_fill: state.scheduler.fill_fraction(),
-                                    cpu: f64::NAN,
-                                },
-                            );
+                            state.publish_level(change, state.scheduler.load(f64::NAN));
                         }
                     }
                     DegradeCommand::Auto => state.degradation.auto(),

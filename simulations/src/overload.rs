@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chorus_actors::policy::degradation::{DegradationConfig, DegradationPolicy, Level, Load};
+use chorus_actors::policy::degradation::{DegradationConfig, DegradationPolicy, Level};
 use chorus_actors::policy::tier_queue::{Popped, TierQueueConfig, TierScheduler};
 use chorus_actors::tier_queues::TICK;
 use chorus_protocol::Tier;
@@ -223,10 +223,7 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 } else {
                     f64::NAN
                 };
-                let signal = Load {
-                    queue_fill: scheduler.fill_fraction(),
-                    cpu,
-                };
+                let signal = scheduler.load(cpu);
                 if let Some(change) = policy.observe(at(now), signal) {
                     time_at[level_index(change.from)] += now - level_since;
                     level_since = now;

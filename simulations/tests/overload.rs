@@ -73,14 +73,24 @@ fn at_three_times_capacity_batch_is_shed_before_realtime() {
 }
 
 #[test]
-fn queue_fill_alone_never_degrades_under_this_mix() {
-    // Only standard and batch overflow; two full queues of four is 50 % fill, below the
-    // 80 % threshold, so the full tier queues shed (queue full) and the level stays put.
+fn queue_pressure_alone_moves_the_level_tier_by_tier() {
+    // No CPU signal: a full batch queue raises the level to shed batch, and the
+    // standard queue filling as well raises it to critical-only; the level, not full
+    // queues, does the shedding, and realtime and priority are never refused.
     let (rows, levels) = run_at_3x("overload-3x-queue-only", "none");
-    let batch = &rows["batch"];
-    assert_eq!(number(batch, "by level %"), 0.0);
-    assert!(number(batch, "queue full %") > 90.0, "{batch:?}");
+    let (batch, standard) = (&rows["batch"], &rows["standard"]);
+    assert!(number(batch, "by level %") > 90.0, "{batch:?}");
+    assert!(number(batch, "queue full %") < 1.0, "{batch:?}");
+    assert!(number(standard, "by level %") > 50.0, "{standard:?}");
     assert_eq!(number(&rows["realtime"], "shed %"), 0.0);
+    assert_eq!(number(&rows["priority"], "shed %"), 0.0);
     let row: Vec<&str> = levels.lines().nth(1).unwrap().split(',').collect();
-    assert_eq!(row[1], "0", "level changes: {levels}");
+    assert!(
+        row[1].parse::<u32>().unwrap() >= 2,
+        "level changes: {levels}"
+    );
+    assert!(
+        row[4].parse::<f64>().unwrap() > 50.0,
+        "critical-only share: {levels}"
+    );
 }

@@ -72,21 +72,29 @@ impl Level {
     }
 }
 
-/// One measurement of how busy the node is.
+/// One measurement of how busy the node is (see `TierScheduler::load`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Load {
-    /// Fraction of queue capacity in use, 0.0..=1.0 (e.g. `TierScheduler::fill_fraction`).
+    /// How full the fullest queue of the tiers shed only at `CriticalOnly` (realtime,
+    /// priority, standard) is, 0.0..=1.0.
     pub queue_fill: f64,
+    /// How full the batch tier's queue is, 0.0..=1.0.
+    pub batch_fill: f64,
     /// CPU utilisation of the node, 0.0..=1.0.
     pub cpu: f64,
 }
 
 impl Load {
-    /// The load signal: the larger component, clamped to 0.0..=1.0. A NaN component
-    /// (a sensor that failed) is ignored rather than trusted either way.
-    pub fn signal(self) -> f64 {
+    /// The load signal under `config`: the largest component, clamped to 0.0..=1.0,
+    /// where the batch queue counts at most halfway between the two thresholds — a full
+    /// batch queue sheds batch and optional work, never standard. A NaN component (a
+    /// sensor that failed) is ignored rather than trusted either way.
+    pub fn signal(self, config: &DegradationConfig) -> f64 {
         let clean = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
-        clean(self.queue_fill).max(clean(self.cpu))
+        let batch_ceiling = (config.shed_optional_at + config.critical_only_at) / 2.0;
+        clean(self.queue_fill)
+            .max(clean(self.cpu))
+            .max(clean(self.batch_fill).min(batch_ceiling))
     }
 }
 
@@ -242,7 +250,7 @@ impl DegradationPolicy {
         if self.manual {
             return None;
         }
-        let signal = load.signal();
+        let signal = load.signal(&self.config);
         let wanted = self.config.level_for(signal);
         if wanted > self.level {
             self.calm_since = None;
@@ -291,6 +299,7 @@ mod tests {
     fn load(x: f64) -> Load {
         Load {
             queue_fill: x,
+            batch_fill: 0.0,
             cpu: 0.0,
         }
     }
@@ -386,31 +395,78 @@ mod tests {
     }
 
     #[test]
-    fn load_signal_is_the_larger_component_clamped() {
+    fn load_signal_is_the_largest_component_clamped() {
+        let config = DegradationConfig::default();
+        // (queue fill, batch fill, cpu, signal); batch counts at most (0.80 + 0.95) / 2.
         let cases = [
-            (0.2, 0.9, 0.9),
-            (0.9, 0.2, 0.9),
-            (1.7, 0.0, 1.0),
-            (-0.5, 0.3, 0.3),
-            (f64::NAN, 0.6, 0.6),
-            (f64::NAN, f64::NAN, 0.0),
+            (0.2, 0.0, 0.9, 0.9),
+            (0.9, 0.0, 0.2, 0.9),
+            (1.7, 0.0, 0.0, 1.0),
+            (-0.5, 0.0, 0.3, 0.3),
+            (f64::NAN, 0.0, 0.6, 0.6),
+            (f64::NAN, f64::NAN, f64::NAN, 0.0),
+            (0.1, 0.5, 0.2, 0.5),
+            (0.1, 1.0, 0.2, 0.875),
+            (0.1, 3.0, 0.2, 0.875),
+            (0.96, 1.0, 0.2, 0.96),
         ];
-        for (queue_fill, cpu, want) in cases {
-            assert_eq!(
-                Load { queue_fill, cpu }.signal(),
-                want,
-                "{queue_fill} {cpu}"
-            );
+        for (queue_fill, batch_fill, cpu, want) in cases {
+            let load = Load {
+                queue_fill,
+                batch_fill,
+                cpu,
+            };
+            assert_eq!(load.signal(&config), want, "{load:?}");
         }
         let mut p = policy();
         let change = p.observe(
             Instant::now(),
             Load {
                 queue_fill: 0.1,
+                batch_fill: 0.0,
                 cpu: 0.96,
             },
         );
         assert_eq!(change, Some(LevelChange { from: N, to: C }));
+    }
+
+    #[test]
+    fn a_full_batch_queue_sheds_batch_and_a_full_standard_queue_the_rest() {
+        let (mut p, t0) = (policy(), Instant::now());
+        let batch_full = Load {
+            queue_fill: 0.0,
+            batch_fill: 1.0,
+            cpu: 0.0,
+        };
+        assert_eq!(
+            p.observe(t0, batch_full),
+            Some(LevelChange { from: N, to: S })
+        );
+        // However long batch stays full, standard is still admitted.
+        assert_eq!(p.observe(t0 + secs(60.0), batch_full), None);
+        let standard_full = Load {
+            queue_fill: 1.0,
+            ..batch_full
+        };
+        assert_eq!(
+            p.observe(t0 + secs(61.0), standard_full),
+            Some(LevelChange { from: S, to: C })
+        );
+        // Batch drained below the hysteresis band: back down, one dwell per level.
+        let calm = Load {
+            queue_fill: 0.0,
+            batch_fill: 0.6,
+            cpu: 0.0,
+        };
+        assert_eq!(p.observe(t0 + secs(62.0), calm), None);
+        assert_eq!(
+            p.observe(t0 + secs(67.0), calm),
+            Some(LevelChange { from: C, to: S })
+        );
+        assert_eq!(
+            p.observe(t0 + secs(72.0), calm),
+            Some(LevelChange { from: S, to: N })
+        );
     }
 
     #[test]
