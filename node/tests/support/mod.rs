@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_actors::{Durability, NodeHandle, StoreConfig};
+use chorus_actors::{Durability, NodeHandle, PipelineConfig, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::cluster::state::ClusterState;
 use chorus_node::metrics::{MetricsServer, Readiness};
@@ -42,30 +42,35 @@ pub struct TestMetrics {
 impl TestNode {
     /// Starts a node on 127.0.0.1 with an ephemeral port and a fresh data dir.
     pub async fn start() -> TestNode {
-        Self::start_inner(false).await
+        Self::start_inner(false, PipelineConfig::default()).await
+    }
+
+    /// Starts a node as [`TestNode::start`] does, with its write path set up by
+    /// `pipeline`.
+    pub async fn start_with_pipeline(pipeline: PipelineConfig) -> TestNode {
+        Self::start_inner(false, pipeline).await
     }
 
     /// Starts a node as [`TestNode::start`] does, plus its metrics and health endpoint
     /// on an ephemeral loopback port.
     pub async fn start_with_metrics() -> TestNode {
-        Self::start_inner(true).await
+        Self::start_inner(true, PipelineConfig::default()).await
     }
 
-    async fn start_inner(with_metrics: bool) -> TestNode {
+    async fn start_inner(with_metrics: bool, pipeline: PipelineConfig) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let paths = TlsPaths::dev(dir.path());
         tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir.path()), "test-node", &[])
             .unwrap();
         let server_config =
             tls::client_protocol_server_config(&paths, 100, Duration::from_secs(30)).unwrap();
-        let node = NodeHandle::start(StoreConfig {
+        let store = StoreConfig {
             path: dir.path().join("store"),
             node: NodeId("test-node".into()),
             partitions: 64,
             durability: Durability::Flush,
-        })
-        .await
-        .unwrap();
+        };
+        let node = NodeHandle::start_with(store, pipeline).await.unwrap();
         let admin_key = node
             .ensure_admin_key()
             .await

@@ -1,0 +1,114 @@
+//! Overload over the client protocol: a node whose disk is slowed down takes a flood of
+//! batch submits from an SDK client. The batch queue fills, the degradation level moves
+//! by itself to shed batch, every batch submit is answered with a receipt or
+//! `Overloaded{tier: batch, retry_after_ms}`, and realtime submits sent meanwhile are
+//! all stored.
+
+mod support;
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use chorus_actors::PipelineConfig;
+use chorus_actors::policy::bulkhead::BulkheadConfig;
+use chorus_actors::policy::degradation::Level;
+use chorus_actors::policy::tier_queue::TierQueueConfig;
+use chorus_client::{Client, ClientConfig, ClientError, Credentials, ErrorCode, Item, Kind, Tier};
+use support::TestNode;
+
+fn item(user: String, tier: Tier) -> Item {
+    let mut item = Item::new(user, Kind::Text);
+    item.tier = tier;
+    item
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_flood_moves_the_level_and_realtime_is_still_served() {
+    let mut tiers = TierQueueConfig::default();
+    tiers.batch.capacity = NonZeroUsize::new(16).unwrap();
+    let node = TestNode::start_with_pipeline(PipelineConfig {
+        tiers,
+        store_writes: BulkheadConfig {
+            max_concurrent: 4,
+            max_queue: 4,
+            max_queue_wait: None,
+        },
+        ..PipelineConfig::default()
+    })
+    .await;
+    node.node
+        .store_for_tests()
+        .inject_write_delay(Duration::from_millis(20));
+    // No retries: every refusal reaches the test.
+    let config = ClientConfig {
+        max_retries: 0,
+        ..ClientConfig::default()
+    };
+    let credentials = Credentials::new(node.ca_pem.clone(), node.admin_key.clone());
+    let client = Client::connect(&[node.addr], credentials, config)
+        .await
+        .unwrap();
+
+    let flood_until = Instant::now() + Duration::from_millis(1500);
+    let mut flood = tokio::task::JoinSet::new();
+    for worker in 0..48 {
+        let client = client.clone();
+        flood.spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0.. {
+                if Instant::now() >= flood_until {
+                    break;
+                }
+                let user = format!("batch-{worker}-{i}");
+                outcomes.push(client.submit(item(user, Tier::Batch)).await);
+            }
+            outcomes
+        });
+    }
+
+    // The level moves on its own (no operator), within a few ticks of the queue filling.
+    let deadline = Instant::now() + Duration::from_millis(1200);
+    let mut level = Level::Normal;
+    while Instant::now() < deadline {
+        level = node.node.queues().await.unwrap().level;
+        if level != Level::Normal {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(level, Level::ShedOptional, "a full batch queue sheds batch");
+    assert!(!node.node.queues().await.unwrap().manual);
+
+    for i in 0..10 {
+        let receipt = client
+            .submit(item(format!("realtime-{i}"), Tier::Realtime))
+            .await;
+        assert!(
+            receipt.is_ok(),
+            "realtime refused under overload: {receipt:?}"
+        );
+    }
+
+    let outcomes: Vec<_> = flood.join_all().await.into_iter().flatten().collect();
+    let refused = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(o, Err(ClientError::Server(ErrorCode::Overloaded { tier: Tier::Batch, retry_after_ms })) if *retry_after_ms > 0)
+        })
+        .count();
+    let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert!(
+        refused > 0 && stored > 0,
+        "{refused} refused, {stored} stored"
+    );
+    assert_eq!(
+        refused + stored,
+        outcomes.len(),
+        "a batch submit gets a receipt or Overloaded, nothing else: {:?}",
+        outcomes.iter().find(|o| !matches!(
+            o,
+            Ok(_) | Err(ClientError::Server(ErrorCode::Overloaded { .. }))
+        ))
+    );
+    node.stop().await;
+}
