@@ -22,7 +22,7 @@ use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
 use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::tier_queues::{DegradeCommand, QueueStatus, TierMsg};
+use crate::tier_queues::{DegradeCommand, QueueStatus, SHED_RETRY_AFTER, TierMsg};
 
 /// The audit actor for API keys created over the client protocol.
 const AUDIT_ACTOR_API: &str = "api";
@@ -69,6 +69,8 @@ struct Inner {
     enricher: Option<Arc<Enricher>>,
     /// The store-writes bulkhead's occupancy, as the store actor publishes it.
     store_writes: Arc<BulkheadBoard>,
+    /// The degradation level, as the tier queues publish it.
+    level: watch::Receiver<Level>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -98,6 +100,7 @@ impl NodeHandle {
         let store_breaker = args.store_breaker.subscribe();
         let enricher = args.enricher.clone();
         let store_writes = Arc::clone(&args.store_writes);
+        let level = args.level.subscribe();
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
             inner: Arc::new(Inner {
@@ -109,6 +112,7 @@ impl NodeHandle {
                 store_breaker,
                 enricher,
                 store_writes,
+                level,
             }),
         })
     }
@@ -220,6 +224,17 @@ impl NodeHandle {
         caller: &Caller,
         items: Vec<Item>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode> {
+        // What the level sheds is refused here, before the intake actor: under overload
+        // a refusal then costs no message, and intake's mailbox holds only work it may
+        // take (intake checks again, for a level that moved meanwhile).
+        if let Some(tier) = items.iter().map(|i| i.tier).min()
+            && !self.inner.level.borrow().admits(tier)
+        {
+            return Err(ErrorCode::Overloaded {
+                tier,
+                retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
+            });
+        }
         let intake = self.child(|c| c.intake.clone(), "intake")?;
         let caller = caller.clone();
         let outcome: BatchOutcome = call(&intake, "intake", |reply| IntakeMsg::Submit {
