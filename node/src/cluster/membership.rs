@@ -68,6 +68,11 @@ const DOWN_NOTICE_INTERVAL_PERIODS: u32 = 3;
 /// How many members' down-notice times are remembered before old ones are pruned.
 const NOTICES_SENT_CAPACITY: usize = 4_096;
 
+/// Outputs the queue keeps room for between calls. Applying a roster of thousands of
+/// members at once queues an event per member; kept, that room would cost every member
+/// of a large cluster a buffer the size of the roster.
+const OUTPUTS_RETAINED: usize = 64;
+
 type Swim = Foca<MemberIdentity, BincodeCodec, SmallRng, SuspicionReports>;
 
 /// A timer the driver arms and hands back to [`Membership::handle_timer`] when it fires.
@@ -308,28 +313,46 @@ struct Probe {
     acked: bool,
 }
 
-/// When this node last saw a member change state. One per known member, so kept small:
-/// the run is the shared handle (the name's key is the table's key) and the instant is
-/// in nanoseconds.
+/// When this node last saw a member change state. There is one per known member, so
+/// it is kept to two words: the run's shared data (the name's key is the table's key)
+/// and the state packed with the instant.
 #[derive(Clone)]
 struct Seen {
     run: Arc<Run>,
-    since_nanos: u64,
-    state: MemberState,
+    /// The instant in nanoseconds of the caller's clock, shifted left by
+    /// [`Seen::STATE_BITS`], the state in the low bits.
+    state_since: u64,
 }
 
 impl Seen {
+    const STATE_BITS: u32 = 2;
+
     fn new(member: &MemberIdentity, state: MemberState, since: Duration) -> Self {
+        // Saturates after 146 years of the caller's clock.
+        let nanos = u64::try_from(since.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX >> Self::STATE_BITS);
+        let state = match state {
+            MemberState::Alive => 0,
+            MemberState::Suspect => 1,
+            MemberState::Down => 2,
+        };
         Seen {
             run: member.run().clone(),
-            // Saturates after 584 years of the caller's clock.
-            since_nanos: u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
-            state,
+            state_since: nanos << Self::STATE_BITS | state,
+        }
+    }
+
+    fn state(&self) -> MemberState {
+        match self.state_since & ((1 << Self::STATE_BITS) - 1) {
+            0 => MemberState::Alive,
+            1 => MemberState::Suspect,
+            _ => MemberState::Down,
         }
     }
 
     fn since(&self) -> Duration {
-        Duration::from_nanos(self.since_nanos)
+        Duration::from_nanos(self.state_since >> Self::STATE_BITS)
     }
 
     /// Whether this is `member`'s run.
@@ -609,6 +632,8 @@ impl Membership {
 
     /// Everything the calls so far want done, in order.
     pub fn drain_outputs(&mut self) -> impl Iterator<Item = Output> + '_ {
+        // The room a burst took is given back at the next drain, once it is empty.
+        self.io.outputs.shrink_to(OUTPUTS_RETAINED);
         self.io.outputs.drain(..)
     }
 
@@ -723,7 +748,7 @@ impl Membership {
             if self
                 .seen
                 .get(&member.key())
-                .is_some_and(|seen| seen.is(member) && seen.state == MemberState::Down)
+                .is_some_and(|seen| seen.is(member) && seen.state() == MemberState::Down)
             {
                 self.seen.remove(&member.key());
                 self.roster_sent.remove(member.node());
@@ -997,7 +1022,7 @@ impl Membership {
     fn holds_live(&self, member: &MemberIdentity) -> bool {
         self.seen
             .get(&member.key())
-            .is_some_and(|seen| seen.is(member) && seen.state != MemberState::Down)
+            .is_some_and(|seen| seen.is(member) && seen.state() != MemberState::Down)
     }
 
     /// Live members as a down notice counts them: the others plus this node.
@@ -1112,7 +1137,7 @@ impl Membership {
 
     fn mark(&mut self, member: &MemberIdentity, state: MemberState, now: Duration) {
         match self.seen.get_mut(&member.key()) {
-            Some(seen) if seen.is(member) && seen.state == state => {}
+            Some(seen) if seen.is(member) && seen.state() == state => {}
             Some(seen) => *seen = Seen::new(member, state, now),
             None => {
                 self.seen
@@ -1124,7 +1149,7 @@ impl Membership {
     fn unmark_suspect(&mut self, member: &MemberIdentity, now: Duration) {
         if let Some(seen) = self.seen.get_mut(&member.key())
             && seen.is(member)
-            && seen.state == MemberState::Suspect
+            && seen.state() == MemberState::Suspect
         {
             *seen = Seen::new(member, MemberState::Alive, now);
         }

@@ -25,7 +25,7 @@ use foca::Incarnation;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{BincodeCodec, CodecError};
-use super::identity::MemberIdentity;
+use super::identity::{MemberIdentity, NameKey};
 
 /// How many reports [`SuspicionReports`] remembers as already seen; older ones are
 /// forgotten first (a forgotten report that comes round again is only relayed again).
@@ -302,6 +302,8 @@ impl SuspicionReport {
 
     fn key(&self) -> ReportKey {
         ReportKey {
+            suspect_key: self.suspect.key(),
+            reporter_key: NameKey::of(&self.reporter),
             suspect: self.suspect.node().clone(),
             run: self.suspect.incarnation(),
             incarnation: self.incarnation,
@@ -322,12 +324,16 @@ pub enum ReportError {
     Trailing(usize),
 }
 
-/// What makes two reports the same news.
+/// What makes two reports the same news. Every member checks every report it receives
+/// against the thousands it remembers, so the names' keys come first: two reports are
+/// told apart by comparing integers, and names are compared only when the keys match.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ReportKey {
-    suspect: NodeId,
+    suspect_key: NameKey,
+    reporter_key: NameKey,
     run: u64,
     incarnation: Incarnation,
+    suspect: NodeId,
     reporter: NodeId,
 }
 

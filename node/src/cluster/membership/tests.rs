@@ -705,3 +705,25 @@ proptest::proptest! {
         net.run_for(secs(2));
     }
 }
+
+#[test]
+fn a_seen_entry_keeps_the_state_and_the_instant_it_packs() {
+    let member = identity(1, 1);
+    for state in [MemberState::Alive, MemberState::Suspect, MemberState::Down] {
+        for since in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(86_400 * 365 * 100) + Duration::from_nanos(7),
+        ] {
+            let seen = Seen::new(&member, state, since);
+            assert_eq!((seen.state(), seen.since()), (state, since));
+            assert!(seen.is(&member));
+        }
+    }
+    assert!(!Seen::new(&member, MemberState::Alive, Duration::ZERO).is(&identity(1, 2)));
+    assert_eq!(
+        std::mem::size_of::<Seen>(),
+        16,
+        "two words per known member"
+    );
+}
