@@ -58,7 +58,7 @@ fn states(runtime: &ClusterRuntime) -> BTreeMap<String, (MemberState, u64)> {
         .members()
         .members
         .iter()
-        .map(|m| (m.identity.node.to_string(), (m.state, m.incarnation)))
+        .map(|m| (m.identity.node().to_string(), (m.state, m.incarnation)))
         .collect()
 }
 

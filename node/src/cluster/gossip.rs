@@ -247,15 +247,15 @@ fn count_dropped(error: &PacketError) {
 fn log_event(event: &MembershipEvent) {
     match event {
         MembershipEvent::MemberUp(id) => {
-            info!(member = %id.node, incarnation = id.incarnation, "member up");
+            info!(member = %id.node(), incarnation = id.incarnation(), "member up");
         }
         MembershipEvent::MemberDown(id) => {
-            warn!(member = %id.node, incarnation = id.incarnation, "member down");
+            warn!(member = %id.node(), incarnation = id.incarnation(), "member down");
         }
         MembershipEvent::MemberRenewed { old, new } => info!(
-            member = %new.node,
-            old = old.incarnation,
-            new = new.incarnation,
+            member = %new.node(),
+            old = old.incarnation(),
+            new = new.incarnation(),
             "member restarted"
         ),
         MembershipEvent::Joined => info!("joined the cluster"),

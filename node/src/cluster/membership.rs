@@ -29,6 +29,7 @@ pub mod lifeguard;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_protocol::NodeId;
@@ -40,11 +41,12 @@ use tracing::debug;
 pub use self::auth::{AuthError, ClusterKey, KEY_LEN, TAG_LEN};
 pub use self::config::{GossipSettings, GossipSettingsError};
 pub use self::envelope::EnvelopeError;
-pub use self::identity::MemberIdentity;
+pub use self::identity::{IdentityInterner, MemberIdentity, NameKey};
 
 use self::auth::Authenticator;
 use self::codec::BincodeCodec;
 use self::envelope::{DownNotice, Envelope, GOSSIP_HEADER};
+use self::identity::Run;
 use self::lifeguard::{
     LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
 };
@@ -65,6 +67,11 @@ const DOWN_NOTICE_INTERVAL_PERIODS: u32 = 3;
 
 /// How many members' down-notice times are remembered before old ones are pruned.
 const NOTICES_SENT_CAPACITY: usize = 4_096;
+
+/// Outputs the queue keeps room for between calls. Applying a roster of thousands of
+/// members at once queues an event per member; kept, that room would cost every member
+/// of a large cluster a buffer the size of the roster.
+const OUTPUTS_RETAINED: usize = 64;
 
 type Swim = Foca<MemberIdentity, BincodeCodec, SmallRng, SuspicionReports>;
 
@@ -291,7 +298,7 @@ impl foca::Runtime<MemberIdentity> for Io {
     }
 
     fn send_to(&mut self, to: MemberIdentity, data: &[u8]) {
-        self.send(to.gossip_addr, &[&GOSSIP_HEADER, data]);
+        self.send(to.gossip_addr(), &[&GOSSIP_HEADER, data]);
     }
 
     fn submit_after(&mut self, event: foca::Timer<MemberIdentity>, after: Duration) {
@@ -306,12 +313,52 @@ struct Probe {
     acked: bool,
 }
 
-/// When this node last saw a member change state.
-#[derive(Debug, Clone)]
+/// When this node last saw a member change state. There is one per known member, so
+/// it is kept to two words: the run's shared data (the name's key is the table's key)
+/// and the state packed with the instant.
+#[derive(Clone)]
 struct Seen {
-    identity: MemberIdentity,
-    state: MemberState,
-    since: Duration,
+    run: Arc<Run>,
+    /// The instant in nanoseconds of the caller's clock, shifted left by
+    /// [`Seen::STATE_BITS`], the state in the low bits.
+    state_since: u64,
+}
+
+impl Seen {
+    const STATE_BITS: u32 = 2;
+
+    fn new(member: &MemberIdentity, state: MemberState, since: Duration) -> Self {
+        // Saturates after 146 years of the caller's clock.
+        let nanos = u64::try_from(since.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX >> Self::STATE_BITS);
+        let state = match state {
+            MemberState::Alive => 0,
+            MemberState::Suspect => 1,
+            MemberState::Down => 2,
+        };
+        Seen {
+            run: member.run().clone(),
+            state_since: nanos << Self::STATE_BITS | state,
+        }
+    }
+
+    fn state(&self) -> MemberState {
+        match self.state_since & ((1 << Self::STATE_BITS) - 1) {
+            0 => MemberState::Alive,
+            1 => MemberState::Suspect,
+            _ => MemberState::Down,
+        }
+    }
+
+    fn since(&self) -> Duration {
+        Duration::from_nanos(self.state_since >> Self::STATE_BITS)
+    }
+
+    /// Whether this is `member`'s run.
+    fn is(&self, member: &MemberIdentity) -> bool {
+        member.is_run(&self.run)
+    }
 }
 
 /// What one gossip packet says, read before foca sees it.
@@ -333,7 +380,7 @@ pub struct Membership {
     probe: Option<Probe>,
     seeds: Vec<SocketAddr>,
     join_retry_armed: bool,
-    seen: BTreeMap<NodeId, Seen>,
+    seen: BTreeMap<NameKey, Seen>,
     roster_sent: BTreeMap<NodeId, Duration>,
     /// When the latest roster syncs went out, at most `roster_sync_max_per_interval`.
     roster_budget: VecDeque<Duration>,
@@ -371,11 +418,30 @@ impl Membership {
         cluster_key: &ClusterKey,
         seed: u64,
     ) -> Self {
+        Self::with_interner(
+            identity,
+            settings,
+            cluster_key,
+            seed,
+            IdentityInterner::new(),
+        )
+    }
+
+    /// Like [`Membership::new`], interning the identities it decodes in `interner`: a
+    /// process that runs many members (a simulation) lets them share one table, so that
+    /// each run is held once in the process rather than once per member.
+    pub fn with_interner(
+        identity: MemberIdentity,
+        settings: GossipSettings,
+        cluster_key: &ClusterKey,
+        seed: u64,
+        interner: IdentityInterner,
+    ) -> Self {
         let swim = Foca::with_custom_broadcast(
             identity,
             settings.foca_config(),
             SmallRng::seed_from_u64(seed),
-            BincodeCodec::new(),
+            BincodeCodec::with_interner(interner.clone()),
             SuspicionReports::new(settings.lifeguard),
         );
         let bounds = SuspicionBounds {
@@ -396,7 +462,7 @@ impl Membership {
             health: LocalHealth::new(settings.lhm_max),
             suspicions: Suspicions::new(bounds),
             settings,
-            codec: BincodeCodec::new(),
+            codec: BincodeCodec::with_interner(interner),
             probe: None,
             seeds: Vec::new(),
             join_retry_armed: false,
@@ -442,7 +508,7 @@ impl Membership {
         if self.seen.is_empty() && !self.is_connected() {
             self.self_since = now;
         }
-        if seed == self.identity().gossip_addr {
+        if seed == self.identity().gossip_addr() {
             return;
         }
         if !self.seeds.contains(&seed) && self.seeds.len() < MAX_SEEDS {
@@ -483,7 +549,7 @@ impl Membership {
                 return Err(error.into());
             }
         };
-        let envelope = match envelope::decode(body) {
+        let envelope = match envelope::decode(body, &self.codec) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.stats.decode_errors += 1;
@@ -499,12 +565,12 @@ impl Membership {
                 // partition: it teaches who exists, but its "down" rows may not overrule
                 // a run we hold live, nor make us renew (a down notice does that, with
                 // the rule that picks which side renews).
-                let me = self.identity().node.clone();
+                let me = self.identity().node().clone();
                 let members: Vec<_> = members
                     .into_iter()
                     .filter(|member| {
                         member.state() != foca::State::Down
-                            || (member.id().node != me && !self.holds_live(member.id()))
+                            || (member.id().node() != &me && !self.holds_live(member.id()))
                     })
                     .collect();
                 let result = self
@@ -514,13 +580,13 @@ impl Membership {
                 result.map_err(|error| self.refused(error))
             }
             Envelope::Join(joiner) => {
-                if joiner.node != self.identity().node && !self.left {
-                    self.send_welcome(joiner.gossip_addr);
+                if joiner.node() != self.identity().node() && !self.left {
+                    self.send_welcome(joiner.gossip_addr());
                 }
                 Ok(())
             }
             Envelope::Welcome(seed) => {
-                if seed.node == self.identity().node || self.left {
+                if seed.node() == self.identity().node() || self.left {
                     return Ok(());
                 }
                 let result = self.swim.announce(seed, &mut self.io);
@@ -566,6 +632,8 @@ impl Membership {
 
     /// Everything the calls so far want done, in order.
     pub fn drain_outputs(&mut self) -> impl Iterator<Item = Output> + '_ {
+        // The room a burst took is given back at the next drain, once it is empty.
+        self.io.outputs.shrink_to(OUTPUTS_RETAINED);
         self.io.outputs.drain(..)
     }
 
@@ -580,7 +648,7 @@ impl Membership {
             } else {
                 MemberState::Alive
             },
-            incarnation: me.incarnation,
+            incarnation: me.incarnation(),
             swim_incarnation: 0,
             since: self.self_since,
             is_self: true,
@@ -591,16 +659,16 @@ impl Membership {
             .map(|member| MemberView {
                 identity: member.id().clone(),
                 state: member.state().into(),
-                incarnation: member.id().incarnation,
+                incarnation: member.id().incarnation(),
                 swim_incarnation: member.incarnation(),
                 since: self
                     .seen
-                    .get(&member.id().node)
-                    .map_or(Duration::ZERO, |seen| seen.since),
+                    .get(&member.id().key())
+                    .map_or(Duration::ZERO, Seen::since),
                 is_self: false,
             })
             .collect();
-        others.sort_by(|a, b| a.identity.node.cmp(&b.identity.node));
+        others.sort_by(|a, b| a.identity.node().cmp(b.identity.node()));
         views.extend(others);
         views
     }
@@ -610,7 +678,7 @@ impl Membership {
     pub fn member_state(&self, node: &NodeId) -> Option<MemberState> {
         self.swim
             .iter_membership_state()
-            .find(|member| &member.id().node == node)
+            .find(|member| member.id().node() == node)
             .map(|member| member.state().into())
     }
 
@@ -620,10 +688,10 @@ impl Membership {
         let mut live: Vec<NodeId> = self
             .swim
             .iter_members()
-            .map(|m| m.id().node.clone())
+            .map(|m| m.id().node().clone())
             .collect();
         if !self.left && !self.defunct {
-            live.push(self.identity().node.clone());
+            live.push(self.identity().node().clone());
         }
         live.sort();
         live.dedup();
@@ -643,7 +711,7 @@ impl Membership {
     }
 
     fn handle_gossip(&mut self, payload: &[u8], now: Duration) -> Result<(), PacketError> {
-        let inspected = inspect(payload, self.settings.lifeguard);
+        let inspected = inspect(payload, &self.codec, self.settings.lifeguard);
         let joiner = inspected.as_ref().and_then(|seen| {
             (seen.header.message == Message::Announce && self.is_news(&seen.header.src))
                 .then(|| seen.header.src.clone())
@@ -679,11 +747,11 @@ impl Membership {
             // foca forgets a long-down member now; so do we.
             if self
                 .seen
-                .get(&member.node)
-                .is_some_and(|seen| seen.identity == *member && seen.state == MemberState::Down)
+                .get(&member.key())
+                .is_some_and(|seen| seen.is(member) && seen.state() == MemberState::Down)
             {
-                self.seen.remove(&member.node);
-                self.roster_sent.remove(&member.node);
+                self.seen.remove(&member.key());
+                self.roster_sent.remove(member.node());
             }
         }
         let starts_probe = matches!(timer, foca::Timer::ProbeRandomMember(_));
@@ -774,7 +842,7 @@ impl Membership {
                         let report = SuspicionReport {
                             suspect: member_id.clone(),
                             incarnation: *incarnation,
-                            reporter: self.identity().node.clone(),
+                            reporter: self.identity().node().clone(),
                         };
                         match report.encode(&mut self.codec) {
                             Ok(bytes) => {
@@ -802,7 +870,7 @@ impl Membership {
                 }
                 OwnedNotification::MemberDown(member) => {
                     debug!(member = %member, "member down");
-                    self.suspicions.forget(&member.node);
+                    self.suspicions.forget(member.node());
                     self.mark(&member, MemberState::Down, now);
                     MembershipEvent::MemberDown(member)
                 }
@@ -835,7 +903,7 @@ impl Membership {
                     self.self_suspected_at = None;
                     self.self_since = now;
                     MembershipEvent::Rejoined {
-                        new_incarnation: me.incarnation,
+                        new_incarnation: me.incarnation(),
                     }
                 }
             };
@@ -887,7 +955,7 @@ impl Membership {
         let me = self.identity().clone();
         for update in updates {
             let member = update.id();
-            if member.node == me.node {
+            if member.node() == me.node() {
                 if member == &me
                     && update.state() == foca::State::Suspect
                     && self.self_suspected_at != Some(update.incarnation())
@@ -902,11 +970,11 @@ impl Membership {
                 foca::State::Alive => {
                     self.suspicions.refuted(member, update.incarnation());
                 }
-                foca::State::Down => self.suspicions.forget(&member.node),
+                foca::State::Down => self.suspicions.forget(member.node()),
             }
         }
         for report in reports {
-            if report.suspect.node != me.node {
+            if report.suspect.node() != me.node() {
                 self.report_suspicion(&report, now);
             }
         }
@@ -935,8 +1003,8 @@ impl Membership {
     /// here is not news: it is sent a down notice instead, and comes back renewed.)
     fn is_news(&self, member: &MemberIdentity) -> bool {
         self.seen
-            .get(&member.node)
-            .is_none_or(|seen| seen.identity != *member)
+            .get(&member.key())
+            .is_none_or(|seen| !seen.is(member))
     }
 
     /// Whether foca holds exactly this run (name and incarnation) down. Cheap for a
@@ -953,8 +1021,8 @@ impl Membership {
     /// Whether this run is alive or suspect here, as foca last told us.
     fn holds_live(&self, member: &MemberIdentity) -> bool {
         self.seen
-            .get(&member.node)
-            .is_some_and(|seen| seen.identity == *member && seen.state != MemberState::Down)
+            .get(&member.key())
+            .is_some_and(|seen| seen.is(member) && seen.state() != MemberState::Down)
     }
 
     /// Live members as a down notice counts them: the others plus this node.
@@ -969,7 +1037,7 @@ impl Membership {
             .settings
             .probe_period()
             .saturating_mul(DOWN_NOTICE_INTERVAL_PERIODS);
-        if let Some(last) = self.notices_sent.get(&subject.node)
+        if let Some(last) = self.notices_sent.get(subject.node())
             && now.saturating_sub(*last) < interval
         {
             self.stats.down_notices_skipped += 1;
@@ -979,7 +1047,7 @@ impl Membership {
             self.notices_sent
                 .retain(|_, last| now.saturating_sub(*last) < interval);
         }
-        self.notices_sent.insert(subject.node.clone(), now);
+        self.notices_sent.insert(subject.node().clone(), now);
         let notice = DownNotice {
             notifier: self.identity().clone(),
             subject: subject.clone(),
@@ -989,7 +1057,7 @@ impl Membership {
             Ok(body) => {
                 self.stats.down_notices_sent += 1;
                 debug!(member = %subject, "telling a member it is down here");
-                self.io.send(subject.gossip_addr, &[&body]);
+                self.io.send(subject.gossip_addr(), &[&body]);
             }
             Err(error) => debug!(%error, "encoding down notice"),
         }
@@ -1009,12 +1077,12 @@ impl Membership {
             self.stats.down_notices_stale += 1;
             return;
         }
-        if notice.notifier.node == self.identity().node {
+        if notice.notifier.node() == self.identity().node() {
             return;
         }
         if self.holds_down(&notice.notifier) {
-            let ours = (self.live_count(), &self.identity().node);
-            if ours > (notice.live_members, &notice.notifier.node) {
+            let ours = (self.live_count(), self.identity().node());
+            if ours > (notice.live_members, notice.notifier.node()) {
                 self.stats.down_notices_returned += 1;
                 self.send_down_notice(&notice.notifier, now);
                 return;
@@ -1057,44 +1125,33 @@ impl Membership {
             }
             if self
                 .seen
-                .get(&member.node)
-                .is_some_and(|seen| seen.identity == member)
+                .get(&member.key())
+                .is_some_and(|seen| seen.is(&member))
             {
-                self.seen.remove(&member.node);
+                self.seen.remove(&member.key());
             }
-            self.roster_sent.remove(&member.node);
-            self.notices_sent.remove(&member.node);
+            self.roster_sent.remove(member.node());
+            self.notices_sent.remove(member.node());
         }
     }
 
     fn mark(&mut self, member: &MemberIdentity, state: MemberState, now: Duration) {
-        match self.seen.get_mut(&member.node) {
-            Some(seen) if seen.identity == *member && seen.state == state => {}
-            Some(seen) => {
-                seen.identity = member.clone();
-                seen.state = state;
-                seen.since = now;
-            }
+        match self.seen.get_mut(&member.key()) {
+            Some(seen) if seen.is(member) && seen.state() == state => {}
+            Some(seen) => *seen = Seen::new(member, state, now),
             None => {
-                self.seen.insert(
-                    member.node.clone(),
-                    Seen {
-                        identity: member.clone(),
-                        state,
-                        since: now,
-                    },
-                );
+                self.seen
+                    .insert(member.key(), Seen::new(member, state, now));
             }
         }
     }
 
     fn unmark_suspect(&mut self, member: &MemberIdentity, now: Duration) {
-        if let Some(seen) = self.seen.get_mut(&member.node)
-            && seen.identity == *member
-            && seen.state == MemberState::Suspect
+        if let Some(seen) = self.seen.get_mut(&member.key())
+            && seen.is(member)
+            && seen.state() == MemberState::Suspect
         {
-            seen.state = MemberState::Alive;
-            seen.since = now;
+            *seen = Seen::new(member, MemberState::Alive, now);
         }
     }
 
@@ -1129,7 +1186,7 @@ impl Membership {
     /// from gossip).
     fn send_roster(&mut self, joiner: &MemberIdentity, now: Duration) {
         let interval = Duration::from_millis(self.settings.roster_sync_interval_ms);
-        if let Some(last) = self.roster_sent.get(&joiner.node)
+        if let Some(last) = self.roster_sent.get(joiner.node())
             && now.saturating_sub(*last) < interval
         {
             return;
@@ -1150,7 +1207,7 @@ impl Membership {
             self.roster_sent
                 .retain(|_, last| now.saturating_sub(*last) < interval);
         }
-        self.roster_sent.insert(joiner.node.clone(), now);
+        self.roster_sent.insert(joiner.node().clone(), now);
         let max_body = self.max_packet_size().saturating_sub(TAG_LEN);
         let bodies = envelope::encode_roster_sync(
             self.swim.iter_membership_state(),
@@ -1163,7 +1220,7 @@ impl Membership {
         }
         self.stats.roster_syncs_sent += 1;
         for body in bodies {
-            self.io.send(joiner.gossip_addr, &[&body]);
+            self.io.send(joiner.gossip_addr(), &[&body]);
         }
     }
 
@@ -1183,9 +1240,9 @@ impl Membership {
 /// message is a bare broadcast, a big-endian `u16` count and that many members; then
 /// custom broadcasts, each a big-endian `u16` length and its bytes. `None` if the header
 /// does not decode; foca then refuses the packet itself. Undecodable details are skipped.
-fn inspect(payload: &[u8], with_details: bool) -> Option<Inspected> {
+fn inspect(payload: &[u8], codec: &BincodeCodec, with_details: bool) -> Option<Inspected> {
     let mut rest = payload;
-    let header = BincodeCodec::decode_header_from(&mut rest).ok()?;
+    let header = codec.decode_header_from(&mut rest).ok()?;
     let mut inspected = Inspected {
         header,
         updates: Vec::new(),
@@ -1200,7 +1257,7 @@ fn inspect(payload: &[u8], with_details: bool) -> Option<Inspected> {
         };
         rest = after;
         for _ in 0..count {
-            match BincodeCodec::decode_member_from(&mut rest) {
+            match codec.decode_member_from(&mut rest) {
                 Ok(member) => inspected.updates.push(member),
                 Err(_) => return Some(inspected),
             }

@@ -169,8 +169,8 @@ async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn Membe
             .filter(|m| m.state != MemberState::Down && !m.is_self)
             .map(|m| {
                 (
-                    m.identity.node.clone(),
-                    (m.identity.link_addr, m.incarnation),
+                    m.identity.node().clone(),
+                    (m.identity.link_addr(), m.incarnation),
                 )
             })
             .collect();
@@ -190,7 +190,7 @@ async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn Membe
                 }
             }
         }
-        state.set_known(view.members.iter().map(|m| m.identity.node.clone()));
+        state.set_known(view.members.iter().map(|m| m.identity.node().clone()));
         let live = runs
             .iter()
             .map(|(n, &(addr, _))| (n.clone(), addr))

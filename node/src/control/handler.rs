@@ -286,9 +286,9 @@ impl Handler {
         view.members
             .iter()
             .map(|m| MemberRow {
-                id: m.identity.node.to_string(),
-                address: m.identity.link_addr.to_string(),
-                gossip_address: m.identity.gossip_addr.to_string(),
+                id: m.identity.node().to_string(),
+                address: m.identity.link_addr().to_string(),
+                gossip_address: m.identity.gossip_addr().to_string(),
                 state: m.state.as_str().into(),
                 incarnation: m.incarnation,
                 since_ms: unix_ms(view.origin + m.since),

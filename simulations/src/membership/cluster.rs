@@ -5,6 +5,7 @@
 //! does: packets go to the network model, timers to the event queue, membership changes
 //! to the views that the metrics watch.
 
+use chorus_node::cluster::membership::IdentityInterner;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -133,8 +134,9 @@ impl Simulation {
             queue.schedule_at(*at, Event::Step(index));
         }
         queue.schedule_at(SAMPLE_EVERY, Event::Sample);
+        let interner = IdentityInterner::new();
         let members = (0..n as NodeIx)
-            .map(|node| Some(SimMember::new(node, &settings, master.random())))
+            .map(|node| Some(SimMember::new(node, &settings, master.random(), &interner)))
             .collect();
         Simulation {
             views: Views::new(n),

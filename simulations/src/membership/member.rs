@@ -10,8 +10,8 @@ use std::time::Duration;
 use chorus_node::cluster::membership::auth::Authenticator;
 use chorus_node::cluster::membership::codec::BincodeCodec;
 use chorus_node::cluster::membership::{
-    ClusterKey, KEY_LEN, MemberIdentity, MemberState, Membership, MembershipEvent, MembershipTimer,
-    Output, TAG_LEN, envelope,
+    ClusterKey, IdentityInterner, KEY_LEN, MemberIdentity, MemberState, Membership,
+    MembershipEvent, MembershipTimer, Output, TAG_LEN, envelope,
 };
 use chorus_protocol::NodeId;
 
@@ -76,7 +76,7 @@ fn node_of_addr(addr: SocketAddr) -> NodeIx {
 
 /// The node behind an identity.
 fn node_of(identity: &MemberIdentity) -> NodeIx {
-    node_of_addr(identity.gossip_addr)
+    node_of_addr(identity.gossip_addr())
 }
 
 /// Node `node`'s first identity.
@@ -113,10 +113,22 @@ pub struct SimMember {
 }
 
 impl SimMember {
-    /// Node `node` with the run's gossip settings, its RNG seeded with `seed`.
-    pub fn new(node: NodeIx, settings: &RunSettings, seed: u64) -> Self {
+    /// Node `node` with the run's gossip settings, its RNG seeded with `seed`. Every
+    /// member of a run shares `interner`, so each run is held once in the process.
+    pub fn new(
+        node: NodeIx,
+        settings: &RunSettings,
+        seed: u64,
+        interner: &IdentityInterner,
+    ) -> Self {
         SimMember {
-            core: Membership::new(identity(node), settings.gossip.clone(), &CLUSTER_KEY, seed),
+            core: Membership::with_interner(
+                identity(node),
+                settings.gossip.clone(),
+                &CLUSTER_KEY,
+                seed,
+                interner.clone(),
+            ),
             suspicions_started: 0,
         }
     }
@@ -148,7 +160,7 @@ impl SimMember {
 
     /// Whether this member currently holds `subject` suspect.
     pub fn suspects(&self, subject: NodeIx) -> bool {
-        self.core.member_state(&identity(subject).node) == Some(MemberState::Suspect)
+        self.core.member_state(identity(subject).node()) == Some(MemberState::Suspect)
     }
 
     /// Moves the core's outputs into `effects`.

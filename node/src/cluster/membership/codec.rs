@@ -1,11 +1,11 @@
 //! foca's wire items (headers and member updates) on bincode 2, decoded within bounds.
 
 use bytes::{Buf, BufMut};
-use foca::{Header, Member};
+use foca::{Header, Member, Message};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::identity::MemberIdentity;
+use super::identity::{IdentityInterner, MemberIdentity};
 
 /// The most bytes one decoded item may claim: a header holds two identities (each a name
 /// of at most a few dozen bytes and two socket addresses), a member one. Anything larger
@@ -40,18 +40,29 @@ pub enum CodecError {
 }
 
 /// foca's [`Codec`](foca::Codec) for [`MemberIdentity`] on bincode 2 (varint integers,
-/// items of at most [`MAX_ITEM_BYTES`]).
+/// items of at most [`MAX_ITEM_BYTES`]). Every identity it decodes goes through its
+/// [`IdentityInterner`], so that the same run, heard of again and again, is held once.
 #[derive(Debug, Default)]
 pub struct BincodeCodec {
     /// Reused encode buffer, so that a full item is checked against the space left
     /// before any byte reaches the packet.
     scratch: Vec<u8>,
+    interner: IdentityInterner,
 }
 
 impl BincodeCodec {
-    /// A codec with an empty scratch buffer.
+    /// A codec with an empty scratch buffer and an interner of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A codec that interns the identities it decodes in `interner` (shared with
+    /// whoever else holds a clone of it).
+    pub fn with_interner(interner: IdentityInterner) -> Self {
+        BincodeCodec {
+            scratch: Vec::new(),
+            interner,
+        }
     }
 
     /// Encodes any wire item of ours, all or nothing.
@@ -90,8 +101,13 @@ impl BincodeCodec {
     }
 
     /// Decodes one member update, advancing `buf` past it.
-    pub fn decode_member_from(buf: impl Buf) -> Result<Member<MemberIdentity>, CodecError> {
-        Self::decode(buf)
+    pub fn decode_member_from(&self, buf: impl Buf) -> Result<Member<MemberIdentity>, CodecError> {
+        let member: Member<MemberIdentity> = Self::decode(buf)?;
+        Ok(Member::new(
+            self.interner.intern(member.id().clone()),
+            member.incarnation(),
+            member.state(),
+        ))
     }
 
     /// Encodes one identity on its own (used by the join handshake).
@@ -104,13 +120,31 @@ impl BincodeCodec {
     }
 
     /// Decodes one identity, advancing `buf` past it.
-    pub fn decode_identity_from(buf: impl Buf) -> Result<MemberIdentity, CodecError> {
-        Self::decode(buf)
+    pub fn decode_identity_from(&self, buf: impl Buf) -> Result<MemberIdentity, CodecError> {
+        Self::decode(buf).map(|identity| self.interner.intern(identity))
     }
 
     /// Decodes a header, advancing `buf` past it.
-    pub fn decode_header_from(buf: impl Buf) -> Result<Header<MemberIdentity>, CodecError> {
-        Self::decode(buf)
+    pub fn decode_header_from(&self, buf: impl Buf) -> Result<Header<MemberIdentity>, CodecError> {
+        let mut header: Header<MemberIdentity> = Self::decode(buf)?;
+        header.src = self.interner.intern(header.src);
+        header.dst = self.interner.intern(header.dst);
+        match &mut header.message {
+            Message::PingReq { target: id, .. }
+            | Message::IndirectAck { target: id, .. }
+            | Message::IndirectPing { origin: id, .. }
+            | Message::ForwardedAck { origin: id, .. } => {
+                *id = self.interner.intern(id.clone());
+            }
+            Message::Ping(_)
+            | Message::Ack(_)
+            | Message::Announce
+            | Message::Feed
+            | Message::Gossip
+            | Message::Broadcast
+            | Message::TurnUndead => {}
+        }
+        Ok(header)
     }
 }
 
@@ -126,7 +160,7 @@ impl foca::Codec<MemberIdentity> for BincodeCodec {
     }
 
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<MemberIdentity>, CodecError> {
-        Self::decode(buf)
+        self.decode_header_from(buf)
     }
 
     fn encode_member(
@@ -138,7 +172,7 @@ impl foca::Codec<MemberIdentity> for BincodeCodec {
     }
 
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<MemberIdentity>, CodecError> {
-        Self::decode(buf)
+        self.decode_member_from(buf)
     }
 }
 
@@ -241,6 +275,40 @@ mod tests {
             codec.decode_member(&buf[..]),
             Err(CodecError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn a_run_decoded_again_shares_its_data_with_earlier_copies() {
+        let interner = IdentityInterner::new();
+        let mut codec = BincodeCodec::with_interner(interner.clone());
+        let member = Member::alive(identity("c", 42));
+        let mut buf = Vec::new();
+        codec.encode_member(&member, &mut buf).expect("encode");
+        let first = codec.decode_member(&buf[..]).expect("decode");
+        // Another codec on the same interner (another member of the same process).
+        let second = BincodeCodec::with_interner(interner)
+            .decode_member(&buf[..])
+            .expect("decode");
+        assert_eq!(first, member);
+        assert!(std::sync::Arc::ptr_eq(first.id().run(), second.id().run()));
+        let mut header = Vec::new();
+        let sent = Header {
+            src: identity("c", 42),
+            src_incarnation: 0,
+            dst: identity("d", 1),
+            message: Message::PingReq {
+                target: identity("c", 42),
+                probe_number: 1,
+            },
+        };
+        codec.encode_header(&sent, &mut header).expect("encode");
+        let decoded = codec.decode_header(&header[..]).expect("decode");
+        assert_eq!(decoded, sent);
+        let Message::PingReq { target, .. } = &decoded.message else {
+            panic!("not a ping-req: {decoded:?}");
+        };
+        assert!(std::sync::Arc::ptr_eq(decoded.src.run(), first.id().run()));
+        assert!(std::sync::Arc::ptr_eq(target.run(), first.id().run()));
     }
 
     proptest! {

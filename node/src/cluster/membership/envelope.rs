@@ -167,8 +167,9 @@ fn finish_roster(current: Option<(Vec<u8>, u16)>) -> Vec<u8> {
     body
 }
 
-/// Decodes a packet body (after authentication).
-pub fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+/// Decodes a packet body (after authentication); identities go through `codec`'s
+/// interner.
+pub fn decode<'a>(body: &'a [u8], codec: &BincodeCodec) -> Result<Envelope<'a>, EnvelopeError> {
     let [version, kind, payload @ ..] = body else {
         return Err(EnvelopeError::Truncated { len: body.len() });
     };
@@ -177,25 +178,31 @@ pub fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     }
     match *kind {
         KIND_GOSSIP => Ok(Envelope::Gossip(payload)),
-        KIND_ROSTER_SYNC => decode_roster(payload).map(Envelope::RosterSync),
-        KIND_JOIN => decode_identity(payload).map(Envelope::Join),
-        KIND_WELCOME => decode_identity(payload).map(Envelope::Welcome),
-        KIND_DOWN_NOTICE => decode_down_notice(payload).map(Envelope::DownNotice),
+        KIND_ROSTER_SYNC => decode_roster(payload, codec).map(Envelope::RosterSync),
+        KIND_JOIN => decode_identity(payload, codec).map(Envelope::Join),
+        KIND_WELCOME => decode_identity(payload, codec).map(Envelope::Welcome),
+        KIND_DOWN_NOTICE => decode_down_notice(payload, codec).map(Envelope::DownNotice),
         other => Err(EnvelopeError::Kind(other)),
     }
 }
 
-fn decode_identity(mut payload: &[u8]) -> Result<MemberIdentity, EnvelopeError> {
-    let identity = BincodeCodec::decode_identity_from(&mut payload)?;
+fn decode_identity(
+    mut payload: &[u8],
+    codec: &BincodeCodec,
+) -> Result<MemberIdentity, EnvelopeError> {
+    let identity = codec.decode_identity_from(&mut payload)?;
     if !payload.is_empty() {
         return Err(EnvelopeError::Trailing(payload.len()));
     }
     Ok(identity)
 }
 
-fn decode_down_notice(mut payload: &[u8]) -> Result<DownNotice, EnvelopeError> {
-    let notifier = BincodeCodec::decode_identity_from(&mut payload)?;
-    let subject = BincodeCodec::decode_identity_from(&mut payload)?;
+fn decode_down_notice(
+    mut payload: &[u8],
+    codec: &BincodeCodec,
+) -> Result<DownNotice, EnvelopeError> {
+    let notifier = codec.decode_identity_from(&mut payload)?;
+    let subject = codec.decode_identity_from(&mut payload)?;
     let Some((live, rest)) = payload.split_first_chunk::<4>() else {
         return Err(EnvelopeError::Truncated {
             len: HEADER_LEN + payload.len(),
@@ -211,7 +218,10 @@ fn decode_down_notice(mut payload: &[u8]) -> Result<DownNotice, EnvelopeError> {
     })
 }
 
-fn decode_roster(payload: &[u8]) -> Result<Vec<Member<MemberIdentity>>, EnvelopeError> {
+fn decode_roster(
+    payload: &[u8],
+    codec: &BincodeCodec,
+) -> Result<Vec<Member<MemberIdentity>>, EnvelopeError> {
     let [hi, lo, rest @ ..] = payload else {
         return Err(EnvelopeError::Truncated {
             len: HEADER_LEN + payload.len(),
@@ -224,7 +234,7 @@ fn decode_roster(payload: &[u8]) -> Result<Vec<Member<MemberIdentity>>, Envelope
     }
     let mut members = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        members.push(BincodeCodec::decode_member_from(&mut rest)?);
+        members.push(codec.decode_member_from(&mut rest)?);
     }
     if !rest.is_empty() {
         return Err(EnvelopeError::Trailing(rest.len()));
@@ -258,19 +268,28 @@ mod tests {
     #[test]
     fn gossip_and_handshakes_round_trip() {
         let body = [&GOSSIP_HEADER[..], b"swim"].concat();
-        assert_eq!(decode(&body).expect("decode"), Envelope::Gossip(b"swim"));
+        assert_eq!(
+            decode(&body, &BincodeCodec::new()).expect("decode"),
+            Envelope::Gossip(b"swim")
+        );
         let mut codec = BincodeCodec::new();
         let joiner = member(1).id().clone();
         let join = encode_join(&joiner, &mut codec).expect("encode");
         assert_eq!(
-            decode(&join).expect("decode"),
+            decode(&join, &BincodeCodec::new()).expect("decode"),
             Envelope::Join(joiner.clone())
         );
         let welcome = encode_welcome(&joiner, &mut codec).expect("encode");
-        assert_eq!(decode(&welcome).expect("decode"), Envelope::Welcome(joiner));
+        assert_eq!(
+            decode(&welcome, &BincodeCodec::new()).expect("decode"),
+            Envelope::Welcome(joiner)
+        );
         let mut trailing = join.clone();
         trailing.push(0);
-        assert!(matches!(decode(&trailing), Err(EnvelopeError::Trailing(1))));
+        assert!(matches!(
+            decode(&trailing, &BincodeCodec::new()),
+            Err(EnvelopeError::Trailing(1))
+        ));
     }
 
     #[test]
@@ -283,14 +302,20 @@ mod tests {
             live_members: 997,
         };
         let body = encode_down_notice(&notice, &mut codec).expect("encode");
-        assert_eq!(decode(&body).expect("decode"), Envelope::DownNotice(notice));
+        assert_eq!(
+            decode(&body, &BincodeCodec::new()).expect("decode"),
+            Envelope::DownNotice(notice)
+        );
         assert!(matches!(
-            decode(&body[..body.len() - 1]),
+            decode(&body[..body.len() - 1], &BincodeCodec::new()),
             Err(EnvelopeError::Truncated { .. })
         ));
         let mut trailing = body.clone();
         trailing.push(0);
-        assert!(matches!(decode(&trailing), Err(EnvelopeError::Trailing(1))));
+        assert!(matches!(
+            decode(&trailing, &BincodeCodec::new()),
+            Err(EnvelopeError::Trailing(1))
+        ));
     }
 
     #[test]
@@ -301,7 +326,7 @@ mod tests {
         let mut decoded = Vec::new();
         for body in &bodies {
             assert!(body.len() <= 400);
-            match decode(body).expect("decode") {
+            match decode(body, &BincodeCodec::new()).expect("decode") {
                 Envelope::RosterSync(part) => decoded.extend(part),
                 other => panic!("not a roster: {other:?}"),
             }
@@ -318,19 +343,31 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_errors() {
-        assert!(matches!(decode(&[]), Err(EnvelopeError::Truncated { .. })));
-        assert!(matches!(decode(&[9, 0]), Err(EnvelopeError::Version(9))));
-        assert!(matches!(decode(&[VERSION, 7]), Err(EnvelopeError::Kind(7))));
         assert!(matches!(
-            decode(&[VERSION, KIND_ROSTER_SYNC, 0xff, 0xff]),
+            decode(&[], &BincodeCodec::new()),
+            Err(EnvelopeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(&[9, 0], &BincodeCodec::new()),
+            Err(EnvelopeError::Version(9))
+        ));
+        assert!(matches!(
+            decode(&[VERSION, 7], &BincodeCodec::new()),
+            Err(EnvelopeError::Kind(7))
+        ));
+        assert!(matches!(
+            decode(
+                &[VERSION, KIND_ROSTER_SYNC, 0xff, 0xff],
+                &BincodeCodec::new()
+            ),
             Err(EnvelopeError::TooManyMembers(u16::MAX))
         ));
         assert!(matches!(
-            decode(&[VERSION, KIND_ROSTER_SYNC, 0, 1]),
+            decode(&[VERSION, KIND_ROSTER_SYNC, 0, 1], &BincodeCodec::new()),
             Err(EnvelopeError::Payload(_))
         ));
         assert!(matches!(
-            decode(&[VERSION, KIND_ROSTER_SYNC, 0, 0, 1]),
+            decode(&[VERSION, KIND_ROSTER_SYNC, 0, 0, 1], &BincodeCodec::new()),
             Err(EnvelopeError::Trailing(1))
         ));
     }
@@ -338,11 +375,11 @@ mod tests {
     proptest! {
         #[test]
         fn random_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = decode(&bytes);
+            let _ = decode(&bytes, &BincodeCodec::new());
             for kind in [KIND_ROSTER_SYNC, KIND_JOIN, KIND_WELCOME, KIND_DOWN_NOTICE] {
                 let mut body = vec![VERSION, kind];
                 body.extend_from_slice(&bytes);
-                let _ = decode(&body);
+                let _ = decode(&body, &BincodeCodec::new());
             }
         }
     }

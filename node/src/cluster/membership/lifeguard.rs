@@ -25,7 +25,7 @@ use foca::Incarnation;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{BincodeCodec, CodecError};
-use super::identity::MemberIdentity;
+use super::identity::{MemberIdentity, NameKey};
 
 /// How many reports [`SuspicionReports`] remembers as already seen; older ones are
 /// forgotten first (a forgotten report that comes round again is only relayed again).
@@ -184,11 +184,11 @@ impl Suspicions {
         live_others: usize,
         now: Duration,
     ) -> Option<DeadlineTimer> {
-        if reporter == &suspect.node {
+        if reporter == suspect.node() {
             return None;
         }
         let token = self.next_token;
-        let entry = self.by_node.get_mut(&suspect.node);
+        let entry = self.by_node.get_mut(suspect.node());
         let suspicion = match entry {
             Some(running) if running.identity == *suspect && running.incarnation == incarnation => {
                 if running.reporters.contains(reporter)
@@ -202,7 +202,7 @@ impl Suspicions {
             }
             // A newer identity or incarnation is a new suspicion; an older one is stale.
             Some(running)
-                if running.identity.incarnation > suspect.incarnation
+                if running.identity.incarnation() > suspect.incarnation()
                     || (running.identity == *suspect && running.incarnation > incarnation) =>
             {
                 return None;
@@ -216,8 +216,8 @@ impl Suspicions {
                     expected: self.bounds.expected(live_others),
                     token,
                 };
-                self.by_node.insert(suspect.node.clone(), fresh);
-                self.by_node.get_mut(&suspect.node).expect("just inserted")
+                self.by_node.insert(suspect.node().clone(), fresh);
+                self.by_node.get_mut(suspect.node()).expect("just inserted")
             }
         };
         self.next_token += 1;
@@ -226,7 +226,7 @@ impl Suspicions {
                 .bounds
                 .timeout(suspicion.confirmations(), suspicion.expected);
         Some(DeadlineTimer {
-            node: suspect.node.clone(),
+            node: suspect.node().clone(),
             token: suspicion.token,
             after: deadline.saturating_sub(now),
         })
@@ -235,11 +235,11 @@ impl Suspicions {
     /// The suspect is known alive again at `incarnation` (a refutation) or has a newer
     /// identity: any older suspicion ends.
     pub fn refuted(&mut self, member: &MemberIdentity, incarnation: Incarnation) {
-        if let Some(running) = self.by_node.get(&member.node) {
-            let newer_identity = running.identity.incarnation < member.incarnation;
+        if let Some(running) = self.by_node.get(member.node()) {
+            let newer_identity = running.identity.incarnation() < member.incarnation();
             let refuted = running.identity == *member && incarnation > running.incarnation;
             if newer_identity || refuted {
-                self.by_node.remove(&member.node);
+                self.by_node.remove(member.node());
             }
         }
     }
@@ -302,8 +302,10 @@ impl SuspicionReport {
 
     fn key(&self) -> ReportKey {
         ReportKey {
-            suspect: self.suspect.node.clone(),
-            run: self.suspect.incarnation,
+            suspect_key: self.suspect.key(),
+            reporter_key: NameKey::of(&self.reporter),
+            suspect: self.suspect.node().clone(),
+            run: self.suspect.incarnation(),
             incarnation: self.incarnation,
             reporter: self.reporter.clone(),
         }
@@ -322,12 +324,16 @@ pub enum ReportError {
     Trailing(usize),
 }
 
-/// What makes two reports the same news.
+/// What makes two reports the same news. Every member checks every report it receives
+/// against the thousands it remembers, so the names' keys come first: two reports are
+/// told apart by comparing integers, and names are compared only when the keys match.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ReportKey {
-    suspect: NodeId,
+    suspect_key: NameKey,
+    reporter_key: NameKey,
     run: u64,
     incarnation: Incarnation,
+    suspect: NodeId,
     reporter: NodeId,
 }
 
@@ -468,8 +474,8 @@ mod tests {
         assert_eq!(second.after, Duration::from_secs(13));
         // The superseded deadline does nothing, the current one declares the suspect.
         let fire = t0 + Duration::from_secs(14);
-        assert_eq!(s.on_deadline(&x.node, first.token, fire), None);
-        assert_eq!(s.on_deadline(&x.node, second.token, fire), Some((x, 0)));
+        assert_eq!(s.on_deadline(x.node(), first.token, fire), None);
+        assert_eq!(s.on_deadline(x.node(), second.token, fire), Some((x, 0)));
         assert!(s.is_empty());
     }
 
@@ -481,7 +487,7 @@ mod tests {
             .report(&x, 0, &node("a"), 10, Duration::ZERO)
             .expect("starts");
         assert_eq!(
-            s.on_deadline(&x.node, timer.token, Duration::from_secs(5)),
+            s.on_deadline(x.node(), timer.token, Duration::from_secs(5)),
             None
         );
         assert_eq!(s.len(), 1);
@@ -502,7 +508,7 @@ mod tests {
         );
         s.refuted(&x, 3);
         assert!(s.is_empty());
-        assert_eq!(s.on_deadline(&x.node, timer.token, BOUNDS.max), None);
+        assert_eq!(s.on_deadline(x.node(), timer.token, BOUNDS.max), None);
 
         s.report(&x, 0, &node("a"), 10, Duration::ZERO)
             .expect("starts");

@@ -184,7 +184,10 @@ impl Net {
     }
 
     fn names(&self, range: impl IntoIterator<Item = usize>) -> Vec<NodeId> {
-        let mut names: Vec<NodeId> = range.into_iter().map(|i| identity(i, 0).node).collect();
+        let mut names: Vec<NodeId> = range
+            .into_iter()
+            .map(|i| identity(i, 0).node().clone())
+            .collect();
         names.sort();
         names
     }
@@ -211,13 +214,13 @@ impl Net {
     /// Events after `since` saying some member other than `except` went down, or that a
     /// member had to rejoin.
     fn false_downs(&self, since: Duration, except: usize) -> usize {
-        let except = identity(except, 0).node;
+        let except = identity(except, 0).node().clone();
         self.events
             .iter()
             .filter(|(at, _, event)| {
                 *at > since
                     && match event {
-                        MembershipEvent::MemberDown(member) => member.node != except,
+                        MembershipEvent::MemberDown(member) => member.node() != &except,
                         MembershipEvent::Rejoined { .. } => true,
                         _ => false,
                     }
@@ -229,7 +232,7 @@ impl Net {
         self.member(viewer)
             .members()
             .into_iter()
-            .find(|view| view.identity.node == identity(subject, 0).node)
+            .find(|view| view.identity.node() == identity(subject, 0).node())
             .map(|view| (view.state, view.incarnation))
     }
 }
@@ -276,7 +279,7 @@ fn a_crashed_member_is_declared_down_by_all_others_in_time() {
             );
             assert_eq!(net.member(i).live_members(), net.names(0..4));
             assert_eq!(
-                net.member(i).member_state(&identity(4, 0).node),
+                net.member(i).member_state(identity(4, 0).node()),
                 Some(MemberState::Down)
             );
         }
@@ -289,7 +292,7 @@ fn a_crashed_member_is_declared_down_by_all_others_in_time() {
             .iter()
             .filter(|(at, _, e)| {
                 *at > crashed_at
-                    && matches!(e, MembershipEvent::MemberDown(m) if m.node.0 == "node-4")
+                    && matches!(e, MembershipEvent::MemberDown(m) if m.node().0 == "node-4")
             })
             .map(|(_, i, _)| *i)
             .collect();
@@ -346,7 +349,7 @@ fn a_member_restarted_before_it_was_missed_replaces_its_old_run() {
     }
     assert!(net.events.iter().any(|(_, i, e)| *i == 0
         && matches!(e, MembershipEvent::MemberRenewed { old, new }
-            if old.incarnation == 1 && new.incarnation == 2_000)));
+            if old.incarnation() == 1 && new.incarnation() == 2_000)));
 }
 
 #[test]
@@ -491,15 +494,15 @@ fn a_down_notice_about_an_earlier_run_is_ignored() {
     let stale = notice(identity(0, 0), &mut codec);
     let member = &mut net.nodes[0].as_mut().expect("running").1;
     member.handle_packet(&stale, net.now).expect("accepted");
-    assert_eq!(member.identity().incarnation, 1);
+    assert_eq!(member.identity().incarnation(), 1);
     assert_eq!(member.stats().down_notices_stale, 1);
     // About the current run, from a member it holds live: it renews once.
     let current = notice(identity(0, 1), &mut codec);
     member.handle_packet(&current, net.now).expect("accepted");
-    assert_eq!(member.identity().incarnation, 2);
+    assert_eq!(member.identity().incarnation(), 2);
     // The same notice again now names an earlier run: no second renewal.
     member.handle_packet(&current, net.now).expect("accepted");
-    assert_eq!(member.identity().incarnation, 2);
+    assert_eq!(member.identity().incarnation(), 2);
     assert_eq!(member.stats().down_notices_obeyed, 1);
     net.pump(0);
     net.run_for(secs(5));
@@ -701,4 +704,26 @@ proptest::proptest! {
         net.pump(0);
         net.run_for(secs(2));
     }
+}
+
+#[test]
+fn a_seen_entry_keeps_the_state_and_the_instant_it_packs() {
+    let member = identity(1, 1);
+    for state in [MemberState::Alive, MemberState::Suspect, MemberState::Down] {
+        for since in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(86_400 * 365 * 100) + Duration::from_nanos(7),
+        ] {
+            let seen = Seen::new(&member, state, since);
+            assert_eq!((seen.state(), seen.since()), (state, since));
+            assert!(seen.is(&member));
+        }
+    }
+    assert!(!Seen::new(&member, MemberState::Alive, Duration::ZERO).is(&identity(1, 2)));
+    assert_eq!(
+        std::mem::size_of::<Seen>(),
+        16,
+        "two words per known member"
+    );
 }
