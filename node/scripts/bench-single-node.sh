@@ -36,18 +36,34 @@ start_agent() {
   sleep 0.3
 }
 
-# run NAME [bench flags...]: one scenario on a fresh node; prints a row.
+# agent_cpu: the agent's CPU time so far, in clock ticks.
+agent_cpu() { awk '{print $14 + $15}' "/proc/$AGENT_PID/stat"; }
+
+# run NAME [bench flags...]: one scenario on a fresh node; prints a row. The agent's CPU
+# per request is sampled over the measured window less its first and last second (so
+# whole-second DUR and WARMUP of at least 3 s and 0 s; otherwise "-").
 run() {
   local name="$1"; shift
   "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
-    --duration "$DUR" --warmup "$WARMUP" --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.progress"
-  python3 - "$name" "$OUT/$name.json" "$*" <<'PY'
+    --duration "$DUR" --warmup "$WARMUP" --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.progress" &
+  local bench=$! warm="${WARMUP%s}" dur="${DUR%s}" cpu="-"
+  if [[ "$warm" =~ ^[0-9]+$ && "$dur" =~ ^[0-9]+$ ]] && ((dur >= 3)); then
+    sleep $((warm + 1))
+    local c0 t0 c1 t1
+    c0=$(agent_cpu); t0=$(date +%s.%N)
+    sleep $((dur - 2))
+    c1=$(agent_cpu); t1=$(date +%s.%N)
+    cpu="$(python3 -c "import os; print(($c1 - $c0) / os.sysconf('SC_CLK_TCK') / ($t1 - $t0))")"
+  fi
+  wait "$bench"
+  python3 - "$name" "$OUT/$name.json" "$*" "$cpu" <<'PY'
 import json, sys
-name, path, flags = sys.argv[1], sys.argv[2], sys.argv[3]
+name, path, flags, cpu = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 s = json.load(open(path))
 l = s["latency_ms"]
 errors = sum(s["errors"].values())
-print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {s['items_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} |")
+per_request = "-" if cpu == "-" else f"{float(cpu) / s['requests_per_sec'] * 1e6:.1f}"
+print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {s['items_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} | {per_request} |")
 PY
 }
 
@@ -60,8 +76,8 @@ s = json.load(open(path))
 for tier, t in s["tiers"].items():
     l = t["latency_ms"]
     errors = " ".join(f"{k}={n}" for k, n in t["errors"].items()) or "none"
-    print(f"|   {name} / {tier} | | {t['requests_per_sec']:,.0f} | | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} |")
-print(f"|   {name}: agent peak RSS {int(rss_kb) / 1024:.0f} MiB | | | | | | | |")
+    print(f"|   {name} / {tier} | | {t['requests_per_sec']:,.0f} | | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} | |")
+print(f"|   {name}: agent peak RSS {int(rss_kb) / 1024:.0f} MiB | | | | | | | | |")
 PY
 }
 
@@ -70,13 +86,13 @@ levels() {
   local counted logged
   counted="$(curl -s http://127.0.0.1:9400/metrics | awk '/^chorus_degradation_changes_total/ {printf "%s%s", sep, $0; sep=", "}')"
   logged="$(grep -c "degradation level" "$WORK/agent.log" || true)"
-  echo "|   $1: level changes counted: ${counted:-none}; logged: $logged | | | | | | | |"
+  echo "|   $1: level changes counted: ${counted:-none}; logged: $logged | | | | | | | | |"
 }
 
 rate_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$OUT/$1.json"; }
 
-echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors | agent CPU µs/req |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for s in $SCENARIOS; do
   case "$s" in
     closed32) start_agent; run closed32 --concurrency 32 --connections 32 --streams 1 ;;
