@@ -22,7 +22,7 @@ use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
 use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::tier_queues::{DegradeCommand, QueueStatus, SHED_RETRY_AFTER, TierMsg};
+use crate::tier_queues::{DegradeCommand, QueueStatus, TierMsg, shed};
 
 /// The audit actor for API keys created over the client protocol.
 const AUDIT_ACTOR_API: &str = "api";
@@ -230,10 +230,7 @@ impl NodeHandle {
         if let Some(tier) = items.iter().map(|i| i.tier).min()
             && !self.inner.level.borrow().admits(tier)
         {
-            return Err(ErrorCode::Overloaded {
-                tier,
-                retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
-            });
+            return Err(shed(tier));
         }
         let intake = self.child(|c| c.intake.clone(), "intake")?;
         let caller = caller.clone();

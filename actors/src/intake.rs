@@ -24,7 +24,7 @@ use crate::policy::rate_limit::RateLimitConfig;
 use crate::published_breaker::rejects;
 use crate::store_actor::{BatchOutcome, STORE_DEPENDENCY, merge};
 use crate::supervisor::Children;
-use crate::tier_queues::{SHED_RETRY_AFTER, TierJob, TierMsg};
+use crate::tier_queues::{TierJob, TierMsg, shed};
 
 /// How often idle rate-limit keys are forgotten (they hold no information).
 const PURGE_EVERY: Duration = Duration::from_secs(10);
@@ -97,10 +97,7 @@ impl IntakeState {
                 level = level.as_str(),
                 "shed by the degradation level"
             );
-            let _ = reply.send(Err(ErrorCode::Overloaded {
-                tier,
-                retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
-            }));
+            let _ = reply.send(Err(shed(tier)));
             return;
         }
         let mut valid = Vec::with_capacity(items.len());

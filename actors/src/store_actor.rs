@@ -31,7 +31,7 @@ use crate::published_breaker::{BreakerBoard, PublishedBreaker};
 use crate::published_bulkhead::BulkheadBoard;
 use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
-use crate::tier_queues::{Credit, SHED_RETRY_AFTER};
+use crate::tier_queues::{Credit, shed};
 
 /// One outcome per submitted item, in order, or one error for the whole batch (the
 /// store is unavailable and nothing of the batch was acknowledged).
@@ -314,10 +314,7 @@ impl StoreState {
             }
             Entry::Full => {
                 debug!(tier = tier.as_str(), "store-writes bulkhead full");
-                waiter.fail(ErrorCode::Overloaded {
-                    tier,
-                    retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
-                });
+                waiter.fail(shed(tier));
             }
         }
         self.publish_writes();

@@ -39,6 +39,15 @@ pub const MAX_DISPATCH: usize = 64;
 /// The retry hint for a submission shed by the degradation level.
 pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The answer to a submission of `tier` shed before it was queued (by the level, or a
+/// full store-writes bulkhead).
+pub fn shed(tier: Tier) -> ErrorCode {
+    ErrorCode::Overloaded {
+        tier,
+        retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
+    }
+}
+
 /// Where the degradation level is published; shared by every incarnation.
 pub type LevelBoard = Arc<watch::Sender<Level>>;
 
