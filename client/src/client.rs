@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::{
     ErrorCode, FrameError, Item, ItemId, NodeId, PageToken, Receipt, Request, Response, RingMember,
-    RingSnapshot, Role, StoredItem, Welcome, check_batch_len, encode_value,
+    RingSnapshot, Role, RoutedRequest, StoredItem, Welcome, check_batch_len, encode_value,
 };
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -318,11 +318,16 @@ impl Client {
                 Target::Any => self.attempt_any(&request).await,
                 Target::Owner { member, epoch } => {
                     debug!(owner = %member.node, epoch, "routed");
-                    let routed = Request::Routed {
-                        epoch: *epoch,
-                        request: Box::new(request.clone()),
-                    };
-                    self.attempt_at(member, &routed).await
+                    match RoutedRequest::try_from(request.clone()) {
+                        Ok(routed) => {
+                            let routed = Request::Routed {
+                                epoch: *epoch,
+                                request: routed,
+                            };
+                            self.attempt_at(member, &routed).await
+                        }
+                        Err(_) => self.attempt_any(&request).await,
+                    }
                 }
             };
             let error = match result {

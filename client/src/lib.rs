@@ -51,7 +51,7 @@ mod tls;
 
 pub use chorus_protocol::{
     Enrichment, ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response,
-    RingMember, RingSnapshot, Role, Status, StoredItem, Tier, Welcome,
+    RingMember, RingSnapshot, Role, RoutedRequest, Status, StoredItem, Tier, Welcome,
 };
 pub use client::{Client, Page, RoutingStats};
 pub use config::{ClientConfig, Credentials, RoutingConfig};

@@ -332,6 +332,7 @@ fn answer_by_identity(
             )))
         }
         Request::Routed { request, .. } => {
+            let request = Request::from(request);
             let truth = identity.rings.lock().unwrap().truth.clone();
             let foreign = users_of(&request)
                 .iter()
@@ -348,7 +349,7 @@ fn answer_by_identity(
                 }
                 None => {
                     observed.routed.fetch_add(1, Ordering::SeqCst);
-                    Ok(serve_user_request(identity, *request, true))
+                    Ok(serve_user_request(identity, request, true))
                 }
             })
         }

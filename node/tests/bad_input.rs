@@ -243,3 +243,33 @@ async fn bad_input_gets_typed_errors_and_never_disturbs_other_clients() {
     good.close().await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nested_sixty_thousand_deep_is_refused_and_the_node_keeps_serving() {
+    let node = TestNode::start().await;
+    let conn = hello_done(&node).await;
+    // Request id 11, then `Routed { epoch: 0, .. }` 60,000 times around a ring request:
+    // about 120 KB, well inside the frame limit. Decoding it recursively overflowed a
+    // worker's stack and aborted the node.
+    let mut payload = vec![11u8];
+    for _ in 0..60_000 {
+        payload.extend([6u8, 0]);
+    }
+    payload.push(5);
+    let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+    bytes.extend(payload);
+    let answer = exchange(&conn, &bytes).await.unwrap();
+    assert_eq!(answer.request_id, 11);
+    assert!(
+        matches!(answer.result, Err(ErrorCode::Invalid { ref field, .. }) if field == "request"),
+        "{answer:?}"
+    );
+    // The node is alive and serves a fresh client.
+    let client = node.client().await;
+    client
+        .submit(Item::new("after-nesting", Kind::Text))
+        .await
+        .unwrap();
+    client.close().await;
+    node.stop().await;
+}

@@ -4,7 +4,9 @@
 
 mod support;
 
-use chorus_client::{Client, ClientConfig, Credentials, Item, Kind, Request, Response};
+use chorus_client::{
+    Client, ClientConfig, Credentials, Item, Kind, Request, Response, RoutedRequest,
+};
 use support::TestNode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +66,7 @@ async fn a_routed_request_is_served_by_its_owner() {
     let item = Item::new("bob", Kind::Text);
     let routed = Request::Routed {
         epoch,
-        request: Box::new(Request::Submit(item.clone())),
+        request: RoutedRequest::Submit(item.clone()),
     };
     match client.request(routed).await.unwrap() {
         Response::Receipt(receipt) => assert_eq!(receipt.owner.0, "test-node"),

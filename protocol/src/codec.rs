@@ -5,6 +5,7 @@ use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 
 use crate::SUPPORTED_VERSIONS;
+use crate::bounded::bound_violation;
 use crate::error::ErrorCode;
 use crate::frame::{FRAME_HEADER_LEN, FrameError, FrameLimit, MAX_FRAME_CEILING};
 use crate::message::{ClientFrame, Hello, Request};
@@ -104,6 +105,9 @@ pub fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, ClientFrameErr
 /// Turns a decode failure into `Invalid{field, reason}`, naming the field where the
 /// decoder knows it (invalid UTF-8 is reported by the item decoder as `Other(field)`).
 fn field_error(default_field: &str, error: DecodeError) -> ErrorCode {
+    if let Some((field, reason)) = bound_violation(&error) {
+        return ErrorCode::invalid(field, reason);
+    }
     match error {
         DecodeError::Other(field) => ErrorCode::invalid(field, "not valid UTF-8"),
         DecodeError::UnexpectedVariant {

@@ -7,6 +7,7 @@ use bincode::de::Decoder;
 use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 
+use crate::bounded::{decode_bytes, decode_vec, too_many};
 use crate::error::ErrorCode;
 
 /// Longest `user_id`, in bytes of UTF-8.
@@ -327,11 +328,17 @@ impl<Context> Decode<Context> for Item {
         let kind = Kind::decode(decoder)?;
         let rating = Option::<u8>::decode(decoder)?;
         let text = decode_utf8(decoder, "text")?;
-        let raw_tags = Vec::<Vec<u8>>::decode(decoder)?;
-        let tags = raw_tags
-            .into_iter()
-            .map(|t| String::from_utf8(t).map_err(|_| DecodeError::Other("tags")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tags = decode_vec(
+            decoder,
+            MAX_TAGS,
+            |n| too_many("tags", format!("{n} tags, at most {MAX_TAGS} allowed")),
+            |d| {
+                let tag = decode_bytes(d, MAX_TAG_BYTES, |n| {
+                    too_many("tags", format!("{n} bytes, at most {MAX_TAG_BYTES}"))
+                })?;
+                String::from_utf8(tag).map_err(|_| DecodeError::Other("tags"))
+            },
+        )?;
         Ok(Item {
             id,
             user_id,

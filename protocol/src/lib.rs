@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod bounded;
 mod codec;
 mod error;
 mod frame;
@@ -34,7 +35,7 @@ pub use item::{
 };
 pub use message::{
     ClientFrame, Hello, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT, MAX_PAGE_TOKEN_BYTES, PageToken, Request,
-    Response, Role, ServerFrame, Welcome, check_batch_len,
+    Response, Role, RoutedRequest, ServerFrame, Welcome, check_batch_len,
 };
 pub use partition::{PartitionId, partition_of};
 pub use receipt::{Enrichment, NodeId, Receipt, Status, StoredItem};

@@ -4,8 +4,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 
+use crate::bounded::{decode_bytes, decode_vec, too_many};
 use crate::error::ErrorCode;
 use crate::item::{Item, ItemId};
 use crate::receipt::{NodeId, Receipt, StoredItem};
@@ -91,12 +95,25 @@ pub struct Welcome {
     pub max_frame: u32,
 }
 
-/// An opaque position in a paginated listing.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+/// An opaque position in a paginated listing, at most [`MAX_PAGE_TOKEN_BYTES`] long.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
 pub struct PageToken(pub Vec<u8>);
 
+impl<Context> Decode<Context> for PageToken {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        decode_bytes(decoder, MAX_PAGE_TOKEN_BYTES, |_| {
+            too_many("after", "page token too long".to_string())
+        })
+        .map(PageToken)
+    }
+}
+bincode::impl_borrow_decode!(PageToken);
+
 /// A request from a client.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+///
+/// Decoded by hand (below) so that every count is bounded while decoding and a routed
+/// request cannot nest another: the wire type is not recursive.
+#[derive(Clone, Debug, PartialEq, Encode)]
 pub enum Request {
     /// Store one item.
     Submit(Item),
@@ -129,8 +146,221 @@ pub enum Request {
         /// The epoch of the client's snapshot.
         epoch: u64,
         /// The request (a submit, a batch of one owner's users, or a listing).
-        request: Box<Request>,
+        request: RoutedRequest,
     },
+}
+
+/// What a client may send straight to an owner: a submit, a batch of one owner's users,
+/// or a listing. A type of its own, so that a routed request cannot contain another.
+///
+/// On the wire each variant carries the tag of the [`Request`] variant it mirrors, so
+/// `Routed` encodes exactly as it did when it wrapped a whole `Request`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoutedRequest {
+    /// As [`Request::Submit`].
+    Submit(Item),
+    /// As [`Request::SubmitBatch`].
+    SubmitBatch(Vec<Item>),
+    /// As [`Request::ListByUser`].
+    ListByUser {
+        /// Whose items.
+        user_id: String,
+        /// Where the previous page ended; `None` for the first page.
+        after: Option<PageToken>,
+        /// Most items to return, 1..=[`MAX_PAGE_LIMIT`].
+        limit: u32,
+    },
+}
+
+/// The wire tags of [`Request`]'s variants, in declaration order.
+mod tag {
+    pub const SUBMIT: u32 = 0;
+    pub const SUBMIT_BATCH: u32 = 1;
+    pub const GET: u32 = 2;
+    pub const LIST_BY_USER: u32 = 3;
+    pub const CREATE_API_KEY: u32 = 4;
+    pub const RING_SNAPSHOT: u32 = 5;
+    pub const ROUTED: u32 = 6;
+}
+
+impl From<RoutedRequest> for Request {
+    fn from(routed: RoutedRequest) -> Self {
+        match routed {
+            RoutedRequest::Submit(item) => Request::Submit(item),
+            RoutedRequest::SubmitBatch(items) => Request::SubmitBatch(items),
+            RoutedRequest::ListByUser {
+                user_id,
+                after,
+                limit,
+            } => Request::ListByUser {
+                user_id,
+                after,
+                limit,
+            },
+        }
+    }
+}
+
+impl TryFrom<Request> for RoutedRequest {
+    type Error = ErrorCode;
+
+    /// Only submits, batches and listings can be routed; anything else is `Invalid`.
+    fn try_from(request: Request) -> Result<Self, ErrorCode> {
+        match request {
+            Request::Submit(item) => Ok(RoutedRequest::Submit(item)),
+            Request::SubmitBatch(items) => Ok(RoutedRequest::SubmitBatch(items)),
+            Request::ListByUser {
+                user_id,
+                after,
+                limit,
+            } => Ok(RoutedRequest::ListByUser {
+                user_id,
+                after,
+                limit,
+            }),
+            other => Err(cannot_be_routed(other.kind())),
+        }
+    }
+}
+
+fn cannot_be_routed(kind: &str) -> ErrorCode {
+    ErrorCode::invalid("request", format!("{kind} cannot be routed"))
+}
+
+impl RoutedRequest {
+    /// A short stable name for the variant, as [`Request::kind`] gives it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoutedRequest::Submit(_) => "submit",
+            RoutedRequest::SubmitBatch(_) => "submit_batch",
+            RoutedRequest::ListByUser { .. } => "list_by_user",
+        }
+    }
+
+    /// The role a key needs to make this request.
+    pub fn required_role(&self) -> Role {
+        match self {
+            RoutedRequest::Submit(_) | RoutedRequest::SubmitBatch(_) => Role::Submit,
+            RoutedRequest::ListByUser { .. } => Role::Read,
+        }
+    }
+}
+
+impl Encode for RoutedRequest {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        match self {
+            RoutedRequest::Submit(item) => {
+                tag::SUBMIT.encode(encoder)?;
+                item.encode(encoder)
+            }
+            RoutedRequest::SubmitBatch(items) => {
+                tag::SUBMIT_BATCH.encode(encoder)?;
+                items.encode(encoder)
+            }
+            RoutedRequest::ListByUser {
+                user_id,
+                after,
+                limit,
+            } => {
+                tag::LIST_BY_USER.encode(encoder)?;
+                user_id.encode(encoder)?;
+                after.encode(encoder)?;
+                limit.encode(encoder)
+            }
+        }
+    }
+}
+
+impl<Context> Decode<Context> for RoutedRequest {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        match u32::decode(decoder)? {
+            tag::SUBMIT => Ok(RoutedRequest::Submit(Item::decode(decoder)?)),
+            tag::SUBMIT_BATCH => Ok(RoutedRequest::SubmitBatch(decode_batch(decoder)?)),
+            tag::LIST_BY_USER => {
+                let (user_id, after, limit) = decode_listing(decoder)?;
+                Ok(RoutedRequest::ListByUser {
+                    user_id,
+                    after,
+                    limit,
+                })
+            }
+            tag::GET => Err(not_routable("get")),
+            tag::CREATE_API_KEY => Err(not_routable("create_api_key")),
+            tag::RING_SNAPSHOT => Err(not_routable("ring_snapshot")),
+            tag::ROUTED => Err(not_routable("routed")),
+            found => Err(unknown_request(found)),
+        }
+    }
+}
+bincode::impl_borrow_decode!(RoutedRequest);
+
+impl<Context> Decode<Context> for Request {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        match u32::decode(decoder)? {
+            tag::SUBMIT => Ok(Request::Submit(Item::decode(decoder)?)),
+            tag::SUBMIT_BATCH => Ok(Request::SubmitBatch(decode_batch(decoder)?)),
+            tag::GET => Ok(Request::Get(ItemId::decode(decoder)?)),
+            tag::LIST_BY_USER => {
+                let (user_id, after, limit) = decode_listing(decoder)?;
+                Ok(Request::ListByUser {
+                    user_id,
+                    after,
+                    limit,
+                })
+            }
+            tag::CREATE_API_KEY => Ok(Request::CreateApiKey {
+                role: Role::decode(decoder)?,
+                name: String::decode(decoder)?,
+            }),
+            tag::RING_SNAPSHOT => Ok(Request::RingSnapshot),
+            tag::ROUTED => Ok(Request::Routed {
+                epoch: u64::decode(decoder)?,
+                request: RoutedRequest::decode(decoder)?,
+            }),
+            found => Err(unknown_request(found)),
+        }
+    }
+}
+bincode::impl_borrow_decode!(Request);
+
+/// A batch's items, their count bounded before any is decoded.
+fn decode_batch<D: Decoder>(decoder: &mut D) -> Result<Vec<Item>, DecodeError> {
+    decode_vec(
+        decoder,
+        MAX_BATCH_ITEMS,
+        |n| too_many("items", batch_len_reason(n)),
+        Item::decode,
+    )
+}
+
+/// The fields of a listing: user, page token, limit.
+fn decode_listing<D: Decoder>(
+    decoder: &mut D,
+) -> Result<(String, Option<PageToken>, u32), DecodeError> {
+    Ok((
+        String::decode(decoder)?,
+        Option::<PageToken>::decode(decoder)?,
+        u32::decode(decoder)?,
+    ))
+}
+
+fn not_routable(kind: &str) -> DecodeError {
+    too_many("request", format!("{kind} cannot be routed"))
+}
+
+fn unknown_request(found: u32) -> DecodeError {
+    DecodeError::UnexpectedVariant {
+        type_name: "Request",
+        allowed: &bincode::error::AllowedEnumVariants::Range {
+            min: tag::SUBMIT,
+            max: tag::ROUTED,
+        },
+        found,
+    }
+}
+
+fn batch_len_reason(len: u64) -> String {
+    format!("{len} items, must be 1..={MAX_BATCH_ITEMS}")
 }
 
 impl Request {
@@ -154,43 +384,30 @@ impl Request {
             Request::Get(_) | Request::ListByUser { .. } => Some(Role::Read),
             Request::CreateApiKey { .. } => Some(Role::Admin),
             Request::RingSnapshot => None,
-            Request::Routed { request, .. } => request.required_role(),
+            Request::Routed { request, .. } => Some(request.required_role()),
         }
     }
 
     /// Whether sending this request twice has the same effect as sending it once, so a
     /// client may retry it after a lost connection.
     pub fn is_idempotent(&self) -> bool {
-        match self {
-            Request::CreateApiKey { .. } => false,
-            Request::Routed { request, .. } => request.is_idempotent(),
-            _ => true,
-        }
+        !matches!(self, Request::CreateApiKey { .. })
     }
 
     /// Checks the request's own limits (not those of the items inside).
     pub fn validate_shape(&self) -> Result<(), ErrorCode> {
         match self {
             Request::SubmitBatch(items) => check_batch_len(items.len()),
-            Request::ListByUser { limit, .. } if *limit == 0 || *limit > MAX_PAGE_LIMIT => Err(
-                ErrorCode::invalid("limit", format!("{limit}, must be 1..={MAX_PAGE_LIMIT}")),
-            ),
-            Request::ListByUser {
-                after: Some(token), ..
-            } if token.0.len() > MAX_PAGE_TOKEN_BYTES => {
-                Err(ErrorCode::invalid("after", "page token too long"))
-            }
+            Request::ListByUser { limit, after, .. } => check_listing(*limit, after.as_ref()),
             Request::CreateApiKey { name, .. } if name.len() > 128 => {
                 Err(ErrorCode::invalid("name", "longer than 128 bytes"))
             }
-            Request::Routed { request, .. } => match **request {
-                Request::Submit(_) | Request::SubmitBatch(_) | Request::ListByUser { .. } => {
-                    request.validate_shape()
+            Request::Routed { request, .. } => match request {
+                RoutedRequest::SubmitBatch(items) => check_batch_len(items.len()),
+                RoutedRequest::ListByUser { limit, after, .. } => {
+                    check_listing(*limit, after.as_ref())
                 }
-                _ => Err(ErrorCode::invalid(
-                    "request",
-                    format!("{} cannot be routed", request.kind()),
-                )),
+                RoutedRequest::Submit(_) => Ok(()),
             },
             _ => Ok(()),
         }
@@ -200,10 +417,21 @@ impl Request {
 /// Checks the number of items in one submission: 1..=[`MAX_BATCH_ITEMS`].
 pub fn check_batch_len(len: usize) -> Result<(), ErrorCode> {
     if len == 0 || len > MAX_BATCH_ITEMS {
+        return Err(ErrorCode::invalid("items", batch_len_reason(len as u64)));
+    }
+    Ok(())
+}
+
+/// Checks a listing's page limit and token.
+fn check_listing(limit: u32, after: Option<&PageToken>) -> Result<(), ErrorCode> {
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
         return Err(ErrorCode::invalid(
-            "items",
-            format!("{len} items, must be 1..={MAX_BATCH_ITEMS}"),
+            "limit",
+            format!("{limit}, must be 1..={MAX_PAGE_LIMIT}"),
         ));
+    }
+    if after.is_some_and(|token| token.0.len() > MAX_PAGE_TOKEN_BYTES) {
+        return Err(ErrorCode::invalid("after", "page token too long"));
     }
     Ok(())
 }

@@ -114,6 +114,18 @@ fn role() -> impl Strategy<Value = Role> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
+    let plain = plain_request();
+    prop_oneof![
+        4 => plain,
+        1 => Just(Request::RingSnapshot),
+        1 => (any::<u64>(), plain_request().prop_filter_map("routable", |r| {
+            RoutedRequest::try_from(r).ok()
+        }))
+        .prop_map(|(epoch, request)| Request::Routed { epoch, request }),
+    ]
+}
+
+fn plain_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         item().prop_map(Request::Submit),
         vec(item(), 0..4).prop_map(Request::SubmitBatch),
@@ -289,4 +301,106 @@ fn a_frame_over_the_limit_is_not_encoded() {
         Err(FrameError::TooLarge { .. })
     ));
     assert_eq!(out, vec![1, 2, 3]);
+}
+
+/// The frame that once overflowed a worker's stack: a `Routed` nested 60,000 deep.
+fn nested_routed_payload(depth: usize) -> Vec<u8> {
+    let mut payload = vec![7u8]; // request id 7
+    for _ in 0..depth {
+        payload.extend([6u8, 0]); // Routed, epoch 0
+    }
+    payload.push(5); // RingSnapshot
+    payload
+}
+
+#[test]
+fn a_routed_request_cannot_nest_another() {
+    for depth in [2, 60_000] {
+        match decode_client_frame(&nested_routed_payload(depth)) {
+            Err(ClientFrameError::Request {
+                request_id: 7,
+                error: ErrorCode::Invalid { field, reason },
+            }) => {
+                assert_eq!(field, "request");
+                assert_eq!(reason, "routed cannot be routed");
+            }
+            other => panic!("depth {depth}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn only_submits_batches_and_listings_can_be_routed() {
+    let get = [7u8, 6, 0, 2];
+    match decode_client_frame(&get) {
+        Err(ClientFrameError::Request {
+            error: ErrorCode::Invalid { reason, .. },
+            ..
+        }) => assert_eq!(reason, "get cannot be routed"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_routed_request_is_encoded_as_when_it_wrapped_a_whole_request() {
+    // Before the flat form, `Routed` held a `Box<Request>`: tag 6, the epoch, then the
+    // inner request with its own `Request` tag (Submit 0, SubmitBatch 1, ListByUser 3).
+    let item = Item::new("alice", Kind::Text);
+    let routed = Request::Routed {
+        epoch: 42,
+        request: RoutedRequest::Submit(item.clone()),
+    };
+    assert_eq!(
+        encode_payload(&routed),
+        encode_payload(&(6u32, 42u64, 0u32, item.clone()))
+    );
+    let batch = Request::Routed {
+        epoch: 9,
+        request: RoutedRequest::SubmitBatch(vec![item.clone()]),
+    };
+    assert_eq!(
+        encode_payload(&batch),
+        encode_payload(&(6u32, 9u64, 1u32, vec![item]))
+    );
+    let list = Request::Routed {
+        epoch: 1,
+        request: RoutedRequest::ListByUser {
+            user_id: "bob".into(),
+            after: Some(PageToken(vec![1, 2])),
+            limit: 10,
+        },
+    };
+    assert_eq!(
+        encode_payload(&list),
+        encode_payload(&(6u32, 1u64, 3u32, "bob", Some(vec![1u8, 2]), 10u32))
+    );
+}
+
+#[test]
+fn counts_are_refused_before_their_elements_are_decoded() {
+    // A batch that declares 1,001 items and carries none.
+    let mut batch = vec![7u8, 1];
+    batch.extend(encode_payload(&1001u64));
+    match decode_client_frame(&batch) {
+        Err(ClientFrameError::Request {
+            error: ErrorCode::Invalid { field, reason },
+            ..
+        }) => {
+            assert_eq!(field, "items");
+            assert!(reason.contains("1001"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A listing whose page token declares 2^40 bytes.
+    let mut list = vec![7u8, 3];
+    list.extend(encode_payload(&"bob"));
+    list.push(1); // Some
+    list.extend(encode_payload(&(1u64 << 40)));
+    match decode_client_frame(&list) {
+        Err(ClientFrameError::Request {
+            error: ErrorCode::Invalid { field, .. },
+            ..
+        }) => assert_eq!(field, "after"),
+        other => panic!("{other:?}"),
+    }
 }

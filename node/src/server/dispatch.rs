@@ -26,8 +26,9 @@ pub async fn dispatch(
     // which every local request goes through; forwarded ones are checked by their owner.
     match request {
         Request::Routed { request, .. } => {
+            let request = Request::from(request);
             request.validate_shape()?;
-            serve(backend, caller, *request, true).await
+            serve(backend, caller, request, true).await
         }
         Request::RingSnapshot => Ok(Response::Ring(backend.cluster.ring().snapshot())),
         Request::Get(id) => get(backend, id).await,
