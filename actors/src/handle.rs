@@ -123,6 +123,16 @@ impl NodeHandle {
         self.inner.store_breaker.clone()
     }
 
+    /// Why the store takes no more writes, if it stopped (only a restart clears it).
+    pub fn store_failure(&self) -> Option<String> {
+        self.inner.store.failure()
+    }
+
+    /// Records the store's log size and index lag as metrics.
+    pub fn publish_store_metrics(&self) {
+        self.inner.store.publish_metrics();
+    }
+
     /// The store, to inject faults in tests.
     #[cfg(feature = "fault-injection")]
     pub fn store_for_tests(&self) -> Arc<Store> {

@@ -1,54 +1,58 @@
-//! The node's durable store: one sled database under `<data_dir>/store`.
+//! The node's durable store: a partition log of record, indexed by sled.
+//!
+//! ```text
+//! <path>/log/*.seg   the partition log (store of record): checksummed records, each
+//!                    tagged (partition, sequence); one write + fdatasync per group
+//! <path>/index/      sled: the index over the log (`listing`, `ids`, `sequences`,
+//!                    checkpoint) and the small metadata trees (`api_keys`, `audit`,
+//!                    `meta`: partition count, node id)
+//! ```
+//!
+//! A write is acknowledged once its group's `fdatasync` returns ([`log`]); its record
+//! then waits in the in-memory [`tail`] until the indexer thread applies it to sled in
+//! a large batch and moves the checkpoint ([`index`]). Reads look at the tail first, so
+//! every acknowledged item is readable at once. Item bodies stay in the log (key–value
+//! separation, as in WiscKey): sled holds only keys and [`log::Locator`]s, which keeps
+//! its per-insert cost off the acknowledgement path and its tree small.
 //!
 //! Blocking by design: every method does disk IO and must run off the async reactor
-//! (the store actor uses `spawn_blocking`). Writes arrive in batches from group commit
-//! and are made durable with one flush per batch before any receipt leaves.
+//! (the store actor uses `spawn_blocking`).
 //!
-//! Trees and key layouts (partition = `partition_of(user_id, partitions)`, `u16` BE):
-//! - `items`: partition ‖ user_len (u8) ‖ user ‖ stored_at (u64 BE) ‖ id → encoded
-//!   [`StoredItem`]. The items are clustered by user: listing a user is one range scan
-//!   that reads the items themselves, and a partition is one contiguous key range.
-//! - `ids`: id → the item's `items` key. A local lookup index so `get(id)` needs no
-//!   user; it is derivable from `items` (rebuild it by scanning `items`) and is never
-//!   streamed with a partition.
-//! - `api_keys`: sha256(key) → encoded [`ApiKeyRecord`].
-//! - `meta`: `partitions` (u16 BE, fixed at creation), `node` (the node id).
-//! - `audit`: the hash-chained log of administrative actions ([`audit`]).
-//!
-//! Why two trees and not one per index: every sled insert costs a tree descent and a
-//! copy of the leaf it changes, and that cost bounds the node's write rate (measured:
-//! items + a separate per-user index + ids ran at ~35 k items/s on this hardware, items
-//! clustered by user + ids at ~50 k/s). One insert per tree per item is the floor for
-//! get-by-id plus list-by-user.
-//!
-//! Within a batch the trees are written in the order `ids`, then `items`, each as one
-//! sled batch. sled recovers a prefix of its log, so after a crash between the two an
-//! `ids` entry may point at an item that was never written (and never acknowledged):
-//! reads treat such an entry as absent, and a retry of that id stores the item afresh.
+//! A failed log write or sync is fatal ([`Store::failure`]): the store refuses every
+//! later write with [`StoreError::Failed`] and the node reports not ready until it is
+//! restarted and the log replayed. Reads keep working.
 
 pub mod audit;
+pub mod index;
 mod keys;
+pub mod log;
+mod tail;
 mod verdict;
 
 use std::collections::HashMap;
-use std::collections::HashSet;
-use std::ffi::OsString;
-use std::fs::File;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use chorus_protocol::{
     Enrichment, ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken,
-    Receipt, Role, Status, StoredItem, decode_value, encode_payload, partition_of,
+    PartitionId, Receipt, Role, Status, StoredItem, decode_value, encode_payload, partition_of,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tracing::{debug, error, info};
 
 pub use audit::{AuditEntry, AuditLog, AuditReport};
+use index::{Index, IndexEntry};
 use keys::{item_key, split_item_key, user_prefix};
+use log::record::{RecordHeader, RecordKind};
+use log::{LogError, PartitionLog};
+use tail::Tail;
+
+use crate::telemetry::{STORE_LOG_BYTES, STORE_UNINDEXED_RECORDS};
 
 /// Prefix of every API key, so a leaked key is recognisable by secret scanners.
 pub const API_KEY_PREFIX: &str = "chorus_";
@@ -60,6 +64,13 @@ const BOOTSTRAP_KEY_NAME: &str = "bootstrap-admin";
 const META_PARTITIONS: &[u8] = b"partitions";
 /// `meta` key holding the node id.
 const META_NODE: &[u8] = b"node";
+/// Most records the indexer applies to sled in one batch.
+const MAX_INDEX_BATCH: usize = 16 * 1024;
+/// How long the indexer lets records gather before a batch smaller than the most.
+const INDEX_INTERVAL: Duration = Duration::from_millis(10);
+/// Most acknowledged records waiting for the index; a writer waits for room beyond it,
+/// which bounds the tail's memory (about 1 KB per record) when sled falls behind.
+const MAX_UNINDEXED: usize = 256 * 1024;
 
 /// One item to store with the content policy's answer, which its receipt carries.
 /// A rejected item is stored too: its receipt is the record of the refusal, so a retry
@@ -88,20 +99,20 @@ impl From<Item> for Write {
     }
 }
 
-/// How hard a batch is pushed to disk before its receipts are sent.
+/// How hard a group is pushed to disk before its receipts are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// sled's flush, then an fdatasync of sled's files: survives a power loss.
+    /// `write` then `fdatasync` of the log: survives a power loss.
     #[default]
     Full,
-    /// sled's flush only (`sync_file_range`): survives a process crash, not a power loss.
+    /// `write` only: survives a process crash, not a power loss.
     Flush,
 }
 
 /// Where and how to open the store.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// The sled directory, conventionally `<data_dir>/store`; created if missing.
+    /// The store directory, conventionally `<data_dir>/store`; created if missing.
     pub path: PathBuf,
     /// This node's id: the owner and sole replica named in receipts.
     pub node: NodeId,
@@ -118,7 +129,18 @@ pub enum StoreError {
     /// sled failed (IO error, corruption it detected, or a bug).
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
-    /// Syncing sled's files to disk failed; the batch is not known to be durable.
+    /// The partition log failed; see [`LogError`] for whether it is fatal.
+    #[error("{0}")]
+    Log(#[from] LogError),
+    /// The store stopped taking writes after a failure it cannot recover from without a
+    /// restart (a failed log sync, or an index it can no longer update). Nothing was
+    /// written; reads still work.
+    #[error("the store takes no writes until restart: {reason}")]
+    Failed {
+        /// The first failure.
+        reason: String,
+    },
+    /// Syncing a file to disk failed; the batch is not known to be durable.
     #[error("sync {path}: {source}")]
     Sync {
         /// The file that failed to sync.
@@ -179,11 +201,46 @@ pub struct ApiKeyRecord {
     pub created_at: u64,
 }
 
-/// The node's sled-backed store. Cheap to share behind an `Arc`; every method blocks.
+/// What the writers and the indexer thread share.
+struct Shared {
+    log: PartitionLog,
+    index: Index,
+    tail: Mutex<Tail>,
+    /// Signalled when the tail gains records (the indexer's cue) or loses them (room
+    /// for a writer, progress for a flush).
+    tail_changed: Condvar,
+    /// The last sequence assigned per partition; held for a whole append, which is
+    /// what serialises appends and keeps sequences in log order.
+    sequences: Mutex<Vec<u64>>,
+    /// Why the indexer stopped, if it did.
+    index_failure: Mutex<Option<String>>,
+    stopping: AtomicBool,
+    /// Test-only: the indexer applies nothing (and drains nothing at stop), as if the
+    /// process died before the index caught up.
+    #[cfg(feature = "fault-injection")]
+    indexer_paused: AtomicBool,
+}
+
+impl Shared {
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.log.failure().or_else(|| {
+            self.index_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+}
+
+/// The node's store. Cheap to share behind an `Arc`; every method blocks.
 pub struct Store {
-    db: sled::Db,
-    items: sled::Tree,
-    ids: sled::Tree,
+    shared: Arc<Shared>,
+    /// Applies the tail to the index; stopped and joined on drop.
+    indexer: Option<JoinHandle<()>>,
     api_keys: sled::Tree,
     /// Administrative actions, hash chained; see [`audit`].
     audit: AuditLog,
@@ -191,16 +248,8 @@ pub struct Store {
     partitions: u16,
     durability: Durability,
     path: PathBuf,
-    /// sled's log file, kept open to fdatasync it after each flush (Full durability).
-    log_file: File,
-    /// Blob files already synced; sled writes values too large for its log as files
-    /// under `blobs/` and never syncs them itself.
-    synced_blobs: Mutex<HashSet<OsString>>,
     /// Serialises "create a key if there is none".
     bootstrap: Mutex<()>,
-    /// Test-only: make every write fail, as a broken disk would.
-    #[cfg(feature = "fault-injection")]
-    failing: std::sync::atomic::AtomicBool,
     /// Test-only: milliseconds every write batch takes at least, as a slow disk would.
     #[cfg(feature = "fault-injection")]
     delay_ms: std::sync::atomic::AtomicU64,
@@ -218,74 +267,89 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store. Fails with `PartitionMismatch` when the store was
-    /// created with another partition count.
+    /// Opens (or creates) the store and replays the log from the index's checkpoint.
+    /// Fails with `PartitionMismatch` when the store was created with another partition
+    /// count.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         if config.partitions == 0 {
             return Err(StoreError::InvalidConfig(
                 "partitions must be at least 1".into(),
             ));
         }
-        let db = sled::Config::new().path(&config.path).open()?;
+        if config.path.join("conf").exists() {
+            return Err(StoreError::InvalidConfig(format!(
+                "{} holds a store of an earlier format (sled only, no partition log)",
+                config.path.display()
+            )));
+        }
+        let index_path = config.path.join("index");
+        let db = sled::Config::new().path(&index_path).open()?;
         let meta = db.open_tree("meta")?;
-        match meta.get(META_PARTITIONS)? {
-            Some(raw) => {
-                let stored = u16::from_be_bytes(raw.as_ref().try_into().map_err(|_| {
-                    StoreError::Corrupt {
-                        tree: "meta",
-                        reason: format!("partitions is {} bytes, expected 2", raw.len()),
-                    }
-                })?);
-                if stored != config.partitions {
-                    return Err(StoreError::PartitionMismatch {
-                        stored,
-                        configured: config.partitions,
-                    });
-                }
+        check_meta(&meta, &config)?;
+        let sync = config.durability == Durability::Full;
+        let index = Index::open(db.clone(), &index_path, sync)?;
+        let checkpoint = index.checkpoint()?;
+        let mut sequences = index.sequences(config.partitions)?;
+        let (log, recovered) = PartitionLog::open(
+            &config.path.join("log"),
+            log::DEFAULT_SEGMENT_BYTES,
+            sync,
+            checkpoint,
+        )?;
+        let mut tail = Tail::default();
+        for record in &recovered {
+            let stored = decode_item(&record.body)?;
+            let partition = record.header.partition;
+            if let Some(last) = sequences.get_mut(usize::from(partition)) {
+                *last = (*last).max(record.header.sequence);
             }
-            None => {
-                meta.insert(META_PARTITIONS, &config.partitions.to_be_bytes())?;
-                info!(path = %config.path.display(), partitions = config.partitions, "store created");
-            }
+            tail.insert(
+                index_entry(&stored, partition, record.header.sequence, record.locator),
+                Arc::new(stored),
+                record.locator.end(),
+            );
         }
-        match meta.get(META_NODE)? {
-            Some(stored) if stored.as_ref() != config.node.0.as_bytes() => {
-                info!(stored = %String::from_utf8_lossy(&stored), node = %config.node, "store opened under a new node id");
-                meta.insert(META_NODE, config.node.0.as_bytes())?;
-            }
-            Some(_) => {}
-            None => {
-                meta.insert(META_NODE, config.node.0.as_bytes())?;
-            }
+        if !recovered.is_empty() {
+            info!(
+                records = recovered.len(),
+                "replayed the log's unindexed tail"
+            );
         }
-        let log_path = config.path.join("db");
-        let log_file = File::open(&log_path).map_err(|source| StoreError::Sync {
-            path: log_path,
-            source,
-        })?;
+        let shared = Arc::new(Shared {
+            log,
+            index,
+            tail: Mutex::new(tail),
+            tail_changed: Condvar::new(),
+            sequences: Mutex::new(sequences),
+            index_failure: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            #[cfg(feature = "fault-injection")]
+            indexer_paused: AtomicBool::new(false),
+        });
+        let indexer = std::thread::Builder::new()
+            .name("chorus-indexer".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || run_indexer(&shared)
+            })
+            .map_err(|source| StoreError::Sync {
+                path: index_path.clone(),
+                source,
+            })?;
         let store = Store {
-            items: db.open_tree("items")?,
-            ids: db.open_tree("ids")?,
+            shared,
+            indexer: Some(indexer),
             api_keys: db.open_tree("api_keys")?,
             audit: AuditLog::open(db.open_tree("audit")?)?,
-            db,
             node: config.node,
             partitions: config.partitions,
             durability: config.durability,
             path: config.path,
-            log_file,
-            synced_blobs: Mutex::new(HashSet::new()),
             bootstrap: Mutex::new(()),
-            #[cfg(feature = "fault-injection")]
-            failing: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "fault-injection")]
             delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
-        store.flush()?;
-        if store.durability == Durability::Full {
-            // Make the directory entries of sled's files (created on first open) durable.
-            sync_dir(&store.path)?;
-        }
+        store.sync_meta()?;
         Ok(store)
     }
 
@@ -304,12 +368,17 @@ impl Store {
         self.durability
     }
 
-    /// Stores a batch and makes it durable with one flush (and, under `Full`, one
-    /// fdatasync) before returning: group commit's durable step. One outcome per item,
-    /// in order; each receipt carries its write's status and score (a plain [`Item`] is
-    /// an `Accepted`, unscored write). An id already stored, or earlier in the batch,
-    /// gets the first receipt and stores nothing. A store failure fails every item with
-    /// `Unavailable`.
+    /// Why the store takes no more writes, if it stopped (a failed log write or sync,
+    /// or an index it could not update). Only a restart clears it.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Stores a batch with one log write and (under `Full`) one `fdatasync` before
+    /// returning: group commit's durable step. One outcome per item, in order; each
+    /// receipt carries its write's status and score (a plain [`Item`] is an `Accepted`,
+    /// unscored write). An id already stored, or earlier in the batch, gets the first
+    /// receipt and stores nothing. A store failure fails every item with `Unavailable`.
     pub fn apply<W: Into<Write>>(&self, writes: Vec<W>) -> Vec<Result<Receipt, ErrorCode>> {
         let count = writes.len();
         match self.try_apply(writes.into_iter().map(Into::into).collect()) {
@@ -331,19 +400,11 @@ impl Store {
         std::thread::sleep(std::time::Duration::from_millis(
             self.delay_ms.load(std::sync::atomic::Ordering::Relaxed),
         ));
-        #[cfg(feature = "fault-injection")]
-        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(StoreError::Sync {
-                path: self.path.clone(),
-                source: std::io::Error::other("injected write failure"),
-            });
-        }
         let stored_at = now_ms();
-        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut sequences = self.lock_for_append()?;
+        let mut outcomes: Vec<Result<Receipt, ErrorCode>> = Vec::with_capacity(writes.len());
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
-        let mut items = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut fresh = 0usize;
+        let mut fresh = Vec::new();
         for Write {
             item,
             status,
@@ -352,7 +413,7 @@ impl Store {
         } in writes
         {
             if let Some(&first) = seen.get(&item.id) {
-                outcomes.push(outcomes_at(&outcomes, first));
+                outcomes.push(outcomes[first].clone());
                 continue;
             }
             if let Some(existing) = self.get(item.id)? {
@@ -364,7 +425,6 @@ impl Store {
                 outcomes.push(Err(e.to_error_code()));
                 continue;
             }
-            let partition = partition_of(&item.user_id, self.partitions);
             let receipt = Receipt {
                 id: item.id,
                 status,
@@ -374,33 +434,113 @@ impl Store {
                 stored_at,
                 enrichment,
             };
-            let key = item_key(partition, &item.user_id, stored_at, item.id);
-            ids.insert(&item.id.to_bytes()[..], &key[..]);
             seen.insert(item.id, outcomes.len());
             outcomes.push(Ok(receipt.clone()));
-            items.insert(&key[..], encode_payload(&StoredItem { item, receipt }));
-            fresh += 1;
+            fresh.push(StoredItem { item, receipt });
         }
-        if fresh > 0 {
-            // `ids` first: see the module doc on crash consistency.
-            self.ids.apply_batch(ids)?;
-            self.items.apply_batch(items)?;
-        }
-        self.flush()?;
-        debug!(items = outcomes.len(), fresh, "store batch durable");
+        self.append_records(&mut sequences, fresh)?;
         Ok(outcomes)
     }
 
-    /// The item with this id, if stored.
+    /// Takes the append lock once the tail has room; refuses when the store failed.
+    fn lock_for_append(&self) -> Result<MutexGuard<'_, Vec<u64>>, StoreError> {
+        let shared = &self.shared;
+        let sequences = shared.sequences.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = shared.tail();
+        loop {
+            if let Some(reason) = shared.failure() {
+                return Err(StoreError::Failed { reason });
+            }
+            if tail.unindexed() < MAX_UNINDEXED {
+                return Ok(sequences);
+            }
+            tail = shared
+                .tail_changed
+                .wait_timeout(tail, INDEX_INTERVAL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Appends records of `items` (each the newest version of its id) as one group,
+    /// assigning each its partition's next sequence, and puts them in the tail once
+    /// durable. The caller holds the append lock (`sequences`).
+    fn append_records(
+        &self,
+        sequences: &mut [u64],
+        items: Vec<StoredItem>,
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut headers = Vec::with_capacity(items.len());
+        let mut bodies = Vec::with_capacity(items.len());
+        let before: Vec<(PartitionId, u64)> = items
+            .iter()
+            .map(|s| partition_of(&s.item.user_id, self.partitions))
+            .map(|p| (p, sequences[usize::from(p)]))
+            .collect();
+        for stored in &items {
+            let partition = partition_of(&stored.item.user_id, self.partitions);
+            let sequence = &mut sequences[usize::from(partition)];
+            *sequence += 1;
+            headers.push(RecordHeader {
+                kind: RecordKind::Item,
+                partition,
+                sequence: *sequence,
+            });
+            bodies.push(encode_payload(stored));
+        }
+        let records: Vec<(RecordHeader, &[u8])> = headers
+            .iter()
+            .zip(&bodies)
+            .map(|(h, b)| (*h, b.as_slice()))
+            .collect();
+        let shared = &self.shared;
+        let appended = shared.log.append(&records, |locators| {
+            let mut tail = shared.tail();
+            for ((stored, header), locator) in items.into_iter().zip(&headers).zip(locators) {
+                let entry = index_entry(&stored, header.partition, header.sequence, *locator);
+                tail.insert(entry, Arc::new(stored), locator.end());
+            }
+        });
+        match appended {
+            Ok(()) => {
+                shared.tail_changed.notify_all();
+                debug!(records = records.len(), "log group durable");
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of the group is acknowledged; give its sequences back so the
+                // partition's sequence stays gap-free (a fatal failure makes it moot).
+                for (partition, last) in before.into_iter().rev() {
+                    sequences[usize::from(partition)] = last;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The item with this id, if stored (acknowledged items are found at once, indexed
+    /// or not).
     pub fn get(&self, id: ItemId) -> Result<Option<StoredItem>, StoreError> {
-        let Some(key) = self.ids.get(id.to_bytes())? else {
-            return Ok(None);
-        };
-        // A dangling entry is a write that crashed before its item: absent.
-        let Some(raw) = self.items.get(&key)? else {
-            return Ok(None);
-        };
-        decode_item(&raw).map(Some)
+        // The tail first: a record leaves it only after the index holds it.
+        if let Some(item) = self.shared.tail().get(id) {
+            return Ok(Some((*item).clone()));
+        }
+        match self.shared.index.locate(id)? {
+            None => Ok(None),
+            Some((locator, _)) => self.read_record(locator).map(Some),
+        }
+    }
+
+    /// Reads and decodes the item record at `locator`.
+    fn read_record(&self, locator: log::Locator) -> Result<StoredItem, StoreError> {
+        let body = self
+            .shared
+            .log
+            .read(locator, &|h| h.kind == RecordKind::Item)?;
+        decode_item(&body)
     }
 
     /// A user's items, oldest first, at most `limit` (clamped to 1..=`MAX_PAGE_LIMIT`)
@@ -416,34 +556,46 @@ impl Store {
         let limit = limit.clamp(1, MAX_PAGE_LIMIT) as usize;
         let partition = partition_of(user_id, self.partitions);
         let prefix = user_prefix(partition, user_id);
-        let iter = match after {
-            None => self.items.scan_prefix(&prefix),
-            Some(PageToken(token)) => {
-                if !token.starts_with(&prefix) || split_item_key(&token[prefix.len()..]).is_none() {
-                    return Err(StoreError::Invalid {
-                        field: "after",
-                        reason: "page token does not belong to this user".into(),
-                    });
-                }
-                self.items
-                    .range::<&[u8], _>((Bound::Excluded(&token[..]), Bound::Unbounded))
-            }
-        };
-        let mut page = Vec::with_capacity(limit.min(64));
+        if let Some(PageToken(token)) = &after
+            && (!token.starts_with(&prefix) || split_item_key(&token[prefix.len()..]).is_none())
+        {
+            return Err(StoreError::Invalid {
+                field: "after",
+                reason: "page token does not belong to this user".into(),
+            });
+        }
+        let after = after.map(|t| t.0);
+        // The tail first (see `get`); one more than the page to know whether one follows.
+        let unindexed = self
+            .shared
+            .tail()
+            .scan(&prefix, after.as_deref(), limit + 1);
+        let indexed = self
+            .shared
+            .index
+            .scan(&prefix, after.as_deref(), limit + 1)?;
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Source> = indexed
+            .into_iter()
+            .map(|(key, locator)| (key, Source::Log(locator)))
+            .collect();
+        // A record in both is the tail's newer version.
+        merged.extend(
+            unindexed
+                .into_iter()
+                .map(|(key, item)| (key, Source::Tail(item))),
+        );
+        let more = merged.len() > limit;
+        let mut page = Vec::with_capacity(limit.min(merged.len()));
         let mut last_key = None;
-        for entry in iter {
-            let (key, raw) = entry?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            if page.len() == limit {
-                // Something follows the page: hand out where it ended.
-                return Ok((page, last_key.map(|k: sled::IVec| PageToken(k.to_vec()))));
-            }
-            page.push(decode_item(&raw)?);
+        for (key, source) in merged.into_iter().take(limit) {
+            page.push(match source {
+                Source::Tail(item) => (*item).clone(),
+                Source::Log(locator) => self.read_record(locator)?,
+            });
             last_key = Some(key);
         }
-        Ok((page, None))
+        let next = if more { last_key.map(PageToken) } else { None };
+        Ok((page, next))
     }
 
     /// Creates an API key with `role`, stores only its SHA-256, flushes, and returns the
@@ -459,7 +611,7 @@ impl Store {
         };
         self.api_keys
             .insert(key_hash(&key), encode_payload(&record))?;
-        self.flush()?;
+        self.sync_meta()?;
         info!(role = %role, name = %record.name, "api key created");
         Ok(key)
     }
@@ -498,65 +650,71 @@ impl Store {
             .map(Some)
     }
 
-    /// Makes everything written so far durable (per the configured durability).
+    /// Waits until everything acknowledged so far is in the index, durably (writes are
+    /// durable in the log as soon as they are acknowledged; this is for a clean stop
+    /// and for tools).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        if self.durability == Durability::Full {
-            self.sync_files()?;
+        let shared = &self.shared;
+        let mut tail = shared.tail();
+        while tail.unindexed() > 0 {
+            if let Some(reason) = shared
+                .index_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return Err(StoreError::Failed { reason });
+            }
+            shared.tail_changed.notify_all();
+            tail = shared
+                .tail_changed
+                .wait_timeout(tail, INDEX_INTERVAL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        Ok(())
+        drop(tail);
+        self.sync_meta()
     }
 
-    /// fdatasync sled's log, and any blob file not synced yet.
-    fn sync_files(&self) -> Result<(), StoreError> {
-        self.log_file
-            .sync_data()
-            .map_err(|source| StoreError::Sync {
-                path: self.path.join("db"),
-                source,
-            })?;
-        let blob_dir = self.path.join("blobs");
-        let entries = match std::fs::read_dir(&blob_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(StoreError::Sync {
-                    path: blob_dir,
-                    source,
-                });
-            }
-        };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut present = HashSet::new();
-        let mut new_blobs = false;
-        for entry in entries {
-            let entry = entry.map_err(|source| StoreError::Sync {
-                path: blob_dir.clone(),
-                source,
-            })?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                let path = entry.path();
-                File::open(&path)
-                    .and_then(|f| f.sync_data())
-                    .map_err(|source| StoreError::Sync { path, source })?;
-                new_blobs = true;
-            }
-            present.insert(name);
-        }
-        // sled deletes blobs it no longer needs; forget them.
-        *synced = present;
-        if new_blobs {
-            sync_dir(&blob_dir)?;
-        }
-        Ok(())
+    /// Makes the metadata trees (keys, audit, meta) durable.
+    fn sync_meta(&self) -> Result<(), StoreError> {
+        self.shared.index.flush()
     }
 
-    /// Test-only: make every write fail (`true`) or work again (`false`).
+    /// Records the log's disk use and the index's lag as metrics.
+    pub fn publish_metrics(&self) {
+        let (_, bytes) = self.shared.log.disk_usage();
+        metrics::gauge!(STORE_LOG_BYTES).set(bytes as f64);
+        metrics::gauge!(STORE_UNINDEXED_RECORDS).set(self.shared.tail().unindexed() as f64);
+    }
+
+    /// The log's segment count and bytes on disk.
+    pub fn log_usage(&self) -> (usize, u64) {
+        self.shared.log.disk_usage()
+    }
+
+    /// Test-only: make every write fail before anything is written (`true`), as a
+    /// refused write would, or work again (`false`). Not fatal: see
+    /// [`Store::inject_sync_failure`] for the failure that is.
     #[cfg(feature = "fault-injection")]
     pub fn inject_write_failures(&self, failing: bool) {
-        self.failing
-            .store(failing, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .log
+            .inject_fault(failing.then_some(log::Fault::BeforeWrite));
+    }
+
+    /// Test-only: make the next log sync fail, which stops the store until restart.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_sync_failure(&self) {
+        self.shared.log.inject_fault(Some(log::Fault::Sync));
+    }
+
+    /// Test-only: stop (`true`) or resume the indexer. Dropped while paused, the store
+    /// leaves its tail only in the log, as a crash before indexing would.
+    #[cfg(feature = "fault-injection")]
+    pub fn pause_indexer(&self, paused: bool) {
+        self.shared.indexer_paused.store(paused, Ordering::Release);
+        self.shared.tail_changed.notify_all();
     }
 
     /// Test-only: make every write batch take at least `delay` (a slow disk).
@@ -568,10 +726,148 @@ impl Store {
         );
     }
 
-    /// Number of items stored (all partitions). O(n): for tests and tools.
+    /// Number of items stored (all partitions), once the index has caught up. O(n): for
+    /// tests and tools.
     pub fn item_count(&self) -> usize {
-        self.items.len()
+        if let Err(e) = self.flush() {
+            error!(error = %e, "index did not catch up; counting what it holds");
+        }
+        self.shared.index.len()
     }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.tail_changed.notify_all();
+        if let Some(indexer) = self.indexer.take()
+            && indexer.join().is_err()
+        {
+            error!("the indexer thread panicked");
+        }
+    }
+}
+
+/// Where a listed item is read from.
+enum Source {
+    Tail(Arc<StoredItem>),
+    Log(log::Locator),
+}
+
+/// The index entry of a record of `stored`.
+fn index_entry(
+    stored: &StoredItem,
+    partition: PartitionId,
+    sequence: u64,
+    locator: log::Locator,
+) -> IndexEntry {
+    IndexEntry {
+        id: stored.item.id,
+        listing_key: item_key(
+            partition,
+            &stored.item.user_id,
+            stored.receipt.stored_at,
+            stored.item.id,
+        ),
+        locator,
+        partition,
+        sequence,
+    }
+}
+
+/// The indexer thread: applies the tail to sled in batches, in log order, until the
+/// store is dropped (and then the rest, so a clean stop leaves nothing to replay).
+fn run_indexer(shared: &Shared) {
+    loop {
+        let batch = {
+            let mut tail = shared.tail();
+            loop {
+                let stopping = shared.stopping.load(Ordering::Acquire);
+                #[cfg(feature = "fault-injection")]
+                if shared.indexer_paused.load(Ordering::Acquire) {
+                    if stopping {
+                        return;
+                    }
+                    tail = shared
+                        .tail_changed
+                        .wait_timeout(tail, INDEX_INTERVAL)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    continue;
+                }
+                if tail.unindexed() >= MAX_INDEX_BATCH || (stopping && tail.unindexed() > 0) {
+                    break;
+                }
+                if stopping {
+                    return;
+                }
+                if tail.unindexed() > 0 {
+                    // Let a batch gather: one sled batch per interval, not per group.
+                    tail = shared
+                        .tail_changed
+                        .wait_timeout(tail, INDEX_INTERVAL)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    break;
+                }
+                tail = shared
+                    .tail_changed
+                    .wait(tail)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            tail.next_batch(MAX_INDEX_BATCH)
+        };
+        let Some((entries, through)) = batch else {
+            continue;
+        };
+        if let Err(e) = shared.index.apply(&entries, through) {
+            let reason = format!("index: {e}");
+            error!(%reason, "the index cannot be updated; the store takes no more writes");
+            *shared
+                .index_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            shared.tail_changed.notify_all();
+            return;
+        }
+        shared.tail().indexed(entries.len());
+        shared.tail_changed.notify_all();
+        metrics::gauge!(STORE_UNINDEXED_RECORDS).set(shared.tail().unindexed() as f64);
+    }
+}
+
+/// Checks (or records, on creation) the partition count and node id.
+fn check_meta(meta: &sled::Tree, config: &StoreConfig) -> Result<(), StoreError> {
+    match meta.get(META_PARTITIONS)? {
+        Some(raw) => {
+            let stored =
+                u16::from_be_bytes(raw.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    tree: "meta",
+                    reason: format!("partitions is {} bytes, expected 2", raw.len()),
+                })?);
+            if stored != config.partitions {
+                return Err(StoreError::PartitionMismatch {
+                    stored,
+                    configured: config.partitions,
+                });
+            }
+        }
+        None => {
+            meta.insert(META_PARTITIONS, &config.partitions.to_be_bytes())?;
+            info!(path = %config.path.display(), partitions = config.partitions, "store created");
+        }
+    }
+    match meta.get(META_NODE)? {
+        Some(stored) if stored.as_ref() != config.node.0.as_bytes() => {
+            info!(stored = %String::from_utf8_lossy(&stored), node = %config.node, "store opened under a new node id");
+            meta.insert(META_NODE, config.node.0.as_bytes())?;
+        }
+        Some(_) => {}
+        None => {
+            meta.insert(META_NODE, config.node.0.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 fn decode_item(raw: &[u8]) -> Result<StoredItem, StoreError> {
@@ -579,14 +875,6 @@ fn decode_item(raw: &[u8]) -> Result<StoredItem, StoreError> {
         tree: "items",
         reason: e.to_string(),
     })
-}
-
-/// The outcome recorded at `index`, for a duplicate later in the same batch.
-fn outcomes_at(
-    outcomes: &[Result<Receipt, ErrorCode>],
-    index: usize,
-) -> Result<Receipt, ErrorCode> {
-    outcomes[index].clone()
 }
 
 fn check_user(user_id: &str) -> Result<(), StoreError> {
@@ -602,15 +890,6 @@ fn check_user(user_id: &str) -> Result<(), StoreError> {
 /// The SHA-256 of an API key: how the store (and a peer asked about it) knows it.
 pub fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Sync {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 /// Milliseconds since the Unix epoch.

@@ -8,6 +8,10 @@
 pub const STORE_FLUSH_DURATION_SECONDS: &str = "chorus_store_flush_duration_seconds";
 /// Items written by one group-commit batch.
 pub const STORE_BATCH_ITEMS: &str = "chorus_store_batch_items";
+/// Bytes of the partition log's segments on disk.
+pub const STORE_LOG_BYTES: &str = "chorus_store_log_bytes";
+/// Acknowledged records the index has not absorbed yet (served from memory).
+pub const STORE_UNINDEXED_RECORDS: &str = "chorus_store_unindexed_records";
 /// Items queued in the group commit, waiting for the flush in flight to finish.
 pub const STORE_QUEUE_DEPTH: &str = "chorus_store_queue_depth";
 /// Items whose deferred (production mode) content check ran after the ack.

@@ -89,6 +89,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         node.store_breaker(),
         readiness.clone(),
     ));
+    let store_watch = tokio::spawn(watch_store(node.clone(), readiness.clone()));
     if let Some(key) = node.ensure_admin_key().await? {
         announce_admin_key(&config, &key)?;
     }
@@ -192,6 +193,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     }
     signals.abort();
     breaker_watch.abort();
+    store_watch.abort();
     if let Some(leaving) = leaving {
         let _ = leaving.await;
     }
@@ -247,6 +249,26 @@ async fn follow_store_breaker(
         if breaker.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// How often the store's health and size are read.
+const STORE_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Publishes the store's metrics and, once the store has failed for good, marks the
+/// node not ready and says why (once).
+async fn watch_store(node: chorus_actors::NodeHandle, readiness: crate::metrics::Readiness) {
+    let mut reported = false;
+    loop {
+        node.publish_store_metrics();
+        if let Some(reason) = node.store_failure()
+            && !reported
+        {
+            tracing::error!(%reason, "the store failed and takes no writes until the node is restarted; not ready");
+            readiness.set_store_failed();
+            reported = true;
+        }
+        tokio::time::sleep(STORE_WATCH_INTERVAL).await;
     }
 }
 

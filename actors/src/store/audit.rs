@@ -335,7 +335,7 @@ impl Store {
         detail: &str,
     ) -> Result<AuditEntry, StoreError> {
         let entry = self.audit.append(now_ms(), actor, action, detail)?;
-        self.flush()?;
+        self.sync_meta()?;
         Ok(entry)
     }
 }

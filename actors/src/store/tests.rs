@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use chorus_protocol::Kind;
 
 use super::*;
@@ -77,14 +79,16 @@ fn keys_are_prefixed_by_the_users_partition() {
     let store = Store::open(config(dir.path())).unwrap();
     let it = item("carol", "x");
     store.apply(vec![it.clone()]);
+    store.flush().unwrap();
+    let listing = store.shared.index.listing();
     let partition = partition_of("carol", 64).to_be_bytes();
-    let (key, _) = store.items.iter().next().unwrap().unwrap();
+    let (key, _) = listing.iter().next().unwrap().unwrap();
     assert_eq!(&key[..2], &partition);
     assert_eq!(&key[key.len() - 16..], &it.id.to_bytes());
     assert_eq!(key[2], 5);
     assert_eq!(&key[3..8], b"carol");
     // The whole partition is one prefix scan.
-    assert_eq!(store.items.scan_prefix(partition).count(), 1);
+    assert_eq!(listing.scan_prefix(partition).count(), 1);
 }
 
 #[test]
@@ -226,18 +230,105 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-fn an_ids_entry_without_its_item_reads_as_absent_and_a_retry_stores_it() {
-    // What a crash between the `ids` and `items` batches leaves behind.
+fn an_acknowledged_item_is_readable_before_and_after_the_index_absorbs_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
-    let it = item("hank", "lost in the crash");
-    let dangling = super::keys::item_key(partition_of("hank", 64), "hank", 1, it.id);
-    store.ids.insert(it.id.to_bytes(), dangling).unwrap();
-    assert!(store.get(it.id).unwrap().is_none());
-    assert!(store.list_by_user("hank", None, 10).unwrap().0.is_empty());
+    store.pause_indexer(true);
+    let early = item("ivy", "first");
+    let receipt = store.apply(vec![early.clone()]).remove(0).unwrap();
+    // Only in the log and the tail: get, list and dedup all see it.
+    assert_eq!(store.get(early.id).unwrap().unwrap().receipt, receipt);
+    assert_eq!(store.list_by_user("ivy", None, 10).unwrap().0.len(), 1);
+    assert_eq!(store.apply(vec![early.clone()]).remove(0).unwrap(), receipt);
+    store.pause_indexer(false);
+    store.flush().unwrap();
+    let late = item("ivy", "second");
+    store.apply(vec![late.clone()]);
+    // One indexed, one perhaps not: a listing merges both, oldest first, no repeats.
+    let (page, next) = store.list_by_user("ivy", None, 10).unwrap();
+    let ids: Vec<ItemId> = page.iter().map(|s| s.item.id).collect();
+    assert_eq!(ids, vec![early.id, late.id]);
+    assert_eq!(next, None);
+    assert_eq!(store.item_count(), 2);
+}
 
-    let receipt = store.apply(vec![it.clone()]).remove(0).unwrap();
-    let stored = store.get(it.id).unwrap().expect("the retry stored it");
-    assert_eq!(stored.receipt, receipt);
-    assert_eq!(store.list_by_user("hank", None, 10).unwrap().0.len(), 1);
+#[test]
+fn a_crash_before_indexing_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let items: Vec<Item> = (0..50).map(|i| item(&format!("u{}", i % 7), "x")).collect();
+    let receipts: Vec<Receipt> = {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply(items[..10].to_vec());
+        store.flush().unwrap();
+        store.pause_indexer(true);
+        // Dropped paused: the index never hears of the last 40.
+        store
+            .apply(items.clone())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let store = Store::open(config(dir.path())).unwrap();
+    for (it, receipt) in items.iter().zip(&receipts) {
+        assert_eq!(&store.get(it.id).unwrap().unwrap().receipt, receipt);
+    }
+    // A resubmission after the restart gets the first receipt and stores nothing.
+    assert_eq!(
+        &store.apply(vec![items[42].clone()]).remove(0).unwrap(),
+        &receipts[42]
+    );
+    let listed: usize = (0..7)
+        .map(|u| {
+            store
+                .list_by_user(&format!("u{u}"), None, 100)
+                .unwrap()
+                .0
+                .len()
+        })
+        .sum();
+    assert_eq!(listed, 50);
+    assert_eq!(store.item_count(), 50);
+}
+
+#[test]
+fn sequences_continue_per_partition_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply((0..5).map(|_| item("same-user", "x")).collect());
+        store.pause_indexer(true);
+        store.apply((0..3).map(|_| item("same-user", "x")).collect());
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    let partition = partition_of("same-user", 64);
+    assert_eq!(
+        store.shared.sequences.lock().unwrap()[usize::from(partition)],
+        8
+    );
+}
+
+#[test]
+fn a_failed_sync_stops_writes_until_restart_and_nothing_after_it_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = item("jo", "kept");
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply(vec![kept.clone()]).remove(0).unwrap();
+        store.inject_sync_failure();
+        let failed = store.apply(vec![item("jo", "lost")]);
+        assert!(matches!(failed[0], Err(ErrorCode::Unavailable { .. })));
+        assert!(store.failure().is_some());
+        store.inject_write_failures(false);
+        // Still refused: the failure is fatal until restart.
+        assert!(matches!(
+            store.try_apply(vec![item("jo", "later").into()]),
+            Err(StoreError::Failed { .. })
+        ));
+        // Reads keep working.
+        assert!(store.get(kept.id).unwrap().is_some());
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    assert!(store.failure().is_none());
+    assert!(store.get(kept.id).unwrap().is_some());
+    assert!(store.apply(vec![item("jo", "after restart")])[0].is_ok());
 }

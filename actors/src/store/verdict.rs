@@ -1,11 +1,11 @@
 //! Rewriting a stored receipt's verdict: production mode's content review runs after
 //! the ack ([`crate::validation::Validator::check_deferred`]) and records its answer
-//! here. The record keeps its key, so list order and the `ids` index are unchanged.
+//! here. The new record keeps the item's listing key, so list order is unchanged.
 
-use chorus_protocol::{ItemId, Status, encode_payload};
+use chorus_protocol::{ItemId, Status, StoredItem};
 use tracing::debug;
 
-use super::{Store, StoreError, decode_item};
+use super::{Store, StoreError};
 
 impl Store {
     /// Sets the stored receipt's `status` and `alignment_score` of item `id`, rewriting
@@ -22,30 +22,30 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// [`Store::update_verdict`] for many items with one flush; returns how many were
-    /// found (and rewritten).
+    /// [`Store::update_verdict`] for many items with one log group; returns how many
+    /// were found (and rewritten). Each rewrite is a new record of the item (same id,
+    /// same `stored_at`), so the index points at the newest and replication ships it.
     pub fn update_verdicts(
         &self,
         updates: Vec<(ItemId, Status, Option<f32>)>,
     ) -> Result<usize, StoreError> {
-        let mut updated = 0;
+        let mut sequences = self.lock_for_append()?;
+        let mut rewritten: Vec<StoredItem> = Vec::with_capacity(updates.len());
         for (id, status, score) in updates {
-            let Some(key) = self.ids.get(id.to_bytes())? else {
+            // An earlier update of the same id in this call is the newest version.
+            let current = match rewritten.iter().position(|s| s.item.id == id) {
+                Some(at) => Some(rewritten.swap_remove(at)),
+                None => self.get(id)?,
+            };
+            let Some(mut stored) = current else {
                 continue;
             };
-            // A dangling `ids` entry is a write that crashed before its item: absent.
-            let Some(raw) = self.items.get(&key)? else {
-                continue;
-            };
-            let mut stored = decode_item(&raw)?;
             stored.receipt.status = status;
             stored.receipt.alignment_score = score;
-            self.items.insert(&key, encode_payload(&stored))?;
-            updated += 1;
+            rewritten.push(stored);
         }
-        if updated > 0 {
-            self.flush()?;
-        }
+        let updated = rewritten.len();
+        self.append_records(&mut sequences, rewritten)?;
         debug!(updated, "stored verdicts rewritten");
         Ok(updated)
     }

@@ -18,6 +18,8 @@ struct Flags {
     /// Set once for good: a draining node never becomes ready again.
     draining: AtomicBool,
     store_available: AtomicBool,
+    /// Set once for good: the store stopped taking writes until restart.
+    store_failed: AtomicBool,
 }
 
 /// Why the node is not ready.
@@ -27,6 +29,9 @@ pub enum NotReady {
     Draining,
     /// The store has not started yet, or its circuit breaker is open.
     StoreUnavailable,
+    /// The store failed (a log write or sync) and takes no writes until the node is
+    /// restarted; the log names the failure.
+    StoreFailed,
 }
 
 impl fmt::Display for NotReady {
@@ -34,6 +39,9 @@ impl fmt::Display for NotReady {
         f.write_str(match self {
             NotReady::Draining => "draining: shutting down",
             NotReady::StoreUnavailable => "store unavailable",
+            NotReady::StoreFailed => {
+                "store failed: no writes until restart (the node's log says why)"
+            }
         })
     }
 }
@@ -51,6 +59,7 @@ impl Readiness {
             flags: Arc::new(Flags {
                 draining: AtomicBool::new(false),
                 store_available: AtomicBool::new(false),
+                store_failed: AtomicBool::new(false),
             }),
         }
     }
@@ -67,10 +76,17 @@ impl Readiness {
             .store(available, Ordering::Release);
     }
 
+    /// Marks the store as failed, for good (until the process restarts).
+    pub fn set_store_failed(&self) {
+        self.flags.store_failed.store(true, Ordering::Release);
+    }
+
     /// `Ok` when the node should get new clients; otherwise why not (draining first).
     pub fn check(&self) -> Result<(), NotReady> {
         if self.flags.draining.load(Ordering::Acquire) {
             Err(NotReady::Draining)
+        } else if self.flags.store_failed.load(Ordering::Acquire) {
+            Err(NotReady::StoreFailed)
         } else if !self.flags.store_available.load(Ordering::Acquire) {
             Err(NotReady::StoreUnavailable)
         } else {
@@ -103,5 +119,15 @@ mod tests {
         // Draining outranks the store: a node shutting down never reports ready again.
         r.set_store_available(true);
         assert_eq!(r.check(), Err(NotReady::Draining));
+    }
+
+    #[test]
+    fn a_failed_store_is_not_ready_even_with_its_breaker_closed() {
+        let r = Readiness::new();
+        r.set_store_available(true);
+        r.set_store_failed();
+        assert_eq!(r.check(), Err(NotReady::StoreFailed));
+        r.set_store_available(true);
+        assert_eq!(r.check(), Err(NotReady::StoreFailed));
     }
 }
