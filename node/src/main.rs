@@ -9,6 +9,12 @@ use chorus_node::config::NodeConfig;
 use chorus_node::{agent, commands, logging};
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: the store's index (sled) allocates and
+/// frees per key it writes, and glibc's malloc took a quarter of its CPU (BENCHMARKS.md,
+/// "The store of record").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `EX_USAGE` from sysexits.h: the configuration or the command line is wrong.
 const EXIT_USAGE: u8 = 64;
 
