@@ -530,7 +530,7 @@ impl Store {
         }
         match self.shared.index.locate(id)? {
             None => Ok(None),
-            Some((locator, _)) => self.read_record(locator).map(Some),
+            Some(locator) => self.read_record(locator).map(Some),
         }
     }
 

@@ -4,7 +4,8 @@
 //! Trees (partition = `partition_of(user_id, partitions)`, `u16` BE):
 //! - `listing`: partition ‖ user_len (u8) ‖ user ‖ stored_at (u64 BE) ‖ id → [`Locator`].
 //!   A user's items are one range, oldest first; a partition is one contiguous range.
-//! - `ids`: id → [`Locator`] ‖ the item's `listing` key: `get` and dedup by id.
+//! - `ids`: id → [`Locator`]: `get` and dedup by id. Values stay 20 bytes so sled keeps
+//!   them inline (no allocation per entry when it copies a leaf on each insert).
 //! - `sequences`: partition (u16 BE) → the last sequence indexed (u64 BE).
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
@@ -17,7 +18,7 @@ use std::path::Path;
 use chorus_protocol::{ItemId, PartitionId};
 
 use super::StoreError;
-use super::log::{LOCATOR_LEN, Locator, LogPosition};
+use super::log::{Locator, LogPosition};
 
 /// `meta` key of the checkpoint.
 const META_CHECKPOINT: &[u8] = b"checkpoint";
@@ -117,10 +118,7 @@ impl Index {
         for entry in entries {
             let locator = entry.locator.to_bytes();
             listing.insert(entry.listing_key.as_slice(), &locator[..]);
-            let mut by_id = Vec::with_capacity(LOCATOR_LEN + entry.listing_key.len());
-            by_id.extend_from_slice(&locator);
-            by_id.extend_from_slice(&entry.listing_key);
-            ids.insert(&entry.id.to_bytes()[..], by_id);
+            ids.insert(&entry.id.to_bytes()[..], &locator[..]);
             sequences.insert(entry.partition, entry.sequence);
         }
         let mut seq_batch = sled::Batch::default();
@@ -134,8 +132,8 @@ impl Index {
         self.flush()
     }
 
-    /// Where the newest record of `id` lies, and its `listing` key.
-    pub(crate) fn locate(&self, id: ItemId) -> Result<Option<(Locator, Vec<u8>)>, StoreError> {
+    /// Where the newest record of `id` lies.
+    pub(crate) fn locate(&self, id: ItemId) -> Result<Option<Locator>, StoreError> {
         let Some(raw) = self.ids.get(id.to_bytes())? else {
             return Ok(None);
         };
@@ -143,7 +141,7 @@ impl Index {
             tree: "ids",
             reason: "entry shorter than a locator".into(),
         })?;
-        Ok(Some((locator, raw[LOCATOR_LEN..].to_vec())))
+        Ok(Some(locator))
     }
 
     /// Up to `limit` `listing` entries under `prefix` strictly after `after` (or from
