@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem,
+    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem, Tier,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
@@ -237,7 +237,7 @@ impl NodeHandle {
         // What the level sheds is refused here, before the intake actor: under overload
         // a refusal then costs no message, and intake's mailbox holds only work it may
         // take (intake checks again, for a level that moved meanwhile).
-        if let Some(tier) = items.iter().map(|i| i.tier).min()
+        if let Some(tier) = Tier::most_urgent(items.iter().map(|i| i.tier))
             && !self.inner.level.borrow().admits(tier)
         {
             return Err(shed(tier));

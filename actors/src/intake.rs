@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use chorus_protocol::{ErrorCode, Item, check_batch_len};
+use chorus_protocol::{ErrorCode, Item, Tier, check_batch_len};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::watch;
 use tracing::debug;
@@ -89,7 +89,7 @@ impl IntakeState {
             return;
         }
         // A submission is as urgent as its most urgent item.
-        let tier = items.iter().map(|i| i.tier).min().unwrap_or_default();
+        let tier = Tier::most_urgent(items.iter().map(|i| i.tier)).unwrap_or_default();
         let level = *self.level.borrow();
         if !level.admits(tier) {
             debug!(

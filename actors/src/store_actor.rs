@@ -528,7 +528,8 @@ impl Actor for StoreActor {
                         let _ = reply.send(Ok(merge(Vec::new(), rejected)));
                         continue;
                     }
-                    let tier = items.iter().map(|w| w.item.tier).min().unwrap_or_default();
+                    let tier =
+                        Tier::most_urgent(items.iter().map(|w| w.item.tier)).unwrap_or_default();
                     let waiter = Waiter::Write {
                         items,
                         rejected,

@@ -479,13 +479,13 @@ impl DiscardHandler<(), ValidateJob> for AnswerDiscarded {
             submissions = job.msg.submissions.len(),
             "validation job discarded"
         );
-        let tier = job
-            .msg
-            .submissions
-            .iter()
-            .flat_map(|s| s.items.iter().map(|i| i.tier))
-            .min()
-            .unwrap_or(Tier::Standard);
+        let tier = Tier::most_urgent(
+            job.msg
+                .submissions
+                .iter()
+                .flat_map(|s| s.items.iter().map(|i| i.tier)),
+        )
+        .unwrap_or_default();
         let error = match reason {
             DiscardReason::Loadshed | DiscardReason::RateLimited => ErrorCode::Overloaded {
                 tier,

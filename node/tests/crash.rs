@@ -58,7 +58,7 @@ async fn write_until_killed(client: Client, acked: Acked, writer: usize, round: 
     loop {
         n += 1;
         let user = format!("user-{}", (writer * 7 + n) % USERS);
-        if n % 9 == 0 {
+        if n.is_multiple_of(9) {
             let old = acked
                 .lock()
                 .await
@@ -75,7 +75,7 @@ async fn write_until_killed(client: Client, acked: Acked, writer: usize, round: 
                 continue;
             }
         }
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let batch: Vec<Item> = (0..8)
                 .map(|i| {
                     let mut item = Item::new(format!("user-{}", (n + i) % USERS), Kind::Bug);

@@ -147,6 +147,12 @@ impl Tier {
     /// Every tier, most urgent first.
     pub const ALL: [Tier; 4] = [Tier::Realtime, Tier::Priority, Tier::Standard, Tier::Batch];
 
+    /// The tier a submission is served at: that of its most urgent item, or `None` for
+    /// an empty one. The one place that says how a batch's tier is chosen.
+    pub fn most_urgent(tiers: impl IntoIterator<Item = Tier>) -> Option<Tier> {
+        tiers.into_iter().min()
+    }
+
     /// The lowercase name used by the CLI and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
