@@ -15,7 +15,7 @@ use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::cluster::certs;
 use chorus_node::cluster::links::{
     Forward, ForwardReply, LinkSettings, LinkState, LinkTiming, Links, link_client_config,
-    link_server_config,
+    link_cookie, link_server_config,
 };
 use chorus_node::cluster::state::ClusterState;
 use chorus_node::server::{Backend, ServerSettings, serve_with_links};
@@ -57,7 +57,7 @@ fn paths(dir: &Path, name: &str) -> TlsPaths {
 }
 
 fn cookie(dir: &Path) -> String {
-    hex::encode(certs::read_cluster_key(&dir.join(certs::CLUSTER_KEY_FILE)).unwrap())
+    link_cookie(&certs::read_cluster_key(&dir.join(certs::CLUSTER_KEY_FILE)).unwrap())
 }
 
 fn server_endpoint(paths: &TlsPaths) -> quinn::Endpoint {

@@ -32,6 +32,7 @@
 //! call that takes longer than the call timeout ends as `Unavailable`.
 
 mod connections;
+pub mod gate;
 mod peers;
 mod receiver;
 mod tls;
@@ -116,13 +117,32 @@ pub enum LinkError {
     NodeServerStopped,
 }
 
+/// The HKDF-SHA256 label (`info`) the link cookie is derived under: a label of its own
+/// keeps the cookie apart from every other key derived from the cluster key.
+pub const LINK_COOKIE_LABEL: &[u8] = b"chorus/link-session-cookie/v1";
+
+/// Bytes of the derived link cookie (hex-encoded into the session handshake).
+const LINK_COOKIE_LEN: usize = 32;
+
+/// The ractor_cluster session cookie of a cluster: HKDF-SHA256 of the cluster key under
+/// [`LINK_COOKIE_LABEL`], in hex. ractor_cluster keeps its cookie in memory and mixes
+/// it into challenge digests; deriving it means that neither a leaked cookie nor the
+/// session handshake says anything about the key gossip is sealed with.
+pub fn link_cookie(cluster_key: &[u8]) -> String {
+    let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(None, cluster_key);
+    let mut cookie = [0u8; LINK_COOKIE_LEN];
+    hkdf.expand(LINK_COOKIE_LABEL, &mut cookie)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    hex::encode(cookie)
+}
+
 /// What the links of a node are made with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LinkSettings {
     /// This node's id: its certificate names it, and peers dial it by it.
     pub node: NodeId,
-    /// The shared secret of ractor_cluster's session handshake (e.g. the cluster key
-    /// in hex); every node of the cluster must have the same.
+    /// The shared secret of ractor_cluster's session handshake ([`link_cookie`] of the
+    /// cluster key); every node of the cluster must have the same. Never printed.
     pub cookie: String,
     /// The cluster CA and this node's certificate and key.
     pub tls: TlsPaths,
@@ -144,6 +164,25 @@ pub struct LinkSettings {
     pub max_received_in_flight: usize,
     /// Every peer's circuit breaker (default: the store's, open for 5 s).
     pub breaker: BreakerConfig,
+}
+
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cookie admits a session to this cluster: never in logs.
+        f.debug_struct("LinkSettings")
+            .field("node", &self.node)
+            .field("cookie", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("timing", &self.timing)
+            .field("call_timeout", &self.call_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("redial_min", &self.redial_min)
+            .field("redial_max", &self.redial_max)
+            .field("max_forwards_per_peer", &self.max_forwards_per_peer)
+            .field("max_received_in_flight", &self.max_received_in_flight)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkSettings {
@@ -217,6 +256,8 @@ struct Shared {
 
 struct Inner {
     settings: LinkSettings,
+    /// Checks a peer's certificate against the name its session gives.
+    verifier: PeerVerifier,
     client_config: quinn::ClientConfig,
     node_server: ActorRef<NodeServerMessage>,
     receiver: ActorRef<ForwardMsg>,
@@ -281,6 +322,7 @@ impl Links {
         let events = {
             let shared = shared.clone();
             let local = settings.node.clone();
+            let verifier = verifier.clone();
             Subscription::new(move |event, session| {
                 on_session_event(&shared, &verifier, &local, event, &session.actor);
             })
@@ -315,6 +357,7 @@ impl Links {
         Ok(Links {
             inner: Arc::new(Inner {
                 settings,
+                verifier,
                 client_config,
                 node_server,
                 receiver,
