@@ -17,12 +17,19 @@
 //! 4. The dialer opens one bidirectional stream and starts a ractor_cluster session on it
 //!    as the client, which speaks first (a QUIC stream is invisible to the peer until it
 //!    carries data); the acceptor hands the stream to its NodeServer as the server side.
-//!    The NodeServer runs in isolated mode: peers are connected only from membership,
-//!    never transitively over its plain TCP listener (bound to 127.0.0.1, port 0).
-//! 5. When the session is authenticated and the process groups are synchronised, the
-//!    link is up — once the name the peer gave matches the node its certificate names
-//!    (or, for the dialer, the node it dialed). Each node's forward receiver is in the
-//!    process group `chorus.forward.<node-id>`, now mirrored on the other side.
+//!    The session cookie is [`link_cookie`]: HKDF-SHA256 of the cluster key under a
+//!    label, never the key itself. The NodeServer runs in isolated mode: peers are
+//!    connected only from membership, never transitively; its own plain TCP listener
+//!    (bound to 127.0.0.1, port 0, and impossible to turn off) gets no session through:
+//!    a session not over one of our QUIC connections is stopped as it opens, before its
+//!    handshake can finish.
+//! 5. On both sides the peer's bytes pass through the name [`gate`] before the session
+//!    sees them: the name the peer gives in the handshake must be one its certificate
+//!    carries (for the dialer: the node it dialed, which TLS already checked), or the
+//!    stream ends before the session has delivered anything. When the session is
+//!    authenticated and the process groups are synchronised, the link is up (the name
+//!    is checked once more then). Each node's forward receiver is in the process group
+//!    `chorus.forward.<node-id>`, now mirrored on the other side.
 //! 6. A dead peer stops answering QUIC keep-alives and its connection closes at the idle
 //!    timeout; [`Links::member_down`] closes it at once. ractor_cluster itself never
 //!    drops a dead peer. The dialer redials with backoff while the peer is a member.
@@ -62,7 +69,9 @@ pub use tls::{
     LinkTiming, PeerVerifier, cluster_roots, link_client_config, link_server_config,
     negotiated_alpn, peer_chain,
 };
-pub use wire::{Forward, ForwardMsg, ForwardReply};
+pub use wire::{
+    Forward, ForwardMsg, ForwardReply, decode_reply, decode_request, encode_reply, encode_request,
+};
 
 use crate::cluster::routing::{ForwardFuture, Forwarder};
 use crate::tls::{TlsError, TlsPaths};
