@@ -129,6 +129,11 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
                 gossip_addr: section.gossip_addr(),
                 seeds: section.seeds.clone(),
                 key,
+                keyring_file: Some(
+                    config
+                        .data_dir
+                        .join(crate::cluster::keyring_file::KEYRING_FILE),
+                ),
                 gossip: section.gossip.clone(),
             };
             let member_links: Arc<dyn MemberLinks> = Arc::new(links.clone());
