@@ -32,8 +32,7 @@ async fn node(name: &str) -> ClusterRuntime {
         .unwrap()
         .local_addr()
         .unwrap();
-    let state = ClusterState::new(NodeId(name.into()), "127.0.0.1:1".parse().unwrap(), 16)
-        .unwrap();
+    let state = ClusterState::new(NodeId(name.into()), "127.0.0.1:1".parse().unwrap(), 16).unwrap();
     let settings = ClusterSettings {
         gossip_listen: gossip_addr,
         gossip_addr,
@@ -79,7 +78,8 @@ fn answer(socket: &UdpSocket) -> Vec<u8> {
 fn nothing_pending(socket: &UdpSocket) -> bool {
     socket.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 2048];
-    let none = matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    let none =
+        matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     socket.set_nonblocking(false).unwrap();
     none
 }
@@ -127,13 +127,20 @@ async fn a_replayed_a_forged_and_a_stale_gossip_packet_are_dropped_and_counted()
     // The node handles datagrams in order: once the last is answered, the three before
     // it were handled, and none of them was answered.
     answer(&second);
-    assert!(nothing_pending(&first), "a replayed, forged or stale join was answered");
+    assert!(
+        nothing_pending(&first),
+        "a replayed, forged or stale join was answered"
+    );
     let stats = stats_until(&node, "the drops counted", |s| {
         s.replayed_dropped >= 1 && s.bad_tag_dropped >= 1 && s.stale_dropped >= 1
     })
     .await;
     assert_eq!(
-        (stats.replayed_dropped, stats.bad_tag_dropped, stats.stale_dropped),
+        (
+            stats.replayed_dropped,
+            stats.bad_tag_dropped,
+            stats.stale_dropped
+        ),
         (1, 1, 1),
         "{stats:?}"
     );
@@ -286,11 +293,17 @@ async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
     for node in &mut nodes {
         node.start();
     }
-    until("three alive everywhere", || nodes.iter().all(|n| n.alive() == 3)).await;
+    until("three alive everywhere", || {
+        nodes.iter().all(|n| n.alive() == 3)
+    })
+    .await;
     let old = nodes[0].keys();
     assert_eq!(old.len(), 1, "{old:?}");
     let old_id = old[0].0.clone();
-    assert!(nodes.iter().all(|n| n.keys() == old), "one initial key everywhere");
+    assert!(
+        nodes.iter().all(|n| n.keys() == old),
+        "one initial key everywhere"
+    );
 
     // Serf's rotation: install everywhere, use everywhere, remove everywhere.
     let new_key = "42".repeat(32);
@@ -303,7 +316,12 @@ async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
             "the key is never echoed: {reply}"
         );
     }
-    let new_id = nodes[0].keys().into_iter().find(|(id, _)| *id != old_id).unwrap().0;
+    let new_id = nodes[0]
+        .keys()
+        .into_iter()
+        .find(|(id, _)| *id != old_id)
+        .unwrap()
+        .0;
     for node in &nodes {
         let reply = node.ctl(&["gossip-keys", "use", &new_id]);
         assert_eq!(reply["ok"], true, "{reply}");
@@ -337,7 +355,10 @@ async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
         0o600
     );
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(!text.contains(&old_id), "the removed key is gone from the file");
+    assert!(
+        !text.contains(&old_id),
+        "the removed key is gone from the file"
+    );
     nodes[2].kill();
     nodes[2].start();
     until("the restarted node keeps the new key", || {

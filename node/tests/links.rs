@@ -761,11 +761,13 @@ impl WithoutReady {
         }
     }
 
-    fn poll_drain(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_drain(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         while !self.out.is_empty() {
-            let n = std::task::ready!(
-                std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.out)
-            )?;
+            let n =
+                std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
             self.out.drain(..n);
         }
         std::task::Poll::Ready(Ok(()))
@@ -910,10 +912,21 @@ async fn impostor_child() {
 }
 
 /// Runs the impostor child and returns the outcome it printed.
-fn run_impostor(cert_dir: &Path, name: &str, cert: &str, target: &NodeId, addr: SocketAddr) -> String {
+fn run_impostor(
+    cert_dir: &Path,
+    name: &str,
+    cert: &str,
+    target: &NodeId,
+    addr: SocketAddr,
+) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["impostor_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "impostor_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, cert_dir)
         .env(CHILD_IMPOSTOR_ENV, format!("{name}:{cert}:{target}={addr}"))
         .env("TMPDIR", tmp.path())
@@ -986,7 +999,12 @@ fn own_tcp_listeners() -> Vec<u16> {
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy().into_owned();
-            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
         })
         .collect();
     const LISTEN: &str = "0A";
@@ -1061,7 +1079,11 @@ async fn the_node_servers_own_tcp_listener_authenticates_no_session() {
             .unwrap_or_else(|_| panic!("the session neither ended nor went on: {got:?}"));
         got.push(event);
     }
-    assert_eq!(got, ["opened", "disconnected"], "the session got past its handshake");
+    assert_eq!(
+        got,
+        ["opened", "disconnected"],
+        "the session got past its handshake"
+    );
     server.stop(None);
     a.stop().await;
 }

@@ -152,7 +152,10 @@ mod tests {
         save(&path, &ring.to_file()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let error = load(&path).unwrap_err();
-        assert!(matches!(error, KeyringFileError::Exposed { mode: 0o644, .. }), "{error}");
+        assert!(
+            matches!(error, KeyringFileError::Exposed { mode: 0o644, .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("chmod 600"));
     }
 
@@ -162,6 +165,9 @@ mod tests {
         let path = dir.path().join(KEYRING_FILE);
         std::fs::write(&path, b"{\"primary\": 1}").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(load(&path), Err(KeyringFileError::Malformed { .. })));
+        assert!(matches!(
+            load(&path),
+            Err(KeyringFileError::Malformed { .. })
+        ));
     }
 }

@@ -43,20 +43,20 @@ use foca_rand::rngs::SmallRng;
 use tracing::debug;
 
 pub use self::auth::{ClusterKey, KEY_LEN};
-pub use self::keyring::{GossipKey, KeyId, KeyInfo, Keyring, KeyringError};
-pub use self::replay::Replay;
-pub use self::seal::{SEAL_OVERHEAD, SealError, Sealer};
 pub use self::config::{GossipSettings, GossipSettingsError};
 pub use self::envelope::EnvelopeError;
 pub use self::identity::{IdentityInterner, MemberIdentity, NameKey};
+pub use self::keyring::{GossipKey, KeyId, KeyInfo, Keyring, KeyringError};
+pub use self::replay::Replay;
+pub use self::seal::{SEAL_OVERHEAD, SealError, Sealer};
 
-use self::replay::ReplayGuard;
 use self::codec::BincodeCodec;
 use self::envelope::{DownNotice, Envelope, GOSSIP_HEADER};
 use self::identity::Run;
 use self::lifeguard::{
     LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
 };
+use self::replay::ReplayGuard;
 
 /// The most seed addresses remembered for join retries.
 pub const MAX_SEEDS: usize = 64;

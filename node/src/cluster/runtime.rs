@@ -14,7 +14,9 @@ use tracing::info;
 
 use super::gossip::{Gossip, GossipKeys, KeyOp, KeysError, MembersView};
 use super::keyring_file::{self, KeyringFileError};
-use super::membership::{ClusterKey, GossipSettings, KeyInfo, Keyring, MemberIdentity, MemberState};
+use super::membership::{
+    ClusterKey, GossipSettings, KeyInfo, Keyring, MemberIdentity, MemberState,
+};
 use super::state::ClusterState;
 
 /// Why the cluster layer could not start.

@@ -208,10 +208,7 @@ impl Handler {
                 reason: other.to_string(),
             },
         };
-        let current = runtime
-            .gossip_keys(KeyOp::List)
-            .await
-            .map_err(keys_error)?;
+        let current = runtime.gossip_keys(KeyOp::List).await.map_err(keys_error)?;
         let (op, id) = match command {
             GossipKeysCommand::List => {
                 return Ok(GossipKeysReport {
@@ -220,7 +217,9 @@ impl Handler {
                 });
             }
             GossipKeysCommand::Install(key) => {
-                let key: GossipKey = key.parse().map_err(|e: KeyringError| invalid("key", e.to_string()))?;
+                let key: GossipKey = key
+                    .parse()
+                    .map_err(|e: KeyringError| invalid("key", e.to_string()))?;
                 let id = key.id();
                 if current.len() >= MAX_KEYS && !current.iter().any(|k| k.id == id.to_string()) {
                     return Err(invalid("key", KeyringError::Full.to_string()));
@@ -228,7 +227,9 @@ impl Handler {
                 (KeyOp::Install(key), id)
             }
             GossipKeysCommand::Use(id) | GossipKeysCommand::Remove(id) => {
-                let parsed: KeyId = id.parse().map_err(|e: KeyringError| invalid("key_id", e.to_string()))?;
+                let parsed: KeyId = id
+                    .parse()
+                    .map_err(|e: KeyringError| invalid("key_id", e.to_string()))?;
                 let Some(row) = current.iter().find(|k| k.id == parsed.to_string()) else {
                     return Err(invalid("key_id", KeyringError::Unknown(parsed).to_string()));
                 };

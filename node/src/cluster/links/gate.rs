@@ -114,8 +114,8 @@ pub fn scan(
         if after.len() < len {
             return Ok(Scan::Hold(released));
         }
-        let frame = schema::NetworkMessage::decode(&after[..len])
-            .map_err(|_| GateError::Malformed)?;
+        let frame =
+            schema::NetworkMessage::decode(&after[..len]).map_err(|_| GateError::Malformed)?;
         let end = released + LENGTH_PREFIX + len;
         let Some(auth) = frame.auth else {
             return Err(GateError::BeforeName);
@@ -207,8 +207,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for GatedRead<R> {
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
     use proptest::prelude::*;
+    use prost::Message;
     use tokio::io::AsyncReadExt;
 
     use super::schema::{AuthenticationMessage, Named, NetworkMessage};
@@ -314,8 +314,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_reader_passes_everything_after_the_right_name_and_nothing_after_a_wrong_one()
-    {
+    async fn the_reader_passes_everything_after_the_right_name_and_nothing_after_a_wrong_one() {
         let mut stream = name_frame("node-a@chorus");
         stream.extend_from_slice(&call_frame());
         stream.extend_from_slice(b"anything at all");
@@ -328,7 +327,10 @@ mod tests {
         let mut got = Vec::new();
         let error = refused.read_to_end(&mut got).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
-        assert!(got.is_empty(), "no byte of a refused peer reaches the session");
+        assert!(
+            got.is_empty(),
+            "no byte of a refused peer reaches the session"
+        );
     }
 
     proptest! {

@@ -84,7 +84,11 @@ fn bounded_vec<D: Decoder, T: Decode<D::Context>>(
 }
 
 /// A UTF-8 string of at most `max` bytes.
-fn bounded_string<D: Decoder>(decoder: &mut D, max: usize, field: &str) -> Result<String, DecodeError> {
+fn bounded_string<D: Decoder>(
+    decoder: &mut D,
+    max: usize,
+    field: &str,
+) -> Result<String, DecodeError> {
     let len = bounded_len(decoder, max, field)?;
     decoder.claim_bytes_read(len)?;
     let mut bytes = vec![0; len];

@@ -22,6 +22,9 @@ mod tests {
 
     #[test]
     fn the_key_never_prints() {
-        assert_eq!(format!("{:?}", ClusterKey([0xab; KEY_LEN])), "ClusterKey(..)");
+        assert_eq!(
+            format!("{:?}", ClusterKey([0xab; KEY_LEN])),
+            "ClusterKey(..)"
+        );
     }
 }

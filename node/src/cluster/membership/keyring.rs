@@ -170,7 +170,10 @@ impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
             .field("primary", &self.primary)
-            .field("keys", &self.entries.iter().map(|e| e.id).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -323,8 +326,16 @@ mod tests {
         let mut ring = Keyring::new(key(1));
         let old = key(1).id();
         let new = ring.install(key(2)).unwrap();
-        assert_eq!(ring.primary(), old, "installing does not change the primary");
-        assert_eq!(ring.install(key(2)), Ok(new), "installing twice is harmless");
+        assert_eq!(
+            ring.primary(),
+            old,
+            "installing does not change the primary"
+        );
+        assert_eq!(
+            ring.install(key(2)),
+            Ok(new),
+            "installing twice is harmless"
+        );
         assert_eq!(ring.list().len(), 2);
         assert_eq!(ring.remove(old), Err(KeyringError::Primary(old)));
         ring.use_key(new).unwrap();
@@ -372,7 +383,11 @@ mod tests {
         assert_eq!(k, key(0xab));
         assert!("abc".parse::<GossipKey>().is_err());
         assert_eq!(k.id().to_string().parse::<KeyId>().unwrap(), k.id());
-        let shown = format!("{k:?} {:?} {:?}", Keyring::new(k.clone()), Keyring::new(k.clone()).to_file());
+        let shown = format!(
+            "{k:?} {:?} {:?}",
+            Keyring::new(k.clone()),
+            Keyring::new(k.clone()).to_file()
+        );
         assert!(!shown.contains(&"ab".repeat(8)), "{shown}");
     }
 

@@ -89,7 +89,13 @@ impl ReplayGuard {
     /// Checks the packet `counter` of run `run`, sent at `sent_ms` (the sender's wall
     /// clock, ms since the Unix epoch), at our time `now_ms`, and records it if fresh.
     /// Call it only for packets that authenticated: a forgery must not move a window.
-    pub fn check(&mut self, now_ms: u64, run: u64, counter: u32, sent_ms: u64) -> Result<(), Replay> {
+    pub fn check(
+        &mut self,
+        now_ms: u64,
+        run: u64,
+        counter: u32,
+        sent_ms: u64,
+    ) -> Result<(), Replay> {
         let skew_ms = now_ms.abs_diff(sent_ms);
         if skew_ms > self.max_age_ms {
             return Err(Replay::Stale {
@@ -100,7 +106,11 @@ impl ReplayGuard {
         if let Some(window) = self.runs.get_mut(&run) {
             if counter > window.highest {
                 let shift = counter - window.highest;
-                window.seen = if shift >= u128::BITS { 0 } else { window.seen << shift };
+                window.seen = if shift >= u128::BITS {
+                    0
+                } else {
+                    window.seen << shift
+                };
                 window.seen |= 1;
                 window.highest = counter;
             } else {
@@ -202,7 +212,10 @@ mod tests {
         assert_eq!(g.check(NOW, 1, 1, NOW - minute), Ok(()), "at the edge");
         assert!(matches!(
             g.check(NOW, 1, 2, NOW - minute - 1),
-            Err(Replay::Stale { skew_ms: 60_001, .. })
+            Err(Replay::Stale {
+                skew_ms: 60_001,
+                ..
+            })
         ));
         assert!(matches!(
             g.check(NOW, 1, 3, NOW + minute + 1),

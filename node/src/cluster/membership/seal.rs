@@ -197,8 +197,15 @@ mod tests {
         let first = sealer.seal(&keys, 1_000, &[b"he", b"llo"]);
         let second = sealer.seal(&keys, 1_001, &[b"hello"]);
         assert_eq!(first.len(), SEAL_OVERHEAD + 5);
-        assert_ne!(first[HEADER_LEN..], second[HEADER_LEN..], "fresh nonce each time");
-        assert!(!first.windows(5).any(|w| w == b"hello"), "the body is encrypted");
+        assert_ne!(
+            first[HEADER_LEN..],
+            second[HEADER_LEN..],
+            "fresh nonce each time"
+        );
+        assert!(
+            !first.windows(5).any(|w| w == b"hello"),
+            "the body is encrypted"
+        );
         let opened = open(&keys, &first).unwrap();
         assert_eq!(
             opened,
@@ -228,9 +235,13 @@ mod tests {
     #[test]
     fn a_packet_under_a_key_not_held_is_refused_and_an_accepted_key_opens() {
         let packet = Sealer::new(1).seal(&ring(1), 5, &[b"x"]);
-        assert!(matches!(open(&ring(2), &packet), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            open(&ring(2), &packet),
+            Err(SealError::UnknownKey(_))
+        ));
         let mut both = ring(2);
-        both.install(GossipKey::from_bytes([1; GOSSIP_KEY_LEN])).unwrap();
+        both.install(GossipKey::from_bytes([1; GOSSIP_KEY_LEN]))
+            .unwrap();
         assert_eq!(open(&both, &packet).unwrap().body, b"x");
         assert!(matches!(
             open(&both, &packet[..SEAL_OVERHEAD - 1]),

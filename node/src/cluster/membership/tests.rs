@@ -777,7 +777,8 @@ fn a_replayed_packet_and_a_stale_one_are_dropped_and_counted() {
     let mut sender = Membership::new(identity(9, 1), settings(), &KEY, 900);
     let join = join_packet(&mut sender, net.now);
     let seed = &mut net.nodes[0].as_mut().expect("running").1;
-    seed.handle_packet(&join, net.now).expect("the first copy is accepted");
+    seed.handle_packet(&join, net.now)
+        .expect("the first copy is accepted");
     let out = seed.stats().packets_out;
     assert!(matches!(
         seed.handle_packet(&join, net.now),
