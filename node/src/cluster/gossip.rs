@@ -95,6 +95,10 @@ pub enum KeysError {
     /// The changed keyring could not be written to its file, so it was not applied.
     #[error("writing the keyring: {0}")]
     Persist(#[from] keyring_file::KeyringFileError),
+    /// The task writing the keyring file did not finish (the runtime is shutting down),
+    /// so the change was not applied.
+    #[error("writing the keyring was aborted")]
+    PersistAborted,
     /// The gossip task has stopped.
     #[error("gossip is not running")]
     Stopped,
@@ -310,10 +314,7 @@ impl Driver {
             let file = keyring.to_file();
             tokio::task::spawn_blocking(move || keyring_file::save(&path, &file))
                 .await
-                .map_err(|e| keyring_file::KeyringFileError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
+                .map_err(|_| KeysError::PersistAborted)??;
         }
         let list = keyring.list();
         info!(op = op.name(), primary = %keyring.primary(), keys = list.len(), "gossip keyring changed");

@@ -16,7 +16,7 @@
 //! 2. Feed every datagram to [`Membership::handle_packet`] and every fired timer to
 //!    [`Membership::handle_timer`], with the current time since any fixed origin.
 //! 3. After each call, [`Membership::drain_outputs`]: send each [`Output::Send`] as one
-//!    datagram (the bytes are already authenticated), arm each [`Output::Schedule`] to
+//!    datagram (the bytes are already sealed), arm each [`Output::Schedule`] to
 //!    come back through `handle_timer` after its delay (a timer that has become stale
 //!    does nothing, so timers are never cancelled), and act on each [`Output::Event`].
 //! 4. To stop, [`Membership::leave`], drain and send, then drop it.
@@ -101,7 +101,7 @@ enum TimerKind {
 /// Something the driver must do after a call into [`Membership`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Send `bytes` (an authenticated packet) as one datagram to `to`.
+    /// Send `bytes` (a sealed packet) as one datagram to `to`.
     Send {
         /// The destination's gossip address.
         to: SocketAddr,

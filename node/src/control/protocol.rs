@@ -527,6 +527,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_gossip_key_in_a_request_parses_and_never_shows_in_debug() {
+        let key = "ab".repeat(32);
+        let line = format!(r#"{{"cmd":"gossip-keys-install","key":"{key}"}}"#);
+        let request = parse_request(line.as_bytes()).unwrap();
+        assert_eq!(
+            request,
+            Request::GossipKeysInstall {
+                key: SecretHex(key.clone())
+            }
+        );
+        assert!(!format!("{request:?}").contains(&key));
+        assert_eq!(
+            parse_request(br#"{"cmd":"gossip-keys-use","key_id":"0011223344556677"}"#).unwrap(),
+            Request::GossipKeysUse {
+                key_id: "0011223344556677".into()
+            }
+        );
+    }
+
+    #[test]
     fn requests_parse_from_their_wire_form() {
         let cases: &[(&str, Request)] = &[
             (r#"{"cmd":"status"}"#, Request::Status),
