@@ -619,10 +619,18 @@ mod tests {
     fn the_cookie_is_derived_from_the_cluster_key_and_is_not_the_key() {
         let key = [7u8; 32];
         let cookie = link_cookie(&key);
-        assert_eq!(cookie, link_cookie(&key), "every node derives the same cookie");
+        assert_eq!(
+            cookie,
+            link_cookie(&key),
+            "every node derives the same cookie"
+        );
         assert_eq!(cookie.len(), 2 * LINK_COOKIE_LEN);
         assert_ne!(cookie, hex::encode(key));
         assert!(!cookie.contains(&hex::encode(&key[..8])));
-        assert_ne!(cookie, link_cookie(&[8u8; 32]), "another cluster, another cookie");
+        assert_ne!(
+            cookie,
+            link_cookie(&[8u8; 32]),
+            "another cluster, another cookie"
+        );
     }
 }
