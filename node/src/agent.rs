@@ -10,7 +10,7 @@ use chorus_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cluster::links::{LinkSettings, Links, link_server_config};
+use crate::cluster::links::{LinkSettings, Links, link_cookie, link_server_config};
 use crate::cluster::runtime::{ClusterRuntime, ClusterSettings, MemberLinks};
 use crate::cluster::state::ClusterState;
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
@@ -117,7 +117,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             let key = section.load_key()?;
             let mut link_settings = LinkSettings::new(
                 NodeId(config.node_id.clone()),
-                hex::encode(key.0),
+                link_cookie(&key.0),
                 tls_paths.clone(),
                 endpoint.clone(),
             );
@@ -130,6 +130,11 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
                 gossip_addr: section.gossip_addr(),
                 seeds: section.seeds.clone(),
                 key,
+                keyring_file: Some(
+                    config
+                        .data_dir
+                        .join(crate::cluster::keyring_file::KEYRING_FILE),
+                ),
                 gossip: section.gossip.clone(),
             };
             let member_links: Arc<dyn MemberLinks> = Arc::new(links.clone());

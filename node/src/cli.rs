@@ -180,6 +180,37 @@ pub enum CtlCommand {
     /// Leave the cluster gracefully (the others take over its partitions at once) and
     /// stop the node (audited).
     Leave,
+    /// The gossip keyring: list the keys, or rotate them (audited). To rotate without
+    /// a restart, run `install` on every member, then `use` on every member, then
+    /// `remove` of the old key on every member.
+    GossipKeys {
+        /// What to do.
+        #[command(subcommand)]
+        action: GossipKeysAction,
+    },
+}
+
+/// `chorus ctl gossip-keys ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum GossipKeysAction {
+    /// Each key's id and which one seals the packets this node sends.
+    List,
+    /// Install a key (64 hex digits; `-` reads it from stdin, which keeps it out of
+    /// the process list) as accepted: packets sealed with it open here.
+    Install {
+        /// The key, or `-`.
+        key: String,
+    },
+    /// Seal this node's packets with an installed key from now on.
+    Use {
+        /// The key's id, as `list` shows it.
+        key_id: String,
+    },
+    /// Remove an accepted key (not the primary one).
+    Remove {
+        /// The key's id.
+        key_id: String,
+    },
 }
 
 /// `chorus ctl degrade ...`

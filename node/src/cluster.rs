@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod gossip;
+pub mod keyring_file;
 pub mod links;
 pub mod membership;
 pub mod ring;

@@ -38,6 +38,7 @@ async fn member(name: &str, gossip_addr: SocketAddr, seeds: Vec<SocketAddr>) -> 
         gossip_addr,
         seeds,
         key: ClusterKey([7; 32]),
+        keyring_file: None,
         gossip: gossip(),
     };
     ClusterRuntime::start(settings, state, None).await.unwrap()

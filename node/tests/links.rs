@@ -15,7 +15,7 @@ use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::cluster::certs;
 use chorus_node::cluster::links::{
     Forward, ForwardReply, LinkSettings, LinkState, LinkTiming, Links, link_client_config,
-    link_server_config,
+    link_cookie, link_server_config,
 };
 use chorus_node::cluster::state::ClusterState;
 use chorus_node::server::{Backend, ServerSettings, serve_with_links};
@@ -57,7 +57,7 @@ fn paths(dir: &Path, name: &str) -> TlsPaths {
 }
 
 fn cookie(dir: &Path) -> String {
-    hex::encode(certs::read_cluster_key(&dir.join(certs::CLUSTER_KEY_FILE)).unwrap())
+    link_cookie(&certs::read_cluster_key(&dir.join(certs::CLUSTER_KEY_FILE)).unwrap())
 }
 
 fn server_endpoint(paths: &TlsPaths) -> quinn::Endpoint {
@@ -700,4 +700,390 @@ async fn forwards_beyond_the_bound_per_peer_are_refused_as_overloaded() {
         .expect("the slot is free again");
     a.stop().await;
     drop(child);
+}
+
+/// Set in a child process to `NAME:CERT:TARGET=ADDR`: the child is an impostor that
+/// holds the cluster's cookie and the certificate issued to CERT, calls itself NAME,
+/// dials TARGET at ADDR with ractor_cluster directly, holds back its own `Ready` (so a
+/// check made only when the session is ready never runs) and calls TARGET's forward
+/// receiver as soon as it learns of it.
+const CHILD_IMPOSTOR_ENV: &str = "CHORUS_LINKS_TEST_IMPOSTOR";
+/// The line the impostor prints with what became of its call.
+const IMPOSTOR_LINE: &str = "IMPOSTOR=";
+/// The id of the item the impostor tries to store.
+const IMPOSTOR_ITEM: chorus_protocol::ItemId = chorus_protocol::ItemId(0x1badc0de);
+
+/// The parts of ractor_cluster's schema the impostor needs to recognise its own `Ready`
+/// (`NetworkMessage.control = 3`, `ControlMessage.ready = 9`).
+mod ready_schema {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NetworkMessage {
+        #[prost(message, optional, tag = "3")]
+        pub control: Option<ControlMessage>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ControlMessage {
+        #[prost(message, optional, tag = "9")]
+        pub ready: Option<Empty>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Empty {}
+}
+
+/// A writer that passes ractor_cluster frames through, except `Ready`.
+struct WithoutReady {
+    inner: quinn::SendStream,
+    parsing: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl WithoutReady {
+    fn take_frames(&mut self) {
+        use prost::Message;
+        loop {
+            let Some((prefix, rest)) = self.parsing.split_first_chunk::<8>() else {
+                return;
+            };
+            let len = u64::from_be_bytes(*prefix) as usize;
+            if rest.len() < len {
+                return;
+            }
+            let frame: Vec<u8> = self.parsing.drain(..8 + len).collect();
+            let is_ready = ready_schema::NetworkMessage::decode(&frame[8..])
+                .ok()
+                .and_then(|m| m.control)
+                .is_some_and(|c| c.ready.is_some());
+            if !is_ready {
+                self.out.extend_from_slice(&frame);
+            }
+        }
+    }
+
+    fn poll_drain(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while !self.out.is_empty() {
+            let n =
+                std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            self.out.drain(..n);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for WithoutReady {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        this.parsing.extend_from_slice(buf);
+        this.take_frames();
+        let _ = this.poll_drain(cx);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        std::task::ready!(this.poll_drain(cx))?;
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        std::task::ready!(this.poll_drain(cx))?;
+        std::pin::Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+struct ImpostorStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl ractor_cluster::ClusterBidiStream for ImpostorStream {
+    fn split(self: Box<Self>) -> (ractor_cluster::BoxRead, ractor_cluster::BoxWrite) {
+        (
+            Box::new(tokio::io::BufReader::new(self.recv)),
+            Box::new(WithoutReady {
+                inner: self.send,
+                parsing: Vec::new(),
+                out: Vec::new(),
+            }),
+        )
+    }
+
+    fn peer_label(&self) -> Option<String> {
+        Some("impostor".into())
+    }
+
+    fn local_label(&self) -> Option<String> {
+        Some("impostor".into())
+    }
+}
+
+/// The impostor's side (see [`CHILD_IMPOSTOR_ENV`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impostor_child() {
+    let (Some(dir), Some(spec)) = (
+        std::env::var_os(CHILD_DIR_ENV),
+        std::env::var_os(CHILD_IMPOSTOR_ENV),
+    ) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let spec = spec.into_string().unwrap();
+    let (name, rest) = spec.split_once(':').unwrap();
+    let (cert, target) = rest.split_once(':').unwrap();
+    let (target, addr) = target.split_once('=').unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+
+    let config = link_client_config(&paths(&dir, cert), LinkTiming::default()).unwrap();
+    let endpoint = client_endpoint();
+    let connection = endpoint
+        .connect_with(config, addr, target)
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let server = ractor_cluster::NodeServer::new(
+        0,
+        cookie(&dir),
+        name.to_string(),
+        chorus_node::cluster::links::SESSION_HOST.to_string(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(loopback());
+    let (server, _) = ractor::Actor::spawn(None, server, ()).await.unwrap();
+    ractor_cluster::client_connect_external(&server, Box::new(ImpostorStream { send, recv }))
+        .await
+        .unwrap();
+
+    let group = chorus_node::cluster::links::group_name(&NodeId(target.into()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let receiver = loop {
+        let remote = ractor::pg::get_members(&group)
+            .into_iter()
+            .find(|cell| matches!(cell.get_id(), ractor::ActorId::Remote { .. }));
+        if remote.is_some() || Instant::now() >= deadline {
+            break remote;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let outcome = match receiver {
+        None => "no-receiver".to_string(),
+        Some(cell) => {
+            let mut item = Item::new("impostor-user".to_string(), Kind::Text);
+            item.id = IMPOSTOR_ITEM;
+            let payload = chorus_node::cluster::links::encode_request(Forward::Submit {
+                caller: Caller::for_key("impostor", Role::Submit),
+                items: vec![item],
+            });
+            let actor: ractor::ActorRef<chorus_node::cluster::links::ForwardMsg> = cell.into();
+            let timeout = Duration::from_secs(3);
+            match actor
+                .call(
+                    |port| chorus_node::cluster::links::ForwardMsg::Forward(payload, port),
+                    Some(timeout),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(_)) => "delivered".to_string(),
+                other => format!("not-answered:{other:?}"),
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{IMPOSTOR_LINE}{outcome}").unwrap();
+    out.flush().unwrap();
+    drop(out);
+    server.stop(None);
+}
+
+/// Runs the impostor child and returns the outcome it printed.
+fn run_impostor(
+    cert_dir: &Path,
+    name: &str,
+    cert: &str,
+    target: &NodeId,
+    addr: SocketAddr,
+) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "impostor_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, cert_dir)
+        .env(CHILD_IMPOSTOR_ENV, format!("{name}:{cert}:{target}={addr}"))
+        .env("TMPDIR", tmp.path())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let at = stdout
+        .find(IMPOSTOR_LINE)
+        .unwrap_or_else(|| panic!("the impostor printed no outcome: {stdout}"));
+    stdout[at + IMPOSTOR_LINE.len()..]
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_the_cookie_but_another_nodes_certificate_is_stopped_before_any_message_is_delivered()
+ {
+    // The impostor holds the cookie and node-b's certificate, calls itself node-a, and
+    // never sends Ready: only a check made before the session's first message stops it.
+    let dir = cluster(&["node-b", "node-c"]);
+    let c = TestNode::start(dir.path(), "node-c").await;
+    let outcome = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        let (id, addr) = (c.id.clone(), c.addr);
+        move || run_impostor(&dir, "node-a", "node-b", &id, addr)
+    })
+    .await
+    .unwrap();
+    assert_ne!(outcome, "delivered", "the impostor's call reached node-c");
+    assert_eq!(
+        c.node.get(IMPOSTOR_ITEM).await.unwrap(),
+        None,
+        "the impostor's item was stored"
+    );
+    assert!(
+        c.links.peers().iter().all(|p| p.link != LinkState::Up),
+        "an impostor was linked: {:?}",
+        c.links.peers()
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_session_with_its_own_certificate_is_delivered() {
+    // The control for the test above: the same impostor child, honest about its name,
+    // gets its call through, so the refusal above is the name check and nothing else.
+    let dir = cluster(&["node-b", "node-c"]);
+    let c = TestNode::start(dir.path(), "node-c").await;
+    let outcome = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        let (id, addr) = (c.id.clone(), c.addr);
+        move || run_impostor(&dir, "node-b", "node-b", &id, addr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome, "delivered");
+    assert!(c.node.get(IMPOSTOR_ITEM).await.unwrap().is_some());
+    c.stop().await;
+}
+
+/// The TCP ports this process listens on (from `/proc/self/net/tcp`, matched to this
+/// process's sockets), so a test can find the port ractor_cluster chose.
+fn own_tcp_listeners() -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    const LISTEN: &str = "0A";
+    std::fs::read_to_string("/proc/self/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            if *state != LISTEN || !inodes.contains(*inode) {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
+/// Session events of the test's own NodeServer, as names.
+struct Recorder(std::sync::mpsc::Sender<&'static str>);
+
+impl ractor_cluster::NodeEventSubscription for Recorder {
+    fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self.0.send("opened");
+    }
+    fn node_session_disconnected(&self, _: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self.0.send("disconnected");
+    }
+    fn node_session_authenticated(&self, _: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self.0.send("authenticated");
+    }
+    fn node_session_ready(&self, _: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self.0.send("ready");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_servers_own_tcp_listener_authenticates_no_session() {
+    let dir = cluster(&["node-a"]);
+    let before = own_tcp_listeners();
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let ports: Vec<u16> = own_tcp_listeners()
+        .into_iter()
+        .filter(|port| !before.contains(port))
+        .collect();
+    assert_eq!(ports.len(), 1, "ractor_cluster's listener: {ports:?}");
+
+    // A local process that holds the cookie dials the plain TCP listener.
+    let server = ractor_cluster::NodeServer::new(
+        0,
+        cookie(dir.path()),
+        "node-z".into(),
+        chorus_node::cluster::links::SESSION_HOST.to_string(),
+        None,
+        Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(loopback());
+    let (server, _) = ractor::Actor::spawn(None, server, ()).await.unwrap();
+    let (events, seen) = std::sync::mpsc::channel();
+    server
+        .cast(ractor_cluster::NodeServerMessage::SubscribeToEvents {
+            id: "test".into(),
+            subscription: Box::new(Recorder(events)),
+        })
+        .unwrap();
+    ractor_cluster::client_connect(&server, format!("127.0.0.1:{}", ports[0]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&"disconnected") {
+        let event = tokio::task::block_in_place(|| seen.recv_timeout(Duration::from_secs(10)))
+            .unwrap_or_else(|_| panic!("the session neither ended nor went on: {got:?}"));
+        got.push(event);
+    }
+    assert_eq!(
+        got,
+        ["opened", "disconnected"],
+        "the session got past its handshake"
+    );
+    server.stop(None);
+    a.stop().await;
 }

@@ -3,8 +3,9 @@
 //! sent, armed or published. The task owns the core alone, so nothing else locks it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use tokio::net::UdpSocket;
@@ -13,13 +14,20 @@ use tokio::task::JoinHandle;
 use tokio_util::time::DelayQueue;
 use tracing::{debug, info, warn};
 
+use super::keyring_file;
 use super::membership::{
-    ClusterKey, GossipSettings, MemberIdentity, MemberView, Membership, MembershipEvent,
-    MembershipStats, MembershipTimer, Output, PacketError,
+    GossipKey, GossipSettings, IdentityInterner, KeyId, KeyInfo, Keyring, KeyringError,
+    MemberIdentity, MemberView, Membership, MembershipEvent, MembershipStats, MembershipTimer,
+    Output, PacketError, Replay,
 };
 
-/// Gossip packets dropped for a bad or missing authentication tag.
+/// Gossip packets dropped because they did not open (forged, tampered with, or sealed
+/// under a key not in the keyring).
 pub const GOSSIP_BAD_TAG: &str = "chorus_gossip_bad_tag_total";
+/// Authentic gossip packets dropped as replays (a duplicate, or too far behind).
+pub const GOSSIP_REPLAYED: &str = "chorus_gossip_replayed_total";
+/// Authentic gossip packets dropped because their send time is outside the window.
+pub const GOSSIP_STALE: &str = "chorus_gossip_stale_total";
 /// Gossip packets dropped as oversized or undecodable.
 pub const GOSSIP_DECODE_ERRORS: &str = "chorus_gossip_decode_errors_total";
 /// Gossip datagrams received.
@@ -44,7 +52,66 @@ pub struct MembersView {
 }
 
 enum Command {
-    Leave { done: oneshot::Sender<()> },
+    Leave {
+        done: oneshot::Sender<()>,
+    },
+    Keys {
+        op: KeyOp,
+        reply: oneshot::Sender<Result<Vec<KeyInfo>, KeysError>>,
+    },
+}
+
+/// One operation on the gossip keyring (`chorus ctl gossip-keys`).
+#[derive(Debug, Clone)]
+pub enum KeyOp {
+    /// List the keys.
+    List,
+    /// Install a key as accepted.
+    Install(GossipKey),
+    /// Make an installed key the primary key.
+    Use(KeyId),
+    /// Remove an accepted key.
+    Remove(KeyId),
+}
+
+impl KeyOp {
+    /// The operation's name as `chorus ctl gossip-keys` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyOp::List => "list",
+            KeyOp::Install(_) => "install",
+            KeyOp::Use(_) => "use",
+            KeyOp::Remove(_) => "remove",
+        }
+    }
+}
+
+/// Why a keyring operation failed. In every case the keyring in use is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The keyring refused the operation.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The changed keyring could not be written to its file, so it was not applied.
+    #[error("writing the keyring: {0}")]
+    Persist(#[from] keyring_file::KeyringFileError),
+    /// The task writing the keyring file did not finish (the runtime is shutting down),
+    /// so the change was not applied.
+    #[error("writing the keyring was aborted")]
+    PersistAborted,
+    /// The gossip task has stopped.
+    #[error("gossip is not running")]
+    Stopped,
+}
+
+/// What gossip seals and opens packets with, and where changes to it are kept.
+#[derive(Debug, Clone)]
+pub struct GossipKeys {
+    /// The keyring to start with.
+    pub keyring: Keyring,
+    /// The file every change is written to before it is applied (none: changes last
+    /// until the process ends).
+    pub file: Option<PathBuf>,
 }
 
 /// A running gossip task.
@@ -72,13 +139,28 @@ impl Gossip {
         socket: UdpSocket,
         identity: MemberIdentity,
         settings: GossipSettings,
-        key: &ClusterKey,
+        keys: GossipKeys,
         seeds: Vec<SocketAddr>,
         seed: u64,
     ) -> std::io::Result<Gossip> {
         let local_addr = socket.local_addr()?;
-        let membership = Membership::new(identity, settings, key, seed);
+        // The run names this process's packets in the nonce: drawn from the OS's
+        // randomness so that no two senders share one.
+        let run: u64 = rand::random();
+        let mut membership = Membership::with_keyring(
+            identity,
+            settings,
+            keys.keyring,
+            seed,
+            run,
+            IdentityInterner::new(),
+        );
         let origin = SystemTime::now();
+        membership.set_wall_origin(
+            origin
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        );
         let initial = Arc::new(MembersView {
             members: membership.members(),
             origin,
@@ -93,6 +175,7 @@ impl Gossip {
             timers: DelayQueue::new(),
             started: Instant::now(),
             origin,
+            keyring_file: keys.file,
             members: members_tx,
             events: events.clone(),
         };
@@ -133,6 +216,17 @@ impl Gossip {
         }
     }
 
+    /// Runs one keyring operation; a change is written to the keyring file before it is
+    /// applied. Returns the keys afterwards.
+    pub async fn keys(&self, op: KeyOp) -> Result<Vec<KeyInfo>, KeysError> {
+        let (reply, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Keys { op, reply })
+            .await
+            .map_err(|_| KeysError::Stopped)?;
+        wait.await.map_err(|_| KeysError::Stopped)?
+    }
+
     /// Stops the task without telling anyone (as a crash would look to the others).
     pub fn abort(&self) {
         if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -147,6 +241,7 @@ struct Driver {
     timers: DelayQueue<MembershipTimer>,
     started: Instant,
     origin: SystemTime,
+    keyring_file: Option<PathBuf>,
     members: watch::Sender<Arc<MembersView>>,
     events: broadcast::Sender<MembershipEvent>,
 }
@@ -193,11 +288,38 @@ impl Driver {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Command::Keys { op, reply }) => {
+                        let _ = reply.send(self.apply_keys(op).await);
+                    }
                     None => return,
                 },
             }
             self.flush().await;
         }
+    }
+
+    /// Applies a keyring operation: persist first, then use (a restart never finds an
+    /// older keyring than the one packets were sealed with).
+    async fn apply_keys(&mut self, op: KeyOp) -> Result<Vec<KeyInfo>, KeysError> {
+        let mut keyring = self.membership.keyring().clone();
+        match &op {
+            KeyOp::List => return Ok(keyring.list()),
+            KeyOp::Install(key) => {
+                keyring.install(key.clone())?;
+            }
+            KeyOp::Use(id) => keyring.use_key(*id)?,
+            KeyOp::Remove(id) => keyring.remove(*id)?,
+        }
+        if let Some(path) = self.keyring_file.clone() {
+            let file = keyring.to_file();
+            tokio::task::spawn_blocking(move || keyring_file::save(&path, &file))
+                .await
+                .map_err(|_| KeysError::PersistAborted)??;
+        }
+        let list = keyring.list();
+        info!(op = op.name(), primary = %keyring.primary(), keys = list.len(), "gossip keyring changed");
+        self.membership.set_keyring(keyring);
+        Ok(list)
     }
 
     /// Carries out what the core asked for.
@@ -239,7 +361,11 @@ impl Driver {
 
 fn count_dropped(error: &PacketError) {
     match error {
-        PacketError::Auth(_) => metrics::counter!(GOSSIP_BAD_TAG).increment(1),
+        PacketError::Sealed(_) => metrics::counter!(GOSSIP_BAD_TAG).increment(1),
+        PacketError::Replayed(Replay::Stale { .. }) => {
+            metrics::counter!(GOSSIP_STALE).increment(1);
+        }
+        PacketError::Replayed(_) => metrics::counter!(GOSSIP_REPLAYED).increment(1),
         _ => metrics::counter!(GOSSIP_DECODE_ERRORS).increment(1),
     }
 }

@@ -17,12 +17,19 @@
 //! 4. The dialer opens one bidirectional stream and starts a ractor_cluster session on it
 //!    as the client, which speaks first (a QUIC stream is invisible to the peer until it
 //!    carries data); the acceptor hands the stream to its NodeServer as the server side.
-//!    The NodeServer runs in isolated mode: peers are connected only from membership,
-//!    never transitively over its plain TCP listener (bound to 127.0.0.1, port 0).
-//! 5. When the session is authenticated and the process groups are synchronised, the
-//!    link is up — once the name the peer gave matches the node its certificate names
-//!    (or, for the dialer, the node it dialed). Each node's forward receiver is in the
-//!    process group `chorus.forward.<node-id>`, now mirrored on the other side.
+//!    The session cookie is [`link_cookie`]: HKDF-SHA256 of the cluster key under a
+//!    label, never the key itself. The NodeServer runs in isolated mode: peers are
+//!    connected only from membership, never transitively; its own plain TCP listener
+//!    (bound to 127.0.0.1, port 0, and impossible to turn off) gets no session through:
+//!    a session not over one of our QUIC connections is stopped as it opens, before its
+//!    handshake can finish.
+//! 5. On both sides the peer's bytes pass through the name [`gate`] before the session
+//!    sees them: the name the peer gives in the handshake must be one its certificate
+//!    carries (for the dialer: the node it dialed, which TLS already checked), or the
+//!    stream ends before the session has delivered anything. When the session is
+//!    authenticated and the process groups are synchronised, the link is up (the name
+//!    is checked once more then). Each node's forward receiver is in the process group
+//!    `chorus.forward.<node-id>`, now mirrored on the other side.
 //! 6. A dead peer stops answering QUIC keep-alives and its connection closes at the idle
 //!    timeout; [`Links::member_down`] closes it at once. ractor_cluster itself never
 //!    drops a dead peer. The dialer redials with backoff while the peer is a member.
@@ -32,6 +39,7 @@
 //! call that takes longer than the call timeout ends as `Unavailable`.
 
 mod connections;
+pub mod gate;
 mod peers;
 mod receiver;
 mod tls;
@@ -61,7 +69,9 @@ pub use tls::{
     LinkTiming, PeerVerifier, cluster_roots, link_client_config, link_server_config,
     negotiated_alpn, peer_chain,
 };
-pub use wire::{Forward, ForwardMsg, ForwardReply};
+pub use wire::{
+    Forward, ForwardMsg, ForwardReply, decode_reply, decode_request, encode_reply, encode_request,
+};
 
 use crate::cluster::routing::{ForwardFuture, Forwarder};
 use crate::tls::{TlsError, TlsPaths};
@@ -116,13 +126,32 @@ pub enum LinkError {
     NodeServerStopped,
 }
 
+/// The HKDF-SHA256 label (`info`) the link cookie is derived under: a label of its own
+/// keeps the cookie apart from every other key derived from the cluster key.
+pub const LINK_COOKIE_LABEL: &[u8] = b"chorus/link-session-cookie/v1";
+
+/// Bytes of the derived link cookie (hex-encoded into the session handshake).
+const LINK_COOKIE_LEN: usize = 32;
+
+/// The ractor_cluster session cookie of a cluster: HKDF-SHA256 of the cluster key under
+/// [`LINK_COOKIE_LABEL`], in hex. ractor_cluster keeps its cookie in memory and mixes
+/// it into challenge digests; deriving it means that neither a leaked cookie nor the
+/// session handshake says anything about the key gossip is sealed with.
+pub fn link_cookie(cluster_key: &[u8]) -> String {
+    let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(None, cluster_key);
+    let mut cookie = [0u8; LINK_COOKIE_LEN];
+    hkdf.expand(LINK_COOKIE_LABEL, &mut cookie)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    hex::encode(cookie)
+}
+
 /// What the links of a node are made with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LinkSettings {
     /// This node's id: its certificate names it, and peers dial it by it.
     pub node: NodeId,
-    /// The shared secret of ractor_cluster's session handshake (e.g. the cluster key
-    /// in hex); every node of the cluster must have the same.
+    /// The shared secret of ractor_cluster's session handshake ([`link_cookie`] of the
+    /// cluster key); every node of the cluster must have the same. Never printed.
     pub cookie: String,
     /// The cluster CA and this node's certificate and key.
     pub tls: TlsPaths,
@@ -144,6 +173,25 @@ pub struct LinkSettings {
     pub max_received_in_flight: usize,
     /// Every peer's circuit breaker (default: the store's, open for 5 s).
     pub breaker: BreakerConfig,
+}
+
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The cookie admits a session to this cluster: never in logs.
+        f.debug_struct("LinkSettings")
+            .field("node", &self.node)
+            .field("cookie", &"<redacted>")
+            .field("tls", &self.tls)
+            .field("timing", &self.timing)
+            .field("call_timeout", &self.call_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("redial_min", &self.redial_min)
+            .field("redial_max", &self.redial_max)
+            .field("max_forwards_per_peer", &self.max_forwards_per_peer)
+            .field("max_received_in_flight", &self.max_received_in_flight)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkSettings {
@@ -217,6 +265,8 @@ struct Shared {
 
 struct Inner {
     settings: LinkSettings,
+    /// Checks a peer's certificate against the name its session gives.
+    verifier: PeerVerifier,
     client_config: quinn::ClientConfig,
     node_server: ActorRef<NodeServerMessage>,
     receiver: ActorRef<ForwardMsg>,
@@ -281,6 +331,7 @@ impl Links {
         let events = {
             let shared = shared.clone();
             let local = settings.node.clone();
+            let verifier = verifier.clone();
             Subscription::new(move |event, session| {
                 on_session_event(&shared, &verifier, &local, event, &session.actor);
             })
@@ -315,6 +366,7 @@ impl Links {
         Ok(Links {
             inner: Arc::new(Inner {
                 settings,
+                verifier,
                 client_config,
                 node_server,
                 receiver,
@@ -556,5 +608,29 @@ impl Forwarder for Links {
             .filter(|peer| peer.link == LinkState::Up)
             .map(|peer| peer.node)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_derived_from_the_cluster_key_and_is_not_the_key() {
+        let key = [7u8; 32];
+        let cookie = link_cookie(&key);
+        assert_eq!(
+            cookie,
+            link_cookie(&key),
+            "every node derives the same cookie"
+        );
+        assert_eq!(cookie.len(), 2 * LINK_COOKIE_LEN);
+        assert_ne!(cookie, hex::encode(key));
+        assert!(!cookie.contains(&hex::encode(&key[..8])));
+        assert_ne!(
+            cookie,
+            link_cookie(&[8u8; 32]),
+            "another cluster, another cookie"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! SWIM membership around foca, as a sans-IO state machine.
 //!
-//! [`Membership`] owns one foca instance and everything Chorus adds around it: packet
-//! authentication under the cluster key ([`auth`]), our envelope ([`envelope`]), a join
+//! [`Membership`] owns one foca instance and everything Chorus adds around it: packets
+//! sealed with ChaCha20-Poly1305 under a keyring ([`seal`], [`keyring`]) and accepted
+//! once and only while fresh ([`replay`]), our envelope ([`envelope`]), a join
 //! handshake that needs only a seed's address, Lifeguard ([`lifeguard`]), a roster
 //! sync that hands a joiner the whole membership table at once, and down notices that
 //! bring members back together after a partition heals. It opens no socket, reads
@@ -15,7 +16,7 @@
 //! 2. Feed every datagram to [`Membership::handle_packet`] and every fired timer to
 //!    [`Membership::handle_timer`], with the current time since any fixed origin.
 //! 3. After each call, [`Membership::drain_outputs`]: send each [`Output::Send`] as one
-//!    datagram (the bytes are already authenticated), arm each [`Output::Schedule`] to
+//!    datagram (the bytes are already sealed), arm each [`Output::Schedule`] to
 //!    come back through `handle_timer` after its delay (a timer that has become stale
 //!    does nothing, so timers are never cancelled), and act on each [`Output::Event`].
 //! 4. To stop, [`Membership::leave`], drain and send, then drop it.
@@ -25,7 +26,10 @@ pub mod codec;
 pub mod config;
 pub mod envelope;
 pub mod identity;
+pub mod keyring;
 pub mod lifeguard;
+pub mod replay;
+pub mod seal;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -38,18 +42,21 @@ use foca_rand::SeedableRng;
 use foca_rand::rngs::SmallRng;
 use tracing::debug;
 
-pub use self::auth::{AuthError, ClusterKey, KEY_LEN, TAG_LEN};
+pub use self::auth::{ClusterKey, KEY_LEN};
 pub use self::config::{GossipSettings, GossipSettingsError};
 pub use self::envelope::EnvelopeError;
 pub use self::identity::{IdentityInterner, MemberIdentity, NameKey};
+pub use self::keyring::{GossipKey, KeyId, KeyInfo, Keyring, KeyringError};
+pub use self::replay::Replay;
+pub use self::seal::{SEAL_OVERHEAD, SealError, Sealer};
 
-use self::auth::Authenticator;
 use self::codec::BincodeCodec;
 use self::envelope::{DownNotice, Envelope, GOSSIP_HEADER};
 use self::identity::Run;
 use self::lifeguard::{
     LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
 };
+use self::replay::ReplayGuard;
 
 /// The most seed addresses remembered for join retries.
 pub const MAX_SEEDS: usize = 64;
@@ -94,7 +101,7 @@ enum TimerKind {
 /// Something the driver must do after a call into [`Membership`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Send `bytes` (an authenticated packet) as one datagram to `to`.
+    /// Send `bytes` (a sealed packet) as one datagram to `to`.
     Send {
         /// The destination's gossip address.
         to: SocketAddr,
@@ -202,8 +209,16 @@ pub struct MembershipStats {
     pub packets_out: u64,
     /// Bytes produced as [`Output::Send`].
     pub bytes_out: u64,
-    /// Packets dropped for a bad or missing authentication tag.
+    /// Packets dropped because they did not open: forged, tampered with, truncated, or
+    /// sealed under a key not in the keyring.
     pub bad_tag_dropped: u64,
+    /// Authentic packets dropped as a duplicate of one already accepted, or as too far
+    /// behind the newest packet of their sender.
+    pub replayed_dropped: u64,
+    /// Authentic packets dropped because their send time is outside the replay window.
+    pub stale_dropped: u64,
+    /// Senders the replay guard forgot while still fresh, to stay within its bound.
+    pub replay_evicted: u64,
     /// Packets dropped as oversized, or authenticated but undecodable.
     pub decode_errors: u64,
     /// Decoded packets foca refused (from ourselves, malformed SWIM).
@@ -250,9 +265,13 @@ pub enum PacketError {
         /// The limit.
         max: usize,
     },
-    /// The tag is missing or wrong (counted in `bad_tag_dropped`).
+    /// The packet did not open (counted in `bad_tag_dropped`).
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Sealed(#[from] SealError),
+    /// The packet is authentic but a replay or stale (counted in `replayed_dropped` or
+    /// `stale_dropped`).
+    #[error(transparent)]
+    Replayed(#[from] Replay),
     /// The body is not a valid envelope.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
@@ -264,7 +283,11 @@ pub enum PacketError {
 
 /// What foca asked of its runtime during one call, plus the outputs so far.
 struct Io {
-    auth: Authenticator,
+    keyring: Keyring,
+    sealer: Sealer,
+    /// The wall-clock time of the call in progress (ms since the Unix epoch): the send
+    /// time sealed into its packets.
+    now_ms: u64,
     outputs: VecDeque<Output>,
     timers: Vec<(foca::Timer<MemberIdentity>, Duration)>,
     notes: Vec<OwnedNotification<MemberIdentity>>,
@@ -274,7 +297,7 @@ struct Io {
 
 impl Io {
     fn send(&mut self, to: SocketAddr, parts: &[&[u8]]) {
-        let bytes = self.auth.seal_parts(parts);
+        let bytes = self.sealer.seal(&self.keyring, self.now_ms, parts);
         self.packets_out += 1;
         self.bytes_out += bytes.len() as u64;
         self.outputs.push_back(Output::Send { to, bytes });
@@ -373,6 +396,9 @@ struct Inspected {
 pub struct Membership {
     swim: Swim,
     io: Io,
+    replay: ReplayGuard,
+    /// Wall-clock time of the caller's time zero (ms since the Unix epoch).
+    wall_origin_ms: u64,
     settings: GossipSettings,
     codec: BincodeCodec,
     health: LocalHealth,
@@ -437,6 +463,31 @@ impl Membership {
         seed: u64,
         interner: IdentityInterner,
     ) -> Self {
+        // A deterministic run, distinct for each seed and each incarnation (a restarted
+        // member must not reuse its earlier run's counters).
+        let run = seal::derived_run(seed ^ seal::derived_run(identity.incarnation()));
+        Self::with_keyring(
+            identity,
+            settings,
+            Keyring::from_cluster_key(cluster_key),
+            seed,
+            run,
+            interner,
+        )
+    }
+
+    /// The general constructor: packets are sealed and opened with `keyring`, and sent
+    /// under run `run` (draw it from the OS's randomness: two senders sharing a run
+    /// under one key would repeat nonces). The wall clock starts at the Unix epoch
+    /// until [`Membership::set_wall_origin`] says otherwise.
+    pub fn with_keyring(
+        identity: MemberIdentity,
+        settings: GossipSettings,
+        keyring: Keyring,
+        seed: u64,
+        run: u64,
+        interner: IdentityInterner,
+    ) -> Self {
         let swim = Foca::with_custom_broadcast(
             identity,
             settings.foca_config(),
@@ -451,8 +502,12 @@ impl Membership {
         };
         Membership {
             swim,
+            replay: ReplayGuard::default(),
+            wall_origin_ms: 0,
             io: Io {
-                auth: Authenticator::new(cluster_key),
+                keyring,
+                sealer: Sealer::new(run),
+                now_ms: 0,
                 outputs: VecDeque::new(),
                 timers: Vec::new(),
                 notes: Vec::new(),
@@ -480,6 +535,30 @@ impl Membership {
         }
     }
 
+    /// Says what wall-clock time (ms since the Unix epoch) the caller's time zero is:
+    /// packets carry their send time by the wall clock, and the replay window compares
+    /// it with ours.
+    pub fn set_wall_origin(&mut self, unix_ms: u64) {
+        self.wall_origin_ms = unix_ms;
+    }
+
+    /// The keys packets are sealed and opened with.
+    pub fn keyring(&self) -> &Keyring {
+        &self.io.keyring
+    }
+
+    /// Replaces the keyring (a rotation step); packets sent from now on are sealed
+    /// under its primary key.
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.io.keyring = keyring;
+    }
+
+    /// Sets the wall-clock time of the call in progress.
+    fn at(&mut self, now: Duration) {
+        let since = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        self.io.now_ms = self.wall_origin_ms.saturating_add(since);
+    }
+
     /// This node's identity now (a rejoin renews its incarnation).
     pub fn identity(&self) -> &MemberIdentity {
         self.swim.identity()
@@ -505,6 +584,7 @@ impl Membership {
     /// member answers, and again whenever this node finds itself without live peers.
     /// The first node of a cluster has no seed and does not call it.
     pub fn announce(&mut self, seed: SocketAddr, now: Duration) {
+        self.at(now);
         if self.seen.is_empty() && !self.is_connected() {
             self.self_since = now;
         }
@@ -522,6 +602,7 @@ impl Membership {
     /// cluster learns it at once instead of after a suspicion timeout. Afterwards the
     /// member takes no part (drain and send the outputs, then drop it).
     pub fn leave(&mut self, now: Duration) {
+        self.at(now);
         if let Err(error) = self.swim.leave_cluster(&mut self.io) {
             debug!(%error, "leave");
         }
@@ -542,13 +623,25 @@ impl Membership {
                 max: self.max_packet_size(),
             });
         }
-        let body = match self.io.auth.open(bytes) {
-            Ok(body) => body,
+        self.at(now);
+        let opened = match seal::open(&self.io.keyring, bytes) {
+            Ok(opened) => opened,
             Err(error) => {
                 self.stats.bad_tag_dropped += 1;
                 return Err(error.into());
             }
         };
+        if let Err(replay) =
+            self.replay
+                .check(self.io.now_ms, opened.run, opened.counter, opened.sent_ms)
+        {
+            match replay {
+                Replay::Stale { .. } => self.stats.stale_dropped += 1,
+                Replay::Duplicate | Replay::BehindWindow => self.stats.replayed_dropped += 1,
+            }
+            return Err(replay.into());
+        }
+        let body = &opened.body[..];
         let envelope = match envelope::decode(body, &self.codec) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -602,6 +695,7 @@ impl Membership {
 
     /// Handles a timer from an earlier [`Output::Schedule`].
     pub fn handle_timer(&mut self, timer: MembershipTimer, now: Duration) {
+        self.at(now);
         match timer.0 {
             TimerKind::Swim(timer) => self.handle_swim_timer(timer, now),
             TimerKind::SuspicionDeadline { node, token } => {
@@ -706,6 +800,7 @@ impl Membership {
             lhm: self.health.score(),
             live_members: self.swim.num_members() as u64,
             suspicions: self.suspicions.len() as u64,
+            replay_evicted: self.replay.stats().evicted_fresh,
             ..self.stats
         }
     }
@@ -1208,7 +1303,7 @@ impl Membership {
                 .retain(|_, last| now.saturating_sub(*last) < interval);
         }
         self.roster_sent.insert(joiner.node().clone(), now);
-        let max_body = self.max_packet_size().saturating_sub(TAG_LEN);
+        let max_body = self.max_packet_size().saturating_sub(SEAL_OVERHEAD);
         let bodies = envelope::encode_roster_sync(
             self.swim.iter_membership_state(),
             &mut self.codec,

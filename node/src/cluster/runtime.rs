@@ -12,8 +12,11 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use super::gossip::{Gossip, MembersView};
-use super::membership::{ClusterKey, GossipSettings, MemberIdentity, MemberState};
+use super::gossip::{Gossip, GossipKeys, KeyOp, KeysError, MembersView};
+use super::keyring_file::{self, KeyringFileError};
+use super::membership::{
+    ClusterKey, GossipSettings, KeyInfo, Keyring, MemberIdentity, MemberState,
+};
 use super::state::ClusterState;
 
 /// Why the cluster layer could not start.
@@ -27,6 +30,9 @@ pub enum ClusterStartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The gossip keyring file could not be read.
+    #[error("gossip keyring: {0}")]
+    Keyring(#[from] KeyringFileError),
 }
 
 /// What the cluster layer reports of a member joining or leaving the ring.
@@ -62,8 +68,11 @@ pub struct ClusterSettings {
     pub gossip_addr: SocketAddr,
     /// Members to join through.
     pub seeds: Vec<SocketAddr>,
-    /// The key gossip is authenticated with.
+    /// The cluster key: the gossip keyring starts from it when there is no keyring file.
     pub key: ClusterKey,
+    /// The gossip keyring's file (in the data dir): loaded at start if present, and
+    /// written on every change. None: the keyring lives in memory only.
+    pub keyring_file: Option<std::path::PathBuf>,
     /// How gossip runs.
     pub gossip: GossipSettings,
 }
@@ -84,6 +93,11 @@ impl ClusterRuntime {
         state: ClusterState,
         links: Option<Arc<dyn MemberLinks>>,
     ) -> Result<ClusterRuntime, ClusterStartError> {
+        let keyring = match &settings.keyring_file {
+            Some(path) => keyring_file::load(path)?,
+            None => None,
+        };
+        let keyring = keyring.unwrap_or_else(|| Keyring::from_cluster_key(&settings.key));
         let socket = UdpSocket::bind(settings.gossip_listen)
             .await
             .map_err(|source| ClusterStartError::Bind {
@@ -110,7 +124,10 @@ impl ClusterRuntime {
             socket,
             identity,
             settings.gossip,
-            &settings.key,
+            GossipKeys {
+                keyring,
+                file: settings.keyring_file.clone(),
+            },
             settings.seeds,
             incarnation,
         )
@@ -134,6 +151,12 @@ impl ClusterRuntime {
     /// The member table (for `chorus ctl members`).
     pub fn members(&self) -> Arc<MembersView> {
         self.gossip.members().borrow().clone()
+    }
+
+    /// Runs a gossip keyring operation (`chorus ctl gossip-keys`); a change is written
+    /// to the keyring file before it is used.
+    pub async fn gossip_keys(&self, op: KeyOp) -> Result<Vec<KeyInfo>, KeysError> {
+        self.gossip.keys(op).await
     }
 
     /// The gossip address bound.

@@ -13,10 +13,11 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction};
+use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction, GossipKeysAction};
 use crate::config::{NodeConfig, default_control_socket};
 use crate::control::protocol::{
-    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, StatusReport,
+    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, SecretHex,
+    StatusReport,
 };
 
 /// How long the node has to answer (`audit-verify` reads the whole log).
@@ -63,7 +64,18 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         },
         (None, None) => default_control_socket(&args.data_dir),
     };
-    let request = request_for(&args.command);
+    let mut request = request_for(&args.command);
+    if let Request::GossipKeysInstall { key } = &mut request
+        && key.0 == "-"
+    {
+        // The key from stdin rather than the command line, which `ps` shows.
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("error: reading the key from stdin: {e}");
+            return ExitCode::FAILURE;
+        }
+        key.0 = line.trim().to_string();
+    }
     match exchange(&socket, &request).await {
         Ok(response) => {
             if args.json {
@@ -133,6 +145,18 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Members => Request::Members,
         CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
         CtlCommand::Leave => Request::Leave,
+        CtlCommand::GossipKeys { action } => match action {
+            GossipKeysAction::List => Request::GossipKeys,
+            GossipKeysAction::Install { key } => Request::GossipKeysInstall {
+                key: SecretHex(key.clone()),
+            },
+            GossipKeysAction::Use { key_id } => Request::GossipKeysUse {
+                key_id: key_id.clone(),
+            },
+            GossipKeysAction::Remove { key_id } => Request::GossipKeysRemove {
+                key_id: key_id.clone(),
+            },
+        },
     }
 }
 
@@ -239,6 +263,15 @@ fn print_reply(reply: &Reply) {
                     "user {:?}: partition {}, owner {}",
                     u.user, u.partition, u.owner
                 );
+            }
+        }
+        Reply::GossipKeys(report) => {
+            for key in &report.keys {
+                let primary = if key.primary { "  primary" } else { "" };
+                println!("{}{primary}", key.id);
+            }
+            if let Some(seq) = report.audit_seq {
+                println!("keyring changed (audit entry {seq})");
             }
         }
         Reply::Leave(l) => {

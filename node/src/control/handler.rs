@@ -15,14 +15,50 @@ use tracing::info;
 
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
-    DegradeReport, LeaveReport, LimitsReport, LogLevelChange, MemberRow, QueueRow, QueuesReport,
-    Reply, Request, RingNodeRow, RingReport, StatusReport, UserOwner,
+    DegradeReport, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport, LogLevelChange,
+    MemberRow, QueueRow, QueuesReport, Reply, Request, RingNodeRow, RingReport, StatusReport,
+    UserOwner,
 };
-use crate::cluster::membership::MemberState;
+use crate::cluster::gossip::{KeyOp, KeysError};
+use crate::cluster::membership::keyring::MAX_KEYS;
+use crate::cluster::membership::{GossipKey, KeyId, KeyInfo, KeyringError, MemberState};
 use crate::cluster::runtime::ClusterRuntime;
 use crate::cluster::state::ClusterState;
 use crate::config::LimitsSection;
 use crate::logging::{LogControl, LogLevelError};
+
+/// A `gossip-keys` command with its argument as given.
+#[derive(Clone, Copy)]
+pub enum GossipKeysCommand<'a> {
+    /// List the keys.
+    List,
+    /// Install this key (hex).
+    Install(&'a str),
+    /// Use the key with this id.
+    Use(&'a str),
+    /// Remove the key with this id.
+    Remove(&'a str),
+}
+
+impl std::fmt::Debug for GossipKeysCommand<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GossipKeysCommand::List => f.write_str("List"),
+            GossipKeysCommand::Install(_) => f.write_str("Install(<redacted>)"),
+            GossipKeysCommand::Use(id) => write!(f, "Use({id})"),
+            GossipKeysCommand::Remove(id) => write!(f, "Remove({id})"),
+        }
+    }
+}
+
+fn key_rows(keys: Vec<KeyInfo>) -> Vec<GossipKeyRow> {
+    keys.into_iter()
+        .map(|k| GossipKeyRow {
+            id: k.id,
+            primary: k.primary,
+        })
+        .collect()
+}
 
 /// Who is on the other end of a control connection, from the socket's peer credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +165,96 @@ impl Handler {
             Request::DegradeSet { level } => {
                 self.degrade(peer, Some(&level)).await.map(Reply::Degrade)
             }
+            Request::GossipKeys => self
+                .gossip_keys(peer, GossipKeysCommand::List)
+                .await
+                .map(Reply::GossipKeys),
+            Request::GossipKeysInstall { key } => self
+                .gossip_keys(peer, GossipKeysCommand::Install(&key.0))
+                .await
+                .map(Reply::GossipKeys),
+            Request::GossipKeysUse { key_id } => self
+                .gossip_keys(peer, GossipKeysCommand::Use(&key_id))
+                .await
+                .map(Reply::GossipKeys),
+            Request::GossipKeysRemove { key_id } => self
+                .gossip_keys(peer, GossipKeysCommand::Remove(&key_id))
+                .await
+                .map(Reply::GossipKeys),
         }
+    }
+
+    /// `gossip-keys [install KEY | use ID | remove ID]`: lists the keyring, or checks
+    /// the change against it, audits it (by key id: the key itself is never written
+    /// anywhere but the keyring file), then applies it, which writes the keyring file
+    /// before the key is used. A change that does not check out is not audited.
+    pub async fn gossip_keys(
+        &self,
+        peer: &Peer,
+        command: GossipKeysCommand<'_>,
+    ) -> Result<GossipKeysReport, ControlError> {
+        let Some(runtime) = &self.info.runtime else {
+            return Err(ControlError::Unavailable {
+                reason: "not a cluster member: no gossip keyring".into(),
+            });
+        };
+        let invalid = |field: &str, reason: String| ControlError::Invalid {
+            field: field.into(),
+            reason,
+        };
+        let keys_error = |e: KeysError| match e {
+            KeysError::Keyring(e) => invalid("key_id", e.to_string()),
+            other => ControlError::Unavailable {
+                reason: other.to_string(),
+            },
+        };
+        let current = runtime.gossip_keys(KeyOp::List).await.map_err(keys_error)?;
+        let (op, id) = match command {
+            GossipKeysCommand::List => {
+                return Ok(GossipKeysReport {
+                    keys: key_rows(current),
+                    audit_seq: None,
+                });
+            }
+            GossipKeysCommand::Install(key) => {
+                let key: GossipKey = key
+                    .parse()
+                    .map_err(|e: KeyringError| invalid("key", e.to_string()))?;
+                let id = key.id();
+                if current.len() >= MAX_KEYS && !current.iter().any(|k| k.id == id.to_string()) {
+                    return Err(invalid("key", KeyringError::Full.to_string()));
+                }
+                (KeyOp::Install(key), id)
+            }
+            GossipKeysCommand::Use(id) | GossipKeysCommand::Remove(id) => {
+                let parsed: KeyId = id
+                    .parse()
+                    .map_err(|e: KeyringError| invalid("key_id", e.to_string()))?;
+                let Some(row) = current.iter().find(|k| k.id == parsed.to_string()) else {
+                    return Err(invalid("key_id", KeyringError::Unknown(parsed).to_string()));
+                };
+                if matches!(command, GossipKeysCommand::Remove(_)) {
+                    if row.primary {
+                        return Err(invalid("key_id", KeyringError::Primary(parsed).to_string()));
+                    }
+                    (KeyOp::Remove(parsed), parsed)
+                } else {
+                    (KeyOp::Use(parsed), parsed)
+                }
+            }
+        };
+        let action = format!("gossip-keys-{}", op.name());
+        let entry = self
+            .node
+            .audit_append(peer.audit_actor(), &action, format!("key_id={id}"))
+            .await
+            .map_err(audit_failed)?;
+        let keys = runtime.gossip_keys(op).await.map_err(keys_error)?;
+        info!(uid = peer.uid, %action, key_id = %id, audit_seq = entry.seq, "gossip keyring changed");
+        Ok(GossipKeysReport {
+            keys: key_rows(keys),
+            audit_seq: Some(entry.seq),
+        })
     }
 
     /// `status`: identity, version, uptime, addresses, log filter.

@@ -76,6 +76,36 @@ pub enum Request {
     },
     /// Leave the cluster gracefully and stop the node (audited before it takes effect).
     Leave,
+    /// The gossip keyring: each key's id and which is primary. Read-only.
+    GossipKeys,
+    /// Install a gossip key as accepted (audited, by key id, before it takes effect).
+    GossipKeysInstall {
+        /// The key, 64 hex digits.
+        key: SecretHex,
+    },
+    /// Seal gossip with an installed key from now on (audited before it takes effect).
+    GossipKeysUse {
+        /// The key's id (`gossip-keys` lists them).
+        key_id: String,
+    },
+    /// Remove an accepted gossip key, never the primary (audited before it takes
+    /// effect).
+    GossipKeysRemove {
+        /// The key's id.
+        key_id: String,
+    },
+}
+
+/// A secret carried in a request (a gossip key): serialised as the plain string, but
+/// never shown by `Debug`, so a logged request does not leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretHex(pub String);
+
+impl std::fmt::Debug for SecretHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Request {
@@ -96,6 +126,10 @@ impl Request {
             Request::Members => "members",
             Request::Ring { .. } => "ring",
             Request::Leave => "leave",
+            Request::GossipKeys => "gossip-keys",
+            Request::GossipKeysInstall { .. } => "gossip-keys-install",
+            Request::GossipKeysUse { .. } => "gossip-keys-use",
+            Request::GossipKeysRemove { .. } => "gossip-keys-remove",
         }
     }
 }
@@ -202,6 +236,26 @@ pub enum Reply {
     Ring(RingReport),
     /// Answer to [`Request::Leave`].
     Leave(LeaveReport),
+    /// Answer to the `gossip-keys` requests.
+    GossipKeys(GossipKeysReport),
+}
+
+/// The gossip keyring after a `gossip-keys` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipKeysReport {
+    /// Every installed key, in the order installed.
+    pub keys: Vec<GossipKeyRow>,
+    /// The audit entry recording the change (none for `list`).
+    pub audit_seq: Option<u64>,
+}
+
+/// One gossip key; the key itself is never shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipKeyRow {
+    /// The key's id (a hash of the key).
+    pub id: String,
+    /// Whether it seals the packets this node sends.
+    pub primary: bool,
 }
 
 /// One member as this node sees it.
@@ -471,6 +525,26 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gossip_key_in_a_request_parses_and_never_shows_in_debug() {
+        let key = "ab".repeat(32);
+        let line = format!(r#"{{"cmd":"gossip-keys-install","key":"{key}"}}"#);
+        let request = parse_request(line.as_bytes()).unwrap();
+        assert_eq!(
+            request,
+            Request::GossipKeysInstall {
+                key: SecretHex(key.clone())
+            }
+        );
+        assert!(!format!("{request:?}").contains(&key));
+        assert_eq!(
+            parse_request(br#"{"cmd":"gossip-keys-use","key_id":"0011223344556677"}"#).unwrap(),
+            Request::GossipKeysUse {
+                key_id: "0011223344556677".into()
+            }
+        );
+    }
 
     #[test]
     fn requests_parse_from_their_wire_form() {

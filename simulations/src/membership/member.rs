@@ -7,11 +7,11 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use chorus_node::cluster::membership::auth::Authenticator;
 use chorus_node::cluster::membership::codec::BincodeCodec;
+use chorus_node::cluster::membership::seal::derived_run;
 use chorus_node::cluster::membership::{
-    ClusterKey, IdentityInterner, KEY_LEN, MemberIdentity, MemberState, Membership,
-    MembershipEvent, MembershipTimer, Output, TAG_LEN, envelope,
+    ClusterKey, IdentityInterner, KEY_LEN, Keyring, MemberIdentity, MemberState, Membership,
+    MembershipEvent, MembershipTimer, Output, SEAL_OVERHEAD, Sealer, envelope,
 };
 use chorus_protocol::NodeId;
 
@@ -91,18 +91,14 @@ fn clock(now: Micros) -> Duration {
     Duration::from_micros(now)
 }
 
-/// The authenticated roster-sync packets that tell a founder about every founder: the
-/// same packets a seed sends a joiner, built once and handed to every founder.
+/// The roster-sync bodies that tell a founder about every founder: the same bodies a
+/// seed sends a joiner, built once; each founder gets them sealed when it starts.
 pub fn founders_roster(founders: usize, settings: &RunSettings) -> Vec<Vec<u8>> {
     let members: Vec<foca::Member<MemberIdentity>> = (0..founders as NodeIx)
         .map(|node| foca::Member::alive(identity(node)))
         .collect();
-    let max_body = settings.gossip.max_packet_size as usize - TAG_LEN;
-    let auth = Authenticator::new(&CLUSTER_KEY);
+    let max_body = settings.gossip.max_packet_size as usize - SEAL_OVERHEAD;
     envelope::encode_roster_sync(&members, &mut BincodeCodec::new(), max_body, usize::MAX)
-        .iter()
-        .map(|body| auth.seal(body))
-        .collect()
 }
 
 /// One member of the simulated cluster.
@@ -135,7 +131,13 @@ impl SimMember {
 
     /// Starts as a founder: applies the roster packets as a roster sync from a seed.
     pub fn start_with_roster(&mut self, now: Micros, roster: &[Vec<u8>]) {
-        for packet in roster {
+        // Sealed now, by a sender run of their own, so the replay guard sees fresh
+        // packets whenever the founder starts.
+        let keyring = Keyring::from_cluster_key(&CLUSTER_KEY);
+        let mut sealer = Sealer::new(derived_run(u64::MAX ^ now));
+        let sent_ms = clock(now).as_millis() as u64;
+        for body in roster {
+            let packet = &sealer.seal(&keyring, sent_ms, &[body]);
             // The packets are built by the simulation; a refusal would be a bug there.
             self.core
                 .handle_packet(packet, clock(now))

@@ -12,7 +12,8 @@ use ractor_cluster::NodeServerMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::transport::{QuicStream, SessionEvent, node_of_peer_name};
+use super::gate::NameCheck;
+use super::transport::{QuicStream, SessionEvent, node_of_peer_name, session_name};
 use super::{Inner, LinkConnection, PeerVerifier, Shared, close_code, lock, peer_chain};
 
 /// The label of a connection, unique within this process.
@@ -35,6 +36,17 @@ pub(super) fn on_session_event(
     let now = Instant::now();
     let mut shared = lock(shared);
     match event {
+        SessionEvent::Opened { label } => {
+            // The NodeServer's own TCP listener cannot be turned off: a session it
+            // accepted is not over one of our QUIC links, and is stopped as it opens.
+            // A server session cannot finish its handshake without the NodeServer
+            // answering its session check, which the NodeServer does only after this
+            // event: the stop always comes first, so nothing is ever delivered.
+            if !shared.connections.contains_key(&label) {
+                warn!(%label, "session not over a link connection; stopping it");
+                session.stop(Some("not a chorus link".into()));
+            }
+        }
         SessionEvent::Ready {
             label,
             peer_name,
@@ -160,10 +172,14 @@ impl Inner {
                 dialed: Some(node.clone()),
             },
         );
+        // TLS checked the peer's certificate against the node dialed; the gate checks
+        // that the session names that node too.
+        let expected = session_name(&node.0);
         let stream = QuicStream {
             send,
             recv,
             label: label.clone(),
+            check: Box::new(move |claimed| claimed == expected),
         };
         if ractor_cluster::client_connect_external(&self.node_server, Box::new(stream))
             .await
@@ -201,10 +217,16 @@ impl Inner {
                 dialed: None,
             },
         );
+        let Some(check) = self.accepted_name_check(&connection) else {
+            self.forget_connection(&label);
+            connection.close(close_code::REFUSED.into(), b"no certificate");
+            return;
+        };
         let stream = Box::new(QuicStream {
             send,
             recv,
             label: label.clone(),
+            check,
         });
         if self
             .node_server
@@ -225,6 +247,23 @@ impl Inner {
             reason = connection.closed() => debug!(%reason, "link connection closed"),
         }
         self.forget_connection(&label);
+    }
+
+    /// The check that binds an accepted connection's session to its certificate: the
+    /// name the peer gives must be `<node>@chorus` for a node its certificate (already
+    /// verified against the cluster CA by TLS) is valid for, and not this node.
+    fn accepted_name_check(&self, connection: &quinn::Connection) -> Option<NameCheck> {
+        let chain = peer_chain(connection)?;
+        let verifier = self.verifier.clone();
+        let local = self.settings.node.0.clone();
+        Some(Box::new(move |claimed: &str| {
+            match claimed.rsplit_once('@') {
+                Some((node, host)) if host == super::SESSION_HOST && node != local => {
+                    verifier.names(&chain, node)
+                }
+                _ => false,
+            }
+        }))
     }
 
     /// Drops a closed connection from the table (its session may already be gone).

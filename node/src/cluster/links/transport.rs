@@ -6,6 +6,8 @@ use ractor_cluster::node::{NodeEventSubscription, NodeServerSessionInformation};
 use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream};
 use tokio::io::BufReader;
 
+use super::gate::{GatedRead, NameCheck};
+
 /// One QUIC stream carrying a ractor_cluster session. The label names the connection
 /// (it comes back as the session's peer address in session events).
 pub struct QuicStream {
@@ -15,12 +17,16 @@ pub struct QuicStream {
     pub recv: quinn::RecvStream,
     /// The connection's label.
     pub label: String,
+    /// What the name the peer gives in the session handshake must satisfy before any
+    /// of its bytes reach the session (see [`super::gate`]).
+    pub check: NameCheck,
 }
 
 impl ClusterBidiStream for QuicStream {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
         // The session reads a frame header and then its body in small reads.
-        (Box::new(BufReader::new(self.recv)), Box::new(self.send))
+        let gated = GatedRead::new(self.recv, self.check);
+        (Box::new(BufReader::new(gated)), Box::new(self.send))
     }
 
     fn peer_label(&self) -> Option<String> {
@@ -35,6 +41,12 @@ impl ClusterBidiStream for QuicStream {
 /// A session event, reduced to what the links need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
+    /// A session started, before its handshake.
+    Opened {
+        /// The connection label (the stream's peer label, or the TCP peer address of a
+        /// session on the NodeServer's own listener).
+        label: String,
+    },
     /// A session is authenticated and its process groups are synchronised.
     Ready {
         /// The connection label (the stream's peer label).
@@ -49,6 +61,11 @@ pub enum SessionEvent {
         /// The connection label.
         label: String,
     },
+}
+
+/// The name ractor_cluster gives node `node` of a chorus cluster.
+pub fn session_name(node: &str) -> String {
+    format!("{node}@{}", super::SESSION_HOST)
 }
 
 /// The node id inside a ractor_cluster peer name (`node@host`).
@@ -78,7 +95,12 @@ impl<F> NodeEventSubscription for Subscription<F>
 where
     F: Fn(SessionEvent, &NodeServerSessionInformation) + Send + 'static,
 {
-    fn node_session_opened(&self, _session: NodeServerSessionInformation) {}
+    fn node_session_opened(&self, session: NodeServerSessionInformation) {
+        let event = SessionEvent::Opened {
+            label: session.peer_addr.clone(),
+        };
+        (self.handler)(event, &session);
+    }
 
     fn node_session_authenticated(&self, _session: NodeServerSessionInformation) {}
 

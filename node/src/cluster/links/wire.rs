@@ -1,12 +1,18 @@
 //! What a forward looks like on a link: one remote call to the peer's forward receiver
-//! whose argument and answer are bincode 2 payloads (decoded with the protocol's
-//! allocation limit), so that a malformed payload is an error, never a panic.
+//! whose argument and answer are bincode 2 payloads. They are decoded with an
+//! allocation limit equal to the link frame limit (a payload cannot be larger than the
+//! frame that carried it), every count and string bounded while it is decoded (a batch
+//! holds at most `MAX_BATCH_ITEMS` items, a page `MAX_PAGE_LIMIT`), and no type that
+//! nests itself: a malformed or hostile payload is an error, never a panic, a deep
+//! recursion or a large allocation.
 
+use bincode::de::Decoder;
+use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 use chorus_actors::Caller;
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, PageToken, Receipt, Role, StoredItem, Tier, decode_value,
-    encode_payload,
+    ErrorCode, Item, ItemId, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, PageToken,
+    Receipt, Role, StoredItem, Tier,
 };
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
@@ -36,8 +42,84 @@ pub enum ForwardMsg {
     Forward(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
-/// [`Forward`] as encoded on a link.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+/// The allocation limit of link payloads: the link frame limit.
+const LINK_LIMIT: usize = super::MAX_LINK_FRAME as usize;
+
+type WireConfig = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<LINK_LIMIT>,
+>;
+
+const WIRE: WireConfig = bincode::config::standard().with_limit::<LINK_LIMIT>();
+
+/// Longest key id a forwarded submit may name (ours are 16 hex digits).
+pub const MAX_KEY_ID_BYTES: usize = 64;
+
+/// A sequence's length as bincode writes it, refused over `max` before anything is
+/// allocated for it.
+fn bounded_len<D: Decoder>(decoder: &mut D, max: usize, field: &str) -> Result<usize, DecodeError> {
+    let len = u64::decode(decoder)?;
+    if len > max as u64 {
+        return Err(DecodeError::OtherString(format!(
+            "{field}: {len} declared, at most {max}"
+        )));
+    }
+    Ok(len as usize)
+}
+
+/// A vector of at most `max` elements; it grows with the elements decoded, never with
+/// the declared length alone.
+fn bounded_vec<D: Decoder, T: Decode<D::Context>>(
+    decoder: &mut D,
+    max: usize,
+    field: &str,
+) -> Result<Vec<T>, DecodeError> {
+    let len = bounded_len(decoder, max, field)?;
+    let mut out = Vec::new();
+    for _ in 0..len {
+        out.push(T::decode(decoder)?);
+    }
+    Ok(out)
+}
+
+/// A UTF-8 string of at most `max` bytes.
+fn bounded_string<D: Decoder>(
+    decoder: &mut D,
+    max: usize,
+    field: &str,
+) -> Result<String, DecodeError> {
+    let len = bounded_len(decoder, max, field)?;
+    decoder.claim_bytes_read(len)?;
+    let mut bytes = vec![0; len];
+    bincode::de::read::Reader::read(decoder.reader(), &mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| DecodeError::Utf8 {
+        inner: e.utf8_error(),
+    })
+}
+
+/// The variant index bincode's derive writes in front of an enum's fields.
+fn variant<D: Decoder>(decoder: &mut D) -> Result<u32, DecodeError> {
+    u32::decode(decoder)
+}
+
+/// Both wire enums have four variants, 0..=3.
+const LAST_VARIANT: u32 = 3;
+
+fn unknown_variant(found: u32, type_name: &'static str) -> DecodeError {
+    DecodeError::UnexpectedVariant {
+        type_name,
+        allowed: &bincode::error::AllowedEnumVariants::Range {
+            min: 0,
+            max: LAST_VARIANT,
+        },
+        found,
+    }
+}
+
+/// [`Forward`] as encoded on a link (encoded by bincode's derive; decoded by hand,
+/// within bounds, in the same layout).
+#[derive(Clone, Debug, PartialEq, Encode)]
 pub enum WireRequest {
     /// [`Forward::Submit`], the caller carried as role and key id.
     Submit {
@@ -69,8 +151,33 @@ pub enum WireRequest {
     },
 }
 
-/// [`ForwardReply`] as encoded on a link.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+impl<Context> Decode<Context> for WireRequest {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        match variant(decoder)? {
+            0 => Ok(WireRequest::Submit {
+                role: Role::decode(decoder)?,
+                key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
+                items: bounded_vec(decoder, MAX_BATCH_ITEMS, "items")?,
+            }),
+            1 => Ok(WireRequest::Get {
+                id: ItemId::decode(decoder)?,
+            }),
+            2 => Ok(WireRequest::ListByUser {
+                user_id: bounded_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
+                after: Option::<PageToken>::decode(decoder)?,
+                limit: u32::decode(decoder)?,
+            }),
+            3 => Ok(WireRequest::Authenticate {
+                key_hash: <[u8; 32]>::decode(decoder)?,
+            }),
+            found => Err(unknown_variant(found, "WireRequest")),
+        }
+    }
+}
+
+/// [`ForwardReply`] as encoded on a link (encoded by bincode's derive; decoded by
+/// hand, within bounds, in the same layout).
+#[derive(Clone, Debug, PartialEq, Encode)]
 pub enum WireReply {
     /// [`ForwardReply::Submit`].
     Submit(Vec<Result<Receipt, ErrorCode>>),
@@ -80,6 +187,42 @@ pub enum WireReply {
     List(Vec<StoredItem>, Option<PageToken>),
     /// [`ForwardReply::Role`].
     Role(Option<Role>),
+}
+
+impl<Context> Decode<Context> for WireReply {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        match variant(decoder)? {
+            0 => Ok(WireReply::Submit(bounded_vec(
+                decoder,
+                MAX_BATCH_ITEMS,
+                "outcomes",
+            )?)),
+            1 => Ok(WireReply::Get(Option::<Box<StoredItem>>::decode(decoder)?)),
+            2 => Ok(WireReply::List(
+                bounded_vec(decoder, MAX_PAGE_LIMIT as usize, "items")?,
+                Option::<PageToken>::decode(decoder)?,
+            )),
+            3 => Ok(WireReply::Role(Option::<Role>::decode(decoder)?)),
+            found => Err(unknown_variant(found, "WireReply")),
+        }
+    }
+}
+
+/// Decodes a whole link payload as one `T` under the link's allocation limit; trailing
+/// bytes are an error.
+fn decode_payload<T: Decode<()>>(payload: &[u8]) -> Result<T, DecodeError> {
+    let (value, read) = bincode::decode_from_slice(payload, WIRE)?;
+    if read != payload.len() {
+        return Err(DecodeError::OtherString(format!(
+            "{} trailing bytes",
+            payload.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+fn encode_payload<T: Encode>(value: &T) -> Vec<u8> {
+    bincode::encode_to_vec(value, WIRE).expect("encoding into a Vec cannot fail")
 }
 
 impl From<Forward> for WireRequest {
@@ -163,7 +306,7 @@ pub fn encode_request(forward: Forward) -> Vec<u8> {
 
 /// Decodes a forward received on a link.
 pub fn decode_request(payload: &[u8]) -> Result<Forward, ErrorCode> {
-    decode_value::<WireRequest>(payload)
+    decode_payload::<WireRequest>(payload)
         .map(Forward::from)
         .map_err(|e| ErrorCode::invalid("forward", e.to_string()))
 }
@@ -175,7 +318,7 @@ pub fn encode_reply(reply: Result<ForwardReply, ErrorCode>) -> Vec<u8> {
 
 /// Decodes the answer to a forward; a payload that does not decode is `None`.
 pub fn decode_reply(payload: &[u8]) -> Option<Result<ForwardReply, ErrorCode>> {
-    decode_value::<Result<WireReply, ErrorCode>>(payload)
+    decode_payload::<Result<WireReply, ErrorCode>>(payload)
         .ok()
         .map(|reply| reply.map(ForwardReply::from))
 }
@@ -230,6 +373,75 @@ mod tests {
         assert_eq!(decode_reply(&[0xff, 0xff, 0xff]), None);
         // A huge declared length is refused by the allocation limit, not allocated.
         assert!(decode_request(&[0x00, 0xfc, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    /// The layout of every variant as bincode's derive would decode it: the hand-written
+    /// decoders read what the derived encoders write.
+    #[test]
+    fn every_variant_round_trips_through_the_bounded_decoders() {
+        let requests = [
+            WireRequest::Submit {
+                role: Role::Admin,
+                key_id: "0123456789abcdef".into(),
+                items: vec![Item::new("u".to_string(), Kind::Text)],
+            },
+            WireRequest::Get { id: ItemId(9) },
+            WireRequest::ListByUser {
+                user_id: "u".into(),
+                after: Some(PageToken(vec![1])),
+                limit: 5,
+            },
+            WireRequest::Authenticate { key_hash: [3; 32] },
+        ];
+        for request in requests {
+            let bytes = encode_payload(&request);
+            assert_eq!(decode_payload::<WireRequest>(&bytes).unwrap(), request);
+        }
+        let replies = [
+            WireReply::Submit(vec![Err(ErrorCode::Unauthorized)]),
+            WireReply::Get(None),
+            WireReply::List(vec![], Some(PageToken(vec![2]))),
+            WireReply::Role(Some(Role::Submit)),
+        ];
+        for reply in replies {
+            let bytes = encode_payload(&reply);
+            assert_eq!(decode_payload::<WireReply>(&bytes).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn counts_and_strings_over_their_bounds_are_refused_before_they_are_read() {
+        let too_many = WireRequest::Submit {
+            role: Role::Submit,
+            key_id: "k".into(),
+            items: vec![Item::new("u".to_string(), Kind::Text); MAX_BATCH_ITEMS + 1],
+        };
+        let error = decode_request(&encode_payload(&too_many)).unwrap_err();
+        assert!(format!("{error:?}").contains("items"), "{error:?}");
+        let long_key = WireRequest::Submit {
+            role: Role::Submit,
+            key_id: "k".repeat(MAX_KEY_ID_BYTES + 1),
+            items: vec![],
+        };
+        assert!(decode_request(&encode_payload(&long_key)).is_err());
+        let long_user = WireRequest::ListByUser {
+            user_id: "u".repeat(MAX_USER_ID_BYTES + 1),
+            after: None,
+            limit: 1,
+        };
+        assert!(decode_request(&encode_payload(&long_user)).is_err());
+        // A declared count of 2^60 items in a few bytes: refused, nothing allocated.
+        // 0xfd: bincode's varint marker of a u64 that follows.
+        let mut huge = vec![0u8, 1, 1, b'k', 0xfd];
+        huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let error = decode_request(&huge).unwrap_err();
+        assert!(format!("{error:?}").contains("items"), "{error:?}");
+        let reply = WireReply::List(vec![], None);
+        let mut bytes = encode_payload(&Ok::<_, ErrorCode>(reply));
+        bytes.truncate(2);
+        bytes.push(0xfd);
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode_reply(&bytes), None);
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::auth::TAG_LEN;
 use super::envelope;
+use super::seal::SEAL_OVERHEAD;
 
-/// Bytes every datagram spends outside foca's payload: the tag and the envelope header.
-pub const PACKET_OVERHEAD: usize = TAG_LEN + envelope::HEADER_LEN;
+/// Bytes every datagram spends outside foca's payload: the seal and the envelope header.
+pub const PACKET_OVERHEAD: usize = SEAL_OVERHEAD + envelope::HEADER_LEN;
 
 /// The smallest datagram limit accepted: below it a header with two long names and a
 /// few updates no longer fits.

@@ -232,7 +232,9 @@ fn decode_roster(
     if count > MAX_ROSTER_MEMBERS {
         return Err(EnvelopeError::TooManyMembers(count));
     }
-    let mut members = Vec::with_capacity(usize::from(count));
+    // Grown with the members decoded, not reserved for the count claimed: each takes
+    // bytes of a packet of at most `max_packet_size`.
+    let mut members = Vec::new();
     for _ in 0..count {
         members.push(codec.decode_member_from(&mut rest)?);
     }

@@ -13,6 +13,16 @@ use super::*;
 const LATENCY: Duration = Duration::from_millis(1);
 const KEY: ClusterKey = ClusterKey([7; KEY_LEN]);
 
+/// Seals `body` as a member of the cluster would at `now` (the members' wall clock
+/// starts at the Unix epoch in these tests).
+fn seal_as(sealer: &mut Sealer, body: &[u8], now: Duration) -> Vec<u8> {
+    sealer.seal(
+        &Keyring::from_cluster_key(&KEY),
+        now.as_millis() as u64,
+        &[body],
+    )
+}
+
 fn settings() -> GossipSettings {
     GossipSettings {
         expected_cluster_size: 4,
@@ -200,11 +210,12 @@ impl Net {
                 assert_eq!(
                     (
                         stats.bad_tag_dropped,
+                        stats.replayed_dropped + stats.stale_dropped,
                         stats.decode_errors,
                         stats.rejected,
                         stats.timer_errors
                     ),
-                    (0, 0, 0, 0),
+                    (0, 0, 0, 0, 0),
                     "member {i}: {stats:?}"
                 );
             }
@@ -479,7 +490,9 @@ fn a_down_notice_about_an_earlier_run_is_ignored() {
     let mut net = Net::cluster(3, settings());
     net.run_for(secs(5));
     let mut codec = BincodeCodec::new();
-    let notice = |subject: MemberIdentity, codec: &mut BincodeCodec| {
+    let mut sealer = Sealer::new(0xd0);
+    let now = net.now;
+    let mut notice = |subject: MemberIdentity, codec: &mut BincodeCodec| {
         let body = envelope::encode_down_notice(
             &DownNotice {
                 notifier: identity(1, 1),
@@ -489,7 +502,7 @@ fn a_down_notice_about_an_earlier_run_is_ignored() {
             codec,
         )
         .expect("encode");
-        Authenticator::new(&KEY).seal(&body)
+        seal_as(&mut sealer, &body, now)
     };
     let stale = notice(identity(0, 0), &mut codec);
     let member = &mut net.nodes[0].as_mut().expect("running").1;
@@ -500,8 +513,15 @@ fn a_down_notice_about_an_earlier_run_is_ignored() {
     let current = notice(identity(0, 1), &mut codec);
     member.handle_packet(&current, net.now).expect("accepted");
     assert_eq!(member.identity().incarnation(), 2);
-    // The same notice again now names an earlier run: no second renewal.
-    member.handle_packet(&current, net.now).expect("accepted");
+    // A replay of it is dropped as such.
+    assert!(matches!(
+        member.handle_packet(&current, net.now),
+        Err(PacketError::Replayed(Replay::Duplicate))
+    ));
+    // The same notice sent again now names an earlier run: no second renewal.
+    let again = notice(identity(0, 1), &mut codec);
+    let member = &mut net.nodes[0].as_mut().expect("running").1;
+    member.handle_packet(&again, net.now).expect("accepted");
     assert_eq!(member.identity().incarnation(), 2);
     assert_eq!(member.stats().down_notices_obeyed, 1);
     net.pump(0);
@@ -526,21 +546,26 @@ fn a_member_flooding_one_held_down_is_told_once_per_interval() {
     member.absorb(net.now);
     let _: Vec<Output> = member.drain_outputs().collect();
     // Twenty packets from member 2 within one interval: one notice.
-    let mut sender = Membership::new(identity(2, 1), settings.clone(), &KEY, 2);
-    sender
-        .swim
-        .announce(identity(0, 1), &mut sender.io)
-        .expect("announce");
-    let packet = sender
-        .drain_outputs()
-        .find_map(|output| match output {
-            Output::Send { bytes, .. } => Some(bytes),
-            _ => None,
-        })
-        .expect("an announce");
+    // Another seed than the running member 2: another run, as after a restart.
+    let mut sender = Membership::new(identity(2, 1), settings.clone(), &KEY, 200);
+    let mut announce = |at: Duration| {
+        sender.at(at);
+        sender
+            .swim
+            .announce(identity(0, 1), &mut sender.io)
+            .expect("announce");
+        sender
+            .drain_outputs()
+            .find_map(|output| match output {
+                Output::Send { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .expect("an announce")
+    };
+    let packets: Vec<Vec<u8>> = (0..20).map(|_| announce(net.now)).collect();
     let member = &mut net.nodes[0].as_mut().expect("running").1;
-    for _ in 0..20 {
-        member.handle_packet(&packet, net.now).expect("accepted");
+    for packet in &packets {
+        member.handle_packet(packet, net.now).expect("accepted");
     }
     let stats = member.stats();
     assert_eq!(
@@ -548,6 +573,8 @@ fn a_member_flooding_one_held_down_is_told_once_per_interval() {
         (1, 19)
     );
     let later = net.now + settings.probe_period() * DOWN_NOTICE_INTERVAL_PERIODS;
+    let packet = announce(later);
+    let member = &mut net.nodes[0].as_mut().expect("running").1;
     member.handle_packet(&packet, later).expect("accepted");
     assert_eq!(member.stats().down_notices_sent, 2);
 }
@@ -568,10 +595,13 @@ fn a_packet_under_another_key_is_dropped_and_counted() {
     let seed = &mut net.nodes[0].as_mut().expect("running").1;
     let before = seed.stats();
     let err = seed.handle_packet(&join, net.now).expect_err("refused");
-    assert!(matches!(err, PacketError::Auth(AuthError::BadTag)), "{err}");
+    assert!(
+        matches!(err, PacketError::Sealed(SealError::UnknownKey(_))),
+        "{err}"
+    );
     assert!(matches!(
         seed.handle_packet(&join[..3], net.now),
-        Err(PacketError::Auth(AuthError::Truncated { len: 3 }))
+        Err(PacketError::Sealed(SealError::Truncated { len: 3 }))
     ));
     let after = seed.stats();
     assert_eq!(after.bad_tag_dropped, before.bad_tag_dropped + 2);
@@ -697,7 +727,7 @@ proptest::proptest! {
         net.run_for(secs(2));
         let mut packet = vec![envelope::VERSION, kind];
         packet.extend_from_slice(&body);
-        let sealed = Authenticator::new(&KEY).seal(&packet);
+        let sealed = seal_as(&mut Sealer::new(0xf0), &packet, net.now);
         let member = &mut net.nodes[0].as_mut().expect("running").1;
         let _ = member.handle_packet(&sealed, net.now);
         let _ = member.handle_packet(&body, net.now);
@@ -726,4 +756,80 @@ fn a_seen_entry_keeps_the_state_and_the_instant_it_packs() {
         16,
         "two words per known member"
     );
+}
+
+/// The first packet `sender` sends after announcing to member 0 at `at`.
+fn join_packet(sender: &mut Membership, at: Duration) -> Vec<u8> {
+    sender.announce(gossip_addr(0), at);
+    sender
+        .drain_outputs()
+        .find_map(|output| match output {
+            Output::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .expect("a join packet")
+}
+
+#[test]
+fn a_replayed_packet_and_a_stale_one_are_dropped_and_counted() {
+    let mut net = Net::cluster(2, settings());
+    net.run_for(secs(2));
+    let mut sender = Membership::new(identity(9, 1), settings(), &KEY, 900);
+    let join = join_packet(&mut sender, net.now);
+    let seed = &mut net.nodes[0].as_mut().expect("running").1;
+    seed.handle_packet(&join, net.now)
+        .expect("the first copy is accepted");
+    let out = seed.stats().packets_out;
+    assert!(matches!(
+        seed.handle_packet(&join, net.now),
+        Err(PacketError::Replayed(Replay::Duplicate))
+    ));
+    assert_eq!(seed.stats().replayed_dropped, 1);
+    assert_eq!(seed.stats().packets_out, out, "a replay is not answered");
+    // Sealed more than the replay window before it arrives.
+    let old = join_packet(&mut sender, net.now);
+    let late = net.now + replay::DEFAULT_MAX_AGE + Duration::from_millis(1);
+    let seed = &mut net.nodes[0].as_mut().expect("running").1;
+    assert!(matches!(
+        seed.handle_packet(&old, late),
+        Err(PacketError::Replayed(Replay::Stale { .. }))
+    ));
+    assert_eq!(seed.stats().stale_dropped, 1);
+}
+
+#[test]
+fn keys_rotated_on_every_member_keep_the_cluster_whole() {
+    let mut net = Net::cluster(3, settings());
+    net.run_for(secs(3));
+    let old = Keyring::from_cluster_key(&KEY).primary();
+    let new = GossipKey::from_bytes([42; keyring::GOSSIP_KEY_LEN]);
+    let each = |net: &mut Net, step: &dyn Fn(&mut Keyring)| {
+        for node in net.nodes.iter_mut() {
+            let member = &mut node.as_mut().expect("running").1;
+            let mut ring = member.keyring().clone();
+            step(&mut ring);
+            member.set_keyring(ring);
+        }
+    };
+    each(&mut net, &|ring| {
+        ring.install(new.clone()).expect("install");
+    });
+    net.run_for(secs(2));
+    each(&mut net, &|ring| ring.use_key(new.id()).expect("use"));
+    net.run_for(secs(2));
+    each(&mut net, &|ring| ring.remove(old).expect("remove"));
+    net.run_for(secs(5));
+    net.assert_clean();
+    for i in 0..3 {
+        assert_eq!(net.member(i).live_members(), net.names(0..3), "member {i}");
+        assert_eq!(net.member(i).keyring().primary(), new.id());
+    }
+    // A member still on the old key alone is now outside: its packets do not open.
+    let mut stale = Membership::new(identity(9, 1), settings(), &KEY, 900);
+    let join = join_packet(&mut stale, net.now);
+    let seed = &mut net.nodes[0].as_mut().expect("running").1;
+    assert!(matches!(
+        seed.handle_packet(&join, net.now),
+        Err(PacketError::Sealed(SealError::UnknownKey(id))) if id == old
+    ));
 }
