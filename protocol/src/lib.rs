@@ -26,8 +26,8 @@ pub use codec::{
 };
 pub use error::ErrorCode;
 pub use frame::{
-    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, MAX_FRAME_CEILING, ResetCode,
-    read_frame_len,
+    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, HELLO_MAX_BYTES,
+    MAX_FRAME_CEILING, ResetCode, read_frame_len,
 };
 pub use item::{
     ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES,

@@ -11,7 +11,7 @@ use bincode::{Decode, Encode};
 
 use crate::bounded::{decode_bytes, decode_vec, too_many};
 use crate::error::ErrorCode;
-use crate::item::{Item, ItemId};
+use crate::item::{Item, ItemId, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
 use crate::ring::RingSnapshot;
 
@@ -72,7 +72,7 @@ impl FromStr for Role {
 
 /// The first frame a client sends on a connection. `version` is encoded first so that a
 /// server can refuse a version whose hello it cannot otherwise decode.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Hello {
     /// The protocol version the client speaks.
     pub version: u16,
@@ -81,6 +81,20 @@ pub struct Hello {
     /// A free-form client name for the server's logs.
     pub client: String,
 }
+
+/// Never shows the API key: a hello may be logged with `?hello`.
+impl fmt::Debug for Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hello")
+            .field("version", &self.version)
+            .field("api_key", &REDACTED)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// What a `Debug` output shows in place of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// The server's answer to a successful hello.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -377,6 +391,25 @@ impl Request {
         }
     }
 
+    /// The tier the request's items ask for (a batch: its first item's); requests
+    /// without items are `standard`. What an `Overloaded` answer names.
+    pub fn tier(&self) -> Tier {
+        let items: &[Item] = match self {
+            Request::Submit(item)
+            | Request::Routed {
+                request: RoutedRequest::Submit(item),
+                ..
+            } => std::slice::from_ref(item),
+            Request::SubmitBatch(items)
+            | Request::Routed {
+                request: RoutedRequest::SubmitBatch(items),
+                ..
+            } => items,
+            _ => &[],
+        };
+        items.first().map_or(Tier::Standard, |item| item.tier)
+    }
+
     /// The role a key needs to make this request; `None`: any authenticated key.
     pub fn required_role(&self) -> Option<Role> {
         match self {
@@ -437,7 +470,7 @@ fn check_listing(limit: u32, after: Option<&PageToken>) -> Result<(), ErrorCode>
 }
 
 /// A successful answer to a request.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+#[derive(Clone, PartialEq, Encode, Decode)]
 pub enum Response {
     /// The receipt of a `Submit`.
     Receipt(Receipt),
@@ -461,6 +494,28 @@ pub enum Response {
     },
     /// The answer to `RingSnapshot`.
     Ring(RingSnapshot),
+}
+
+/// Never shows a created key: responses may be logged with `?response`.
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::Receipt(receipt) => f.debug_tuple("Receipt").field(receipt).finish(),
+            Response::Batch(outcomes) => f.debug_tuple("Batch").field(outcomes).finish(),
+            Response::Item(item) => f.debug_tuple("Item").field(item).finish(),
+            Response::Page { items, next } => f
+                .debug_struct("Page")
+                .field("items", items)
+                .field("next", next)
+                .finish(),
+            Response::ApiKeyCreated { key: _, role } => f
+                .debug_struct("ApiKeyCreated")
+                .field("key", &REDACTED)
+                .field("role", role)
+                .finish(),
+            Response::Ring(ring) => f.debug_tuple("Ring").field(ring).finish(),
+        }
+    }
 }
 
 /// A request with the id its response will carry.

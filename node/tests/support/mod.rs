@@ -63,7 +63,7 @@ impl TestNode {
         tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir.path()), "test-node", &[])
             .unwrap();
         let server_config =
-            tls::client_protocol_server_config(&paths, 100, Duration::from_secs(30)).unwrap();
+            tls::client_protocol_server_config(&paths, &tls::TransportLimits::default()).unwrap();
         let store = StoreConfig {
             path: dir.path().join("store"),
             node: NodeId("test-node".into()),
