@@ -257,3 +257,51 @@ fn the_sdk_credentials_and_the_hello_never_show_the_key_in_debug() {
         assert!(!shown.contains("sk-very-secret"), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn the_metrics_endpoint_caps_connections_and_drops_slow_clients() {
+    use chorus_node::metrics::{EndpointLimits, MetricsServer, Readiness};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = MetricsServer::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        EndpointLimits {
+            max_connections: 2,
+            connection_timeout: Duration::from_millis(300),
+        },
+        Readiness::new(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // Two slow lorises take both slots: half a request line each, then nothing.
+    let mut lorises = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health/li").await.unwrap();
+        lorises.push(s);
+    }
+    // Each is disconnected once its lifetime is over, instead of holding its slot.
+    for loris in &mut lorises {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(20), loris.read(&mut buf))
+            .await
+            .expect("a slow client is dropped, not kept forever");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    // And a well-behaved probe is served.
+    let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+    probe
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(20), probe.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stop.cancel();
+    server.join().await;
+}
