@@ -15,6 +15,9 @@ const MIN_FRAME_LIMIT: u32 = 4 << 10;
 /// is read before anyone is authenticated, so it gets a limit of its own, far below the
 /// frame limit.
 pub const HELLO_MAX_BYTES: u32 = 4 << 10;
+/// The largest answer to a hello, 64 KiB: a welcome, or a refusal whose reason may
+/// name members. A client reads it before it knows the server's frame limit.
+pub const HELLO_ANSWER_MAX_BYTES: u32 = 64 << 10;
 
 /// A validated limit on payload size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +37,9 @@ impl FrameLimit {
 
     /// The limit of a hello payload ([`HELLO_MAX_BYTES`]).
     pub const HELLO: FrameLimit = FrameLimit(HELLO_MAX_BYTES);
+
+    /// The limit of the answer to a hello ([`HELLO_ANSWER_MAX_BYTES`]).
+    pub const HELLO_ANSWER: FrameLimit = FrameLimit(HELLO_ANSWER_MAX_BYTES);
 
     /// The limit in bytes.
     pub fn get(self) -> u32 {

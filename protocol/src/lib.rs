@@ -22,7 +22,8 @@ mod receipt;
 mod ring;
 
 pub use codec::{
-    ClientFrameError, decode_client_frame, decode_hello, decode_value, encode_payload, encode_value,
+    ClientFrameError, decode_client_frame, decode_hello, decode_hello_answer, decode_server_frame,
+    decode_value, decode_value_within, encode_payload, encode_value,
 };
 pub use error::ErrorCode;
 pub use frame::{

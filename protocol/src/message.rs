@@ -470,7 +470,10 @@ fn check_listing(limit: u32, after: Option<&PageToken>) -> Result<(), ErrorCode>
 }
 
 /// A successful answer to a request.
-#[derive(Clone, PartialEq, Encode, Decode)]
+///
+/// Decoded by hand (below) so that a batch's outcomes and a page's items are bounded
+/// while decoding: the SDK reads what a server sends, and a server may be hostile.
+#[derive(Clone, PartialEq, Encode)]
 pub enum Response {
     /// The receipt of a `Submit`.
     Receipt(Receipt),
@@ -495,6 +498,57 @@ pub enum Response {
     /// The answer to `RingSnapshot`.
     Ring(RingSnapshot),
 }
+
+/// The wire tags of [`Response`]'s variants, in declaration order.
+mod response_tag {
+    pub const RECEIPT: u32 = 0;
+    pub const BATCH: u32 = 1;
+    pub const ITEM: u32 = 2;
+    pub const PAGE: u32 = 3;
+    pub const API_KEY_CREATED: u32 = 4;
+    pub const RING: u32 = 5;
+}
+
+impl<Context> Decode<Context> for Response {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        use response_tag::*;
+        match u32::decode(decoder)? {
+            RECEIPT => Ok(Response::Receipt(Receipt::decode(decoder)?)),
+            BATCH => Ok(Response::Batch(decode_vec(
+                decoder,
+                MAX_BATCH_ITEMS,
+                |n| too_many("outcomes", batch_len_reason(n)),
+                Result::<Receipt, ErrorCode>::decode,
+            )?)),
+            ITEM => Ok(Response::Item(Option::<Box<StoredItem>>::decode(decoder)?)),
+            PAGE => Ok(Response::Page {
+                items: decode_vec(
+                    decoder,
+                    MAX_PAGE_LIMIT as usize,
+                    |n| {
+                        too_many(
+                            "items",
+                            format!("{n} items, a page holds at most {MAX_PAGE_LIMIT}"),
+                        )
+                    },
+                    StoredItem::decode,
+                )?,
+                next: Option::<PageToken>::decode(decoder)?,
+            }),
+            API_KEY_CREATED => Ok(Response::ApiKeyCreated {
+                key: String::decode(decoder)?,
+                role: Role::decode(decoder)?,
+            }),
+            RING => Ok(Response::Ring(RingSnapshot::decode(decoder)?)),
+            found => Err(DecodeError::UnexpectedVariant {
+                type_name: "Response",
+                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: RING },
+                found,
+            }),
+        }
+    }
+}
+bincode::impl_borrow_decode!(Response);
 
 /// Never shows a created key: responses may be logged with `?response`.
 impl fmt::Debug for Response {

@@ -139,7 +139,7 @@ async fn hello(
         .as_ref()
         .map(|(welcome, _)| welcome)
         .map_err(Clone::clone);
-    encode_value(&reply, settings.frame_limit, &mut out).ok()?;
+    encode_value(&reply, FrameLimit::HELLO_ANSWER, &mut out).ok()?;
     let written = send.write_all(&out).await.is_ok() && send.finish().is_ok();
     match outcome {
         Ok((welcome, caller)) if written => {

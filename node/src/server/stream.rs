@@ -90,7 +90,7 @@ pub async fn serve_stream(
                 break ReadEnd::Failed;
             }
         }
-        match decode_client_frame(&payload) {
+        match decode_client_frame(&payload, settings.frame_limit) {
             Ok(frame) => {
                 // The node-wide cap: past it a request is answered at once, costing no
                 // task and no actor message.
