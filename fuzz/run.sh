@@ -20,7 +20,9 @@ JOBS="${JOBS:-1}"
 ALL="$(grep -o 'fuzz_targets/[a-z_0-9]*\.rs' Cargo.toml | sed 's#fuzz_targets/##; s#\.rs##' | tr '\n' ' ')"
 TARGETS="${TARGETS:-$ALL}"
 
-nice -n 15 cargo +nightly fuzz build -O $TARGETS >/dev/null
+for target in $TARGETS; do
+  nice -n 15 cargo +nightly fuzz build -O "$target" >/dev/null
+done
 
 status=0
 for target in $TARGETS; do

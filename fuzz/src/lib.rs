@@ -18,8 +18,11 @@ use chorus_protocol::{
     decode_server_frame, encode_payload, encode_value,
 };
 
-/// The fuzz targets by name, for the smoke test and the run script's list.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's body: one input, a panic on a finding.
+pub type Body = fn(&[u8]);
+
+/// The fuzz targets by name, for the smoke test.
+pub const TARGETS: &[(&str, Body)] = &[
     ("client_frame", client_frame),
     ("hello", hello),
     ("server_frame", server_frame),

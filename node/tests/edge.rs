@@ -305,3 +305,24 @@ async fn the_metrics_endpoint_caps_connections_and_drops_slow_clients() {
     stop.cancel();
     server.join().await;
 }
+
+#[test]
+fn the_cli_refuses_an_api_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client.key");
+    std::fs::write(&key, "ck_secret\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(chorus_bin())
+        .args(["list", "--user", "alice", "--api-key-file"])
+        .arg(&key)
+        .env("CHORUS_DATA_DIR", dir.path())
+        .env("CHORUS_SERVER", format!("127.0.0.1:{}", free_udp_port()))
+        .env_remove("CHORUS_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&key.display().to_string()), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
