@@ -326,3 +326,54 @@ fn the_cli_refuses_an_api_key_file_others_can_read() {
     assert!(stderr.contains(&key.display().to_string()), "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+#[tokio::test]
+async fn past_the_node_wide_cap_requests_are_answered_overloaded() {
+    use chorus_protocol::{ClientFrame, ErrorCode, Request, ServerFrame, decode_value};
+    install_crypto();
+    let mut edge = EdgeSettings::default();
+    edge.max_requests_in_flight = 2;
+    let node = TestNode::start_with_edge(edge).await;
+    // A slow disk holds the first two requests while the rest arrive.
+    node.node
+        .store_for_tests()
+        .inject_write_delay(Duration::from_millis(500));
+    let endpoint = raw_endpoint("127.0.0.1:0".parse().unwrap(), &node.ca_pem);
+    let connection = endpoint
+        .connect(node.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    raw_hello(&connection, &node.admin_key).await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    const SENT: u64 = 8;
+    let mut bytes = Vec::new();
+    for id in 0..SENT {
+        bytes.extend(support::frame(&ClientFrame {
+            request_id: id,
+            request: Request::Submit(item(&format!("user-{id}"))),
+        }));
+    }
+    send.write_all(&bytes).await.unwrap();
+    send.finish().unwrap();
+    let (mut served, mut overloaded) = (0, 0);
+    for _ in 0..SENT {
+        let payload =
+            tokio::time::timeout(Duration::from_secs(30), support::read_payload(&mut recv))
+                .await
+                .expect("every request is answered")
+                .unwrap();
+        let frame: ServerFrame = decode_value(&payload).unwrap();
+        match frame.result {
+            Ok(_) => served += 1,
+            Err(ErrorCode::Overloaded { .. }) => overloaded += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(served >= 2, "the first requests are served: {served}");
+    assert!(
+        overloaded >= 1,
+        "past the cap of 2 requests answer Overloaded"
+    );
+    node.stop().await;
+}
