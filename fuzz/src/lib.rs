@@ -51,15 +51,22 @@ pub fn client_frame(data: &[u8]) {
     assert_eq!(first, second, "client frame round trip");
 }
 
-/// A hello's payload, decoded within the hello limit; its `Debug` never shows the key.
+/// A hello's payload, decoded within the hello limit; its `Debug` output does not
+/// depend on the key at all (a substring check would be fooled by a client name that
+/// contains the key: the first finding of this target, a harness bug).
 pub fn hello(data: &[u8]) {
     let Ok(hello) = decode_hello(data) else {
         return;
     };
-    let shown = format!("{hello:?}");
-    if hello.api_key.len() >= 12 && !"<redacted>".contains(hello.api_key.as_str()) {
-        assert!(!shown.contains(&hello.api_key), "the key shows in Debug");
-    }
+    let other_key = chorus_protocol::Hello {
+        api_key: format!("{}x", hello.api_key),
+        ..hello.clone()
+    };
+    assert_eq!(
+        format!("{hello:?}"),
+        format!("{other_key:?}"),
+        "the key shows in Debug"
+    );
     let bytes = encode_payload(&hello);
     let again = decode_hello(&bytes).expect("the encoding of a decoded hello decodes");
     assert_eq!(encode_payload(&again), bytes, "hello round trip");
