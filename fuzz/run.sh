@@ -5,6 +5,7 @@
 #   SECONDS_PER_TARGET=600 fuzz/run.sh  ten minutes each
 #   TARGETS="hello client_frame" fuzz/run.sh
 #   JOBS=2 fuzz/run.sh                  libFuzzer workers per target (default 1)
+#   DEBUG_ASSERTIONS=1 fuzz/run.sh      also debug assertions and overflow checks
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Runs under
 # `nice -n 15` (the machine is shared). The working corpus is fuzz/corpus/NAME (not
@@ -16,12 +17,14 @@ cd "$(dirname "$0")"
 
 SECONDS_PER_TARGET="${SECONDS_PER_TARGET:-60}"
 JOBS="${JOBS:-1}"
+FLAGS=(-O)
+[ "${DEBUG_ASSERTIONS:-0}" = 1 ] && FLAGS+=(-a)
 # Every [[bin]] of the manifest (targets other owners add are picked up too).
 ALL="$(grep -o 'fuzz_targets/[a-z_0-9]*\.rs' Cargo.toml | sed 's#fuzz_targets/##; s#\.rs##' | tr '\n' ' ')"
 TARGETS="${TARGETS:-$ALL}"
 
 for target in $TARGETS; do
-  nice -n 15 cargo +nightly fuzz build -O "$target" >/dev/null
+  nice -n 15 cargo +nightly fuzz build "${FLAGS[@]}" "$target" >/dev/null
 done
 
 status=0
@@ -32,12 +35,15 @@ for target in $TARGETS; do
   [ -d "regressions/$target" ] && seeds+=("regressions/$target")
   log="$(mktemp)"
   set +e
-  nice -n 15 cargo +nightly fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- \
-    -max_total_time="$SECONDS_PER_TARGET" -jobs="$JOBS" -workers="$JOBS" \
+  # With one worker libFuzzer runs in this process and its stats go to $log; with more
+  # it writes fuzz-N.log in this directory (so two run.sh with JOBS>1 must not share it).
+  parallel=()
+  [ "$JOBS" -gt 1 ] && parallel=(-jobs="$JOBS" -workers="$JOBS")
+  nice -n 15 cargo +nightly fuzz run "${FLAGS[@]}" "$target" "corpus/$target" "${seeds[@]}" -- \
+    -max_total_time="$SECONDS_PER_TARGET" "${parallel[@]}" \
     -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1
   rc=$?
   set -e
-  # With -jobs, each worker writes fuzz-N.log; otherwise the stats are in $log.
   execs="$(cat "$log" fuzz-*.log 2>/dev/null | grep -h 'stat::number_of_executed_units' \
     | awk '{s += $2} END {print s + 0}')"
   rm -f fuzz-*.log
