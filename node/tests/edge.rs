@@ -331,9 +331,11 @@ fn the_cli_refuses_an_api_key_file_others_can_read() {
 async fn past_the_node_wide_cap_requests_are_answered_overloaded() {
     use chorus_protocol::{ClientFrame, ErrorCode, Request, ServerFrame, decode_value};
     install_crypto();
-    let mut edge = EdgeSettings::default();
-    edge.max_requests_in_flight = 2;
-    let node = TestNode::start_with_edge(edge).await;
+    let node = TestNode::start_with_edge(EdgeSettings {
+        max_requests_in_flight: 2,
+        ..EdgeSettings::default()
+    })
+    .await;
     // A slow disk holds the first two requests while the rest arrive.
     node.node
         .store_for_tests()
