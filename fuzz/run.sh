@@ -44,8 +44,9 @@ for target in $TARGETS; do
     -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1
   rc=$?
   set -e
-  execs="$(cat "$log" fuzz-*.log 2>/dev/null | grep -h 'stat::number_of_executed_units' \
-    | awk '{s += $2} END {print s + 0}')"
+  # fuzz-N.log exist only with JOBS > 1; a missing one must not end the script.
+  execs="$({ cat "$log"; cat fuzz-*.log 2>/dev/null || true; } \
+    | { grep -h 'stat::number_of_executed_units' || true; } | awk '{s += $2} END {print s + 0}')"
   rm -f fuzz-*.log
   if [ "$rc" -ne 0 ]; then
     echo "$target: CRASH after $execs executions (exit $rc); see fuzz/artifacts/$target"
