@@ -219,6 +219,16 @@ pub async fn serve_with_edge(
         };
         let Some(incoming) = incoming else { break };
         let addr = incoming.remote_address().ip();
+        // Under handshake load an unproven source address gets a stateless retry (one
+        // packet, no state) and is counted only when it comes back with the token.
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && edge.admission().under_handshake_load()
+        {
+            catalog::record_connection_refused("retry");
+            let _ = incoming.retry();
+            continue;
+        }
         let admitted = edge.admission().handle_incoming(Instant::now(), addr);
         if let Err(refusal) = admitted {
             catalog::record_connection_refused(refusal.as_str());

@@ -155,6 +155,13 @@ impl Admission {
         self.handshaking
     }
 
+    /// Whether half the handshake slots are taken: from then on the endpoint asks an
+    /// unvalidated source to prove its address with a stateless retry before it is
+    /// counted, so that a flood from spoofed addresses cannot hold slots.
+    pub fn under_handshake_load(&self) -> bool {
+        self.handshaking * 2 >= self.limits.max_handshakes_in_progress
+    }
+
     fn refill(&mut self, now: Instant) {
         let rate = u64::from(self.limits.max_handshakes_per_second);
         let capacity = rate * MICROS;
@@ -235,9 +242,14 @@ mod tests {
         let refused = a.handle_incoming(now, ip("10.0.0.4")).unwrap_err();
         assert_eq!(refused, Refusal::TooManyHandshakes);
         assert!(refused.is_silent());
+        assert!(a.under_handshake_load());
         a.handle_handshake_done();
         a.handle_incoming(now, ip("10.0.0.4")).unwrap();
         assert_eq!(a.handshaking(), 3);
+        for _ in 0..3 {
+            a.handle_handshake_done();
+        }
+        assert!(!a.under_handshake_load());
     }
 
     #[test]
