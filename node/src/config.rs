@@ -854,6 +854,35 @@ reason = "asks for a refund"
     }
 
     #[test]
+    fn a_config_file_over_1_mib_is_refused_before_it_is_parsed() {
+        let big = format!("# {}\n", "x".repeat(MAX_CONFIG_FILE_BYTES as usize));
+        let err = load_str(&big, &[]).unwrap_err();
+        assert!(err.key.ends_with("chorus.toml"), "{err}");
+        assert!(err.reason.contains("larger than"), "{err}");
+        let err = NodeConfig::from_file_bytes(big.as_bytes()).unwrap_err();
+        assert!(err.reason.contains("larger than"), "{err}");
+        // `/dev/zero` never ends: the cap stops the read.
+        let err = NodeConfig::load(Some(Path::new("/dev/zero")), Vec::new()).unwrap_err();
+        assert!(err.reason.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn the_edge_section_comes_from_the_file_and_the_environment() {
+        let c = load_str(
+            "[edge]\nmax_connections = 10\nmax_connections_per_address = 2\n",
+            &[("CHORUS_EDGE_FRAME_TIMEOUT_MS", "1500")],
+        )
+        .unwrap();
+        assert_eq!(c.edge.max_connections, 10);
+        assert_eq!(c.edge.max_connections_per_address, 2);
+        assert_eq!(c.edge.frame_timeout_ms, 1500);
+        let err = load_str("[edge]\nmax_connections_per_address = 0\n", &[]).unwrap_err();
+        assert_eq!(err.key, "edge.max_connections_per_address");
+        let err = load_str("", &[("CHORUS_METRICS_MAX_CONNECTIONS", "0")]).unwrap_err();
+        assert_eq!(err.key, "metrics.max_connections");
+    }
+
+    #[test]
     fn broken_toml_names_the_file() {
         let err = load_str("partitions = = 3", &[]).unwrap_err();
         assert!(err.key.ends_with("chorus.toml"), "{err}");
