@@ -38,8 +38,9 @@ use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use chorus_protocol::{
-    Enrichment, ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken,
-    PartitionId, Receipt, Role, Status, StoredItem, decode_value, encode_payload, partition_of,
+    Enrichment, FrameLimit, ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken,
+    PartitionId, Receipt, Role, Status, StoredItem, decode_value, decode_value_within, encode_payload,
+    partition_of,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -870,9 +871,12 @@ fn check_meta(meta: &sled::Tree, config: &StoreConfig) -> Result<(), StoreError>
     Ok(())
 }
 
-fn decode_item(raw: &[u8]) -> Result<StoredItem, StoreError> {
-    decode_value::<StoredItem>(raw).map_err(|e| StoreError::Corrupt {
-        tree: "items",
+/// A log record's body as a stored item, allocating no more than a record may hold.
+pub fn decode_item(raw: &[u8]) -> Result<StoredItem, StoreError> {
+    let limit = FrameLimit::new(log::record::MAX_BODY_BYTES as u32)
+        .expect("the record limit is a valid frame limit");
+    decode_value_within::<StoredItem>(raw, limit).map_err(|e| StoreError::Corrupt {
+        tree: "log",
         reason: e.to_string(),
     })
 }

@@ -728,7 +728,10 @@ mod tests {
         };
         encode_value(&frame, FrameLimit::default(), &mut owned).unwrap();
         assert_eq!(borrowed, owned);
-        assert_eq!(decode_client_frame(&borrowed[4..]), Ok(frame));
+        assert_eq!(
+            decode_client_frame(&borrowed[4..], FrameLimit::default()),
+            Ok(frame)
+        );
     }
 
     #[test]

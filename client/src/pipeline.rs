@@ -15,7 +15,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chorus_protocol::{ErrorCode, FrameLimit, ResetCode, Response, ServerFrame, decode_value};
+use chorus_protocol::{
+    ErrorCode, FrameLimit, ResetCode, Response, ServerFrame, decode_server_frame,
+};
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -189,7 +191,7 @@ async fn read_responses(recv: &mut RecvStream, shared: &Shared, limit: FrameLimi
                 Ok(None) => break,
                 Err(error) => return ClientError::bad_frame(&error),
             };
-            let frame: ServerFrame = match decode_value(payload) {
+            let frame: ServerFrame = match decode_server_frame(payload, limit) {
                 Ok(frame) => frame,
                 Err(error) => return ClientError::Protocol(format!("response frame: {error}")),
             };

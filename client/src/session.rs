@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chorus_protocol::{
-    ErrorCode, FRAME_HEADER_LEN, FrameLimit, Hello, PROTOCOL_VERSION, ResetCode, Welcome,
-    decode_value, encode_value,
+    FRAME_HEADER_LEN, FrameLimit, Hello, PROTOCOL_VERSION, ResetCode, Welcome, decode_hello_answer,
+    encode_value,
 };
 use quinn::VarInt;
 use tracing::{Instrument, debug, info, info_span};
@@ -86,11 +86,11 @@ impl Session {
         let server_limit = FrameLimit::new(welcome.max_frame).map_err(|e| {
             ClientError::Protocol(format!("server frame limit {}: {e}", welcome.max_frame))
         })?;
-        let request_limit = if server_limit.get() < config.max_request_frame.get() {
-            server_limit
-        } else {
-            config.max_request_frame
-        };
+        let request_limit = smaller(server_limit, config.max_request_frame);
+        // Responses are read within what the server announced it sends at most (and
+        // what this client accepts): a larger frame is a protocol error, and no
+        // response makes the decoder allocate more.
+        let response_limit = smaller(server_limit, config.max_response_frame);
         info!(%addr, node = %welcome.node, role = %welcome.role, "connected");
         Ok(Session {
             connection,
@@ -98,7 +98,7 @@ impl Session {
             request_limit,
             limits: PipelineLimits {
                 max_in_flight: config.max_in_flight_per_stream.get(),
-                max_response_frame: config.max_response_frame,
+                max_response_frame: response_limit,
             },
             slots: (0..config.streams_per_connection.get())
                 .map(|_| Slot::default())
@@ -147,6 +147,10 @@ impl Session {
     }
 }
 
+fn smaller(a: FrameLimit, b: FrameLimit) -> FrameLimit {
+    if a.get() < b.get() { a } else { b }
+}
+
 impl Slot {
     fn live(&self) -> Option<Arc<Pipeline>> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,7 +177,9 @@ async fn hello(
     send.write_all(&frame).await?;
     let _ = send.finish();
 
-    let limit = config.max_response_frame;
+    // The answer is read before the server's frame limit is known: the hello answer
+    // has a small limit of its own.
+    let limit = FrameLimit::HELLO_ANSWER;
     let bytes = recv
         .read_to_end(limit.get() as usize + FRAME_HEADER_LEN)
         .await
@@ -189,7 +195,7 @@ async fn hello(
         .next_frame(limit)
         .map_err(|e| ClientError::bad_frame(&e))?
         .ok_or_else(|| ClientError::Protocol("hello answer truncated".into()))?;
-    let answer: Result<Welcome, ErrorCode> =
-        decode_value(payload).map_err(|e| ClientError::Protocol(format!("hello answer: {e}")))?;
+    let answer = decode_hello_answer(payload)
+        .map_err(|e| ClientError::Protocol(format!("hello answer: {e}")))?;
     answer.map_err(ClientError::Server)
 }

@@ -370,7 +370,7 @@ async fn serve_stream(
 ) {
     let mut reversed = Vec::new();
     while let Some(payload) = read_frame(&mut recv).await {
-        let frame = decode_client_frame(&payload).unwrap();
+        let frame = decode_client_frame(&payload, FrameLimit::default()).unwrap();
         let Request::Get(ItemId(id)) = frame.request else {
             let result = answer_by_identity(&identity, &observed, frame.request).unwrap();
             reply(&mut send, frame.request_id, result).await;

@@ -18,16 +18,22 @@ use crate::control::{ControlServer, NodeInfo};
 use crate::logging::LogControl;
 use crate::metrics::{MetricsServer, Readiness};
 use crate::server::{self, Backend, ServerSettings};
-use crate::tls;
-
-/// How long a new connection has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{secrets, tls};
 
 /// Runs a node with a validated configuration until a termination signal; `log`
 /// changes the log filter on `chorus ctl log-level`.
 pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
+    // Before anything is created or bound: a key file others can read is refused.
+    secrets::check_key_files(&config)?;
+    let data_dir_open = secrets::create_private_dir(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    if data_dir_open {
+        tracing::warn!(
+            data_dir = %config.data_dir.display(),
+            fix = %format!("chmod 700 {}", config.data_dir.display()),
+            "the data dir is accessible by others"
+        );
+    }
     let tls_paths = config.tls_paths();
     if config.uses_dev_certificates()
         && tls::ensure_dev_certificates(
@@ -40,18 +46,18 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         info!(ca = %tls_paths.ca_cert.display(), "generated a development CA and node certificate");
     }
     // A cluster member's endpoint also accepts links from its peers (mutual TLS).
+    let transport = tls::TransportLimits::from_config(&config);
     let server_config = if config.cluster.is_some() {
-        link_server_config(
+        let mut server_config = link_server_config(
             &tls_paths,
             config.max_streams_per_connection,
             Duration::from_secs(config.idle_timeout_secs),
-        )?
+        )?;
+        // The same endpoint serves clients: its transport limits are the edge's.
+        server_config.transport_config(Arc::new(transport.transport()?));
+        server_config
     } else {
-        tls::client_protocol_server_config(
-            &tls_paths,
-            config.max_streams_per_connection,
-            Duration::from_secs(config.idle_timeout_secs),
-        )?
+        tls::client_protocol_server_config(&tls_paths, &transport)?
     };
 
     // Up before the store, so a probe can tell a node that is starting (503) from one
@@ -59,8 +65,12 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let metrics_stop = CancellationToken::new();
     let metrics = if config.metrics.enabled {
-        let server = MetricsServer::start(
+        let server = MetricsServer::start_with(
             config.metrics.listen,
+            crate::metrics::EndpointLimits {
+                max_connections: config.metrics.max_connections as usize,
+                connection_timeout: Duration::from_millis(config.metrics.connection_timeout_ms),
+            },
             readiness.clone(),
             metrics_stop.clone(),
         )
@@ -180,15 +190,16 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             .clone()
             .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>),
     };
-    server::serve_with_links(
+    server::serve_with_edge(
         endpoint,
         backend,
         ServerSettings {
             frame_limit: config.frame_limit(),
             max_in_flight_per_stream: config.max_in_flight_per_stream as usize,
-            hello_timeout: HELLO_TIMEOUT,
+            hello_timeout: config.edge.hello_timeout(),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         },
+        server::EdgeSettings::from_section(&config.edge),
         links.clone(),
         shutdown.clone(),
     )
@@ -219,12 +230,24 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Saves the first admin key beside the data (mode 0600) and prints it once.
+/// Saves the first admin key beside the data (mode 0600, created new) and prints it
+/// once, only to a terminal: under systemd or a pipe stdout ends up in a journal or a
+/// file others may read, so then only the log names the file that holds the key.
 fn announce_admin_key(config: &NodeConfig, key: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let path = admin_key_path(&config.data_dir);
-    tls::write_file(&path, format!("{key}\n").as_bytes(), true)?;
+    secrets::write_secret_file(&path, format!("{key}\n").as_bytes())?;
+    let stdout = std::io::stdout();
+    if !stdout.is_terminal() {
+        info!(
+            file = %path.display(),
+            "first start: an admin API key was created and saved (mode 0600); \
+             it is not printed because stdout is not a terminal"
+        );
+        return Ok(());
+    }
     let ca = config.tls_paths().ca_cert;
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout.lock();
     writeln!(out, "Chorus first start: an admin API key was created.")?;
     writeln!(out)?;
     writeln!(out, "  {key}")?;

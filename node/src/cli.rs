@@ -94,7 +94,18 @@ pub struct ConnectArgs {
     /// The cluster CA certificate (default: <data-dir>/tls/ca.pem).
     #[arg(long, env = "CHORUS_CA", value_name = "PEM", global = true)]
     pub ca: Option<PathBuf>,
-    /// API key (default: the admin key in <data-dir>/admin.key).
+    /// A file holding the API key (mode 0600; preferred: a key on the command line is
+    /// visible to every user in the process list).
+    #[arg(
+        long,
+        env = "CHORUS_API_KEY_FILE",
+        value_name = "FILE",
+        global = true,
+        conflicts_with = "api_key"
+    )]
+    pub api_key_file: Option<PathBuf>,
+    /// API key (prefer --api-key-file or CHORUS_API_KEY; default: the admin key in
+    /// <data-dir>/admin.key).
     #[arg(long, env = "CHORUS_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
     /// Data directory of the local node, where the defaults above are found.

@@ -63,20 +63,30 @@ pub async fn connect(args: &ConnectArgs, config: ClientConfig) -> Result<Client,
         .ca
         .clone()
         .unwrap_or_else(|| TlsPaths::dev(&args.data_dir).ca_cert);
-    let api_key = match &args.api_key {
-        Some(key) => key.clone(),
-        None => read_admin_key(&args.data_dir)?,
+    let api_key = match (&args.api_key, &args.api_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(file)) => read_key_file(file)?,
+        (None, None) => read_admin_key(&args.data_dir)?,
     };
     let credentials =
         Credentials::from_ca_file(&ca, api_key)?.with_server_name(args.server_name.clone());
     Ok(Client::connect(&[args.server], credentials, config).await?)
 }
 
+/// Reads an API key file, refusing one others can read (as ssh refuses a private key).
+fn read_key_file(path: &std::path::Path) -> Result<String, CliError> {
+    crate::secrets::check_private_file(path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let key = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Usage(format!("reading the API key file {}: {e}", path.display()))
+    })?;
+    Ok(key.trim().to_string())
+}
+
 fn read_admin_key(data_dir: &std::path::Path) -> Result<String, CliError> {
     let path: PathBuf = admin_key_path(data_dir);
     let key = std::fs::read_to_string(&path).map_err(|e| {
         CliError::Usage(format!(
-            "no API key: pass --api-key (or CHORUS_API_KEY), or start `chorus agent` once to create {} ({e})",
+            "no API key: pass --api-key-file (or CHORUS_API_KEY_FILE, CHORUS_API_KEY), or start `chorus agent` once to create {} ({e})",
             path.display()
         ))
     })?;

@@ -3,6 +3,7 @@
 
 mod bulkheads;
 mod cluster;
+pub mod edge;
 mod enrichment;
 mod limits;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bulkheads::StoreWritesSection;
 pub use cluster::{ClusterSection, read_key};
+pub use edge::EdgeSection;
 pub use enrichment::EnrichmentSection;
 pub use limits::LimitsSection;
 
@@ -100,7 +102,17 @@ pub struct MetricsSection {
     pub enabled: bool,
     /// TCP address of the endpoint; loopback by default, as it has no authentication.
     pub listen: SocketAddr,
+    /// HTTP connections served at once (1..=10,000; default 32); more wait unaccepted.
+    pub max_connections: u32,
+    /// Milliseconds one HTTP connection may live, slow request and response included
+    /// (100..=600,000; default 10,000); a slower client is disconnected.
+    pub connection_timeout_ms: u64,
 }
+
+/// Default HTTP connections the metrics endpoint serves at once.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: u32 = 32;
+/// Default lifetime of one metrics endpoint connection, in milliseconds.
+pub const DEFAULT_METRICS_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 
 /// The TCP port of the metrics and health endpoint by default.
 pub const DEFAULT_METRICS_PORT: u16 = 9400;
@@ -110,6 +122,8 @@ impl Default for MetricsSection {
         MetricsSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT)),
+            max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,
+            connection_timeout_ms: DEFAULT_METRICS_CONNECTION_TIMEOUT_MS,
         }
     }
 }
@@ -167,6 +181,9 @@ pub struct NodeConfig {
     pub metrics: MetricsSection,
     /// Submit rate limits.
     pub limits: LimitsSection,
+    /// Limits of the client-facing endpoint (`[edge]`): connections, handshakes,
+    /// deadlines, windows, requests in flight, unknown keys.
+    pub edge: EdgeSection,
     /// The optional enrichment call (`[enrichment]`; off unless `url` is set).
     pub enrichment: EnrichmentSection,
     /// The store-writes bulkhead (`[store_writes]`: 256 running, 200 waiting).
@@ -179,6 +196,31 @@ pub struct NodeConfig {
     /// The content policy (`[validation]`): mode, thresholds, weights, rules.
     #[serde(skip_serializing)]
     pub validation: ValidationConfig,
+}
+
+/// The largest config file read, 1 MiB: a config is a few KiB; a bigger file (or
+/// `/dev/zero`) is refused before it is read whole.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads at most `cap` bytes of `path`; a longer file is an error, never read whole.
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > cap {
+        return Err(format!("larger than {cap} bytes; not a Chorus config"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a config file's bytes as a TOML table (the size is already capped).
+fn parse_table(bytes: &[u8]) -> Result<toml::Table, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| format!("not valid TOML: {}", e.message()))
 }
 
 /// The QUIC port a node listens on by default.
@@ -204,6 +246,7 @@ impl Default for NodeConfig {
             control: ControlSection::default(),
             metrics: MetricsSection::default(),
             limits: LimitsSection::default(),
+            edge: EdgeSection::default(),
             enrichment: EnrichmentSection::default(),
             store_writes: StoreWritesSection::default(),
             cluster: None,
@@ -243,6 +286,8 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("control.socket", EnvKind::Str),
     ("metrics.listen", EnvKind::Str),
     ("metrics.enabled", EnvKind::Bool),
+    ("metrics.max_connections", EnvKind::Int),
+    ("metrics.connection_timeout_ms", EnvKind::Int),
     ("limits.per_user_per_minute", EnvKind::Int),
     ("limits.per_user_burst", EnvKind::Int),
     ("limits.per_api_key_per_second", EnvKind::Int),
@@ -269,20 +314,16 @@ impl NodeConfig {
     ) -> Result<NodeConfig, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
-                })?;
-                text.parse::<toml::Table>().map_err(|e| {
-                    ConfigError::new(
-                        path.display().to_string(),
-                        format!("not valid TOML: {}", e.message()),
-                    )
-                })?
+                let name = || path.display().to_string();
+                let bytes = read_capped(path, MAX_CONFIG_FILE_BYTES)
+                    .map_err(|reason| ConfigError::new(name(), reason))?;
+                parse_table(&bytes).map_err(|reason| ConfigError::new(name(), reason))?
             }
             None => toml::Table::new(),
         };
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
-        for (key, kind) in ENV_KEYS {
+        let edge_keys = edge::EDGE_ENV_KEYS.iter().map(|k| (k, &EnvKind::Int));
+        for (key, kind) in ENV_KEYS.iter().map(|(k, v)| (k, v)).chain(edge_keys) {
             let name = env_name(key);
             if let Some(raw) = env.get(&name) {
                 let value = match kind {
@@ -297,6 +338,23 @@ impl NodeConfig {
                 set_path(&mut table, key, value);
             }
         }
+        Self::from_table(table)
+    }
+
+    /// Parses and validates a config file's contents (no environment): what
+    /// [`NodeConfig::load`] does with a file, for callers (and the fuzzer) holding bytes.
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<NodeConfig, ConfigError> {
+        if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+            return Err(ConfigError::new(
+                "config",
+                format!("larger than {MAX_CONFIG_FILE_BYTES} bytes"),
+            ));
+        }
+        let table = parse_table(bytes).map_err(|reason| ConfigError::new("config", reason))?;
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<NodeConfig, ConfigError> {
         let config: NodeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
                 let path = e.path().to_string();
@@ -329,6 +387,19 @@ impl NodeConfig {
             return Err(ConfigError::new("partitions", "must be at least 1"));
         }
         self.limits.to_rate_limits()?;
+        self.edge.validate()?;
+        check_range(
+            "metrics.max_connections",
+            self.metrics.max_connections.into(),
+            1,
+            10_000,
+        )?;
+        check_range(
+            "metrics.connection_timeout_ms",
+            self.metrics.connection_timeout_ms,
+            100,
+            600_000,
+        )?;
         self.enrichment.to_enrichment()?;
         self.store_writes.to_bulkhead()?;
         if let Some(cluster) = &self.cluster {
@@ -780,6 +851,35 @@ reason = "asks for a refund"
         )
         .unwrap_err();
         assert!(err.reason.contains("weight"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_over_1_mib_is_refused_before_it_is_parsed() {
+        let big = format!("# {}\n", "x".repeat(MAX_CONFIG_FILE_BYTES as usize));
+        let err = load_str(&big, &[]).unwrap_err();
+        assert!(err.key.ends_with("chorus.toml"), "{err}");
+        assert!(err.reason.contains("larger than"), "{err}");
+        let err = NodeConfig::from_file_bytes(big.as_bytes()).unwrap_err();
+        assert!(err.reason.contains("larger than"), "{err}");
+        // `/dev/zero` never ends: the cap stops the read.
+        let err = NodeConfig::load(Some(Path::new("/dev/zero")), Vec::new()).unwrap_err();
+        assert!(err.reason.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn the_edge_section_comes_from_the_file_and_the_environment() {
+        let c = load_str(
+            "[edge]\nmax_connections = 10\nmax_connections_per_address = 2\n",
+            &[("CHORUS_EDGE_FRAME_TIMEOUT_MS", "1500")],
+        )
+        .unwrap();
+        assert_eq!(c.edge.max_connections, 10);
+        assert_eq!(c.edge.max_connections_per_address, 2);
+        assert_eq!(c.edge.frame_timeout_ms, 1500);
+        let err = load_str("[edge]\nmax_connections_per_address = 0\n", &[]).unwrap_err();
+        assert_eq!(err.key, "edge.max_connections_per_address");
+        let err = load_str("", &[("CHORUS_METRICS_MAX_CONNECTIONS", "0")]).unwrap_err();
+        assert_eq!(err.key, "metrics.max_connections");
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod control;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod tls;

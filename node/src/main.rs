@@ -39,6 +39,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
+            // A key file others can read is a configuration error: refused (exit 64)
+            // before anything is created or bound, naming the file and the fix.
+            if let Err(e) = chorus_node::secrets::check_key_files(&config) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             if let Some(format) = args.log_format {
                 config.log.format = format;
             }

@@ -12,6 +12,6 @@ mod endpoint;
 mod readiness;
 mod recorder;
 
-pub use endpoint::{MetricsError, MetricsServer};
+pub use endpoint::{EndpointLimits, MetricsError, MetricsServer};
 pub use readiness::{NotReady, Readiness};
 pub use recorder::install_recorder;

@@ -36,6 +36,9 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A key file could not be created safely (it exists, is a link, or IO failed).
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretFileError),
 }
 
 /// Where a node's PEM files live.
@@ -134,10 +137,14 @@ pub fn ensure_dev_certificates(
     Ok(true)
 }
 
-/// Writes a file, creating its directory; `secret` files get mode 0600 from the start.
+/// Writes a file, creating its directory. A `secret` file is created new with mode 0600
+/// from the start and never through a symlink ([`crate::secrets::write_secret_file`]);
+/// a public one (a certificate) is replaced.
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    if secret {
+        return Ok(crate::secrets::write_secret_file(path, contents)?);
+    }
     let err = |source| TlsError::Write {
         path: path.to_path_buf(),
         source,
@@ -149,7 +156,6 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsE
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
         .open(path)
         .map_err(err)?;
     file.write_all(contents).map_err(err)?;
@@ -188,11 +194,71 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The QUIC transport limits of the node's endpoint, every one chosen rather than left
+/// to quinn's defaults (which allow an unbounded connection receive window and a
+/// 10 MB send buffer per connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// Bidirectional streams a peer may have open at once.
+    pub max_concurrent_bidi_streams: u32,
+    /// Without traffic for this long a connection is closed (also bounds a handshake).
+    pub idle_timeout: std::time::Duration,
+    /// Bytes a peer may send on one stream ahead of the node's reading.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may send on one connection ahead of the node's reading.
+    pub receive_window: u32,
+    /// Bytes of unacknowledged data the node buffers per connection.
+    pub send_window: u32,
+}
+
+/// Unidirectional streams a peer may open: none, the protocols use only bidirectional
+/// ones, so a uni stream can buffer nothing.
+pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 0;
+/// The server sends no keep-alives: a client that wants its idle connection kept opens
+/// its own (the SDK does, every 5 s); the node never spends packets keeping an idle,
+/// possibly abandoned, connection in its table.
+pub const SERVER_KEEP_ALIVE: Option<std::time::Duration> = None;
+
+impl TransportLimits {
+    /// The limits of a node config's values.
+    pub fn from_config(config: &crate::config::NodeConfig) -> Self {
+        TransportLimits {
+            max_concurrent_bidi_streams: config.max_streams_per_connection,
+            idle_timeout: std::time::Duration::from_secs(config.idle_timeout_secs),
+            stream_receive_window: config.edge.stream_receive_window_bytes,
+            receive_window: config.edge.connection_receive_window_bytes,
+            send_window: config.edge.send_window_bytes,
+        }
+    }
+
+    /// The quinn transport of these limits.
+    pub fn transport(&self) -> Result<quinn::TransportConfig, TlsError> {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(self.max_concurrent_bidi_streams.into());
+        transport.max_concurrent_uni_streams(MAX_CONCURRENT_UNI_STREAMS.into());
+        transport.max_idle_timeout(Some(self.idle_timeout.try_into().map_err(|_| {
+            TlsError::Rustls(rustls::Error::General("idle timeout too large".into()))
+        })?));
+        transport.keep_alive_interval(SERVER_KEEP_ALIVE);
+        transport.stream_receive_window(self.stream_receive_window.into());
+        transport.receive_window(self.receive_window.into());
+        transport.send_window(self.send_window.into());
+        // No datagrams: nothing uses them, so none is buffered.
+        transport.datagram_receive_buffer_size(None);
+        Ok(transport)
+    }
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits::from_config(&crate::config::NodeConfig::default())
+    }
+}
+
 /// The QUIC server configuration for the client protocol.
 pub fn client_protocol_server_config(
     paths: &TlsPaths,
-    max_concurrent_streams: u32,
-    idle_timeout: std::time::Duration,
+    limits: &TransportLimits,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let certs = load_certs(&paths.cert)?;
     let key = load_key(&paths.key)?;
@@ -205,13 +271,7 @@ pub fn client_protocol_server_config(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(max_concurrent_streams.into());
-    transport.max_concurrent_uni_streams(0u32.into());
-    transport.max_idle_timeout(Some(idle_timeout.try_into().map_err(|_| {
-        TlsError::Rustls(rustls::Error::General("idle timeout too large".into()))
-    })?));
-    config.transport_config(Arc::new(transport));
+    config.transport_config(Arc::new(limits.transport()?));
     Ok(config)
 }
 
@@ -233,6 +293,6 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        client_protocol_server_config(&paths, 100, std::time::Duration::from_secs(30)).unwrap();
+        client_protocol_server_config(&paths, &TransportLimits::default()).unwrap();
     }
 }

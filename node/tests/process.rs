@@ -200,41 +200,108 @@ async fn the_cli_submits_gets_and_lists_with_the_local_defaults() {
     assert_eq!(error["error"], "forbidden");
 }
 
-#[test]
-fn the_first_start_prints_the_admin_key_once() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `chorus agent` on `dir` until its admin key exists, then stops it with SIGTERM;
+/// `terminal`: under `script`, so that the agent's stdout is a pseudo-terminal. Returns
+/// (stdout, stderr).
+fn first_start(dir: &std::path::Path, terminal: bool) -> (String, String) {
     let port = free_udp_port();
-    let run = || {
-        let child = Command::new(chorus_bin())
-            .arg("agent")
-            .env("CHORUS_DATA_DIR", dir.path())
-            .env("CHORUS_LISTEN", format!("127.0.0.1:{port}"))
-            // Port 0: agents of parallel tests must not race for the default metrics port.
-            .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
-            .env("CHORUS_LOG_LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !dir.path().join("admin.key").exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        Command::new("kill")
-            .args(["-s", "TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
+    let mut command = if terminal {
+        let mut c = Command::new("script");
+        c.args(["-qec"])
+            .arg(format!("exec {}", chorus_bin().display()) + " agent")
+            .arg("/dev/null");
+        c
+    } else {
+        let mut c = Command::new(chorus_bin());
+        c.arg("agent");
+        c
     };
-    let first = run();
+    let child = command
+        .env("CHORUS_DATA_DIR", dir)
+        .env("CHORUS_LISTEN", format!("127.0.0.1:{port}"))
+        // Port 0: agents of parallel tests must not race for the default metrics port.
+        .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
+        .env("CHORUS_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !dir.join("admin.key").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let agent = if terminal {
+        descendant_named(child.id(), "chorus").expect("the agent runs under script")
+    } else {
+        child.id()
+    };
+    Command::new("kill")
+        .args(["-s", "TERM", &agent.to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The first descendant of `pid` whose executable is named `name`.
+fn descendant_named(pid: u32, name: &str) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    for child in children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+    {
+        let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok();
+        if exe.is_some_and(|e| e.file_name().is_some_and(|f| f == name)) {
+            return Some(child);
+        }
+        if let Some(found) = descendant_named(child, name) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_first_start_saves_the_admin_key_privately_and_prints_it_only_to_a_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    // Stdout a pipe (systemd, a log collector): the key is not printed, the log names
+    // the file that holds it.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (stdout, stderr) = first_start(&data, false);
+    let key_file = data.join("admin.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!stdout.contains(key.trim()), "printed to a pipe: {stdout}");
+    assert!(!stderr.contains(key.trim()), "logged: {stderr}");
+    assert!(stderr.contains(&key_file.display().to_string()), "{stderr}");
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(mode(&data), 0o700, "the data dir is private");
+    assert!(data.join("tls/ca.pem").exists());
+
+    // Stdout a terminal: printed once, on the first start only.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped the terminal half: no `script` (util-linux) on this host");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = first_start(dir.path(), true);
     let key = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
     assert!(
         first.contains(key.trim()),
-        "first start must print the key: {first}"
+        "first start must print the key to a terminal: {first}"
     );
-    assert!(dir.path().join("tls/ca.pem").exists());
-    let second = run();
+    let (second, _) = first_start(dir.path(), true);
     assert!(!second.contains(key.trim()), "the key is printed only once");
 }

@@ -1,4 +1,13 @@
 //! bincode 2 encoding of frames, with an allocation limit on every decode.
+//!
+//! The allocation limit of a decode is the frame limit of what is decoded (the
+//! configured `max_frame_bytes`, the hello's 4 KiB, what a welcome announced), not the
+//! 16 MiB ceiling: bincode decodes a string or a byte vector by allocating its declared
+//! length before reading it, so with the ceiling a 10-byte frame could make a decoder
+//! allocate 16 MiB. bincode 2's limit is a const generic and its `Decoder` trait is
+//! sealed, so a runtime limit picks one of a ladder of configurations, one per power of
+//! two from 4 KiB to 16 MiB ([`decode_value_within`]): the effective limit is the frame
+//! limit rounded up to a power of two, at most twice it.
 
 use bincode::config::{self, Configuration, Limit};
 use bincode::error::DecodeError;
@@ -8,7 +17,7 @@ use crate::SUPPORTED_VERSIONS;
 use crate::bounded::bound_violation;
 use crate::error::ErrorCode;
 use crate::frame::{FRAME_HEADER_LEN, FrameError, FrameLimit, MAX_FRAME_CEILING};
-use crate::message::{ClientFrame, Hello, Request};
+use crate::message::{ClientFrame, Hello, Request, ServerFrame, Welcome};
 
 type Config =
     Configuration<config::LittleEndian, config::Varint, Limit<{ MAX_FRAME_CEILING as usize }>>;
@@ -45,28 +54,79 @@ pub fn encode_payload<T: Encode>(value: &T) -> Vec<u8> {
     bincode::encode_to_vec(value, CONFIG).expect("encoding into a Vec cannot fail")
 }
 
-/// Decodes a whole payload as one `T`; trailing bytes are an error.
+/// Decodes a whole payload as one `T` with the 16 MiB ceiling as allocation limit, for
+/// bytes this process wrote itself (its own store); anything from the network goes
+/// through [`decode_value_within`] and its frame limit. Trailing bytes are an error.
 pub fn decode_value<T: Decode<()>>(payload: &[u8]) -> Result<T, DecodeError> {
     let (value, read) = bincode::decode_from_slice(payload, CONFIG)?;
+    no_trailing(payload, read)?;
+    Ok(value)
+}
+
+/// Decodes a `T` from the start of `payload` with an allocation limit of `limit`
+/// rounded up to a power of two (4 KiB..=16 MiB); how many bytes it took.
+fn decode_prefix_within<T: Decode<()>>(
+    payload: &[u8],
+    limit: FrameLimit,
+) -> Result<(T, usize), DecodeError> {
+    macro_rules! ladder {
+        ($bytes:expr; $($n:literal),+) => {
+            match $bytes {
+                $(b if b <= $n => bincode::decode_from_slice(payload, config::standard().with_limit::<$n>()),)+
+                _ => bincode::decode_from_slice(payload, CONFIG),
+            }
+        };
+    }
+    ladder!(limit.get() as usize;
+        4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288,
+        1048576, 2097152, 4194304, 8388608, 16777216)
+}
+
+/// Decodes a whole payload as one `T`, allocating at most `limit` (rounded up to a
+/// power of two) however long the payload declares its strings and sequences to be.
+/// Trailing bytes are an error.
+pub fn decode_value_within<T: Decode<()>>(
+    payload: &[u8],
+    limit: FrameLimit,
+) -> Result<T, DecodeError> {
+    let (value, read) = decode_prefix_within(payload, limit)?;
+    no_trailing(payload, read)?;
+    Ok(value)
+}
+
+/// A server frame as the SDK reads it: within the frame limit the welcome announced
+/// (and the client accepts), with batch outcomes, page items and ring members bounded
+/// while decoding.
+pub fn decode_server_frame(payload: &[u8], limit: FrameLimit) -> Result<ServerFrame, DecodeError> {
+    decode_value_within(payload, limit)
+}
+
+/// The server's answer to a hello, read within [`FrameLimit::HELLO_ANSWER`].
+pub fn decode_hello_answer(payload: &[u8]) -> Result<Result<Welcome, ErrorCode>, DecodeError> {
+    decode_value_within(payload, FrameLimit::HELLO_ANSWER)
+}
+
+fn no_trailing(payload: &[u8], read: usize) -> Result<(), DecodeError> {
     if read != payload.len() {
         return Err(DecodeError::OtherString(format!(
             "{} trailing bytes",
             payload.len() - read
         )));
     }
-    Ok(value)
+    Ok(())
 }
 
-/// Decodes a client hello, refusing an unsupported version before the rest is read.
+/// Decodes a client hello within the hello limit ([`FrameLimit::HELLO`], 4 KiB),
+/// refusing an unsupported version before the rest is read.
 pub fn decode_hello(payload: &[u8]) -> Result<Hello, ErrorCode> {
-    let (version, _): (u16, usize) = bincode::decode_from_slice(payload, CONFIG)
+    let (version, _): (u16, usize) = decode_prefix_within(payload, FrameLimit::HELLO)
         .map_err(|e| ErrorCode::invalid("hello", e.to_string()))?;
     if !SUPPORTED_VERSIONS.contains(&version) {
         return Err(ErrorCode::UnsupportedVersion {
             supported: SUPPORTED_VERSIONS.to_vec(),
         });
     }
-    decode_value(payload).map_err(|e| field_error("hello", e))
+    decode_value_within(payload, FrameLimit::HELLO).map_err(|e| field_error("hello", e))
 }
 
 /// Why a client frame could not be decoded.
@@ -86,13 +146,17 @@ pub enum ClientFrameError {
     },
 }
 
-/// Decodes a client frame. A frame whose request id can be read is answerable even when
-/// the request itself is not: the caller answers with the typed error and keeps the stream.
-pub fn decode_client_frame(payload: &[u8]) -> Result<ClientFrame, ClientFrameError> {
+/// Decodes a client frame within the configured frame limit `limit`. A frame whose
+/// request id can be read is answerable even when the request itself is not: the caller
+/// answers with the typed error and keeps the stream.
+pub fn decode_client_frame(
+    payload: &[u8],
+    limit: FrameLimit,
+) -> Result<ClientFrame, ClientFrameError> {
     let (request_id, read): (u64, usize) = bincode::decode_from_slice(payload, CONFIG)
         .map_err(|e| ClientFrameError::NoRequestId(e.to_string()))?;
     let request: Request =
-        decode_value(&payload[read..]).map_err(|e| ClientFrameError::Request {
+        decode_value_within(&payload[read..], limit).map_err(|e| ClientFrameError::Request {
             request_id,
             error: field_error("request", e),
         })?;

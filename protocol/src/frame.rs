@@ -11,6 +11,13 @@ pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 pub const MAX_FRAME_CEILING: u32 = 16 << 20;
 /// The smallest payload limit a configuration may set.
 const MIN_FRAME_LIMIT: u32 = 4 << 10;
+/// The largest hello payload, 4 KiB: a version, an API key and a client name. A hello
+/// is read before anyone is authenticated, so it gets a limit of its own, far below the
+/// frame limit.
+pub const HELLO_MAX_BYTES: u32 = 4 << 10;
+/// The largest answer to a hello, 64 KiB: a welcome, or a refusal whose reason may
+/// name members. A client reads it before it knows the server's frame limit.
+pub const HELLO_ANSWER_MAX_BYTES: u32 = 64 << 10;
 
 /// A validated limit on payload size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +34,12 @@ impl FrameLimit {
             ))
         }
     }
+
+    /// The limit of a hello payload ([`HELLO_MAX_BYTES`]).
+    pub const HELLO: FrameLimit = FrameLimit(HELLO_MAX_BYTES);
+
+    /// The limit of the answer to a hello ([`HELLO_ANSWER_MAX_BYTES`]).
+    pub const HELLO_ANSWER: FrameLimit = FrameLimit(HELLO_ANSWER_MAX_BYTES);
 
     /// The limit in bytes.
     pub fn get(self) -> u32 {
@@ -89,6 +102,8 @@ pub enum ResetCode {
     ShuttingDown = 5,
     /// Too many requests in flight on the stream.
     Overloaded = 6,
+    /// A frame began but did not arrive whole within the frame deadline.
+    FrameTimeout = 7,
 }
 
 impl ResetCode {
@@ -107,6 +122,7 @@ impl ResetCode {
             ResetCode::HelloRequired => "hello_required",
             ResetCode::ShuttingDown => "shutting_down",
             ResetCode::Overloaded => "overloaded",
+            ResetCode::FrameTimeout => "frame_timeout",
         }
     }
 
@@ -120,6 +136,7 @@ impl ResetCode {
             ResetCode::HelloRequired,
             ResetCode::ShuttingDown,
             ResetCode::Overloaded,
+            ResetCode::FrameTimeout,
         ]
         .into_iter()
         .find(|c| u64::from(c.code()) == code)

@@ -22,12 +22,13 @@ mod receipt;
 mod ring;
 
 pub use codec::{
-    ClientFrameError, decode_client_frame, decode_hello, decode_value, encode_payload, encode_value,
+    ClientFrameError, decode_client_frame, decode_hello, decode_hello_answer, decode_server_frame,
+    decode_value, decode_value_within, encode_payload, encode_value,
 };
 pub use error::ErrorCode;
 pub use frame::{
-    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, MAX_FRAME_CEILING, ResetCode,
-    read_frame_len,
+    DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, HELLO_MAX_BYTES,
+    MAX_FRAME_CEILING, ResetCode, read_frame_len,
 };
 pub use item::{
     ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES,

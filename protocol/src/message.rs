@@ -11,7 +11,7 @@ use bincode::{Decode, Encode};
 
 use crate::bounded::{decode_bytes, decode_vec, too_many};
 use crate::error::ErrorCode;
-use crate::item::{Item, ItemId};
+use crate::item::{Item, ItemId, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
 use crate::ring::RingSnapshot;
 
@@ -72,7 +72,7 @@ impl FromStr for Role {
 
 /// The first frame a client sends on a connection. `version` is encoded first so that a
 /// server can refuse a version whose hello it cannot otherwise decode.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Hello {
     /// The protocol version the client speaks.
     pub version: u16,
@@ -81,6 +81,20 @@ pub struct Hello {
     /// A free-form client name for the server's logs.
     pub client: String,
 }
+
+/// Never shows the API key: a hello may be logged with `?hello`.
+impl fmt::Debug for Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hello")
+            .field("version", &self.version)
+            .field("api_key", &REDACTED)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// What a `Debug` output shows in place of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// The server's answer to a successful hello.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -377,6 +391,25 @@ impl Request {
         }
     }
 
+    /// The tier the request's items ask for (a batch: its first item's); requests
+    /// without items are `standard`. What an `Overloaded` answer names.
+    pub fn tier(&self) -> Tier {
+        let items: &[Item] = match self {
+            Request::Submit(item)
+            | Request::Routed {
+                request: RoutedRequest::Submit(item),
+                ..
+            } => std::slice::from_ref(item),
+            Request::SubmitBatch(items)
+            | Request::Routed {
+                request: RoutedRequest::SubmitBatch(items),
+                ..
+            } => items,
+            _ => &[],
+        };
+        items.first().map_or(Tier::Standard, |item| item.tier)
+    }
+
     /// The role a key needs to make this request; `None`: any authenticated key.
     pub fn required_role(&self) -> Option<Role> {
         match self {
@@ -437,7 +470,10 @@ fn check_listing(limit: u32, after: Option<&PageToken>) -> Result<(), ErrorCode>
 }
 
 /// A successful answer to a request.
-#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+///
+/// Decoded by hand (below) so that a batch's outcomes and a page's items are bounded
+/// while decoding: the SDK reads what a server sends, and a server may be hostile.
+#[derive(Clone, PartialEq, Encode)]
 pub enum Response {
     /// The receipt of a `Submit`.
     Receipt(Receipt),
@@ -461,6 +497,79 @@ pub enum Response {
     },
     /// The answer to `RingSnapshot`.
     Ring(RingSnapshot),
+}
+
+/// The wire tags of [`Response`]'s variants, in declaration order.
+mod response_tag {
+    pub const RECEIPT: u32 = 0;
+    pub const BATCH: u32 = 1;
+    pub const ITEM: u32 = 2;
+    pub const PAGE: u32 = 3;
+    pub const API_KEY_CREATED: u32 = 4;
+    pub const RING: u32 = 5;
+}
+
+impl<Context> Decode<Context> for Response {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        use response_tag::*;
+        match u32::decode(decoder)? {
+            RECEIPT => Ok(Response::Receipt(Receipt::decode(decoder)?)),
+            BATCH => Ok(Response::Batch(decode_vec(
+                decoder,
+                MAX_BATCH_ITEMS,
+                |n| too_many("outcomes", batch_len_reason(n)),
+                Result::<Receipt, ErrorCode>::decode,
+            )?)),
+            ITEM => Ok(Response::Item(Option::<Box<StoredItem>>::decode(decoder)?)),
+            PAGE => Ok(Response::Page {
+                items: decode_vec(
+                    decoder,
+                    MAX_PAGE_LIMIT as usize,
+                    |n| {
+                        too_many(
+                            "items",
+                            format!("{n} items, a page holds at most {MAX_PAGE_LIMIT}"),
+                        )
+                    },
+                    StoredItem::decode,
+                )?,
+                next: Option::<PageToken>::decode(decoder)?,
+            }),
+            API_KEY_CREATED => Ok(Response::ApiKeyCreated {
+                key: String::decode(decoder)?,
+                role: Role::decode(decoder)?,
+            }),
+            RING => Ok(Response::Ring(RingSnapshot::decode(decoder)?)),
+            found => Err(DecodeError::UnexpectedVariant {
+                type_name: "Response",
+                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: RING },
+                found,
+            }),
+        }
+    }
+}
+bincode::impl_borrow_decode!(Response);
+
+/// Never shows a created key: responses may be logged with `?response`.
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::Receipt(receipt) => f.debug_tuple("Receipt").field(receipt).finish(),
+            Response::Batch(outcomes) => f.debug_tuple("Batch").field(outcomes).finish(),
+            Response::Item(item) => f.debug_tuple("Item").field(item).finish(),
+            Response::Page { items, next } => f
+                .debug_struct("Page")
+                .field("items", items)
+                .field("next", next)
+                .finish(),
+            Response::ApiKeyCreated { key: _, role } => f
+                .debug_struct("ApiKeyCreated")
+                .field("key", &REDACTED)
+                .field("role", role)
+                .finish(),
+            Response::Ring(ring) => f.debug_tuple("Ring").field(ring).finish(),
+        }
+    }
 }
 
 /// A request with the id its response will carry.

@@ -1,7 +1,11 @@
 //! The ring as clients see it: which node owns each partition, and where to reach it,
 //! so that a client can send each request straight to its owner.
 
+use bincode::de::Decoder;
+use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
+
+use crate::bounded::{decode_vec, too_many};
 
 use crate::error::ErrorCode;
 use crate::partition::{PartitionId, partition_of};
@@ -20,7 +24,9 @@ pub struct RingMember {
 }
 
 /// The placement of every partition at one epoch.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+///
+/// Decoded by hand: the member and owner counts are bounded while decoding.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
 pub struct RingSnapshot {
     /// Changes whenever the member set does.
     pub epoch: u64,
@@ -31,6 +37,36 @@ pub struct RingSnapshot {
     /// For each partition, the index of its owner in `members`.
     pub owners: Vec<u16>,
 }
+
+/// Most owners a snapshot may list: one per partition, and partitions are a `u16`.
+const MAX_OWNERS: usize = u16::MAX as usize;
+
+impl<Context> Decode<Context> for RingSnapshot {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(RingSnapshot {
+            epoch: u64::decode(decoder)?,
+            partitions: u16::decode(decoder)?,
+            members: decode_vec(
+                decoder,
+                MAX_RING_MEMBERS,
+                |n| {
+                    too_many(
+                        "members",
+                        format!("{n} members, at most {MAX_RING_MEMBERS}"),
+                    )
+                },
+                RingMember::decode,
+            )?,
+            owners: decode_vec(
+                decoder,
+                MAX_OWNERS,
+                |n| too_many("owners", format!("{n} owners, at most {MAX_OWNERS}")),
+                u16::decode,
+            )?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(RingSnapshot);
 
 impl RingSnapshot {
     /// Checks that every partition has an owner among the members.

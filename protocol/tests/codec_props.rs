@@ -184,7 +184,7 @@ proptest! {
     #[test]
     fn client_frames_round_trip(request_id in any::<u64>(), request in request()) {
         let frame = ClientFrame { request_id, request };
-        let decoded = decode_client_frame(&frame_payload(&frame)).unwrap();
+        let decoded = decode_client_frame(&frame_payload(&frame), FrameLimit::default()).unwrap();
         prop_assert!(same_encoding(&decoded, &frame));
     }
 
@@ -211,7 +211,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..2048)) {
-        let _ = decode_client_frame(&bytes);
+        let _ = decode_client_frame(&bytes, FrameLimit::default());
         let _ = decode_hello(&bytes);
         let _ = decode_value::<ServerFrame>(&bytes);
         let _ = decode_value::<Result<Welcome, ErrorCode>>(&bytes);
@@ -221,14 +221,14 @@ proptest! {
     fn truncated_frames_are_errors(request_id in any::<u64>(), request in request(), cut in any::<prop::sample::Index>()) {
         let payload = frame_payload(&ClientFrame { request_id, request });
         let cut = cut.index(payload.len());
-        prop_assert!(decode_client_frame(&payload[..cut]).is_err());
+        prop_assert!(decode_client_frame(&payload[..cut], FrameLimit::default()).is_err());
     }
 
     #[test]
     fn trailing_bytes_are_errors(request_id in any::<u64>(), request in request(), extra in vec(any::<u8>(), 1..8)) {
         let mut payload = frame_payload(&ClientFrame { request_id, request });
         payload.extend(extra);
-        let is_request_error = matches!(decode_client_frame(&payload), Err(ClientFrameError::Request { .. }));
+        let is_request_error = matches!(decode_client_frame(&payload, FrameLimit::default()), Err(ClientFrameError::Request { .. }));
         prop_assert!(is_request_error);
     }
 
@@ -260,7 +260,7 @@ fn an_unsupported_version_is_refused_with_the_supported_list() {
 fn an_unknown_request_tag_is_an_invalid_request() {
     // request id 7, then variant tag 200 (varint: 0xfb escape is not needed below 251).
     let payload = [7u8, 200];
-    match decode_client_frame(&payload) {
+    match decode_client_frame(&payload, FrameLimit::default()) {
         Err(ClientFrameError::Request {
             request_id: 7,
             error: ErrorCode::Invalid { field, reason },
@@ -281,7 +281,7 @@ fn invalid_utf8_names_the_field() {
     });
     let at = payload.windows(3).position(|w| w == b"ABC").unwrap();
     payload[at] = 0xff;
-    match decode_client_frame(&payload) {
+    match decode_client_frame(&payload, FrameLimit::default()) {
         Err(ClientFrameError::Request {
             error: ErrorCode::Invalid { field, .. },
             ..
@@ -316,7 +316,7 @@ fn nested_routed_payload(depth: usize) -> Vec<u8> {
 #[test]
 fn a_routed_request_cannot_nest_another() {
     for depth in [2, 60_000] {
-        match decode_client_frame(&nested_routed_payload(depth)) {
+        match decode_client_frame(&nested_routed_payload(depth), FrameLimit::default()) {
             Err(ClientFrameError::Request {
                 request_id: 7,
                 error: ErrorCode::Invalid { field, reason },
@@ -332,7 +332,7 @@ fn a_routed_request_cannot_nest_another() {
 #[test]
 fn only_submits_batches_and_listings_can_be_routed() {
     let get = [7u8, 6, 0, 2];
-    match decode_client_frame(&get) {
+    match decode_client_frame(&get, FrameLimit::default()) {
         Err(ClientFrameError::Request {
             error: ErrorCode::Invalid { reason, .. },
             ..
@@ -381,7 +381,7 @@ fn counts_are_refused_before_their_elements_are_decoded() {
     // A batch that declares 1,001 items and carries none.
     let mut batch = vec![7u8, 1];
     batch.extend(encode_payload(&1001u64));
-    match decode_client_frame(&batch) {
+    match decode_client_frame(&batch, FrameLimit::default()) {
         Err(ClientFrameError::Request {
             error: ErrorCode::Invalid { field, reason },
             ..
@@ -396,7 +396,7 @@ fn counts_are_refused_before_their_elements_are_decoded() {
     list.extend(encode_payload(&"bob"));
     list.push(1); // Some
     list.extend(encode_payload(&(1u64 << 40)));
-    match decode_client_frame(&list) {
+    match decode_client_frame(&list, FrameLimit::default()) {
         Err(ClientFrameError::Request {
             error: ErrorCode::Invalid { field, .. },
             ..

@@ -16,6 +16,10 @@ pub const REJECTIONS_TOTAL: &str = "chorus_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "chorus_connections_open";
 /// Request streams reset or stopped by the server, by `code`.
 pub const STREAM_RESETS_TOTAL: &str = "chorus_stream_resets_total";
+/// Connection attempts turned away before their handshake, by `reason`.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "chorus_connections_refused_total";
+/// Hellos whose key no local store held, by `outcome` (`asked`, `cached`, `throttled`).
+pub const UNKNOWN_KEY_HELLOS_TOTAL: &str = "chorus_unknown_key_hellos_total";
 
 /// The `outcome` label of a request answered without error.
 const OK: &str = "ok";
@@ -52,6 +56,16 @@ pub(super) fn describe() {
         STREAM_RESETS_TOTAL,
         Unit::Count,
         "Request streams the server reset or stopped, by reset code."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        Unit::Count,
+        "Connection attempts turned away before their handshake, by reason."
+    );
+    describe_counter!(
+        UNKNOWN_KEY_HELLOS_TOTAL,
+        Unit::Count,
+        "Hellos with a key this node does not hold, by outcome (asked, cached, throttled)."
     );
     chorus_actors::telemetry::describe();
 }
@@ -102,6 +116,16 @@ pub fn record_undecoded(error: &ErrorCode) {
 
 fn record_rejection(error: &ErrorCode) {
     counter!(REJECTIONS_TOTAL, "reason" => error.kind()).increment(1);
+}
+
+/// Records a connection attempt turned away before its handshake.
+pub fn record_connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Records what a hello with a key unknown here led to.
+pub fn record_unknown_key(outcome: &'static str) {
+    counter!(UNKNOWN_KEY_HELLOS_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// Records a stream the server reset or stopped with `code`.

@@ -1,7 +1,11 @@
 //! The HTTP endpoint: `/metrics`, `/health/live` and `/health/ready` on one port.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +14,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -23,6 +31,27 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// The content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What one client of the endpoint may hold: the endpoint has no authentication, so
+/// anyone who reaches it gets at most a connection slot for a bounded time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointLimits {
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long one connection may live, however slowly it sends or reads.
+    pub connection_timeout: Duration,
+}
+
+impl Default for EndpointLimits {
+    fn default() -> Self {
+        EndpointLimits {
+            max_connections: crate::config::DEFAULT_METRICS_MAX_CONNECTIONS as usize,
+            connection_timeout: Duration::from_millis(
+                crate::config::DEFAULT_METRICS_CONNECTION_TIMEOUT_MS,
+            ),
+        }
+    }
+}
 
 /// The endpoint could not start; nothing is listening.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +82,19 @@ struct Endpoint {
 
 impl MetricsServer {
     /// Installs the process's recorder if needed, binds `listen` (port 0 picks a free
-    /// port) and serves until `shutdown` is cancelled.
+    /// port) and serves until `shutdown` is cancelled, with the default limits.
     pub async fn start(
         listen: SocketAddr,
+        readiness: Readiness,
+        shutdown: CancellationToken,
+    ) -> Result<MetricsServer, MetricsError> {
+        Self::start_with(listen, EndpointLimits::default(), readiness, shutdown).await
+    }
+
+    /// [`MetricsServer::start`] with the given connection limits.
+    pub async fn start_with(
+        listen: SocketAddr,
+        limits: EndpointLimits,
         readiness: Readiness,
         shutdown: CancellationToken,
     ) -> Result<MetricsServer, MetricsError> {
@@ -76,6 +115,11 @@ impl MetricsServer {
                 handle: handle.clone(),
                 readiness,
             });
+        let listener = CappedListener {
+            inner: listener,
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            lifetime: limits.connection_timeout,
+        };
         let task = tokio::spawn(serve(listener, router, handle, shutdown));
         Ok(MetricsServer { addr, task })
     }
@@ -96,7 +140,7 @@ impl MetricsServer {
 /// Serves HTTP and runs the recorder's upkeep until `shutdown`, then lets scrapes in
 /// progress finish within [`STOP_GRACE`].
 async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: CappedListener,
     router: Router,
     handle: PrometheusHandle,
     shutdown: CancellationToken,
@@ -125,6 +169,96 @@ async fn serve(
                 break;
             }
         }
+    }
+}
+
+/// A TCP listener that accepts only while fewer than its cap of connections are open,
+/// and hands out streams that fail once their lifetime is over (a slow loris or a
+/// client that never reads its response loses its slot).
+struct CappedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    lifetime: Duration,
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = DeadlineStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // Waiting for a slot before accepting leaves the rest in the kernel's queue.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let stream = DeadlineStream {
+            stream,
+            deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+            _permit: permit,
+        };
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that holds a slot of the endpoint and fails every read and write after
+/// its deadline, which makes the HTTP server drop it.
+struct DeadlineStream {
+    stream: TcpStream,
+    deadline: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl DeadlineStream {
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.deadline
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| io::Error::new(io::ErrorKind::TimedOut, "connection lifetime over"))
+    }
+}
+
+impl AsyncRead for DeadlineStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.expired(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for DeadlineStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.expired(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = self.expired(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

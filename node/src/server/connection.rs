@@ -1,7 +1,8 @@
 //! One client connection: the hello, then a task per bidirectional stream.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chorus_actors::Caller;
 use chorus_protocol::Role;
@@ -9,15 +10,18 @@ use chorus_protocol::Role;
 use crate::cluster::routing::{Forward, ForwardReply};
 
 use super::Backend;
-use chorus_protocol::{ALPN_LINK, ErrorCode, ResetCode, Welcome, decode_hello, encode_value};
+use chorus_protocol::{
+    ALPN_LINK, ErrorCode, FrameLimit, ResetCode, Welcome, decode_hello, encode_value,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
 
-use super::ServerSettings;
 use super::fan_out::{FanOut, ask_members, list};
 use super::frame_io::read_frame;
+use super::key_lookups::Lookup;
 use super::stream::serve_stream;
+use super::{Admitted, Edge};
 use crate::cluster::links::{Links, close_code, negotiated_alpn};
 use crate::metrics::catalog;
 
@@ -25,17 +29,21 @@ use crate::metrics::catalog;
 const HELLO_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one incoming connection until the client closes it or shutdown ends it.
-pub async fn serve_connection(
+pub(crate) async fn serve_connection(
     incoming: quinn::Incoming,
+    mut admitted: Admitted,
     backend: Backend,
-    settings: Arc<ServerSettings>,
+    edge: Arc<Edge>,
     links: Option<Links>,
     shutdown: CancellationToken,
 ) {
     let remote = incoming.remote_address();
     let span = info_span!("connection", %remote);
     async move {
-        let connection = match incoming.await {
+        // `admitted` lives as long as this task: the connection counts until it ends.
+        let handshake = incoming.await;
+        admitted.handshake_done();
+        let connection = match handshake {
             Ok(c) => c,
             Err(e) => {
                 debug!(error = %e, "handshake failed");
@@ -50,8 +58,8 @@ pub async fn serve_connection(
             return;
         }
         let caller = match tokio::time::timeout(
-            settings.hello_timeout,
-            hello(&connection, &backend, &settings),
+            edge.settings.hello_timeout,
+            hello(&connection, remote, &backend, &edge),
         )
         .await
         {
@@ -79,7 +87,7 @@ pub async fn serve_connection(
                         recv,
                         backend.clone(),
                         caller.clone(),
-                        settings.clone(),
+                        edge.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -101,15 +109,28 @@ pub async fn serve_connection(
 
 /// Runs the hello on the connection's first stream; returns who the client is, or
 /// `None` after answering a refusal and closing the connection.
+///
+/// The hello is read with its own small limit ([`FrameLimit::HELLO`]) before anything
+/// else: nobody is authenticated yet, so an announced length above it is refused
+/// without reading on, and the whole exchange is bounded by the hello timeout.
 async fn hello(
     connection: &quinn::Connection,
+    remote: SocketAddr,
     backend: &Backend,
-    settings: &ServerSettings,
+    edge: &Edge,
 ) -> Option<Caller> {
+    let settings = &edge.settings;
     let (mut send, mut recv) = connection.accept_bi().await.ok()?;
     let mut payload = Vec::new();
-    let outcome = match read_frame(&mut recv, settings.frame_limit, &mut payload).await {
-        Ok(true) => authenticate(&payload, backend, settings).await,
+    let read = read_frame(
+        &mut recv,
+        FrameLimit::HELLO,
+        settings.hello_timeout,
+        &mut payload,
+    )
+    .await;
+    let outcome = match read {
+        Ok(true) => authenticate(&payload, remote, backend, edge).await,
         Ok(false) => Err(ErrorCode::invalid("hello", "stream ended before the hello")),
         Err(e) => Err(ErrorCode::invalid("hello", e.to_string())),
     };
@@ -118,7 +139,7 @@ async fn hello(
         .as_ref()
         .map(|(welcome, _)| welcome)
         .map_err(Clone::clone);
-    encode_value(&reply, settings.frame_limit, &mut out).ok()?;
+    encode_value(&reply, FrameLimit::HELLO_ANSWER, &mut out).ok()?;
     let written = send.write_all(&out).await.is_ok() && send.finish().is_ok();
     match outcome {
         Ok((welcome, caller)) if written => {
@@ -132,6 +153,50 @@ async fn hello(
             None
         }
     }
+}
+
+/// A key this node does not hold: refused at once when no member knew it moments ago,
+/// rate-limited per source address, otherwise looked up at the members (and cached
+/// when none knows it), so that cycling made-up keys cannot make every hello a
+/// cluster-wide fan-out.
+async fn unknown_key_role(
+    backend: &Backend,
+    edge: &Edge,
+    remote: SocketAddr,
+    api_key: &str,
+) -> Result<Role, ErrorCode> {
+    if backend.peers.is_none() {
+        // A single node asks nobody: there is nothing to cache or throttle.
+        return peer_role(backend, api_key).await;
+    }
+    let key_hash = chorus_actors::store::key_hash(api_key);
+    let lookup = lock(&edge.key_lookups).handle_unknown(Instant::now(), remote.ip(), key_hash);
+    match lookup {
+        Lookup::KnownUnknown => {
+            catalog::record_unknown_key("cached");
+            Err(ErrorCode::Unauthorized)
+        }
+        Lookup::Throttled { retry_after } => {
+            catalog::record_unknown_key("throttled");
+            Err(ErrorCode::RateLimited {
+                retry_after_ms: retry_after.as_millis().try_into().unwrap_or(u64::MAX),
+            })
+        }
+        Lookup::Ask => {
+            catalog::record_unknown_key("asked");
+            let role = peer_role(backend, api_key).await;
+            if role == Err(ErrorCode::Unauthorized)
+                && !edge.limits.key_lookups.negative_ttl.is_zero()
+            {
+                lock(&edge.key_lookups).handle_refused(Instant::now(), key_hash);
+            }
+            role
+        }
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A key this node does not know may have been created on another member: the role
@@ -164,20 +229,21 @@ async fn peer_role(backend: &Backend, api_key: &str) -> Result<Role, ErrorCode> 
 /// Checks the hello's version and key; the welcome to send and who the client is.
 async fn authenticate(
     payload: &[u8],
+    remote: SocketAddr,
     backend: &Backend,
-    settings: &ServerSettings,
+    edge: &Edge,
 ) -> Result<(Welcome, Caller), ErrorCode> {
     let hello = decode_hello(payload)?;
     let role = match backend.node.authenticate(&hello.api_key).await? {
         Some(role) => role,
-        None => peer_role(backend, &hello.api_key).await?,
+        None => unknown_key_role(backend, edge, remote, &hello.api_key).await?,
     };
     let node = &backend.node;
     let welcome = Welcome {
         version: hello.version,
         node: node.node_id().clone(),
         role,
-        max_frame: settings.frame_limit.get(),
+        max_frame: edge.settings.frame_limit.get(),
     };
     Ok((welcome, Caller::for_key(&hello.api_key, role)))
 }

@@ -17,13 +17,15 @@ use tracing::debug;
 
 use super::dispatch::dispatch;
 use super::frame_io::{ReadFrameError, read_frame};
-use super::{Backend, ServerSettings};
+use super::{Backend, Edge};
 use crate::metrics::catalog;
 
 /// Responses gathered into one write when several are ready at once.
 const WRITE_COALESCE_BYTES: usize = 64 * 1024;
 /// Read buffer per stream; small frames arrive many to a read.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// The retry hint of a request refused because the node serves its cap of requests.
+const OVERLOADED_RETRY_AFTER_MS: u64 = 50;
 /// How long the last responses may take to be acknowledged after the stream is finished.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,9 +45,10 @@ pub async fn serve_stream(
     recv: quinn::RecvStream,
     backend: Backend,
     caller: Caller,
-    settings: Arc<ServerSettings>,
+    edge: Arc<Edge>,
     shutdown: CancellationToken,
 ) {
+    let settings = &edge.settings;
     let in_flight = settings.max_in_flight_per_stream;
     let (responses, to_write) = mpsc::channel::<ServerFrame>(in_flight);
     let writer_stop = CancellationToken::new();
@@ -69,7 +72,7 @@ pub async fn serve_stream(
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break ReadEnd::Drain { stop: Some(ResetCode::ShuttingDown) },
-            read = read_frame(&mut reader, settings.frame_limit, &mut payload) => read,
+            read = read_frame(&mut reader, settings.frame_limit, edge.limits.frame_timeout, &mut payload) => read,
         };
         match read {
             Ok(true) => {}
@@ -78,13 +81,34 @@ pub async fn serve_stream(
                 debug!(error = %e, "broken frame; resetting the stream");
                 break ReadEnd::Broken(e.reset_code());
             }
+            Err(ReadFrameError::TimedOut(deadline)) => {
+                debug!(?deadline, "frame too slow; resetting the stream");
+                break ReadEnd::Broken(ResetCode::FrameTimeout);
+            }
             Err(ReadFrameError::Io(e)) => {
                 debug!(error = %e, "stream failed");
                 break ReadEnd::Failed;
             }
         }
-        match decode_client_frame(&payload) {
+        match decode_client_frame(&payload, settings.frame_limit) {
             Ok(frame) => {
+                // The node-wide cap: past it a request is answered at once, costing no
+                // task and no actor message.
+                let Ok(served) = edge.requests.clone().try_acquire_owned() else {
+                    let error = ErrorCode::Overloaded {
+                        tier: frame.request.tier(),
+                        retry_after_ms: OVERLOADED_RETRY_AFTER_MS,
+                    };
+                    catalog::record_undecoded(&error);
+                    let _ = responses
+                        .send(ServerFrame {
+                            request_id: frame.request_id,
+                            result: Err(error),
+                        })
+                        .await;
+                    drop(permit);
+                    continue;
+                };
                 let backend = backend.clone();
                 let caller = caller.clone();
                 let responses = responses.clone();
@@ -100,6 +124,7 @@ pub async fn serve_stream(
                         })
                         .await;
                     drop(permit);
+                    drop(served);
                 });
             }
             Err(ClientFrameError::Request { request_id, error }) => {

@@ -13,7 +13,7 @@ use chorus_actors::{Durability, NodeHandle, PipelineConfig, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::cluster::state::ClusterState;
 use chorus_node::metrics::{MetricsServer, Readiness};
-use chorus_node::server::{Backend, ServerSettings, serve};
+use chorus_node::server::{Backend, EdgeSettings, ServerSettings, serve_with_edge};
 use chorus_node::tls::{self, TlsPaths};
 use chorus_protocol::{FrameLimit, NodeId, encode_value};
 use tokio_util::sync::CancellationToken;
@@ -42,28 +42,37 @@ pub struct TestMetrics {
 impl TestNode {
     /// Starts a node on 127.0.0.1 with an ephemeral port and a fresh data dir.
     pub async fn start() -> TestNode {
-        Self::start_inner(false, PipelineConfig::default()).await
+        Self::start_inner(false, PipelineConfig::default(), EdgeSettings::default()).await
+    }
+
+    /// Starts a node as [`TestNode::start`] does, with the given edge limits.
+    pub async fn start_with_edge(edge: EdgeSettings) -> TestNode {
+        Self::start_inner(false, PipelineConfig::default(), edge).await
     }
 
     /// Starts a node as [`TestNode::start`] does, with its write path set up by
     /// `pipeline`.
     pub async fn start_with_pipeline(pipeline: PipelineConfig) -> TestNode {
-        Self::start_inner(false, pipeline).await
+        Self::start_inner(false, pipeline, EdgeSettings::default()).await
     }
 
     /// Starts a node as [`TestNode::start`] does, plus its metrics and health endpoint
     /// on an ephemeral loopback port.
     pub async fn start_with_metrics() -> TestNode {
-        Self::start_inner(true, PipelineConfig::default()).await
+        Self::start_inner(true, PipelineConfig::default(), EdgeSettings::default()).await
     }
 
-    async fn start_inner(with_metrics: bool, pipeline: PipelineConfig) -> TestNode {
+    async fn start_inner(
+        with_metrics: bool,
+        pipeline: PipelineConfig,
+        edge: EdgeSettings,
+    ) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let paths = TlsPaths::dev(dir.path());
         tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir.path()), "test-node", &[])
             .unwrap();
         let server_config =
-            tls::client_protocol_server_config(&paths, 100, Duration::from_secs(30)).unwrap();
+            tls::client_protocol_server_config(&paths, &tls::TransportLimits::default()).unwrap();
         let store = StoreConfig {
             path: dir.path().join("store"),
             node: NodeId("test-node".into()),
@@ -81,7 +90,7 @@ impl TestNode {
         let addr = endpoint.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let cluster = ClusterState::new(NodeId("test-node".into()), addr, 64).unwrap();
-        let server = tokio::spawn(serve(
+        let server = tokio::spawn(serve_with_edge(
             endpoint,
             Backend::single(node.clone(), cluster),
             ServerSettings {
@@ -90,6 +99,8 @@ impl TestNode {
                 hello_timeout: Duration::from_secs(5),
                 shutdown_grace: Duration::from_secs(5),
             },
+            edge,
+            None,
             shutdown.clone(),
         ));
         let metrics = if with_metrics {
@@ -153,6 +164,16 @@ impl TestNode {
 
 /// A raw QUIC connection speaking the client ALPN, verified against `ca_pem`.
 pub async fn raw_connection(addr: SocketAddr, ca_pem: &[u8]) -> quinn::Connection {
+    raw_endpoint("127.0.0.1:0".parse().unwrap(), ca_pem)
+        .connect(addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// A client endpoint bound to `local` whose connections speak the client ALPN, verified
+/// against `ca_pem`.
+pub fn raw_endpoint(local: SocketAddr, ca_pem: &[u8]) -> quinn::Endpoint {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
@@ -169,9 +190,39 @@ pub async fn raw_connection(addr: SocketAddr, ca_pem: &[u8]) -> quinn::Connectio
     let config = quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
     ));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(local).unwrap();
     endpoint.set_default_client_config(config);
-    endpoint.connect(addr, "localhost").unwrap().await.unwrap()
+    endpoint
+}
+
+/// Says hello on `connection` with `api_key`; the server's answer.
+pub async fn raw_hello(
+    connection: &quinn::Connection,
+    api_key: &str,
+) -> Result<chorus_protocol::Welcome, chorus_protocol::ErrorCode> {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let hello = chorus_protocol::Hello {
+        version: chorus_protocol::PROTOCOL_VERSION,
+        api_key: api_key.to_string(),
+        client: "raw-test".into(),
+    };
+    send.write_all(&frame(&hello)).await.unwrap();
+    send.finish().unwrap();
+    let payload = read_payload(&mut recv).await.unwrap();
+    chorus_protocol::decode_value(&payload).unwrap()
+}
+
+/// The resident set (`VmRSS`) and its peak (`VmHWM`) of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// One frame's bytes.
