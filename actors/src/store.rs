@@ -38,9 +38,9 @@ use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use chorus_protocol::{
-    Enrichment, FrameLimit, ErrorCode, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken,
-    PartitionId, Receipt, Role, Status, StoredItem, decode_value, decode_value_within, encode_payload,
-    partition_of,
+    Enrichment, ErrorCode, FrameLimit, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId,
+    PageToken, PartitionId, Receipt, Role, Status, StoredItem, decode_value, decode_value_within,
+    encode_payload, partition_of,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
