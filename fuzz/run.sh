@@ -19,7 +19,7 @@ SECONDS_PER_TARGET="${SECONDS_PER_TARGET:-60}"
 JOBS="${JOBS:-1}"
 FLAGS=(-O)
 [ "${DEBUG_ASSERTIONS:-0}" = 1 ] && FLAGS+=(-a)
-# Every [[bin]] of the manifest (targets other owners add are picked up too).
+# Every [[bin]] of the manifest.
 ALL="$(grep -o 'fuzz_targets/[a-z_0-9]*\.rs' Cargo.toml | sed 's#fuzz_targets/##; s#\.rs##' | tr '\n' ' ')"
 TARGETS="${TARGETS:-$ALL}"
 
