@@ -15,6 +15,7 @@ use rcgen::{
 };
 use rustls_pki_types::DnsName;
 
+use crate::secrets::SecretFileError;
 use crate::tls::{ca_params, time_years};
 
 /// The common name of every cluster CA made by `chorus certs init`.
@@ -219,6 +220,17 @@ fn read(path: &Path) -> Result<String, CertsError> {
 
 /// Creates a file that must not exist yet; secret files get mode 0600 from the start.
 fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertsError> {
+    if secret {
+        // Key files: the node's one writer of secrets (0600 from creation, no symlink).
+        return crate::secrets::write_secret_file(path, contents).map_err(|e| match e {
+            SecretFileError::Exists { path } => CertsError::Exists { path },
+            SecretFileError::Io { path, source } => CertsError::Io { path, source },
+            other => CertsError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        });
+    }
     let err = |source| CertsError::Io {
         path: path.to_path_buf(),
         source,
@@ -226,7 +238,7 @@ fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertsErro
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(if secret { 0o600 } else { 0o644 })
+        .mode(0o644)
         .open(path)
         .map_err(|source| match source.kind() {
             std::io::ErrorKind::AlreadyExists => CertsError::Exists {
