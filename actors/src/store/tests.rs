@@ -332,3 +332,18 @@ fn a_failed_sync_stops_writes_until_restart_and_nothing_after_it_is_acknowledged
     assert!(store.get(kept.id).unwrap().is_some());
     assert!(store.apply(vec![item("jo", "after restart")])[0].is_ok());
 }
+
+#[test]
+fn a_store_of_the_earlier_sled_only_format_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(&cfg.path).unwrap();
+    // sled's own marker file at the top of the store directory: the old layout.
+    std::fs::write(cfg.path.join("conf"), b"segment_size: 524288").unwrap();
+    match Store::open(cfg.clone()) {
+        Err(StoreError::InvalidConfig(reason)) => {
+            assert!(reason.contains(&cfg.path.display().to_string()), "{reason}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
