@@ -141,6 +141,9 @@ pub enum StoreError {
         /// The first failure.
         reason: String,
     },
+    /// The indexer thread could not be started; nothing was opened.
+    #[error("starting the indexer thread: {0}")]
+    Indexer(std::io::Error),
     /// Syncing a file to disk failed; the batch is not known to be durable.
     #[error("sync {path}: {source}")]
     Sync {
@@ -333,10 +336,7 @@ impl Store {
                 let shared = Arc::clone(&shared);
                 move || run_indexer(&shared)
             })
-            .map_err(|source| StoreError::Sync {
-                path: index_path.clone(),
-                source,
-            })?;
+            .map_err(StoreError::Indexer)?;
         let store = Store {
             shared,
             indexer: Some(indexer),
@@ -687,11 +687,6 @@ impl Store {
         let (_, bytes) = self.shared.log.disk_usage();
         metrics::gauge!(STORE_LOG_BYTES).set(bytes as f64);
         metrics::gauge!(STORE_UNINDEXED_RECORDS).set(self.shared.tail().unindexed() as f64);
-    }
-
-    /// The log's segment count and bytes on disk.
-    pub fn log_usage(&self) -> (usize, u64) {
-        self.shared.log.disk_usage()
     }
 
     /// Test-only: make every write fail before anything is written (`true`), as a
