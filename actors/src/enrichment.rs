@@ -30,7 +30,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use crate::policy::breaker::{Admission, BreakerConfig, BreakerConfigError, BreakerState, Permit};
+use crate::policy::breaker::{
+    Admission, BreakerCommand, BreakerConfig, BreakerConfigError, BreakerState, Permit,
+};
 use crate::policy::bulkhead::{Bulkhead, BulkheadConfig, BulkheadConfigError, Entry};
 use crate::policy::degradation::Level;
 use crate::published_breaker::{BreakerBoard, PublishedBreaker, new_board};
@@ -277,11 +279,11 @@ impl Enricher {
     }
 
     /// An operator's command to the breaker; the state afterwards.
-    pub fn breaker_command(&self, command: crate::store_actor::BreakerCommand) -> BreakerState {
+    pub fn breaker_command(&self, command: BreakerCommand) -> BreakerState {
         let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         match command {
-            crate::store_actor::BreakerCommand::ForceOpen => gate.breaker.force_open(),
-            crate::store_actor::BreakerCommand::Reset => gate.breaker.reset(),
+            BreakerCommand::ForceOpen => gate.breaker.force_open(),
+            BreakerCommand::Reset => gate.breaker.reset(),
         }
         gate.breaker.state()
     }

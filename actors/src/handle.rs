@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem, Tier,
+    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
@@ -12,17 +12,17 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::caller::Caller;
+use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY, shed_check};
+use crate::core::scheduler::{DegradeCommand, QueueStatus};
 use crate::enrichment::{DEPENDENCY as ENRICHMENT_DEPENDENCY, Enricher, EnricherError};
-use crate::intake::IntakeMsg;
+use crate::messages::{Children, IntakeMsg, Page, StoreMsg, TierMsg};
 use crate::pipeline::PipelineConfig;
-use crate::policy::breaker::BreakerState;
+use crate::policy::breaker::{BreakerCommand, BreakerState};
 use crate::policy::degradation::Level;
 use crate::published_bulkhead::{BulkheadBoard, BulkheadOccupancy};
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
-use crate::store_actor::{BatchOutcome, BreakerCommand, Page, STORE_DEPENDENCY, StoreMsg};
-use crate::supervisor::{Children, NodeSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::tier_queues::{DegradeCommand, QueueStatus, TierMsg, shed};
+use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// The audit actor for API keys created over the client protocol.
 const AUDIT_ACTOR_API: &str = "api";
@@ -237,11 +237,8 @@ impl NodeHandle {
         // What the level sheds is refused here, before the intake actor: under overload
         // a refusal then costs no message, and intake's mailbox holds only work it may
         // take (intake checks again, for a level that moved meanwhile).
-        if let Some(tier) = Tier::most_urgent(items.iter().map(|i| i.tier))
-            && !self.inner.level.borrow().admits(tier)
-        {
-            return Err(shed(tier));
-        }
+        let level = *self.inner.level.borrow();
+        shed_check(level, &items)?;
         let intake = self.child(|c| c.intake.clone(), "intake")?;
         let caller = caller.clone();
         let outcome: BatchOutcome = call(&intake, "intake", |reply| IntakeMsg::Submit {

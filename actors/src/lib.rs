@@ -1,19 +1,36 @@
 //! # chorus-actors
 //!
-//! One Chorus node's write path as a tree of supervised actors, and the pure state
-//! machines those actors drive. The node crate's QUIC server talks to this crate only
-//! through [`NodeHandle`]; everything below it is an implementation detail.
+//! One Chorus node's write path: a sans-IO core of state machines ([`core`], over the
+//! leaf policies in [`policy`]), the store of record ([`store`]: a partition log indexed
+//! by sled), and a tree of supervised actors that drive them. The node crate's QUIC
+//! server talks to this crate through [`NodeHandle`].
 //!
 //! ```text
 //! NodeHandle ──► NodeSupervisor
-//!                ├── Intake      (shape + schema checks, limits; forwards to the pool)
+//!                ├── Intake      drives core::admission   (checks, shed, rate limits)
+//!                ├── TierQueues  drives core::scheduler   (four queues, degradation)
 //!                ├── Validators  (ractor factory: PII redaction, status, score)
-//!                └── Store       (group commit; receipts only after the flush)
-//!                      └── store::Store (sled, blocking, on the blocking pool)
+//!                └── Store       drives core::store_gate  (bulkhead, group commit, breaker)
+//!                      └── store::Store (partition log + sled index, on the blocking pool)
 //! ```
 //!
-//! Policies are plain state machines without IO ([`group_commit`], [`restart`]); the
-//! actors around them only move messages and run blocking work off the reactor.
+//! Layers, each importing only those below it (the `layering` test checks it):
+//! `policy`, `store`, `validation`, `telemetry`, `caller` ◄ `core` ◄ `messages` ◄ the
+//! actors (`intake`, `tier_queues`, `validator_pool`, `enrichment`, `store_actor`) ◄
+//! `supervisor` ◄ the handle. The actor modules are public for this crate's own tests
+//! and benches; no actor module imports another.
+//!
+//! ## What the node crate may use
+//!
+//! The node (`node/src`) uses only these paths of this crate (the `layering` test
+//! checks that too): the root re-exports below; `policy` (configs and states),
+//! `validation`, `enrichment` and `pipeline` (configs), `restart` (the restart policy),
+//! `store` (opening and inspecting a data directory), `published_breaker` (reading a
+//! published breaker) and `telemetry` (metric names).
+//!
+//! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
+//! AuditReport AuditEntry NodeHandle PipelineConfig QueueStatus Store StoreConfig
+//! enrichment pipeline policy published_breaker restart store telemetry validation -->
 //!
 //! This crate knows nothing of QUIC, gossip, the control socket or the CLI, and must
 //! never depend on quinn, foca or the node crate.
@@ -21,11 +38,12 @@
 #![warn(missing_docs)]
 
 pub mod caller;
+pub mod core;
 pub mod enrichment;
 pub mod group_commit;
 mod handle;
 pub mod intake;
-mod message;
+pub mod messages;
 pub mod pipeline;
 pub mod policy;
 pub mod published_breaker;
@@ -39,9 +57,12 @@ pub mod tier_queues;
 pub mod validation;
 pub mod validator_pool;
 
+pub use crate::core::admission::BatchOutcome;
+pub use crate::core::scheduler::{DegradeCommand, QueueStatus};
 pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
 pub use pipeline::{PipelineConfig, PipelineConfigError};
+pub use policy::breaker::BreakerCommand;
 pub use store::{
     ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, Store, StoreConfig, StoreError,
     Write,

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::policy::breaker::{
-    Admission, Breaker, BreakerConfig, BreakerConfigError, BreakerState, Permit,
+    Admission, Breaker, BreakerConfig, BreakerConfigError, BreakerState, Permit, Transition,
 };
 use crate::telemetry::{BREAKER_STATE, BREAKER_TRANSITIONS};
 
@@ -23,7 +23,7 @@ pub fn new_board() -> BreakerBoard {
 
 /// Whether callers should be turned away at once (no trial can be made).
 pub fn rejects(state: BreakerState) -> bool {
-    matches!(state, BreakerState::Open | BreakerState::ForcedOpen)
+    state.rejects()
 }
 
 /// The lowercase name of a state, for logs, metrics and `chorus ctl`.
@@ -115,28 +115,46 @@ impl PublishedBreaker {
 
     /// Logs and counts every transition since the last call, and publishes the state.
     fn publish(&mut self) {
-        while let Some(t) = self.breaker.poll_transition() {
-            let (from, to) = (state_name(t.from), state_name(t.to));
-            if t.to == BreakerState::Closed {
-                info!(dependency = self.dependency, from, to, reason = ?t.reason, "circuit breaker closed");
-            } else {
-                warn!(dependency = self.dependency, from, to, reason = ?t.reason, "circuit breaker changed state");
-            }
-            metrics::counter!(BREAKER_TRANSITIONS, "dependency" => self.dependency, "to" => to)
-                .increment(1);
-        }
-        let state = self.breaker.state();
-        let level = match state {
-            BreakerState::Closed => 0.0,
-            BreakerState::HalfOpen => 1.0,
-            BreakerState::Open => 2.0,
-            BreakerState::ForcedOpen => 3.0,
-        };
-        metrics::gauge!(BREAKER_STATE, "dependency" => self.dependency).set(level);
-        self.board.send_if_modified(|published| {
-            let changed = *published != state;
-            *published = state;
-            changed
-        });
+        let breaker = &mut self.breaker;
+        let transitions: Vec<Transition> =
+            std::iter::from_fn(|| breaker.poll_transition()).collect();
+        publish_breaker(
+            self.dependency,
+            &self.board,
+            transitions,
+            self.breaker.state(),
+        );
     }
+}
+
+/// Reports a breaker's transitions (logs, metrics) and publishes its `state` on `board`
+/// and as a gauge; for owners that hold the pure [`Breaker`] inside a larger state
+/// machine.
+pub fn publish_breaker(
+    dependency: &'static str,
+    board: &BreakerBoard,
+    transitions: impl IntoIterator<Item = Transition>,
+    state: BreakerState,
+) {
+    for t in transitions {
+        let (from, to) = (state_name(t.from), state_name(t.to));
+        if t.to == BreakerState::Closed {
+            info!(dependency, from, to, reason = ?t.reason, "circuit breaker closed");
+        } else {
+            warn!(dependency, from, to, reason = ?t.reason, "circuit breaker changed state");
+        }
+        metrics::counter!(BREAKER_TRANSITIONS, "dependency" => dependency, "to" => to).increment(1);
+    }
+    let level = match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+        BreakerState::ForcedOpen => 3.0,
+    };
+    metrics::gauge!(BREAKER_STATE, "dependency" => dependency).set(level);
+    board.send_if_modified(|published| {
+        let changed = *published != state;
+        *published = state;
+        changed
+    });
 }

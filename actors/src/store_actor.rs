@@ -1,161 +1,44 @@
-//! The store actor: the thin driver around [`GroupCommit`] and the blocking [`Store`].
+//! The store actor: the thin driver of [`StoreGate`] (bulkhead, group commit, breaker)
+//! and the blocking [`Store`].
 //!
-//! Writes queue in the group commit policy; the actor hands each batch to a flush task
-//! that runs the blocking `apply` (one flush for the whole batch) on the blocking pool,
-//! answers every writer of the batch itself once it is durable, and then tells the
-//! actor `Flushed` so the next batch can start. Because the flush task holds the reply
-//! ports, a batch already on its way to disk is answered even if the actor dies.
+//! The gate decides which writes share the next flush; the actor hands each batch to a
+//! flush task that runs the blocking `apply` (one group commit for the whole batch) on
+//! the blocking pool, answers every writer of the batch itself once it is durable, and
+//! then tells the actor `Flushed` so the next batch can start. Because the flush task
+//! holds the reply ports, a batch already on its way to disk is answered even if the
+//! actor dies.
 //!
-//! Writes pass the store-writes bulkhead first: at most `max_concurrent` submissions are
-//! in the group commit (the batch being flushed and the next one), at most `max_queue`
-//! wait for a slot, and the rest are refused `Overloaded` at once. The tier queues size
-//! their window to the bulkhead's capacity, so in steady state nothing is refused here
-//! and the backlog stays in the tier queues, where priorities apply.
+//! The tier queues size their window to the store-writes bulkhead's capacity, so in
+//! steady state nothing is refused here and the backlog stays in the tier queues, where
+//! priorities apply.
 //!
 //! Reads (get, list, authenticate) never queue behind a flush: each runs on the
 //! blocking pool at once and replies directly.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::{ErrorCode, ItemId, PageToken, Receipt, Role, StoredItem, Tier};
+use chorus_protocol::{ErrorCode, ItemId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
-use crate::group_commit::{DEFAULT_MAX_BATCH_ITEMS, GroupCommit};
-use crate::policy::breaker::{Admission, BreakerConfig, BreakerState, Permit};
-use crate::policy::bulkhead::{Bulkhead, Entry};
-use crate::published_breaker::{BreakerBoard, PublishedBreaker};
+use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY, merge_rejected, shed};
+use crate::core::store_gate::{Admitted, GateStep, StoreGate};
+use crate::group_commit::DEFAULT_MAX_BATCH_ITEMS;
+use crate::messages::{AfterAck, Credit, FlushDone, StoreMsg, WriteRequest};
+use crate::policy::breaker::{BreakerCommand, BreakerConfig};
+use crate::published_breaker::{BreakerBoard, publish_breaker};
 use crate::published_bulkhead::BulkheadBoard;
 use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
-use crate::tier_queues::{Credit, shed};
 
-/// One outcome per submitted item, in order, or one error for the whole batch (the
-/// store is unavailable and nothing of the batch was acknowledged).
-pub type BatchOutcome = Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode>;
-
-/// A page of a user's items and the token of the next page.
-pub type Page = (Vec<StoredItem>, Option<PageToken>);
-
-/// Work to run once a write's caller has its answer, given the ids of the items the
-/// store acknowledged (production mode queues its after-ack review this way).
-pub type AfterAck = Box<dyn FnOnce(Vec<ItemId>) + Send>;
-
-/// One submission's write: the items with their verdicts, outcomes already decided for
-/// other positions of the caller's batch, and where the merged outcomes go.
-pub struct WriteRequest {
-    /// The items to store, with the content policy's verdicts.
-    pub items: Vec<Write>,
-    /// `(index in the caller's batch, outcome)`, sorted by index.
-    pub rejected: Vec<(usize, ErrorCode)>,
-    /// Where the merged outcomes go.
-    pub reply: RpcReplyPort<BatchOutcome>,
-    /// Run after the reply when the store acknowledged any item; dropped otherwise.
-    pub after_ack: Option<AfterAck>,
-}
-
-/// Messages of the store actor.
-pub enum StoreMsg {
-    /// Store submissions (a validator's batch, or one), each answered on its own; the
-    /// credit holds their tier-queue slots and is released once their bulkhead slots
-    /// are free.
-    WriteMany {
-        /// The submissions' writes, in order.
-        requests: Vec<WriteRequest>,
-        /// The tier-queue slots of the batch.
-        credit: Option<Credit>,
-    },
-    /// Read one item.
-    Get {
-        /// Its id.
-        id: ItemId,
-        /// The item, if stored.
-        reply: RpcReplyPort<Result<Option<StoredItem>, ErrorCode>>,
-    },
-    /// Read a page of a user's items, oldest first.
-    List {
-        /// Whose items.
-        user_id: String,
-        /// Where the previous page ended.
-        after: Option<PageToken>,
-        /// Most items to return.
-        limit: u32,
-        /// The page.
-        reply: RpcReplyPort<Result<Page, ErrorCode>>,
-    },
-    /// Create an API key.
-    CreateApiKey {
-        /// Its role.
-        role: Role,
-        /// An operator's label.
-        name: String,
-        /// The key, shown once.
-        reply: RpcReplyPort<Result<String, ErrorCode>>,
-    },
-    /// Create an admin key if no key exists.
-    EnsureAdminKey {
-        /// The new key, or `None` if keys exist.
-        reply: RpcReplyPort<Result<Option<String>, ErrorCode>>,
-    },
-    /// Look up the role of an API key.
-    Authenticate {
-        /// The presented key.
-        key: String,
-        /// Its role, or `None` if unknown.
-        reply: RpcReplyPort<Result<Option<Role>, ErrorCode>>,
-    },
-    /// Answer once every write queued before this message is durable.
-    Flush {
-        /// `Ok` once durable.
-        reply: RpcReplyPort<Result<(), ErrorCode>>,
-    },
-    /// An operator's command to the store's circuit breaker; answers the new state.
-    Breaker {
-        /// What to do.
-        command: BreakerCommand,
-        /// The breaker's state afterwards.
-        reply: RpcReplyPort<BreakerState>,
-    },
-    /// Internal: a timed breaker change (open → half-open) may be due.
-    BreakerTick,
-    /// Test-only: panic in the handler, as a bug would, to exercise supervision.
-    #[cfg(feature = "fault-injection")]
-    InjectPanic,
-    /// Internal: the actor's flush task finished a batch.
-    Flushed(FlushDone),
-}
-
-/// The completion of a batch, sent by the actor's own flush task (opaque outside).
-pub struct FlushDone {
-    batch: u64,
-    /// Whether the batch became durable (the breaker's outcome).
-    durable: bool,
-    /// The tier-queue credits of the batch's writers, dropped by the actor only after
-    /// it has freed their bulkhead slots: a credit lets the tier queues send another
-    /// write, which must find its slot free.
-    credits: Vec<Credit>,
-}
-
-/// What an operator can do to a circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BreakerCommand {
-    /// Open it until reset: every write is refused with `CircuitOpen`.
-    ForceOpen,
-    /// Close it and forget its history.
-    Reset,
-}
-
-/// The name of the store's dependency in `CircuitOpen` errors, metrics and `chorus ctl`.
-pub const STORE_DEPENDENCY: &str = "store";
-
-/// A writer waiting in the group commit queue.
+/// A writer waiting in the gate.
 enum Waiter {
     Write {
         items: Vec<Write>,
         rejected: Vec<(usize, ErrorCode)>,
+        tier: chorus_protocol::Tier,
         reply: RpcReplyPort<BatchOutcome>,
         after_ack: Option<AfterAck>,
         /// Dropped with the waiter, after its reply.
@@ -174,11 +57,6 @@ impl Waiter {
         }
     }
 
-    /// Whether it holds a store-writes bulkhead slot (barriers do not).
-    fn is_write(&self) -> bool {
-        matches!(self, Waiter::Write { .. })
-    }
-
     fn fail(self, error: ErrorCode) {
         // A dropped receiver means the caller gave up; nobody is left to tell.
         match self {
@@ -189,6 +67,17 @@ impl Waiter {
                 let _ = reply.send(Err(error));
             }
         }
+    }
+
+    /// The answer to a write the gate could not take: `Overloaded` for its tier.
+    fn refuse_overloaded(self) {
+        let error = match &self {
+            Waiter::Write { tier, .. } => shed(*tier),
+            Waiter::Barrier { .. } => ErrorCode::Unavailable {
+                reason: "store busy".into(),
+            },
+        };
+        self.fail(error);
     }
 }
 
@@ -229,47 +118,35 @@ impl StoreArgs {
     }
 }
 
+/// A timer that sends the actor a message.
+type Timer = JoinHandle<Result<(), ractor::MessagingErr<StoreMsg>>>;
+
 /// The store actor's state.
 pub struct StoreState {
     store: Arc<Store>,
-    commit: GroupCommit<Waiter>,
+    gate: StoreGate<Waiter>,
     /// Sequence number of the batch in flight (or of the last one).
     batch: u64,
     /// The task persisting the batch in flight.
     flush_task: Option<JoinHandle<()>>,
-    /// The store's circuit breaker: every batch is one call.
-    breaker: PublishedBreaker,
-    /// The permit of the batch in flight, and when it started.
-    permit: Option<(Permit, Instant)>,
     /// Reads and key operations running on the blocking pool.
     reads: JoinSet<()>,
-    /// The store-writes bulkhead: a slot per write in the group commit.
-    writes: Bulkhead<u64>,
-    /// Writes waiting for a bulkhead slot, by ticket (the bulkhead keeps their order).
-    waiting: HashMap<u64, Waiter>,
-    next_ticket: u64,
-    /// Writes of the batch in flight: they free their slots when it completes.
-    in_flight_writes: usize,
+    /// Where the breaker's state is published.
+    board: BreakerBoard,
     /// Where the bulkhead's occupancy is published.
     writes_board: Arc<BulkheadBoard>,
+    /// The timer for the gate's next timed change; replaced when re-armed, aborted
+    /// when the actor stops.
+    timer: Option<(Instant, Timer)>,
 }
 
 impl StoreState {
-    /// Starts the next batch if the policy says so.
-    fn maybe_flush(&mut self, myself: &ActorRef<StoreMsg>) {
-        loop {
-            let batch = self.commit.poll_batch();
-            // Every change of the queue passes through here, so the gauge stays current.
-            metrics::gauge!(STORE_QUEUE_DEPTH).set(self.commit.queued_items() as f64);
-            let Some(batch) = batch else {
-                return;
-            };
-            let now = Instant::now();
-            let writes = batch.iter().filter(|w| w.is_write()).count();
-            match self.breaker.try_acquire(now) {
-                Admission::Allowed(permit) => {
-                    self.in_flight_writes = writes;
-                    self.permit = Some((permit, now));
+    /// Carries out the gate's steps until it has none, then publishes what changed.
+    fn drive(&mut self, myself: &ActorRef<StoreMsg>) {
+        let now = Instant::now();
+        while let Some(step) = self.gate.poll(now) {
+            match step {
+                GateStep::Flush(batch) => {
                     self.batch += 1;
                     let seq = self.batch;
                     let store = self.store.clone();
@@ -283,67 +160,46 @@ impl StoreState {
                             credits,
                         }));
                     }));
-                    return;
                 }
-                Admission::Rejected { .. } => {
-                    // The store is considered down: answer at once instead of queueing.
+                GateStep::Refuse(batch) => {
                     for waiter in batch {
                         waiter.fail(ErrorCode::CircuitOpen {
                             dependency: STORE_DEPENDENCY.into(),
                         });
                     }
-                    self.commit.handle_flushed();
-                    self.release_writes(writes, now);
-                    self.schedule_tick(myself);
+                }
+                GateStep::Expired(waiter) => {
+                    debug!("store write waited too long for a slot");
+                    waiter.refuse_overloaded();
                 }
             }
         }
+        self.publish(myself);
     }
 
-    /// A write asks for a bulkhead slot: it joins the group commit, waits, or is refused.
-    fn admit_write(&mut self, waiter: Waiter, tier: Tier) {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        match self.writes.try_enter(Instant::now(), ticket) {
-            Entry::Run => {
-                let weight = waiter.weight();
-                self.commit.handle_write(waiter, weight);
-            }
-            Entry::Queued { .. } => {
-                self.waiting.insert(ticket, waiter);
-            }
-            Entry::Full => {
-                debug!(tier = tier.as_str(), "store-writes bulkhead full");
-                waiter.fail(shed(tier));
-            }
+    /// Publishes the breaker and the bulkhead, and arms the gate's next timed change.
+    fn publish(&mut self, myself: &ActorRef<StoreMsg>) {
+        metrics::gauge!(STORE_QUEUE_DEPTH).set(self.gate.queued_items() as f64);
+        let (running, queued) = self.gate.occupancy();
+        self.writes_board.publish(running, queued);
+        let gate = &mut self.gate;
+        let transitions: Vec<_> = std::iter::from_fn(|| gate.poll_transition()).collect();
+        publish_breaker(
+            STORE_DEPENDENCY,
+            &self.board,
+            transitions,
+            self.gate.breaker_state(),
+        );
+        let deadline = self.gate.next_deadline();
+        if self.timer.as_ref().map(|(at, _)| *at) == deadline {
+            return;
         }
-        self.publish_writes();
-    }
-
-    /// `count` writes are done: their slots go to waiting writes, in order.
-    fn release_writes(&mut self, count: usize, now: Instant) {
-        for _ in 0..count {
-            if let Some(next) = self.writes.leave(now)
-                && let Some(waiter) = self.waiting.remove(&next)
-            {
-                let weight = waiter.weight();
-                self.commit.handle_write(waiter, weight);
-            }
+        if let Some((_, timer)) = self.timer.take() {
+            timer.abort();
         }
-        self.publish_writes();
-    }
-
-    fn publish_writes(&self) {
-        self.writes_board
-            .publish(self.writes.running(), self.writes.queued());
-    }
-
-    /// Arms a timer for the breaker's next timed change, if one is pending.
-    fn schedule_tick(&self, myself: &ActorRef<StoreMsg>) {
-        if let Some(deadline) = self.breaker.next_deadline() {
+        if let Some(deadline) = deadline {
             let delay = deadline.saturating_duration_since(Instant::now());
-            // The timer's handle is not kept: a tick that finds nothing due is harmless.
-            drop(myself.send_after(delay, || StoreMsg::BreakerTick));
+            self.timer = Some((deadline, myself.send_after(delay, || StoreMsg::Tick)));
         }
     }
 
@@ -378,6 +234,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
             Waiter::Write {
                 items: own,
                 rejected,
+                tier,
                 reply,
                 after_ack,
                 _credit,
@@ -388,6 +245,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
                     Waiter::Write {
                         items: Vec::new(),
                         rejected,
+                        tier,
                         reply,
                         after_ack,
                         _credit: None,
@@ -434,7 +292,7 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
                             Some(_) => own.iter().flatten().map(|r| r.id).collect(),
                             None => Vec::new(),
                         };
-                        let _ = reply.send(Ok(merge(own, rejected)));
+                        let _ = reply.send(Ok(merge_rejected(own, rejected)));
                         if let Some(after_ack) = after_ack
                             && !acked.is_empty()
                         {
@@ -456,28 +314,6 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
     (durable, credits)
 }
 
-/// Splices pre-decided outcomes back into their positions of the caller's batch.
-pub fn merge(
-    stored: Vec<Result<Receipt, ErrorCode>>,
-    rejected: Vec<(usize, ErrorCode)>,
-) -> Vec<Result<Receipt, ErrorCode>> {
-    if rejected.is_empty() {
-        return stored;
-    }
-    let total = stored.len() + rejected.len();
-    let mut stored = stored.into_iter();
-    let mut rejected = rejected.into_iter().peekable();
-    (0..total)
-        .map(|i| match rejected.next_if(|(at, _)| *at == i) {
-            Some((_, code)) => Err(code),
-            // `apply` returns one outcome per item; a shortfall would be a bug.
-            None => stored
-                .next()
-                .unwrap_or(Err(ErrorCode::Internal { request_id: 0 })),
-        })
-        .collect()
-}
-
 impl Actor for StoreActor {
     type Msg = StoreMsg;
     type State = StoreState;
@@ -485,25 +321,27 @@ impl Actor for StoreActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let breaker =
-            PublishedBreaker::new(STORE_DEPENDENCY, args.breaker, args.board, Instant::now())?;
-        Ok(StoreState {
+        let gate = StoreGate::new(
+            args.writes.config(),
+            args.breaker,
+            args.max_batch,
+            Instant::now(),
+        )?;
+        let mut state = StoreState {
             store: args.store,
-            commit: GroupCommit::new(args.max_batch),
+            gate,
             batch: 0,
             flush_task: None,
-            breaker,
-            permit: None,
             reads: JoinSet::new(),
-            writes: Bulkhead::new(args.writes.config())?,
-            waiting: HashMap::new(),
-            next_ticket: 0,
-            in_flight_writes: 0,
+            board: args.board,
             writes_board: args.writes,
-        })
+            timer: None,
+        };
+        state.publish(&myself);
+        Ok(state)
     }
 
     async fn handle(
@@ -517,53 +355,49 @@ impl Actor for StoreActor {
                 requests,
                 mut credit,
             } => {
+                let now = Instant::now();
                 for WriteRequest {
                     items,
                     rejected,
+                    tier,
                     reply,
                     after_ack,
                 } in requests
                 {
                     if items.is_empty() {
-                        let _ = reply.send(Ok(merge(Vec::new(), rejected)));
+                        let _ = reply.send(Ok(merge_rejected(Vec::new(), rejected)));
                         continue;
                     }
-                    let tier =
-                        Tier::most_urgent(items.iter().map(|w| w.item.tier)).unwrap_or_default();
                     let waiter = Waiter::Write {
                         items,
                         rejected,
+                        tier,
                         reply,
                         after_ack,
                         _credit: credit.as_mut().and_then(Credit::split_one),
                     };
-                    state.admit_write(waiter, tier);
+                    let weight = waiter.weight();
+                    if let Admitted::Full(waiter) = state.gate.handle_write(now, waiter, weight) {
+                        debug!(tier = tier.as_str(), "store-writes bulkhead full");
+                        waiter.refuse_overloaded();
+                    }
                 }
                 // Slots of submissions answered before the store are free now.
                 drop(credit);
-                state.maybe_flush(&myself);
+                state.drive(&myself);
             }
             StoreMsg::Flush { reply } => {
-                state.commit.handle_write(Waiter::Barrier { reply }, 0);
-                state.maybe_flush(&myself);
+                state.gate.handle_barrier(Waiter::Barrier { reply });
+                state.drive(&myself);
             }
             StoreMsg::Flushed(done) => {
-                if done.batch == state.batch && state.commit.in_flight() {
+                if done.batch == state.batch && state.gate.flushing() {
                     state.flush_task = None;
-                    state.commit.handle_flushed();
-                    let done_writes = std::mem::take(&mut state.in_flight_writes);
-                    state.release_writes(done_writes, Instant::now());
+                    state.gate.handle_flushed(Instant::now(), done.durable);
+                    // After the slots are free: a credit lets the tier queues send the
+                    // next write, which must find its slot.
                     drop(Credit::merge(done.credits));
-                    if let Some((permit, started)) = state.permit.take() {
-                        let now = Instant::now();
-                        if done.durable {
-                            state.breaker.on_success(now, permit, now - started);
-                        } else {
-                            state.breaker.on_failure(now, permit);
-                            state.schedule_tick(&myself);
-                        }
-                    }
-                    state.maybe_flush(&myself);
+                    state.drive(&myself);
                 } else {
                     warn!(
                         batch = done.batch,
@@ -574,15 +408,17 @@ impl Actor for StoreActor {
             }
             StoreMsg::Breaker { command, reply } => {
                 match command {
-                    BreakerCommand::ForceOpen => state.breaker.force_open(),
-                    BreakerCommand::Reset => state.breaker.reset(),
+                    BreakerCommand::ForceOpen => state.gate.force_open(),
+                    BreakerCommand::Reset => state.gate.reset(),
                 }
-                let _ = reply.send(state.breaker.state());
-                state.maybe_flush(&myself);
+                let _ = reply.send(state.gate.breaker_state());
+                state.drive(&myself);
             }
-            StoreMsg::BreakerTick => {
-                state.breaker.tick(Instant::now());
-                state.schedule_tick(&myself);
+            StoreMsg::Tick => {
+                // The timer fired: a later deadline needs a new one.
+                state.timer = None;
+                state.gate.tick(Instant::now());
+                state.drive(&myself);
             }
             StoreMsg::Get { id, reply } => state.read(reply, move |s| s.get(id)),
             StoreMsg::List {
@@ -609,15 +445,16 @@ impl Actor for StoreActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let queued = state.commit.queued() + state.waiting.len();
         let stopping = || ErrorCode::Unavailable {
             reason: "store stopping".into(),
         };
-        for waiter in state.commit.drain() {
+        let queued = state.gate.drain();
+        let failed_queued = queued.len();
+        for waiter in queued {
             waiter.fail(stopping());
         }
-        for (_, waiter) in state.waiting.drain() {
-            waiter.fail(stopping());
+        if let Some((_, timer)) = state.timer.take() {
+            timer.abort();
         }
         // The next incarnation starts with an empty bulkhead.
         state.writes_board.publish(0, 0);
@@ -628,43 +465,7 @@ impl Actor for StoreActor {
             let _ = task.await;
         }
         while state.reads.join_next().await.is_some() {}
-        debug!(failed_queued = queued, "store actor stopped");
+        debug!(failed_queued, "store actor stopped");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn receipt(n: u128) -> Result<Receipt, ErrorCode> {
-        Ok(Receipt {
-            id: ItemId(n),
-            status: chorus_protocol::Status::Accepted,
-            alignment_score: None,
-            owner: chorus_protocol::NodeId("n".into()),
-            replicas: vec![],
-            stored_at: 0,
-            enrichment: chorus_protocol::Enrichment::NotConfigured,
-        })
-    }
-
-    #[test]
-    fn merge_puts_rejections_back_in_place() {
-        let bad = ErrorCode::invalid("text", "too long");
-        let merged = merge(
-            vec![receipt(1), receipt(3)],
-            vec![(0, bad.clone()), (2, bad.clone()), (4, bad.clone())],
-        );
-        assert_eq!(
-            merged,
-            vec![
-                Err(bad.clone()),
-                receipt(1),
-                Err(bad.clone()),
-                receipt(3),
-                Err(bad)
-            ]
-        );
     }
 }

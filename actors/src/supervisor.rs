@@ -15,33 +15,22 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::core::admission::STORE_DEPENDENCY;
 use crate::enrichment::{Enricher, EnricherError};
-use crate::intake::{IntakeActor, IntakeArgs, IntakeMsg};
+use crate::intake::{IntakeActor, IntakeArgs};
+use crate::messages::{Children, StoreMsg};
 use crate::pipeline::PipelineConfig;
 use crate::published_breaker::{BreakerBoard, new_board};
 use crate::published_bulkhead::BulkheadBoard;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
-use crate::store_actor::{STORE_DEPENDENCY, StoreActor, StoreArgs, StoreMsg};
-use crate::tier_queues::{LevelBoard, TierMsg, TierQueues, TierQueuesArgs, new_level_board};
+use crate::store_actor::{StoreActor, StoreArgs};
+use crate::tier_queues::{LevelBoard, TierQueues, TierQueuesArgs, new_level_board};
 use crate::validation::Validator;
-use crate::validator_pool::{self, ValidatorFactory, ValidatorPool};
+use crate::validator_pool::{self, Reviewer, ValidatorFactory};
 
 /// How long shutdown waits for a child to stop.
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The live children of the supervisor; `None` while a child is down or restarting.
-#[derive(Clone, Default)]
-pub struct Children {
-    /// The store actor.
-    pub store: Option<ActorRef<StoreMsg>>,
-    /// The intake actor.
-    pub intake: Option<ActorRef<IntakeMsg>>,
-    /// The validator pool's factory.
-    pub validators: Option<ValidatorPool>,
-    /// The tier queues actor.
-    pub tiers: Option<ActorRef<TierMsg>>,
-}
 
 /// Which child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +66,10 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Result<(), ErrorCode>>,
     },
 }
+
+// A local-only message under ractor's `cluster` feature (see `crate::messages`).
+#[cfg(feature = "cluster")]
+impl ractor::Message for SupervisorMsg {}
 
 /// Arguments of the supervisor.
 pub struct SupervisorArgs {
@@ -145,6 +138,12 @@ pub struct SupervisorState {
     level: LevelBoard,
     /// Pending restart timers, aborted on shutdown.
     timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
+    /// The after-ack review queue, shared by every validator incarnation; dropped at
+    /// shutdown so that the review task drains and ends.
+    reviewer: Option<Reviewer>,
+    /// The review task, awaited at shutdown (before the final flush) and aborted if
+    /// the supervisor stops any other way.
+    review_task: Option<JoinHandle<()>>,
     shutting_down: bool,
 }
 
@@ -182,11 +181,14 @@ impl SupervisorState {
                 self.children.send_modify(|c| c.intake = Some(actor));
             }
             Child::Validators => {
+                let Some(reviewer) = self.reviewer.clone() else {
+                    return Err("the review queue is closed: shutting down".into());
+                };
                 let args = validator_pool::factory_args(
                     Arc::clone(&self.validator),
                     self.children.subscribe(),
                     self.pipeline.validator_workers,
-                    Arc::clone(&self.store),
+                    reviewer,
                     self.enricher.clone(),
                     self.level.subscribe(),
                 );
@@ -293,6 +295,15 @@ impl SupervisorState {
                 .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
                 .await;
         }
+        // Every sender of the review queue is gone with the validators but this one:
+        // the task reviews what is queued, writes its verdicts, and ends.
+        self.reviewer = None;
+        if let Some(mut task) = self.review_task.take()
+            && tokio::time::timeout(STOP_TIMEOUT, &mut task).await.is_err()
+        {
+            warn!("after-ack review did not finish in time; stopped");
+            task.abort();
+        }
         let mut result = Ok(());
         if let Some(store) = children.store {
             result = match store
@@ -345,6 +356,8 @@ impl Actor for NodeSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let validator = Arc::new(Validator::new(args.pipeline.validation.clone())?);
         let enricher = args.enricher;
+        let (reviewer, review_task) =
+            Reviewer::spawn(Arc::clone(&validator), Arc::clone(&args.store));
         let mut state = SupervisorState {
             store: args.store,
             pipeline: args.pipeline,
@@ -359,6 +372,8 @@ impl Actor for NodeSupervisor {
             tier_restarts: RestartIntensity::new(args.policy),
             level: args.level,
             timers: Vec::new(),
+            reviewer: Some(reviewer),
+            review_task: Some(review_task),
             shutting_down: false,
         };
         state.spawn(Child::Store, &myself).await?;
@@ -429,6 +444,9 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         for timer in state.timers.drain(..) {
             timer.abort();
+        }
+        if let Some(task) = state.review_task.take() {
+            task.abort();
         }
         state.children.send_replace(Children::default());
         Ok(())

@@ -1,52 +1,34 @@
-//! The tier queues actor: the thin driver of [`TierScheduler`] and
-//! [`DegradationPolicy`] between intake and the validator pool.
+//! The tier queues actor: the thin driver of [`TierStage`] between intake and the
+//! validator pool.
 //!
 //! ```text
-//! Intake ──Enqueue(tier, job)──► TierQueues ──(≤ max_in_flight jobs)──► validators ──► store
-//!                                   ▲  four bounded queues, weighted, deadline-aware
-//!                                   └── Done (a job's credit dropped: its store slot is free)
+//! Intake ──Enqueue(submission)──► TierQueues ──(≤ max_in_flight jobs)──► validators ──► store
+//!                                    ▲  four bounded queues, weighted, deadline-aware
+//!                                    └── Done (a job's credit dropped: its store slot is free)
 //! ```
 //!
-//! Submissions wait here, by tier, instead of piling up behind the store: at most
-//! `max_in_flight` jobs (the store-writes bulkhead's capacity) are past this point, so under overload the queue that grows is
-//! this one, where realtime work is served first (weight 1000 to batch's 1), an entry
-//! past its deadline is answered `Timeout` and never processed, and a full tier is
-//! answered `Overloaded{tier, retry_after_ms}` at once. A timer drains expired entries
-//! and feeds the queue fill and the process's CPU use into the degradation policy,
-//! whose level is published for intake to shed by (no message per request).
+//! The stage decides; this actor moves messages: it answers refusals and expired
+//! entries, hands dispatched jobs to the validators with a [`Credit`] for their slots,
+//! samples the process's CPU use every [`TICK`], and publishes the degradation level
+//! for admission to shed by (no message per request).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_protocol::{ErrorCode, Item, Tier};
+use chorus_protocol::{ErrorCode, Tier};
 use ractor::factory::FactoryMessage;
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::policy::degradation::{DegradationConfig, DegradationPolicy, Level, LevelChange, Load};
-use crate::policy::tier_queue::{Popped, Rejected, TierQueueConfig, TierScheduler};
-use crate::store_actor::BatchOutcome;
-use crate::supervisor::Children;
+use crate::core::scheduler::{Step, TierStage};
+use crate::messages::{Children, Credit, Submission, TierMsg, ValidateJob};
+use crate::policy::degradation::{DegradationConfig, Level, LevelChange, Load};
+use crate::policy::tier_queue::TierQueueConfig;
 use crate::telemetry::{DEGRADATION_CHANGES, DEGRADATION_LEVEL, TIER_QUEUE_DEPTH};
-use crate::validator_pool::{Submission, ValidateJob};
 
 /// How often expired entries are answered and the load is observed.
 pub const TICK: Duration = Duration::from_millis(50);
-/// Most submissions handed to the validators in one message.
-pub const MAX_DISPATCH: usize = 64;
-
-/// The retry hint for a submission shed by the degradation level.
-pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// The answer to a submission of `tier` shed before it was queued (by the level, or a
-/// full store-writes bulkhead).
-pub fn shed(tier: Tier) -> ErrorCode {
-    ErrorCode::Overloaded {
-        tier,
-        retry_after_ms: SHED_RETRY_AFTER.as_millis() as u64,
-    }
-}
 
 /// Where the degradation level is published; shared by every incarnation.
 pub type LevelBoard = Arc<watch::Sender<Level>>;
@@ -54,141 +36,6 @@ pub type LevelBoard = Arc<watch::Sender<Level>>;
 /// A new board starting at `Normal`.
 pub fn new_level_board() -> LevelBoard {
     Arc::new(watch::channel(Level::Normal).0)
-}
-
-/// Slots past the tier queues, held by submissions until they no longer need the
-/// pipeline: dropping a credit (by the store once the writes' bulkhead slots are free,
-/// or on a path that answers the callers before the store) tells the tier queues its
-/// slots are free. One message per credit, however many slots it holds: a batch of
-/// submissions travels with one credit and is released with one message.
-pub struct Credit {
-    tiers: ActorRef<TierMsg>,
-    slots: usize,
-}
-
-impl Credit {
-    /// Splits one slot off this credit (for one submission of its batch); `None` once
-    /// no slot is left.
-    pub fn split_one(&mut self) -> Option<Credit> {
-        if self.slots == 0 {
-            return None;
-        }
-        self.slots -= 1;
-        Some(Credit {
-            tiers: self.tiers.clone(),
-            slots: 1,
-        })
-    }
-
-    /// Merges credits into one per tier-queues incarnation, so that releasing them
-    /// costs one message each instead of one per slot.
-    pub fn merge(credits: Vec<Credit>) -> Vec<Credit> {
-        let mut merged: Vec<Credit> = Vec::new();
-        for mut credit in credits {
-            let slots = std::mem::take(&mut credit.slots);
-            match merged
-                .iter_mut()
-                .find(|m| m.tiers.get_id() == credit.tiers.get_id())
-            {
-                Some(m) => m.slots += slots,
-                None => merged.push(Credit {
-                    tiers: credit.tiers.clone(),
-                    slots,
-                }),
-            }
-        }
-        merged
-    }
-}
-
-impl Drop for Credit {
-    fn drop(&mut self) {
-        if self.slots > 0 {
-            // Fails only if the tier queues are gone; their successor starts with no
-            // slots used.
-            let _ = self.tiers.cast(TierMsg::Done { slots: self.slots });
-        }
-    }
-}
-
-impl std::fmt::Debug for Credit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credit({})", self.slots)
-    }
-}
-
-/// A submission waiting for a validator: its items, outcomes already decided for other
-/// positions of the caller's batch, and where the answer goes.
-pub struct TierJob {
-    /// The items to validate and store.
-    pub items: Vec<Item>,
-    /// `(index in the caller's batch, outcome)`, sorted by index.
-    pub rejected: Vec<(usize, ErrorCode)>,
-    /// The caller.
-    pub reply: RpcReplyPort<BatchOutcome>,
-}
-
-impl TierJob {
-    fn fail(self, error: ErrorCode) {
-        let _ = self.reply.send(Err(error));
-    }
-}
-
-/// What `chorus ctl queues` shows.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QueueStatus {
-    /// Entries waiting per tier, most urgent first, with each tier's capacity.
-    pub tiers: Vec<(Tier, usize, usize)>,
-    /// Jobs past the queues (validating or storing).
-    pub in_flight: usize,
-    /// The most jobs allowed past the queues.
-    pub max_in_flight: usize,
-    /// The degradation level, and whether an operator pinned it.
-    pub level: Level,
-    /// Whether the level is set by hand.
-    pub manual: bool,
-}
-
-/// An operator's command to the degradation policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DegradeCommand {
-    /// Pin the level.
-    Set(Level),
-    /// Let the load decide again.
-    Auto,
-}
-
-/// Messages of the tier queues actor.
-pub enum TierMsg {
-    /// Queue a submission in its tier.
-    Enqueue {
-        /// The most urgent tier among the submission's items.
-        tier: Tier,
-        /// The submission.
-        job: TierJob,
-    },
-    /// Internal: a credit was dropped; its slots are free.
-    Done {
-        /// How many.
-        slots: usize,
-    },
-    /// Internal: hand ready jobs to the validators (scheduled once per burst of
-    /// arrivals and releases, so that what arrived meanwhile travels as one batch).
-    Pump,
-    /// Internal: answer expired entries and observe the load.
-    Tick,
-    /// The queues' state.
-    Status {
-        /// Where it goes.
-        reply: RpcReplyPort<QueueStatus>,
-    },
-    /// Pin the degradation level or return it to automatic; answers the level.
-    Degrade {
-        /// What to do.
-        command: DegradeCommand,
-        /// The level afterwards.
-        reply: RpcReplyPort<Level>,
-    },
 }
 
 /// Arguments of the tier queues actor.
@@ -212,11 +59,8 @@ pub struct TierQueues;
 /// Its state.
 pub struct TierQueuesState {
     children: watch::Receiver<Children>,
-    scheduler: TierScheduler<TierJob>,
-    degradation: DegradationPolicy,
+    stage: TierStage<Submission>,
     level: LevelBoard,
-    in_flight: usize,
-    max_in_flight: usize,
     cpu: CpuSampler,
     /// The timer sending `Tick`; aborted when the actor stops.
     ticker: tokio::task::JoinHandle<()>,
@@ -234,81 +78,53 @@ impl TierQueuesState {
         }
     }
 
-    /// Hands jobs to the validators while slots are free, in batches of at most
-    /// [`MAX_DISPATCH`]; expired ones get `Timeout`.
+    /// Carries out the stage's steps until it has none.
     fn pump(&mut self, myself: &ActorRef<TierMsg>) {
-        let mut batch = Vec::new();
-        while self.in_flight + batch.len() < self.max_in_flight {
-            match self.scheduler.pop(Instant::now()) {
-                None => break,
-                Some(Popped::Expired { item, tier }) => {
+        let now = Instant::now();
+        while let Some(step) = self.stage.poll(now) {
+            match step {
+                Step::Expired(tier, mut job) => {
                     debug!(tier = tier.as_str(), "deadline passed in the queue");
-                    item.fail(ErrorCode::Timeout);
+                    job.fail(ErrorCode::Timeout);
                 }
-                Some(Popped::Ready { item, .. }) => {
-                    batch.push(item);
-                    if batch.len() == MAX_DISPATCH {
-                        self.dispatch(std::mem::take(&mut batch), myself);
-                    }
-                }
+                Step::Dispatch(jobs) => self.dispatch(jobs, myself),
             }
-        }
-        if !batch.is_empty() {
-            self.dispatch(batch, myself);
         }
     }
 
-    /// Sends jobs, most urgent first, to the validators as one message with a
-    /// [`Credit`] for their slots.
-    fn dispatch(&mut self, jobs: Vec<TierJob>, myself: &ActorRef<TierMsg>) {
+    /// Sends jobs to the validators as one message with a [`Credit`] for their slots
+    /// (dropping it, on any path, gives the slots back).
+    fn dispatch(&mut self, jobs: Vec<Submission>, myself: &ActorRef<TierMsg>) {
+        let credit = Credit::new(myself.clone(), jobs.len());
+        let mut job = ValidateJob::new(jobs, credit);
         let Some(validators) = self.children.borrow().validators.clone() else {
-            for job in jobs {
-                job.fail(ErrorCode::Unavailable {
-                    reason: "validators restarting".into(),
-                });
-            }
+            job.fail(validators_unavailable());
             return;
         };
-        self.in_flight += jobs.len();
-        let credit = Credit {
-            tiers: myself.clone(),
-            slots: jobs.len(),
-        };
-        let submissions = jobs
-            .into_iter()
-            .map(
-                |TierJob {
-                     items,
-                     rejected,
-                     reply,
-                 }| Submission::new(items, rejected, reply),
-            )
-            .collect();
-        let job = ValidateJob::new(submissions, credit);
         if let Err(e) = validators.dispatch((), job)
             && let MessagingErr::SendErr(FactoryMessage::Dispatch(mut refused)) = *e
         {
-            // Answering drops the credit, which frees the slots again.
-            refused.msg.fail(ErrorCode::Unavailable {
-                reason: "validators restarting".into(),
-            });
+            refused.msg.fail(validators_unavailable());
         }
     }
 
     /// Answers expired entries and moves the degradation level with the load.
     fn tick(&mut self, myself: &ActorRef<TierMsg>) {
         let now = Instant::now();
-        for (tier, job) in self.scheduler.drain_expired(now) {
+        let tick = self.stage.handle_tick(now, self.cpu.sample(now));
+        for (tier, mut job) in tick.expired {
             debug!(tier = tier.as_str(), "deadline passed in the queue");
             job.fail(ErrorCode::Timeout);
         }
-        let load = self.scheduler.load(self.cpu.sample(now));
-        if let Some(change) = self.degradation.observe(now, load) {
+        if let Some((change, load)) = tick.change {
             self.publish_level(change, load);
         }
         self.pump(myself);
         // Sampled every tick rather than set on every pump (four lookups a request).
-        self.publish_depths();
+        for tier in Tier::ALL {
+            metrics::gauge!(TIER_QUEUE_DEPTH, "tier" => tier.as_str())
+                .set(self.stage.queued(tier) as f64);
+        }
     }
 
     fn publish_level(&mut self, change: LevelChange, load: Load) {
@@ -324,31 +140,11 @@ impl TierQueuesState {
         metrics::gauge!(DEGRADATION_LEVEL).set(level_number(change.to));
         self.level.send_replace(change.to);
     }
+}
 
-    fn publish_depths(&self) {
-        for tier in Tier::ALL {
-            metrics::gauge!(TIER_QUEUE_DEPTH, "tier" => tier.as_str())
-                .set(self.scheduler.len(tier) as f64);
-        }
-    }
-
-    fn status(&self) -> QueueStatus {
-        QueueStatus {
-            tiers: Tier::ALL
-                .iter()
-                .map(|t| {
-                    (
-                        *t,
-                        self.scheduler.len(*t),
-                        self.scheduler.config().tier(*t).capacity.get(),
-                    )
-                })
-                .collect(),
-            in_flight: self.in_flight,
-            max_in_flight: self.max_in_flight,
-            level: self.degradation.level(),
-            manual: self.degradation.is_manual(),
-        }
+fn validators_unavailable() -> ErrorCode {
+    ErrorCode::Unavailable {
+        reason: "validators restarting".into(),
     }
 }
 
@@ -370,16 +166,13 @@ impl Actor for TierQueues {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let stage = TierStage::new(args.tiers, args.degradation, args.max_in_flight)?;
+        args.level.send_replace(stage.level());
         let ticker = myself.send_interval(TICK, || TierMsg::Tick);
-        let degradation = DegradationPolicy::new(args.degradation)?;
-        args.level.send_replace(degradation.level());
         Ok(TierQueuesState {
             children: args.children,
-            scheduler: TierScheduler::new(args.tiers)?,
-            degradation,
+            stage,
             level: args.level,
-            in_flight: 0,
-            max_in_flight: args.max_in_flight.max(1),
             cpu: CpuSampler::new(Instant::now()),
             ticker,
             pump_scheduled: false,
@@ -393,22 +186,17 @@ impl Actor for TierQueues {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TierMsg::Enqueue { tier, job } => {
-                if let Err(Rejected {
-                    tier,
-                    retry_after,
-                    item,
-                }) = state.scheduler.push(Instant::now(), tier, job)
+            TierMsg::Enqueue(submission) => {
+                let tier = submission.tier;
+                if let Err((mut submission, error)) =
+                    state.stage.handle_enqueue(Instant::now(), tier, submission)
                 {
-                    item.fail(ErrorCode::Overloaded {
-                        tier,
-                        retry_after_ms: retry_after.as_millis().max(1) as u64,
-                    });
+                    submission.fail(error);
                 }
                 state.schedule_pump(&myself);
             }
             TierMsg::Done { slots } => {
-                state.in_flight = state.in_flight.saturating_sub(slots);
+                state.stage.handle_done(slots);
                 state.schedule_pump(&myself);
             }
             TierMsg::Pump => {
@@ -417,18 +205,13 @@ impl Actor for TierQueues {
             }
             TierMsg::Tick => state.tick(&myself),
             TierMsg::Status { reply } => {
-                let _ = reply.send(state.status());
+                let _ = reply.send(state.stage.status());
             }
             TierMsg::Degrade { command, reply } => {
-                match command {
-                    DegradeCommand::Set(level) => {
-                        if let Some(change) = state.degradation.set(level) {
-                            state.publish_level(change, state.scheduler.load(f64::NAN));
-                        }
-                    }
-                    DegradeCommand::Auto => state.degradation.auto(),
+                if let Some((change, load)) = state.stage.degrade(command) {
+                    state.publish_level(change, load);
                 }
-                let _ = reply.send(state.degradation.level());
+                let _ = reply.send(state.stage.level());
             }
         }
         Ok(())
@@ -442,11 +225,7 @@ impl Actor for TierQueues {
         state.ticker.abort();
         // Everything still queued is answered; jobs in flight answer themselves (and
         // their credits' `Done` finds this actor gone, which is harmless).
-        let now = Instant::now();
-        while let Some(popped) = state.scheduler.pop(now) {
-            let job = match popped {
-                Popped::Ready { item, .. } | Popped::Expired { item, .. } => item,
-            };
+        for mut job in state.stage.drain(Instant::now()) {
             job.fail(ErrorCode::Unavailable {
                 reason: "node stopping".into(),
             });

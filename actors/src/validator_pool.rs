@@ -13,7 +13,7 @@
 //! rides in each write's `enrichment` and never fails the submit.
 //!
 //! Under load the hops are shared: the tier queues hand over everything they have ready
-//! (up to [`crate::tier_queues::MAX_DISPATCH`] submissions) as one job, a worker casts
+//! (up to [`crate::core::scheduler::MAX_DISPATCH`] submissions) as one job, a worker casts
 //! one message to the store for all of them, and the store answers each caller. With
 //! one submission in flight a job is one submission, so batching adds no wait. The rules
 //! are CPU work, so they run on the workers, not on an actor in the message path.
@@ -44,23 +44,23 @@ use chorus_protocol::{Enrichment, ErrorCode, Item, ItemId, Status, Tier};
 use ractor::factory::queues::DefaultQueue;
 use ractor::factory::routing::QueuerRouting;
 use ractor::factory::{
-    DiscardHandler, DiscardMode, DiscardReason, DiscardSettings, Factory, FactoryArguments,
-    FactoryMessage, Job, Worker, WorkerId, worker_builder,
+    DiscardHandler, DiscardMode, DiscardReason, DiscardSettings, Factory, FactoryArguments, Job,
+    Worker, WorkerId, worker_builder,
 };
 use ractor::{ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::core::admission::{BatchOutcome, merge_rejected};
 use crate::enrichment::{Enricher, enrich_writes};
+use crate::messages::{AfterAck, Children, StoreMsg, ValidateJob, ValidatorMsg, WriteRequest};
 use crate::policy::degradation::Level;
 use crate::store::{Store, StoreError, Write};
-use crate::store_actor::{AfterAck, BatchOutcome, StoreMsg, WriteRequest, merge};
-use crate::supervisor::Children;
 use crate::telemetry::{
     VALIDATION_DEFERRED_CHECKED, VALIDATION_DEFERRED_FAILED, VALIDATION_DEFERRED_SKIPPED,
     VALIDATION_DEFERRED_UPDATED, VALIDATION_OUTCOMES, VALIDATION_PII_REDACTED,
 };
-use crate::tier_queues::Credit;
 use crate::validation::{DeferredCheck, Validator, Verdict};
 
 /// Most submissions waiting in the factory queue for a free worker; beyond it a new
@@ -80,12 +80,6 @@ const REVIEW_BATCH: usize = 64;
 /// How long a caller refused by a full queue should wait before retrying.
 const OVERLOADED_RETRY_MS: u64 = 100;
 
-/// The factory's message type.
-pub type ValidatorMsg = FactoryMessage<(), ValidateJob>;
-
-/// The validator pool as the rest of the tree sees it.
-pub type ValidatorPool = ActorRef<ValidatorMsg>;
-
 /// The factory actor of the pool.
 pub type ValidatorFactory = Factory<
     (),
@@ -95,72 +89,6 @@ pub type ValidatorFactory = Factory<
     QueuerRouting<(), ValidateJob>,
     DefaultQueue<(), ValidateJob>,
 >;
-
-/// One submission's schema-checked, rate-limited items on their way to the store.
-pub struct Submission {
-    items: Vec<Item>,
-    /// `(index in the caller's batch, outcome)`, sorted by index.
-    rejected: Vec<(usize, ErrorCode)>,
-    /// Taken by whoever answers: the store (through the worker) or the discard handler.
-    reply: Option<RpcReplyPort<BatchOutcome>>,
-}
-
-impl Submission {
-    /// A submission of `items`; `rejected` are the outcomes already decided for other
-    /// positions of the caller's batch, sorted by index.
-    pub fn new(
-        items: Vec<Item>,
-        rejected: Vec<(usize, ErrorCode)>,
-        reply: RpcReplyPort<BatchOutcome>,
-    ) -> Submission {
-        Submission {
-            items,
-            rejected,
-            reply: Some(reply),
-        }
-    }
-
-    /// Answers the caller with one error for the whole submission (if not answered yet).
-    fn fail(&mut self, error: ErrorCode) {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(Err(error));
-        }
-    }
-}
-
-/// Submissions handed to the pool together (what the tier queues had ready at once),
-/// with the tier queues' credit for their slots: one message to the factory, one to a
-/// worker and one to the store for the whole batch.
-pub struct ValidateJob {
-    submissions: Vec<Submission>,
-    /// The tier queues' slots, carried to the store and dropped once they are free.
-    credit: Option<Credit>,
-}
-
-impl ValidateJob {
-    /// A job for `submissions` holding `credit` until they no longer need the pipeline.
-    pub fn new(submissions: Vec<Submission>, credit: Credit) -> ValidateJob {
-        ValidateJob {
-            submissions,
-            credit: Some(credit),
-        }
-    }
-
-    /// A job for one submission that holds no tier-queue slot.
-    pub fn single(submission: Submission) -> ValidateJob {
-        ValidateJob {
-            submissions: vec![submission],
-            credit: None,
-        }
-    }
-
-    /// Answers every caller not answered yet with one error for its submission.
-    pub fn fail(&mut self, error: ErrorCode) {
-        for submission in &mut self.submissions {
-            submission.fail(error.clone());
-        }
-    }
-}
 
 /// A worker of the pool (stateless; its state holds the shared validator).
 #[derive(Debug, Default)]
@@ -180,6 +108,10 @@ pub struct ValidatorArgs {
     /// The degradation level (optional work runs only at `Normal`).
     pub level: watch::Receiver<Level>,
 }
+
+// A local-only message under ractor's `cluster` feature (see `crate::messages`).
+#[cfg(feature = "cluster")]
+impl ractor::Message for ValidatorArgs {}
 
 /// One stored item waiting for its after-ack content check: the item as stored
 /// (redacted) and the status it was acknowledged with, so that the common case — the
@@ -206,11 +138,12 @@ pub struct Reviewer {
 }
 
 impl Reviewer {
-    /// Starts the review task (on the current tokio runtime) for `store`.
-    pub fn spawn(validator: Arc<Validator>, store: Arc<Store>) -> Reviewer {
+    /// Starts the review task (on the current tokio runtime) for `store`; the caller
+    /// owns the task: it ends once every `Reviewer` is dropped and the queue drained.
+    pub fn spawn(validator: Arc<Validator>, store: Arc<Store>) -> (Reviewer, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(DEFERRED_QUEUE_BOUND);
-        tokio::spawn(review_loop(rx, validator, store));
-        Reviewer { queue }
+        let task = tokio::spawn(review_loop(rx, validator, store));
+        (Reviewer { queue }, task)
     }
 
     /// Queues `work` for review without waiting; `false` (counted and logged) when the
@@ -349,16 +282,16 @@ impl Worker for ValidatorWorker {
             };
             let (writes, rejected, deferred) =
                 validate(&state.validator, submission.items, submission.rejected);
-            validated.push((writes, rejected, deferred, reply));
+            validated.push((writes, rejected, deferred, submission.tier, reply));
         }
         if let Some(enricher) = &state.enricher {
             let level = *state.level.borrow();
             enrich_all(enricher, level, &mut validated).await;
         }
         let mut requests = Vec::with_capacity(validated.len());
-        for (writes, rejected, deferred, reply) in validated {
+        for (writes, rejected, deferred, tier, reply) in validated {
             if writes.is_empty() {
-                let _ = reply.send(Ok(merge(Vec::new(), rejected)));
+                let _ = reply.send(Ok(merge_rejected(Vec::new(), rejected)));
                 continue;
             }
             // Production mode: the store queues the review once the caller has its
@@ -372,6 +305,7 @@ impl Worker for ValidatorWorker {
             requests.push(WriteRequest {
                 items: writes,
                 rejected,
+                tier,
                 reply,
                 after_ack,
             });
@@ -390,11 +324,13 @@ impl Worker for ValidatorWorker {
     }
 }
 
-/// One validated submission: its writes, rejections, deferred checks and reply port.
+/// One validated submission: its writes, rejections, deferred checks, tier and reply
+/// port.
 type Validated = (
     Vec<Write>,
     Vec<(usize, ErrorCode)>,
     Vec<DeferredWork>,
+    Tier,
     RpcReplyPort<BatchOutcome>,
 );
 
@@ -479,13 +415,7 @@ impl DiscardHandler<(), ValidateJob> for AnswerDiscarded {
             submissions = job.msg.submissions.len(),
             "validation job discarded"
         );
-        let tier = Tier::most_urgent(
-            job.msg
-                .submissions
-                .iter()
-                .flat_map(|s| s.items.iter().map(|i| i.tier)),
-        )
-        .unwrap_or_default();
+        let tier = job.msg.tier();
         let error = match reason {
             DiscardReason::Loadshed | DiscardReason::RateLimited => ErrorCode::Overloaded {
                 tier,
@@ -500,15 +430,13 @@ impl DiscardHandler<(), ValidateJob> for AnswerDiscarded {
 }
 
 /// The factory's arguments for a pool of `workers` sharing `validator` (and
-/// `enricher`, when enrichment is on; `level` tells whether it may run).
-///
-/// Starts the pool's after-ack review task (so call it on the tokio runtime); the task
-/// writes reviewed verdicts to `store` and ends after the pool is gone.
+/// `enricher`, when enrichment is on; `level` tells whether it may run), queueing
+/// production mode's after-ack reviews on `reviewer`.
 pub fn factory_args(
     validator: Arc<Validator>,
     children: watch::Receiver<Children>,
     workers: usize,
-    store: Arc<Store>,
+    reviewer: Reviewer,
     enricher: Option<Arc<Enricher>>,
     level: watch::Receiver<Level>,
 ) -> FactoryArguments<
@@ -519,7 +447,6 @@ pub fn factory_args(
     QueuerRouting<(), ValidateJob>,
     DefaultQueue<(), ValidateJob>,
 > {
-    let reviewer = Reviewer::spawn(Arc::clone(&validator), store);
     let args = ValidatorArgs {
         validator,
         children,

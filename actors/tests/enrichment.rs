@@ -13,11 +13,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use chorus_actors::DegradeCommand;
 use chorus_actors::enrichment::EnrichmentConfig;
 use chorus_actors::policy::breaker::BreakerConfig;
 use chorus_actors::policy::bulkhead::BulkheadConfig;
 use chorus_actors::policy::degradation::Level;
-use chorus_actors::tier_queues::DegradeCommand;
 use chorus_actors::{Caller, NodeHandle, PipelineConfig};
 use chorus_protocol::{Enrichment, Item, Kind, Receipt, Role, Status};
 
@@ -307,8 +307,8 @@ fn a_bad_url_names_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_can_open_and_reset_the_enrichment_breaker() {
+    use chorus_actors::BreakerCommand;
     use chorus_actors::policy::breaker::BreakerState;
-    use chorus_actors::store_actor::BreakerCommand;
 
     let (server, url) = serve().await;
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,9 @@ use support::caller;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_actors::messages::Children;
 use chorus_actors::restart::RestartPolicy;
-use chorus_actors::supervisor::{Children, NodeSupervisor, SupervisorArgs};
+use chorus_actors::supervisor::{NodeSupervisor, SupervisorArgs};
 use chorus_actors::{Durability, NodeHandle, PipelineConfig, Store, StoreConfig};
 use chorus_protocol::{ErrorCode, Item, Kind, Role, Status};
 use ractor::{Actor, ActorStatus};
@@ -183,7 +184,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
     let intake = after.intake.unwrap();
     let outcome = intake
         .call(
-            |reply| chorus_actors::intake::IntakeMsg::Submit {
+            |reply| chorus_actors::messages::IntakeMsg::Submit {
                 caller: caller(),
                 items: vec![Item::new("dan", Kind::Text)],
                 reply,
@@ -235,7 +236,7 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
     // Unpublished at once: intake answers `Unavailable` instead of hanging.
     let submit = |user: &'static str| {
         intake.call(
-            move |reply| chorus_actors::intake::IntakeMsg::Submit {
+            move |reply| chorus_actors::messages::IntakeMsg::Submit {
                 caller: caller(),
                 items: vec![Item::new(user, Kind::Text)],
                 reply,

@@ -10,11 +10,11 @@ use support::caller;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use chorus_actors::DegradeCommand;
 use chorus_actors::PipelineConfig;
 use chorus_actors::policy::bulkhead::BulkheadConfig;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::policy::tier_queue::TierQueueConfig;
-use chorus_actors::tier_queues::DegradeCommand;
 use chorus_protocol::{ErrorCode, Item, Kind, Tier};
 
 fn item(user: String, tier: Tier) -> Item {

@@ -8,9 +8,9 @@ use support::caller;
 
 use std::time::Duration;
 
+use chorus_actors::BreakerCommand;
 use chorus_actors::PipelineConfig;
 use chorus_actors::policy::breaker::{BreakerConfig, BreakerState};
-use chorus_actors::store_actor::BreakerCommand;
 use chorus_protocol::{ErrorCode, Item, Kind};
 use tokio::sync::watch;
 

@@ -7,14 +7,16 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_actors::BatchOutcome;
 use chorus_actors::Durability;
+use chorus_actors::core::admission::STORE_DEPENDENCY;
+use chorus_actors::messages::{StoreMsg, WriteRequest};
 use chorus_actors::policy::breaker::BreakerConfig;
 use chorus_actors::policy::bulkhead::BulkheadConfig;
 use chorus_actors::published_breaker::new_board;
 use chorus_actors::published_bulkhead::BulkheadBoard;
 use chorus_actors::store::{Store, Write};
-use chorus_actors::store_actor::STORE_DEPENDENCY;
-use chorus_actors::store_actor::{BatchOutcome, StoreActor, StoreArgs, StoreMsg, WriteRequest};
+use chorus_actors::store_actor::{StoreActor, StoreArgs};
 use chorus_protocol::{ErrorCode, Item, Kind, Tier};
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
@@ -28,6 +30,7 @@ fn write(store: &ActorRef<StoreMsg>, user: &str, tier: Tier) -> oneshot::Receive
             requests: vec![WriteRequest {
                 items: vec![Write::from(item)],
                 rejected: Vec::new(),
+                tier,
                 reply: tx.into(),
                 after_ack: None,
             }],

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_actors::intake::IntakeMsg;
+use chorus_actors::messages::Children;
+use chorus_actors::messages::IntakeMsg;
+use chorus_actors::messages::StoreMsg;
 use chorus_actors::restart::RestartPolicy;
-use chorus_actors::store_actor::StoreMsg;
-use chorus_actors::supervisor::{Children, NodeSupervisor, SupervisorArgs};
+use chorus_actors::supervisor::{NodeSupervisor, SupervisorArgs};
 use chorus_actors::{Caller, Durability, PipelineConfig, Store, StoreConfig};
 use chorus_protocol::{ErrorCode, Item, Kind, NodeId, Receipt, Role};
 use ractor::Actor;

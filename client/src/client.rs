@@ -189,7 +189,7 @@ impl Client {
         // The limit is the whole batch's, as if unsplit: parts under it must not let a
         // batch over it through.
         check_batch_len(count).map_err(ClientError::Server)?;
-        let mut groups = routing::split_by_owner(&ring, items);
+        let mut groups = ring.split_by_owner(items);
         if groups.len() < 2 {
             let items = groups.pop().map(|g| g.items).unwrap_or_default();
             return self.submit_group(items).await;
@@ -230,7 +230,7 @@ impl Client {
         if let (false, Some((_, error))) = (any_succeeded, first_failure) {
             return Err(error);
         }
-        routing::merge_outcomes(count, parts)
+        chorus_protocol::merge_outcomes(count, parts)
             .ok_or_else(|| ClientError::Protocol("batch outcomes do not cover the batch".into()))
     }
 

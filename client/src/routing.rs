@@ -1,21 +1,14 @@
 //! Where each request goes, as plain functions of the ring snapshot: the owner of a
-//! request, the split of a batch by owner and the merge of its outcomes, what to do after
-//! a routed attempt fails, and when the snapshot may be fetched again. No IO here: the
-//! client calls these and acts on what they return.
+//! request, what to do after a routed attempt fails, and when the snapshot may be
+//! fetched again (a batch's split by owner and the merge of its outcomes are
+//! `chorus_protocol`'s, shared with the node). No IO here: the client calls these and
+//! acts on what they return.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chorus_protocol::{ErrorCode, Item, NodeId, Receipt, Request, RingMember, RingSnapshot};
+use chorus_protocol::{ErrorCode, NodeId, Request, RingMember, RingSnapshot};
 
 use crate::error::ClientError;
-
-/// The outcome of one item of a batch.
-pub(crate) type ItemOutcome = Result<Receipt, ErrorCode>;
-
-/// One group's share of a batch: its positions, and its outcomes or the error that
-/// failed the whole group.
-pub(crate) type GroupOutcome = (Vec<usize>, Result<Vec<ItemOutcome>, ErrorCode>);
 
 /// Where one attempt of a request is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,75 +161,6 @@ impl RoutePlan {
     }
 }
 
-/// The items of a batch that one member owns, with their positions in the batch.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct BatchGroup {
-    /// The owner's name.
-    pub owner: NodeId,
-    /// Where each item stands in the caller's batch, ascending.
-    pub positions: Vec<usize>,
-    /// The items, in the same order as `positions`.
-    pub items: Vec<Item>,
-}
-
-/// Splits a batch into one group per owner, in order of each owner's first item.
-pub(crate) fn split_by_owner(ring: &RingSnapshot, items: Vec<Item>) -> Vec<BatchGroup> {
-    let mut groups: Vec<BatchGroup> = Vec::new();
-    let mut index_of: HashMap<NodeId, usize> = HashMap::new();
-    for (position, item) in items.into_iter().enumerate() {
-        let owner = &ring.owner_of_user(&item.user_id).1.node;
-        let index = match index_of.get(owner) {
-            Some(&index) => index,
-            None => {
-                index_of.insert(owner.clone(), groups.len());
-                groups.push(BatchGroup {
-                    owner: owner.clone(),
-                    positions: Vec::new(),
-                    items: Vec::new(),
-                });
-                groups.len() - 1
-            }
-        };
-        groups[index].positions.push(position);
-        groups[index].items.push(item);
-    }
-    groups
-}
-
-/// Puts each group's outcomes back at their positions. A group that failed as a whole
-/// gives its error to each of its own positions only. `None` if the positions do not
-/// cover `0..total` exactly once, or a group has the wrong number of outcomes.
-pub(crate) fn merge_outcomes(total: usize, parts: Vec<GroupOutcome>) -> Option<Vec<ItemOutcome>> {
-    let mut merged: Vec<Option<ItemOutcome>> = vec![None; total];
-    for (positions, outcome) in parts {
-        match outcome {
-            Ok(outcomes) => {
-                if outcomes.len() != positions.len() {
-                    return None;
-                }
-                for (position, outcome) in positions.into_iter().zip(outcomes) {
-                    fill(&mut merged, position, outcome)?;
-                }
-            }
-            Err(code) => {
-                for position in positions {
-                    fill(&mut merged, position, Err(code.clone()))?;
-                }
-            }
-        }
-    }
-    merged.into_iter().collect()
-}
-
-fn fill(merged: &mut [Option<ItemOutcome>], position: usize, outcome: ItemOutcome) -> Option<()> {
-    let slot = merged.get_mut(position)?;
-    if slot.is_some() {
-        return None;
-    }
-    *slot = Some(outcome);
-    Some(())
-}
-
 /// The typed error each item of a group gets when the group failed as a whole.
 pub(crate) fn group_error(error: &ClientError) -> ErrorCode {
     match error {
@@ -275,7 +199,7 @@ pub(crate) fn refresh_needed(
 
 #[cfg(test)]
 mod tests {
-    use chorus_protocol::{Kind, Status, partition_of};
+    use chorus_protocol::{Item, Kind, Receipt, Status, merge_outcomes, partition_of};
     use proptest::prelude::*;
 
     use super::*;
@@ -468,7 +392,7 @@ mod tests {
         let (a, b) = (user_of("a"), user_of("b"));
         let users = [&b, &a, &b, &b, &a];
         let items: Vec<Item> = users.iter().map(|u| Item::new(*u, Kind::Text)).collect();
-        let groups = split_by_owner(&ring, items.clone());
+        let groups = ring.split_by_owner(items.clone());
         assert_eq!(groups.len(), 2);
         assert_eq!(
             (groups[0].owner.0.as_str(), &groups[0].positions[..]),
@@ -491,43 +415,6 @@ mod tests {
             stored_at: 0,
             enrichment: chorus_protocol::Enrichment::NotConfigured,
         }
-    }
-
-    #[test]
-    fn a_failed_group_fails_only_its_own_positions() {
-        let parts = vec![
-            (
-                vec![0, 2],
-                Ok(vec![Ok(receipt(0)), Err(ErrorCode::Forbidden)]),
-            ),
-            (vec![1, 3], Err(ErrorCode::Timeout)),
-        ];
-        assert_eq!(
-            merge_outcomes(4, parts),
-            Some(vec![
-                Ok(receipt(0)),
-                Err(ErrorCode::Timeout),
-                Err(ErrorCode::Forbidden),
-                Err(ErrorCode::Timeout),
-            ])
-        );
-    }
-
-    #[test]
-    fn merging_refuses_holes_overlaps_and_short_groups() {
-        assert_eq!(
-            merge_outcomes(2, vec![(vec![0], Ok(vec![Ok(receipt(0))]))]),
-            None
-        );
-        assert_eq!(
-            merge_outcomes(1, vec![(vec![0, 0], Err(ErrorCode::Timeout))]),
-            None
-        );
-        assert_eq!(merge_outcomes(1, vec![(vec![0], Ok(vec![]))]), None);
-        assert_eq!(
-            merge_outcomes(1, vec![(vec![1], Err(ErrorCode::Timeout))]),
-            None
-        );
     }
 
     #[test]
@@ -589,7 +476,7 @@ mod tests {
                 })
                 .collect();
             let total = items.len();
-            let groups = split_by_owner(&ring, items);
+            let groups = ring.split_by_owner(items);
             let mut seen = 0;
             let parts = groups
                 .into_iter()

@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod bounded;
 mod codec;
 mod error;
@@ -21,6 +22,7 @@ mod partition;
 mod receipt;
 mod ring;
 
+pub use batch::{BatchGroup, GroupOutcome, ItemOutcome, merge_outcomes, split_by};
 pub use codec::{
     ClientFrameError, decode_client_frame, decode_hello, decode_hello_answer, decode_server_frame,
     decode_value, decode_value_within, encode_payload, encode_value,

@@ -1,7 +1,8 @@
-//! The `overload` scenario: the node's own tier scheduler ([`TierScheduler`]) and
-//! degradation policy ([`DegradationPolicy`]) from `chorus-actors`, driven the way the
-//! intake and tier-queue actors drive them, under a seeded Poisson arrival process at
-//! several multiples of a service capacity, in simulated time.
+//! The `overload` scenario: the node's own write-path core from `chorus-actors` — the
+//! admission shed check ([`shed_tier`]) and the tier stage ([`TierStage`]: tier queues,
+//! degradation policy, in-flight window) — driven the way the intake and tier-queue
+//! actors drive them, under a seeded Poisson arrival process at several multiples of a
+//! service capacity, in simulated time.
 //!
 //! The model: submissions arrive with a tier drawn from the mix; intake sheds a tier the
 //! degradation level does not admit (`Overloaded`), the scheduler rejects a push to a
@@ -17,8 +18,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chorus_actors::policy::degradation::{DegradationConfig, DegradationPolicy, Level};
-use chorus_actors::policy::tier_queue::{Popped, TierQueueConfig, TierScheduler};
+use chorus_actors::core::admission::shed_tier;
+use chorus_actors::core::scheduler::{Step, TierStage};
+use chorus_actors::policy::degradation::{DegradationConfig, Level};
+use chorus_actors::policy::tier_queue::TierQueueConfig;
 use chorus_actors::tier_queues::TICK;
 use chorus_protocol::Tier;
 use rand::{Rng as _, SeedableRng as _};
@@ -141,8 +144,12 @@ fn exponential(rng: &mut ChaCha8Rng, mean_ns: f64) -> u64 {
 
 fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Result<LoadResult> {
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ ((index as u64 + 1) << 40));
-    let mut scheduler: TierScheduler<u64> = TierScheduler::new(TierQueueConfig::default())?;
-    let mut policy = DegradationPolicy::new(DegradationConfig::default())?;
+    // Each job is (tier index, arrival ns).
+    let mut stage: TierStage<(usize, u64)> = TierStage::new(
+        TierQueueConfig::default(),
+        DegradationConfig::default(),
+        args.workers,
+    )?;
     // The policies only compare instants; any origin will do.
     let origin = Instant::now();
     let at = |ns: u64| origin + Duration::from_nanos(ns);
@@ -169,7 +176,6 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
     let mut changes = Vec::new();
     let mut time_at = [0u64; 3];
     let mut level_since = 0u64;
-    let mut busy = 0usize;
     // Busy worker-ns since the last CPU sample, and when that sample was taken.
     let mut busy_ns = 0u128;
     let mut last_event = 0u64;
@@ -179,7 +185,7 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
         if now > end {
             break;
         }
-        busy_ns += (busy as u128) * u128::from(now - last_event);
+        busy_ns += (stage.in_flight() as u128) * u128::from(now - last_event);
         last_event = now;
         match event {
             Event::Arrival => {
@@ -193,10 +199,13 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                     .unwrap_or(3);
                 let stats = &mut tiers[tier];
                 stats.offered += 1;
-                if !policy.admits(Tier::ALL[tier]) {
+                if shed_tier(stage.level(), Tier::ALL[tier]).is_err() {
                     stats.shed_by_level += 1;
                     stats.first_shed.get_or_insert(now);
-                } else if scheduler.push(at(now), Tier::ALL[tier], now).is_err() {
+                } else if stage
+                    .handle_enqueue(at(now), Tier::ALL[tier], (tier, now))
+                    .is_err()
+                {
                     stats.shed_queue_full += 1;
                     stats.first_shed.get_or_insert(now);
                 }
@@ -207,14 +216,13 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 );
             }
             Event::Done { tier, arrived } => {
-                busy -= 1;
+                stage.handle_done(1);
                 tiers[tier].latencies.push(now - arrived);
             }
             Event::Tick => {
-                for (tier, _) in scheduler.drain_expired(at(now)) {
-                    tiers[tier as usize].timeouts += 1;
-                }
-                let cpu = if args.cpu_signal == CpuSignal::Busy && now - last_sample >= cpu_window {
+                let cpu_sample =
+                    args.cpu_signal == CpuSignal::Busy && now - last_sample >= cpu_window;
+                let cpu = if cpu_sample {
                     let fraction =
                         busy_ns as f64 / (args.workers as f64 * (now - last_sample) as f64);
                     busy_ns = 0;
@@ -223,8 +231,11 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 } else {
                     f64::NAN
                 };
-                let signal = scheduler.load(cpu);
-                if let Some(change) = policy.observe(at(now), signal) {
+                let observed = stage.handle_tick(at(now), cpu);
+                for (tier, _) in observed.expired {
+                    tiers[tier as usize].timeouts += 1;
+                }
+                if let Some((change, _)) = observed.change {
                     time_at[level_index(change.from)] += now - level_since;
                     level_since = now;
                     changes.push((now, change.from, change.to));
@@ -232,27 +243,20 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 schedule(&mut events, now + tick, Event::Tick);
             }
         }
-        // The tier queues pump after every message: hand out work while workers are free.
-        while busy < args.workers {
-            match scheduler.pop(at(now)) {
-                None => break,
-                Some(Popped::Expired { tier, .. }) => tiers[tier as usize].timeouts += 1,
-                Some(Popped::Ready { tier, item, .. }) => {
-                    busy += 1;
-                    let done = now + exponential(&mut rng, service_mean).max(1);
-                    schedule(
-                        &mut events,
-                        done,
-                        Event::Done {
-                            tier: tier as usize,
-                            arrived: item,
-                        },
-                    );
+        // The tier queues pump after every message: hand out work while slots are free.
+        while let Some(step) = stage.poll(at(now)) {
+            match step {
+                Step::Expired(tier, _) => tiers[tier as usize].timeouts += 1,
+                Step::Dispatch(jobs) => {
+                    for (tier, arrived) in jobs {
+                        let done = now + exponential(&mut rng, service_mean).max(1);
+                        schedule(&mut events, done, Event::Done { tier, arrived });
+                    }
                 }
             }
         }
     }
-    time_at[level_index(policy.level())] += end.saturating_sub(level_since);
+    time_at[level_index(stage.level())] += end.saturating_sub(level_since);
     for stats in &mut tiers {
         stats.latencies.sort_unstable();
     }

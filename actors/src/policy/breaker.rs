@@ -176,6 +176,13 @@ pub enum BreakerState {
     ForcedOpen,
 }
 
+impl BreakerState {
+    /// Whether callers are turned away at once (no trial can be made).
+    pub fn rejects(self) -> bool {
+        matches!(self, BreakerState::Open | BreakerState::ForcedOpen)
+    }
+}
+
 /// Why the state changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransitionReason {
@@ -199,6 +206,15 @@ pub enum TransitionReason {
     /// [`Breaker::force_open`].
     Forced,
     /// [`Breaker::reset`].
+    Reset,
+}
+
+/// What an operator can do to a circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerCommand {
+    /// Open it until reset: every call is refused at once.
+    ForceOpen,
+    /// Close it and forget its history.
     Reset,
 }
 

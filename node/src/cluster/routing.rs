@@ -2,7 +2,6 @@
 //! asked for the owner and this node is not it). Pure decisions on a [`RingView`]; the
 //! server acts on them.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -95,24 +94,11 @@ pub fn route_user(view: &RingView, me: &NodeId, user_id: &str, routed: bool) -> 
     }
 }
 
-/// A batch split by owner: each owner's items with their positions in the batch, owners
-/// in name order.
-pub fn split_by_owner(view: &RingView, items: Vec<Item>) -> BTreeMap<NodeId, Vec<(usize, Item)>> {
-    let mut groups: BTreeMap<NodeId, Vec<(usize, Item)>> = BTreeMap::new();
-    for (at, item) in items.into_iter().enumerate() {
-        let (_, owner) = view.ring.owner_of_user(&item.user_id);
-        groups.entry(owner.clone()).or_default().push((at, item));
-    }
-    groups
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::time::SystemTime;
-
-    use chorus_protocol::Kind;
 
     use super::*;
     use crate::cluster::ring::Ring;
@@ -150,27 +136,6 @@ mod tests {
         assert_eq!(
             route_user(&view, &other, "alice", true),
             Route::NotOwner(owner)
-        );
-    }
-
-    #[test]
-    fn a_batch_splits_by_owner_keeping_positions() {
-        let view = view();
-        let items: Vec<Item> = (0..50)
-            .map(|i| Item::new(format!("user-{i}"), Kind::Text))
-            .collect();
-        let groups = split_by_owner(&view, items);
-        let mut positions: Vec<usize> = groups.values().flatten().map(|(at, _)| *at).collect();
-        positions.sort_unstable();
-        assert_eq!(positions, (0..50).collect::<Vec<_>>());
-        for (owner, group) in &groups {
-            for (_, item) in group {
-                assert_eq!(view.ring.owner_of_user(&item.user_id).1, owner);
-            }
-        }
-        assert!(
-            groups.len() > 1,
-            "50 users land on more than one of 3 nodes"
         );
     }
 }

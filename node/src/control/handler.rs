@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chorus_actors::BreakerCommand;
+use chorus_actors::DegradeCommand;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::published_breaker::state_name;
-use chorus_actors::store_actor::BreakerCommand;
-use chorus_actors::tier_queues::DegradeCommand;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;

@@ -1,14 +1,17 @@
 //! Maps one authorised request to where it is served — this node's actors, or its
 //! owner over a link — and back to a response.
 
+use chorus_actors::BatchOutcome;
 use chorus_actors::Caller;
-use chorus_actors::store_actor::BatchOutcome;
-use chorus_protocol::{ErrorCode, Item, Receipt, Request, Response, check_batch_len};
+use chorus_protocol::{
+    ErrorCode, GroupOutcome, Item, Receipt, Request, Response, check_batch_len, merge_outcomes,
+    split_by,
+};
 use futures_util::future::join_all;
 
 use super::Backend;
 use super::fan_out::{FanOut, ask_members, list};
-use crate::cluster::routing::{Forward, ForwardReply, Route, route_user, split_by_owner};
+use crate::cluster::routing::{Forward, ForwardReply, Route, route_user};
 
 /// Answers one request made by `caller`.
 pub async fn dispatch(
@@ -67,24 +70,26 @@ async fn serve(
             }
         },
         Request::SubmitBatch(items) => {
+            // The limit is the whole batch's: its parts under it must not let it through.
             check_batch_len(items.len())?;
             let total = items.len();
-            let groups = split_by_owner(&view, items);
-            if let Some(owner) = groups.keys().find(|owner| *owner != me)
+            let groups = split_by(items, |item| {
+                view.ring.owner_of_user(&item.user_id).1.clone()
+            });
+            if let Some(group) = groups.iter().find(|g| &g.owner != me)
                 && routed
             {
                 return Err(ErrorCode::NotOwner {
-                    owner: owner.clone(),
+                    owner: group.owner.clone(),
                 });
             }
-            let parts = join_all(groups.into_iter().map(|(owner, group)| async move {
-                let (positions, items): (Vec<usize>, Vec<Item>) = group.into_iter().unzip();
-                let outcomes = if &owner == me {
-                    backend.node.submit_batch(caller, items).await
+            let parts = join_all(groups.into_iter().map(|group| async move {
+                let outcomes = if &group.owner == me {
+                    backend.node.submit_batch(caller, group.items).await
                 } else {
-                    submit_at(backend, &owner, caller, items).await
+                    submit_at(backend, &group.owner, caller, group.items).await
                 };
-                (positions, outcomes)
+                (group.positions, outcomes)
             }))
             .await;
             merge_parts(total, parts).map(Response::Batch)
@@ -152,36 +157,13 @@ async fn forward(
 
 /// Puts each owner's outcomes back at their positions in the caller's batch. An owner
 /// that failed as a whole fails its own positions only.
-fn merge_parts(total: usize, parts: Vec<(Vec<usize>, BatchOutcome)>) -> BatchOutcome {
+fn merge_parts(total: usize, parts: Vec<GroupOutcome>) -> BatchOutcome {
     // A batch served in one place keeps its whole-batch error (e.g. CircuitOpen).
     if parts.len() == 1 {
         let (_, outcomes) = parts.into_iter().next().expect("one part");
         return outcomes;
     }
-    let mut merged: Vec<Option<Result<Receipt, ErrorCode>>> = vec![None; total];
-    for (positions, outcomes) in parts {
-        match outcomes {
-            Ok(outcomes) if outcomes.len() == positions.len() => {
-                for (at, outcome) in positions.into_iter().zip(outcomes) {
-                    merged[at] = Some(outcome);
-                }
-            }
-            Ok(_) => {
-                for at in positions {
-                    merged[at] = Some(Err(ErrorCode::Internal { request_id: 0 }));
-                }
-            }
-            Err(error) => {
-                for at in positions {
-                    merged[at] = Some(Err(error.clone()));
-                }
-            }
-        }
-    }
-    Ok(merged
-        .into_iter()
-        .map(|o| o.unwrap_or(Err(ErrorCode::Internal { request_id: 0 })))
-        .collect())
+    merge_outcomes(total, parts).ok_or(ErrorCode::Internal { request_id: 0 })
 }
 
 /// Reads an item by id. Its owner is not known from the id alone, so a miss here asks
