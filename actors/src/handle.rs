@@ -241,10 +241,12 @@ impl NodeHandle {
         shed_check(level, &items)?;
         let intake = self.child(|c| c.intake.clone(), "intake")?;
         let caller = caller.clone();
+        let arrived = std::time::Instant::now();
         let outcome: BatchOutcome = call(&intake, "intake", |reply| IntakeMsg::Submit {
             caller,
             items,
             reply,
+            arrived,
         })
         .await?;
         outcome

@@ -47,7 +47,13 @@ pub struct IntakeState {
 impl IntakeState {
     /// Admits a submission and forwards it; answers the caller itself only when
     /// nothing goes on.
-    fn submit(&mut self, caller: &Caller, items: Vec<Item>, reply: RpcReplyPort<BatchOutcome>) {
+    fn submit(
+        &mut self,
+        caller: &Caller,
+        items: Vec<Item>,
+        arrived: Instant,
+        reply: RpcReplyPort<BatchOutcome>,
+    ) {
         let gates = Gates {
             store_breaker: *self.store_breaker.borrow(),
             level: *self.level.borrow(),
@@ -71,7 +77,7 @@ impl IntakeState {
             }
             Admit::Queue(admitted) => admitted,
         };
-        let submission = Submission::new(items, rejected, tier, reply);
+        let submission = Submission::new(items, rejected, tier, arrived, reply);
         let Some(tiers) = self.children.borrow().tiers.clone() else {
             let mut submission = submission;
             submission.fail(tiers_unavailable());
@@ -120,7 +126,8 @@ impl Actor for IntakeActor {
                 caller,
                 items,
                 reply,
-            } => state.submit(&caller, items, reply),
+                arrived,
+            } => state.submit(&caller, items, arrived, reply),
             IntakeMsg::TrackedUsers { reply } => {
                 let _ = reply.send(state.admission.tracked_users());
             }

@@ -9,6 +9,8 @@
 //!   Credit dropped ─TierMsg::Done─► TierQueues
 //! ```
 
+use std::time::Instant;
+
 use chorus_protocol::{ErrorCode, Item, ItemId, PageToken, Role, StoredItem, Tier};
 use ractor::factory::FactoryMessage;
 use ractor::{ActorRef, RpcReplyPort};
@@ -50,6 +52,8 @@ pub enum IntakeMsg {
         items: Vec<Item>,
         /// One outcome per item, or one error for the whole batch.
         reply: RpcReplyPort<BatchOutcome>,
+        /// When the submission reached the node: its tier's budget runs from here.
+        arrived: Instant,
     },
     /// How many users the rate limiter tracks now (idle ones are forgotten).
     TrackedUsers {
@@ -67,23 +71,28 @@ pub struct Submission {
     pub rejected: Vec<(usize, ErrorCode)>,
     /// The most urgent tier among the caller's items (decided once, at admission).
     pub tier: Tier,
+    /// When it reached the node: its tier's budget runs from here.
+    pub arrived: Instant,
     /// Taken by whoever answers.
     pub reply: Option<RpcReplyPort<BatchOutcome>>,
 }
 
 impl Submission {
-    /// A submission of `items` of `tier`; `rejected` are the outcomes already decided
-    /// for other positions of the caller's batch, sorted by index.
+    /// A submission of `items` of `tier` that reached the node at `arrived`;
+    /// `rejected` are the outcomes already decided for other positions of the
+    /// caller's batch, sorted by index.
     pub fn new(
         items: Vec<Item>,
         rejected: Vec<(usize, ErrorCode)>,
         tier: Tier,
+        arrived: Instant,
         reply: RpcReplyPort<BatchOutcome>,
     ) -> Submission {
         Submission {
             items,
             rejected,
             tier,
+            arrived,
             reply: Some(reply),
         }
     }

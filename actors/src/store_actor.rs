@@ -411,8 +411,9 @@ impl Actor for StoreActor {
                     BreakerCommand::ForceOpen => state.gate.force_open(),
                     BreakerCommand::Reset => state.gate.reset(),
                 }
-                let _ = reply.send(state.gate.breaker_state());
+                // Published before the answer: whoever hears it finds the board moved.
                 state.drive(&myself);
+                let _ = reply.send(state.gate.breaker_state());
             }
             StoreMsg::Tick => {
                 // The timer fired: a later deadline needs a new one.

@@ -27,7 +27,7 @@ use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs};
 use crate::tier_queues::{LevelBoard, TierQueues, TierQueuesArgs, new_level_board};
 use crate::validation::Validator;
-use crate::validator_pool::{self, Reviewer, ValidatorFactory};
+use crate::validator_pool::{self, ReviewTask, Reviewer, ValidatorFactory};
 
 /// How long shutdown waits for a child to stop.
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -138,12 +138,11 @@ pub struct SupervisorState {
     level: LevelBoard,
     /// Pending restart timers, aborted on shutdown.
     timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
-    /// The after-ack review queue, shared by every validator incarnation; dropped at
-    /// shutdown so that the review task drains and ends.
+    /// The after-ack review queue, shared by every validator incarnation.
     reviewer: Option<Reviewer>,
-    /// The review task, awaited at shutdown (before the final flush) and aborted if
-    /// the supervisor stops any other way.
-    review_task: Option<JoinHandle<()>>,
+    /// The review task, closed at shutdown (what is queued is reviewed before the
+    /// final flush) and aborted if the supervisor stops any other way.
+    review_task: Option<ReviewTask>,
     shutting_down: bool,
 }
 
@@ -295,14 +294,13 @@ impl SupervisorState {
                 .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
                 .await;
         }
-        // Every sender of the review queue is gone with the validators but this one:
-        // the task reviews what is queued, writes its verdicts, and ends.
+        // No validator queues reviews any more: the task reviews what is queued,
+        // writes its verdicts (made durable by the final flush below), and ends.
         self.reviewer = None;
-        if let Some(mut task) = self.review_task.take()
-            && tokio::time::timeout(STOP_TIMEOUT, &mut task).await.is_err()
+        if let Some(task) = self.review_task.take()
+            && !task.close(STOP_TIMEOUT).await
         {
             warn!("after-ack review did not finish in time; stopped");
-            task.abort();
         }
         let mut result = Ok(());
         if let Some(store) = children.store {

@@ -187,16 +187,18 @@ impl Actor for TierQueues {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             TierMsg::Enqueue(submission) => {
-                let tier = submission.tier;
+                let (tier, arrived) = (submission.tier, submission.arrived);
                 if let Err((mut submission, error)) =
-                    state.stage.handle_enqueue(Instant::now(), tier, submission)
+                    state
+                        .stage
+                        .handle_enqueue(Instant::now(), arrived, tier, submission)
                 {
                     submission.fail(error);
                 }
                 state.schedule_pump(&myself);
             }
             TierMsg::Done { slots } => {
-                state.stage.handle_done(slots);
+                state.stage.handle_done(Instant::now(), slots);
                 state.schedule_pump(&myself);
             }
             TierMsg::Pump => {

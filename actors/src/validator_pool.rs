@@ -48,7 +48,7 @@ use ractor::factory::{
     Worker, WorkerId, worker_builder,
 };
 use ractor::{ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -139,10 +139,15 @@ pub struct Reviewer {
 
 impl Reviewer {
     /// Starts the review task (on the current tokio runtime) for `store`; the caller
-    /// owns the task: it ends once every `Reviewer` is dropped and the queue drained.
-    pub fn spawn(validator: Arc<Validator>, store: Arc<Store>) -> (Reviewer, JoinHandle<()>) {
+    /// owns the task and closes it ([`ReviewTask::close`]).
+    pub fn spawn(validator: Arc<Validator>, store: Arc<Store>) -> (Reviewer, ReviewTask) {
         let (queue, rx) = mpsc::channel(DEFERRED_QUEUE_BOUND);
-        let task = tokio::spawn(review_loop(rx, validator, store));
+        let (close, closed) = oneshot::channel();
+        let handle = tokio::spawn(review_loop(rx, closed, validator, store));
+        let task = ReviewTask {
+            handle,
+            close: Some(close),
+        };
         (Reviewer { queue }, task)
     }
 
@@ -178,32 +183,89 @@ impl Reviewer {
 /// blocking pool to be written, so the common case costs no thread handoff.
 async fn review_loop(
     mut rx: mpsc::Receiver<DeferredWork>,
+    mut close: oneshot::Receiver<()>,
     validator: Arc<Validator>,
     store: Arc<Store>,
 ) {
     let mut batch = Vec::with_capacity(REVIEW_BATCH);
-    while rx.recv_many(&mut batch, REVIEW_BATCH).await > 0 {
-        let checked = batch.len() as u64;
-        let changed = changed_verdicts(&validator, batch.drain(..));
-        metrics::counter!(VALIDATION_DEFERRED_CHECKED).increment(checked);
-        if changed.is_empty() {
+    let mut closing = false;
+    loop {
+        if closing {
+            // Closing: review what is queued now, without waiting for more.
+            while batch.len() < REVIEW_BATCH {
+                match rx.try_recv() {
+                    Ok(work) => batch.push(work),
+                    Err(_) => break,
+                }
+            }
+        } else {
+            tokio::select! {
+                _ = rx.recv_many(&mut batch, REVIEW_BATCH) => {}
+                // Asked to close, or the owner is gone.
+                _ = &mut close => closing = true,
+            }
+        }
+        if batch.is_empty() {
+            if closing || rx.is_closed() && rx.is_empty() {
+                return;
+            }
             continue;
         }
-        let count = changed.len() as u64;
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || write_verdicts(&store, changed)).await {
-            Ok(Ok(updated)) => {
-                metrics::counter!(VALIDATION_DEFERRED_UPDATED).increment(updated);
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, items = count, "after-ack content check failed");
-                metrics::counter!(VALIDATION_DEFERRED_FAILED).increment(count);
-            }
-            Err(e) => {
-                warn!(error = %e, items = count, "after-ack content check panicked");
-                metrics::counter!(VALIDATION_DEFERRED_FAILED).increment(count);
+        review(&validator, &store, &mut batch).await;
+    }
+}
+
+/// Reviews one batch; writes the changed verdicts on the blocking pool.
+async fn review(validator: &Validator, store: &Arc<Store>, batch: &mut Vec<DeferredWork>) {
+    let checked = batch.len() as u64;
+    let changed = changed_verdicts(validator, batch.drain(..));
+    metrics::counter!(VALIDATION_DEFERRED_CHECKED).increment(checked);
+    if changed.is_empty() {
+        return;
+    }
+    let count = changed.len() as u64;
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || write_verdicts(&store, changed)).await {
+        Ok(Ok(updated)) => {
+            metrics::counter!(VALIDATION_DEFERRED_UPDATED).increment(updated);
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, items = count, "after-ack content check failed");
+            metrics::counter!(VALIDATION_DEFERRED_FAILED).increment(count);
+        }
+        Err(e) => {
+            warn!(error = %e, items = count, "after-ack content check panicked");
+            metrics::counter!(VALIDATION_DEFERRED_FAILED).increment(count);
+        }
+    }
+}
+
+/// The running review task, held by its owner (the node supervisor), which closes it.
+#[derive(Debug)]
+pub struct ReviewTask {
+    handle: JoinHandle<()>,
+    close: Option<oneshot::Sender<()>>,
+}
+
+impl ReviewTask {
+    /// Reviews what is queued, then ends; waits at most `limit`, then stops it.
+    /// Returns whether it finished in time.
+    pub async fn close(mut self, limit: std::time::Duration) -> bool {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+        match tokio::time::timeout(limit, &mut self.handle).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.handle.abort();
+                false
             }
         }
+    }
+
+    /// Stops it at once (what is queued is not reviewed).
+    pub fn abort(&self) {
+        self.handle.abort();
     }
 }
 

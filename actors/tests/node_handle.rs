@@ -188,6 +188,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
                 caller: caller(),
                 items: vec![Item::new("dan", Kind::Text)],
                 reply,
+                arrived: std::time::Instant::now(),
             },
             None,
         )
@@ -240,6 +241,7 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
                 caller: caller(),
                 items: vec![Item::new(user, Kind::Text)],
                 reply,
+                arrived: std::time::Instant::now(),
             },
             None,
         )

@@ -30,6 +30,7 @@ async fn submit(children: &watch::Receiver<Children>, user: String) -> Result<Re
                 caller,
                 items: vec![Item::new(user, Kind::Text)],
                 reply,
+                arrived: std::time::Instant::now(),
             },
             Some(Duration::from_secs(10)),
         )

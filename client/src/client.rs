@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use chorus_protocol::{
-    ErrorCode, FrameError, Item, ItemId, NodeId, PageToken, Receipt, Request, Response, RingMember,
-    RingSnapshot, Role, RoutedRequest, StoredItem, Welcome, check_batch_len, encode_value,
+    ErrorCode, FrameError, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response,
+    RingMember, RingSnapshot, Role, RoutedRequest, StoredItem, Welcome, check_batch_len,
+    encode_value, partition_of,
 };
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -386,6 +387,17 @@ impl Client {
     /// or with routing off.
     pub fn ring(&self) -> Option<RingSnapshot> {
         self.current_ring().map(|ring| (*ring).clone())
+    }
+
+    /// A new item of `user_id`, its id naming the user's partition when the ring is
+    /// known (a later `get` then goes to one member instead of every member); a plain
+    /// ULID otherwise. Any id works; this one is only cheaper to read back.
+    pub fn new_item(&self, user_id: impl Into<String>, kind: Kind) -> Item {
+        let mut item = Item::new(user_id, kind);
+        if let Some(ring) = self.current_ring() {
+            item.id = ItemId::for_partition(partition_of(&item.user_id, ring.partitions));
+        }
+        item
     }
 
     /// The epoch of [`Client::ring`].

@@ -23,6 +23,14 @@ const MAX_FUNCTION_NAME_BYTES: usize = 128;
 /// Longest function version, in bytes.
 const MAX_FUNCTION_VERSION_BYTES: usize = 64;
 
+/// Where a partition hint starts in an id: below the marker byte and 16 partition bits,
+/// at the top of the ULID's 80 random bits.
+const PARTITION_SHIFT: u32 = 80 - 24;
+/// The marker byte of an id that carries its partition.
+const PARTITION_MARKER: u8 = 0xC5;
+/// The marker and partition bits.
+const HINT_MASK: u128 = ((1u128 << 24) - 1) << PARTITION_SHIFT;
+
 /// A client-generated item id: a ULID (128 bits), shown in its 26-character form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
 pub struct ItemId(pub u128);
@@ -36,6 +44,25 @@ impl ItemId {
         let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
         // Overflow needs 2^80 ids in one millisecond; fall back to a random one.
         ItemId(generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).0)
+    }
+
+    /// A fresh ULID that names the partition its item belongs to, so that a read by id
+    /// goes to that partition's owner instead of asking every member. The partition
+    /// sits in the top of the ULID's random part, behind a marker byte; the rest stays
+    /// random and the time prefix is untouched, so ids still sort by time.
+    pub fn for_partition(partition: crate::PartitionId) -> Self {
+        let ItemId(raw) = ItemId::generate();
+        let tagged =
+            (u128::from(PARTITION_MARKER) << 16 | u128::from(partition)) << PARTITION_SHIFT;
+        ItemId(raw & !HINT_MASK | tagged)
+    }
+
+    /// The partition this id names, if it was made by [`ItemId::for_partition`] (an id
+    /// minted elsewhere may carry the marker by chance, 1 in 256: a hint is where to
+    /// look first, never proof).
+    pub fn partition_hint(self) -> Option<crate::PartitionId> {
+        let hint = (self.0 & HINT_MASK) >> PARTITION_SHIFT;
+        ((hint >> 16) as u8 == PARTITION_MARKER).then_some(hint as u16)
     }
 
     /// The id as 16 big-endian bytes: sorts like the ULID (by time first).
@@ -364,6 +391,28 @@ bincode::impl_borrow_decode!(Item);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_names_its_partition_and_keeps_its_time() {
+        for partition in [0u16, 1, 688, 1023, u16::MAX] {
+            let before = ItemId::generate();
+            let id = ItemId::for_partition(partition);
+            assert_eq!(id.partition_hint(), Some(partition));
+            // The 48-bit time prefix is the generator's.
+            assert!(id.0 >> 80 >= before.0 >> 80);
+        }
+        let a = ItemId::for_partition(5);
+        let b = ItemId::for_partition(5);
+        assert_ne!(a, b, "the rest of the random part stays random");
+    }
+
+    #[test]
+    fn an_id_without_the_marker_has_no_hint() {
+        let plain = ItemId(0x0190_0000_0000_1234_5678_9abc_def0_1234);
+        assert_eq!(plain.partition_hint(), None);
+        let marked = ItemId(plain.0 & !HINT_MASK | (0xC5u128 << 16 | 7) << PARTITION_SHIFT);
+        assert_eq!(marked.partition_hint(), Some(7));
+    }
 
     fn valid() -> Item {
         Item::new("user-1", Kind::Text)

@@ -5,8 +5,9 @@
 //! service capacity, in simulated time.
 //!
 //! The model: submissions arrive with a tier drawn from the mix; intake sheds a tier the
-//! degradation level does not admit (`Overloaded`), the scheduler rejects a push to a
-//! full tier (`Overloaded`) and hands out expired entries as `Timeout`; `workers` jobs at
+//! degradation level does not admit (`Overloaded`), the tier stage refuses a job that
+//! would wait past its tier's budget at the measured service rate, or finds its tier
+//! full (`Overloaded`), and hands out expired entries as `Timeout`; `workers` jobs at
 //! most are past the queues, each served in an exponential time of mean
 //! `workers / capacity`. Every `TICK` the expired entries are answered and the load
 //! (queue fill, and the workers' busy fraction standing in for CPU, sampled over the
@@ -91,7 +92,7 @@ enum Event {
 struct TierStats {
     offered: u64,
     shed_by_level: u64,
-    shed_queue_full: u64,
+    shed_by_queue: u64,
     timeouts: u64,
     /// Latencies of served submissions, ns from arrival to completion.
     latencies: Vec<u64>,
@@ -101,7 +102,7 @@ struct TierStats {
 
 impl TierStats {
     fn shed(&self) -> u64 {
-        self.shed_by_level + self.shed_queue_full
+        self.shed_by_level + self.shed_by_queue
     }
 
     fn fraction(&self, n: u64) -> f64 {
@@ -203,10 +204,10 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                     stats.shed_by_level += 1;
                     stats.first_shed.get_or_insert(now);
                 } else if stage
-                    .handle_enqueue(at(now), Tier::ALL[tier], (tier, now))
+                    .handle_enqueue(at(now), at(now), Tier::ALL[tier], (tier, now))
                     .is_err()
                 {
-                    stats.shed_queue_full += 1;
+                    stats.shed_by_queue += 1;
                     stats.first_shed.get_or_insert(now);
                 }
                 schedule(
@@ -216,7 +217,7 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 );
             }
             Event::Done { tier, arrived } => {
-                stage.handle_done(1);
+                stage.handle_done(at(now), 1);
                 tiers[tier].latencies.push(now - arrived);
             }
             Event::Tick => {
@@ -296,7 +297,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.capacity, args.workers, mix, args.duration, args.cpu_signal, args.seed
     );
     println!(
-        "shed = answered Overloaded (by the degradation level, or a full tier queue); timeout = expired in the queue."
+        "shed = answered Overloaded (by the degradation level, or by the tier queue: too long an expected wait, or a full tier); timeout = expired in the queue."
     );
     let results: Vec<LoadResult> = args
         .loads
@@ -312,7 +313,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "served %",
         "shed %",
         "by level %",
-        "queue full %",
+        "by queue %",
         "timeout %",
         "p50 ms",
         "p99 ms",
@@ -338,7 +339,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 percent(s.fraction(served)),
                 percent(s.fraction(s.shed())),
                 percent(s.fraction(s.shed_by_level)),
-                percent(s.fraction(s.shed_queue_full)),
+                percent(s.fraction(s.shed_by_queue)),
                 percent(s.fraction(s.timeouts)),
                 fixed(quantile_ms(&s.latencies, 0.5), 2),
                 fixed(quantile_ms(&s.latencies, 0.99), 2),

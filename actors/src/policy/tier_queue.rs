@@ -11,7 +11,7 @@
 //! tier is busy.
 //!
 //! Expiry: an entry is expired once `now >= deadline` (`deadline` = enqueue time + the
-//! tier's `timeout`). [`TierScheduler::pop`] never hands out an expired entry as
+//! tier's `latency_budget`: nothing waits in a queue past what its tier promises). [`TierScheduler::pop`] never hands out an expired entry as
 //! [`Popped::Ready`]: it returns it as [`Popped::Expired`] first, without spending the
 //! tier's share. Because workers only pop when they are free, the driver also arms a
 //! timer at [`TierScheduler::next_deadline`] and calls [`TierScheduler::drain_expired`]
@@ -47,11 +47,12 @@ const STRIDE_ONE: u128 = 1 << 32;
 /// The service parameters of one tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TierParams {
-    /// End-to-end latency the tier promises (p99 target); carried for metrics and
-    /// clients, the scheduler itself enforces only `timeout`.
+    /// End-to-end latency the tier promises (p99 target): an entry still queued when
+    /// it has run out is answered `Timeout`, never processed late.
     pub latency_budget: Duration,
-    /// Time from enqueue after which the entry is answered `Timeout` instead of
-    /// processed (its deadline); at least `latency_budget`, at most [`MAX_TIER_TIMEOUT`].
+    /// The request's overall deadline as clients apply it (retries included); at least
+    /// `latency_budget`, at most [`MAX_TIER_TIMEOUT`]. The queue itself holds an entry
+    /// no longer than `latency_budget`.
     pub timeout: Duration,
     /// How many times a client should retry a failed request of this tier; config data
     /// for the client side, not used by the scheduler.
@@ -232,7 +233,7 @@ impl<T> Entry<T> {
 struct Lane<T> {
     queue: VecDeque<Entry<T>>,
     capacity: usize,
-    timeout: Duration,
+    budget: Duration,
     stride: u128,
     /// Virtual time at which this tier is next due; the smallest pass is served next.
     pass: u128,
@@ -258,7 +259,7 @@ impl<T> TierScheduler<T> {
             Lane {
                 queue: VecDeque::new(),
                 capacity: p.capacity.get(),
-                timeout: p.timeout,
+                budget: p.latency_budget,
                 stride: STRIDE_ONE / u128::from(p.weight.get()),
                 pass: 0,
             }
@@ -275,9 +276,24 @@ impl<T> TierScheduler<T> {
         &self.config
     }
 
-    /// Queue `item` in `tier` at `now`, with deadline `now + timeout`; a full tier
+    /// Queue `item` in `tier` at `now`, with deadline `now + latency_budget`; a full tier
     /// rejects it (the other tiers' room is not borrowed: each tier is a bulkhead).
     pub fn push(&mut self, now: Instant, tier: Tier, item: T) -> Result<(), Rejected<T>> {
+        let deadline = now + self.lanes[tier as usize].budget;
+        self.push_until(now, tier, item, deadline)
+    }
+
+    /// Like [`TierScheduler::push`] with an earlier `deadline` (e.g. leaving time for
+    /// the work after the queue). The deadline is kept between the tier's previous
+    /// entry's and `now + latency_budget`, so deadlines stay in queue order and no
+    /// entry waits past its budget.
+    pub fn push_until(
+        &mut self,
+        now: Instant,
+        tier: Tier,
+        item: T,
+        deadline: Instant,
+    ) -> Result<(), Rejected<T>> {
         let virtual_time = self.virtual_time;
         let lane = &mut self.lanes[tier as usize];
         if lane.queue.len() >= lane.capacity {
@@ -297,8 +313,10 @@ impl<T> TierScheduler<T> {
         if lane.queue.is_empty() {
             lane.pass = lane.pass.max(virtual_time);
         }
+        let latest = now + lane.budget;
+        let earliest = lane.queue.back().map_or(now, |e| e.deadline);
         lane.queue.push_back(Entry {
-            deadline: now + lane.timeout,
+            deadline: deadline.clamp(earliest.min(latest), latest),
             item,
         });
         Ok(())
@@ -340,7 +358,7 @@ impl<T> TierScheduler<T> {
     /// a tier, so the driver can answer them `Timeout` while all workers are busy.
     ///
     /// Looks at each queue's expired prefix only: deadlines are in queue order because
-    /// a tier's timeout is fixed and `now` (an `Instant`) never goes backwards.
+    /// a tier's budget is fixed and `now` (an `Instant`) never goes backwards.
     pub fn drain_expired(&mut self, now: Instant) -> Vec<(Tier, T)> {
         let mut expired = Vec::new();
         for tier in Tier::ALL {
@@ -512,12 +530,12 @@ mod tests {
         s.push(t0, Tier::Priority, 1).unwrap();
         s.push(t0 + ms(500), Tier::Priority, 2).unwrap();
         let err = s.push(t0 + ms(800), Tier::Priority, 3).unwrap_err();
-        // The oldest priority entry expires at t0 + 2 s: 1.2 s from now.
+        // The oldest priority entry expires at t0 + 1 s (its budget): 200 ms from now.
         assert_eq!(
             err,
             Rejected {
                 tier: Tier::Priority,
-                retry_after: ms(1_200),
+                retry_after: ms(200),
                 item: 3
             }
         );
@@ -557,34 +575,34 @@ mod tests {
         let mut s = scheduler();
         let t0 = Instant::now();
         s.push(t0, Tier::Realtime, 1).unwrap();
-        s.push(t0 + ms(150), Tier::Realtime, 2).unwrap();
+        s.push(t0 + ms(50), Tier::Realtime, 2).unwrap();
         s.push(t0, Tier::Standard, 3).unwrap();
         // Table: (time, expected pop).
         let cases = [
             // Exactly at the deadline counts as expired: the budget is used up.
             (
-                ms(200),
+                ms(100),
                 Some(Popped::Expired {
                     tier: Tier::Realtime,
                     item: 1,
                 }),
             ),
             (
-                ms(200),
+                ms(100),
                 Some(Popped::Ready {
                     tier: Tier::Realtime,
                     item: 2,
-                    deadline: t0 + ms(350),
+                    deadline: t0 + ms(150),
                 }),
             ),
             (
-                ms(20_001),
+                ms(10_001),
                 Some(Popped::Expired {
                     tier: Tier::Standard,
                     item: 3,
                 }),
             ),
-            (ms(20_001), None),
+            (ms(10_001), None),
         ];
         for (i, (at, expected)) in cases.into_iter().enumerate() {
             assert_eq!(s.pop(t0 + at), expected, "case {i}");
@@ -598,18 +616,18 @@ mod tests {
         assert_eq!(s.next_deadline(), None);
         s.push(t0, Tier::Batch, 4).unwrap();
         s.push(t0, Tier::Priority, 2).unwrap();
-        s.push(t0 + ms(100), Tier::Realtime, 1).unwrap();
-        s.push(t0 + ms(250), Tier::Realtime, 5).unwrap();
-        assert_eq!(s.next_deadline(), Some(t0 + ms(300)));
-        assert_eq!(s.drain_expired(t0 + ms(299)), vec![]);
-        assert_eq!(s.drain_expired(t0 + ms(300)), vec![(Tier::Realtime, 1)]);
-        assert_eq!(s.next_deadline(), Some(t0 + ms(450)));
+        s.push(t0 + ms(50), Tier::Realtime, 1).unwrap();
+        s.push(t0 + ms(120), Tier::Realtime, 5).unwrap();
+        assert_eq!(s.next_deadline(), Some(t0 + ms(150)));
+        assert_eq!(s.drain_expired(t0 + ms(149)), vec![]);
+        assert_eq!(s.drain_expired(t0 + ms(150)), vec![(Tier::Realtime, 1)]);
+        assert_eq!(s.next_deadline(), Some(t0 + ms(220)));
         assert_eq!(
-            s.drain_expired(t0 + ms(2_000)),
+            s.drain_expired(t0 + ms(1_000)),
             vec![(Tier::Realtime, 5), (Tier::Priority, 2)]
         );
         assert_eq!(s.total_len(), 1);
-        assert_eq!(s.next_deadline(), Some(t0 + ms(300_000)));
+        assert_eq!(s.next_deadline(), Some(t0 + ms(60_000)));
     }
 
     #[test]

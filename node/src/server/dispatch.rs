@@ -166,10 +166,23 @@ fn merge_parts(total: usize, parts: Vec<GroupOutcome>) -> BatchOutcome {
     merge_outcomes(total, parts).ok_or(ErrorCode::Internal { request_id: 0 })
 }
 
-/// Reads an item by id. Its owner is not known from the id alone, so a miss here asks
-/// every peer; a miss everywhere is `None` only if every peer answered (an unreachable
-/// peer might hold it, so the answer is then `Unavailable`, never a wrong `None`).
+/// Reads an item by id. An id that names its partition is looked up at that
+/// partition's owner first (one hop); otherwise, or on a miss there (an id minted
+/// elsewhere may carry a hint by chance), every member is asked. A miss everywhere is
+/// `None` only if every member answered (an unreachable one might hold it, so the
+/// answer is then `Unavailable`, never a wrong `None`).
 async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response, ErrorCode> {
+    let me = backend.cluster.node();
+    let hinted_owner = id.partition_hint().and_then(|partition| {
+        let view = backend.cluster.ring();
+        (partition < view.ring.partitions()).then(|| view.ring.owner(partition).clone())
+    });
+    if let Some(owner) = hinted_owner.filter(|owner| owner != me)
+        && let Ok(ForwardReply::Get(Some(found))) =
+            forward(backend, &owner, Forward::Get { id }).await
+    {
+        return Ok(Response::Item(Some(found)));
+    }
     if let Some(found) = backend.node.get(id).await? {
         return Ok(Response::Item(Some(Box::new(found))));
     }
