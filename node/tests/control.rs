@@ -102,6 +102,7 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
             node: NodeId("node-1".into()),
             partitions: 1024,
             durability: Durability::Flush,
+            log: chorus_actors::store::LogConfig::default(),
         })
         .unwrap();
         let audit = store.audit();
