@@ -237,25 +237,38 @@ impl Index {
         }
         let mut durable = self.durable();
         let mut seq_batch = sled::Batch::default();
+        let mut raised = false;
         for (partition, sequence) in sequences {
             if let Some(last) = durable.sequences.get_mut(usize::from(partition))
                 && sequence > *last
             {
                 *last = sequence;
+                raised = true;
                 seq_batch.insert(&partition.to_be_bytes()[..], &sequence.to_be_bytes()[..]);
             }
         }
-        let mut meta = sled::Batch::default();
-        for (segment, bytes) in superseded {
-            let count = durable.dead.entry(segment).or_default();
-            *count += bytes;
-            meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
-        }
-        meta.insert(META_CHECKPOINT, &through.to_bytes()[..]);
+        // A sled batch costs a manifest in its log: only when counts ride along.
+        let meta = (!superseded.is_empty()).then(|| {
+            let mut meta = sled::Batch::default();
+            for (segment, bytes) in superseded {
+                let count = durable.dead.entry(segment).or_default();
+                *count += bytes;
+                meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
+            }
+            meta.insert(META_CHECKPOINT, &through.to_bytes()[..]);
+            meta
+        });
         self.ids.apply_batch(ids)?;
         self.listing.apply_batch(listing)?;
-        self.sequences.apply_batch(seq_batch)?;
-        self.meta.apply_batch(meta)?;
+        if raised {
+            self.sequences.apply_batch(seq_batch)?;
+        }
+        match meta {
+            Some(meta) => self.meta.apply_batch(meta)?,
+            None => {
+                self.meta.insert(META_CHECKPOINT, &through.to_bytes()[..])?;
+            }
+        }
         drop(durable);
         self.flush()?;
         self.durable().checkpoint = through;
