@@ -321,6 +321,36 @@ fn a_store_dropped_mid_compaction_reopens_whole_and_finishes_later() {
 }
 
 #[test]
+fn a_record_rewritten_between_the_plan_and_its_copy_keeps_the_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let (store, mut model) = half_dead_store(&path);
+    let RetireStep::Planned { segment, live } = store.retire_step().unwrap() else {
+        panic!("nothing planned");
+    };
+    assert!(live > 0);
+    // Every item rewritten after the plan listed the segment's live records.
+    rewrite(&store, &mut model, 1, 9);
+    let mut copied = 0;
+    for _ in 0..100 {
+        match store.retire_step().unwrap() {
+            RetireStep::Copied { records, .. } => copied += records,
+            RetireStep::Waiting { .. } => store.flush().unwrap(),
+            RetireStep::Removed { segment: gone, .. } => {
+                assert_eq!(gone, segment);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(copied, 0, "a record that died after the plan was copied");
+    check(&store, &model);
+    drop(store);
+    let store = Store::open(config(&path, SEGMENT)).unwrap();
+    check(&store, &model);
+}
+
+#[test]
 fn a_reader_that_located_a_record_before_its_segment_went_still_gets_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
