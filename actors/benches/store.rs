@@ -10,6 +10,7 @@
 
 use std::hint::black_box;
 
+use chorus_actors::store::LogConfig;
 use chorus_actors::{Durability, Store, StoreConfig};
 use chorus_protocol::{Item, Kind, NodeId};
 use cpu_time::ProcessTime;
@@ -38,6 +39,7 @@ fn open(dir: &tempfile::TempDir, durability: Durability) -> Store {
         node: NodeId("bench".into()),
         partitions: 1024,
         durability,
+        log: LogConfig::default(),
     })
     .unwrap()
 }

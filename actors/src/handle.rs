@@ -133,6 +133,11 @@ impl NodeHandle {
         self.inner.store.publish_metrics();
     }
 
+    /// The partition log's disk use and what retirement has reclaimed (for `ctl status`).
+    pub fn store_log_usage(&self) -> crate::store::LogUsage {
+        self.inner.store.log_usage()
+    }
+
     /// The store, to inject faults in tests.
     #[cfg(feature = "fault-injection")]
     pub fn store_for_tests(&self) -> Arc<Store> {

@@ -4,8 +4,8 @@
 //! <path>/log/*.seg   the partition log (store of record): checksummed records, each
 //!                    tagged (partition, sequence); one write + fdatasync per group
 //! <path>/index/      sled: the index over the log (`listing`, `ids`, `sequences`,
-//!                    checkpoint) and the small metadata trees (`api_keys`, `audit`,
-//!                    `meta`: partition count, node id)
+//!                    checkpoint, dead bytes per segment) and the small metadata trees
+//!                    (`api_keys`, `audit`, `meta`: partition count, node id)
 //! ```
 //!
 //! A write is acknowledged once its group's `fdatasync` returns ([`log`]); its record
@@ -21,17 +21,24 @@
 //! A failed log write or sync is fatal ([`Store::failure`]): the store refuses every
 //! later write with [`StoreError::Failed`] and the node reports not ready until it is
 //! restarted and the log replayed. Reads keep working.
+//!
+//! A record is *live* while the index (or the tail, which is newer) points at it; a
+//! rewritten verdict makes the record it replaces dead. A background thread, the
+//! [`retire`] pass, deletes segments wholly before the checkpoint once nothing in them
+//! is live, and compacts those mostly dead (copying their live records to the log's
+//! head), so the log's disk use stays bounded by what is live ([`Store::log_usage`]).
 
 pub mod audit;
 pub mod index;
 mod keys;
 pub mod log;
+pub mod retire;
 mod tail;
 mod verdict;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,9 +58,13 @@ use index::{Index, IndexEntry};
 use keys::{item_key, split_item_key, user_prefix};
 use log::record::{RecordHeader, RecordKind};
 use log::{LogError, PartitionLog};
+pub use retire::{LogUsage, RetireStep};
 use tail::Tail;
 
-use crate::telemetry::{STORE_LOG_BYTES, STORE_UNINDEXED_RECORDS};
+use crate::telemetry::{
+    STORE_LOG_BYTES, STORE_LOG_DEAD_BYTES, STORE_LOG_LIVE_BYTES, STORE_LOG_SEGMENTS,
+    STORE_UNINDEXED_RECORDS,
+};
 
 /// Prefix of every API key, so a leaked key is recognisable by secret scanners.
 pub const API_KEY_PREFIX: &str = "chorus_";
@@ -121,6 +132,77 @@ pub struct StoreConfig {
     pub partitions: u16,
     /// How hard writes are synced before they are acknowledged.
     pub durability: Durability,
+    /// The partition log's segment size and how its dead records are reclaimed.
+    pub log: LogConfig,
+}
+
+impl StoreConfig {
+    /// Checks every limit; `InvalidConfig` names the first one broken.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.partitions == 0 {
+            return Err(StoreError::InvalidConfig(
+                "partitions must be at least 1".into(),
+            ));
+        }
+        self.log.validate()
+    }
+}
+
+/// The partition log's layout and its reclamation ([`retire`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// Bytes at which the writer starts a new segment, the unit the retirement pass
+    /// deletes: [`log::MIN_SEGMENT_BYTES`]..=[`log::MAX_SEGMENT_BYTES`].
+    pub segment_bytes: u64,
+    /// A segment wholly indexed whose dead bytes are at least this fraction of it is
+    /// compacted (its live records copied forward, then it is deleted); in (0, 1]. The
+    /// log's disk use stays within live bytes / (1 − this), plus the segments not yet
+    /// indexed and one more; 1 retires only segments with nothing live.
+    pub retire_dead_fraction: f64,
+    /// Time between retirement passes; each retires at most one segment. At least
+    /// [`MIN_RETIRE_INTERVAL`].
+    pub retire_interval: Duration,
+}
+
+/// The shortest [`LogConfig::retire_interval`] accepted.
+pub const MIN_RETIRE_INTERVAL: Duration = Duration::from_millis(10);
+
+impl Default for LogConfig {
+    /// 64 MiB segments, compacted at half dead, a pass every two seconds.
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes: log::DEFAULT_SEGMENT_BYTES,
+            retire_dead_fraction: 0.5,
+            retire_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every limit; `InvalidConfig` names the first one broken.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if !(log::MIN_SEGMENT_BYTES..=log::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(StoreError::InvalidConfig(format!(
+                "segment_bytes is {}, must be {}..={}",
+                self.segment_bytes,
+                log::MIN_SEGMENT_BYTES,
+                log::MAX_SEGMENT_BYTES
+            )));
+        }
+        let fraction = self.retire_dead_fraction;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(StoreError::InvalidConfig(format!(
+                "retire_dead_fraction is {fraction}, must be in (0, 1]"
+            )));
+        }
+        if self.retire_interval < MIN_RETIRE_INTERVAL {
+            return Err(StoreError::InvalidConfig(format!(
+                "retire_interval is {:?}, must be at least {MIN_RETIRE_INTERVAL:?}",
+                self.retire_interval
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Why a store operation failed. Unless a variant says otherwise, a failed write may or
@@ -144,6 +226,9 @@ pub enum StoreError {
     /// The indexer thread could not be started; nothing was opened.
     #[error("starting the indexer thread: {0}")]
     Indexer(std::io::Error),
+    /// The retirement thread could not be started; nothing was opened.
+    #[error("starting the retirement thread: {0}")]
+    Retirer(std::io::Error),
     /// Syncing a file to disk failed; the batch is not known to be durable.
     #[error("sync {path}: {source}")]
     Sync {
@@ -219,6 +304,16 @@ struct Shared {
     /// Why the indexer stopped, if it did.
     index_failure: Mutex<Option<String>>,
     stopping: AtomicBool,
+    /// The segment the retirement pass is working on, if any.
+    retirement: Mutex<retire::Stage>,
+    /// Wakes the retirement thread early (to stop).
+    retire_wake: Condvar,
+    /// When segments qualify for compaction.
+    dead_fraction: f64,
+    /// Segments retired, compacted, and bytes copied forward, since the store opened.
+    retired: AtomicU64,
+    compacted: AtomicU64,
+    copied_bytes: AtomicU64,
     /// Test-only: the indexer applies nothing (and drains nothing at stop), as if the
     /// process died before the index caught up.
     #[cfg(feature = "fault-injection")]
@@ -238,6 +333,33 @@ impl Shared {
                 .clone()
         })
     }
+
+    /// Takes the append lock once the tail has room; refuses when the store failed.
+    fn lock_for_append(&self) -> Result<MutexGuard<'_, Vec<u64>>, StoreError> {
+        let sequences = self.sequences.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = self.tail();
+        loop {
+            if let Some(reason) = self.failure() {
+                return Err(StoreError::Failed { reason });
+            }
+            if tail.unindexed() < MAX_UNINDEXED {
+                return Ok(sequences);
+            }
+            tail = self
+                .tail_changed
+                .wait_timeout(tail, INDEX_INTERVAL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Where the live record of `id` lies: the tail's (newer) or else the index's.
+    fn locate(&self, id: ItemId) -> Result<Option<log::Locator>, StoreError> {
+        if let Some(locator) = self.tail().locate(id) {
+            return Ok(Some(locator));
+        }
+        self.index.locate(id)
+    }
 }
 
 /// The node's store. Cheap to share behind an `Arc`; every method blocks.
@@ -245,6 +367,8 @@ pub struct Store {
     shared: Arc<Shared>,
     /// Applies the tail to the index; stopped and joined on drop.
     indexer: Option<JoinHandle<()>>,
+    /// Runs the retirement pass; stopped and joined on drop.
+    retirer: Option<JoinHandle<()>>,
     api_keys: sled::Tree,
     /// Administrative actions, hash chained; see [`audit`].
     audit: AuditLog,
@@ -275,11 +399,7 @@ impl Store {
     /// Fails with `PartitionMismatch` when the store was created with another partition
     /// count.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        if config.partitions == 0 {
-            return Err(StoreError::InvalidConfig(
-                "partitions must be at least 1".into(),
-            ));
-        }
+        config.validate()?;
         if config.path.join("conf").exists() {
             return Err(StoreError::InvalidConfig(format!(
                 "{} holds a store of an earlier format (sled only, no partition log)",
@@ -291,15 +411,18 @@ impl Store {
         let meta = db.open_tree("meta")?;
         check_meta(&meta, &config)?;
         let sync = config.durability == Durability::Full;
-        let index = Index::open(db.clone(), &index_path, sync)?;
-        let checkpoint = index.checkpoint()?;
-        let mut sequences = index.sequences(config.partitions)?;
+        let index = Index::open(db.clone(), &index_path, sync, config.partitions)?;
+        let checkpoint = index.checkpoint();
+        let mut sequences = index.sequences();
         let (log, recovered) = PartitionLog::open(
             &config.path.join("log"),
-            log::DEFAULT_SEGMENT_BYTES,
+            config.log.segment_bytes,
             sync,
             checkpoint,
         )?;
+        let present: std::collections::BTreeSet<u64> =
+            log.segments().into_iter().map(|(s, _)| s).collect();
+        index.forget_absent(&|segment| present.contains(&segment))?;
         let mut tail = Tail::default();
         for record in &recovered {
             let stored = decode_item(&record.body)?;
@@ -307,11 +430,19 @@ impl Store {
             if let Some(last) = sequences.get_mut(usize::from(partition)) {
                 *last = (*last).max(record.header.sequence);
             }
-            tail.insert(
-                index_entry(&stored, partition, record.header.sequence, record.locator),
-                Arc::new(stored),
-                record.locator.end(),
-            );
+            // What this record replaced: an earlier replayed record, or what the index
+            // held at the checkpoint. An index entry past the checkpoint (a batch whose
+            // flush the crash cut short) hides the record it replaced: left uncounted,
+            // which delays reclaiming it but never counts it twice.
+            let supersedes = match tail.locate(stored.item.id) {
+                Some(earlier) => Some(earlier),
+                None => index
+                    .locate(stored.item.id)?
+                    .filter(|old| old.end() <= checkpoint && present.contains(&old.segment)),
+            };
+            let mut entry = index_entry(&stored, partition, record.header.sequence, record.locator);
+            entry.supersedes = supersedes;
+            tail.insert(entry, Arc::new(stored), record.locator.end());
         }
         if !recovered.is_empty() {
             info!(
@@ -327,6 +458,12 @@ impl Store {
             sequences: Mutex::new(sequences),
             index_failure: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            retirement: Mutex::new(retire::Stage::default()),
+            retire_wake: Condvar::new(),
+            dead_fraction: config.log.retire_dead_fraction,
+            retired: AtomicU64::new(0),
+            compacted: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
             #[cfg(feature = "fault-injection")]
             indexer_paused: AtomicBool::new(false),
         });
@@ -337,9 +474,10 @@ impl Store {
                 move || run_indexer(&shared)
             })
             .map_err(StoreError::Indexer)?;
-        let store = Store {
+        let mut store = Store {
             shared,
             indexer: Some(indexer),
+            retirer: None,
             api_keys: db.open_tree("api_keys")?,
             audit: AuditLog::open(db.open_tree("audit")?)?,
             node: config.node,
@@ -351,6 +489,16 @@ impl Store {
             delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
         store.sync_meta()?;
+        // Started last: a failed start drops the store, which stops the indexer.
+        let retirer = std::thread::Builder::new()
+            .name("chorus-retirer".into())
+            .spawn({
+                let shared = Arc::clone(&store.shared);
+                let interval = config.log.retire_interval;
+                move || retire::run(&shared, interval)
+            })
+            .map_err(StoreError::Retirer)?;
+        store.retirer = Some(retirer);
         Ok(store)
     }
 
@@ -402,7 +550,7 @@ impl Store {
             self.delay_ms.load(std::sync::atomic::Ordering::Relaxed),
         ));
         let stored_at = now_ms();
-        let mut sequences = self.lock_for_append()?;
+        let mut sequences = self.shared.lock_for_append()?;
         let mut outcomes: Vec<Result<Receipt, ErrorCode>> = Vec::with_capacity(writes.len());
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
         let mut fresh = Vec::new();
@@ -439,37 +587,21 @@ impl Store {
             outcomes.push(Ok(receipt.clone()));
             fresh.push(StoredItem { item, receipt });
         }
-        self.append_records(&mut sequences, fresh)?;
+        self.append_records(
+            &mut sequences,
+            fresh.into_iter().map(|s| (s, None)).collect(),
+        )?;
         Ok(outcomes)
     }
 
-    /// Takes the append lock once the tail has room; refuses when the store failed.
-    fn lock_for_append(&self) -> Result<MutexGuard<'_, Vec<u64>>, StoreError> {
-        let shared = &self.shared;
-        let sequences = shared.sequences.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tail = shared.tail();
-        loop {
-            if let Some(reason) = shared.failure() {
-                return Err(StoreError::Failed { reason });
-            }
-            if tail.unindexed() < MAX_UNINDEXED {
-                return Ok(sequences);
-            }
-            tail = shared
-                .tail_changed
-                .wait_timeout(tail, INDEX_INTERVAL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Appends records of `items` (each the newest version of its id) as one group,
-    /// assigning each its partition's next sequence, and puts them in the tail once
-    /// durable. The caller holds the append lock (`sequences`).
+    /// Appends records of `items` (each the newest version of its id, with the locator
+    /// of the record it replaces, if any) as one group, assigning each its partition's
+    /// next sequence, and puts them in the tail once durable. The caller holds the
+    /// append lock (`sequences`).
     fn append_records(
         &self,
         sequences: &mut [u64],
-        items: Vec<StoredItem>,
+        items: Vec<(StoredItem, Option<log::Locator>)>,
     ) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
@@ -478,10 +610,10 @@ impl Store {
         let mut bodies = Vec::with_capacity(items.len());
         let before: Vec<(PartitionId, u64)> = items
             .iter()
-            .map(|s| partition_of(&s.item.user_id, self.partitions))
+            .map(|(s, _)| partition_of(&s.item.user_id, self.partitions))
             .map(|p| (p, sequences[usize::from(p)]))
             .collect();
-        for stored in &items {
+        for (stored, _) in &items {
             let partition = partition_of(&stored.item.user_id, self.partitions);
             let sequence = &mut sequences[usize::from(partition)];
             *sequence += 1;
@@ -500,8 +632,11 @@ impl Store {
         let shared = &self.shared;
         let appended = shared.log.append(&records, |locators| {
             let mut tail = shared.tail();
-            for ((stored, header), locator) in items.into_iter().zip(&headers).zip(locators) {
-                let entry = index_entry(&stored, header.partition, header.sequence, *locator);
+            for (((stored, supersedes), header), locator) in
+                items.into_iter().zip(&headers).zip(locators)
+            {
+                let mut entry = index_entry(&stored, header.partition, header.sequence, *locator);
+                entry.supersedes = supersedes;
                 tail.insert(entry, Arc::new(stored), locator.end());
             }
         });
@@ -525,13 +660,36 @@ impl Store {
     /// The item with this id, if stored (acknowledged items are found at once, indexed
     /// or not).
     pub fn get(&self, id: ItemId) -> Result<Option<StoredItem>, StoreError> {
+        Ok(self.current(id)?.map(|(item, _)| item))
+    }
+
+    /// The item with this id and where its live record lies.
+    fn current(&self, id: ItemId) -> Result<Option<(StoredItem, log::Locator)>, StoreError> {
         // The tail first: a record leaves it only after the index holds it.
-        if let Some(item) = self.shared.tail().get(id) {
-            return Ok(Some((*item).clone()));
+        if let Some((item, locator)) = self.shared.tail().get_located(id) {
+            return Ok(Some(((*item).clone(), locator)));
         }
         match self.shared.index.locate(id)? {
             None => Ok(None),
-            Some(locator) => self.read_record(locator).map(Some),
+            Some(locator) => self.read_located(id, locator),
+        }
+    }
+
+    /// Reads the record of `id` at `locator`, found in the index a moment ago. If its
+    /// segment was retired meanwhile, the index already points at the record's copy
+    /// (a segment goes only once the index durably holds its copies): look again, once.
+    fn read_located(
+        &self,
+        id: ItemId,
+        locator: log::Locator,
+    ) -> Result<Option<(StoredItem, log::Locator)>, StoreError> {
+        match self.read_record(locator) {
+            Ok(item) => Ok(Some((item, locator))),
+            Err(StoreError::Log(LogError::Retired { .. })) => match self.shared.locate(id)? {
+                None => Ok(None),
+                Some(again) => Ok(Some((self.read_record(again)?, again))),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -589,10 +747,20 @@ impl Store {
         let mut page = Vec::with_capacity(limit.min(merged.len()));
         let mut last_key = None;
         for (key, source) in merged.into_iter().take(limit) {
-            page.push(match source {
-                Source::Tail(item) => (*item).clone(),
-                Source::Log(locator) => self.read_record(locator)?,
-            });
+            match source {
+                Source::Tail(item) => page.push((*item).clone()),
+                Source::Log(locator) => {
+                    let id = split_item_key(&key[prefix.len()..])
+                        .map(|(_, id)| id)
+                        .ok_or_else(|| StoreError::Corrupt {
+                            tree: "listing",
+                            reason: "key too short for an id".into(),
+                        })?;
+                    if let Some((item, _)) = self.read_located(id, locator)? {
+                        page.push(item);
+                    }
+                }
+            }
             last_key = Some(key);
         }
         let next = if more { last_key.map(PageToken) } else { None };
@@ -684,9 +852,25 @@ impl Store {
 
     /// Records the log's disk use and the index's lag as metrics.
     pub fn publish_metrics(&self) {
-        let (_, bytes) = self.shared.log.disk_usage();
-        metrics::gauge!(STORE_LOG_BYTES).set(bytes as f64);
+        let usage = self.log_usage();
+        metrics::gauge!(STORE_LOG_BYTES).set(usage.bytes as f64);
+        metrics::gauge!(STORE_LOG_LIVE_BYTES).set(usage.live_bytes as f64);
+        metrics::gauge!(STORE_LOG_DEAD_BYTES).set(usage.dead_bytes as f64);
+        metrics::gauge!(STORE_LOG_SEGMENTS).set(usage.segments as f64);
         metrics::gauge!(STORE_UNINDEXED_RECORDS).set(self.shared.tail().unindexed() as f64);
+    }
+
+    /// The log's disk use: segments, bytes, how many of them are dead, and what the
+    /// retirement pass has reclaimed since the store opened. Cheap (one `stat` per
+    /// segment).
+    pub fn log_usage(&self) -> LogUsage {
+        retire::usage(&self.shared)
+    }
+
+    /// Runs one step of the retirement pass now, as its thread would (tests and tools;
+    /// the thread keeps running on its own schedule).
+    pub fn retire_step(&self) -> Result<RetireStep, StoreError> {
+        retire::step_now(&self.shared)
     }
 
     /// Test-only: make every write fail before anything is written (`true`), as a
@@ -735,7 +919,20 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
+        drop(
+            self.shared
+                .retirement
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.shared.retire_wake.notify_all();
         self.shared.tail_changed.notify_all();
+        // The retirer first: it may be waiting for the indexer.
+        if let Some(retirer) = self.retirer.take()
+            && retirer.join().is_err()
+        {
+            error!("the retirement thread panicked");
+        }
         if let Some(indexer) = self.indexer.take()
             && indexer.join().is_err()
         {
@@ -768,6 +965,7 @@ fn index_entry(
         locator,
         partition,
         sequence,
+        supersedes: None,
     }
 }
 

@@ -50,6 +50,21 @@ pub const BULKHEAD_RUNNING: &str = "chorus_bulkhead_running";
 /// Calls waiting for a bulkhead slot, by resource.
 pub const BULKHEAD_QUEUED: &str = "chorus_bulkhead_queued";
 
+/// Bytes of the partition log's records still live (or not yet known dead): its disk
+/// use minus the dead bytes.
+pub const STORE_LOG_LIVE_BYTES: &str = "chorus_store_log_live_bytes";
+/// Bytes of the partition log's records the index no longer points at (superseded),
+/// in segments still on disk: what the retirement pass can reclaim.
+pub const STORE_LOG_DEAD_BYTES: &str = "chorus_store_log_dead_bytes";
+/// Segment files of the partition log on disk.
+pub const STORE_LOG_SEGMENTS: &str = "chorus_store_log_segments";
+/// Log segments deleted by the retirement pass (all their records dead).
+pub const STORE_SEGMENTS_RETIRED: &str = "chorus_store_segments_retired_total";
+/// Of the retired segments, those compacted: live records copied forward first.
+pub const STORE_SEGMENTS_COMPACTED: &str = "chorus_store_segments_compacted_total";
+/// Bytes of live records the retirement pass copied to the log's head.
+pub const STORE_LOG_COPIED_BYTES: &str = "chorus_store_log_copied_bytes_total";
+
 /// Registers the descriptions of this crate's metrics with the installed recorder.
 pub fn describe() {
     metrics::describe_gauge!(
@@ -131,5 +146,45 @@ pub fn describe() {
         VALIDATION_DEFERRED_FAILED,
         metrics::Unit::Count,
         "Items whose after-ack content check failed on a store error."
+    );
+    metrics::describe_gauge!(
+        STORE_LOG_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of the partition log's segments on disk."
+    );
+    metrics::describe_gauge!(
+        STORE_UNINDEXED_RECORDS,
+        metrics::Unit::Count,
+        "Acknowledged records the index has not absorbed yet (served from memory)."
+    );
+    metrics::describe_gauge!(
+        STORE_LOG_LIVE_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of the partition log not known dead: disk use minus dead bytes."
+    );
+    metrics::describe_gauge!(
+        STORE_LOG_DEAD_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of superseded log records still on disk, reclaimable by retirement."
+    );
+    metrics::describe_gauge!(
+        STORE_LOG_SEGMENTS,
+        metrics::Unit::Count,
+        "Segment files of the partition log on disk."
+    );
+    metrics::describe_counter!(
+        STORE_SEGMENTS_RETIRED,
+        metrics::Unit::Count,
+        "Log segments deleted by the retirement pass."
+    );
+    metrics::describe_counter!(
+        STORE_SEGMENTS_COMPACTED,
+        metrics::Unit::Count,
+        "Retired log segments whose live records were copied forward first."
+    );
+    metrics::describe_counter!(
+        STORE_LOG_COPIED_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of live log records copied forward by the retirement pass."
     );
 }

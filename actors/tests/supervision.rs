@@ -54,6 +54,7 @@ async fn a_panicking_store_is_restarted_and_no_caller_is_left_waiting() {
             node: NodeId("n".into()),
             partitions: 16,
             durability: Durability::Flush,
+            log: chorus_actors::store::LogConfig::default(),
         })
         .unwrap(),
     );

@@ -62,10 +62,13 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
     assert_eq!(status["result"]["pid"], agent.child.id());
     assert_eq!(status["result"]["listen"], format!("127.0.0.1:{port}"));
     assert_eq!(status["result"]["log_level"], "warn");
+    // The store's log: at least the segment being written.
+    assert!(status["result"]["store_log"]["segments"].as_u64() >= Some(1));
 
     let human = ctl(data, &["status"]);
     assert!(human.status.success(), "{human:?}");
     assert!(String::from_utf8_lossy(&human.stdout).contains("node-1"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("store log"));
 
     let changed = ctl(data, &["log-level", "debug"]);
     assert!(changed.status.success(), "{changed:?}");
@@ -102,6 +105,7 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
             node: NodeId("node-1".into()),
             partitions: 1024,
             durability: Durability::Flush,
+            log: chorus_actors::store::LogConfig::default(),
         })
         .unwrap();
         let audit = store.audit();

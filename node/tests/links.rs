@@ -104,6 +104,7 @@ impl TestNode {
             node: id.clone(),
             partitions: 16,
             durability: Durability::Flush,
+            log: chorus_actors::store::LogConfig::default(),
         })
         .await
         .unwrap();

@@ -9,11 +9,21 @@
 //! - `sequences`: partition (u16 BE) → the last sequence indexed (u64 BE).
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
-//!   is already indexed changes nothing).
+//!   is already indexed changes nothing). `dead` ‖ segment (u64 BE) → bytes (u64 BE):
+//!   how much of that segment the index no longer points at.
+//!
+//! Dead bytes are counted when an entry that supersedes an older record (a rewritten
+//! verdict, or a record copied forward by the retirement pass) is applied: its writer
+//! knew the record it replaced ([`IndexEntry::supersedes`]), so counting costs the
+//! indexer no read. The counts go in the same atomic `meta` batch as the checkpoint, so
+//! an entry is counted exactly when the checkpoint durably passes it, and replay after a
+//! crash (which starts at that checkpoint) never counts it twice.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use chorus_protocol::{ItemId, PartitionId};
 
@@ -22,6 +32,16 @@ use super::log::{Locator, LogPosition};
 
 /// `meta` key of the checkpoint.
 const META_CHECKPOINT: &[u8] = b"checkpoint";
+/// Prefix of the `meta` keys counting a segment's dead bytes.
+const META_DEAD: &[u8] = b"dead";
+
+/// The `meta` key of segment `segment`'s dead-byte count.
+fn dead_key(segment: u64) -> [u8; 12] {
+    let mut key = [0; 12];
+    key[..4].copy_from_slice(META_DEAD);
+    key[4..].copy_from_slice(&segment.to_be_bytes());
+    key
+}
 
 /// What the index learns about one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +56,9 @@ pub struct IndexEntry {
     pub partition: PartitionId,
     /// The record's sequence in the partition.
     pub sequence: u64,
+    /// The record of the same id this one replaces, which becomes dead once this entry
+    /// is indexed; `None` for a first write.
+    pub supersedes: Option<Locator>,
 }
 
 /// The sled trees of the index.
@@ -47,11 +70,32 @@ pub(crate) struct Index {
     meta: sled::Tree,
     /// sled's log file, to fdatasync after a flush when the store syncs.
     db_file: Option<File>,
+    /// What the index holds durably; one lock so the checkpoint and the dead counts
+    /// always move together.
+    durable: Mutex<Durable>,
+}
+
+/// The index's durable bookkeeping, mirrored in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Durable {
+    /// Everything before it is indexed durably.
+    pub checkpoint: LogPosition,
+    /// Dead bytes per segment (only segments with some).
+    pub dead: BTreeMap<u64, u64>,
+    /// The last sequence indexed per partition: a record copied forward keeps its old
+    /// sequence, so the stored value only ever grows.
+    sequences: Vec<u64>,
 }
 
 impl Index {
-    /// Opens the index trees in `db`; `sync`: fdatasync sled's log after each batch.
-    pub(crate) fn open(db: sled::Db, path: &Path, sync: bool) -> Result<Index, StoreError> {
+    /// Opens the index trees in `db` for a store of `partitions`; `sync`: fdatasync
+    /// sled's log after each batch.
+    pub(crate) fn open(
+        db: sled::Db,
+        path: &Path,
+        sync: bool,
+        partitions: u16,
+    ) -> Result<Index, StoreError> {
         let db_file = if sync {
             let log_path = path.join("db");
             Some(File::open(&log_path).map_err(|source| StoreError::Sync {
@@ -61,18 +105,78 @@ impl Index {
         } else {
             None
         };
-        Ok(Index {
+        let mut index = Index {
             listing: db.open_tree("listing")?,
             ids: db.open_tree("ids")?,
             sequences: db.open_tree("sequences")?,
             meta: db.open_tree("meta")?,
             db,
             db_file,
-        })
+            durable: Mutex::new(Durable::default()),
+        };
+        let durable = Durable {
+            checkpoint: index.read_checkpoint()?,
+            dead: index.read_dead()?,
+            sequences: index.read_sequences(partitions)?,
+        };
+        index.durable = Mutex::new(durable);
+        Ok(index)
+    }
+
+    /// The durable bookkeeping, locked: the indexer cannot move it meanwhile.
+    pub(crate) fn durable(&self) -> MutexGuard<'_, Durable> {
+        self.durable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where recovery starts: everything before it is indexed durably.
-    pub(crate) fn checkpoint(&self) -> Result<LogPosition, StoreError> {
+    pub(crate) fn checkpoint(&self) -> LogPosition {
+        self.durable().checkpoint
+    }
+
+    /// Forgets the dead count of a retired segment. Not flushed: the next batch's flush
+    /// carries it, and a count left for a segment that no longer exists is ignored.
+    pub(crate) fn forget_segment(&self, segment: u64) -> Result<(), StoreError> {
+        let mut durable = self.durable();
+        durable.dead.remove(&segment);
+        self.meta.remove(dead_key(segment))?;
+        Ok(())
+    }
+
+    /// Forgets the dead counts of segments not on disk (retired before a crash made
+    /// their removal from `meta` durable).
+    pub(crate) fn forget_absent(&self, present: &dyn Fn(u64) -> bool) -> Result<(), StoreError> {
+        let absent: Vec<u64> = self
+            .durable()
+            .dead
+            .keys()
+            .copied()
+            .filter(|&segment| !present(segment))
+            .collect();
+        for segment in absent {
+            self.forget_segment(segment)?;
+        }
+        Ok(())
+    }
+
+    fn read_dead(&self) -> Result<BTreeMap<u64, u64>, StoreError> {
+        let mut dead = BTreeMap::new();
+        for entry in self.meta.scan_prefix(META_DEAD) {
+            let (key, value) = entry?;
+            let (Ok(segment), Ok(bytes)) = (
+                <[u8; 8]>::try_from(&key[META_DEAD.len()..]),
+                <[u8; 8]>::try_from(value.as_ref()),
+            ) else {
+                return Err(StoreError::Corrupt {
+                    tree: "meta",
+                    reason: "dead-byte count of the wrong size".into(),
+                });
+            };
+            dead.insert(u64::from_be_bytes(segment), u64::from_be_bytes(bytes));
+        }
+        Ok(dead)
+    }
+
+    fn read_checkpoint(&self) -> Result<LogPosition, StoreError> {
         match self.meta.get(META_CHECKPOINT)? {
             None => Ok(LogPosition::default()),
             Some(raw) => LogPosition::from_bytes(&raw).ok_or_else(|| StoreError::Corrupt {
@@ -83,7 +187,11 @@ impl Index {
     }
 
     /// The last sequence indexed per partition.
-    pub(crate) fn sequences(&self, partitions: u16) -> Result<Vec<u64>, StoreError> {
+    pub(crate) fn sequences(&self) -> Vec<u64> {
+        self.durable().sequences.clone()
+    }
+
+    fn read_sequences(&self, partitions: u16) -> Result<Vec<u64>, StoreError> {
         let mut last = vec![0; usize::from(partitions)];
         for entry in self.sequences.iter() {
             let (key, value) = entry?;
@@ -106,7 +214,8 @@ impl Index {
     /// Applies entries (in log order) and moves the checkpoint to `through`, with one
     /// flush (and fdatasync when syncing). The checkpoint is written after the entries,
     /// and sled recovers a prefix of its own log, so a durable checkpoint implies
-    /// durable entries.
+    /// durable entries. The dead bytes the entries make are counted in the checkpoint's
+    /// own batch (atomic in sled), so they are durable exactly when it is.
     pub(crate) fn apply(
         &self,
         entries: &[IndexEntry],
@@ -114,22 +223,56 @@ impl Index {
     ) -> Result<(), StoreError> {
         let mut listing = sled::Batch::default();
         let mut ids = sled::Batch::default();
-        let mut sequences = std::collections::HashMap::new();
+        let mut sequences: HashMap<PartitionId, u64> = HashMap::new();
+        let mut superseded: BTreeMap<u64, u64> = BTreeMap::new();
         for entry in entries {
             let locator = entry.locator.to_bytes();
             listing.insert(entry.listing_key.as_slice(), &locator[..]);
             ids.insert(&entry.id.to_bytes()[..], &locator[..]);
-            sequences.insert(entry.partition, entry.sequence);
+            let last = sequences.entry(entry.partition).or_default();
+            *last = (*last).max(entry.sequence);
+            if let Some(old) = entry.supersedes {
+                *superseded.entry(old.segment).or_default() += u64::from(old.len);
+            }
         }
+        let mut durable = self.durable();
         let mut seq_batch = sled::Batch::default();
+        let mut raised = false;
         for (partition, sequence) in sequences {
-            seq_batch.insert(&partition.to_be_bytes()[..], &sequence.to_be_bytes()[..]);
+            if let Some(last) = durable.sequences.get_mut(usize::from(partition))
+                && sequence > *last
+            {
+                *last = sequence;
+                raised = true;
+                seq_batch.insert(&partition.to_be_bytes()[..], &sequence.to_be_bytes()[..]);
+            }
         }
+        // A sled batch costs a manifest in its log: only when counts ride along.
+        let meta = (!superseded.is_empty()).then(|| {
+            let mut meta = sled::Batch::default();
+            for (segment, bytes) in superseded {
+                let count = durable.dead.entry(segment).or_default();
+                *count += bytes;
+                meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
+            }
+            meta.insert(META_CHECKPOINT, &through.to_bytes()[..]);
+            meta
+        });
         self.ids.apply_batch(ids)?;
         self.listing.apply_batch(listing)?;
-        self.sequences.apply_batch(seq_batch)?;
-        self.meta.insert(META_CHECKPOINT, &through.to_bytes()[..])?;
-        self.flush()
+        if raised {
+            self.sequences.apply_batch(seq_batch)?;
+        }
+        match meta {
+            Some(meta) => self.meta.apply_batch(meta)?,
+            None => {
+                self.meta.insert(META_CHECKPOINT, &through.to_bytes()[..])?;
+            }
+        }
+        drop(durable);
+        self.flush()?;
+        self.durable().checkpoint = through;
+        Ok(())
     }
 
     /// Where the newest record of `id` lies.

@@ -12,6 +12,11 @@
 //! Segments are immutable once the writer moves past them; recovery reads only what
 //! the index has not durably absorbed (from its checkpoint) and cuts the last segment
 //! at its first torn or corrupt record, which was never acknowledged.
+//!
+//! A segment wholly before the checkpoint whose records the index no longer points at
+//! is retired ([`PartitionLog::remove_segment`], driven by the store's retirement pass):
+//! segment numbers then have gaps, and a read of a locator in a retired segment is
+//! [`LogError::Retired`], which tells the reader to look the record up again.
 
 pub mod record;
 
@@ -27,6 +32,10 @@ use tracing::{error, info, warn};
 
 /// Default size at which the writer starts a new segment.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Smallest segment size accepted: small segments are for tests.
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 10;
+/// Largest segment size accepted: the retirement pass reads a whole segment at once.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Bytes of an encoded [`Locator`].
 pub const LOCATOR_LEN: usize = 20;
 
@@ -114,6 +123,13 @@ pub enum LogError {
     Failed {
         /// The first failure.
         reason: String,
+    },
+    /// The segment was retired (its records live on elsewhere): look the record up
+    /// again. Nothing was read or changed.
+    #[error("log segment {segment} was retired")]
+    Retired {
+        /// The segment's number.
+        segment: u64,
     },
     /// A record that must be intact is not: a segment other than the last is damaged,
     /// or a locator points at something that is not its record. Nothing was changed.
@@ -247,7 +263,7 @@ impl PartitionLog {
         let len = file.metadata().map_err(io(&path))?.len();
         let log = PartitionLog {
             dir: dir.to_path_buf(),
-            segment_bytes: segment_bytes.max(SEGMENT_MAGIC.len() as u64 + 1),
+            segment_bytes: segment_bytes.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
             sync,
             writer: Mutex::new(Writer {
                 file,
@@ -329,9 +345,8 @@ impl PartitionLog {
             .unwrap_or_else(|p| p.into_inner())
             .get(&locator.segment)
             .cloned()
-            .ok_or_else(|| LogError::Corrupt {
+            .ok_or(LogError::Retired {
                 segment: locator.segment,
-                reason: "no such segment".into(),
             })?;
         let corrupt = |reason: String| LogError::Corrupt {
             segment: locator.segment,
@@ -377,6 +392,89 @@ impl PartitionLog {
             .map(|meta| meta.len())
             .sum();
         (readers.len(), bytes)
+    }
+
+    /// The segments on disk, ascending, with their sizes in bytes.
+    pub fn segments(&self) -> Vec<(u64, u64)> {
+        let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+        readers
+            .iter()
+            .filter_map(|(&segment, file)| Some((segment, file.metadata().ok()?.len())))
+            .collect()
+    }
+
+    /// The size at which the writer starts a new segment.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The position just after the last record appended.
+    pub fn end(&self) -> LogPosition {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        LogPosition {
+            segment: writer.segment,
+            offset: writer.len,
+        }
+    }
+
+    /// The segment the writer appends to (never retired).
+    pub fn head_segment(&self) -> u64 {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .segment
+    }
+
+    /// The whole of segment `segment`, read for the retirement pass. The caller asks
+    /// only for segments the writer has moved past, which no longer change.
+    pub fn read_segment(&self, segment: u64) -> Result<Vec<u8>, LogError> {
+        let file = self
+            .readers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&segment)
+            .cloned()
+            .ok_or(LogError::Retired { segment })?;
+        let path = segment_path(&self.dir, segment);
+        let io = |source| LogError::Io {
+            path: path.clone(),
+            source,
+        };
+        let len = file.metadata().map_err(io)?.len();
+        if len > MAX_SEGMENT_BYTES + record::MAX_BODY_BYTES as u64 + HEADER_LEN as u64 {
+            return Err(LogError::Corrupt {
+                segment,
+                reason: format!("{len} bytes, more than a segment may hold"),
+            });
+        }
+        let mut bytes = vec![0; len as usize];
+        file.read_exact_at(&mut bytes, 0).map_err(io)?;
+        Ok(bytes)
+    }
+
+    /// Deletes a segment whose records are all dead, durably (the directory is synced).
+    /// Readers that already hold the file finish their read; later reads of its
+    /// locators are [`LogError::Retired`]. Refuses the segment being written.
+    pub fn remove_segment(&self, segment: u64) -> Result<(), LogError> {
+        if segment >= self.head_segment() {
+            return Err(LogError::Corrupt {
+                segment,
+                reason: "the segment being written cannot be retired".into(),
+            });
+        }
+        self.readers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&segment);
+        let path = segment_path(&self.dir, segment);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LogError::Io { path, source }),
+        }
+        sync_dir(&self.dir)?;
+        info!(segment, "log segment retired");
+        Ok(())
     }
 
     /// Test-only: make appends fail as `fault` says (`None`: work again, unless a fatal

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chorus_protocol::{ItemId, StoredItem};
 
 use super::index::IndexEntry;
-use super::log::LogPosition;
+use super::log::{Locator, LogPosition};
 
 /// One acknowledged record not yet indexed.
 #[derive(Clone, Debug)]
@@ -19,6 +19,8 @@ pub(crate) struct TailItem {
     pub item: Arc<StoredItem>,
     /// Its `listing` key.
     pub listing_key: Vec<u8>,
+    /// Where the record lies: the id's live record while it is here.
+    pub locator: Locator,
     /// Which append put it here (a newer record of the same id replaces it).
     pub generation: u64,
 }
@@ -45,15 +47,23 @@ impl Tail {
             TailItem {
                 item,
                 listing_key: entry.listing_key.clone(),
+                locator: entry.locator,
                 generation,
             },
         );
         self.pending.push_back((entry, end, generation));
     }
 
-    /// The newest unindexed record of `id`.
-    pub(crate) fn get(&self, id: ItemId) -> Option<Arc<StoredItem>> {
-        self.by_id.get(&id).map(|t| Arc::clone(&t.item))
+    /// The newest unindexed record of `id` and where it lies.
+    pub(crate) fn get_located(&self, id: ItemId) -> Option<(Arc<StoredItem>, Locator)> {
+        self.by_id
+            .get(&id)
+            .map(|t| (Arc::clone(&t.item), t.locator))
+    }
+
+    /// Where the newest unindexed record of `id` lies.
+    pub(crate) fn locate(&self, id: ItemId) -> Option<Locator> {
+        self.by_id.get(&id).map(|t| t.locator)
     }
 
     /// Up to `limit` unindexed items under `prefix` strictly after `after`, in key order.

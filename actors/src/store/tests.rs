@@ -10,6 +10,7 @@ fn config(dir: &Path) -> StoreConfig {
         node: NodeId("node-a".into()),
         partitions: 64,
         durability: Durability::Full,
+        log: LogConfig::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 use chorus_protocol::{ItemId, Status, StoredItem};
 use tracing::debug;
 
+use super::log::Locator;
 use super::{Store, StoreError};
 
 impl Store {
@@ -29,20 +30,23 @@ impl Store {
         &self,
         updates: Vec<(ItemId, Status, Option<f32>)>,
     ) -> Result<usize, StoreError> {
-        let mut sequences = self.lock_for_append()?;
-        let mut rewritten: Vec<StoredItem> = Vec::with_capacity(updates.len());
+        let mut sequences = self.shared.lock_for_append()?;
+        // Each with the record it replaces, whose bytes become dead once indexed.
+        let mut rewritten: Vec<(StoredItem, Option<Locator>)> = Vec::with_capacity(updates.len());
         for (id, status, score) in updates {
             // An earlier update of the same id in this call is the newest version.
-            let current = match rewritten.iter().position(|s| s.item.id == id) {
+            let current = match rewritten.iter().position(|(s, _)| s.item.id == id) {
                 Some(at) => Some(rewritten.swap_remove(at)),
-                None => self.get(id)?,
+                None => self
+                    .current(id)?
+                    .map(|(stored, locator)| (stored, Some(locator))),
             };
-            let Some(mut stored) = current else {
+            let Some((mut stored, replaces)) = current else {
                 continue;
             };
             stored.receipt.status = status;
             stored.receipt.alignment_score = score;
-            rewritten.push(stored);
+            rewritten.push((stored, replaces));
         }
         let updated = rewritten.len();
         self.append_records(&mut sequences, rewritten)?;
@@ -56,7 +60,7 @@ mod tests {
     use chorus_protocol::{Item, Kind, NodeId};
 
     use super::*;
-    use crate::store::{Durability, StoreConfig};
+    use crate::store::{Durability, LogConfig, StoreConfig};
 
     #[test]
     fn a_verdict_is_rewritten_in_place_and_listing_order_is_kept() {
@@ -66,6 +70,7 @@ mod tests {
             node: NodeId("n".into()),
             partitions: 4,
             durability: Durability::Flush,
+            log: LogConfig::default(),
         })
         .unwrap();
         let items: Vec<Item> = (0..3).map(|_| Item::new("u", Kind::Text)).collect();

@@ -20,6 +20,7 @@ pub fn store_config(dir: &Path, durability: Durability) -> StoreConfig {
         node: NodeId("node-a".into()),
         partitions: 16,
         durability,
+        log: chorus_actors::store::LogConfig::default(),
     }
 }
 

@@ -337,7 +337,7 @@ fn print_reply(reply: &Reply) {
 }
 
 fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
-    vec![
+    let mut rows = vec![
         ("node", s.node_id.clone()),
         ("version", s.version.clone()),
         ("pid", s.pid.to_string()),
@@ -349,7 +349,22 @@ fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
         ("data dir", s.data_dir.clone()),
         ("control", s.control_socket.clone()),
         ("log level", s.log_level.clone()),
-    ]
+    ];
+    if let Some(log) = &s.store_log {
+        rows.push((
+            "store log",
+            format!(
+                "{} segments, {} bytes ({} live, {} dead); {} retired ({} compacted)",
+                log.segments,
+                log.bytes,
+                log.live_bytes,
+                log.dead_bytes,
+                log.retired_segments,
+                log.compacted_segments
+            ),
+        ));
+    }
+    rows
 }
 
 /// A Unix-epoch millisecond time as UTC, `YYYY-MM-DD HH:MM:SS.mmm`.

@@ -17,7 +17,7 @@ use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     DegradeReport, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport, LogLevelChange,
     MemberRow, QueueRow, QueuesReport, Reply, Request, RingNodeRow, RingReport, StatusReport,
-    UserOwner,
+    StoreLogStatus, UserOwner,
 };
 use crate::cluster::gossip::{KeyOp, KeysError};
 use crate::cluster::membership::keyring::MAX_KEYS;
@@ -269,6 +269,7 @@ impl Handler {
             listen: self.info.listen.clone(),
             control_socket: self.info.socket.display().to_string(),
             log_level: self.log.current(),
+            store_log: Some(store_log_status(self.node.store_log_usage())),
         }
     }
 
@@ -560,6 +561,18 @@ fn audit_failed(code: ErrorCode) -> ControlError {
 fn unavailable(code: ErrorCode) -> ControlError {
     ControlError::Unavailable {
         reason: code.to_string(),
+    }
+}
+
+/// The store's log usage in the control protocol's terms.
+fn store_log_status(usage: chorus_actors::store::LogUsage) -> StoreLogStatus {
+    StoreLogStatus {
+        segments: usage.segments as u64,
+        bytes: usage.bytes,
+        live_bytes: usage.live_bytes,
+        dead_bytes: usage.dead_bytes,
+        retired_segments: usage.retired_segments,
+        compacted_segments: usage.compacted_segments,
     }
 }
 

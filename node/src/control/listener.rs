@@ -285,6 +285,7 @@ mod tests {
             node: NodeId("ctl-test".into()),
             partitions: 8,
             durability: Durability::Flush,
+            log: chorus_actors::store::LogConfig::default(),
         })
         .await
         .unwrap();

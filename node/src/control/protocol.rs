@@ -435,6 +435,26 @@ pub struct StatusReport {
     pub control_socket: String,
     /// The log filter in force.
     pub log_level: String,
+    /// The store's partition log on disk (absent from agents that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_log: Option<StoreLogStatus>,
+}
+
+/// The partition log's disk use, as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreLogStatus {
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes not known dead.
+    pub live_bytes: u64,
+    /// Bytes of superseded records, reclaimable.
+    pub dead_bytes: u64,
+    /// Segments retired since the agent started.
+    pub retired_segments: u64,
+    /// Of those, segments compacted (live records copied forward first).
+    pub compacted_segments: u64,
 }
 
 /// What `log-level` did.

@@ -78,6 +78,7 @@ impl TestNode {
             node: NodeId("test-node".into()),
             partitions: 64,
             durability: Durability::Flush,
+            log: chorus_actors::store::LogConfig::default(),
         };
         let node = NodeHandle::start_with(store, pipeline).await.unwrap();
         let admin_key = node
