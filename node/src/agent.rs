@@ -89,7 +89,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             DurabilityMode::Full => Durability::Full,
             DurabilityMode::Flush => Durability::Flush,
         },
-        log: chorus_actors::store::LogConfig::default(),
+        log: config.store_log(),
     };
     let node = NodeHandle::start_with(store_config, config.pipeline())
         .await

@@ -6,6 +6,7 @@ mod cluster;
 pub mod edge;
 mod enrichment;
 mod limits;
+mod store_log;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use cluster::{ClusterSection, read_key};
 pub use edge::EdgeSection;
 pub use enrichment::EnrichmentSection;
 pub use limits::LimitsSection;
+pub use store_log::StoreLogSection;
 
 use crate::tls::TlsPaths;
 
@@ -188,6 +190,8 @@ pub struct NodeConfig {
     pub enrichment: EnrichmentSection,
     /// The store-writes bulkhead (`[store_writes]`: 256 running, 200 waiting).
     pub store_writes: StoreWritesSection,
+    /// The partition log's segments and their retirement (`[store_log]`).
+    pub store_log: StoreLogSection,
     /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
     pub cluster: Option<ClusterSection>,
     /// Workers in the validator pool, 1..=64; 0 (the default) is the available
@@ -249,6 +253,7 @@ impl Default for NodeConfig {
             edge: EdgeSection::default(),
             enrichment: EnrichmentSection::default(),
             store_writes: StoreWritesSection::default(),
+            store_log: StoreLogSection::default(),
             cluster: None,
             validator_workers: 0,
             validation: ValidationConfig::default(),
@@ -296,6 +301,9 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("enrichment.timeout_ms", EnvKind::Int),
     ("store_writes.max_concurrent", EnvKind::Int),
     ("store_writes.max_queue", EnvKind::Int),
+    ("store_log.segment_bytes", EnvKind::Int),
+    ("store_log.retire_dead_percent", EnvKind::Int),
+    ("store_log.retire_interval_ms", EnvKind::Int),
     ("validator_workers", EnvKind::Int),
     ("validation.mode", EnvKind::Str),
 ];
@@ -402,6 +410,7 @@ impl NodeConfig {
         )?;
         self.enrichment.to_enrichment()?;
         self.store_writes.to_bulkhead()?;
+        self.store_log.to_log_config()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
             if self.tls.ca_cert.is_none() {
@@ -467,6 +476,11 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The partition log's settings (validated at load).
+    pub fn store_log(&self) -> chorus_actors::store::LogConfig {
+        self.store_log.to_log_config().expect("validated at load")
     }
 
     /// The write pipeline's settings (validated at load).
