@@ -47,7 +47,7 @@ pub enum CpuSignal {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Offered load as multiples of the service capacity (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])]
     pub loads: Vec<f64>,
     /// Service capacity, submissions per second.
     #[arg(long, default_value_t = 10_000.0)]
