@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::config::{ClientConfig, Credentials};
 use crate::error::ClientError;
 use crate::link::{Connector, Link};
+use crate::load_guard::LoadGuard;
 use crate::retry::{self, Decision, RetryPolicy};
 use crate::routing::{self, Fetch, RoutePlan, Step, Target};
 use crate::session::Session;
@@ -86,6 +87,8 @@ struct Inner {
     /// The addresses given to [`Client::connect`].
     seed: Link,
     retry: RetryPolicy,
+    /// The retry budget and adaptive throttle, when on.
+    guard: Option<Mutex<LoadGuard>>,
     ring: RingState,
     /// One link per ring member requests were routed to, by node name.
     members: Mutex<HashMap<NodeId, Arc<Link>>>,
@@ -133,6 +136,7 @@ impl Client {
                     initial_backoff: config.initial_backoff,
                     max_backoff: config.max_backoff,
                 },
+                guard: config.load_guard.map(|c| Mutex::new(LoadGuard::new(c))),
                 connector: Connector {
                     endpoint,
                     quic,
@@ -312,6 +316,10 @@ impl Client {
         let idempotent = request.is_idempotent();
         let mut plan = RoutePlan::new(self.inner.connector.config.routing.is_some());
         let mut attempt = 0;
+        if !self.guarded(|g| g.admit(Instant::now(), retry::jitter())) {
+            debug!("refused locally: the cluster is refusing most requests");
+            return Err(ClientError::Throttled);
+        }
         loop {
             let ring = self.current_ring();
             let target = plan.target(ring.as_deref(), &request);
@@ -331,6 +339,16 @@ impl Client {
                     }
                 }
             };
+            let refused_for_load = matches!(
+                &result,
+                Err(ClientError::Server(
+                    ErrorCode::Overloaded { .. } | ErrorCode::RateLimited { .. }
+                ))
+            );
+            self.guarded(|g| {
+                g.record(Instant::now(), !refused_for_load);
+                true
+            });
             let error = match result {
                 Ok(response) => {
                     if let Target::Owner { .. } = target {
@@ -365,6 +383,12 @@ impl Client {
                         retry::jitter(),
                     );
                     match decision {
+                        Decision::RetryAfter(_)
+                            if !self.guarded(|g| g.try_retry(Instant::now())) =>
+                        {
+                            debug!(%error, attempt, "retry budget spent");
+                            return Err(error);
+                        }
                         Decision::RetryAfter(delay) => {
                             debug!(%error, attempt, ?delay, "retrying request");
                             tokio::time::sleep(delay).await;
@@ -374,6 +398,14 @@ impl Client {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs `check` on the load guard; `true` when the guard is off.
+    fn guarded(&self, check: impl FnOnce(&mut LoadGuard) -> bool) -> bool {
+        match &self.inner.guard {
+            Some(guard) => check(&mut lock(guard)),
+            None => true,
         }
     }
 

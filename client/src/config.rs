@@ -9,6 +9,7 @@ use std::time::Duration;
 use chorus_protocol::{DEFAULT_MAX_FRAME, FrameLimit, MAX_FRAME_CEILING};
 
 use crate::error::ClientError;
+use crate::load_guard::LoadGuardConfig;
 
 /// The server name verified against the certificate when none is given; the dev
 /// certificate carries it.
@@ -104,6 +105,10 @@ pub struct ClientConfig {
     /// [`RoutingConfig`]); `None` sends every request to the connected node, which
     /// forwards it.
     pub routing: Option<RoutingConfig>,
+    /// The retry budget and adaptive throttling shared by every request of this
+    /// client (default on, see [`LoadGuardConfig`]); `None` retries by the retry rules
+    /// alone and never refuses locally.
+    pub load_guard: Option<LoadGuardConfig>,
 }
 
 /// How the client keeps its copy of the ring, which tells it the owner of each user.
@@ -141,6 +146,7 @@ impl Default for ClientConfig {
             keep_alive_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             routing: Some(RoutingConfig::default()),
+            load_guard: Some(LoadGuardConfig::default()),
         }
     }
 }

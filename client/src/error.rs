@@ -13,6 +13,11 @@ pub enum ClientError {
     /// (`Timeout`), nothing was applied.
     #[error("server error: {0}")]
     Server(ErrorCode),
+    /// Refused by this client before sending: the cluster has lately refused most of
+    /// its requests as overloaded, so it sends only a share of them (adaptive
+    /// throttling). Nothing was sent.
+    #[error("throttled by the client: the cluster is refusing most requests as overloaded")]
+    Throttled,
     /// No connection could be made to this address. Nothing was sent.
     #[error("connecting to {addr}: {reason}")]
     Connect {
@@ -91,6 +96,7 @@ impl ClientError {
                 | ClientError::Endpoint(_)
                 | ClientError::FrameTooLarge { .. }
                 | ClientError::Closed
+                | ClientError::Throttled
         )
     }
 

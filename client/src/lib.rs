@@ -42,6 +42,7 @@ mod client;
 pub mod config;
 mod error;
 mod link;
+mod load_guard;
 mod pending;
 mod pipeline;
 mod retry;
@@ -56,3 +57,4 @@ pub use chorus_protocol::{
 pub use client::{Client, Page, RoutingStats};
 pub use config::{ClientConfig, Credentials, RoutingConfig};
 pub use error::ClientError;
+pub use load_guard::LoadGuardConfig;

@@ -33,7 +33,8 @@ pub(crate) enum Decision {
 /// - Transport failures after sending (connection lost, stream reset) are retried only
 ///   for idempotent requests, which may then be applied twice harmlessly.
 /// - `RateLimited` and `Overloaded` are refusals before any work: retried after the
-///   server's `retry_after_ms` (at least the backoff), unless that exceeds `max_backoff`.
+///   server's `retry_after_ms` (at least the backoff) and up to half again at random,
+///   unless that exceeds `max_backoff`.
 /// - `Unavailable` is retried after the backoff, for idempotent requests only.
 /// - Everything else (other typed errors, timeouts, TLS, bad config) goes to the caller:
 ///   a request timeout has already spent the caller's budget.
@@ -65,7 +66,7 @@ pub(crate) fn decide(
             if asked > policy.max_backoff {
                 Decision::GiveUp
             } else {
-                Decision::RetryAfter(asked.max(backoff))
+                Decision::RetryAfter(crate::load_guard::jittered(asked.max(backoff), jitter))
             }
         }
         ClientError::Server(ErrorCode::Unavailable { .. }) if idempotent => {
