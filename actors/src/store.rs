@@ -37,7 +37,7 @@ mod tail;
 mod verdict;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -407,7 +407,7 @@ impl Store {
             )));
         }
         let index_path = config.path.join("index");
-        let db = sled::Config::new().path(&index_path).open()?;
+        let db = open_index_db(&index_path)?;
         let meta = db.open_tree("meta")?;
         check_meta(&meta, &config)?;
         let sync = config.durability == Durability::Full;
@@ -913,6 +913,31 @@ impl Store {
             error!(error = %e, "index did not catch up; counting what it holds");
         }
         self.shared.index.len()
+    }
+}
+
+/// How long opening the index waits for sled's file lock: sled's background IO
+/// threads release it a moment after the `Db` that held it is dropped, so a store
+/// reopened in the same process may find it still taken. Another process holding it
+/// still fails, after this wait.
+const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled at `path`, waiting up to [`INDEX_LOCK_WAIT`] for its file lock.
+fn open_index_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                if started.elapsed() >= INDEX_LOCK_WAIT {
+                    return Err(sled::Error::Io(e).into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
