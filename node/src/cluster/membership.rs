@@ -90,8 +90,12 @@ pub struct MembershipTimer(TimerKind);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TimerKind {
-    /// One of foca's own timers.
-    Swim(foca::Timer<MemberIdentity>),
+    /// One of foca's own timers, from the foca instance of `generation` (a renewal
+    /// starts a new one, whose timers must not be confused with its predecessor's).
+    Swim {
+        timer: foca::Timer<MemberIdentity>,
+        generation: u32,
+    },
     /// A Lifeguard suspicion may have run out.
     SuspicionDeadline { node: NodeId, token: u64 },
     /// Try the seeds again if nobody has answered yet.
@@ -412,9 +416,13 @@ pub struct Membership {
     roster_budget: VecDeque<Duration>,
     /// When each member was last sent a down notice.
     notices_sent: BTreeMap<NodeId, Duration>,
-    /// This node renewed its identity: forget the down verdicts it holds (see
-    /// [`Membership::forget_down_members`]), then announce to `rejoin_via` if set.
-    forget_downs: bool,
+    /// This node renewed its identity: start SWIM afresh (see
+    /// [`Membership::restart_swim`]), then announce to `rejoin_via` if set.
+    restart: bool,
+    /// The seed this member was built with: a restarted foca draws from it too.
+    seed: u64,
+    /// How many times foca was restarted; tags its timers.
+    generation: u32,
     /// The member whose down notice made this node renew; it is announced to next.
     rejoin_via: Option<MemberIdentity>,
     self_suspected_at: Option<Incarnation>,
@@ -495,11 +503,7 @@ impl Membership {
             BincodeCodec::with_interner(interner.clone()),
             SuspicionReports::new(settings.lifeguard),
         );
-        let bounds = SuspicionBounds {
-            min: settings.suspect_to_down(),
-            max: settings.suspect_to_down_max(),
-            confirmations: settings.suspicion_confirmations,
-        };
+        let bounds = suspicion_bounds(&settings);
         Membership {
             swim,
             replay: ReplayGuard::default(),
@@ -525,7 +529,9 @@ impl Membership {
             roster_sent: BTreeMap::new(),
             roster_budget: VecDeque::new(),
             notices_sent: BTreeMap::new(),
-            forget_downs: false,
+            restart: false,
+            seed,
+            generation: 0,
             rejoin_via: None,
             self_suspected_at: None,
             self_since: Duration::ZERO,
@@ -697,7 +703,11 @@ impl Membership {
     pub fn handle_timer(&mut self, timer: MembershipTimer, now: Duration) {
         self.at(now);
         match timer.0 {
-            TimerKind::Swim(timer) => self.handle_swim_timer(timer, now),
+            TimerKind::Swim { timer, generation } => {
+                if generation == self.generation {
+                    self.handle_swim_timer(timer, now);
+                }
+            }
             TimerKind::SuspicionDeadline { node, token } => {
                 self.handle_suspicion_deadline(&node, token, now);
             }
@@ -952,7 +962,13 @@ impl Membership {
                 }
                 _ => {}
             }
-            self.io.schedule(after, TimerKind::Swim(timer));
+            self.io.schedule(
+                after,
+                TimerKind::Swim {
+                    timer,
+                    generation: self.generation,
+                },
+            );
         }
         let notes = std::mem::take(&mut self.io.notes);
         for note in notes {
@@ -993,7 +1009,7 @@ impl Membership {
                 }
                 OwnedNotification::Rejoin(me) => {
                     debug!(identity = %me, "declared down, rejoining");
-                    self.forget_downs = true;
+                    self.restart = true;
                     self.defunct = false;
                     self.self_suspected_at = None;
                     self.self_since = now;
@@ -1004,13 +1020,15 @@ impl Membership {
             };
             self.io.event(event);
         }
-        if std::mem::take(&mut self.forget_downs) {
-            self.forget_down_members();
+        if std::mem::take(&mut self.restart) {
+            self.restart_swim(now);
             if let Some(via) = self.rejoin_via.take()
                 && let Err(error) = self.swim.announce(via, &mut self.io)
             {
                 debug!(%error, "announcing after a rejoin");
             }
+            // The new instance's timers and notifications.
+            probe_ran |= self.absorb(now);
         }
         if !self.is_connected() {
             // foca sends nothing while it knows no live member (after its last peer went
@@ -1198,26 +1216,37 @@ impl Membership {
         }
     }
 
-    /// Drops every down verdict this node holds, after it renewed its identity. It was
-    /// declared down, so it was cut off, and its verdicts about the members on the other
-    /// side were reached from the same cut-off view: kept, they would make it ignore
-    /// those members and tell them they are down, forcing healthy members to rejoin. A
-    /// member that is really gone never talks to it again; roster syncs and gossip
-    /// teach it the verdicts that are real.
-    fn forget_down_members(&mut self) {
-        let down: Vec<MemberIdentity> = self
-            .swim
-            .iter_membership_state()
-            .filter(|member| member.state() == foca::State::Down)
-            .map(|member| member.id().clone())
-            .collect();
-        for member in down {
-            if let Err(error) = self
-                .swim
-                .handle_timer(foca::Timer::RemoveDown(member.clone()), &mut self.io)
-            {
-                debug!(%error, "forgetting a down member");
+    /// Starts SWIM afresh under the renewed identity, keeping only who is live.
+    ///
+    /// A member renews because it was declared down, so it was cut off, and everything
+    /// its SWIM state learnt since was learnt from the cut-off side. foca keeps that
+    /// state across a renewal: its down verdicts, which would make this node ignore
+    /// healthy members and tell them they are down; its suspicions; and above all its
+    /// queue of updates still to piggyback, which holds "down" verdicts about the
+    /// current runs of members on the other side. Sent after the heal, each such update
+    /// is final wherever it lands, the cluster agrees on it and a healthy member is
+    /// forced to rejoin. A new foca instance has none of it. Live rows are carried
+    /// over as alive (suspicions formed from the cut-off view are dropped; a member
+    /// really gone fails its next probes), without broadcasting them; down rows are
+    /// forgotten, and roster syncs and gossip teach this node the verdicts that are
+    /// real. The old run needs no "down" of its own: the new run replaces it wherever
+    /// it is heard of.
+    fn restart_swim(&mut self, now: Duration) {
+        let identity = self.identity().clone();
+        let mut live = Vec::new();
+        let mut down = Vec::new();
+        for member in self.swim.iter_membership_state() {
+            if member.state() == foca::State::Down {
+                down.push(member.id().clone());
+            } else {
+                live.push(Member::new(
+                    member.id().clone(),
+                    member.incarnation(),
+                    foca::State::Alive,
+                ));
             }
+        }
+        for member in down {
             if self
                 .seen
                 .get(&member.key())
@@ -1227,6 +1256,30 @@ impl Membership {
             }
             self.roster_sent.remove(member.node());
             self.notices_sent.remove(member.node());
+        }
+        for member in &live {
+            self.unmark_suspect(member.id(), now);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        // Distinct per generation, and still a function of the member's seed.
+        let rng_seed = self.seed ^ seal::derived_run(u64::from(self.generation));
+        self.swim = Foca::with_custom_broadcast(
+            identity,
+            self.settings.foca_config(),
+            SmallRng::seed_from_u64(rng_seed),
+            BincodeCodec::with_interner(self.codec.interner().clone()),
+            SuspicionReports::new(self.settings.lifeguard),
+        );
+        self.suspicions = Suspicions::new(suspicion_bounds(&self.settings));
+        self.probe = None;
+        let result = self.swim.apply_many(live.into_iter(), false, &mut self.io);
+        // The carried-over members were live before and were reported so.
+        self.io
+            .notes
+            .retain(|note| !matches!(note, OwnedNotification::MemberUp(_)));
+        if let Err(error) = result {
+            self.stats.timer_errors += 1;
+            debug!(%error, "restarting swim after a renewal");
         }
     }
 
@@ -1327,6 +1380,15 @@ impl Membership {
             _ => self.stats.rejected += 1,
         }
         PacketError::Swim(error)
+    }
+}
+
+/// The Lifeguard suspicion bounds `settings` describe.
+fn suspicion_bounds(settings: &GossipSettings) -> SuspicionBounds {
+    SuspicionBounds {
+        min: settings.suspect_to_down(),
+        max: settings.suspect_to_down_max(),
+        confirmations: settings.suspicion_confirmations,
     }
 }
 
