@@ -51,7 +51,9 @@ pub use self::replay::Replay;
 pub use self::seal::{SEAL_OVERHEAD, SealError, Sealer};
 
 use self::codec::BincodeCodec;
-use self::envelope::{DownNotice, Envelope, GOSSIP_HEADER};
+use self::envelope::{
+    DownNotice, Envelope, GOSSIP_HEADER, KeyRange, MAX_PULL_RANGES, RosterPull, RosterRange,
+};
 use self::identity::Run;
 use self::lifeguard::{
     LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
@@ -71,6 +73,15 @@ const ROSTER_SENT_CAPACITY: usize = 4_096;
 /// keeps talking to us while we hold it down is told again only after a lost notice
 /// could have been noticed, and a flood of its packets costs one notice per interval.
 const DOWN_NOTICE_INTERVAL_PERIODS: u32 = 3;
+
+/// How long a joiner waits for the rest of a roster before it asks for what is missing,
+/// as a fraction of the probe timeout: far above a LAN round trip (the answer to the
+/// previous pull has arrived by then), and short enough that a whole roster of ten
+/// thousand members arrives within a probe period.
+const ROSTER_PULL_DIVISOR: u32 = 4;
+
+/// Pulls a joiner makes for one roster before it leaves the rest to gossip.
+const MAX_ROSTER_PULLS: u32 = 64;
 
 /// How many members' down-notice times are remembered before old ones are pruned.
 const NOTICES_SENT_CAPACITY: usize = 4_096;
@@ -100,6 +111,8 @@ enum TimerKind {
     SuspicionDeadline { node: NodeId, token: u64 },
     /// Try the seeds again if nobody has answered yet.
     JoinRetry { attempt: u32 },
+    /// Ask for the parts of a roster that have not arrived.
+    RosterPull { token: u64 },
 }
 
 /// Something the driver must do after a call into [`Membership`].
@@ -235,6 +248,12 @@ pub struct MembershipStats {
     pub roster_syncs_skipped: u64,
     /// Roster-sync packets applied.
     pub roster_packets_applied: u64,
+    /// Requests this node sent for parts of a roster it had not received.
+    pub roster_pulls_sent: u64,
+    /// Roster pulls this node answered.
+    pub roster_pulls_answered: u64,
+    /// Roster pulls refused: from a member not live here, or after leaving.
+    pub roster_pulls_refused: u64,
     /// Suspicions this node raised itself (one of its probes failed).
     pub suspicions_started: u64,
     /// Suspects Lifeguard declared down before foca's longest timeout.
@@ -333,6 +352,57 @@ impl foca::Runtime<MemberIdentity> for Io {
     }
 }
 
+/// A roster being received: which name keys have arrived, whom to ask for the rest.
+#[derive(Debug, Clone)]
+struct Pull {
+    /// The member sending the roster.
+    source: MemberIdentity,
+    /// The key ranges received so far, sorted and merged.
+    covered: Vec<KeyRange>,
+    /// Pulls sent so far.
+    pulls: u32,
+    /// Tags the pending timer (a newer roster replaces this one).
+    token: u64,
+}
+
+impl Pull {
+    fn cover(&mut self, (from, to): KeyRange) {
+        self.covered.push((from, to));
+        self.covered.sort_unstable();
+        let mut merged: Vec<KeyRange> = Vec::with_capacity(self.covered.len());
+        for &(from, to) in &self.covered {
+            match merged.last_mut() {
+                Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        self.covered = merged;
+    }
+
+    /// The ranges not received yet, the first `max` of them.
+    fn gaps(&self, max: usize) -> Vec<KeyRange> {
+        let mut gaps = Vec::new();
+        let mut next = Some(0u64);
+        for &(from, to) in &self.covered {
+            if let Some(start) = next
+                && from > start
+            {
+                gaps.push((start, from - 1));
+            }
+            next = to.checked_add(1);
+        }
+        if let Some(start) = next {
+            gaps.push((start, u64::MAX));
+        }
+        gaps.truncate(max);
+        gaps
+    }
+
+    fn complete(&self) -> bool {
+        self.covered.first() == Some(&(0, u64::MAX))
+    }
+}
+
 /// The probe this node has in flight, to learn whether it succeeded.
 #[derive(Debug, Clone)]
 struct Probe {
@@ -414,6 +484,12 @@ pub struct Membership {
     roster_sent: BTreeMap<NodeId, Duration>,
     /// When the latest roster syncs went out, at most `roster_sync_max_per_interval`.
     roster_budget: VecDeque<Duration>,
+    /// The roster this node is receiving, while parts of it are missing.
+    pull: Option<Pull>,
+    /// Whether this node has received a whole roster (after which rosters only add rows).
+    roster_complete: bool,
+    /// Tags the next roster pull timer.
+    next_pull_token: u64,
     /// When each member was last sent a down notice.
     notices_sent: BTreeMap<NodeId, Duration>,
     /// This node renewed its identity: start SWIM afresh (see
@@ -528,6 +604,9 @@ impl Membership {
             seen: BTreeMap::new(),
             roster_sent: BTreeMap::new(),
             roster_budget: VecDeque::new(),
+            pull: None,
+            roster_complete: false,
+            next_pull_token: 0,
             notices_sent: BTreeMap::new(),
             restart: false,
             seed,
@@ -658,26 +737,7 @@ impl Membership {
         match envelope {
             Envelope::Gossip(payload) => self.handle_gossip(payload, now),
             Envelope::RosterSync(_) if self.left => Ok(()),
-            Envelope::RosterSync(members) => {
-                self.stats.roster_packets_applied += 1;
-                // A roster is one member's opinion, possibly from the other side of a
-                // partition: it teaches who exists, but its "down" rows may not overrule
-                // a run we hold live, nor make us renew (a down notice does that, with
-                // the rule that picks which side renews).
-                let me = self.identity().node().clone();
-                let members: Vec<_> = members
-                    .into_iter()
-                    .filter(|member| {
-                        member.state() != foca::State::Down
-                            || (member.id().node() != &me && !self.holds_live(member.id()))
-                    })
-                    .collect();
-                let result = self
-                    .swim
-                    .apply_many(members.into_iter(), false, &mut self.io);
-                self.absorb(now);
-                result.map_err(|error| self.refused(error))
-            }
+            Envelope::RosterSync(members) => self.apply_roster(members, now),
             Envelope::Join(joiner) => {
                 if joiner.node() != self.identity().node() && !self.left {
                     self.send_welcome(joiner.gossip_addr());
@@ -688,12 +748,22 @@ impl Membership {
                 if seed.node() == self.identity().node() || self.left {
                     return Ok(());
                 }
+                if self.settings.roster_sync && !self.roster_complete && self.pull.is_none() {
+                    // Expect the seed's roster; if none of it arrives, ask for all of it.
+                    self.start_pull(seed.clone(), None);
+                }
                 let result = self.swim.announce(seed, &mut self.io);
                 self.absorb(now);
                 result.map_err(|error| self.refused(error))
             }
             Envelope::DownNotice(notice) => {
                 self.handle_down_notice(notice, now);
+                Ok(())
+            }
+            Envelope::RosterRange(_) if self.left => Ok(()),
+            Envelope::RosterRange(range) => self.handle_roster_range(range, now),
+            Envelope::RosterPull(pull) => {
+                self.handle_roster_pull(pull, now);
                 Ok(())
             }
         }
@@ -711,6 +781,7 @@ impl Membership {
             TimerKind::SuspicionDeadline { node, token } => {
                 self.handle_suspicion_deadline(&node, token, now);
             }
+            TimerKind::RosterPull { token } => self.pull_roster(token),
             TimerKind::JoinRetry { attempt } => {
                 if self.is_connected() || self.left || self.seeds.is_empty() {
                     self.join_retry_armed = false;
@@ -1327,11 +1398,163 @@ impl Membership {
         }
     }
 
+    /// Applies roster rows from another member.
+    fn apply_roster(
+        &mut self,
+        members: Vec<Member<MemberIdentity>>,
+        now: Duration,
+    ) -> Result<(), PacketError> {
+        self.stats.roster_packets_applied += 1;
+        // A roster is one member's opinion, possibly from the other side of a
+        // partition: it teaches who exists, but its "down" rows may not overrule a run
+        // we hold live, nor make us renew (a down notice does that, with the rule that
+        // picks which side renews).
+        let me = self.identity().node().clone();
+        let members: Vec<_> = members
+            .into_iter()
+            .filter(|member| {
+                member.state() != foca::State::Down
+                    || (member.id().node() != &me && !self.holds_live(member.id()))
+            })
+            .collect();
+        let result = self
+            .swim
+            .apply_many(members.into_iter(), false, &mut self.io);
+        self.absorb(now);
+        result.map_err(|error| self.refused(error))
+    }
+
+    /// A part of a roster arrived: apply it, and if it is the first part of a roster
+    /// from its sender, start timing the pulls for whatever does not arrive.
+    fn handle_roster_range(
+        &mut self,
+        range: RosterRange,
+        now: Duration,
+    ) -> Result<(), PacketError> {
+        let RosterRange {
+            sender,
+            range,
+            members,
+        } = range;
+        match &mut self.pull {
+            Some(pull) if pull.source == sender => pull.cover(range),
+            // The first roster is the one completed; later ones (a seed answering a
+            // periodic announce) only add rows.
+            Some(_) => {}
+            None if self.roster_complete => {}
+            None => self.start_pull(sender, Some(range)),
+        }
+        if self.pull.as_ref().is_some_and(Pull::complete) {
+            self.pull = None;
+            self.roster_complete = true;
+        }
+        self.apply_roster(members, now)
+    }
+
+    /// Starts receiving a roster from `source`, `first` being its part already here.
+    fn start_pull(&mut self, source: MemberIdentity, first: Option<KeyRange>) {
+        let token = self.next_pull_token;
+        self.next_pull_token += 1;
+        let mut pull = Pull {
+            source,
+            covered: Vec::new(),
+            pulls: 0,
+            token,
+        };
+        if let Some(range) = first {
+            pull.cover(range);
+        }
+        self.pull = Some(pull);
+        self.io
+            .schedule(self.roster_pull_delay(), TimerKind::RosterPull { token });
+    }
+
+    fn roster_pull_delay(&self) -> Duration {
+        self.settings.probe_rtt() / ROSTER_PULL_DIVISOR
+    }
+
+    /// The pull timer fired: ask the roster's sender for the key ranges still missing.
+    fn pull_roster(&mut self, token: u64) {
+        let delay = self.roster_pull_delay();
+        let Some(pull) = self.pull.as_mut().filter(|pull| pull.token == token) else {
+            return;
+        };
+        if pull.complete() || pull.pulls >= MAX_ROSTER_PULLS || self.left {
+            self.pull = None;
+            return;
+        }
+        pull.pulls += 1;
+        let request = RosterPull {
+            puller: self.swim.identity().clone(),
+            ranges: pull.gaps(usize::from(MAX_PULL_RANGES)),
+        };
+        let to = pull.source.gossip_addr();
+        self.io.schedule(delay, TimerKind::RosterPull { token });
+        self.stats.roster_pulls_sent += 1;
+        match envelope::encode_roster_pull(&request, &mut self.codec) {
+            Ok(body) => self.io.send(to, &[&body]),
+            Err(error) => debug!(%error, "encoding roster pull"),
+        }
+    }
+
+    /// A joiner asks for parts of this node's roster. Answered with at most
+    /// `roster_sync_max_packets` packets per pull, and only to a member this node
+    /// holds live (one that announced itself, and so was sent the roster's first part).
+    fn handle_roster_pull(&mut self, request: RosterPull, _now: Duration) {
+        if self.left || self.defunct || !self.holds_live(&request.puller) {
+            self.stats.roster_pulls_refused += 1;
+            return;
+        }
+        self.stats.roster_pulls_answered += 1;
+        self.send_roster_ranges(&request.puller, &request.ranges);
+    }
+
+    /// Sends `to` the members of this node's table in `ranges`, in key order, in at
+    /// most `roster_sync_max_packets` packets all told: a larger table is pulled by
+    /// the receiver in further rounds (which is also what paces the flow).
+    fn send_roster_ranges(&mut self, to: &MemberIdentity, ranges: &[KeyRange]) {
+        // The sender itself is part of the roster: a joiner that lost every other
+        // packet from it must still learn it.
+        let me = Member::new(self.swim.identity().clone(), 0, foca::State::Alive);
+        let mut sorted: Vec<&Member<MemberIdentity>> = self
+            .swim
+            .iter_membership_state()
+            .chain(std::iter::once(&me))
+            .collect();
+        sorted.sort_unstable_by_key(|member| member.id().key());
+        let max_body = self.max_packet_size().saturating_sub(SEAL_OVERHEAD);
+        let mut budget = self.settings.roster_sync_max_packets as usize;
+        let mut bodies = Vec::new();
+        for &range in ranges {
+            if budget == 0 {
+                break;
+            }
+            match envelope::encode_roster_range(
+                self.swim.identity(),
+                &sorted,
+                range,
+                &mut self.codec,
+                max_body,
+                budget,
+            ) {
+                Ok(part) => {
+                    budget -= part.len().min(budget);
+                    bodies.extend(part);
+                }
+                Err(error) => debug!(%error, "encoding roster range"),
+            }
+        }
+        for body in bodies {
+            self.io.send(to.gossip_addr(), &[&body]);
+        }
+    }
+
     /// Sends `joiner` this node's whole membership table, at most once per
     /// `roster_sync_interval_ms` to the same member and at most
     /// `roster_sync_max_per_interval` times per interval in all (a mass join through one
     /// seed must not turn it into a firehose; joiners beyond the budget learn the roster
-    /// from gossip).
+    /// from gossip). The first `roster_sync_max_packets` packets go at once; the joiner
+    /// pulls the rest, and whatever was lost, from this node.
     fn send_roster(&mut self, joiner: &MemberIdentity, now: Duration) {
         let interval = Duration::from_millis(self.settings.roster_sync_interval_ms);
         if let Some(last) = self.roster_sent.get(joiner.node())
@@ -1356,20 +1579,8 @@ impl Membership {
                 .retain(|_, last| now.saturating_sub(*last) < interval);
         }
         self.roster_sent.insert(joiner.node().clone(), now);
-        let max_body = self.max_packet_size().saturating_sub(SEAL_OVERHEAD);
-        let bodies = envelope::encode_roster_sync(
-            self.swim.iter_membership_state(),
-            &mut self.codec,
-            max_body,
-            self.settings.roster_sync_max_packets as usize,
-        );
-        if bodies.is_empty() {
-            return;
-        }
         self.stats.roster_syncs_sent += 1;
-        for body in bodies {
-            self.io.send(joiner.gossip_addr(), &[&body]);
-        }
+        self.send_roster_ranges(joiner, &[(0, u64::MAX)]);
     }
 
     fn refused(&mut self, error: foca::Error) -> PacketError {

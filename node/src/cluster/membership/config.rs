@@ -89,8 +89,10 @@ pub struct GossipSettings {
     /// together. Default 16: a seed facing a mass join serves the first joiners in full
     /// and leaves the rest to gossip instead of flooding the network.
     pub roster_sync_max_per_interval: u32,
-    /// Most packets one roster sync may take (a table larger than that is sent in part;
-    /// gossip brings the rest). Default 64.
+    /// Most roster packets sent in one burst: to a joiner when it announces itself, and
+    /// in answer to each of its pulls. A larger table is not cut short: the joiner pulls
+    /// the key ranges it is missing, a burst at a time, which paces the transfer and
+    /// recovers lost packets. Default 64.
     pub roster_sync_max_packets: u32,
 }
 

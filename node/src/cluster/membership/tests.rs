@@ -853,3 +853,42 @@ fn keys_rotated_on_every_member_keep_the_cluster_whole() {
         Err(PacketError::Sealed(SealError::UnknownKey(id))) if id == old
     ));
 }
+
+#[test]
+fn a_roster_larger_than_one_burst_is_pulled_in_full_and_lost_parts_are_asked_again() {
+    // One packet per burst, 40 members of small packets: the seed's first burst holds
+    // a fraction of the table, and the joiner pulls the rest range by range.
+    const MEMBERS: usize = 40;
+    let settings = GossipSettings {
+        max_packet_size: config::MIN_PACKET_SIZE,
+        roster_sync_max_packets: 1,
+        ..settings()
+    };
+    let mut net = Net::cluster(MEMBERS, settings.clone());
+    net.run_for(secs(8));
+    assert_eq!(net.member(0).live_members().len(), MEMBERS);
+    net.start(MEMBERS, 1, settings.clone(), Some(0));
+    // Lose the seed's first burst: the joiner then holds nothing of the roster but
+    // whatever foca's own reply carried, and must ask for all of it.
+    let joiner = gossip_addr(MEMBERS);
+    let mut lost = 0;
+    while lost == 0 {
+        net.run_for(LATENCY);
+        let before = net.queue.len();
+        net.queue.retain(|_, pending| {
+            !matches!(pending, Pending::Datagram { from: 0, to, bytes }
+                if *to == joiner && bytes.len() > 300)
+        });
+        lost = before - net.queue.len();
+    }
+    net.run_for(settings.probe_period() * 2);
+    assert_eq!(
+        net.member(MEMBERS).live_members(),
+        net.names(0..=MEMBERS),
+        "the joiner knows everyone within two probe periods"
+    );
+    let stats = net.member(MEMBERS).stats();
+    assert!(stats.roster_pulls_sent >= 2, "{stats:?}");
+    assert!(net.member(0).stats().roster_pulls_answered >= 2);
+    net.assert_clean();
+}
