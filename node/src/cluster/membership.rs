@@ -312,6 +312,8 @@ struct Io {
     /// time sealed into its packets.
     now_ms: u64,
     outputs: VecDeque<Output>,
+    /// Which of `outputs` foca sent (indices), until the next drain.
+    foca_sends: Vec<usize>,
     timers: Vec<(foca::Timer<MemberIdentity>, Duration)>,
     notes: Vec<OwnedNotification<MemberIdentity>>,
     packets_out: u64,
@@ -344,6 +346,7 @@ impl foca::Runtime<MemberIdentity> for Io {
     }
 
     fn send_to(&mut self, to: MemberIdentity, data: &[u8]) {
+        self.foca_sends.push(self.outputs.len());
         self.send(to.gossip_addr(), &[&GOSSIP_HEADER, data]);
     }
 
@@ -589,6 +592,7 @@ impl Membership {
                 sealer: Sealer::new(run),
                 now_ms: 0,
                 outputs: VecDeque::new(),
+                foca_sends: Vec::new(),
                 timers: Vec::new(),
                 notes: Vec::new(),
                 packets_out: 0,
@@ -809,6 +813,7 @@ impl Membership {
     pub fn drain_outputs(&mut self) -> impl Iterator<Item = Output> + '_ {
         // The room a burst took is given back at the next drain, once it is empty.
         self.io.outputs.shrink_to(OUTPUTS_RETAINED);
+        self.io.foca_sends.clear();
         self.io.outputs.drain(..)
     }
 
@@ -1092,6 +1097,7 @@ impl Membership {
             self.io.event(event);
         }
         if std::mem::take(&mut self.restart) {
+            self.drop_foca_sends();
             self.restart_swim(now);
             if let Some(via) = self.rejoin_via.take()
                 && let Err(error) = self.swim.announce(via, &mut self.io)
@@ -1287,6 +1293,28 @@ impl Membership {
         }
     }
 
+    /// Drops what foca sent during the call in progress. On renewing, foca gossips its
+    /// queue of updates at once, to the members it holds alive or suspect; after a
+    /// partition that queue holds the cut-off side's verdicts about the other side,
+    /// and those members are reachable again.
+    fn drop_foca_sends(&mut self) {
+        let sent = std::mem::take(&mut self.io.foca_sends);
+        let mut index = 0;
+        let mut sent = sent.into_iter().peekable();
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        self.io.outputs.retain(|output| {
+            let drop = sent.next_if_eq(&index).is_some();
+            index += 1;
+            if drop && let Output::Send { bytes: sealed, .. } = output {
+                packets += 1;
+                bytes += sealed.len() as u64;
+            }
+            !drop
+        });
+        self.io.packets_out -= packets;
+        self.io.bytes_out -= bytes;
+    }
+
     /// Starts SWIM afresh under the renewed identity, keeping only who is live.
     ///
     /// A member renews because it was declared down, so it was cut off, and everything
@@ -1343,6 +1371,9 @@ impl Membership {
         );
         self.suspicions = Suspicions::new(suspicion_bounds(&self.settings));
         self.probe = None;
+        // Its table lacks what it forgot: the next roster it is sent is pulled in full.
+        self.pull = None;
+        self.roster_complete = false;
         let result = self.swim.apply_many(live.into_iter(), false, &mut self.io);
         // The carried-over members were live before and were reported so.
         self.io
