@@ -386,7 +386,7 @@ fn a_healed_partition_merges_back_into_one_cluster() {
     // members reaches across; the side holding the sender down answers with a down
     // notice, one side renews its identity and is taken back.
     let settings = settings();
-    let heal_within = Duration::from_millis(settings.periodic_announce_ms * 2) * 2;
+    let heal_within = Duration::from_millis(settings.periodic_announce_down_ms) * 4;
     let mut net = Net::cluster(4, settings.clone());
     net.run_for(secs(5));
     net.partition = Some(BTreeSet::from([0, 1]));
@@ -421,10 +421,10 @@ fn a_partition_longer_than_the_suspicion_timeout_heals_and_the_cut_off_side_rene
         expected_cluster_size: MEMBERS as u32,
         ..GossipSettings::default()
     };
-    // Announces to members believed down go out every 2 × periodic_announce_ms, to one
+    // Announces to members believed down go out every periodic_announce_down_ms, to one
     // of them: the first crosses the cut well within one such round, then the notices
     // and the rejoin take a few round trips and the news a few gossip rounds.
-    let heal_within = Duration::from_millis(settings.periodic_announce_ms * 2);
+    let heal_within = Duration::from_millis(settings.periodic_announce_down_ms) * 4;
     let cut = BTreeSet::from([20, 21, 22, 23]);
     let mut net = Net::cluster(MEMBERS, settings.clone());
     net.run_for(secs(10));
