@@ -21,11 +21,18 @@ done
 # Between the two: a healed partition at 300 nodes.
 run n300-loss5 --nodes 300 --loss 0.05 --seed 1 --no-plots
 
-# Averages over seeds (one crash and one join per run).
+# Averages over seeds (one crash and one join per run), and the bound on convergence
+# after a heal, at 0 % and 5 % loss.
 for nodes in 10 100; do
   for seed in $(seq 1 10); do
+    run "n$nodes-loss0-seed$seed" --nodes "$nodes" --loss 0 --seed "$seed" --no-plots
     run "n$nodes-loss5-seed$seed" --nodes "$nodes" --loss 0.05 --seed "$seed" --no-plots
   done
+done
+
+# Same-side down verdicts after a partition, per seed, at 1,000 nodes and 5 % loss.
+for seed in 2 3 4 5 11; do
+  run "n1000-loss5-seed$seed" --nodes 1000 --loss 0.05 --seed "$seed" --no-plots
 done
 
 # Roster sync off: how long a joiner needs to learn the whole roster by gossip alone.

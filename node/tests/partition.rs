@@ -1,18 +1,21 @@
 //! A network partition between real `chorus agent` processes.
 //!
-//! Three hosts, each a Linux network namespace with one veth into a bridge that lives in
-//! a fourth namespace (the host's own network is never touched). One agent runs in each
-//! host; the test reads every node's view through its control socket, which is a path
-//! in the shared filesystem and so reachable from outside the namespaces. Cutting a host
-//! off detaches its port from the bridge: frames are dropped silently in both
-//! directions while both ends keep their carrier, as when a switch between racks fails.
+//! Six hosts, each a Linux network namespace with one veth into a bridge that lives in
+//! a seventh namespace (the host's own network is never touched). One agent runs in
+//! each host; the test reads every node's view through its control socket, which is a
+//! path in the shared filesystem and so reachable from outside the namespaces. Cutting
+//! two hosts off moves their ports to a second bridge: frames between the two sides are
+//! dropped silently in both directions while both ends keep their carrier, as when the
+//! link between two racks fails, and each side still talks within itself.
 //!
 //! The cut lasts until both sides have declared the other down (longer than the
-//! suspicion timeout): the two survivors drop the cut-off node from their ring, and it
-//! drops them from its own. After the heal every node must see all three members alive
+//! suspicion timeout): the four survivors drop the cut-off nodes from their ring, and
+//! the two cut-off nodes drop the survivors from theirs. No member may be declared down
+//! by its own side: a survivor keeps its incarnation throughout (a member declared down
+//! renews under a new one). After the heal every node must see all six members alive
 //! and the original ring epoch again, and keep seeing them for longer than a suspicion
-//! timeout. Each side then holds the other's identities as down, so the heal needs each
-//! side to find out and rejoin: foca alone never tells a member it is held down.
+//! timeout. Each side then holds the other's identities as down, so the heal needs one
+//! side to find out and renew: foca alone never tells a member it is held down.
 //!
 //! Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2. Where namespaces cannot
 //! be made the test prints why and passes without running, unless
@@ -34,10 +37,17 @@ const REQUIRE_ENV: &str = "CHORUS_REQUIRE_NETNS";
 const NETNS_PREFIX: &str = "chorus-pt-";
 
 /// The hosts, by the suffix of their namespace and their node name.
-const HOSTS: [(&str, &str); 3] = [("a", "node-a"), ("b", "node-b"), ("c", "node-c")];
+const HOSTS: [(&str, &str); 6] = [
+    ("a", "node-a"),
+    ("b", "node-b"),
+    ("c", "node-c"),
+    ("d", "node-d"),
+    ("e", "node-e"),
+    ("f", "node-f"),
+];
 
-/// The host that is cut off (an index into [`HOSTS`]).
-const ISOLATED: usize = 2;
+/// The hosts that are cut off together (indices into [`HOSTS`]).
+const CUT: [usize; 2] = [4, 5];
 
 /// The bridge's /24 is `10.SUBNET_SECOND_OCTET.<pid-derived>.0`. It exists only inside
 /// the test's namespaces, so it cannot clash with the host's routes; an unusual octet
@@ -53,17 +63,17 @@ const PARTITIONS: u16 = 64;
 const PROBE_PERIOD_MS: u64 = 500;
 const PROBE_RTT_MS: u64 = 200;
 
-/// How long the three nodes may take to find each other after they start.
+/// How long the six nodes may take to find each other after they start.
 const FORM_WITHIN: Duration = Duration::from_secs(15);
 /// How long after the cut both sides may take to declare the other side down. The
 /// suspicion timeout is 2 s; probing, Lifeguard's local-health slowdown on the isolated
 /// side and a loaded machine account for the rest.
 const DETECT_WITHIN: Duration = Duration::from_secs(15);
 /// How long after the heal all views may take to agree again. By then each side holds
-/// the other's identities as down, so each must learn that it was declared down and
-/// rejoin under a new incarnation; the isolated node's join retries back off (doubling
-/// from one probe period), and this covers several of them.
-const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
+/// the other's identities as down, so a member must cross the cut (an announce to a
+/// member believed down: every 5 s from each member, by default), be told it is held
+/// down, renew under a new incarnation and be gossiped about.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 /// How long the healed views must then stay in agreement: longer than the suspicion
 /// timeout plus a probe period, so a member that answers nobody's probes would be
 /// declared down again within it.
@@ -74,7 +84,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
 #[test]
-fn a_cut_off_member_is_declared_down_on_both_sides_and_rejoins_after_the_heal() {
+fn a_cut_off_pair_is_declared_down_by_the_others_only_and_rejoins_after_the_heal() {
     let lab = match Lab::create() {
         Ok(lab) => lab,
         Err(reason) => {
@@ -88,63 +98,87 @@ fn a_cut_off_member_is_declared_down_on_both_sides_and_rejoins_after_the_heal() 
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(lab, dir.path());
     let names: BTreeSet<String> = HOSTS.iter().map(|(_, n)| n.to_string()).collect();
-    let isolated = HOSTS[ISOLATED].1.to_string();
-    let survivors: BTreeSet<String> = names.iter().filter(|n| **n != isolated).cloned().collect();
+    let cut: BTreeSet<String> = CUT.iter().map(|&i| HOSTS[i].1.to_string()).collect();
+    let survivors: BTreeSet<String> = names.difference(&cut).cloned().collect();
+    let is_cut = |i: usize| CUT.contains(&i);
 
-    // 1. The cluster forms: every node sees three live members and the same ring.
+    // 1. The cluster forms: every node sees six live members and the same ring.
     let started = Instant::now();
-    let formed = cluster.wait_until("the three nodes to form a cluster", FORM_WITHIN, |views| {
+    let formed = cluster.wait_until("the six nodes to form a cluster", FORM_WITHIN, |views| {
         agreed_on(views, &names)
     });
     eprintln!("formed in {:?}", started.elapsed());
+    let incarnations: Vec<u64> = cluster
+        .views()
+        .unwrap()
+        .iter()
+        .map(|v| v.incarnation)
+        .collect();
 
-    // 2. Cut the isolated host off in both directions.
-    cluster.lab.cut(ISOLATED);
+    // 2. Cut two hosts off from the other four, in both directions. Neither side may
+    // declare one of its own down: every poll checks that each node sees its own side
+    // alive or suspect, never down.
+    for &i in &CUT {
+        cluster.lab.cut(i);
+    }
     let cut_at = Instant::now();
-    let mut survivors_done = None;
-    let mut isolated_done = None;
+    let mut same_side_downs = BTreeSet::new();
+    let mut watch_sides = |views: &[View]| {
+        for (i, view) in views.iter().enumerate() {
+            let side = if is_cut(i) { &cut } else { &survivors };
+            for down in view.in_state("down").intersection(side) {
+                same_side_downs.insert(format!("{} holds {down} down", view.node));
+            }
+        }
+    };
     let split = cluster.wait_until(
         "both sides to declare the other down",
         DETECT_WITHIN,
         |views| {
-            let others = views.iter().enumerate().filter(|(i, _)| *i != ISOLATED);
-            let survivors_view = agreed_on(others.map(|(_, v)| v), &survivors)
-                .map_err(|e| format!("survivors: {e}"));
-            if survivors_view.is_ok() && survivors_done.is_none() {
-                survivors_done = Some(cut_at.elapsed());
-            }
-            let alone = sees_only_itself(&views[ISOLATED], &isolated)
-                .map_err(|e| format!("{isolated}: {e}"));
-            if alone.is_ok() && isolated_done.is_none() {
-                isolated_done = Some(cut_at.elapsed());
-            }
-            Ok((survivors_view?, alone?))
+            watch_sides(views);
+            let survivors_view = agreed_on(
+                views
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !is_cut(*i))
+                    .map(|(_, v)| v),
+                &survivors,
+            )
+            .map_err(|e| format!("survivors: {e}"))?;
+            let cut_view = agreed_on(
+                views
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| is_cut(*i))
+                    .map(|(_, v)| v),
+                &cut,
+            )
+            .map_err(|e| format!("cut-off nodes: {e}"))?;
+            Ok((survivors_view, cut_view))
         },
     );
-    let (survivors_epoch, isolated_epoch) = split;
-    eprintln!(
-        "partition detected: survivors after {:?}, the isolated node after {:?}",
-        survivors_done.unwrap(),
-        isolated_done.unwrap()
-    );
+    eprintln!("partition detected after {:?}", cut_at.elapsed());
+    let (survivors_epoch, cut_epoch) = split;
     assert_ne!(
         survivors_epoch, formed,
-        "the survivors' ring kept the cut-off node"
+        "the survivors' ring kept the cut-off nodes"
     );
-    assert_ne!(
-        isolated_epoch, formed,
-        "the isolated node's ring kept the others"
-    );
-    assert_ne!(survivors_epoch, isolated_epoch);
+    assert_ne!(cut_epoch, formed, "the cut-off ring kept the others");
+    assert_ne!(survivors_epoch, cut_epoch);
 
-    // 3. Heal: every view converges on three live members and the original ring, whose
+    // 3. Heal: every view converges on six live members and the original ring, whose
     // epoch depends only on the member set.
-    cluster.lab.heal(ISOLATED);
+    for &i in &CUT {
+        cluster.lab.heal(i);
+    }
     let healed_at = Instant::now();
     let epoch = cluster.wait_until(
         "the views to converge after the heal",
         CONVERGE_WITHIN,
-        |views| agreed_on(views, &names),
+        |views| {
+            watch_sides(views);
+            agreed_on(views, &names)
+        },
     );
     eprintln!("converged {:?} after the heal", healed_at.elapsed());
     assert_eq!(
@@ -162,6 +196,22 @@ fn a_cut_off_member_is_declared_down_on_both_sides_and_rejoins_after_the_heal() 
             Ok(())
         },
     );
+    assert!(
+        same_side_downs.is_empty(),
+        "members declared down by their own side: {same_side_downs:?}"
+    );
+    // No survivor was declared down (and renewed): only the cut-off side renews.
+    let now: Vec<u64> = cluster
+        .views()
+        .unwrap()
+        .iter()
+        .map(|v| v.incarnation)
+        .collect();
+    for (i, (before, after)) in incarnations.iter().zip(&now).enumerate() {
+        if !is_cut(i) {
+            assert_eq!(before, after, "{} renewed", HOSTS[i].1);
+        }
+    }
 }
 
 /// Checks that every view sees exactly `members` alive (and no other member as anything
@@ -195,24 +245,6 @@ fn agreed_on<'a>(
     }
 }
 
-/// Checks that `view` (of node `me`) sees every other member down and a ring of itself.
-fn sees_only_itself(view: &View, me: &str) -> Result<u64, String> {
-    let me: BTreeSet<String> = [me.to_string()].into();
-    let not_down: BTreeSet<String> = view
-        .members
-        .iter()
-        .filter(|(_, state)| state.as_str() != "down")
-        .map(|(id, _)| id.clone())
-        .collect();
-    if not_down != me {
-        return Err(format!("not down yet: {:?}", view.members));
-    }
-    if view.ring_nodes != me {
-        return Err(format!("ring holds {:?}", view.ring_nodes));
-    }
-    Ok(view.epoch)
-}
-
 /// One node's view, read through `chorus ctl`.
 #[derive(Debug)]
 struct View {
@@ -221,6 +253,8 @@ struct View {
     members: BTreeMap<String, String>,
     epoch: u64,
     ring_nodes: BTreeSet<String>,
+    /// The incarnation this node runs under (it changes when the node renews).
+    incarnation: u64,
 }
 
 impl View {
@@ -233,7 +267,7 @@ impl View {
     }
 }
 
-/// The three agents and the network they run in. Fields drop in order: the agents are
+/// The agents and the network they run in. Fields drop in order: the agents are
 /// killed before their namespaces are deleted.
 struct Cluster {
     agents: Vec<Agent>,
@@ -418,6 +452,7 @@ impl Agent {
         // renew, as down; a member's state is that of its newest run, and a node's own
         // row is authoritative for itself.
         let mut newest: BTreeMap<String, (bool, u64, String)> = BTreeMap::new();
+        let mut incarnation = 0;
         for m in members["members"].as_array().ok_or("members: no list")? {
             let id = m["id"].as_str().ok_or("members: no id")?.to_string();
             let row = (
@@ -425,6 +460,9 @@ impl Agent {
                 m["incarnation"].as_u64().unwrap_or(0),
                 m["state"].as_str().unwrap_or_default().to_string(),
             );
+            if row.0 {
+                incarnation = row.1;
+            }
             let entry = newest.entry(id).or_insert_with(|| row.clone());
             if (row.0, row.1) > (entry.0, entry.1) {
                 *entry = row;
@@ -447,6 +485,7 @@ impl Agent {
             members,
             epoch,
             ring_nodes,
+            incarnation,
         })
     }
 
@@ -545,6 +584,8 @@ impl Lab {
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        ip(&["-n", &hub, "link", "add", "br1", "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", "br1", "up"])?;
         for i in 0..self.hosts.len() {
             let Host {
                 netns,
@@ -566,11 +607,12 @@ impl Lab {
         Ok(())
     }
 
-    /// Detaches host `i`'s port from the bridge: nothing passes either way, and both
-    /// ends of its veth stay up.
+    /// Moves host `i`'s port to the second bridge: nothing passes between it and the
+    /// hosts left on the first, both ends of its veth stay up, and hosts cut off
+    /// together still reach each other.
     fn cut(&self, i: usize) {
         let port = &self.hosts[i].port;
-        ip(&["-n", &self.hub, "link", "set", port, "nomaster"]).unwrap();
+        ip(&["-n", &self.hub, "link", "set", port, "master", "br1"]).unwrap();
     }
 
     /// Attaches host `i`'s port to the bridge again.

@@ -322,10 +322,22 @@ pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
         "-",
     );
     counted(
+        "partition: down verdicts on the same side",
+        v.same_side_down.to_string(),
+        "0",
+        zero(v.same_side_down),
+    );
+    counted(
         "partition: rejoins",
         v.aftermath_rejoins.to_string(),
         "-",
         "-",
+    );
+    counted(
+        "partition: rejoins outside the cut",
+        v.rejoins_outside_cut.to_string(),
+        "0",
+        zero(v.rejoins_outside_cut),
     );
     counted(
         "views match the running nodes at the end",

@@ -51,7 +51,9 @@ pub use self::replay::Replay;
 pub use self::seal::{SEAL_OVERHEAD, SealError, Sealer};
 
 use self::codec::BincodeCodec;
-use self::envelope::{DownNotice, Envelope, GOSSIP_HEADER};
+use self::envelope::{
+    DownNotice, Envelope, GOSSIP_HEADER, KeyRange, MAX_PULL_RANGES, RosterPull, RosterRange,
+};
 use self::identity::Run;
 use self::lifeguard::{
     LocalHealth, SuspicionBounds, SuspicionReport, SuspicionReports, Suspicions,
@@ -72,6 +74,15 @@ const ROSTER_SENT_CAPACITY: usize = 4_096;
 /// could have been noticed, and a flood of its packets costs one notice per interval.
 const DOWN_NOTICE_INTERVAL_PERIODS: u32 = 3;
 
+/// How long a joiner waits for the rest of a roster before it asks for what is missing,
+/// as a fraction of the probe timeout: far above a LAN round trip (the answer to the
+/// previous pull has arrived by then), and short enough that a whole roster of ten
+/// thousand members arrives within a probe period.
+const ROSTER_PULL_DIVISOR: u32 = 4;
+
+/// Pulls a joiner makes for one roster before it leaves the rest to gossip.
+const MAX_ROSTER_PULLS: u32 = 64;
+
 /// How many members' down-notice times are remembered before old ones are pruned.
 const NOTICES_SENT_CAPACITY: usize = 4_096;
 
@@ -90,12 +101,18 @@ pub struct MembershipTimer(TimerKind);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TimerKind {
-    /// One of foca's own timers.
-    Swim(foca::Timer<MemberIdentity>),
+    /// One of foca's own timers, from the foca instance of `generation` (a renewal
+    /// starts a new one, whose timers must not be confused with its predecessor's).
+    Swim {
+        timer: foca::Timer<MemberIdentity>,
+        generation: u32,
+    },
     /// A Lifeguard suspicion may have run out.
     SuspicionDeadline { node: NodeId, token: u64 },
     /// Try the seeds again if nobody has answered yet.
     JoinRetry { attempt: u32 },
+    /// Ask for the parts of a roster that have not arrived.
+    RosterPull { token: u64 },
 }
 
 /// Something the driver must do after a call into [`Membership`].
@@ -231,6 +248,12 @@ pub struct MembershipStats {
     pub roster_syncs_skipped: u64,
     /// Roster-sync packets applied.
     pub roster_packets_applied: u64,
+    /// Requests this node sent for parts of a roster it had not received.
+    pub roster_pulls_sent: u64,
+    /// Roster pulls this node answered.
+    pub roster_pulls_answered: u64,
+    /// Roster pulls refused: from a member not live here, or after leaving.
+    pub roster_pulls_refused: u64,
     /// Suspicions this node raised itself (one of its probes failed).
     pub suspicions_started: u64,
     /// Suspects Lifeguard declared down before foca's longest timeout.
@@ -289,6 +312,8 @@ struct Io {
     /// time sealed into its packets.
     now_ms: u64,
     outputs: VecDeque<Output>,
+    /// Which of `outputs` foca sent (indices), until the next drain.
+    foca_sends: Vec<usize>,
     timers: Vec<(foca::Timer<MemberIdentity>, Duration)>,
     notes: Vec<OwnedNotification<MemberIdentity>>,
     packets_out: u64,
@@ -321,11 +346,63 @@ impl foca::Runtime<MemberIdentity> for Io {
     }
 
     fn send_to(&mut self, to: MemberIdentity, data: &[u8]) {
+        self.foca_sends.push(self.outputs.len());
         self.send(to.gossip_addr(), &[&GOSSIP_HEADER, data]);
     }
 
     fn submit_after(&mut self, event: foca::Timer<MemberIdentity>, after: Duration) {
         self.timers.push((event, after));
+    }
+}
+
+/// A roster being received: which name keys have arrived, whom to ask for the rest.
+#[derive(Debug, Clone)]
+struct Pull {
+    /// The member sending the roster.
+    source: MemberIdentity,
+    /// The key ranges received so far, sorted and merged.
+    covered: Vec<KeyRange>,
+    /// Pulls sent so far.
+    pulls: u32,
+    /// Tags the pending timer (a newer roster replaces this one).
+    token: u64,
+}
+
+impl Pull {
+    fn cover(&mut self, (from, to): KeyRange) {
+        self.covered.push((from, to));
+        self.covered.sort_unstable();
+        let mut merged: Vec<KeyRange> = Vec::with_capacity(self.covered.len());
+        for &(from, to) in &self.covered {
+            match merged.last_mut() {
+                Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        self.covered = merged;
+    }
+
+    /// The ranges not received yet, the first `max` of them.
+    fn gaps(&self, max: usize) -> Vec<KeyRange> {
+        let mut gaps = Vec::new();
+        let mut next = Some(0u64);
+        for &(from, to) in &self.covered {
+            if let Some(start) = next
+                && from > start
+            {
+                gaps.push((start, from - 1));
+            }
+            next = to.checked_add(1);
+        }
+        if let Some(start) = next {
+            gaps.push((start, u64::MAX));
+        }
+        gaps.truncate(max);
+        gaps
+    }
+
+    fn complete(&self) -> bool {
+        self.covered.first() == Some(&(0, u64::MAX))
     }
 }
 
@@ -410,11 +487,21 @@ pub struct Membership {
     roster_sent: BTreeMap<NodeId, Duration>,
     /// When the latest roster syncs went out, at most `roster_sync_max_per_interval`.
     roster_budget: VecDeque<Duration>,
+    /// The roster this node is receiving, while parts of it are missing.
+    pull: Option<Pull>,
+    /// Whether this node has received a whole roster (after which rosters only add rows).
+    roster_complete: bool,
+    /// Tags the next roster pull timer.
+    next_pull_token: u64,
     /// When each member was last sent a down notice.
     notices_sent: BTreeMap<NodeId, Duration>,
-    /// This node renewed its identity: forget the down verdicts it holds (see
-    /// [`Membership::forget_down_members`]), then announce to `rejoin_via` if set.
-    forget_downs: bool,
+    /// This node renewed its identity: start SWIM afresh (see
+    /// [`Membership::restart_swim`]), then announce to `rejoin_via` if set.
+    restart: bool,
+    /// The seed this member was built with: a restarted foca draws from it too.
+    seed: u64,
+    /// How many times foca was restarted; tags its timers.
+    generation: u32,
     /// The member whose down notice made this node renew; it is announced to next.
     rejoin_via: Option<MemberIdentity>,
     self_suspected_at: Option<Incarnation>,
@@ -495,11 +582,7 @@ impl Membership {
             BincodeCodec::with_interner(interner.clone()),
             SuspicionReports::new(settings.lifeguard),
         );
-        let bounds = SuspicionBounds {
-            min: settings.suspect_to_down(),
-            max: settings.suspect_to_down_max(),
-            confirmations: settings.suspicion_confirmations,
-        };
+        let bounds = suspicion_bounds(&settings);
         Membership {
             swim,
             replay: ReplayGuard::default(),
@@ -509,6 +592,7 @@ impl Membership {
                 sealer: Sealer::new(run),
                 now_ms: 0,
                 outputs: VecDeque::new(),
+                foca_sends: Vec::new(),
                 timers: Vec::new(),
                 notes: Vec::new(),
                 packets_out: 0,
@@ -524,8 +608,13 @@ impl Membership {
             seen: BTreeMap::new(),
             roster_sent: BTreeMap::new(),
             roster_budget: VecDeque::new(),
+            pull: None,
+            roster_complete: false,
+            next_pull_token: 0,
             notices_sent: BTreeMap::new(),
-            forget_downs: false,
+            restart: false,
+            seed,
+            generation: 0,
             rejoin_via: None,
             self_suspected_at: None,
             self_since: Duration::ZERO,
@@ -652,26 +741,7 @@ impl Membership {
         match envelope {
             Envelope::Gossip(payload) => self.handle_gossip(payload, now),
             Envelope::RosterSync(_) if self.left => Ok(()),
-            Envelope::RosterSync(members) => {
-                self.stats.roster_packets_applied += 1;
-                // A roster is one member's opinion, possibly from the other side of a
-                // partition: it teaches who exists, but its "down" rows may not overrule
-                // a run we hold live, nor make us renew (a down notice does that, with
-                // the rule that picks which side renews).
-                let me = self.identity().node().clone();
-                let members: Vec<_> = members
-                    .into_iter()
-                    .filter(|member| {
-                        member.state() != foca::State::Down
-                            || (member.id().node() != &me && !self.holds_live(member.id()))
-                    })
-                    .collect();
-                let result = self
-                    .swim
-                    .apply_many(members.into_iter(), false, &mut self.io);
-                self.absorb(now);
-                result.map_err(|error| self.refused(error))
-            }
+            Envelope::RosterSync(members) => self.apply_roster(members, now),
             Envelope::Join(joiner) => {
                 if joiner.node() != self.identity().node() && !self.left {
                     self.send_welcome(joiner.gossip_addr());
@@ -682,12 +752,22 @@ impl Membership {
                 if seed.node() == self.identity().node() || self.left {
                     return Ok(());
                 }
+                if self.settings.roster_sync && !self.roster_complete && self.pull.is_none() {
+                    // Expect the seed's roster; if none of it arrives, ask for all of it.
+                    self.start_pull(seed.clone(), None);
+                }
                 let result = self.swim.announce(seed, &mut self.io);
                 self.absorb(now);
                 result.map_err(|error| self.refused(error))
             }
             Envelope::DownNotice(notice) => {
                 self.handle_down_notice(notice, now);
+                Ok(())
+            }
+            Envelope::RosterRange(_) if self.left => Ok(()),
+            Envelope::RosterRange(range) => self.handle_roster_range(range, now),
+            Envelope::RosterPull(pull) => {
+                self.handle_roster_pull(pull, now);
                 Ok(())
             }
         }
@@ -697,10 +777,15 @@ impl Membership {
     pub fn handle_timer(&mut self, timer: MembershipTimer, now: Duration) {
         self.at(now);
         match timer.0 {
-            TimerKind::Swim(timer) => self.handle_swim_timer(timer, now),
+            TimerKind::Swim { timer, generation } => {
+                if generation == self.generation {
+                    self.handle_swim_timer(timer, now);
+                }
+            }
             TimerKind::SuspicionDeadline { node, token } => {
                 self.handle_suspicion_deadline(&node, token, now);
             }
+            TimerKind::RosterPull { token } => self.pull_roster(token),
             TimerKind::JoinRetry { attempt } => {
                 if self.is_connected() || self.left || self.seeds.is_empty() {
                     self.join_retry_armed = false;
@@ -728,6 +813,7 @@ impl Membership {
     pub fn drain_outputs(&mut self) -> impl Iterator<Item = Output> + '_ {
         // The room a burst took is given back at the next drain, once it is empty.
         self.io.outputs.shrink_to(OUTPUTS_RETAINED);
+        self.io.foca_sends.clear();
         self.io.outputs.drain(..)
     }
 
@@ -952,7 +1038,13 @@ impl Membership {
                 }
                 _ => {}
             }
-            self.io.schedule(after, TimerKind::Swim(timer));
+            self.io.schedule(
+                after,
+                TimerKind::Swim {
+                    timer,
+                    generation: self.generation,
+                },
+            );
         }
         let notes = std::mem::take(&mut self.io.notes);
         for note in notes {
@@ -993,7 +1085,7 @@ impl Membership {
                 }
                 OwnedNotification::Rejoin(me) => {
                     debug!(identity = %me, "declared down, rejoining");
-                    self.forget_downs = true;
+                    self.restart = true;
                     self.defunct = false;
                     self.self_suspected_at = None;
                     self.self_since = now;
@@ -1004,13 +1096,16 @@ impl Membership {
             };
             self.io.event(event);
         }
-        if std::mem::take(&mut self.forget_downs) {
-            self.forget_down_members();
+        if std::mem::take(&mut self.restart) {
+            self.drop_foca_sends();
+            self.restart_swim(now);
             if let Some(via) = self.rejoin_via.take()
                 && let Err(error) = self.swim.announce(via, &mut self.io)
             {
                 debug!(%error, "announcing after a rejoin");
             }
+            // The new instance's timers and notifications.
+            probe_ran |= self.absorb(now);
         }
         if !self.is_connected() {
             // foca sends nothing while it knows no live member (after its last peer went
@@ -1198,26 +1293,59 @@ impl Membership {
         }
     }
 
-    /// Drops every down verdict this node holds, after it renewed its identity. It was
-    /// declared down, so it was cut off, and its verdicts about the members on the other
-    /// side were reached from the same cut-off view: kept, they would make it ignore
-    /// those members and tell them they are down, forcing healthy members to rejoin. A
-    /// member that is really gone never talks to it again; roster syncs and gossip
-    /// teach it the verdicts that are real.
-    fn forget_down_members(&mut self) {
-        let down: Vec<MemberIdentity> = self
-            .swim
-            .iter_membership_state()
-            .filter(|member| member.state() == foca::State::Down)
-            .map(|member| member.id().clone())
-            .collect();
-        for member in down {
-            if let Err(error) = self
-                .swim
-                .handle_timer(foca::Timer::RemoveDown(member.clone()), &mut self.io)
-            {
-                debug!(%error, "forgetting a down member");
+    /// Drops what foca sent during the call in progress. On renewing, foca gossips its
+    /// queue of updates at once, to the members it holds alive or suspect; after a
+    /// partition that queue holds the cut-off side's verdicts about the other side,
+    /// and those members are reachable again.
+    fn drop_foca_sends(&mut self) {
+        let sent = std::mem::take(&mut self.io.foca_sends);
+        let mut index = 0;
+        let mut sent = sent.into_iter().peekable();
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        self.io.outputs.retain(|output| {
+            let drop = sent.next_if_eq(&index).is_some();
+            index += 1;
+            if drop && let Output::Send { bytes: sealed, .. } = output {
+                packets += 1;
+                bytes += sealed.len() as u64;
             }
+            !drop
+        });
+        self.io.packets_out -= packets;
+        self.io.bytes_out -= bytes;
+    }
+
+    /// Starts SWIM afresh under the renewed identity, keeping only who is live.
+    ///
+    /// A member renews because it was declared down, so it was cut off, and everything
+    /// its SWIM state learnt since was learnt from the cut-off side. foca keeps that
+    /// state across a renewal: its down verdicts, which would make this node ignore
+    /// healthy members and tell them they are down; its suspicions; and above all its
+    /// queue of updates still to piggyback, which holds "down" verdicts about the
+    /// current runs of members on the other side. Sent after the heal, each such update
+    /// is final wherever it lands, the cluster agrees on it and a healthy member is
+    /// forced to rejoin. A new foca instance has none of it. Live rows are carried
+    /// over as alive (suspicions formed from the cut-off view are dropped; a member
+    /// really gone fails its next probes), without broadcasting them; down rows are
+    /// forgotten, and roster syncs and gossip teach this node the verdicts that are
+    /// real. The old run needs no "down" of its own: the new run replaces it wherever
+    /// it is heard of.
+    fn restart_swim(&mut self, now: Duration) {
+        let identity = self.identity().clone();
+        let mut live = Vec::new();
+        let mut down = Vec::new();
+        for member in self.swim.iter_membership_state() {
+            if member.state() == foca::State::Down {
+                down.push(member.id().clone());
+            } else {
+                live.push(Member::new(
+                    member.id().clone(),
+                    member.incarnation(),
+                    foca::State::Alive,
+                ));
+            }
+        }
+        for member in down {
             if self
                 .seen
                 .get(&member.key())
@@ -1227,6 +1355,33 @@ impl Membership {
             }
             self.roster_sent.remove(member.node());
             self.notices_sent.remove(member.node());
+        }
+        for member in &live {
+            self.unmark_suspect(member.id(), now);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        // Distinct per generation, and still a function of the member's seed.
+        let rng_seed = self.seed ^ seal::derived_run(u64::from(self.generation));
+        self.swim = Foca::with_custom_broadcast(
+            identity,
+            self.settings.foca_config(),
+            SmallRng::seed_from_u64(rng_seed),
+            BincodeCodec::with_interner(self.codec.interner().clone()),
+            SuspicionReports::new(self.settings.lifeguard),
+        );
+        self.suspicions = Suspicions::new(suspicion_bounds(&self.settings));
+        self.probe = None;
+        // Its table lacks what it forgot: the next roster it is sent is pulled in full.
+        self.pull = None;
+        self.roster_complete = false;
+        let result = self.swim.apply_many(live.into_iter(), false, &mut self.io);
+        // The carried-over members were live before and were reported so.
+        self.io
+            .notes
+            .retain(|note| !matches!(note, OwnedNotification::MemberUp(_)));
+        if let Err(error) = result {
+            self.stats.timer_errors += 1;
+            debug!(%error, "restarting swim after a renewal");
         }
     }
 
@@ -1274,11 +1429,163 @@ impl Membership {
         }
     }
 
+    /// Applies roster rows from another member.
+    fn apply_roster(
+        &mut self,
+        members: Vec<Member<MemberIdentity>>,
+        now: Duration,
+    ) -> Result<(), PacketError> {
+        self.stats.roster_packets_applied += 1;
+        // A roster is one member's opinion, possibly from the other side of a
+        // partition: it teaches who exists, but its "down" rows may not overrule a run
+        // we hold live, nor make us renew (a down notice does that, with the rule that
+        // picks which side renews).
+        let me = self.identity().node().clone();
+        let members: Vec<_> = members
+            .into_iter()
+            .filter(|member| {
+                member.state() != foca::State::Down
+                    || (member.id().node() != &me && !self.holds_live(member.id()))
+            })
+            .collect();
+        let result = self
+            .swim
+            .apply_many(members.into_iter(), false, &mut self.io);
+        self.absorb(now);
+        result.map_err(|error| self.refused(error))
+    }
+
+    /// A part of a roster arrived: apply it, and if it is the first part of a roster
+    /// from its sender, start timing the pulls for whatever does not arrive.
+    fn handle_roster_range(
+        &mut self,
+        range: RosterRange,
+        now: Duration,
+    ) -> Result<(), PacketError> {
+        let RosterRange {
+            sender,
+            range,
+            members,
+        } = range;
+        match &mut self.pull {
+            Some(pull) if pull.source == sender => pull.cover(range),
+            // The first roster is the one completed; later ones (a seed answering a
+            // periodic announce) only add rows.
+            Some(_) => {}
+            None if self.roster_complete => {}
+            None => self.start_pull(sender, Some(range)),
+        }
+        if self.pull.as_ref().is_some_and(Pull::complete) {
+            self.pull = None;
+            self.roster_complete = true;
+        }
+        self.apply_roster(members, now)
+    }
+
+    /// Starts receiving a roster from `source`, `first` being its part already here.
+    fn start_pull(&mut self, source: MemberIdentity, first: Option<KeyRange>) {
+        let token = self.next_pull_token;
+        self.next_pull_token += 1;
+        let mut pull = Pull {
+            source,
+            covered: Vec::new(),
+            pulls: 0,
+            token,
+        };
+        if let Some(range) = first {
+            pull.cover(range);
+        }
+        self.pull = Some(pull);
+        self.io
+            .schedule(self.roster_pull_delay(), TimerKind::RosterPull { token });
+    }
+
+    fn roster_pull_delay(&self) -> Duration {
+        self.settings.probe_rtt() / ROSTER_PULL_DIVISOR
+    }
+
+    /// The pull timer fired: ask the roster's sender for the key ranges still missing.
+    fn pull_roster(&mut self, token: u64) {
+        let delay = self.roster_pull_delay();
+        let Some(pull) = self.pull.as_mut().filter(|pull| pull.token == token) else {
+            return;
+        };
+        if pull.complete() || pull.pulls >= MAX_ROSTER_PULLS || self.left {
+            self.pull = None;
+            return;
+        }
+        pull.pulls += 1;
+        let request = RosterPull {
+            puller: self.swim.identity().clone(),
+            ranges: pull.gaps(usize::from(MAX_PULL_RANGES)),
+        };
+        let to = pull.source.gossip_addr();
+        self.io.schedule(delay, TimerKind::RosterPull { token });
+        self.stats.roster_pulls_sent += 1;
+        match envelope::encode_roster_pull(&request, &mut self.codec) {
+            Ok(body) => self.io.send(to, &[&body]),
+            Err(error) => debug!(%error, "encoding roster pull"),
+        }
+    }
+
+    /// A joiner asks for parts of this node's roster. Answered with at most
+    /// `roster_sync_max_packets` packets per pull, and only to a member this node
+    /// holds live (one that announced itself, and so was sent the roster's first part).
+    fn handle_roster_pull(&mut self, request: RosterPull, _now: Duration) {
+        if self.left || self.defunct || !self.holds_live(&request.puller) {
+            self.stats.roster_pulls_refused += 1;
+            return;
+        }
+        self.stats.roster_pulls_answered += 1;
+        self.send_roster_ranges(&request.puller, &request.ranges);
+    }
+
+    /// Sends `to` the members of this node's table in `ranges`, in key order, in at
+    /// most `roster_sync_max_packets` packets all told: a larger table is pulled by
+    /// the receiver in further rounds (which is also what paces the flow).
+    fn send_roster_ranges(&mut self, to: &MemberIdentity, ranges: &[KeyRange]) {
+        // The sender itself is part of the roster: a joiner that lost every other
+        // packet from it must still learn it.
+        let me = Member::new(self.swim.identity().clone(), 0, foca::State::Alive);
+        let mut sorted: Vec<&Member<MemberIdentity>> = self
+            .swim
+            .iter_membership_state()
+            .chain(std::iter::once(&me))
+            .collect();
+        sorted.sort_unstable_by_key(|member| member.id().key());
+        let max_body = self.max_packet_size().saturating_sub(SEAL_OVERHEAD);
+        let mut budget = self.settings.roster_sync_max_packets as usize;
+        let mut bodies = Vec::new();
+        for &range in ranges {
+            if budget == 0 {
+                break;
+            }
+            match envelope::encode_roster_range(
+                self.swim.identity(),
+                &sorted,
+                range,
+                &mut self.codec,
+                max_body,
+                budget,
+            ) {
+                Ok(part) => {
+                    budget -= part.len().min(budget);
+                    bodies.extend(part);
+                }
+                Err(error) => debug!(%error, "encoding roster range"),
+            }
+        }
+        for body in bodies {
+            self.io.send(to.gossip_addr(), &[&body]);
+        }
+    }
+
     /// Sends `joiner` this node's whole membership table, at most once per
     /// `roster_sync_interval_ms` to the same member and at most
     /// `roster_sync_max_per_interval` times per interval in all (a mass join through one
     /// seed must not turn it into a firehose; joiners beyond the budget learn the roster
-    /// from gossip).
+    /// from gossip). The first `roster_sync_max_packets` packets go at once; the joiner
+    /// pulls the rest, and whatever was lost, from this node.
     fn send_roster(&mut self, joiner: &MemberIdentity, now: Duration) {
         let interval = Duration::from_millis(self.settings.roster_sync_interval_ms);
         if let Some(last) = self.roster_sent.get(joiner.node())
@@ -1303,20 +1610,8 @@ impl Membership {
                 .retain(|_, last| now.saturating_sub(*last) < interval);
         }
         self.roster_sent.insert(joiner.node().clone(), now);
-        let max_body = self.max_packet_size().saturating_sub(SEAL_OVERHEAD);
-        let bodies = envelope::encode_roster_sync(
-            self.swim.iter_membership_state(),
-            &mut self.codec,
-            max_body,
-            self.settings.roster_sync_max_packets as usize,
-        );
-        if bodies.is_empty() {
-            return;
-        }
         self.stats.roster_syncs_sent += 1;
-        for body in bodies {
-            self.io.send(joiner.gossip_addr(), &[&body]);
-        }
+        self.send_roster_ranges(joiner, &[(0, u64::MAX)]);
     }
 
     fn refused(&mut self, error: foca::Error) -> PacketError {
@@ -1327,6 +1622,15 @@ impl Membership {
             _ => self.stats.rejected += 1,
         }
         PacketError::Swim(error)
+    }
+}
+
+/// The Lifeguard suspicion bounds `settings` describe.
+fn suspicion_bounds(settings: &GossipSettings) -> SuspicionBounds {
+    SuspicionBounds {
+        min: settings.suspect_to_down(),
+        max: settings.suspect_to_down_max(),
+        confirmations: settings.suspicion_confirmations,
     }
 }
 

@@ -311,6 +311,9 @@ impl Simulation {
                 Effect::Rejoin => {
                     if self.after_partition() {
                         self.verdicts.aftermath_rejoins += 1;
+                        if !self.cut[node as usize] {
+                            self.verdicts.rejoins_outside_cut += 1;
+                        }
                     } else {
                         self.verdicts.forced_rejoins += 1;
                     }
@@ -338,6 +341,9 @@ impl Simulation {
             v.partition_down += 1;
         } else {
             v.aftermath_down += 1;
+            if self.cut[observer as usize] == self.cut[subject as usize] {
+                v.same_side_down += 1;
+            }
         }
     }
 

@@ -231,8 +231,14 @@ pub struct Verdicts {
     /// From the partition on: every other "down" verdict about a running node (same
     /// side, or after the heal).
     pub aftermath_down: u64,
+    /// From the partition on: "down" verdicts about a running node on the observer's
+    /// own side of the cut (part of `aftermath_down`; the collateral damage).
+    pub same_side_down: u64,
     /// From the partition on: rejoins.
     pub aftermath_rejoins: u64,
+    /// From the partition on: rejoins of nodes the partition did not cut off (part of
+    /// `aftermath_rejoins`).
+    pub rejoins_outside_cut: u64,
 }
 
 #[cfg(test)]

@@ -63,12 +63,13 @@ impl RunSettings {
         self.gossip.foca_config().suspect_to_down_after.as_micros() as Micros
     }
 
-    /// How long a healed cluster is given to converge, in microseconds: two rounds of
-    /// announces to members believed down (what reconnects the two sides) plus a
-    /// suspicion timeout and ten periods.
+    /// How long a healed cluster is given to converge, in microseconds: two minutes
+    /// (what two rounds of announces to members believed down took when they went out
+    /// every minute; kept so that runs stay comparable) plus a suspicion timeout and ten
+    /// periods.
     pub fn after_heal(&self) -> Micros {
-        let announce_down = 2 * self.gossip.periodic_announce_ms * 1_000;
-        2 * announce_down + self.suspicion() + 10 * self.period()
+        const AFTER_HEAL_BASE: Micros = 120 * super::events::SEC;
+        AFTER_HEAL_BASE + self.suspicion() + 10 * self.period()
     }
 
     /// The shortest suspicion timeout, in microseconds.

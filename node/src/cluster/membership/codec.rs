@@ -65,6 +65,11 @@ impl BincodeCodec {
         }
     }
 
+    /// The interner the identities it decodes go through.
+    pub fn interner(&self) -> &IdentityInterner {
+        &self.interner
+    }
+
     /// Encodes any wire item of ours, all or nothing.
     pub(super) fn encode<T: Serialize>(
         &mut self,

@@ -68,6 +68,13 @@ pub struct GossipSettings {
     /// this node missed (and, with roster sync, pull that member's whole table).
     /// Default 30,000.
     pub periodic_announce_ms: u64,
+    /// Milliseconds between two announces to a random member believed down. Default
+    /// 5,000: after a partition heals this is what first crosses the cut (answered with
+    /// a down notice, after which one side renews and is taken back), and a member that
+    /// missed a renewal learns the new run from it, so it bounds how long views take to
+    /// converge. It costs one datagram per member per interval while any member is
+    /// held down (a crashed one, for `remove_down_after_ms`).
+    pub periodic_announce_down_ms: u64,
     /// Lifeguard: scale probing by local health and shorten suspicion with independent
     /// confirmations. Default on: it cuts false positives from a slow or overloaded node.
     pub lifeguard: bool,
@@ -89,8 +96,10 @@ pub struct GossipSettings {
     /// together. Default 16: a seed facing a mass join serves the first joiners in full
     /// and leaves the rest to gossip instead of flooding the network.
     pub roster_sync_max_per_interval: u32,
-    /// Most packets one roster sync may take (a table larger than that is sent in part;
-    /// gossip brings the rest). Default 64.
+    /// Most roster packets sent in one burst: to a joiner when it announces itself, and
+    /// in answer to each of its pulls. A larger table is not cut short: the joiner pulls
+    /// the key ranges it is missing, a burst at a time, which paces the transfer and
+    /// recovers lost packets. Default 64.
     pub roster_sync_max_packets: u32,
 }
 
@@ -107,6 +116,7 @@ impl Default for GossipSettings {
             periodic_gossip_ms: 200,
             gossip_fanout: 3,
             periodic_announce_ms: 30_000,
+            periodic_announce_down_ms: 5_000,
             lifeguard: true,
             lhm_max: 8,
             suspicion_max_multiplier: 6,
@@ -151,6 +161,7 @@ impl GossipSettings {
             ("periodic_gossip_ms", self.periodic_gossip_ms),
             ("gossip_fanout", u64::from(self.gossip_fanout)),
             ("periodic_announce_ms", self.periodic_announce_ms),
+            ("periodic_announce_down_ms", self.periodic_announce_down_ms),
             (
                 "suspicion_max_multiplier",
                 u64::from(self.suspicion_max_multiplier),
@@ -279,7 +290,7 @@ impl GossipSettings {
         // across the cut, answered with a down notice (see `Membership`), after which
         // the smaller side renews its identity and is taken back.
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-            frequency: Duration::from_millis(self.periodic_announce_ms.saturating_mul(2)),
+            frequency: Duration::from_millis(self.periodic_announce_down_ms),
             num_members: NonZeroUsize::MIN,
         });
         config

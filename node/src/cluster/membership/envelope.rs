@@ -1,7 +1,8 @@
 //! What an authenticated packet body carries: `version || kind || payload`, where the
 //! payload is foca's own gossip bytes, a chunk of a roster sync, one half of the join
-//! handshake (a joiner knows its seed's address but not its name, which foca needs), or
-//! a down notice. Kinds are wire tags: new ones are appended, old ones keep their value.
+//! handshake (a joiner knows its seed's address but not its name, which foca needs), a
+//! down notice, or a joiner's request for the parts of a roster it is missing. Kinds are
+//! wire tags: new ones are appended, old ones keep their value.
 
 use foca::Member;
 
@@ -23,6 +24,15 @@ const KIND_ROSTER_SYNC: u8 = 1;
 const KIND_JOIN: u8 = 2;
 const KIND_WELCOME: u8 = 3;
 const KIND_DOWN_NOTICE: u8 = 4;
+const KIND_ROSTER_RANGE: u8 = 5;
+const KIND_ROSTER_PULL: u8 = 6;
+
+/// The most key ranges one roster pull may ask for.
+pub const MAX_PULL_RANGES: u8 = 16;
+
+/// An inclusive range of name keys (see [`NameKey`](super::identity::NameKey)): the unit in which a roster is
+/// sent and asked for again.
+pub type KeyRange = (u64, u64);
 
 /// The envelope header of a gossip packet; foca's bytes follow it.
 pub const GOSSIP_HEADER: [u8; HEADER_LEN] = [VERSION, KIND_GOSSIP];
@@ -40,6 +50,31 @@ pub enum Envelope<'a> {
     Welcome(MemberIdentity),
     /// "You are down here": the answer to a packet from a run the sender holds down.
     DownNotice(DownNotice),
+    /// Every member of the sender's table whose name key lies in a range.
+    RosterRange(RosterRange),
+    /// A joiner asks for the parts of the roster it has not received.
+    RosterPull(RosterPull),
+}
+
+/// Part of a roster: `members` are *all* the members of `sender`'s table whose name key
+/// lies in `range`, so a receiver knows which parts it holds and which it must ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RosterRange {
+    /// Who sent it (and answers pulls for the rest).
+    pub sender: MemberIdentity,
+    /// The name keys covered, inclusive.
+    pub range: KeyRange,
+    /// The members in the range.
+    pub members: Vec<Member<MemberIdentity>>,
+}
+
+/// A joiner asks `sender`-of-a-roster for the key ranges it has not received yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterPull {
+    /// Who asks (the answer goes to its gossip address).
+    pub puller: MemberIdentity,
+    /// The ranges missing, at most [`MAX_PULL_RANGES`].
+    pub ranges: Vec<KeyRange>,
 }
 
 /// Tells `subject` that `notifier` holds it down, so that it renews its identity (foca
@@ -73,6 +108,10 @@ pub enum EnvelopeError {
     /// A roster sync claims more members than [`MAX_ROSTER_MEMBERS`].
     #[error("roster sync claims {0} members, at most {MAX_ROSTER_MEMBERS} allowed")]
     TooManyMembers(u16),
+    /// A roster pull asks for more than [`MAX_PULL_RANGES`] ranges, or a range is
+    /// reversed.
+    #[error("roster pull or range is malformed")]
+    BadRange,
     /// A roster sync holds bytes after its last member.
     #[error("{0} bytes after the last roster member")]
     Trailing(usize),
@@ -182,6 +221,8 @@ pub fn decode<'a>(body: &'a [u8], codec: &BincodeCodec) -> Result<Envelope<'a>, 
         KIND_JOIN => decode_identity(payload, codec).map(Envelope::Join),
         KIND_WELCOME => decode_identity(payload, codec).map(Envelope::Welcome),
         KIND_DOWN_NOTICE => decode_down_notice(payload, codec).map(Envelope::DownNotice),
+        KIND_ROSTER_RANGE => decode_roster_range(payload, codec).map(Envelope::RosterRange),
+        KIND_ROSTER_PULL => decode_roster_pull(payload, codec).map(Envelope::RosterPull),
         other => Err(EnvelopeError::Kind(other)),
     }
 }
@@ -216,6 +257,144 @@ fn decode_down_notice(
         subject,
         live_members: u32::from_be_bytes(*live),
     })
+}
+
+/// Encodes the members of `sorted` (ordered by name key) whose keys lie in `range` as
+/// roster-range bodies of at most `max_body` bytes, each saying which keys it covers,
+/// stopping after `max_packets` bodies: the keys after the last body sent stay
+/// uncovered, for the receiver to pull. Bodies come in key order.
+pub fn encode_roster_range(
+    sender: &MemberIdentity,
+    sorted: &[&Member<MemberIdentity>],
+    range: KeyRange,
+    codec: &mut BincodeCodec,
+    max_body: usize,
+    max_packets: usize,
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    // version, kind, sender, from, to, count
+    let mut head = vec![VERSION, KIND_ROSTER_RANGE];
+    codec.encode_identity_to(sender, &mut head)?;
+    let fixed = head.len() + 8 + 8 + 2;
+    let start = sorted.partition_point(|m| m.id().key().0 < range.0);
+    let mut bodies = Vec::new();
+    let mut from = range.0;
+    let mut members: Vec<u8> = Vec::with_capacity(max_body);
+    let mut count: u16 = 0;
+    let mut item = Vec::new();
+    let finish = |members: &mut Vec<u8>, count: &mut u16, from: u64, to: u64| {
+        let mut body = Vec::with_capacity(fixed + members.len());
+        body.extend_from_slice(&head);
+        body.extend_from_slice(&from.to_be_bytes());
+        body.extend_from_slice(&to.to_be_bytes());
+        body.extend_from_slice(&count.to_be_bytes());
+        body.append(members);
+        *count = 0;
+        body
+    };
+    for member in &sorted[start..] {
+        let key = member.id().key().0;
+        if key > range.1 {
+            break;
+        }
+        item.clear();
+        if codec.encode_member_to(member, &mut item).is_err() || fixed + item.len() > max_body {
+            continue;
+        }
+        if fixed + members.len() + item.len() > max_body || count >= MAX_ROSTER_MEMBERS {
+            // This body ends just before `key`; the next starts at it.
+            bodies.push(finish(&mut members, &mut count, from, (key - 1).max(from)));
+            from = key;
+            if bodies.len() >= max_packets {
+                return Ok(bodies);
+            }
+        }
+        members.extend_from_slice(&item);
+        count += 1;
+    }
+    if bodies.len() < max_packets {
+        bodies.push(finish(&mut members, &mut count, from, range.1));
+    }
+    Ok(bodies)
+}
+
+/// The body of a roster pull.
+pub fn encode_roster_pull(
+    pull: &RosterPull,
+    codec: &mut BincodeCodec,
+) -> Result<Vec<u8>, CodecError> {
+    let mut body = encode_identity(KIND_ROSTER_PULL, &pull.puller, codec)?;
+    let ranges = &pull.ranges[..pull.ranges.len().min(usize::from(MAX_PULL_RANGES))];
+    body.push(ranges.len() as u8);
+    for (from, to) in ranges {
+        body.extend_from_slice(&from.to_be_bytes());
+        body.extend_from_slice(&to.to_be_bytes());
+    }
+    Ok(body)
+}
+
+fn take_u64(payload: &mut &[u8]) -> Result<u64, EnvelopeError> {
+    let Some((head, rest)) = payload.split_first_chunk::<8>() else {
+        return Err(EnvelopeError::Truncated {
+            len: HEADER_LEN + payload.len(),
+        });
+    };
+    *payload = rest;
+    Ok(u64::from_be_bytes(*head))
+}
+
+fn decode_roster_range(
+    mut payload: &[u8],
+    codec: &BincodeCodec,
+) -> Result<RosterRange, EnvelopeError> {
+    let sender = codec.decode_identity_from(&mut payload)?;
+    let from = take_u64(&mut payload)?;
+    let to = take_u64(&mut payload)?;
+    if from > to {
+        return Err(EnvelopeError::BadRange);
+    }
+    let members = decode_roster(payload, codec)?;
+    // A member outside the range it claims to cover would make the receiver believe
+    // it holds a part it does not.
+    if members
+        .iter()
+        .any(|m| !(from..=to).contains(&m.id().key().0))
+    {
+        return Err(EnvelopeError::BadRange);
+    }
+    Ok(RosterRange {
+        sender,
+        range: (from, to),
+        members,
+    })
+}
+
+fn decode_roster_pull(
+    mut payload: &[u8],
+    codec: &BincodeCodec,
+) -> Result<RosterPull, EnvelopeError> {
+    let puller = codec.decode_identity_from(&mut payload)?;
+    let [count, rest @ ..] = payload else {
+        return Err(EnvelopeError::Truncated {
+            len: HEADER_LEN + payload.len(),
+        });
+    };
+    if *count > MAX_PULL_RANGES {
+        return Err(EnvelopeError::BadRange);
+    }
+    let mut rest: &[u8] = rest;
+    let mut ranges = Vec::with_capacity(usize::from(*count));
+    for _ in 0..*count {
+        let from = take_u64(&mut rest)?;
+        let to = take_u64(&mut rest)?;
+        if from > to {
+            return Err(EnvelopeError::BadRange);
+        }
+        ranges.push((from, to));
+    }
+    if !rest.is_empty() {
+        return Err(EnvelopeError::Trailing(rest.len()));
+    }
+    Ok(RosterPull { puller, ranges })
 }
 
 fn decode_roster(
@@ -337,6 +516,72 @@ mod tests {
     }
 
     #[test]
+    fn roster_ranges_cover_the_key_space_in_order_and_stop_at_their_budget() {
+        assert_eq!(
+            (KIND_ROSTER_RANGE, KIND_ROSTER_PULL),
+            (5, 6),
+            "tags are appended"
+        );
+        let members: Vec<_> = (0..200).map(member).collect();
+        let mut sorted: Vec<_> = members.iter().collect();
+        sorted.sort_by_key(|m| m.id().key());
+        let sender = member(999).id().clone();
+        let mut codec = BincodeCodec::new();
+        let all = encode_roster_range(&sender, &sorted, (0, u64::MAX), &mut codec, 400, 1_000)
+            .expect("encode");
+        assert!(all.len() > 1);
+        let mut next = 0u64;
+        let mut decoded = Vec::new();
+        for body in &all {
+            assert!(body.len() <= 400);
+            let Envelope::RosterRange(part) = decode(body, &BincodeCodec::new()).expect("decode")
+            else {
+                panic!("not a roster range");
+            };
+            assert_eq!((part.sender.clone(), part.range.0), (sender.clone(), next));
+            next = part.range.1.wrapping_add(1);
+            decoded.extend(part.members);
+        }
+        assert_eq!(next, 0, "the last range ends at the top of the key space");
+        let mut expected: Vec<_> = sorted.into_iter().cloned().collect();
+        expected.sort_by_key(|m| m.id().key());
+        assert_eq!(decoded, expected);
+        let two = encode_roster_range(
+            &sender,
+            &members.iter().collect::<Vec<_>>()[..0],
+            (5, 9),
+            &mut codec,
+            400,
+            2,
+        )
+        .expect("encode");
+        assert_eq!(two.len(), 1, "an empty range is still said to be empty");
+    }
+
+    #[test]
+    fn a_roster_pull_round_trips_and_a_bad_one_is_refused() {
+        let mut codec = BincodeCodec::new();
+        let pull = RosterPull {
+            puller: member(1).id().clone(),
+            ranges: vec![(0, 10), (20, u64::MAX)],
+        };
+        let body = encode_roster_pull(&pull, &mut codec).expect("encode");
+        assert_eq!(
+            decode(&body, &BincodeCodec::new()).expect("decode"),
+            Envelope::RosterPull(pull.clone())
+        );
+        let reversed = RosterPull {
+            ranges: vec![(10, 0)],
+            ..pull
+        };
+        let body = encode_roster_pull(&reversed, &mut codec).expect("encode");
+        assert!(matches!(
+            decode(&body, &BincodeCodec::new()),
+            Err(EnvelopeError::BadRange)
+        ));
+    }
+
+    #[test]
     fn a_roster_sync_stops_at_its_packet_budget() {
         let members: Vec<_> = (0..200).map(member).collect();
         let bodies = encode_roster_sync(&members, &mut BincodeCodec::new(), 400, 2);
@@ -378,7 +623,14 @@ mod tests {
         #[test]
         fn random_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode(&bytes, &BincodeCodec::new());
-            for kind in [KIND_ROSTER_SYNC, KIND_JOIN, KIND_WELCOME, KIND_DOWN_NOTICE] {
+            for kind in [
+                KIND_ROSTER_SYNC,
+                KIND_JOIN,
+                KIND_WELCOME,
+                KIND_DOWN_NOTICE,
+                KIND_ROSTER_RANGE,
+                KIND_ROSTER_PULL,
+            ] {
                 let mut body = vec![VERSION, kind];
                 body.extend_from_slice(&bytes);
                 let _ = decode(&body, &BincodeCodec::new());
