@@ -115,15 +115,10 @@ impl PublishedBreaker {
 
     /// Logs and counts every transition since the last call, and publishes the state.
     fn publish(&mut self) {
+        let state = self.breaker.state();
         let breaker = &mut self.breaker;
-        let transitions: Vec<Transition> =
-            std::iter::from_fn(|| breaker.poll_transition()).collect();
-        publish_breaker(
-            self.dependency,
-            &self.board,
-            transitions,
-            self.breaker.state(),
-        );
+        let transitions = std::iter::from_fn(|| breaker.poll_transition());
+        publish_breaker(self.dependency, &self.board, transitions, state);
     }
 }
 

@@ -182,14 +182,13 @@ impl StoreState {
         metrics::gauge!(STORE_QUEUE_DEPTH).set(self.gate.queued_items() as f64);
         let (running, queued) = self.gate.occupancy();
         self.writes_board.publish(running, queued);
+        // Called on every message: the breaker is reported only when it moved.
+        let state = self.gate.breaker_state();
         let gate = &mut self.gate;
-        let transitions: Vec<_> = std::iter::from_fn(|| gate.poll_transition()).collect();
-        publish_breaker(
-            STORE_DEPENDENCY,
-            &self.board,
-            transitions,
-            self.gate.breaker_state(),
-        );
+        let mut transitions = std::iter::from_fn(|| gate.poll_transition()).peekable();
+        if transitions.peek().is_some() || *self.board.borrow() != state {
+            publish_breaker(STORE_DEPENDENCY, &self.board, transitions, state);
+        }
         let deadline = self.gate.next_deadline();
         if self.timer.as_ref().map(|(at, _)| *at) == deadline {
             return;
@@ -340,6 +339,13 @@ impl Actor for StoreActor {
             writes_board: args.writes,
             timer: None,
         };
+        // The first report whatever the board holds (the gauge starts here).
+        publish_breaker(
+            STORE_DEPENDENCY,
+            &state.board,
+            std::iter::empty(),
+            state.gate.breaker_state(),
+        );
         state.publish(&myself);
         Ok(state)
     }

@@ -144,23 +144,19 @@ impl<J> TierStage<J> {
         self.advance(now);
         let arrived = arrived.min(now);
         let spent = now.duration_since(arrived);
-        if let Some(wait) = self.expected_wait(tier) {
-            let budget = self.scheduler.config().tier(tier).latency_budget;
-            if spent + wait > budget {
-                let error = ErrorCode::Overloaded {
-                    tier,
-                    retry_after_ms: retry_after_ms(spent + wait - budget),
-                };
-                return Err((job, error));
-            }
+        let budget = self.scheduler.config().tier(tier).latency_budget;
+        if let Some(wait) = self.expected_wait(tier)
+            && spent + wait > budget
+        {
+            let error = ErrorCode::Overloaded {
+                tier,
+                retry_after_ms: retry_after_ms(spent + wait - budget),
+            };
+            return Err((job, error));
         }
-        // Leave the time the work after the queue takes: an entry dispatched at its
-        // deadline still finishes within the budget.
-        let deadline = now
-            + budget_less(
-                self.scheduler.config().tier(tier).latency_budget,
-                self.in_service(),
-            );
+        // The budget runs from arrival, and leaves the time the work after the queue
+        // takes: an entry dispatched at its deadline still finishes within the budget.
+        let deadline = arrived + budget_less(budget, self.in_service());
         let pushed = self.scheduler.push_until(now, tier, job, deadline).map_err(
             |Rejected {
                  tier,
