@@ -8,6 +8,17 @@
 #
 # Knobs: CHORUS_BIN (build this tree) DUR (10s) WARMUP (2s) OUT (./bench-results) SCENARIOS (all) SAT_RATE/SAT_BATCH_RATE
 # (open-loop targets; default: half of the measured closed-loop saturation).
+#
+# SCENARIO=NAME instead runs one `chorus bench --scenario NAME` (baseline, 150, stress,
+# spike, soak, overload) on a fresh node with its memory sampled, and keeps
+# $OUT/scenario-NAME.{txt,json,svg}:
+#
+#   SCENARIO=spike SCENARIO_ARGS="--spike-before 10s --spike-length 10s --spike-after 10s" \
+#     node/scripts/bench-single-node.sh
+#
+# Scenario knobs: SATURATION_RATE (S in req/s; default: calibrated by the bench itself),
+# CALIBRATE (10s), CONNECTIONS (2 per tier), STREAMS (8), MIX, SCENARIO_ARGS (more flags,
+# e.g. --duration 2m, --step 5s, --multiple 4).
 set -euo pipefail
 SCENARIOS="${SCENARIOS:-closed32 pipelined16 saturation half single_flush batch100 batch100_half}"
 MIX="${MIX:-realtime=10,priority=20,standard=40,batch=30}"
@@ -90,6 +101,26 @@ levels() {
 }
 
 rate_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$OUT/$1.json"; }
+
+# scenario NAME: one `chorus bench --scenario NAME` on a fresh node.
+scenario() {
+  local name="$1" file="$OUT/scenario-$1"
+  start_agent
+  # shellcheck disable=SC2086 # SCENARIO_ARGS is a list of flags
+  "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
+    --scenario "$name" --node-pid "$AGENT_PID" --tier-mix "$MIX" \
+    --connections "${CONNECTIONS:-2}" --streams "${STREAMS:-8}" \
+    --calibrate "${CALIBRATE:-10s}" --warmup "$WARMUP" \
+    ${SATURATION_RATE:+--saturation-rate "$SATURATION_RATE"} ${SCENARIO_ARGS:-} \
+    --json "$file.json" --plot "$file.svg" 2>"$file.progress" | tee "$file.txt"
+  stop_agent
+  echo "kept $file.{txt,json,svg,progress}"
+}
+
+if [ -n "${SCENARIO:-}" ]; then
+  scenario "$SCENARIO"
+  exit 0
+fi
 
 echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors | agent CPU µs/req |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

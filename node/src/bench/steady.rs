@@ -1,77 +1,22 @@
-//! `chorus bench`: a load generator on the SDK with HDR latency histograms.
-//!
-//! Closed loop (no `--rate`): every worker keeps one request in flight, as pgbench and
-//! redis-benchmark do, so numbers compare like for like. Open loop (`--rate R`):
-//! requests fall due on a fixed schedule and latency is measured from the due time,
-//! so a server that stalls shows its queueing instead of hiding it (no coordinated
-//! omission).
+//! The steady modes: closed loop (no `--rate`), where every worker keeps one request in
+//! flight as pgbench and redis-benchmark do, so numbers compare like for like; and open
+//! loop (`--rate R`), where requests fall due on a fixed schedule and latency is
+//! measured from the due time, so a server that stalls shows its queueing instead of
+//! hiding it (no coordinated omission).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chorus_client::{Client, ClientConfig, ClientError, ErrorCode, Item, Kind, Tier};
-use clap::Args;
-use hdrhistogram::Histogram;
+use chorus_client::{Client, ClientError, Tier};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::cli::ConnectArgs;
-use crate::commands::{CliError, connect};
-
-/// Flags of `chorus bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Requests per second across all workers (open loop); without it, closed loop.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// How long to measure, e.g. `10s` or `1m`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub duration: Duration,
-    /// Warm-up before measuring (not counted).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub warmup: Duration,
-    /// Workers, each with one request in flight.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
-    /// QUIC connections the workers share (round-robin).
-    #[arg(long, default_value_t = 1)]
-    pub connections: usize,
-    /// Items per request: 1 sends `submit`, more sends `submit_batch`.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
-    /// Distinct users the items come from.
-    #[arg(long, default_value_t = 100_000)]
-    pub users: u32,
-    /// Bytes of text per item (~300-byte items with the default).
-    #[arg(long, default_value_t = 200)]
-    pub text_bytes: usize,
-    /// Tier of the items.
-    #[arg(long, default_value = "standard")]
-    pub tier: String,
-    /// A mix of tiers by weight instead of `--tier`, e.g.
-    /// `realtime=10,priority=20,standard=40,batch=30`: in closed loop the workers are
-    /// split between tiers by weight; in open loop each tier is its own generator (its
-    /// share of `--rate` and of `--concurrency`, its own `--connections`); latency is
-    /// reported per tier.
-    #[arg(long, value_name = "TIER=WEIGHT,...")]
-    pub tier_mix: Option<String>,
-    /// Send every request to the node given instead of straight to its owner (the node
-    /// forwards what it does not own).
-    #[arg(long)]
-    pub no_routing: bool,
-    /// Pipelined streams per connection in the SDK.
-    #[arg(long, default_value_t = 4)]
-    pub streams: usize,
-    /// Write the summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Where to send the load.
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-}
+use super::args::{BenchArgs, parse_tier_mix};
+use super::load::{Shape, client_config, connect_all, error_kind, send};
+use super::stats::{Percentiles, TierStats, new_tier_stats};
+use crate::commands::CliError;
 
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -115,74 +60,23 @@ pub struct TierSummary {
     pub latency_ms: Percentiles,
 }
 
-/// Latency percentiles, milliseconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 90th.
-    pub p90: f64,
-    /// 99th.
-    pub p99: f64,
-    /// 99.9th.
-    pub p999: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-/// What one worker measured, for one tier.
-struct TierStats {
-    histogram: Histogram<u64>,
-    ok: u64,
-    errors: BTreeMap<String, u64>,
-}
-
-impl TierStats {
-    fn new() -> Self {
-        TierStats {
-            histogram: new_histogram(),
-            ok: 0,
-            errors: BTreeMap::new(),
-        }
-    }
-
-    fn add(&mut self, other: &TierStats) {
-        self.histogram
-            .add(&other.histogram)
-            .expect("same histogram bounds");
-        self.ok += other.ok;
-        for (kind, n) in &other.errors {
-            *self.errors.entry(kind.clone()).or_insert(0) += n;
-        }
-    }
-
-    fn percentiles(&self) -> Percentiles {
-        let ms = |v: u64| v as f64 / 1000.0;
-        let h = &self.histogram;
-        Percentiles {
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
-}
-
 /// What one worker measured, per tier (indexed like `Tier::ALL`).
 struct WorkerResult {
     tiers: [TierStats; 4],
 }
 
+/// The measured window when `--duration` is not given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
 /// Live counters for the progress line.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     ok: AtomicU64,
     failed: AtomicU64,
 }
 
-/// Runs the benchmark and prints its summary.
-pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+/// Runs a closed- or open-loop benchmark and prints its summary.
+pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
     if args.concurrency == 0 || args.connections == 0 || args.batch == 0 || args.streams == 0 {
         return Err(CliError::Usage(
             "--concurrency, --connections, --batch and --streams must be at least 1".into(),
@@ -195,61 +89,27 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         Some(mix) => parse_tier_mix(mix)?,
         None => vec![(args.tier.parse::<Tier>()?, 1)],
     };
-    let mut config = ClientConfig {
-        streams_per_connection: std::num::NonZeroUsize::new(args.streams)
-            .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
-        // A load generator measures the node: it must not throttle itself, and every
-        // refusal is counted as the node answered it.
-        load_guard: None,
-        ..ClientConfig::default()
-    };
-    if args.no_routing {
-        config.routing = None;
-    }
-    let mut clients = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        clients.push(connect(&args.connect, config.clone()).await?);
-    }
-    let text: String = "Très bien — "
-        .chars()
-        .chain(std::iter::repeat('x'))
-        .take(args.text_bytes)
-        .collect();
-    let shape = Arc::new(Shape {
-        users: args.users.max(1),
-        text,
-        total_weight: tiers.iter().map(|(_, w)| w).sum(),
-        tiers,
-        batch: args.batch,
-    });
+    let config = client_config(&args)?;
+    let clients = connect_all(&args.connect, &config, args.connections).await?;
+    let shape = Arc::new(Shape::new(&args, tiers));
 
     let progress = Arc::new(Progress::default());
     let start = Instant::now() + Duration::from_millis(50);
+    let duration = args.duration.unwrap_or(DEFAULT_DURATION);
     let measure_from = start + args.warmup;
-    let end = measure_from + args.duration;
+    let end = measure_from + duration;
     let reporter = tokio::spawn(report_progress(progress.clone(), measure_from, end));
     let (per_tier, last_done) = match args.rate {
         None => {
-            let mut workers = tokio::task::JoinSet::new();
-            for w in 0..args.concurrency {
-                let tier = shape.tier_of_worker(w, args.concurrency);
-                workers.spawn(worker(
-                    tier,
-                    clients[w % clients.len()].clone(),
-                    shape.clone(),
-                    measure_from,
-                    end,
-                    progress.clone(),
-                ));
-            }
-            let mut per_tier = new_tier_stats();
-            while let Some(result) = workers.join_next().await {
-                let result =
-                    result.map_err(|e| CliError::Usage(format!("a bench worker failed: {e}")))?;
-                for (total, part) in per_tier.iter_mut().zip(&result.tiers) {
-                    total.add(part);
-                }
-            }
+            let per_tier = closed_loop(
+                &clients,
+                &shape,
+                args.concurrency,
+                measure_from,
+                end,
+                &progress,
+            )
+            .await?;
             (per_tier, end)
         }
         Some(rate) => {
@@ -261,10 +121,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
                     clients.clone()
                 } else {
                     // Each tier's application has its own connections.
-                    let mut own = Vec::with_capacity(args.connections);
-                    for _ in 0..args.connections {
-                        own.push(connect(&args.connect, config.clone()).await?);
-                    }
+                    let own = connect_all(&args.connect, &config, args.connections).await?;
                     extra.extend(own.iter().cloned());
                     own
                 };
@@ -296,7 +153,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     }
     // Open loop: requests due in the window may be answered after it; the rate is what
     // was answered over the time it took, not over the nominal window.
-    let seconds = args.duration.as_secs_f64().max(
+    let seconds = duration.as_secs_f64().max(
         last_done
             .saturating_duration_since(measure_from)
             .as_secs_f64(),
@@ -344,67 +201,36 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// What the generated items look like.
-struct Shape {
-    users: u32,
-    text: String,
-    /// Tiers with their weights.
-    tiers: Vec<(Tier, u32)>,
-    total_weight: u32,
-    batch: usize,
-}
-
-impl Shape {
-    /// The tier of worker `w` of `workers`: workers are split between tiers in
-    /// proportion to their weights, and each sends only its own tier, so that a slow
-    /// tier's requests cannot delay (and inflate the latency of) another tier's.
-    fn tier_of_worker(&self, w: usize, workers: usize) -> Tier {
-        let mut pick = (w as u64 * u64::from(self.total_weight) / workers.max(1) as u64) as u32;
-        for (tier, weight) in &self.tiers {
-            if pick < *weight {
-                return *tier;
-            }
-            pick -= weight;
-        }
-        self.tiers[0].0
+/// Runs `concurrency` closed-loop workers over `clients` (split between tiers by weight)
+/// and adds up what they measured between `measure_from` and `end`.
+pub(crate) async fn closed_loop(
+    clients: &[Client],
+    shape: &Arc<Shape>,
+    concurrency: usize,
+    measure_from: Instant,
+    end: Instant,
+    progress: &Arc<Progress>,
+) -> Result<[TierStats; 4], CliError> {
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let tier = shape.tier_of_worker(w, concurrency);
+        workers.spawn(worker(
+            tier,
+            clients[w % clients.len()].clone(),
+            shape.clone(),
+            measure_from,
+            end,
+            progress.clone(),
+        ));
     }
-
-    fn item(&self, rng: &mut impl Rng, tier: Tier) -> Item {
-        let mut item = Item::new(
-            format!("user-{:011}", rng.random_range(0..self.users)),
-            Kind::Bug,
-        );
-        item.rating = Some(rng.random_range(1..=5));
-        item.text = self.text.clone();
-        item.tier = tier;
-        item
-    }
-}
-
-/// `realtime=10,batch=90` → tiers with positive weights.
-fn parse_tier_mix(mix: &str) -> Result<Vec<(Tier, u32)>, CliError> {
-    let bad = |reason: String| CliError::Usage(format!("--tier-mix {mix:?}: {reason}"));
-    let mut tiers = Vec::new();
-    for part in mix.split(',').filter(|p| !p.trim().is_empty()) {
-        let (name, weight) = part
-            .split_once('=')
-            .ok_or_else(|| bad(format!("{part:?} is not TIER=WEIGHT")))?;
-        let tier: Tier = name
-            .trim()
-            .parse()
-            .map_err(|e: ErrorCode| bad(e.to_string()))?;
-        let weight: u32 = weight
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("{weight:?} is not a whole number")))?;
-        if weight > 0 {
-            tiers.push((tier, weight));
+    let mut per_tier = new_tier_stats();
+    while let Some(result) = workers.join_next().await {
+        let result = result.map_err(|e| CliError::Usage(format!("a bench worker failed: {e}")))?;
+        for (total, part) in per_tier.iter_mut().zip(&result.tiers) {
+            total.add(part);
         }
     }
-    if tiers.is_empty() {
-        return Err(bad("no tier with a positive weight".into()));
-    }
-    Ok(tiers)
+    Ok(per_tier)
 }
 
 /// Closed loop: one request in flight, the next as soon as it is answered.
@@ -526,28 +352,6 @@ async fn generate(
     while requests.join_next().await.is_some() {}
 }
 
-/// Sends one request (a submit, or a batch of `shape.batch`) of `tier`.
-async fn send(
-    client: &Client,
-    shape: &Shape,
-    tier: Tier,
-    rng: &mut impl Rng,
-) -> Result<(), ClientError> {
-    if shape.batch == 1 {
-        return client.submit(shape.item(rng, tier)).await.map(|_| ());
-    }
-    let items = (0..shape.batch).map(|_| shape.item(rng, tier)).collect();
-    match client
-        .submit_batch(items)
-        .await?
-        .into_iter()
-        .find_map(Result::err)
-    {
-        Some(code) => Err(ClientError::Server(code)),
-        None => Ok(()),
-    }
-}
-
 /// Counts one answered request; latency is measured from when it fell due.
 fn record(
     stats: &mut TierStats,
@@ -567,30 +371,6 @@ fn record(
             *stats.errors.entry(error_kind(&e)).or_insert(0) += 1;
         }
     }
-}
-
-fn new_tier_stats() -> [TierStats; 4] {
-    [
-        TierStats::new(),
-        TierStats::new(),
-        TierStats::new(),
-        TierStats::new(),
-    ]
-}
-
-fn error_kind(error: &ClientError) -> String {
-    match error {
-        ClientError::Server(code) => code.kind().to_string(),
-        ClientError::Timeout => "client_timeout".into(),
-        ClientError::ConnectionLost { .. } => "connection_lost".into(),
-        ClientError::StreamReset { .. } => "stream_reset".into(),
-        other => format!("client: {other}"),
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 10 min at 3 significant digits.
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
 async fn report_progress(progress: Arc<Progress>, measure_from: Instant, end: Instant) {
@@ -653,36 +433,6 @@ fn print_summary(s: &BenchSummary) {
                     errors.join(" ")
                 }
             );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn workers_split_between_tiers_by_weight() {
-        let shape = Shape {
-            users: 1,
-            text: String::new(),
-            tiers: parse_tier_mix("realtime=1,batch=3").unwrap(),
-            total_weight: 4,
-            batch: 1,
-        };
-        let tiers: Vec<Tier> = (0..8).map(|w| shape.tier_of_worker(w, 8)).collect();
-        assert_eq!(tiers.iter().filter(|t| **t == Tier::Realtime).count(), 2);
-        assert_eq!(tiers.iter().filter(|t| **t == Tier::Batch).count(), 6);
-    }
-
-    #[test]
-    fn a_tier_mix_parses_and_refuses_nonsense() {
-        assert_eq!(
-            parse_tier_mix("realtime=10, batch=90,priority=0").unwrap(),
-            vec![(Tier::Realtime, 10), (Tier::Batch, 90)]
-        );
-        for bad in ["", "realtime", "urgent=1", "batch=x", "batch=0"] {
-            assert!(parse_tier_mix(bad).is_err(), "{bad}");
         }
     }
 }

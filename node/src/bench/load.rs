@@ -1,0 +1,141 @@
+//! What the load is made of: the items, one request, and how a failure is named.
+
+use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, Tier};
+use rand::Rng;
+
+use super::args::BenchArgs;
+use crate::cli::ConnectArgs;
+use crate::commands::{CliError, connect};
+
+/// The SDK settings of a load generator: it measures the node, so it must not throttle
+/// itself, and every refusal is counted as the node answered it.
+pub(crate) fn client_config(args: &BenchArgs) -> Result<ClientConfig, CliError> {
+    let mut config = ClientConfig {
+        streams_per_connection: std::num::NonZeroUsize::new(args.streams)
+            .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
+        load_guard: None,
+        ..ClientConfig::default()
+    };
+    if args.no_routing {
+        config.routing = None;
+    }
+    Ok(config)
+}
+
+/// Opens `n` connections (each its own [`Client`]) to the node.
+pub(crate) async fn connect_all(
+    to: &ConnectArgs,
+    config: &ClientConfig,
+    n: usize,
+) -> Result<Vec<Client>, CliError> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(connect(to, config.clone()).await?);
+    }
+    Ok(clients)
+}
+
+/// What the generated items look like.
+pub(crate) struct Shape {
+    pub(crate) users: u32,
+    pub(crate) text: String,
+    /// Tiers with their weights.
+    pub(crate) tiers: Vec<(Tier, u32)>,
+    pub(crate) total_weight: u32,
+    pub(crate) batch: usize,
+}
+
+impl Shape {
+    /// The items `args` asks for, in the tiers of `tiers` (with their weights).
+    pub(crate) fn new(args: &BenchArgs, tiers: Vec<(Tier, u32)>) -> Self {
+        let text: String = "Très bien — "
+            .chars()
+            .chain(std::iter::repeat('x'))
+            .take(args.text_bytes)
+            .collect();
+        Shape {
+            users: args.users.max(1),
+            text,
+            total_weight: tiers.iter().map(|(_, w)| w).sum(),
+            tiers,
+            batch: args.batch,
+        }
+    }
+
+    /// The tier of worker `w` of `workers`: workers are split between tiers in
+    /// proportion to their weights, and each sends only its own tier, so that a slow
+    /// tier's requests cannot delay (and inflate the latency of) another tier's.
+    pub(crate) fn tier_of_worker(&self, w: usize, workers: usize) -> Tier {
+        let mut pick = (w as u64 * u64::from(self.total_weight) / workers.max(1) as u64) as u32;
+        for (tier, weight) in &self.tiers {
+            if pick < *weight {
+                return *tier;
+            }
+            pick -= weight;
+        }
+        self.tiers[0].0
+    }
+
+    pub(crate) fn item(&self, rng: &mut impl Rng, tier: Tier) -> Item {
+        let mut item = Item::new(
+            format!("user-{:011}", rng.random_range(0..self.users)),
+            Kind::Bug,
+        );
+        item.rating = Some(rng.random_range(1..=5));
+        item.text = self.text.clone();
+        item.tier = tier;
+        item
+    }
+}
+
+/// Sends one request (a submit, or a batch of `shape.batch`) of `tier`.
+pub(crate) async fn send(
+    client: &Client,
+    shape: &Shape,
+    tier: Tier,
+    rng: &mut impl Rng,
+) -> Result<(), ClientError> {
+    if shape.batch == 1 {
+        return client.submit(shape.item(rng, tier)).await.map(|_| ());
+    }
+    let items = (0..shape.batch).map(|_| shape.item(rng, tier)).collect();
+    match client
+        .submit_batch(items)
+        .await?
+        .into_iter()
+        .find_map(Result::err)
+    {
+        Some(code) => Err(ClientError::Server(code)),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn error_kind(error: &ClientError) -> String {
+    match error {
+        ClientError::Server(code) => code.kind().to_string(),
+        ClientError::Timeout => "client_timeout".into(),
+        ClientError::ConnectionLost { .. } => "connection_lost".into(),
+        ClientError::StreamReset { .. } => "stream_reset".into(),
+        other => format!("client: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::args::parse_tier_mix;
+
+    #[test]
+    fn workers_split_between_tiers_by_weight() {
+        let shape = Shape {
+            users: 1,
+            text: String::new(),
+            tiers: parse_tier_mix("realtime=1,batch=3").unwrap(),
+            total_weight: 4,
+            batch: 1,
+        };
+        let tiers: Vec<Tier> = (0..8).map(|w| shape.tier_of_worker(w, 8)).collect();
+        assert_eq!(tiers.iter().filter(|t| **t == Tier::Realtime).count(), 2);
+        assert_eq!(tiers.iter().filter(|t| **t == Tier::Batch).count(), 6);
+    }
+}

@@ -1,0 +1,74 @@
+//! Per-tier counters and latency histograms of the closed and open loops.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// What one worker measured, for one tier.
+pub(crate) struct TierStats {
+    pub(crate) histogram: Histogram<u64>,
+    pub(crate) ok: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
+}
+
+impl TierStats {
+    pub(crate) fn new() -> Self {
+        TierStats {
+            histogram: new_histogram(),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &TierStats) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("same histogram bounds");
+        self.ok += other.ok;
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_insert(0) += n;
+        }
+    }
+
+    pub(crate) fn percentiles(&self) -> Percentiles {
+        let ms = |v: u64| v as f64 / 1000.0;
+        let h = &self.histogram;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+pub(crate) fn new_tier_stats() -> [TierStats; 4] {
+    [
+        TierStats::new(),
+        TierStats::new(),
+        TierStats::new(),
+        TierStats::new(),
+    ]
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min at 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
