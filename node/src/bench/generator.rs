@@ -73,7 +73,7 @@ pub async fn run_tier(
             () = tokio::time::sleep_until((start + due).into()) => {}
             () = stop.cancelled() => break,
         }
-        lock(&timeline).offered(tier, due);
+        lock(&timeline).offered(tier, due, start.elapsed());
         live.offered.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::clone(&slots)
             .acquire_owned()

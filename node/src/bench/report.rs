@@ -33,6 +33,8 @@ pub struct ScenarioSummary {
     pub load_seconds: f64,
     /// Seconds from the end of the load until the last answer.
     pub drain_seconds: f64,
+    /// How far the generator fell behind its schedule.
+    pub generator: GeneratorLag,
     /// Successful answers within their tier's budget per second of load.
     pub goodput_per_sec: f64,
     /// Per tier, over the whole load window.
@@ -67,6 +69,22 @@ pub struct Calibration {
     /// Failed requests, by kind.
     pub errors: BTreeMap<String, u64>,
 }
+
+/// How late requests were sent after they fell due. Latency still runs from the due
+/// time, but a generator that falls behind offers less than the schedule says while it
+/// lags: the run then measures the machine it runs on as much as the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorLag {
+    /// The p99 send lag, ms.
+    pub p99_ms: f64,
+    /// The longest send lag, ms.
+    pub max_ms: f64,
+    /// When the last request was sent, seconds from the start of the load.
+    pub last_sent_s: f64,
+}
+
+/// A send lag beyond this, ms, is flagged in the printed summary.
+const LAG_WARNING_MS: f64 = 100.0;
 
 /// How a scenario's load was sent.
 #[derive(Debug, Clone, Serialize)]
@@ -173,6 +191,8 @@ pub struct SecondRow {
     pub phase: String,
     /// The node's resident memory, KiB, if sampled.
     pub rss_kib: Option<u64>,
+    /// The longest send lag of the requests due in this second, ms.
+    pub send_lag_max_ms: f64,
     /// Per tier.
     pub tiers: BTreeMap<String, SecondTier>,
 }
@@ -302,6 +322,19 @@ pub fn render(s: &ScenarioSummary) -> String {
         s.goodput_per_sec,
         s.goodput_per_sec / s.saturation_rate
     );
+    let g = &s.generator;
+    let _ = writeln!(
+        out,
+        "generator: send lag p99 {:.1} ms, max {:.1} ms; last request sent at {:.1}s{}",
+        g.p99_ms,
+        g.max_ms,
+        g.last_sent_s,
+        if g.max_ms > LAG_WARNING_MS {
+            " (WARNING: the generator fell behind its schedule; it offered less than planned while it lagged, so this run measures the bench machine too)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(
         out,
         "{:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  errors",
@@ -351,7 +384,13 @@ pub fn render(s: &ScenarioSummary) -> String {
                 }
             };
             let p99: Vec<String> = in_tier_order(&p.tiers)
-                .map(|(tier, t)| format!("{tier} {:.1}", t.latency_ms.p99))
+                .map(|(tier, t)| {
+                    if t.ok > 0 {
+                        format!("{tier} {:.1}", t.latency_ms.p99)
+                    } else {
+                        format!("{tier} -")
+                    }
+                })
                 .collect();
             let _ = writeln!(
                 out,

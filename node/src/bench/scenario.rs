@@ -17,8 +17,8 @@ use super::generator::{Live, TierLoad, lock, report_progress, run_tier};
 use super::load::{Shape, client_config, connect_all};
 use super::profile::{Profile, Scenario, ScenarioParams};
 use super::report::{
-    Calibration, LoadShape, Memory, PhaseSummary, ScenarioSummary, SecondRow, SecondTier,
-    SoakReport, SpikeReport, StressReport, TierTotals,
+    Calibration, GeneratorLag, LoadShape, Memory, PhaseSummary, ScenarioSummary, SecondRow,
+    SecondTier, SoakReport, SpikeReport, StressReport, TierTotals,
 };
 use super::rss;
 use super::steady::{Progress, closed_loop};
@@ -325,7 +325,10 @@ async fn watch_ramp(
     stop: CancellationToken,
 ) -> Option<Stopped> {
     let starts = profile.starts();
-    for (i, phase) in profile.phases.iter().enumerate() {
+    // After the last step there is nothing left to stop; the verdict on complete data
+    // judges it.
+    let last = profile.phases.len().saturating_sub(1);
+    for (i, phase) in profile.phases.iter().enumerate().take(last) {
         let grace = phase.length.min(Duration::from_secs(1));
         let check_at = start + starts[i] + phase.length + grace;
         tokio::select! {
@@ -419,6 +422,10 @@ fn summarise(i: Inputs<'_>) -> ScenarioSummary {
                 .name
                 .clone(),
             rss_kib: t.rss_kib.get(s).copied().flatten(),
+            send_lag_max_ms: t
+                .send_lag_max
+                .get(s)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             tiers: Tier::ALL
                 .iter()
                 .filter(|tier| i.tiers.iter().any(|(m, _)| m == *tier))
@@ -519,6 +526,11 @@ fn summarise(i: Inputs<'_>) -> ScenarioSummary {
         phases,
         load_seconds: load_s,
         drain_seconds: t.last_answer.saturating_sub(i.load_end).as_secs_f64(),
+        generator: GeneratorLag {
+            p99_ms: t.send_lag.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: t.send_lag.max() as f64 / 1000.0,
+            last_sent_s: t.last_sent.as_secs_f64(),
+        },
         goodput_per_sec: if load_s > 0.0 {
             good as f64 / load_s
         } else {
@@ -530,5 +542,138 @@ fn summarise(i: Inputs<'_>) -> ScenarioSummary {
         stress,
         spike,
         soak,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::bench::timeline::Outcome;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn args(flags: &[&str]) -> BenchArgs {
+        Cli::try_parse_from(std::iter::once("bench").chain(flags.iter().copied()))
+            .expect("flags parse")
+            .args
+    }
+
+    /// A spike of 2 s each side where realtime answers in 1 ms, except during the spike
+    /// and the first second after it (50 ms).
+    fn spike_run() -> (BenchArgs, Profile, Timeline) {
+        let args = args(&[
+            "--scenario",
+            "spike",
+            "--saturation-rate",
+            "100",
+            "--spike-before",
+            "2s",
+            "--spike-length",
+            "2s",
+            "--spike-after",
+            "5s",
+        ]);
+        let profile = Profile::of(Scenario::Spike, &params(&args, Scenario::Spike));
+        let budgets = Tier::ALL.map(|t| TierParams::default_for(t).latency_budget);
+        let mut timeline = Timeline::new(budgets, profile.starts());
+        for due in profile.schedule(100.0) {
+            let slow = (2..5).contains(&due.as_secs());
+            let latency = Duration::from_millis(if slow { 50 } else { 1 });
+            timeline.offered(Tier::Realtime, due, due);
+            timeline.answered(Tier::Realtime, due, due + latency, &Outcome::Ok);
+        }
+        (args, profile, timeline)
+    }
+
+    fn summary_of(args: &BenchArgs, profile: &Profile, timeline: &Timeline) -> ScenarioSummary {
+        summarise(Inputs {
+            args,
+            scenario: args.scenario.expect("a scenario"),
+            saturation: 100.0,
+            calibration: None,
+            tiers: &[(Tier::Realtime, 1)],
+            profile,
+            timeline,
+            load_end: profile.length(),
+            stopped: None,
+            memory: Memory {
+                measured: false,
+                start_kib: None,
+                end_kib: None,
+                max_sampled_kib: None,
+                peak_kib: None,
+            },
+        })
+    }
+
+    #[test]
+    fn a_spike_run_is_summarised_with_its_recovery() {
+        let (args, profile, timeline) = spike_run();
+        let s = summary_of(&args, &profile, &timeline);
+        // The spike ends at 4 s; second 4 is still slow, 5.. are back.
+        assert_eq!(s.spike.as_ref().unwrap().recovery_seconds, Some(1));
+        assert_eq!(s.phases.len(), 3);
+        assert_eq!(s.timeline.len(), 9);
+        assert_eq!(s.timeline[3].phase, "spike");
+        let realtime = &s.tiers["realtime"];
+        assert_eq!(realtime.offered, 100 * 2 + 500 * 2 + 100 * 5);
+        assert_eq!(realtime.ok_in_budget, realtime.offered);
+        assert!((s.goodput_per_sec - 1_700.0 / 9.0).abs() < 1e-9);
+        let text = crate::bench::report::render(&s);
+        assert!(
+            text.contains("back within 1.5x: 1s after the spike"),
+            "{text}"
+        );
+        assert!(text.contains("not measured"), "{text}");
+    }
+
+    #[test]
+    fn the_plot_marks_every_phase() {
+        let (args, profile, timeline) = spike_run();
+        let s = summary_of(&args, &profile, &timeline);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spike.svg");
+        crate::bench::plot::write_svg(&s, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for label in ["before (1x)", "spike (5x)", "after (1x)", "realtime"] {
+            assert!(svg.contains(label), "{label}");
+        }
+    }
+
+    #[test]
+    fn a_stress_ramp_is_judged_on_complete_data() {
+        let args = args(&["--scenario", "stress", "--step", "1s"]);
+        let profile = Profile::of(Scenario::Stress, &params(&args, Scenario::Stress));
+        let budgets = Tier::ALL.map(|t| TierParams::default_for(t).latency_budget);
+        let mut timeline = Timeline::new(budgets, profile.starts());
+        // Served in 1 ms up to 150/s, refused beyond; late from 4x.
+        let mut served = (0, 0);
+        for due in profile.schedule(100.0) {
+            let step = profile.phase_at(due);
+            timeline.offered(Tier::Realtime, due, due);
+            if served.0 != due.as_secs() {
+                served = (due.as_secs(), 0);
+            }
+            let outcome = if served.1 >= 150 {
+                Outcome::Refused
+            } else {
+                served.1 += 1;
+                Outcome::Ok
+            };
+            let latency = Duration::from_millis(if step >= 5 { 500 } else { 1 });
+            timeline.answered(Tier::Realtime, due, due + latency, &outcome);
+        }
+        let s = summary_of(&args, &profile, &timeline);
+        let r = s.stress.unwrap();
+        assert_eq!(r.knee_multiple, Some(1.5));
+        assert_eq!(r.broke_at_multiple, Some(4.0));
+        assert!(matches!(r.reason, Some(Break::Latency { .. })));
     }
 }

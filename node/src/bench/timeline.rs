@@ -126,6 +126,13 @@ pub struct Timeline {
     pub total: Window,
     /// When the last answer came, from the start of the load.
     pub last_answer: Duration,
+    /// How late each request was sent after it fell due, microseconds: a generator
+    /// that cannot keep up measures the machine it runs on as much as the node.
+    pub send_lag: Histogram<u64>,
+    /// The longest send lag in each second of due time.
+    pub send_lag_max: Vec<Duration>,
+    /// When the last request was sent, from the start of the load.
+    pub last_sent: Duration,
 }
 
 impl Timeline {
@@ -140,6 +147,10 @@ impl Timeline {
             rss_kib: Vec::new(),
             total: window(),
             last_answer: Duration::ZERO,
+            send_lag: Histogram::new_with_bounds(1, 600_000_000, 2)
+                .expect("valid histogram bounds"),
+            send_lag_max: Vec::new(),
+            last_sent: Duration::ZERO,
         }
     }
 
@@ -163,9 +174,19 @@ impl Timeline {
         &mut self.seconds[s]
     }
 
-    /// A request of `tier` fell due at `due` (from the start of the load).
-    pub fn offered(&mut self, tier: Tier, due: Duration) {
+    /// A request of `tier` fell due at `due` and was sent at `sent` (both from the start
+    /// of the load).
+    pub fn offered(&mut self, tier: Tier, due: Duration, sent: Duration) {
         let t = tier as usize;
+        let lag = sent.saturating_sub(due);
+        self.send_lag
+            .saturating_record((lag.as_micros() as u64).max(1));
+        let s = due.as_secs() as usize;
+        if self.send_lag_max.len() <= s {
+            self.send_lag_max.resize(s + 1, Duration::ZERO);
+        }
+        self.send_lag_max[s] = self.send_lag_max[s].max(lag);
+        self.last_sent = self.last_sent.max(sent);
         let phase = self.phase_of(due);
         self.second_mut(due)[t].offered += 1;
         self.phases[phase][t].offered += 1;
@@ -208,12 +229,12 @@ mod tests {
     #[test]
     fn a_request_counts_in_the_second_and_phase_it_fell_due() {
         let mut t = Timeline::new(budgets(), vec![ms(0), ms(2_000)]);
-        t.offered(Tier::Realtime, ms(1_999));
+        t.offered(Tier::Realtime, ms(1_999), ms(1_999));
         // Answered in the next second and phase: still counted where it fell due.
         t.answered(Tier::Realtime, ms(1_999), ms(2_050), &Outcome::Ok);
-        t.offered(Tier::Batch, ms(2_000));
+        t.offered(Tier::Batch, ms(2_000), ms(2_000));
         t.answered(Tier::Batch, ms(2_000), ms(2_001), &Outcome::Refused);
-        t.offered(Tier::Batch, ms(3_500));
+        t.offered(Tier::Batch, ms(3_500), ms(3_500));
         let r = Tier::Realtime as usize;
         let b = Tier::Batch as usize;
         assert_eq!(t.seconds.len(), 4);
@@ -225,6 +246,8 @@ mod tests {
         assert_eq!(t.phases[1][b].offered, 2);
         assert_eq!(t.total[b].pending(), 1);
         assert_eq!(t.last_answer, ms(2_050));
+        assert_eq!(t.last_sent, ms(3_500));
+        assert_eq!(t.send_lag_max, [ms(0); 4]);
     }
 
     #[test]
@@ -232,10 +255,10 @@ mod tests {
         let mut t = Timeline::new(budgets(), vec![ms(0)]);
         let r = Tier::Realtime;
         for (due, answered) in [(0, 100), (0, 101), (10, 50)] {
-            t.offered(r, ms(due));
+            t.offered(r, ms(due), ms(due));
             t.answered(r, ms(due), ms(answered), &Outcome::Ok);
         }
-        t.offered(r, ms(20));
+        t.offered(r, ms(20), ms(20));
         t.answered(r, ms(20), ms(30), &Outcome::Error("timeout".into()));
         let c = &t.total[r as usize];
         assert_eq!((c.ok, c.ok_in_budget, c.other_errors()), (3, 2, 1));
@@ -243,6 +266,16 @@ mod tests {
         let p99 = c.p99_ms().unwrap();
         assert!((100.0..=102.0).contains(&p99), "{p99}");
         assert_eq!(t.total[Tier::Batch as usize].p99_ms(), None);
+    }
+
+    #[test]
+    fn a_late_send_is_charged_to_the_second_it_fell_due() {
+        let mut t = Timeline::new(budgets(), vec![ms(0)]);
+        t.offered(Tier::Standard, ms(1_900), ms(2_400));
+        t.offered(Tier::Standard, ms(1_950), ms(2_000));
+        assert_eq!(t.send_lag_max, [ms(0), ms(500)]);
+        assert_eq!(t.last_sent, ms(2_400));
+        assert!(t.send_lag.equivalent(t.send_lag.max(), 500_000));
     }
 
     #[test]
