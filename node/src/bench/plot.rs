@@ -43,6 +43,30 @@ pub fn write_svg(summary: &ScenarioSummary, path: &Path) -> Result<(), String> {
     std::fs::write(path, svg).map_err(|e| e.to_string())
 }
 
+/// A phase's label: its name, and its multiple when the name does not say it.
+fn phase_label(name: &str, multiple: f64) -> String {
+    let plain = format!("{multiple}x");
+    if name == plain {
+        plain
+    } else {
+        format!("{name} ({plain})")
+    }
+}
+
+/// `points` (one per second, in order) cut where a second is missing.
+fn runs(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+    for &p in points {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|last| p.0 - last.0 <= 1.0 + 1e-9) => {
+                run.push(p);
+            }
+            _ => runs.push(vec![p]),
+        }
+    }
+    runs
+}
+
 /// The tiers in the run, with their colours.
 fn tiers(summary: &ScenarioSummary) -> Vec<(Tier, RGBColor)> {
     Tier::ALL
@@ -89,7 +113,7 @@ where
         }
         if labels {
             chart.draw_series(std::iter::once(Text::new(
-                format!("{} ({}x)", p.name, p.multiple),
+                phase_label(&p.name, p.multiple),
                 (p.start_s + 0.2, y.1),
                 ("sans-serif", 13).into_font().color(&PHASE_LINE),
             )))?;
@@ -244,8 +268,19 @@ fn draw_p99(
             4,
             colour.mix(0.6).stroke_width(1),
         ))?;
+        // A second without a successful answer has no p99: the line breaks there
+        // rather than bridge it, and a lone second shows as a dot.
+        let runs = runs(&points);
+        for run in &runs {
+            if run.len() == 1 {
+                chart.draw_series(std::iter::once(Circle::new(run[0], 2, colour.filled())))?;
+            }
+        }
         chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
+            .draw_series(
+                runs.into_iter()
+                    .map(|run| PathElement::new(run, colour.stroke_width(2))),
+            )?
             .label(tier.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
@@ -258,4 +293,25 @@ fn draw_p99(
         .border_style(BLACK)
         .draw()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_break_where_a_second_is_missing() {
+        let points = [(0.5, 1.0), (1.5, 2.0), (3.5, 3.0), (5.5, 4.0), (6.5, 5.0)];
+        let runs = runs(&points);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0], [(0.5, 1.0), (1.5, 2.0)]);
+        assert_eq!(runs[1], [(3.5, 3.0)]);
+        assert!(super::runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_phase_named_by_its_multiple_is_not_labelled_twice() {
+        assert_eq!(phase_label("1.5x", 1.5), "1.5x");
+        assert_eq!(phase_label("spike", 5.0), "spike (5x)");
+    }
 }
