@@ -37,11 +37,15 @@ pub(crate) async fn connect_all(
 
 /// What the generated items look like.
 pub(crate) struct Shape {
+    /// Distinct users the items come from.
     pub(crate) users: u32,
+    /// Every item's text.
     pub(crate) text: String,
     /// Tiers with their weights.
     pub(crate) tiers: Vec<(Tier, u32)>,
+    /// The sum of the tiers' weights.
     pub(crate) total_weight: u32,
+    /// Items per request.
     pub(crate) batch: usize,
 }
 
@@ -76,6 +80,7 @@ impl Shape {
         self.tiers[0].0
     }
 
+    /// One item of `tier` from a random user.
     pub(crate) fn item(&self, rng: &mut impl Rng, tier: Tier) -> Item {
         let mut item = Item::new(
             format!("user-{:011}", rng.random_range(0..self.users)),
@@ -110,6 +115,7 @@ pub(crate) async fn send(
     }
 }
 
+/// The name a failure is counted under.
 pub(crate) fn error_kind(error: &ClientError) -> String {
     match error {
         ClientError::Server(code) => code.kind().to_string(),

@@ -22,12 +22,16 @@ pub struct Percentiles {
 
 /// What one worker measured, for one tier.
 pub(crate) struct TierStats {
+    /// Latencies of the successful requests, microseconds.
     pub(crate) histogram: Histogram<u64>,
+    /// Requests answered successfully.
     pub(crate) ok: u64,
+    /// Failed requests, by kind.
     pub(crate) errors: BTreeMap<String, u64>,
 }
 
 impl TierStats {
+    /// Nothing measured yet.
     pub(crate) fn new() -> Self {
         TierStats {
             histogram: new_histogram(),
@@ -36,6 +40,7 @@ impl TierStats {
         }
     }
 
+    /// Adds `other`'s counts and latencies to these.
     pub(crate) fn add(&mut self, other: &TierStats) {
         self.histogram
             .add(&other.histogram)
@@ -46,6 +51,7 @@ impl TierStats {
         }
     }
 
+    /// Latency percentiles of the successful requests, milliseconds.
     pub(crate) fn percentiles(&self) -> Percentiles {
         let ms = |v: u64| v as f64 / 1000.0;
         let h = &self.histogram;
@@ -59,6 +65,7 @@ impl TierStats {
     }
 }
 
+/// Empty statistics for each tier, indexed like `Tier::ALL`.
 pub(crate) fn new_tier_stats() -> [TierStats; 4] {
     [
         TierStats::new(),
@@ -68,7 +75,7 @@ pub(crate) fn new_tier_stats() -> [TierStats; 4] {
     ]
 }
 
+/// A latency histogram of 1 µs .. 10 min at 3 significant digits.
 pub(crate) fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 10 min at 3 significant digits.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
