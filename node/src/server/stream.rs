@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chorus_actors::Caller;
 use chorus_protocol::{
     ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, ServerFrame,
-    decode_client_frame, encode_value,
+    decode_client_frame, encode_value, peek_submit,
 };
 use tokio::io::BufReader;
 use tokio::sync::{Semaphore, mpsc};
@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::dispatch::dispatch;
+use super::dispatch::{dispatch, refuse_early};
 use super::frame_io::{ReadFrameError, read_frame};
 use super::{Backend, Edge};
 use crate::metrics::catalog;
@@ -89,6 +89,22 @@ pub async fn serve_stream(
                 debug!(error = %e, "stream failed");
                 break ReadEnd::Failed;
             }
+        }
+        // Under overload most submits are refused; their head says so without decoding
+        // the body, spawning a task or sending a message.
+        if let Some(head) = peek_submit(&payload)
+            && let Some(error) = refuse_early(&backend, &caller, &head)
+        {
+            let result = Err(error);
+            catalog::record_request("submit", head.tier.as_str(), Duration::ZERO, &result);
+            let _ = responses
+                .send(ServerFrame {
+                    request_id: head.request_id,
+                    result,
+                })
+                .await;
+            drop(permit);
+            continue;
         }
         match decode_client_frame(&payload, settings.frame_limit) {
             Ok(frame) => {
