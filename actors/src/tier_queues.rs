@@ -136,8 +136,7 @@ impl TierQueuesState {
         warn!(
             from = change.from.as_str(),
             to = change.to.as_str(),
-            queue_fill = load.queue_fill,
-            batch_fill = load.batch_fill,
+            critical_wait = load.critical_wait,
             cpu = load.cpu,
             "degradation level changed"
         );

@@ -198,9 +198,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let mut config = ClientConfig {
         streams_per_connection: std::num::NonZeroUsize::new(args.streams)
             .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
-        // A load generator measures the node: it must not throttle itself, and every
-        // refusal is counted as the node answered it.
+        // A load generator measures the node: it must not throttle itself or retry, and
+        // every refusal is counted as the node answered it.
         load_guard: None,
+        max_retries: 0,
         ..ClientConfig::default()
     };
     if args.no_routing {

@@ -240,6 +240,20 @@ impl<J> TierStage<J> {
         })
     }
 
+    /// The degradation policy's load: how far the tiers the last level keeps are into
+    /// their budgets (a job of theirs arriving now), with `cpu` to report beside it.
+    fn load(&self, cpu: f64) -> Load {
+        let config = self.scheduler.config();
+        let critical_wait = [Tier::Realtime, Tier::Priority]
+            .into_iter()
+            .filter_map(|tier| {
+                let wait = self.expected_wait(tier)?;
+                Some(wait.as_secs_f64() / config.tier(tier).latency_budget.as_secs_f64())
+            })
+            .fold(0.0, f64::max);
+        Load { critical_wait, cpu }
+    }
+
     /// The measured service rate, jobs per second while busy; `None` until known.
     pub fn service_rate(&self) -> Option<f64> {
         self.rate.per_second()
@@ -322,7 +336,7 @@ impl<J> TierStage<J> {
         self.advance(now);
         let expired = self.scheduler.drain_expired(now);
         self.settle();
-        let load = self.scheduler.load(cpu);
+        let load = self.load(cpu);
         let change = self.degradation.observe(now, load).map(|c| (c, load));
         Tick { expired, change }
     }
@@ -333,7 +347,7 @@ impl<J> TierStage<J> {
             DegradeCommand::Set(level) => self
                 .degradation
                 .set(level)
-                .map(|c| (c, self.scheduler.load(f64::NAN))),
+                .map(|c| (c, self.load(f64::NAN))),
             DegradeCommand::Auto => {
                 self.degradation.auto();
                 None
