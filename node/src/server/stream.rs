@@ -13,10 +13,11 @@ use tokio::io::BufReader;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{Instrument, debug, debug_span, error};
 
 use super::dispatch::{dispatch, refuse_early};
 use super::frame_io::{ReadFrameError, read_frame};
+use super::request_id;
 use super::{Backend, Edge};
 use crate::metrics::catalog;
 
@@ -131,7 +132,14 @@ pub async fn serve_stream(
                 requests.spawn(async move {
                     let (kind, tier) = (frame.request.kind(), catalog::tier_label(&frame.request));
                     let started = Instant::now();
-                    let result = dispatch(&backend, &caller, frame.request).await;
+                    let id = request_id::mint();
+                    let span = debug_span!("request", request_id = id, kind, tier);
+                    let mut result = dispatch(&backend, &caller, frame.request)
+                        .instrument(span)
+                        .await;
+                    if request_id::stamp(&mut result, id) {
+                        error!(request_id = id, kind, tier, "internal error answered");
+                    }
                     catalog::record_request(kind, tier, started.elapsed(), &result);
                     let _ = responses
                         .send(ServerFrame {
