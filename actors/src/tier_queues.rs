@@ -137,7 +137,8 @@ impl TierQueuesState {
             from = change.from.as_str(),
             to = change.to.as_str(),
             critical_wait = load.critical_wait,
-            cpu = load.cpu,
+            // Unknown (no sample yet, or an operator's command): left out, not NaN.
+            cpu = (!load.cpu.is_nan()).then_some(load.cpu),
             "degradation level changed"
         );
         metrics::counter!(DEGRADATION_CHANGES, "to" => change.to.as_str()).increment(1);
