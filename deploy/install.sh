@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) [ $# -ge 2 ] || die "--bundle needs a file"; BUNDLE="$2"; shift 2 ;;
     --bundle=*) BUNDLE="${1#--bundle=}"; shift ;;
-    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) [ -z "$BIN" ] || die "one binary only, got $BIN and $1"; BIN="$1"; shift ;;
   esac
@@ -118,7 +118,9 @@ else
 fi
 install -d -m 0755 "$DESTDIR$PREFIX/bin" "$DESTDIR/etc/systemd/system"
 put "$STRIPPED" "$DESTDIR$PREFIX/bin/chorus" 0755
-put "$HERE/chorus.service" "$DESTDIR/etc/systemd/system/chorus.service" 0644
+# The unit starts the binary where this run put it.
+sed "s#/usr/local/bin/chorus #$PREFIX/bin/chorus #" "$HERE/chorus.service" > "$WORK/chorus.service"
+put "$WORK/chorus.service" "$DESTDIR/etc/systemd/system/chorus.service" 0644
 
 install -d -m 0750 "$DESTDIR/etc/chorus" "$DESTDIR/etc/chorus/certs"
 install -d -m 0700 "$DESTDIR/var/lib/chorus"
