@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use chorus_client::{Client, ClientConfig, ClientError, Credentials, ErrorCode, Item, Kind, Role};
 use chorus_protocol::Tier;
+use promql_parser::parser::Expr;
+use promql_parser::util::{ExprVisitor, walk_expr};
 use support::{chorus_bin, free_udp_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,20 +21,36 @@ fn monitoring_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring")
 }
 
-/// Every `chorus_*` metric name in `expr`: a name runs over `[a-zA-Z0-9_:]`.
+/// The Grafana variables the dashboard's queries use, and what stands for each when a
+/// query is parsed as plain PromQL.
+const GRAFANA_VARIABLES: [(&str, &str); 2] = [("$__rate_interval", "5m"), ("$instance", ".*")];
+
+/// Parses `expr` as PromQL (after putting values in for Grafana's variables) and adds
+/// every metric it selects to `into`; a syntax error names the expression.
 fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let mut rest = expr;
-    while let Some(at) = rest.find("chorus_") {
-        // Part of a longer identifier (`x_chorus_y`) is not a name of ours.
-        let starts_word = rest[..at].chars().next_back().is_none_or(|c| !is_name(c));
-        let tail = &rest[at..];
-        let end = tail.find(|c| !is_name(c)).unwrap_or(tail.len());
-        if starts_word {
-            into.insert(tail[..end].to_string());
+    struct Names<'a>(&'a mut BTreeSet<String>);
+    impl ExprVisitor for Names<'_> {
+        type Error = std::convert::Infallible;
+        fn pre_visit(&mut self, expr: &Expr) -> Result<bool, Self::Error> {
+            let selector = match expr {
+                Expr::VectorSelector(selector) => Some(selector),
+                Expr::MatrixSelector(matrix) => Some(&matrix.vs),
+                _ => None,
+            };
+            if let Some(name) = selector.and_then(|s| s.name.clone()) {
+                self.0.insert(name);
+            }
+            Ok(true)
         }
-        rest = &tail[end..];
     }
+    let plain = GRAFANA_VARIABLES
+        .iter()
+        .fold(expr.to_string(), |e, (variable, value)| {
+            e.replace(variable, value)
+        });
+    let parsed =
+        promql_parser::parser::parse(&plain).unwrap_or_else(|e| panic!("not PromQL: {e}\n{expr}"));
+    let Ok(_) = walk_expr(&mut Names(into), &parsed);
 }
 
 /// The alert rules' expressions, after checking each rule has what an on-call engineer
@@ -121,16 +139,20 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn names_are_extracted_from_promql() {
+fn names_are_taken_from_parsed_promql_and_bad_promql_is_refused() {
     let mut names = BTreeSet::new();
     metric_names(
-        r#"histogram_quantile(0.99, sum by (le) (rate(chorus_request_duration_seconds_bucket{tier="batch"}[5m]))) / up{job="chorus"} + not_chorus_x"#,
+        r#"histogram_quantile(0.99, sum by (le) (rate(chorus_request_duration_seconds_bucket{tier="batch",instance=~"$instance"}[$__rate_interval]))) / on() group_left up{job="chorus", note="chorus_not_a_name"}"#,
         &mut names,
     );
     assert_eq!(
         names.into_iter().collect::<Vec<_>>(),
-        ["chorus_request_duration_seconds_bucket"]
+        ["chorus_request_duration_seconds_bucket", "up"]
     );
+    let unbalanced = std::panic::catch_unwind(|| {
+        metric_names("sum(rate(chorus_requests_total[5m])", &mut BTreeSet::new())
+    });
+    assert!(unbalanced.is_err());
     let exposition =
         "# HELP chorus_a x\n# TYPE chorus_a counter\nchorus_a{k=\"v\"} 1\nchorus_b 0\n";
     assert_eq!(
@@ -269,6 +291,9 @@ async fn every_metric_the_rules_and_dashboard_name_is_exported() {
     for expr in rules.iter().chain(&panels) {
         metric_names(expr, &mut named);
     }
+    // Only Prometheus's own `up` comes from elsewhere: any other name is a typo.
+    named.remove("up");
+    assert!(named.iter().all(|n| n.starts_with("chorus_")), "{named:?}");
     // Histograms are named by their series; a bare histogram name exports nothing.
     for name in &named {
         assert!(
