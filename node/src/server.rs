@@ -226,7 +226,7 @@ pub async fn serve_with_edge(
             && incoming.may_retry()
             && edge.admission().under_handshake_load()
         {
-            catalog::record_connection_refused("retry");
+            catalog::record_connection_retried();
             let _ = incoming.retry();
             continue;
         }
