@@ -14,11 +14,8 @@ set -euo pipefail
 "$SIM" ring --out "$OUT/ring-dense" --seed 1 --no-plots --vnodes 16 --slack 5,10 \
   --nodes "$(seq -s, 90 1 110),$(seq -s, 280 1 320)" | tee "$OUT/ring-dense.txt" >/dev/null
 
-# Overload: the tier scheduler and degradation policy at 0.5x..3x capacity, with the
-# workers' busy fraction as the CPU signal (a CPU-bound node), then on queue fill alone.
+# Overload: the tier stage and degradation policy at 0.5x..5x capacity.
 "$SIM" overload --out "$OUT" --seed 1 | tee "$OUT/overload.txt"
-"$SIM" overload --out "$OUT/queue-only" --seed 1 --cpu-signal none \
-  | tee "$OUT/overload-queue-only.txt"
 
 # --- membership ----------------------------------------------------------------------
 # SWIM at 10..3,000 nodes (see MEMBERSHIP.md); the longest runs take tens of minutes.

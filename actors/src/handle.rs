@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem,
+    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem, Tier,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::caller::Caller;
-use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY, shed_check};
+use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY, shed_check, shed_tier};
 use crate::core::scheduler::{DegradeCommand, QueueStatus};
 use crate::enrichment::{DEPENDENCY as ENRICHMENT_DEPENDENCY, Enricher, EnricherError};
 use crate::messages::{Children, IntakeMsg, Page, StoreMsg, TierMsg};
@@ -20,6 +20,7 @@ use crate::pipeline::PipelineConfig;
 use crate::policy::breaker::{BreakerCommand, BreakerState};
 use crate::policy::degradation::Level;
 use crate::published_bulkhead::{BulkheadBoard, BulkheadOccupancy};
+use crate::published_door::DoorBoard;
 use crate::restart::RestartPolicy;
 use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
@@ -71,6 +72,8 @@ struct Inner {
     store_writes: Arc<BulkheadBoard>,
     /// The degradation level, as the tier queues publish it.
     level: watch::Receiver<Level>,
+    /// The tier stage's door, as the tier queues publish it.
+    door: Arc<DoorBoard>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -101,6 +104,7 @@ impl NodeHandle {
         let enricher = args.enricher.clone();
         let store_writes = Arc::clone(&args.store_writes);
         let level = args.level.subscribe();
+        let door = Arc::clone(&args.door);
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
             inner: Arc::new(Inner {
@@ -113,6 +117,7 @@ impl NodeHandle {
                 enricher,
                 store_writes,
                 level,
+                door,
             }),
         })
     }
@@ -243,7 +248,8 @@ impl NodeHandle {
         // a refusal then costs no message, and intake's mailbox holds only work it may
         // take (intake checks again, for a level that moved meanwhile).
         let level = *self.inner.level.borrow();
-        shed_check(level, &items)?;
+        let tier = shed_check(level, &items)?;
+        self.inner.door.check(tier)?;
         let intake = self.child(|c| c.intake.clone(), "intake")?;
         let caller = caller.clone();
         let arrived = std::time::Instant::now();
@@ -255,6 +261,17 @@ impl NodeHandle {
         })
         .await?;
         outcome
+    }
+
+    /// The refusal a submission of `tier` would get now from what the write path
+    /// publishes (the level's shed, the tier stage's door), read without a message, so
+    /// that an overloaded node can answer before it decodes a request's body; `None`
+    /// when it would be taken in (the stages still decide for what is sent).
+    pub fn refusal(&self, tier: Tier) -> Option<ErrorCode> {
+        let level = *self.inner.level.borrow();
+        shed_tier(level, tier)
+            .and_then(|()| self.inner.door.check(tier))
+            .err()
     }
 
     /// The item with this id, if stored.

@@ -48,6 +48,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod published_breaker;
 pub mod published_bulkhead;
+pub mod published_door;
 pub mod restart;
 pub mod store;
 pub mod store_actor;

@@ -22,6 +22,7 @@ use crate::messages::{Children, StoreMsg};
 use crate::pipeline::PipelineConfig;
 use crate::published_breaker::{BreakerBoard, new_board};
 use crate::published_bulkhead::BulkheadBoard;
+use crate::published_door::DoorBoard;
 use crate::restart::{RestartDecision, RestartIntensity, RestartPolicy};
 use crate::store::Store;
 use crate::store_actor::{StoreActor, StoreArgs};
@@ -85,6 +86,8 @@ pub struct SupervisorArgs {
     pub store_breaker: BreakerBoard,
     /// Where the degradation level is published (outlives tier queue restarts).
     pub level: LevelBoard,
+    /// Where the tier stage's door is published (outlives tier queue restarts).
+    pub door: Arc<DoorBoard>,
     /// Where the store-writes bulkhead's occupancy is published (outlives store restarts).
     pub store_writes: Arc<BulkheadBoard>,
     /// The enrichment client with its breaker and bulkhead, if a URL is configured
@@ -108,6 +111,7 @@ impl SupervisorArgs {
             policy,
             store_breaker: new_board(),
             level: new_level_board(),
+            door: DoorBoard::new(),
             store_writes: BulkheadBoard::new(STORE_DEPENDENCY, pipeline.store_writes),
             enricher,
             pipeline,
@@ -136,6 +140,8 @@ pub struct SupervisorState {
     tier_restarts: RestartIntensity,
     /// Where the degradation level is published.
     level: LevelBoard,
+    /// Where the tier stage's door is published.
+    door: Arc<DoorBoard>,
     /// Pending restart timers, aborted on shutdown.
     timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
     /// The after-ack review queue, shared by every validator incarnation.
@@ -202,6 +208,7 @@ impl SupervisorState {
                     degradation: self.pipeline.degradation,
                     max_in_flight: self.pipeline.max_in_flight(),
                     level: self.level.clone(),
+                    door: Arc::clone(&self.door),
                 };
                 let (actor, _) = Actor::spawn_linked(None, TierQueues, args, cell).await?;
                 self.children.send_modify(|c| c.tiers = Some(actor));
@@ -369,6 +376,7 @@ impl Actor for NodeSupervisor {
             validator_restarts: RestartIntensity::new(args.policy),
             tier_restarts: RestartIntensity::new(args.policy),
             level: args.level,
+            door: args.door,
             timers: Vec::new(),
             reviewer: Some(reviewer),
             review_task: Some(review_task),

@@ -25,6 +25,7 @@ use crate::core::scheduler::{Step, TierStage};
 use crate::messages::{Children, Credit, Submission, TierMsg, ValidateJob};
 use crate::policy::degradation::{DegradationConfig, Level, LevelChange, Load};
 use crate::policy::tier_queue::TierQueueConfig;
+use crate::published_door::DoorBoard;
 use crate::telemetry::{DEGRADATION_CHANGES, DEGRADATION_LEVEL, TIER_QUEUE_DEPTH};
 
 /// How often expired entries are answered and the load is observed.
@@ -50,6 +51,8 @@ pub struct TierQueuesArgs {
     pub max_in_flight: usize,
     /// Where the degradation level is published.
     pub level: LevelBoard,
+    /// Where the stage's door is published.
+    pub door: Arc<DoorBoard>,
 }
 
 /// The tier queues actor.
@@ -61,6 +64,7 @@ pub struct TierQueuesState {
     children: watch::Receiver<Children>,
     stage: TierStage<Submission>,
     level: LevelBoard,
+    door: Arc<DoorBoard>,
     cpu: CpuSampler,
     /// The timer sending `Tick`; aborted when the actor stops.
     ticker: tokio::task::JoinHandle<()>,
@@ -90,6 +94,7 @@ impl TierQueuesState {
                 Step::Dispatch(jobs) => self.dispatch(jobs, myself),
             }
         }
+        self.door.publish(&self.stage);
     }
 
     /// Sends jobs to the validators as one message with a [`Credit`] for their slots
@@ -131,9 +136,9 @@ impl TierQueuesState {
         warn!(
             from = change.from.as_str(),
             to = change.to.as_str(),
-            queue_fill = load.queue_fill,
-            batch_fill = load.batch_fill,
-            cpu = load.cpu,
+            critical_wait = load.critical_wait,
+            // Unknown (no sample yet, or an operator's command): left out, not NaN.
+            cpu = (!load.cpu.is_nan()).then_some(load.cpu),
             "degradation level changed"
         );
         metrics::counter!(DEGRADATION_CHANGES, "to" => change.to.as_str()).increment(1);
@@ -173,6 +178,7 @@ impl Actor for TierQueues {
             children: args.children,
             stage,
             level: args.level,
+            door: args.door,
             cpu: CpuSampler::new(Instant::now()),
             ticker,
             pump_scheduled: false,
@@ -225,6 +231,7 @@ impl Actor for TierQueues {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
+        state.door.open_all();
         // Everything still queued is answered; jobs in flight answer themselves (and
         // their credits' `Done` finds this actor gone, which is harmless).
         for mut job in state.stage.drain(Instant::now()) {

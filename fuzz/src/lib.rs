@@ -37,9 +37,29 @@ pub const TARGETS: &[(&str, Body)] = &[
 /// equal to itself).
 pub fn client_frame(data: &[u8]) {
     let limit = FrameLimit::default();
+    // The head reader runs on every frame, before the full decoder, as the server does.
+    let head = chorus_protocol::peek_submit(data);
     let Ok(frame) = decode_client_frame(data, limit) else {
         return;
     };
+    let submitted = match &frame.request {
+        chorus_protocol::Request::Submit(item) => Some((false, item)),
+        chorus_protocol::Request::Routed {
+            request: chorus_protocol::RoutedRequest::Submit(item),
+            ..
+        } => Some((true, item)),
+        _ => None,
+    };
+    assert_eq!(
+        head.map(|h| (h.request_id, h.routed, h.user_id, h.tier)),
+        submitted.map(|(routed, item)| (
+            frame.request_id,
+            routed,
+            item.user_id.as_str(),
+            item.tier
+        )),
+        "the head reader and the decoder disagree"
+    );
     let _ = frame.request.validate_shape();
     let _ = (frame.request.kind(), frame.request.tier());
     let _ = frame.request.required_role();

@@ -7,6 +7,7 @@
 #   SCENARIOS="closed32 pipelined16" DUR=10s node/scripts/bench-single-node.sh
 #
 # Knobs: CHORUS_BIN (build this tree) DUR (10s) WARMUP (2s) OUT (./bench-results) SCENARIOS (all) SAT_RATE/SAT_BATCH_RATE
+#        AGENT_CPUS BENCH_CPUS (pinning) MIX (the tier mix) OVERLOAD_RATE or OVERLOAD_MULTIPLE (2, of saturation_mix) OVERLOAD_WORKERS OVERLOAD_CONNECTIONS
 # (open-loop targets; default: half of the measured closed-loop saturation).
 #
 # SCENARIO=NAME instead runs one `chorus bench --scenario NAME` (baseline, 150, stress,
@@ -27,6 +28,10 @@ MIX="${MIX:-realtime=10,priority=20,standard=40,batch=30}"
 
 AGENT_PID=""
 WORK=""
+# AGENT_CPUS / BENCH_CPUS (e.g. 0 and 1): pin the node and the load generator to their
+# own cores, so that generating a multiple of the node's rate takes none of its CPU.
+AGENT_PIN="${AGENT_CPUS:+taskset -c $AGENT_CPUS}"
+BENCH_PIN="${BENCH_CPUS:+taskset -c $BENCH_CPUS}"
 stop_agent() {
   if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
     kill -TERM "$AGENT_PID" # the agent this script started
@@ -41,7 +46,7 @@ trap stop_agent EXIT
 # start_agent [ENV=VALUE...]: a fresh node in a temp dir on port 7499.
 start_agent() {
   WORK="$(mktemp -d -t chorus-bench.XXXXXX)"
-  (cd "$WORK" && exec env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL="${AGENT_LOG:-warn}" "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
+  (cd "$WORK" && exec $AGENT_PIN env CHORUS_LISTEN=127.0.0.1:7499 CHORUS_LOG_LEVEL="${AGENT_LOG:-warn}" "$@" "$BIN" agent >/dev/null 2>"$WORK/agent.log") &
   AGENT_PID=$!
   for _ in $(seq 1 100); do [ -s "$WORK/chorus-data/admin.key" ] && break; sleep 0.1; done
   sleep 0.3
@@ -55,7 +60,7 @@ agent_cpu() { awk '{print $14 + $15}' "/proc/$AGENT_PID/stat"; }
 # whole-second DUR and WARMUP of at least 3 s and 0 s; otherwise "-").
 run() {
   local name="$1"; shift
-  "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
+  $BENCH_PIN "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
     --duration "$DUR" --warmup "$WARMUP" --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.progress" &
   local bench=$! warm="${WARMUP%s}" dur="${DUR%s}" cpu="-"
   if [[ "$warm" =~ ^[0-9]+$ && "$dur" =~ ^[0-9]+$ ]] && ((dur >= 3)); then
@@ -73,8 +78,9 @@ name, path, flags, cpu = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 s = json.load(open(path))
 l = s["latency_ms"]
 errors = sum(s["errors"].values())
-per_request = "-" if cpu == "-" else f"{float(cpu) / s['requests_per_sec'] * 1e6:.1f}"
-print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {s['items_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} | {per_request} |")
+answered = (s["requests_ok"] + errors) / s["seconds"]
+per = lambda rate: "-" if cpu == "-" or rate == 0 else f"{float(cpu) / rate * 1e6:.1f}"
+print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {s['items_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} | {per(s['requests_per_sec'])} | {per(answered)} |")
 PY
 }
 
@@ -87,8 +93,8 @@ s = json.load(open(path))
 for tier, t in s["tiers"].items():
     l = t["latency_ms"]
     errors = " ".join(f"{k}={n}" for k, n in t["errors"].items()) or "none"
-    print(f"|   {name} / {tier} | | {t['requests_per_sec']:,.0f} | | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} | |")
-print(f"|   {name}: agent peak RSS {int(rss_kb) / 1024:.0f} MiB | | | | | | | | |")
+    print(f"|   {name} / {tier} | | {t['requests_per_sec']:,.0f} | | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {errors} | | |")
+print(f"|   {name}: agent peak RSS {int(rss_kb) / 1024:.0f} MiB | | | | | | | | | |")
 PY
 }
 
@@ -97,7 +103,7 @@ levels() {
   local counted logged
   counted="$(curl -s http://127.0.0.1:9400/metrics | awk '/^chorus_degradation_changes_total/ {printf "%s%s", sep, $0; sep=", "}')"
   logged="$(grep -c "degradation level" "$WORK/agent.log" || true)"
-  echo "|   $1: level changes counted: ${counted:-none}; logged: $logged | | | | | | | | |"
+  echo "|   $1: level changes counted: ${counted:-none}; logged: $logged | | | | | | | | | |"
 }
 
 rate_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['$2'])" "$OUT/$1.json"; }
@@ -107,7 +113,7 @@ scenario() {
   local name="$1" file="$OUT/scenario-$1"
   start_agent
   # shellcheck disable=SC2086 # SCENARIO_ARGS is a list of flags
-  "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
+  $BENCH_PIN "$BIN" bench --server 127.0.0.1:7499 --data-dir "$WORK/chorus-data" \
     --scenario "$name" --node-pid "$AGENT_PID" --tier-mix "$MIX" \
     --connections "${CONNECTIONS:-2}" --streams "${STREAMS:-8}" \
     --calibrate "${CALIBRATE:-10s}" --warmup "$WARMUP" \
@@ -122,13 +128,18 @@ if [ -n "${SCENARIO:-}" ]; then
   exit 0
 fi
 
-echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors | agent CPU µs/req |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| scenario | flags | req/s | items/s | p50 ms | p99 ms | p99.9 ms | errors | agent CPU µs/ok | agent CPU µs/answer |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for s in $SCENARIOS; do
   case "$s" in
     closed32) start_agent; run closed32 --concurrency 32 --connections 32 --streams 1 ;;
     pipelined16) start_agent; run pipelined16 --concurrency 512 --connections 32 --streams 1 ;;
     saturation) start_agent; run saturation --concurrency 256 --connections 2 --streams 8 ;;
+    # Every submit refused (the level sheds batch): what a refusal costs the node.
+    refusals)
+      start_agent
+      "$BIN" ctl degrade --data-dir "$WORK/chorus-data" set shed_optional >/dev/null
+      run refusals --tier batch --concurrency 256 --connections 2 --streams 8 ;;
     half)
       start_agent
       rate="${SAT_RATE:-$(python3 -c "print(round($(rate_of saturation requests_per_sec) / 2))")}"
@@ -142,7 +153,7 @@ for s in $SCENARIOS; do
     saturation_mix) start_agent; run saturation_mix --tier-mix "$MIX" --concurrency 256 --connections 2 --streams 8; tiers saturation_mix ;;
     overload)
       start_agent
-      rate="${OVERLOAD_RATE:-$(python3 -c "print(round($(rate_of saturation_mix requests_per_sec) * 2))")}"
+      rate="${OVERLOAD_RATE:-$(python3 -c "print(round($(rate_of saturation_mix requests_per_sec) * ${OVERLOAD_MULTIPLE:-2}))")}"
       run overload --tier-mix "$MIX" --rate "$rate" --concurrency "${OVERLOAD_WORKERS:-2048}" --connections "${OVERLOAD_CONNECTIONS:-1}" --streams 16
       tiers overload
       levels overload ;;

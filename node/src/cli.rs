@@ -67,6 +67,26 @@ pub enum CertsCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Make one host's bundle (a tar file, mode 0600) for `deploy/install.sh --bundle`:
+    /// the CA certificate, the cluster key, and NAME's certificate and key (signed now
+    /// with the CA in DIR unless NAME.pem and NAME.key are there). The CA key stays out.
+    Bundle {
+        /// The node's id.
+        name: String,
+        /// An address the node is reached at (repeatable); the first is the one the
+        /// installed config listens on.
+        #[arg(long = "ip", value_name = "IP", required = true)]
+        ips: Vec<std::net::IpAddr>,
+        /// A DNS name the node is reached at (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Where the CA is (and the node's certificate goes).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The bundle to write; refused if it exists.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// Flags of `chorus agent`.

@@ -11,3 +11,53 @@ pub mod ring;
 pub mod routing;
 pub mod runtime;
 pub mod state;
+
+/// Registers the descriptions of the cluster layer's metrics with the installed recorder.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        state::RING_CHANGES,
+        Unit::Count,
+        "Placements of the ring since start (member set changes)."
+    );
+    describe_counter!(
+        state::RING_PARTITIONS_MOVED,
+        Unit::Count,
+        "Partitions whose owner changed, summed over ring placements."
+    );
+    describe_gauge!(
+        state::CLUSTER_MEMBERS,
+        Unit::Count,
+        "Live members in this node's view, itself included."
+    );
+    describe_counter!(
+        gossip::GOSSIP_BAD_TAG,
+        Unit::Count,
+        "Gossip packets dropped: they did not open under any key of the keyring."
+    );
+    describe_counter!(
+        gossip::GOSSIP_REPLAYED,
+        Unit::Count,
+        "Authentic gossip packets dropped as replays."
+    );
+    describe_counter!(
+        gossip::GOSSIP_STALE,
+        Unit::Count,
+        "Authentic gossip packets dropped: their send time is outside the window."
+    );
+    describe_counter!(
+        gossip::GOSSIP_DECODE_ERRORS,
+        Unit::Count,
+        "Gossip packets dropped as oversized or undecodable."
+    );
+    describe_counter!(
+        gossip::GOSSIP_PACKETS_IN,
+        Unit::Count,
+        "Gossip datagrams received."
+    );
+    describe_counter!(
+        gossip::GOSSIP_PACKETS_OUT,
+        Unit::Count,
+        "Gossip datagrams sent."
+    );
+}

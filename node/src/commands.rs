@@ -113,6 +113,26 @@ fn certs(command: CertsCommand) -> Result<(), CliError> {
             println!("wrote {}", files.cert.display());
             println!("wrote {} (mode 0600)", files.key.display());
         }
+        CertsCommand::Bundle {
+            name,
+            ips,
+            dns,
+            dir,
+            out,
+        } => {
+            let made = certs::bundle(&dir, &name, &ips, &dns, &out).map_err(usage)?;
+            if made.issued {
+                println!("wrote {}", made.node.cert.display());
+                println!("wrote {} (mode 0600)", made.node.key.display());
+            } else {
+                println!("using {} and its key", made.node.cert.display());
+            }
+            println!(
+                "wrote {} (mode 0600); on the host: deploy/install.sh --bundle {}",
+                made.out.display(),
+                made.out.file_name().unwrap_or_default().to_string_lossy()
+            );
+        }
     }
     Ok(())
 }

@@ -57,7 +57,10 @@ pub fn init(format: LogFormat, level: &str) -> LogControl {
     // nameable type; the format layer sits on top.
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes only for a terminal: in a pipe or a journal they are noise.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests, or a command that runs twice) keeps the first subscriber.
     let _ = match format {
         LogFormat::Human => registry.with(fmt).try_init(),

@@ -12,6 +12,7 @@ mod dispatch;
 mod fan_out;
 mod frame_io;
 pub mod key_lookups;
+mod request_id;
 mod stream;
 
 use std::sync::{Arc, Mutex};
@@ -225,7 +226,7 @@ pub async fn serve_with_edge(
             && incoming.may_retry()
             && edge.admission().under_handshake_load()
         {
-            catalog::record_connection_refused("retry");
+            catalog::record_connection_retried();
             let _ = incoming.retry();
             continue;
         }

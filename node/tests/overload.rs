@@ -105,3 +105,69 @@ async fn a_batch_flood_is_refused_by_tier_and_realtime_is_still_served() {
     );
     node.stop().await;
 }
+
+/// One frame sent on a fresh stream of `conn`, and the server's answer.
+async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> chorus_protocol::ServerFrame {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let payload = support::read_payload(&mut recv).await.unwrap();
+    chorus_protocol::decode_value(&payload).unwrap()
+}
+
+/// A submit frame of `tier` cut short after its tier: its head reads, its body does not.
+fn cut_submit(request_id: u64, tier: Tier) -> Vec<u8> {
+    let mut item = item("cut-user".into(), tier);
+    item.client_ts = u64::MAX;
+    let mut bytes = support::frame(&chorus_protocol::ClientFrame {
+        request_id,
+        request: chorus_protocol::Request::Submit(item),
+    });
+    // The last field, a u64 at its widest (9 bytes), loses its last byte.
+    bytes.pop();
+    let len = (bytes.len() - 4) as u32;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_submit_is_refused_from_its_head_before_its_body_is_decoded() {
+    use chorus_actors::DegradeCommand;
+    use chorus_actors::policy::degradation::Level;
+
+    let node = TestNode::start().await;
+    let conn = support::raw_connection(node.addr, &node.ca_pem).await;
+    support::raw_hello(&conn, &node.admin_key).await.unwrap();
+
+    // Open: the body is decoded, and the cut is found.
+    let answer = exchange(&conn, &cut_submit(1, Tier::Batch)).await;
+    assert!(
+        matches!(answer.result, Err(ErrorCode::Invalid { .. })),
+        "{answer:?}"
+    );
+
+    node.node
+        .degrade(DegradeCommand::Set(Level::ShedOptional))
+        .await
+        .unwrap();
+    // Shed: the head is enough to refuse, and the broken body is never read.
+    let answer = exchange(&conn, &cut_submit(2, Tier::Batch)).await;
+    assert_eq!(answer.request_id, 2);
+    assert!(
+        matches!(
+            answer.result,
+            Err(ErrorCode::Overloaded {
+                tier: Tier::Batch,
+                retry_after_ms
+            }) if retry_after_ms > 0
+        ),
+        "{answer:?}"
+    );
+    // A tier the level takes still goes the whole way.
+    let answer = exchange(&conn, &cut_submit(3, Tier::Realtime)).await;
+    assert!(
+        matches!(answer.result, Err(ErrorCode::Invalid { .. })),
+        "{answer:?}"
+    );
+    node.stop().await;
+}

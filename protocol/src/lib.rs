@@ -19,6 +19,7 @@ mod frame;
 mod item;
 mod message;
 mod partition;
+mod peek;
 mod receipt;
 mod ring;
 
@@ -41,6 +42,7 @@ pub use message::{
     Response, Role, RoutedRequest, ServerFrame, Welcome, check_batch_len,
 };
 pub use partition::{PartitionId, partition_of};
+pub use peek::{SubmitHead, peek_submit};
 pub use receipt::{Enrichment, NodeId, Receipt, Status, StoredItem};
 pub use ring::{MAX_RING_MEMBERS, RingMember, RingSnapshot};
 

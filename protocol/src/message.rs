@@ -187,7 +187,7 @@ pub enum RoutedRequest {
 }
 
 /// The wire tags of [`Request`]'s variants, in declaration order.
-mod tag {
+pub(crate) mod tag {
     pub const SUBMIT: u32 = 0;
     pub const SUBMIT_BATCH: u32 = 1;
     pub const GET: u32 = 2;

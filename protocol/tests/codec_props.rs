@@ -189,6 +189,38 @@ proptest! {
     }
 
     #[test]
+    fn a_submit_head_reads_what_the_full_decoder_reads(request_id in any::<u64>(), request in request()) {
+        let payload = frame_payload(&ClientFrame { request_id, request });
+        let frame = decode_client_frame(&payload, FrameLimit::default()).unwrap();
+        let (routed, submitted) = match &frame.request {
+            Request::Submit(item) => (false, Some(item)),
+            Request::Routed { request: RoutedRequest::Submit(item), .. } => (true, Some(item)),
+            _ => (false, None),
+        };
+        let head = peek_submit(&payload);
+        match submitted {
+            Some(item) => prop_assert_eq!(head, Some(SubmitHead {
+                request_id,
+                routed,
+                user_id: item.user_id.as_str(),
+                tier: item.tier,
+            })),
+            None => prop_assert_eq!(head, None),
+        }
+    }
+
+    #[test]
+    fn a_submit_head_of_a_cut_frame_is_a_prefix_of_the_whole(request_id in any::<u64>(), item in item(), cut in any::<prop::sample::Index>()) {
+        let payload = frame_payload(&ClientFrame { request_id, request: Request::Submit(item.clone()) });
+        let cut = cut.index(payload.len());
+        // A cut frame either reads no head or the same head (the tier comes before the cut).
+        if let Some(head) = peek_submit(&payload[..cut]) {
+            prop_assert_eq!(head.user_id, item.user_id.as_str());
+            prop_assert_eq!(head.tier, item.tier);
+        }
+    }
+
+    #[test]
     fn server_frames_round_trip(request_id in any::<u64>(), result in response()) {
         let frame = ServerFrame { request_id, result };
         let decoded: ServerFrame = decode_value(&frame_payload(&frame)).unwrap();
@@ -212,6 +244,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..2048)) {
         let _ = decode_client_frame(&bytes, FrameLimit::default());
+        let _ = peek_submit(&bytes);
         let _ = decode_hello(&bytes);
         let _ = decode_value::<ServerFrame>(&bytes);
         let _ = decode_value::<Result<Welcome, ErrorCode>>(&bytes);

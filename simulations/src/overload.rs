@@ -10,8 +10,8 @@
 //! full (`Overloaded`), and hands out expired entries as `Timeout`; `workers` jobs at
 //! most are past the queues, each served in an exponential time of mean
 //! `workers / capacity`. Every `TICK` the expired entries are answered and the load
-//! (queue fill, and the workers' busy fraction standing in for CPU, sampled over the
-//! node's CPU window) is fed to the degradation policy.
+//! (how far realtime and priority are into their budgets) is fed to the degradation
+//! policy.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -29,19 +29,6 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 use crate::report::{self, LineChart, Series, Table, fixed};
-
-/// The window over which the node measures CPU use (its `CpuSampler` returns nothing for
-/// shorter intervals), so the busy fraction is sampled the same way.
-const CPU_WINDOW: Duration = Duration::from_millis(500);
-
-/// What stands in for the CPU component of the load signal.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuSignal {
-    /// The workers' busy fraction over each CPU window (a CPU-bound node).
-    Busy,
-    /// No CPU signal: the level follows queue fill alone.
-    None,
-}
 
 /// Options of the `overload` scenario.
 #[derive(clap::Args, Debug)]
@@ -62,9 +49,6 @@ pub struct Args {
     /// Simulated seconds per load.
     #[arg(long, default_value_t = 60.0)]
     pub duration: f64,
-    /// What feeds the CPU component of the degradation policy's load signal.
-    #[arg(long, value_enum, default_value_t = CpuSignal::Busy)]
-    pub cpu_signal: CpuSignal,
     /// Seed of arrivals, tiers and service times.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -158,7 +142,6 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
     let arrival_mean = 1e9 / (load * args.capacity);
     let service_mean = 1e9 * args.workers as f64 / args.capacity;
     let tick = TICK.as_nanos() as u64;
-    let cpu_window = CPU_WINDOW.as_nanos() as u64;
 
     let mut events: BinaryHeap<Reverse<(u64, u64, Event)>> = BinaryHeap::new();
     let mut seq = 0u64;
@@ -177,17 +160,11 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
     let mut changes = Vec::new();
     let mut time_at = [0u64; 3];
     let mut level_since = 0u64;
-    // Busy worker-ns since the last CPU sample, and when that sample was taken.
-    let mut busy_ns = 0u128;
-    let mut last_event = 0u64;
-    let mut last_sample = 0u64;
 
     while let Some(Reverse((now, _, event))) = events.pop() {
         if now > end {
             break;
         }
-        busy_ns += (stage.in_flight() as u128) * u128::from(now - last_event);
-        last_event = now;
         match event {
             Event::Arrival => {
                 let pick = rng.random::<f64>() * 100.0;
@@ -221,18 +198,8 @@ fn simulate(args: &Args, index: usize, load: f64, mix: &[f64; 4]) -> anyhow::Res
                 tiers[tier].latencies.push(now - arrived);
             }
             Event::Tick => {
-                let cpu_sample =
-                    args.cpu_signal == CpuSignal::Busy && now - last_sample >= cpu_window;
-                let cpu = if cpu_sample {
-                    let fraction =
-                        busy_ns as f64 / (args.workers as f64 * (now - last_sample) as f64);
-                    busy_ns = 0;
-                    last_sample = now;
-                    fraction
-                } else {
-                    f64::NAN
-                };
-                let observed = stage.handle_tick(at(now), cpu);
+                // CPU use is reported with a level change, never a signal: none to model.
+                let observed = stage.handle_tick(at(now), f64::NAN);
                 for (tier, _) in observed.expired {
                     tiers[tier as usize].timeouts += 1;
                 }
@@ -293,8 +260,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("loads, capacity, duration and workers must be positive");
     }
     println!(
-        "overload: capacity {} submissions/s, {} workers, mix {:?} % (realtime, priority, standard, batch), {} s per load, CPU signal {:?}, seed {}",
-        args.capacity, args.workers, mix, args.duration, args.cpu_signal, args.seed
+        "overload: capacity {} submissions/s, {} workers, mix {:?} % (realtime, priority, standard, batch), {} s per load, seed {}",
+        args.capacity, args.workers, mix, args.duration, args.seed
     );
     println!(
         "shed = answered Overloaded (by the degradation level, or by the tier queue: too long an expected wait, or a full tier); timeout = expired in the queue."

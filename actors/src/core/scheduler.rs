@@ -145,13 +145,7 @@ impl<J> TierStage<J> {
         let arrived = arrived.min(now);
         let spent = now.duration_since(arrived);
         let budget = self.scheduler.config().tier(tier).latency_budget;
-        if let Some(wait) = self.expected_wait(tier)
-            && spent + wait > budget
-        {
-            let error = ErrorCode::Overloaded {
-                tier,
-                retry_after_ms: retry_after_ms(spent + wait - budget),
-            };
+        if let Some(error) = self.late_by(tier, spent) {
             return Err((job, error));
         }
         // The budget runs from arrival, and leaves the time the work after the queue
@@ -172,6 +166,33 @@ impl<J> TierStage<J> {
         );
         self.settle();
         pushed
+    }
+
+    /// The refusal a job of `tier` that has already spent `spent` would get for waiting
+    /// past its tier's budget; `None` while it would be served in time.
+    fn late_by(&self, tier: Tier, spent: Duration) -> Option<ErrorCode> {
+        let budget = self.scheduler.config().tier(tier).latency_budget;
+        let wait = self.expected_wait(tier)?;
+        (spent + wait > budget).then(|| ErrorCode::Overloaded {
+            tier,
+            retry_after_ms: retry_after_ms(spent + wait - budget),
+        })
+    }
+
+    /// What a job of `tier` arriving now would be told at the door: `Overloaded` when
+    /// its tier is full or it would wait past the budget, `None` when it would queue.
+    /// The driver publishes it so that a refusal can be decided before a request is
+    /// decoded; [`TierStage::handle_enqueue`] decides again for what gets through.
+    pub fn door(&self, tier: Tier) -> Option<ErrorCode> {
+        let capacity = self.scheduler.config().tier(tier).capacity.get();
+        if self.scheduler.len(tier) >= capacity {
+            let wait = self.expected_wait(tier).unwrap_or(FULL_RETRY_AFTER);
+            return Some(ErrorCode::Overloaded {
+                tier,
+                retry_after_ms: retry_after_ms(wait.max(FULL_RETRY_AFTER)),
+            });
+        }
+        self.late_by(tier, Duration::ZERO)
     }
 
     /// How long a new job of `tier` would take from now until it is done: the jobs
@@ -217,6 +238,20 @@ impl<J> TierStage<J> {
                 (self.in_flight as f64 / rate).min(MAX_EXPECTED_WAIT.as_secs_f64()),
             )
         })
+    }
+
+    /// The degradation policy's load: how far the tiers the last level keeps are into
+    /// their budgets (a job of theirs arriving now), with `cpu` to report beside it.
+    fn load(&self, cpu: f64) -> Load {
+        let config = self.scheduler.config();
+        let critical_wait = [Tier::Realtime, Tier::Priority]
+            .into_iter()
+            .filter_map(|tier| {
+                let wait = self.expected_wait(tier)?;
+                Some(wait.as_secs_f64() / config.tier(tier).latency_budget.as_secs_f64())
+            })
+            .fold(0.0, f64::max);
+        Load { critical_wait, cpu }
     }
 
     /// The measured service rate, jobs per second while busy; `None` until known.
@@ -301,7 +336,7 @@ impl<J> TierStage<J> {
         self.advance(now);
         let expired = self.scheduler.drain_expired(now);
         self.settle();
-        let load = self.scheduler.load(cpu);
+        let load = self.load(cpu);
         let change = self.degradation.observe(now, load).map(|c| (c, load));
         Tick { expired, change }
     }
@@ -312,7 +347,7 @@ impl<J> TierStage<J> {
             DegradeCommand::Set(level) => self
                 .degradation
                 .set(level)
-                .map(|c| (c, self.scheduler.load(f64::NAN))),
+                .map(|c| (c, self.load(f64::NAN))),
             DegradeCommand::Auto => {
                 self.degradation.auto();
                 None
@@ -371,6 +406,9 @@ impl<J> TierStage<J> {
         }
     }
 }
+
+/// The shortest retry hint for a full tier.
+const FULL_RETRY_AFTER: Duration = Duration::from_millis(10);
 
 /// The longest wait an estimate reports (a stalled stage has a rate near zero).
 const MAX_EXPECTED_WAIT: Duration = Duration::from_secs(3600);
@@ -691,7 +729,11 @@ mod tests {
                 match e {
                     Event::Arrive(t) => {
                         let tier = Tier::ALL[usize::from(t)];
-                        if let Err(((n, _), _)) = s.handle_enqueue(now, now, tier, (next, now + config.tier(tier).latency_budget)) {
+                        // What the door publishes is what a job arriving now is told.
+                        let door = s.door(tier);
+                        let outcome = s.handle_enqueue(now, now, tier, (next, now + config.tier(tier).latency_budget));
+                        prop_assert_eq!(door.is_some(), outcome.is_err());
+                        if let Err(((n, _), _)) = outcome {
                             prop_assert!(seen.insert(n));
                         }
                         next += 1;

@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 use chorus_protocol::Tier;
 use thiserror::Error;
 
-use super::degradation::Load;
-
 /// Entries per tier queue unless configured (our choice; DESIGN.md gives no number): big
 /// enough to absorb a burst, small enough that a full queue still drains within the
 /// realtime timeout at the store's measured throughput (~35k items/s).
@@ -402,22 +400,6 @@ impl<T> TierScheduler<T> {
         lane.queue.len() as f64 / lane.capacity as f64
     }
 
-    /// The degradation policy's load with `cpu` beside the queues' part: the fullest
-    /// queue of the tiers that only the last level sheds (realtime, priority, standard),
-    /// and the batch queue's fill, which may shed batch but nothing more. (The fill of
-    /// all queues together hid a full batch and a full standard queue behind two empty
-    /// ones: 50 %, and the level never moved.)
-    pub fn load(&self, cpu: f64) -> Load {
-        Load {
-            queue_fill: [Tier::Realtime, Tier::Priority, Tier::Standard]
-                .into_iter()
-                .map(|tier| self.tier_fill_fraction(tier))
-                .fold(0.0, f64::max),
-            batch_fill: self.tier_fill_fraction(Tier::Batch),
-            cpu,
-        }
-    }
-
     /// The most `Ready` pops of other tiers that can happen while `tier` is non-empty
     /// before `tier` itself is served: `Σ over other tiers i of (stride(tier) /
     /// stride(i) + 1)`, about `Σ weight(i) / weight(tier) + 1`. With the default weights
@@ -634,7 +616,7 @@ mod tests {
     fn fill_fractions_count_entries_over_capacity() {
         let mut s = with_capacity(4);
         let t0 = Instant::now();
-        assert_eq!(s.load(0.0).queue_fill, 0.0);
+        assert_eq!(s.tier_fill_fraction(Tier::Batch), 0.0);
         for i in 0..4 {
             s.push(t0, Tier::Batch, i).unwrap();
         }
@@ -642,15 +624,6 @@ mod tests {
         assert_eq!(s.len(Tier::Batch), 4);
         assert_eq!(s.tier_fill_fraction(Tier::Batch), 1.0);
         assert_eq!(s.tier_fill_fraction(Tier::Realtime), 0.25);
-        // The fullest urgent queue, and batch on its own.
-        assert_eq!(
-            s.load(0.5),
-            Load {
-                queue_fill: 0.25,
-                batch_fill: 1.0,
-                cpu: 0.5
-            }
-        );
         assert!(!s.is_empty());
     }
 

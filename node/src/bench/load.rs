@@ -8,12 +8,13 @@ use crate::cli::ConnectArgs;
 use crate::commands::{CliError, connect};
 
 /// The SDK settings of a load generator: it measures the node, so it must not throttle
-/// itself, and every refusal is counted as the node answered it.
+/// itself or retry, and every refusal is counted as the node answered it.
 pub(crate) fn client_config(args: &BenchArgs) -> Result<ClientConfig, CliError> {
     let mut config = ClientConfig {
         streams_per_connection: std::num::NonZeroUsize::new(args.streams)
             .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
         load_guard: None,
+        max_retries: 0,
         ..ClientConfig::default()
     };
     if args.no_routing {

@@ -28,6 +28,8 @@ pub const CA_KEY_FILE: &str = "ca.key";
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 /// Bytes of the cluster key (HMAC-SHA256 key of gossip packets).
 pub const CLUSTER_KEY_LEN: usize = 32;
+/// The manifest's file name inside a host bundle: which node, at which addresses.
+pub const BUNDLE_MANIFEST_FILE: &str = "bundle.toml";
 /// Years a node certificate is valid.
 const NODE_CERT_YEARS: i64 = 2;
 /// Years the cluster CA is valid.
@@ -88,6 +90,83 @@ pub struct NodeCertFiles {
     pub key: PathBuf,
 }
 
+/// What `chorus certs bundle` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleFiles {
+    /// The bundle written.
+    pub out: PathBuf,
+    /// The node certificate and key it holds.
+    pub node: NodeCertFiles,
+    /// Whether the node certificate was signed now (false: the one in the CA dir was
+    /// taken as it was).
+    pub issued: bool,
+}
+
+/// Makes one host's bundle at `out`: a tar archive of plain files, each mode 0600, that
+/// `deploy/install.sh --bundle` installs. It holds [`BUNDLE_MANIFEST_FILE`] (`node` and
+/// `ips`, the first being the address the host listens on), the CA certificate, the
+/// cluster key, and `NAME.pem` / `NAME.key`, signed now with the CA in `dir` unless both
+/// are there already. The CA's own key never goes in. `out` is created new with mode
+/// 0600 and is not followed if it is a symlink; nothing is written if it exists.
+pub fn bundle(
+    dir: &Path,
+    name: &str,
+    ips: &[IpAddr],
+    dns: &[String],
+    out: &Path,
+) -> Result<BundleFiles, CertsError> {
+    // Checked before the name becomes a path: `../x` must not read a file elsewhere.
+    check_names(name, dns)?;
+    refuse_existing(out)?;
+    let node = NodeCertFiles {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    let issued = !(node.cert.exists() && node.key.exists());
+    if issued {
+        issue_node(dir, name, ips, dns)?;
+    }
+    let manifest = format!(
+        "node = \"{name}\"\nips = [{}]\n",
+        ips.iter()
+            .map(|ip| format!("\"{ip}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut entries: Vec<(String, Vec<u8>)> = vec![(BUNDLE_MANIFEST_FILE.into(), manifest.into())];
+    for file in [CA_CERT_FILE, CLUSTER_KEY_FILE] {
+        entries.push((file.into(), read(&dir.join(file))?.into()));
+    }
+    entries.push((format!("{name}.pem"), read(&node.cert)?.into()));
+    entries.push((format!("{name}.key"), read(&node.key)?.into()));
+
+    let archive_err = |source| CertsError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut archive = tar::Builder::new(Vec::new());
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (path, contents) in &entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o600);
+        header.set_mtime(mtime);
+        archive
+            .append_data(&mut header, path, contents.as_slice())
+            .map_err(archive_err)?;
+    }
+    let bytes = archive.into_inner().map_err(archive_err)?;
+    write_new(out, &bytes, true)?;
+    Ok(BundleFiles {
+        out: out.to_path_buf(),
+        node,
+        issued,
+    })
+}
+
 /// Makes a cluster CA and a random cluster key in `dir` (created if missing). Refuses,
 /// writing nothing, if any of the three files exists.
 pub fn init(dir: &Path) -> Result<CaFiles, CertsError> {
@@ -126,13 +205,7 @@ pub fn issue_node(
     ips: &[IpAddr],
     dns: &[String],
 ) -> Result<NodeCertFiles, CertsError> {
-    let valid = |n: &str| DnsName::try_from(n.to_string()).is_ok() && !n.contains('/');
-    if !valid(name) {
-        return Err(CertsError::InvalidName { name: name.into() });
-    }
-    if let Some(bad) = dns.iter().find(|d| !valid(d)) {
-        return Err(CertsError::InvalidName { name: bad.clone() });
-    }
+    check_names(name, dns)?;
     let files = NodeCertFiles {
         cert: dir.join(format!("{name}.pem")),
         key: dir.join(format!("{name}.key")),
@@ -189,6 +262,18 @@ pub fn read_cluster_key(path: &Path) -> Result<[u8; CLUSTER_KEY_LEN], CertsError
     };
     let bytes = hex::decode(text.trim()).map_err(|_| bad())?;
     bytes.try_into().map_err(|_| bad())
+}
+
+/// Refuses a node name or DNS name that is not a DNS name (and so not a path either).
+fn check_names(name: &str, dns: &[String]) -> Result<(), CertsError> {
+    let valid = |n: &str| DnsName::try_from(n.to_string()).is_ok() && !n.contains('/');
+    if !valid(name) {
+        return Err(CertsError::InvalidName { name: name.into() });
+    }
+    match dns.iter().find(|d| !valid(d)) {
+        Some(bad) => Err(CertsError::InvalidName { name: bad.clone() }),
+        None => Ok(()),
+    }
 }
 
 fn refuse_existing(path: &Path) -> Result<(), CertsError> {
@@ -339,6 +424,68 @@ mod tests {
         let files = issue_node(theirs.path(), "node-a", &[ip], &[]).unwrap();
         assert!(verifies(theirs.path(), &files.cert, "node-a"));
         assert!(!verifies(ours.path(), &files.cert, "node-a"));
+    }
+
+    #[test]
+    fn a_bundle_holds_the_host_files_but_not_the_ca_key_and_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path()).unwrap();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let out = dir.path().join("node-a.tar");
+        let made = bundle(dir.path(), "node-a", &[ip], &[], &out).unwrap();
+        assert!(made.issued);
+        assert_eq!(mode(&out), 0o600);
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            assert_eq!(entry.header().mode().unwrap(), 0o600);
+            let name = entry.path().unwrap().display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            if name == BUNDLE_MANIFEST_FILE {
+                assert_eq!(text, "node = \"node-a\"\nips = [\"10.0.0.7\"]\n");
+            } else {
+                assert_eq!(
+                    text,
+                    std::fs::read_to_string(dir.path().join(&name)).unwrap()
+                );
+            }
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "bundle.toml",
+                "ca.pem",
+                "cluster.key",
+                "node-a.key",
+                "node-a.pem"
+            ]
+        );
+        assert!(matches!(
+            bundle(dir.path(), "node-a", &[ip], &[], &out),
+            Err(CertsError::Exists { .. })
+        ));
+        // A second bundle of the same node reuses its certificate.
+        let again = bundle(dir.path(), "node-a", &[ip], &[], &dir.path().join("b.tar")).unwrap();
+        assert!(!again.issued);
+    }
+
+    #[test]
+    fn a_bundle_is_not_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path()).unwrap();
+        let target = dir.path().join("elsewhere");
+        let link = dir.path().join("link.tar");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        assert!(matches!(
+            bundle(dir.path(), "node-a", &[ip], &[], &link),
+            Err(CertsError::Exists { .. })
+        ));
+        assert!(!target.exists());
     }
 
     #[test]

@@ -144,6 +144,18 @@ impl Gossip {
         seed: u64,
     ) -> std::io::Result<Gossip> {
         let local_addr = socket.local_addr()?;
+        // Exported from the start: an alert on the rate of rejected packets needs the
+        // counters before the first rejection.
+        for counter in [
+            GOSSIP_BAD_TAG,
+            GOSSIP_REPLAYED,
+            GOSSIP_STALE,
+            GOSSIP_DECODE_ERRORS,
+            GOSSIP_PACKETS_IN,
+            GOSSIP_PACKETS_OUT,
+        ] {
+            metrics::counter!(counter).increment(0);
+        }
         // The run names this process's packets in the nonce: drawn from the OS's
         // randomness so that no two senders share one.
         let run: u64 = rand::random();

@@ -79,6 +79,10 @@ impl ClusterState {
     /// A cluster of this node alone (until membership reports others).
     pub fn new(node: NodeId, addr: SocketAddr, partitions: u16) -> Result<Self, RingError> {
         let ring = Ring::place([node.clone()], partitions)?;
+        // Exported from the start, so that a rate over them has a first sample.
+        metrics::counter!(RING_CHANGES).increment(0);
+        metrics::counter!(RING_PARTITIONS_MOVED).increment(0);
+        metrics::gauge!(CLUSTER_MEMBERS).set(1.0);
         let view = RingView {
             ring,
             addrs: BTreeMap::from([(node.clone(), addr)]),

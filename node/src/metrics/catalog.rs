@@ -29,6 +29,8 @@ const NO_TIER: &str = "none";
 const MIXED_TIER: &str = "mixed";
 /// The `request` label of a frame whose request could not be decoded.
 const UNDECODED: &str = "undecoded";
+/// The `reason` label of a connection sent a stateless retry under handshake load.
+const REFUSED_RETRY: &str = "retry";
 
 /// Registers every description with the installed recorder (the store's too).
 pub(super) fn describe() {
@@ -67,8 +69,58 @@ pub(super) fn describe() {
         Unit::Count,
         "Hellos with a key this node does not hold, by outcome (asked, cached, throttled)."
     );
+    crate::cluster::describe_metrics();
     chorus_actors::telemetry::describe();
+    export_initial_values();
 }
+
+/// Exports, at zero or at their starting value, the series that otherwise appear only
+/// after their first event: an alert on `rate()` or `increase()` of a counter sees
+/// nothing until the counter exists, and a dashboard shows "no data" rather than 0.
+/// Adding zero (never setting) keeps whatever a component recorded before this call.
+fn export_initial_values() {
+    use chorus_actors::policy::breaker::BreakerState;
+    use chorus_actors::policy::degradation::Level;
+    use chorus_actors::published_breaker::state_name;
+    use chorus_actors::telemetry as t;
+
+    // A node starts at the normal level, its queues empty and its store breaker closed.
+    metrics::gauge!(t::DEGRADATION_LEVEL).increment(0.0);
+    for level in Level::ALL {
+        counter!(t::DEGRADATION_CHANGES, "to" => level.as_str()).increment(0);
+    }
+    for tier in chorus_protocol::Tier::ALL {
+        metrics::gauge!(t::TIER_QUEUE_DEPTH, "tier" => tier.as_str()).increment(0.0);
+    }
+    metrics::gauge!(t::STORE_QUEUE_DEPTH).increment(0.0);
+    metrics::gauge!(t::STORE_UNINDEXED_RECORDS).increment(0.0);
+    metrics::gauge!(t::BREAKER_STATE, "dependency" => STORE_BREAKER).increment(0.0);
+    for state in [
+        BreakerState::Closed,
+        BreakerState::HalfOpen,
+        BreakerState::Open,
+        BreakerState::ForcedOpen,
+    ] {
+        counter!(t::BREAKER_TRANSITIONS, "dependency" => STORE_BREAKER, "to" => state_name(state))
+            .increment(0);
+    }
+    for counter in [
+        t::STORE_SEGMENTS_RETIRED,
+        t::STORE_SEGMENTS_COMPACTED,
+        t::STORE_LOG_COPIED_BYTES,
+        t::VALIDATION_PII_REDACTED,
+    ] {
+        counter!(counter).increment(0);
+    }
+    counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => REFUSED_RETRY).increment(0);
+    for refusal in crate::server::admission::Refusal::ALL {
+        counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => refusal.as_str()).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS_OPEN).increment(0.0);
+}
+
+/// The `dependency` label of the store's circuit breaker, the one every node has.
+const STORE_BREAKER: &str = chorus_actors::core::admission::STORE_DEPENDENCY;
 
 /// The `tier` label of a request: the items' tier for submits, `none` otherwise.
 pub fn tier_label(request: &Request) -> &'static str {
@@ -121,6 +173,11 @@ fn record_rejection(error: &ErrorCode) {
 /// Records a connection attempt turned away before its handshake.
 pub fn record_connection_refused(reason: &'static str) {
     counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Records a connection sent a stateless retry under handshake load.
+pub fn record_connection_retried() {
+    counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => REFUSED_RETRY).increment(1);
 }
 
 /// Records what a hello with a key unknown here led to.

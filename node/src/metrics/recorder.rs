@@ -6,11 +6,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::catalog;
 
-/// Latency buckets, seconds: 50 µs (a local actor round trip) to 10 s (the standard
-/// tier's budget), roughly 1-2.5-5 per decade.
+/// Latency buckets, seconds: 50 µs (a local actor round trip) to 120 s, roughly
+/// 1-2.5-5 per decade, with a bound at every tier's budget (0.1, 1, 10 and 60 s) so the
+/// alert rules can tell a p99 over budget from one just under it.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 /// Batch size buckets, items: powers of two up to the group commit's default cap (4096).

@@ -42,6 +42,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, so each one's counter can be exported before it first happens.
+    pub const ALL: [Refusal; 4] = [
+        Refusal::TooManyConnections,
+        Refusal::TooManyFromAddress,
+        Refusal::TooManyHandshakes,
+        Refusal::HandshakeRate,
+    ];
+
     /// Whether to drop the packet silently rather than answer it: under a rate or
     /// handshake flood, answering costs as much as the attacker's packet, so nothing is
     /// sent; a per-address or total cap is answered so an honest client fails fast.

@@ -4,8 +4,8 @@
 use chorus_actors::BatchOutcome;
 use chorus_actors::Caller;
 use chorus_protocol::{
-    ErrorCode, GroupOutcome, Item, Receipt, Request, Response, check_batch_len, merge_outcomes,
-    split_by,
+    ErrorCode, GroupOutcome, Item, Receipt, Request, Response, Role, SubmitHead, check_batch_len,
+    merge_outcomes, split_by,
 };
 use futures_util::future::join_all;
 
@@ -40,6 +40,25 @@ pub async fn dispatch(
             .await
             .map(|key| Response::ApiKeyCreated { key, role }),
         request => serve(backend, caller, request, false).await,
+    }
+}
+
+/// The refusal a submit gets at once from the head of its frame, before its body is
+/// decoded: when the caller may submit, this node owns the user, and the write path
+/// refuses the item's tier now. `None` sends the frame down the full path (a submit for
+/// another owner is that owner's to refuse).
+pub fn refuse_early(
+    backend: &Backend,
+    caller: &Caller,
+    head: &SubmitHead<'_>,
+) -> Option<ErrorCode> {
+    if !caller.role.allows(Role::Submit) {
+        return None;
+    }
+    let view = backend.cluster.ring();
+    match route_user(&view, backend.cluster.node(), head.user_id, head.routed) {
+        Route::Local => backend.node.refusal(head.tier),
+        Route::Forward(_) | Route::NotOwner(_) => None,
     }
 }
 

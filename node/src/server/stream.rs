@@ -7,16 +7,17 @@ use std::time::{Duration, Instant};
 use chorus_actors::Caller;
 use chorus_protocol::{
     ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, ServerFrame,
-    decode_client_frame, encode_value,
+    decode_client_frame, encode_value, peek_submit,
 };
 use tokio::io::BufReader;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{Instrument, debug, debug_span, error};
 
-use super::dispatch::dispatch;
+use super::dispatch::{dispatch, refuse_early};
 use super::frame_io::{ReadFrameError, read_frame};
+use super::request_id;
 use super::{Backend, Edge};
 use crate::metrics::catalog;
 
@@ -90,6 +91,22 @@ pub async fn serve_stream(
                 break ReadEnd::Failed;
             }
         }
+        // Under overload most submits are refused; their head says so without decoding
+        // the body, spawning a task or sending a message.
+        if let Some(head) = peek_submit(&payload)
+            && let Some(error) = refuse_early(&backend, &caller, &head)
+        {
+            let result = Err(error);
+            catalog::record_request("submit", head.tier.as_str(), Duration::ZERO, &result);
+            let _ = responses
+                .send(ServerFrame {
+                    request_id: head.request_id,
+                    result,
+                })
+                .await;
+            drop(permit);
+            continue;
+        }
         match decode_client_frame(&payload, settings.frame_limit) {
             Ok(frame) => {
                 // The node-wide cap: past it a request is answered at once, costing no
@@ -115,7 +132,14 @@ pub async fn serve_stream(
                 requests.spawn(async move {
                     let (kind, tier) = (frame.request.kind(), catalog::tier_label(&frame.request));
                     let started = Instant::now();
-                    let result = dispatch(&backend, &caller, frame.request).await;
+                    let id = request_id::mint();
+                    let span = debug_span!("request", request_id = id, kind, tier);
+                    let mut result = dispatch(&backend, &caller, frame.request)
+                        .instrument(span)
+                        .await;
+                    if request_id::stamp(&mut result, id) {
+                        error!(request_id = id, kind, tier, "internal error answered");
+                    }
                     catalog::record_request(kind, tier, started.elapsed(), &result);
                     let _ = responses
                         .send(ServerFrame {

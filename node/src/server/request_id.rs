@@ -1,0 +1,80 @@
+//! Request ids: every request this node serves gets one where it arrives, carried on the
+//! request's tracing span and stamped on any `Internal` answer, so the id an application
+//! reports from an error finds the request's lines in the node's log.
+
+use chorus_protocol::{ErrorCode, Response};
+
+/// A fresh request id: random, never 0 (0 is what the write path puts in an `Internal`
+/// error before the server stamps it).
+pub fn mint() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// Puts `id` into every unstamped `Internal` error of `result` (the whole answer's and a
+/// batch's per-item ones); whether there was one.
+pub fn stamp(result: &mut Result<Response, ErrorCode>, id: u64) -> bool {
+    let mut stamped = false;
+    let mut put = |error: &mut ErrorCode| {
+        if let ErrorCode::Internal { request_id } = error
+            && *request_id == 0
+        {
+            *request_id = id;
+            stamped = true;
+        }
+    };
+    match result {
+        Err(error) => put(error),
+        Ok(Response::Batch(outcomes)) => outcomes
+            .iter_mut()
+            .filter_map(|o| o.as_mut().err())
+            .for_each(put),
+        Ok(_) => {}
+    }
+    stamped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_gets_the_id_and_others_are_left_alone() {
+        let mut whole = Err(ErrorCode::Internal { request_id: 0 });
+        assert!(stamp(&mut whole, 42));
+        assert_eq!(whole, Err(ErrorCode::Internal { request_id: 42 }));
+        // Already stamped (by the node that served a forward): kept.
+        assert!(!stamp(&mut whole, 7));
+        assert_eq!(whole, Err(ErrorCode::Internal { request_id: 42 }));
+        let mut other = Err(ErrorCode::Timeout);
+        assert!(!stamp(&mut other, 42));
+        assert_eq!(other, Err(ErrorCode::Timeout));
+    }
+
+    #[test]
+    fn a_batch_gets_the_id_on_each_internal_item() {
+        let mut batch = Ok(Response::Batch(vec![
+            Err(ErrorCode::Internal { request_id: 0 }),
+            Err(ErrorCode::Timeout),
+            Err(ErrorCode::Internal { request_id: 0 }),
+        ]));
+        assert!(stamp(&mut batch, 9));
+        let Ok(Response::Batch(outcomes)) = batch else {
+            panic!("still a batch");
+        };
+        assert_eq!(outcomes[0], Err(ErrorCode::Internal { request_id: 9 }));
+        assert_eq!(outcomes[1], Err(ErrorCode::Timeout));
+        assert_eq!(outcomes[2], Err(ErrorCode::Internal { request_id: 9 }));
+    }
+
+    #[test]
+    fn minted_ids_are_never_zero_and_differ() {
+        let ids: std::collections::BTreeSet<u64> = (0..1000).map(|_| mint()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(!ids.contains(&0));
+    }
+}
