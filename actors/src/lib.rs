@@ -29,7 +29,7 @@
 //! published breaker) and `telemetry` (metric names).
 //!
 //! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
-//! AuditReport AuditEntry NodeHandle PipelineConfig QueueStatus Store StoreConfig
+//! AuditReport AuditEntry NodeHandle PipelineConfig QueueStatus STORE_DEPENDENCY Store StoreConfig
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->
 //!
 //! This crate knows nothing of QUIC, gossip, the control socket or the CLI, and must
@@ -58,7 +58,7 @@ pub mod tier_queues;
 pub mod validation;
 pub mod validator_pool;
 
-pub use crate::core::admission::BatchOutcome;
+pub use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY};
 pub use crate::core::scheduler::{DegradeCommand, QueueStatus};
 pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};

@@ -200,6 +200,16 @@ impl<J> TierStage<J> {
     /// the time the jobs in flight take (Little's law); `None` until the rate is known.
     pub fn expected_wait(&self, tier: Tier) -> Option<Duration> {
         let rate = self.rate.per_second()?;
+        let seconds = self.queue_wait(tier)? + self.in_flight as f64 / rate;
+        Some(Duration::from_secs_f64(
+            seconds.min(MAX_EXPECTED_WAIT.as_secs_f64()),
+        ))
+    }
+
+    /// Seconds a new job of `tier` would wait behind the jobs queued in its tier, at the
+    /// tier's weighted share of the service rate; `None` until the rate is known.
+    fn queue_wait(&self, tier: Tier) -> Option<f64> {
+        let rate = self.rate.per_second()?;
         // The tier's weighted share among the tiers that had work within the last
         // time constant: the share it can count on while they keep arriving.
         let config = self.scheduler.config();
@@ -216,10 +226,7 @@ impl<J> TierStage<J> {
             .per_second()
             .map_or(share, |measured| measured.min(share));
         let ahead = self.scheduler.len(tier) as f64 + 1.0;
-        let seconds = ahead / drain + self.in_flight as f64 / rate;
-        Some(Duration::from_secs_f64(
-            seconds.min(MAX_EXPECTED_WAIT.as_secs_f64()),
-        ))
+        Some(ahead / drain)
     }
 
     /// Whether `tier` had work waiting within the last [`ServiceRate::TAU`].
@@ -241,14 +248,20 @@ impl<J> TierStage<J> {
     }
 
     /// The degradation policy's load: how far the tiers the last level keeps are into
-    /// their budgets (a job of theirs arriving now), with `cpu` to report beside it.
+    /// their budgets queueing (a job of theirs arriving now waits behind what is queued
+    /// in its tier), with `cpu` to report beside it.
+    ///
+    /// The time the jobs in flight take is left out here, though the door counts it: it
+    /// rests on the service rate measured while the stage was last busy, which a moment
+    /// of slow disk makes small, and a level moved by it holds for a dwell per step. A
+    /// critical tier that really waits has a queue.
     fn load(&self, cpu: f64) -> Load {
         let config = self.scheduler.config();
         let critical_wait = [Tier::Realtime, Tier::Priority]
             .into_iter()
             .filter_map(|tier| {
-                let wait = self.expected_wait(tier)?;
-                Some(wait.as_secs_f64() / config.tier(tier).latency_budget.as_secs_f64())
+                let wait = self.queue_wait(tier)?;
+                Some(wait / config.tier(tier).latency_budget.as_secs_f64())
             })
             .fold(0.0, f64::max);
         Load { critical_wait, cpu }

@@ -120,7 +120,7 @@ fn export_initial_values() {
 }
 
 /// The `dependency` label of the store's circuit breaker, the one every node has.
-const STORE_BREAKER: &str = chorus_actors::core::admission::STORE_DEPENDENCY;
+const STORE_BREAKER: &str = chorus_actors::STORE_DEPENDENCY;
 
 /// The `tier` label of a request: the items' tier for submits, `none` otherwise.
 pub fn tier_label(request: &Request) -> &'static str {
