@@ -18,9 +18,11 @@
 //! it in its tier over that tier's weighted share of the rate, plus the time the jobs
 //! in flight take — exceeds its tier's budget is refused at once with
 //! `Overloaded{tier, retry_after_ms}` (CoDel's idea of bounding sojourn time, decided
-//! at the door instead of by dropping later). A full tier is refused too. Every `TICK` the driver hands in the
-//! process's CPU use; the queues' fill and it move the degradation level, which the
-//! driver publishes for admission to shed by.
+//! at the door instead of by dropping later). A full tier is refused too; what the door
+//! would say for each tier is readable without a job ([`TierStage::door`]). Every
+//! `TICK` how far realtime and priority are queueing into their budgets moves the
+//! degradation level, which the driver publishes for admission to shed by; the
+//! process's CPU use it hands in is reported with a change, not a signal.
 
 use std::time::{Duration, Instant};
 
@@ -344,7 +346,7 @@ impl<J> TierStage<J> {
     }
 
     /// Answers what expired while every slot was busy and moves the level with the load
-    /// (`cpu`: the process's CPU use 0.0..=1.0, or NaN when unknown).
+    /// (`cpu`: the process's CPU use 0.0..=1.0, or NaN when unknown, for the report).
     pub fn handle_tick(&mut self, now: Instant, cpu: f64) -> Tick<J> {
         self.advance(now);
         let expired = self.scheduler.drain_expired(now);

@@ -6,8 +6,7 @@
 //! CPU's use says the node is busy, not that anyone is served late. With each tier
 //! refused at its door past its budget, a node at full CPU with every tier inside its
 //! budget is working at capacity, and shedding whole tiers then only lowers goodput
-//! (the overload simulation measured 55–67 % of the saturation rate with a CPU rule,
-//! 100 % without). What degradation protects is the critical tiers' budgets, so their
+//! (simulations/README.md, `overload`). What degradation protects is the critical tiers' budgets, so their
 //! expected wait is the signal; CPU use is reported with every change.
 //!
 //! Stepping up is immediate, because overload gets worse by waiting. Stepping down needs

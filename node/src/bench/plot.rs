@@ -93,6 +93,21 @@ fn per_second(summary: &ScenarioSummary, value: impl Fn(usize) -> Option<f64>) -
 type Chart<'a, 'b, Y> =
     ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
 
+/// The tiers' legend in the upper right corner.
+fn draw_legend<'a, Y>(
+    chart: &mut Chart<'a, 'a, Y>,
+) -> Result<(), DrawingAreaErrorKind<std::io::Error>>
+where
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+}
+
 fn mark_phases<Y>(
     summary: &ScenarioSummary,
     chart: &mut Chart<'_, '_, Y>,
@@ -196,13 +211,7 @@ fn draw_rates(
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart)
 }
 
 fn draw_p99(
@@ -286,13 +295,7 @@ fn draw_p99(
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart)
 }
 
 #[cfg(test)]

@@ -20,6 +20,20 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+impl Percentiles {
+    /// The percentiles of a histogram of microseconds.
+    pub(crate) fn of<C: hdrhistogram::Counter>(h: &Histogram<C>) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
 /// What one worker measured, for one tier.
 pub(crate) struct TierStats {
     /// Latencies of the successful requests, microseconds.
@@ -53,15 +67,7 @@ impl TierStats {
 
     /// Latency percentiles of the successful requests, milliseconds.
     pub(crate) fn percentiles(&self) -> Percentiles {
-        let ms = |v: u64| v as f64 / 1000.0;
-        let h = &self.histogram;
-        Percentiles {
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
+        Percentiles::of(&self.histogram)
     }
 }
 

@@ -85,15 +85,7 @@ impl<C: Counter> Counts<C> {
 
     /// Latency percentiles of the successful requests, milliseconds.
     pub fn percentiles(&self) -> Percentiles {
-        let ms = |v: u64| v as f64 / 1000.0;
-        let h = &self.latency;
-        Percentiles {
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
+        Percentiles::of(&self.latency)
     }
 }
 

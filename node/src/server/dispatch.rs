@@ -55,9 +55,11 @@ pub fn refuse_early(
     if !caller.role.allows(Role::Submit) {
         return None;
     }
+    // The door first: two atomic reads, so an admitted submit pays no ring lookup here.
+    let refusal = backend.node.refusal(head.tier)?;
     let view = backend.cluster.ring();
     match route_user(&view, backend.cluster.node(), head.user_id, head.routed) {
-        Route::Local => backend.node.refusal(head.tier),
+        Route::Local => Some(refusal),
         Route::Forward(_) | Route::NotOwner(_) => None,
     }
 }
