@@ -148,7 +148,8 @@ impl StoreConfig {
     }
 }
 
-/// The partition log's layout and its reclamation ([`retire`]).
+/// The partition log's layout, its reclamation ([`retire`]) and the memory of the index
+/// behind it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// Bytes at which the writer starts a new segment, the unit the retirement pass
@@ -162,18 +163,32 @@ pub struct LogConfig {
     /// Time between retirement passes; each retires at most one segment. At least
     /// [`MIN_RETIRE_INTERVAL`].
     pub retire_interval: Duration,
+    /// sled's cache for the index, in bytes: [`MIN_INDEX_CACHE_BYTES`]..=
+    /// [`MAX_INDEX_CACHE_BYTES`]. sled counts pages by their size on disk, so the index
+    /// holds about four times this in memory once it is larger than the cache; below it,
+    /// the index's memory grows with every key written (about 440 bytes per item).
+    pub index_cache_bytes: u64,
 }
 
 /// The shortest [`LogConfig::retire_interval`] accepted.
 pub const MIN_RETIRE_INTERVAL: Duration = Duration::from_millis(10);
+/// The index cache by default: 64 MiB, which holds the node's index at about 300 MiB
+/// however many items it stores (BENCHMARKS.md, "The index's memory").
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 64 << 20;
+/// The smallest index cache accepted.
+pub const MIN_INDEX_CACHE_BYTES: u64 = 4 << 20;
+/// The largest index cache accepted.
+pub const MAX_INDEX_CACHE_BYTES: u64 = 64 << 30;
 
 impl Default for LogConfig {
-    /// 64 MiB segments, compacted at half dead, a pass every two seconds.
+    /// 64 MiB segments, compacted at half dead, a pass every two seconds; a 64 MiB
+    /// index cache.
     fn default() -> LogConfig {
         LogConfig {
             segment_bytes: log::DEFAULT_SEGMENT_BYTES,
             retire_dead_fraction: 0.5,
             retire_interval: Duration::from_secs(2),
+            index_cache_bytes: DEFAULT_INDEX_CACHE_BYTES,
         }
     }
 }
@@ -199,6 +214,12 @@ impl LogConfig {
             return Err(StoreError::InvalidConfig(format!(
                 "retire_interval is {:?}, must be at least {MIN_RETIRE_INTERVAL:?}",
                 self.retire_interval
+            )));
+        }
+        if !(MIN_INDEX_CACHE_BYTES..=MAX_INDEX_CACHE_BYTES).contains(&self.index_cache_bytes) {
+            return Err(StoreError::InvalidConfig(format!(
+                "index_cache_bytes is {}, must be {MIN_INDEX_CACHE_BYTES}..={MAX_INDEX_CACHE_BYTES}",
+                self.index_cache_bytes
             )));
         }
         Ok(())
@@ -407,7 +428,7 @@ impl Store {
             )));
         }
         let index_path = config.path.join("index");
-        let db = open_index_db(&index_path)?;
+        let db = open_index_db(&index_path, config.log.index_cache_bytes)?;
         let meta = db.open_tree("meta")?;
         check_meta(&meta, &config)?;
         let sync = config.durability == Durability::Full;
@@ -922,11 +943,17 @@ impl Store {
 /// still fails, after this wait.
 const INDEX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Opens sled at `path`, waiting up to [`INDEX_LOCK_WAIT`] for its file lock.
-fn open_index_db(path: &Path) -> Result<sled::Db, StoreError> {
+/// Opens sled at `path` with a cache of `cache_bytes`, waiting up to
+/// [`INDEX_LOCK_WAIT`] for its file lock. sled's own default cache (1 GiB) lets the
+/// index's memory grow with every key for the first few million items.
+fn open_index_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
             Err(sled::Error::Io(e))
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.to_string().contains("could not acquire lock") =>

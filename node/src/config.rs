@@ -304,6 +304,7 @@ const ENV_KEYS: &[(&str, EnvKind)] = &[
     ("store_log.segment_bytes", EnvKind::Int),
     ("store_log.retire_dead_percent", EnvKind::Int),
     ("store_log.retire_interval_ms", EnvKind::Int),
+    ("store_log.index_cache_mib", EnvKind::Int),
     ("validator_workers", EnvKind::Int),
     ("validation.mode", EnvKind::Str),
 ];

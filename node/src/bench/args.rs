@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// forwards what it does not own).
     #[arg(long)]
     pub no_routing: bool,
+    /// Run the SDK's adaptive throttle as an application's client does (its default load
+    /// guard, still without retries): requests it refuses locally count as refused.
+    #[arg(long)]
+    pub client_throttle: bool,
     /// Pipelined streams per connection in the SDK.
     #[arg(long, default_value_t = 4)]
     pub streams: usize,

@@ -34,7 +34,7 @@ pub struct Live {
     pub offered: AtomicU64,
     /// Answered successfully.
     pub ok: AtomicU64,
-    /// Refused with `Overloaded`.
+    /// Refused with `Overloaded`, or locally by the SDK's throttle.
     pub refused: AtomicU64,
     /// Other failures.
     pub failed: AtomicU64,
@@ -44,7 +44,9 @@ pub struct Live {
 pub fn outcome_of(result: &Result<(), ClientError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Ok,
-        Err(ClientError::Server(ErrorCode::Overloaded { .. })) => Outcome::Refused,
+        Err(ClientError::Server(ErrorCode::Overloaded { .. }) | ClientError::Throttled) => {
+            Outcome::Refused
+        }
         Err(e) => Outcome::Error(error_kind(e)),
     }
 }
@@ -130,5 +132,31 @@ pub async fn report_progress(live: Arc<Live>, start: Instant, stop: Cancellation
             now[3] - last[3],
         );
         last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_by_the_node_or_by_the_sdks_throttle_counts_as_refused() {
+        let overloaded = ErrorCode::Overloaded {
+            tier: Tier::Batch,
+            retry_after_ms: 5,
+        };
+        assert!(matches!(
+            outcome_of(&Err(ClientError::Server(overloaded))),
+            Outcome::Refused
+        ));
+        assert!(matches!(
+            outcome_of(&Err(ClientError::Throttled)),
+            Outcome::Refused
+        ));
+        assert!(matches!(
+            outcome_of(&Err(ClientError::Timeout)),
+            Outcome::Error(kind) if kind == "client_timeout"
+        ));
+        assert!(matches!(outcome_of(&Ok(())), Outcome::Ok));
     }
 }

@@ -1,19 +1,21 @@
 //! What the load is made of: the items, one request, and how a failure is named.
 
-use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, Tier};
+use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, LoadGuardConfig, Tier};
 use rand::Rng;
 
 use super::args::BenchArgs;
 use crate::cli::ConnectArgs;
 use crate::commands::{CliError, connect};
 
-/// The SDK settings of a load generator: it measures the node, so it must not throttle
-/// itself or retry, and every refusal is counted as the node answered it.
+/// The SDK settings of a load generator: it measures the node, so it never retries and
+/// throttles itself only when `--client-throttle` asks for the SDK's throttle (the
+/// offered load is then what a fleet of applications would send, not what reaches the
+/// node).
 pub(crate) fn client_config(args: &BenchArgs) -> Result<ClientConfig, CliError> {
     let mut config = ClientConfig {
         streams_per_connection: std::num::NonZeroUsize::new(args.streams)
             .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
-        load_guard: None,
+        load_guard: args.client_throttle.then(LoadGuardConfig::default),
         max_retries: 0,
         ..ClientConfig::default()
     };

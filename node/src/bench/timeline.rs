@@ -15,7 +15,7 @@ use super::stats::Percentiles;
 pub enum Outcome {
     /// Answered successfully.
     Ok,
-    /// Refused with `Overloaded`: the node said in time that it could not serve it.
+    /// Refused with `Overloaded` (or by the SDK's throttle, under `--client-throttle`).
     Refused,
     /// Any other failure, by kind.
     Error(String),

@@ -1,5 +1,5 @@
-//! The `[store_log]` section: the partition log's segment size and how its dead
-//! records are reclaimed.
+//! The `[store_log]` section: the partition log's segment size, how its dead records
+//! are reclaimed, and the cache of the index behind it.
 
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ pub struct StoreLogSection {
     pub retire_dead_percent: u32,
     /// Milliseconds between retirement passes (10..=3,600,000; default 2,000).
     pub retire_interval_ms: u64,
+    /// MiB of cache for the index behind the log (4..=65,536; default 64). The index
+    /// holds about four times this in memory once the store outgrows it.
+    pub index_cache_mib: u64,
 }
 
 impl Default for StoreLogSection {
@@ -29,6 +32,7 @@ impl Default for StoreLogSection {
             segment_bytes: preset.segment_bytes,
             retire_dead_percent: (preset.retire_dead_fraction * 100.0).round() as u32,
             retire_interval_ms: preset.retire_interval.as_millis() as u64,
+            index_cache_mib: preset.index_cache_bytes >> 20,
         }
     }
 }
@@ -54,10 +58,17 @@ impl StoreLogSection {
             10,
             3_600_000,
         )?;
+        check_range(
+            "store_log.index_cache_mib",
+            self.index_cache_mib,
+            chorus_actors::store::MIN_INDEX_CACHE_BYTES >> 20,
+            chorus_actors::store::MAX_INDEX_CACHE_BYTES >> 20,
+        )?;
         Ok(LogConfig {
             segment_bytes: self.segment_bytes,
             retire_dead_fraction: f64::from(self.retire_dead_percent) / 100.0,
             retire_interval: Duration::from_millis(self.retire_interval_ms),
+            index_cache_bytes: self.index_cache_mib << 20,
         })
     }
 }

@@ -18,6 +18,7 @@ fn config(path: &Path, segment_bytes: u64) -> StoreConfig {
             segment_bytes,
             retire_dead_fraction: 0.5,
             retire_interval: Duration::from_secs(3600),
+            ..LogConfig::default()
         },
     }
 }
