@@ -143,6 +143,22 @@ impl NodeHandle {
         self.inner.store.log_usage()
     }
 
+    /// Writes a snapshot of the store into `dir` on the blocking pool (see
+    /// [`Store::snapshot`]); writes go on meanwhile. Progress goes to the log.
+    pub async fn snapshot(
+        &self,
+        dir: std::path::PathBuf,
+    ) -> Result<crate::store::SnapshotReport, crate::store::SnapshotError> {
+        let store = Arc::clone(&self.inner.store);
+        tokio::task::spawn_blocking(move || store.snapshot(&dir, &mut |_| {}))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::store::SnapshotError::Aborted {
+                    reason: e.to_string(),
+                })
+            })
+    }
+
     /// The store, to inject faults in tests.
     #[cfg(feature = "fault-injection")]
     pub fn store_for_tests(&self) -> Arc<Store> {

@@ -27,12 +27,17 @@
 //! [`retire`] pass, deletes segments wholly before the checkpoint once nothing in them
 //! is live, and compacts those mostly dead (copying their live records to the log's
 //! head), so the log's disk use stays bounded by what is live ([`Store::log_usage`]).
+//!
+//! A [`snapshot`] is the log up to the end noted when it began, hard-linked where it
+//! can be, with a checksummed manifest of the metadata trees; restoring one rebuilds
+//! the index from the log.
 
 pub mod audit;
 pub mod index;
 mod keys;
 pub mod log;
 pub mod retire;
+pub mod snapshot;
 mod tail;
 mod verdict;
 
@@ -59,6 +64,7 @@ use keys::{item_key, split_item_key, user_prefix};
 use log::record::{RecordHeader, RecordKind};
 use log::{LogError, PartitionLog};
 pub use retire::{LogUsage, RetireStep};
+pub use snapshot::{RestoreError, RestoreReport, SnapshotError, SnapshotProgress, SnapshotReport};
 use tail::Tail;
 
 use crate::telemetry::{

@@ -40,6 +40,26 @@ pub enum Command {
     /// Make the cluster CA, the cluster key and node certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Restore a snapshot (`chorus ctl snapshot DIR`) into a fresh data dir, offline:
+    /// checks the snapshot, then writes the store; start the agent on it afterwards.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `chorus restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot directory.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The data dir to restore into; refused unless absent or empty.
+    #[arg(long, value_name = "DIR", required_unless_present = "check")]
+    pub data_dir: Option<PathBuf>,
+    /// Only check the snapshot (manifest and every segment's checksum); write nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `chorus certs ...`
@@ -211,6 +231,13 @@ pub enum CtlCommand {
     /// Leave the cluster gracefully (the others take over its partitions at once) and
     /// stop the node (audited).
     Leave,
+    /// Write a consistent snapshot of the node's store into DIR (absent or empty, on the
+    /// node's host) while it keeps taking writes (audited); restore it with
+    /// `chorus restore`.
+    Snapshot {
+        /// Where the snapshot goes.
+        dir: PathBuf,
+    },
     /// The gossip keyring: list the keys, or rotate them (audited). To rotate without
     /// a restart, run `install` on every member, then `use` on every member, then
     /// `remove` of the old key on every member.

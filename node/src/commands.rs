@@ -1,5 +1,5 @@
 //! The client-side subcommands (`submit`, `get`, `list`, `keys`, `bench`), built on the
-//! SDK exactly as an application would use it.
+//! SDK exactly as an application would use it, and the offline `restore`.
 
 pub mod ctl;
 mod output;
@@ -12,7 +12,8 @@ use chorus_client::{
 };
 
 use crate::cli::{
-    CertsCommand, Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, ListArgs, SubmitArgs,
+    CertsCommand, Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, ListArgs,
+    RestoreArgs, SubmitArgs,
 };
 use crate::config::admin_key_path;
 use crate::tls::TlsPaths;
@@ -45,6 +46,7 @@ pub async fn run(command: Command) -> ExitCode {
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
         Command::Ctl(args) => return ctl::run(args).await,
         Command::Certs(command) => (false, certs(command)),
+        Command::Restore(args) => (args.json, restore(&args)),
         Command::Demo(args) => return crate::demo::run(args).await,
         Command::Agent(_) => unreachable!("the agent is not a client command"),
     };
@@ -91,6 +93,90 @@ fn read_admin_key(data_dir: &std::path::Path) -> Result<String, CliError> {
         ))
     })?;
     Ok(key.trim().to_string())
+}
+
+/// `chorus restore`: checks the snapshot, then (unless `--check`) restores it into a
+/// data dir that is absent or empty, created 0700. Offline: no agent may run on it.
+fn restore(args: &RestoreArgs) -> Result<(), CliError> {
+    use chorus_actors::store::{DEFAULT_INDEX_CACHE_BYTES, snapshot};
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    if args.check {
+        let manifest = snapshot::verify(&args.from).map_err(|e| usage(&e))?;
+        let bytes: u64 = manifest.segments.iter().map(|s| s.bytes).sum();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ok": true, "node": manifest.node, "partitions": manifest.partitions,
+                    "segments": manifest.segments.len(), "bytes": bytes,
+                    "records": manifest.records, "created_at_ms": manifest.created_at_ms,
+                })
+            );
+        } else {
+            println!(
+                "snapshot intact: node {}, {} partitions, {} segments, {bytes} bytes, {} records",
+                manifest.node,
+                manifest.partitions,
+                manifest.segments.len(),
+                manifest.records
+            );
+        }
+        return Ok(());
+    }
+    let Some(data_dir) = &args.data_dir else {
+        return Err(usage(&"--data-dir is required to restore"));
+    };
+    let occupied = match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(usage(&format!("{}: {e}", data_dir.display()))),
+    };
+    if occupied {
+        return Err(usage(&format!(
+            "{} is not empty: restore only into a fresh data dir",
+            data_dir.display()
+        )));
+    }
+    // Checked before the data dir is made, so a bad snapshot leaves nothing behind.
+    snapshot::read_manifest(&args.from).map_err(|e| usage(&e))?;
+    crate::secrets::create_private_dir(data_dir).map_err(|e| usage(&e))?;
+    let report = snapshot::restore(
+        &args.from,
+        &data_dir.join("store"),
+        DEFAULT_INDEX_CACHE_BYTES,
+    )
+    .map_err(|e| usage(&e))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true, "data_dir": data_dir.display().to_string(),
+                "node": report.node, "partitions": report.partitions,
+                "segments": report.segments, "bytes": report.bytes,
+                "records": report.records, "items": report.items,
+                "api_keys": report.api_keys,
+                "end_segment": report.end.segment, "end_offset": report.end.offset,
+                "duration_ms": report.duration.as_millis() as u64,
+            })
+        );
+    } else {
+        println!(
+            "restored {} items ({} records, {} segments, {} bytes) of node {} into {} in {} ms",
+            report.items,
+            report.records,
+            report.segments,
+            report.bytes,
+            report.node,
+            data_dir.display(),
+            report.duration.as_millis()
+        );
+        println!(
+            "start the agent on it with the same partition count ({}); keep or recreate its \
+             API key files (the keys themselves are restored)",
+            report.partitions
+        );
+    }
+    Ok(())
 }
 
 fn certs(command: CertsCommand) -> Result<(), CliError> {

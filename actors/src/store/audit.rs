@@ -180,6 +180,18 @@ impl AuditLog {
         Ok(entry)
     }
 
+    /// Every record of the tree (entries and head) as stored, read under the append
+    /// lock so the head matches the last entry (for snapshots).
+    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let _head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = Vec::new();
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            records.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(records)
+    }
+
     /// The entry at `seq`, if present.
     pub fn get(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
         self.tree

@@ -452,6 +452,16 @@ impl PartitionLog {
         Ok(bytes)
     }
 
+    /// Every segment up to and including `through`, each with its path and an open
+    /// handle: a handle keeps reading a segment even if it is retired meanwhile.
+    pub(crate) fn segment_files(&self, through: u64) -> Vec<(u64, PathBuf, Arc<File>)> {
+        let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+        readers
+            .range(..=through)
+            .map(|(&segment, file)| (segment, segment_path(&self.dir, segment), Arc::clone(file)))
+            .collect()
+    }
+
     /// Deletes a segment whose records are all dead, durably (the directory is synced).
     /// Readers that already hold the file finish their read; later reads of its
     /// locators are [`LogError::Retired`]. Refuses the segment being written.
@@ -530,12 +540,12 @@ impl PartitionLog {
 }
 
 /// `<dir>/<segment, 20 digits>.seg`: names sort in log order.
-fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.seg"))
 }
 
 /// The segment numbers present in `dir`, ascending.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LogError::Io {
         path: dir.to_path_buf(),
         source,
@@ -597,7 +607,7 @@ fn cut_tail(path: &Path, stop: &ScanStop, len: usize) -> Result<(), LogError> {
     file.sync_all().map_err(io)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| LogError::Io {

@@ -17,11 +17,14 @@ use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction, GossipKeysAc
 use crate::config::{NodeConfig, default_control_socket};
 use crate::control::protocol::{
     AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, SecretHex,
-    StatusReport,
+    SnapshotResult, StatusReport,
 };
 
 /// How long the node has to answer (`audit-verify` reads the whole log).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a snapshot may take: it reads the whole partition log (the node logs its
+/// progress meanwhile).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Why `chorus ctl` could not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,13 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Members => Request::Members,
         CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
         CtlCommand::Leave => Request::Leave,
+        CtlCommand::Snapshot { dir } => Request::Snapshot {
+            // The agent resolves paths against its own directory: send an absolute one.
+            dir: std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+                .to_string(),
+        },
         CtlCommand::GossipKeys { action } => match action {
             GossipKeysAction::List => Request::GossipKeys,
             GossipKeysAction::Install { key } => Request::GossipKeysInstall {
@@ -196,9 +206,13 @@ pub async fn exchange(socket: &Path, request: &Request) -> Result<Response, CtlE
         serde_json::from_slice::<Response>(&answer)
             .map_err(|e| CtlError::BadResponse(e.to_string()))
     };
-    tokio::time::timeout(RESPONSE_TIMEOUT, exchange)
+    let limit = match request {
+        Request::Snapshot { .. } => SNAPSHOT_TIMEOUT,
+        _ => RESPONSE_TIMEOUT,
+    };
+    tokio::time::timeout(limit, exchange)
         .await
-        .map_err(|_| CtlError::Timeout(RESPONSE_TIMEOUT))?
+        .map_err(|_| CtlError::Timeout(limit))?
 }
 
 fn print_reply(reply: &Reply) {
@@ -333,7 +347,30 @@ fn print_reply(reply: &Reply) {
             "breaker {} is now {} (audit entry {})",
             change.name, change.state, change.audit_seq
         ),
+        Reply::Snapshot(s) => print_table(&snapshot_rows(s)),
     }
+}
+
+fn snapshot_rows(s: &SnapshotResult) -> Vec<(&'static str, String)> {
+    vec![
+        ("snapshot", s.dir.clone()),
+        (
+            "segments",
+            format!(
+                "{} / {} ({} hard-linked)",
+                s.segments_done, s.segments_total, s.linked_segments
+            ),
+        ),
+        ("bytes", format!("{} / {}", s.bytes_done, s.bytes_total)),
+        ("records", s.records.to_string()),
+        ("api keys", s.api_keys.to_string()),
+        (
+            "log end",
+            format!("segment {}, offset {}", s.end_segment, s.end_offset),
+        ),
+        ("took", format!("{} ms", s.duration_ms)),
+        ("audit entry", s.audit_seq.to_string()),
+    ]
 }
 
 fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {

@@ -8,6 +8,7 @@ use chorus_actors::BreakerCommand;
 use chorus_actors::DegradeCommand;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::published_breaker::state_name;
+use chorus_actors::store::SnapshotError;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +17,8 @@ use tracing::info;
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     DegradeReport, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport, LogLevelChange,
-    MemberRow, QueueRow, QueuesReport, Reply, Request, RingNodeRow, RingReport, StatusReport,
-    StoreLogStatus, UserOwner,
+    MemberRow, QueueRow, QueuesReport, Reply, Request, RingNodeRow, RingReport, SnapshotResult,
+    StatusReport, StoreLogStatus, UserOwner,
 };
 use crate::cluster::gossip::{KeyOp, KeysError};
 use crate::cluster::membership::keyring::MAX_KEYS;
@@ -181,6 +182,7 @@ impl Handler {
                 .gossip_keys(peer, GossipKeysCommand::Remove(&key_id))
                 .await
                 .map(Reply::GossipKeys),
+            Request::Snapshot { dir } => self.snapshot(peer, &dir).await.map(Reply::Snapshot),
         }
     }
 
@@ -254,6 +256,53 @@ impl Handler {
         Ok(GossipKeysReport {
             keys: key_rows(keys),
             audit_seq: Some(entry.seq),
+        })
+    }
+
+    /// `snapshot DIR`: audits it, then writes the store's snapshot on the blocking pool
+    /// while writes go on. A relative path is refused: it would resolve against the
+    /// agent's working directory, not the caller's.
+    pub async fn snapshot(&self, peer: &Peer, dir: &str) -> Result<SnapshotResult, ControlError> {
+        let path = PathBuf::from(dir);
+        if !path.is_absolute() {
+            return Err(ControlError::Invalid {
+                field: "dir".into(),
+                reason: "must be an absolute path".into(),
+            });
+        }
+        let entry = self
+            .node
+            .audit_append(peer.audit_actor(), "snapshot", format!("dir={dir:?}"))
+            .await
+            .map_err(audit_failed)?;
+        info!(
+            uid = peer.uid,
+            dir,
+            audit_seq = entry.seq,
+            "snapshot requested"
+        );
+        let report = self.node.snapshot(path).await.map_err(|e| match e {
+            SnapshotError::TargetNotEmpty { .. } => ControlError::Invalid {
+                field: "dir".into(),
+                reason: e.to_string(),
+            },
+            other => ControlError::Unavailable {
+                reason: other.to_string(),
+            },
+        })?;
+        Ok(SnapshotResult {
+            dir: dir.to_string(),
+            segments_done: report.progress.segments_done as u64,
+            segments_total: report.progress.segments_total as u64,
+            bytes_done: report.progress.bytes_done,
+            bytes_total: report.progress.bytes_total,
+            linked_segments: report.linked_segments as u64,
+            records: report.records,
+            api_keys: report.api_keys as u64,
+            end_segment: report.end.segment,
+            end_offset: report.end.offset,
+            duration_ms: report.duration.as_millis() as u64,
+            audit_seq: entry.seq,
         })
     }
 

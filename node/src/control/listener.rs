@@ -379,6 +379,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn snapshot_writes_an_audited_snapshot_and_refuses_relative_and_busy_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, stop, task) = serve(dir.path()).await;
+        let snap = dir.path().join("snap");
+        let request = |dir: &str| format!("{{\"cmd\":\"snapshot\",\"dir\":{dir:?}}}\n");
+        let mut bytes = request("relative/snap").into_bytes();
+        bytes.extend(request(snap.to_str().unwrap()).into_bytes());
+        bytes.extend(request(snap.to_str().unwrap()).into_bytes());
+        let responses = send(&path, &bytes).await;
+        assert_eq!(responses.len(), 3, "{responses:?}");
+        assert!(matches!(
+            &responses[0].error,
+            Some(ControlError::Invalid { field, .. }) if field == "dir"
+        ));
+        match &responses[1].result {
+            Some(Reply::Snapshot(s)) => {
+                assert_eq!(s.segments_done, s.segments_total);
+                assert_eq!(s.bytes_done, s.bytes_total);
+                assert_eq!(s.audit_seq, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(snap.join("manifest.json").exists());
+        // The snapshot is there now: the same target again is refused.
+        assert!(matches!(
+            &responses[2].error,
+            Some(ControlError::Invalid { field, .. }) if field == "dir"
+        ));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn an_over_long_line_is_refused_and_the_connection_closed() {
         let dir = tempfile::tempdir().unwrap();
         let (path, stop, task) = serve(dir.path()).await;

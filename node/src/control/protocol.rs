@@ -94,6 +94,12 @@ pub enum Request {
         /// The key's id.
         key_id: String,
     },
+    /// Write a consistent snapshot of the store into `dir` (an absolute path on the
+    /// node's host, absent or empty) while writes go on (audited before it starts).
+    Snapshot {
+        /// Where the snapshot goes.
+        dir: String,
+    },
 }
 
 /// A secret carried in a request (a gossip key): serialised as the plain string, but
@@ -130,6 +136,7 @@ impl Request {
             Request::GossipKeysInstall { .. } => "gossip-keys-install",
             Request::GossipKeysUse { .. } => "gossip-keys-use",
             Request::GossipKeysRemove { .. } => "gossip-keys-remove",
+            Request::Snapshot { .. } => "snapshot",
         }
     }
 }
@@ -238,6 +245,37 @@ pub enum Reply {
     Leave(LeaveReport),
     /// Answer to the `gossip-keys` requests.
     GossipKeys(GossipKeysReport),
+    /// Answer to [`Request::Snapshot`].
+    Snapshot(SnapshotResult),
+}
+
+/// What `snapshot` wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResult {
+    /// Where the snapshot is.
+    pub dir: String,
+    /// Segments written and checked.
+    pub segments_done: u64,
+    /// Segments the snapshot holds.
+    pub segments_total: u64,
+    /// Bytes written and checked.
+    pub bytes_done: u64,
+    /// Bytes the snapshot holds.
+    pub bytes_total: u64,
+    /// Of the segments, those hard-linked rather than copied.
+    pub linked_segments: u64,
+    /// Log records in it.
+    pub records: u64,
+    /// API keys in it.
+    pub api_keys: u64,
+    /// The log's end when it began (segment): everything acknowledged before is in it.
+    pub end_segment: u64,
+    /// The log's end when it began (offset in that segment).
+    pub end_offset: u64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The audit entry recording it.
+    pub audit_seq: u64,
 }
 
 /// The gossip keyring after a `gossip-keys` request.
