@@ -97,6 +97,9 @@ impl AuditReport {
     }
 }
 
+/// A key and value of the tree as stored.
+pub type RawRecord = (Vec<u8>, Vec<u8>);
+
 /// The last entry's position and hash, as kept in the head record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 struct Head {
@@ -182,7 +185,7 @@ impl AuditLog {
 
     /// Every record of the tree (entries and head) as stored, read under the append
     /// lock so the head matches the last entry (for snapshots).
-    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn export(&self) -> Result<Vec<RawRecord>, StoreError> {
         let _head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let mut records = Vec::new();
         for entry in self.tree.iter() {
