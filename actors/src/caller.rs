@@ -2,11 +2,8 @@
 
 use std::sync::Arc;
 
-use chorus_protocol::Role;
+use chorus_protocol::{KEY_ID_HEX_LEN, Role};
 use sha2::{Digest, Sha256};
-
-/// Hex characters of the key hash kept as the key's id.
-const KEY_ID_HEX_LEN: usize = 16;
 
 /// The role of the API key a request comes with, and a stable, non-secret id of that
 /// key (a prefix of its SHA-256, the same hash the store keeps): per-key rate limits

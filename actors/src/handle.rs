@@ -22,7 +22,10 @@ use crate::policy::degradation::Level;
 use crate::published_bulkhead::{BulkheadBoard, BulkheadOccupancy};
 use crate::published_door::DoorBoard;
 use crate::restart::RestartPolicy;
-use crate::store::{AuditEntry, AuditReport, Store, StoreConfig, StoreError};
+use crate::store::{
+    ApiKeyEntry, AuditEntry, AuditReport, KeyHash, KeySet, KeyStatus, Store, StoreConfig,
+    StoreError,
+};
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
 /// The audit actor for API keys created over the client protocol.
@@ -339,14 +342,92 @@ impl NodeHandle {
         .await?
     }
 
-    /// The role of the key whose SHA-256 is `hash`, if this node's store knows it (a
-    /// peer asks when a client presents a key created on another node).
+    /// The role of the key whose SHA-256 is `hash`, if this node's store knows it and
+    /// it is not revoked.
     pub async fn authenticate_hash(&self, hash: [u8; 32]) -> Result<Option<Role>, ErrorCode> {
         let store = Arc::clone(&self.inner.store);
-        tokio::task::spawn_blocking(move || store.authenticate_hash(&hash))
-            .await
-            .map_err(|_| ErrorCode::Internal { request_id: 0 })?
-            .map_err(|e| e.to_error_code())
+        blocking(move || store.authenticate_hash(&hash)).await
+    }
+
+    /// Whether the key whose SHA-256 is `hash` is valid here, revoked, or unknown here
+    /// (a hello asks the peers only about the last).
+    pub async fn key_status(&self, hash: KeyHash) -> Result<KeyStatus, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.api_key_status(&hash)).await
+    }
+
+    /// Whether the key whose SHA-256 is `hash` is revoked; memory only, for the check an
+    /// open connection makes before each request.
+    pub fn key_revoked(&self, hash: &KeyHash) -> bool {
+        self.inner.store.is_key_revoked(hash)
+    }
+
+    /// How many revocations this node knows; it only grows, so a connection that saw
+    /// the same count need not look its key up again.
+    pub fn key_revocations(&self) -> u64 {
+        self.inner.store.key_revocations()
+    }
+
+    /// Every API key held here, with its revocation.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyEntry>, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.list_api_keys()).await
+    }
+
+    /// Revokes the one key whose id starts with `id` (a hex prefix of its SHA-256).
+    /// Audited first, like a creation: if the audit log cannot record it, nothing is
+    /// revoked. Revoking a revoked key answers its first revocation.
+    pub async fn revoke_api_key(&self, id: String) -> Result<ApiKeyEntry, ErrorCode> {
+        let request = Request::RevokeApiKey { id };
+        request.validate_shape()?;
+        let Request::RevokeApiKey { id } = request else {
+            unreachable!("built as RevokeApiKey above")
+        };
+        let store = Arc::clone(&self.inner.store);
+        let hash = blocking(move || store.resolve_api_key(&id)).await?;
+        self.audit_append(
+            AUDIT_ACTOR_API,
+            "api-key.revoke",
+            format!("id={}", crate::store::key_id(&hash)),
+        )
+        .await?;
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.revoke_api_key(&hash)).await
+    }
+
+    /// Applies a peer's keys and revocations; returns how many entries were new here.
+    pub async fn merge_api_keys(&self, set: KeySet) -> Result<usize, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.merge_api_keys(&set)).await
+    }
+
+    /// Every key and revocation held here.
+    pub async fn api_key_set(&self) -> Result<KeySet, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.api_key_set()).await
+    }
+
+    /// Merges a peer's whole set, then answers what this node holds that the peer
+    /// lacks: one round trip leaves both with the union.
+    pub async fn exchange_api_keys(&self, theirs: KeySet) -> Result<(usize, KeySet), ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || {
+            let merged = store.merge_api_keys(&theirs)?;
+            Ok((merged, store.api_keys_missing_from(&theirs)?))
+        })
+        .await
+    }
+
+    /// One key's record and revocation, as a push to the peers carries them.
+    pub async fn api_key_delta(&self, hash: KeyHash) -> Result<KeySet, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.api_key_delta(&hash)).await
+    }
+
+    /// A digest of every key and revocation held here: equal digests, equal sets.
+    pub async fn api_key_digest(&self) -> Result<u64, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.api_key_digest()).await
     }
 
     /// Creates an API key with `role`; returns the key, which is not stored in clear.
@@ -484,19 +565,21 @@ where
     }
 }
 
-/// Runs a blocking store operation off the reactor, mapping its errors to `ErrorCode`.
+/// Runs a blocking store operation (audit, keys) off the reactor, mapping its errors to
+/// `ErrorCode`.
 async fn blocking<T: Send + 'static>(
     op: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ErrorCode> {
     match tokio::task::spawn_blocking(op).await {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.is_refusal() => Err(e.to_error_code()),
         Ok(Err(e)) => {
-            error!(error = %e, "audit operation failed");
+            error!(error = %e, "store operation failed");
             Err(e.to_error_code())
         }
         Err(e) => {
-            error!(error = %e, "audit task panicked");
-            Err(unavailable("audit task failed"))
+            error!(error = %e, "store task panicked");
+            Err(unavailable("store task failed"))
         }
     }
 }

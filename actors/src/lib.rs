@@ -65,6 +65,6 @@ pub use handle::{NodeHandle, StartError};
 pub use pipeline::{PipelineConfig, PipelineConfigError};
 pub use policy::breaker::BreakerCommand;
 pub use store::{
-    ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, Store, StoreConfig, StoreError,
-    Write,
+    ApiKeyEntry, ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, KeyHash, KeySet,
+    KeyStatus, Store, StoreConfig, StoreError, Write,
 };

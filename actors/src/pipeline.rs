@@ -28,7 +28,7 @@ pub struct PipelineConfig {
     pub tiers: TierQueueConfig,
     /// When load sheds the batch tier, and when everything but realtime and priority.
     pub degradation: DegradationConfig,
-    /// The store-writes bulkhead (256 writes in the group commit, 200 waiting). The tier
+    /// The store-writes bulkhead (128 writes in the group commit, 64 waiting). The tier
     /// queues let at most its capacity (running + waiting) past them, so under overload
     /// the tier queues, where priorities apply, hold the backlog.
     pub store_writes: BulkheadConfig,

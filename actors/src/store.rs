@@ -5,7 +5,8 @@
 //!                    tagged (partition, sequence); one write + fdatasync per group
 //! <path>/index/      sled: the index over the log (`listing`, `ids`, `sequences`,
 //!                    checkpoint, dead bytes per segment) and the small metadata trees
-//!                    (`api_keys`, `audit`, `meta`: partition count, node id)
+//!                    (`api_keys` and `revoked_keys` ([`api_keys`]), `audit`, `meta`:
+//!                    partition count, node id)
 //! ```
 //!
 //! A write is acknowledged once its group's `fdatasync` returns ([`log`]); its record
@@ -32,6 +33,7 @@
 //! can be, with a checksummed manifest of the metadata trees; restoring one rebuilds
 //! the index from the log.
 
+pub mod api_keys;
 pub mod audit;
 pub mod index;
 mod keys;
@@ -51,13 +53,15 @@ use std::time::Duration;
 use bincode::{Decode, Encode};
 use chorus_protocol::{
     Enrichment, ErrorCode, FrameLimit, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId,
-    PageToken, PartitionId, Receipt, Role, Status, StoredItem, decode_value, decode_value_within,
-    encode_payload, partition_of,
+    PageToken, PartitionId, Receipt, Role, Status, StoredItem, decode_value_within, encode_payload,
+    partition_of,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tracing::{debug, error, info};
 
+use api_keys::ApiKeys;
+pub use api_keys::{ApiKeyEntry, KeyHash, KeySet, KeyStatus, key_id};
 pub use audit::{AuditEntry, AuditLog, AuditReport};
 use index::{Index, IndexEntry};
 use keys::{item_key, split_item_key, user_prefix};
@@ -284,6 +288,26 @@ pub enum StoreError {
     /// The configuration is unusable (e.g. zero partitions); nothing was opened.
     #[error("invalid store config: {0}")]
     InvalidConfig(String),
+    /// The cluster holds the most API keys (or revocations) it may; nothing was changed.
+    #[error("at most {max} API keys and as many revocations may exist")]
+    TooManyKeys {
+        /// The bound.
+        max: usize,
+    },
+    /// No API key has an id that starts with `id`; nothing was changed.
+    #[error("no API key has an id starting with {id:?}")]
+    UnknownKey {
+        /// The id or id prefix asked for.
+        id: String,
+    },
+    /// Several API keys have an id that starts with `id`; nothing was changed.
+    #[error("{matches} API keys have an id starting with {id:?}; give more of it")]
+    AmbiguousKey {
+        /// The id prefix asked for.
+        id: String,
+        /// How many keys it matches.
+        matches: usize,
+    },
     /// A request argument was refused before touching the store.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -295,10 +319,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a refusal of the request's arguments (nothing failed).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Invalid { .. }
+                | StoreError::TooManyKeys { .. }
+                | StoreError::UnknownKey { .. }
+                | StoreError::AmbiguousKey { .. }
+        )
+    }
+
     /// The typed error a client sees for this failure.
     pub fn to_error_code(&self) -> ErrorCode {
         match self {
             StoreError::Invalid { field, reason } => ErrorCode::invalid(*field, reason.clone()),
+            StoreError::TooManyKeys { .. } => ErrorCode::invalid("keys", self.to_string()),
+            StoreError::UnknownKey { .. } | StoreError::AmbiguousKey { .. } => {
+                ErrorCode::invalid("id", self.to_string())
+            }
             other => ErrorCode::Unavailable {
                 reason: format!("store: {other}"),
             },
@@ -396,7 +435,8 @@ pub struct Store {
     indexer: Option<JoinHandle<()>>,
     /// Runs the retirement pass; stopped and joined on drop.
     retirer: Option<JoinHandle<()>>,
-    api_keys: sled::Tree,
+    /// API keys and their revocations.
+    api_keys: ApiKeys,
     /// Administrative actions, hash chained; see [`audit`].
     audit: AuditLog,
     node: NodeId,
@@ -505,7 +545,7 @@ impl Store {
             shared,
             indexer: Some(indexer),
             retirer: None,
-            api_keys: db.open_tree("api_keys")?,
+            api_keys: ApiKeys::open(&db)?,
             audit: AuditLog::open(db.open_tree("audit")?)?,
             node: config.node,
             partitions: config.partitions,
@@ -795,7 +835,8 @@ impl Store {
     }
 
     /// Creates an API key with `role`, stores only its SHA-256, flushes, and returns the
-    /// key (the only time it exists in clear).
+    /// key (the only time it exists in clear). Refused with `TooManyKeys` past
+    /// [`chorus_protocol::MAX_API_KEYS`].
     pub fn create_api_key(&self, role: Role, name: String) -> Result<String, StoreError> {
         let mut secret = [0u8; API_KEY_RANDOM_BYTES];
         rand::rng().fill_bytes(&mut secret);
@@ -805,41 +846,105 @@ impl Store {
             name,
             created_at: now_ms(),
         };
-        self.api_keys
-            .insert(key_hash(&key), encode_payload(&record))?;
+        self.api_keys.insert_new(key_hash(&key), &record)?;
         self.sync_meta()?;
         info!(role = %role, name = %record.name, "api key created");
         Ok(key)
     }
 
-    /// The role of `key`, or `None` if it is not a known key.
+    /// The role of `key`, or `None` if it is not a valid key here (unknown or revoked).
     pub fn authenticate(&self, key: &str) -> Result<Option<Role>, StoreError> {
         self.authenticate_hash(&key_hash(key))
     }
 
-    /// The role of the key whose SHA-256 is `hash`, or `None` if it is not known here
-    /// (another node of the cluster may know it).
+    /// The role of the key whose SHA-256 is `hash`, or `None` if it is revoked or not
+    /// known here (another node of the cluster may know it).
     pub fn authenticate_hash(&self, hash: &[u8; 32]) -> Result<Option<Role>, StoreError> {
-        let Some(raw) = self.api_keys.get(hash)? else {
-            return Ok(None);
-        };
-        let record: ApiKeyRecord = decode_value(&raw).map_err(|e| StoreError::Corrupt {
-            tree: "api_keys",
-            reason: e.to_string(),
-        })?;
-        Ok(Some(record.role))
+        match self.api_keys.status(hash)? {
+            KeyStatus::Active(role) => Ok(Some(role)),
+            KeyStatus::Unknown | KeyStatus::Revoked => Ok(None),
+        }
+    }
+
+    /// Whether the key whose SHA-256 is `hash` is valid here, revoked, or unknown.
+    pub fn api_key_status(&self, hash: &KeyHash) -> Result<KeyStatus, StoreError> {
+        self.api_keys.status(hash)
+    }
+
+    /// Whether the key whose SHA-256 is `hash` is revoked; reads memory only, cheap
+    /// enough for every request.
+    pub fn is_key_revoked(&self, hash: &KeyHash) -> bool {
+        self.api_keys.is_revoked(hash)
+    }
+
+    /// How many revocations this node knows; it only grows, so a reader that saw the
+    /// same count has no new revocation to check.
+    pub fn key_revocations(&self) -> u64 {
+        self.api_keys.revocations()
+    }
+
+    /// Every API key held here, ordered by hash, with its revocation.
+    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyEntry>, StoreError> {
+        self.api_keys.list()
+    }
+
+    /// The hash of the one key whose id starts with the hex `prefix`; `UnknownKey` or
+    /// `AmbiguousKey` otherwise.
+    pub fn resolve_api_key(&self, prefix: &str) -> Result<KeyHash, StoreError> {
+        self.api_keys.resolve(prefix)
+    }
+
+    /// Revokes the key whose SHA-256 is `hash` and flushes: it never authenticates
+    /// again. A key revoked already keeps its first revocation time.
+    pub fn revoke_api_key(&self, hash: &KeyHash) -> Result<ApiKeyEntry, StoreError> {
+        let entry = self.api_keys.revoke(hash, now_ms())?;
+        self.sync_meta()?;
+        info!(key = %key_id(hash), "api key revoked");
+        Ok(entry)
+    }
+
+    /// Applies a peer's keys and revocations (a union) and flushes; returns how many
+    /// entries changed this node's state. Refused whole with `TooManyKeys`, nothing
+    /// changed, when it would take the node past the bound.
+    pub fn merge_api_keys(&self, set: &KeySet) -> Result<usize, StoreError> {
+        let changed = self.api_keys.merge(set)?;
+        if changed > 0 {
+            self.sync_meta()?;
+            debug!(changed, "api keys learned from a peer");
+        }
+        Ok(changed)
+    }
+
+    /// Every key and revocation held here.
+    pub fn api_key_set(&self) -> Result<KeySet, StoreError> {
+        self.api_keys.state()
+    }
+
+    /// What this node holds that `theirs` lacks.
+    pub fn api_keys_missing_from(&self, theirs: &KeySet) -> Result<KeySet, StoreError> {
+        self.api_keys.missing_from(theirs)
+    }
+
+    /// One key's record and revocation, as a push to the peers carries them.
+    pub fn api_key_delta(&self, hash: &KeyHash) -> Result<KeySet, StoreError> {
+        self.api_keys.delta(hash)
+    }
+
+    /// A digest of every key and revocation held: equal digests, equal sets.
+    pub fn api_key_digest(&self) -> Result<u64, StoreError> {
+        self.api_keys.digest()
     }
 
     /// How many API keys exist.
     pub fn api_key_count(&self) -> usize {
-        self.api_keys.len()
+        self.api_keys.count()
     }
 
     /// Creates an admin key if the store has no key at all and returns it; `None` if
     /// keys already exist.
     pub fn ensure_admin_key(&self) -> Result<Option<String>, StoreError> {
         let _guard = self.bootstrap.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.api_keys.is_empty() {
+        if self.api_keys.count() > 0 {
             return Ok(None);
         }
         self.create_api_key(Role::Admin, BOOTSTRAP_KEY_NAME.into())

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use chorus_protocol::{
-    ErrorCode, FrameError, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response,
-    RingMember, RingSnapshot, Role, RoutedRequest, StoredItem, Welcome, check_batch_len,
+    ApiKeyInfo, ErrorCode, FrameError, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request,
+    Response, RingMember, RingSnapshot, Role, RoutedRequest, StoredItem, Welcome, check_batch_len,
     encode_value, partition_of,
 };
 use tokio::task::{JoinHandle, JoinSet};
@@ -300,6 +300,28 @@ impl Client {
         match self.request(request).await? {
             Response::ApiKeyCreated { key, .. } => Ok(key),
             other => Err(unexpected("ApiKeyCreated", &other)),
+        }
+    }
+
+    /// Every API key of the cluster, revoked ones included, ordered by id (needs an
+    /// admin key). Never the keys themselves: an id is the start of a key's SHA-256.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, ClientError> {
+        match self.request(Request::ListApiKeys).await? {
+            Response::ApiKeys(keys) => Ok(keys),
+            other => Err(unexpected("ApiKeys", &other)),
+        }
+    }
+
+    /// Revokes the API key whose id starts with `id` (needs an admin key); it never
+    /// authenticates again on any member. Revoking a revoked key answers its first
+    /// revocation, so a retry is safe.
+    pub async fn revoke_api_key(&self, id: impl Into<String>) -> Result<ApiKeyInfo, ClientError> {
+        match self
+            .request(Request::RevokeApiKey { id: id.into() })
+            .await?
+        {
+            Response::ApiKeyRevoked(key) => Ok(key),
+            other => Err(unexpected("ApiKeyRevoked", &other)),
         }
     }
 
@@ -750,6 +772,8 @@ fn unexpected(expected: &str, got: &Response) -> ClientError {
         Response::Page { .. } => "Page",
         Response::ApiKeyCreated { .. } => "ApiKeyCreated",
         Response::Ring(_) => "Ring",
+        Response::ApiKeys(_) => "ApiKeys",
+        Response::ApiKeyRevoked(_) => "ApiKeyRevoked",
     };
     ClientError::Protocol(format!("expected a {expected} response, got {got}"))
 }

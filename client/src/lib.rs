@@ -51,8 +51,8 @@ mod session;
 mod tls;
 
 pub use chorus_protocol::{
-    Enrichment, ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response,
-    RingMember, RingSnapshot, Role, RoutedRequest, Status, StoredItem, Tier, Welcome,
+    ApiKeyInfo, Enrichment, ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request,
+    Response, RingMember, RingSnapshot, Role, RoutedRequest, Status, StoredItem, Tier, Welcome,
 };
 pub use client::{Client, Page, RoutingStats};
 pub use config::{ClientConfig, Credentials, RoutingConfig};

@@ -191,6 +191,19 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             .clone()
             .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>),
     };
+    // Replicates API keys to the peers until the server stops; owned here and awaited
+    // before the links close.
+    let key_sync_stop = shutdown.child_token();
+    let key_sync = links.clone().map(|links| {
+        let link_ups = links.link_ups();
+        tokio::spawn(crate::cluster::key_sync::run(
+            node.clone(),
+            Arc::new(links),
+            link_ups,
+            crate::cluster::key_sync::ANTI_ENTROPY_INTERVAL,
+            key_sync_stop.clone(),
+        ))
+    });
     server::serve_with_edge(
         endpoint,
         backend,
@@ -205,6 +218,10 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await;
+    key_sync_stop.cancel();
+    if let Some(key_sync) = key_sync {
+        let _ = key_sync.await;
+    }
     if let Some(links) = &links {
         links.shutdown().await;
     }

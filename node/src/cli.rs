@@ -368,6 +368,35 @@ pub struct ListArgs {
 pub enum KeysCommand {
     /// Create an API key (needs an admin key).
     Create(KeysCreateArgs),
+    /// List the cluster's API keys: id, role, name, created, revoked (needs an admin key).
+    List(KeysListArgs),
+    /// Revoke an API key by its id or a unique prefix of it (needs an admin key); every
+    /// member refuses it from then on.
+    Revoke(KeysRevokeArgs),
+}
+
+/// Flags of `chorus keys list`.
+#[derive(Debug, Args)]
+pub struct KeysListArgs {
+    /// Print one JSON object per key.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus keys revoke`.
+#[derive(Debug, Args)]
+pub struct KeysRevokeArgs {
+    /// The key's id as `chorus keys list` prints it, or a prefix naming one key.
+    pub id: String,
+    /// Print the revoked key as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to revoke it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// Flags of `chorus keys create`.

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod gossip;
+pub mod key_sync;
 pub mod keyring_file;
 pub mod links;
 pub mod membership;
@@ -15,6 +16,11 @@ pub mod state;
 /// Registers the descriptions of the cluster layer's metrics with the installed recorder.
 pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        key_sync::KEYS_SYNCED_TOTAL,
+        Unit::Count,
+        "API key records and revocations learned from peers (pushes and anti-entropy)."
+    );
     describe_counter!(
         state::RING_CHANGES,
         Unit::Count,

@@ -12,8 +12,8 @@ use chorus_client::{
 };
 
 use crate::cli::{
-    CertsCommand, Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, ListArgs,
-    RestoreArgs, SubmitArgs,
+    CertsCommand, Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, KeysListArgs,
+    KeysRevokeArgs, ListArgs, RestoreArgs, SubmitArgs,
 };
 use crate::config::admin_key_path;
 use crate::tls::TlsPaths;
@@ -42,6 +42,8 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Get(args) => (args.json, get(args).await),
         Command::List(args) => (args.json, list(args).await),
         Command::Keys(KeysCommand::Create(args)) => (args.json, create_key(args).await),
+        Command::Keys(KeysCommand::List(args)) => (args.json, list_keys(args).await),
+        Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),
         Command::Bench(args) => (false, crate::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
         Command::Ctl(args) => return ctl::run(args).await,
@@ -294,5 +296,23 @@ async fn create_key(args: KeysCreateArgs) -> Result<(), CliError> {
     let key = client.create_api_key(role, args.name.clone()).await;
     client.close().await;
     output::print_key(&key?, role, args.json);
+    Ok(())
+}
+
+async fn list_keys(args: KeysListArgs) -> Result<(), CliError> {
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let keys = client.list_api_keys().await;
+    client.close().await;
+    output::print_keys(&keys?, args.json);
+    Ok(())
+}
+
+async fn revoke_key(args: KeysRevokeArgs) -> Result<(), CliError> {
+    // Checked here too, so a mistyped id is refused before connecting.
+    chorus_protocol::check_key_id(&args.id)?;
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let key = client.revoke_api_key(args.id.clone()).await;
+    client.close().await;
+    output::print_revoked(&key?, args.json);
     Ok(())
 }

@@ -188,7 +188,7 @@ pub struct NodeConfig {
     pub edge: EdgeSection,
     /// The optional enrichment call (`[enrichment]`; off unless `url` is set).
     pub enrichment: EnrichmentSection,
-    /// The store-writes bulkhead (`[store_writes]`: 256 running, 200 waiting).
+    /// The store-writes bulkhead (`[store_writes]`: 128 running, 64 waiting).
     pub store_writes: StoreWritesSection,
     /// The partition log's segments and their retirement (`[store_log]`).
     pub store_log: StoreLogSection,

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_client::{Client, ClientConfig, ClientError, Credentials};
-use chorus_protocol::{ErrorCode, Item, Kind};
+use chorus_protocol::{ErrorCode, Item, Kind, Role};
 use serde_json::Value;
 use support::{chorus_bin, free_udp_port};
 
@@ -223,6 +223,33 @@ async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
         .unwrap()
         .expect("read back through node-1");
     assert_eq!(found.item.user_id, far_user);
+
+    // API keys are the cluster's: each member's first admin key reaches the others
+    // over the links, and a key created on node-1 is pushed to node-2 (whose listing
+    // reads its own copy only).
+    let on_node_2 = plain_client(&nodes[1], dir.path()).await;
+    let listed = |keys: &[chorus_protocol::ApiKeyInfo], name: &str| {
+        keys.iter().filter(|k| k.name == name).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let keys = on_node_2.list_api_keys().await.unwrap();
+        if listed(&keys, "bootstrap-admin") == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-2 holds {keys:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.create_api_key(Role::Read, "pushed").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed(&on_node_2.list_api_keys().await.unwrap(), "pushed") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the key created on node-1 never reached node-2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    on_node_2.close().await;
 
     // node-3 dies: its users get Unavailable quickly, node-1's users are unaffected.
     let incarnation = nodes[0].sees("node-3").unwrap().1;

@@ -223,7 +223,7 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
     assert_eq!(tiers.len(), 4);
     assert_eq!(tiers[0]["tier"], "realtime");
     assert_eq!(tiers[0]["capacity"], 1024);
-    assert_eq!(queues["result"]["max_in_flight"], 456);
+    assert_eq!(queues["result"]["max_in_flight"], 192);
 
     let level = json_of(&ctl(data, &["degrade", "--json"]));
     assert_eq!(level["result"]["level"], "normal");
@@ -259,7 +259,7 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
     assert_eq!(
         bulkheads["result"]["bulkheads"],
         serde_json::json!([{"name": "store", "running": 0, "queued": 0,
-            "max_concurrent": 256, "max_queue": 200}])
+            "max_concurrent": 128, "max_queue": 64}])
     );
 
     assert!(!ctl(data, &["degrade", "set", "panic"]).status.success());

@@ -117,6 +117,10 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
                 name: "reader".into(),
             },
             Request::RingSnapshot,
+            Request::ListApiKeys,
+            Request::RevokeApiKey {
+                id: "0123456789abcdef".into(),
+            },
             Request::Routed {
                 epoch: 4,
                 request: RoutedRequest::Submit(item("bob")),
@@ -158,6 +162,13 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
                     role: Role::Admin,
                 }),
                 Ok(Response::Item(None)),
+                Ok(Response::ApiKeys(vec![ApiKeyInfo {
+                    id: "0123456789abcdef".into(),
+                    role: Role::Read,
+                    name: "dashboard".into(),
+                    created_at: 1,
+                    revoked_at: None,
+                }])),
                 Err(ErrorCode::invalid("rating", "9 is outside 1..=5")),
                 Err(ErrorCode::RateLimited { retry_after_ms: 5 }),
             ]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chorus_actors::{Caller, Durability, NodeHandle, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::cluster::certs;
+use chorus_node::cluster::key_sync;
 use chorus_node::cluster::links::{
     Forward, ForwardReply, LinkSettings, LinkState, LinkTiming, Links, link_client_config,
     link_cookie, link_server_config,
@@ -354,6 +355,54 @@ async fn a_submit_forwarded_over_the_link_is_stored_by_the_peer() {
     }
     a.links.member_down(&b);
     assert!(a.links.peers().is_empty());
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_revocations_cross_a_real_link_and_the_peer_decides_with_them() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let child = ChildNode::spawn(dir.path());
+    let a = TestNode::start(dir.path(), "node-a").await;
+    let b = NodeId("node-b".into());
+    let link_ups = a.links.link_ups();
+    a.links.member_up(b.clone(), child.addr);
+    wait_until_up(&a.links, &b).await;
+    assert!(*link_ups.borrow() >= 1, "a link coming up is announced");
+
+    let key = a.node.ensure_admin_key().await.unwrap().unwrap();
+    let hash = chorus_actors::store::key_hash(&key);
+    let theirs = forward_when_ready(&a.links, &b, Forward::KeyDigest).await;
+    let ours = a.node.api_key_digest().await.unwrap();
+    assert!(
+        matches!(theirs, Ok(ForwardReply::KeyDigest(d)) if d != ours),
+        "{theirs:?}"
+    );
+    // One exchange: b takes a's key; it has nothing a lacks.
+    assert_eq!(key_sync::exchange(&a.node, &a.links, &b).await, Ok(0));
+    let asked = a
+        .links
+        .forward(&b, Forward::Authenticate { key_hash: hash })
+        .await;
+    assert_eq!(asked, Ok(ForwardReply::Role(Some(Role::Admin))));
+    assert_eq!(
+        a.links.forward(&b, Forward::KeyDigest).await,
+        Ok(ForwardReply::KeyDigest(ours)),
+        "equal sets, equal digests"
+    );
+
+    let revoked = a
+        .node
+        .revoke_api_key(chorus_actors::store::key_id(&hash))
+        .await
+        .unwrap();
+    let delta = a.node.api_key_delta(revoked.hash).await.unwrap();
+    assert_eq!(key_sync::push(&a.links, delta).await, 1);
+    let asked = a
+        .links
+        .forward(&b, Forward::Authenticate { key_hash: hash })
+        .await;
+    assert_eq!(asked, Ok(ForwardReply::Revoked));
+    drop(child);
     a.stop().await;
 }
 

@@ -200,6 +200,66 @@ async fn the_cli_submits_gets_and_lists_with_the_local_defaults() {
     assert_eq!(error["error"], "forbidden");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_keys_and_revokes_one_by_a_prefix_of_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _agent = AgentProcess::start(dir.path(), port).await;
+    let cli = |args: &[&str]| {
+        Command::new(chorus_bin())
+            .args(args)
+            .env("CHORUS_DATA_DIR", dir.path())
+            .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let json_lines = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let created = json_lines(&cli(&[
+        "keys", "create", "--role", "read", "--name", "dash", "--json",
+    ]));
+    let read_key = created[0]["key"].as_str().unwrap().to_string();
+
+    let keys = json_lines(&cli(&["keys", "list", "--json"]));
+    assert_eq!(keys.len(), 2, "the bootstrap admin key and the new one");
+    let dash = keys.iter().find(|k| k["name"] == "dash").unwrap();
+    assert_eq!(dash["role"], "read");
+    assert!(dash["revoked_at"].is_null());
+    let id = dash["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16);
+    assert!(!String::from_utf8_lossy(&cli(&["keys", "list"]).stdout).contains(&read_key));
+
+    // An id no key has, and one that is not hex, are refused naming the id.
+    let unknown = if id.starts_with('0') { "1" } else { "0" }.repeat(16);
+    let out = cli(&["keys", "revoke", &unknown, "--json"]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["field"], "id", "{error}");
+    assert!(!cli(&["keys", "revoke", "not-hex"]).status.success());
+
+    let revoked = json_lines(&cli(&["keys", "revoke", &id[..8], "--json"]));
+    assert_eq!(revoked[0]["id"], id.as_str());
+    assert!(revoked[0]["revoked_at"].is_u64());
+    let keys = json_lines(&cli(&["keys", "list", "--json"]));
+    let dash = keys.iter().find(|k| k["id"] == id.as_str()).unwrap();
+    assert_eq!(dash["revoked_at"], revoked[0]["revoked_at"]);
+    // The revoked key no longer gets in.
+    let out = cli(&["list", "--user", "u1", "--api-key", &read_key, "--json"]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"], "unauthorized", "{error}");
+}
+
 /// Runs `chorus agent` on `dir` until its admin key exists, then stops it with SIGTERM;
 /// `terminal`: under `script`, so that the agent's stdout is a pseudo-terminal. Returns
 /// (stdout, stderr).

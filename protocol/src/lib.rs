@@ -38,8 +38,9 @@ pub use item::{
     MAX_USER_ID_BYTES, Tier,
 };
 pub use message::{
-    ClientFrame, Hello, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT, MAX_PAGE_TOKEN_BYTES, PageToken, Request,
-    Response, Role, RoutedRequest, ServerFrame, Welcome, check_batch_len,
+    ApiKeyInfo, ClientFrame, Hello, KEY_ID_HEX_LEN, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS,
+    MAX_BATCH_ITEMS, MAX_KEY_ID_HEX, MAX_PAGE_LIMIT, MAX_PAGE_TOKEN_BYTES, PageToken, Request,
+    Response, Role, RoutedRequest, ServerFrame, Welcome, check_batch_len, check_key_id,
 };
 pub use partition::{PartitionId, partition_of};
 pub use peek::{SubmitHead, peek_submit};

@@ -21,6 +21,15 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 /// Longest page token, in bytes.
 pub const MAX_PAGE_TOKEN_BYTES: usize = 512;
+/// Most API keys a cluster holds (and revocations it remembers): a creation past it is
+/// refused, and so is a peer's key set that would take a node past it.
+pub const MAX_API_KEYS: usize = 10_000;
+/// Longest API key name, in bytes.
+pub const MAX_API_KEY_NAME_BYTES: usize = 128;
+/// Longest key id a request may name: the whole SHA-256 of a key in hex.
+pub const MAX_KEY_ID_HEX: usize = 64;
+/// Hex characters of the SHA-256 of a key shown as its id (the id `keys list` prints).
+pub const KEY_ID_HEX_LEN: usize = 16;
 
 /// What an API key may do. `Admin` may do everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
@@ -162,6 +171,15 @@ pub enum Request {
         /// The request (a submit, a batch of one owner's users, or a listing).
         request: RoutedRequest,
     },
+    /// Every API key of the cluster known to the node asked, revoked ones included
+    /// (admin only; never the keys themselves).
+    ListApiKeys,
+    /// Revoke the API key whose id starts with `id` (admin only); revoking a revoked
+    /// key again answers its first revocation.
+    RevokeApiKey {
+        /// A hex prefix of the key's SHA-256 (at least as long as needed to name one key).
+        id: String,
+    },
 }
 
 /// What a client may send straight to an owner: a submit, a batch of one owner's users,
@@ -195,6 +213,8 @@ pub(crate) mod tag {
     pub const CREATE_API_KEY: u32 = 4;
     pub const RING_SNAPSHOT: u32 = 5;
     pub const ROUTED: u32 = 6;
+    pub const LIST_API_KEYS: u32 = 7;
+    pub const REVOKE_API_KEY: u32 = 8;
 }
 
 impl From<RoutedRequest> for Request {
@@ -302,6 +322,8 @@ impl<Context> Decode<Context> for RoutedRequest {
             tag::CREATE_API_KEY => Err(not_routable("create_api_key")),
             tag::RING_SNAPSHOT => Err(not_routable("ring_snapshot")),
             tag::ROUTED => Err(not_routable("routed")),
+            tag::LIST_API_KEYS => Err(not_routable("list_api_keys")),
+            tag::REVOKE_API_KEY => Err(not_routable("revoke_api_key")),
             found => Err(unknown_request(found)),
         }
     }
@@ -331,11 +353,29 @@ impl<Context> Decode<Context> for Request {
                 epoch: u64::decode(decoder)?,
                 request: RoutedRequest::decode(decoder)?,
             }),
+            tag::LIST_API_KEYS => Ok(Request::ListApiKeys),
+            tag::REVOKE_API_KEY => Ok(Request::RevokeApiKey {
+                id: decode_string(decoder, MAX_KEY_ID_HEX, "id")?,
+            }),
             found => Err(unknown_request(found)),
         }
     }
 }
 bincode::impl_borrow_decode!(Request);
+
+/// A UTF-8 string of at most `max` bytes, refused over it before it is allocated.
+fn decode_string<D: Decoder>(
+    decoder: &mut D,
+    max: usize,
+    field: &'static str,
+) -> Result<String, DecodeError> {
+    let bytes = decode_bytes(decoder, max, |n| {
+        too_many(field, format!("{n} bytes, at most {max}"))
+    })?;
+    String::from_utf8(bytes).map_err(|e| DecodeError::Utf8 {
+        inner: e.utf8_error(),
+    })
+}
 
 /// A batch's items, their count bounded before any is decoded.
 fn decode_batch<D: Decoder>(decoder: &mut D) -> Result<Vec<Item>, DecodeError> {
@@ -367,7 +407,7 @@ fn unknown_request(found: u32) -> DecodeError {
         type_name: "Request",
         allowed: &bincode::error::AllowedEnumVariants::Range {
             min: tag::SUBMIT,
-            max: tag::ROUTED,
+            max: tag::REVOKE_API_KEY,
         },
         found,
     }
@@ -388,6 +428,8 @@ impl Request {
             Request::CreateApiKey { .. } => "create_api_key",
             Request::RingSnapshot => "ring_snapshot",
             Request::Routed { request, .. } => request.kind(),
+            Request::ListApiKeys => "list_api_keys",
+            Request::RevokeApiKey { .. } => "revoke_api_key",
         }
     }
 
@@ -415,7 +457,9 @@ impl Request {
         match self {
             Request::Submit(_) | Request::SubmitBatch(_) => Some(Role::Submit),
             Request::Get(_) | Request::ListByUser { .. } => Some(Role::Read),
-            Request::CreateApiKey { .. } => Some(Role::Admin),
+            Request::CreateApiKey { .. } | Request::ListApiKeys | Request::RevokeApiKey { .. } => {
+                Some(Role::Admin)
+            }
             Request::RingSnapshot => None,
             Request::Routed { request, .. } => Some(request.required_role()),
         }
@@ -432,9 +476,13 @@ impl Request {
         match self {
             Request::SubmitBatch(items) => check_batch_len(items.len()),
             Request::ListByUser { limit, after, .. } => check_listing(*limit, after.as_ref()),
-            Request::CreateApiKey { name, .. } if name.len() > 128 => {
-                Err(ErrorCode::invalid("name", "longer than 128 bytes"))
+            Request::CreateApiKey { name, .. } if name.len() > MAX_API_KEY_NAME_BYTES => {
+                Err(ErrorCode::invalid(
+                    "name",
+                    format!("longer than {MAX_API_KEY_NAME_BYTES} bytes"),
+                ))
             }
+            Request::RevokeApiKey { id } => check_key_id(id),
             Request::Routed { request, .. } => match request {
                 RoutedRequest::SubmitBatch(items) => check_batch_len(items.len()),
                 RoutedRequest::ListByUser { limit, after, .. } => {
@@ -451,6 +499,20 @@ impl Request {
 pub fn check_batch_len(len: usize) -> Result<(), ErrorCode> {
     if len == 0 || len > MAX_BATCH_ITEMS {
         return Err(ErrorCode::invalid("items", batch_len_reason(len as u64)));
+    }
+    Ok(())
+}
+
+/// Checks a key id prefix: 1..=[`MAX_KEY_ID_HEX`] lowercase hex digits.
+pub fn check_key_id(id: &str) -> Result<(), ErrorCode> {
+    if id.is_empty() || id.len() > MAX_KEY_ID_HEX {
+        return Err(ErrorCode::invalid(
+            "id",
+            format!("{} characters, must be 1..={MAX_KEY_ID_HEX}", id.len()),
+        ));
+    }
+    if !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ErrorCode::invalid("id", "must be lowercase hex digits"));
     }
     Ok(())
 }
@@ -497,7 +559,39 @@ pub enum Response {
     },
     /// The answer to `RingSnapshot`.
     Ring(RingSnapshot),
+    /// The answer to `ListApiKeys`: at most [`MAX_API_KEYS`], ordered by id.
+    ApiKeys(Vec<ApiKeyInfo>),
+    /// The answer to `RevokeApiKey`: the key, now revoked.
+    ApiKeyRevoked(ApiKeyInfo),
 }
+
+/// One API key as an admin sees it: never the key, only the start of its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
+pub struct ApiKeyInfo {
+    /// The first [`KEY_ID_HEX_LEN`] hex digits of the key's SHA-256.
+    pub id: String,
+    /// What the key may do.
+    pub role: Role,
+    /// The operator's label.
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// When it was revoked (milliseconds since the Unix epoch); `None` while it is valid.
+    pub revoked_at: Option<u64>,
+}
+
+impl<Context> Decode<Context> for ApiKeyInfo {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(ApiKeyInfo {
+            id: decode_string(decoder, MAX_KEY_ID_HEX, "id")?,
+            role: Role::decode(decoder)?,
+            name: decode_string(decoder, MAX_API_KEY_NAME_BYTES, "name")?,
+            created_at: u64::decode(decoder)?,
+            revoked_at: Option::<u64>::decode(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(ApiKeyInfo);
 
 /// The wire tags of [`Response`]'s variants, in declaration order.
 mod response_tag {
@@ -507,6 +601,8 @@ mod response_tag {
     pub const PAGE: u32 = 3;
     pub const API_KEY_CREATED: u32 = 4;
     pub const RING: u32 = 5;
+    pub const API_KEYS: u32 = 6;
+    pub const API_KEY_REVOKED: u32 = 7;
 }
 
 impl<Context> Decode<Context> for Response {
@@ -540,9 +636,19 @@ impl<Context> Decode<Context> for Response {
                 role: Role::decode(decoder)?,
             }),
             RING => Ok(Response::Ring(RingSnapshot::decode(decoder)?)),
+            API_KEYS => Ok(Response::ApiKeys(decode_vec(
+                decoder,
+                MAX_API_KEYS,
+                |n| too_many("keys", format!("{n} keys, at most {MAX_API_KEYS}")),
+                ApiKeyInfo::decode,
+            )?)),
+            API_KEY_REVOKED => Ok(Response::ApiKeyRevoked(ApiKeyInfo::decode(decoder)?)),
             found => Err(DecodeError::UnexpectedVariant {
                 type_name: "Response",
-                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: RING },
+                allowed: &bincode::error::AllowedEnumVariants::Range {
+                    min: 0,
+                    max: API_KEY_REVOKED,
+                },
                 found,
             }),
         }
@@ -568,6 +674,8 @@ impl fmt::Debug for Response {
                 .field("role", role)
                 .finish(),
             Response::Ring(ring) => f.debug_tuple("Ring").field(ring).finish(),
+            Response::ApiKeys(keys) => f.debug_tuple("ApiKeys").field(keys).finish(),
+            Response::ApiKeyRevoked(key) => f.debug_tuple("ApiKeyRevoked").field(key).finish(),
         }
     }
 }

@@ -140,7 +140,26 @@ fn plain_request() -> impl Strategy<Value = Request> {
             }
         ),
         (role(), text(20)).prop_map(|(role, name)| Request::CreateApiKey { role, name }),
+        Just(Request::ListApiKeys),
+        "[0-9a-f]{1,64}".prop_map(|id| Request::RevokeApiKey { id }),
     ]
+}
+
+fn key_info() -> impl Strategy<Value = ApiKeyInfo> {
+    (
+        "[0-9a-f]{16}",
+        role(),
+        text(20),
+        any::<u64>(),
+        option::of(any::<u64>()),
+    )
+        .prop_map(|(id, role, name, created_at, revoked_at)| ApiKeyInfo {
+            id,
+            role,
+            name,
+            created_at,
+            revoked_at,
+        })
 }
 
 fn response() -> impl Strategy<Value = Result<Response, ErrorCode>> {
@@ -160,6 +179,8 @@ fn response() -> impl Strategy<Value = Result<Response, ErrorCode>> {
             }
         )),
         (text(30), role()).prop_map(|(key, role)| Ok(Response::ApiKeyCreated { key, role })),
+        vec(key_info(), 0..4).prop_map(|keys| Ok(Response::ApiKeys(keys))),
+        key_info().prop_map(|key| Ok(Response::ApiKeyRevoked(key))),
         error_code().prop_map(Err),
     ]
 }

@@ -82,6 +82,17 @@ fn response_counts_are_bounded_while_decoding() {
     let ring = response_payload(5, wire((9u64, 16u16, (MAX_RING_MEMBERS as u64) + 1)));
     let err = decode_server_frame(&ring, limit).unwrap_err().to_string();
     assert!(err.contains("members"), "{err}");
+    // A key listing of 10,001 keys (the most a cluster holds is 10,000).
+    let keys = response_payload(6, wire((MAX_API_KEYS as u64) + 1));
+    let err = decode_server_frame(&keys, limit).unwrap_err().to_string();
+    assert!(err.contains("keys"), "{err}");
+    // A revoked key whose name is declared longer than a key name may be.
+    let mut revoked = wire((1u64, 0u32, 7u32, 1u64, b'a', 0u32));
+    revoked.extend(wire((MAX_API_KEY_NAME_BYTES as u64) + 1));
+    let err = decode_server_frame(&revoked, limit)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("name"), "{err}");
     // An unknown response tag.
     assert!(decode_server_frame(&response_payload(9, vec![]), limit).is_err());
 }
@@ -120,6 +131,13 @@ fn responses_still_round_trip_through_the_hand_written_decoders() {
             role: Role::Read,
         },
         Response::Item(None),
+        Response::ApiKeys(vec![ApiKeyInfo {
+            id: "0123456789abcdef".into(),
+            role: Role::Submit,
+            name: "ingest".into(),
+            created_at: 1,
+            revoked_at: Some(2),
+        }]),
     ] {
         let frame = ServerFrame {
             request_id: 5,

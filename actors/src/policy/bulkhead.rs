@@ -35,17 +35,21 @@ pub struct BulkheadConfig {
 }
 
 impl BulkheadConfig {
-    /// Store writes: 256 concurrent, 200 waiting.
+    /// Store writes: 128 concurrent, 64 waiting.
     ///
     /// A store write here is a submission in the group commit, and the writes running at
     /// once share one flush: the running limit is also the largest group. DESIGN.md's 50
     /// (a figure for a store that flushes each write on its own) capped every flush at 50
-    /// items and cost the node 13 % of its single-submit throughput (BENCHMARKS.md); 256
-    /// lets one group hold what a loaded node has in flight.
+    /// items and cost the node 13 % of its single-submit throughput (BENCHMARKS.md). The
+    /// sum is also the window of jobs past the tier queues, and every job in it is ahead
+    /// of a realtime arrival: at 456 (256 + 200) an overloaded node kept realtime's p50
+    /// near 45 ms and its p99 over its 100 ms budget; at 192 its p99 is within budget at
+    /// 3× the saturation rate, for 6–11 % less closed-loop peak (BENCHMARKS.md,
+    /// "Overload on a real node").
     pub const fn store_writes() -> Self {
         BulkheadConfig {
-            max_concurrent: 256,
-            max_queue: 200,
+            max_concurrent: 128,
+            max_queue: 64,
             max_queue_wait: None,
         }
     }
@@ -243,10 +247,10 @@ mod tests {
     #[test]
     fn presets_match_the_defaults() {
         let table = [
-            (BulkheadConfig::store_writes(), 256, 200),
+            (BulkheadConfig::store_writes(), 128, 64),
             (BulkheadConfig::external_calls(), 10, 100),
             (BulkheadConfig::heavy_compute(), 5, 100),
-            (BulkheadConfig::default(), 256, 200),
+            (BulkheadConfig::default(), 128, 64),
         ];
         for (c, concurrent, queue) in table {
             assert_eq!((c.max_concurrent, c.max_queue), (concurrent, queue));

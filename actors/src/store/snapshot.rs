@@ -3,7 +3,8 @@
 //! ```text
 //! <dir>/log/*.seg        the partition log up to the snapshot's end position
 //! <dir>/manifest.json    node id, partitions, end position, every segment's size and
-//!                        CRC-32, the api_keys and audit trees; SHA-256 checked
+//!                        CRC-32, the API keys, revocations and audit log; SHA-256
+//!                        checked
 //! ```
 //!
 //! The snapshot is the log, not sled: the log is the store of record, and the index is
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chorus_protocol::encode_payload;
 use tracing::{debug, info};
 
 use super::log::record::scan;
@@ -239,12 +241,18 @@ impl Store {
             }
         }
         sync_dir(log_dir)?;
-        let api_keys: Vec<TreeRecord> = self
-            .api_keys
+        // In their stored forms (see `api_keys`), so restore writes them back as-is.
+        let keys = self.api_keys.state()?;
+        let api_keys: Vec<TreeRecord> = keys
+            .keys
             .iter()
-            .map(|entry| entry.map(|(k, v)| TreeRecord::new(&k, &v)))
-            .collect::<Result<_, sled::Error>>()
-            .map_err(StoreError::from)?;
+            .map(|(hash, record)| TreeRecord::new(hash, &encode_payload(record)))
+            .collect();
+        let revoked_keys: Vec<TreeRecord> = keys
+            .revocations
+            .iter()
+            .map(|(hash, at)| TreeRecord::new(hash, &at.to_be_bytes()))
+            .collect();
         let audit: Vec<TreeRecord> = self
             .audit
             .export()?
@@ -260,6 +268,7 @@ impl Store {
             segments,
             records,
             api_keys,
+            revoked_keys,
             audit,
         };
         write_manifest(dir, &manifest)?;

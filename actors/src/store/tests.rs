@@ -179,7 +179,7 @@ fn api_keys_are_stored_only_as_hashes() {
     assert_eq!(store.authenticate(&key).unwrap(), Some(Role::Submit));
     assert_eq!(store.authenticate("chorus_wrong").unwrap(), None);
     assert_eq!(store.api_key_count(), 1);
-    for entry in store.api_keys.iter() {
+    for entry in store.api_keys.keys.iter() {
         let (k, v) = entry.unwrap();
         let secret = &key.as_bytes()[API_KEY_PREFIX.len()..];
         assert!(!contains(&k, secret) && !contains(&v, secret));
@@ -347,4 +347,193 @@ fn a_store_of_the_earlier_sled_only_format_is_refused_naming_it() {
         }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
+}
+
+fn record(role: Role, name: &str, created_at: u64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        role,
+        name: name.into(),
+        created_at,
+    }
+}
+
+/// A set of `n` distinct made-up keys.
+fn made_up_keys(n: usize) -> KeySet {
+    KeySet {
+        keys: (0..n)
+            .map(|i| {
+                let mut hash = [0u8; 32];
+                hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                (hash, record(Role::Read, "k", i as u64))
+            })
+            .collect(),
+        revocations: Vec::new(),
+    }
+}
+
+#[test]
+fn a_revoked_key_never_authenticates_again_even_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let store = Store::open(config(dir.path())).unwrap();
+        let key = store.create_api_key(Role::Submit, "app".into()).unwrap();
+        let hash = key_hash(&key);
+        let before = store.key_revocations();
+        let entry = store.revoke_api_key(&hash).unwrap();
+        assert!(entry.revoked_at.is_some());
+        assert_eq!(store.key_revocations(), before + 1);
+        assert!(store.is_key_revoked(&hash));
+        // Revoking again answers the first revocation and changes nothing.
+        assert_eq!(store.revoke_api_key(&hash).unwrap(), entry);
+        assert_eq!(store.key_revocations(), before + 1);
+        key
+    };
+    let store = Store::open(config(dir.path())).unwrap();
+    let hash = key_hash(&key);
+    assert_eq!(store.authenticate(&key).unwrap(), None);
+    assert_eq!(store.api_key_status(&hash).unwrap(), KeyStatus::Revoked);
+    assert!(store.is_key_revoked(&hash));
+    let listed = store.list_api_keys().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_at.is_some());
+    assert_eq!(listed[0].info().id, key_id(&hash));
+    assert!(matches!(
+        store.revoke_api_key(&[9; 32]),
+        Err(StoreError::UnknownKey { .. })
+    ));
+}
+
+#[test]
+fn merging_is_a_union_that_converges_whatever_the_order() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [a, b] = dirs
+        .each_ref()
+        .map(|dir| Store::open(config(dir.path())).unwrap());
+    let on_a = a.create_api_key(Role::Admin, "a".into()).unwrap();
+    let on_b = b.create_api_key(Role::Read, "b".into()).unwrap();
+    b.revoke_api_key(&key_hash(&on_b)).unwrap();
+    assert_ne!(a.api_key_digest().unwrap(), b.api_key_digest().unwrap());
+
+    // A full exchange: A sends its set, B merges it and answers what A lacks.
+    let from_a = a.api_key_set().unwrap();
+    assert_eq!(b.merge_api_keys(&from_a).unwrap(), 1);
+    let answer = b.api_keys_missing_from(&from_a).unwrap();
+    assert_eq!((answer.keys.len(), answer.revocations.len()), (1, 1));
+    assert_eq!(a.merge_api_keys(&answer).unwrap(), 2);
+
+    assert_eq!(a.api_key_digest().unwrap(), b.api_key_digest().unwrap());
+    assert_eq!(a.list_api_keys().unwrap(), b.list_api_keys().unwrap());
+    assert_eq!(b.authenticate(&on_a).unwrap(), Some(Role::Admin));
+    assert_eq!(a.authenticate(&on_b).unwrap(), None);
+    assert!(a.is_key_revoked(&key_hash(&on_b)));
+    // Idempotent: the same sets again change nothing.
+    assert_eq!(a.merge_api_keys(&b.api_key_set().unwrap()).unwrap(), 0);
+    assert_eq!(b.merge_api_keys(&from_a).unwrap(), 0);
+    assert!(
+        b.api_keys_missing_from(&a.api_key_set().unwrap())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn of_two_revocation_times_the_earlier_wins_and_may_come_before_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let hash = [7u8; 32];
+    let late = KeySet {
+        keys: Vec::new(),
+        revocations: vec![(hash, 500)],
+    };
+    assert_eq!(store.merge_api_keys(&late).unwrap(), 1);
+    // The key arrives after its revocation: it is never valid here.
+    let key = KeySet {
+        keys: vec![(hash, record(Role::Admin, "x", 1))],
+        revocations: vec![(hash, 900)],
+    };
+    assert_eq!(store.merge_api_keys(&key).unwrap(), 1);
+    assert_eq!(store.api_key_status(&hash).unwrap(), KeyStatus::Revoked);
+    let digest = store.api_key_digest().unwrap();
+    let earlier = KeySet {
+        keys: Vec::new(),
+        revocations: vec![(hash, 300), (hash, 400)],
+    };
+    assert_eq!(store.merge_api_keys(&earlier).unwrap(), 1);
+    assert_eq!(store.list_api_keys().unwrap()[0].revoked_at, Some(300));
+    assert_ne!(
+        store.api_key_digest().unwrap(),
+        digest,
+        "a stale digest was served"
+    );
+    // A peer holding the later time is told the earlier one.
+    let missing = store.api_keys_missing_from(&late).unwrap();
+    assert_eq!(missing.revocations, vec![(hash, 300)]);
+}
+
+#[test]
+fn a_key_record_is_never_rewritten_by_a_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let key = store.create_api_key(Role::Read, "reader".into()).unwrap();
+    let hash = key_hash(&key);
+    let forged = KeySet {
+        keys: vec![(hash, record(Role::Admin, "reader", 1))],
+        revocations: Vec::new(),
+    };
+    assert_eq!(store.merge_api_keys(&forged).unwrap(), 0);
+    assert_eq!(store.authenticate(&key).unwrap(), Some(Role::Read));
+}
+
+#[test]
+fn keys_past_the_bound_are_refused_and_nothing_is_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let oversized = made_up_keys(chorus_protocol::MAX_API_KEYS + 1);
+    assert!(matches!(
+        store.merge_api_keys(&oversized),
+        Err(StoreError::TooManyKeys { .. })
+    ));
+    assert_eq!(store.api_key_count(), 0);
+    let full = made_up_keys(chorus_protocol::MAX_API_KEYS);
+    assert_eq!(
+        store.merge_api_keys(&full).unwrap(),
+        chorus_protocol::MAX_API_KEYS
+    );
+    // One more, by a merge or a creation, is refused.
+    let mut one_more = made_up_keys(1);
+    one_more.keys[0].0 = [0xee; 32];
+    assert!(matches!(
+        store.merge_api_keys(&one_more),
+        Err(StoreError::TooManyKeys { .. })
+    ));
+    assert!(matches!(
+        store.create_api_key(Role::Read, "x".into()),
+        Err(StoreError::TooManyKeys { .. })
+    ));
+    assert_eq!(store.api_key_count(), chorus_protocol::MAX_API_KEYS);
+}
+
+#[test]
+fn a_key_id_prefix_names_one_key_or_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let mut set = made_up_keys(2);
+    set.keys[0].0[..2].copy_from_slice(&[0xab, 0xcd]);
+    set.keys[1].0[..2].copy_from_slice(&[0xab, 0xef]);
+    store.merge_api_keys(&set).unwrap();
+    assert_eq!(store.resolve_api_key("abcd").unwrap(), set.keys[0].0);
+    assert_eq!(store.resolve_api_key("abe").unwrap(), set.keys[1].0);
+    assert!(matches!(
+        store.resolve_api_key("ab"),
+        Err(StoreError::AmbiguousKey { matches: 2, .. })
+    ));
+    assert!(matches!(
+        store.resolve_api_key("ff"),
+        Err(StoreError::UnknownKey { .. })
+    ));
+    let refusal = store.resolve_api_key("ab").unwrap_err().to_error_code();
+    assert!(
+        matches!(refusal, ErrorCode::Invalid { ref field, .. } if field == "id"),
+        "{refusal:?}"
+    );
 }

@@ -58,13 +58,13 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use peers::{LinkState, PeerView, dials};
-pub use receiver::group_name;
+pub use receiver::{execute, group_name};
 pub use tls::{
     LinkTiming, PeerVerifier, cluster_roots, link_client_config, link_server_config,
     negotiated_alpn, peer_chain,
@@ -261,6 +261,9 @@ struct Shared {
     connections: HashMap<String, LinkConnection>,
     dialers: HashMap<NodeId, CancellationToken>,
     slots: HashMap<NodeId, Arc<Semaphore>>,
+    /// Counts links coming up, so that what must happen on a new link (an exchange of
+    /// API keys) can follow it without a queue.
+    link_ups: watch::Sender<u64>,
 }
 
 struct Inner {
@@ -315,6 +318,7 @@ impl Links {
             connections: HashMap::new(),
             dialers: HashMap::new(),
             slots: HashMap::new(),
+            link_ups: watch::Sender::new(0),
         }));
 
         let server = NodeServer::new(
@@ -543,6 +547,12 @@ impl Links {
             info!(%peer, from = ?transition.from, to = ?transition.to, reason = ?transition.reason, "peer breaker changed");
         }
         result
+    }
+
+    /// A counter that grows each time a link to a peer comes up; wait on it with
+    /// `changed()` to act on new links.
+    pub fn link_ups(&self) -> watch::Receiver<u64> {
+        lock(&self.inner.shared).link_ups.subscribe()
     }
 
     /// Every known peer: its link state, since when, and its breaker's state.

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use chorus_actors::Caller;
+use chorus_actors::{Caller, KeySet};
 use chorus_protocol::{ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Role, StoredItem};
 
 use super::state::RingView;
@@ -26,8 +26,8 @@ pub enum Forward {
         /// Its id.
         id: ItemId,
     },
-    /// The role of the API key whose SHA-256 is `key_hash`, if the peer knows it (a
-    /// key lives on the node that created it).
+    /// The role of the API key whose SHA-256 is `key_hash`, if the peer knows it (asked
+    /// only about a key not yet replicated to the asker).
     Authenticate {
         /// SHA-256 of the key (the key itself never crosses a link).
         key_hash: [u8; 32],
@@ -41,6 +41,18 @@ pub enum Forward {
         /// Most items to return.
         limit: u32,
     },
+    /// The digest of the peer's API keys and revocations: anti-entropy exchanges whole
+    /// sets only with a peer whose digest differs.
+    KeyDigest,
+    /// API keys and revocations for the peer to merge.
+    SyncKeys {
+        /// The keys and revocations.
+        set: KeySet,
+        /// `true`: the sender's whole set, and the peer answers with what it holds that
+        /// the set lacks (one round trip leaves both with the union); `false`: a push of
+        /// a change, answered with an empty set.
+        complete: bool,
+    },
 }
 
 /// The owner's answer to a [`Forward`].
@@ -52,8 +64,14 @@ pub enum ForwardReply {
     Get(Option<Box<StoredItem>>),
     /// A page and where the next starts.
     List(Vec<StoredItem>, Option<PageToken>),
-    /// The key's role, if the peer knows the key.
+    /// The key's role, if the peer knows the key (and it is not revoked).
     Role(Option<Role>),
+    /// The peer's digest of its API keys and revocations.
+    KeyDigest(u64),
+    /// The keys and revocations the asker lacks.
+    Keys(KeySet),
+    /// The peer knows the key asked about as revoked: the hello is refused.
+    Revoked,
 }
 
 /// A boxed future of a forwarded request's answer.

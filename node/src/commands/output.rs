@@ -1,6 +1,8 @@
 //! How CLI results are printed: short human lines, or one JSON object per result.
 
-use chorus_client::{ClientError, Enrichment, ErrorCode, Receipt, Role, Status, StoredItem};
+use chorus_client::{
+    ApiKeyInfo, ClientError, Enrichment, ErrorCode, Receipt, Role, Status, StoredItem,
+};
 use serde_json::{Value, json};
 
 use super::CliError;
@@ -108,6 +110,59 @@ pub fn print_key(key: &str, role: Role, json: bool) {
     } else {
         println!("{key}");
         eprintln!("(an API key with role {role}; it is shown only this once)");
+    }
+}
+
+/// An API key as JSON: `id`, `role`, `name`, `created_at` and `revoked_at` (ms since
+/// the Unix epoch; `null` while valid).
+pub fn key_json(key: &ApiKeyInfo) -> Value {
+    json!({
+        "id": key.id,
+        "role": key.role.as_str(),
+        "name": key.name,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    })
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 UTC to the second, for people.
+fn timestamp(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Prints the key listing: a table, or with `--json` one object per key.
+pub fn print_keys(keys: &[ApiKeyInfo], json: bool) {
+    if json {
+        for key in keys {
+            println!("{}", key_json(key));
+        }
+        return;
+    }
+    println!(
+        "{:<16}  {:<6}  {:<20}  {:<20}  NAME",
+        "ID", "ROLE", "CREATED", "REVOKED"
+    );
+    for key in keys {
+        let revoked = key.revoked_at.map_or_else(|| "-".to_string(), timestamp);
+        println!(
+            "{:<16}  {:<6}  {:<20}  {:<20}  {}",
+            key.id,
+            key.role.as_str(),
+            timestamp(key.created_at),
+            revoked,
+            key.name
+        );
+    }
+}
+
+/// Prints a revoked key: its id and revocation time, or with `--json` its object.
+pub fn print_revoked(key: &ApiKeyInfo, json: bool) {
+    if json {
+        println!("{}", key_json(key));
+    } else {
+        let at = key.revoked_at.map_or_else(|| "-".to_string(), timestamp);
+        println!("revoked {} ({}, {:?}) at {at}", key.id, key.role, key.name);
     }
 }
 

@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, check_range};
 
 /// Submissions in the store's group commit at once, and waiting for a place in it
-/// (defaults 256 and 200: see [`BulkheadConfig::store_writes`]). The tier queues let at
+/// (defaults 128 and 64: see [`BulkheadConfig::store_writes`]). The tier queues let at
 /// most their sum past them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreWritesSection {
-    /// Submissions being written at once, sharing one flush (default 256).
+    /// Submissions being written at once, sharing one flush (default 128).
     pub max_concurrent: u32,
-    /// Submissions waiting for a slot (default 200); more are refused `Overloaded`.
+    /// Submissions waiting for a slot (default 64); more are refused `Overloaded`.
     pub max_queue: u32,
 }
 

@@ -87,5 +87,16 @@ mod tests {
         };
         let error = zero.to_log_config().unwrap_err().to_string();
         assert!(error.contains("store_log.retire_dead_percent"), "{error}");
+        let tiny_cache = StoreLogSection {
+            index_cache_mib: 1,
+            ..StoreLogSection::default()
+        };
+        let error = tiny_cache.to_log_config().unwrap_err().to_string();
+        assert!(error.contains("store_log.index_cache_mib"), "{error}");
+        let cache = StoreLogSection {
+            index_cache_mib: 256,
+            ..StoreLogSection::default()
+        };
+        assert_eq!(cache.to_log_config().unwrap().index_cache_bytes, 256 << 20);
     }
 }

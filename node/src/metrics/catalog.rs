@@ -117,6 +117,7 @@ fn export_initial_values() {
         counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => refusal.as_str()).increment(0);
     }
     metrics::gauge!(CONNECTIONS_OPEN).increment(0.0);
+    counter!(crate::cluster::key_sync::KEYS_SYNCED_TOTAL).increment(0);
 }
 
 /// The `dependency` label of the store's circuit breaker, the one every node has.

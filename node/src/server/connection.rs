@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_actors::Caller;
+use chorus_actors::{Caller, KeyHash, KeyStatus};
 use chorus_protocol::Role;
 
 use crate::cluster::routing::{Forward, ForwardReply};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
 
-use super::fan_out::{FanOut, ask_members, list};
+use super::fan_out::{ask_every_member, list};
 use super::frame_io::read_frame;
 use super::key_lookups::Lookup;
 use super::stream::serve_stream;
@@ -57,13 +57,13 @@ pub(crate) async fn serve_connection(
             }
             return;
         }
-        let caller = match tokio::time::timeout(
+        let Authenticated { caller, key_hash } = match tokio::time::timeout(
             edge.settings.hello_timeout,
             hello(&connection, remote, &backend, &edge),
         )
         .await
         {
-            Ok(Some(caller)) => caller,
+            Ok(Some(authenticated)) => authenticated,
             Ok(None) => return,
             Err(_) => {
                 debug!("no hello in time");
@@ -87,6 +87,7 @@ pub(crate) async fn serve_connection(
                         recv,
                         backend.clone(),
                         caller.clone(),
+                        key_hash,
                         edge.clone(),
                         shutdown.clone(),
                     ));
@@ -118,7 +119,7 @@ async fn hello(
     remote: SocketAddr,
     backend: &Backend,
     edge: &Edge,
-) -> Option<Caller> {
+) -> Option<Authenticated> {
     let settings = &edge.settings;
     let (mut send, mut recv) = connection.accept_bi().await.ok()?;
     let mut payload = Vec::new();
@@ -142,9 +143,9 @@ async fn hello(
     encode_value(&reply, FrameLimit::HELLO_ANSWER, &mut out).ok()?;
     let written = send.write_all(&out).await.is_ok() && send.finish().is_ok();
     match outcome {
-        Ok((welcome, caller)) if written => {
+        Ok((welcome, authenticated)) if written => {
             debug!(version = welcome.version, "hello done");
-            Some(caller)
+            Some(authenticated)
         }
         refused => {
             debug!(?refused, "hello refused");
@@ -199,28 +200,29 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A key this node does not know may have been created on another member: the role
-/// the first peer that knows it gives (only its SHA-256 crosses the link). No peer
+/// A key this node does not hold yet (keys reach every member within moments of
+/// their creation, so this is the fallback) may have been created on another member:
+/// the role the peers that know it give (only its SHA-256 crosses the link). A peer
+/// that knows it as revoked makes it `Unauthorized`, whatever the others say; no peer
 /// knowing it is `Unauthorized`; a peer that could not be asked might know it, so then
 /// the answer is `Unavailable` (the client retries) rather than a wrong refusal.
 async fn peer_role(backend: &Backend, api_key: &str) -> Result<Role, ErrorCode> {
     let key_hash = chorus_actors::store::key_hash(api_key);
-    match ask_members(
-        backend,
-        Forward::Authenticate { key_hash },
-        |reply| match reply {
-            ForwardReply::Role(role) => role,
-            _ => None,
-        },
-    )
-    .await
-    {
-        FanOut::Found(role) => Ok(role),
-        FanOut::Missing { unreachable } if unreachable.is_empty() => Err(ErrorCode::Unauthorized),
-        FanOut::Missing { unreachable } => Err(ErrorCode::Unavailable {
+    let answers = ask_every_member(backend, Forward::Authenticate { key_hash }).await;
+    if answers.replies.contains(&ForwardReply::Revoked) {
+        return Err(ErrorCode::Unauthorized);
+    }
+    let role = answers.replies.iter().find_map(|reply| match reply {
+        ForwardReply::Role(role) => *role,
+        _ => None,
+    });
+    match role {
+        Some(role) => Ok(role),
+        None if answers.unreachable.is_empty() => Err(ErrorCode::Unauthorized),
+        None => Err(ErrorCode::Unavailable {
             reason: format!(
                 "the key is not known here and {} could not be asked",
-                list(&unreachable)
+                list(&answers.unreachable)
             ),
         }),
     }
@@ -232,11 +234,15 @@ async fn authenticate(
     remote: SocketAddr,
     backend: &Backend,
     edge: &Edge,
-) -> Result<(Welcome, Caller), ErrorCode> {
+) -> Result<(Welcome, Authenticated), ErrorCode> {
     let hello = decode_hello(payload)?;
-    let role = match backend.node.authenticate(&hello.api_key).await? {
-        Some(role) => role,
-        None => unknown_key_role(backend, edge, remote, &hello.api_key).await?,
+    let key_hash = chorus_actors::store::key_hash(&hello.api_key);
+    // Keys are replicated to every member: one held here is decided here, and one known
+    // here as revoked is refused without asking anyone.
+    let role = match backend.node.key_status(key_hash).await? {
+        KeyStatus::Active(role) => role,
+        KeyStatus::Revoked => return Err(ErrorCode::Unauthorized),
+        KeyStatus::Unknown => unknown_key_role(backend, edge, remote, &hello.api_key).await?,
     };
     let node = &backend.node;
     let welcome = Welcome {
@@ -245,5 +251,14 @@ async fn authenticate(
         role,
         max_frame: edge.settings.frame_limit.get(),
     };
-    Ok((welcome, Caller::for_key(&hello.api_key, role)))
+    let caller = Caller::for_key(&hello.api_key, role);
+    Ok((welcome, Authenticated { caller, key_hash }))
+}
+
+/// Who a connection serves after its hello: the caller, and the SHA-256 of its key,
+/// checked against the revocations before each request.
+#[derive(Debug)]
+struct Authenticated {
+    caller: Caller,
+    key_hash: KeyHash,
 }

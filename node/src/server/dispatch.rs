@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 
 use super::Backend;
 use super::fan_out::{FanOut, ask_members, list};
+use crate::cluster::key_sync;
 use crate::cluster::routing::{Forward, ForwardReply, Route, route_user};
 
 /// Answers one request made by `caller`.
@@ -35,11 +36,38 @@ pub async fn dispatch(
         }
         Request::RingSnapshot => Ok(Response::Ring(backend.cluster.ring().snapshot())),
         Request::Get(id) => get(backend, id).await,
-        Request::CreateApiKey { role, name } => node
-            .create_api_key(role, name)
+        Request::CreateApiKey { role, name } => {
+            let key = node.create_api_key(role, name).await?;
+            push_key(backend, chorus_actors::store::key_hash(&key)).await;
+            Ok(Response::ApiKeyCreated { key, role })
+        }
+        Request::ListApiKeys => node
+            .list_api_keys()
             .await
-            .map(|key| Response::ApiKeyCreated { key, role }),
+            .map(|keys| Response::ApiKeys(keys.iter().map(|entry| entry.info()).collect())),
+        Request::RevokeApiKey { id } => {
+            let entry = node.revoke_api_key(id).await?;
+            push_key(backend, entry.hash).await;
+            Ok(Response::ApiKeyRevoked(entry.info()))
+        }
         request => serve(backend, caller, request, false).await,
+    }
+}
+
+/// Sends a key just created or revoked here to every linked peer, waiting a moment
+/// for them (see [`key_sync::push`]); the change is durable here already, and a peer
+/// that misses the push learns it by anti-entropy, so nothing here can fail the request.
+async fn push_key(backend: &Backend, hash: chorus_actors::KeyHash) {
+    let Some(peers) = &backend.peers else {
+        return;
+    };
+    match backend.node.api_key_delta(hash).await {
+        Ok(delta) => {
+            key_sync::push(peers.as_ref(), delta).await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading a key to push failed; anti-entropy will carry it")
+        }
     }
 }
 

@@ -19,15 +19,20 @@ pub enum FanOut<T> {
     },
 }
 
+/// Every member's answer to one question, and the members that could not be asked.
+pub struct Answers {
+    /// The answers, in no particular order.
+    pub replies: Vec<ForwardReply>,
+    /// The members that could not be asked (each of them might have answered).
+    pub unreachable: Vec<NodeId>,
+}
+
 /// Asks every member that may know — the linked ones and those known but down (which
-/// count as unreachable) — and returns the first answer `pick` accepts.
-pub async fn ask_members<T>(
-    backend: &Backend,
-    request: Forward,
-    pick: impl Fn(ForwardReply) -> Option<T>,
-) -> FanOut<T> {
+/// count as unreachable) — and gathers every answer.
+pub async fn ask_every_member(backend: &Backend, request: Forward) -> Answers {
     let Some(peers) = &backend.peers else {
-        return FanOut::Missing {
+        return Answers {
+            replies: Vec::new(),
             unreachable: Vec::new(),
         };
     };
@@ -43,18 +48,33 @@ pub async fn ask_members<T>(
             .map(|peer| peers.forward(peer, request.clone())),
     )
     .await;
-    let mut unreachable = Vec::new();
+    let mut out = Answers {
+        replies: Vec::new(),
+        unreachable: Vec::new(),
+    };
     for (peer, answer) in members.into_iter().zip(answers) {
         match answer {
-            Ok(reply) => {
-                if let Some(found) = pick(reply) {
-                    return FanOut::Found(found);
-                }
-            }
-            Err(_) => unreachable.push(peer),
+            Ok(reply) => out.replies.push(reply),
+            Err(_) => out.unreachable.push(peer),
         }
     }
-    FanOut::Missing { unreachable }
+    out
+}
+
+/// Asks every member as [`ask_every_member`] does and returns the first answer `pick`
+/// accepts.
+pub async fn ask_members<T>(
+    backend: &Backend,
+    request: Forward,
+    pick: impl Fn(ForwardReply) -> Option<T>,
+) -> FanOut<T> {
+    let answers = ask_every_member(backend, request).await;
+    match answers.replies.into_iter().find_map(pick) {
+        Some(found) => FanOut::Found(found),
+        None => FanOut::Missing {
+            unreachable: answers.unreachable,
+        },
+    }
 }
 
 /// `names` as `a, b, c` for an error's reason.

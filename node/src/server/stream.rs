@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_actors::Caller;
+use chorus_actors::{Caller, KeyHash, NodeHandle};
 use chorus_protocol::{
     ClientFrameError, ErrorCode, FrameError, FrameLimit, ResetCode, ServerFrame,
     decode_client_frame, encode_value, peek_submit,
@@ -40,15 +40,50 @@ enum ReadEnd {
     Failed,
 }
 
-/// Serves one bidirectional request stream.
+/// Whether the connection's key was revoked after its hello. The key is looked up again
+/// only when the node's count of revocations moved: revocations are never withdrawn, so
+/// an unchanged count means nothing new, and the usual check is one atomic load.
+struct Revocation {
+    key_hash: KeyHash,
+    seen: Option<u64>,
+    revoked: bool,
+}
+
+impl Revocation {
+    fn new(key_hash: KeyHash) -> Self {
+        Revocation {
+            key_hash,
+            seen: None,
+            revoked: false,
+        }
+    }
+
+    fn revoked(&mut self, node: &NodeHandle) -> bool {
+        self.check(node.key_revocations(), |hash| node.key_revoked(hash))
+    }
+
+    /// `revocations`: the node's count now; `is_revoked` looks the key up.
+    fn check(&mut self, revocations: u64, is_revoked: impl FnOnce(&KeyHash) -> bool) -> bool {
+        if !self.revoked && self.seen != Some(revocations) {
+            self.seen = Some(revocations);
+            self.revoked = is_revoked(&self.key_hash);
+        }
+        self.revoked
+    }
+}
+
+/// Serves one bidirectional request stream; once the caller's key is revoked, every
+/// request on it is answered `Unauthorized`.
 pub async fn serve_stream(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     backend: Backend,
     caller: Caller,
+    key_hash: KeyHash,
     edge: Arc<Edge>,
     shutdown: CancellationToken,
 ) {
+    let mut revocation = Revocation::new(key_hash);
     let settings = &edge.settings;
     let in_flight = settings.max_in_flight_per_stream;
     let (responses, to_write) = mpsc::channel::<ServerFrame>(in_flight);
@@ -91,9 +126,11 @@ pub async fn serve_stream(
                 break ReadEnd::Failed;
             }
         }
+        let revoked = revocation.revoked(&backend.node);
         // Under overload most submits are refused; their head says so without decoding
         // the body, spawning a task or sending a message.
-        if let Some(head) = peek_submit(&payload)
+        if !revoked
+            && let Some(head) = peek_submit(&payload)
             && let Some(error) = refuse_early(&backend, &caller, &head)
         {
             let result = Err(error);
@@ -108,6 +145,18 @@ pub async fn serve_stream(
             continue;
         }
         match decode_client_frame(&payload, settings.frame_limit) {
+            Ok(frame) if revoked => {
+                let result = Err(ErrorCode::Unauthorized);
+                let tier = catalog::tier_label(&frame.request);
+                catalog::record_request(frame.request.kind(), tier, Duration::ZERO, &result);
+                let _ = responses
+                    .send(ServerFrame {
+                        request_id: frame.request_id,
+                        result,
+                    })
+                    .await;
+                drop(permit);
+            }
             Ok(frame) => {
                 // The node-wide cap: past it a request is answered at once, costing no
                 // task and no actor message.
@@ -253,5 +302,30 @@ fn encode_response(frame: &ServerFrame, limit: FrameLimit, buf: &mut Vec<u8>) {
             )),
         };
         encode_value(&refusal, limit, buf).expect("a short error always fits in a frame");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_looked_up_only_when_the_revocations_moved_and_stays_revoked() {
+        let mut revocation = Revocation::new([1; 32]);
+        let mut lookups = 0;
+        let mut check = |count, revoked| {
+            revocation.check(count, |_| {
+                lookups += 1;
+                revoked
+            })
+        };
+        assert!(!check(0, false), "first request: looked up");
+        assert!(!check(0, true), "no new revocation: not looked up");
+        assert!(
+            check(1, true),
+            "a new revocation: looked up, and it is this key"
+        );
+        assert!(check(2, false), "revoked for good");
+        assert_eq!(lookups, 2);
     }
 }

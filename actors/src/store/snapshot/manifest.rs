@@ -46,6 +46,9 @@ pub struct Manifest {
     pub records: u64,
     /// The `api_keys` tree: SHA-256 of a key → its record, hex.
     pub api_keys: Vec<TreeRecord>,
+    /// The `revoked_keys` tree: SHA-256 of a key → when it was revoked, hex.
+    #[serde(default)]
+    pub revoked_keys: Vec<TreeRecord>,
     /// The `audit` tree (entries and head), hex.
     pub audit: Vec<TreeRecord>,
 }
@@ -242,6 +245,7 @@ mod tests {
             ],
             records: 4,
             api_keys: vec![TreeRecord::new(b"k", b"v")],
+            revoked_keys: vec![],
             audit: vec![],
         }
     }

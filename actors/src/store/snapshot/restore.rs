@@ -249,14 +249,19 @@ fn build(
     Ok((rebuild.records, items))
 }
 
-/// The metadata trees: partition count and node id, API keys, the audit log.
+/// The metadata trees: partition count and node id, API keys and their revocations,
+/// the audit log.
 fn import_trees(db: &sled::Db, manifest: &Manifest) -> Result<(), RestoreError> {
     let meta = db.open_tree("meta").map_err(StoreError::from)?;
     meta.insert(META_PARTITIONS, &manifest.partitions.to_be_bytes())
         .map_err(StoreError::from)?;
     meta.insert(META_NODE, manifest.node.as_bytes())
         .map_err(StoreError::from)?;
-    for (name, records) in [("api_keys", &manifest.api_keys), ("audit", &manifest.audit)] {
+    for (name, records) in [
+        ("api_keys", &manifest.api_keys),
+        ("revoked_keys", &manifest.revoked_keys),
+        ("audit", &manifest.audit),
+    ] {
         let tree = db.open_tree(name).map_err(StoreError::from)?;
         for record in records {
             let (key, value) = record.decode().ok_or_else(|| {

@@ -120,6 +120,10 @@ fn a_restored_snapshot_holds_every_item_listing_api_key_and_audit_entry() {
         model.get_mut(id).unwrap().1 = rejected(1);
     }
     let key = store.create_api_key(Role::Read, "reader".into()).unwrap();
+    let revoked = store.create_api_key(Role::Admin, "gone".into()).unwrap();
+    store
+        .revoke_api_key(&crate::store::key_hash(&revoked))
+        .unwrap();
     store
         .audit_append("test", "snapshot.test", "detail")
         .unwrap();
@@ -131,7 +135,7 @@ fn a_restored_snapshot_holds_every_item_listing_api_key_and_audit_entry() {
     assert!(report.progress.segments_total > 3, "{report:?}");
     assert!(report.linked_segments >= report.progress.segments_total - 1);
     assert_eq!(report.records, 340 + rewritten.len() as u64);
-    assert_eq!(report.api_keys, 1);
+    assert_eq!(report.api_keys, 2);
 
     // Written after the snapshot began: not in it.
     let mut later = Model::new();
@@ -148,6 +152,11 @@ fn a_restored_snapshot_holds_every_item_listing_api_key_and_audit_entry() {
         assert_eq!(back.get(*id).unwrap(), None);
     }
     assert_eq!(back.authenticate(&key).unwrap(), Some(Role::Read));
+    // The revocation is restored with the key: it never authenticates again.
+    assert_eq!(back.authenticate(&revoked).unwrap(), None);
+    let listed = back.list_api_keys().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.iter().filter(|k| k.revoked_at.is_some()).count(), 1);
     let audit = back.audit().verify().unwrap();
     assert!(audit.is_intact());
     assert_eq!(audit.entries, 1);

@@ -78,6 +78,7 @@ pub(super) fn on_session_event(
                 return;
             }
             info!(peer = %node, %label, "link up");
+            shared.link_ups.send_modify(|ups| *ups += 1);
             if let Some(previous) = shared
                 .table
                 .session_up(now, &node, label.clone(), session_node)

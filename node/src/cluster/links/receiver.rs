@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
-use chorus_actors::NodeHandle;
+use chorus_actors::{KeySet, KeyStatus, NodeHandle};
 use chorus_protocol::{ErrorCode, NodeId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
+
+use crate::cluster::key_sync::record_keys_synced;
 
 use super::wire::{Forward, ForwardMsg, ForwardReply, decode_request, encode_reply, overload_tier};
 
@@ -114,10 +116,22 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
             .get(id)
             .await
             .map(|item| ForwardReply::Get(item.map(Box::new))),
-        Forward::Authenticate { key_hash } => node
-            .authenticate_hash(key_hash)
-            .await
-            .map(ForwardReply::Role),
+        Forward::Authenticate { key_hash } => match node.key_status(key_hash).await? {
+            KeyStatus::Active(role) => Ok(ForwardReply::Role(Some(role))),
+            KeyStatus::Unknown => Ok(ForwardReply::Role(None)),
+            KeyStatus::Revoked => Ok(ForwardReply::Revoked),
+        },
+        Forward::KeyDigest => node.api_key_digest().await.map(ForwardReply::KeyDigest),
+        Forward::SyncKeys { set, complete } => {
+            if complete {
+                let (merged, missing) = node.exchange_api_keys(set).await?;
+                record_keys_synced(merged);
+                Ok(ForwardReply::Keys(missing))
+            } else {
+                record_keys_synced(node.merge_api_keys(set).await?);
+                Ok(ForwardReply::Keys(KeySet::default()))
+            }
+        }
         Forward::ListByUser {
             user_id,
             after,

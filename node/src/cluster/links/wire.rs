@@ -2,17 +2,18 @@
 //! whose argument and answer are bincode 2 payloads. They are decoded with an
 //! allocation limit equal to the link frame limit (a payload cannot be larger than the
 //! frame that carried it), every count and string bounded while it is decoded (a batch
-//! holds at most `MAX_BATCH_ITEMS` items, a page `MAX_PAGE_LIMIT`), and no type that
+//! holds at most `MAX_BATCH_ITEMS` items, a page `MAX_PAGE_LIMIT`, a key set
+//! `MAX_API_KEYS` keys and as many revocations), and no type that
 //! nests itself: a malformed or hostile payload is an error, never a panic, a deep
 //! recursion or a large allocation.
 
 use bincode::de::Decoder;
 use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
-use chorus_actors::Caller;
+use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, PageToken,
-    Receipt, Role, StoredItem, Tier,
+    ErrorCode, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT,
+    MAX_USER_ID_BYTES, PageToken, Receipt, Role, StoredItem, Tier,
 };
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
@@ -103,17 +104,75 @@ fn variant<D: Decoder>(decoder: &mut D) -> Result<u32, DecodeError> {
     u32::decode(decoder)
 }
 
-/// Both wire enums have four variants, 0..=3.
-const LAST_VARIANT: u32 = 3;
+/// The last variant index of [`WireRequest`].
+const LAST_REQUEST: u32 = 5;
+/// The last variant index of [`WireReply`].
+const LAST_REPLY: u32 = 6;
 
 fn unknown_variant(found: u32, type_name: &'static str) -> DecodeError {
+    let allowed = if type_name == "WireRequest" {
+        &bincode::error::AllowedEnumVariants::Range {
+            min: 0,
+            max: LAST_REQUEST,
+        }
+    } else {
+        &bincode::error::AllowedEnumVariants::Range {
+            min: 0,
+            max: LAST_REPLY,
+        }
+    };
     DecodeError::UnexpectedVariant {
         type_name,
-        allowed: &bincode::error::AllowedEnumVariants::Range {
-            min: 0,
-            max: LAST_VARIANT,
-        },
+        allowed,
         found,
+    }
+}
+
+/// A [`KeySet`] as encoded on a link (bincode's derive; decoded by hand, within
+/// bounds): at most `MAX_API_KEYS` keys, names of at most `MAX_API_KEY_NAME_BYTES`,
+/// and at most `MAX_API_KEYS` revocations. The largest is about 2 MiB, well inside a
+/// link frame.
+#[derive(Clone, Debug, Default, PartialEq, Encode)]
+pub struct WireKeySet {
+    /// Keys by hash.
+    pub keys: Vec<(KeyHash, ApiKeyRecord)>,
+    /// Revocations by hash, with their time.
+    pub revocations: Vec<(KeyHash, u64)>,
+}
+
+impl<Context> Decode<Context> for WireKeySet {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let len = bounded_len(decoder, MAX_API_KEYS, "keys")?;
+        let mut keys = Vec::new();
+        for _ in 0..len {
+            let hash = <[u8; 32]>::decode(decoder)?;
+            let record = ApiKeyRecord {
+                role: Role::decode(decoder)?,
+                name: bounded_string(decoder, MAX_API_KEY_NAME_BYTES, "name")?,
+                created_at: u64::decode(decoder)?,
+            };
+            keys.push((hash, record));
+        }
+        let revocations = bounded_vec(decoder, MAX_API_KEYS, "revocations")?;
+        Ok(WireKeySet { keys, revocations })
+    }
+}
+
+impl From<KeySet> for WireKeySet {
+    fn from(set: KeySet) -> Self {
+        WireKeySet {
+            keys: set.keys,
+            revocations: set.revocations,
+        }
+    }
+}
+
+impl From<WireKeySet> for KeySet {
+    fn from(wire: WireKeySet) -> Self {
+        KeySet {
+            keys: wire.keys,
+            revocations: wire.revocations,
+        }
     }
 }
 
@@ -149,6 +208,15 @@ pub enum WireRequest {
         /// SHA-256 of the key.
         key_hash: [u8; 32],
     },
+    /// [`Forward::KeyDigest`].
+    KeyDigest,
+    /// [`Forward::SyncKeys`].
+    SyncKeys {
+        /// The keys and revocations.
+        set: WireKeySet,
+        /// Whether `set` is the sender's whole set.
+        complete: bool,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -170,6 +238,11 @@ impl<Context> Decode<Context> for WireRequest {
             3 => Ok(WireRequest::Authenticate {
                 key_hash: <[u8; 32]>::decode(decoder)?,
             }),
+            4 => Ok(WireRequest::KeyDigest),
+            5 => Ok(WireRequest::SyncKeys {
+                set: WireKeySet::decode(decoder)?,
+                complete: bool::decode(decoder)?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -187,6 +260,12 @@ pub enum WireReply {
     List(Vec<StoredItem>, Option<PageToken>),
     /// [`ForwardReply::Role`].
     Role(Option<Role>),
+    /// [`ForwardReply::KeyDigest`].
+    KeyDigest(u64),
+    /// [`ForwardReply::Keys`].
+    Keys(WireKeySet),
+    /// [`ForwardReply::Revoked`].
+    Revoked,
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -203,6 +282,9 @@ impl<Context> Decode<Context> for WireReply {
                 Option::<PageToken>::decode(decoder)?,
             )),
             3 => Ok(WireReply::Role(Option::<Role>::decode(decoder)?)),
+            4 => Ok(WireReply::KeyDigest(u64::decode(decoder)?)),
+            5 => Ok(WireReply::Keys(WireKeySet::decode(decoder)?)),
+            6 => Ok(WireReply::Revoked),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -235,6 +317,11 @@ impl From<Forward> for WireRequest {
             },
             Forward::Get { id } => WireRequest::Get { id },
             Forward::Authenticate { key_hash } => WireRequest::Authenticate { key_hash },
+            Forward::KeyDigest => WireRequest::KeyDigest,
+            Forward::SyncKeys { set, complete } => WireRequest::SyncKeys {
+                set: set.into(),
+                complete,
+            },
             Forward::ListByUser {
                 user_id,
                 after,
@@ -264,6 +351,11 @@ impl From<WireRequest> for Forward {
             },
             WireRequest::Get { id } => Forward::Get { id },
             WireRequest::Authenticate { key_hash } => Forward::Authenticate { key_hash },
+            WireRequest::KeyDigest => Forward::KeyDigest,
+            WireRequest::SyncKeys { set, complete } => Forward::SyncKeys {
+                set: set.into(),
+                complete,
+            },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -284,6 +376,9 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Get(item) => WireReply::Get(item),
             ForwardReply::List(items, next) => WireReply::List(items, next),
             ForwardReply::Role(role) => WireReply::Role(role),
+            ForwardReply::KeyDigest(digest) => WireReply::KeyDigest(digest),
+            ForwardReply::Keys(set) => WireReply::Keys(set.into()),
+            ForwardReply::Revoked => WireReply::Revoked,
         }
     }
 }
@@ -295,6 +390,9 @@ impl From<WireReply> for ForwardReply {
             WireReply::Get(item) => ForwardReply::Get(item),
             WireReply::List(items, next) => ForwardReply::List(items, next),
             WireReply::Role(role) => ForwardReply::Role(role),
+            WireReply::KeyDigest(digest) => ForwardReply::KeyDigest(digest),
+            WireReply::Keys(set) => ForwardReply::Keys(set.into()),
+            WireReply::Revoked => ForwardReply::Revoked,
         }
     }
 }
@@ -392,6 +490,11 @@ mod tests {
                 limit: 5,
             },
             WireRequest::Authenticate { key_hash: [3; 32] },
+            WireRequest::KeyDigest,
+            WireRequest::SyncKeys {
+                set: key_set(2),
+                complete: true,
+            },
         ];
         for request in requests {
             let bytes = encode_payload(&request);
@@ -402,6 +505,9 @@ mod tests {
             WireReply::Get(None),
             WireReply::List(vec![], Some(PageToken(vec![2]))),
             WireReply::Role(Some(Role::Submit)),
+            WireReply::KeyDigest(u64::MAX),
+            WireReply::Keys(key_set(3)),
+            WireReply::Revoked,
         ];
         for reply in replies {
             let bytes = encode_payload(&reply);
@@ -442,6 +548,51 @@ mod tests {
         bytes.push(0xfd);
         bytes.extend_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(decode_reply(&bytes), None);
+    }
+
+    /// `n` keys with the longest names, and a revocation for each.
+    fn key_set(n: usize) -> WireKeySet {
+        let hash = |i: usize| {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            hash
+        };
+        WireKeySet {
+            keys: (0..n)
+                .map(|i| {
+                    let record = ApiKeyRecord {
+                        role: Role::Admin,
+                        name: "n".repeat(MAX_API_KEY_NAME_BYTES),
+                        created_at: u64::MAX,
+                    };
+                    (hash(i), record)
+                })
+                .collect(),
+            revocations: (0..n).map(|i| (hash(i), u64::MAX)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_largest_key_set_fits_a_link_frame_and_one_more_key_is_refused() {
+        let full = WireRequest::SyncKeys {
+            set: key_set(MAX_API_KEYS),
+            complete: true,
+        };
+        let bytes = encode_payload(&full);
+        assert!(bytes.len() < LINK_LIMIT, "{} bytes", bytes.len());
+        assert_eq!(decode_payload::<WireRequest>(&bytes).unwrap(), full);
+        let mut over = key_set(MAX_API_KEYS);
+        over.keys.push(over.keys[0].clone());
+        let error = decode_request(&encode_payload(&WireRequest::SyncKeys {
+            set: over,
+            complete: false,
+        }))
+        .unwrap_err();
+        assert!(format!("{error:?}").contains("keys"), "{error:?}");
+        let mut long_name = key_set(1);
+        long_name.keys[0].1.name.push('n');
+        let reply = Ok::<_, ErrorCode>(WireReply::Keys(long_name));
+        assert_eq!(decode_reply(&encode_payload(&reply)), None);
     }
 
     #[test]
