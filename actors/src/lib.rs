@@ -29,7 +29,8 @@
 //! published breaker) and `telemetry` (metric names).
 //!
 //! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
-//! AuditReport AuditEntry NodeHandle PipelineConfig QueueStatus STORE_DEPENDENCY Store StoreConfig
+//! ApiKeyRecord AuditReport AuditEntry KeyHash KeySet KeyStatus NodeHandle PipelineConfig
+//! QueueStatus STORE_DEPENDENCY Store StoreConfig
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->
 //!
 //! This crate knows nothing of QUIC, gossip, the control socket or the CLI, and must
