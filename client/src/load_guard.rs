@@ -18,21 +18,11 @@ pub struct LoadGuardConfig {
     /// How many refusals per acceptance the throttle tolerates before it refuses
     /// locally (the SRE book's K; 2 lets the cluster see twice what it accepts).
     pub accepts_multiplier: f64,
-    /// The time constant over which requests and acceptances are counted (10 s). The
-    /// SRE book counts over two minutes; with that memory a fleet kept refusing about
-    /// half its requests well after a 30 s spike had passed (BENCHMARKS.md), while 10 s
-    /// still holds thousands of answers for a busy client.
+    /// The window over which requests and acceptances are counted.
     pub throttle_window: Duration,
     /// Requests in the window below which nothing is refused locally (the ratio means
     /// little over a handful of requests).
     pub min_requests: f64,
-    /// The most a new request is refused locally (0.9, as Envoy's admission control caps
-    /// its own at 0.8). Without a cap the fleet, having learned that everything is
-    /// refused, sends almost nothing and so learns of a recovery only by an exponential
-    /// crawl: acceptances grow by `e` each window from a handful, over twenty minutes at
-    /// two minutes a window. With one request in ten still sent, it is back within about
-    /// three windows.
-    pub max_reject_probability: f64,
 }
 
 impl Default for LoadGuardConfig {
@@ -41,9 +31,8 @@ impl Default for LoadGuardConfig {
             retry_ratio: 0.2,
             min_retries_per_sec: 10.0,
             accepts_multiplier: 2.0,
-            throttle_window: Duration::from_secs(10),
+            throttle_window: Duration::from_secs(120),
             min_requests: 20.0,
-            max_reject_probability: 0.9,
         }
     }
 }
@@ -105,8 +94,7 @@ impl LoadGuard {
         if requests < self.config.min_requests {
             return 0.0;
         }
-        ((requests - self.config.accepts_multiplier * accepts) / (requests + 1.0))
-            .clamp(0.0, self.config.max_reject_probability)
+        ((requests - self.config.accepts_multiplier * accepts) / (requests + 1.0)).max(0.0)
     }
 
     /// Whether a new request (a first attempt) may be sent at `now`; `draw` is uniform
@@ -213,10 +201,9 @@ mod tests {
             attempts as f64 <= 1.2 * firsts as f64 + floor,
             "{attempts} attempts for {firsts} first attempts"
         );
-        // And the throttle has the fleet send a small fraction of what it is asked
-        // (its cap, one in ten, and what it sent before it learned).
+        // And the throttle has the fleet send a small fraction of what it is asked.
         assert!(
-            (firsts as f64) < 0.12 * requests as f64,
+            (firsts as f64) < 0.1 * requests as f64,
             "{firsts} of {requests} sent while everything is refused"
         );
     }
@@ -240,35 +227,6 @@ mod tests {
     }
 
     #[test]
-    fn the_throttle_lets_the_fleet_back_in_soon_after_the_cluster_recovers() {
-        let mut rng = Draws(4);
-        let mut guard = LoadGuard::new(LoadGuardConfig::default());
-        let start = Instant::now();
-        let rate = 1000.0;
-        // 30 s of everything refused, then the cluster accepts everything again.
-        let mut sent_late = 0u64;
-        for n in 0..(80.0 * rate) as u64 {
-            let t = n as f64 / rate;
-            let now = start + Duration::from_secs_f64(t);
-            if !guard.admit(now, rng.random()) {
-                continue;
-            }
-            guard.record(now, t >= 30.0);
-            if t >= 70.0 {
-                sent_late += 1;
-            }
-        }
-        let asked_late = (10.0 * rate) as u64;
-        // Acceptances grow from the capped trickle by `e` each window: within about
-        // three windows the fleet sends (nearly) everything again. With no cap and the
-        // SRE book's two-minute window the same crawl would take over twenty minutes.
-        assert!(
-            sent_late as f64 > 0.95 * asked_late as f64,
-            "{sent_late} of {asked_late} sent 40–50 s after the recovery"
-        );
-    }
-
-    #[test]
     fn requests_in_flight_are_not_counted_as_refused() {
         let mut guard = LoadGuard::new(LoadGuardConfig::default());
         let now = Instant::now();
@@ -278,10 +236,7 @@ mod tests {
         for _ in 0..500 {
             guard.record(now, false);
         }
-        assert_eq!(
-            guard.reject_probability(),
-            LoadGuardConfig::default().max_reject_probability
-        );
+        assert!(guard.reject_probability() > 0.99);
     }
 
     #[test]
