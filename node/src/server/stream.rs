@@ -133,28 +133,28 @@ pub async fn serve_stream(
             && let Some(head) = peek_submit(&payload)
             && let Some(error) = refuse_early(&backend, &caller, &head)
         {
-            let result = Err(error);
-            catalog::record_request("submit", head.tier.as_str(), Duration::ZERO, &result);
-            let _ = responses
-                .send(ServerFrame {
-                    request_id: head.request_id,
-                    result,
-                })
-                .await;
+            refuse_at_once(
+                &responses,
+                head.request_id,
+                "submit",
+                head.tier.as_str(),
+                error,
+            )
+            .await;
             drop(permit);
             continue;
         }
         match decode_client_frame(&payload, settings.frame_limit) {
             Ok(frame) if revoked => {
-                let result = Err(ErrorCode::Unauthorized);
-                let tier = catalog::tier_label(&frame.request);
-                catalog::record_request(frame.request.kind(), tier, Duration::ZERO, &result);
-                let _ = responses
-                    .send(ServerFrame {
-                        request_id: frame.request_id,
-                        result,
-                    })
-                    .await;
+                let (kind, tier) = (frame.request.kind(), catalog::tier_label(&frame.request));
+                refuse_at_once(
+                    &responses,
+                    frame.request_id,
+                    kind,
+                    tier,
+                    ErrorCode::Unauthorized,
+                )
+                .await;
                 drop(permit);
             }
             Ok(frame) => {
@@ -303,6 +303,20 @@ fn encode_response(frame: &ServerFrame, limit: FrameLimit, buf: &mut Vec<u8>) {
         };
         encode_value(&refusal, limit, buf).expect("a short error always fits in a frame");
     }
+}
+
+/// Answers `request_id` with `error` without serving it, counted as a request of `kind`
+/// and `tier` that took no time.
+async fn refuse_at_once(
+    responses: &mpsc::Sender<ServerFrame>,
+    request_id: u64,
+    kind: &'static str,
+    tier: &'static str,
+    error: ErrorCode,
+) {
+    let result = Err(error);
+    catalog::record_request(kind, tier, Duration::ZERO, &result);
+    let _ = responses.send(ServerFrame { request_id, result }).await;
 }
 
 #[cfg(test)]
