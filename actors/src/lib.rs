@@ -31,6 +31,7 @@
 //! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
 //! ApiKeyRecord AuditReport AuditEntry KeyHash KeySet KeyStatus NodeHandle PipelineConfig
 //! QueueStatus STORE_DEPENDENCY Store StoreConfig
+//! Applied MAX_EPOCH_HISTORY PartitionEpochs Promise ReplicaRecord ShipBatch ShipOutcome
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->
 //!
 //! This crate knows nothing of QUIC, gossip, the control socket or the CLI, and must
@@ -66,6 +67,7 @@ pub use handle::{NodeHandle, StartError};
 pub use pipeline::{PipelineConfig, PipelineConfigError};
 pub use policy::breaker::BreakerCommand;
 pub use store::{
-    ApiKeyEntry, ApiKeyRecord, AuditEntry, AuditLog, AuditReport, Durability, KeyHash, KeySet,
-    KeyStatus, Store, StoreConfig, StoreError, Write,
+    ApiKeyEntry, ApiKeyRecord, Applied, AuditEntry, AuditLog, AuditReport, Durability, KeyHash,
+    KeySet, KeyStatus, MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch,
+    ShipOutcome, Store, StoreConfig, StoreError, Write,
 };

@@ -29,6 +29,10 @@
 //! is live, and compacts those mostly dead (copying their live records to the log's
 //! head), so the log's disk use stays bounded by what is live ([`Store::log_usage`]).
 //!
+//! [`replica`] holds what leader-based replication needs of the store: a partition read
+//! in sequence order, a follower's append of shipped records, truncation of a
+//! partition's diverged suffix, and each partition's leader epochs.
+//!
 //! A [`snapshot`] is the log up to the end noted when it began, hard-linked where it
 //! can be, with a checksummed manifest of the metadata trees; restoring one rebuilds
 //! the index from the log.
@@ -38,6 +42,7 @@ pub mod audit;
 pub mod index;
 mod keys;
 pub mod log;
+pub mod replica;
 pub mod retire;
 pub mod snapshot;
 mod tail;
@@ -67,6 +72,9 @@ use index::{Index, IndexEntry};
 use keys::{item_key, split_item_key, user_prefix};
 use log::record::{RecordHeader, RecordKind};
 use log::{LogError, PartitionLog};
+pub use replica::{
+    Applied, MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch, ShipOutcome,
+};
 pub use retire::{LogUsage, RetireStep};
 pub use snapshot::{RestoreError, RestoreReport, SnapshotError, SnapshotProgress, SnapshotReport};
 use tail::Tail;
@@ -445,6 +453,8 @@ pub struct Store {
     path: PathBuf,
     /// Serialises "create a key if there is none".
     bootstrap: Mutex<()>,
+    /// Each partition's leader epochs; see [`replica`].
+    epochs: replica::Epochs,
     /// Test-only: milliseconds every write batch takes at least, as a slow disk would.
     #[cfg(feature = "fault-injection")]
     delay_ms: std::sync::atomic::AtomicU64,
@@ -490,6 +500,7 @@ impl Store {
         let present: std::collections::BTreeSet<u64> =
             log.segments().into_iter().map(|(s, _)| s).collect();
         index.forget_absent(&|segment| present.contains(&segment))?;
+        replica::complete_by_sequence(&index, &log)?;
         let mut tail = Tail::default();
         for record in &recovered {
             let stored = decode_item(&record.body)?;
@@ -552,6 +563,7 @@ impl Store {
             durability: config.durability,
             path: config.path,
             bootstrap: Mutex::new(()),
+            epochs: replica::Epochs::open(&db, config.partitions)?,
             #[cfg(feature = "fault-injection")]
             delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
@@ -612,6 +624,12 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
+        Ok(self.try_apply_replicated(writes)?.outcomes)
+    }
+
+    /// [`Store::try_apply`], also returning the records appended and, per item, the
+    /// sequence replication must reach before its receipt may be sent.
+    pub fn try_apply_replicated(&self, writes: Vec<Write>) -> Result<Applied, StoreError> {
         #[cfg(feature = "fault-injection")]
         std::thread::sleep(std::time::Duration::from_millis(
             self.delay_ms.load(std::sync::atomic::Ordering::Relaxed),
@@ -619,6 +637,9 @@ impl Store {
         let stored_at = now_ms();
         let mut sequences = self.shared.lock_for_append()?;
         let mut outcomes: Vec<Result<Receipt, ErrorCode>> = Vec::with_capacity(writes.len());
+        // What each item waits for; a fresh item's is filled in once it has a sequence.
+        let mut waits: Vec<Option<(PartitionId, u64)>> = Vec::with_capacity(writes.len());
+        let mut fresh_at = Vec::new();
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
         let mut fresh = Vec::new();
         for Write {
@@ -630,15 +651,20 @@ impl Store {
         {
             if let Some(&first) = seen.get(&item.id) {
                 outcomes.push(outcomes[first].clone());
+                waits.push(waits[first]);
                 continue;
             }
             if let Some(existing) = self.get(item.id)? {
                 seen.insert(item.id, outcomes.len());
+                // The earlier record may not be replicated yet: wait for all before it.
+                let partition = partition_of(&existing.item.user_id, self.partitions);
+                waits.push(Some((partition, sequences[usize::from(partition)])));
                 outcomes.push(Ok(existing.receipt));
                 continue;
             }
             if let Err(e) = check_user(&item.user_id) {
                 outcomes.push(Err(e.to_error_code()));
+                waits.push(None);
                 continue;
             }
             let receipt = Receipt {
@@ -651,27 +677,50 @@ impl Store {
                 enrichment,
             };
             seen.insert(item.id, outcomes.len());
+            fresh_at.push(outcomes.len());
             outcomes.push(Ok(receipt.clone()));
+            waits.push(None);
             fresh.push(StoredItem { item, receipt });
         }
-        self.append_records(
+        let records = self.append_records(
             &mut sequences,
             fresh.into_iter().map(|s| (s, None)).collect(),
         )?;
-        Ok(outcomes)
+        for (&at, record) in fresh_at.iter().zip(&records) {
+            waits[at] = Some((record.partition, record.sequence));
+        }
+        // A duplicate of an item fresh in this batch copied its placeholder: fill it.
+        for (at, wait) in waits.iter_mut().enumerate() {
+            if wait.is_none()
+                && let Ok(receipt) = &outcomes[at]
+                && let Some(&first) = seen.get(&receipt.id)
+                && first != at
+            {
+                *wait = fresh_at
+                    .iter()
+                    .position(|&f| f == first)
+                    .and_then(|i| records.get(i))
+                    .map(|r| (r.partition, r.sequence));
+            }
+        }
+        Ok(Applied {
+            outcomes,
+            waits,
+            records,
+        })
     }
 
     /// Appends records of `items` (each the newest version of its id, with the locator
     /// of the record it replaces, if any) as one group, assigning each its partition's
     /// next sequence, and puts them in the tail once durable. The caller holds the
-    /// append lock (`sequences`).
+    /// append lock (`sequences`). Returns the records appended, in order.
     fn append_records(
         &self,
         sequences: &mut [u64],
         items: Vec<(StoredItem, Option<log::Locator>)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ReplicaRecord>, StoreError> {
         if items.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut headers = Vec::with_capacity(items.len());
         let mut bodies = Vec::with_capacity(items.len());
@@ -711,7 +760,16 @@ impl Store {
             Ok(()) => {
                 shared.tail_changed.notify_all();
                 debug!(records = records.len(), "log group durable");
-                Ok(())
+                drop(records);
+                Ok(headers
+                    .into_iter()
+                    .zip(bodies)
+                    .map(|(header, body)| ReplicaRecord {
+                        partition: header.partition,
+                        sequence: header.sequence,
+                        body,
+                    })
+                    .collect())
             }
             Err(e) => {
                 // Nothing of the group is acknowledged; give its sequences back so the

@@ -6,7 +6,14 @@
 //!   A user's items are one range, oldest first; a partition is one contiguous range.
 //! - `ids`: id → [`Locator`]: `get` and dedup by id. Values stay 20 bytes so sled keeps
 //!   them inline (no allocation per entry when it copies a leaf on each insert).
-//! - `sequences`: partition (u16 BE) → the last sequence indexed (u64 BE).
+//! - `sequences`: partition (u16 BE) → the last sequence indexed (u64 BE), lowered only
+//!   by a replica's truncation ([`super::replica`]).
+//! - `by_sequence`: partition (u16 BE) ‖ sequence (u64 BE) → [`Locator`]: a partition in
+//!   sequence order, for replication. A record copied forward overwrites its key with
+//!   the new locator; a superseded record's key stays and readers skip it (its id's
+//!   live record lies elsewhere). Stores made before the tree existed get it rebuilt
+//!   from the log when they open ([`super::replica`]); `meta` `by_sequence` marks it
+//!   complete.
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
 //!   is already indexed changes nothing). `dead` ‖ segment (u64 BE) → bytes (u64 BE):
@@ -34,6 +41,35 @@ use super::log::{Locator, LogPosition};
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 /// Prefix of the `meta` keys counting a segment's dead bytes.
 const META_DEAD: &[u8] = b"dead";
+/// `meta` key present once `by_sequence` covers every indexed record.
+const META_BY_SEQUENCE: &[u8] = b"by_sequence";
+
+/// The `by_sequence` key of a record.
+pub(crate) fn sequence_key(partition: PartitionId, sequence: u64) -> [u8; 10] {
+    let mut key = [0; 10];
+    key[..2].copy_from_slice(&partition.to_be_bytes());
+    key[2..].copy_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The sequence in a `by_sequence` key.
+fn key_sequence(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(2..10)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            tree: "by_sequence",
+            reason: format!("key of {} bytes, expected 10", key.len()),
+        })
+}
+
+/// A `by_sequence` value as a locator.
+fn sequence_locator(raw: &[u8]) -> Result<Locator, StoreError> {
+    Locator::from_bytes(raw).ok_or_else(|| StoreError::Corrupt {
+        tree: "by_sequence",
+        reason: "entry shorter than a locator".into(),
+    })
+}
 
 /// The `meta` key of segment `segment`'s dead-byte count.
 fn dead_key(segment: u64) -> [u8; 12] {
@@ -67,6 +103,7 @@ pub(crate) struct Index {
     listing: sled::Tree,
     ids: sled::Tree,
     sequences: sled::Tree,
+    by_sequence: sled::Tree,
     meta: sled::Tree,
     /// sled's log file, to fdatasync after a flush when the store syncs.
     db_file: Option<File>,
@@ -109,6 +146,7 @@ impl Index {
             listing: db.open_tree("listing")?,
             ids: db.open_tree("ids")?,
             sequences: db.open_tree("sequences")?,
+            by_sequence: db.open_tree("by_sequence")?,
             meta: db.open_tree("meta")?,
             db,
             db_file,
@@ -223,12 +261,17 @@ impl Index {
     ) -> Result<(), StoreError> {
         let mut listing = sled::Batch::default();
         let mut ids = sled::Batch::default();
+        let mut by_sequence = sled::Batch::default();
         let mut sequences: HashMap<PartitionId, u64> = HashMap::new();
         let mut superseded: BTreeMap<u64, u64> = BTreeMap::new();
         for entry in entries {
             let locator = entry.locator.to_bytes();
             listing.insert(entry.listing_key.as_slice(), &locator[..]);
             ids.insert(&entry.id.to_bytes()[..], &locator[..]);
+            by_sequence.insert(
+                &sequence_key(entry.partition, entry.sequence)[..],
+                &locator[..],
+            );
             let last = sequences.entry(entry.partition).or_default();
             *last = (*last).max(entry.sequence);
             if let Some(old) = entry.supersedes {
@@ -260,6 +303,7 @@ impl Index {
         });
         self.ids.apply_batch(ids)?;
         self.listing.apply_batch(listing)?;
+        self.by_sequence.apply_batch(by_sequence)?;
         if raised {
             self.sequences.apply_batch(seq_batch)?;
         }
@@ -285,6 +329,145 @@ impl Index {
             reason: "entry shorter than a locator".into(),
         })?;
         Ok(Some(locator))
+    }
+
+    /// The `by_sequence` entries of `partition` after sequence `after`, ascending.
+    pub(crate) fn sequences_after(
+        &self,
+        partition: PartitionId,
+        after: u64,
+    ) -> impl Iterator<Item = Result<(u64, Locator), StoreError>> + use<> {
+        let start = sequence_key(partition, after.saturating_add(1));
+        let end = sequence_key(partition, u64::MAX);
+        let past_end = after == u64::MAX;
+        self.by_sequence
+            .range(start..=end)
+            .filter(move |_| !past_end)
+            .map(|entry| {
+                let (key, raw) = entry?;
+                Ok((key_sequence(&key)?, sequence_locator(&raw)?))
+            })
+    }
+
+    /// Where the record `sequence` of `partition` lies, if indexed.
+    pub(crate) fn locate_sequence(
+        &self,
+        partition: PartitionId,
+        sequence: u64,
+    ) -> Result<Option<Locator>, StoreError> {
+        self.by_sequence
+            .get(sequence_key(partition, sequence))?
+            .map(|raw| sequence_locator(&raw))
+            .transpose()
+    }
+
+    /// Whether `by_sequence` is known to cover every indexed record.
+    pub(crate) fn by_sequence_complete(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(META_BY_SEQUENCE)?)
+    }
+
+    /// Whether `ids` holds nothing (a new store, or one rebuilt from nothing).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Every `ids` entry's id and locator, for rebuilding `by_sequence`.
+    pub(crate) fn live_records(
+        &self,
+    ) -> impl Iterator<Item = Result<(ItemId, Locator), StoreError>> {
+        self.ids.iter().map(|entry| {
+            let (key, raw) = entry?;
+            let id = <[u8; 16]>::try_from(key.as_ref())
+                .map(ItemId::from_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    tree: "ids",
+                    reason: format!("key of {} bytes, expected 16", key.len()),
+                })?;
+            let locator = Locator::from_bytes(&raw).ok_or_else(|| StoreError::Corrupt {
+                tree: "ids",
+                reason: "entry shorter than a locator".into(),
+            })?;
+            Ok((id, locator))
+        })
+    }
+
+    /// Writes rebuilt `by_sequence` entries; with `done`, then marks the tree complete
+    /// and flushes.
+    pub(crate) fn complete_by_sequence(
+        &self,
+        entries: &[(PartitionId, u64, Locator)],
+        done: bool,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (partition, sequence, locator) in entries {
+            batch.insert(
+                &sequence_key(*partition, *sequence)[..],
+                &locator.to_bytes()[..],
+            );
+        }
+        self.by_sequence.apply_batch(batch)?;
+        if !done {
+            return Ok(());
+        }
+        self.meta.insert(META_BY_SEQUENCE, &[1u8][..])?;
+        self.flush()
+    }
+
+    /// Forgets the records of `partition` after `sequence` and flushes: their
+    /// `by_sequence` keys, and for each still live (`ids` points at it) its `ids` and
+    /// `listing` entries, whose bytes become dead. `identify` names a record's id and
+    /// listing key (`None`: its segment is gone, so nothing points at it). The
+    /// partition's last sequence becomes `sequence`. Returns the live records removed.
+    /// The caller holds the append lock and has let the indexer drain, so nothing
+    /// pending can put them back.
+    pub(crate) fn truncate(
+        &self,
+        partition: PartitionId,
+        sequence: u64,
+        identify: &mut dyn FnMut(Locator) -> Result<Option<(ItemId, Vec<u8>)>, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mut by_sequence = sled::Batch::default();
+        let mut ids = sled::Batch::default();
+        let mut listing = sled::Batch::default();
+        let mut dead: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut removed = 0u64;
+        let end = sequence_key(partition, u64::MAX);
+        let start = sequence_key(partition, sequence.saturating_add(1));
+        if sequence < u64::MAX {
+            for entry in self.by_sequence.range(start..=end) {
+                let (key, raw) = entry?;
+                let locator = sequence_locator(&raw)?;
+                by_sequence.remove(key);
+                let Some((id, listing_key)) = identify(locator)? else {
+                    continue;
+                };
+                if self.locate(id)? == Some(locator) {
+                    ids.remove(&id.to_bytes()[..]);
+                    listing.remove(listing_key);
+                    *dead.entry(locator.segment).or_default() += u64::from(locator.len);
+                    removed += 1;
+                }
+            }
+        }
+        let mut durable = self.durable();
+        let mut meta = sled::Batch::default();
+        for (segment, bytes) in dead {
+            let count = durable.dead.entry(segment).or_default();
+            *count += bytes;
+            meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
+        }
+        self.ids.apply_batch(ids)?;
+        self.listing.apply_batch(listing)?;
+        self.by_sequence.apply_batch(by_sequence)?;
+        self.meta.apply_batch(meta)?;
+        if let Some(last) = durable.sequences.get_mut(usize::from(partition)) {
+            *last = sequence;
+        }
+        self.sequences
+            .insert(&partition.to_be_bytes()[..], &sequence.to_be_bytes()[..])?;
+        drop(durable);
+        self.flush()?;
+        Ok(removed)
     }
 
     /// Up to `limit` `listing` entries under `prefix` strictly after `after` (or from

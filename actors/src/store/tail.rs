@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use chorus_protocol::{ItemId, StoredItem};
+use chorus_protocol::{ItemId, PartitionId, StoredItem};
 
 use super::index::IndexEntry;
 use super::log::{Locator, LogPosition};
@@ -30,6 +30,9 @@ pub(crate) struct TailItem {
 pub(crate) struct Tail {
     by_id: HashMap<ItemId, TailItem>,
     by_key: BTreeMap<Vec<u8>, ItemId>,
+    /// Every pending record by (partition, sequence), with its id and generation, so a
+    /// partition can be read in sequence order before the index holds it.
+    by_sequence: BTreeMap<(PartitionId, u64), (ItemId, u64)>,
     /// What the indexer has yet to apply, in log order, with the log position just
     /// after each record.
     pending: VecDeque<(IndexEntry, LogPosition, u64)>,
@@ -42,6 +45,8 @@ impl Tail {
         self.next_generation += 1;
         let generation = self.next_generation;
         self.by_key.insert(entry.listing_key.clone(), entry.id);
+        self.by_sequence
+            .insert((entry.partition, entry.sequence), (entry.id, generation));
         self.by_id.insert(
             entry.id,
             TailItem {
@@ -85,6 +90,37 @@ impl Tail {
             .collect()
     }
 
+    /// The live unindexed records of `partition` with a sequence in `after+1..=last`,
+    /// ascending, with their locators, until their lengths reach `max_bytes` (always the
+    /// first if any). A record replaced by a newer one of its id is not live.
+    pub(crate) fn partition_range(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        last: u64,
+        max_bytes: usize,
+    ) -> Vec<(u64, Locator)> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        if after >= last {
+            return out;
+        }
+        for (&(_, sequence), (id, generation)) in self
+            .by_sequence
+            .range((partition, after + 1)..=(partition, last))
+        {
+            if bytes >= max_bytes {
+                break;
+            }
+            let Some(live) = self.by_id.get(id).filter(|t| t.generation == *generation) else {
+                continue;
+            };
+            bytes += live.locator.len as usize;
+            out.push((sequence, live.locator));
+        }
+        out
+    }
+
     /// Records waiting for the index.
     pub(crate) fn unindexed(&self) -> usize {
         self.pending.len()
@@ -108,6 +144,14 @@ impl Tail {
     /// id whose newer record is still pending.
     pub(crate) fn indexed(&mut self, count: usize) {
         for (entry, _, generation) in self.pending.drain(..count.min(self.pending.len())) {
+            let key = (entry.partition, entry.sequence);
+            if self
+                .by_sequence
+                .get(&key)
+                .is_some_and(|&(_, g)| g == generation)
+            {
+                self.by_sequence.remove(&key);
+            }
             if self
                 .by_id
                 .get(&entry.id)
