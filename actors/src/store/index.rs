@@ -79,6 +79,11 @@ fn dead_key(segment: u64) -> [u8; 12] {
     key
 }
 
+/// Names the record at a locator: its id and `listing` key, or `None` if its segment is
+/// gone.
+pub(crate) type Identify<'a> =
+    dyn FnMut(Locator) -> Result<Option<(ItemId, Vec<u8>)>, StoreError> + 'a;
+
 /// What the index learns about one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -424,7 +429,7 @@ impl Index {
         &self,
         partition: PartitionId,
         sequence: u64,
-        identify: &mut dyn FnMut(Locator) -> Result<Option<(ItemId, Vec<u8>)>, StoreError>,
+        identify: &mut Identify<'_>,
     ) -> Result<u64, StoreError> {
         let mut by_sequence = sled::Batch::default();
         let mut ids = sled::Batch::default();

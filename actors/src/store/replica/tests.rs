@@ -126,7 +126,8 @@ fn divergence_in_the_leader_epoch_scenarios() {
         history,
     };
     // (my history, my last, leader's history, expected)
-    let cases: Vec<(Vec<(u64, u64)>, u64, Vec<(u64, u64)>, Option<u64>)> = vec![
+    type History = Vec<(u64, u64)>;
+    let cases: Vec<(History, u64, History, Option<u64>)> = vec![
         // The old leader wrote 5 unacknowledged; the new epoch started at 5.
         (vec![(1, 1)], 5, vec![(1, 1), (2, 5)], Some(4)),
         // It wrote 4 and 5; the new epoch started at 4.
