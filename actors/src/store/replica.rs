@@ -378,9 +378,9 @@ impl Store {
             .unwrap_or(0)
     }
 
-    /// The live records of `partition` with a sequence above `after`, ascending, until
-    /// their bodies reach `max_bytes` (at least one if any), and the partition's last
-    /// sequence. A record superseded (its id has a newer one) or whose segment was
+    /// The live records of `partition` with a sequence above `after`, ascending, their
+    /// bodies within `max_bytes` (but at least one record if any), and the partition's
+    /// last sequence. A record superseded (its id has a newer one) or whose segment was
     /// retired is left out: the range may have gaps.
     pub fn read_partition(
         &self,
@@ -451,6 +451,9 @@ impl Store {
                 break;
             }
             if let Some(body) = self.read_live(partition, sequence, locator, in_tail)? {
+                if !out.is_empty() && bytes + body.len() > max_bytes {
+                    break;
+                }
                 bytes += body.len();
                 out.push(ReplicaRecord {
                     partition,
