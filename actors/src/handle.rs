@@ -3,7 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Request, Role, StoredItem, Tier,
+    ErrorCode, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Request, Role, StoredItem,
+    Tier, partition_of,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
@@ -21,10 +22,11 @@ use crate::policy::breaker::{BreakerCommand, BreakerState};
 use crate::policy::degradation::Level;
 use crate::published_bulkhead::{BulkheadBoard, BulkheadOccupancy};
 use crate::published_door::DoorBoard;
+use crate::replication::ReplicationSlot;
 use crate::restart::RestartPolicy;
 use crate::store::{
-    ApiKeyEntry, AuditEntry, AuditReport, KeyHash, KeySet, KeyStatus, Store, StoreConfig,
-    StoreError,
+    ApiKeyEntry, AuditEntry, AuditReport, KeyHash, KeySet, KeyStatus, PartitionEpochs, Promise,
+    ReplicaRecord, ShipBatch, ShipOutcome, Store, StoreConfig, StoreError,
 };
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -77,6 +79,8 @@ struct Inner {
     level: watch::Receiver<Level>,
     /// The tier stage's door, as the tier queues publish it.
     door: Arc<DoorBoard>,
+    /// Replication, if this node is one of several replicas of each partition.
+    replication: Option<ReplicationSlot>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -100,6 +104,7 @@ impl NodeHandle {
     ) -> Result<NodeHandle, StartError> {
         pipeline.validate()?;
         let node = config.node.clone();
+        let replication = pipeline.replication.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
         let (tx, rx) = watch::channel(Children::default());
         let args = SupervisorArgs::new(Arc::clone(&store), tx, pipeline, RestartPolicy::default())?;
@@ -121,6 +126,7 @@ impl NodeHandle {
                 store_writes,
                 level,
                 door,
+                replication,
             }),
         })
     }
@@ -320,6 +326,12 @@ impl NodeHandle {
         else {
             unreachable!("built as ListByUser above")
         };
+        // A replica that does not lead the partition (or is still catching up) may lack
+        // acknowledged items: it refuses rather than answer an incomplete page.
+        if let Some(slot) = &self.inner.replication {
+            slot.get()?
+                .admit(partition_of(&user_id, self.inner.store.partitions()))?;
+        }
         let store = self.store()?;
         let page: Result<Page, ErrorCode> = call(&store, "store", |reply| StoreMsg::List {
             user_id,
@@ -489,6 +501,59 @@ impl NodeHandle {
     pub async fn audit_verify(&self) -> Result<AuditReport, ErrorCode> {
         let store = Arc::clone(&self.inner.store);
         blocking(move || store.audit().verify()).await
+    }
+
+    /// A follower's side of replication: appends a leader's shipped records (fenced by
+    /// partition epoch, one group commit for all); see [`Store::accept_shipment`].
+    pub async fn accept_shipment(
+        &self,
+        batches: Vec<ShipBatch>,
+    ) -> Result<Vec<ShipOutcome>, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.accept_shipment(batches)).await
+    }
+
+    /// Promises each `(partition, epoch)` to a would-be leader if the epoch is the
+    /// highest seen; see [`Store::promise`].
+    pub async fn promise(
+        &self,
+        partitions: Vec<(PartitionId, u64)>,
+    ) -> Result<Vec<Promise>, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.promise(&partitions)).await
+    }
+
+    /// A partition's records after `after`, in sequence order, up to about `max_bytes`,
+    /// and its last sequence; see [`Store::read_partition`].
+    pub async fn read_partition(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<ReplicaRecord>, u64), ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.read_partition(partition, after, max_bytes)).await
+    }
+
+    /// Starts leading `partition` at `epoch` if no higher epoch was promised since;
+    /// see [`Store::begin_epoch`].
+    pub async fn begin_epoch(&self, partition: PartitionId, epoch: u64) -> Result<bool, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.begin_epoch(partition, epoch)).await
+    }
+
+    /// A partition's epochs and last sequence on this replica.
+    pub fn partition_state(&self, partition: PartitionId) -> (PartitionEpochs, u64) {
+        let store = &self.inner.store;
+        (
+            store.partition_epochs(partition),
+            store.last_sequence(partition),
+        )
+    }
+
+    /// The partition count fixed at the store's creation.
+    pub fn partitions(&self) -> u16 {
+        self.inner.store.partitions()
     }
 
     /// Flushes everything acknowledged-or-pending and stops the actor tree.

@@ -30,7 +30,7 @@
 //!
 //! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
 //! ApiKeyRecord AuditReport AuditEntry KeyHash KeySet KeyStatus NodeHandle PipelineConfig
-//! QueueStatus STORE_DEPENDENCY Store StoreConfig
+//! QueueStatus STORE_DEPENDENCY Store StoreConfig CommitFuture Replication ReplicationSlot
 //! Applied MAX_EPOCH_HISTORY PartitionEpochs Promise ReplicaRecord ShipBatch ShipOutcome
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->
 //!
@@ -51,6 +51,7 @@ pub mod policy;
 pub mod published_breaker;
 pub mod published_bulkhead;
 pub mod published_door;
+pub mod replication;
 pub mod restart;
 pub mod store;
 pub mod store_actor;
@@ -66,6 +67,7 @@ pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
 pub use pipeline::{PipelineConfig, PipelineConfigError};
 pub use policy::breaker::BreakerCommand;
+pub use replication::{CommitFuture, Replication, ReplicationSlot};
 pub use store::{
     ApiKeyEntry, ApiKeyRecord, Applied, AuditEntry, AuditLog, AuditReport, Durability, KeyHash,
     KeySet, KeyStatus, MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch,

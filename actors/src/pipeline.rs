@@ -6,6 +6,7 @@ use crate::policy::bulkhead::{BulkheadConfig, BulkheadConfigError};
 use crate::policy::degradation::{DegradationConfig, DegradationConfigError};
 use crate::policy::rate_limit::{RateLimitConfig, RateLimitConfigError};
 use crate::policy::tier_queue::{TierQueueConfig, TierQueueConfigError};
+use crate::replication::ReplicationSlot;
 use crate::validation::{ValidationConfig, ValidationConfigError};
 
 /// Most validator workers a node runs.
@@ -34,6 +35,9 @@ pub struct PipelineConfig {
     pub store_writes: BulkheadConfig,
     /// The optional enrichment call (off unless a URL is set).
     pub enrichment: EnrichmentConfig,
+    /// Where the cluster layer installs replication (None: a single copy of each
+    /// partition, answered once durable here).
+    pub replication: Option<ReplicationSlot>,
 }
 
 impl Default for PipelineConfig {
@@ -47,6 +51,7 @@ impl Default for PipelineConfig {
             degradation: DegradationConfig::default(),
             store_writes: BulkheadConfig::store_writes(),
             enrichment: EnrichmentConfig::default(),
+            replication: None,
         }
     }
 }

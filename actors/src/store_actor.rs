@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::{ErrorCode, ItemId};
+use chorus_protocol::{ErrorCode, ItemId, Receipt, partition_of};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
@@ -30,6 +30,7 @@ use crate::messages::{AfterAck, Credit, FlushDone, StoreMsg, WriteRequest};
 use crate::policy::breaker::{BreakerCommand, BreakerConfig};
 use crate::published_breaker::{BreakerBoard, publish_breaker};
 use crate::published_bulkhead::BulkheadBoard;
+use crate::replication::ReplicationSlot;
 use crate::store::{Store, StoreError, Write};
 use crate::telemetry::{STORE_BATCH_ITEMS, STORE_FLUSH_DURATION_SECONDS, STORE_QUEUE_DEPTH};
 
@@ -98,6 +99,9 @@ pub struct StoreArgs {
     pub board: BreakerBoard,
     /// The store-writes bulkhead's limits and where its occupancy is published.
     pub writes: Arc<BulkheadBoard>,
+    /// Replication, when this node is one replica of each partition (None: the only
+    /// one, and a write is answered once it is durable here).
+    pub replication: Option<ReplicationSlot>,
 }
 
 impl StoreArgs {
@@ -114,6 +118,7 @@ impl StoreArgs {
             breaker,
             board,
             writes,
+            replication: None,
         }
     }
 }
@@ -124,6 +129,8 @@ type Timer = JoinHandle<Result<(), ractor::MessagingErr<StoreMsg>>>;
 /// The store actor's state.
 pub struct StoreState {
     store: Arc<Store>,
+    /// Replication, if this node is one of several replicas.
+    replication: Option<ReplicationSlot>,
     gate: StoreGate<Waiter>,
     /// Sequence number of the batch in flight (or of the last one).
     batch: u64,
@@ -150,9 +157,10 @@ impl StoreState {
                     self.batch += 1;
                     let seq = self.batch;
                     let store = self.store.clone();
+                    let replication = self.replication.clone();
                     let myself = myself.clone();
                     self.flush_task = Some(tokio::spawn(async move {
-                        let (durable, credits) = persist_and_reply(store, batch).await;
+                        let (durable, credits) = persist_and_reply(store, replication, batch).await;
                         // Fails only if the actor is gone; its successor starts fresh.
                         let _ = myself.cast(StoreMsg::Flushed(FlushDone {
                             batch: seq,
@@ -222,10 +230,29 @@ impl StoreState {
 }
 
 /// Persists a batch on the blocking pool, then answers each of its waiters; returns
-/// whether the batch became durable, and the writers' tier-queue credits.
-async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<Credit>) {
+/// whether the batch became durable, and the writers' tier-queue credits that are free
+/// now (a replicated batch keeps its credits until its writers have their answers).
+async fn persist_and_reply(
+    store: Arc<Store>,
+    replication: Option<ReplicationSlot>,
+    batch: Vec<Waiter>,
+) -> (bool, Vec<Credit>) {
+    let (items, waiters, credits) = unpack(batch);
+    match replication {
+        None => {
+            let result = apply_blocking(store, items, Store::try_apply).await;
+            let durable = result.is_ok();
+            answer(waiters, result);
+            (durable, credits)
+        }
+        Some(slot) => persist_replicated(store, slot, items, waiters, credits).await,
+    }
+}
+
+/// A batch's items in order, its waiters without their items (with how many outcomes
+/// each takes), and their credits.
+fn unpack(batch: Vec<Waiter>) -> (Vec<Write>, Vec<(usize, Waiter)>, Vec<Credit>) {
     let mut items = Vec::with_capacity(batch.iter().map(Waiter::weight).sum());
-    // The waiters without their items: how many outcomes each takes, and where to send.
     let mut waiters = Vec::with_capacity(batch.len());
     let mut credits = Vec::with_capacity(batch.len());
     for waiter in batch {
@@ -255,12 +282,22 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
             barrier @ Waiter::Barrier { .. } => waiters.push((0, barrier)),
         }
     }
+    (items, waiters, credits)
+}
+
+/// Runs one group commit of `items` on the blocking pool, timed; a store failure or a
+/// panicked task becomes the error every item gets.
+async fn apply_blocking<T: Send + 'static>(
+    store: Arc<Store>,
+    items: Vec<Write>,
+    apply: fn(&Store, Vec<Write>) -> Result<T, StoreError>,
+) -> Result<T, ErrorCode> {
     let count = items.len();
     let started = Instant::now();
-    let applied = tokio::task::spawn_blocking(move || store.try_apply(items)).await;
+    let applied = tokio::task::spawn_blocking(move || apply(&store, items)).await;
     metrics::histogram!(STORE_FLUSH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::histogram!(STORE_BATCH_ITEMS).record(count as f64);
-    let result = match applied {
+    match applied {
         Ok(Ok(outcomes)) => Ok(outcomes),
         Ok(Err(e)) => {
             error!(error = %e, items = count, "store batch failed");
@@ -272,45 +309,132 @@ async fn persist_and_reply(store: Arc<Store>, batch: Vec<Waiter>) -> (bool, Vec<
                 reason: "store flush failed".into(),
             })
         }
-    };
-    debug!(items = count, writers = waiters.len(), "batch done");
-    let durable = result.is_ok();
-    match result {
-        Ok(outcomes) => {
-            let mut outcomes = outcomes.into_iter();
-            for (len, waiter) in waiters {
-                match waiter {
-                    Waiter::Write {
-                        rejected,
-                        reply,
-                        after_ack,
-                        ..
-                    } => {
-                        let own: Vec<_> = outcomes.by_ref().take(len).collect();
-                        let acked: Vec<ItemId> = match after_ack {
-                            Some(_) => own.iter().flatten().map(|r| r.id).collect(),
-                            None => Vec::new(),
-                        };
-                        let _ = reply.send(Ok(merge_rejected(own, rejected)));
-                        if let Some(after_ack) = after_ack
-                            && !acked.is_empty()
-                        {
-                            after_ack(acked);
-                        }
-                    }
-                    Waiter::Barrier { reply } => {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-            }
-        }
+    }
+}
+
+/// Answers each waiter with its share of `result` (one outcome per item, in order).
+fn answer(
+    waiters: Vec<(usize, Waiter)>,
+    result: Result<Vec<Result<Receipt, ErrorCode>>, ErrorCode>,
+) {
+    debug!(writers = waiters.len(), "batch done");
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
         Err(code) => {
             for (_, waiter) in waiters {
                 waiter.fail(code.clone());
             }
+            return;
+        }
+    };
+    let mut outcomes = outcomes.into_iter();
+    for (len, waiter) in waiters {
+        match waiter {
+            Waiter::Write {
+                rejected,
+                reply,
+                after_ack,
+                ..
+            } => {
+                let own: Vec<_> = outcomes.by_ref().take(len).collect();
+                let acked: Vec<ItemId> = match after_ack {
+                    Some(_) => own.iter().flatten().map(|r| r.id).collect(),
+                    None => Vec::new(),
+                };
+                let _ = reply.send(Ok(merge_rejected(own, rejected)));
+                if let Some(after_ack) = after_ack
+                    && !acked.is_empty()
+                {
+                    after_ack(acked);
+                }
+            }
+            Waiter::Barrier { reply } => {
+                let _ = reply.send(Ok(()));
+            }
         }
     }
-    (durable, credits)
+}
+
+/// The leader's write: the items of partitions this node leads are appended to its log
+/// and shipped; each is answered once a write quorum holds it (its receipt names the
+/// replicas), in a task of its own so the next group commit need not wait for the
+/// followers. The credits go with that task: the tier window counts a write until its
+/// writer has the answer.
+async fn persist_replicated(
+    store: Arc<Store>,
+    slot: ReplicationSlot,
+    items: Vec<Write>,
+    waiters: Vec<(usize, Waiter)>,
+    credits: Vec<Credit>,
+) -> (bool, Vec<Credit>) {
+    let replication = match slot.get() {
+        Ok(replication) => Arc::clone(replication),
+        Err(refusal) => {
+            answer(waiters, Err(refusal));
+            return (true, credits);
+        }
+    };
+    let partitions = store.partitions();
+    let mut outcomes: Vec<Option<Result<Receipt, ErrorCode>>> = vec![None; items.len()];
+    let mut admitted = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (at, write) in items.into_iter().enumerate() {
+        match replication.admit(partition_of(&write.item.user_id, partitions)) {
+            Ok(()) => {
+                positions.push(at);
+                admitted.push(write);
+            }
+            Err(refusal) => outcomes[at] = Some(Err(refusal)),
+        }
+    }
+    let applied = match apply_blocking(store, admitted, Store::try_apply_replicated).await {
+        Ok(applied) => applied,
+        Err(code) => {
+            answer(waiters, Err(code));
+            return (false, credits);
+        }
+    };
+    replication.appended(applied.records);
+    let mut waits = Vec::new();
+    let mut waiting = Vec::new();
+    for ((at, outcome), wait) in positions
+        .into_iter()
+        .zip(applied.outcomes)
+        .zip(applied.waits)
+    {
+        if let (Ok(_), Some(wait)) = (&outcome, wait) {
+            waiting.push(at);
+            waits.push(wait);
+        }
+        outcomes[at] = Some(outcome);
+    }
+    tokio::spawn(async move {
+        let committed = if waits.is_empty() {
+            Vec::new()
+        } else {
+            replication.commit(waits).await
+        };
+        for (at, result) in waiting.into_iter().zip(committed) {
+            match (result, &mut outcomes[at]) {
+                (Ok(replicas), Some(Ok(receipt))) => receipt.replicas = replicas,
+                (Err(refusal), outcome) => *outcome = Some(Err(refusal)),
+                _ => {}
+            }
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(ErrorCode::Unavailable {
+                        reason: "replication lost the write".into(),
+                    })
+                })
+            })
+            .collect();
+        answer(waiters, Ok(outcomes));
+        drop(credits);
+    });
+    (true, Vec::new())
 }
 
 impl Actor for StoreActor {
@@ -331,6 +455,7 @@ impl Actor for StoreActor {
         )?;
         let mut state = StoreState {
             store: args.store,
+            replication: args.replication,
             gate,
             batch: 0,
             flush_task: None,

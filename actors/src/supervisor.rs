@@ -161,18 +161,14 @@ impl SupervisorState {
         let cell: ActorCell = myself.get_cell();
         match child {
             Child::Store => {
-                let (actor, _) = Actor::spawn_linked(
-                    None,
-                    StoreActor,
-                    StoreArgs::new(
-                        self.store.clone(),
-                        self.pipeline.store_breaker,
-                        self.store_breaker.clone(),
-                        Arc::clone(&self.store_writes),
-                    ),
-                    cell,
-                )
-                .await?;
+                let mut args = StoreArgs::new(
+                    self.store.clone(),
+                    self.pipeline.store_breaker,
+                    self.store_breaker.clone(),
+                    Arc::clone(&self.store_writes),
+                );
+                args.replication = self.pipeline.replication.clone();
+                let (actor, _) = Actor::spawn_linked(None, StoreActor, args, cell).await?;
                 self.children.send_modify(|c| c.store = Some(actor));
             }
             Child::Intake => {

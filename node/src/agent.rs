@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chorus_actors::{Durability, NodeHandle, StoreConfig};
+use chorus_actors::{Durability, NodeHandle, ReplicationSlot, StoreConfig};
 use chorus_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::cluster::links::{LinkSettings, Links, link_cookie, link_server_config};
+use crate::cluster::replication::Replicator;
 use crate::cluster::runtime::{ClusterRuntime, ClusterSettings, MemberLinks};
 use crate::cluster::state::ClusterState;
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
@@ -91,7 +92,17 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         },
         log: config.store_log(),
     };
-    let node = NodeHandle::start_with(store_config, config.pipeline())
+    // A member of a replicated cluster answers writes only once a write quorum holds
+    // them; replication is installed once the links it ships over are up.
+    let replication = config
+        .cluster
+        .as_ref()
+        .map(|section| section.replication())
+        .filter(|settings| settings.factor > 1);
+    let slot = replication.as_ref().map(|_| ReplicationSlot::new());
+    let mut pipeline = config.pipeline();
+    pipeline.replication = slot.clone();
+    let node = NodeHandle::start_with(store_config, pipeline)
         .await
         .context("starting the store")?;
     readiness.set_store_available(true);
@@ -184,12 +195,34 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             cluster.leave().await;
         })
     });
+    let peers = links
+        .clone()
+        .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>);
+    let replication_stop = shutdown.child_token();
+    let replicator = match (replication, &slot, &peers) {
+        (Some(settings), Some(slot), Some(peers)) => {
+            info!(
+                factor = settings.factor,
+                write_quorum = settings.write_quorum,
+                "replicating the partition log"
+            );
+            let replicator = Replicator::start(
+                settings,
+                node.clone(),
+                state.clone(),
+                Arc::clone(peers),
+                replication_stop.clone(),
+            );
+            slot.install(Arc::new(replicator.clone()));
+            Some(replicator)
+        }
+        _ => None,
+    };
     let backend = Backend {
         node: node.clone(),
         cluster: state.clone(),
-        peers: links
-            .clone()
-            .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>),
+        peers,
+        replication: replicator,
     };
     // Replicates API keys to the peers until the server stops; owned here and awaited
     // before the links close.
@@ -219,6 +252,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     )
     .await;
     key_sync_stop.cancel();
+    replication_stop.cancel();
     if let Some(key_sync) = key_sync {
         let _ = key_sync.await;
     }

@@ -8,6 +8,7 @@ pub mod key_sync;
 pub mod keyring_file;
 pub mod links;
 pub mod membership;
+pub mod replication;
 pub mod ring;
 pub mod routing;
 pub mod runtime;
@@ -20,6 +21,31 @@ pub fn describe_metrics() {
         key_sync::KEYS_SYNCED_TOTAL,
         Unit::Count,
         "API key records and revocations learned from peers (pushes and anti-entropy)."
+    );
+    describe_counter!(
+        replication::REPLICATION_COMMITS,
+        Unit::Count,
+        "Writes answered after a write quorum of replicas held them."
+    );
+    describe_counter!(
+        replication::REPLICATION_COMMIT_TIMEOUTS,
+        Unit::Count,
+        "Writes refused because no write quorum held them within the commit timeout."
+    );
+    describe_counter!(
+        replication::REPLICATION_TAKEOVERS,
+        Unit::Count,
+        "Partitions this node took the lead of (promises, catch-up, a new epoch)."
+    );
+    describe_counter!(
+        replication::REPLICATION_RECORDS_SHIPPED,
+        Unit::Count,
+        "Log records shipped to followers."
+    );
+    describe_gauge!(
+        replication::REPLICATION_LEADING,
+        Unit::Count,
+        "Partitions this node leads now."
     );
     describe_counter!(
         state::RING_CHANGES,

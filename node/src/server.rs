@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use chorus_actors::NodeHandle;
 
+use crate::cluster::replication::Replicator;
 use crate::cluster::routing::Forwarder;
 use crate::cluster::state::ClusterState;
 use chorus_protocol::FrameLimit;
@@ -41,6 +42,8 @@ pub struct Backend {
     pub cluster: ClusterState,
     /// The links that carry requests to their owners; `None` on a single node.
     pub peers: Option<Arc<dyn Forwarder>>,
+    /// Replication of the partitions this node leads; `None` with one replica each.
+    pub replication: Option<Replicator>,
 }
 
 impl Backend {
@@ -50,6 +53,7 @@ impl Backend {
             node,
             cluster,
             peers: None,
+            replication: None,
         }
     }
 }

@@ -132,6 +132,7 @@ impl Member {
                 node: node.clone(),
                 cluster: ClusterState::new(id.clone(), addr, 16).unwrap(),
                 peers: Some(links.clone()),
+                replication: None,
             },
             ServerSettings {
                 frame_limit: FrameLimit::default(),

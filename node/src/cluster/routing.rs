@@ -5,8 +5,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use chorus_actors::store::{Promise, ReplicaRecord, ShipBatch, ShipOutcome};
 use chorus_actors::{Caller, KeySet};
-use chorus_protocol::{ErrorCode, Item, ItemId, NodeId, PageToken, Receipt, Role, StoredItem};
+use chorus_protocol::{
+    ErrorCode, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Role, StoredItem,
+};
 
 use super::state::RingView;
 
@@ -53,6 +56,25 @@ pub enum Forward {
         /// a change, answered with an empty set.
         complete: bool,
     },
+    /// A leader's records for the peer to append as a follower (fenced by epoch).
+    Ship {
+        /// One batch per partition.
+        batches: Vec<ShipBatch>,
+    },
+    /// A would-be leader asks the peer to promise each `(partition, epoch)`.
+    Promise {
+        /// The partitions and the epochs proposed.
+        partitions: Vec<(PartitionId, u64)>,
+    },
+    /// A new leader catching up reads a partition's records by sequence.
+    Fetch {
+        /// The partition.
+        partition: PartitionId,
+        /// Records after this sequence.
+        after: u64,
+        /// About how many record bytes to return (at least one record).
+        max_bytes: u32,
+    },
 }
 
 /// The owner's answer to a [`Forward`].
@@ -72,6 +94,12 @@ pub enum ForwardReply {
     Keys(KeySet),
     /// The peer knows the key asked about as revoked: the hello is refused.
     Revoked,
+    /// One outcome per shipped batch.
+    Shipped(Vec<ShipOutcome>),
+    /// One promise per partition asked.
+    Promised(Vec<Promise>),
+    /// Records of the partition fetched, and its last sequence on the peer.
+    Records(Vec<ReplicaRecord>, u64),
 }
 
 /// A boxed future of a forwarded request's answer.

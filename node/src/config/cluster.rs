@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::cluster::membership::{ClusterKey, GossipSettings, KEY_LEN};
+use crate::cluster::replication::ReplicationSettings;
 
 /// How this node takes part in a cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,17 @@ pub struct ClusterSection {
     /// Longest a request forwarded to its owner may take, in milliseconds (default 2000).
     #[serde(default = "default_forward_timeout_ms")]
     pub forward_timeout_ms: u64,
+    /// Replicas of each partition, the leader included (default 3; at most 7).
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: u8,
+    /// Replicas that hold a write before it is acknowledged (default: a majority of
+    /// `replication_factor`). Below a majority, two leaders could both acknowledge.
+    #[serde(default)]
+    pub write_quorum: Option<u8>,
+    /// Longest a write waits for its quorum before `Unavailable`, in milliseconds
+    /// (default 5000).
+    #[serde(default = "default_commit_timeout_ms")]
+    pub commit_timeout_ms: u64,
     /// How this node gossips (`[cluster.gossip]`).
     #[serde(default)]
     pub gossip: GossipSettings,
@@ -39,6 +51,14 @@ pub struct ClusterSection {
 
 fn default_forward_timeout_ms() -> u64 {
     2_000
+}
+
+fn default_replication_factor() -> u8 {
+    3
+}
+
+fn default_commit_timeout_ms() -> u64 {
+    5_000
 }
 
 impl ClusterSection {
@@ -64,7 +84,39 @@ impl ClusterSection {
             10,
             60_000,
         )?;
+        super::check_range(
+            "cluster.replication_factor",
+            u64::from(self.replication_factor),
+            1,
+            7,
+        )?;
+        if let Some(quorum) = self.write_quorum {
+            super::check_range(
+                "cluster.write_quorum",
+                u64::from(quorum),
+                1,
+                u64::from(self.replication_factor),
+            )?;
+        }
+        super::check_range(
+            "cluster.commit_timeout_ms",
+            self.commit_timeout_ms,
+            100,
+            60_000,
+        )?;
         Ok(())
+    }
+
+    /// How this node replicates: the factor, the write quorum (a majority unless set)
+    /// and the commit timeout.
+    pub fn replication(&self) -> ReplicationSettings {
+        let factor = usize::from(self.replication_factor);
+        let mut settings = ReplicationSettings::majority(factor);
+        if let Some(quorum) = self.write_quorum {
+            settings.write_quorum = usize::from(quorum);
+        }
+        settings.commit_timeout = std::time::Duration::from_millis(self.commit_timeout_ms);
+        settings
     }
 
     /// The gossip address other members send to.

@@ -105,6 +105,25 @@ impl Actor for ForwardReceiver {
     }
 }
 
+/// Most record bytes one fetch returns, whatever the asker wants: well inside a link
+/// frame.
+const MAX_FETCH_BYTES: usize = 4 << 20;
+
+/// Refuses partitions this node's store does not have (a peer of another layout).
+fn check_partitions(
+    node: &NodeHandle,
+    partitions: impl IntoIterator<Item = chorus_protocol::PartitionId>,
+) -> Result<(), ErrorCode> {
+    let count = node.partitions();
+    match partitions.into_iter().find(|&p| p >= count) {
+        Some(p) => Err(ErrorCode::invalid(
+            "partition",
+            format!("{p} is not below this store's {count} partitions"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Runs a forwarded request on this node.
 pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply, ErrorCode> {
     match request {
@@ -131,6 +150,27 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
                 record_keys_synced(node.merge_api_keys(set).await?);
                 Ok(ForwardReply::Keys(KeySet::default()))
             }
+        }
+        Forward::Ship { batches } => {
+            check_partitions(node, batches.iter().map(|b| b.partition))?;
+            node.accept_shipment(batches)
+                .await
+                .map(ForwardReply::Shipped)
+        }
+        Forward::Promise { partitions } => {
+            check_partitions(node, partitions.iter().map(|&(p, _)| p))?;
+            node.promise(partitions).await.map(ForwardReply::Promised)
+        }
+        Forward::Fetch {
+            partition,
+            after,
+            max_bytes,
+        } => {
+            check_partitions(node, [partition])?;
+            let max_bytes = (max_bytes as usize).min(MAX_FETCH_BYTES);
+            node.read_partition(partition, after, max_bytes)
+                .await
+                .map(|(records, last)| ForwardReply::Records(records, last))
         }
         Forward::ListByUser {
             user_id,

@@ -10,6 +10,9 @@
 use bincode::de::Decoder;
 use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
+use chorus_actors::store::{
+    MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch, ShipOutcome,
+};
 use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
     ErrorCode, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT,
@@ -105,9 +108,134 @@ fn variant<D: Decoder>(decoder: &mut D) -> Result<u32, DecodeError> {
 }
 
 /// The last variant index of [`WireRequest`].
-const LAST_REQUEST: u32 = 5;
+const LAST_REQUEST: u32 = 8;
 /// The last variant index of [`WireReply`].
-const LAST_REPLY: u32 = 6;
+const LAST_REPLY: u32 = 9;
+
+/// Most partition batches in one shipment or partitions in one promise request (a
+/// partition count fits a u16).
+pub const MAX_PARTITIONS_PER_CALL: usize = 1 << 16;
+/// Most records in one shipment's batch or one fetched page.
+pub const MAX_RECORDS_PER_CALL: usize = 1 << 16;
+
+/// A byte string of at most `max` bytes.
+fn bounded_bytes<D: Decoder>(
+    decoder: &mut D,
+    max: usize,
+    field: &str,
+) -> Result<Vec<u8>, DecodeError> {
+    let len = bounded_len(decoder, max, field)?;
+    decoder.claim_bytes_read(len)?;
+    let mut bytes = vec![0; len];
+    bincode::de::read::Reader::read(decoder.reader(), &mut bytes)?;
+    Ok(bytes)
+}
+
+/// A [`ReplicaRecord`] in the derive's layout, its body bounded by the link frame.
+fn decode_record<D: Decoder>(decoder: &mut D) -> Result<ReplicaRecord, DecodeError> {
+    Ok(ReplicaRecord {
+        partition: u16::decode(decoder)?,
+        sequence: u64::decode(decoder)?,
+        body: bounded_bytes(decoder, LINK_LIMIT, "body")?,
+    })
+}
+
+/// Records in the derive's layout, at most [`MAX_RECORDS_PER_CALL`].
+fn decode_records<D: Decoder>(decoder: &mut D) -> Result<Vec<ReplicaRecord>, DecodeError> {
+    let len = bounded_len(decoder, MAX_RECORDS_PER_CALL, "records")?;
+    let mut records = Vec::new();
+    for _ in 0..len {
+        records.push(decode_record(decoder)?);
+    }
+    Ok(records)
+}
+
+/// An epoch history, at most [`MAX_EPOCH_HISTORY`] entries.
+fn decode_history<D: Decoder>(decoder: &mut D) -> Result<Vec<(u64, u64)>, DecodeError> {
+    bounded_vec(decoder, MAX_EPOCH_HISTORY, "history")
+}
+
+/// Shipped batches as a leader sends them (the derive's layout; decoded by hand,
+/// within bounds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WireShipment(pub Vec<ShipBatch>);
+
+impl Encode for WireShipment {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for WireShipment {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let len = bounded_len(decoder, MAX_PARTITIONS_PER_CALL, "batches")?;
+        let mut batches = Vec::new();
+        for _ in 0..len {
+            batches.push(ShipBatch {
+                partition: u16::decode(decoder)?,
+                epoch: u64::decode(decoder)?,
+                history: decode_history(decoder)?,
+                prev: u64::decode(decoder)?,
+                records: decode_records(decoder)?,
+            });
+        }
+        Ok(WireShipment(batches))
+    }
+}
+
+/// Promises as replicas send them (the derive's layout; decoded by hand, within
+/// bounds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WirePromises(pub Vec<Promise>);
+
+impl Encode for WirePromises {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for WirePromises {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let len = bounded_len(decoder, MAX_PARTITIONS_PER_CALL, "promises")?;
+        let mut promises = Vec::new();
+        for _ in 0..len {
+            promises.push(Promise {
+                accepted: bool::decode(decoder)?,
+                epochs: PartitionEpochs {
+                    promised: u64::decode(decoder)?,
+                    history: decode_history(decoder)?,
+                },
+                last: u64::decode(decoder)?,
+            });
+        }
+        Ok(WirePromises(promises))
+    }
+}
+
+/// Fetched records (the derive's layout; decoded by hand, within bounds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WireRecords(pub Vec<ReplicaRecord>);
+
+impl Encode for WireRecords {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for WireRecords {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        decode_records(decoder).map(WireRecords)
+    }
+}
 
 fn unknown_variant(found: u32, type_name: &'static str) -> DecodeError {
     let allowed = if type_name == "WireRequest" {
@@ -217,6 +345,19 @@ pub enum WireRequest {
         /// Whether `set` is the sender's whole set.
         complete: bool,
     },
+    /// [`Forward::Ship`].
+    Ship(WireShipment),
+    /// [`Forward::Promise`].
+    Promise(Vec<(u16, u64)>),
+    /// [`Forward::Fetch`].
+    Fetch {
+        /// The partition.
+        partition: u16,
+        /// Records after this sequence.
+        after: u64,
+        /// About how many bytes.
+        max_bytes: u32,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -243,6 +384,17 @@ impl<Context> Decode<Context> for WireRequest {
                 set: WireKeySet::decode(decoder)?,
                 complete: bool::decode(decoder)?,
             }),
+            6 => Ok(WireRequest::Ship(WireShipment::decode(decoder)?)),
+            7 => Ok(WireRequest::Promise(bounded_vec(
+                decoder,
+                MAX_PARTITIONS_PER_CALL,
+                "partitions",
+            )?)),
+            8 => Ok(WireRequest::Fetch {
+                partition: u16::decode(decoder)?,
+                after: u64::decode(decoder)?,
+                max_bytes: u32::decode(decoder)?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -266,6 +418,12 @@ pub enum WireReply {
     Keys(WireKeySet),
     /// [`ForwardReply::Revoked`].
     Revoked,
+    /// [`ForwardReply::Shipped`].
+    Shipped(Vec<ShipOutcome>),
+    /// [`ForwardReply::Promised`].
+    Promised(WirePromises),
+    /// [`ForwardReply::Records`].
+    Records(WireRecords, u64),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -285,6 +443,16 @@ impl<Context> Decode<Context> for WireReply {
             4 => Ok(WireReply::KeyDigest(u64::decode(decoder)?)),
             5 => Ok(WireReply::Keys(WireKeySet::decode(decoder)?)),
             6 => Ok(WireReply::Revoked),
+            7 => Ok(WireReply::Shipped(bounded_vec(
+                decoder,
+                MAX_PARTITIONS_PER_CALL,
+                "outcomes",
+            )?)),
+            8 => Ok(WireReply::Promised(WirePromises::decode(decoder)?)),
+            9 => Ok(WireReply::Records(
+                WireRecords::decode(decoder)?,
+                u64::decode(decoder)?,
+            )),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -322,6 +490,17 @@ impl From<Forward> for WireRequest {
                 set: set.into(),
                 complete,
             },
+            Forward::Ship { batches } => WireRequest::Ship(WireShipment(batches)),
+            Forward::Promise { partitions } => WireRequest::Promise(partitions),
+            Forward::Fetch {
+                partition,
+                after,
+                max_bytes,
+            } => WireRequest::Fetch {
+                partition,
+                after,
+                max_bytes,
+            },
             Forward::ListByUser {
                 user_id,
                 after,
@@ -356,6 +535,17 @@ impl From<WireRequest> for Forward {
                 set: set.into(),
                 complete,
             },
+            WireRequest::Ship(WireShipment(batches)) => Forward::Ship { batches },
+            WireRequest::Promise(partitions) => Forward::Promise { partitions },
+            WireRequest::Fetch {
+                partition,
+                after,
+                max_bytes,
+            } => Forward::Fetch {
+                partition,
+                after,
+                max_bytes,
+            },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -379,6 +569,9 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::KeyDigest(digest) => WireReply::KeyDigest(digest),
             ForwardReply::Keys(set) => WireReply::Keys(set.into()),
             ForwardReply::Revoked => WireReply::Revoked,
+            ForwardReply::Shipped(outcomes) => WireReply::Shipped(outcomes),
+            ForwardReply::Promised(promises) => WireReply::Promised(WirePromises(promises)),
+            ForwardReply::Records(records, last) => WireReply::Records(WireRecords(records), last),
         }
     }
 }
@@ -393,6 +586,9 @@ impl From<WireReply> for ForwardReply {
             WireReply::KeyDigest(digest) => ForwardReply::KeyDigest(digest),
             WireReply::Keys(set) => ForwardReply::Keys(set.into()),
             WireReply::Revoked => ForwardReply::Revoked,
+            WireReply::Shipped(outcomes) => ForwardReply::Shipped(outcomes),
+            WireReply::Promised(WirePromises(promises)) => ForwardReply::Promised(promises),
+            WireReply::Records(WireRecords(records), last) => ForwardReply::Records(records, last),
         }
     }
 }
@@ -495,6 +691,19 @@ mod tests {
                 set: key_set(2),
                 complete: true,
             },
+            WireRequest::Ship(WireShipment(vec![ShipBatch {
+                partition: 7,
+                epoch: 3,
+                history: vec![(1, 1), (3, 40)],
+                prev: 41,
+                records: vec![record(7, 42, 9)],
+            }])),
+            WireRequest::Promise(vec![(1, 2), (65_535, u64::MAX)]),
+            WireRequest::Fetch {
+                partition: 3,
+                after: 10,
+                max_bytes: 1 << 20,
+            },
         ];
         for request in requests {
             let bytes = encode_payload(&request);
@@ -508,6 +717,20 @@ mod tests {
             WireReply::KeyDigest(u64::MAX),
             WireReply::Keys(key_set(3)),
             WireReply::Revoked,
+            WireReply::Shipped(vec![
+                ShipOutcome::Appended { last: 4 },
+                ShipOutcome::Behind { last: 1 },
+                ShipOutcome::Fenced { promised: 9 },
+            ]),
+            WireReply::Promised(WirePromises(vec![Promise {
+                accepted: true,
+                epochs: PartitionEpochs {
+                    promised: 4,
+                    history: vec![(2, 5), (4, 9)],
+                },
+                last: 12,
+            }])),
+            WireReply::Records(WireRecords(vec![record(1, 2, 3), record(1, 4, 0)]), 4),
         ];
         for reply in replies {
             let bytes = encode_payload(&reply);
@@ -548,6 +771,36 @@ mod tests {
         bytes.push(0xfd);
         bytes.extend_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(decode_reply(&bytes), None);
+    }
+
+    fn record(partition: u16, sequence: u64, len: usize) -> ReplicaRecord {
+        ReplicaRecord {
+            partition,
+            sequence,
+            body: vec![0xab; len],
+        }
+    }
+
+    #[test]
+    fn histories_and_record_counts_over_their_bounds_are_refused() {
+        let long_history = WireRequest::Ship(WireShipment(vec![ShipBatch {
+            partition: 1,
+            epoch: 1,
+            history: (0..=MAX_EPOCH_HISTORY as u64).map(|e| (e, e)).collect(),
+            prev: 0,
+            records: vec![],
+        }]));
+        let error = decode_request(&encode_payload(&long_history)).unwrap_err();
+        assert!(format!("{error:?}").contains("history"), "{error:?}");
+        // A fetch answer declaring 2^40 records in a few bytes: refused unallocated.
+        let mut huge = encode_payload(&Ok::<_, ErrorCode>(WireReply::Records(
+            WireRecords(vec![]),
+            0,
+        )));
+        huge.truncate(2);
+        huge.push(0xfd);
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert_eq!(decode_reply(&huge), None);
     }
 
     /// `n` keys with the longest names, and a revocation for each.

@@ -1,0 +1,343 @@
+//! Replication of the partition log: each partition's replica set is its first
+//! `replication_factor` members of the ring's placement (owner first); the owner leads.
+//!
+//! ```text
+//!  write ─► store actor ─ admit(p)? ─► append to the leader's log (its sequence)
+//!                          appended(records) ─► shipper per follower ─Ship─► follower
+//!                          commit(p, seq)  ◄── quorum ◄── Appended { last } ◄─┘
+//! ```
+//!
+//! - **Epochs fence.** A node that becomes a partition's leader first proposes an epoch
+//!   above every one it has seen; replicas promise it ([`Forward::Promise`]) and from
+//!   then on refuse records from a lower epoch. With a write quorum W of a majority, two
+//!   nodes that both believe they lead cannot both gather W acknowledgements.
+//! - **Catch up before serving.** Among the replicas that promised, the new leader takes
+//!   the log of the one with the newest (epoch, sequence), truncating what its own log
+//!   holds past the point where that log's history diverges, and fetches the rest by
+//!   sequence ([`Forward::Fetch`]); only then does it open the epoch and serve. Every
+//!   acknowledged record is on W replicas and the promises come from W, so the new
+//!   leader sees each of them.
+//! - **Followers converge.** Every shipment carries the leader's epoch history; a
+//!   follower truncates records of an epoch the leader superseded (an old leader's
+//!   unacknowledged tail) and answers `Behind` when it lacks what precedes the
+//!   shipment, and its shipper then sends from where it stands, reading the leader's
+//!   log by sequence. A replica that comes back thus catches up before it counts
+//!   toward W again.
+//!
+//! [`quorum`] is the pure part: which sequence a quorum holds, and who waits for it.
+//! [`shipper`] sends to one follower; [`takeover`] runs a partition's change of leader.
+
+pub mod quorum;
+mod recent;
+mod shipper;
+mod takeover;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chorus_actors::store::ReplicaRecord;
+use chorus_actors::{CommitFuture, NodeHandle, Replication};
+use chorus_protocol::{ErrorCode, NodeId, PartitionId};
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::routing::Forwarder;
+use super::state::ClusterState;
+use quorum::PartitionQuorum;
+
+/// Writes answered after a write quorum held them.
+pub const REPLICATION_COMMITS: &str = "chorus_replication_commits_total";
+/// Writes refused because no write quorum held them in time.
+pub const REPLICATION_COMMIT_TIMEOUTS: &str = "chorus_replication_commit_timeouts_total";
+/// Partitions this node took the lead of.
+pub const REPLICATION_TAKEOVERS: &str = "chorus_replication_takeovers_total";
+/// Records shipped to followers.
+pub const REPLICATION_RECORDS_SHIPPED: &str = "chorus_replication_records_shipped_total";
+/// Partitions this node leads now.
+pub const REPLICATION_LEADING: &str = "chorus_replication_partitions_led";
+
+/// How replication runs on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// Replicas of each partition (the leader included).
+    pub factor: usize,
+    /// Replicas that must hold a record before its writer is answered.
+    pub write_quorum: usize,
+    /// Longest a writer waits for the quorum before `Unavailable`.
+    pub commit_timeout: Duration,
+    /// Most record bytes in one shipment or fetch.
+    pub batch_bytes: usize,
+    /// Most record bytes kept in memory for shippers (older ones are read back from the
+    /// log).
+    pub recent_bytes: usize,
+}
+
+impl ReplicationSettings {
+    /// `factor` replicas with a majority as the write quorum.
+    pub fn majority(factor: usize) -> Self {
+        ReplicationSettings {
+            factor,
+            write_quorum: factor / 2 + 1,
+            commit_timeout: Duration::from_secs(5),
+            batch_bytes: 1 << 20,
+            recent_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A writer waiting for its record's quorum.
+type CommitWaiter = oneshot::Sender<Result<Vec<NodeId>, ErrorCode>>;
+
+/// One partition as this node sees it.
+enum Part {
+    /// Another node leads it, or nobody yet.
+    Idle {
+        /// The highest epoch seen refused or promised elsewhere: the next proposal
+        /// goes above it.
+        seen: u64,
+        /// No takeover before this instant (after a failed one).
+        not_before: Option<Instant>,
+    },
+    /// This node is becoming its leader.
+    TakingOver,
+    /// This node leads it.
+    Leading(Box<Leading>),
+}
+
+/// A partition this node leads.
+struct Leading {
+    epoch: u64,
+    /// The epoch history followers adopt with each shipment.
+    history: Vec<(u64, u64)>,
+    followers: Vec<NodeId>,
+    quorum: PartitionQuorum<CommitWaiter>,
+}
+
+/// The replication state shared by the write path, the shippers and the takeover task.
+struct Inner {
+    me: NodeId,
+    settings: ReplicationSettings,
+    node: NodeHandle,
+    cluster: ClusterState,
+    peers: Arc<dyn Forwarder>,
+    parts: Mutex<Vec<Part>>,
+    recent: Mutex<recent::Recent>,
+    /// One wake-up per follower's shipper.
+    shippers: Mutex<HashMap<NodeId, Arc<Notify>>>,
+    /// Wakes the takeover task (a fencing refusal, a ring change).
+    reevaluate: Notify,
+    stop: CancellationToken,
+}
+
+/// Replication on this node; cheap to clone.
+#[derive(Clone)]
+pub struct Replicator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator")
+            .field("me", &self.inner.me)
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicator {
+    /// Starts replication: the task that takes the lead of the partitions this node
+    /// owns, and a shipper per follower. Stops with `stop`.
+    pub fn start(
+        settings: ReplicationSettings,
+        node: NodeHandle,
+        cluster: ClusterState,
+        peers: Arc<dyn Forwarder>,
+        stop: CancellationToken,
+    ) -> Replicator {
+        let partitions = usize::from(node.partitions());
+        let parts = (0..partitions)
+            .map(|_| Part::Idle {
+                seen: 0,
+                not_before: None,
+            })
+            .collect();
+        metrics::counter!(REPLICATION_COMMITS).increment(0);
+        metrics::counter!(REPLICATION_COMMIT_TIMEOUTS).increment(0);
+        metrics::counter!(REPLICATION_TAKEOVERS).increment(0);
+        metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(0);
+        metrics::gauge!(REPLICATION_LEADING).set(0.0);
+        let replicator = Replicator {
+            inner: Arc::new(Inner {
+                me: cluster.node().clone(),
+                recent: Mutex::new(recent::Recent::new(settings.recent_bytes)),
+                settings,
+                node,
+                cluster,
+                peers,
+                parts: Mutex::new(parts),
+                shippers: Mutex::new(HashMap::new()),
+                reevaluate: Notify::new(),
+                stop,
+            }),
+        };
+        tokio::spawn(takeover::run(replicator.clone()));
+        replicator
+    }
+
+    /// The settings replication runs with.
+    pub fn settings(&self) -> &ReplicationSettings {
+        &self.inner.settings
+    }
+
+    /// Whether this node serves reads of `partition` now: it leads it and has caught
+    /// up, so a listing from here holds every acknowledged item.
+    pub fn serving(&self, partition: PartitionId) -> Result<(), ErrorCode> {
+        match self.parts().get(usize::from(partition)) {
+            Some(Part::Leading(_)) => Ok(()),
+            Some(Part::TakingOver) => Err(changing_leader(partition)),
+            _ => Err(ErrorCode::Unavailable {
+                reason: format!("this node does not lead partition {partition} now"),
+            }),
+        }
+    }
+
+    /// The partitions this node leads, with their epochs.
+    pub fn leading(&self) -> BTreeMap<PartitionId, u64> {
+        self.parts()
+            .iter()
+            .enumerate()
+            .filter_map(|(p, part)| match part {
+                Part::Leading(leading) => Some((p as PartitionId, leading.epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn parts(&self) -> MutexGuard<'_, Vec<Part>> {
+        self.inner.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the shippers of `followers`.
+    fn wake(&self, followers: &BTreeSet<NodeId>) {
+        let shippers = self
+            .inner
+            .shippers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for follower in followers {
+            if let Some(notify) = shippers.get(follower) {
+                notify.notify_one();
+            }
+        }
+    }
+
+    /// Stops leading `partition` (fenced, or no longer its owner): its writers are told.
+    fn step_down(&self, partition: PartitionId, seen: u64, why: &str) {
+        let mut parts = self.parts();
+        let Some(part) = parts.get_mut(usize::from(partition)) else {
+            return;
+        };
+        if let Part::Leading(leading) = part {
+            info!(partition, epoch = leading.epoch, seen, why, "stepping down");
+            for waiter in leading.quorum.take_waiters() {
+                let _ = waiter.send(Err(changing_leader(partition)));
+            }
+            metrics::gauge!(REPLICATION_LEADING).decrement(1.0);
+        }
+        *part = Part::Idle {
+            seen,
+            not_before: None,
+        };
+        drop(parts);
+        self.inner.reevaluate.notify_one();
+    }
+}
+
+/// The refusal of a request for a partition whose leader is changing.
+fn changing_leader(partition: PartitionId) -> ErrorCode {
+    ErrorCode::Unavailable {
+        reason: format!("partition {partition} is changing leader; retry shortly"),
+    }
+}
+
+impl Replication for Replicator {
+    fn admit(&self, partition: PartitionId) -> Result<(), ErrorCode> {
+        self.serving(partition)
+    }
+
+    fn appended(&self, records: Vec<ReplicaRecord>) {
+        let mut lasts: BTreeMap<PartitionId, u64> = BTreeMap::new();
+        for record in &records {
+            let last = lasts.entry(record.partition).or_default();
+            *last = (*last).max(record.sequence);
+        }
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(records);
+        let mut followers = BTreeSet::new();
+        let mut parts = self.parts();
+        for (partition, last) in lasts {
+            if let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) {
+                for (waiter, holders) in leading.quorum.appended(last) {
+                    let _ = waiter.send(Ok(holders));
+                }
+                followers.extend(leading.followers.iter().cloned());
+            }
+        }
+        drop(parts);
+        self.wake(&followers);
+    }
+
+    fn commit(&self, waits: Vec<(PartitionId, u64)>) -> CommitFuture {
+        let mut receivers = Vec::with_capacity(waits.len());
+        {
+            let mut parts = self.parts();
+            for (partition, sequence) in waits {
+                let (tx, rx) = oneshot::channel();
+                match parts.get_mut(usize::from(partition)) {
+                    Some(Part::Leading(leading)) => {
+                        if let Err((tx, holders)) = leading.quorum.wait(sequence, tx) {
+                            let _ = tx.send(Ok(holders));
+                        }
+                    }
+                    _ => {
+                        let _ = tx.send(Err(changing_leader(partition)));
+                    }
+                }
+                receivers.push(rx);
+            }
+        }
+        let timeout = self.inner.settings.commit_timeout;
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut outcomes = Vec::with_capacity(receivers.len());
+            for rx in receivers {
+                let outcome = match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err(ErrorCode::Unavailable {
+                        reason: "replication stopped".into(),
+                    }),
+                    Err(_) => {
+                        metrics::counter!(REPLICATION_COMMIT_TIMEOUTS).increment(1);
+                        Err(ErrorCode::Unavailable {
+                            reason: format!(
+                                "no write quorum held the item within {} ms",
+                                timeout.as_millis()
+                            ),
+                        })
+                    }
+                };
+                if outcome.is_ok() {
+                    metrics::counter!(REPLICATION_COMMITS).increment(1);
+                }
+                outcomes.push(outcome);
+            }
+            debug!(writes = outcomes.len(), "commit waits done");
+            outcomes
+        })
+    }
+}

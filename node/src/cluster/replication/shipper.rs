@@ -1,0 +1,212 @@
+//! One follower's shipper: for every partition this node leads with the follower in its
+//! replica set, sends what the follower lacks (from memory when it is in step, from the
+//! log by sequence when it is behind), one shipment in flight, and feeds the
+//! follower's answers to the partitions' quorums. A follower not yet heard from in an
+//! epoch gets an empty probe first, which carries the epoch history (so it truncates a
+//! superseded tail) and tells the shipper where it stands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_actors::store::{ShipBatch, ShipOutcome};
+use chorus_protocol::{NodeId, PartitionId};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use super::{Part, REPLICATION_RECORDS_SHIPPED, Replicator};
+use crate::cluster::routing::{Forward, ForwardReply};
+
+/// How often a shipper looks for work without being woken (probes, retries).
+const IDLE_INTERVAL: Duration = Duration::from_millis(250);
+/// The first wait after a failed shipment; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest wait after failed shipments.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What to send one partition's follower.
+struct Planned {
+    partition: PartitionId,
+    epoch: u64,
+    history: Vec<(u64, u64)>,
+    /// What the follower is known to hold; `None`: not heard from in this epoch.
+    known: Option<u64>,
+    /// The leader's last sequence.
+    last: u64,
+}
+
+/// Ships to `follower` until replication stops or the follower leaves the ring.
+pub(super) async fn run(replicator: Replicator, follower: NodeId, wake: Arc<Notify>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        tokio::select! {
+            _ = replicator.inner.stop.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_INTERVAL) => {}
+        }
+        loop {
+            if !replicator.is_current_shipper(&follower, &wake) {
+                debug!(%follower, "shipper stops: the follower left the ring");
+                return;
+            }
+            let plan = replicator.ship_plan(&follower);
+            if plan.is_empty() {
+                break;
+            }
+            let batches = replicator.fill(plan).await;
+            let records: usize = batches.iter().map(|b| b.records.len()).sum();
+            let sent: Vec<(PartitionId, u64)> =
+                batches.iter().map(|b| (b.partition, b.epoch)).collect();
+            let reply = replicator
+                .inner
+                .peers
+                .forward(&follower, Forward::Ship { batches })
+                .await;
+            match reply {
+                Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
+                    backoff = MIN_BACKOFF;
+                    metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(records as u64);
+                    if !replicator.shipped(&follower, &sent, outcomes) {
+                        // Nothing moved: wait for news rather than spin.
+                        break;
+                    }
+                }
+                Ok(other) => {
+                    warn!(%follower, reply = ?other, "unexpected answer to a shipment");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    break;
+                }
+                Err(error) => {
+                    debug!(%follower, %error, "shipment failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Replicator {
+    /// Whether `wake` is still the shipper of `follower` (a shipper whose follower left
+    /// the ring, or that was replaced, stops).
+    fn is_current_shipper(&self, follower: &NodeId, wake: &Arc<Notify>) -> bool {
+        let shippers = self
+            .inner
+            .shippers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shippers.get(follower).is_some_and(|w| Arc::ptr_eq(w, wake))
+    }
+
+    /// The partitions where `follower` lacks something this node leads.
+    fn ship_plan(&self, follower: &NodeId) -> Vec<Planned> {
+        let parts = self.parts();
+        parts
+            .iter()
+            .enumerate()
+            .filter_map(|(p, part)| match part {
+                Part::Leading(leading) if leading.followers.contains(follower) => {
+                    let known = leading.quorum.follower_last(follower);
+                    let last = leading.quorum.last();
+                    (known.is_none_or(|k| k < last)).then(|| Planned {
+                        partition: p as PartitionId,
+                        epoch: leading.epoch,
+                        history: leading.history.clone(),
+                        known,
+                        last,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Turns a plan into batches within the shipment's byte budget: a probe for a
+    /// follower not heard from, else the records after what it holds (from memory, or
+    /// read back from the log).
+    async fn fill(&self, plan: Vec<Planned>) -> Vec<ShipBatch> {
+        let mut budget = self.inner.settings.batch_bytes;
+        let mut batches = Vec::with_capacity(plan.len());
+        for planned in plan {
+            let Some(known) = planned.known else {
+                batches.push(ShipBatch {
+                    partition: planned.partition,
+                    epoch: planned.epoch,
+                    history: planned.history,
+                    prev: planned.last,
+                    records: Vec::new(),
+                });
+                continue;
+            };
+            if budget == 0 {
+                continue;
+            }
+            let cached = self
+                .inner
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .after(planned.partition, known, planned.last, budget);
+            let records = match cached {
+                Some(records) => records,
+                None => match self
+                    .inner
+                    .node
+                    .read_partition(planned.partition, known, budget)
+                    .await
+                {
+                    Ok((records, _)) => records,
+                    Err(error) => {
+                        warn!(partition = planned.partition, %error, "reading records to ship failed");
+                        continue;
+                    }
+                },
+            };
+            budget = budget.saturating_sub(records.iter().map(|r| r.body.len()).sum());
+            batches.push(ShipBatch {
+                partition: planned.partition,
+                epoch: planned.epoch,
+                history: planned.history,
+                prev: known,
+                records,
+            });
+        }
+        batches
+    }
+
+    /// Applies `follower`'s answers to the batches `sent` (partition, epoch); returns
+    /// whether any partition's known position moved.
+    fn shipped(
+        &self,
+        follower: &NodeId,
+        sent: &[(PartitionId, u64)],
+        outcomes: Vec<ShipOutcome>,
+    ) -> bool {
+        let mut moved = false;
+        let mut fenced = Vec::new();
+        {
+            let mut parts = self.parts();
+            for (&(partition, epoch), outcome) in sent.iter().zip(outcomes) {
+                let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) else {
+                    continue;
+                };
+                if leading.epoch != epoch || !leading.followers.contains(follower) {
+                    continue;
+                }
+                match outcome {
+                    ShipOutcome::Appended { last } | ShipOutcome::Behind { last } => {
+                        moved |= leading.quorum.follower_last(follower) != Some(last);
+                        for (waiter, holders) in leading.quorum.acked(follower, last) {
+                            let _ = waiter.send(Ok(holders));
+                        }
+                    }
+                    ShipOutcome::Fenced { promised } => fenced.push((partition, promised)),
+                }
+            }
+        }
+        for (partition, promised) in fenced {
+            self.step_down(partition, promised, "a replica promised a newer epoch");
+        }
+        moved
+    }
+}

@@ -1,0 +1,359 @@
+//! Who leads each partition, kept in step with the ring: this node takes the lead of
+//! the partitions it owns (promises from a write quorum, catch-up from the replica with
+//! the newest log, then a new epoch), steps down from those it no longer owns, and
+//! keeps one shipper per other member.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_actors::store::{PartitionEpochs, Promise, ShipBatch, ShipOutcome};
+use chorus_protocol::{ErrorCode, NodeId, PartitionId};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use rand::Rng;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::quorum::PartitionQuorum;
+use super::{Leading, Part, REPLICATION_LEADING, REPLICATION_TAKEOVERS, Replicator, shipper};
+use crate::cluster::routing::{Forward, ForwardReply};
+
+/// How often the leadership of every partition is checked against the ring without a
+/// ring change (retries after failed takeovers).
+const EVALUATE_INTERVAL: Duration = Duration::from_millis(500);
+/// The shortest wait before a failed takeover is tried again; up to twice as long, at
+/// random, so that two would-be leaders do not keep fencing each other.
+const RETRY_AFTER: Duration = Duration::from_millis(300);
+/// Partitions finishing a takeover at once (each may be catching up).
+const PARALLEL_CATCH_UPS: usize = 8;
+
+/// One partition this node is about to lead.
+struct Candidate {
+    partition: PartitionId,
+    epoch: u64,
+    followers: Vec<NodeId>,
+}
+
+/// Follows the ring until replication stops.
+pub(super) async fn run(replicator: Replicator) {
+    let mut ring = replicator.inner.cluster.subscribe();
+    loop {
+        let candidates = replicator.evaluate();
+        if !candidates.is_empty() {
+            tokio::spawn(take_lead(replicator.clone(), candidates));
+        }
+        tokio::select! {
+            _ = replicator.inner.stop.cancelled() => return,
+            changed = ring.changed() => if changed.is_err() { return },
+            _ = replicator.inner.reevaluate.notified() => {}
+            _ = tokio::time::sleep(EVALUATE_INTERVAL) => {}
+        }
+    }
+}
+
+impl Replicator {
+    /// Compares each partition's leadership with the ring: steps down where this node
+    /// is no longer the owner, updates the followers where the replica set changed,
+    /// starts shippers for new members, and returns the partitions to take the lead of
+    /// (marked as being taken over).
+    fn evaluate(&self) -> Vec<(PartitionId, u64, Vec<NodeId>)> {
+        let view = self.inner.cluster.ring();
+        let me = &self.inner.me;
+        let settings = &self.inner.settings;
+        let now = Instant::now();
+        let mut candidates = Vec::new();
+        let mut stepping_down = Vec::new();
+        let mut led = 0usize;
+        {
+            let mut parts = self.parts();
+            for (p, part) in parts.iter_mut().enumerate() {
+                let partition = p as PartitionId;
+                if partition >= view.ring.partitions() {
+                    break;
+                }
+                let replicas = view.ring.preference_list(partition, settings.factor);
+                let should_lead =
+                    replicas.first() == Some(me) && replicas.len() >= settings.write_quorum;
+                let followers = replicas.get(1..).unwrap_or_default().to_vec();
+                match part {
+                    Part::Leading(leading) if !should_lead => {
+                        stepping_down.push((partition, leading.epoch))
+                    }
+                    Part::Leading(leading) => {
+                        led += 1;
+                        if leading.followers != followers {
+                            for gone in leading.followers.iter().filter(|f| !followers.contains(f))
+                            {
+                                leading.quorum.forget(gone);
+                            }
+                            leading.followers = followers;
+                        }
+                    }
+                    Part::Idle { seen, not_before }
+                        if should_lead && not_before.is_none_or(|t| now >= t) =>
+                    {
+                        candidates.push((partition, *seen, followers));
+                        *part = Part::TakingOver;
+                    }
+                    Part::Idle { .. } | Part::TakingOver => {}
+                }
+            }
+        }
+        for (partition, epoch) in stepping_down {
+            self.step_down(partition, epoch, "no longer the partition's owner");
+        }
+        metrics::gauge!(REPLICATION_LEADING).set(led as f64);
+        self.keep_shippers(view.ring.members().iter().filter(|m| *m != me).cloned());
+        candidates
+    }
+
+    /// One shipper per member in `others`; shippers of members gone are dropped (they
+    /// notice and stop).
+    fn keep_shippers(&self, others: impl Iterator<Item = NodeId>) {
+        let others: HashSet<NodeId> = others.collect();
+        let mut shippers = self
+            .inner
+            .shippers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shippers.retain(|node, _| others.contains(node));
+        for node in others {
+            if !shippers.contains_key(&node) {
+                let wake = Arc::new(Notify::new());
+                shippers.insert(node.clone(), Arc::clone(&wake));
+                tokio::spawn(shipper::run(self.clone(), node, wake));
+            }
+        }
+    }
+
+    /// A takeover of `partition` failed: it waits a while, then is tried again with an
+    /// epoch above `seen`.
+    fn takeover_failed(&self, partition: PartitionId, seen: u64, why: &str) {
+        debug!(partition, seen, why, "takeover failed");
+        let jitter = rand::rng().random_range(0..=RETRY_AFTER.as_millis() as u64);
+        let mut parts = self.parts();
+        if let Some(part @ Part::TakingOver) = parts.get_mut(usize::from(partition)) {
+            *part = Part::Idle {
+                seen,
+                not_before: Some(Instant::now() + RETRY_AFTER + Duration::from_millis(jitter)),
+            };
+        }
+    }
+}
+
+/// Takes the lead of `candidates` (partition, highest epoch seen elsewhere, followers).
+async fn take_lead(replicator: Replicator, candidates: Vec<(PartitionId, u64, Vec<NodeId>)>) {
+    let node = &replicator.inner.node;
+    let candidates: Vec<Candidate> = candidates
+        .into_iter()
+        .map(|(partition, seen, followers)| {
+            let (epochs, _) = node.partition_state(partition);
+            Candidate {
+                partition,
+                epoch: epochs.promised.max(seen) + 1,
+                followers,
+            }
+        })
+        .collect();
+    let proposals: Vec<(PartitionId, u64)> =
+        candidates.iter().map(|c| (c.partition, c.epoch)).collect();
+    let local = match node.promise(proposals.clone()).await {
+        Ok(local) if local.len() == proposals.len() => local,
+        other => {
+            warn!(answer = ?other.err(), "promising epochs locally failed");
+            for candidate in &candidates {
+                replicator.takeover_failed(candidate.partition, candidate.epoch, "local promise");
+            }
+            return;
+        }
+    };
+    let remote = ask_promises(&replicator, &candidates).await;
+    let mut finishing = Vec::new();
+    for (at, (candidate, mine)) in candidates.into_iter().zip(local).enumerate() {
+        let mut promises: Vec<(NodeId, Promise)> = Vec::new();
+        let mut seen = mine.epochs.promised;
+        for (peer, answers) in &remote {
+            if let Some(promise) = answers.get(&at) {
+                seen = seen.max(promise.epochs.promised);
+                if promise.accepted {
+                    promises.push((peer.clone(), promise.clone()));
+                }
+            }
+        }
+        let accepted = promises.len() + usize::from(mine.accepted);
+        if !mine.accepted || accepted < replicator.inner.settings.write_quorum {
+            replicator.takeover_failed(candidate.partition, seen, "no write quorum promised");
+            continue;
+        }
+        promises.push((replicator.inner.me.clone(), mine));
+        finishing.push((candidate, promises));
+    }
+    futures_util::stream::iter(finishing)
+        .for_each_concurrent(PARALLEL_CATCH_UPS, |(candidate, promises)| {
+            let replicator = replicator.clone();
+            async move {
+                let partition = candidate.partition;
+                let epoch = candidate.epoch;
+                if let Err(why) = finish(&replicator, candidate, promises).await {
+                    replicator.takeover_failed(partition, epoch, &why);
+                }
+            }
+        })
+        .await;
+}
+
+/// Asks each follower to promise the epochs of the candidates it replicates; per peer,
+/// its promises by the candidate's position.
+async fn ask_promises(
+    replicator: &Replicator,
+    candidates: &[Candidate],
+) -> Vec<(NodeId, BTreeMap<usize, Promise>)> {
+    let mut asks: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+    for (at, candidate) in candidates.iter().enumerate() {
+        for follower in &candidate.followers {
+            asks.entry(follower.clone()).or_default().push(at);
+        }
+    }
+    let peers = &replicator.inner.peers;
+    join_all(asks.into_iter().map(|(peer, positions)| async move {
+        let partitions = positions
+            .iter()
+            .map(|&at| (candidates[at].partition, candidates[at].epoch))
+            .collect();
+        let answers = match peers.forward(&peer, Forward::Promise { partitions }).await {
+            Ok(ForwardReply::Promised(promises)) if promises.len() == positions.len() => {
+                positions.into_iter().zip(promises).collect()
+            }
+            Ok(other) => {
+                warn!(%peer, answer = ?other, "unexpected answer to a promise request");
+                BTreeMap::new()
+            }
+            Err(error) => {
+                debug!(%peer, %error, "promise request failed");
+                BTreeMap::new()
+            }
+        };
+        (peer, answers)
+    }))
+    .await
+}
+
+/// The newest log among the promises: highest (epoch of its last record, last).
+fn newest(promises: &[(NodeId, Promise)]) -> Option<&(NodeId, Promise)> {
+    promises
+        .iter()
+        .max_by_key(|(_, p)| (p.epochs.epoch_at(p.last), p.last))
+}
+
+/// Catches up from the newest log if it is not this node's, opens the epoch and
+/// starts leading.
+async fn finish(
+    replicator: &Replicator,
+    candidate: Candidate,
+    promises: Vec<(NodeId, Promise)>,
+) -> Result<(), String> {
+    let me = &replicator.inner.me;
+    let partition = candidate.partition;
+    let epoch = candidate.epoch;
+    let mine = promises
+        .iter()
+        .find(|(n, _)| n == me)
+        .map(|(_, p)| (p.epochs.epoch_at(p.last), p.last));
+    if let Some((source, best)) = newest(&promises)
+        && source != me
+        && Some((best.epochs.epoch_at(best.last), best.last)) > mine
+    {
+        catch_up(
+            replicator,
+            partition,
+            epoch,
+            source,
+            &best.epochs,
+            best.last,
+        )
+        .await?;
+    }
+    let node = &replicator.inner.node;
+    if !node
+        .begin_epoch(partition, epoch)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err("a newer epoch was promised meanwhile".into());
+    }
+    let (epochs, last) = node.partition_state(partition);
+    let settings = &replicator.inner.settings;
+    {
+        let mut parts = replicator.parts();
+        let Some(part @ Part::TakingOver) = parts.get_mut(usize::from(partition)) else {
+            return Ok(());
+        };
+        *part = Part::Leading(Box::new(Leading {
+            epoch,
+            history: epochs.history,
+            followers: candidate.followers.clone(),
+            quorum: PartitionQuorum::new(me.clone(), settings.write_quorum, last),
+        }));
+    }
+    metrics::counter!(REPLICATION_TAKEOVERS).increment(1);
+    info!(partition, epoch, last, "leading");
+    replicator.wake(&candidate.followers.into_iter().collect());
+    Ok(())
+}
+
+/// Makes this node's log of `partition` the newest one's, `source`'s: truncates what
+/// diverges from its history, then fetches by sequence up to `target`.
+async fn catch_up(
+    replicator: &Replicator,
+    partition: PartitionId,
+    epoch: u64,
+    source: &NodeId,
+    epochs: &PartitionEpochs,
+    target: u64,
+) -> Result<(), String> {
+    let node = &replicator.inner.node;
+    let batch = |prev, records| ShipBatch {
+        partition,
+        epoch,
+        history: epochs.history.clone(),
+        prev,
+        records,
+    };
+    let mut mine = match appended(node.accept_shipment(vec![batch(0, Vec::new())]).await)? {
+        Some(last) => last,
+        None => return Err("fenced while catching up".into()),
+    };
+    let started = mine;
+    while mine < target {
+        let fetch = Forward::Fetch {
+            partition,
+            after: mine,
+            max_bytes: replicator.inner.settings.batch_bytes as u32,
+        };
+        let records = match replicator.inner.peers.forward(source, fetch).await {
+            Ok(ForwardReply::Records(records, _)) => records,
+            Ok(other) => return Err(format!("unexpected answer to a fetch: {other:?}")),
+            Err(e) => return Err(format!("fetching from {source}: {e}")),
+        };
+        if records.is_empty() {
+            break;
+        }
+        match appended(node.accept_shipment(vec![batch(mine, records)]).await)? {
+            Some(last) if last > mine => mine = last,
+            Some(_) => break,
+            None => return Err("fenced while catching up".into()),
+        }
+    }
+    info!(partition, %source, from = started, to = mine, "caught up");
+    Ok(())
+}
+
+/// The last sequence of an accepted shipment; `None` if it was fenced.
+fn appended(outcome: Result<Vec<ShipOutcome>, ErrorCode>) -> Result<Option<u64>, String> {
+    match outcome.map_err(|e| e.to_string())?.first() {
+        Some(ShipOutcome::Appended { last } | ShipOutcome::Behind { last }) => Ok(Some(*last)),
+        Some(ShipOutcome::Fenced { .. }) => Ok(None),
+        None => Err("no outcome for the shipment".into()),
+    }
+}

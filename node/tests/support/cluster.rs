@@ -1,0 +1,200 @@
+//! A cluster of `chorus agent` processes on loopback, with certificates from
+//! `chorus certs`, and the helpers the process-level cluster tests share.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_client::{Client, ClientConfig, Credentials};
+use serde_json::Value;
+
+use super::{chorus_bin, free_udp_port};
+
+pub const PROBE_MS: u64 = 300;
+
+pub struct Node {
+    pub name: String,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.data.with_extension("log")).unwrap();
+        let child = Command::new(chorus_bin())
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Value {
+        let out = Command::new(chorus_bin())
+            .args(["ctl", "--json", "--config"])
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// `(state, incarnation)` of `member` as this node sees it.
+    pub fn sees(&self, member: &str) -> Option<(String, u64)> {
+        let reply = self.ctl(&["members"]);
+        reply["result"]["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == member)
+            .map(|m| {
+                (
+                    m["state"].as_str().unwrap_or("").to_string(),
+                    m["incarnation"].as_u64().unwrap_or(0),
+                )
+            })
+    }
+
+    pub fn ring(&self) -> Value {
+        self.ctl(&["ring"])["result"].clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn certs(dir: &Path, args: &[&str]) {
+    let status = Command::new(chorus_bin())
+        .arg("certs")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "chorus certs {args:?}");
+}
+
+pub fn cluster(dir: &Path) -> Vec<Node> {
+    let certs_dir = dir.join("certs");
+    certs(&certs_dir, &["init"]);
+    let gossip: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
+    (0..3)
+        .map(|i| {
+            let name = format!("node-{}", i + 1);
+            certs(&certs_dir, &["node", &name, "--ip", "127.0.0.1"]);
+            let data = dir.join(&name);
+            let addr = format!("127.0.0.1:{}", free_udp_port());
+            let config = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    r#"node_id = "{name}"
+data_dir = "{data}"
+listen = "{addr}"
+partitions = 128
+[tls]
+ca_cert = "{certs}/ca.pem"
+cert = "{certs}/{name}.pem"
+key = "{certs}/{name}.key"
+[metrics]
+listen = "127.0.0.1:0"
+[cluster]
+gossip_listen = "127.0.0.1:{port}"
+seeds = ["127.0.0.1:{seed}"]
+key_file = "{certs}/cluster.key"
+forward_timeout_ms = 1000
+[cluster.gossip]
+expected_cluster_size = 3
+probe_period_ms = {PROBE_MS}
+probe_rtt_ms = 100
+"#,
+                    data = data.display(),
+                    certs = certs_dir.display(),
+                    port = gossip[i],
+                    seed = gossip[0],
+                ),
+            )
+            .unwrap();
+            Node {
+                name,
+                config,
+                data,
+                addr,
+                child: None,
+            }
+        })
+        .collect()
+}
+
+pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// A client of `node` that sends everything to it (no ring routing), so that what it
+/// does not own is forwarded.
+pub async fn plain_client(node: &Node, dir: &Path) -> Client {
+    let key = std::fs::read_to_string(node.data.join("admin.key")).unwrap();
+    let credentials = Credentials::from_ca_file(dir.join("certs/ca.pem"), key.trim())
+        .unwrap()
+        .with_server_name(node.name.clone());
+    let config = ClientConfig {
+        routing: None,
+        ..ClientConfig::default()
+    };
+    Client::connect(&[node.addr.parse().unwrap()], credentials, config)
+        .await
+        .unwrap()
+}
+
+/// A user that `owner` owns, per `ring` (`ctl ring --user` asked of node `asker`).
+pub fn user_owned_by(asker: &Node, owner: &str, prefix: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|u| asker.ctl(&["ring", "--user", u])["result"]["user"]["owner"] == owner)
+        .expect("some user lands on every node")
+}
+
+/// Waits until every node sees every other alive and all place the same ring; returns
+/// the ring's epoch.
+pub async fn formed(nodes: &[Node]) -> u64 {
+    until(
+        Duration::from_secs(30),
+        "every member alive everywhere",
+        || {
+            nodes.iter().all(|n| {
+                nodes
+                    .iter()
+                    .all(|m| n.sees(&m.name).is_some_and(|(s, _)| s == "alive"))
+            })
+        },
+    )
+    .await;
+    let mut epoch = 0;
+    until(Duration::from_secs(10), "one ring everywhere", || {
+        epoch = nodes[0].ring()["epoch"].as_u64().unwrap_or(0);
+        nodes
+            .iter()
+            .all(|n| n.ring()["epoch"].as_u64() == Some(epoch))
+    })
+    .await;
+    epoch
+}
