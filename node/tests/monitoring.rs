@@ -208,6 +208,9 @@ listen = "{metrics}"
 gossip_listen = "127.0.0.1:{gossip}"
 seeds = []
 key_file = "{certs}/cluster.key"
+# A cluster of one: each partition's only replica (the default of 3 would take no
+# writes until two more members join).
+replication_factor = 1
 "#,
                 data = data.display(),
                 certs = certs.display(),

@@ -197,9 +197,17 @@ impl Replicator {
         match self.parts().get(usize::from(partition)) {
             Some(Part::Leading(_)) => Ok(()),
             Some(Part::TakingOver) => Err(changing_leader(partition)),
-            _ => Err(ErrorCode::Unavailable {
-                reason: format!("this node does not lead partition {partition} now"),
-            }),
+            _ => {
+                let members = self.inner.cluster.ring().ring.members().len();
+                let quorum = self.inner.settings.write_quorum;
+                Err(ErrorCode::Unavailable {
+                    reason: if members < quorum {
+                        format!("{members} of the {quorum} replicas a write needs are up")
+                    } else {
+                        format!("this node does not lead partition {partition} now")
+                    },
+                })
+            }
         }
     }
 
