@@ -167,34 +167,6 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         None => (None, None),
     };
     let shutdown = CancellationToken::new();
-    let control = ControlServer::start(
-        node.clone(),
-        log,
-        NodeInfo {
-            node_id: config.node_id.clone(),
-            data_dir: config.data_dir.clone(),
-            listen: endpoint.local_addr()?.to_string(),
-            socket: config.control_socket(),
-            limits: config.limits.clone(),
-            cluster: state.clone(),
-            runtime: cluster.clone(),
-            shutdown: shutdown.clone(),
-        },
-        shutdown.clone(),
-    )
-    .context("opening the control socket")?;
-    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    // Not ready from the moment shutdown begins, whoever begins it.
-    let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
-    // On shutdown the others learn at once that this node is gone (instead of after a
-    // suspicion) and place the ring without it while its requests drain.
-    let leaving = cluster.clone().map(|cluster| {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            cluster.leave().await;
-        })
-    });
     let peers = links
         .clone()
         .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>);
@@ -218,6 +190,35 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let control = ControlServer::start(
+        node.clone(),
+        log,
+        NodeInfo {
+            node_id: config.node_id.clone(),
+            data_dir: config.data_dir.clone(),
+            listen: endpoint.local_addr()?.to_string(),
+            socket: config.control_socket(),
+            limits: config.limits.clone(),
+            cluster: state.clone(),
+            runtime: cluster.clone(),
+            replication: replicator.clone(),
+            shutdown: shutdown.clone(),
+        },
+        shutdown.clone(),
+    )
+    .context("opening the control socket")?;
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Not ready from the moment shutdown begins, whoever begins it.
+    let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
+    // On shutdown the others learn at once that this node is gone (instead of after a
+    // suspicion) and place the ring without it while its requests drain.
+    let leaving = cluster.clone().map(|cluster| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            cluster.leave().await;
+        })
+    });
     let backend = Backend {
         node: node.clone(),
         cluster: state.clone(),

@@ -238,6 +238,13 @@ pub enum CtlCommand {
         /// Where the snapshot goes.
         dir: PathBuf,
     },
+    /// Each partition's replica here: the epoch promised, the last sequence, whether
+    /// this node leads it; `--digest` adds a hash of its records, to compare replicas.
+    Replicas {
+        /// Hash every partition's records (reads the whole log).
+        #[arg(long)]
+        digest: bool,
+    },
     /// The gossip keyring: list the keys, or rotate them (audited). To rotate without
     /// a restart, run `install` on every member, then `use` on every member, then
     /// `remove` of the old key on every member.

@@ -27,6 +27,7 @@
 //! [`quorum`] is the pure part: which sequence a quorum holds, and who waits for it.
 //! [`shipper`] sends to one follower; [`takeover`] runs a partition's change of leader.
 
+pub mod digest;
 pub mod quorum;
 mod recent;
 mod shipper;

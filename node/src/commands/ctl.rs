@@ -148,6 +148,7 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Members => Request::Members,
         CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
         CtlCommand::Leave => Request::Leave,
+        CtlCommand::Replicas { digest } => Request::Replicas { digest: *digest },
         CtlCommand::Snapshot { dir } => Request::Snapshot {
             // The agent resolves paths against its own directory: send an absolute one.
             dir: std::path::absolute(dir)
@@ -207,7 +208,7 @@ pub async fn exchange(socket: &Path, request: &Request) -> Result<Response, CtlE
             .map_err(|e| CtlError::BadResponse(e.to_string()))
     };
     let limit = match request {
-        Request::Snapshot { .. } => SNAPSHOT_TIMEOUT,
+        Request::Snapshot { .. } | Request::Replicas { digest: true } => SNAPSHOT_TIMEOUT,
         _ => RESPONSE_TIMEOUT,
     };
     tokio::time::timeout(limit, exchange)
@@ -348,6 +349,27 @@ fn print_reply(reply: &Reply) {
             change.name, change.state, change.audit_seq
         ),
         Reply::Snapshot(s) => print_table(&snapshot_rows(s)),
+        Reply::Replicas(r) => {
+            println!(
+                "{} replicas per partition, write quorum {}; this node leads {} of {}",
+                r.factor,
+                r.write_quorum,
+                r.leading,
+                r.partitions.len()
+            );
+            println!("partition leader epoch last records digest");
+            for p in &r.partitions {
+                println!(
+                    "{:>9} {:>6} {:>5} {:>4} {:>7} {}",
+                    p.partition,
+                    if p.leader { "yes" } else { "" },
+                    p.epoch,
+                    p.last,
+                    p.records.map(|n| n.to_string()).unwrap_or_default(),
+                    p.digest.as_deref().unwrap_or("")
+                );
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The commands behind the control socket: one method per command, and `handle` to
 //! route a request to its method. No socket IO here; the listener moves the bytes.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,12 +18,14 @@ use tracing::info;
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     DegradeReport, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport, LogLevelChange,
-    MemberRow, QueueRow, QueuesReport, Reply, Request, RingNodeRow, RingReport, SnapshotResult,
-    StatusReport, StoreLogStatus, UserOwner,
+    MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport, Reply, Request, RingNodeRow,
+    RingReport, SnapshotResult, StatusReport, StoreLogStatus, UserOwner,
 };
 use crate::cluster::gossip::{KeyOp, KeysError};
 use crate::cluster::membership::keyring::MAX_KEYS;
 use crate::cluster::membership::{GossipKey, KeyId, KeyInfo, KeyringError, MemberState};
+use crate::cluster::replication::Replicator;
+use crate::cluster::replication::digest::partition_digest;
 use crate::cluster::runtime::ClusterRuntime;
 use crate::cluster::state::ClusterState;
 use crate::config::LimitsSection;
@@ -94,6 +97,8 @@ pub struct NodeInfo {
     pub cluster: ClusterState,
     /// The running cluster layer, if this node is a cluster member.
     pub runtime: Option<ClusterRuntime>,
+    /// Replication, if this node is one of several replicas of each partition.
+    pub replication: Option<Replicator>,
     /// Cancelled to stop the node (after `leave`).
     pub shutdown: CancellationToken,
 }
@@ -183,6 +188,7 @@ impl Handler {
                 .await
                 .map(Reply::GossipKeys),
             Request::Snapshot { dir } => self.snapshot(peer, &dir).await.map(Reply::Snapshot),
+            Request::Replicas { digest } => self.replicas(digest).await.map(Reply::Replicas),
         }
     }
 
@@ -470,6 +476,45 @@ impl Handler {
                 is_self: m.is_self,
             })
             .collect()
+    }
+
+    /// `replicas`: each partition's epoch and last sequence here, whether this node
+    /// leads it, and with `digest` the hash of its records.
+    pub async fn replicas(&self, digest: bool) -> Result<ReplicasReport, ControlError> {
+        let (factor, write_quorum, leading) = match &self.info.replication {
+            Some(replication) => (
+                replication.settings().factor,
+                replication.settings().write_quorum,
+                replication.leading(),
+            ),
+            None => (1, 1, BTreeMap::new()),
+        };
+        let mut partitions = Vec::with_capacity(usize::from(self.node.partitions()));
+        for partition in 0..self.node.partitions() {
+            let (epochs, last) = self.node.partition_state(partition);
+            let (records, digest) = if digest {
+                let d = partition_digest(&self.node, partition)
+                    .await
+                    .map_err(unavailable)?;
+                (Some(d.records), Some(format!("{:016x}", d.hash)))
+            } else {
+                (None, None)
+            };
+            partitions.push(ReplicaRow {
+                partition,
+                leader: leading.contains_key(&partition),
+                epoch: epochs.promised,
+                last,
+                records,
+                digest,
+            });
+        }
+        Ok(ReplicasReport {
+            factor: factor as u32,
+            write_quorum: write_quorum as u32,
+            leading: leading.len() as u32,
+            partitions,
+        })
     }
 
     /// `ring`: the placement, partitions per node and, for `user`, its owner.

@@ -306,6 +306,7 @@ mod tests {
                 )
                 .unwrap(),
                 runtime: None,
+                replication: None,
                 shutdown: tokio_util::sync::CancellationToken::new(),
             },
         ))

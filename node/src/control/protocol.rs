@@ -100,6 +100,13 @@ pub enum Request {
         /// Where the snapshot goes.
         dir: String,
     },
+    /// Each partition's replica state here: epoch, last sequence, whether this node
+    /// leads it, and with `digest` a hash of its records. Read-only.
+    Replicas {
+        /// Hash every partition's records (reads the whole log).
+        #[serde(default)]
+        digest: bool,
+    },
 }
 
 /// A secret carried in a request (a gossip key): serialised as the plain string, but
@@ -137,6 +144,7 @@ impl Request {
             Request::GossipKeysUse { .. } => "gossip-keys-use",
             Request::GossipKeysRemove { .. } => "gossip-keys-remove",
             Request::Snapshot { .. } => "snapshot",
+            Request::Replicas { .. } => "replicas",
         }
     }
 }
@@ -247,6 +255,38 @@ pub enum Reply {
     GossipKeys(GossipKeysReport),
     /// Answer to [`Request::Snapshot`].
     Snapshot(SnapshotResult),
+    /// Answer to [`Request::Replicas`].
+    Replicas(ReplicasReport),
+}
+
+/// This node's replicas of the partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicasReport {
+    /// Replicas per partition (1: replication is off).
+    pub factor: u32,
+    /// Replicas that hold a write before it is acknowledged.
+    pub write_quorum: u32,
+    /// Partitions this node leads.
+    pub leading: u32,
+    /// Every partition's state here.
+    pub partitions: Vec<ReplicaRow>,
+}
+
+/// One partition's replica on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRow {
+    /// The partition.
+    pub partition: u16,
+    /// Whether this node leads it now.
+    pub leader: bool,
+    /// The highest epoch this replica promised.
+    pub epoch: u64,
+    /// Its last sequence here.
+    pub last: u64,
+    /// Live records, when digests were asked for.
+    pub records: Option<u64>,
+    /// The hash of its records (16 hex digits), when asked for.
+    pub digest: Option<String>,
 }
 
 /// What `snapshot` wrote.
