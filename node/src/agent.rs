@@ -129,11 +129,20 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         Some(_) => config.advertised_addr(),
         None => endpoint.local_addr()?,
     };
-    let state = ClusterState::new(
-        NodeId(config.node_id.clone()),
-        advertised,
-        config.partitions,
-    )?;
+    let state = match &config.cluster {
+        Some(section) => ClusterState::replicated(
+            NodeId(config.node_id.clone()),
+            advertised,
+            config.partitions,
+            usize::from(section.replication_factor),
+            Duration::from_millis(section.down_grace_ms),
+        )?,
+        None => ClusterState::new(
+            NodeId(config.node_id.clone()),
+            advertised,
+            config.partitions,
+        )?,
+    };
     let (cluster, links) = match &config.cluster {
         Some(section) => {
             let key = section.load_key()?;

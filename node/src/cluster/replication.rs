@@ -199,7 +199,7 @@ impl Replicator {
             Some(Part::Leading(_)) => Ok(()),
             Some(Part::TakingOver) => Err(changing_leader(partition)),
             _ => {
-                let members = self.inner.cluster.ring().ring.members().len();
+                let members = self.inner.cluster.ring().live.len();
                 let quorum = self.inner.settings.write_quorum;
                 Err(ErrorCode::Unavailable {
                     reason: if members < quorum {

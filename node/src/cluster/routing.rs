@@ -130,7 +130,7 @@ pub enum Route {
 /// The route of a request about `user_id`; `routed` is a client's claim that this node
 /// is the owner (so it is not forwarded when wrong).
 pub fn route_user(view: &RingView, me: &NodeId, user_id: &str, routed: bool) -> Route {
-    let (_, owner) = view.ring.owner_of_user(user_id);
+    let (_, owner) = view.leader_of_user(user_id);
     if owner == me {
         Route::Local
     } else if routed {
@@ -144,28 +144,27 @@ pub fn route_user(view: &RingView, me: &NodeId, user_id: &str, routed: bool) -> 
 mod tests {
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
-    use std::time::SystemTime;
 
     use super::*;
     use crate::cluster::ring::Ring;
 
     fn view() -> RingView {
         let nodes = ["a", "b", "c"].map(|n| NodeId(n.into()));
-        RingView {
-            ring: Ring::place(nodes.clone(), 64).unwrap(),
-            addrs: nodes
+        RingView::new(
+            Ring::place(nodes.clone(), 64).unwrap(),
+            1,
+            nodes.iter().cloned().collect(),
+            nodes
                 .iter()
                 .map(|n| (n.clone(), SocketAddr::from(([127, 0, 0, 1], 7400))))
                 .collect::<BTreeMap<_, _>>(),
-            since: SystemTime::now(),
-            moved: 0,
-        }
+        )
     }
 
     #[test]
     fn the_owner_serves_others_forward_or_name_it() {
         let view = view();
-        let (_, owner) = view.ring.owner_of_user("alice");
+        let (_, owner) = view.leader_of_user("alice");
         let owner = owner.clone();
         let other = view
             .ring

@@ -179,6 +179,10 @@ impl ClusterRuntime {
     }
 }
 
+/// Past a down member's grace before the ring is placed again (the clocks that measure
+/// it are not the same one).
+const GRACE_SLACK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Keeps the ring and the links following the member table.
 async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn MemberLinks>>) {
     let mut members = gossip.members();
@@ -219,9 +223,28 @@ async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn Membe
             .map(|(n, &(addr, _))| (n.clone(), addr))
             .collect();
         linked = runs;
-        state.set_members(live);
-        if members.changed().await.is_err() {
-            return;
+        let now = SystemTime::now();
+        let down_for = view
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Down && !m.is_self)
+            .map(|m| {
+                let since = view.origin + m.since;
+                let down = now.duration_since(since).unwrap_or_default();
+                (m.identity.node().clone(), down)
+            })
+            .collect();
+        let (_, grace_ends) = state.set_view(live, &down_for);
+        // Placed again when a down member's grace ends, even if nothing else changes.
+        let wait_grace = async {
+            match grace_ends {
+                Some(after) => tokio::time::sleep(after + GRACE_SLACK).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = members.changed() => if changed.is_err() { return },
+            _ = wait_grace => {}
         }
     }
 }

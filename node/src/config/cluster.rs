@@ -44,6 +44,12 @@ pub struct ClusterSection {
     /// (default 5000).
     #[serde(default = "default_commit_timeout_ms")]
     pub commit_timeout_ms: u64,
+    /// How long a member declared down keeps its place in its partitions' replica sets,
+    /// in milliseconds (default 300000: five minutes). Its partitions are led by their
+    /// next replica at once, but their data moves to other members only after this,
+    /// so a restart or a false verdict costs no stream of partitions.
+    #[serde(default = "default_down_grace_ms")]
+    pub down_grace_ms: u64,
     /// How this node gossips (`[cluster.gossip]`).
     #[serde(default)]
     pub gossip: GossipSettings,
@@ -59,6 +65,10 @@ fn default_replication_factor() -> u8 {
 
 fn default_commit_timeout_ms() -> u64 {
     5_000
+}
+
+fn default_down_grace_ms() -> u64 {
+    300_000
 }
 
 impl ClusterSection {
@@ -103,6 +113,12 @@ impl ClusterSection {
             self.commit_timeout_ms,
             100,
             60_000,
+        )?;
+        super::check_range(
+            "cluster.down_grace_ms",
+            self.down_grace_ms,
+            0,
+            7 * 24 * 3_600_000,
         )?;
         Ok(())
     }

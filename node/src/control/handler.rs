@@ -517,18 +517,17 @@ impl Handler {
         })
     }
 
-    /// `ring`: the placement, partitions per node and, for `user`, its owner.
+    /// `ring`: the partitions each live member leads and, for `user`, its leader.
     pub fn ring(&self, user: Option<&str>) -> RingReport {
         let view = self.info.cluster.ring();
-        let ring = &view.ring;
         RingReport {
-            epoch: ring.epoch().0,
-            partitions: ring.partitions(),
+            epoch: view.epoch(),
+            partitions: view.ring.partitions(),
             moved_last_change: view.moved,
             since_ms: unix_ms(view.since),
-            balance: ring.balance(),
-            nodes: ring
-                .partitions_per_node()
+            balance: view.balance(),
+            nodes: view
+                .leaders_per_node()
                 .into_iter()
                 .map(|(node, partitions)| RingNodeRow {
                     address: view
@@ -541,7 +540,7 @@ impl Handler {
                 })
                 .collect(),
             user: user.map(|user| {
-                let (partition, owner) = ring.owner_of_user(user);
+                let (partition, owner) = view.leader_of_user(user);
                 UserOwner {
                     user: user.to_string(),
                     partition,

@@ -122,9 +122,7 @@ async fn serve(
             // The limit is the whole batch's: its parts under it must not let it through.
             check_batch_len(items.len())?;
             let total = items.len();
-            let groups = split_by(items, |item| {
-                view.ring.owner_of_user(&item.user_id).1.clone()
-            });
+            let groups = split_by(items, |item| view.leader_of_user(&item.user_id).1.clone());
             if let Some(group) = groups.iter().find(|g| &g.owner != me)
                 && routed
             {
@@ -224,7 +222,7 @@ async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response,
     let me = backend.cluster.node();
     let hinted_owner = id.partition_hint().and_then(|partition| {
         let view = backend.cluster.ring();
-        (partition < view.ring.partitions()).then(|| view.ring.owner(partition).clone())
+        (partition < view.ring.partitions()).then(|| view.leader(partition).clone())
     });
     if let Some(owner) = hinted_owner.filter(|owner| owner != me)
         && let Ok(ForwardReply::Get(Some(found))) =

@@ -72,10 +72,10 @@ impl Replicator {
                 if partition >= view.ring.partitions() {
                     break;
                 }
-                let replicas = view.ring.preference_list(partition, settings.factor);
-                let should_lead =
-                    replicas.first() == Some(me) && replicas.len() >= settings.write_quorum;
-                let followers = replicas.get(1..).unwrap_or_default().to_vec();
+                let replicas = view.replicas(partition);
+                let live = replicas.iter().filter(|r| view.live.contains(*r)).count();
+                let should_lead = view.leader(partition) == me && live >= settings.write_quorum;
+                let followers: Vec<NodeId> = replicas.into_iter().filter(|r| r != me).collect();
                 match part {
                     Part::Leading(leading) if !should_lead => {
                         stepping_down.push((partition, leading.epoch))
