@@ -4,9 +4,9 @@
 //! <path>/log/*.seg   the partition log (store of record): checksummed records, each
 //!                    tagged (partition, sequence); one write + fdatasync per group
 //! <path>/index/      sled: the index over the log (`listing`, `ids`, `sequences`,
-//!                    checkpoint, dead bytes per segment) and the small metadata trees
-//!                    (`api_keys` and `revoked_keys` ([`api_keys`]), `audit`, `meta`:
-//!                    partition count, node id)
+//!                    `by_sequence`, checkpoint, dead bytes per segment) and the small
+//!                    metadata trees (`api_keys` and `revoked_keys` ([`api_keys`]),
+//!                    `audit`, `epochs` ([`replica`]), `meta`: partition count, node id)
 //! ```
 //!
 //! A write is acknowledged once its group's `fdatasync` returns ([`log`]); its record

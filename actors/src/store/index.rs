@@ -163,6 +163,10 @@ impl Index {
             sequences: index.read_sequences(partitions)?,
         };
         index.durable = Mutex::new(durable);
+        if index.ids.is_empty() && !index.by_sequence_complete()? {
+            // Nothing indexed yet: `by_sequence` grows with the rest from here.
+            index.meta.insert(META_BY_SEQUENCE, &[1u8][..])?;
+        }
         Ok(index)
     }
 
@@ -369,11 +373,6 @@ impl Index {
     /// Whether `by_sequence` is known to cover every indexed record.
     pub(crate) fn by_sequence_complete(&self) -> Result<bool, StoreError> {
         Ok(self.meta.contains_key(META_BY_SEQUENCE)?)
-    }
-
-    /// Whether `ids` holds nothing (a new store, or one rebuilt from nothing).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 
     /// Every `ids` entry's id and locator, for rebuilding `by_sequence`.

@@ -307,9 +307,6 @@ pub(crate) fn complete_by_sequence(index: &Index, log: &PartitionLog) -> Result<
     if index.by_sequence_complete()? {
         return Ok(());
     }
-    if index.is_empty() {
-        return index.complete_by_sequence(&[], true);
-    }
     let mut entries = Vec::new();
     let mut rebuilt = 0usize;
     for entry in index.live_records() {
