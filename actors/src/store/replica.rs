@@ -448,7 +448,7 @@ impl Store {
                 break;
             }
             if let Some(body) = self.read_live(partition, sequence, locator, in_tail)? {
-                if !out.is_empty() && bytes + body.len() > max_bytes {
+                if !out.is_empty() && bytes.saturating_add(body.len()) > max_bytes {
                     break;
                 }
                 bytes += body.len();

@@ -476,6 +476,61 @@ fn a_deposed_leaders_unreplicated_suffix_is_truncated_and_replaced() {
 }
 
 #[test]
+fn a_later_batch_of_one_call_can_cut_what_an_earlier_one_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = open(&dir.path().join("old"));
+    let new = open(&dir.path().join("new"));
+    let follower = open(&dir.path().join("follower"));
+    let p = 2;
+    assert!(old.promise(&[(p, 1)]).unwrap()[0].accepted);
+    assert!(old.begin_epoch(p, 1).unwrap());
+    write(&old, p, 3, "old");
+    let from_old = read_all(&old, p, 0, 1 << 20);
+    new.accept_shipment(vec![ShipBatch {
+        partition: p,
+        epoch: 1,
+        history: vec![(1, 1)],
+        prev: 0,
+        records: from_old[..2].to_vec(),
+    }])
+    .unwrap();
+    assert!(new.promise(&[(p, 2)]).unwrap()[0].accepted);
+    assert!(new.begin_epoch(p, 2).unwrap());
+    write(&new, p, 2, "new");
+    let outcomes = follower
+        .accept_shipment(vec![
+            ShipBatch {
+                partition: p,
+                epoch: 1,
+                history: vec![(1, 1)],
+                prev: 0,
+                records: from_old,
+            },
+            ShipBatch {
+                partition: p,
+                epoch: 2,
+                history: new.partition_epochs(p).history,
+                prev: 2,
+                records: read_all(&new, p, 2, 1 << 20),
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            ShipOutcome::Appended { last: 3 },
+            ShipOutcome::Appended { last: 4 }
+        ]
+    );
+    assert_eq!(
+        read_all(&follower, p, 0, 1 << 20),
+        read_all(&new, p, 0, 1 << 20)
+    );
+    assert_eq!(listings(&follower), listings(&new));
+    assert_eq!(follower.partition_epochs(p), new.partition_epochs(p));
+}
+
+#[test]
 fn a_truncation_survives_reopening_and_spares_other_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
