@@ -27,6 +27,12 @@
 //! the index checkpoint is past them. A store rebuilt from its log (a snapshot's
 //! restore) would bring them back and forgets the epochs: restore a replica from a
 //! snapshot only to re-seed it from its leader.
+//!
+//! Truncating a rewritten verdict removes its item here, not only the rewrite: the
+//! version it replaced is dead and is not looked for. Bringing it back would need a
+//! link from each rewrite to the record it replaced, and a copy of that record under
+//! its own sequence at the log's head (as the retirement pass copies), so a segment
+//! planned for retirement cannot lose it.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -413,36 +419,28 @@ impl Store {
             if !out.is_empty() && bytes >= max_bytes {
                 break;
             }
-            let next_indexed = match indexed.peek() {
-                Some(Ok((sequence, _))) => Some(*sequence),
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = indexed.next() {
-                        return Err(e);
-                    }
-                    None
-                }
-                None => None,
-            };
-            let next_unindexed = unindexed.peek().map(|&(sequence, _)| sequence);
+            if let Some(Err(_)) = indexed.peek() {
+                indexed.next().transpose()?;
+            }
+            let next_indexed = indexed
+                .peek()
+                .and_then(|e| e.as_ref().ok())
+                .map(|&(s, _)| s);
+            let next_unindexed = unindexed.peek().map(|&(s, _)| s);
             let (sequence, locator, in_tail) = match (next_unindexed, next_indexed) {
                 (None, None) => break,
-                (Some(u), Some(i)) if u <= i => {
-                    if u == i {
+                (Some(u), i) if i.is_none_or(|i| u <= i) => {
+                    if i == Some(u) {
                         // The tail's is the newer (a copy not yet indexed).
                         indexed.next();
                     }
                     let (s, l) = unindexed.next().expect("peeked");
                     (s, l, true)
                 }
-                (Some(_), None) => {
-                    let (s, l) = unindexed.next().expect("peeked");
-                    (s, l, true)
+                _ => {
+                    let (s, l) = indexed.next().expect("peeked")?;
+                    (s, l, false)
                 }
-                _ => match indexed.next() {
-                    Some(Ok((s, l))) => (s, l, false),
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                },
             };
             if sequence > through {
                 break;
