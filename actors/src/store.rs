@@ -637,9 +637,13 @@ impl Store {
         let stored_at = now_ms();
         let mut sequences = self.shared.lock_for_append()?;
         let mut outcomes: Vec<Result<Receipt, ErrorCode>> = Vec::with_capacity(writes.len());
-        // What each item waits for; a fresh item's is filled in once it has a sequence.
-        let mut waits: Vec<Option<(PartitionId, u64)>> = Vec::with_capacity(writes.len());
-        let mut fresh_at = Vec::new();
+        /// What an item waits for: known now, or the sequence its fresh record gets.
+        #[derive(Clone, Copy)]
+        enum Wait {
+            Known(Option<(PartitionId, u64)>),
+            Fresh(usize),
+        }
+        let mut waits: Vec<Wait> = Vec::with_capacity(writes.len());
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
         let mut fresh = Vec::new();
         for Write {
@@ -658,13 +662,16 @@ impl Store {
                 seen.insert(item.id, outcomes.len());
                 // The earlier record may not be replicated yet: wait for all before it.
                 let partition = partition_of(&existing.item.user_id, self.partitions);
-                waits.push(Some((partition, sequences[usize::from(partition)])));
+                waits.push(Wait::Known(Some((
+                    partition,
+                    sequences[usize::from(partition)],
+                ))));
                 outcomes.push(Ok(existing.receipt));
                 continue;
             }
             if let Err(e) = check_user(&item.user_id) {
                 outcomes.push(Err(e.to_error_code()));
-                waits.push(None);
+                waits.push(Wait::Known(None));
                 continue;
             }
             let receipt = Receipt {
@@ -677,32 +684,21 @@ impl Store {
                 enrichment,
             };
             seen.insert(item.id, outcomes.len());
-            fresh_at.push(outcomes.len());
             outcomes.push(Ok(receipt.clone()));
-            waits.push(None);
+            waits.push(Wait::Fresh(fresh.len()));
             fresh.push(StoredItem { item, receipt });
         }
         let records = self.append_records(
             &mut sequences,
             fresh.into_iter().map(|s| (s, None)).collect(),
         )?;
-        for (&at, record) in fresh_at.iter().zip(&records) {
-            waits[at] = Some((record.partition, record.sequence));
-        }
-        // A duplicate of an item fresh in this batch copied its placeholder: fill it.
-        for (at, wait) in waits.iter_mut().enumerate() {
-            if wait.is_none()
-                && let Ok(receipt) = &outcomes[at]
-                && let Some(&first) = seen.get(&receipt.id)
-                && first != at
-            {
-                *wait = fresh_at
-                    .iter()
-                    .position(|&f| f == first)
-                    .and_then(|i| records.get(i))
-                    .map(|r| (r.partition, r.sequence));
-            }
-        }
+        let waits = waits
+            .into_iter()
+            .map(|wait| match wait {
+                Wait::Known(known) => known,
+                Wait::Fresh(i) => records.get(i).map(|r| (r.partition, r.sequence)),
+            })
+            .collect();
         Ok(Applied {
             outcomes,
             waits,
