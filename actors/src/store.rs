@@ -518,8 +518,14 @@ impl Store {
                     .locate(stored.item.id)?
                     .filter(|old| old.end() <= checkpoint && present.contains(&old.segment)),
             };
+            let earlier = match tail.locate(stored.item.id) {
+                Some(earlier) => Some(earlier),
+                None => index.locate(stored.item.id)?,
+            };
             let mut entry = index_entry(&stored, partition, record.header.sequence, record.locator);
             entry.supersedes = supersedes;
+            entry.replaces =
+                replica::replaced_sequence(&log, &index, earlier, partition, entry.sequence)?;
             tail.insert(entry, Arc::new(stored), record.locator.end());
         }
         if !recovered.is_empty() {
@@ -742,13 +748,24 @@ impl Store {
             .map(|(h, b)| (*h, b.as_slice()))
             .collect();
         let shared = &self.shared;
+        let mut replaces = Vec::with_capacity(items.len());
+        for ((_, supersedes), header) in items.iter().zip(&headers) {
+            replaces.push(replica::replaced_sequence(
+                &shared.log,
+                &shared.index,
+                *supersedes,
+                header.partition,
+                header.sequence,
+            )?);
+        }
         let appended = shared.log.append(&records, |locators| {
             let mut tail = shared.tail();
-            for (((stored, supersedes), header), locator) in
-                items.into_iter().zip(&headers).zip(locators)
+            for ((((stored, supersedes), header), locator), replaces) in
+                items.into_iter().zip(&headers).zip(locators).zip(replaces)
             {
                 let mut entry = index_entry(&stored, header.partition, header.sequence, *locator);
                 entry.supersedes = supersedes;
+                entry.replaces = replaces;
                 tail.insert(entry, Arc::new(stored), locator.end());
             }
         });
@@ -1183,6 +1200,7 @@ fn index_entry(
         partition,
         sequence,
         supersedes: None,
+        replaces: None,
     }
 }
 

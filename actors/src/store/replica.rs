@@ -43,7 +43,7 @@ use chorus_protocol::{
     ErrorCode, FrameLimit, ItemId, MAX_USER_ID_BYTES, PartitionId, Receipt, StoredItem,
     decode_value_within, encode_payload, partition_of,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::index::Index;
 use super::keys::item_key;
@@ -340,6 +340,62 @@ pub(crate) fn complete_by_sequence(index: &Index, log: &PartitionLog) -> Result<
     index.complete_by_sequence(&entries, true)?;
     info!(records = rebuilt, "rebuilt the by-sequence index");
     Ok(())
+}
+
+/// The id and `listing` key of the item record at `locator` in `partition`; `None` if
+/// its segment was retired.
+fn identify(
+    log: &PartitionLog,
+    partition: PartitionId,
+    locator: Locator,
+) -> Result<Option<(ItemId, Vec<u8>)>, StoreError> {
+    match log.read(locator, &|h| h.kind == RecordKind::Item) {
+        Ok(body) => {
+            let stored = decode_item(&body)?;
+            let key = item_key(
+                partition,
+                &stored.item.user_id,
+                stored.receipt.stored_at,
+                stored.item.id,
+            );
+            Ok(Some((stored.item.id, key)))
+        }
+        Err(LogError::Retired { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The sequence of the record at `replaced` that a new record of the same id at
+/// `sequence` supersedes: its own, for a rewrite; for a copy of the same record (same
+/// sequence), the one that record rewrote, as `by_sequence` holds it. `None` for a
+/// first write or a record whose segment is gone.
+pub(crate) fn replaced_sequence(
+    log: &PartitionLog,
+    index: &Index,
+    replaced: Option<Locator>,
+    partition: PartitionId,
+    sequence: u64,
+) -> Result<Option<u64>, StoreError> {
+    let Some(locator) = replaced else {
+        return Ok(None);
+    };
+    let header = Cell::new(None);
+    match log.read(locator, &|h| {
+        header.set(Some(*h));
+        h.kind == RecordKind::Item
+    }) {
+        Ok(_) => {}
+        Err(LogError::Retired { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    match header.get() {
+        Some(h) if h.partition != partition => Ok(None),
+        Some(h) if h.sequence == sequence => Ok(index
+            .sequence_entry(partition, sequence)?
+            .and_then(|(_, replaces)| replaces)),
+        Some(h) => Ok(Some(h.sequence)),
+        None => Ok(None),
+    }
 }
 
 /// A shipped record, checked and decoded.
@@ -647,9 +703,24 @@ impl Store {
         if shipped.is_empty() {
             return Ok(());
         }
+        // Each with the live record it supersedes and that record's sequence; an id
+        // twice in the group supersedes its earlier copy instead.
         let mut replaces = Vec::with_capacity(shipped.len());
+        let mut earlier_in_group: HashMap<ItemId, u64> = HashMap::new();
         for s in &shipped {
-            replaces.push(self.shared.locate(s.stored.item.id)?);
+            let id = s.stored.item.id;
+            let replaced = self.shared.locate(id)?;
+            let sequence = match earlier_in_group.insert(id, s.header.sequence) {
+                Some(earlier) => Some(earlier),
+                None => replaced_sequence(
+                    &self.shared.log,
+                    &self.shared.index,
+                    replaced,
+                    s.header.partition,
+                    s.header.sequence,
+                )?,
+            };
+            replaces.push((replaced, sequence));
         }
         let records: Vec<(RecordHeader, &[u8])> = shipped
             .iter()
@@ -660,11 +731,13 @@ impl Store {
             let mut tail = shared.tail();
             // An id twice in the group: the later supersedes the earlier copy.
             let mut in_group: HashMap<ItemId, Locator> = HashMap::new();
-            for ((s, replaced), locator) in shipped.iter().zip(&replaces).zip(locators) {
+            for ((s, (replaced, sequence)), locator) in shipped.iter().zip(&replaces).zip(locators)
+            {
                 let id = s.stored.item.id;
                 let mut entry =
                     index_entry(&s.stored, s.header.partition, s.header.sequence, *locator);
                 entry.supersedes = in_group.get(&id).copied().or(*replaced);
+                entry.replaces = *sequence;
                 in_group.insert(id, *locator);
                 tail.insert(entry, Arc::new(s.stored.clone()), locator.end());
             }
@@ -776,28 +849,114 @@ impl Store {
         }
         self.flush()?;
         let log = &self.shared.log;
+        let live = self
+            .shared
+            .index
+            .live_after(partition, sequence, &mut |l| identify(log, partition, l))?;
+        let restored = self.restore_rewritten(partition, sequence, &live)?;
+        if restored > 0 {
+            // The copies are indexed before the cut, which then finds their rewrites dead.
+            self.flush()?;
+        }
         let removed = self
             .shared
             .index
-            .truncate(partition, sequence, &mut |locator| match log
-                .read(locator, &|h| h.kind == RecordKind::Item)
-            {
-                Ok(body) => {
-                    let stored = decode_item(&body)?;
-                    let key = item_key(
-                        partition,
-                        &stored.item.user_id,
-                        stored.receipt.stored_at,
-                        stored.item.id,
-                    );
-                    Ok(Some((stored.item.id, key)))
-                }
-                Err(LogError::Retired { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            })?;
+            .truncate(partition, sequence, &mut |l| identify(log, partition, l))?
+            + restored;
         sequences[slot] = sequence;
-        info!(partition, after = sequence, removed, "partition truncated");
+        info!(
+            partition,
+            after = sequence,
+            removed,
+            restored,
+            "partition truncated"
+        );
         Ok(removed)
+    }
+
+    /// For each live record about to be truncated that rewrote an item, brings back the
+    /// item's newest version at or below `keep`: a copy of that record, under its own
+    /// sequence, at the log's head (as the retirement pass copies), superseding the
+    /// rewrite. Returns how many came back. A version whose segment is gone stays gone.
+    fn restore_rewritten(
+        &self,
+        partition: PartitionId,
+        keep: u64,
+        live: &[(ItemId, Locator, Option<u64>)],
+    ) -> Result<u64, StoreError> {
+        let index = &self.shared.index;
+        let log = &self.shared.log;
+        let mut copies: Vec<(Shipped, Locator, Option<u64>)> = Vec::new();
+        for &(id, rewrite, replaces) in live {
+            // Follow the rewrites back, each to a lower sequence, to one that stays.
+            let mut link = replaces;
+            let mut found = None;
+            while let Some(earlier) = link {
+                let Some((locator, before)) = index.sequence_entry(partition, earlier)? else {
+                    break;
+                };
+                if earlier <= keep {
+                    found = Some((earlier, locator, before));
+                    break;
+                }
+                link = before.filter(|&b| b < earlier);
+            }
+            let Some((earlier, locator, before)) = found else {
+                continue;
+            };
+            let expect = |h: &RecordHeader| {
+                h.kind == RecordKind::Item && h.partition == partition && h.sequence == earlier
+            };
+            let body = match log.read(locator, &expect) {
+                Ok(body) => body,
+                Err(LogError::Retired { .. }) => {
+                    warn!(
+                        partition,
+                        sequence = earlier,
+                        "the version a truncated rewrite replaced was reclaimed"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let stored = decode_item(&body)?;
+            if stored.item.id != id {
+                continue;
+            }
+            let header = RecordHeader {
+                kind: RecordKind::Item,
+                partition,
+                sequence: earlier,
+            };
+            copies.push((
+                Shipped {
+                    header,
+                    body,
+                    stored,
+                },
+                rewrite,
+                before,
+            ));
+        }
+        if copies.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<(RecordHeader, &[u8])> = copies
+            .iter()
+            .map(|(s, _, _)| (s.header, s.body.as_slice()))
+            .collect();
+        let shared = &self.shared;
+        shared.log.append(&records, |locators| {
+            let mut tail = shared.tail();
+            for ((s, rewrite, before), locator) in copies.iter().zip(locators) {
+                let mut entry = index_entry(&s.stored, partition, s.header.sequence, *locator);
+                entry.supersedes = Some(*rewrite);
+                entry.replaces = *before;
+                tail.insert(entry, Arc::new(s.stored.clone()), locator.end());
+            }
+        })?;
+        shared.tail_changed.notify_all();
+        Ok(copies.len() as u64)
     }
 }
 

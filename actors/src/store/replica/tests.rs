@@ -531,6 +531,82 @@ fn a_later_batch_of_one_call_can_cut_what_an_earlier_one_appended() {
 }
 
 #[test]
+fn a_truncated_rewrite_brings_back_the_version_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = open(&dir.path().join("old"));
+    let new = open(&dir.path().join("new"));
+    let path = dir.path().join("follower");
+    let follower = open(&path);
+    let p = 1;
+    assert!(old.promise(&[(p, 1)]).unwrap()[0].accepted);
+    assert!(old.begin_epoch(p, 1).unwrap());
+    let ids = write(&old, p, 3, "first");
+    let ship_after = |from: &Store, to: &Store, epoch: u64, prev: u64| {
+        to.accept_shipment(vec![ShipBatch {
+            partition: p,
+            epoch,
+            history: from.partition_epochs(p).history,
+            prev,
+            records: read_all(from, p, prev, 1 << 20),
+        }])
+        .unwrap()
+    };
+    let ship =
+        |from: &Store, to: &Store, epoch: u64| ship_after(from, to, epoch, to.last_sequence(p));
+    ship(&old, &new, 1);
+    ship(&old, &follower, 1);
+    // The old leader rewrites an item twice and writes another; only the follower gets
+    // them before the old leader is deposed.
+    let rejected = |n: &str| Status::Rejected {
+        reasons: vec![n.into()],
+    };
+    assert!(old.update_verdict(ids[1], rejected("one"), None).unwrap());
+    old.flush().unwrap();
+    assert!(old.update_verdict(ids[1], rejected("two"), None).unwrap());
+    let lost = write(&old, p, 1, "lost")[0];
+    assert_eq!(
+        ship(&old, &follower, 1),
+        vec![ShipOutcome::Appended { last: 6 }]
+    );
+    follower.flush().unwrap();
+    assert!(new.promise(&[(p, 2)]).unwrap()[0].accepted);
+    assert!(new.begin_epoch(p, 2).unwrap());
+    write(&new, p, 1, "new leader");
+    for replica in [&old, &follower] {
+        // Shipped as if the replica held all it had: it cuts, then asks from the cut.
+        assert_eq!(
+            ship_after(&new, replica, 2, 6),
+            vec![ShipOutcome::Behind { last: 3 }]
+        );
+        assert_eq!(replica.partition_epochs(p).promised, 2);
+        assert_eq!(
+            ship(&new, replica, 2),
+            vec![ShipOutcome::Appended { last: 4 }]
+        );
+        assert_eq!(replica.get(lost).unwrap(), None);
+        assert_eq!(replica.get(ids[1]).unwrap(), new.get(ids[1]).unwrap());
+        assert_eq!(
+            new.get(ids[1]).unwrap().unwrap().receipt.status,
+            Status::Accepted
+        );
+        assert_eq!(listings(replica), listings(&new));
+        assert_eq!(
+            read_all(replica, p, 0, 1 << 20),
+            read_all(&new, p, 0, 1 << 20)
+        );
+    }
+    drop(follower);
+    let follower = open(&path);
+    assert_eq!(follower.get(ids[1]).unwrap(), new.get(ids[1]).unwrap());
+    assert_eq!(listings(&follower), listings(&new));
+    assert_eq!(
+        read_all(&follower, p, 0, 1 << 20),
+        read_all(&new, p, 0, 1 << 20)
+    );
+    assert_eq!(follower.item_count(), new.item_count());
+}
+
+#[test]
 fn a_truncation_survives_reopening_and_spares_other_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
