@@ -607,6 +607,79 @@ fn a_truncated_rewrite_brings_back_the_version_it_replaced() {
 }
 
 #[test]
+fn a_rewrite_replayed_after_a_crash_still_leads_back_to_its_first_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let id = {
+        let store = open(&path);
+        let id = write(&store, 0, 1, "first")[0];
+        store.flush().unwrap();
+        store.pause_indexer(true);
+        let status = Status::Rejected { reasons: vec![] };
+        assert!(store.update_verdict(id, status, None).unwrap());
+        id
+    };
+    let store = open(&path);
+    assert_eq!(store.last_sequence(0), 2);
+    assert_eq!(store.truncate_after(0, 1).unwrap(), 1);
+    let stored = store.get(id).unwrap().unwrap();
+    assert_eq!(stored.receipt.status, Status::Accepted);
+    let sequences: Vec<u64> = read_all(&store, 0, 0, 1 << 20)
+        .iter()
+        .map(|r| r.sequence)
+        .collect();
+    assert_eq!(sequences, vec![1]);
+}
+
+#[test]
+fn a_compacted_rewrite_still_leads_back_to_its_first_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path(), 4 << 10)).unwrap();
+    let id = write(&store, 0, 1, "first")[0];
+    // Live records keep the first version's segment; the rewrite starts the next.
+    while store.shared.log.head_segment() == 1 {
+        write(&store, 2, 1, &"k".repeat(300));
+    }
+    let mut noise = Vec::new();
+    let status = Status::Rejected { reasons: vec![] };
+    assert!(store.update_verdict(id, status, None).unwrap());
+    for _ in 0..4 {
+        noise.extend(write(&store, 1, 8, &"n".repeat(300)));
+    }
+    for noise in noise {
+        store
+            .update_verdict(noise, Status::Rejected { reasons: vec![] }, None)
+            .unwrap();
+    }
+    store.flush().unwrap();
+    let before = store.shared.index.locate_sequence(0, 2).unwrap().unwrap();
+    for _ in 0..400 {
+        match store.retire_step().unwrap() {
+            RetireStep::Waiting { .. } => store.flush().unwrap(),
+            RetireStep::Idle => break,
+            _ => {}
+        }
+    }
+    store.flush().unwrap();
+    let after = store.shared.index.locate_sequence(0, 2).unwrap().unwrap();
+    assert_ne!(before, after, "the rewrite was copied forward");
+    let first = store.shared.index.locate_sequence(0, 1).unwrap().unwrap();
+    assert!(
+        store
+            .shared
+            .log
+            .segments()
+            .iter()
+            .any(|&(s, _)| s == first.segment)
+    );
+    assert_eq!(store.truncate_after(0, 1).unwrap(), 1);
+    assert_eq!(
+        store.get(id).unwrap().unwrap().receipt.status,
+        Status::Accepted
+    );
+}
+
+#[test]
 fn a_truncation_survives_reopening_and_spares_other_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
