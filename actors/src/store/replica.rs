@@ -28,11 +28,13 @@
 //! restore) would bring them back and forgets the epochs: restore a replica from a
 //! snapshot only to re-seed it from its leader.
 //!
-//! Truncating a rewritten verdict removes its item here, not only the rewrite: the
-//! version it replaced is dead and is not looked for. Bringing it back would need a
-//! link from each rewrite to the record it replaced, and a copy of that record under
-//! its own sequence at the log's head (as the retirement pass copies), so a segment
-//! planned for retirement cannot lose it.
+//! Truncating a rewritten verdict must not take its item with it: the leader still
+//! holds the version the rewrite replaced. Each rewrite's `by_sequence` entry names the
+//! sequence it replaced, so a truncation follows those links back to the item's newest
+//! version that stays and copies that record to the log's head under its own sequence
+//! (as the retirement pass copies, so a segment planned for retirement cannot take it
+//! away). The version is gone only if its segment was reclaimed already, or the rewrite
+//! predates the links (indexed before `by_sequence` existed, or by a snapshot restore).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -817,7 +819,9 @@ impl Store {
     /// Removes the records of `partition` with a sequence above `sequence`, durably:
     /// they leave the index and the tail, their bytes count as dead, the partition's
     /// last sequence becomes `sequence`, and epochs that started after it are
-    /// forgotten. Returns how many live records went. Other partitions are untouched.
+    /// forgotten. An item whose truncated record was a rewrite falls back to its newest
+    /// version at or below `sequence` (see the module doc). Returns how many live
+    /// records went. Other partitions are untouched.
     pub fn truncate_after(&self, partition: PartitionId, sequence: u64) -> Result<u64, StoreError> {
         self.check_partition(partition)?;
         let mut sequences = self.shared.lock_for_append()?;
