@@ -512,20 +512,24 @@ impl Store {
             // held at the checkpoint. An index entry past the checkpoint (a batch whose
             // flush the crash cut short) hides the record it replaced: left uncounted,
             // which delays reclaiming it but never counts it twice.
-            let supersedes = match tail.locate(stored.item.id) {
-                Some(earlier) => Some(earlier),
-                None => index
-                    .locate(stored.item.id)?
-                    .filter(|old| old.end() <= checkpoint && present.contains(&old.segment)),
-            };
-            let earlier = match tail.locate(stored.item.id) {
-                Some(earlier) => Some(earlier),
+            let in_tail = tail.locate(stored.item.id);
+            let indexed = match in_tail {
+                Some(_) => None,
                 None => index.locate(stored.item.id)?,
             };
+            let supersedes =
+                in_tail
+                    .or(indexed
+                        .filter(|old| old.end() <= checkpoint && present.contains(&old.segment)));
             let mut entry = index_entry(&stored, partition, record.header.sequence, record.locator);
             entry.supersedes = supersedes;
-            entry.replaces =
-                replica::replaced_sequence(&log, &index, earlier, partition, entry.sequence)?;
+            entry.replaces = replica::replaced_sequence(
+                &log,
+                &index,
+                in_tail.or(indexed),
+                partition,
+                entry.sequence,
+            )?;
             tail.insert(entry, Arc::new(stored), record.locator.end());
         }
         if !recovered.is_empty() {
