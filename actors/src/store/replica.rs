@@ -57,6 +57,9 @@ use super::{Store, StoreError, decode_item, index_entry};
 pub const MAX_EPOCH_HISTORY: usize = 32;
 /// Most body bytes one [`Store::accept_shipment`] appends: they go in one log group.
 pub const MAX_SHIPMENT_BYTES: usize = 16 << 20;
+/// The highest sequence a shipped record may carry: far beyond any real partition,
+/// far enough below `u64::MAX` that counting on from it cannot overflow.
+pub const MAX_SHIPPED_SEQUENCE: u64 = 1 << 62;
 /// Most bytes a stored [`PartitionEpochs`] may decode from (32 entries need < 700).
 const EPOCHS_LIMIT_BYTES: u32 = 4096;
 /// Most `ids` entries the `by_sequence` rebuild holds before writing them.
@@ -656,6 +659,12 @@ impl Store {
                     record.partition, batch.partition
                 )));
             }
+            if record.sequence > MAX_SHIPPED_SEQUENCE {
+                return Err(invalid(format!(
+                    "sequence {}, at most {MAX_SHIPPED_SEQUENCE}",
+                    record.sequence
+                )));
+            }
             if record.sequence <= previous {
                 return Err(invalid(format!(
                     "sequence {} after {previous}: must be strictly ascending from 1",
@@ -807,7 +816,7 @@ impl Store {
             return Ok(false);
         }
         let mut next = cache[slot].clone();
-        next.begin(epoch, sequences[slot] + 1);
+        next.begin(epoch, sequences[slot].saturating_add(1));
         if next != cache[slot] {
             self.epochs.stage(partition, &next)?;
             self.shared.index.flush()?;

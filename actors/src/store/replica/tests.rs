@@ -882,10 +882,13 @@ fn a_malformed_shipment_is_refused_whole_and_changes_nothing() {
     reversed.swap(0, 1);
     let mut foreign = records.clone();
     foreign[0].partition = 1;
+    let mut far = records.clone();
+    far[2].sequence = u64::MAX;
     let cases = [
         (garbage, vec![]),
         (reversed, vec![]),
         (foreign, vec![]),
+        (far, vec![]),
         (records.clone(), vec![(2, 1), (1, 2)]),
         (good.records.clone(), vec![]),
     ];
