@@ -915,3 +915,39 @@ fn a_malformed_shipment_is_refused_whole_and_changes_nothing() {
         assert_eq!(follower.partition_epochs(p), PartitionEpochs::default());
     }
 }
+
+#[test]
+fn a_shipment_is_one_log_write_that_fails_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(&dir.path().join("leader"));
+    let follower = open(&dir.path().join("follower"));
+    for p in 0..PARTITIONS {
+        write(&leader, p, 2, "x");
+    }
+    follower.inject_write_failures(true);
+    let batches = |epoch| -> Vec<ShipBatch> {
+        (0..PARTITIONS)
+            .map(|p| ShipBatch {
+                partition: p,
+                epoch,
+                history: vec![],
+                prev: 0,
+                records: read_all(&leader, p, 0, 1 << 20),
+            })
+            .collect()
+    };
+    assert!(follower.accept_shipment(batches(3)).is_err());
+    for p in 0..PARTITIONS {
+        assert_eq!(follower.last_sequence(p), 0);
+        assert!(read_all(&follower, p, 0, 1 << 20).is_empty());
+        assert_eq!(follower.partition_epochs(p), PartitionEpochs::default());
+    }
+    follower.inject_write_failures(false);
+    let outcomes = follower.accept_shipment(batches(3)).unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == ShipOutcome::Appended { last: 2 })
+    );
+    assert_eq!(follower.partition_epochs(0).promised, 3);
+}
