@@ -13,9 +13,9 @@
 //!   order, for replication, and the way back to an item's earlier version when a
 //!   replica truncates its rewrite. A record copied forward overwrites its key with the
 //!   new locator; a superseded record's key stays and readers skip it (its id's live
-//!   record lies elsewhere). Stores made before the tree existed get it rebuilt
-//!   from the log when they open ([`super::replica`]); `meta` `by_sequence` marks it
-//!   complete.
+//!   record lies elsewhere). Stores made before the tree existed get it rebuilt when
+//!   they open, from `ids` and each live record's header in the log
+//!   ([`super::replica`]); `meta` `by_sequence` marks it complete.
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
 //!   is already indexed changes nothing). `dead` ‖ segment (u64 BE) → bytes (u64 BE):
