@@ -4,9 +4,9 @@
 //! <path>/log/*.seg   the partition log (store of record): checksummed records, each
 //!                    tagged (partition, sequence); one write + fdatasync per group
 //! <path>/index/      sled: the index over the log (`listing`, `ids`, `sequences`,
-//!                    checkpoint, dead bytes per segment) and the small metadata trees
-//!                    (`api_keys` and `revoked_keys` ([`api_keys`]), `audit`, `meta`:
-//!                    partition count, node id)
+//!                    `by_sequence`, checkpoint, dead bytes per segment) and the small
+//!                    metadata trees (`api_keys` and `revoked_keys` ([`api_keys`]),
+//!                    `audit`, `epochs` ([`replica`]), `meta`: partition count, node id)
 //! ```
 //!
 //! A write is acknowledged once its group's `fdatasync` returns ([`log`]); its record
@@ -512,14 +512,24 @@ impl Store {
             // held at the checkpoint. An index entry past the checkpoint (a batch whose
             // flush the crash cut short) hides the record it replaced: left uncounted,
             // which delays reclaiming it but never counts it twice.
-            let supersedes = match tail.locate(stored.item.id) {
-                Some(earlier) => Some(earlier),
-                None => index
-                    .locate(stored.item.id)?
-                    .filter(|old| old.end() <= checkpoint && present.contains(&old.segment)),
+            let in_tail = tail.locate(stored.item.id);
+            let indexed = match in_tail {
+                Some(_) => None,
+                None => index.locate(stored.item.id)?,
             };
+            let supersedes =
+                in_tail
+                    .or(indexed
+                        .filter(|old| old.end() <= checkpoint && present.contains(&old.segment)));
             let mut entry = index_entry(&stored, partition, record.header.sequence, record.locator);
             entry.supersedes = supersedes;
+            entry.replaces = replica::replaced_sequence(
+                &log,
+                &index,
+                in_tail.or(indexed),
+                partition,
+                entry.sequence,
+            )?;
             tail.insert(entry, Arc::new(stored), record.locator.end());
         }
         if !recovered.is_empty() {
@@ -637,9 +647,13 @@ impl Store {
         let stored_at = now_ms();
         let mut sequences = self.shared.lock_for_append()?;
         let mut outcomes: Vec<Result<Receipt, ErrorCode>> = Vec::with_capacity(writes.len());
-        // What each item waits for; a fresh item's is filled in once it has a sequence.
-        let mut waits: Vec<Option<(PartitionId, u64)>> = Vec::with_capacity(writes.len());
-        let mut fresh_at = Vec::new();
+        /// What an item waits for: known now, or the sequence its fresh record gets.
+        #[derive(Clone, Copy)]
+        enum Wait {
+            Known(Option<(PartitionId, u64)>),
+            Fresh(usize),
+        }
+        let mut waits: Vec<Wait> = Vec::with_capacity(writes.len());
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
         let mut fresh = Vec::new();
         for Write {
@@ -658,13 +672,16 @@ impl Store {
                 seen.insert(item.id, outcomes.len());
                 // The earlier record may not be replicated yet: wait for all before it.
                 let partition = partition_of(&existing.item.user_id, self.partitions);
-                waits.push(Some((partition, sequences[usize::from(partition)])));
+                waits.push(Wait::Known(Some((
+                    partition,
+                    sequences[usize::from(partition)],
+                ))));
                 outcomes.push(Ok(existing.receipt));
                 continue;
             }
             if let Err(e) = check_user(&item.user_id) {
                 outcomes.push(Err(e.to_error_code()));
-                waits.push(None);
+                waits.push(Wait::Known(None));
                 continue;
             }
             let receipt = Receipt {
@@ -677,32 +694,21 @@ impl Store {
                 enrichment,
             };
             seen.insert(item.id, outcomes.len());
-            fresh_at.push(outcomes.len());
             outcomes.push(Ok(receipt.clone()));
-            waits.push(None);
+            waits.push(Wait::Fresh(fresh.len()));
             fresh.push(StoredItem { item, receipt });
         }
         let records = self.append_records(
             &mut sequences,
             fresh.into_iter().map(|s| (s, None)).collect(),
         )?;
-        for (&at, record) in fresh_at.iter().zip(&records) {
-            waits[at] = Some((record.partition, record.sequence));
-        }
-        // A duplicate of an item fresh in this batch copied its placeholder: fill it.
-        for (at, wait) in waits.iter_mut().enumerate() {
-            if wait.is_none()
-                && let Ok(receipt) = &outcomes[at]
-                && let Some(&first) = seen.get(&receipt.id)
-                && first != at
-            {
-                *wait = fresh_at
-                    .iter()
-                    .position(|&f| f == first)
-                    .and_then(|i| records.get(i))
-                    .map(|r| (r.partition, r.sequence));
-            }
-        }
+        let waits = waits
+            .into_iter()
+            .map(|wait| match wait {
+                Wait::Known(known) => known,
+                Wait::Fresh(i) => records.get(i).map(|r| (r.partition, r.sequence)),
+            })
+            .collect();
         Ok(Applied {
             outcomes,
             waits,
@@ -746,13 +752,24 @@ impl Store {
             .map(|(h, b)| (*h, b.as_slice()))
             .collect();
         let shared = &self.shared;
+        let mut replaces = Vec::with_capacity(items.len());
+        for ((_, supersedes), header) in items.iter().zip(&headers) {
+            replaces.push(replica::replaced_sequence(
+                &shared.log,
+                &shared.index,
+                *supersedes,
+                header.partition,
+                header.sequence,
+            )?);
+        }
         let appended = shared.log.append(&records, |locators| {
             let mut tail = shared.tail();
-            for (((stored, supersedes), header), locator) in
-                items.into_iter().zip(&headers).zip(locators)
+            for ((((stored, supersedes), header), locator), replaces) in
+                items.into_iter().zip(&headers).zip(locators).zip(replaces)
             {
                 let mut entry = index_entry(&stored, header.partition, header.sequence, *locator);
                 entry.supersedes = supersedes;
+                entry.replaces = replaces;
                 tail.insert(entry, Arc::new(stored), locator.end());
             }
         });
@@ -1187,6 +1204,7 @@ fn index_entry(
         partition,
         sequence,
         supersedes: None,
+        replaces: None,
     }
 }
 

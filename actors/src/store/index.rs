@@ -8,12 +8,14 @@
 //!   them inline (no allocation per entry when it copies a leaf on each insert).
 //! - `sequences`: partition (u16 BE) → the last sequence indexed (u64 BE), lowered only
 //!   by a replica's truncation ([`super::replica`]).
-//! - `by_sequence`: partition (u16 BE) ‖ sequence (u64 BE) → [`Locator`]: a partition in
-//!   sequence order, for replication. A record copied forward overwrites its key with
-//!   the new locator; a superseded record's key stays and readers skip it (its id's
-//!   live record lies elsewhere). Stores made before the tree existed get it rebuilt
-//!   from the log when they open ([`super::replica`]); `meta` `by_sequence` marks it
-//!   complete.
+//! - `by_sequence`: partition (u16 BE) ‖ sequence (u64 BE) → [`Locator`], then, for a
+//!   rewrite, the sequence of the record it replaced (u64 BE): a partition in sequence
+//!   order, for replication, and the way back to an item's earlier version when a
+//!   replica truncates its rewrite. A record copied forward overwrites its key with the
+//!   new locator; a superseded record's key stays and readers skip it (its id's live
+//!   record lies elsewhere). Stores made before the tree existed get it rebuilt when
+//!   they open, from `ids` and each live record's header in the log
+//!   ([`super::replica`]); `meta` `by_sequence` marks it complete.
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
 //!   is already indexed changes nothing). `dead` ‖ segment (u64 BE) → bytes (u64 BE):
@@ -35,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use chorus_protocol::{ItemId, PartitionId};
 
 use super::StoreError;
-use super::log::{Locator, LogPosition};
+use super::log::{LOCATOR_LEN, Locator, LogPosition};
 
 /// `meta` key of the checkpoint.
 const META_CHECKPOINT: &[u8] = b"checkpoint";
@@ -71,6 +73,22 @@ fn sequence_locator(raw: &[u8]) -> Result<Locator, StoreError> {
     })
 }
 
+/// The sequence a rewrite's `by_sequence` value names after its locator, if any.
+fn sequence_replaces(raw: &[u8]) -> Option<u64> {
+    raw.get(LOCATOR_LEN..LOCATOR_LEN + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+}
+
+/// A `by_sequence` value: the locator, then the sequence a rewrite replaced.
+fn sequence_value(locator: Locator, replaces: Option<u64>) -> Vec<u8> {
+    let mut value = locator.to_bytes().to_vec();
+    if let Some(sequence) = replaces {
+        value.extend_from_slice(&sequence.to_be_bytes());
+    }
+    value
+}
+
 /// The `meta` key of segment `segment`'s dead-byte count.
 fn dead_key(segment: u64) -> [u8; 12] {
     let mut key = [0; 12];
@@ -100,6 +118,10 @@ pub struct IndexEntry {
     /// The record of the same id this one replaces, which becomes dead once this entry
     /// is indexed; `None` for a first write.
     pub supersedes: Option<Locator>,
+    /// The sequence of the record of the same id this one rewrites, when that is
+    /// another sequence (not a copy of the same record); kept in `by_sequence` so a
+    /// truncation of this record can bring that version back.
+    pub replaces: Option<u64>,
 }
 
 /// The sled trees of the index.
@@ -163,6 +185,10 @@ impl Index {
             sequences: index.read_sequences(partitions)?,
         };
         index.durable = Mutex::new(durable);
+        if index.ids.is_empty() && !index.by_sequence_complete()? {
+            // Nothing indexed yet: `by_sequence` grows with the rest from here.
+            index.meta.insert(META_BY_SEQUENCE, &[1u8][..])?;
+        }
         Ok(index)
     }
 
@@ -275,7 +301,7 @@ impl Index {
             ids.insert(&entry.id.to_bytes()[..], &locator[..]);
             by_sequence.insert(
                 &sequence_key(entry.partition, entry.sequence)[..],
-                &locator[..],
+                sequence_value(entry.locator, entry.replaces),
             );
             let last = sequences.entry(entry.partition).or_default();
             *last = (*last).max(entry.sequence);
@@ -360,20 +386,52 @@ impl Index {
         partition: PartitionId,
         sequence: u64,
     ) -> Result<Option<Locator>, StoreError> {
+        Ok(self.sequence_entry(partition, sequence)?.map(|(l, _)| l))
+    }
+
+    /// Where the record `sequence` of `partition` lies and, for a rewrite, the
+    /// sequence of the record it replaced.
+    pub(crate) fn sequence_entry(
+        &self,
+        partition: PartitionId,
+        sequence: u64,
+    ) -> Result<Option<(Locator, Option<u64>)>, StoreError> {
         self.by_sequence
             .get(sequence_key(partition, sequence))?
-            .map(|raw| sequence_locator(&raw))
+            .map(|raw| Ok((sequence_locator(&raw)?, sequence_replaces(&raw))))
             .transpose()
+    }
+
+    /// The live records of `partition` after `sequence`, each with its id, locator and
+    /// the sequence it replaced (if a rewrite). `identify` as for [`Index::truncate`].
+    pub(crate) fn live_after(
+        &self,
+        partition: PartitionId,
+        sequence: u64,
+        identify: &mut Identify<'_>,
+    ) -> Result<Vec<(ItemId, Locator, Option<u64>)>, StoreError> {
+        let mut live = Vec::new();
+        if sequence == u64::MAX {
+            return Ok(live);
+        }
+        let start = sequence_key(partition, sequence + 1);
+        let end = sequence_key(partition, u64::MAX);
+        for entry in self.by_sequence.range(start..=end) {
+            let (_, raw) = entry?;
+            let locator = sequence_locator(&raw)?;
+            let Some((id, _)) = identify(locator)? else {
+                continue;
+            };
+            if self.locate(id)? == Some(locator) {
+                live.push((id, locator, sequence_replaces(&raw)));
+            }
+        }
+        Ok(live)
     }
 
     /// Whether `by_sequence` is known to cover every indexed record.
     pub(crate) fn by_sequence_complete(&self) -> Result<bool, StoreError> {
         Ok(self.meta.contains_key(META_BY_SEQUENCE)?)
-    }
-
-    /// Whether `ids` holds nothing (a new store, or one rebuilt from nothing).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 
     /// Every `ids` entry's id and locator, for rebuilding `by_sequence`.
@@ -451,6 +509,11 @@ impl Index {
                     listing.remove(listing_key);
                     *dead.entry(locator.segment).or_default() += u64::from(locator.len);
                     removed += 1;
+                } else if self.listing.get(&listing_key)?.as_deref()
+                    == Some(&locator.to_bytes()[..])
+                {
+                    // Its id lives on under another listing key: this one must not list it.
+                    listing.remove(listing_key);
                 }
             }
         }

@@ -27,6 +27,14 @@
 //! the index checkpoint is past them. A store rebuilt from its log (a snapshot's
 //! restore) would bring them back and forgets the epochs: restore a replica from a
 //! snapshot only to re-seed it from its leader.
+//!
+//! Truncating a rewritten verdict must not take its item with it: the leader still
+//! holds the version the rewrite replaced. Each rewrite's `by_sequence` entry names the
+//! sequence it replaced, so a truncation follows those links back to the item's newest
+//! version that stays and copies that record to the log's head under its own sequence
+//! (as the retirement pass copies, so a segment planned for retirement cannot take it
+//! away). The version is gone only if its segment was reclaimed already, or the rewrite
+//! predates the links (indexed before `by_sequence` existed, or by a snapshot restore).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +45,7 @@ use chorus_protocol::{
     ErrorCode, FrameLimit, ItemId, MAX_USER_ID_BYTES, PartitionId, Receipt, StoredItem,
     decode_value_within, encode_payload, partition_of,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::index::Index;
 use super::keys::item_key;
@@ -49,6 +57,9 @@ use super::{Store, StoreError, decode_item, index_entry};
 pub const MAX_EPOCH_HISTORY: usize = 32;
 /// Most body bytes one [`Store::accept_shipment`] appends: they go in one log group.
 pub const MAX_SHIPMENT_BYTES: usize = 16 << 20;
+/// The highest sequence a shipped record may carry: far beyond any real partition,
+/// far enough below `u64::MAX` that counting on from it cannot overflow.
+pub const MAX_SHIPPED_SEQUENCE: u64 = 1 << 62;
 /// Most bytes a stored [`PartitionEpochs`] may decode from (32 entries need < 700).
 const EPOCHS_LIMIT_BYTES: u32 = 4096;
 /// Most `ids` entries the `by_sequence` rebuild holds before writing them.
@@ -307,9 +318,6 @@ pub(crate) fn complete_by_sequence(index: &Index, log: &PartitionLog) -> Result<
     if index.by_sequence_complete()? {
         return Ok(());
     }
-    if index.is_empty() {
-        return index.complete_by_sequence(&[], true);
-    }
     let mut entries = Vec::new();
     let mut rebuilt = 0usize;
     for entry in index.live_records() {
@@ -337,6 +345,62 @@ pub(crate) fn complete_by_sequence(index: &Index, log: &PartitionLog) -> Result<
     index.complete_by_sequence(&entries, true)?;
     info!(records = rebuilt, "rebuilt the by-sequence index");
     Ok(())
+}
+
+/// The id and `listing` key of the item record at `locator` in `partition`; `None` if
+/// its segment was retired.
+fn identify(
+    log: &PartitionLog,
+    partition: PartitionId,
+    locator: Locator,
+) -> Result<Option<(ItemId, Vec<u8>)>, StoreError> {
+    match log.read(locator, &|h| h.kind == RecordKind::Item) {
+        Ok(body) => {
+            let stored = decode_item(&body)?;
+            let key = item_key(
+                partition,
+                &stored.item.user_id,
+                stored.receipt.stored_at,
+                stored.item.id,
+            );
+            Ok(Some((stored.item.id, key)))
+        }
+        Err(LogError::Retired { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The sequence of the record at `replaced` that a new record of the same id at
+/// `sequence` supersedes: its own, for a rewrite; for a copy of the same record (same
+/// sequence), the one that record rewrote, as `by_sequence` holds it. `None` for a
+/// first write or a record whose segment is gone.
+pub(crate) fn replaced_sequence(
+    log: &PartitionLog,
+    index: &Index,
+    replaced: Option<Locator>,
+    partition: PartitionId,
+    sequence: u64,
+) -> Result<Option<u64>, StoreError> {
+    let Some(locator) = replaced else {
+        return Ok(None);
+    };
+    let header = Cell::new(None);
+    match log.read(locator, &|h| {
+        header.set(Some(*h));
+        h.kind == RecordKind::Item
+    }) {
+        Ok(_) => {}
+        Err(LogError::Retired { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    match header.get() {
+        Some(h) if h.partition != partition => Ok(None),
+        Some(h) if h.sequence == sequence => Ok(index
+            .sequence_entry(partition, sequence)?
+            .and_then(|(_, replaces)| replaces)),
+        Some(h) => Ok(Some(h.sequence)),
+        None => Ok(None),
+    }
 }
 
 /// A shipped record, checked and decoded.
@@ -416,42 +480,34 @@ impl Store {
             if !out.is_empty() && bytes >= max_bytes {
                 break;
             }
-            let next_indexed = match indexed.peek() {
-                Some(Ok((sequence, _))) => Some(*sequence),
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = indexed.next() {
-                        return Err(e);
-                    }
-                    None
-                }
-                None => None,
-            };
-            let next_unindexed = unindexed.peek().map(|&(sequence, _)| sequence);
+            if let Some(Err(_)) = indexed.peek() {
+                indexed.next().transpose()?;
+            }
+            let next_indexed = indexed
+                .peek()
+                .and_then(|e| e.as_ref().ok())
+                .map(|&(s, _)| s);
+            let next_unindexed = unindexed.peek().map(|&(s, _)| s);
             let (sequence, locator, in_tail) = match (next_unindexed, next_indexed) {
                 (None, None) => break,
-                (Some(u), Some(i)) if u <= i => {
-                    if u == i {
+                (Some(u), i) if i.is_none_or(|i| u <= i) => {
+                    if i == Some(u) {
                         // The tail's is the newer (a copy not yet indexed).
                         indexed.next();
                     }
                     let (s, l) = unindexed.next().expect("peeked");
                     (s, l, true)
                 }
-                (Some(_), None) => {
-                    let (s, l) = unindexed.next().expect("peeked");
-                    (s, l, true)
+                _ => {
+                    let (s, l) = indexed.next().expect("peeked")?;
+                    (s, l, false)
                 }
-                _ => match indexed.next() {
-                    Some(Ok((s, l))) => (s, l, false),
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                },
             };
             if sequence > through {
                 break;
             }
             if let Some(body) = self.read_live(partition, sequence, locator, in_tail)? {
-                if !out.is_empty() && bytes + body.len() > max_bytes {
+                if !out.is_empty() && bytes.saturating_add(body.len()) > max_bytes {
                     break;
                 }
                 bytes += body.len();
@@ -603,6 +659,12 @@ impl Store {
                     record.partition, batch.partition
                 )));
             }
+            if record.sequence > MAX_SHIPPED_SEQUENCE {
+                return Err(invalid(format!(
+                    "sequence {}, at most {MAX_SHIPPED_SEQUENCE}",
+                    record.sequence
+                )));
+            }
             if record.sequence <= previous {
                 return Err(invalid(format!(
                     "sequence {} after {previous}: must be strictly ascending from 1",
@@ -652,9 +714,24 @@ impl Store {
         if shipped.is_empty() {
             return Ok(());
         }
+        // Each with the live record it supersedes and that record's sequence; an id
+        // twice in the group supersedes its earlier copy instead.
         let mut replaces = Vec::with_capacity(shipped.len());
+        let mut earlier_in_group: HashMap<ItemId, u64> = HashMap::new();
         for s in &shipped {
-            replaces.push(self.shared.locate(s.stored.item.id)?);
+            let id = s.stored.item.id;
+            let replaced = self.shared.locate(id)?;
+            let sequence = match earlier_in_group.insert(id, s.header.sequence) {
+                Some(earlier) => Some(earlier),
+                None => replaced_sequence(
+                    &self.shared.log,
+                    &self.shared.index,
+                    replaced,
+                    s.header.partition,
+                    s.header.sequence,
+                )?,
+            };
+            replaces.push((replaced, sequence));
         }
         let records: Vec<(RecordHeader, &[u8])> = shipped
             .iter()
@@ -665,11 +742,13 @@ impl Store {
             let mut tail = shared.tail();
             // An id twice in the group: the later supersedes the earlier copy.
             let mut in_group: HashMap<ItemId, Locator> = HashMap::new();
-            for ((s, replaced), locator) in shipped.iter().zip(&replaces).zip(locators) {
+            for ((s, (replaced, sequence)), locator) in shipped.iter().zip(&replaces).zip(locators)
+            {
                 let id = s.stored.item.id;
                 let mut entry =
                     index_entry(&s.stored, s.header.partition, s.header.sequence, *locator);
                 entry.supersedes = in_group.get(&id).copied().or(*replaced);
+                entry.replaces = *sequence;
                 in_group.insert(id, *locator);
                 tail.insert(entry, Arc::new(s.stored.clone()), locator.end());
             }
@@ -737,7 +816,7 @@ impl Store {
             return Ok(false);
         }
         let mut next = cache[slot].clone();
-        next.begin(epoch, sequences[slot] + 1);
+        next.begin(epoch, sequences[slot].saturating_add(1));
         if next != cache[slot] {
             self.epochs.stage(partition, &next)?;
             self.shared.index.flush()?;
@@ -749,7 +828,9 @@ impl Store {
     /// Removes the records of `partition` with a sequence above `sequence`, durably:
     /// they leave the index and the tail, their bytes count as dead, the partition's
     /// last sequence becomes `sequence`, and epochs that started after it are
-    /// forgotten. Returns how many live records went. Other partitions are untouched.
+    /// forgotten. An item whose truncated record was a rewrite falls back to its newest
+    /// version at or below `sequence` (see the module doc). Returns how many live
+    /// records went. Other partitions are untouched.
     pub fn truncate_after(&self, partition: PartitionId, sequence: u64) -> Result<u64, StoreError> {
         self.check_partition(partition)?;
         let mut sequences = self.shared.lock_for_append()?;
@@ -781,28 +862,114 @@ impl Store {
         }
         self.flush()?;
         let log = &self.shared.log;
+        let live = self
+            .shared
+            .index
+            .live_after(partition, sequence, &mut |l| identify(log, partition, l))?;
+        let restored = self.restore_rewritten(partition, sequence, &live)?;
+        if restored > 0 {
+            // The copies are indexed before the cut, which then finds their rewrites dead.
+            self.flush()?;
+        }
         let removed = self
             .shared
             .index
-            .truncate(partition, sequence, &mut |locator| match log
-                .read(locator, &|h| h.kind == RecordKind::Item)
-            {
-                Ok(body) => {
-                    let stored = decode_item(&body)?;
-                    let key = item_key(
-                        partition,
-                        &stored.item.user_id,
-                        stored.receipt.stored_at,
-                        stored.item.id,
-                    );
-                    Ok(Some((stored.item.id, key)))
-                }
-                Err(LogError::Retired { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            })?;
+            .truncate(partition, sequence, &mut |l| identify(log, partition, l))?
+            + restored;
         sequences[slot] = sequence;
-        info!(partition, after = sequence, removed, "partition truncated");
+        info!(
+            partition,
+            after = sequence,
+            removed,
+            restored,
+            "partition truncated"
+        );
         Ok(removed)
+    }
+
+    /// For each live record about to be truncated that rewrote an item, brings back the
+    /// item's newest version at or below `keep`: a copy of that record, under its own
+    /// sequence, at the log's head (as the retirement pass copies), superseding the
+    /// rewrite. Returns how many came back. A version whose segment is gone stays gone.
+    fn restore_rewritten(
+        &self,
+        partition: PartitionId,
+        keep: u64,
+        live: &[(ItemId, Locator, Option<u64>)],
+    ) -> Result<u64, StoreError> {
+        let index = &self.shared.index;
+        let log = &self.shared.log;
+        let mut copies: Vec<(Shipped, Locator, Option<u64>)> = Vec::new();
+        for &(id, rewrite, replaces) in live {
+            // Follow the rewrites back, each to a lower sequence, to one that stays.
+            let mut link = replaces;
+            let mut found = None;
+            while let Some(earlier) = link {
+                let Some((locator, before)) = index.sequence_entry(partition, earlier)? else {
+                    break;
+                };
+                if earlier <= keep {
+                    found = Some((earlier, locator, before));
+                    break;
+                }
+                link = before.filter(|&b| b < earlier);
+            }
+            let Some((earlier, locator, before)) = found else {
+                continue;
+            };
+            let expect = |h: &RecordHeader| {
+                h.kind == RecordKind::Item && h.partition == partition && h.sequence == earlier
+            };
+            let body = match log.read(locator, &expect) {
+                Ok(body) => body,
+                Err(LogError::Retired { .. }) => {
+                    warn!(
+                        partition,
+                        sequence = earlier,
+                        "the version a truncated rewrite replaced was reclaimed"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let stored = decode_item(&body)?;
+            if stored.item.id != id {
+                continue;
+            }
+            let header = RecordHeader {
+                kind: RecordKind::Item,
+                partition,
+                sequence: earlier,
+            };
+            copies.push((
+                Shipped {
+                    header,
+                    body,
+                    stored,
+                },
+                rewrite,
+                before,
+            ));
+        }
+        if copies.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<(RecordHeader, &[u8])> = copies
+            .iter()
+            .map(|(s, _, _)| (s.header, s.body.as_slice()))
+            .collect();
+        let shared = &self.shared;
+        shared.log.append(&records, |locators| {
+            let mut tail = shared.tail();
+            for ((s, rewrite, before), locator) in copies.iter().zip(locators) {
+                let mut entry = index_entry(&s.stored, partition, s.header.sequence, *locator);
+                entry.supersedes = Some(*rewrite);
+                entry.replaces = *before;
+                tail.insert(entry, Arc::new(s.stored.clone()), locator.end());
+            }
+        })?;
+        shared.tail_changed.notify_all();
+        Ok(copies.len() as u64)
     }
 }
 

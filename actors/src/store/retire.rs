@@ -327,6 +327,14 @@ fn copy(
                 .read(record.locator, &|h| h.kind == RecordKind::Item)?;
             group.push((*record, decode_item(&body)?, body));
         }
+        // A copy keeps the way back to the version its record rewrote.
+        let mut links = Vec::with_capacity(group.len());
+        for (record, _, _) in &group {
+            let entry = shared
+                .index
+                .sequence_entry(record.header.partition, record.header.sequence)?;
+            links.push(entry.and_then(|(_, replaces)| replaces));
+        }
         if !group.is_empty() {
             let records: Vec<(RecordHeader, &[u8])> = group
                 .iter()
@@ -338,7 +346,9 @@ fn copy(
                 .sum();
             let last = shared.log.append(&records, |locators| {
                 let mut tail = shared.tail();
-                for ((record, stored, _), locator) in group.iter().zip(locators) {
+                for (((record, stored, _), locator), replaces) in
+                    group.iter().zip(locators).zip(&links)
+                {
                     let mut entry = index_entry(
                         stored,
                         record.header.partition,
@@ -346,6 +356,7 @@ fn copy(
                         *locator,
                     );
                     entry.supersedes = Some(record.locator);
+                    entry.replaces = *replaces;
                     tail.insert(entry, Arc::new(stored.clone()), locator.end());
                 }
                 locators.last().map(|l| l.end())
