@@ -535,11 +535,14 @@ impl NodeHandle {
         blocking(move || store.read_partition(partition, after, max_bytes)).await
     }
 
-    /// Starts leading `partition` at `epoch` if no higher epoch was promised since;
-    /// see [`Store::begin_epoch`].
-    pub async fn begin_epoch(&self, partition: PartitionId, epoch: u64) -> Result<bool, ErrorCode> {
+    /// Starts leading each partition at its epoch if no higher epoch was promised
+    /// since, with one durable flush; see [`Store::begin_epochs`].
+    pub async fn begin_epochs(
+        &self,
+        starts: Vec<(PartitionId, u64)>,
+    ) -> Result<Vec<bool>, ErrorCode> {
         let store = Arc::clone(&self.inner.store);
-        blocking(move || store.begin_epoch(partition, epoch)).await
+        blocking(move || store.begin_epochs(&starts)).await
     }
 
     /// A partition's epochs and last sequence on this replica.

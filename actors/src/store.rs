@@ -97,7 +97,7 @@ const META_NODE: &[u8] = b"node";
 /// Most records the indexer applies to sled in one batch.
 const MAX_INDEX_BATCH: usize = 16 * 1024;
 /// How long the indexer lets records gather before a batch smaller than the most.
-const INDEX_INTERVAL: Duration = Duration::from_millis(10);
+const INDEX_INTERVAL: Duration = Duration::from_millis(50);
 /// Most acknowledged records waiting for the index; a writer waits for room beyond it,
 /// which bounds the tail's memory (about 1 KB per record) when sled falls behind.
 const MAX_UNINDEXED: usize = 256 * 1024;

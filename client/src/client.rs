@@ -84,6 +84,9 @@ struct RingState {
 
 struct Inner {
     connector: Connector,
+    /// The same, with the shorter connect timeout of a routed request's leader (a
+    /// failure falls back to the seed connection).
+    owner_connector: Connector,
     /// The addresses given to [`Client::connect`].
     seed: Link,
     retry: RetryPolicy,
@@ -137,6 +140,20 @@ impl Client {
                     max_backoff: config.max_backoff,
                 },
                 guard: config.load_guard.map(|c| Mutex::new(LoadGuard::new(c))),
+                owner_connector: Connector {
+                    endpoint: endpoint.clone(),
+                    quic: quic.clone(),
+                    credentials: credentials.clone(),
+                    config: ClientConfig {
+                        connect_timeout: config
+                            .routing
+                            .as_ref()
+                            .map_or(config.connect_timeout, |r| {
+                                r.owner_connect_timeout.min(config.connect_timeout)
+                            }),
+                        ..config.clone()
+                    },
+                },
                 connector: Connector {
                     endpoint,
                     quic,
@@ -617,7 +634,7 @@ impl Client {
             }
             link.clone()
         };
-        let session = link.session(&self.inner.connector).await?;
+        let session = link.session(&self.inner.owner_connector).await?;
         self.check_open_or_close(&session)?;
         Ok(session)
     }

@@ -120,6 +120,10 @@ pub struct RoutingConfig {
     /// `NotOwner` answers after a membership change costs one fetch, not one each. At
     /// most `refresh_interval`.
     pub min_refresh_interval: Duration,
+    /// Time to connect to a partition's leader before sending the request through a
+    /// connected node instead (default 1 s, at most `connect_timeout`): a leader that
+    /// just died costs a failover this long, not a whole connect timeout.
+    pub owner_connect_timeout: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -127,6 +131,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             refresh_interval: Duration::from_secs(5),
             min_refresh_interval: Duration::from_millis(100),
+            owner_connect_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -189,6 +194,9 @@ impl ClientConfig {
                     "must not exceed routing.refresh_interval",
                 );
             }
+            if routing.owner_connect_timeout.is_zero() {
+                return invalid("routing.owner_connect_timeout", "must be positive");
+            }
         }
         Ok(())
     }
@@ -230,6 +238,7 @@ mod tests {
                     c.routing = Some(RoutingConfig {
                         refresh_interval: Duration::ZERO,
                         min_refresh_interval: Duration::ZERO,
+                        ..RoutingConfig::default()
                     })
                 }),
             ),
@@ -239,6 +248,16 @@ mod tests {
                     c.routing = Some(RoutingConfig {
                         refresh_interval: Duration::from_secs(1),
                         min_refresh_interval: Duration::from_secs(2),
+                        ..RoutingConfig::default()
+                    })
+                }),
+            ),
+            (
+                "routing.owner_connect_timeout",
+                Box::new(|c| {
+                    c.routing = Some(RoutingConfig {
+                        owner_connect_timeout: Duration::ZERO,
+                        ..RoutingConfig::default()
                     })
                 }),
             ),

@@ -576,6 +576,7 @@ impl Cluster {
             routing: Some(RoutingConfig {
                 refresh_interval: Duration::from_secs(600),
                 min_refresh_interval,
+                ..RoutingConfig::default()
             }),
             max_retries: 0,
             request_timeout: Duration::from_secs(10),
@@ -827,6 +828,7 @@ async fn the_ring_is_refreshed_in_the_background() {
         routing: Some(RoutingConfig {
             refresh_interval: Duration::from_millis(50),
             min_refresh_interval: Duration::from_millis(10),
+            ..RoutingConfig::default()
         }),
         ..ClientConfig::default()
     };

@@ -11,7 +11,8 @@
 //! 3. rejoin: it is restarted with the same data and config; the demo measures when
 //!    every member sees it alive again under a new incarnation and the ring takes it
 //!    back;
-//! 4. verify: the workload stops and every acknowledged item is read back by id.
+//! 4. verify: the workload stops, every acknowledged item is read back by id, and every
+//!    user's listing holds each of its acknowledged items once.
 //!
 //! Modules: `cluster` (the child processes and their control sockets), `workload`
 //! (workers, ledger of acknowledged items, read-back, progress line), `watch` (what
@@ -134,7 +135,14 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let code = match &outcome {
-        Ok(()) if summary.lost == 0 && summary.mismatched == 0 => ExitCode::SUCCESS,
+        Ok(())
+            if summary.lost == 0
+                && summary.mismatched == 0
+                && summary.unlisted == 0
+                && summary.listed_twice == 0 =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(DemoError::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::FAILURE,
     };
@@ -208,6 +216,9 @@ async fn scenario(
     ));
     let read = workload::read_back(&client, &report.acked).await;
     summary.add_read_back(&read);
+    say("listing the items of every user");
+    let listed = workload::list_back(&client, &report.acked).await;
+    summary.add_list_back(&listed);
     client.close().await;
     steps
 }

@@ -804,25 +804,44 @@ impl Store {
     /// `false` (nothing changed) when the promise here is for another epoch (a higher
     /// one: another leader took over).
     pub fn begin_epoch(&self, partition: PartitionId, epoch: u64) -> Result<bool, StoreError> {
-        self.check_partition(partition)?;
+        Ok(self.begin_epochs(&[(partition, epoch)])?[0])
+    }
+
+    /// [`Store::begin_epoch`] for many partitions with one durable flush (a node taking
+    /// the lead of hundreds of partitions at once would otherwise flush for each).
+    pub fn begin_epochs(&self, starts: &[(PartitionId, u64)]) -> Result<Vec<bool>, StoreError> {
+        for &(partition, _) in starts {
+            self.check_partition(partition)?;
+        }
         let sequences = self
             .shared
             .sequences
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let mut cache = self.epochs.lock();
-        let slot = usize::from(partition);
-        if cache[slot].promised != epoch {
-            return Ok(false);
+        let mut begun = Vec::with_capacity(starts.len());
+        let mut changed = Vec::new();
+        for &(partition, epoch) in starts {
+            let slot = usize::from(partition);
+            if cache[slot].promised != epoch {
+                begun.push(false);
+                continue;
+            }
+            let mut next = cache[slot].clone();
+            next.begin(epoch, sequences[slot].saturating_add(1));
+            if next != cache[slot] {
+                self.epochs.stage(partition, &next)?;
+                changed.push((slot, next));
+            }
+            begun.push(true);
         }
-        let mut next = cache[slot].clone();
-        next.begin(epoch, sequences[slot].saturating_add(1));
-        if next != cache[slot] {
-            self.epochs.stage(partition, &next)?;
+        if !changed.is_empty() {
             self.shared.index.flush()?;
-            cache[slot] = next;
+            for (slot, next) in changed {
+                cache[slot] = next;
+            }
         }
-        Ok(true)
+        Ok(begun)
     }
 
     /// Removes the records of `partition` with a sequence above `sequence`, durably:

@@ -261,6 +261,9 @@ struct Shared {
     connections: HashMap<String, LinkConnection>,
     dialers: HashMap<NodeId, CancellationToken>,
     slots: HashMap<NodeId, Arc<Semaphore>>,
+    /// Per peer, cancelled when membership reports it down: calls in flight to it end
+    /// at once instead of at their timeout.
+    gone: HashMap<NodeId, CancellationToken>,
     /// Counts links coming up, so that what must happen on a new link (an exchange of
     /// API keys) can follow it without a queue.
     link_ups: watch::Sender<u64>,
@@ -318,6 +321,7 @@ impl Links {
             connections: HashMap::new(),
             dialers: HashMap::new(),
             slots: HashMap::new(),
+            gone: HashMap::new(),
             link_ups: watch::Sender::new(0),
         }));
 
@@ -456,6 +460,9 @@ impl Links {
             cancel.cancel();
         }
         shared.slots.remove(node);
+        if let Some(gone) = shared.gone.remove(node) {
+            gone.cancel();
+        }
         if let Some(label) = shared.table.member_down(node)
             && let Some(link) = shared.connections.remove(&label)
         {
@@ -472,7 +479,7 @@ impl Links {
     pub async fn forward(&self, to: &NodeId, request: Forward) -> Result<ForwardReply, ErrorCode> {
         let inner = &self.inner;
         let tier = wire::overload_tier(&request);
-        let (admitted, _slot) = {
+        let (admitted, _slot, gone) = {
             let mut shared = lock(&inner.shared);
             let admitted =
                 shared
@@ -486,6 +493,7 @@ impl Links {
                             format_args!("circuit open, retry in {} ms", retry_after.as_millis()),
                         ),
                     })?;
+            let gone = shared.gone.entry(to.clone()).or_default().clone();
             let max = inner.settings.max_forwards_per_peer;
             let slots = shared
                 .slots
@@ -493,7 +501,7 @@ impl Links {
                 .or_insert_with(|| Arc::new(Semaphore::new(max)))
                 .clone();
             match slots.try_acquire_owned() {
-                Ok(slot) => (admitted, slot),
+                Ok(slot) => (admitted, slot, gone),
                 Err(_) => {
                     shared.table.on_cancel(to, admitted.permit);
                     return Err(ErrorCode::Overloaded {
@@ -524,7 +532,11 @@ impl Links {
         let started = Instant::now();
         let actor: ActorRef<ForwardMsg> = target.into();
         let call = actor.call(|port| ForwardMsg::Forward(payload, port), Some(timeout));
-        let outcome = tokio::time::timeout(timeout, call).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(timeout, call) => outcome,
+            // The guard hands the permit back: a peer declared down is no breaker event.
+            _ = gone.cancelled() => return Err(unavailable(to, "declared down during the call")),
+        };
         let now = Instant::now();
         let permit = permit.take();
         let mut shared = lock(&inner.shared);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::workload::{ReadBack, WorkloadReport};
+use super::workload::{ListBack, ReadBack, WorkloadReport};
 
 /// One tier's share of the workload.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -74,6 +74,12 @@ pub struct DemoSummary {
     pub mismatched: u64,
     /// A few ids of lost or mismatched items.
     pub lost_examples: Vec<String>,
+    /// Users whose listings were checked against what they were acknowledged.
+    pub users_listed: u64,
+    /// Acknowledged items missing from their user's listing at the end.
+    pub unlisted: u64,
+    /// Items listed more than once.
+    pub listed_twice: u64,
     /// Requests the SDK sent straight to the owner, and those it had to send unrouted.
     pub routing: BTreeMap<String, u64>,
     /// Whether every step ran and every acknowledged item was read back.
@@ -107,6 +113,13 @@ impl DemoSummary {
                 },
             );
         }
+    }
+
+    /// Takes in what listing every user found.
+    pub fn add_list_back(&mut self, list: &ListBack) {
+        self.users_listed = list.users;
+        self.unlisted = list.unlisted;
+        self.listed_twice = list.duplicated;
     }
 
     /// Takes in what reading back found.
@@ -201,6 +214,13 @@ impl DemoSummary {
                 format!("{} / {}", self.acked, self.read_back),
             ),
             ("lost".into(), self.lost.to_string()),
+            (
+                "users listed".into(),
+                format!(
+                    "{}: {} acked items missing, {} listed twice",
+                    self.users_listed, self.unlisted, self.listed_twice
+                ),
+            ),
         ]);
         if self.mismatched > 0 {
             rows.push(("mismatched".into(), self.mismatched.to_string()));

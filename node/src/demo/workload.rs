@@ -398,6 +398,75 @@ pub struct ReadBack {
     pub examples: Vec<String>,
 }
 
+/// The outcome of listing every user that has acknowledged items.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListBack {
+    /// Users listed.
+    pub users: u64,
+    /// Acknowledged items missing from their user's listing.
+    pub unlisted: u64,
+    /// Items that appeared more than once in a listing.
+    pub duplicated: u64,
+    /// Users whose listing was refused on every attempt.
+    pub refused: u64,
+}
+
+/// Lists every user of `acked` (every page) and checks that each acknowledged item is
+/// there, once: a failover must not leave an item readable by id but missing from its
+/// user's listing.
+pub async fn list_back(client: &Client, acked: &[Acked]) -> ListBack {
+    let mut by_user: BTreeMap<&str, Vec<ItemId>> = BTreeMap::new();
+    for item in acked {
+        by_user.entry(&item.user).or_default().push(item.id);
+    }
+    let mut outcome = ListBack {
+        users: by_user.len() as u64,
+        ..ListBack::default()
+    };
+    let mut lists = futures_util::stream::iter(by_user)
+        .map(|(user, ids)| async move { (ids, list_user(client, user).await) })
+        .buffer_unordered(READ_CONCURRENCY);
+    while let Some((ids, listed)) = lists.next().await {
+        let Some(listed) = listed else {
+            outcome.refused += 1;
+            outcome.unlisted += ids.len() as u64;
+            continue;
+        };
+        let unique: std::collections::BTreeSet<ItemId> = listed.iter().copied().collect();
+        outcome.duplicated += (listed.len() - unique.len()) as u64;
+        outcome.unlisted += ids.iter().filter(|id| !unique.contains(id)).count() as u64;
+    }
+    outcome
+}
+
+/// Every id in `user`'s listing, page after page; `None` if a page was refused on every
+/// attempt.
+async fn list_user(client: &Client, user: &str) -> Option<Vec<ItemId>> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let mut page = None;
+        for attempt in 0..READ_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(READ_RETRY_PAUSE).await;
+            }
+            if let Ok(got) = client
+                .list_by_user(user, after.clone(), chorus_protocol::MAX_PAGE_LIMIT)
+                .await
+            {
+                page = Some(got);
+                break;
+            }
+        }
+        let page = page?;
+        ids.extend(page.items.iter().map(|s| s.item.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Some(ids),
+        }
+    }
+}
+
 /// What one read-back found.
 enum Found {
     Matched,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chorus_actors::store::{PartitionEpochs, Promise, ShipBatch, ShipOutcome};
 use chorus_protocol::{ErrorCode, NodeId, PartitionId};
 use futures_util::StreamExt;
+
 use futures_util::future::join_all;
 use rand::Rng;
 use tokio::sync::Notify;
@@ -189,18 +190,42 @@ async fn take_lead(replicator: Replicator, candidates: Vec<(PartitionId, u64, Ve
         promises.push((replicator.inner.me.clone(), mine));
         finishing.push((candidate, promises));
     }
-    futures_util::stream::iter(finishing)
-        .for_each_concurrent(PARALLEL_CATCH_UPS, |(candidate, promises)| {
+    let caught_up: Vec<Candidate> = futures_util::stream::iter(finishing)
+        .map(|(candidate, promises)| {
             let replicator = replicator.clone();
             async move {
-                let partition = candidate.partition;
-                let epoch = candidate.epoch;
-                if let Err(why) = finish(&replicator, candidate, promises).await {
-                    replicator.takeover_failed(partition, epoch, &why);
+                match newest_elsewhere(&replicator, &promises) {
+                    Some((source, best)) => {
+                        let caught = catch_up(
+                            &replicator,
+                            candidate.partition,
+                            candidate.epoch,
+                            source,
+                            &best.epochs,
+                            best.last,
+                        )
+                        .await;
+                        match caught {
+                            Ok(()) => Some(candidate),
+                            Err(why) => {
+                                replicator.takeover_failed(
+                                    candidate.partition,
+                                    candidate.epoch,
+                                    &why,
+                                );
+                                None
+                            }
+                        }
+                    }
+                    None => Some(candidate),
                 }
             }
         })
+        .buffer_unordered(PARALLEL_CATCH_UPS)
+        .filter_map(std::future::ready)
+        .collect()
         .await;
+    open_epochs(&replicator, caught_up).await;
 }
 
 /// Asks each follower to promise the epochs of the candidates it replicates; per peer,
@@ -239,67 +264,68 @@ async fn ask_promises(
     .await
 }
 
-/// The newest log among the promises: highest (epoch of its last record, last).
-fn newest(promises: &[(NodeId, Promise)]) -> Option<&(NodeId, Promise)> {
+/// The replica with the newest log among the promises (highest epoch of its last
+/// record, then last sequence), if it is newer than this node's.
+fn newest_elsewhere<'a>(
+    replicator: &Replicator,
+    promises: &'a [(NodeId, Promise)],
+) -> Option<(&'a NodeId, &'a Promise)> {
+    let key = |p: &Promise| (p.epochs.epoch_at(p.last), p.last);
+    let me = &replicator.inner.me;
+    let mine = promises.iter().find(|(n, _)| n == me).map(|(_, p)| key(p));
     promises
         .iter()
-        .max_by_key(|(_, p)| (p.epochs.epoch_at(p.last), p.last))
+        .max_by_key(|(_, p)| key(p))
+        .filter(|(source, best)| source != me && Some(key(best)) > mine)
+        .map(|(source, best)| (source, best))
 }
 
-/// Catches up from the newest log if it is not this node's, opens the epoch and
-/// starts leading.
-async fn finish(
-    replicator: &Replicator,
-    candidate: Candidate,
-    promises: Vec<(NodeId, Promise)>,
-) -> Result<(), String> {
-    let me = &replicator.inner.me;
-    let partition = candidate.partition;
-    let epoch = candidate.epoch;
-    let mine = promises
-        .iter()
-        .find(|(n, _)| n == me)
-        .map(|(_, p)| (p.epochs.epoch_at(p.last), p.last));
-    if let Some((source, best)) = newest(&promises)
-        && source != me
-        && Some((best.epochs.epoch_at(best.last), best.last)) > mine
-    {
-        catch_up(
-            replicator,
-            partition,
-            epoch,
-            source,
-            &best.epochs,
-            best.last,
-        )
-        .await?;
+/// Opens the candidates' epochs (one durable flush for all) and starts leading those
+/// no newer epoch was promised for meanwhile.
+async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
+    if candidates.is_empty() {
+        return;
     }
     let node = &replicator.inner.node;
-    if !node
-        .begin_epoch(partition, epoch)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        return Err("a newer epoch was promised meanwhile".into());
-    }
-    let (epochs, last) = node.partition_state(partition);
-    let settings = &replicator.inner.settings;
-    {
+    let starts: Vec<(PartitionId, u64)> =
+        candidates.iter().map(|c| (c.partition, c.epoch)).collect();
+    let begun = match node.begin_epochs(starts).await {
+        Ok(begun) if begun.len() == candidates.len() => begun,
+        other => {
+            warn!(answer = ?other.err(), "opening epochs failed");
+            for candidate in &candidates {
+                replicator.takeover_failed(candidate.partition, candidate.epoch, "epoch");
+            }
+            return;
+        }
+    };
+    let me = &replicator.inner.me;
+    let write_quorum = replicator.inner.settings.write_quorum;
+    let mut followers = std::collections::BTreeSet::new();
+    let mut led = 0;
+    for (candidate, begun) in candidates.into_iter().zip(begun) {
+        let partition = candidate.partition;
+        if !begun {
+            replicator.takeover_failed(partition, candidate.epoch, "a newer epoch was promised");
+            continue;
+        }
+        let (epochs, last) = node.partition_state(partition);
         let mut parts = replicator.parts();
         let Some(part @ Part::TakingOver) = parts.get_mut(usize::from(partition)) else {
-            return Ok(());
+            continue;
         };
+        followers.extend(candidate.followers.iter().cloned());
         *part = Part::Leading(Box::new(Leading {
-            epoch,
+            epoch: candidate.epoch,
             history: epochs.history,
-            followers: candidate.followers.clone(),
-            quorum: PartitionQuorum::new(me.clone(), settings.write_quorum, last),
+            followers: candidate.followers,
+            quorum: PartitionQuorum::new(me.clone(), write_quorum, last),
         }));
+        led += 1;
     }
-    metrics::counter!(REPLICATION_TAKEOVERS).increment(1);
-    info!(partition, epoch, last, "leading");
-    replicator.wake(&candidate.followers.into_iter().collect());
-    Ok(())
+    metrics::counter!(REPLICATION_TAKEOVERS).increment(led);
+    info!(partitions = led, "leading");
+    replicator.wake(&followers);
 }
 
 /// Makes this node's log of `partition` the newest one's, `source`'s: truncates what
