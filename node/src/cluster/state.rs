@@ -110,11 +110,19 @@ impl RingView {
     pub fn leaders_per_node(&self) -> BTreeMap<NodeId, u32> {
         let mut counts: BTreeMap<NodeId, u32> = self.live.iter().map(|n| (n.clone(), 0)).collect();
         for &leader in &self.leaders {
-            *counts
-                .entry(self.ring.members()[usize::from(leader)].clone())
-                .or_default() += 1;
+            if let Some(count) = counts.get_mut(&self.ring.members()[usize::from(leader)]) {
+                *count += 1;
+            }
         }
         counts
+    }
+
+    /// Partitions none of whose replicas is live (their requests fail as Unavailable).
+    pub fn leaderless(&self) -> u32 {
+        self.leaders
+            .iter()
+            .filter(|&&l| !self.live.contains(&self.ring.members()[usize::from(l)]))
+            .count() as u32
     }
 
     /// The most partitions any live member leads over the mean (1.0 is perfect).

@@ -269,9 +269,12 @@ fn print_reply(reply: &Reply) {
             );
             for n in &r.nodes {
                 println!(
-                    "  {:<16} {:<22} {:>6} partitions",
+                    "  {:<16} {:<22} {:>6} partitions led",
                     n.node, n.address, n.partitions
                 );
+            }
+            if r.leaderless > 0 {
+                println!("  {} partitions have no live replica", r.leaderless);
             }
             if let Some(u) = &r.user {
                 println!(

@@ -526,6 +526,7 @@ impl Handler {
             moved_last_change: view.moved,
             since_ms: unix_ms(view.since),
             balance: view.balance(),
+            leaderless: view.leaderless(),
             nodes: view
                 .leaders_per_node()
                 .into_iter()

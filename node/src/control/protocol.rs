@@ -368,8 +368,11 @@ pub struct RingReport {
     pub since_ms: u64,
     /// Max/mean partitions per node.
     pub balance: f64,
-    /// Partitions per node, by name.
+    /// Partitions each live node leads, by name.
     pub nodes: Vec<RingNodeRow>,
+    /// Partitions none of whose replicas this node sees live.
+    #[serde(default)]
+    pub leaderless: u32,
     /// The asked-for user's partition and owner.
     pub user: Option<UserOwner>,
 }

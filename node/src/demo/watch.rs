@@ -133,6 +133,7 @@ mod tests {
             since_ms: 70,
             balance: 1.0,
             nodes: Vec::new(),
+            leaderless: 0,
             user: None,
         };
         assert_eq!(ring_changed(&ring, 2, 0), None);
