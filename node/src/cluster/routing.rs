@@ -66,13 +66,11 @@ pub enum Forward {
         /// The partitions and the epochs proposed.
         partitions: Vec<(PartitionId, u64)>,
     },
-    /// A new leader catching up reads a partition's records by sequence.
+    /// A new leader catching up reads partitions' records by sequence.
     Fetch {
-        /// The partition.
-        partition: PartitionId,
-        /// Records after this sequence.
-        after: u64,
-        /// About how many record bytes to return (at least one record).
+        /// Each partition, and the sequence its records are wanted after.
+        partitions: Vec<(PartitionId, u64)>,
+        /// About how many record bytes to return in all.
         max_bytes: u32,
     },
 }
@@ -98,8 +96,8 @@ pub enum ForwardReply {
     Shipped(Vec<ShipOutcome>),
     /// One promise per partition asked.
     Promised(Vec<Promise>),
-    /// Records of the partition fetched, and its last sequence on the peer.
-    Records(Vec<ReplicaRecord>, u64),
+    /// The records fetched, each partition's in sequence order.
+    Records(Vec<ReplicaRecord>),
 }
 
 /// A boxed future of a forwarded request's answer.

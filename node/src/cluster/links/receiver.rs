@@ -162,15 +162,21 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
             node.promise(partitions).await.map(ForwardReply::Promised)
         }
         Forward::Fetch {
-            partition,
-            after,
+            partitions,
             max_bytes,
         } => {
-            check_partitions(node, [partition])?;
-            let max_bytes = (max_bytes as usize).min(MAX_FETCH_BYTES);
-            node.read_partition(partition, after, max_bytes)
-                .await
-                .map(|(records, last)| ForwardReply::Records(records, last))
+            check_partitions(node, partitions.iter().map(|&(p, _)| p))?;
+            let mut budget = (max_bytes as usize).min(MAX_FETCH_BYTES);
+            let mut records = Vec::new();
+            for (partition, after) in partitions {
+                if budget == 0 {
+                    break;
+                }
+                let (page, _) = node.read_partition(partition, after, budget).await?;
+                budget = budget.saturating_sub(page.iter().map(|r| r.body.len()).sum());
+                records.extend(page);
+            }
+            Ok(ForwardReply::Records(records))
         }
         Forward::ListByUser {
             user_id,

@@ -351,11 +351,9 @@ pub enum WireRequest {
     Promise(Vec<(u16, u64)>),
     /// [`Forward::Fetch`].
     Fetch {
-        /// The partition.
-        partition: u16,
-        /// Records after this sequence.
-        after: u64,
-        /// About how many bytes.
+        /// Each partition and the sequence its records are wanted after.
+        partitions: Vec<(u16, u64)>,
+        /// About how many bytes in all.
         max_bytes: u32,
     },
 }
@@ -391,8 +389,7 @@ impl<Context> Decode<Context> for WireRequest {
                 "partitions",
             )?)),
             8 => Ok(WireRequest::Fetch {
-                partition: u16::decode(decoder)?,
-                after: u64::decode(decoder)?,
+                partitions: bounded_vec(decoder, MAX_PARTITIONS_PER_CALL, "partitions")?,
                 max_bytes: u32::decode(decoder)?,
             }),
             found => Err(unknown_variant(found, "WireRequest")),
@@ -423,7 +420,7 @@ pub enum WireReply {
     /// [`ForwardReply::Promised`].
     Promised(WirePromises),
     /// [`ForwardReply::Records`].
-    Records(WireRecords, u64),
+    Records(WireRecords),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -449,10 +446,7 @@ impl<Context> Decode<Context> for WireReply {
                 "outcomes",
             )?)),
             8 => Ok(WireReply::Promised(WirePromises::decode(decoder)?)),
-            9 => Ok(WireReply::Records(
-                WireRecords::decode(decoder)?,
-                u64::decode(decoder)?,
-            )),
+            9 => Ok(WireReply::Records(WireRecords::decode(decoder)?)),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -493,12 +487,10 @@ impl From<Forward> for WireRequest {
             Forward::Ship { batches } => WireRequest::Ship(WireShipment(batches)),
             Forward::Promise { partitions } => WireRequest::Promise(partitions),
             Forward::Fetch {
-                partition,
-                after,
+                partitions,
                 max_bytes,
             } => WireRequest::Fetch {
-                partition,
-                after,
+                partitions,
                 max_bytes,
             },
             Forward::ListByUser {
@@ -538,12 +530,10 @@ impl From<WireRequest> for Forward {
             WireRequest::Ship(WireShipment(batches)) => Forward::Ship { batches },
             WireRequest::Promise(partitions) => Forward::Promise { partitions },
             WireRequest::Fetch {
-                partition,
-                after,
+                partitions,
                 max_bytes,
             } => Forward::Fetch {
-                partition,
-                after,
+                partitions,
                 max_bytes,
             },
             WireRequest::ListByUser {
@@ -571,7 +561,7 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Revoked => WireReply::Revoked,
             ForwardReply::Shipped(outcomes) => WireReply::Shipped(outcomes),
             ForwardReply::Promised(promises) => WireReply::Promised(WirePromises(promises)),
-            ForwardReply::Records(records, last) => WireReply::Records(WireRecords(records), last),
+            ForwardReply::Records(records) => WireReply::Records(WireRecords(records)),
         }
     }
 }
@@ -588,7 +578,7 @@ impl From<WireReply> for ForwardReply {
             WireReply::Revoked => ForwardReply::Revoked,
             WireReply::Shipped(outcomes) => ForwardReply::Shipped(outcomes),
             WireReply::Promised(WirePromises(promises)) => ForwardReply::Promised(promises),
-            WireReply::Records(WireRecords(records), last) => ForwardReply::Records(records, last),
+            WireReply::Records(WireRecords(records)) => ForwardReply::Records(records),
         }
     }
 }
@@ -700,8 +690,7 @@ mod tests {
             }])),
             WireRequest::Promise(vec![(1, 2), (65_535, u64::MAX)]),
             WireRequest::Fetch {
-                partition: 3,
-                after: 10,
+                partitions: vec![(3, 10), (4, 0)],
                 max_bytes: 1 << 20,
             },
         ];
@@ -730,7 +719,7 @@ mod tests {
                 },
                 last: 12,
             }])),
-            WireReply::Records(WireRecords(vec![record(1, 2, 3), record(1, 4, 0)]), 4),
+            WireReply::Records(WireRecords(vec![record(1, 2, 3), record(1, 4, 0)])),
         ];
         for reply in replies {
             let bytes = encode_payload(&reply);
@@ -793,10 +782,7 @@ mod tests {
         let error = decode_request(&encode_payload(&long_history)).unwrap_err();
         assert!(format!("{error:?}").contains("history"), "{error:?}");
         // A fetch answer declaring 2^40 records in a few bytes: refused unallocated.
-        let mut huge = encode_payload(&Ok::<_, ErrorCode>(WireReply::Records(
-            WireRecords(vec![]),
-            0,
-        )));
+        let mut huge = encode_payload(&Ok::<_, ErrorCode>(WireReply::Records(WireRecords(vec![]))));
         huge.truncate(2);
         huge.push(0xfd);
         huge.extend_from_slice(&(1u64 << 40).to_le_bytes());

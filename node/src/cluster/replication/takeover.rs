@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_actors::store::{PartitionEpochs, Promise, ShipBatch, ShipOutcome};
+use chorus_actors::store::{Promise, ShipBatch, ShipOutcome};
 use chorus_protocol::{ErrorCode, NodeId, PartitionId};
-use futures_util::StreamExt;
 
 use futures_util::future::join_all;
 use rand::Rng;
@@ -26,8 +25,6 @@ const EVALUATE_INTERVAL: Duration = Duration::from_millis(500);
 /// The shortest wait before a failed takeover is tried again; up to twice as long, at
 /// random, so that two would-be leaders do not keep fencing each other.
 const RETRY_AFTER: Duration = Duration::from_millis(300);
-/// Partitions finishing a takeover at once (each may be catching up).
-const PARALLEL_CATCH_UPS: usize = 8;
 
 /// One partition this node is about to lead.
 struct Candidate {
@@ -190,42 +187,27 @@ async fn take_lead(replicator: Replicator, candidates: Vec<(PartitionId, u64, Ve
         promises.push((replicator.inner.me.clone(), mine));
         finishing.push((candidate, promises));
     }
-    let caught_up: Vec<Candidate> = futures_util::stream::iter(finishing)
-        .map(|(candidate, promises)| {
-            let replicator = replicator.clone();
-            async move {
-                match newest_elsewhere(&replicator, &promises) {
-                    Some((source, best)) => {
-                        let caught = catch_up(
-                            &replicator,
-                            candidate.partition,
-                            candidate.epoch,
-                            source,
-                            &best.epochs,
-                            best.last,
-                        )
-                        .await;
-                        match caught {
-                            Ok(()) => Some(candidate),
-                            Err(why) => {
-                                replicator.takeover_failed(
-                                    candidate.partition,
-                                    candidate.epoch,
-                                    &why,
-                                );
-                                None
-                            }
-                        }
-                    }
-                    None => Some(candidate),
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL_CATCH_UPS)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    open_epochs(&replicator, caught_up).await;
+    // Candidates whose newest log is elsewhere catch up from it, all those of one
+    // source together: one fetch and one durable append per round, not per partition.
+    let mut ready = Vec::new();
+    let mut by_source: BTreeMap<NodeId, Vec<(Candidate, Promise)>> = BTreeMap::new();
+    for (candidate, promises) in finishing {
+        match newest_elsewhere(&replicator, &promises) {
+            Some((source, best)) => by_source
+                .entry(source.clone())
+                .or_default()
+                .push((candidate, best.clone())),
+            None => ready.push(candidate),
+        }
+    }
+    let caught_up = join_all(
+        by_source
+            .into_iter()
+            .map(|(source, behind)| catch_up(&replicator, source, behind)),
+    )
+    .await;
+    ready.extend(caught_up.into_iter().flatten());
+    open_epochs(&replicator, ready).await;
 }
 
 /// Asks each follower to promise the epochs of the candidates it replicates; per peer,
@@ -328,58 +310,144 @@ async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
     replicator.wake(&followers);
 }
 
-/// Makes this node's log of `partition` the newest one's, `source`'s: truncates what
-/// diverges from its history, then fetches by sequence up to `target`.
+/// Makes this node's log of each partition of `behind` the newest one's, `source`'s:
+/// truncates what diverges from its history, then fetches by sequence up to the last
+/// sequence it promised with. Returns the candidates caught up; the others failed.
 async fn catch_up(
     replicator: &Replicator,
-    partition: PartitionId,
-    epoch: u64,
-    source: &NodeId,
-    epochs: &PartitionEpochs,
-    target: u64,
-) -> Result<(), String> {
+    source: NodeId,
+    behind: Vec<(Candidate, Promise)>,
+) -> Vec<Candidate> {
     let node = &replicator.inner.node;
-    let batch = |prev, records| ShipBatch {
-        partition,
-        epoch,
-        history: epochs.history.clone(),
+    let batch = |candidate: &Candidate, best: &Promise, prev, records| ShipBatch {
+        partition: candidate.partition,
+        epoch: candidate.epoch,
+        history: best.epochs.history.clone(),
         prev,
         records,
     };
-    let mut mine = match appended(node.accept_shipment(vec![batch(0, Vec::new())]).await)? {
-        Some(last) => last,
-        None => return Err("fenced while catching up".into()),
+    // First the histories alone: each partition truncates what diverges.
+    let syncs = behind
+        .iter()
+        .map(|(c, best)| batch(c, best, 0, Vec::new()))
+        .collect();
+    let mut mine: Vec<Option<u64>> = match appended(node.accept_shipment(syncs).await, behind.len())
+    {
+        Ok(lasts) => lasts,
+        Err(why) => {
+            debug!(%why, "syncing histories failed");
+            vec![None; behind.len()]
+        }
     };
-    let started = mine;
-    while mine < target {
+    let started = mine.clone();
+    let max_bytes = replicator.inner.settings.batch_bytes;
+    let mut done: Vec<bool> = behind
+        .iter()
+        .zip(&mine)
+        .map(|((_, best), m)| m.is_none_or(|m| m >= best.last))
+        .collect();
+    while done.iter().any(|d| !d) {
+        let asked: Vec<usize> = (0..behind.len()).filter(|&i| !done[i]).collect();
         let fetch = Forward::Fetch {
-            partition,
-            after: mine,
-            max_bytes: replicator.inner.settings.batch_bytes as u32,
+            partitions: asked
+                .iter()
+                .map(|&i| (behind[i].0.partition, mine[i].unwrap_or_default()))
+                .collect(),
+            max_bytes: max_bytes as u32,
         };
-        let records = match replicator.inner.peers.forward(source, fetch).await {
-            Ok(ForwardReply::Records(records, _)) => records,
-            Ok(other) => return Err(format!("unexpected answer to a fetch: {other:?}")),
-            Err(e) => return Err(format!("fetching from {source}: {e}")),
+        let records = match replicator.inner.peers.forward(&source, fetch).await {
+            Ok(ForwardReply::Records(records)) => records,
+            other => {
+                debug!(%source, answer = ?other, "fetch failed");
+                for &i in &asked {
+                    mine[i] = None;
+                }
+                break;
+            }
         };
-        if records.is_empty() {
+        let bytes: usize = records.iter().map(|r| r.body.len()).sum();
+        let mut by_partition: BTreeMap<PartitionId, Vec<_>> = BTreeMap::new();
+        for record in records {
+            by_partition
+                .entry(record.partition)
+                .or_default()
+                .push(record);
+        }
+        let mut shipped = Vec::new();
+        let mut batches = Vec::new();
+        for &i in &asked {
+            let (candidate, best) = &behind[i];
+            match by_partition.remove(&candidate.partition) {
+                Some(records) => {
+                    shipped.push(i);
+                    batches.push(batch(candidate, best, mine[i].unwrap_or_default(), records));
+                }
+                // Nothing more where the page was not full: the source has no more.
+                None if bytes < max_bytes => done[i] = true,
+                None => {}
+            }
+        }
+        if batches.is_empty() {
             break;
         }
-        match appended(node.accept_shipment(vec![batch(mine, records)]).await)? {
-            Some(last) if last > mine => mine = last,
-            Some(_) => break,
-            None => return Err("fenced while catching up".into()),
+        match appended(node.accept_shipment(batches).await, shipped.len()) {
+            Ok(lasts) => {
+                for (i, last) in shipped.into_iter().zip(lasts) {
+                    match last {
+                        Some(last) if Some(last) > mine[i] => {
+                            mine[i] = Some(last);
+                            done[i] = last >= behind[i].1.last;
+                        }
+                        Some(_) => done[i] = true,
+                        None => {
+                            mine[i] = None;
+                            done[i] = true;
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                debug!(%why, "appending fetched records failed");
+                for i in shipped {
+                    mine[i] = None;
+                    done[i] = true;
+                }
+            }
         }
     }
-    info!(partition, %source, from = started, to = mine, "caught up");
-    Ok(())
+    let mut caught = Vec::new();
+    for (((candidate, _), last), from) in behind.into_iter().zip(mine).zip(started) {
+        match last {
+            Some(to) => {
+                debug!(partition = candidate.partition, %source, from = ?from, to, "caught up");
+                caught.push(candidate);
+            }
+            None => replicator.takeover_failed(
+                candidate.partition,
+                candidate.epoch,
+                "catching up failed",
+            ),
+        }
+    }
+    info!(%source, partitions = caught.len(), "caught up");
+    caught
 }
 
-/// The last sequence of an accepted shipment; `None` if it was fenced.
-fn appended(outcome: Result<Vec<ShipOutcome>, ErrorCode>) -> Result<Option<u64>, String> {
-    match outcome.map_err(|e| e.to_string())?.first() {
-        Some(ShipOutcome::Appended { last } | ShipOutcome::Behind { last }) => Ok(Some(*last)),
-        Some(ShipOutcome::Fenced { .. }) => Ok(None),
-        None => Err("no outcome for the shipment".into()),
+/// The last sequence of each of `count` batches of an accepted shipment; `None` for
+/// a batch that was fenced.
+fn appended(
+    outcome: Result<Vec<ShipOutcome>, ErrorCode>,
+    count: usize,
+) -> Result<Vec<Option<u64>>, String> {
+    let outcomes = outcome.map_err(|e| e.to_string())?;
+    if outcomes.len() != count {
+        return Err(format!("{} outcomes for {count} batches", outcomes.len()));
     }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o {
+            ShipOutcome::Appended { last } | ShipOutcome::Behind { last } => Some(last),
+            ShipOutcome::Fenced { .. } => None,
+        })
+        .collect())
 }
