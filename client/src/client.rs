@@ -408,6 +408,16 @@ impl Client {
                 }
                 Step::Fallback => {
                     debug!(%error, "owner out of reach; sending unrouted");
+                    if let Target::Owner { member, .. } = &target
+                        && matches!(
+                            error,
+                            ClientError::Timeout | ClientError::ConnectionLost { .. }
+                        )
+                    {
+                        // A silent connection (its server died, or restarted and lost
+                        // it): the next request to this member connects afresh.
+                        self.forget_member(&member.node);
+                    }
                     self.inner
                         .counters
                         .fallbacks
@@ -605,6 +615,13 @@ impl Client {
 
     /// A live session to `member`: the first connection if that is the member, else the
     /// member's own, opened on first use under the member's name as server name.
+    /// Closes and forgets the connection to `node`.
+    fn forget_member(&self, node: &NodeId) {
+        if let Some(link) = lock(&self.inner.members).remove(node) {
+            link.close();
+        }
+    }
+
     async fn member_session(&self, member: &RingMember) -> Result<Arc<Session>, ClientError> {
         self.check_open()?;
         if let Some(session) = self.live_seed()

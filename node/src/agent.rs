@@ -116,8 +116,15 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         announce_admin_key(&config, &key)?;
     }
 
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+    let socket = std::net::UdpSocket::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::new(tls::stateless_reset_key(&tls_paths.key)?),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .with_context(|| format!("serving on {}", config.listen))?;
     info!(
         node = %config.node_id,
         addr = %endpoint.local_addr()?,

@@ -188,6 +188,26 @@ fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     }
 }
 
+/// The key QUIC stateless resets are made with, derived from the node's TLS key (HKDF-
+/// SHA256), so that it is the same in every run of the node: a restarted node answers
+/// packets of a connection its previous run held with a reset the peer recognises, and
+/// clients and peers learn at once that the connection is gone instead of after their
+/// idle timeout.
+pub fn stateless_reset_key(key_path: &Path) -> Result<Arc<dyn quinn::crypto::HmacKey>, TlsError> {
+    let secret = std::fs::read(key_path).map_err(|e| TlsError::Pem {
+        path: key_path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &secret)
+        .expand(b"chorus quic stateless reset", &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    Ok(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &okm,
+    )))
+}
+
 /// The rustls crypto provider Chorus uses everywhere: ring, passed explicitly because more
 /// than one provider is compiled into the binary.
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
