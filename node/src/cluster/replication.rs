@@ -88,6 +88,9 @@ impl ReplicationSettings {
     }
 }
 
+/// Waiters of one partition past which those that gave up are dropped.
+const PRUNE_WAITERS_ABOVE: usize = 4_096;
+
 /// A writer waiting for its record's quorum.
 type CommitWaiter = oneshot::Sender<Result<Vec<NodeId>, ErrorCode>>;
 
@@ -311,6 +314,11 @@ impl Replication for Replicator {
                     Some(Part::Leading(leading)) => {
                         if let Err((tx, holders)) = leading.quorum.wait(sequence, tx) {
                             let _ = tx.send(Ok(holders));
+                        }
+                        // Writers that gave up (their commit timed out) leave their
+                        // senders behind while no quorum forms: drop them now and then.
+                        if leading.quorum.waiting() > PRUNE_WAITERS_ABOVE {
+                            leading.quorum.retain_waiters(|w| !w.is_closed());
                         }
                     }
                     _ => {
