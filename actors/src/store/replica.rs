@@ -766,38 +766,17 @@ impl Store {
     /// any promised before, which fences older leaders. One durable flush for all;
     /// returns each partition's epochs after and its last sequence.
     pub fn promise(&self, partitions: &[(PartitionId, u64)]) -> Result<Vec<Promise>, StoreError> {
-        for &(partition, _) in partitions {
-            self.check_partition(partition)?;
-        }
-        let sequences = self
-            .shared
-            .sequences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut cache = self.epochs.lock();
-        let mut answers = Vec::with_capacity(partitions.len());
-        let mut staged = Vec::new();
-        for &(partition, epoch) in partitions {
-            let slot = usize::from(partition);
-            let accepted = epoch > cache[slot].promised;
+        self.change_epochs(partitions, |epochs, epoch, last| {
+            let accepted = epoch > epochs.promised;
             if accepted {
-                cache[slot].promised = epoch;
-                staged.push(partition);
+                epochs.promised = epoch;
             }
-            answers.push(Promise {
+            Promise {
                 accepted,
-                epochs: cache[slot].clone(),
-                last: sequences[slot],
-            });
-        }
-        if !staged.is_empty() {
-            for partition in staged {
-                self.epochs
-                    .stage(partition, &cache[usize::from(partition)])?;
+                epochs: epochs.clone(),
+                last,
             }
-            self.shared.index.flush()?;
-        }
-        Ok(answers)
+        })
     }
 
     /// Starts `epoch` on `partition` as its leader, from the next sequence, durably;
@@ -810,7 +789,25 @@ impl Store {
     /// [`Store::begin_epoch`] for many partitions with one durable flush (a node taking
     /// the lead of hundreds of partitions at once would otherwise flush for each).
     pub fn begin_epochs(&self, starts: &[(PartitionId, u64)]) -> Result<Vec<bool>, StoreError> {
-        for &(partition, _) in starts {
+        self.change_epochs(starts, |epochs, epoch, last| {
+            if epochs.promised != epoch {
+                return false;
+            }
+            epochs.begin(epoch, last.saturating_add(1));
+            true
+        })
+    }
+
+    /// Applies `change` to the epochs of each `(partition, epoch)` asked (with the
+    /// partition's last sequence) under the append lock, and makes every change durable
+    /// with one flush before it takes effect here. One answer per partition, in order;
+    /// a partition asked twice sees its own earlier change.
+    fn change_epochs<T>(
+        &self,
+        asks: &[(PartitionId, u64)],
+        mut change: impl FnMut(&mut PartitionEpochs, u64, u64) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        for &(partition, _) in asks {
             self.check_partition(partition)?;
         }
         let sequences = self
@@ -819,21 +816,17 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let mut cache = self.epochs.lock();
-        let mut begun = Vec::with_capacity(starts.len());
-        let mut changed = Vec::new();
-        for &(partition, epoch) in starts {
+        let mut answers = Vec::with_capacity(asks.len());
+        let mut changed: BTreeMap<usize, PartitionEpochs> = BTreeMap::new();
+        for &(partition, epoch) in asks {
             let slot = usize::from(partition);
-            if cache[slot].promised != epoch {
-                begun.push(false);
-                continue;
-            }
-            let mut next = cache[slot].clone();
-            next.begin(epoch, sequences[slot].saturating_add(1));
-            if next != cache[slot] {
+            let current = changed.get(&slot).unwrap_or(&cache[slot]);
+            let mut next = current.clone();
+            answers.push(change(&mut next, epoch, sequences[slot]));
+            if next != *current {
                 self.epochs.stage(partition, &next)?;
-                changed.push((slot, next));
+                changed.insert(slot, next);
             }
-            begun.push(true);
         }
         if !changed.is_empty() {
             self.shared.index.flush()?;
@@ -841,7 +834,7 @@ impl Store {
                 cache[slot] = next;
             }
         }
-        Ok(begun)
+        Ok(answers)
     }
 
     /// Removes the records of `partition` with a sequence above `sequence`, durably:

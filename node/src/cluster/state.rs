@@ -33,6 +33,9 @@ pub struct RingView {
     pub factor: usize,
     /// The placed members that are live (this node always is).
     pub live: BTreeSet<NodeId>,
+    /// Per partition: its replica set, as indices in the placement's members, owner
+    /// first (computed once per placement: a preference list sorts every member).
+    replica_sets: Arc<Vec<Box<[u16]>>>,
     /// Per partition: its leader's index in the placement's members.
     leaders: Vec<u16>,
     /// Each live member's QUIC address (clients and links).
@@ -51,25 +54,58 @@ impl RingView {
         live: BTreeSet<NodeId>,
         addrs: BTreeMap<NodeId, SocketAddr>,
     ) -> RingView {
-        let leaders = (0..ring.partitions())
+        let index = |node: &NodeId| {
+            ring.members()
+                .binary_search(node)
+                .expect("a replica is a member") as u16
+        };
+        let replica_sets = (0..ring.partitions())
             .map(|p| {
-                let replicas = ring.preference_list(p, factor.max(1));
+                ring.preference_list(p, factor.max(1))
+                    .iter()
+                    .map(index)
+                    .collect()
+            })
+            .collect();
+        Self::with_sets(ring, Arc::new(replica_sets), factor, live, addrs)
+    }
+
+    /// This view's placement with other live members and addresses.
+    fn relive(&self, live: BTreeSet<NodeId>, addrs: BTreeMap<NodeId, SocketAddr>) -> RingView {
+        Self::with_sets(
+            self.ring.clone(),
+            Arc::clone(&self.replica_sets),
+            self.factor,
+            live,
+            addrs,
+        )
+    }
+
+    /// The view of `ring` whose replica sets are `replica_sets`.
+    fn with_sets(
+        ring: Ring,
+        replica_sets: Arc<Vec<Box<[u16]>>>,
+        factor: usize,
+        live: BTreeSet<NodeId>,
+        addrs: BTreeMap<NodeId, SocketAddr>,
+    ) -> RingView {
+        let members = ring.members();
+        let leaders = replica_sets
+            .iter()
+            .map(|set| {
                 // A partition none of whose replicas is live keeps its owner, down: its
                 // requests fail as Unavailable until one is back.
-                let leader = replicas
-                    .iter()
-                    .find(|n| live.contains(*n))
-                    .unwrap_or_else(|| ring.owner(p));
-                ring.members()
-                    .iter()
-                    .position(|m| m == leader)
-                    .expect("a replica is a member") as u16
+                set.iter()
+                    .copied()
+                    .find(|&i| live.contains(&members[usize::from(i)]))
+                    .unwrap_or(set[0])
             })
             .collect();
         RingView {
             ring,
             factor,
             live,
+            replica_sets,
             leaders,
             addrs,
             since: SystemTime::now(),
@@ -92,8 +128,13 @@ impl RingView {
     }
 
     /// Partition `p`'s replica set, owner first.
-    pub fn replicas(&self, p: PartitionId) -> Vec<NodeId> {
-        self.ring.preference_list(p, self.factor.max(1))
+    ///
+    /// # Panics
+    /// If `p` is not below the partition count.
+    pub fn replicas(&self, p: PartitionId) -> impl Iterator<Item = &NodeId> {
+        self.replica_sets[usize::from(p)]
+            .iter()
+            .map(|&i| &self.ring.members()[usize::from(i)])
     }
 
     /// Names the view: changes whenever the placement or the live members do.
@@ -296,20 +337,20 @@ impl ClusterState {
         let same_placement = current.ring.members().iter().eq(placed.iter());
         if same_placement && current.live == live_set {
             if current.addrs != live {
-                let mut view = RingView::new(current.ring.clone(), current.factor, live_set, live);
+                let mut view = current.relive(live_set, live);
                 view.since = current.since;
                 view.moved = current.moved;
                 self.inner.ring.send_replace(Arc::new(view));
             }
             return (None, next_expiry);
         }
-        let ring = if same_placement {
-            current.ring.clone()
+        let mut view = if same_placement {
+            current.relive(live_set, live)
         } else {
-            Ring::place(placed, self.inner.partitions)
-                .expect("a member set with this node is never empty")
+            let ring = Ring::place(placed, self.inner.partitions)
+                .expect("a member set with this node is never empty");
+            RingView::new(ring, self.inner.factor, live_set, live)
         };
-        let mut view = RingView::new(ring, self.inner.factor, live_set, live);
         let moved = view.moved_from(&current);
         view.moved = moved;
         info!(
@@ -387,7 +428,7 @@ mod tests {
             assert_ne!(during.leader(p), &names[3]);
             assert_eq!(
                 during.leader(p),
-                during.replicas(p).iter().find(|n| **n != names[3]).unwrap()
+                during.replicas(p).find(|n| **n != names[3]).unwrap()
             );
         }
         assert!(during.snapshot().validate().is_ok());

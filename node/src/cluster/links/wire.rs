@@ -155,86 +155,37 @@ fn decode_history<D: Decoder>(decoder: &mut D) -> Result<Vec<(u64, u64)>, Decode
     bounded_vec(decoder, MAX_EPOCH_HISTORY, "history")
 }
 
-/// Shipped batches as a leader sends them (the derive's layout; decoded by hand,
-/// within bounds).
-#[derive(Clone, Debug, PartialEq)]
-pub struct WireShipment(pub Vec<ShipBatch>);
-
-impl Encode for WireShipment {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode(encoder)
+/// Shipped batches as a leader sends them, in the derive's layout, within bounds.
+fn decode_shipment<D: Decoder>(decoder: &mut D) -> Result<Vec<ShipBatch>, DecodeError> {
+    let len = bounded_len(decoder, MAX_PARTITIONS_PER_CALL, "batches")?;
+    let mut batches = Vec::new();
+    for _ in 0..len {
+        batches.push(ShipBatch {
+            partition: u16::decode(decoder)?,
+            epoch: u64::decode(decoder)?,
+            history: decode_history(decoder)?,
+            prev: u64::decode(decoder)?,
+            records: decode_records(decoder)?,
+        });
     }
+    Ok(batches)
 }
 
-impl<Context> Decode<Context> for WireShipment {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let len = bounded_len(decoder, MAX_PARTITIONS_PER_CALL, "batches")?;
-        let mut batches = Vec::new();
-        for _ in 0..len {
-            batches.push(ShipBatch {
-                partition: u16::decode(decoder)?,
-                epoch: u64::decode(decoder)?,
+/// Promises as replicas send them, in the derive's layout, within bounds.
+fn decode_promises<D: Decoder>(decoder: &mut D) -> Result<Vec<Promise>, DecodeError> {
+    let len = bounded_len(decoder, MAX_PARTITIONS_PER_CALL, "promises")?;
+    let mut promises = Vec::new();
+    for _ in 0..len {
+        promises.push(Promise {
+            accepted: bool::decode(decoder)?,
+            epochs: PartitionEpochs {
+                promised: u64::decode(decoder)?,
                 history: decode_history(decoder)?,
-                prev: u64::decode(decoder)?,
-                records: decode_records(decoder)?,
-            });
-        }
-        Ok(WireShipment(batches))
+            },
+            last: u64::decode(decoder)?,
+        });
     }
-}
-
-/// Promises as replicas send them (the derive's layout; decoded by hand, within
-/// bounds).
-#[derive(Clone, Debug, PartialEq)]
-pub struct WirePromises(pub Vec<Promise>);
-
-impl Encode for WirePromises {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode(encoder)
-    }
-}
-
-impl<Context> Decode<Context> for WirePromises {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let len = bounded_len(decoder, MAX_PARTITIONS_PER_CALL, "promises")?;
-        let mut promises = Vec::new();
-        for _ in 0..len {
-            promises.push(Promise {
-                accepted: bool::decode(decoder)?,
-                epochs: PartitionEpochs {
-                    promised: u64::decode(decoder)?,
-                    history: decode_history(decoder)?,
-                },
-                last: u64::decode(decoder)?,
-            });
-        }
-        Ok(WirePromises(promises))
-    }
-}
-
-/// Fetched records (the derive's layout; decoded by hand, within bounds).
-#[derive(Clone, Debug, PartialEq)]
-pub struct WireRecords(pub Vec<ReplicaRecord>);
-
-impl Encode for WireRecords {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode(encoder)
-    }
-}
-
-impl<Context> Decode<Context> for WireRecords {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        decode_records(decoder).map(WireRecords)
-    }
+    Ok(promises)
 }
 
 fn unknown_variant(found: u32, type_name: &'static str) -> DecodeError {
@@ -346,7 +297,7 @@ pub enum WireRequest {
         complete: bool,
     },
     /// [`Forward::Ship`].
-    Ship(WireShipment),
+    Ship(Vec<ShipBatch>),
     /// [`Forward::Promise`].
     Promise(Vec<(u16, u64)>),
     /// [`Forward::Fetch`].
@@ -382,7 +333,7 @@ impl<Context> Decode<Context> for WireRequest {
                 set: WireKeySet::decode(decoder)?,
                 complete: bool::decode(decoder)?,
             }),
-            6 => Ok(WireRequest::Ship(WireShipment::decode(decoder)?)),
+            6 => Ok(WireRequest::Ship(decode_shipment(decoder)?)),
             7 => Ok(WireRequest::Promise(bounded_vec(
                 decoder,
                 MAX_PARTITIONS_PER_CALL,
@@ -418,9 +369,9 @@ pub enum WireReply {
     /// [`ForwardReply::Shipped`].
     Shipped(Vec<ShipOutcome>),
     /// [`ForwardReply::Promised`].
-    Promised(WirePromises),
+    Promised(Vec<Promise>),
     /// [`ForwardReply::Records`].
-    Records(WireRecords),
+    Records(Vec<ReplicaRecord>),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -445,8 +396,8 @@ impl<Context> Decode<Context> for WireReply {
                 MAX_PARTITIONS_PER_CALL,
                 "outcomes",
             )?)),
-            8 => Ok(WireReply::Promised(WirePromises::decode(decoder)?)),
-            9 => Ok(WireReply::Records(WireRecords::decode(decoder)?)),
+            8 => Ok(WireReply::Promised(decode_promises(decoder)?)),
+            9 => Ok(WireReply::Records(decode_records(decoder)?)),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -484,7 +435,7 @@ impl From<Forward> for WireRequest {
                 set: set.into(),
                 complete,
             },
-            Forward::Ship { batches } => WireRequest::Ship(WireShipment(batches)),
+            Forward::Ship { batches } => WireRequest::Ship(batches),
             Forward::Promise { partitions } => WireRequest::Promise(partitions),
             Forward::Fetch {
                 partitions,
@@ -527,7 +478,7 @@ impl From<WireRequest> for Forward {
                 set: set.into(),
                 complete,
             },
-            WireRequest::Ship(WireShipment(batches)) => Forward::Ship { batches },
+            WireRequest::Ship(batches) => Forward::Ship { batches },
             WireRequest::Promise(partitions) => Forward::Promise { partitions },
             WireRequest::Fetch {
                 partitions,
@@ -560,8 +511,8 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Keys(set) => WireReply::Keys(set.into()),
             ForwardReply::Revoked => WireReply::Revoked,
             ForwardReply::Shipped(outcomes) => WireReply::Shipped(outcomes),
-            ForwardReply::Promised(promises) => WireReply::Promised(WirePromises(promises)),
-            ForwardReply::Records(records) => WireReply::Records(WireRecords(records)),
+            ForwardReply::Promised(promises) => WireReply::Promised(promises),
+            ForwardReply::Records(records) => WireReply::Records(records),
         }
     }
 }
@@ -577,8 +528,8 @@ impl From<WireReply> for ForwardReply {
             WireReply::Keys(set) => ForwardReply::Keys(set.into()),
             WireReply::Revoked => ForwardReply::Revoked,
             WireReply::Shipped(outcomes) => ForwardReply::Shipped(outcomes),
-            WireReply::Promised(WirePromises(promises)) => ForwardReply::Promised(promises),
-            WireReply::Records(WireRecords(records)) => ForwardReply::Records(records),
+            WireReply::Promised(promises) => ForwardReply::Promised(promises),
+            WireReply::Records(records) => ForwardReply::Records(records),
         }
     }
 }
@@ -681,13 +632,13 @@ mod tests {
                 set: key_set(2),
                 complete: true,
             },
-            WireRequest::Ship(WireShipment(vec![ShipBatch {
+            WireRequest::Ship(vec![ShipBatch {
                 partition: 7,
                 epoch: 3,
                 history: vec![(1, 1), (3, 40)],
                 prev: 41,
                 records: vec![record(7, 42, 9)],
-            }])),
+            }]),
             WireRequest::Promise(vec![(1, 2), (65_535, u64::MAX)]),
             WireRequest::Fetch {
                 partitions: vec![(3, 10), (4, 0)],
@@ -711,15 +662,15 @@ mod tests {
                 ShipOutcome::Behind { last: 1 },
                 ShipOutcome::Fenced { promised: 9 },
             ]),
-            WireReply::Promised(WirePromises(vec![Promise {
+            WireReply::Promised(vec![Promise {
                 accepted: true,
                 epochs: PartitionEpochs {
                     promised: 4,
                     history: vec![(2, 5), (4, 9)],
                 },
                 last: 12,
-            }])),
-            WireReply::Records(WireRecords(vec![record(1, 2, 3), record(1, 4, 0)])),
+            }]),
+            WireReply::Records(vec![record(1, 2, 3), record(1, 4, 0)]),
         ];
         for reply in replies {
             let bytes = encode_payload(&reply);
@@ -772,17 +723,17 @@ mod tests {
 
     #[test]
     fn histories_and_record_counts_over_their_bounds_are_refused() {
-        let long_history = WireRequest::Ship(WireShipment(vec![ShipBatch {
+        let long_history = WireRequest::Ship(vec![ShipBatch {
             partition: 1,
             epoch: 1,
             history: (0..=MAX_EPOCH_HISTORY as u64).map(|e| (e, e)).collect(),
             prev: 0,
             records: vec![],
-        }]));
+        }]);
         let error = decode_request(&encode_payload(&long_history)).unwrap_err();
         assert!(format!("{error:?}").contains("history"), "{error:?}");
         // A fetch answer declaring 2^40 records in a few bytes: refused unallocated.
-        let mut huge = encode_payload(&Ok::<_, ErrorCode>(WireReply::Records(WireRecords(vec![]))));
+        let mut huge = encode_payload(&Ok::<_, ErrorCode>(WireReply::Records(vec![])));
         huge.truncate(2);
         huge.push(0xfd);
         huge.extend_from_slice(&(1u64 << 40).to_le_bytes());

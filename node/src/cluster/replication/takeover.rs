@@ -70,10 +70,16 @@ impl Replicator {
                 if partition >= view.ring.partitions() {
                     break;
                 }
-                let replicas = view.replicas(partition);
-                let live = replicas.iter().filter(|r| view.live.contains(*r)).count();
+                let live = view
+                    .replicas(partition)
+                    .filter(|r| view.live.contains(*r))
+                    .count();
                 let should_lead = view.leader(partition) == me && live >= settings.write_quorum;
-                let followers: Vec<NodeId> = replicas.into_iter().filter(|r| r != me).collect();
+                let followers: Vec<NodeId> = view
+                    .replicas(partition)
+                    .filter(|r| *r != me)
+                    .cloned()
+                    .collect();
                 match part {
                     Part::Leading(leading) if !should_lead => {
                         stepping_down.push((partition, leading.epoch))
@@ -154,15 +160,11 @@ async fn take_lead(replicator: Replicator, candidates: Vec<(PartitionId, u64, Ve
             }
         })
         .collect();
-    let proposals: Vec<(PartitionId, u64)> =
-        candidates.iter().map(|c| (c.partition, c.epoch)).collect();
-    let local = match node.promise(proposals.clone()).await {
-        Ok(local) if local.len() == proposals.len() => local,
+    let local = match node.promise(epochs_of(&candidates)).await {
+        Ok(local) if local.len() == candidates.len() => local,
         other => {
             warn!(answer = ?other.err(), "promising epochs locally failed");
-            for candidate in &candidates {
-                replicator.takeover_failed(candidate.partition, candidate.epoch, "local promise");
-            }
+            all_failed(&replicator, &candidates, "local promise");
             return;
         }
     };
@@ -208,6 +210,18 @@ async fn take_lead(replicator: Replicator, candidates: Vec<(PartitionId, u64, Ve
     .await;
     ready.extend(caught_up.into_iter().flatten());
     open_epochs(&replicator, ready).await;
+}
+
+/// Each candidate's partition and proposed epoch.
+fn epochs_of(candidates: &[Candidate]) -> Vec<(PartitionId, u64)> {
+    candidates.iter().map(|c| (c.partition, c.epoch)).collect()
+}
+
+/// Every candidate's takeover failed, for the same reason.
+fn all_failed(replicator: &Replicator, candidates: &[Candidate], why: &str) {
+    for candidate in candidates {
+        replicator.takeover_failed(candidate.partition, candidate.epoch, why);
+    }
 }
 
 /// Asks each follower to promise the epochs of the candidates it replicates; per peer,
@@ -269,15 +283,11 @@ async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
         return;
     }
     let node = &replicator.inner.node;
-    let starts: Vec<(PartitionId, u64)> =
-        candidates.iter().map(|c| (c.partition, c.epoch)).collect();
-    let begun = match node.begin_epochs(starts).await {
+    let begun = match node.begin_epochs(epochs_of(&candidates)).await {
         Ok(begun) if begun.len() == candidates.len() => begun,
         other => {
             warn!(answer = ?other.err(), "opening epochs failed");
-            for candidate in &candidates {
-                replicator.takeover_failed(candidate.partition, candidate.epoch, "epoch");
-            }
+            all_failed(replicator, &candidates, "epoch");
             return;
         }
     };
