@@ -46,6 +46,8 @@ pub mod replica;
 pub mod retire;
 pub mod snapshot;
 mod tail;
+#[cfg(test)]
+mod test_model;
 mod verdict;
 
 use std::collections::HashMap;

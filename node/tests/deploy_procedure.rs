@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{chorus_bin, free_udp_port};
+use support::{chorus_bin, ctl_json, free_udp_port};
 
 /// The loopback addresses standing for the hosts (away from the 127.0.0.1-3 of
 /// cluster-config/local-3).
@@ -140,13 +140,7 @@ impl Host {
     }
 
     fn ctl(&self, args: &[&str]) -> Value {
-        let out = Command::new(chorus_bin())
-            .args(["ctl", "--json", "--config"])
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        ctl_json(&self.config, args)
     }
 
     /// The members this host sees in `state`.

@@ -8,8 +8,6 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_node::cluster::membership::codec::BincodeCodec;
@@ -20,12 +18,13 @@ use chorus_node::cluster::membership::{
 use chorus_node::cluster::runtime::{ClusterRuntime, ClusterSettings};
 use chorus_node::cluster::state::ClusterState;
 use chorus_protocol::NodeId;
-use serde_json::Value;
-use support::{chorus_bin, free_udp_port};
+use support::cluster::{Node, cluster, until};
 
 const KEY: ClusterKey = ClusterKey([7; 32]);
 /// How long a test waits for something that takes milliseconds.
 const PATIENCE: Duration = Duration::from_secs(15);
+/// How long the agents get to form, rotate and rejoin.
+const PATIENCE_PROCESSES: Duration = Duration::from_secs(30);
 
 async fn node(name: &str) -> ClusterRuntime {
     let gossip_addr: SocketAddr = UdpSocket::bind("127.0.0.1:0")
@@ -149,159 +148,46 @@ async fn a_replayed_a_forged_and_a_stale_gossip_packet_are_dropped_and_counted()
 
 // ---- Rotation across agent processes -----------------------------------------------
 
-struct Agent {
-    config: PathBuf,
-    data: PathBuf,
-    child: Option<Child>,
+/// Live members (itself included) as `node` sees them.
+fn alive(node: &Node) -> usize {
+    node.ctl(&["members"])["result"]["members"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count())
 }
 
-impl Agent {
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.data.with_extension("log")).unwrap();
-        self.child = Some(
-            Command::new(chorus_bin())
-                .args(["agent", "--config"])
-                .arg(&self.config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> Value {
-        let out = Command::new(chorus_bin())
-            .args(["ctl", "--json", "--config"])
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    /// Live members (itself included) as this node sees them.
-    fn alive(&self) -> usize {
-        self.ctl(&["members"])["result"]["members"]
-            .as_array()
-            .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count())
-    }
-
-    /// `(id, primary)` of each gossip key.
-    fn keys(&self) -> Vec<(String, bool)> {
-        self.ctl(&["gossip-keys", "list"])["result"]["keys"]
-            .as_array()
-            .map(|keys| {
-                keys.iter()
-                    .map(|k| {
-                        (
-                            k["id"].as_str().unwrap_or_default().to_string(),
-                            k["primary"].as_bool().unwrap_or(false),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn certs(dir: &Path, args: &[&str]) {
-    let status = Command::new(chorus_bin())
-        .arg("certs")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "chorus certs {args:?}");
-}
-
-fn agents(dir: &Path) -> Vec<Agent> {
-    let certs_dir = dir.join("certs");
-    certs(&certs_dir, &["init"]);
-    let gossip: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
-    (0..3)
-        .map(|i| {
-            let name = format!("node-{}", i + 1);
-            certs(&certs_dir, &["node", &name, "--ip", "127.0.0.1"]);
-            let data = dir.join(&name);
-            let config = dir.join(format!("{name}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    r#"node_id = "{name}"
-data_dir = "{data}"
-listen = "127.0.0.1:{listen}"
-partitions = 64
-[tls]
-ca_cert = "{certs}/ca.pem"
-cert = "{certs}/{name}.pem"
-key = "{certs}/{name}.key"
-[metrics]
-listen = "127.0.0.1:0"
-[cluster]
-gossip_listen = "127.0.0.1:{port}"
-seeds = ["127.0.0.1:{seed}"]
-key_file = "{certs}/cluster.key"
-[cluster.gossip]
-expected_cluster_size = 3
-probe_period_ms = 200
-probe_rtt_ms = 80
-"#,
-                    data = data.display(),
-                    certs = certs_dir.display(),
-                    listen = free_udp_port(),
-                    port = gossip[i],
-                    seed = gossip[0],
-                ),
-            )
-            .unwrap();
-            Agent {
-                config,
-                data,
-                child: None,
-            }
+/// `(id, primary)` of each gossip key of `node`.
+fn keys(node: &Node) -> Vec<(String, bool)> {
+    node.ctl(&["gossip-keys", "list"])["result"]["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .map(|k| {
+                    (
+                        k["id"].as_str().unwrap_or_default().to_string(),
+                        k["primary"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
         })
-        .collect()
-}
-
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = agents(dir.path());
+    let mut nodes = cluster(dir.path());
     for node in &mut nodes {
         node.start();
     }
-    until("three alive everywhere", || {
-        nodes.iter().all(|n| n.alive() == 3)
+    until(PATIENCE_PROCESSES, "three alive everywhere", || {
+        nodes.iter().all(|n| alive(n) == 3)
     })
     .await;
-    let old = nodes[0].keys();
+    let old = keys(&nodes[0]);
     assert_eq!(old.len(), 1, "{old:?}");
     let old_id = old[0].0.clone();
     assert!(
-        nodes.iter().all(|n| n.keys() == old),
+        nodes.iter().all(|n| keys(n) == old),
         "one initial key everywhere"
     );
 
@@ -316,8 +202,7 @@ async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
             "the key is never echoed: {reply}"
         );
     }
-    let new_id = nodes[0]
-        .keys()
+    let new_id = keys(&nodes[0])
         .into_iter()
         .find(|(id, _)| *id != old_id)
         .unwrap()
@@ -334,12 +219,14 @@ async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
         assert_eq!(reply["ok"], true, "{reply}");
     }
     for node in &nodes {
-        assert_eq!(node.keys(), vec![(new_id.clone(), true)]);
+        assert_eq!(keys(node), vec![(new_id.clone(), true)]);
     }
-    // Gossip under the new key alone keeps everyone alive (probes every 200 ms).
-    until("three alive everywhere under the new key", || {
-        nodes.iter().all(|n| n.alive() == 3)
-    })
+    // Gossip under the new key alone keeps everyone alive (probes every 300 ms).
+    until(
+        PATIENCE_PROCESSES,
+        "three alive everywhere under the new key",
+        || nodes.iter().all(|n| alive(n) == 3),
+    )
     .await;
 
     // Every change is in the audit log, and the chain holds.
@@ -361,12 +248,16 @@ async fn gossip_keys_rotate_across_members_without_a_restart_and_survive_one() {
     );
     nodes[2].kill();
     nodes[2].start();
-    until("the restarted node keeps the new key", || {
-        nodes[2].keys() == vec![(new_id.clone(), true)]
-    })
+    until(
+        PATIENCE_PROCESSES,
+        "the restarted node keeps the new key",
+        || keys(&nodes[2]) == vec![(new_id.clone(), true)],
+    )
     .await;
-    until("three alive everywhere after the restart", || {
-        nodes.iter().all(|n| n.alive() == 3)
-    })
+    until(
+        PATIENCE_PROCESSES,
+        "three alive everywhere after the restart",
+        || nodes.iter().all(|n| alive(n) == 3),
+    )
     .await;
 }

@@ -139,11 +139,7 @@ async fn acknowledged_items_survive_a_lost_leader_and_listings_stay_complete() {
     until(
         Duration::from_secs(30),
         "node-3 leading carol again",
-        || {
-            nodes[0].ring()["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == 3)
-        },
+        || nodes[0].ctl(&["ring", "--user", &carol])["result"]["user"]["owner"] == "node-3",
     )
     .await;
     complete(&via_1, &carol, &acked, "after the rejoin").await;

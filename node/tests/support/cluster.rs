@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chorus_client::{Client, ClientConfig, Credentials};
 use serde_json::Value;
 
-use super::{chorus_bin, free_udp_port};
+use super::{chorus_bin, ctl_json, free_udp_port};
 
 pub const PROBE_MS: u64 = 300;
 
@@ -41,13 +41,7 @@ impl Node {
     }
 
     pub fn ctl(&self, args: &[&str]) -> Value {
-        let out = Command::new(chorus_bin())
-            .args(["ctl", "--json", "--config"])
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        ctl_json(&self.config, args)
     }
 
     /// `(state, incarnation)` of `member` as this node sees it.

@@ -254,6 +254,18 @@ pub fn chorus_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chorus"))
 }
 
+/// `chorus ctl --json --config CONFIG ARGS…`, its answer parsed (`Null` if it is not
+/// JSON, e.g. while the agent is not up).
+pub fn ctl_json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(chorus_bin())
+        .args(["ctl", "--json", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 /// A free UDP port on 127.0.0.1 (free when asked; the agent binds it right after).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -1,10 +1,10 @@
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use chorus_protocol::{Item, ItemId, Kind, NodeId, Status};
 use proptest::prelude::*;
 
 use super::*;
+use crate::store::test_model::{Model, check, rejected};
 use crate::store::{Durability, LogConfig, MIN_RETIRE_INTERVAL, Store, StoreConfig, log};
 
 /// Small segments, and a pass interval long enough that only the test drives retirement.
@@ -28,15 +28,6 @@ fn item(user: &str, n: usize) -> Item {
     item.text = format!("item {n} {}", "x".repeat(150));
     item
 }
-
-fn rejected(n: usize) -> Status {
-    Status::Rejected {
-        reasons: vec![format!("verdict {n}")],
-    }
-}
-
-/// What the store must hold: id → (user, newest status), in write order.
-type Model = BTreeMap<ItemId, (String, Status)>;
 
 /// Writes `count` items spread over three users; returns them in the model.
 fn write(store: &Store, model: &mut Model, count: usize) {
@@ -65,41 +56,6 @@ fn rewrite(store: &Store, model: &mut Model, nth: usize, round: usize) {
     }
     for id in ids {
         model.get_mut(&id).unwrap().1 = rejected(round);
-    }
-}
-
-/// Every item readable by id and by its user's listing, with its newest verdict, and
-/// nothing else listed.
-fn check(store: &Store, model: &Model) {
-    for (id, (user, status)) in model {
-        let stored = store
-            .get(*id)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{id:?} lost"));
-        assert_eq!(&stored.item.user_id, user);
-        assert_eq!(&stored.receipt.status, status, "{id:?}");
-    }
-    let mut users: BTreeMap<&str, Vec<ItemId>> = BTreeMap::new();
-    for (id, (user, _)) in model {
-        users.entry(user).or_default().push(*id);
-    }
-    for (user, mut expected) in users {
-        let mut listed = Vec::new();
-        let mut after = None;
-        loop {
-            let (page, next) = store.list_by_user(user, after, 50).unwrap();
-            for stored in page {
-                assert_eq!(&model[&stored.item.id].1, &stored.receipt.status);
-                listed.push(stored.item.id);
-            }
-            match next {
-                Some(token) => after = Some(token),
-                None => break,
-            }
-        }
-        listed.sort();
-        expected.sort();
-        assert_eq!(listed, expected, "listing of {user}");
     }
 }
 

@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +6,7 @@ use std::time::Duration;
 use chorus_protocol::{Item, ItemId, Kind, NodeId, Role, Status};
 
 use super::*;
+use crate::store::test_model::{Model, check, rejected};
 use crate::store::{Durability, LogConfig, MIN_INDEX_CACHE_BYTES, RetireStep, Store, StoreConfig};
 
 /// Small segments, so a few hundred items span many; `retire_every`: how often the
@@ -34,9 +34,6 @@ fn item(user: &str, n: usize) -> Item {
     item
 }
 
-/// id → (user, newest status).
-type Model = BTreeMap<ItemId, (String, Status)>;
-
 fn write(store: &Store, model: &mut Model, count: usize) {
     let items: Vec<Item> = (0..count)
         .map(|n| item(&format!("user-{}", n % 5), model.len() + n))
@@ -48,44 +45,6 @@ fn write(store: &Store, model: &mut Model, count: usize) {
     }
     for it in items {
         model.insert(it.id, (it.user_id, Status::Accepted));
-    }
-}
-
-fn rejected(round: usize) -> Status {
-    Status::Rejected {
-        reasons: vec![format!("round {round}")],
-    }
-}
-
-/// Every item readable by id and in its user's listing with its newest verdict, and
-/// each listing holding exactly the model's items.
-fn check(store: &Store, model: &Model) {
-    for (id, (user, status)) in model {
-        let stored = store
-            .get(*id)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{id:?} lost"));
-        assert_eq!(&stored.item.user_id, user);
-        assert_eq!(&stored.receipt.status, status, "{id:?}");
-    }
-    let mut users: BTreeMap<&str, Vec<ItemId>> = BTreeMap::new();
-    for (id, (user, _)) in model {
-        users.entry(user).or_default().push(*id);
-    }
-    for (user, mut expected) in users {
-        let mut listed = Vec::new();
-        let mut after = None;
-        loop {
-            let (page, next) = store.list_by_user(user, after, 50).unwrap();
-            listed.extend(page.iter().map(|s| s.item.id));
-            match next {
-                Some(token) => after = Some(token),
-                None => break,
-            }
-        }
-        listed.sort();
-        expected.sort();
-        assert_eq!(listed, expected, "listing of {user}");
     }
 }
 
