@@ -26,7 +26,7 @@ use crate::replication::ReplicationSlot;
 use crate::restart::RestartPolicy;
 use crate::store::{
     ApiKeyEntry, AuditEntry, AuditReport, KeyHash, KeySet, KeyStatus, PartitionEpochs, Promise,
-    ReplicaRecord, ShipBatch, ShipOutcome, Store, StoreConfig, StoreError,
+    RepairOutcome, ReplicaRecord, ShipBatch, ShipOutcome, Store, StoreConfig, StoreError,
 };
 use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -533,6 +533,20 @@ impl NodeHandle {
     ) -> Result<(Vec<ReplicaRecord>, u64), ErrorCode> {
         let store = Arc::clone(&self.inner.store);
         blocking(move || store.read_partition(partition, after, max_bytes)).await
+    }
+
+    /// A leader's anti-entropy repair: truncates `partition` after `after` if no
+    /// higher epoch than `epoch` was promised and it still ends at `expect_last`; see
+    /// [`Store::repair_after`].
+    pub async fn repair_after(
+        &self,
+        partition: PartitionId,
+        epoch: u64,
+        expect_last: u64,
+        after: u64,
+    ) -> Result<RepairOutcome, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.repair_after(partition, epoch, expect_last, after)).await
     }
 
     /// Starts leading each partition at its epoch if no higher epoch was promised

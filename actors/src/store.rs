@@ -75,7 +75,8 @@ use keys::{item_key, split_item_key, user_prefix};
 use log::record::{RecordHeader, RecordKind};
 use log::{LogError, PartitionLog};
 pub use replica::{
-    Applied, MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch, ShipOutcome,
+    Applied, MAX_EPOCH_HISTORY, PartitionEpochs, Promise, RepairOutcome, ReplicaRecord, ShipBatch,
+    ShipOutcome,
 };
 pub use retire::{LogUsage, RetireStep};
 pub use snapshot::{RestoreError, RestoreReport, SnapshotError, SnapshotProgress, SnapshotReport};

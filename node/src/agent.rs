@@ -24,6 +24,10 @@ use crate::{secrets, tls};
 /// Runs a node with a validated configuration until a termination signal; `log`
 /// changes the log filter on `chorus ctl log-level`.
 pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
+    // First of all: a SIGTERM while the node starts (a service manager's stop, an
+    // impatient operator) still shuts it down gracefully once it is up.
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     // Before anything is created or bound: a key file others can read is refused.
     secrets::check_key_files(&config)?;
     let data_dir_open = secrets::create_private_dir(&config.data_dir)
@@ -182,7 +186,6 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let shutdown = CancellationToken::new();
     let peers = links
         .clone()
         .map(|l| Arc::new(l) as Arc<dyn crate::cluster::routing::Forwarder>);
@@ -223,7 +226,6 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .context("opening the control socket")?;
-    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     // Not ready from the moment shutdown begins, whoever begins it.
     let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
     // On shutdown the others learn at once that this node is gone (instead of after a

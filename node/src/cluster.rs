@@ -42,6 +42,16 @@ pub fn describe_metrics() {
         Unit::Count,
         "Log records shipped to followers."
     );
+    describe_counter!(
+        replication::anti_entropy::ANTI_ENTROPY_CHECKS,
+        Unit::Count,
+        "Follower copies of a partition compared with the leader's, by outcome (equal, repaired, busy, failed)."
+    );
+    describe_counter!(
+        replication::anti_entropy::ANTI_ENTROPY_RECORDS_REPAIRED,
+        Unit::Count,
+        "Live records followers dropped because they differed from the leader's (shipped again)."
+    );
     describe_gauge!(
         replication::REPLICATION_LEADING,
         Unit::Count,

@@ -3,16 +3,21 @@
 //! item; when a partition's leader is SIGKILLed its users are served again by another
 //! replica after detection and catch-up, and every acknowledged item stays in their
 //! listing, once each; the killed node restarts, catches up and leads again with
-//! nothing lost; and when another replica dies, the listing is still complete.
+//! nothing lost; and when another replica dies, the listing is still complete. A
+//! follower whose copy of a partition was altered on disk (same sequences and epochs,
+//! other bytes: shipments alone never notice) is found by anti-entropy and repaired.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use chorus_actors::store::{
+    Durability, LogConfig, ReplicaRecord, ShipBatch, ShipOutcome, Store, StoreConfig, decode_item,
+};
 use chorus_client::{Client, ClientError};
-use chorus_protocol::{ErrorCode, Item, ItemId, Kind, Receipt};
-use support::cluster::{cluster, formed, plain_client, until, user_owned_by};
+use chorus_protocol::{ErrorCode, Item, ItemId, Kind, NodeId, Receipt, encode_payload};
+use support::cluster::{Node, cluster, formed, plain_client, until, user_owned_by};
 
 /// Submits `item` until it is acknowledged (the same id each time, so a retry never
 /// stores it twice), refusals while leadership moves being retried.
@@ -162,4 +167,113 @@ async fn acknowledged_items_survive_a_lost_leader_and_listings_stay_complete() {
     complete(&via_2, &carol, &acked, "with node-1 down").await;
     via_1.close().await;
     via_2.close().await;
+}
+
+/// `partition`'s `(records, digest)` on `node`, per `ctl replicas --digest`.
+fn digest_of(node: &Node, partition: u64) -> Option<(u64, String)> {
+    let reply = node.ctl(&["replicas", "--digest"]);
+    let row = reply["result"]["partitions"]
+        .as_array()?
+        .iter()
+        .find(|row| row["partition"].as_u64() == Some(partition))?
+        .clone();
+    Some((
+        row["records"].as_u64()?,
+        row["digest"].as_str()?.to_string(),
+    ))
+}
+
+/// Rewrites the second half of `partition`'s records in the stopped node's store with
+/// other text under the same sequences and epochs; returns the records as they were.
+fn alter_second_half(node: &Node, partition: u16) -> Vec<ReplicaRecord> {
+    let store = Store::open(StoreConfig {
+        path: node.data.join("store"),
+        node: NodeId(node.name.clone()),
+        partitions: 128,
+        durability: Durability::Flush,
+        log: LogConfig::default(),
+    })
+    .unwrap();
+    let (records, last) = store.read_partition(partition, 0, 64 << 20).unwrap();
+    let keep = records[records.len() / 2].sequence;
+    let altered: Vec<ReplicaRecord> = records
+        .iter()
+        .filter(|r| r.sequence > keep)
+        .map(|r| {
+            let mut stored = decode_item(&r.body).unwrap();
+            stored.item.text.push_str(" (altered on disk)");
+            ReplicaRecord {
+                body: encode_payload(&stored),
+                ..r.clone()
+            }
+        })
+        .collect();
+    let epochs = store.partition_epochs(partition);
+    store.truncate_after(partition, keep).unwrap();
+    let outcome = store
+        .accept_shipment(vec![ShipBatch {
+            partition,
+            epoch: epochs.promised,
+            history: epochs.history,
+            prev: keep,
+            records: altered,
+        }])
+        .unwrap();
+    assert_eq!(outcome, vec![ShipOutcome::Appended { last }]);
+    let now = store.read_partition(partition, 0, 64 << 20).unwrap().0;
+    assert_eq!(now.len(), records.len());
+    assert_ne!(now, records, "the copy differs from the leader's");
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_copy_altered_on_disk_is_found_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path());
+    for node in &mut nodes {
+        node.start();
+    }
+    formed(&nodes).await;
+    let client = plain_client(&nodes[0], dir.path()).await;
+    let dora = user_owned_by(&nodes[0], "node-1", "dora");
+    let partition = nodes[0].ctl(&["ring", "--user", &dora])["result"]["user"]["partition"]
+        .as_u64()
+        .unwrap();
+    let mut acked = Vec::new();
+    for n in 0..40 {
+        let mut item = Item::new(dora.clone(), Kind::Text);
+        item.text = format!("note {n}");
+        submit_acked(&client, &item, Duration::from_secs(30)).await;
+        acked.push(item.id);
+    }
+    until(Duration::from_secs(30), "three equal copies", || {
+        let first = digest_of(&nodes[0], partition);
+        first.as_ref().is_some_and(|(records, _)| *records == 40)
+            && nodes.iter().all(|n| digest_of(n, partition) == first)
+    })
+    .await;
+    let leader_copy = digest_of(&nodes[0], partition);
+
+    nodes[2].kill();
+    alter_second_half(&nodes[2], partition as u16);
+    nodes[2].start();
+    formed(&nodes).await;
+
+    let took = until(Duration::from_secs(60), "node-3's copy repaired", || {
+        eprintln!(
+            "AE {} {:?} {:?}",
+            nodes[0].ctl(&["replicas"])["result"]["anti_entropy"],
+            digest_of(&nodes[2], partition),
+            leader_copy
+        );
+        digest_of(&nodes[2], partition) == leader_copy
+    })
+    .await;
+    eprintln!("anti-entropy repaired node-3's copy {took:?} after it was back");
+    let found = &nodes[0].ctl(&["replicas"])["result"]["anti_entropy"];
+    assert!(found["repaired"].as_u64() >= Some(1), "{found}");
+    assert!(found["records_repaired"].as_u64() >= Some(1), "{found}");
+    assert_eq!(digest_of(&nodes[1], partition), leader_copy);
+    complete(&client, &dora, &acked, "after the repair").await;
+    client.close().await;
 }

@@ -121,6 +121,28 @@ pub enum ShipOutcome {
     },
 }
 
+/// A replica's answer to a leader's repair (see [`Store::repair_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum RepairOutcome {
+    /// The records after the point were removed (`removed` of them live); the leader
+    /// ships them again.
+    Truncated {
+        /// Live records removed.
+        removed: u64,
+    },
+    /// The replica promised a higher epoch; nothing was changed.
+    Fenced {
+        /// The epoch promised.
+        promised: u64,
+    },
+    /// The partition's last sequence is no longer the one the repair was planned at
+    /// (records arrived or went meanwhile); nothing was changed.
+    Moved {
+        /// The partition's last sequence here.
+        last: u64,
+    },
+}
+
 /// The answer to a promise request.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Promise {
@@ -837,6 +859,38 @@ impl Store {
         Ok(answers)
     }
 
+    /// A leader's anti-entropy repair: removes the records of `partition` above
+    /// `after` (as [`Store::truncate_after`]) so the leader ships its own again, but
+    /// only if no epoch above `epoch` was promised here and the partition still ends
+    /// at `expect_last` (the sequence its digests were compared at), both checked under
+    /// the append lock.
+    pub fn repair_after(
+        &self,
+        partition: PartitionId,
+        epoch: u64,
+        expect_last: u64,
+        after: u64,
+    ) -> Result<RepairOutcome, StoreError> {
+        self.check_partition(partition)?;
+        let mut sequences = self.shared.lock_for_append()?;
+        let slot = usize::from(partition);
+        let promised = self.epochs.lock()[slot].promised;
+        if promised > epoch {
+            return Ok(RepairOutcome::Fenced { promised });
+        }
+        if sequences[slot] != expect_last {
+            return Ok(RepairOutcome::Moved {
+                last: sequences[slot],
+            });
+        }
+        let removed = self.truncate_forgetting_epochs(&mut sequences, partition, after)?;
+        info!(
+            partition,
+            after, removed, "repaired: truncated for the leader to ship again"
+        );
+        Ok(RepairOutcome::Truncated { removed })
+    }
+
     /// Removes the records of `partition` with a sequence above `sequence`, durably:
     /// they leave the index and the tail, their bytes count as dead, the partition's
     /// last sequence becomes `sequence`, and epochs that started after it are
@@ -846,7 +900,18 @@ impl Store {
     pub fn truncate_after(&self, partition: PartitionId, sequence: u64) -> Result<u64, StoreError> {
         self.check_partition(partition)?;
         let mut sequences = self.shared.lock_for_append()?;
-        let removed = self.truncate_locked(&mut sequences, partition, sequence)?;
+        self.truncate_forgetting_epochs(&mut sequences, partition, sequence)
+    }
+
+    /// [`Store::truncate_after`] under the append lock the caller holds: the records,
+    /// then the epochs that started after `sequence`, durably.
+    fn truncate_forgetting_epochs(
+        &self,
+        sequences: &mut [u64],
+        partition: PartitionId,
+        sequence: u64,
+    ) -> Result<u64, StoreError> {
+        let removed = self.truncate_locked(sequences, partition, sequence)?;
         let mut cache = self.epochs.lock();
         let slot = usize::from(partition);
         let mut next = cache[slot].clone();

@@ -24,9 +24,14 @@
 //!   log by sequence. A replica that comes back thus catches up before it counts
 //!   toward W again.
 //!
+//! - **Copies are compared.** [`anti_entropy`] compares each follower's copy of a
+//!   partition at rest with the leader's, by digests of ranges of sequences, and has a
+//!   copy that differs cut where it starts to differ and shipped again.
+//!
 //! [`quorum`] is the pure part: which sequence a quorum holds, and who waits for it.
 //! [`shipper`] sends to one follower; [`takeover`] runs a partition's change of leader.
 
+pub mod anti_entropy;
 pub mod digest;
 pub mod quorum;
 mod recent;
@@ -73,6 +78,9 @@ pub struct ReplicationSettings {
     /// Most record bytes kept in memory for shippers (older ones are read back from the
     /// log).
     pub recent_bytes: usize,
+    /// Time between two anti-entropy checks (one follower's copy of one partition);
+    /// `None`: no anti-entropy.
+    pub anti_entropy_interval: Option<Duration>,
 }
 
 impl ReplicationSettings {
@@ -84,6 +92,7 @@ impl ReplicationSettings {
             commit_timeout: Duration::from_secs(5),
             batch_bytes: 1 << 20,
             recent_bytes: 64 << 20,
+            anti_entropy_interval: Some(Duration::from_millis(200)),
         }
     }
 }
@@ -128,10 +137,12 @@ struct Inner {
     peers: Arc<dyn Forwarder>,
     parts: Mutex<Vec<Part>>,
     recent: Mutex<recent::Recent>,
-    /// One wake-up per follower's shipper.
-    shippers: Mutex<HashMap<NodeId, Arc<Notify>>>,
+    /// Each follower's shipper.
+    shippers: Mutex<HashMap<NodeId, Arc<shipper::Handle>>>,
     /// Wakes the takeover task (a fencing refusal, a ring change).
     reevaluate: Notify,
+    /// What anti-entropy found since start.
+    anti_entropy: anti_entropy::Counts,
     stop: CancellationToken,
 }
 
@@ -183,10 +194,14 @@ impl Replicator {
                 parts: Mutex::new(parts),
                 shippers: Mutex::new(HashMap::new()),
                 reevaluate: Notify::new(),
+                anti_entropy: anti_entropy::Counts::default(),
                 stop,
             }),
         };
         tokio::spawn(takeover::run(replicator.clone()));
+        if let Some(interval) = replicator.inner.settings.anti_entropy_interval {
+            tokio::spawn(anti_entropy::run(replicator.clone(), interval));
+        }
         replicator
     }
 
@@ -215,6 +230,11 @@ impl Replicator {
         }
     }
 
+    /// What anti-entropy found on this node since start.
+    pub fn anti_entropy(&self) -> anti_entropy::Found {
+        self.inner.anti_entropy.read()
+    }
+
     /// The partitions this node leads, with their epochs.
     pub fn leading(&self) -> BTreeMap<PartitionId, u64> {
         self.parts()
@@ -231,6 +251,16 @@ impl Replicator {
         self.inner.parts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The shipper of `follower`, if it has one.
+    fn shipper(&self, follower: &NodeId) -> Option<Arc<shipper::Handle>> {
+        let shippers = self
+            .inner
+            .shippers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shippers.get(follower).cloned()
+    }
+
     /// Wakes the shippers of `followers`.
     fn wake(&self, followers: &BTreeSet<NodeId>) {
         let shippers = self
@@ -239,8 +269,8 @@ impl Replicator {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for follower in followers {
-            if let Some(notify) = shippers.get(follower) {
-                notify.notify_one();
+            if let Some(shipper) = shippers.get(follower) {
+                shipper.wake.notify_one();
             }
         }
     }

@@ -5,12 +5,13 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use chorus_actors::store::{Promise, ReplicaRecord, ShipBatch, ShipOutcome};
+use chorus_actors::store::{Promise, RepairOutcome, ReplicaRecord, ShipBatch, ShipOutcome};
 use chorus_actors::{Caller, KeySet};
 use chorus_protocol::{
     ErrorCode, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Role, StoredItem,
 };
 
+use super::replication::digest::PartitionDigest;
 use super::state::RingView;
 
 /// A request handed to its owner over a link. The owner serves it itself and never
@@ -73,6 +74,28 @@ pub enum Forward {
         /// About how many record bytes to return in all.
         max_bytes: u32,
     },
+    /// A leader's anti-entropy check: the digests of ranges of a partition, if the
+    /// peer's copy ends at `expect_last`.
+    Digests {
+        /// The partition.
+        partition: PartitionId,
+        /// The last sequence both copies must end at for the digests to compare.
+        expect_last: u64,
+        /// Ranges `(after, up_to]` of sequences, ascending.
+        ranges: Vec<(u64, u64)>,
+    },
+    /// A leader's anti-entropy repair: the peer drops its records of a partition after
+    /// `after` (they differ from the leader's), for the leader to ship them again.
+    Repair {
+        /// The partition.
+        partition: PartitionId,
+        /// The leader's epoch (a peer that promised a higher one refuses).
+        epoch: u64,
+        /// The last sequence the digests were compared at.
+        expect_last: u64,
+        /// The last sequence both copies agree up to.
+        after: u64,
+    },
 }
 
 /// The owner's answer to a [`Forward`].
@@ -98,6 +121,11 @@ pub enum ForwardReply {
     Promised(Vec<Promise>),
     /// The records fetched, each partition's in sequence order.
     Records(Vec<ReplicaRecord>),
+    /// One digest per range asked, or `None`: the peer's copy does not end at the
+    /// sequence expected.
+    Digests(Option<Vec<PartitionDigest>>),
+    /// The outcome of a repair.
+    Repaired(RepairOutcome),
 }
 
 /// A boxed future of a forwarded request's answer.

@@ -360,6 +360,10 @@ fn print_reply(reply: &Reply) {
                 r.leading,
                 r.partitions.len()
             );
+            println!(
+                "anti-entropy: {} follower copies found equal, {} repaired ({} records shipped again)",
+                r.anti_entropy.equal, r.anti_entropy.repaired, r.anti_entropy.records_repaired
+            );
             println!("partition leader epoch last records digest");
             for p in &r.partitions {
                 println!(

@@ -50,6 +50,12 @@ pub struct ClusterSection {
     /// so a restart or a false verdict costs no stream of partitions.
     #[serde(default = "default_down_grace_ms")]
     pub down_grace_ms: u64,
+    /// Time between two anti-entropy checks of a partition replica against its leader,
+    /// in milliseconds (default 200; 0 turns anti-entropy off). A check compares the
+    /// digests of a partition at rest on both and repairs the follower where they
+    /// differ.
+    #[serde(default = "default_anti_entropy_interval_ms")]
+    pub anti_entropy_interval_ms: u64,
     /// How this node gossips (`[cluster.gossip]`).
     #[serde(default)]
     pub gossip: GossipSettings,
@@ -69,6 +75,10 @@ fn default_commit_timeout_ms() -> u64 {
 
 fn default_down_grace_ms() -> u64 {
     300_000
+}
+
+fn default_anti_entropy_interval_ms() -> u64 {
+    200
 }
 
 impl ClusterSection {
@@ -120,11 +130,17 @@ impl ClusterSection {
             0,
             7 * 24 * 3_600_000,
         )?;
+        super::check_range(
+            "cluster.anti_entropy_interval_ms",
+            self.anti_entropy_interval_ms,
+            0,
+            3_600_000,
+        )?;
         Ok(())
     }
 
-    /// How this node replicates: the factor, the write quorum (a majority unless set)
-    /// and the commit timeout.
+    /// How this node replicates: the factor, the write quorum (a majority unless set),
+    /// the commit timeout and anti-entropy's pace.
     pub fn replication(&self) -> ReplicationSettings {
         let factor = usize::from(self.replication_factor);
         let mut settings = ReplicationSettings::majority(factor);
@@ -132,6 +148,8 @@ impl ClusterSection {
             settings.write_quorum = usize::from(quorum);
         }
         settings.commit_timeout = std::time::Duration::from_millis(self.commit_timeout_ms);
+        settings.anti_entropy_interval = (self.anti_entropy_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.anti_entropy_interval_ms));
         settings
     }
 

@@ -25,6 +25,7 @@ use crate::cluster::gossip::{KeyOp, KeysError};
 use crate::cluster::membership::keyring::MAX_KEYS;
 use crate::cluster::membership::{GossipKey, KeyId, KeyInfo, KeyringError, MemberState};
 use crate::cluster::replication::Replicator;
+use crate::cluster::replication::anti_entropy::Found;
 use crate::cluster::replication::digest::partition_digest;
 use crate::cluster::runtime::ClusterRuntime;
 use crate::cluster::state::ClusterState;
@@ -481,13 +482,14 @@ impl Handler {
     /// `replicas`: each partition's epoch and last sequence here, whether this node
     /// leads it, and with `digest` the hash of its records.
     pub async fn replicas(&self, digest: bool) -> Result<ReplicasReport, ControlError> {
-        let (factor, write_quorum, leading) = match &self.info.replication {
+        let (factor, write_quorum, leading, anti_entropy) = match &self.info.replication {
             Some(replication) => (
                 replication.settings().factor,
                 replication.settings().write_quorum,
                 replication.leading(),
+                replication.anti_entropy(),
             ),
-            None => (1, 1, BTreeMap::new()),
+            None => (1, 1, BTreeMap::new(), Found::default()),
         };
         let mut partitions = Vec::with_capacity(usize::from(self.node.partitions()));
         for partition in 0..self.node.partitions() {
@@ -513,6 +515,7 @@ impl Handler {
             factor: factor as u32,
             write_quorum: write_quorum as u32,
             leading: leading.len() as u32,
+            anti_entropy,
             partitions,
         })
     }

@@ -15,6 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::replication::anti_entropy::Found;
+
 /// Longest request line the server reads, newline excluded; a longer one is answered
 /// with [`ControlError::TooLong`] and the connection is closed.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -268,6 +270,9 @@ pub struct ReplicasReport {
     pub write_quorum: u32,
     /// Partitions this node leads.
     pub leading: u32,
+    /// What anti-entropy found here since start (as the leader of the copies compared).
+    #[serde(default)]
+    pub anti_entropy: Found,
     /// Every partition's state here.
     pub partitions: Vec<ReplicaRow>,
 }

@@ -951,3 +951,75 @@ fn a_shipment_is_one_log_write_that_fails_whole() {
     );
     assert_eq!(follower.partition_epochs(0).promised, 3);
 }
+
+/// `records` with each item's text changed: the same sequences and ids, other bytes.
+fn altered(records: &[ReplicaRecord]) -> Vec<ReplicaRecord> {
+    records
+        .iter()
+        .map(|record| {
+            let mut stored = decode_item(&record.body).unwrap();
+            stored.item.text.push_str(" (altered)");
+            ReplicaRecord {
+                body: encode_payload(&stored),
+                ..record.clone()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_repair_cuts_a_diverged_range_only_at_the_planned_point_and_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(&dir.path().join("leader"));
+    let follower = open(&dir.path().join("follower"));
+    let p = 1;
+    assert!(leader.promise(&[(p, 3)]).unwrap()[0].accepted);
+    assert!(leader.begin_epoch(p, 3).unwrap());
+    write(&leader, p, 6, "kept");
+    let records = read_all(&leader, p, 0, 1 << 20);
+    // The follower holds 1..=3 as the leader does and 4..=6 with other bytes: the same
+    // sequences and epochs, so shipments alone never notice.
+    let mut diverged = records[..3].to_vec();
+    diverged.extend(altered(&records[3..]));
+    let ship = |records: Vec<ReplicaRecord>, prev| ShipBatch {
+        partition: p,
+        epoch: 3,
+        history: leader.partition_epochs(p).history,
+        prev,
+        records,
+    };
+    assert_eq!(
+        follower.accept_shipment(vec![ship(diverged, 0)]).unwrap(),
+        vec![ShipOutcome::Appended { last: 6 }]
+    );
+    assert_eq!(
+        ship_all(&leader, &follower, 3)[usize::from(p)],
+        ShipOutcome::Appended { last: 6 }
+    );
+    assert_ne!(read_all(&follower, p, 0, 1 << 20), records);
+
+    assert_eq!(
+        follower.repair_after(p, 2, 6, 3).unwrap(),
+        RepairOutcome::Fenced { promised: 3 },
+        "an older leader cannot repair"
+    );
+    assert_eq!(
+        follower.repair_after(p, 3, 7, 3).unwrap(),
+        RepairOutcome::Moved { last: 6 },
+        "a repair planned at another last sequence changes nothing"
+    );
+    assert_eq!(follower.last_sequence(p), 6);
+    assert_eq!(
+        follower.repair_after(p, 3, 6, 3).unwrap(),
+        RepairOutcome::Truncated { removed: 3 }
+    );
+    assert_eq!(follower.last_sequence(p), 3);
+    assert_eq!(
+        follower
+            .accept_shipment(vec![ship(records[3..].to_vec(), 3)])
+            .unwrap(),
+        vec![ShipOutcome::Appended { last: 6 }]
+    );
+    assert_eq!(read_all(&follower, p, 0, 1 << 20), records);
+    assert_eq!(listings(&follower), listings(&leader));
+}

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::cluster::key_sync::record_keys_synced;
+use crate::cluster::replication::digest::range_digests;
 
 use super::wire::{Forward, ForwardMsg, ForwardReply, decode_request, encode_reply, overload_tier};
 
@@ -177,6 +178,27 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
                 records.extend(page);
             }
             Ok(ForwardReply::Records(records))
+        }
+        Forward::Digests {
+            partition,
+            expect_last,
+            ranges,
+        } => {
+            check_partitions(node, [partition])?;
+            range_digests(node, partition, expect_last, &ranges)
+                .await
+                .map(ForwardReply::Digests)
+        }
+        Forward::Repair {
+            partition,
+            epoch,
+            expect_last,
+            after,
+        } => {
+            check_partitions(node, [partition])?;
+            node.repair_after(partition, epoch, expect_last, after)
+                .await
+                .map(ForwardReply::Repaired)
         }
         Forward::ListByUser {
             user_id,

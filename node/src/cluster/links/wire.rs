@@ -11,7 +11,8 @@ use bincode::de::Decoder;
 use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 use chorus_actors::store::{
-    MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch, ShipOutcome,
+    MAX_EPOCH_HISTORY, PartitionEpochs, Promise, RepairOutcome, ReplicaRecord, ShipBatch,
+    ShipOutcome,
 };
 use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
@@ -21,6 +22,7 @@ use chorus_protocol::{
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 
+use crate::cluster::replication::digest::{MAX_DIGEST_RANGES, PartitionDigest};
 pub use crate::cluster::routing::{Forward, ForwardReply};
 
 /// The tier named in an `Overloaded` refusal of `request`: the most urgent tier of a
@@ -102,15 +104,28 @@ fn bounded_string<D: Decoder>(
     })
 }
 
+/// The tag bincode writes in front of an `Option`'s value (`true`: `Some`).
+fn bool_tag<D: Decoder>(decoder: &mut D) -> Result<bool, DecodeError> {
+    match u8::decode(decoder)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        found => Err(DecodeError::UnexpectedVariant {
+            type_name: "Option",
+            allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 1 },
+            found: u32::from(found),
+        }),
+    }
+}
+
 /// The variant index bincode's derive writes in front of an enum's fields.
 fn variant<D: Decoder>(decoder: &mut D) -> Result<u32, DecodeError> {
     u32::decode(decoder)
 }
 
 /// The last variant index of [`WireRequest`].
-const LAST_REQUEST: u32 = 8;
+const LAST_REQUEST: u32 = 10;
 /// The last variant index of [`WireReply`].
-const LAST_REPLY: u32 = 9;
+const LAST_REPLY: u32 = 11;
 
 /// Most partition batches in one shipment or partitions in one promise request (a
 /// partition count fits a u16).
@@ -307,6 +322,26 @@ pub enum WireRequest {
         /// About how many bytes in all.
         max_bytes: u32,
     },
+    /// [`Forward::Digests`].
+    Digests {
+        /// The partition.
+        partition: u16,
+        /// The last sequence the copies must end at.
+        expect_last: u64,
+        /// The ranges, at most [`MAX_DIGEST_RANGES`].
+        ranges: Vec<(u64, u64)>,
+    },
+    /// [`Forward::Repair`].
+    Repair {
+        /// The partition.
+        partition: u16,
+        /// The leader's epoch.
+        epoch: u64,
+        /// The last sequence the digests were compared at.
+        expect_last: u64,
+        /// Where the copies agree up to.
+        after: u64,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -343,6 +378,17 @@ impl<Context> Decode<Context> for WireRequest {
                 partitions: bounded_vec(decoder, MAX_PARTITIONS_PER_CALL, "partitions")?,
                 max_bytes: u32::decode(decoder)?,
             }),
+            9 => Ok(WireRequest::Digests {
+                partition: u16::decode(decoder)?,
+                expect_last: u64::decode(decoder)?,
+                ranges: bounded_vec(decoder, MAX_DIGEST_RANGES, "ranges")?,
+            }),
+            10 => Ok(WireRequest::Repair {
+                partition: u16::decode(decoder)?,
+                epoch: u64::decode(decoder)?,
+                expect_last: u64::decode(decoder)?,
+                after: u64::decode(decoder)?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -372,6 +418,10 @@ pub enum WireReply {
     Promised(Vec<Promise>),
     /// [`ForwardReply::Records`].
     Records(Vec<ReplicaRecord>),
+    /// [`ForwardReply::Digests`].
+    Digests(Option<Vec<PartitionDigest>>),
+    /// [`ForwardReply::Repaired`].
+    Repaired(RepairOutcome),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -398,6 +448,11 @@ impl<Context> Decode<Context> for WireReply {
             )?)),
             8 => Ok(WireReply::Promised(decode_promises(decoder)?)),
             9 => Ok(WireReply::Records(decode_records(decoder)?)),
+            10 => Ok(WireReply::Digests(match bool_tag(decoder)? {
+                false => None,
+                true => Some(bounded_vec(decoder, MAX_DIGEST_RANGES, "digests")?),
+            })),
+            11 => Ok(WireReply::Repaired(RepairOutcome::decode(decoder)?)),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -444,6 +499,26 @@ impl From<Forward> for WireRequest {
                 partitions,
                 max_bytes,
             },
+            Forward::Digests {
+                partition,
+                expect_last,
+                ranges,
+            } => WireRequest::Digests {
+                partition,
+                expect_last,
+                ranges,
+            },
+            Forward::Repair {
+                partition,
+                epoch,
+                expect_last,
+                after,
+            } => WireRequest::Repair {
+                partition,
+                epoch,
+                expect_last,
+                after,
+            },
             Forward::ListByUser {
                 user_id,
                 after,
@@ -487,6 +562,26 @@ impl From<WireRequest> for Forward {
                 partitions,
                 max_bytes,
             },
+            WireRequest::Digests {
+                partition,
+                expect_last,
+                ranges,
+            } => Forward::Digests {
+                partition,
+                expect_last,
+                ranges,
+            },
+            WireRequest::Repair {
+                partition,
+                epoch,
+                expect_last,
+                after,
+            } => Forward::Repair {
+                partition,
+                epoch,
+                expect_last,
+                after,
+            },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -513,6 +608,8 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Shipped(outcomes) => WireReply::Shipped(outcomes),
             ForwardReply::Promised(promises) => WireReply::Promised(promises),
             ForwardReply::Records(records) => WireReply::Records(records),
+            ForwardReply::Digests(digests) => WireReply::Digests(digests),
+            ForwardReply::Repaired(outcome) => WireReply::Repaired(outcome),
         }
     }
 }
@@ -530,6 +627,8 @@ impl From<WireReply> for ForwardReply {
             WireReply::Shipped(outcomes) => ForwardReply::Shipped(outcomes),
             WireReply::Promised(promises) => ForwardReply::Promised(promises),
             WireReply::Records(records) => ForwardReply::Records(records),
+            WireReply::Digests(digests) => ForwardReply::Digests(digests),
+            WireReply::Repaired(outcome) => ForwardReply::Repaired(outcome),
         }
     }
 }
@@ -644,6 +743,17 @@ mod tests {
                 partitions: vec![(3, 10), (4, 0)],
                 max_bytes: 1 << 20,
             },
+            WireRequest::Digests {
+                partition: 9,
+                expect_last: 300,
+                ranges: vec![(0, 150), (150, 300)],
+            },
+            WireRequest::Repair {
+                partition: 9,
+                epoch: 4,
+                expect_last: 300,
+                after: 150,
+            },
         ];
         for request in requests {
             let bytes = encode_payload(&request);
@@ -671,6 +781,14 @@ mod tests {
                 last: 12,
             }]),
             WireReply::Records(vec![record(1, 2, 3), record(1, 4, 0)]),
+            WireReply::Digests(None),
+            WireReply::Digests(Some(vec![PartitionDigest {
+                records: 3,
+                hash: u64::MAX,
+            }])),
+            WireReply::Repaired(RepairOutcome::Truncated { removed: 2 }),
+            WireReply::Repaired(RepairOutcome::Fenced { promised: 5 }),
+            WireReply::Repaired(RepairOutcome::Moved { last: 7 }),
         ];
         for reply in replies {
             let bytes = encode_payload(&reply);
@@ -719,6 +837,28 @@ mod tests {
             sequence,
             body: vec![0xab; len],
         }
+    }
+
+    #[test]
+    fn digest_ranges_over_their_bound_are_refused() {
+        let many = WireRequest::Digests {
+            partition: 1,
+            expect_last: 9,
+            ranges: (0..=MAX_DIGEST_RANGES as u64).map(|i| (i, i + 1)).collect(),
+        };
+        let error = decode_request(&encode_payload(&many)).unwrap_err();
+        assert!(format!("{error:?}").contains("ranges"), "{error:?}");
+        let digests = WireReply::Digests(Some(vec![
+            PartitionDigest {
+                records: 1,
+                hash: 1
+            };
+            MAX_DIGEST_RANGES + 1
+        ]));
+        assert_eq!(
+            decode_reply(&encode_payload(&Ok::<_, ErrorCode>(digests))),
+            None
+        );
     }
 
     #[test]

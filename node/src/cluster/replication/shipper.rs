@@ -23,6 +23,17 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait after failed shipments.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// A follower's shipper as the rest of replication reaches it.
+#[derive(Default)]
+pub(super) struct Handle {
+    /// Wakes it (records to ship).
+    pub(super) wake: Notify,
+    /// Held across each call to the follower and the handling of its answer, so that
+    /// another call that changes what the follower holds (an anti-entropy repair) is
+    /// not overtaken by the answer to a shipment sent before it.
+    pub(super) turn: tokio::sync::Mutex<()>,
+}
+
 /// What to send one partition's follower.
 struct Planned {
     partition: PartitionId,
@@ -35,19 +46,20 @@ struct Planned {
 }
 
 /// Ships to `follower` until replication stops or the follower leaves the ring.
-pub(super) async fn run(replicator: Replicator, follower: NodeId, wake: Arc<Notify>) {
+pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Handle>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         tokio::select! {
             _ = replicator.inner.stop.cancelled() => return,
-            _ = wake.notified() => {}
+            _ = handle.wake.notified() => {}
             _ = tokio::time::sleep(IDLE_INTERVAL) => {}
         }
         loop {
-            if !replicator.is_current_shipper(&follower, &wake) {
+            if !replicator.is_current_shipper(&follower, &handle) {
                 debug!(%follower, "shipper stops: the follower left the ring");
                 return;
             }
+            let turn = handle.turn.lock().await;
             let plan = replicator.ship_plan(&follower);
             if plan.is_empty() {
                 break;
@@ -61,21 +73,27 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, wake: Arc<Noti
                 .peers
                 .forward(&follower, Forward::Ship { batches })
                 .await;
-            match reply {
+            let moved = match reply {
                 Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
-                    backoff = MIN_BACKOFF;
                     metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(records as u64);
-                    if !replicator.shipped(&follower, &sent, outcomes) {
-                        // Nothing moved: wait for news rather than spin.
-                        break;
-                    }
+                    Ok(replicator.shipped(&follower, &sent, outcomes))
                 }
-                Ok(other) => {
+                other => Err(other),
+            };
+            drop(turn);
+            match moved {
+                Ok(true) => backoff = MIN_BACKOFF,
+                Ok(false) => {
+                    // Nothing moved: wait for news rather than spin.
+                    backoff = MIN_BACKOFF;
+                    break;
+                }
+                Err(Ok(other)) => {
                     warn!(%follower, reply = ?other, "unexpected answer to a shipment");
                     tokio::time::sleep(MAX_BACKOFF).await;
                     break;
                 }
-                Err(error) => {
+                Err(Err(error)) => {
                     debug!(%follower, %error, "shipment failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -89,13 +107,15 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, wake: Arc<Noti
 impl Replicator {
     /// Whether `wake` is still the shipper of `follower` (a shipper whose follower left
     /// the ring, or that was replaced, stops).
-    fn is_current_shipper(&self, follower: &NodeId, wake: &Arc<Notify>) -> bool {
+    fn is_current_shipper(&self, follower: &NodeId, handle: &Arc<Handle>) -> bool {
         let shippers = self
             .inner
             .shippers
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        shippers.get(follower).is_some_and(|w| Arc::ptr_eq(w, wake))
+        shippers
+            .get(follower)
+            .is_some_and(|h| Arc::ptr_eq(h, handle))
     }
 
     /// The partitions where `follower` lacks something this node leads.

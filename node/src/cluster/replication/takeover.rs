@@ -12,7 +12,6 @@ use chorus_protocol::{ErrorCode, NodeId, PartitionId};
 
 use futures_util::future::join_all;
 use rand::Rng;
-use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::quorum::PartitionQuorum;
@@ -86,6 +85,11 @@ impl Replicator {
                     }
                     Part::Leading(leading) => {
                         led += 1;
+                        // A follower down is not counted on: back, it is probed for
+                        // where it stands before its acknowledgements count again.
+                        for down in followers.iter().filter(|f| !view.live.contains(*f)) {
+                            leading.quorum.forget(down);
+                        }
                         if leading.followers != followers {
                             for gone in leading.followers.iter().filter(|f| !followers.contains(f))
                             {
@@ -124,9 +128,9 @@ impl Replicator {
         shippers.retain(|node, _| others.contains(node));
         for node in others {
             if !shippers.contains_key(&node) {
-                let wake = Arc::new(Notify::new());
-                shippers.insert(node.clone(), Arc::clone(&wake));
-                tokio::spawn(shipper::run(self.clone(), node, wake));
+                let handle = Arc::new(shipper::Handle::default());
+                shippers.insert(node.clone(), Arc::clone(&handle));
+                tokio::spawn(shipper::run(self.clone(), node, handle));
             }
         }
     }
