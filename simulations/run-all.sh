@@ -14,6 +14,12 @@ set -euo pipefail
 "$SIM" ring --out "$OUT/ring-dense" --seed 1 --no-plots --vnodes 16 --slack 5,10 \
   --nodes "$(seq -s, 90 1 110),$(seq -s, 280 1 320)" | tee "$OUT/ring-dense.txt" >/dev/null
 
+# Re-replication: one member lost at N = 10..1000, time until every replica set is
+# complete again, new leaders or spread senders streaming; then with 16x finer partitions.
+"$SIM" rereplicate --out "$OUT" --seed 1 | tee "$OUT/rereplicate.txt"
+"$SIM" rereplicate --out "$OUT/rereplicate-p65535" --seed 1 --no-plots --partitions 65535 \
+  | tee "$OUT/rereplicate-p65535.txt" >/dev/null
+
 # Overload: the tier stage and degradation policy at 0.5x..5x capacity.
 "$SIM" overload --out "$OUT" --seed 1 | tee "$OUT/overload.txt"
 
