@@ -1,7 +1,9 @@
 //! What the store actor asks of replication, which the node's cluster layer provides.
 //!
 //! A replicated node appends a batch to its own log as a partition's leader, hands the
-//! appended records to [`Replication::appended`] to ship, and answers each writer only
+//! records to [`Replication::shipping`] as soon as their sequences are assigned (the
+//! followers write them while the leader syncs), reports them durable here with
+//! [`Replication::appended`], and answers each writer only
 //! once [`Replication::commit`] says its record is durable on a write quorum. The
 //! actors know nothing of links or rings: they see this trait, installed late (the
 //! links that carry replication start after the store) through a [`ReplicationSlot`].
@@ -23,8 +25,17 @@ pub trait Replication: Send + Sync + 'static {
     /// refusal for the items of the partition otherwise.
     fn admit(&self, partition: PartitionId) -> Result<(), ErrorCode>;
 
-    /// Records this node just made durable as a leader: ship them to the followers.
-    fn appended(&self, records: Vec<ReplicaRecord>);
+    /// Records this node is about to make durable as a leader (their sequences are
+    /// assigned, in order): ship them to the followers now, while the leader syncs.
+    fn shipping(&self, records: &[ReplicaRecord]);
+
+    /// Records this node made durable as a leader: it counts toward their quorum.
+    fn appended(&self, records: &[ReplicaRecord]);
+
+    /// Appending to these partitions failed after their records were handed to
+    /// [`Replication::shipping`]: the store reuses those sequences, so this node must
+    /// stop leading them (a new epoch settles what the followers hold).
+    fn failed(&self, partitions: Vec<PartitionId>);
 
     /// Resolves, for each `(partition, sequence)`, once the partition is durable up to
     /// `sequence` on a write quorum (with the replicas that hold it), or with why not.

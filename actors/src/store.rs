@@ -637,12 +637,20 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
-        Ok(self.try_apply_replicated(writes)?.outcomes)
+        Ok(self.try_apply_replicated(writes, &mut |_| {})?.outcomes)
     }
 
     /// [`Store::try_apply`], also returning the records appended and, per item, the
-    /// sequence replication must reach before its receipt may be sent.
-    pub fn try_apply_replicated(&self, writes: Vec<Write>) -> Result<Applied, StoreError> {
+    /// sequence replication must reach before its receipt may be sent. `shipping` sees
+    /// the records once their sequences are assigned and before they are durable here,
+    /// under the append lock (so in sequence order), for a leader to ship them to its
+    /// followers while its own sync runs. If the append then fails, the sequences are
+    /// given back and reused: a leader that shipped them must stop leading first.
+    pub fn try_apply_replicated(
+        &self,
+        writes: Vec<Write>,
+        shipping: &mut dyn FnMut(&[ReplicaRecord]),
+    ) -> Result<Applied, StoreError> {
         #[cfg(feature = "fault-injection")]
         std::thread::sleep(std::time::Duration::from_millis(
             self.delay_ms.load(std::sync::atomic::Ordering::Relaxed),
@@ -704,6 +712,7 @@ impl Store {
         let records = self.append_records(
             &mut sequences,
             fresh.into_iter().map(|s| (s, None)).collect(),
+            shipping,
         )?;
         let waits = waits
             .into_iter()
@@ -722,17 +731,18 @@ impl Store {
     /// Appends records of `items` (each the newest version of its id, with the locator
     /// of the record it replaces, if any) as one group, assigning each its partition's
     /// next sequence, and puts them in the tail once durable. The caller holds the
-    /// append lock (`sequences`). Returns the records appended, in order.
+    /// append lock (`sequences`). `shipping` sees the records before they are written.
+    /// Returns the records appended, in order.
     fn append_records(
         &self,
         sequences: &mut [u64],
         items: Vec<(StoredItem, Option<log::Locator>)>,
+        shipping: &mut dyn FnMut(&[ReplicaRecord]),
     ) -> Result<Vec<ReplicaRecord>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut headers = Vec::with_capacity(items.len());
-        let mut bodies = Vec::with_capacity(items.len());
+        let mut appended = Vec::with_capacity(items.len());
         let before: Vec<(PartitionId, u64)> = items
             .iter()
             .map(|(s, _)| partition_of(&s.item.user_id, self.partitions))
@@ -742,17 +752,24 @@ impl Store {
             let partition = partition_of(&stored.item.user_id, self.partitions);
             let sequence = &mut sequences[usize::from(partition)];
             *sequence += 1;
-            headers.push(RecordHeader {
-                kind: RecordKind::Item,
+            appended.push(ReplicaRecord {
                 partition,
                 sequence: *sequence,
+                body: encode_payload(stored),
             });
-            bodies.push(encode_payload(stored));
         }
+        let headers: Vec<RecordHeader> = appended
+            .iter()
+            .map(|r| RecordHeader {
+                kind: RecordKind::Item,
+                partition: r.partition,
+                sequence: r.sequence,
+            })
+            .collect();
         let records: Vec<(RecordHeader, &[u8])> = headers
             .iter()
-            .zip(&bodies)
-            .map(|(h, b)| (*h, b.as_slice()))
+            .zip(&appended)
+            .map(|(h, r)| (*h, r.body.as_slice()))
             .collect();
         let shared = &self.shared;
         let mut replaces = Vec::with_capacity(items.len());
@@ -765,7 +782,8 @@ impl Store {
                 header.sequence,
             )?);
         }
-        let appended = shared.log.append(&records, |locators| {
+        shipping(&appended);
+        let written = shared.log.append(&records, |locators| {
             let mut tail = shared.tail();
             for ((((stored, supersedes), header), locator), replaces) in
                 items.into_iter().zip(&headers).zip(locators).zip(replaces)
@@ -776,20 +794,12 @@ impl Store {
                 tail.insert(entry, Arc::new(stored), locator.end());
             }
         });
-        match appended {
+        match written {
             Ok(()) => {
                 shared.tail_changed.notify_all();
                 debug!(records = records.len(), "log group durable");
                 drop(records);
-                Ok(headers
-                    .into_iter()
-                    .zip(bodies)
-                    .map(|(header, body)| ReplicaRecord {
-                        partition: header.partition,
-                        sequence: header.sequence,
-                        body,
-                    })
-                    .collect())
+                Ok(appended)
             }
             Err(e) => {
                 // Nothing of the group is acknowledged; give its sequences back so the

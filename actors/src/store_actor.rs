@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::{ErrorCode, ItemId, Receipt, partition_of};
+use chorus_protocol::{ErrorCode, ItemId, PartitionId, Receipt, partition_of};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
@@ -290,7 +290,7 @@ fn unpack(batch: Vec<Waiter>) -> (Vec<Write>, Vec<(usize, Waiter)>, Vec<Credit>)
 async fn apply_blocking<T: Send + 'static>(
     store: Arc<Store>,
     items: Vec<Write>,
-    apply: fn(&Store, Vec<Write>) -> Result<T, StoreError>,
+    apply: impl FnOnce(&Store, Vec<Write>) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ErrorCode> {
     let count = items.len();
     let started = Instant::now();
@@ -387,14 +387,24 @@ async fn persist_replicated(
             Err(refusal) => outcomes[at] = Some(Err(refusal)),
         }
     }
-    let applied = match apply_blocking(store, admitted, Store::try_apply_replicated).await {
+    let touched: Vec<PartitionId> = admitted
+        .iter()
+        .map(|w| partition_of(&w.item.user_id, partitions))
+        .collect();
+    let shipper = Arc::clone(&replication);
+    let apply = move |store: &Store, writes| {
+        store.try_apply_replicated(writes, &mut |records| shipper.shipping(records))
+    };
+    let applied = match apply_blocking(store, admitted, apply).await {
         Ok(applied) => applied,
         Err(code) => {
+            // Records may have gone to followers under sequences the store now reuses.
+            replication.failed(touched);
             answer(waiters, Err(code));
             return (false, credits);
         }
     };
-    replication.appended(applied.records);
+    replication.appended(&applied.records);
     let mut waits = Vec::new();
     let mut waiting = Vec::new();
     for ((at, outcome), wait) in positions

@@ -122,6 +122,9 @@ enum Part {
 /// A partition this node leads.
 struct Leading {
     epoch: u64,
+    /// The last sequence handed to the shippers: at or past the quorum's `last` (the
+    /// last durable here), as records ship while the leader syncs.
+    staged: u64,
     /// The epoch history followers adopt with each shipment.
     history: Vec<(u64, u64)>,
     followers: Vec<NodeId>,
@@ -297,6 +300,16 @@ impl Replicator {
     }
 }
 
+/// Each partition's highest sequence among `records`.
+fn lasts(records: &[ReplicaRecord]) -> BTreeMap<PartitionId, u64> {
+    let mut lasts: BTreeMap<PartitionId, u64> = BTreeMap::new();
+    for record in records {
+        let last = lasts.entry(record.partition).or_default();
+        *last = (*last).max(record.sequence);
+    }
+    lasts
+}
+
 /// The refusal of a request for a partition whose leader is changing.
 fn changing_leader(partition: PartitionId) -> ErrorCode {
     ErrorCode::Unavailable {
@@ -309,29 +322,45 @@ impl Replication for Replicator {
         self.serving(partition)
     }
 
-    fn appended(&self, records: Vec<ReplicaRecord>) {
-        let mut lasts: BTreeMap<PartitionId, u64> = BTreeMap::new();
-        for record in &records {
-            let last = lasts.entry(record.partition).or_default();
-            *last = (*last).max(record.sequence);
-        }
+    fn shipping(&self, records: &[ReplicaRecord]) {
+        let lasts = lasts(records);
         self.inner
             .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend(records);
+            .extend(records.iter().cloned());
         let mut followers = BTreeSet::new();
         let mut parts = self.parts();
         for (partition, last) in lasts {
             if let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) {
-                for (waiter, holders) in leading.quorum.appended(last) {
-                    let _ = waiter.send(Ok(holders));
-                }
+                leading.staged = leading.staged.max(last);
                 followers.extend(leading.followers.iter().cloned());
             }
         }
         drop(parts);
         self.wake(&followers);
+    }
+
+    fn appended(&self, records: &[ReplicaRecord]) {
+        let mut parts = self.parts();
+        for (partition, last) in lasts(records) {
+            if let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) {
+                for (waiter, holders) in leading.quorum.appended(last) {
+                    let _ = waiter.send(Ok(holders));
+                }
+            }
+        }
+    }
+
+    fn failed(&self, partitions: Vec<PartitionId>) {
+        let partitions: BTreeSet<PartitionId> = partitions.into_iter().collect();
+        for partition in partitions {
+            let seen = match self.parts().get(usize::from(partition)) {
+                Some(Part::Leading(leading)) => leading.epoch,
+                _ => continue,
+            };
+            self.step_down(partition, seen, "appending to the log failed");
+        }
     }
 
     fn commit(&self, waits: Vec<(PartitionId, u64)>) -> CommitFuture {

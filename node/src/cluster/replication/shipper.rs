@@ -127,7 +127,7 @@ impl Replicator {
             .filter_map(|(p, part)| match part {
                 Part::Leading(leading) if leading.followers.contains(follower) => {
                     let known = leading.quorum.follower_last(follower);
-                    let last = leading.quorum.last();
+                    let last = leading.staged.max(leading.quorum.last());
                     (known.is_none_or(|k| k < last)).then(|| Planned {
                         partition: p as PartitionId,
                         epoch: leading.epoch,

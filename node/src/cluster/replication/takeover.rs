@@ -313,6 +313,7 @@ async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
         followers.extend(candidate.followers.iter().cloned());
         *part = Part::Leading(Box::new(Leading {
             epoch: candidate.epoch,
+            staged: last,
             history: epochs.history,
             followers: candidate.followers,
             quorum: PartitionQuorum::new(me.clone(), write_quorum, last),
