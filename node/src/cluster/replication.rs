@@ -2,11 +2,17 @@
 //! `replication_factor` members of the ring's placement (owner first); the owner leads.
 //!
 //! ```text
-//!  write ─► store actor ─ admit(p)? ─► append to the leader's log (its sequence)
-//!                          appended(records) ─► shipper per follower ─Ship─► follower
-//!                          commit(p, seq)  ◄── quorum ◄── Appended { last } ◄─┘
+//!  write ─► store actor ─ admit(p)? ─► sequences assigned ─► leader's log sync
+//!                          shipping(records) ─► shipper per follower ─Ship─► follower
+//!                          appended(records) ─► quorum (the leader's own copy)  │
+//!                          commit(p, seq)  ◄── quorum ◄── Appended { last } ◄───┘
 //! ```
 //!
+//! - **Followers write while the leader syncs.** A group's records go to the shippers
+//!   as soon as their sequences are assigned; the leader's copy counts toward the write
+//!   quorum once its own sync returns, like any follower's. If that append fails, the
+//!   store reuses the sequences, so the leader steps down from those partitions and a
+//!   new epoch settles what the followers hold.
 //! - **Epochs fence.** A node that becomes a partition's leader first proposes an epoch
 //!   above every one it has seen; replicas promise it ([`Forward::Promise`]) and from
 //!   then on refuse records from a lower epoch. With a write quorum W of a majority, two
