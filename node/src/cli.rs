@@ -245,6 +245,10 @@ pub enum CtlCommand {
         #[arg(long)]
         digest: bool,
     },
+    /// The streams from this node, as leader, to followers catching up: per follower
+    /// the partitions and records behind; in all, what is done and left, the rate, the
+    /// ETA and the bandwidth cap (`handoff_bytes_per_sec`).
+    Handoff,
     /// The gossip keyring: list the keys, or rotate them (audited). To rotate without
     /// a restart, run `install` on every member, then `use` on every member, then
     /// `remove` of the old key on every member.

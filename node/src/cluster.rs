@@ -52,6 +52,16 @@ pub fn describe_metrics() {
         Unit::Count,
         "Live records followers dropped because they differed from the leader's (shipped again)."
     );
+    describe_counter!(
+        replication::handoff::HANDOFF_BYTES,
+        Unit::Bytes,
+        "Bytes shipped to followers catching up (streams of partitions)."
+    );
+    describe_counter!(
+        replication::handoff::HANDOFF_THROTTLED,
+        Unit::Count,
+        "Catch-up shipments that waited for the handoff bandwidth cap."
+    );
     describe_gauge!(
         replication::REPLICATION_LEADING,
         Unit::Count,

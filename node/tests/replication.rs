@@ -6,6 +6,8 @@
 //! nothing lost; and when another replica dies, the listing is still complete. A
 //! follower whose copy of a partition was altered on disk (same sequences and epochs,
 //! other bytes: shipments alone never notice) is found by anti-entropy and repaired.
+//! A follower back from an absence is streamed what it missed under the handoff
+//! bandwidth cap, while writes keep committing.
 
 mod support;
 
@@ -17,7 +19,7 @@ use chorus_actors::store::{
 };
 use chorus_client::{Client, ClientError};
 use chorus_protocol::{ErrorCode, Item, ItemId, Kind, NodeId, Receipt, encode_payload};
-use support::cluster::{Node, cluster, formed, plain_client, until, user_owned_by};
+use support::cluster::{Node, cluster, cluster_with, formed, plain_client, until, user_owned_by};
 
 /// Submits `item` until it is acknowledged (the same id each time, so a retry never
 /// stores it twice), refusals while leadership moves being retried.
@@ -275,5 +277,76 @@ async fn a_follower_copy_altered_on_disk_is_found_and_repaired() {
     assert!(found["records_repaired"].as_u64() >= Some(1), "{found}");
     assert_eq!(digest_of(&nodes[1], partition), leader_copy);
     complete(&client, &dora, &acked, "after the repair").await;
+    client.close().await;
+}
+
+/// `ctl handoff` on `node`.
+fn handoff(node: &Node) -> serde_json::Value {
+    node.ctl(&["handoff"])["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_follower_is_streamed_what_it_missed_under_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    // 256 KiB/s: a follower 1.5 MiB behind takes a few seconds, throttled.
+    let mut nodes = cluster_with(dir.path(), "handoff_bytes_per_sec = 262144");
+    for node in &mut nodes {
+        node.start();
+    }
+    formed(&nodes).await;
+    let client = plain_client(&nodes[0], dir.path()).await;
+    // Four users node-1 leads, each within its per-user rate limit's burst.
+    let users: Vec<String> = ["erin", "fred", "gina", "hugo"]
+        .iter()
+        .map(|prefix| user_owned_by(&nodes[0], "node-1", prefix))
+        .collect();
+    let mut acked: Vec<Vec<ItemId>> = vec![Vec::new(); users.len()];
+    let write = |user: &str, n: usize| {
+        let mut item = Item::new(user.to_string(), Kind::Text);
+        item.text = format!("{n:08} {}", "x".repeat(7_000));
+        item
+    };
+    nodes[2].kill();
+    for n in 0..55 {
+        for (user, acked) in users.iter().zip(&mut acked) {
+            let item = write(user, n);
+            submit_acked(&client, &item, Duration::from_secs(30)).await;
+            acked.push(item.id);
+        }
+    }
+    nodes[2].start();
+    formed(&nodes).await;
+    // Writes commit while node-3 catches up (node-1 and node-2 form the quorum).
+    for (user, acked) in users.iter().zip(&mut acked) {
+        let item = write(user, 55);
+        submit_acked(&client, &item, Duration::from_secs(10)).await;
+        acked.push(item.id);
+    }
+    until(Duration::from_secs(60), "node-3 caught up", || {
+        let report = handoff(&nodes[0]);
+        report["pairs_left"] == 0 && report["records_left"] == 0
+    })
+    .await;
+    let report = handoff(&nodes[0]);
+    assert!(
+        report["bytes_done"].as_u64() >= Some(1 << 19),
+        "the first MiB went as catch-up (the last batch completes the follower): {report}"
+    );
+    assert!(report["throttled"].as_u64() >= Some(1), "{report}");
+    assert_eq!(report["limit_bytes_per_sec"], 262_144);
+    for (user, acked) in users.iter().zip(&acked) {
+        let partition = nodes[0].ctl(&["ring", "--user", user])["result"]["user"]["partition"]
+            .as_u64()
+            .unwrap();
+        let leader = digest_of(&nodes[0], partition);
+        assert!(leader.as_ref().is_some_and(|(records, _)| *records >= 56));
+        until(
+            Duration::from_secs(30),
+            "node-3 holds node-1's copy",
+            || digest_of(&nodes[2], partition) == leader,
+        )
+        .await;
+        complete(&client, user, acked, "after the catch-up").await;
+    }
     client.close().await;
 }

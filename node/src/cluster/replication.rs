@@ -39,6 +39,7 @@
 
 pub mod anti_entropy;
 pub mod digest;
+pub mod handoff;
 pub mod quorum;
 mod recent;
 mod shipper;
@@ -87,6 +88,8 @@ pub struct ReplicationSettings {
     /// Time between two anti-entropy checks (one follower's copy of one partition);
     /// `None`: no anti-entropy.
     pub anti_entropy_interval: Option<Duration>,
+    /// Bytes per second that streams to followers catching up share; `None`: no cap.
+    pub handoff_bytes_per_sec: Option<u64>,
 }
 
 impl ReplicationSettings {
@@ -99,6 +102,7 @@ impl ReplicationSettings {
             batch_bytes: 1 << 20,
             recent_bytes: 64 << 20,
             anti_entropy_interval: Some(Duration::from_millis(200)),
+            handoff_bytes_per_sec: Some(64 << 20),
         }
     }
 }
@@ -152,6 +156,10 @@ struct Inner {
     reevaluate: Notify,
     /// What anti-entropy found since start.
     anti_entropy: anti_entropy::Counts,
+    /// The cap catch-up shipments share.
+    bandwidth: Option<Mutex<handoff::Bandwidth>>,
+    /// Catch-up shipped so far.
+    progress: Mutex<handoff::Progress>,
     stop: CancellationToken,
 }
 
@@ -192,6 +200,11 @@ impl Replicator {
         metrics::counter!(REPLICATION_TAKEOVERS).increment(0);
         metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(0);
         metrics::gauge!(REPLICATION_LEADING).set(0.0);
+        let bandwidth = settings
+            .handoff_bytes_per_sec
+            .map(|cap| Mutex::new(handoff::Bandwidth::new(cap, Instant::now())));
+        metrics::counter!(handoff::HANDOFF_BYTES).increment(0);
+        metrics::counter!(handoff::HANDOFF_THROTTLED).increment(0);
         let replicator = Replicator {
             inner: Arc::new(Inner {
                 me: cluster.node().clone(),
@@ -204,6 +217,8 @@ impl Replicator {
                 shippers: Mutex::new(HashMap::new()),
                 reevaluate: Notify::new(),
                 anti_entropy: anti_entropy::Counts::default(),
+                bandwidth,
+                progress: Mutex::new(handoff::Progress::default()),
                 stop,
             }),
         };
@@ -236,6 +251,64 @@ impl Replicator {
                     },
                 })
             }
+        }
+    }
+
+    /// The streams from this node to followers that are behind (`chorus ctl handoff`).
+    pub fn handoff(&self) -> handoff::HandoffReport {
+        let view = self.inner.cluster.ring();
+        let mut lags: BTreeMap<NodeId, handoff::FollowerLag> = BTreeMap::new();
+        let (mut done, mut left, mut records_left) = (0u32, 0u32, 0u64);
+        for part in self.parts().iter() {
+            let Part::Leading(leading) = part else {
+                continue;
+            };
+            let last = leading.quorum.last();
+            for follower in &leading.followers {
+                let lag = lags
+                    .entry(follower.clone())
+                    .or_insert_with(|| handoff::FollowerLag {
+                        follower: follower.to_string(),
+                        ..handoff::FollowerLag::default()
+                    });
+                lag.partitions += 1;
+                match leading.quorum.follower_last(follower) {
+                    Some(known) if known >= last => done += 1,
+                    known => {
+                        let behind = known.map_or(0, |k| last - k);
+                        lag.behind += 1;
+                        lag.records_behind += behind;
+                        records_left += behind;
+                        left += 1;
+                    }
+                }
+            }
+        }
+        // Followers down are not streamed to: leave them out rather than show them stuck.
+        let followers: Vec<handoff::FollowerLag> = lags
+            .into_iter()
+            .filter(|(node, _)| view.live.contains(node))
+            .map(|(_, lag)| lag)
+            .collect();
+        let mut progress = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let rate = progress.rate(Instant::now());
+        let (bytes_left, eta_secs) =
+            handoff::estimate(records_left, progress.mean_record_bytes(), rate);
+        handoff::HandoffReport {
+            followers,
+            pairs_done: done,
+            pairs_left: left,
+            records_left,
+            bytes_left,
+            bytes_done: progress.bytes,
+            rate_bytes_per_sec: rate as u64,
+            eta_secs,
+            limit_bytes_per_sec: self.inner.settings.handoff_bytes_per_sec,
+            throttled: progress.throttled,
         }
     }
 

@@ -149,6 +149,7 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
         CtlCommand::Leave => Request::Leave,
         CtlCommand::Replicas { digest } => Request::Replicas { digest: *digest },
+        CtlCommand::Handoff => Request::Handoff,
         CtlCommand::Snapshot { dir } => Request::Snapshot {
             // The agent resolves paths against its own directory: send an absolute one.
             dir: std::path::absolute(dir)
@@ -352,6 +353,28 @@ fn print_reply(reply: &Reply) {
             change.name, change.state, change.audit_seq
         ),
         Reply::Snapshot(s) => print_table(&snapshot_rows(s)),
+        Reply::Handoff(h) => {
+            println!(
+                "partition copies in step {}, behind {}; records left {} (about {} bytes)",
+                h.pairs_done, h.pairs_left, h.records_left, h.bytes_left
+            );
+            println!(
+                "catch-up shipped {} bytes; rate {} bytes/s; ETA {}; cap {}; throttled {} times",
+                h.bytes_done,
+                h.rate_bytes_per_sec,
+                h.eta_secs.map_or("-".into(), |s| format!("{s} s")),
+                h.limit_bytes_per_sec
+                    .map_or("none".into(), |c| format!("{c} bytes/s")),
+                h.throttled
+            );
+            println!("follower partitions behind records_behind");
+            for f in &h.followers {
+                println!(
+                    "{:<8} {:>10} {:>6} {:>14}",
+                    f.follower, f.partitions, f.behind, f.records_behind
+                );
+            }
+        }
         Reply::Replicas(r) => {
             println!(
                 "{} replicas per partition, write quorum {}; this node leads {} of {}",

@@ -56,6 +56,11 @@ pub struct ClusterSection {
     /// differ.
     #[serde(default = "default_anti_entropy_interval_ms")]
     pub anti_entropy_interval_ms: u64,
+    /// Bytes per second that streams to followers catching up share on this node, as
+    /// their leader (default 67108864: 64 MiB/s; 0: no cap). Shipments that bring a
+    /// follower up to date are never held back, so writes keep committing.
+    #[serde(default = "default_handoff_bytes_per_sec")]
+    pub handoff_bytes_per_sec: u64,
     /// How this node gossips (`[cluster.gossip]`).
     #[serde(default)]
     pub gossip: GossipSettings,
@@ -79,6 +84,10 @@ fn default_down_grace_ms() -> u64 {
 
 fn default_anti_entropy_interval_ms() -> u64 {
     200
+}
+
+fn default_handoff_bytes_per_sec() -> u64 {
+    64 << 20
 }
 
 impl ClusterSection {
@@ -131,6 +140,12 @@ impl ClusterSection {
             7 * 24 * 3_600_000,
         )?;
         super::check_range(
+            "cluster.handoff_bytes_per_sec",
+            self.handoff_bytes_per_sec,
+            0,
+            1 << 40,
+        )?;
+        super::check_range(
             "cluster.anti_entropy_interval_ms",
             self.anti_entropy_interval_ms,
             0,
@@ -150,6 +165,8 @@ impl ClusterSection {
         settings.commit_timeout = std::time::Duration::from_millis(self.commit_timeout_ms);
         settings.anti_entropy_interval = (self.anti_entropy_interval_ms > 0)
             .then(|| std::time::Duration::from_millis(self.anti_entropy_interval_ms));
+        settings.handoff_bytes_per_sec =
+            (self.handoff_bytes_per_sec > 0).then_some(self.handoff_bytes_per_sec);
         settings
     }
 

@@ -190,6 +190,13 @@ impl Handler {
                 .map(Reply::GossipKeys),
             Request::Snapshot { dir } => self.snapshot(peer, &dir).await.map(Reply::Snapshot),
             Request::Replicas { digest } => self.replicas(digest).await.map(Reply::Replicas),
+            Request::Handoff => Ok(Reply::Handoff(
+                self.info
+                    .replication
+                    .as_ref()
+                    .map(|r| r.handoff())
+                    .unwrap_or_default(),
+            )),
         }
     }
 

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::replication::anti_entropy::Found;
+use crate::cluster::replication::handoff::HandoffReport;
 
 /// Longest request line the server reads, newline excluded; a longer one is answered
 /// with [`ControlError::TooLong`] and the connection is closed.
@@ -109,6 +110,9 @@ pub enum Request {
         #[serde(default)]
         digest: bool,
     },
+    /// The streams from this node to followers catching up: partitions and records
+    /// done and left, rate, ETA, the bandwidth cap. Read-only.
+    Handoff,
 }
 
 /// A secret carried in a request (a gossip key): serialised as the plain string, but
@@ -147,6 +151,7 @@ impl Request {
             Request::GossipKeysRemove { .. } => "gossip-keys-remove",
             Request::Snapshot { .. } => "snapshot",
             Request::Replicas { .. } => "replicas",
+            Request::Handoff => "handoff",
         }
     }
 }
@@ -259,6 +264,8 @@ pub enum Reply {
     Snapshot(SnapshotResult),
     /// Answer to [`Request::Replicas`].
     Replicas(ReplicasReport),
+    /// Answer to [`Request::Handoff`].
+    Handoff(HandoffReport),
 }
 
 /// This node's replicas of the partitions.

@@ -83,6 +83,11 @@ fn certs(dir: &Path, args: &[&str]) {
 }
 
 pub fn cluster(dir: &Path) -> Vec<Node> {
+    cluster_with(dir, "")
+}
+
+/// [`cluster`] with `extra` lines in every node's `[cluster]` section.
+pub fn cluster_with(dir: &Path, extra: &str) -> Vec<Node> {
     let certs_dir = dir.join("certs");
     certs(&certs_dir, &["init"]);
     let gossip: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
@@ -111,6 +116,7 @@ gossip_listen = "127.0.0.1:{port}"
 seeds = ["127.0.0.1:{seed}"]
 key_file = "{certs}/cluster.key"
 forward_timeout_ms = 1000
+{extra}
 [cluster.gossip]
 expected_cluster_size = 3
 probe_period_ms = {PROBE_MS}

@@ -5,14 +5,16 @@
 //! epoch gets an empty probe first, which carries the epoch history (so it truncates a
 //! superseded tail) and tells the shipper where it stands.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chorus_actors::store::{ShipBatch, ShipOutcome};
 use chorus_protocol::{NodeId, PartitionId};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use super::handoff::{HANDOFF_BYTES, HANDOFF_THROTTLED};
 use super::{Part, REPLICATION_RECORDS_SHIPPED, Replicator};
 use crate::cluster::routing::{Forward, ForwardReply};
 
@@ -64,8 +66,11 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
             if plan.is_empty() {
                 break;
             }
+            let tips: HashMap<PartitionId, u64> =
+                plan.iter().map(|p| (p.partition, p.last)).collect();
             let batches = replicator.fill(plan).await;
-            let records: usize = batches.iter().map(|b| b.records.len()).sum();
+            let size = Size::of(&batches, &tips);
+            replicator.throttle(size.catch_up_bytes).await;
             let sent: Vec<(PartitionId, u64)> =
                 batches.iter().map(|b| (b.partition, b.epoch)).collect();
             let reply = replicator
@@ -75,7 +80,8 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
                 .await;
             let moved = match reply {
                 Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
-                    metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(records as u64);
+                    metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(size.records);
+                    replicator.count_shipped(&size);
                     Ok(replicator.shipped(&follower, &sent, outcomes))
                 }
                 other => Err(other),
@@ -104,7 +110,76 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
     }
 }
 
+/// What one shipment carries.
+struct Size {
+    records: u64,
+    bytes: u64,
+    /// The same, if the shipment leaves its follower short of the leader's last record
+    /// in some partition (catch-up, which the handoff cap applies to); else zero.
+    catch_up_bytes: u64,
+    catch_up_records: u64,
+}
+
+impl Size {
+    /// The size of `batches`, each partition planned up to the leader's last in `tips`.
+    fn of(batches: &[ShipBatch], tips: &HashMap<PartitionId, u64>) -> Size {
+        let records = batches.iter().map(|b| b.records.len() as u64).sum();
+        let bytes = batches
+            .iter()
+            .flat_map(|b| &b.records)
+            .map(|r| r.body.len() as u64)
+            .sum();
+        let short = batches.iter().any(|batch| {
+            let tip = tips.get(&batch.partition).copied().unwrap_or(0);
+            batch.records.last().is_some_and(|r| r.sequence < tip)
+        });
+        Size {
+            records,
+            bytes,
+            catch_up_bytes: if short { bytes } else { 0 },
+            catch_up_records: if short { records } else { 0 },
+        }
+    }
+}
+
 impl Replicator {
+    /// Waits until the handoff cap lets `bytes` of catch-up go.
+    async fn throttle(&self, bytes: u64) {
+        let Some(bandwidth) = &self.inner.bandwidth else {
+            return;
+        };
+        if bytes == 0 {
+            return;
+        }
+        let wait = bandwidth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(bytes, Instant::now());
+        if !wait.is_zero() {
+            self.inner
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .throttled += 1;
+            metrics::counter!(HANDOFF_THROTTLED).increment(1);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Counts a shipment that went out.
+    fn count_shipped(&self, size: &Size) {
+        let mut progress = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        progress.observe(size.bytes, size.records);
+        if size.catch_up_records > 0 {
+            progress.shipped(size.catch_up_bytes, size.catch_up_records, Instant::now());
+            metrics::counter!(HANDOFF_BYTES).increment(size.catch_up_bytes);
+        }
+    }
+
     /// Whether `wake` is still the shipper of `follower` (a shipper whose follower left
     /// the ring, or that was replaced, stops).
     fn is_current_shipper(&self, follower: &NodeId, handle: &Arc<Handle>) -> bool {
