@@ -63,6 +63,16 @@ pub fn describe_metrics() {
         "Catch-up shipments that waited for the handoff bandwidth cap."
     );
     describe_gauge!(
+        replication::handoff::HANDOFF_RECORDS_BEHIND,
+        Unit::Count,
+        "Records the followers of the partitions this node leads lack."
+    );
+    describe_gauge!(
+        replication::handoff::HANDOFF_COPIES_BEHIND,
+        Unit::Count,
+        "Follower copies of partitions this node leads that are behind it."
+    );
+    describe_gauge!(
         replication::REPLICATION_LEADING,
         Unit::Count,
         "Partitions this node leads now."

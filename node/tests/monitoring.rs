@@ -208,9 +208,11 @@ listen = "{metrics}"
 gossip_listen = "127.0.0.1:{gossip}"
 seeds = []
 key_file = "{certs}/cluster.key"
-# A cluster of one: each partition's only replica (the default of 3 would take no
-# writes until two more members join).
-replication_factor = 1
+# A cluster of one that replicates (so replication's metrics exist): its partitions'
+# only replica, acknowledging alone (the default quorum of 2 would take no writes
+# until another member joins).
+replication_factor = 2
+write_quorum = 1
 "#,
                 data = data.display(),
                 certs = certs.display(),

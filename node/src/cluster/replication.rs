@@ -223,6 +223,7 @@ impl Replicator {
             }),
         };
         tokio::spawn(takeover::run(replicator.clone()));
+        tokio::spawn(publish_lag(replicator.clone()));
         if let Some(interval) = replicator.inner.settings.anti_entropy_interval {
             tokio::spawn(anti_entropy::run(replicator.clone(), interval));
         }
@@ -376,6 +377,19 @@ impl Replicator {
         };
         drop(parts);
         self.inner.reevaluate.notify_one();
+    }
+}
+
+/// Keeps the lag gauges current until replication stops.
+async fn publish_lag(replicator: Replicator) {
+    loop {
+        let report = replicator.handoff();
+        metrics::gauge!(handoff::HANDOFF_RECORDS_BEHIND).set(report.records_left as f64);
+        metrics::gauge!(handoff::HANDOFF_COPIES_BEHIND).set(f64::from(report.pairs_left));
+        tokio::select! {
+            _ = replicator.inner.stop.cancelled() => return,
+            _ = tokio::time::sleep(handoff::LAG_INTERVAL) => {}
+        }
     }
 }
 

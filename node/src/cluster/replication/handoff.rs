@@ -17,6 +17,13 @@ pub const HANDOFF_BYTES: &str = "chorus_handoff_bytes_total";
 /// Times a catch-up shipment waited for the bandwidth cap.
 pub const HANDOFF_THROTTLED: &str = "chorus_handoff_throttled_total";
 
+/// Records the followers of the partitions this node leads lack (gauge).
+pub const HANDOFF_RECORDS_BEHIND: &str = "chorus_replication_records_behind";
+/// (partition, follower) copies behind their leader here (gauge).
+pub const HANDOFF_COPIES_BEHIND: &str = "chorus_replication_copies_behind";
+/// How often the two gauges are computed.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The window the catch-up rate is measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
