@@ -453,6 +453,15 @@ fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
             ),
         ));
     }
+    if let Some(r) = &s.replication {
+        rows.push((
+            "replication",
+            format!(
+                "{} replicas, write quorum {}; leads {} partitions; {} follower copies behind ({} records)",
+                r.factor, r.write_quorum, r.leading, r.copies_behind, r.records_behind
+            ),
+        ));
+    }
     rows
 }
 

@@ -18,8 +18,8 @@ use tracing::info;
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     DegradeReport, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport, LogLevelChange,
-    MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport, Reply, Request, RingNodeRow,
-    RingReport, SnapshotResult, StatusReport, StoreLogStatus, UserOwner,
+    MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport, ReplicationStatus, Reply,
+    Request, RingNodeRow, RingReport, SnapshotResult, StatusReport, StoreLogStatus, UserOwner,
 };
 use crate::cluster::gossip::{KeyOp, KeysError};
 use crate::cluster::membership::keyring::MAX_KEYS;
@@ -333,6 +333,17 @@ impl Handler {
             control_socket: self.info.socket.display().to_string(),
             log_level: self.log.current(),
             store_log: Some(store_log_status(self.node.store_log_usage())),
+            replication: self.info.replication.as_ref().map(|replication| {
+                let settings = replication.settings();
+                let lag = replication.handoff();
+                ReplicationStatus {
+                    factor: settings.factor as u32,
+                    write_quorum: settings.write_quorum as u32,
+                    leading: replication.leading().len() as u32,
+                    copies_behind: lag.pairs_left,
+                    records_behind: lag.records_left,
+                }
+            }),
         }
     }
 

@@ -531,6 +531,24 @@ pub struct StatusReport {
     /// The store's partition log on disk (absent from agents that predate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_log: Option<StoreLogStatus>,
+    /// Replication as this node sees it (absent on a node that does not replicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStatus>,
+}
+
+/// Replication on this node, as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// Replicas per partition.
+    pub factor: u32,
+    /// Replicas that hold a write before it is acknowledged.
+    pub write_quorum: u32,
+    /// Partitions this node leads.
+    pub leading: u32,
+    /// Follower copies of those partitions behind this node.
+    pub copies_behind: u32,
+    /// Records those followers lack.
+    pub records_behind: u64,
 }
 
 /// The partition log's disk use, as `status` reports it.
