@@ -247,8 +247,16 @@ pub enum CtlCommand {
     },
     /// The streams from this node, as leader, to followers catching up: per follower
     /// the partitions and records behind; in all, what is done and left, the rate, the
-    /// ETA and the bandwidth cap (`handoff_bytes_per_sec`).
-    Handoff,
+    /// ETA and the bandwidth cap (`handoff_bytes_per_sec`); and this node's drain.
+    Handoff {
+        /// Stop this node's drain; the node stays in the cluster.
+        #[arg(long)]
+        abort: bool,
+    },
+    /// Stream every partition this node holds to the members that take its place in
+    /// the replica sets, then leave the cluster and stop (`handoff` shows the progress,
+    /// `handoff --abort` stops it).
+    Drain,
     /// The gossip keyring: list the keys, or rotate them (audited). To rotate without
     /// a restart, run `install` on every member, then `use` on every member, then
     /// `remove` of the old key on every member.

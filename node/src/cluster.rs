@@ -3,6 +3,7 @@
 //! The pure parts here are also what `chorus-simulations` drives in simulated time.
 
 pub mod certs;
+pub mod drain;
 pub mod gossip;
 pub mod key_sync;
 pub mod keyring_file;

@@ -7,7 +7,8 @@
 //! follower whose copy of a partition was altered on disk (same sequences and epochs,
 //! other bytes: shipments alone never notice) is found by anti-entropy and repaired.
 //! A follower back from an absence is streamed what it missed under the handoff
-//! bandwidth cap, while writes keep committing.
+//! bandwidth cap, while writes keep committing. A drained node streams its partitions
+//! to the members that replace it before it leaves; an aborted drain leaves it in place.
 
 mod support;
 
@@ -19,7 +20,9 @@ use chorus_actors::store::{
 };
 use chorus_client::{Client, ClientError};
 use chorus_protocol::{ErrorCode, Item, ItemId, Kind, NodeId, Receipt, encode_payload};
-use support::cluster::{Node, cluster, cluster_with, formed, plain_client, until, user_owned_by};
+use support::cluster::{
+    Node, cluster, cluster_of, cluster_with, formed, plain_client, until, user_owned_by,
+};
 
 /// Submits `item` until it is acknowledged (the same id each time, so a retry never
 /// stores it twice), refusals while leadership moves being retried.
@@ -347,6 +350,105 @@ async fn a_returning_follower_is_streamed_what_it_missed_under_the_cap() {
         )
         .await;
         complete(&client, user, acked, "after the catch-up").await;
+    }
+    client.close().await;
+}
+
+/// Each partition's last sequence on `node` (`ctl replicas`); `None` when it does not
+/// answer.
+fn lasts(node: &Node) -> Option<Vec<u64>> {
+    node.ctl(&["replicas"])["result"]["partitions"]
+        .as_array()?
+        .iter()
+        .map(|row| row["last"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_streams_its_partitions_before_it_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four members, three replicas: each partition gains one member when node-4 goes.
+    let mut nodes = cluster_of(dir.path(), 4, "handoff_bytes_per_sec = 131072");
+    for node in &mut nodes {
+        node.start();
+    }
+    formed(&nodes).await;
+    let client = plain_client(&nodes[0], dir.path()).await;
+    let users: Vec<String> = ["ivan", "jade", "kira", "liam", "mona", "nils"]
+        .iter()
+        .map(|prefix| user_owned_by(&nodes[0], "node-4", prefix))
+        .collect();
+    let mut acked: Vec<Vec<ItemId>> = vec![Vec::new(); users.len()];
+    for n in 0..30 {
+        for (user, acked) in users.iter().zip(&mut acked) {
+            let mut item = Item::new(user.clone(), Kind::Text);
+            item.text = format!("{n:08} {}", "y".repeat(7_000));
+            submit_acked(&client, &item, Duration::from_secs(30)).await;
+            acked.push(item.id);
+        }
+    }
+    let holders = |partition: usize| {
+        nodes
+            .iter()
+            .filter_map(lasts)
+            .filter(|l| l[partition] > 0)
+            .count()
+    };
+    let partitions: Vec<usize> = users
+        .iter()
+        .map(|u| {
+            nodes[0].ctl(&["ring", "--user", u])["result"]["user"]["partition"]
+                .as_u64()
+                .unwrap() as usize
+        })
+        .collect();
+    until(Duration::from_secs(30), "three replicas of each", || {
+        partitions.iter().all(|&p| holders(p) == 3)
+    })
+    .await;
+
+    // A drain moves data to members outside the replica sets; aborted, the node stays.
+    let started = nodes[3].ctl(&["drain"]);
+    assert!(started["result"]["streams"].as_u64() > Some(0), "{started}");
+    until(Duration::from_secs(30), "records streamed", || {
+        nodes[3].ctl(&["handoff"])["result"]["drain"]["records"].as_u64() >= Some(1)
+    })
+    .await;
+    let aborting = nodes[3].ctl(&["handoff", "--abort"]);
+    assert!(
+        ["aborting", "aborted"]
+            .contains(&aborting["result"]["drain"]["state"].as_str().unwrap_or("")),
+        "{aborting}"
+    );
+    until(Duration::from_secs(10), "the drain aborted", || {
+        nodes[3].ctl(&["handoff"])["result"]["drain"]["state"] == "aborted"
+    })
+    .await;
+    assert!(
+        partitions.iter().any(|&p| holders(p) == 4),
+        "a fourth member holds a drained partition"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        nodes[3].exited().is_none(),
+        "an aborted drain leaves the node running"
+    );
+
+    // Drained to the end, it leaves and stops; every item is on the three left.
+    nodes[3].ctl(&["drain"]);
+    until(
+        Duration::from_secs(60),
+        "node-4 stopped after its drain",
+        || nodes[3].exited().is_some(),
+    )
+    .await;
+    assert!(nodes[3].exited().unwrap().success());
+    for &p in &partitions {
+        let last = lasts(&nodes[0]).unwrap()[p];
+        assert!(nodes[..3].iter().all(|n| lasts(n).unwrap()[p] == last));
+    }
+    for (user, acked) in users.iter().zip(&acked) {
+        complete(&client, user, acked, "after the drain").await;
     }
     client.close().await;
 }

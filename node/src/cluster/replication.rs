@@ -230,6 +230,11 @@ impl Replicator {
         replicator
     }
 
+    /// The links replication ships over (a drain streams over them too).
+    pub fn peers(&self) -> Arc<dyn Forwarder> {
+        Arc::clone(&self.inner.peers)
+    }
+
     /// The settings replication runs with.
     pub fn settings(&self) -> &ReplicationSettings {
         &self.inner.settings
@@ -310,6 +315,7 @@ impl Replicator {
             eta_secs,
             limit_bytes_per_sec: self.inner.settings.handoff_bytes_per_sec,
             throttled: progress.throttled,
+            drain: None,
         }
     }
 

@@ -149,7 +149,9 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
         CtlCommand::Leave => Request::Leave,
         CtlCommand::Replicas { digest } => Request::Replicas { digest: *digest },
-        CtlCommand::Handoff => Request::Handoff,
+        CtlCommand::Handoff { abort: false } => Request::Handoff,
+        CtlCommand::Handoff { abort: true } => Request::HandoffAbort,
+        CtlCommand::Drain => Request::Drain,
         CtlCommand::Snapshot { dir } => Request::Snapshot {
             // The agent resolves paths against its own directory: send an absolute one.
             dir: std::path::absolute(dir)
@@ -353,6 +355,10 @@ fn print_reply(reply: &Reply) {
             change.name, change.state, change.audit_seq
         ),
         Reply::Snapshot(s) => print_table(&snapshot_rows(s)),
+        Reply::Drain(d) => println!(
+            "draining: {} streams (audit entry {}); chorus ctl handoff shows the progress, the node leaves when done",
+            d.streams, d.audit_seq
+        ),
         Reply::Handoff(h) => {
             println!(
                 "partition copies in step {}, behind {}; records left {} (about {} bytes)",
@@ -367,6 +373,22 @@ fn print_reply(reply: &Reply) {
                     .map_or("none".into(), |c| format!("{c} bytes/s")),
                 h.throttled
             );
+            if let Some(d) = &h.drain {
+                println!(
+                    "drain {}: {} of {} streams done ({} left to their leaders), {} records, {} bytes, {} s{}",
+                    d.state,
+                    d.streams_done,
+                    d.streams,
+                    d.streams_fenced,
+                    d.records,
+                    d.bytes,
+                    d.elapsed_secs,
+                    d.error
+                        .as_deref()
+                        .map(|e| format!("; {e}"))
+                        .unwrap_or_default()
+                );
+            }
             println!("follower partitions behind records_behind");
             for f in &h.followers {
                 println!(

@@ -17,16 +17,19 @@ use tracing::info;
 
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
-    DegradeReport, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport, LogLevelChange,
-    MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport, ReplicationStatus, Reply,
-    Request, RingNodeRow, RingReport, SnapshotResult, StatusReport, StoreLogStatus, UserOwner,
+    DegradeReport, DrainStarted, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport,
+    LogLevelChange, MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport,
+    ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult, StatusReport,
+    StoreLogStatus, UserOwner,
 };
+use crate::cluster::drain::{self, Drain};
 use crate::cluster::gossip::{KeyOp, KeysError};
 use crate::cluster::membership::keyring::MAX_KEYS;
 use crate::cluster::membership::{GossipKey, KeyId, KeyInfo, KeyringError, MemberState};
 use crate::cluster::replication::Replicator;
 use crate::cluster::replication::anti_entropy::Found;
 use crate::cluster::replication::digest::partition_digest;
+use crate::cluster::replication::handoff::HandoffReport;
 use crate::cluster::runtime::ClusterRuntime;
 use crate::cluster::state::ClusterState;
 use crate::config::LimitsSection;
@@ -112,6 +115,8 @@ pub struct Handler {
     info: NodeInfo,
     started: Instant,
     started_at_ms: u64,
+    /// This node's drain, once one was started.
+    drain: std::sync::Mutex<Option<Drain>>,
 }
 
 impl Handler {
@@ -127,6 +132,7 @@ impl Handler {
             info,
             started: Instant::now(),
             started_at_ms,
+            drain: std::sync::Mutex::new(None),
         }
     }
 
@@ -190,13 +196,9 @@ impl Handler {
                 .map(Reply::GossipKeys),
             Request::Snapshot { dir } => self.snapshot(peer, &dir).await.map(Reply::Snapshot),
             Request::Replicas { digest } => self.replicas(digest).await.map(Reply::Replicas),
-            Request::Handoff => Ok(Reply::Handoff(
-                self.info
-                    .replication
-                    .as_ref()
-                    .map(|r| r.handoff())
-                    .unwrap_or_default(),
-            )),
+            Request::Handoff => Ok(Reply::Handoff(self.handoff())),
+            Request::HandoffAbort => self.abort_drain(peer).await.map(Reply::Handoff),
+            Request::Drain => self.start_drain(peer).await.map(Reply::Drain),
         }
     }
 
@@ -594,6 +596,97 @@ impl Handler {
             audit_seq: entry.seq,
             was_member,
         })
+    }
+
+    /// `handoff`: the streams from this node and its drain.
+    fn handoff(&self) -> HandoffReport {
+        let mut report = self
+            .info
+            .replication
+            .as_ref()
+            .map(|r| r.handoff())
+            .unwrap_or_default();
+        report.drain = self.current_drain().map(|d| d.progress());
+        report
+    }
+
+    fn current_drain(&self) -> Option<Drain> {
+        self.drain.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `drain`: plans the streams, audits, and runs them in a task that leaves the
+    /// cluster and stops the node when they are done.
+    pub async fn start_drain(&self, peer: &Peer) -> Result<DrainStarted, ControlError> {
+        let (Some(replication), Some(runtime)) = (&self.info.replication, &self.info.runtime)
+        else {
+            return Err(ControlError::Invalid {
+                field: "drain".into(),
+                reason: "this node does not replicate its partitions: use leave".into(),
+            });
+        };
+        if self.current_drain().is_some_and(|d| d.running()) {
+            return Err(ControlError::Invalid {
+                field: "drain".into(),
+                reason: "a drain is running: see chorus ctl handoff".into(),
+            });
+        }
+        let view = self.info.cluster.ring();
+        let streams =
+            drain::plan(&view, self.info.cluster.node()).map_err(|e| ControlError::Invalid {
+                field: "drain".into(),
+                reason: e.to_string(),
+            })?;
+        let entry = self
+            .node
+            .audit_append(
+                peer.audit_actor(),
+                "drain",
+                format!("{} streams", streams.len()),
+            )
+            .await
+            .map_err(audit_failed)?;
+        info!(
+            uid = peer.uid,
+            audit_seq = entry.seq,
+            streams = streams.len(),
+            "draining"
+        );
+        let started = DrainStarted {
+            audit_seq: entry.seq,
+            streams: streams.len() as u32,
+        };
+        let handle = Drain::new(streams.len());
+        *self.drain.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
+        let node = self.node.clone();
+        let peers = replication.peers();
+        let cap = replication.settings().handoff_bytes_per_sec;
+        let runtime = runtime.clone();
+        let shutdown = self.info.shutdown.clone();
+        tokio::spawn(async move {
+            if drain::run(handle, streams, node, peers, cap).await {
+                runtime.leave().await;
+                shutdown.cancel();
+            }
+        });
+        Ok(started)
+    }
+
+    /// `handoff --abort`: stops a running drain (audited); the node stays.
+    pub async fn abort_drain(&self, peer: &Peer) -> Result<HandoffReport, ControlError> {
+        let Some(drain) = self.current_drain().filter(|d| d.running()) else {
+            return Err(ControlError::Invalid {
+                field: "abort".into(),
+                reason: "no drain is running".into(),
+            });
+        };
+        let entry = self
+            .node
+            .audit_append(peer.audit_actor(), "handoff-abort", String::new())
+            .await
+            .map_err(audit_failed)?;
+        info!(uid = peer.uid, audit_seq = entry.seq, "aborting the drain");
+        drain.abort();
+        Ok(self.handoff())
     }
 
     /// `degrade [set LEVEL | auto]`: shows the level, or audits and applies a change.

@@ -111,8 +111,13 @@ pub enum Request {
         digest: bool,
     },
     /// The streams from this node to followers catching up: partitions and records
-    /// done and left, rate, ETA, the bandwidth cap. Read-only.
+    /// done and left, rate, ETA, the bandwidth cap, and this node's drain. Read-only.
     Handoff,
+    /// Stops this node's drain; the node stays (audited).
+    HandoffAbort,
+    /// Streams every partition this node holds to the members that replace it in the
+    /// replica sets, then leaves the cluster and stops (audited).
+    Drain,
 }
 
 /// A secret carried in a request (a gossip key): serialised as the plain string, but
@@ -152,6 +157,8 @@ impl Request {
             Request::Snapshot { .. } => "snapshot",
             Request::Replicas { .. } => "replicas",
             Request::Handoff => "handoff",
+            Request::HandoffAbort => "handoff-abort",
+            Request::Drain => "drain",
         }
     }
 }
@@ -264,8 +271,10 @@ pub enum Reply {
     Snapshot(SnapshotResult),
     /// Answer to [`Request::Replicas`].
     Replicas(ReplicasReport),
-    /// Answer to [`Request::Handoff`].
+    /// Answer to [`Request::Handoff`] and [`Request::HandoffAbort`].
     Handoff(HandoffReport),
+    /// Answer to [`Request::Drain`].
+    Drain(DrainStarted),
 }
 
 /// This node's replicas of the partitions.
@@ -534,6 +543,15 @@ pub struct StatusReport {
     /// Replication as this node sees it (absent on a node that does not replicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationStatus>,
+}
+
+/// What `drain` started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStarted {
+    /// The audit entry recording it.
+    pub audit_seq: u64,
+    /// Streams planned (a partition to a member that joins its replica set).
+    pub streams: u32,
 }
 
 /// Replication on this node, as `status` reports it.

@@ -40,6 +40,13 @@ impl Node {
         }
     }
 
+    /// Whether the process has exited (and with what), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn ctl(&self, args: &[&str]) -> Value {
         ctl_json(&self.config, args)
     }
@@ -88,10 +95,15 @@ pub fn cluster(dir: &Path) -> Vec<Node> {
 
 /// [`cluster`] with `extra` lines in every node's `[cluster]` section.
 pub fn cluster_with(dir: &Path, extra: &str) -> Vec<Node> {
+    cluster_of(dir, 3, extra)
+}
+
+/// `count` nodes, `extra` lines in every node's `[cluster]` section.
+pub fn cluster_of(dir: &Path, count: usize, extra: &str) -> Vec<Node> {
     let certs_dir = dir.join("certs");
     certs(&certs_dir, &["init"]);
-    let gossip: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
-    (0..3)
+    let gossip: Vec<u16> = (0..count).map(|_| free_udp_port()).collect();
+    (0..count)
         .map(|i| {
             let name = format!("node-{}", i + 1);
             certs(&certs_dir, &["node", &name, "--ip", "127.0.0.1"]);

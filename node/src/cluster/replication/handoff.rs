@@ -155,6 +155,9 @@ pub struct HandoffReport {
     pub limit_bytes_per_sec: Option<u64>,
     /// Times a catch-up shipment waited for the cap.
     pub throttled: u64,
+    /// This node's drain, if one was started (`chorus ctl drain`).
+    #[serde(default)]
+    pub drain: Option<crate::cluster::drain::DrainProgress>,
 }
 
 /// `bytes_left` and `eta_secs` from the records left, the mean record size seen and
