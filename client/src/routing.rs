@@ -36,6 +36,12 @@ pub(crate) fn owner_of_request<'a>(
     match request {
         Request::Submit(item) => Some(ring.owner_of_user(&item.user_id).1),
         Request::ListByUser { user_id, .. } => Some(ring.owner_of_user(user_id).1),
+        // An id that names its partition (`Client::new_item`) is read at its leader.
+        Request::Get(id) => {
+            let partition = usize::from(id.partition_hint()?);
+            let owner = *ring.owners.get(partition)?;
+            ring.members.get(usize::from(owner))
+        }
         Request::SubmitBatch(items) => {
             let (first, rest) = items.split_first()?;
             let owner = ring.owner_of_user(&first.user_id).1;
@@ -262,6 +268,23 @@ mod tests {
         assert_eq!(plan.target(Some(&ring), &list), owner("b", 9));
         let one_owner = Request::SubmitBatch(vec![Item::new(&b, Kind::Text); 3]);
         assert_eq!(plan.target(Some(&ring), &one_owner), owner("b", 9));
+    }
+
+    #[test]
+    fn a_get_by_an_id_that_names_its_partition_goes_to_the_partitions_owner() {
+        let ring = ring();
+        let plan = RoutePlan::new(true);
+        for owner in ["a", "b"] {
+            let user = user_of(owner);
+            let partition = partition_of(&user, ring.partitions);
+            let request = Request::Get(chorus_protocol::ItemId::for_partition(partition));
+            assert!(
+                matches!(plan.target(Some(&ring), &request), Target::Owner { member, .. } if member.node.0 == owner)
+            );
+        }
+        // A hint beyond the ring's partitions (an id minted elsewhere) goes anywhere.
+        let beyond = Request::Get(chorus_protocol::ItemId::for_partition(u16::MAX));
+        assert_eq!(plan.target(Some(&ring), &beyond), Target::Any);
     }
 
     #[test]

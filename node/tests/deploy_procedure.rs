@@ -31,6 +31,25 @@ fn chorus(args: &[&str]) -> Output {
     out
 }
 
+/// `chorus ARGS` until it succeeds (a cluster just formed answers `Unavailable` while
+/// its partitions' leaders take over), for at most 30 s.
+fn chorus_until_ok(args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(chorus_bin()).args(args).output().unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            assert!(
+                out.status.success(),
+                "chorus {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 struct Host {
     name: String,
     root: PathBuf,
@@ -211,7 +230,7 @@ async fn three_hosts_from_nothing_then_a_fourth_joins_and_one_leaves() {
 
     // A submission from the operator machine, with the first host's admin key.
     let admin_key = hosts[0].root.join("var/lib/chorus/admin.key");
-    let submitted = chorus(&[
+    let submitted = chorus_until_ok(&[
         "submit",
         "--server",
         &hosts[0].listen(),
