@@ -83,11 +83,15 @@ fn default_down_grace_ms() -> u64 {
 }
 
 fn default_anti_entropy_interval_ms() -> u64 {
-    200
+    ReplicationSettings::majority(3)
+        .anti_entropy_interval
+        .map_or(0, |interval| interval.as_millis() as u64)
 }
 
 fn default_handoff_bytes_per_sec() -> u64 {
-    64 << 20
+    ReplicationSettings::majority(3)
+        .handoff_bytes_per_sec
+        .unwrap_or(0)
 }
 
 impl ClusterSection {

@@ -235,7 +235,6 @@ impl Replicator {
     /// Compares `pair`'s copies by bisection and repairs the follower's if they differ.
     async fn check(&self, pair: &Pair) -> Result<Checked, chorus_protocol::ErrorCode> {
         let (mut after, mut up_to) = (0, pair.last);
-        let mut first_round = true;
         loop {
             let ranges = split(after, up_to, WAYS);
             let Some(mine) =
@@ -265,14 +264,13 @@ impl Replicator {
             };
             match first_difference(&ranges, &mine, &theirs) {
                 // Later rounds narrow a range that differed: equal now means it moved.
-                None if first_round => return Ok(Checked::Equal),
+                None if (after, up_to) == (0, pair.last) => return Ok(Checked::Equal),
                 None => return Ok(Checked::Busy),
                 Some((from, to)) if to - from <= WAYS as u64 => {
                     return self.repair(pair, from).await;
                 }
                 Some((from, to)) => (after, up_to) = (from, to),
             }
-            first_round = false;
         }
     }
 
