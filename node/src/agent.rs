@@ -13,7 +13,9 @@ use tracing::info;
 use crate::cluster::links::{LinkSettings, Links, link_cookie, link_server_config};
 use crate::cluster::replication::Replicator;
 use crate::cluster::runtime::{ClusterRuntime, ClusterSettings, MemberLinks};
+use crate::cluster::standing::Standing;
 use crate::cluster::state::ClusterState;
+use crate::cluster::{standing_file, standing_sync};
 use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
 use crate::control::{ControlServer, NodeInfo};
 use crate::logging::LogControl;
@@ -156,6 +158,11 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     };
     let (cluster, links) = match &config.cluster {
         Some(section) => {
+            // A member that joins through nobody else founds the cluster: there is
+            // nothing to learn, so it starts warm.
+            let founder = section.seeds.iter().all(|s| *s == section.gossip_addr());
+            let warming = section.replication_factor > 1 && !founder;
+            keep_standings(&state, &config.data_dir, warming)?;
             let key = section.load_key()?;
             let mut link_settings = LinkSettings::new(
                 NodeId(config.node_id.clone()),
@@ -164,6 +171,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
                 endpoint.clone(),
             );
             link_settings.call_timeout = Duration::from_millis(section.forward_timeout_ms);
+            link_settings.cluster = Some(state.clone());
             let links = Links::start(link_settings, node.clone())
                 .await
                 .context("starting the cluster links")?;
@@ -248,13 +256,30 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     let key_sync_stop = shutdown.child_token();
     let key_sync = links.clone().map(|links| {
         let link_ups = links.link_ups();
-        tokio::spawn(crate::cluster::key_sync::run(
+        let links: Arc<dyn crate::cluster::routing::Forwarder> = Arc::new(links);
+        let standings = tokio::spawn(standing_sync::run(
+            state.clone(),
+            Arc::clone(&links),
+            link_ups.clone(),
+            standing_sync::ANTI_ENTROPY_INTERVAL,
+            key_sync_stop.clone(),
+        ));
+        let warm_up = tokio::spawn(standing_sync::warm_up(
+            state.clone(),
             node.clone(),
-            Arc::new(links),
+            Arc::clone(&links),
+            key_sync_stop.clone(),
+        ));
+        let keys = tokio::spawn(crate::cluster::key_sync::run(
+            node.clone(),
+            links,
             link_ups,
             crate::cluster::key_sync::ANTI_ENTROPY_INTERVAL,
             key_sync_stop.clone(),
-        ))
+        ));
+        async move {
+            let _ = tokio::join!(keys, standings, warm_up);
+        }
     });
     server::serve_with_edge(
         endpoint,
@@ -273,7 +298,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     key_sync_stop.cancel();
     replication_stop.cancel();
     if let Some(key_sync) = key_sync {
-        let _ = key_sync.await;
+        key_sync.await;
     }
     if let Some(links) = &links {
         links.shutdown().await;
@@ -304,6 +329,33 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
 /// Saves the first admin key beside the data (mode 0600, created new) and prints it
 /// once, only to a terminal: under systemd or a pipe stdout ends up in a journal or a
 /// file others may read, so then only the log names the file that holds the key.
+/// Loads the members' standings from the data dir (saving every change there) and
+/// gives this node its first standing if it has none: `warming` when it may join a
+/// cluster that holds data, so that it learns its partitions before it votes.
+fn keep_standings(
+    state: &ClusterState,
+    data_dir: &std::path::Path,
+    warming: bool,
+) -> anyhow::Result<()> {
+    let file = data_dir.join(standing_file::STANDINGS_FILE);
+    let own = state
+        .keep_standings_in(file)
+        .context("loading the members' standings")?;
+    let next = match own {
+        None => Standing::new(warming),
+        // Back after a drain: its copies are stale, so it learns before it votes.
+        Some(own) if own.departed => own.changed(|s| {
+            s.departed = false;
+            s.warming = warming;
+        }),
+        Some(_) => return Ok(()),
+    };
+    state
+        .set_own_standing(next)
+        .context("saving this node's standing")?;
+    Ok(())
+}
+
 fn announce_admin_key(config: &NodeConfig, key: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let path = admin_key_path(&config.data_dir);

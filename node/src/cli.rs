@@ -257,6 +257,11 @@ pub enum CtlCommand {
     /// the replica sets, then leave the cluster and stop (`handoff` shows the progress,
     /// `handoff --abort` stops it).
     Drain,
+    /// Take no new partitions: this node keeps those it holds, and joins, leaves and
+    /// losses place theirs on the other members (kept across restarts).
+    Cordon,
+    /// Lift the cordon: this node may take partitions again.
+    Uncordon,
     /// The gossip keyring: list the keys, or rotate them (audited). To rotate without
     /// a restart, run `install` on every member, then `use` on every member, then
     /// `remove` of the old key on every member.

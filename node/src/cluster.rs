@@ -9,10 +9,14 @@ pub mod key_sync;
 pub mod keyring_file;
 pub mod links;
 pub mod membership;
+pub mod placement;
 pub mod replication;
 pub mod ring;
 pub mod routing;
 pub mod runtime;
+pub mod standing;
+pub mod standing_file;
+pub mod standing_sync;
 pub mod state;
 
 /// Registers the descriptions of the cluster layer's metrics with the installed recorder.

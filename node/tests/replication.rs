@@ -9,10 +9,15 @@
 //! A follower back from an absence is streamed what it missed under the handoff
 //! bandwidth cap, while writes keep committing. A drained node streams its partitions
 //! to the members that replace it before it leaves; an aborted drain leaves it in place.
+//! A member that joins with an empty store learns its partitions first and leads none
+//! of them until it holds them, while writes go on; a cordoned member takes none of a
+//! drained member's partitions.
 
 mod support;
 
 use std::collections::BTreeSet;
+
+use rand::Rng;
 use std::time::{Duration, Instant};
 
 use chorus_actors::store::{
@@ -451,4 +456,230 @@ async fn a_drained_node_streams_its_partitions_before_it_leaves() {
         complete(&client, user, acked, "after the drain").await;
     }
     client.close().await;
+}
+
+/// Each partition's role on `node` (`voter`, `learner` or `none`).
+fn roles(node: &Node) -> Option<Vec<String>> {
+    node.ctl(&["replicas"])["result"]["partitions"]
+        .as_array()?
+        .iter()
+        .map(|row| row["role"].as_str().map(String::from))
+        .collect()
+}
+
+/// Whether `node` says it is still warming up.
+fn warming(node: &Node) -> Option<bool> {
+    node.ctl(&["status"])["result"]["replication"]["warming"].as_bool()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_learns_its_partitions_before_it_votes_or_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow streams, so the join is seen in progress.
+    let mut nodes = cluster_of(dir.path(), 4, "handoff_bytes_per_sec = 131072");
+    for node in &mut nodes[..3] {
+        node.start();
+    }
+    formed(&nodes[..3]).await;
+    let client = plain_client(&nodes[0], dir.path()).await;
+    let users: Vec<String> = (0..16).map(|i| format!("joiner-{i}")).collect();
+    let mut acked: Vec<Vec<ItemId>> = vec![Vec::new(); users.len()];
+    let write = |n: usize, user: &str| {
+        let mut item = Item::new(user.to_string(), Kind::Text);
+        // Random text: the log compresses what repeats.
+        let noise: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(6_000)
+            .map(char::from)
+            .collect();
+        item.text = format!("{n:08} {noise}");
+        item
+    };
+    for n in 0..10 {
+        for (user, acked) in users.iter().zip(&mut acked) {
+            let item = write(n, user);
+            submit_acked(&client, &item, Duration::from_secs(30)).await;
+            acked.push(item.id);
+        }
+    }
+    let before = lasts(&nodes[0]).unwrap();
+
+    // node-4 joins empty: while it warms it leads nothing, the others stream it its
+    // partitions as a learner, and every write still commits.
+    nodes[3].start();
+    let started = Instant::now();
+    let mut saw_learner = false;
+    let mut n = 10;
+    loop {
+        match warming(&nodes[3]) {
+            Some(false) => break,
+            Some(true) => {
+                let rows = nodes[3].ctl(&["replicas"]);
+                let rows = rows["result"]["partitions"].as_array().unwrap();
+                assert!(
+                    rows.iter()
+                        .all(|r| r["leader"] == false && r["role"] != "voter"),
+                    "a warming member votes or leads"
+                );
+                saw_learner |= rows.iter().any(|r| r["role"] == "learner");
+            }
+            None => {}
+        }
+        for (user, acked) in users.iter().zip(&mut acked).take(4) {
+            let item = write(n, user);
+            submit_acked(&client, &item, Duration::from_secs(10)).await;
+            acked.push(item.id);
+        }
+        n += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "node-4 never turned warm"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("node-4 warm {:?} after it started", started.elapsed());
+    assert!(saw_learner, "node-4 was never seen learning a partition");
+
+    // Warm, it votes in its partitions and already holds what was written before it
+    // joined; then it leads some of them.
+    let held = lasts(&nodes[3]).unwrap();
+    let mine: Vec<usize> = until_some(Duration::from_secs(10), || {
+        let roles = roles(&nodes[3])?;
+        let mine: Vec<usize> = (0..roles.len()).filter(|&p| roles[p] == "voter").collect();
+        (!mine.is_empty()).then_some(mine)
+    })
+    .await;
+    for &p in &mine {
+        assert!(
+            held[p] >= before[p],
+            "partition {p}: {} of {}",
+            held[p],
+            before[p]
+        );
+    }
+    eprintln!(
+        "node-4 votes in {} partitions holding {} records ({} written before it joined)",
+        mine.len(),
+        mine.iter().map(|&p| held[p]).sum::<u64>(),
+        mine.iter().map(|&p| before[p]).sum::<u64>()
+    );
+    until(Duration::from_secs(20), "node-4 leads partitions", || {
+        nodes[3].ctl(&["replicas"])["result"]["leading"].as_u64() > Some(0)
+    })
+    .await;
+    for (user, acked) in users.iter().zip(&acked) {
+        complete(&client, user, acked, "after the join").await;
+    }
+}
+
+/// Polls `probe` until it gives a value, for up to `limit`.
+async fn until_some<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "nothing within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `member`'s standing as `node` knows it.
+fn standing_of(node: &Node, member: &str) -> Option<String> {
+    node.ctl(&["members"])["result"]["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == member)
+        .and_then(|m| m["standing"].as_str().map(String::from))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cordoned_member_keeps_its_partitions_and_takes_none_of_a_drained_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster_of(dir.path(), 5, "");
+    for node in &mut nodes {
+        node.start();
+    }
+    formed(&nodes).await;
+    let leaders_before = nodes[0].ring()["nodes"].clone();
+    let voting = |node: &Node| -> BTreeSet<usize> {
+        let roles = roles(node).unwrap();
+        (0..roles.len()).filter(|&p| roles[p] == "voter").collect()
+    };
+    let kept = voting(&nodes[4]);
+
+    // Cordoning moves nothing; every member learns it.
+    let cordoned = nodes[4].ctl(&["cordon"]);
+    assert_eq!(cordoned["result"]["cordoned"], true, "{cordoned}");
+    assert_eq!(
+        cordoned["result"]["partitions_kept"].as_u64(),
+        Some(kept.len() as u64)
+    );
+    until(
+        Duration::from_secs(15),
+        "the cordon known everywhere",
+        || {
+            nodes
+                .iter()
+                .all(|n| standing_of(n, "node-5").as_deref() == Some("warm, cordoned"))
+        },
+    )
+    .await;
+    let ring = nodes[0].ring();
+    assert_eq!(ring["nodes"], leaders_before, "cordoning moved leaders");
+    assert_eq!(ring["moved_last_change"], 0);
+    assert_eq!(voting(&nodes[4]), kept);
+
+    // A cordon outlives a restart.
+    nodes[4].kill();
+    nodes[4].start();
+    until(
+        Duration::from_secs(30),
+        "node-5 back, still cordoned",
+        || {
+            nodes[4].ctl(&["status"])["result"]["replication"]["cordoned"] == true
+                && nodes[..4]
+                    .iter()
+                    .all(|n| n.sees("node-5").is_some_and(|(s, _)| s == "alive"))
+        },
+    )
+    .await;
+
+    // node-4 drains and leaves: its partitions go to the three others, none to node-5.
+    let drain = nodes[3].ctl(&["drain"]);
+    assert!(drain["result"]["streams"].as_u64() > Some(0), "{drain}");
+    until(
+        Duration::from_secs(60),
+        "node-4 stopped after its drain",
+        || nodes[3].exited().is_some(),
+    )
+    .await;
+    until(Duration::from_secs(30), "the ring without node-4", || {
+        nodes
+            .iter()
+            .filter(|n| n.name != "node-4")
+            .all(|n| n.ring()["nodes"].as_array().is_some_and(|a| a.len() == 4))
+    })
+    .await;
+    let after = voting(&nodes[4]);
+    assert!(
+        after.is_subset(&kept),
+        "node-5 took {:?}",
+        after.difference(&kept).collect::<Vec<_>>()
+    );
+    assert_eq!(after, kept, "node-5 kept its partitions");
+
+    // Lifted, the cordon is gone everywhere.
+    let lifted = nodes[4].ctl(&["uncordon"]);
+    assert_eq!(lifted["result"]["cordoned"], false, "{lifted}");
+    until(
+        Duration::from_secs(15),
+        "the cordon lifted everywhere",
+        || {
+            nodes[..3]
+                .iter()
+                .all(|n| standing_of(n, "node-5").as_deref() == Some("warm"))
+        },
+    )
+    .await;
 }

@@ -25,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::placement;
 use super::replication::handoff::Bandwidth;
 use super::ring::{Ring, RingError};
 use super::routing::{Forward, ForwardReply, Forwarder};
+use super::standing::Standings;
 use super::state::RingView;
 
 /// Most record bytes in one drain shipment.
@@ -45,8 +47,13 @@ pub struct Stream {
 }
 
 /// The streams that move this node's partitions to the members that replace it: the
-/// placement without `me`, compared with `view`'s, partition by partition.
-pub fn plan(view: &RingView, me: &NodeId) -> Result<Vec<Stream>, RingError> {
+/// placement without `me` under the members' `standings` (cordoned members take none),
+/// compared with `view`'s, partition by partition.
+pub fn plan(
+    view: &RingView,
+    me: &NodeId,
+    standings: Option<&Standings>,
+) -> Result<Vec<Stream>, RingError> {
     let others: Vec<NodeId> = view
         .ring
         .members()
@@ -58,15 +65,23 @@ pub fn plan(view: &RingView, me: &NodeId) -> Result<Vec<Stream>, RingError> {
         return Ok(Vec::new());
     }
     let after = Ring::place(others, view.ring.partitions())?;
+    let sets = placement::replica_sets(&after, view.factor, standings);
     let mut streams = Vec::new();
     for partition in 0..view.ring.partitions() {
         let before: BTreeSet<&NodeId> = view.replicas(partition).collect();
         if !before.contains(me) {
             continue;
         }
-        for to in after.preference_list(partition, view.factor) {
-            if !before.contains(&to) {
-                streams.push(Stream { partition, to });
+        // The replicas once this node has left: voters, and learners (the full set the
+        // voters will become).
+        let mut to = placement::named(&after, &sets.voters, partition);
+        to.extend(placement::named(&after, &sets.learners, partition));
+        for to in to {
+            if !before.contains(to) {
+                streams.push(Stream {
+                    partition,
+                    to: to.clone(),
+                });
             }
         }
     }
@@ -298,7 +313,7 @@ mod tests {
     fn a_drain_streams_each_held_partition_to_its_new_replicas_only() {
         let me = NodeId("d".into());
         let view = view(&["a", "b", "c", "d"], 3);
-        let streams = plan(&view, &me).unwrap();
+        let streams = plan(&view, &me, None).unwrap();
         let held: Vec<PartitionId> = (0..64)
             .filter(|&p| view.replicas(p).any(|r| *r == me))
             .collect();
@@ -313,12 +328,35 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_streams_nothing_to_a_cordoned_member() {
+        use crate::cluster::standing::{PartitionSet, Standing};
+        let view = view(&["a", "b", "c", "d", "e"], 3);
+        let e = NodeId("e".into());
+        let held = PartitionSet::of((0..64).filter(|&p| view.replicas(p).any(|r| *r == e)));
+        let standing = |cordoned| Standing {
+            version: 1,
+            warming: false,
+            departed: false,
+            cordoned,
+        };
+        let standings = Standings::from_entries(
+            ["a", "b", "c", "d"]
+                .map(|n| (NodeId(n.into()), standing(None)))
+                .into_iter()
+                .chain([(e.clone(), standing(Some(held)))]),
+        );
+        let streams = plan(&view, &NodeId("d".into()), Some(&standings)).unwrap();
+        assert!(!streams.is_empty());
+        assert!(streams.iter().all(|s| s.to != e), "{streams:?}");
+    }
+
+    #[test]
     fn with_no_member_to_take_its_place_nothing_streams() {
         // Three members, three replicas: the two left hold every partition already.
-        let streams = plan(&view(&["a", "b", "c"], 3), &NodeId("c".into())).unwrap();
+        let streams = plan(&view(&["a", "b", "c"], 3), &NodeId("c".into()), None).unwrap();
         assert!(streams.is_empty());
         assert!(
-            plan(&view(&["a"], 3), &NodeId("a".into()))
+            plan(&view(&["a"], 3), &NodeId("a".into()), None)
                 .unwrap()
                 .is_empty()
         );

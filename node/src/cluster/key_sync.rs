@@ -159,6 +159,23 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    rounds(link_ups, interval, shutdown, || {
+        round(&node, &*peers).instrument(info_span!("key_sync"))
+    })
+    .await
+}
+
+/// Runs `round` until `shutdown`: every `interval`, at once when a link comes up, and
+/// after [`RETRY_INTERVAL`] when the last one reported a peer missed (`false`).
+pub async fn rounds<F, R>(
+    link_ups: watch::Receiver<u64>,
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut round: F,
+) where
+    F: FnMut() -> R,
+    R: std::future::Future<Output = bool>,
+{
     let mut link_ups = Some(link_ups);
     let mut wait = interval;
     loop {
@@ -171,7 +188,7 @@ pub async fn run(
         let complete = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            complete = round(&node, &*peers).instrument(info_span!("key_sync")) => complete,
+            complete = round() => complete,
         };
         wait = if complete {
             interval

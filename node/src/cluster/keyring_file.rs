@@ -88,32 +88,34 @@ pub fn load(path: &Path) -> Result<Option<Keyring>, KeyringFileError> {
 
 /// Writes `file` to `path` atomically, mode 0600.
 pub fn save(path: &Path, file: &KeyringFile) -> Result<(), KeyringFileError> {
-    let io = |source| KeyringFileError::Io {
+    let text = serde_json::to_vec_pretty(file).expect("a keyring file serialises");
+    replace_file(path, &text).map_err(|source| KeyringFileError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("json.tmp");
+    })
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one:
+/// written beside (mode 0600), synced, renamed over, the directory synced.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
     match std::fs::remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+        Err(e) => return Err(e),
     }
-    let text = serde_json::to_vec_pretty(file).expect("a keyring file serialises");
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(io)?;
-    out.write_all(&text).map_err(io)?;
-    out.sync_all().map_err(io)?;
+        .open(&tmp)?;
+    out.write_all(bytes)?;
+    out.sync_all()?;
     drop(out);
-    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
     }
     Ok(())
 }

@@ -173,6 +173,8 @@ pub struct LinkSettings {
     pub max_received_in_flight: usize,
     /// Every peer's circuit breaker (default: the store's, open for 5 s).
     pub breaker: BreakerConfig,
+    /// The cluster state peers' standings merge into (default none: refused).
+    pub cluster: Option<super::state::ClusterState>,
 }
 
 impl std::fmt::Debug for LinkSettings {
@@ -213,6 +215,7 @@ impl LinkSettings {
                 open_timeout: Duration::from_secs(5),
                 ..BreakerConfig::store()
             },
+            cluster: None,
         }
     }
 
@@ -360,6 +363,7 @@ impl Links {
                 node_id: settings.node.clone(),
                 node,
                 max_in_flight: settings.max_received_in_flight,
+                cluster: settings.cluster.clone(),
             },
         )
         .await

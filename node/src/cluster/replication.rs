@@ -137,8 +137,23 @@ struct Leading {
     staged: u64,
     /// The epoch history followers adopt with each shipment.
     history: Vec<(u64, u64)>,
+    /// The other voting replicas.
     followers: Vec<NodeId>,
+    /// Replicas being streamed the partition before they vote.
+    learners: Vec<NodeId>,
     quorum: PartitionQuorum<CommitWaiter>,
+}
+
+impl Leading {
+    /// Whether `node` is shipped this partition (a follower or a learner).
+    fn ships_to(&self, node: &NodeId) -> bool {
+        self.followers.contains(node) || self.learners.contains(node)
+    }
+
+    /// Every replica this partition is shipped to.
+    fn shipped_to(&self) -> impl Iterator<Item = &NodeId> {
+        self.followers.iter().chain(&self.learners)
+    }
 }
 
 /// The replication state shared by the write path, the shippers and the takeover task.
@@ -270,7 +285,7 @@ impl Replicator {
                 continue;
             };
             let last = leading.quorum.last();
-            for follower in &leading.followers {
+            for follower in leading.shipped_to() {
                 let lag = lags
                     .entry(follower.clone())
                     .or_insert_with(|| handoff::FollowerLag {
@@ -433,7 +448,7 @@ impl Replication for Replicator {
         for (partition, last) in lasts {
             if let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) {
                 leading.staged = leading.staged.max(last);
-                followers.extend(leading.followers.iter().cloned());
+                followers.extend(leading.shipped_to().cloned());
             }
         }
         drop(parts);

@@ -12,6 +12,7 @@ use chorus_protocol::{
 };
 
 use super::replication::digest::PartitionDigest;
+use super::standing::Standings;
 use super::state::RingView;
 
 /// A request handed to its owner over a link. The owner serves it itself and never
@@ -96,6 +97,18 @@ pub enum Forward {
         /// The last sequence both copies agree up to.
         after: u64,
     },
+    /// The sender's whole map of members' standings (anti-entropy) or its own changed
+    /// one (a push); answered with the entries the receiver holds newer.
+    Standings {
+        /// The standings.
+        set: Standings,
+    },
+    /// The last sequence the peer holds of each partition (a member warming up
+    /// measures itself against its replicas).
+    Tips {
+        /// The partitions.
+        partitions: Vec<PartitionId>,
+    },
 }
 
 /// The owner's answer to a [`Forward`].
@@ -126,6 +139,10 @@ pub enum ForwardReply {
     Digests(Option<Vec<PartitionDigest>>),
     /// The outcome of a repair.
     Repaired(RepairOutcome),
+    /// The standings the asker lacks.
+    Standings(Standings),
+    /// The last sequence held of each partition asked, in the order asked.
+    Tips(Vec<u64>),
 }
 
 /// A boxed future of a forwarded request's answer.

@@ -6,14 +6,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use chorus_protocol::{NodeId, PartitionId, RingMember, RingSnapshot, partition_of};
 use tokio::sync::watch;
 use tracing::info;
 
+use super::placement::{self, ReplicaSets, Sets};
 use super::ring::{Ring, RingError};
+use super::standing::{Standing, Standings};
+use super::standing_file::{self, StandingFileError};
 
 /// Ring changes since start, by the metrics endpoint.
 pub const RING_CHANGES: &str = "chorus_ring_changes_total";
@@ -33,9 +37,13 @@ pub struct RingView {
     pub factor: usize,
     /// The placed members that are live (this node always is).
     pub live: BTreeSet<NodeId>,
-    /// Per partition: its replica set, as indices in the placement's members, owner
-    /// first (computed once per placement: a preference list sorts every member).
-    replica_sets: Arc<Vec<Box<[u16]>>>,
+    /// Per partition: its voting replicas, as indices in the placement's members,
+    /// owner first (computed once per placement: a preference list sorts every member).
+    replica_sets: Arc<Sets>,
+    /// Per partition: its learners (replicas being streamed it before they vote).
+    learners: Arc<Sets>,
+    /// What of the members' standings shaped the sets ([`placement::standing_key`]).
+    standing_key: u64,
     /// Per partition: its leader's index in the placement's members.
     leaders: Vec<u16>,
     /// Each live member's QUIC address (clients and links).
@@ -47,70 +55,83 @@ pub struct RingView {
 }
 
 impl RingView {
-    /// The view of `ring` with `live` members, `factor` replicas per partition.
+    /// The view of `ring` with `live` members, `factor` replicas per partition, every
+    /// member warm and uncordoned.
     pub fn new(
         ring: Ring,
         factor: usize,
         live: BTreeSet<NodeId>,
         addrs: BTreeMap<NodeId, SocketAddr>,
     ) -> RingView {
-        let index = |node: &NodeId| {
-            ring.members()
-                .binary_search(node)
-                .expect("a replica is a member") as u16
-        };
-        let replica_sets = (0..ring.partitions())
-            .map(|p| {
-                ring.preference_list(p, factor.max(1))
-                    .iter()
-                    .map(index)
-                    .collect()
-            })
-            .collect();
-        Self::with_sets(ring, Arc::new(replica_sets), factor, live, addrs)
+        Self::placed(ring, factor, None, live, addrs)
+    }
+
+    /// The view of `ring` under the members' `standings` (see [`placement`]).
+    pub fn placed(
+        ring: Ring,
+        factor: usize,
+        standings: Option<&Standings>,
+        live: BTreeSet<NodeId>,
+        addrs: BTreeMap<NodeId, SocketAddr>,
+    ) -> RingView {
+        let standing_key = placement::standing_key(ring.members(), factor, standings);
+        let ReplicaSets { voters, learners } = placement::replica_sets(&ring, factor, standings);
+        let sets = (Arc::new(voters), Arc::new(learners));
+        Self::with_sets(ring, sets, standing_key, factor, live, addrs)
     }
 
     /// This view's placement with other live members and addresses.
     fn relive(&self, live: BTreeSet<NodeId>, addrs: BTreeMap<NodeId, SocketAddr>) -> RingView {
+        let sets = (Arc::clone(&self.replica_sets), Arc::clone(&self.learners));
         Self::with_sets(
             self.ring.clone(),
-            Arc::clone(&self.replica_sets),
+            sets,
+            self.standing_key,
             self.factor,
             live,
             addrs,
         )
     }
 
-    /// The view of `ring` whose replica sets are `replica_sets`.
+    /// The view of `ring` whose voters and learners are `sets`.
     fn with_sets(
         ring: Ring,
-        replica_sets: Arc<Vec<Box<[u16]>>>,
+        (voters, learners): (Arc<Sets>, Arc<Sets>),
+        standing_key: u64,
         factor: usize,
         live: BTreeSet<NodeId>,
         addrs: BTreeMap<NodeId, SocketAddr>,
     ) -> RingView {
-        let members = ring.members();
-        let leaders = replica_sets
-            .iter()
-            .map(|set| {
-                // A partition none of whose replicas is live keeps its owner, down: its
-                // requests fail as Unavailable until one is back.
-                set.iter()
-                    .copied()
-                    .find(|&i| live.contains(&members[usize::from(i)]))
-                    .unwrap_or(set[0])
-            })
-            .collect();
-        RingView {
+        let mut view = RingView {
             ring,
             factor,
             live,
-            replica_sets,
-            leaders,
+            replica_sets: voters,
+            learners,
+            standing_key,
+            leaders: Vec::new(),
             addrs,
             since: SystemTime::now(),
             moved: 0,
-        }
+        };
+        view.leaders = view.elect();
+        view
+    }
+
+    /// Each partition's leader: its first live voter. A partition none of whose voters
+    /// is live keeps its first one, down: its requests fail as Unavailable until one is
+    /// back.
+    fn elect(&self) -> Vec<u16> {
+        let members = self.ring.members();
+        self.replica_sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .copied()
+                    .find(|&i| self.live.contains(&members[usize::from(i)]))
+                    .unwrap_or(set[0])
+            })
+            .collect()
     }
 
     /// The leader of partition `p`.
@@ -137,9 +158,26 @@ impl RingView {
             .map(|&i| &self.ring.members()[usize::from(i)])
     }
 
-    /// Names the view: changes whenever the placement or the live members do.
+    /// Partition `p`'s learners: replicas being streamed it before they vote.
+    ///
+    /// # Panics
+    /// If `p` is not below the partition count.
+    pub fn learners(&self, p: PartitionId) -> impl Iterator<Item = &NodeId> {
+        self.learners[usize::from(p)]
+            .iter()
+            .map(|&i| &self.ring.members()[usize::from(i)])
+    }
+
+    /// Partitions with a learner.
+    pub fn learning(&self) -> u32 {
+        self.learners.iter().filter(|l| !l.is_empty()).count() as u32
+    }
+
+    /// Names the view: changes whenever the placement, the standings that shape it or
+    /// the live members do.
     pub fn epoch(&self) -> u64 {
         let mut bytes = self.ring.epoch().0.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&self.standing_key.to_le_bytes());
         for node in &self.live {
             bytes.extend_from_slice(node.0.as_bytes());
             bytes.push(0);
@@ -227,6 +265,20 @@ struct Inner {
     /// Every other member in the member table, down ones included: a node that may
     /// hold items (reads that miss must not say "not found" while one is unreachable).
     known: Mutex<BTreeSet<NodeId>>,
+    /// The members' standings and where they are kept.
+    standings: Mutex<StandingsState>,
+    /// Told when this node's own standing changes (the standings sync pushes it).
+    own_changed: tokio::sync::Notify,
+    /// The last members given to [`ClusterState::set_view`]: live ones and how long
+    /// each down one has been down.
+    inputs: Mutex<(BTreeMap<NodeId, SocketAddr>, BTreeMap<NodeId, Duration>)>,
+}
+
+/// The standings this node knows and the file they are saved to.
+#[derive(Debug, Default)]
+struct StandingsState {
+    standings: Standings,
+    file: Option<PathBuf>,
 }
 
 impl ClusterState {
@@ -266,6 +318,9 @@ impl ClusterState {
                 grace: if factor > 1 { grace } else { Duration::ZERO },
                 ring: watch::channel(Arc::new(view)).0,
                 known: Mutex::new(BTreeSet::new()),
+                standings: Mutex::new(StandingsState::default()),
+                own_changed: tokio::sync::Notify::new(),
+                inputs: Mutex::new((BTreeMap::new(), BTreeMap::new())),
             }),
         })
     }
@@ -292,13 +347,12 @@ impl ClusterState {
 
     /// Every other member this node knows of, down ones included.
     pub fn known_peers(&self) -> Vec<NodeId> {
-        let known = self.inner.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.iter().cloned().collect()
+        lock(&self.inner.known).iter().cloned().collect()
     }
 
     /// The member table changed: remembers every other member in it.
     pub fn set_known(&self, members: impl IntoIterator<Item = NodeId>) {
-        let mut known = self.inner.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = lock(&self.inner.known);
         known.extend(members.into_iter().filter(|n| n != &self.inner.node));
     }
 
@@ -320,10 +374,22 @@ impl ClusterState {
     ) -> (Option<u32>, Option<Duration>) {
         let mut live = live;
         live.insert(self.inner.node.clone(), self.inner.addr);
+        *lock(&self.inner.inputs) = (live.clone(), down_for.clone());
+        self.place(live, down_for)
+    }
+
+    /// Places the ring for `live` and `down_for` under the standings known now.
+    fn place(
+        &self,
+        live: BTreeMap<NodeId, SocketAddr>,
+        down_for: &BTreeMap<NodeId, Duration>,
+    ) -> (Option<u32>, Option<Duration>) {
         let grace = self.inner.grace;
+        let state = lock(&self.inner.standings);
+        // A drained member is gone for good: no grace.
         let within: BTreeMap<&NodeId, Duration> = down_for
             .iter()
-            .filter(|(n, d)| !live.contains_key(*n) && **d < grace)
+            .filter(|(n, d)| !live.contains_key(*n) && **d < grace && !state.standings.departed(n))
             .map(|(n, d)| (n, grace - *d))
             .collect();
         let next_expiry = within.values().copied().min();
@@ -334,7 +400,11 @@ impl ClusterState {
             .collect();
         let live_set: BTreeSet<NodeId> = live.keys().cloned().collect();
         let current = self.ring();
-        let same_placement = current.ring.members().iter().eq(placed.iter());
+        let standings = Some(&state.standings);
+        let placed_list: Vec<NodeId> = placed.iter().cloned().collect();
+        let same_placement = current.ring.members() == placed_list.as_slice()
+            && current.standing_key
+                == placement::standing_key(&placed_list, self.inner.factor, standings);
         if same_placement && current.live == live_set {
             if current.addrs != live {
                 let mut view = current.relive(live_set, live);
@@ -349,14 +419,16 @@ impl ClusterState {
         } else {
             let ring = Ring::place(placed, self.inner.partitions)
                 .expect("a member set with this node is never empty");
-            RingView::new(ring, self.inner.factor, live_set, live)
+            RingView::placed(ring, self.inner.factor, standings, live_set, live)
         };
+        drop(state);
         let moved = view.moved_from(&current);
         view.moved = moved;
         info!(
             epoch = view.epoch(),
             placed = view.ring.members().len(),
             live = view.live.len(),
+            learning = view.learning(),
             moved,
             balance = view.balance(),
             "ring placed"
@@ -367,6 +439,108 @@ impl ClusterState {
         self.inner.ring.send_replace(Arc::new(view));
         (Some(moved), next_expiry)
     }
+
+    /// Places the ring again with the last members given, after the standings changed.
+    fn place_again(&self) {
+        let (live, down_for) = lock(&self.inner.inputs).clone();
+        let live = if live.is_empty() {
+            BTreeMap::from([(self.inner.node.clone(), self.inner.addr)])
+        } else {
+            live
+        };
+        self.place(live, &down_for);
+    }
+
+    /// Loads the standings saved in `file` (if any) and saves every change there from
+    /// now on; returns this node's own standing as saved, if it was.
+    pub fn keep_standings_in(&self, file: PathBuf) -> Result<Option<Standing>, StandingFileError> {
+        let loaded = standing_file::load(&file)?.unwrap_or_default();
+        let own = loaded.get(&self.inner.node).cloned();
+        {
+            let mut state = lock(&self.inner.standings);
+            state.standings.merge(loaded);
+            state.file = Some(file);
+        }
+        self.place_again();
+        Ok(own)
+    }
+
+    /// Every member's standing as known here.
+    pub fn standings(&self) -> Standings {
+        lock(&self.inner.standings).standings.clone()
+    }
+
+    /// This node's own standing, once set.
+    pub fn own_standing(&self) -> Option<Standing> {
+        lock(&self.inner.standings)
+            .standings
+            .get(&self.inner.node)
+            .cloned()
+    }
+
+    /// Whether this node is still warming up (it learns its partitions and leads none);
+    /// a node that never set its standing is not.
+    pub fn warming(&self) -> bool {
+        self.inner.factor > 1 && self.own_standing().is_some_and(|s| s.warming)
+    }
+
+    /// Takes the entries of `incoming` newer than those known (never one about this
+    /// node: it alone writes its own), saves and places the ring again if any was;
+    /// returns how many were.
+    pub fn merge_standings(&self, incoming: Standings) -> usize {
+        let me = &self.inner.node;
+        let others =
+            Standings::from_entries(incoming.into_entries().into_iter().filter(|(n, _)| n != me));
+        let merged = {
+            let mut state = lock(&self.inner.standings);
+            let merged = state.standings.merge(others);
+            if merged > 0
+                && let Err(error) = save(&state)
+            {
+                tracing::warn!(%error, "saving the members' standings failed");
+            }
+            merged
+        };
+        if merged > 0 {
+            self.place_again();
+        }
+        merged
+    }
+
+    /// Sets this node's own standing to `standing` (saved before it is used), and
+    /// places the ring again.
+    pub fn set_own_standing(&self, standing: Standing) -> Result<(), StandingFileError> {
+        {
+            let mut state = lock(&self.inner.standings);
+            let mut next = state.standings.clone();
+            next.set(self.inner.node.clone(), standing);
+            let previous = std::mem::replace(&mut state.standings, next);
+            if let Err(error) = save(&state) {
+                state.standings = previous;
+                return Err(error);
+            }
+        }
+        self.place_again();
+        self.inner.own_changed.notify_one();
+        Ok(())
+    }
+
+    /// Waits until this node's own standing changes (from the last time this returned).
+    pub async fn own_standing_changed(&self) {
+        self.inner.own_changed.notified().await;
+    }
+}
+
+/// Saves `state`'s standings to its file, if it has one.
+fn save(state: &StandingsState) -> Result<(), StandingFileError> {
+    match &state.file {
+        Some(file) => standing_file::save(file, &state.standings),
+        None => Ok(()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

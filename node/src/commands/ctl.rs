@@ -152,6 +152,8 @@ pub fn request_for(command: &CtlCommand) -> Request {
         CtlCommand::Handoff { abort: false } => Request::Handoff,
         CtlCommand::Handoff { abort: true } => Request::HandoffAbort,
         CtlCommand::Drain => Request::Drain,
+        CtlCommand::Cordon => Request::Cordon { undo: false },
+        CtlCommand::Uncordon => Request::Cordon { undo: true },
         CtlCommand::Snapshot { dir } => Request::Snapshot {
             // The agent resolves paths against its own directory: send an absolute one.
             dir: std::path::absolute(dir)
@@ -245,17 +247,18 @@ fn print_reply(reply: &Reply) {
         }
         Reply::Members { members } => {
             println!(
-                "{:<16} {:<22} {:<8} {:>16}  since",
-                "id", "address", "state", "incarnation"
+                "{:<16} {:<22} {:<8} {:>16}  {:<17} since",
+                "id", "address", "state", "incarnation", "standing"
             );
             for m in members {
                 let me = if m.is_self { " (this node)" } else { "" };
                 println!(
-                    "{:<16} {:<22} {:<8} {:>16}  {}{me}",
+                    "{:<16} {:<22} {:<8} {:>16}  {:<17} {}{me}",
                     m.id,
                     m.address,
                     m.state,
                     m.incarnation,
+                    m.standing,
                     format_ms(m.since_ms)
                 );
             }
@@ -359,6 +362,11 @@ fn print_reply(reply: &Reply) {
             "draining: {} streams (audit entry {}); chorus ctl handoff shows the progress, the node leaves when done",
             d.streams, d.audit_seq
         ),
+        Reply::Cordon(c) if c.cordoned => println!(
+            "cordoned: keeps {} partitions and takes no new ones (audit entry {})",
+            c.partitions_kept, c.audit_seq
+        ),
+        Reply::Cordon(c) => println!("cordon lifted (audit entry {})", c.audit_seq),
         Reply::Handoff(h) => {
             println!(
                 "partition copies in step {}, behind {}; records left {} (about {} bytes)",
@@ -479,8 +487,15 @@ fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
         rows.push((
             "replication",
             format!(
-                "{} replicas, write quorum {}; leads {} partitions; {} follower copies behind ({} records)",
-                r.factor, r.write_quorum, r.leading, r.copies_behind, r.records_behind
+                "{} replicas, write quorum {}; leads {} partitions; {} follower copies behind ({} records); {}{}; {} partitions with a learner",
+                r.factor,
+                r.write_quorum,
+                r.leading,
+                r.copies_behind,
+                r.records_behind,
+                if r.warming { "warming" } else { "warm" },
+                if r.cordoned { ", cordoned" } else { "" },
+                r.learning
             ),
         ));
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_actors::BreakerCommand;
@@ -13,12 +14,12 @@ use chorus_actors::store::SnapshotError;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
-    DegradeReport, DrainStarted, GossipKeyRow, GossipKeysReport, LeaveReport, LimitsReport,
-    LogLevelChange, MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport,
+    CordonReport, DegradeReport, DrainStarted, GossipKeyRow, GossipKeysReport, LeaveReport,
+    LimitsReport, LogLevelChange, MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport,
     ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult, StatusReport,
     StoreLogStatus, UserOwner,
 };
@@ -30,7 +31,10 @@ use crate::cluster::replication::Replicator;
 use crate::cluster::replication::anti_entropy::Found;
 use crate::cluster::replication::digest::partition_digest;
 use crate::cluster::replication::handoff::HandoffReport;
+use crate::cluster::routing::Forwarder;
 use crate::cluster::runtime::ClusterRuntime;
+use crate::cluster::standing::PartitionSet;
+use crate::cluster::standing_sync;
 use crate::cluster::state::ClusterState;
 use crate::config::LimitsSection;
 use crate::logging::{LogControl, LogLevelError};
@@ -199,6 +203,7 @@ impl Handler {
             Request::Handoff => Ok(Reply::Handoff(self.handoff())),
             Request::HandoffAbort => self.abort_drain(peer).await.map(Reply::Handoff),
             Request::Drain => self.start_drain(peer).await.map(Reply::Drain),
+            Request::Cordon { undo } => self.cordon(peer, !undo).await.map(Reply::Cordon),
         }
     }
 
@@ -344,6 +349,13 @@ impl Handler {
                     leading: replication.leading().len() as u32,
                     copies_behind: lag.pairs_left,
                     records_behind: lag.records_left,
+                    warming: self.info.cluster.warming(),
+                    cordoned: self
+                        .info
+                        .cluster
+                        .own_standing()
+                        .is_some_and(|s| s.cordoned.is_some()),
+                    learning: self.info.cluster.ring().learning(),
                 }
             }),
         }
@@ -482,7 +494,20 @@ impl Handler {
                 incarnation: 0,
                 since_ms: self.started_at_ms,
                 is_self: true,
+                standing: "warm".into(),
             }];
+        };
+        let standings = self.info.cluster.standings();
+        let standing = |node: &chorus_protocol::NodeId| {
+            let warmth = if standings.is_warming(node) {
+                "warming"
+            } else {
+                "warm"
+            };
+            match standings.cordon(node) {
+                Some(_) => format!("{warmth}, cordoned"),
+                None => warmth.to_string(),
+            }
         };
         let view = runtime.members();
         view.members
@@ -495,6 +520,7 @@ impl Handler {
                 incarnation: m.incarnation,
                 since_ms: unix_ms(view.origin + m.since),
                 is_self: m.is_self,
+                standing: standing(m.identity.node()),
             })
             .collect()
     }
@@ -512,8 +538,18 @@ impl Handler {
             None => (1, 1, BTreeMap::new(), Found::default()),
         };
         let mut partitions = Vec::with_capacity(usize::from(self.node.partitions()));
+        let view = self.info.cluster.ring();
+        let me = self.info.cluster.node();
         for partition in 0..self.node.partitions() {
             let (epochs, last) = self.node.partition_state(partition);
+            let placed = partition < view.ring.partitions();
+            let role = if placed && view.replicas(partition).any(|r| r == me) {
+                "voter"
+            } else if placed && view.learners(partition).any(|r| r == me) {
+                "learner"
+            } else {
+                "none"
+            };
             let (records, digest) = if digest {
                 let d = partition_digest(&self.node, partition)
                     .await
@@ -525,6 +561,7 @@ impl Handler {
             partitions.push(ReplicaRow {
                 partition,
                 leader: leading.contains_key(&partition),
+                role: role.into(),
                 epoch: epochs.promised,
                 last,
                 records,
@@ -631,10 +668,13 @@ impl Handler {
             });
         }
         let view = self.info.cluster.ring();
+        let standings = self.info.cluster.standings();
         let streams =
-            drain::plan(&view, self.info.cluster.node()).map_err(|e| ControlError::Invalid {
-                field: "drain".into(),
-                reason: e.to_string(),
+            drain::plan(&view, self.info.cluster.node(), Some(&standings)).map_err(|e| {
+                ControlError::Invalid {
+                    field: "drain".into(),
+                    reason: e.to_string(),
+                }
             })?;
         let entry = self
             .node
@@ -662,13 +702,54 @@ impl Handler {
         let cap = replication.settings().handoff_bytes_per_sec;
         let runtime = runtime.clone();
         let shutdown = self.info.shutdown.clone();
+        let cluster = self.info.cluster.clone();
         tokio::spawn(async move {
-            if drain::run(handle, streams, node, peers, cap).await {
+            if drain::run(handle, streams, node, Arc::clone(&peers), cap).await {
+                depart(&cluster, &*peers).await;
                 runtime.leave().await;
                 shutdown.cancel();
             }
         });
         Ok(started)
+    }
+
+    /// `cordon` / `uncordon`: audits, then sets this node's standing (saved before it
+    /// is used; the standings sync pushes it to every member). A cordoned node keeps
+    /// the partitions it replicates now, voting or learning.
+    pub async fn cordon(&self, peer: &Peer, cordon: bool) -> Result<CordonReport, ControlError> {
+        let cluster = &self.info.cluster;
+        let (Some(own), Some(_)) = (cluster.own_standing(), &self.info.runtime) else {
+            return Err(ControlError::Invalid {
+                field: "cordon".into(),
+                reason: "this node is not a cluster member".into(),
+            });
+        };
+        let view = cluster.ring();
+        let me = cluster.node();
+        let held = PartitionSet::of(
+            (0..view.ring.partitions())
+                .filter(|&p| view.replicas(p).chain(view.learners(p)).any(|r| r == me)),
+        );
+        let kept = if cordon { held.len() as u32 } else { 0 };
+        let what = if cordon { "cordon" } else { "uncordon" };
+        let entry = self
+            .node
+            .audit_append(peer.audit_actor(), what, format!("{kept} partitions kept"))
+            .await
+            .map_err(audit_failed)?;
+        let next = own.changed(|s| s.cordoned = cordon.then_some(held));
+        cluster
+            .set_own_standing(next)
+            .map_err(|e| ControlError::Invalid {
+                field: "cordon".into(),
+                reason: e.to_string(),
+            })?;
+        info!(uid = peer.uid, audit_seq = entry.seq, kept, "{what}");
+        Ok(CordonReport {
+            audit_seq: entry.seq,
+            cordoned: cordon,
+            partitions_kept: kept,
+        })
     }
 
     /// `handoff --abort`: stops a running drain (audited); the node stays.
@@ -784,6 +865,19 @@ fn store_log_status(usage: chorus_actors::store::LogUsage) -> StoreLogStatus {
     }
 }
 
+/// Marks this drained node departed and tells every linked member before it leaves,
+/// so that they place the ring without it at once rather than after the down grace.
+async fn depart(cluster: &ClusterState, peers: &dyn Forwarder) {
+    let Some(own) = cluster.own_standing() else {
+        return;
+    };
+    if let Err(error) = cluster.set_own_standing(own.changed(|s| s.departed = true)) {
+        warn!(%error, "saving this node's departure failed");
+    }
+    let told = standing_sync::push_own(cluster, peers).await;
+    info!(told, "departure told");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,3 +910,4 @@ mod tests {
         );
     }
 }
+

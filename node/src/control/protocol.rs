@@ -118,6 +118,13 @@ pub enum Request {
     /// Streams every partition this node holds to the members that replace it in the
     /// replica sets, then leaves the cluster and stops (audited).
     Drain,
+    /// Cordons this node: it keeps the partitions it holds and takes no new ones; with
+    /// `undo`, lifts the cordon (audited).
+    Cordon {
+        /// Lift the cordon instead.
+        #[serde(default)]
+        undo: bool,
+    },
 }
 
 /// A secret carried in a request (a gossip key): serialised as the plain string, but
@@ -159,6 +166,8 @@ impl Request {
             Request::Handoff => "handoff",
             Request::HandoffAbort => "handoff-abort",
             Request::Drain => "drain",
+            Request::Cordon { undo: false } => "cordon",
+            Request::Cordon { undo: true } => "uncordon",
         }
     }
 }
@@ -275,6 +284,8 @@ pub enum Reply {
     Handoff(HandoffReport),
     /// Answer to [`Request::Drain`].
     Drain(DrainStarted),
+    /// Answer to [`Request::Cordon`].
+    Cordon(CordonReport),
 }
 
 /// This node's replicas of the partitions.
@@ -300,6 +311,10 @@ pub struct ReplicaRow {
     pub partition: u16,
     /// Whether this node leads it now.
     pub leader: bool,
+    /// This node's place in the partition's replica set: `voter` (it counts toward
+    /// the write quorum; the leader is one), `learner` (being streamed it), or `none`.
+    #[serde(default)]
+    pub role: String,
     /// The highest epoch this replica promised.
     pub epoch: u64,
     /// Its last sequence here.
@@ -374,6 +389,10 @@ pub struct MemberRow {
     pub since_ms: u64,
     /// Whether this row is the node answering.
     pub is_self: bool,
+    /// Its standing as known here: `warm`, `warming` (learning its partitions; also a
+    /// member not heard from yet), each with `, cordoned` when it takes no new ones.
+    #[serde(default)]
+    pub standing: String,
 }
 
 /// The ring as this node sees it.
@@ -554,6 +573,17 @@ pub struct DrainStarted {
     pub streams: u32,
 }
 
+/// What `cordon` or `uncordon` did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CordonReport {
+    /// The audit entry recording it.
+    pub audit_seq: u64,
+    /// Whether the node is cordoned now.
+    pub cordoned: bool,
+    /// Partitions it keeps while cordoned (0 when not cordoned).
+    pub partitions_kept: u32,
+}
+
 /// Replication on this node, as `status` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicationStatus {
@@ -567,6 +597,15 @@ pub struct ReplicationStatus {
     pub copies_behind: u32,
     /// Records those followers lack.
     pub records_behind: u64,
+    /// This node is still learning its partitions (it votes and leads once warm).
+    #[serde(default)]
+    pub warming: bool,
+    /// This node is cordoned: it takes no new partitions.
+    #[serde(default)]
+    pub cordoned: bool,
+    /// Partitions with a replica being streamed them before it votes.
+    #[serde(default)]
+    pub learning: u32,
 }
 
 /// The partition log's disk use, as `status` reports it.

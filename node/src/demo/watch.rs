@@ -95,6 +95,7 @@ mod tests {
             incarnation,
             since_ms,
             is_self: false,
+            standing: "warm".into(),
         }
     }
 

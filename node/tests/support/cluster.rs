@@ -200,6 +200,13 @@ pub async fn formed(nodes: &[Node]) -> u64 {
         },
     )
     .await;
+    until(Duration::from_secs(30), "every member warm", || {
+        nodes.iter().all(|n| {
+            let status = n.ctl(&["status"]);
+            status["result"]["replication"]["warming"] != true
+        })
+    })
+    .await;
     let mut epoch = 0;
     until(Duration::from_secs(10), "one ring everywhere", || {
         epoch = nodes[0].ring()["epoch"].as_u64().unwrap_or(0);

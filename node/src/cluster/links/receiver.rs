@@ -15,6 +15,8 @@ use tracing::debug;
 
 use crate::cluster::key_sync::record_keys_synced;
 use crate::cluster::replication::digest::range_digests;
+use crate::cluster::standing::Standings;
+use crate::cluster::state::ClusterState;
 
 use super::wire::{Forward, ForwardMsg, ForwardReply, decode_request, encode_reply, overload_tier};
 
@@ -37,11 +39,14 @@ pub struct ReceiverArgs {
     pub node: NodeHandle,
     /// Requests run at once; more are refused with `Overloaded`.
     pub max_in_flight: usize,
+    /// The cluster state members' standings merge into (none: standings are refused).
+    pub cluster: Option<ClusterState>,
 }
 
 /// The receiver's state: the node and the tasks running requests.
 pub struct ReceiverState {
     node: NodeHandle,
+    cluster: Option<ClusterState>,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
 }
@@ -59,6 +64,7 @@ impl Actor for ForwardReceiver {
         ractor::pg::join(group_name(&args.node_id), vec![myself.get_cell()]);
         Ok(ReceiverState {
             node: args.node,
+            cluster: args.cluster,
             slots: Arc::new(Semaphore::new(args.max_in_flight)),
             tasks: TaskTracker::new(),
         })
@@ -97,8 +103,12 @@ impl Actor for ForwardReceiver {
             return Ok(());
         };
         let node = state.node.clone();
+        let cluster = state.cluster.clone();
         state.tasks.spawn(async move {
-            let outcome = execute(&node, request).await;
+            let outcome = match request {
+                Forward::Standings { set } => standings(cluster.as_ref(), set),
+                request => execute(&node, request).await,
+            };
             let _ = reply.send(encode_reply(outcome));
             drop(slot);
         });
@@ -123,6 +133,18 @@ fn check_partitions(
         )),
         None => Ok(()),
     }
+}
+
+/// Merges a peer's standings; answers with those this node holds newer.
+fn standings(cluster: Option<&ClusterState>, set: Standings) -> Result<ForwardReply, ErrorCode> {
+    let Some(cluster) = cluster else {
+        return Err(ErrorCode::Unavailable {
+            reason: "this node keeps no members' standings".into(),
+        });
+    };
+    let newer = cluster.standings().newer_than(&set);
+    cluster.merge_standings(set);
+    Ok(ForwardReply::Standings(newer))
 }
 
 /// Runs a forwarded request on this node.
@@ -200,6 +222,17 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
                 .await
                 .map(ForwardReply::Repaired)
         }
+        Forward::Tips { partitions } => {
+            check_partitions(node, partitions.iter().copied())?;
+            let tips = partitions
+                .into_iter()
+                .map(|p| node.partition_state(p).1)
+                .collect();
+            Ok(ForwardReply::Tips(tips))
+        }
+        Forward::Standings { .. } => Err(ErrorCode::Unavailable {
+            reason: "members' standings are merged by the receiver".into(),
+        }),
         Forward::ListByUser {
             user_id,
             after,

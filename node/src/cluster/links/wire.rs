@@ -17,13 +17,16 @@ use chorus_actors::store::{
 use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
     ErrorCode, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT,
-    MAX_USER_ID_BYTES, PageToken, Receipt, Role, StoredItem, Tier,
+    MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role, StoredItem, Tier,
 };
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 
 use crate::cluster::replication::digest::{MAX_DIGEST_RANGES, PartitionDigest};
 pub use crate::cluster::routing::{Forward, ForwardReply};
+use crate::cluster::standing::{
+    MAX_PARTITION_WORDS, MAX_STANDINGS, PartitionSet, Standing, Standings,
+};
 
 /// The tier named in an `Overloaded` refusal of `request`: the most urgent tier of a
 /// submit's items, standard for reads.
@@ -123,9 +126,9 @@ fn variant<D: Decoder>(decoder: &mut D) -> Result<u32, DecodeError> {
 }
 
 /// The last variant index of [`WireRequest`].
-const LAST_REQUEST: u32 = 10;
+const LAST_REQUEST: u32 = 12;
 /// The last variant index of [`WireReply`].
-const LAST_REPLY: u32 = 11;
+const LAST_REPLY: u32 = 13;
 
 /// Most partition batches in one shipment or partitions in one promise request (a
 /// partition count fits a u16).
@@ -270,6 +273,62 @@ impl From<WireKeySet> for KeySet {
     }
 }
 
+/// Longest member name in a standings map (a DNS name).
+pub const MAX_NODE_NAME_BYTES: usize = 253;
+
+/// Members' standings as encoded on a link (bincode's derive; decoded by hand, within
+/// bounds): at most [`MAX_STANDINGS`] members, names of at most
+/// [`MAX_NODE_NAME_BYTES`], cordons of at most [`MAX_PARTITION_WORDS`] words.
+#[derive(Clone, Debug, Default, PartialEq, Encode)]
+pub struct WireStandings(pub Vec<(String, Standing)>);
+
+impl<Context> Decode<Context> for WireStandings {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let len = bounded_len(decoder, MAX_STANDINGS, "standings")?;
+        let mut entries = Vec::new();
+        for _ in 0..len {
+            let node = bounded_string(decoder, MAX_NODE_NAME_BYTES, "node")?;
+            let version = u64::decode(decoder)?;
+            let warming = bool::decode(decoder)?;
+            let departed = bool::decode(decoder)?;
+            let cordoned = match bool_tag(decoder)? {
+                false => None,
+                true => Some(PartitionSet::from_words(bounded_vec(
+                    decoder,
+                    MAX_PARTITION_WORDS,
+                    "cordon",
+                )?)),
+            };
+            let standing = Standing {
+                version,
+                warming,
+                departed,
+                cordoned,
+            };
+            entries.push((node, standing));
+        }
+        Ok(WireStandings(entries))
+    }
+}
+
+impl From<Standings> for WireStandings {
+    fn from(standings: Standings) -> Self {
+        WireStandings(
+            standings
+                .into_entries()
+                .into_iter()
+                .map(|(node, standing)| (node.0, standing))
+                .collect(),
+        )
+    }
+}
+
+impl From<WireStandings> for Standings {
+    fn from(wire: WireStandings) -> Self {
+        Standings::from_entries(wire.0.into_iter().map(|(n, s)| (NodeId(n), s)))
+    }
+}
+
 /// [`Forward`] as encoded on a link (encoded by bincode's derive; decoded by hand,
 /// within bounds, in the same layout).
 #[derive(Clone, Debug, PartialEq, Encode)]
@@ -342,6 +401,10 @@ pub enum WireRequest {
         /// Where the copies agree up to.
         after: u64,
     },
+    /// [`Forward::Standings`].
+    Standings(WireStandings),
+    /// [`Forward::Tips`].
+    Tips(Vec<u16>),
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -389,6 +452,12 @@ impl<Context> Decode<Context> for WireRequest {
                 expect_last: u64::decode(decoder)?,
                 after: u64::decode(decoder)?,
             }),
+            11 => Ok(WireRequest::Standings(WireStandings::decode(decoder)?)),
+            12 => Ok(WireRequest::Tips(bounded_vec(
+                decoder,
+                MAX_PARTITIONS_PER_CALL,
+                "partitions",
+            )?)),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -422,6 +491,10 @@ pub enum WireReply {
     Digests(Option<Vec<PartitionDigest>>),
     /// [`ForwardReply::Repaired`].
     Repaired(RepairOutcome),
+    /// [`ForwardReply::Standings`].
+    Standings(WireStandings),
+    /// [`ForwardReply::Tips`].
+    Tips(Vec<u64>),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -453,6 +526,12 @@ impl<Context> Decode<Context> for WireReply {
                 true => Some(bounded_vec(decoder, MAX_DIGEST_RANGES, "digests")?),
             })),
             11 => Ok(WireReply::Repaired(RepairOutcome::decode(decoder)?)),
+            12 => Ok(WireReply::Standings(WireStandings::decode(decoder)?)),
+            13 => Ok(WireReply::Tips(bounded_vec(
+                decoder,
+                MAX_PARTITIONS_PER_CALL,
+                "tips",
+            )?)),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -519,6 +598,8 @@ impl From<Forward> for WireRequest {
                 expect_last,
                 after,
             },
+            Forward::Standings { set } => WireRequest::Standings(set.into()),
+            Forward::Tips { partitions } => WireRequest::Tips(partitions),
             Forward::ListByUser {
                 user_id,
                 after,
@@ -582,6 +663,8 @@ impl From<WireRequest> for Forward {
                 expect_last,
                 after,
             },
+            WireRequest::Standings(set) => Forward::Standings { set: set.into() },
+            WireRequest::Tips(partitions) => Forward::Tips { partitions },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -610,6 +693,8 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Records(records) => WireReply::Records(records),
             ForwardReply::Digests(digests) => WireReply::Digests(digests),
             ForwardReply::Repaired(outcome) => WireReply::Repaired(outcome),
+            ForwardReply::Standings(set) => WireReply::Standings(set.into()),
+            ForwardReply::Tips(tips) => WireReply::Tips(tips),
         }
     }
 }
@@ -629,6 +714,8 @@ impl From<WireReply> for ForwardReply {
             WireReply::Records(records) => ForwardReply::Records(records),
             WireReply::Digests(digests) => ForwardReply::Digests(digests),
             WireReply::Repaired(outcome) => ForwardReply::Repaired(outcome),
+            WireReply::Standings(set) => ForwardReply::Standings(set.into()),
+            WireReply::Tips(tips) => ForwardReply::Tips(tips),
         }
     }
 }
@@ -754,6 +841,8 @@ mod tests {
                 expect_last: 300,
                 after: 150,
             },
+            WireRequest::Standings(standings()),
+            WireRequest::Tips(vec![0, 7, 65_535]),
         ];
         for request in requests {
             let bytes = encode_payload(&request);
@@ -789,11 +878,40 @@ mod tests {
             WireReply::Repaired(RepairOutcome::Truncated { removed: 2 }),
             WireReply::Repaired(RepairOutcome::Fenced { promised: 5 }),
             WireReply::Repaired(RepairOutcome::Moved { last: 7 }),
+            WireReply::Standings(WireStandings::default()),
+            WireReply::Standings(standings()),
+            WireReply::Tips(vec![0, u64::MAX]),
         ];
         for reply in replies {
             let bytes = encode_payload(&reply);
             assert_eq!(decode_payload::<WireReply>(&bytes).unwrap(), reply);
         }
+    }
+
+    fn standings() -> WireStandings {
+        let standing = |warming, cordoned| Standing {
+            version: 12,
+            warming,
+            departed: false,
+            cordoned,
+        };
+        WireStandings(vec![
+            ("node-a".into(), standing(true, None)),
+            (
+                "node-b".into(),
+                standing(false, Some(PartitionSet::of([3, 700]))),
+            ),
+        ])
+    }
+
+    #[test]
+    fn standings_over_their_bounds_are_refused() {
+        let mut long_name = standings();
+        long_name.0[0].0 = "n".repeat(MAX_NODE_NAME_BYTES + 1);
+        assert!(decode_request(&encode_payload(&WireRequest::Standings(long_name))).is_err());
+        let mut wide = standings();
+        wide.0[1].1.cordoned = Some(PartitionSet::from_words(vec![1; MAX_PARTITION_WORDS + 1]));
+        assert!(decode_request(&encode_payload(&WireRequest::Standings(wide))).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! own last sequence and each follower's acknowledged one, and the writers waiting for
 //! a sequence to be covered. Pure: no IO, no clock; the waiter type is the caller's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_protocol::NodeId;
 
@@ -15,6 +15,8 @@ pub struct PartitionQuorum<W> {
     last: u64,
     /// Each follower's last sequence known durable and matching the leader's log.
     acked: BTreeMap<NodeId, u64>,
+    /// Followers whose copies are tracked but not counted (learners).
+    learners: BTreeSet<NodeId>,
     /// Writers waiting for a sequence, by sequence.
     waiting: BTreeMap<u64, Vec<W>>,
 }
@@ -28,6 +30,7 @@ impl<W> PartitionQuorum<W> {
             write_quorum: write_quorum.max(1),
             last,
             acked: BTreeMap::new(),
+            learners: BTreeSet::new(),
             waiting: BTreeMap::new(),
         }
     }
@@ -43,6 +46,13 @@ impl<W> PartitionQuorum<W> {
     pub fn acked(&mut self, follower: &NodeId, last: u64) -> Vec<(W, Vec<NodeId>)> {
         self.acked.insert(follower.clone(), last);
         self.release()
+    }
+
+    /// The followers whose acknowledgements are tracked but count toward no quorum
+    /// from now on (learners); the others count again. Returns nothing: a learner
+    /// turning voter is counted at the next acknowledgement or append.
+    pub fn set_learners(&mut self, learners: impl IntoIterator<Item = NodeId>) {
+        self.learners = learners.into_iter().collect();
     }
 
     /// `follower` is no longer a replica of the partition.
@@ -63,7 +73,7 @@ impl<W> PartitionQuorum<W> {
     /// The highest sequence held by a write quorum (0 when no quorum holds anything).
     pub fn committed(&self) -> u64 {
         let mut holds: Vec<u64> = std::iter::once(self.last)
-            .chain(self.acked.values().copied())
+            .chain(self.voters().map(|(_, &last)| last))
             .collect();
         if holds.len() < self.write_quorum {
             return 0;
@@ -79,8 +89,7 @@ impl<W> PartitionQuorum<W> {
             holders.push(self.leader.clone());
         }
         holders.extend(
-            self.acked
-                .iter()
+            self.voters()
                 .filter(|&(_, &last)| last >= sequence)
                 .map(|(node, _)| node.clone()),
         );
@@ -116,6 +125,13 @@ impl<W> PartitionQuorum<W> {
             .into_values()
             .flatten()
             .collect()
+    }
+
+    /// The acknowledgements that count: the followers that are not learners.
+    fn voters(&self) -> impl Iterator<Item = (&NodeId, &u64)> {
+        self.acked
+            .iter()
+            .filter(|(node, _)| !self.learners.contains(*node))
     }
 
     fn release(&mut self) -> Vec<(W, Vec<NodeId>)> {
@@ -181,6 +197,22 @@ mod tests {
         assert_eq!(q.committed(), 4);
         q.forget(&node("c"));
         assert_eq!(q.committed(), 0);
+    }
+
+    #[test]
+    fn a_learner_is_tracked_but_never_counted() {
+        let mut q = PartitionQuorum::new(node("a"), 2, 4);
+        q.set_learners([node("d")]);
+        q.wait(4, "w").unwrap();
+        assert_eq!(q.acked(&node("d"), 4), vec![]);
+        assert_eq!(q.follower_last(&node("d")), Some(4));
+        assert_eq!(q.committed(), 0);
+        q.set_learners([]);
+        assert_eq!(q.committed(), 4);
+        assert_eq!(
+            q.acked(&node("b"), 4),
+            vec![("w", vec![node("a"), node("b"), node("d")])]
+        );
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl Replicator {
             .iter()
             .enumerate()
             .filter_map(|(p, part)| match part {
-                Part::Leading(leading) if leading.followers.contains(follower) => {
+                Part::Leading(leading) if leading.ships_to(follower) => {
                     let known = leading.quorum.follower_last(follower);
                     let last = leading.staged.max(leading.quorum.last());
                     (known.is_none_or(|k| k < last)).then(|| Planned {
@@ -285,7 +285,7 @@ impl Replicator {
                 let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) else {
                     continue;
                 };
-                if leading.epoch != epoch || !leading.followers.contains(follower) {
+                if leading.epoch != epoch || !leading.ships_to(follower) {
                     continue;
                 }
                 match outcome {

@@ -29,8 +29,15 @@ const RETRY_AFTER: Duration = Duration::from_millis(300);
 struct Candidate {
     partition: PartitionId,
     epoch: u64,
+    /// The voting replicas besides this node: they promise, and count toward W.
     followers: Vec<NodeId>,
+    /// Replicas being streamed the partition: shipped to, never counted.
+    learners: Vec<NodeId>,
 }
+
+/// A partition to take the lead of: its number, the highest epoch seen elsewhere, its
+/// other voters and its learners.
+type Claim = (PartitionId, u64, Vec<NodeId>, Vec<NodeId>);
 
 /// Follows the ring until replication stops.
 pub(super) async fn run(replicator: Replicator) {
@@ -54,8 +61,10 @@ impl Replicator {
     /// is no longer the owner, updates the followers where the replica set changed,
     /// starts shippers for new members, and returns the partitions to take the lead of
     /// (marked as being taken over).
-    fn evaluate(&self) -> Vec<(PartitionId, u64, Vec<NodeId>)> {
+    fn evaluate(&self) -> Vec<Claim> {
         let view = self.inner.cluster.ring();
+        // A member still warming up learns its partitions; it never leads one.
+        let warming = self.inner.cluster.warming();
         let me = &self.inner.me;
         let settings = &self.inner.settings;
         let now = Instant::now();
@@ -73,9 +82,15 @@ impl Replicator {
                     .replicas(partition)
                     .filter(|r| view.live.contains(*r))
                     .count();
-                let should_lead = view.leader(partition) == me && live >= settings.write_quorum;
+                let should_lead =
+                    !warming && view.leader(partition) == me && live >= settings.write_quorum;
                 let followers: Vec<NodeId> = view
                     .replicas(partition)
+                    .filter(|r| *r != me)
+                    .cloned()
+                    .collect();
+                let learners: Vec<NodeId> = view
+                    .learners(partition)
                     .filter(|r| *r != me)
                     .cloned()
                     .collect();
@@ -90,18 +105,24 @@ impl Replicator {
                         for down in followers.iter().filter(|f| !view.live.contains(*f)) {
                             leading.quorum.forget(down);
                         }
-                        if leading.followers != followers {
-                            for gone in leading.followers.iter().filter(|f| !followers.contains(f))
+                        if leading.followers != followers || leading.learners != learners {
+                            for gone in leading
+                                .followers
+                                .iter()
+                                .chain(&leading.learners)
+                                .filter(|f| !followers.contains(f) && !learners.contains(f))
                             {
                                 leading.quorum.forget(gone);
                             }
+                            leading.quorum.set_learners(learners.iter().cloned());
                             leading.followers = followers;
+                            leading.learners = learners;
                         }
                     }
                     Part::Idle { seen, not_before }
                         if should_lead && not_before.is_none_or(|t| now >= t) =>
                     {
-                        candidates.push((partition, *seen, followers));
+                        candidates.push((partition, *seen, followers, learners));
                         *part = Part::TakingOver;
                     }
                     Part::Idle { .. } | Part::TakingOver => {}
@@ -151,16 +172,17 @@ impl Replicator {
 }
 
 /// Takes the lead of `candidates` (partition, highest epoch seen elsewhere, followers).
-async fn take_lead(replicator: Replicator, candidates: Vec<(PartitionId, u64, Vec<NodeId>)>) {
+async fn take_lead(replicator: Replicator, candidates: Vec<Claim>) {
     let node = &replicator.inner.node;
     let candidates: Vec<Candidate> = candidates
         .into_iter()
-        .map(|(partition, seen, followers)| {
+        .map(|(partition, seen, followers, learners)| {
             let (epochs, _) = node.partition_state(partition);
             Candidate {
                 partition,
                 epoch: epochs.promised.max(seen) + 1,
                 followers,
+                learners,
             }
         })
         .collect();
@@ -311,12 +333,16 @@ async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
             continue;
         };
         followers.extend(candidate.followers.iter().cloned());
+        followers.extend(candidate.learners.iter().cloned());
+        let mut quorum = PartitionQuorum::new(me.clone(), write_quorum, last);
+        quorum.set_learners(candidate.learners.iter().cloned());
         *part = Part::Leading(Box::new(Leading {
             epoch: candidate.epoch,
             staged: last,
             history: epochs.history,
             followers: candidate.followers,
-            quorum: PartitionQuorum::new(me.clone(), write_quorum, last),
+            learners: candidate.learners,
+            quorum,
         }));
         led += 1;
     }
