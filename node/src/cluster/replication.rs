@@ -30,6 +30,16 @@
 //!   log by sequence. A replica that comes back thus catches up before it counts
 //!   toward W again.
 //!
+//! - **Learners.** A member warming up (see [`super::standing`]) is a learner of the
+//!   partitions it will hold: the leader ships to it as to a follower and tracks where
+//!   it stands, but never counts it toward W nor asks it for a promise, so an empty
+//!   newcomer can neither make a record look durable nor lose one in a takeover. When
+//!   it turns warm the replica sets flip to include it as a voter, its copy already
+//!   within a shipment or two of the leader's. A record committed by a replica that the
+//!   flip drops, in those last moments before the newcomer received it, rests on the
+//!   leader and that dropped replica until the newcomer's next shipment: a leader lost
+//!   in that window loses it from the new set, and the dropped replica still holds it.
+//!
 //! - **Copies are compared.** [`anti_entropy`] compares each follower's copy of a
 //!   partition at rest with the leader's, by digests of ranges of sequences, and has a
 //!   copy that differs cut where it starts to differ and shipped again.

@@ -625,6 +625,10 @@ impl Handler {
             "leaving the cluster and stopping"
         );
         let was_member = self.info.runtime.is_some();
+        if let Some(replication) = &self.info.replication {
+            // Gone for good: the others re-place its partitions now, not after the grace.
+            depart(&self.info.cluster, &*replication.peers()).await;
+        }
         if let Some(runtime) = &self.info.runtime {
             runtime.leave().await;
         }
@@ -865,7 +869,8 @@ fn store_log_status(usage: chorus_actors::store::LogUsage) -> StoreLogStatus {
     }
 }
 
-/// Marks this drained node departed and tells every linked member before it leaves,
+/// Marks this node departed (drained, or told to leave) and tells every linked member
+/// before it leaves,
 /// so that they place the ring without it at once rather than after the down grace.
 async fn depart(cluster: &ClusterState, peers: &dyn Forwarder) {
     let Some(own) = cluster.own_standing() else {
@@ -910,4 +915,3 @@ mod tests {
         );
     }
 }
-
