@@ -299,8 +299,15 @@ impl NodeHandle {
             .err()
     }
 
-    /// The item with this id, if stored.
+    /// The item with this id, if stored. An id that names its partition is answered
+    /// only where that partition is served (its leader, caught up), so that `None`
+    /// there means no such item.
     pub async fn get(&self, id: ItemId) -> Result<Option<StoredItem>, ErrorCode> {
+        if let (Some(slot), Some(partition)) = (&self.inner.replication, id.partition_hint())
+            && partition < self.inner.store.partitions()
+        {
+            slot.get()?.admit(partition)?;
+        }
         let store = self.store()?;
         call(&store, "store", |reply| StoreMsg::Get { id, reply }).await?
     }

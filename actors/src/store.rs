@@ -690,7 +690,9 @@ impl Store {
                 outcomes.push(Ok(existing.receipt));
                 continue;
             }
-            if let Err(e) = check_user(&item.user_id) {
+            if let Err(e) = check_user(&item.user_id)
+                .and_then(|()| check_hint(item.id, &item.user_id, self.partitions))
+            {
                 outcomes.push(Err(e.to_error_code()));
                 waits.push(Wait::Known(None));
                 continue;
@@ -1334,6 +1336,23 @@ fn check_user(user_id: &str) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Refuses an id whose partition hint names another partition than its user's, so
+/// that every stored item with a hint is where the hint says and a read of a hinted id
+/// asks that partition alone.
+fn check_hint(id: ItemId, user_id: &str, partitions: u16) -> Result<(), StoreError> {
+    let home = partition_of(user_id, partitions);
+    match id.partition_hint() {
+        Some(hint) if hint != home => Err(StoreError::Invalid {
+            field: "id",
+            reason: format!(
+                "{id} names partition {hint}, but its user is in partition {home}; \
+                 submit the item under a new id"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The SHA-256 of an API key: how the store (and a peer asked about it) knows it.

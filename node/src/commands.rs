@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chorus_client::{
-    Client, ClientConfig, ClientError, Credentials, ErrorCode, Item, ItemId, Kind, Role, Tier,
+    Client, ClientConfig, ClientError, Credentials, ErrorCode, ItemId, Kind, Role, Tier,
 };
 
 use crate::cli::{
@@ -231,15 +231,18 @@ async fn submit(args: SubmitArgs) -> Result<(), CliError> {
         None if args.rating.is_some() => Kind::Rating,
         None => Kind::Text,
     };
-    let mut item = Item::new(args.user.clone(), kind);
-    if let Some(id) = &args.id {
-        item.id = id.parse::<ItemId>()?;
+    let id = args.id.as_deref().map(str::parse::<ItemId>).transpose()?;
+    let tier = args.tier.parse::<Tier>()?;
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    // An id that names the user's partition: `chorus get` reads it in one hop.
+    let mut item = client.new_item(args.user.clone(), kind);
+    if let Some(id) = id {
+        item.id = id;
     }
     item.rating = args.rating;
     item.text = args.text.clone();
     item.tags = args.tags.clone();
-    item.tier = args.tier.parse::<Tier>()?;
-    let client = connect(&args.connect, ClientConfig::default()).await?;
+    item.tier = tier;
     let receipt = client.submit(item).await;
     client.close().await;
     output::print_receipt(&receipt?, args.json);

@@ -2,7 +2,8 @@
 //! (replication factor 3, write quorum 2): receipts name the replicas that hold an
 //! item; when a partition's leader is SIGKILLed its users are served again by another
 //! replica after detection and catch-up, and every acknowledged item stays in their
-//! listing, once each; the killed node restarts, catches up and leads again with
+//! listing, once each, and a get by an id that names the partition asks its leader
+//! alone; the killed node restarts, catches up and leads again with
 //! nothing lost; and when another replica dies, the listing is still complete. A
 //! follower whose copy of a partition was altered on disk (same sequences and epochs,
 //! other bytes: shipments alone never notice) is found by anti-entropy and repaired.
@@ -147,6 +148,17 @@ async fn acknowledged_items_survive_a_lost_leader_and_listings_stay_complete() {
         acked.push(item.id);
     }
     complete(&via_1, &carol, &acked, "with the leader down").await;
+    // A get by an id that names carol's partition asks its new leader alone: a miss is
+    // `None` though node-3 is down. An id that names no partition could be on node-3.
+    let partition = nodes[0].ctl(&["ring", "--user", &carol])["result"]["user"]["partition"]
+        .as_u64()
+        .unwrap() as u16;
+    let absent = ItemId::for_partition(partition);
+    assert!(matches!(via_1.get(absent).await, Ok(None)));
+    assert!(matches!(
+        via_1.get(ItemId::generate()).await,
+        Err(ClientError::Server(ErrorCode::Unavailable { .. }))
+    ));
 
     // It comes back: it catches up from the others before it leads again.
     nodes[2].start();

@@ -23,13 +23,13 @@ const MAX_FUNCTION_NAME_BYTES: usize = 128;
 /// Longest function version, in bytes.
 const MAX_FUNCTION_VERSION_BYTES: usize = 64;
 
-/// Where a partition hint starts in an id: below the marker byte and 16 partition bits,
-/// at the top of the ULID's 80 random bits.
-const PARTITION_SHIFT: u32 = 80 - 24;
-/// The marker byte of an id that carries its partition.
-const PARTITION_MARKER: u8 = 0xC5;
+/// Where a partition hint starts in an id: a 16-bit marker and 16 partition bits at the
+/// top of the ULID's 80 random bits (48 stay random).
+const PARTITION_SHIFT: u32 = 80 - 32;
+/// The marker of an id that carries its partition.
+const PARTITION_MARKER: u16 = 0xC5A7;
 /// The marker and partition bits.
-const HINT_MASK: u128 = ((1u128 << 24) - 1) << PARTITION_SHIFT;
+const HINT_MASK: u128 = ((1u128 << 32) - 1) << PARTITION_SHIFT;
 
 /// A client-generated item id: a ULID (128 bits), shown in its 26-character form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
@@ -37,13 +37,25 @@ pub struct ItemId(pub u128);
 
 impl ItemId {
     /// A fresh ULID, strictly increasing within this process (ids made in the same
-    /// millisecond still sort in the order they were made).
+    /// millisecond still sort in the order they were made), that never carries a
+    /// partition hint.
     pub fn generate() -> Self {
         static GENERATOR: std::sync::Mutex<ulid::Generator> =
             std::sync::Mutex::new(ulid::Generator::new());
         let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
         // Overflow needs 2^80 ids in one millisecond; fall back to a random one.
-        ItemId(generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).0)
+        let raw = generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).0;
+        ItemId(raw).without_hint()
+    }
+
+    /// This id, with a marker bit flipped if it carries the marker by chance (one
+    /// random id in 65,536), so that only `for_partition` makes a hint (a node refuses
+    /// a hint that names another partition than its user's).
+    fn without_hint(self) -> Self {
+        match self.partition_hint() {
+            Some(_) => ItemId(self.0 ^ 1u128 << (PARTITION_SHIFT + 16)),
+            None => self,
+        }
     }
 
     /// A fresh ULID that names the partition its item belongs to, so that a read by id
@@ -57,12 +69,13 @@ impl ItemId {
         ItemId(raw & !HINT_MASK | tagged)
     }
 
-    /// The partition this id names, if it was made by [`ItemId::for_partition`] (an id
-    /// minted elsewhere may carry the marker by chance, 1 in 256: a hint is where to
-    /// look first, never proof).
+    /// The partition this id names, if it was made by [`ItemId::for_partition`]. An id
+    /// made elsewhere may carry the marker by chance (1 in 65,536 random ULIDs); a node
+    /// refuses to store one that names another partition than its user's, so every
+    /// stored item with a hint is in the partition it names.
     pub fn partition_hint(self) -> Option<crate::PartitionId> {
         let hint = (self.0 & HINT_MASK) >> PARTITION_SHIFT;
-        ((hint >> 16) as u8 == PARTITION_MARKER).then_some(hint as u16)
+        ((hint >> 16) as u16 == PARTITION_MARKER).then_some(hint as u16)
     }
 
     /// The id as 16 big-endian bytes: sorts like the ULID (by time first).
@@ -410,8 +423,17 @@ mod tests {
     fn an_id_without_the_marker_has_no_hint() {
         let plain = ItemId(0x0190_0000_0000_1234_5678_9abc_def0_1234);
         assert_eq!(plain.partition_hint(), None);
-        let marked = ItemId(plain.0 & !HINT_MASK | (0xC5u128 << 16 | 7) << PARTITION_SHIFT);
+        let marked = ItemId(plain.0 & !HINT_MASK | (0xC5A7u128 << 16 | 7) << PARTITION_SHIFT);
         assert_eq!(marked.partition_hint(), Some(7));
+    }
+
+    #[test]
+    fn a_random_id_that_carries_the_marker_by_chance_loses_it() {
+        let marked = ItemId::for_partition(9);
+        let plain = marked.without_hint();
+        assert_eq!(plain.partition_hint(), None);
+        assert_eq!(plain.0 >> 80, marked.0 >> 80, "the time is kept");
+        assert_eq!(ItemId::generate().without_hint().partition_hint(), None);
     }
 
     fn valid() -> Item {

@@ -75,6 +75,24 @@ fn a_duplicate_within_one_batch_gets_the_first_receipt() {
 }
 
 #[test]
+fn an_id_naming_another_partition_than_its_users_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let home = partition_of("alice", 64);
+    let mut right = item("alice", "a");
+    right.id = ItemId::for_partition(home);
+    let mut wrong = item("alice", "b");
+    wrong.id = ItemId::for_partition((home + 1) % 64);
+    let outcomes = store.apply(vec![right.clone(), wrong]);
+    assert!(outcomes[0].is_ok());
+    match &outcomes[1] {
+        Err(ErrorCode::Invalid { field, .. }) => assert_eq!(field, "id"),
+        other => panic!("expected Invalid id, got {other:?}"),
+    }
+    assert_eq!(store.item_count(), 1);
+}
+
+#[test]
 fn keys_are_prefixed_by_the_users_partition() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();

@@ -20,6 +20,8 @@ pub const STREAM_RESETS_TOTAL: &str = "chorus_stream_resets_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "chorus_connections_refused_total";
 /// Hellos whose key no local store held, by `outcome` (`asked`, `cached`, `throttled`).
 pub const UNKNOWN_KEY_HELLOS_TOTAL: &str = "chorus_unknown_key_hellos_total";
+/// Reads by an id without a partition hint, which ask every member.
+pub const GET_FAN_OUTS_TOTAL: &str = "chorus_get_fan_outs_total";
 
 /// The `outcome` label of a request answered without error.
 const OK: &str = "ok";
@@ -69,6 +71,11 @@ pub(super) fn describe() {
         Unit::Count,
         "Hellos with a key this node does not hold, by outcome (asked, cached, throttled)."
     );
+    describe_counter!(
+        GET_FAN_OUTS_TOTAL,
+        Unit::Count,
+        "Reads by an id that names no partition (not minted by the SDK), which ask every member."
+    );
     crate::cluster::describe_metrics();
     chorus_actors::telemetry::describe();
     export_initial_values();
@@ -93,6 +100,7 @@ fn export_initial_values() {
         metrics::gauge!(t::TIER_QUEUE_DEPTH, "tier" => tier.as_str()).increment(0.0);
     }
     metrics::gauge!(t::STORE_QUEUE_DEPTH).increment(0.0);
+    counter!(GET_FAN_OUTS_TOTAL).increment(0);
     metrics::gauge!(t::STORE_UNINDEXED_RECORDS).increment(0.0);
     metrics::gauge!(t::BREAKER_STATE, "dependency" => STORE_BREAKER).increment(0.0);
     for state in [

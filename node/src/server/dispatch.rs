@@ -213,23 +213,29 @@ fn merge_parts(total: usize, parts: Vec<GroupOutcome>) -> BatchOutcome {
     merge_outcomes(total, parts).ok_or(ErrorCode::Internal { request_id: 0 })
 }
 
-/// Reads an item by id. An id that names its partition is looked up at that
-/// partition's owner first (one hop); otherwise, or on a miss there (an id minted
-/// elsewhere may carry a hint by chance), every member is asked. A miss everywhere is
-/// `None` only if every member answered (an unreachable one might hold it, so the
-/// answer is then `Unavailable`, never a wrong `None`).
+/// Reads an item by id. An id that names its partition (as the SDK's and the CLI's
+/// do) is read at that partition's leader alone: every stored item with a hint is in
+/// the partition it names (the store refuses any other), so the leader's `None` is the
+/// answer. Any other id may be in any partition, so every member is asked (counted in
+/// `chorus_get_fan_outs_total`); a miss everywhere is `None` only if every member answered (an
+/// unreachable one might hold it, so the answer is then `Unavailable`, never a wrong
+/// `None`).
 async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response, ErrorCode> {
     let me = backend.cluster.node();
-    let hinted_owner = id.partition_hint().and_then(|partition| {
-        let view = backend.cluster.ring();
-        (partition < view.ring.partitions()).then(|| view.leader(partition).clone())
-    });
-    if let Some(owner) = hinted_owner.filter(|owner| owner != me)
-        && let Ok(ForwardReply::Get(Some(found))) =
-            forward(backend, &owner, Forward::Get { id }).await
-    {
-        return Ok(Response::Item(Some(found)));
+    let view = backend.cluster.ring();
+    if let Some(partition) = id.partition_hint().filter(|&p| p < view.ring.partitions()) {
+        let leader = view.leader(partition).clone();
+        let found = if &leader == me {
+            backend.node.get(id).await?.map(Box::new)
+        } else {
+            match forward(backend, &leader, Forward::Get { id }).await? {
+                ForwardReply::Get(found) => found,
+                _ => return Err(ErrorCode::Internal { request_id: 0 }),
+            }
+        };
+        return Ok(Response::Item(found));
     }
+    metrics::counter!(crate::metrics::catalog::GET_FAN_OUTS_TOTAL).increment(1);
     if let Some(found) = backend.node.get(id).await? {
         return Ok(Response::Item(Some(Box::new(found))));
     }
