@@ -285,6 +285,7 @@ async fn three_hosts_from_nothing_then_a_fourth_joins_and_one_leaves() {
     until("the others go on without the host that left", || {
         [0, 1, 3].iter().all(|&i| {
             hosts[i].members_in("alive") == remaining
+                && hosts[i].members_in("left") == ["chorus-c".to_string()]
                 && hosts[i].ctl(&["ring"])["result"]["nodes"]
                     .as_array()
                     .is_some_and(|nodes| nodes.len() == 3)

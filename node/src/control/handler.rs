@@ -516,7 +516,12 @@ impl Handler {
                 id: m.identity.node().to_string(),
                 address: m.identity.link_addr().to_string(),
                 gossip_address: m.identity.gossip_addr().to_string(),
-                state: m.state.as_str().into(),
+                // SWIM sees a leave as a down verdict; a departed standing tells them apart.
+                state: if m.state == MemberState::Down && standings.departed(m.identity.node()) {
+                    "left".into()
+                } else {
+                    m.state.as_str().into()
+                },
                 incarnation: m.incarnation,
                 since_ms: unix_ms(view.origin + m.since),
                 is_self: m.is_self,

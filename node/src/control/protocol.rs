@@ -381,7 +381,8 @@ pub struct MemberRow {
     pub address: String,
     /// Its gossip (UDP) address.
     pub gossip_address: String,
-    /// `alive`, `suspect` or `down`.
+    /// `alive`, `suspect`, `down`, or `left` (down after it said it departed: drained or
+    /// told to leave).
     pub state: String,
     /// Which run of the node this is (higher after a restart).
     pub incarnation: u64,
