@@ -19,88 +19,18 @@ PROBE_MS="${PROBE_MS:-500}"
 # shellcheck source=bench-common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-WORK="$(mktemp -d -t chorus-rereplicate.XXXXXX)"
-PIDS=(0 0 0 0 0)
-cleanup() {
-  for i in 1 2 3 4; do
-    if [ "${PIDS[$i]}" != 0 ] && kill -0 "${PIDS[$i]}" 2>/dev/null; then
-      kill -TERM "${PIDS[$i]}" 2>/dev/null || true # an agent this script started
-      wait "${PIDS[$i]}" 2>/dev/null || true
-    fi
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench-nodes.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-nodes.sh"
 
-"$BIN" certs init --dir "$WORK/certs" >/dev/null
-for i in 1 2 3 4; do
-  "$BIN" certs node "node-$i" --ip "127.0.0.$i" --dir "$WORK/certs" >/dev/null
-  cat > "$WORK/node-$i.toml" <<TOML
-node_id = "node-$i"
-data_dir = "$WORK/data-$i"
-listen = "127.0.0.$i:7400"
-partitions = 1024
-[log]
-level = "warn,chorus_node::cluster=info"
-[tls]
-ca_cert = "$WORK/certs/ca.pem"
-cert = "$WORK/certs/node-$i.pem"
-key = "$WORK/certs/node-$i.key"
-[metrics]
-listen = "127.0.0.$i:9400"
-[cluster]
-gossip_listen = "127.0.0.$i:7401"
-seeds = ["127.0.0.1:7401"]
-key_file = "$WORK/certs/cluster.key"
-down_grace_ms = $GRACE_MS
-handoff_bytes_per_sec = $CAP
-[cluster.gossip]
-expected_cluster_size = 4
-probe_period_ms = $PROBE_MS
-probe_rtt_ms = $((PROBE_MS * 2 / 5))
-TOML
-done
-
-ctl() { # ctl NODE ARGS...: the JSON answer
-  local node="$1"; shift
-  "$BIN" ctl --json --config "$WORK/node-$node.toml" "$@" 2>/dev/null
-}
-field() { # field PYTHON-EXPR: EXPR on the JSON read from stdin as `d` (0 if it fails)
-  python3 -c "
-import json, sys
-try:
-    d = json.load(sys.stdin); print($1)
-except Exception:
-    print(0)"
-}
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-
-for i in 1 2 3 4; do
-  "$BIN" agent --config "$WORK/node-$i.toml" >/dev/null 2>>"$WORK/node-$i.log" &
-  PIDS[$i]=$!
-done
-for _ in $(seq 1 300); do
-  alive=$(ctl 1 members | field "sum(m['state'] == 'alive' for m in d['result']['members'])" || echo 0)
-  [ "$alive" = 4 ] && break
-  sleep 0.1
-done
-[ "$alive" = 4 ] || { echo "the cluster did not form" >&2; exit 1; }
+nodes_init 4 "down_grace_ms = $GRACE_MS
+handoff_bytes_per_sec = $CAP"
+for i in 1 2 3 4; do start_agent "$i"; done
+wait_formed 4
 sleep 2
 
-"$BIN" bench --server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" \
-  --data-dir "$WORK/data-1" --duration "$LOAD" --warmup 1s --concurrency 16 \
-  --connections 2 --batch 16 --text-bytes 4000 --users 20000 \
-  --json "$OUT/rereplicate-load.json" >"$OUT/rereplicate-load.txt" 2>/dev/null
+load_items "$LOAD" rereplicate-load
 # Every follower in step before the kill.
-for _ in $(seq 1 600); do
-  left=0
-  for i in 1 2 3 4; do
-    l=$(ctl "$i" handoff | field "d['result']['pairs_left']")
-    left=$((left + l))
-  done
-  [ "$left" = 0 ] && break
-  sleep 0.1
-done
+wait_in_step 1 2 3 4
 
 held() { ctl "$1" replicas | field "sum(p['last'] > 0 for p in d['result']['partitions'])"; }
 with_data() { ctl "$1" replicas | field "' '.join(str(p['partition']) for p in d['result']['partitions'] if p['last'] > 0)"; }
