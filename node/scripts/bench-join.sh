@@ -5,8 +5,9 @@
 # its partitions' leaders stream them to it as a learner, within the cap, while the
 # replicas it will replace keep serving; once it holds them it turns warm and the
 # replica sets and leadership flip to it. Reports when it turned warm, when it led its
-# first partition, the bytes it received and their rate, and the workload before the
-# join and during it (requests/s, p99, errors).
+# first partition, when every copy was in step, what it held when it turned warm and
+# the rate it came at, and the workload before the join and during it (requests/s,
+# p99, errors).
 #
 #   CHORUS_BIN=target/release/chorus node/scripts/bench-join.sh
 #
@@ -33,7 +34,7 @@ workload() { # workload SECONDS NAME: single items through node-1, 16 in flight
   "$BIN" bench --server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" \
     --data-dir "$WORK/data-1" --duration "$1" --warmup 0s --concurrency 16 \
     --connections 2 --text-bytes 400 --users 20000 \
-    --json "$OUT/$2.json" >"$OUT/$2.txt" 2>/dev/null
+    --json "$OUT/$2.json" >"$OUT/$2.txt" 2>"$OUT/$2.err"
 }
 workload 10s join-before
 
@@ -47,7 +48,8 @@ while [ -z "$led" ]; do
   t=$(( $(now_ms) - t0 ))
   [ "$t" -gt 600000 ] && { echo "node-4 did not lead within 10 minutes" >&2; exit 1; }
   if [ -z "$warm" ]; then
-    w=$(ctl 4 status | field "d['result']['replication']['warming']")
+    # A binary without standings has no `warming`: it counts as warm at once.
+    w=$(ctl 4 status | field "d['result']['replication'].get('warming', False)")
     if [ "$w" = False ]; then
       warm=$t
       bytes=$(ctl 4 status | field "d['result']['store_log']['bytes']")
@@ -59,16 +61,19 @@ while [ -z "$led" ]; do
   fi
   sleep 0.1
 done
+# Every copy in step: no leader, node-4 included, has a follower behind.
+wait_in_step 1 2 3 4
+synced=$(( $(now_ms) - t0 ))
 wait "$WORKLOAD"
 
-python3 - "$warm" "$led" "$bytes" "$partitions" "$CAP" "$OUT/join-before.json" "$OUT/join-during.json" <<'PY'
+python3 - "$warm" "$led" "$synced" "$bytes" "$partitions" "$CAP" "$OUT/join-before.json" "$OUT/join-during.json" <<'PY'
 import json, sys
-warm, led, moved, partitions, cap = map(int, sys.argv[1:6])
-before, during = (json.load(open(p)) for p in sys.argv[6:8])
+warm, led, synced, moved, partitions, cap = map(int, sys.argv[1:7])
+before, during = (json.load(open(p)) for p in sys.argv[7:9])
 secs = max(warm, 1) / 1000
-print("| warm | first partition led | partitions received | bytes received | MiB/s | cap MiB/s |")
-print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-print(f"| {warm:,} ms | {led:,} ms | {partitions:,} | {moved/2**20:,.1f} MiB | {moved/2**20/secs:,.1f} | {cap/2**20:,.0f} |")
+print("| warm | first partition led | every copy in step | partitions held when warm | bytes held when warm | MiB/s | cap MiB/s |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"| {warm:,} ms | {led:,} ms | {synced:,} ms | {partitions:,} | {moved/2**20:,.1f} MiB | {moved/2**20/secs:,.1f} | {cap/2**20:,.0f} |")
 print()
 print("| workload | req/s | p50 ms | p99 ms | errors |")
 print("| --- | ---: | ---: | ---: | ---: |")

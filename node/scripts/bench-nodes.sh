@@ -61,7 +61,7 @@ start_agent() {
 
 ctl() { # ctl NODE ARGS...: the JSON answer
   local node="$1"; shift
-  "$BIN" ctl --json --config "$WORK/node-$node.toml" "$@" 2>/dev/null
+  "$BIN" ctl --json --config "$WORK/node-$node.toml" "$@" 2>/dev/null || true
 }
 
 field() { # field PYTHON-EXPR: EXPR on the JSON read from stdin as `d` (0 if it fails)
@@ -102,5 +102,5 @@ load_items() { # load_items SECONDS OUTNAME: 16-item batches of 4 KB items throu
   "$BIN" bench --server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" \
     --data-dir "$WORK/data-1" --duration "$1" --warmup 1s --concurrency 16 \
     --connections 2 --batch 16 --text-bytes 4000 --users 20000 \
-    --json "$OUT/$2.json" >"$OUT/$2.txt" 2>/dev/null
+    --json "$OUT/$2.json" >"$OUT/$2.txt" 2>"$OUT/$2.err"
 }

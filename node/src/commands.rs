@@ -27,6 +27,16 @@ pub enum CliError {
     /// The command line or the local files are not usable.
     #[error("{0}")]
     Usage(String),
+    /// What was asked for does not exist.
+    #[error("no {what} with {field} {value}")]
+    NotFound {
+        /// What was sought (`item`).
+        what: &'static str,
+        /// The field it was sought by.
+        field: &'static str,
+        /// The value sought.
+        value: String,
+    },
 }
 
 impl From<ErrorCode> for CliError {
@@ -259,7 +269,11 @@ async fn get(args: GetArgs) -> Result<(), CliError> {
             output::print_item(&stored, args.json);
             Ok(())
         }
-        None => Err(CliError::Usage(format!("no item with id {id}"))),
+        None => Err(CliError::NotFound {
+            what: "item",
+            field: "id",
+            value: id.to_string(),
+        }),
     }
 }
 

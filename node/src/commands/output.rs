@@ -197,5 +197,11 @@ fn error_json(error: &CliError) -> Value {
         }
         CliError::Client(other) => json!({"error": "client", "message": other.to_string()}),
         CliError::Usage(message) => json!({"error": "usage", "message": message}),
+        CliError::NotFound { field, .. } => json!({
+            "error": "not_found",
+            "message": error.to_string(),
+            "field": field,
+            "reason": error.to_string(),
+        }),
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chorus_protocol::{ErrorCode, Request, ResetCode, Response};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
 
-/// Requests answered, by `request` kind and `outcome` (`ok` or the error kind).
+/// Requests answered, by `request` kind and `outcome` (`ok`, `not_found` for a read by
+/// id that found nothing, or the error kind).
 pub const REQUESTS_TOTAL: &str = "chorus_requests_total";
 /// Seconds from a decoded request to its answer, by `request` kind and `tier`.
 pub const REQUEST_DURATION_SECONDS: &str = "chorus_request_duration_seconds";
@@ -25,6 +26,8 @@ pub const GET_FAN_OUTS_TOTAL: &str = "chorus_get_fan_outs_total";
 
 /// The `outcome` label of a request answered without error.
 const OK: &str = "ok";
+/// The `outcome` label of a read by id that found no item.
+const NOT_FOUND: &str = "not_found";
 /// The `tier` label of requests that carry no tier.
 const NO_TIER: &str = "none";
 /// The `tier` label of a batch whose items ask for different tiers.
@@ -39,7 +42,7 @@ pub(super) fn describe() {
     describe_counter!(
         REQUESTS_TOTAL,
         Unit::Count,
-        "Requests answered, by request kind and outcome (ok or the error kind)."
+        "Requests answered, by request kind and outcome (ok, not_found or the error kind)."
     );
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
@@ -154,6 +157,9 @@ pub fn record_request(
     histogram!(REQUEST_DURATION_SECONDS, "request" => kind, "tier" => tier)
         .record(elapsed.as_secs_f64());
     match result {
+        Ok(Response::Item(None)) => {
+            counter!(REQUESTS_TOTAL, "request" => kind, "outcome" => NOT_FOUND).increment(1);
+        }
         Ok(response) => {
             counter!(REQUESTS_TOTAL, "request" => kind, "outcome" => OK).increment(1);
             if let Response::Batch(outcomes) = response {
