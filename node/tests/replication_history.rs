@@ -21,9 +21,12 @@ use rand::Rng;
 use support::cluster::{cluster, formed};
 use support::history::{Writers, events, nemesis_rng};
 
+/// Nemesis events when `CHORUS_HISTORY_EVENTS` is unset: three kills and restarts.
+const SHORT_EVENTS: usize = 6;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_item_survives_kills_and_restarts_and_replicas_agree() {
-    let events = events();
+    let events = events(SHORT_EVENTS);
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path());
     for node in &mut nodes {

@@ -2,9 +2,12 @@
 //! processes with the cluster defaults (three replicas, write quorum 2), each in its own
 //! network namespace ([`support::netns::Lab`]), and writers that submit items with ids
 //! they keep, retrying the same id through any node ([`support::history`]). A nemesis
-//! takes turns among four faults, each repaired before the next:
+//! takes turns among five faults, each repaired before the next:
 //!
 //! - SIGKILL a node, then restart it;
+//! - cut a node off from its two peers while the clients still reach both sides: the
+//!   cut-off node keeps taking writes it cannot replicate while the two others take
+//!   over its partitions and acknowledge writes of their own;
 //! - cut a node off from everyone, clients included (the two others keep the quorum);
 //! - sever a node from one peer only: both still reach the third node and the clients;
 //! - sever every node from the others while the clients still reach all three: no
@@ -15,14 +18,15 @@
 //! never acknowledged is listed at most once, and every replica of every partition
 //! holds the same records (`chorus ctl replicas --digest` agrees on all three nodes).
 //!
-//! The writers live in a fourth namespace on the same bridge, which no fault touches:
-//! the test's thread enters it before it builds the tokio runtime, so every client
-//! socket, on every worker thread, is made there. A client therefore reaches exactly
-//! the nodes the network lets it reach, as a client in another rack would, and the
-//! host's own network needs no address or route into the test's bridge.
+//! The writers live in a fourth namespace on the same bridge, which no fault severs and
+//! which straddles every cut (it has a port on both bridges, opened for the first kind
+//! of cut only): the test's thread enters it before it builds the tokio runtime, so
+//! every client socket, on every worker thread, is made there. A client therefore
+//! reaches exactly the nodes the network lets it reach, as a client in another rack
+//! would, and the host's own network needs no address or route into the test's bridge.
 //!
 //! `CHORUS_HISTORY_EVENTS` sets the nemesis events (a fault and its repair are one
-//! each; 6 by default); `CHORUS_HISTORY_SEED` replays a run's choice of faults. The long
+//! each; 10 by default, one fault of each kind); `CHORUS_HISTORY_SEED` replays a run's choice of faults. The long
 //! mode, run by cargo's own harness because nextest would stop it after four minutes:
 //! `CHORUS_HISTORY_EVENTS=100 cargo test -p chorus-node --test replication_history_netns
 //! -- --nocapture`.
@@ -33,31 +37,39 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::rngs::StdRng;
-use support::cluster::{Node, cluster_in, formed, until};
+use support::cluster::{Node, cluster_in, formed, try_plain_client, until};
 use support::history::{Writers, events, nemesis_rng};
 use support::netns::{Host, Lab};
 
 /// The namespaces: one per node, then the clients'.
 const HOSTS: [&str; 4] = ["a", "b", "c", "clients"];
-/// How many of [`HOSTS`] run a node; the one after them is the clients'.
+/// How many of [`HOSTS`] run a node.
 const NODES: usize = 3;
+/// The clients' host, in [`HOSTS`].
+const CLIENTS: usize = 3;
 /// The kinds of [`Fault`] the nemesis takes turns among.
-const FAULT_KINDS: usize = 4;
+const FAULT_KINDS: usize = 5;
+/// Nemesis events when `CHORUS_HISTORY_EVENTS` is unset: one fault of each kind.
+const SHORT_EVENTS: usize = 2 * FAULT_KINDS;
 /// How long after a cut the nodes may take to suspect the other side: the suspicion
 /// starts within a few probe periods (300 ms); Lifeguard's local-health slowdown on the
 /// isolated side and a loaded machine account for the rest.
 const DETECT_WITHIN: Duration = Duration::from_secs(15);
+/// How long a client's handshake may take with a node it can reach.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(2);
 
 #[test]
 fn every_acknowledged_item_survives_kills_cuts_and_heals_and_replicas_agree() {
-    let Some(lab) = Lab::create_or_skip(&HOSTS, "the network history test") else {
+    let Some(mut lab) = Lab::create_or_skip(&HOSTS, "the network history test") else {
         return;
     };
-    lab.enter(NODES).unwrap();
+    lab.straddle(CLIENTS).unwrap();
+    lab.enter(CLIENTS).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,7 +82,7 @@ fn every_acknowledged_item_survives_kills_cuts_and_heals_and_replicas_agree() {
 /// checks what was acknowledged. The nodes are killed before this returns, so before
 /// their namespaces are deleted.
 async fn history(lab: &Lab) {
-    let events = events();
+    let events = events(SHORT_EVENTS);
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let hosts: Vec<&Host> = lab.hosts()[..NODES].iter().collect();
@@ -95,6 +107,7 @@ async fn history(lab: &Lab) {
             started.elapsed()
         );
         fault.noticed(&nodes).await;
+        fault.assert_clients_reach(&nodes, dir.path()).await;
         // Long enough, often, for a suspected node to be declared down and the ring to
         // move without it.
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..4_000))).await;
@@ -131,8 +144,10 @@ async fn history(lab: &Lab) {
 enum Fault {
     /// SIGKILL the node; the repair restarts it.
     Kill(usize),
-    /// Cut the node off from every other host, clients included.
+    /// Cut the node off from its peers; the clients reach both sides.
     Cut(usize),
+    /// Cut the node off from every other host, clients included.
+    Isolate(usize),
     /// Sever the two nodes from each other only.
     Sever(usize, usize),
     /// Sever every node from every other; the clients still reach all.
@@ -146,7 +161,8 @@ impl Fault {
         match turn % FAULT_KINDS {
             0 => Fault::Kill(node),
             1 => Fault::Cut(node),
-            2 => Fault::Sever(node, (node + rng.random_range(1..NODES)) % NODES),
+            2 => Fault::Isolate(node),
+            3 => Fault::Sever(node, (node + rng.random_range(1..NODES)) % NODES),
             _ => Fault::SeverAll,
         }
     }
@@ -154,7 +170,11 @@ impl Fault {
     fn apply(self, lab: &Lab, nodes: &mut [Node]) {
         match self {
             Fault::Kill(i) => nodes[i].kill(),
-            Fault::Cut(i) => lab.cut(i),
+            Fault::Cut(i) => {
+                lab.cut(i);
+                lab.reach_across(CLIENTS, true);
+            }
+            Fault::Isolate(i) => lab.cut(i),
             Fault::Sever(i, j) => {
                 lab.sever(i);
                 lab.sever(j);
@@ -169,7 +189,7 @@ impl Fault {
     async fn noticed(self, nodes: &[Node]) {
         let pairs: Vec<(usize, usize)> = match self {
             Fault::Kill(_) | Fault::Sever(..) => return,
-            Fault::Cut(i) => (0..NODES)
+            Fault::Cut(i) | Fault::Isolate(i) => (0..NODES)
                 .filter(|&j| j != i)
                 .flat_map(|j| [(i, j), (j, i)])
                 .collect(),
@@ -187,11 +207,40 @@ impl Fault {
         .await;
     }
 
+    /// Checks that a client in the clients' namespace completes a handshake with every
+    /// node the fault leaves in its reach, and with no other: the lab wired what the
+    /// fault says. A killed node is not asked.
+    async fn assert_clients_reach(self, nodes: &[Node], dir: &Path) {
+        for (i, node) in nodes.iter().enumerate() {
+            let reach = match self {
+                Fault::Kill(_) => continue,
+                Fault::Isolate(cut) => i != cut,
+                Fault::Cut(_) | Fault::Sever(..) | Fault::SeverAll => true,
+            };
+            let connected = tokio::time::timeout(HANDSHAKE_WITHIN, try_plain_client(node, dir));
+            let reached = match connected.await {
+                Ok(Ok(client)) => {
+                    client.close().await;
+                    true
+                }
+                Ok(Err(_)) | Err(_) => false,
+            };
+            assert_eq!(
+                reached,
+                reach,
+                "{}: the clients reach {}: {reached}",
+                self.describe(nodes),
+                node.name
+            );
+        }
+    }
+
     /// What the fault does, with the nodes' names.
     fn describe(self, nodes: &[Node]) -> String {
         match self {
             Fault::Kill(i) => format!("killed {}", nodes[i].name),
-            Fault::Cut(i) => format!("cut {} off from everyone", nodes[i].name),
+            Fault::Cut(i) => format!("cut {} off from its peers", nodes[i].name),
+            Fault::Isolate(i) => format!("cut {} off from everyone", nodes[i].name),
             Fault::Sever(i, j) => format!("severed {} from {}", nodes[i].name, nodes[j].name),
             Fault::SeverAll => "severed every node from the others".into(),
         }
@@ -200,7 +249,11 @@ impl Fault {
     fn repair(self, lab: &Lab, nodes: &mut [Node]) {
         match self {
             Fault::Kill(i) => nodes[i].start(),
-            Fault::Cut(i) => lab.heal(i),
+            Fault::Cut(i) => {
+                lab.heal(i);
+                lab.reach_across(CLIENTS, false);
+            }
+            Fault::Isolate(i) => lab.heal(i),
             Fault::Sever(i, j) => {
                 lab.mend(i);
                 lab.mend(j);

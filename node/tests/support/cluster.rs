@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_client::{Client, ClientConfig, Credentials};
+use chorus_client::{Client, ClientConfig, ClientError, Credentials};
 use serde_json::Value;
 
 use super::netns::{Host, command_in};
@@ -232,6 +232,11 @@ pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool)
 /// A client of `node` that sends everything to it (no ring routing), so that what it
 /// does not own is forwarded.
 pub async fn plain_client(node: &Node, dir: &Path) -> Client {
+    try_plain_client(node, dir).await.unwrap()
+}
+
+/// [`plain_client`], or why it could not connect.
+pub async fn try_plain_client(node: &Node, dir: &Path) -> Result<Client, ClientError> {
     let key = std::fs::read_to_string(node.data.join("admin.key")).unwrap();
     let credentials = Credentials::from_ca_file(dir.join("certs/ca.pem"), key.trim())
         .unwrap()
@@ -240,9 +245,7 @@ pub async fn plain_client(node: &Node, dir: &Path) -> Client {
         routing: None,
         ..ClientConfig::default()
     };
-    Client::connect(&[node.addr.parse().unwrap()], credentials, config)
-        .await
-        .unwrap()
+    Client::connect(&[node.addr.parse().unwrap()], credentials, config).await
 }
 
 /// A user that `owner` owns, per `ring` (`ctl ring --user` asked of node `asker`).

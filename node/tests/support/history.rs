@@ -20,8 +20,6 @@ use super::cluster::{Node, plain_client};
 
 /// How many nemesis events to run (a fault and its repair are one each).
 pub const EVENTS_ENV: &str = "CHORUS_HISTORY_EVENTS";
-/// Nemesis events when [`EVENTS_ENV`] is unset: enough for CI to see every kind.
-const DEFAULT_EVENTS: usize = 6;
 /// Seeds the nemesis' choices, to replay a failing run's faults (not its timing).
 pub const SEED_ENV: &str = "CHORUS_HISTORY_SEED";
 
@@ -36,12 +34,12 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a listing may be refused, and replicas may differ, once the nemesis is done.
 const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 
-/// The nemesis events asked for by [`EVENTS_ENV`].
-pub fn events() -> usize {
+/// The nemesis events asked for by [`EVENTS_ENV`], or `default` (the short mode).
+pub fn events(default: usize) -> usize {
     std::env::var(EVENTS_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_EVENTS)
+        .unwrap_or(default)
 }
 
 /// The nemesis' random choices, seeded by [`SEED_ENV`] or at random; the seed is printed

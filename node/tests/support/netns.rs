@@ -12,12 +12,16 @@
 //!   passes between two severed hosts, while each still reaches every host that is not
 //!   severed. Severing exactly two hosts breaks the one link between them.
 //!
+//! A host can straddle a cut ([`Lab::straddle`]): it gets a second port, into the second
+//! bridge, with the same MAC and address as its first, so that hosts on either side
+//! reach it without learning anything new. The second port passes frames only while
+//! [`Lab::reach_across`] says so; traffic to a cut-off host goes through it.
+//!
 //! A test process reaches the hosts by joining one of them ([`Lab::enter`]): a thread
 //! that has entered a host's namespace creates every socket there, and so does every
 //! thread it starts afterwards (a new thread inherits its creator's namespace). A test
-//! that keeps a host for its clients and never cuts or severs it reaches every node
-//! that is reachable at all, through the same bridge, without an address or route in
-//! the host's own namespace. Control sockets are paths in the shared filesystem, so
+//! that keeps a host for its clients, and never cuts or severs it, reaches the nodes
+//! through the lab's bridges without an address or route in the host's own namespace. Control sockets are paths in the shared filesystem, so
 //! `chorus ctl` reaches every node from anywhere.
 //!
 //! Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2. Where namespaces cannot
@@ -53,6 +57,8 @@ pub struct Lab {
     hosts: Vec<Host>,
     /// Namespaces made so far, deleted in reverse on drop.
     made: Vec<String>,
+    /// Hosts with a port into the second bridge ([`Lab::straddle`]).
+    straddlers: Vec<usize>,
 }
 
 /// One host of a [`Lab`].
@@ -63,6 +69,11 @@ pub struct Host {
     pub ip: Ipv4Addr,
     /// The host's veth end inside the hub namespace (its bridge port).
     port: String,
+    /// The MAC address of the host's end (`eth0`), fixed so that a second port can share
+    /// it.
+    mac: String,
+    /// The hub end of the host's second port, if it straddles ([`Lab::straddle`]).
+    far_port: String,
 }
 
 impl Lab {
@@ -103,9 +114,13 @@ impl Lab {
                     netns: format!("{prefix}{suffix}"),
                     port: format!("pt-{suffix}"),
                     ip: Ipv4Addr::new(subnet[0], subnet[1], subnet[2], n),
+                    // Locally administered, unique on the lab's bridges.
+                    mac: format!("02:cb:00:00:00:{n:02x}"),
+                    far_port: format!("px-{suffix}"),
                 })
                 .collect(),
             made: Vec::new(),
+            straddlers: Vec::new(),
         };
         lab.build()?;
         Ok(lab)
@@ -121,18 +136,15 @@ impl Lab {
         ip(&["-n", &hub, "link", "add", "br1", "type", "bridge"])?;
         ip(&["-n", &hub, "link", "set", "br1", "up"])?;
         for i in 0..self.hosts.len() {
-            let Host {
-                netns,
-                port,
-                ip: addr,
-            } = &self.hosts[i];
-            let (netns, port, cidr) = (netns.clone(), port.clone(), format!("{addr}/24"));
+            let host = &self.hosts[i];
+            let (netns, port, mac) = (host.netns.clone(), host.port.clone(), host.mac.clone());
+            let cidr = format!("{}/24", host.ip);
             ip(&["netns", "add", &netns])?;
             self.made.push(netns.clone());
             ip(&["-n", &netns, "link", "set", "lo", "up"])?;
             ip(&[
-                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &netns,
+                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "address", &mac, "netns", &netns,
             ])?;
             ip(&["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
             ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
@@ -148,30 +160,81 @@ impl Lab {
 
     /// Moves host `i`'s port to the second bridge: nothing passes between it and the
     /// hosts left on the first, both ends of its veth stay up, and hosts cut off
-    /// together still reach each other.
+    /// together still reach each other. Straddling hosts send to it through their
+    /// second port from now on.
     pub fn cut(&self, i: usize) {
-        self.hub_link(i, &["master", "br1"]);
+        self.hub_link(&self.hosts[i].port, &["master", "br1"]);
+        self.route_from_straddlers(i, "eth1");
     }
 
     /// Attaches host `i`'s port to the first bridge again.
     pub fn heal(&self, i: usize) {
-        self.hub_link(i, &["master", "br0"]);
+        self.hub_link(&self.hosts[i].port, &["master", "br0"]);
+        self.route_from_straddlers(i, "eth0");
+    }
+
+    /// Sends what straddling hosts address to host `i` out of their `dev`.
+    fn route_from_straddlers(&self, i: usize, dev: &str) {
+        let to = format!("{}/32", self.hosts[i].ip);
+        for &s in &self.straddlers {
+            let netns = &self.hosts[s].netns;
+            ip(&["-n", netns, "route", "replace", &to, "dev", dev]).unwrap();
+        }
+    }
+
+    /// Gives host `s` a second port (`eth1`), into the second bridge, with the MAC and
+    /// address of its first: hosts cut off see the same host as those left behind. The
+    /// port passes nothing until [`Lab::reach_across`] opens it.
+    pub fn straddle(&mut self, s: usize) -> Result<(), String> {
+        let Host {
+            netns,
+            ip: addr,
+            mac,
+            far_port,
+            ..
+        } = &self.hosts[s];
+        let hub = &self.hub;
+        ip(&[
+            "-n", hub, "link", "add", far_port, "type", "veth", "peer", "name", "eth1", "address",
+            mac, "netns", netns,
+        ])?;
+        // A /32: the host keeps its one route to the subnet, through `eth0`.
+        let address = format!("{addr}/32");
+        ip(&["-n", netns, "addr", "add", &address, "dev", "eth1"])?;
+        ip(&["-n", netns, "link", "set", "eth1", "up"])?;
+        ip(&["-n", hub, "link", "set", far_port, "master", "br1", "down"])?;
+        self.straddlers.push(s);
+        Ok(())
+    }
+
+    /// Opens (or closes) straddling host `s`'s second port: while open, it reaches the
+    /// hosts that are cut off as well as those that are not; while closed, frames to and
+    /// from the cut-off hosts are dropped silently.
+    pub fn reach_across(&self, s: usize, open: bool) {
+        let state = if open { "up" } else { "down" };
+        self.hub_link(&self.hosts[s].far_port, &[state]);
     }
 
     /// Isolates host `i`'s port: no frame passes between it and another severed host,
     /// while it still reaches every host that is not severed.
     pub fn sever(&self, i: usize) {
-        self.hub_link(i, &["type", "bridge_slave", "isolated", "on"]);
+        self.hub_link(
+            &self.hosts[i].port,
+            &["type", "bridge_slave", "isolated", "on"],
+        );
     }
 
     /// Lifts [`Lab::sever`] from host `i`'s port.
     pub fn mend(&self, i: usize) {
-        self.hub_link(i, &["type", "bridge_slave", "isolated", "off"]);
+        self.hub_link(
+            &self.hosts[i].port,
+            &["type", "bridge_slave", "isolated", "off"],
+        );
     }
 
-    /// `ip -n <hub> link set <port of host i> SETTINGS`, which must succeed.
-    fn hub_link(&self, i: usize, settings: &[&str]) {
-        let mut args = vec!["-n", &self.hub, "link", "set", &self.hosts[i].port];
+    /// `ip -n <hub> link set PORT SETTINGS`, which must succeed.
+    fn hub_link(&self, port: &str, settings: &[&str]) {
+        let mut args = vec!["-n", &self.hub, "link", "set", port];
         args.extend_from_slice(settings);
         ip(&args).unwrap();
     }
