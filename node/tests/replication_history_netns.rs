@@ -2,12 +2,14 @@
 //! processes with the cluster defaults (three replicas, write quorum 2), each in its own
 //! network namespace ([`support::netns::Lab`]), and writers that submit items with ids
 //! they keep, retrying the same id through any node ([`support::history`]). A nemesis
-//! takes turns among five faults, each repaired before the next:
+//! takes turns among six faults, each repaired before the next:
 //!
 //! - SIGKILL a node, then restart it;
 //! - cut a node off from its two peers while the clients still reach both sides: the
 //!   cut-off node keeps taking writes it cannot replicate while the two others take
 //!   over its partitions and acknowledge writes of their own;
+//! - the same, and the cut-off node is SIGKILLed and restarts before the heal, still cut
+//!   off, with whatever it wrote alone;
 //! - cut a node off from everyone, clients included (the two others keep the quorum);
 //! - sever a node from one peer only: both still reach the third node and the clients;
 //! - sever every node from the others while the clients still reach all three: no
@@ -26,8 +28,9 @@
 //! would, and the host's own network needs no address or route into the test's bridge.
 //!
 //! `CHORUS_HISTORY_EVENTS` sets the nemesis events (a fault and its repair are one
-//! each; 10 by default, one fault of each kind); `CHORUS_HISTORY_SEED` replays a run's choice of faults. The long
-//! mode, run by cargo's own harness because nextest would stop it after four minutes:
+//! each; 12 by default, one fault of each kind); `CHORUS_HISTORY_SEED` replays a run's
+//! choice of faults. The long mode, run by cargo's own harness because nextest would
+//! stop it after four minutes:
 //! `CHORUS_HISTORY_EVENTS=100 cargo test -p chorus-node --test replication_history_netns
 //! -- --nocapture`.
 //!
@@ -53,7 +56,7 @@ const NODES: usize = 3;
 /// The clients' host, in [`HOSTS`].
 const CLIENTS: usize = 3;
 /// The kinds of [`Fault`] the nemesis takes turns among.
-const FAULT_KINDS: usize = 5;
+const FAULT_KINDS: usize = 6;
 /// Nemesis events when `CHORUS_HISTORY_EVENTS` is unset: one fault of each kind.
 const SHORT_EVENTS: usize = 2 * FAULT_KINDS;
 /// How long after a cut the nodes may take to suspect the other side: the suspicion
@@ -111,6 +114,7 @@ async fn history(lab: &Lab) {
         // Long enough, often, for a suspected node to be declared down and the ring to
         // move without it.
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..4_000))).await;
+        fault.meanwhile(&mut nodes, &mut rng).await;
         // Whether the fault moved rings, so the log shows which faults reached a ring
         // change and which stayed within suspicion.
         let moved = nodes
@@ -146,6 +150,8 @@ enum Fault {
     Kill(usize),
     /// Cut the node off from its peers; the clients reach both sides.
     Cut(usize),
+    /// [`Fault::Cut`], and SIGKILL the node and restart it before the heal.
+    CutAndRestart(usize),
     /// Cut the node off from every other host, clients included.
     Isolate(usize),
     /// Sever the two nodes from each other only.
@@ -161,8 +167,9 @@ impl Fault {
         match turn % FAULT_KINDS {
             0 => Fault::Kill(node),
             1 => Fault::Cut(node),
-            2 => Fault::Isolate(node),
-            3 => Fault::Sever(node, (node + rng.random_range(1..NODES)) % NODES),
+            2 => Fault::CutAndRestart(node),
+            3 => Fault::Isolate(node),
+            4 => Fault::Sever(node, (node + rng.random_range(1..NODES)) % NODES),
             _ => Fault::SeverAll,
         }
     }
@@ -170,7 +177,7 @@ impl Fault {
     fn apply(self, lab: &Lab, nodes: &mut [Node]) {
         match self {
             Fault::Kill(i) => nodes[i].kill(),
-            Fault::Cut(i) => {
+            Fault::Cut(i) | Fault::CutAndRestart(i) => {
                 lab.cut(i);
                 lab.reach_across(CLIENTS, true);
             }
@@ -189,7 +196,7 @@ impl Fault {
     async fn noticed(self, nodes: &[Node]) {
         let pairs: Vec<(usize, usize)> = match self {
             Fault::Kill(_) | Fault::Sever(..) => return,
-            Fault::Cut(i) | Fault::Isolate(i) => (0..NODES)
+            Fault::Cut(i) | Fault::CutAndRestart(i) | Fault::Isolate(i) => (0..NODES)
                 .filter(|&j| j != i)
                 .flat_map(|j| [(i, j), (j, i)])
                 .collect(),
@@ -215,7 +222,9 @@ impl Fault {
             let reach = match self {
                 Fault::Kill(_) => continue,
                 Fault::Isolate(cut) => i != cut,
-                Fault::Cut(_) | Fault::Sever(..) | Fault::SeverAll => true,
+                Fault::Cut(_) | Fault::CutAndRestart(_) | Fault::Sever(..) | Fault::SeverAll => {
+                    true
+                }
             };
             let connected = tokio::time::timeout(HANDSHAKE_WITHIN, try_plain_client(node, dir));
             let reached = match connected.await {
@@ -235,11 +244,27 @@ impl Fault {
         }
     }
 
+    /// What happens while the fault holds, once noticed: a node cut off to be restarted
+    /// is SIGKILLed and, after a while, started again, still cut off.
+    async fn meanwhile(self, nodes: &mut [Node], rng: &mut StdRng) {
+        if let Fault::CutAndRestart(i) = self {
+            nodes[i].kill();
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
+            nodes[i].start();
+            // Time to come up alone and serve the clients that reach it.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
+        }
+    }
+
     /// What the fault does, with the nodes' names.
     fn describe(self, nodes: &[Node]) -> String {
         match self {
             Fault::Kill(i) => format!("killed {}", nodes[i].name),
             Fault::Cut(i) => format!("cut {} off from its peers", nodes[i].name),
+            Fault::CutAndRestart(i) => format!(
+                "cut {} off from its peers, to restart it before the heal",
+                nodes[i].name
+            ),
             Fault::Isolate(i) => format!("cut {} off from everyone", nodes[i].name),
             Fault::Sever(i, j) => format!("severed {} from {}", nodes[i].name, nodes[j].name),
             Fault::SeverAll => "severed every node from the others".into(),
@@ -249,7 +274,7 @@ impl Fault {
     fn repair(self, lab: &Lab, nodes: &mut [Node]) {
         match self {
             Fault::Kill(i) => nodes[i].start(),
-            Fault::Cut(i) => {
+            Fault::Cut(i) | Fault::CutAndRestart(i) => {
                 lab.heal(i);
                 lab.reach_across(CLIENTS, false);
             }
