@@ -21,11 +21,12 @@
 //! holds the same records (`chorus ctl replicas --digest` agrees on all three nodes).
 //!
 //! The writers live in a fourth namespace on the same bridge, which no fault severs and
-//! which straddles every cut (it has a port on both bridges, opened for the first kind
-//! of cut only): the test's thread enters it before it builds the tokio runtime, so
-//! every client socket, on every worker thread, is made there. A client therefore
-//! reaches exactly the nodes the network lets it reach, as a client in another rack
-//! would, and the host's own network needs no address or route into the test's bridge.
+//! which straddles every cut (it has a port on both bridges, opened for the cuts that
+//! leave the clients both sides): the test's thread enters it before it builds the
+//! tokio runtime, so every client socket, on every worker thread, is made there. A
+//! client therefore reaches exactly the nodes the network lets it reach, as a client in
+//! another rack would, and the host's own network needs no address or route into the
+//! test's bridge.
 //!
 //! `CHORUS_HISTORY_EVENTS` sets the nemesis events (a fault and its repair are one
 //! each; 12 by default, one fault of each kind); `CHORUS_HISTORY_SEED` replays a run's
@@ -174,6 +175,7 @@ impl Fault {
         }
     }
 
+    /// Breaks what the fault breaks.
     fn apply(self, lab: &Lab, nodes: &mut [Node]) {
         match self {
             Fault::Kill(i) => nodes[i].kill(),
@@ -271,6 +273,7 @@ impl Fault {
         }
     }
 
+    /// Undoes [`Fault::apply`]: restarts the killed node, or heals the network.
     fn repair(self, lab: &Lab, nodes: &mut [Node]) {
         match self {
             Fault::Kill(i) => nodes[i].start(),
