@@ -6,7 +6,8 @@
 //! path in the shared filesystem and so reachable from outside the namespaces. Cutting
 //! two hosts off moves their ports to a second bridge: frames between the two sides are
 //! dropped silently in both directions while both ends keep their carrier, as when the
-//! link between two racks fails, and each side still talks within itself.
+//! link between two racks fails, and each side still talks within itself (the network
+//! is [`support::netns::Lab`]).
 //!
 //! The cut lasts until both sides have declared the other down (longer than the
 //! suspicion timeout): the four survivors drop the cut-off nodes from their ring, and
@@ -21,20 +22,16 @@
 //! be made the test prints why and passes without running, unless
 //! `CHORUS_REQUIRE_NETNS=1` is set, which turns that skip into a failure.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// Set to `1` to fail instead of skipping when namespaces cannot be made.
-const REQUIRE_ENV: &str = "CHORUS_REQUIRE_NETNS";
-
-/// Every namespace this test makes starts with this, followed by the test's pid.
-const NETNS_PREFIX: &str = "chorus-pt-";
+use support::netns::{Lab, command_in, run_bounded};
 
 /// The hosts, by the suffix of their namespace and their node name.
 const HOSTS: [(&str, &str); 6] = [
@@ -48,11 +45,6 @@ const HOSTS: [(&str, &str); 6] = [
 
 /// The hosts that are cut off together (indices into [`HOSTS`]).
 const CUT: [usize; 2] = [4, 5];
-
-/// The bridge's /24 is `10.SUBNET_SECOND_OCTET.<pid-derived>.0`. It exists only inside
-/// the test's namespaces, so it cannot clash with the host's routes; an unusual octet
-/// keeps `ip addr` listings easy to tell apart all the same.
-const SUBNET_SECOND_OCTET: u8 = 213;
 
 const QUIC_PORT: u16 = 7400;
 const GOSSIP_PORT: u16 = 7401;
@@ -78,22 +70,16 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 /// timeout plus a probe period, so a member that answers nobody's probes would be
 /// declared down again within it.
 const STABLE_FOR: Duration = Duration::from_secs(4);
-/// The longest one `ip` or `chorus ctl` command may take.
+/// The longest one `chorus` command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between two polls of the nodes' views.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
 #[test]
 fn a_cut_off_pair_is_declared_down_by_the_others_only_and_rejoins_after_the_heal() {
-    let lab = match Lab::create() {
-        Ok(lab) => lab,
-        Err(reason) => {
-            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!("network namespaces are required ({REQUIRE_ENV}=1): {reason}");
-            }
-            eprintln!("skipping the partition test: {reason}");
-            return;
-        }
+    let suffixes = HOSTS.map(|(suffix, _)| suffix);
+    let Some(lab) = Lab::create_or_skip(&suffixes, "the partition test") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(lab, dir.path());
@@ -280,12 +266,12 @@ impl Cluster {
         let certs = dir.join("certs");
         let certs_arg = certs.to_str().unwrap();
         run_chorus(&["certs", "init", "--dir", certs_arg]);
-        for (host, (_, name)) in lab.hosts.iter().zip(HOSTS) {
+        for (host, (_, name)) in lab.hosts().iter().zip(HOSTS) {
             let ip = host.ip.to_string();
             run_chorus(&["certs", "node", name, "--ip", &ip, "--dir", certs_arg]);
         }
         let seeds: Vec<String> = lab
-            .hosts
+            .hosts()
             .iter()
             .map(|h| format!("\"{}:{GOSSIP_PORT}\"", h.ip))
             .collect();
@@ -294,7 +280,7 @@ impl Cluster {
             lab,
         };
         for (i, (_, name)) in HOSTS.iter().enumerate() {
-            let host = &cluster.lab.hosts[i];
+            let host = &cluster.lab.hosts()[i];
             let data_dir = dir.join(name);
             let config = dir.join(format!("{name}.toml"));
             std::fs::write(
@@ -418,11 +404,8 @@ impl Agent {
     fn spawn(name: &str, netns: &str, config: &Path, log: &Path) -> Agent {
         let out = std::fs::File::create(log).unwrap();
         let err = out.try_clone().unwrap();
-        // `ip netns exec` execs the agent in place, so the child is the agent itself.
-        let mut command = Command::new("ip");
+        let mut command = command_in(netns, env!("CARGO_BIN_EXE_chorus"));
         command
-            .args(["netns", "exec", netns])
-            .arg(env!("CARGO_BIN_EXE_chorus"))
             .args(["agent", "--config"])
             .arg(config)
             .env("NO_COLOR", "1")
@@ -498,7 +481,8 @@ impl Agent {
             .arg(&self.config)
             .args([command, "--json"]);
         without_chorus_env(&mut ctl);
-        let out = run_bounded(ctl).map_err(|e| format!("{}: ctl {command}: {e}", self.name))?;
+        let out = run_bounded(ctl, COMMAND_TIMEOUT)
+            .map_err(|e| format!("{}: ctl {command}: {e}", self.name))?;
         let reply: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
             format!(
                 "{}: ctl {command}: not JSON ({e}): {}",
@@ -531,157 +515,12 @@ impl Drop for Agent {
     }
 }
 
-/// The test's network: a bridge in its own namespace and one namespace per host, each
-/// joined to the bridge by a veth pair. Dropping it deletes every namespace it made,
-/// which deletes the links inside them.
-struct Lab {
-    hub: String,
-    hosts: Vec<Host>,
-    /// Namespaces made so far, deleted in reverse on drop.
-    made: Vec<String>,
-}
-
-struct Host {
-    netns: String,
-    /// The host's veth end inside the hub namespace (its bridge port).
-    port: String,
-    ip: Ipv4Addr,
-}
-
-impl Lab {
-    /// Makes the namespaces, the bridge and the veths; or says why it cannot.
-    fn create() -> Result<Lab, String> {
-        match Command::new("ip").arg("-V").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => return Err(format!("`ip -V` failed: {out:?}")),
-            Err(e) => return Err(format!("iproute2's `ip` is not available: {e}")),
-        }
-        remove_leftovers();
-        let pid = std::process::id();
-        let prefix = format!("{NETNS_PREFIX}{pid}-");
-        let subnet = [10, SUBNET_SECOND_OCTET, (pid % 250) as u8 + 1];
-        let mut lab = Lab {
-            hub: format!("{prefix}hub"),
-            hosts: HOSTS
-                .iter()
-                .zip(1u8..)
-                .map(|((suffix, _), n)| Host {
-                    netns: format!("{prefix}{suffix}"),
-                    port: format!("pt-{suffix}"),
-                    ip: Ipv4Addr::new(subnet[0], subnet[1], subnet[2], n),
-                })
-                .collect(),
-            made: Vec::new(),
-        };
-        lab.build()?;
-        Ok(lab)
-    }
-
-    fn build(&mut self) -> Result<(), String> {
-        let hub = self.hub.clone();
-        ip(&["netns", "add", &hub])?;
-        self.made.push(hub.clone());
-        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        ip(&["-n", &hub, "link", "add", "br1", "type", "bridge"])?;
-        ip(&["-n", &hub, "link", "set", "br1", "up"])?;
-        for i in 0..self.hosts.len() {
-            let Host {
-                netns,
-                port,
-                ip: addr,
-            } = &self.hosts[i];
-            let (netns, port, cidr) = (netns.clone(), port.clone(), format!("{addr}/24"));
-            ip(&["netns", "add", &netns])?;
-            self.made.push(netns.clone());
-            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &netns,
-            ])?;
-            ip(&["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
-            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"])?;
-        }
-        Ok(())
-    }
-
-    /// Moves host `i`'s port to the second bridge: nothing passes between it and the
-    /// hosts left on the first, both ends of its veth stay up, and hosts cut off
-    /// together still reach each other.
-    fn cut(&self, i: usize) {
-        let port = &self.hosts[i].port;
-        ip(&["-n", &self.hub, "link", "set", port, "master", "br1"]).unwrap();
-    }
-
-    /// Attaches host `i`'s port to the bridge again.
-    fn heal(&self, i: usize) {
-        let port = &self.hosts[i].port;
-        ip(&["-n", &self.hub, "link", "set", port, "master", "br0"]).unwrap();
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for netns in self.made.iter().rev() {
-            if let Err(e) = ip(&["netns", "delete", netns]) {
-                eprintln!("could not delete namespace {netns}: {e}");
-            }
-        }
-    }
-}
-
-/// Deletes namespaces of earlier runs of this test that were killed before they could
-/// clean up (their pid no longer exists), after killing the agents those runs left in
-/// them.
-fn remove_leftovers() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(netns) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(rest) = netns.strip_prefix(NETNS_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
-            continue;
-        }
-        if let Ok(pids) = Command::new("ip").args(["netns", "pids", netns]).output() {
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
-        }
-        let _ = ip(&["netns", "delete", netns]);
-    }
-}
-
-/// Runs `ip ARGS`; an error carries its stderr.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let mut command = Command::new("ip");
-    command.args(args);
-    let out = run_bounded(command).map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Runs `chorus ARGS` to completion and asserts it succeeded.
 fn run_chorus(args: &[&str]) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chorus"));
     command.args(args);
     without_chorus_env(&mut command);
-    let out = run_bounded(command).unwrap();
+    let out = run_bounded(command, COMMAND_TIMEOUT).unwrap();
     assert!(out.status.success(), "chorus {}: {out:?}", args.join(" "));
 }
 
@@ -692,47 +531,4 @@ fn without_chorus_env(command: &mut Command) {
             command.env_remove(key);
         }
     }
-}
-
-/// Runs `command` with its output captured, killing it after [`COMMAND_TIMEOUT`]. The
-/// commands run here print a few kilobytes at most, well within a pipe's buffer, so
-/// reading after exit cannot deadlock.
-fn run_bounded(mut command: Command) -> Result<Output, String> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("no answer within {COMMAND_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Ok(Output {
-        status,
-        stdout,
-        stderr,
-    })
 }

@@ -1,13 +1,15 @@
-//! A cluster of `chorus agent` processes on loopback, with certificates from
-//! `chorus certs`, and the helpers the process-level cluster tests share.
+//! A cluster of `chorus agent` processes, on loopback or each in its own network
+//! namespace, with certificates from `chorus certs`, and the helpers the process-level
+//! cluster tests share.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_client::{Client, ClientConfig, Credentials};
+use chorus_client::{Client, ClientConfig, ClientError, Credentials};
 use serde_json::Value;
 
+use super::netns::{Host, command_in};
 use super::{chorus_bin, ctl_json, free_udp_port};
 
 pub const PROBE_MS: u64 = 300;
@@ -17,13 +19,19 @@ pub struct Node {
     pub config: PathBuf,
     pub data: PathBuf,
     pub addr: String,
+    /// The network namespace the agent runs in, if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
 impl Node {
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.data.with_extension("log")).unwrap();
-        let child = Command::new(chorus_bin())
+        let mut command = match &self.netns {
+            Some(netns) => command_in(netns, chorus_bin()),
+            None => Command::new(chorus_bin()),
+        };
+        let child = command
             .args(["agent", "--config"])
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -51,13 +59,21 @@ impl Node {
         ctl_json(&self.config, args)
     }
 
-    /// `(state, incarnation)` of `member` as this node sees it.
+    /// `(state, incarnation)` of `member` as this node sees it: of its newest run, as a
+    /// node also lists the earlier runs of a member it saw renew (as down), and its own
+    /// row is authoritative for itself.
     pub fn sees(&self, member: &str) -> Option<(String, u64)> {
         let reply = self.ctl(&["members"]);
         reply["result"]["members"]
             .as_array()?
             .iter()
-            .find(|m| m["id"] == member)
+            .filter(|m| m["id"] == member)
+            .max_by_key(|m| {
+                (
+                    m["is_self"].as_bool().unwrap_or(false),
+                    m["incarnation"].as_u64().unwrap_or(0),
+                )
+            })
             .map(|m| {
                 (
                     m["state"].as_str().unwrap_or("").to_string(),
@@ -103,17 +119,69 @@ pub fn cluster_of(dir: &Path, count: usize, extra: &str) -> Vec<Node> {
     let certs_dir = dir.join("certs");
     certs(&certs_dir, &["init"]);
     let gossip: Vec<u16> = (0..count).map(|_| free_udp_port()).collect();
+    let seeds = [format!("127.0.0.1:{}", gossip[0])];
     (0..count)
         .map(|i| {
-            let name = format!("node-{}", i + 1);
-            certs(&certs_dir, &["node", &name, "--ip", "127.0.0.1"]);
-            let data = dir.join(&name);
-            let addr = format!("127.0.0.1:{}", free_udp_port());
-            let config = dir.join(format!("{name}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    r#"node_id = "{name}"
+            let place = Placement {
+                ip: "127.0.0.1".into(),
+                port: free_udp_port(),
+                gossip_port: gossip[i],
+                netns: None,
+            };
+            node(dir, i, place, &seeds, extra)
+        })
+        .collect()
+}
+
+/// One node in each of `hosts`' namespaces (fixed ports: each host has its own), every
+/// node seeded with all the others.
+pub fn cluster_in(dir: &Path, hosts: &[&Host]) -> Vec<Node> {
+    certs(&dir.join("certs"), &["init"]);
+    let seeds: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{}:{NETNS_GOSSIP_PORT}", h.ip))
+        .collect();
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let place = Placement {
+                ip: host.ip.to_string(),
+                port: NETNS_PORT,
+                gossip_port: NETNS_GOSSIP_PORT,
+                netns: Some(host.netns.clone()),
+            };
+            node(dir, i, place, &seeds, "")
+        })
+        .collect()
+}
+
+/// The client port of a node in its own namespace.
+const NETNS_PORT: u16 = 7400;
+/// The gossip port of a node in its own namespace.
+const NETNS_GOSSIP_PORT: u16 = 7401;
+
+/// Where a node listens.
+struct Placement {
+    ip: String,
+    port: u16,
+    gossip_port: u16,
+    netns: Option<String>,
+}
+
+/// Node `i` (`node-<i+1>`): its certificate under `dir/certs`, its config in `dir`.
+fn node(dir: &Path, i: usize, place: Placement, seeds: &[String], extra: &str) -> Node {
+    let certs_dir = dir.join("certs");
+    let name = format!("node-{}", i + 1);
+    certs(&certs_dir, &["node", &name, "--ip", &place.ip]);
+    let data = dir.join(&name);
+    let addr = format!("{}:{}", place.ip, place.port);
+    let config = dir.join(format!("{name}.toml"));
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            r#"node_id = "{name}"
 data_dir = "{data}"
 listen = "{addr}"
 partitions = 128
@@ -124,8 +192,8 @@ key = "{certs}/{name}.key"
 [metrics]
 listen = "127.0.0.1:0"
 [cluster]
-gossip_listen = "127.0.0.1:{port}"
-seeds = ["127.0.0.1:{seed}"]
+gossip_listen = "{ip}:{port}"
+seeds = [{seeds}]
 key_file = "{certs}/cluster.key"
 forward_timeout_ms = 1000
 {extra}
@@ -134,22 +202,22 @@ expected_cluster_size = 3
 probe_period_ms = {PROBE_MS}
 probe_rtt_ms = 100
 "#,
-                    data = data.display(),
-                    certs = certs_dir.display(),
-                    port = gossip[i],
-                    seed = gossip[0],
-                ),
-            )
-            .unwrap();
-            Node {
-                name,
-                config,
-                data,
-                addr,
-                child: None,
-            }
-        })
-        .collect()
+            data = data.display(),
+            certs = certs_dir.display(),
+            ip = place.ip,
+            port = place.gossip_port,
+            seeds = seeds.join(", "),
+        ),
+    )
+    .unwrap();
+    Node {
+        name,
+        config,
+        data,
+        addr,
+        netns: place.netns,
+        child: None,
+    }
 }
 
 pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
@@ -164,6 +232,11 @@ pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool)
 /// A client of `node` that sends everything to it (no ring routing), so that what it
 /// does not own is forwarded.
 pub async fn plain_client(node: &Node, dir: &Path) -> Client {
+    try_plain_client(node, dir).await.unwrap()
+}
+
+/// [`plain_client`], or why it could not connect.
+pub async fn try_plain_client(node: &Node, dir: &Path) -> Result<Client, ClientError> {
     let key = std::fs::read_to_string(node.data.join("admin.key")).unwrap();
     let credentials = Credentials::from_ca_file(dir.join("certs/ca.pem"), key.trim())
         .unwrap()
@@ -172,9 +245,7 @@ pub async fn plain_client(node: &Node, dir: &Path) -> Client {
         routing: None,
         ..ClientConfig::default()
     };
-    Client::connect(&[node.addr.parse().unwrap()], credentials, config)
-        .await
-        .unwrap()
+    Client::connect(&[node.addr.parse().unwrap()], credentials, config).await
 }
 
 /// A user that `owner` owns, per `ring` (`ctl ring --user` asked of node `asker`).

@@ -1,9 +1,13 @@
 //! Shared test support: a real node in this process on a loopback port, a real node as a
-//! child process, and a raw QUIC client for sending bytes the SDK never would.
+//! child process, and a raw QUIC client for sending bytes the SDK never would; clusters
+//! of agent processes ([`cluster`]), a network of namespaces to cut them apart in
+//! ([`netns`]) and the writers and checks of the history tests ([`history`]).
 
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod history;
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
