@@ -187,7 +187,12 @@ async fn the_cli_submits_gets_and_lists_with_the_local_defaults() {
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(error["error"], "not_found");
     assert_eq!(error["field"], "id");
-    assert!(error["reason"].as_str().unwrap().contains("01JDX3V9Q8ZK7M4T2N6P0R5S1W"));
+    assert!(
+        error["reason"]
+            .as_str()
+            .unwrap()
+            .contains("01JDX3V9Q8ZK7M4T2N6P0R5S1W")
+    );
 
     // A typed error exits non-zero and names the field.
     let out = cli(&["submit", "--user", "u1", "--rating", "9", "--json"]);
