@@ -34,6 +34,8 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     secrets::check_key_files(&config)?;
     let data_dir_open = secrets::create_private_dir(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Held until the agent returns: a second agent on this store stops here.
+    let _lock = crate::data_dir_lock::DataDirLock::acquire(&config.data_dir)?;
     if data_dir_open {
         tracing::warn!(
             data_dir = %config.data_dir.display(),

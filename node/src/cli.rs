@@ -148,8 +148,10 @@ pub struct ConnectArgs {
     /// <data-dir>/admin.key).
     #[arg(long, env = "CHORUS_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
-    /// Data directory of the local node, where the defaults above are found.
-    #[arg(long, env = "CHORUS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    /// Data directory of the local node, where the defaults above are found. Its
+    /// variable is not the agent's `CHORUS_DATA_DIR`, so that a shell set up for the
+    /// CLI never moves a restarted agent onto another node's store.
+    #[arg(long, env = "CHORUS_CLI_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
     /// The name the node's certificate is checked against.
     #[arg(
@@ -176,8 +178,9 @@ pub struct CtlArgs {
     /// or `data_dir`).
     #[arg(long, value_name = "FILE", global = true, conflicts_with = "socket")]
     pub config: Option<PathBuf>,
-    /// Data directory of the local node, where the socket is by default.
-    #[arg(long, env = "CHORUS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    /// Data directory of the local node, where the socket is by default (its
+    /// variable is not the agent's `CHORUS_DATA_DIR`).
+    #[arg(long, env = "CHORUS_CLI_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
     /// Print the node's response as one JSON object.
     #[arg(long, global = true)]

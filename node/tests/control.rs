@@ -18,7 +18,7 @@ fn ctl(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(chorus_bin())
         .arg("ctl")
         .args(args)
-        .env("CHORUS_DATA_DIR", data_dir)
+        .env("CHORUS_CLI_DATA_DIR", data_dir)
         .env_remove("CHORUS_CONTROL_SOCKET")
         .output()
         .unwrap()

@@ -316,7 +316,7 @@ fn the_cli_refuses_an_api_key_file_others_can_read() {
     let out = Command::new(chorus_bin())
         .args(["list", "--user", "alice", "--api-key-file"])
         .arg(&key)
-        .env("CHORUS_DATA_DIR", dir.path())
+        .env("CHORUS_CLI_DATA_DIR", dir.path())
         .env("CHORUS_SERVER", format!("127.0.0.1:{}", free_udp_port()))
         .env_remove("CHORUS_API_KEY")
         .output()

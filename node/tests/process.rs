@@ -1,5 +1,6 @@
 //! `chorus agent` as a real process: first start, durability across SIGKILL, graceful
-//! SIGTERM, refusal of a bad configuration, and the CLI against it.
+//! SIGTERM, refusal of a bad configuration and of a data dir another agent holds, and
+//! the CLI against it.
 
 mod support;
 
@@ -114,6 +115,32 @@ async fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     client.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_a_running_nodes_data_dir_stops_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = AgentProcess::start(dir.path(), free_udp_port()).await;
+    let out = Command::new(chorus_bin())
+        .arg("agent")
+        .env("CHORUS_DATA_DIR", dir.path())
+        .env("CHORUS_LISTEN", format!("127.0.0.1:{}", free_udp_port()))
+        .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
+        .env("CHORUS_CONTROL_SOCKET", dir.path().join("other.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another chorus agent (pid {})",
+            agent.child.id()
+        )),
+        "{stderr}"
+    );
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+}
+
 #[test]
 fn an_invalid_config_exits_64_naming_the_key_before_binding() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,7 +178,7 @@ async fn the_cli_submits_gets_and_lists_with_the_local_defaults() {
     let cli = |args: &[&str]| {
         Command::new(chorus_bin())
             .args(args)
-            .env("CHORUS_DATA_DIR", dir.path())
+            .env("CHORUS_CLI_DATA_DIR", dir.path())
             .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .output()
@@ -221,7 +248,7 @@ async fn the_cli_lists_keys_and_revokes_one_by_a_prefix_of_its_id() {
     let cli = |args: &[&str]| {
         Command::new(chorus_bin())
             .args(args)
-            .env("CHORUS_DATA_DIR", dir.path())
+            .env("CHORUS_CLI_DATA_DIR", dir.path())
             .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .output()
