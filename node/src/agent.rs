@@ -160,11 +160,14 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     };
     let (cluster, links) = match &config.cluster {
         Some(section) => {
-            // A member that joins through nobody else founds the cluster: there is
-            // nothing to learn, so it starts warm.
+            // A member with an empty store that joins through others has its partitions
+            // to learn. One that founds the cluster (no seed but itself) has nothing to
+            // learn, and one that holds data (a restart, an upgrade from a release
+            // without standings) was a member already.
             let founder = section.seeds.iter().all(|s| *s == section.gossip_addr());
-            let warming = section.replication_factor > 1 && !founder;
-            keep_standings(&state, &config.data_dir, warming)?;
+            let empty = (0..node.partitions()).all(|p| node.partition_state(p).1 == 0);
+            let may_learn = section.replication_factor > 1 && !founder;
+            keep_standings(&state, &config.data_dir, may_learn, empty)?;
             let key = section.load_key()?;
             let mut link_settings = LinkSettings::new(
                 NodeId(config.node_id.clone()),
@@ -332,23 +335,26 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
 /// once, only to a terminal: under systemd or a pipe stdout ends up in a journal or a
 /// file others may read, so then only the log names the file that holds the key.
 /// Loads the members' standings from the data dir (saving every change there) and
-/// gives this node its first standing if it has none: `warming` when it may join a
-/// cluster that holds data, so that it learns its partitions before it votes.
+/// gives this node its first standing if it has none, or a new one if it departed:
+/// warming when it `may_learn` (it replicates and joins through others) and its store
+/// is `empty` or stale (back after a drain), so that it learns its partitions before
+/// it votes.
 fn keep_standings(
     state: &ClusterState,
     data_dir: &std::path::Path,
-    warming: bool,
+    may_learn: bool,
+    empty: bool,
 ) -> anyhow::Result<()> {
     let file = data_dir.join(standing_file::STANDINGS_FILE);
     let own = state
         .keep_standings_in(file)
         .context("loading the members' standings")?;
     let next = match own {
-        None => Standing::new(warming),
+        None => Standing::new(may_learn && empty),
         // Back after a drain: its copies are stale, so it learns before it votes.
         Some(own) if own.departed => own.changed(|s| {
             s.departed = false;
-            s.warming = warming;
+            s.warming = may_learn;
         }),
         Some(_) => return Ok(()),
     };

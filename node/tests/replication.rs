@@ -582,6 +582,14 @@ async fn a_joiner_learns_its_partitions_before_it_votes_or_leads() {
     for (user, acked) in users.iter().zip(&acked) {
         complete(&client, user, acked, "after the join").await;
     }
+
+    // A member that holds data but no standings (as after an upgrade from a release
+    // without them) was a member already: it starts warm.
+    nodes[1].kill();
+    std::fs::remove_file(nodes[1].data.join("cluster-standings.json")).unwrap();
+    nodes[1].start();
+    let standing = until_some(Duration::from_secs(20), || warming(&nodes[1])).await;
+    assert!(!standing, "a member with data started warming");
 }
 
 /// Polls `probe` until it gives a value, for up to `limit`.
