@@ -796,15 +796,22 @@ mod tests {
         assert!(decode_request(&[0x00, 0xfc, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
-    /// The layout of every variant as bincode's derive would decode it: the hand-written
-    /// decoders read what the derived encoders write.
-    #[test]
-    fn every_variant_round_trips_through_the_bounded_decoders() {
-        let requests = [
+    /// An item with fixed id and time, so that its encoding never changes.
+    fn fixed_item() -> Item {
+        let mut item = Item::new("u".to_string(), Kind::Text);
+        item.id = ItemId(0x0190_0000_0000_1234_5678_9abc_def0_1234);
+        item.client_ts = 1_765_000_000_000;
+        item.text = "fixed".into();
+        item
+    }
+
+    /// One value of every request variant, built the same way every time.
+    fn sample_requests() -> Vec<(&'static str, WireRequest)> {
+        let requests = vec![
             WireRequest::Submit {
                 role: Role::Admin,
                 key_id: "0123456789abcdef".into(),
-                items: vec![Item::new("u".to_string(), Kind::Text)],
+                items: vec![fixed_item()],
             },
             WireRequest::Get { id: ItemId(9) },
             WireRequest::ListByUser {
@@ -844,11 +851,15 @@ mod tests {
             WireRequest::Standings(standings()),
             WireRequest::Tips(vec![0, 7, 65_535]),
         ];
-        for request in requests {
-            let bytes = encode_payload(&request);
-            assert_eq!(decode_payload::<WireRequest>(&bytes).unwrap(), request);
-        }
-        let replies = [
+        requests
+            .into_iter()
+            .map(|r| (request_name(&r), r))
+            .collect()
+    }
+
+    /// One value (or more) of every reply variant, built the same way every time.
+    fn sample_replies() -> Vec<WireReply> {
+        vec![
             WireReply::Submit(vec![Err(ErrorCode::Unauthorized)]),
             WireReply::Get(None),
             WireReply::List(vec![], Some(PageToken(vec![2]))),
@@ -881,8 +892,104 @@ mod tests {
             WireReply::Standings(WireStandings::default()),
             WireReply::Standings(standings()),
             WireReply::Tips(vec![0, u64::MAX]),
-        ];
-        for reply in replies {
+        ]
+    }
+
+    fn request_name(request: &WireRequest) -> &'static str {
+        match request {
+            WireRequest::Submit { .. } => "submit",
+            WireRequest::Get { .. } => "get",
+            WireRequest::ListByUser { .. } => "list_by_user",
+            WireRequest::Authenticate { .. } => "authenticate",
+            WireRequest::KeyDigest => "key_digest",
+            WireRequest::SyncKeys { .. } => "sync_keys",
+            WireRequest::Ship(_) => "ship",
+            WireRequest::Promise(_) => "promise",
+            WireRequest::Fetch { .. } => "fetch",
+            WireRequest::Digests { .. } => "digests",
+            WireRequest::Repair { .. } => "repair",
+            WireRequest::Standings(_) => "standings",
+            WireRequest::Tips(_) => "tips",
+        }
+    }
+
+    /// The encodings of [`sample_requests`] and [`sample_replies`] that this release's
+    /// peers send, one `name hex` line each, kept in `wire_fixtures/`. A node must keep
+    /// decoding them while it may share a cluster with them (a rolling upgrade), and an
+    /// encoding that changes by accident fails here. `CHORUS_WRITE_WIRE_FIXTURES=1`
+    /// writes the file afresh (for a deliberate change of format).
+    const LINK_V1: &str = include_str!("wire_fixtures/link-v1.txt");
+
+    fn fixture_lines() -> Vec<String> {
+        let requests = sample_requests()
+            .into_iter()
+            .map(|(name, r)| format!("request.{name} {}", hex(&encode_payload(&r))));
+        let replies = sample_replies()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| format!("reply.{i} {}", hex(&encode_payload(&r))));
+        requests.chain(replies).collect()
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_previous_encodings_of_every_message_still_decode_to_the_same_values() {
+        let lines = fixture_lines();
+        if std::env::var_os("CHORUS_WRITE_WIRE_FIXTURES").is_some() {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/cluster/links/wire_fixtures/link-v1.txt"
+            );
+            std::fs::write(path, lines.join("\n") + "\n").unwrap();
+            return;
+        }
+        let kept: Vec<&str> = LINK_V1.lines().collect();
+        let requests = sample_requests();
+        let replies = sample_replies();
+        for line in &kept {
+            let (name, bytes) = line.split_once(' ').unwrap();
+            let bytes = unhex(bytes);
+            if let Some(name) = name.strip_prefix("request.") {
+                let (_, want) = requests.iter().find(|(n, _)| *n == name).unwrap();
+                assert_eq!(
+                    &decode_payload::<WireRequest>(&bytes).unwrap(),
+                    want,
+                    "{name}"
+                );
+            } else {
+                let at: usize = name.strip_prefix("reply.").unwrap().parse().unwrap();
+                assert_eq!(
+                    decode_payload::<WireReply>(&bytes).unwrap(),
+                    replies[at],
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(
+            kept, lines,
+            "an encoding changed: a peer of this release would not read it"
+        );
+    }
+
+    /// The layout of every variant as bincode's derive would decode it: the hand-written
+    /// decoders read what the derived encoders write.
+    #[test]
+    fn every_variant_round_trips_through_the_bounded_decoders() {
+        for (_, request) in sample_requests() {
+            let bytes = encode_payload(&request);
+            assert_eq!(decode_payload::<WireRequest>(&bytes).unwrap(), request);
+        }
+        for reply in sample_replies() {
             let bytes = encode_payload(&reply);
             assert_eq!(decode_payload::<WireReply>(&bytes).unwrap(), reply);
         }
