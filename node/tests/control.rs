@@ -64,11 +64,18 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
     assert_eq!(status["result"]["log_level"], "warn");
     // The store's log: at least the segment being written.
     assert!(status["result"]["store_log"]["segments"].as_u64() >= Some(1));
+    // What it speaks, for a rolling upgrade's checks.
+    let speaks = &status["result"]["speaks"];
+    assert_eq!(speaks["client_protocol"], serde_json::json!([1]));
+    assert_eq!(speaks["link_alpn"], "chorus-link/1");
+    assert_eq!(speaks["link_messages"], 1);
+    assert_eq!(speaks["log_segments"], 1);
 
     let human = ctl(data, &["status"]);
     assert!(human.status.success(), "{human:?}");
     assert!(String::from_utf8_lossy(&human.stdout).contains("node-1"));
     assert!(String::from_utf8_lossy(&human.stdout).contains("store log"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("speaks"));
 
     let changed = ctl(data, &["log-level", "debug"]);
     assert!(changed.status.success(), "{changed:?}");

@@ -70,7 +70,8 @@ pub use tls::{
     negotiated_alpn, peer_chain,
 };
 pub use wire::{
-    Forward, ForwardMsg, ForwardReply, decode_reply, decode_request, encode_reply, encode_request,
+    Forward, ForwardMsg, ForwardReply, LINK_FORMAT, decode_reply, decode_request, encode_reply,
+    encode_request,
 };
 
 use crate::cluster::routing::{ForwardFuture, Forwarder};

@@ -483,6 +483,22 @@ fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
             ),
         ));
     }
+    if let Some(v) = &s.speaks {
+        rows.push((
+            "speaks",
+            format!(
+                "client protocol {:?} ({}), links {} messages v{}, gossip envelope v{} seal v{}, log segments v{}, snapshots v{}",
+                v.client_protocol,
+                v.client_alpn,
+                v.link_alpn,
+                v.link_messages,
+                v.gossip_envelope,
+                v.gossip_seal,
+                v.log_segments,
+                v.snapshot_manifest
+            ),
+        ));
+    }
     if let Some(r) = &s.replication {
         rows.push((
             "replication",

@@ -20,8 +20,8 @@ use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     CordonReport, DegradeReport, DrainStarted, GossipKeyRow, GossipKeysReport, LeaveReport,
     LimitsReport, LogLevelChange, MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport,
-    ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult, StatusReport,
-    StoreLogStatus, UserOwner,
+    ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult, Speaks,
+    StatusReport, StoreLogStatus, UserOwner,
 };
 use crate::cluster::drain::{self, Drain};
 use crate::cluster::gossip::{KeyOp, KeysError};
@@ -340,6 +340,7 @@ impl Handler {
             control_socket: self.info.socket.display().to_string(),
             log_level: self.log.current(),
             store_log: Some(store_log_status(self.node.store_log_usage())),
+            speaks: Some(speaks()),
             replication: self.info.replication.as_ref().map(|replication| {
                 let settings = replication.settings();
                 let lag = replication.handoff();
@@ -871,6 +872,21 @@ fn store_log_status(usage: chorus_actors::store::LogUsage) -> StoreLogStatus {
         dead_bytes: usage.dead_bytes,
         retired_segments: usage.retired_segments,
         compacted_segments: usage.compacted_segments,
+    }
+}
+
+/// The versions of every surface this agent shares with clients, peers and its disk.
+fn speaks() -> Speaks {
+    use chorus_actors::store::log::record::SEGMENT_MAGIC;
+    Speaks {
+        client_protocol: chorus_protocol::SUPPORTED_VERSIONS.to_vec(),
+        client_alpn: String::from_utf8_lossy(chorus_protocol::ALPN_CLIENT).into(),
+        link_alpn: String::from_utf8_lossy(chorus_protocol::ALPN_LINK).into(),
+        link_messages: crate::cluster::links::LINK_FORMAT,
+        gossip_envelope: crate::cluster::membership::envelope::VERSION,
+        gossip_seal: crate::cluster::membership::seal::SEAL_VERSION,
+        log_segments: SEGMENT_MAGIC[SEGMENT_MAGIC.len() - 1],
+        snapshot_manifest: chorus_actors::store::snapshot::manifest::FORMAT_VERSION,
     }
 }
 

@@ -563,6 +563,31 @@ pub struct StatusReport {
     /// Replication as this node sees it (absent on a node that does not replicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationStatus>,
+    /// The protocols and formats this agent speaks and reads (absent from agents that
+    /// predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaks: Option<Speaks>,
+}
+
+/// The versions of every surface a node shares with clients, peers or its own disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Speaks {
+    /// Client protocol versions a hello may ask for.
+    pub client_protocol: Vec<u16>,
+    /// The client protocol's ALPN token.
+    pub client_alpn: String,
+    /// The cluster links' ALPN token.
+    pub link_alpn: String,
+    /// The layout of link messages (kept as fixtures it must keep decoding).
+    pub link_messages: u32,
+    /// The gossip envelope's version.
+    pub gossip_envelope: u8,
+    /// The gossip seal's (authentication) version.
+    pub gossip_seal: u8,
+    /// The partition log's segment format.
+    pub log_segments: u8,
+    /// The snapshot manifest's format.
+    pub snapshot_manifest: u32,
 }
 
 /// What `drain` started.

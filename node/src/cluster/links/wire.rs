@@ -51,6 +51,10 @@ pub enum ForwardMsg {
     Forward(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
+/// The layout of link messages this release writes; every earlier layout's encodings
+/// are kept as fixtures (`wire_fixtures/link-v{N}.txt`) that it must keep decoding.
+pub const LINK_FORMAT: u32 = 1;
+
 /// The allocation limit of link payloads: the link frame limit.
 const LINK_LIMIT: usize = super::MAX_LINK_FRAME as usize;
 
