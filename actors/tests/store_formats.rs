@@ -60,6 +60,9 @@ fn a_store_written_by_the_first_release_opens_with_every_item_and_takes_writes()
     store.apply(vec![item.clone()]).remove(0).unwrap();
     drop(store);
     let reopened = Store::open(config()).unwrap();
-    assert_eq!(reopened.list_by_user("user-1", None, 10).unwrap().0.len(), 2);
+    assert_eq!(
+        reopened.list_by_user("user-1", None, 10).unwrap().0.len(),
+        2
+    );
     assert!(reopened.get(item.id).unwrap().is_some());
 }

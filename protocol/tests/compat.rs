@@ -1,0 +1,261 @@
+//! The client protocol's encodings, kept: every message this release's clients and
+//! servers send (a hello, a frame of each request, a frame of each response and of
+//! errors), encoded once and kept in `tests/fixtures/client-v{N}.txt` as `name hex`
+//! lines. A release must keep decoding the encodings of the versions it says it
+//! supports (`SUPPORTED_VERSIONS`), so that clients and nodes of the release before it
+//! keep working during a rolling upgrade; an encoding that changes by accident fails
+//! here. `CHORUS_WRITE_WIRE_FIXTURES=1` writes the file afresh for a deliberate change.
+
+use chorus_protocol::{
+    ApiKeyInfo, ClientFrame, Enrichment, ErrorCode, ExecutionMetrics, FrameLimit, FunctionRef,
+    Hello, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response, RingMember,
+    RingSnapshot, Role, RoutedRequest, ServerFrame, Status, StoredItem, Tier, decode_client_frame,
+    decode_hello, decode_server_frame, encode_payload,
+};
+
+const CLIENT_V1: &str = include_str!("fixtures/client-v1.txt");
+
+fn item(n: u8) -> Item {
+    Item {
+        id: ItemId(0x0190_0000_0000_1234_5678_9abc_def0_1200 + u128::from(n)),
+        user_id: format!("user-{n}"),
+        kind: Kind::Rating,
+        rating: Some(4),
+        text: "kept".into(),
+        tags: vec!["a".into(), "b".into()],
+        tier: Tier::Priority,
+        function: Some(FunctionRef {
+            name: "search".into(),
+            version: "1.2.0".into(),
+        }),
+        metrics: Some(ExecutionMetrics {
+            success_rate: 0.5,
+            avg_duration_ms: 12.25,
+            error_rate: 0.5,
+        }),
+        client_ts: 1_765_000_000_000,
+    }
+}
+
+fn receipt(n: u8) -> Receipt {
+    Receipt {
+        id: item(n).id,
+        status: Status::Flagged {
+            reasons: vec!["spam".into()],
+        },
+        alignment_score: Some(0.75),
+        owner: NodeId("node-1".into()),
+        replicas: vec![NodeId("node-1".into()), NodeId("node-2".into())],
+        stored_at: 1_765_000_000_123,
+        enrichment: Enrichment::Skipped {
+            reason: "shed".into(),
+        },
+    }
+}
+
+fn key_info() -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: "0123456789abcdef".into(),
+        role: Role::Read,
+        name: "reader".into(),
+        created_at: 1_765_000_000_000,
+        revoked_at: Some(1_765_000_000_999),
+    }
+}
+
+fn requests() -> Vec<(&'static str, Request)> {
+    vec![
+        ("submit", Request::Submit(item(1))),
+        ("submit_batch", Request::SubmitBatch(vec![item(1), item(2)])),
+        ("get", Request::Get(item(1).id)),
+        (
+            "list_by_user",
+            Request::ListByUser {
+                user_id: "user-1".into(),
+                after: Some(PageToken(vec![1, 2, 3])),
+                limit: 50,
+            },
+        ),
+        (
+            "create_api_key",
+            Request::CreateApiKey {
+                role: Role::Submit,
+                name: "app".into(),
+            },
+        ),
+        ("ring_snapshot", Request::RingSnapshot),
+        (
+            "routed_submit",
+            Request::Routed {
+                epoch: 77,
+                request: RoutedRequest::Submit(item(3)),
+            },
+        ),
+        (
+            "routed_list",
+            Request::Routed {
+                epoch: 78,
+                request: RoutedRequest::ListByUser {
+                    user_id: "user-3".into(),
+                    after: None,
+                    limit: 10,
+                },
+            },
+        ),
+        ("list_api_keys", Request::ListApiKeys),
+        (
+            "revoke_api_key",
+            Request::RevokeApiKey {
+                id: "0123abcd".into(),
+            },
+        ),
+    ]
+}
+
+fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
+    let stored = StoredItem {
+        item: item(1),
+        receipt: receipt(1),
+    };
+    vec![
+        ("receipt", Ok(Response::Receipt(receipt(1)))),
+        (
+            "batch",
+            Ok(Response::Batch(vec![
+                Ok(receipt(1)),
+                Err(ErrorCode::RateLimited {
+                    retry_after_ms: 250,
+                }),
+            ])),
+        ),
+        ("item", Ok(Response::Item(Some(Box::new(stored.clone()))))),
+        ("no_item", Ok(Response::Item(None))),
+        (
+            "page",
+            Ok(Response::Page {
+                items: vec![stored],
+                next: Some(PageToken(vec![9])),
+            }),
+        ),
+        (
+            "api_key_created",
+            Ok(Response::ApiKeyCreated {
+                key: "chorus_secret".into(),
+                role: Role::Admin,
+            }),
+        ),
+        (
+            "ring",
+            Ok(Response::Ring(RingSnapshot {
+                epoch: 5,
+                partitions: 4,
+                members: vec![
+                    RingMember {
+                        node: NodeId("node-1".into()),
+                        addr: "127.0.0.1:7400".into(),
+                    },
+                    RingMember {
+                        node: NodeId("node-2".into()),
+                        addr: "127.0.0.2:7400".into(),
+                    },
+                ],
+                owners: vec![0, 1, 1, 0],
+            })),
+        ),
+        ("api_keys", Ok(Response::ApiKeys(vec![key_info()]))),
+        ("api_key_revoked", Ok(Response::ApiKeyRevoked(key_info()))),
+        (
+            "error_invalid",
+            Err(ErrorCode::invalid("rating", "9 is outside 1..=5")),
+        ),
+        (
+            "error_unavailable",
+            Err(ErrorCode::Unavailable {
+                reason: "no quorum".into(),
+            }),
+        ),
+        (
+            "error_not_owner",
+            Err(ErrorCode::NotOwner {
+                owner: NodeId("node-2".into()),
+            }),
+        ),
+    ]
+}
+
+fn hello() -> Hello {
+    Hello {
+        version: 1,
+        api_key: "chorus_key".into(),
+        client: "chorus-client/1".into(),
+    }
+}
+
+fn lines() -> Vec<String> {
+    let mut out = vec![format!("hello {}", hex(&encode_payload(&hello())))];
+    for (name, request) in requests() {
+        let frame = ClientFrame {
+            request_id: 42,
+            request,
+        };
+        out.push(format!("request.{name} {}", hex(&encode_payload(&frame))));
+    }
+    for (name, result) in responses() {
+        let frame = ServerFrame {
+            request_id: 42,
+            result,
+        };
+        out.push(format!("response.{name} {}", hex(&encode_payload(&frame))));
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_kept_encoding_still_decodes_to_the_same_message() {
+    let now = lines();
+    if std::env::var_os("CHORUS_WRITE_WIRE_FIXTURES").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-v1.txt");
+        std::fs::write(path, now.join("\n") + "\n").unwrap();
+        return;
+    }
+    let limit = FrameLimit::default();
+    let requests = requests();
+    let responses = responses();
+    for line in CLIENT_V1.lines() {
+        let (name, text) = line.split_once(' ').unwrap();
+        let bytes = unhex(text);
+        if name == "hello" {
+            assert_eq!(decode_hello(&bytes).unwrap(), hello());
+        } else if let Some(name) = name.strip_prefix("request.") {
+            let (_, want) = requests.iter().find(|(n, _)| *n == name).unwrap();
+            let frame = decode_client_frame(&bytes, limit).unwrap();
+            assert_eq!(&frame.request, want, "{name}");
+        } else {
+            let name = name.strip_prefix("response.").unwrap();
+            let (_, want) = responses.iter().find(|(n, _)| *n == name).unwrap();
+            let frame = decode_server_frame(&bytes, limit).unwrap();
+            // Floats: compare encodings, which are exact.
+            assert_eq!(
+                encode_payload(&frame.result),
+                encode_payload(want),
+                "{name}"
+            );
+        }
+    }
+    let kept: Vec<&str> = CLIENT_V1.lines().collect();
+    assert_eq!(
+        kept, now,
+        "an encoding changed: a client or node of this version would not read it"
+    );
+}
