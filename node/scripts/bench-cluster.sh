@@ -20,47 +20,11 @@ PROBE_MS="${PROBE_MS:-500}"
 # shellcheck source=bench-common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 
-WORK="$(mktemp -d -t chorus-cluster-bench.XXXXXX)"
-PIDS=(0 0 0 0)
-stop_all() {
-  for i in 1 2 3; do
-    if [ "${PIDS[$i]}" != 0 ] && kill -0 "${PIDS[$i]}" 2>/dev/null; then
-      kill -TERM "${PIDS[$i]}" 2>/dev/null || true # an agent this script started
-      wait "${PIDS[$i]}" 2>/dev/null || true
-    fi
-    PIDS[$i]=0
-  done
-}
-cleanup() { stop_all; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-"$BIN" certs init --dir "$WORK/certs" >/dev/null
-for i in 1 2 3; do
-  "$BIN" certs node "node-$i" --ip "127.0.0.$i" --dir "$WORK/certs" >/dev/null
-  cat > "$WORK/node-$i.toml" <<TOML
-node_id = "node-$i"
-data_dir = "$WORK/data-$i"
-listen = "127.0.0.$i:7400"
-partitions = 1024
-[log]
-level = "warn,chorus_node::cluster=info"
-[tls]
-ca_cert = "$WORK/certs/ca.pem"
-cert = "$WORK/certs/node-$i.pem"
-key = "$WORK/certs/node-$i.key"
-[metrics]
-listen = "127.0.0.$i:9400"
-[cluster]
-gossip_listen = "127.0.0.$i:7401"
-seeds = ["127.0.0.1:7401"]
-key_file = "$WORK/certs/cluster.key"
-replication_factor = @RF@
-[cluster.gossip]
-expected_cluster_size = 3
-probe_period_ms = $PROBE_MS
-probe_rtt_ms = $((PROBE_MS * 2 / 5))
-TOML
-done
+# shellcheck source=bench-nodes.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-nodes.sh"
+# The replication factor is filled in per run (start_node).
+nodes_init 3 "replication_factor = @RF@"
+stop_all() { for i in 1 2 3; do stop_agent "$i"; done; }
 
 start_node() {
   sed "s/@RF@/$RF/" "$WORK/node-$1.toml" > "$WORK/node-$1.run.toml"
