@@ -192,33 +192,28 @@ fn hello() -> Hello {
 }
 
 fn lines() -> Vec<String> {
-    let mut out = vec![format!("hello {}", hex(&encode_payload(&hello())))];
+    let mut out = vec![format!("hello {}", hex::encode(encode_payload(&hello())))];
     for (name, request) in requests() {
         let frame = ClientFrame {
             request_id: 42,
             request,
         };
-        out.push(format!("request.{name} {}", hex(&encode_payload(&frame))));
+        out.push(format!(
+            "request.{name} {}",
+            hex::encode(encode_payload(&frame))
+        ));
     }
     for (name, result) in responses() {
         let frame = ServerFrame {
             request_id: 42,
             result,
         };
-        out.push(format!("response.{name} {}", hex(&encode_payload(&frame))));
+        out.push(format!(
+            "response.{name} {}",
+            hex::encode(encode_payload(&frame))
+        ));
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 #[test]
@@ -234,7 +229,7 @@ fn every_kept_encoding_still_decodes_to_the_same_message() {
     let responses = responses();
     for line in CLIENT_V1.lines() {
         let (name, text) = line.split_once(' ').unwrap();
-        let bytes = unhex(text);
+        let bytes = hex::decode(text).unwrap();
         if name == "hello" {
             assert_eq!(decode_hello(&bytes).unwrap(), hello());
         } else if let Some(name) = name.strip_prefix("request.") {

@@ -120,15 +120,28 @@ fn unexpected(peer: &NodeId) -> ErrorCode {
 /// One round: an exchange with every linked peer at once. Returns whether every peer
 /// was reached.
 async fn round(node: &NodeHandle, peers: &dyn Forwarder) -> bool {
+    with_every_peer(peers, "api keys", |peer| async move {
+        exchange(node, peers, &peer).await
+    })
+    .await
+}
+
+/// Runs `exchange` with every linked peer at once, logging what each taught this node
+/// (entries of `what`); returns whether every peer was reached.
+pub async fn with_every_peer<F, R>(peers: &dyn Forwarder, what: &str, exchange: F) -> bool
+where
+    F: Fn(NodeId) -> R,
+    R: std::future::Future<Output = Result<usize, ErrorCode>>,
+{
     let targets = peers.peers();
-    let outcomes = join_all(targets.iter().map(|peer| exchange(node, peers, peer))).await;
+    let outcomes = join_all(targets.iter().cloned().map(&exchange)).await;
     let mut complete = true;
     for (peer, outcome) in targets.iter().zip(outcomes) {
         match outcome {
             Ok(0) => {}
-            Ok(learned) => info!(%peer, learned, "api keys learned by anti-entropy"),
+            Ok(learned) => info!(%peer, learned, "{what} learned by anti-entropy"),
             Err(error) => {
-                debug!(%peer, %error, "key exchange failed; retrying soon");
+                debug!(%peer, %error, "{what} exchange failed; retrying soon");
                 complete = false;
             }
         }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::key_sync::{PUSH_WAIT, rounds};
+use super::key_sync::{PUSH_WAIT, rounds, with_every_peer};
 use super::routing::{Forward, ForwardReply, Forwarder};
 use super::standing::Standings;
 use super::state::ClusterState;
@@ -65,24 +65,6 @@ pub async fn push_own(cluster: &ClusterState, peers: &dyn Forwarder) -> usize {
     }
 }
 
-/// One round with every linked peer; returns whether every peer was reached.
-async fn round(cluster: &ClusterState, peers: &dyn Forwarder) -> bool {
-    let targets = peers.peers();
-    let outcomes = join_all(targets.iter().map(|peer| exchange(cluster, peers, peer))).await;
-    let mut complete = true;
-    for (peer, outcome) in targets.iter().zip(outcomes) {
-        match outcome {
-            Ok(0) => {}
-            Ok(learned) => debug!(%peer, learned, "standings learned"),
-            Err(error) => {
-                debug!(%peer, %error, "standings exchange failed; retrying soon");
-                complete = false;
-            }
-        }
-    }
-    complete
-}
-
 /// Spreads standings until `shutdown`: pushes this node's own at every change, and
 /// runs anti-entropy rounds (every `interval`, and when a link comes up).
 pub async fn run(
@@ -103,7 +85,11 @@ pub async fn run(
         }
     };
     let anti_entropy = rounds(link_ups, interval, shutdown.clone(), || {
-        round(&cluster, &*peers)
+        with_every_peer(&*peers, "standings", |peer| {
+            let cluster = &cluster;
+            let peers = &*peers;
+            async move { exchange(cluster, peers, &peer).await }
+        })
     });
     tokio::join!(pushes, anti_entropy);
 }

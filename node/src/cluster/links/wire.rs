@@ -927,23 +927,12 @@ mod tests {
     fn fixture_lines() -> Vec<String> {
         let requests = sample_requests()
             .into_iter()
-            .map(|(name, r)| format!("request.{name} {}", hex(&encode_payload(&r))));
+            .map(|(name, r)| format!("request.{name} {}", hex::encode(encode_payload(&r))));
         let replies = sample_replies()
             .into_iter()
             .enumerate()
-            .map(|(i, r)| format!("reply.{i} {}", hex(&encode_payload(&r))));
+            .map(|(i, r)| format!("reply.{i} {}", hex::encode(encode_payload(&r))));
         requests.chain(replies).collect()
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn unhex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     #[test]
@@ -962,7 +951,7 @@ mod tests {
         let replies = sample_replies();
         for line in &kept {
             let (name, bytes) = line.split_once(' ').unwrap();
-            let bytes = unhex(bytes);
+            let bytes = hex::decode(bytes).unwrap();
             if let Some(name) = name.strip_prefix("request.") {
                 let (_, want) = requests.iter().find(|(n, _)| *n == name).unwrap();
                 assert_eq!(
