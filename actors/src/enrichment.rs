@@ -1,4 +1,4 @@
-//! The optional enrichment call (DESIGN.md §3): after validation and before the store
+//! The optional enrichment call: after validation and before the store
 //! write, a validator worker POSTs each (redacted, not rejected) item as JSON to the
 //! configured URL. Any 2xx is success; anything else, a timeout or a connection error
 //! is a failure. The call is a side call: its outcome is recorded in the receipt

@@ -12,7 +12,7 @@ use crate::validation::{ValidationConfig, ValidationConfigError};
 /// Most validator workers a node runs.
 pub const MAX_VALIDATOR_WORKERS: usize = 64;
 
-/// Settings of the node's write pipeline; `Default` is DESIGN.md's defaults.
+/// Settings of the node's write pipeline; `Default` is the documented defaults.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// Per-user (100 per minute), per-API-key and global submit limits.

@@ -1,4 +1,4 @@
-//! The content policy ("constitutional" validation, DESIGN.md §3): schema, PII
+//! The content policy ("constitutional" validation): schema, PII
 //! redaction and the weighted alignment score, as a pure [`Validator`] that the
 //! validator actors call. No IO, no clock, no randomness: the same item and config
 //! always give the same [`Verdict`].

@@ -1,4 +1,4 @@
-//! The validator pool (DESIGN.md §3 "Validators"): a ractor factory of workers that
+//! The validator pool ("Validators" in the pipeline): a ractor factory of workers that
 //! run the content policy ([`Validator::check`]) between intake and the store.
 //!
 //! ```text

@@ -38,7 +38,7 @@ impl BulkheadConfig {
     /// Store writes: 128 concurrent, 64 waiting.
     ///
     /// A store write here is a submission in the group commit, and the writes running at
-    /// once share one flush: the running limit is also the largest group. DESIGN.md's 50
+    /// once share one flush: the running limit is also the largest group. the first design's 50
     /// (a figure for a store that flushes each write on its own) capped every flush at 50
     /// items and cost the node 13 % of its single-submit throughput (BENCHMARKS.md). The
     /// sum is also the window of jobs past the tier queues, and every job in it is ahead

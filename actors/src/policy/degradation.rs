@@ -120,7 +120,7 @@ pub struct DegradationConfig {
 }
 
 impl Default for DegradationConfig {
-    /// DESIGN.md: 80 % and 95 %, 10 points of hysteresis, 5 s dwell.
+    /// 80 % and 95 %, 10 points of hysteresis, 5 s dwell.
     fn default() -> Self {
         DegradationConfig {
             shed_optional_at: DEFAULT_SHED_OPTIONAL_AT,

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-/// Per-user limit: 100 requests per minute (DESIGN.md §3).
+/// Per-user limit: 100 requests per minute.
 pub const PER_USER_PER_MINUTE: u32 = 100;
-/// Per-IP limit for unauthenticated connections: 20 per minute (DESIGN.md §3).
+/// Per-IP limit for unauthenticated connections: 20 per minute.
 pub const UNAUTHENTICATED_PER_IP_PER_MINUTE: u32 = 20;
 /// More than this many requests from one key within [`BURST_WINDOW`] is a burst.
 pub const BURST_THRESHOLD: u32 = 50;

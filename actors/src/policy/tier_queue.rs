@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chorus_protocol::Tier;
 use thiserror::Error;
 
-/// Entries per tier queue unless configured (our choice; DESIGN.md gives no number): big
+/// Entries per tier queue unless configured (our choice): big
 /// enough to absorb a burst, small enough that a full queue still drains within the
 /// realtime timeout at the store's measured throughput (~35k items/s).
 pub const DEFAULT_TIER_CAPACITY: usize = 1024;
@@ -63,7 +63,7 @@ pub struct TierParams {
 }
 
 impl TierParams {
-    /// DESIGN.md's defaults for `tier` (latency, timeout, retries, weight), with
+    /// The defaults for `tier` (latency, timeout, retries, weight), with
     /// [`DEFAULT_TIER_CAPACITY`].
     pub fn default_for(tier: Tier) -> Self {
         let (budget_ms, timeout_ms, retries, weight) = match tier {
@@ -97,7 +97,7 @@ pub struct TierQueueConfig {
 }
 
 impl Default for TierQueueConfig {
-    /// DESIGN.md's tier defaults table.
+    /// the tier defaults table (README, "Configuration").
     fn default() -> Self {
         TierQueueConfig {
             realtime: TierParams::default_for(Tier::Realtime),

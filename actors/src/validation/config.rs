@@ -53,7 +53,7 @@ pub struct ValidationConfig {
 }
 
 impl Default for ValidationConfig {
-    /// Production mode, DESIGN.md's weights, the built-in rules.
+    /// Production mode, the default weights, the built-in rules.
     fn default() -> Self {
         ValidationConfig {
             mode: Mode::default(),
@@ -148,7 +148,7 @@ fn is_plain_word(w: &str) -> bool {
 }
 
 /// The weight of each principle in the weighted mean (each finite, >= 0, not all 0).
-/// Defaults are DESIGN.md's research-mode weights.
+/// Defaults are the research-mode weights.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {

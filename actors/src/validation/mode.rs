@@ -18,9 +18,9 @@ pub enum Mode {
     Hybrid,
 }
 
-/// Default accept threshold of research mode (DESIGN.md §3).
+/// Default accept threshold of research mode.
 pub const RESEARCH_ACCEPT_AT: f32 = 0.8;
-/// Default accept threshold of production and hybrid mode (DESIGN.md §3).
+/// Default accept threshold of production and hybrid mode.
 pub const DEFAULT_ACCEPT_AT: f32 = 0.7;
 /// Default reject threshold of research mode.
 pub const RESEARCH_REJECT_BELOW: f32 = 0.5;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 /// The enrichment service. Its breaker (open 60 s after 5 failures in a row) and
-/// bulkhead (10 calls at once, 100 waiting) use DESIGN.md's defaults.
+/// bulkhead (10 calls at once, 100 waiting) use the design's defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichmentSection {
