@@ -97,7 +97,7 @@ pub struct TierQueueConfig {
 }
 
 impl Default for TierQueueConfig {
-    /// the tier defaults table (README, "Configuration").
+    /// The tier defaults: latency budget, timeout, retries and weight per tier.
     fn default() -> Self {
         TierQueueConfig {
             realtime: TierParams::default_for(Tier::Realtime),
