@@ -615,6 +615,78 @@ mod tests {
         assert_eq!(state.ring().ring.members().len(), 3);
     }
 
+    fn standing(warming: bool, departed: bool) -> Standing {
+        Standing {
+            version: 1,
+            warming,
+            departed,
+            cordoned: None,
+        }
+    }
+
+    #[test]
+    fn standings_shape_the_ring_a_joiner_learns_and_a_departed_member_has_no_grace() {
+        let names = ["a", "b", "c", "d"].map(|n| NodeId(n.into()));
+        let state =
+            ClusterState::replicated(names[0].clone(), addr(1), 64, 3, Duration::from_secs(60))
+                .unwrap();
+        let warm = Standings::from_entries(
+            names[..3]
+                .iter()
+                .map(|n| (n.clone(), standing(false, false))),
+        );
+        state.merge_standings(warm);
+        state
+            .set_own_standing(standing(false, false))
+            .expect("no file to save to");
+        let all: BTreeMap<NodeId, SocketAddr> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), addr(i as u8 + 1)))
+            .collect();
+        state.set_members(all.clone());
+        // d has said nothing: it learns, and neither votes nor leads.
+        let view = state.ring();
+        assert!(view.learning() > 0);
+        for p in 0..64 {
+            assert!(view.replicas(p).all(|r| *r != names[3]));
+            assert_ne!(view.leader(p), &names[3]);
+        }
+        // Warm, it votes where the full placement puts it.
+        let epoch = view.epoch();
+        let merged = state.merge_standings(Standings::from_entries([(
+            names[3].clone(),
+            standing(false, false),
+        )]));
+        assert_eq!(merged, 1);
+        let view = state.ring();
+        assert_ne!(view.epoch(), epoch);
+        assert_eq!(view.learning(), 0);
+        assert!((0..64).any(|p| view.replicas(p).any(|r| *r == names[3])));
+        // Down, it keeps its place for the grace; departed, it has none.
+        let mut live = all.clone();
+        live.remove(&names[3]);
+        let down = BTreeMap::from([(names[3].clone(), Duration::from_secs(1))]);
+        state.set_view(live.clone(), &down);
+        assert_eq!(state.ring().ring.members().len(), 4);
+        let departed = Standing {
+            version: 2,
+            ..standing(false, true)
+        };
+        state.merge_standings(Standings::from_entries([(names[3].clone(), departed)]));
+        assert_eq!(state.ring().ring.members().len(), 3);
+        // Nobody writes this node's standing but itself.
+        let forged = Standing {
+            version: u64::MAX,
+            ..standing(true, false)
+        };
+        assert_eq!(
+            state.merge_standings(Standings::from_entries([(names[0].clone(), forged)])),
+            0
+        );
+        assert!(!state.warming());
+    }
+
     #[test]
     fn with_one_replica_a_down_member_is_replaced_at_once() {
         let state = ClusterState::new(NodeId("a".into()), addr(1), 64).unwrap();
