@@ -35,10 +35,12 @@
 //!   it stands, but never counts it toward W nor asks it for a promise, so an empty
 //!   newcomer can neither make a record look durable nor lose one in a takeover. When
 //!   it turns warm the replica sets flip to include it as a voter, its copy already
-//!   within a shipment or two of the leader's. A record committed by a replica that the
-//!   flip drops, in those last moments before the newcomer received it, rests on the
-//!   leader and that dropped replica until the newcomer's next shipment: a leader lost
-//!   in that window loses it from the new set, and the dropped replica still holds it.
+//!   within a shipment or two of the leader's. A record committed by the leader and a
+//!   replica that the flip drops, in those last moments before the newcomer received
+//!   it, rests on the leader and that dropped replica until the newcomer's next
+//!   shipment: so a new leader also asks the live replicas the last change of placement
+//!   dropped (*witnesses*) for their logs, weighing them as it weighs the voters' but
+//!   not counting them toward the quorum.
 //!
 //! - **Copies are compared.** [`anti_entropy`] compares each follower's copy of a
 //!   partition at rest with the leader's, by digests of ranges of sequences, and has a

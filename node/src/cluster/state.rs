@@ -267,6 +267,9 @@ struct Inner {
     known: Mutex<BTreeSet<NodeId>>,
     /// The members' standings and where they are kept.
     standings: Mutex<StandingsState>,
+    /// The view before the last change of placement (a new leader weighs the logs of
+    /// the replicas that change dropped).
+    previous: Mutex<Option<Arc<RingView>>>,
     /// Told when this node's own standing changes (the standings sync pushes it).
     own_changed: tokio::sync::Notify,
     /// The last members given to [`ClusterState::set_view`]: live ones and how long
@@ -320,6 +323,7 @@ impl ClusterState {
                 known: Mutex::new(BTreeSet::new()),
                 standings: Mutex::new(StandingsState::default()),
                 own_changed: tokio::sync::Notify::new(),
+                previous: Mutex::new(None),
                 inputs: Mutex::new((BTreeMap::new(), BTreeMap::new())),
             }),
         })
@@ -338,6 +342,12 @@ impl ClusterState {
     /// The current ring.
     pub fn ring(&self) -> Arc<RingView> {
         self.inner.ring.borrow().clone()
+    }
+
+    /// The view before the last change of placement, if the placement changed since
+    /// start.
+    pub fn previous_ring(&self) -> Option<Arc<RingView>> {
+        lock(&self.inner.previous).clone()
     }
 
     /// Follows ring changes.
@@ -417,6 +427,7 @@ impl ClusterState {
         let mut view = if same_placement {
             current.relive(live_set, live)
         } else {
+            *lock(&self.inner.previous) = Some(Arc::clone(&current));
             let ring = Ring::place(placed, self.inner.partitions)
                 .expect("a member set with this node is never empty");
             RingView::placed(ring, self.inner.factor, standings, live_set, live)

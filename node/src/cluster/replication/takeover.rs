@@ -33,11 +33,26 @@ struct Candidate {
     followers: Vec<NodeId>,
     /// Replicas being streamed the partition: shipped to, never counted.
     learners: Vec<NodeId>,
+    /// Live replicas of the placement before the last change that are replicas no
+    /// more: asked for their logs, never counted (see [`Claim::witnesses`]).
+    witnesses: Vec<NodeId>,
 }
 
-/// A partition to take the lead of: its number, the highest epoch seen elsewhere, its
-/// other voters and its learners.
-type Claim = (PartitionId, u64, Vec<NodeId>, Vec<NodeId>);
+/// A partition to take the lead of.
+pub(super) struct Claim {
+    partition: PartitionId,
+    /// The highest epoch seen elsewhere.
+    seen: u64,
+    /// Its other voters.
+    followers: Vec<NodeId>,
+    /// Its learners.
+    learners: Vec<NodeId>,
+    /// Voters of the placement before the last change that it dropped and that are
+    /// live: a record committed by the leader and such a replica just before the
+    /// change (a newcomer turning warm, a cordon, a leave) may be on no voter of the
+    /// new set but the leader, so a new leader takes their logs into account too.
+    witnesses: Vec<NodeId>,
+}
 
 /// Follows the ring until replication stops.
 pub(super) async fn run(replicator: Replicator) {
@@ -63,6 +78,7 @@ impl Replicator {
     /// (marked as being taken over).
     fn evaluate(&self) -> Vec<Claim> {
         let view = self.inner.cluster.ring();
+        let previous = self.inner.cluster.previous_ring();
         // A member still warming up learns its partitions; it never leads one.
         let warming = self.inner.cluster.warming();
         let me = &self.inner.me;
@@ -122,7 +138,28 @@ impl Replicator {
                     Part::Idle { seen, not_before }
                         if should_lead && not_before.is_none_or(|t| now >= t) =>
                     {
-                        candidates.push((partition, *seen, followers, learners));
+                        let witnesses = previous
+                            .as_ref()
+                            .filter(|prev| partition < prev.ring.partitions())
+                            .map(|prev| {
+                                prev.replicas(partition)
+                                    .filter(|r| {
+                                        *r != me
+                                            && view.live.contains(*r)
+                                            && !followers.contains(r)
+                                            && !learners.contains(r)
+                                    })
+                                    .cloned()
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        candidates.push(Claim {
+                            partition,
+                            seen: *seen,
+                            followers,
+                            learners,
+                            witnesses,
+                        });
                         *part = Part::TakingOver;
                     }
                     Part::Idle { .. } | Part::TakingOver => {}
@@ -176,13 +213,14 @@ async fn take_lead(replicator: Replicator, candidates: Vec<Claim>) {
     let node = &replicator.inner.node;
     let candidates: Vec<Candidate> = candidates
         .into_iter()
-        .map(|(partition, seen, followers, learners)| {
-            let (epochs, _) = node.partition_state(partition);
+        .map(|claim| {
+            let (epochs, _) = node.partition_state(claim.partition);
             Candidate {
-                partition,
-                epoch: epochs.promised.max(seen) + 1,
-                followers,
-                learners,
+                partition: claim.partition,
+                epoch: epochs.promised.max(claim.seen) + 1,
+                followers: claim.followers,
+                learners: claim.learners,
+                witnesses: claim.witnesses,
             }
         })
         .collect();
@@ -207,7 +245,12 @@ async fn take_lead(replicator: Replicator, candidates: Vec<Claim>) {
                 }
             }
         }
-        let accepted = promises.len() + usize::from(mine.accepted);
+        // Only voters count toward the quorum; the others' logs are still weighed.
+        let accepted = promises
+            .iter()
+            .filter(|(peer, _)| candidate.followers.contains(peer))
+            .count()
+            + usize::from(mine.accepted);
         if !mine.accepted || accepted < replicator.inner.settings.write_quorum {
             replicator.takeover_failed(candidate.partition, seen, "no write quorum promised");
             continue;
@@ -250,16 +293,21 @@ fn all_failed(replicator: &Replicator, candidates: &[Candidate], why: &str) {
     }
 }
 
-/// Asks each follower to promise the epochs of the candidates it replicates; per peer,
-/// its promises by the candidate's position.
+/// Asks each follower, learner and witness to promise the epochs of the candidates it
+/// replicates or replicated; per peer, its promises by the candidate's position.
 async fn ask_promises(
     replicator: &Replicator,
     candidates: &[Candidate],
 ) -> Vec<(NodeId, BTreeMap<usize, Promise>)> {
     let mut asks: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
     for (at, candidate) in candidates.iter().enumerate() {
-        for follower in &candidate.followers {
-            asks.entry(follower.clone()).or_default().push(at);
+        let asked = candidate
+            .followers
+            .iter()
+            .chain(&candidate.learners)
+            .chain(&candidate.witnesses);
+        for peer in asked {
+            asks.entry(peer.clone()).or_default().push(at);
         }
     }
     let peers = &replicator.inner.peers;
