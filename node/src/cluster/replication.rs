@@ -32,8 +32,9 @@
 //!
 //! - **Learners.** A member warming up (see [`super::standing`]) is a learner of the
 //!   partitions it will hold: the leader ships to it as to a follower and tracks where
-//!   it stands, but never counts it toward W nor asks it for a promise, so an empty
-//!   newcomer can neither make a record look durable nor lose one in a takeover. When
+//!   it stands, but never counts it toward W, and a new leader weighs its log without
+//!   counting its promise, so an empty newcomer can neither make a record look durable
+//!   nor lose one in a takeover. When
 //!   it turns warm the replica sets flip to include it as a voter, its copy already
 //!   within a shipment or two of the leader's. A record committed by the leader and a
 //!   replica that the flip drops, in those last moments before the newcomer received
