@@ -218,6 +218,7 @@ async fn follow(gossip: Gossip, state: ClusterState, links: Option<Arc<dyn Membe
             }
         }
         state.set_known(view.members.iter().map(|m| m.identity.node().clone()));
+        state.set_runs(runs.iter().map(|(n, &(_, run))| (n.clone(), run)).collect());
         let live = runs
             .iter()
             .map(|(n, &(addr, _))| (n.clone(), addr))

@@ -267,6 +267,8 @@ struct Inner {
     known: Mutex<BTreeSet<NodeId>>,
     /// The members' standings and where they are kept.
     standings: Mutex<StandingsState>,
+    /// Each other member's run (incarnation) as membership last reported it.
+    runs: Mutex<BTreeMap<NodeId, u64>>,
     /// The view before the last change of placement (a new leader weighs the logs of
     /// the replicas that change dropped).
     previous: Mutex<Option<Arc<RingView>>>,
@@ -324,6 +326,7 @@ impl ClusterState {
                 standings: Mutex::new(StandingsState::default()),
                 own_changed: tokio::sync::Notify::new(),
                 previous: Mutex::new(None),
+                runs: Mutex::new(BTreeMap::new()),
                 inputs: Mutex::new((BTreeMap::new(), BTreeMap::new())),
             }),
         })
@@ -358,6 +361,16 @@ impl ClusterState {
     /// Every other member this node knows of, down ones included.
     pub fn known_peers(&self) -> Vec<NodeId> {
         lock(&self.inner.known).iter().cloned().collect()
+    }
+
+    /// The runs (incarnations) of the other live members, as membership reports them.
+    pub fn set_runs(&self, runs: BTreeMap<NodeId, u64>) {
+        *lock(&self.inner.runs) = runs;
+    }
+
+    /// `node`'s current run, if it is a live member: a restart changes it.
+    pub fn run_of(&self, node: &NodeId) -> Option<u64> {
+        lock(&self.inner.runs).get(node).copied()
     }
 
     /// The member table changed: remembers every other member in it.

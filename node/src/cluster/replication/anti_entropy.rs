@@ -15,7 +15,7 @@
 //!   leader's again.
 //!
 //! A pair found equal is not checked again until its partition changes, its follower
-//! is seen down, or [`RECHECK_AFTER`] passes.
+//! is seen down or restarts (a new run), or [`RECHECK_AFTER`] passes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,9 +137,11 @@ pub(super) async fn run(replicator: Replicator, interval: Duration) {
         let Some(pair) = rounds.next(&replicator) else {
             continue;
         };
+        // The follower's run before the check: a restart during it voids the verdict.
+        let run = replicator.inner.cluster.run_of(&pair.follower);
         let outcome = match replicator.check(&pair).await {
             Ok(Checked::Equal) => {
-                rounds.verified(&pair);
+                rounds.verified(&pair, run);
                 counts.equal.fetch_add(1, Ordering::Relaxed);
                 "equal"
             }
@@ -168,6 +170,10 @@ pub(super) async fn run(replicator: Replicator, interval: Duration) {
     }
 }
 
+/// A pair found equal: at (epoch, last), when, and the follower's run (incarnation)
+/// then.
+type Verified = (u64, u64, Instant, Option<u64>);
+
 /// Which pair comes next: round robin over the partitions led, skipping busy ones and
 /// pairs verified at their current (epoch, last).
 #[derive(Default)]
@@ -176,16 +182,19 @@ struct Rounds {
     cursor: usize,
     /// Each partition's (epoch, last) at the previous visit.
     seen: HashMap<PartitionId, (u64, u64)>,
-    /// Pairs found equal, at (epoch, last), and when.
-    equal: HashMap<(PartitionId, NodeId), (u64, u64, Instant)>,
+    /// Pairs found equal.
+    equal: HashMap<(PartitionId, NodeId), Verified>,
 }
 
 impl Rounds {
     fn next(&mut self, replicator: &Replicator) -> Option<Pair> {
-        // A follower that was down may have come back with another copy.
-        let view = replicator.inner.cluster.ring();
-        self.equal
-            .retain(|(_, follower), _| view.live.contains(follower));
+        // A follower that was down, or restarted (a new run, even one too quick to be
+        // seen down), may have come back with another copy.
+        let cluster = &replicator.inner.cluster;
+        let view = cluster.ring();
+        self.equal.retain(|(_, follower), (.., run)| {
+            view.live.contains(follower) && cluster.run_of(follower) == *run
+        });
         let parts = replicator.parts();
         let count = parts.len();
         for step in 0..count {
@@ -204,7 +213,7 @@ impl Rounds {
                 let trusted = self
                     .equal
                     .get(&(partition, (*follower).clone()))
-                    .is_some_and(|&(epoch, last, at)| {
+                    .is_some_and(|&(epoch, last, at, _)| {
                         (epoch, last) == now && at.elapsed() < RECHECK_AFTER
                     });
                 in_step && !trusted
@@ -223,10 +232,10 @@ impl Rounds {
         None
     }
 
-    fn verified(&mut self, pair: &Pair) {
+    fn verified(&mut self, pair: &Pair, run: Option<u64>) {
         self.equal.insert(
             (pair.partition, pair.follower.clone()),
-            (pair.epoch, pair.last, Instant::now()),
+            (pair.epoch, pair.last, Instant::now(), run),
         );
     }
 }
