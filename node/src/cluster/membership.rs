@@ -902,6 +902,10 @@ impl Membership {
             .as_ref()
             .filter(|seen| !self.left && !self.defunct && self.holds_down(&seen.header.src))
             .map(|seen| seen.header.src.clone());
+        // Judged before foca sees the packet, which may renew this node or the sender.
+        let trusted = inspected
+            .as_ref()
+            .is_some_and(|seen| self.swim_trusts(&seen.header));
         let result = self.swim.handle_data(payload, &mut self.io);
         self.absorb(now);
         if let Some(sender) = held_down {
@@ -911,6 +915,7 @@ impl Membership {
             return Err(self.refused(error));
         }
         if let Some(inspected) = inspected
+            && trusted
             && self.settings.lifeguard
         {
             self.observe(inspected, now);
@@ -1206,6 +1211,20 @@ impl Membership {
         self.swim
             .iter_membership_state()
             .any(|known| known.id() == member && known.state() == foca::State::Down)
+    }
+
+    /// Whether foca acts on the updates a packet with this header carries. It discards
+    /// those of a run it holds down (after a partition, the other side's stale view:
+    /// a suspicion a cut-off member raised just before its renewal, taken up here,
+    /// would wait unrefuted, since foca never passed it on, until an unrelated probe
+    /// failure confirmed it and declared a healthy member down) and those addressed to
+    /// another run than this one. Lifeguard must not act on what foca refused.
+    fn swim_trusts(&self, header: &Header<MemberIdentity>) -> bool {
+        let me = self.identity();
+        let addressed = header.dst == *me
+            || (header.message == Message::Announce
+                && foca::Identity::addr(&header.dst) == foca::Identity::addr(me));
+        addressed && !self.holds_down(&header.src)
     }
 
     /// Whether this run is alive or suspect here, as foca last told us.

@@ -599,6 +599,62 @@ fn a_member_flooding_one_held_down_is_told_once_per_interval() {
     assert_eq!(member.stats().down_notices_sent, 2);
 }
 
+/// A suspicion reported in a packet from a run this member holds down is the sender's
+/// stale view (after a partition, the cut-off side's): foca discards the payload, so
+/// nothing would ever refute it, and Lifeguard must not start a suspicion from it.
+#[test]
+fn a_suspicion_reported_by_a_member_held_down_is_ignored() {
+    let settings = settings();
+    for held_down in [false, true] {
+        let mut net = Net::cluster(3, settings.clone());
+        net.run_for(secs(5));
+        let member = &mut net.nodes[0].as_mut().expect("running").1;
+        if held_down {
+            let down = Member::new(identity(2, 1), 0, foca::State::Down);
+            member
+                .swim
+                .apply_many(std::iter::once(down), false, &mut member.io)
+                .expect("applied");
+            member.absorb(net.now);
+            let _: Vec<Output> = member.drain_outputs().collect();
+        }
+        // Member 2's run as another process would send it (another seed), suspecting
+        // member 1.
+        let mut sender = Membership::new(identity(2, 1), settings.clone(), &KEY, 200);
+        sender.at(net.now);
+        sender
+            .swim
+            .apply_many(
+                std::iter::once(Member::alive(identity(0, 1))),
+                false,
+                &mut sender.io,
+            )
+            .expect("applied");
+        let report = SuspicionReport {
+            suspect: identity(1, 1),
+            incarnation: 0,
+            reporter: identity(2, 1).node().clone(),
+        };
+        let bytes = report.encode(&mut sender.codec).expect("encode");
+        sender.swim.add_broadcast(&bytes).expect("queued");
+        sender.swim.gossip(&mut sender.io).expect("gossip");
+        let packet = sender
+            .drain_outputs()
+            .find_map(|output| match output {
+                Output::Send { to, bytes } if to == gossip_addr(0) => Some(bytes),
+                _ => None,
+            })
+            .expect("a gossip packet to member 0");
+        let member = &mut net.nodes[0].as_mut().expect("running").1;
+        member.handle_packet(&packet, net.now).expect("accepted");
+        assert_eq!(
+            member.stats().suspicions,
+            u64::from(!held_down),
+            "sender held down: {held_down}"
+        );
+    }
+}
+
 #[test]
 fn a_packet_under_another_key_is_dropped_and_counted() {
     let mut net = Net::cluster(2, settings());
