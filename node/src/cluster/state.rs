@@ -575,6 +575,15 @@ mod tests {
         SocketAddr::from(([127, 0, 0, last], 7400))
     }
 
+    /// Each of `names` at its own address, in order.
+    fn addressed(names: &[NodeId]) -> BTreeMap<NodeId, SocketAddr> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), addr(i as u8 + 1)))
+            .collect()
+    }
+
     #[test]
     fn alone_it_owns_every_partition() {
         let state = ClusterState::new(NodeId("a".into()), addr(1), 64).unwrap();
@@ -602,11 +611,7 @@ mod tests {
         let state =
             ClusterState::replicated(names[0].clone(), addr(1), 64, 3, Duration::from_secs(60))
                 .unwrap();
-        let all: BTreeMap<NodeId, SocketAddr> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), addr(i as u8 + 1)))
-            .collect();
+        let all = addressed(&names);
         state.set_members(all.clone());
         let before = state.ring();
         let led_by_d = (0..64).filter(|&p| before.leader(p) == &names[3]).count() as u32;
@@ -663,11 +668,7 @@ mod tests {
         state
             .set_own_standing(standing(false, false))
             .expect("no file to save to");
-        let all: BTreeMap<NodeId, SocketAddr> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), addr(i as u8 + 1)))
-            .collect();
+        let all = addressed(&names);
         state.set_members(all.clone());
         // d has said nothing: it learns, and neither votes nor leads.
         let view = state.ring();
