@@ -381,6 +381,8 @@ struct Shared {
     /// Why the indexer stopped, if it did.
     index_failure: Mutex<Option<String>>,
     stopping: AtomicBool,
+    /// Set by a flush that waits for the index: the indexer stops gathering.
+    index_soon: AtomicBool,
     /// The segment the retirement pass is working on, if any.
     retirement: Mutex<retire::Stage>,
     /// Wakes the retirement thread early (to stop).
@@ -549,6 +551,7 @@ impl Store {
             sequences: Mutex::new(sequences),
             index_failure: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            index_soon: AtomicBool::new(false),
             retirement: Mutex::new(retire::Stage::default()),
             retire_wake: Condvar::new(),
             dead_fraction: config.log.retire_dead_fraction,
@@ -1056,6 +1059,7 @@ impl Store {
             {
                 return Err(StoreError::Failed { reason });
             }
+            shared.index_soon.store(true, Ordering::Release);
             shared.tail_changed.notify_all();
             tail = shared
                 .tail_changed
@@ -1250,12 +1254,7 @@ fn run_indexer(shared: &Shared) {
                     return;
                 }
                 if tail.unindexed() > 0 {
-                    // Let a batch gather: one sled batch per interval, not per group.
-                    tail = shared
-                        .tail_changed
-                        .wait_timeout(tail, INDEX_INTERVAL)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    tail = gather(shared, tail);
                     break;
                 }
                 tail = shared
@@ -1263,6 +1262,7 @@ fn run_indexer(shared: &Shared) {
                     .wait(tail)
                     .unwrap_or_else(|p| p.into_inner());
             }
+            shared.index_soon.store(false, Ordering::Release);
             tail.next_batch(MAX_INDEX_BATCH)
         };
         let Some((entries, through)) = batch else {
@@ -1281,6 +1281,29 @@ fn run_indexer(shared: &Shared) {
         shared.tail().indexed(entries.len());
         shared.tail_changed.notify_all();
         metrics::gauge!(STORE_UNINDEXED_RECORDS).set(shared.tail().unindexed() as f64);
+    }
+}
+
+/// Lets a batch gather for one [`INDEX_INTERVAL`]: one sled batch (and one flush) per
+/// interval, not per group. Every append signals the condvar, so a single wait would
+/// end at the next group and index group by group; this waits out the interval unless
+/// the batch is full, a flush is waiting, or the store stops.
+fn gather<'a>(shared: &'a Shared, mut tail: MutexGuard<'a, Tail>) -> MutexGuard<'a, Tail> {
+    let deadline = std::time::Instant::now() + INDEX_INTERVAL;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero()
+            || tail.unindexed() >= MAX_INDEX_BATCH
+            || shared.index_soon.load(Ordering::Acquire)
+            || shared.stopping.load(Ordering::Acquire)
+        {
+            return tail;
+        }
+        tail = shared
+            .tail_changed
+            .wait_timeout(tail, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
