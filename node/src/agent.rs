@@ -234,6 +234,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             cluster: state.clone(),
             runtime: cluster.clone(),
             replication: replicator.clone(),
+            links: links.clone(),
             shutdown: shutdown.clone(),
         },
         shutdown.clone(),

@@ -225,6 +225,9 @@ pub enum CtlCommand {
     /// The cluster's members as this node sees them: id, address, state, incarnation,
     /// since.
     Members,
+    /// Every peer's link: state and since when, round trip, forwards in flight, breaker,
+    /// and how far behind this node's partitions it is as a follower.
+    Peers,
     /// The ring: epoch and partitions per node; `--user U` prints U's owner.
     Ring {
         /// A user id whose partition and owner to print.

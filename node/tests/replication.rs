@@ -301,6 +301,15 @@ fn handoff(node: &Node) -> serde_json::Value {
     node.ctl(&["handoff"])["result"].clone()
 }
 
+/// `peer`'s row of `ctl peers` on `node`.
+fn peer_row(node: &Node, peer: &str) -> Option<serde_json::Value> {
+    node.ctl(&["peers"])["result"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|row| row["id"] == peer)
+        .cloned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_follower_is_streamed_what_it_missed_under_the_cap() {
     let dir = tempfile::tempdir().unwrap();
@@ -323,6 +332,15 @@ async fn a_returning_follower_is_streamed_what_it_missed_under_the_cap() {
         item
     };
     nodes[2].kill();
+    until(
+        Duration::from_secs(30),
+        "node-1 sees node-3's link drop",
+        || {
+            peer_row(&nodes[0], "node-3")
+                .is_some_and(|p| p["link"] != "up" && p["rtt_us"].is_null())
+        },
+    )
+    .await;
     for n in 0..55 {
         for (user, acked) in users.iter().zip(&mut acked) {
             let item = write(user, n);
@@ -342,6 +360,23 @@ async fn a_returning_follower_is_streamed_what_it_missed_under_the_cap() {
         let report = handoff(&nodes[0]);
         report["pairs_left"] == 0 && report["records_left"] == 0
     })
+    .await;
+    until(
+        Duration::from_secs(30),
+        "node-1's peers show both links up, in step",
+        || {
+            ["node-2", "node-3"].iter().all(|id| {
+                peer_row(&nodes[0], id).is_some_and(|p| {
+                    p["link"] == "up"
+                        && p["member"] == true
+                        && p["rtt_us"].as_u64().is_some()
+                        && p["breaker"] == "closed"
+                        && p["replication"]["behind"] == 0
+                        && p["replication"]["partitions"].as_u64() > Some(0)
+                })
+            })
+        },
+    )
     .await;
     let report = handoff(&nodes[0]);
     assert!(

@@ -252,6 +252,19 @@ impl LinkSettings {
     }
 }
 
+/// One peer's link as `chorus ctl peers` shows it.
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    /// Its membership, link and breaker state.
+    pub view: PeerView,
+    /// The QUIC path's smoothed round-trip time, while its session's connection is open.
+    pub rtt: Option<Duration>,
+    /// Forwards to it waiting for their answer now.
+    pub forwards_in_flight: usize,
+    /// The most forwards it may have in flight; more are refused `Overloaded`.
+    pub forwards_max: usize,
+}
+
 /// A link connection this node knows, by label.
 struct LinkConnection {
     connection: quinn::Connection,
@@ -575,6 +588,33 @@ impl Links {
     /// Every known peer: its link state, since when, and its breaker's state.
     pub fn peers(&self) -> Vec<PeerView> {
         lock(&self.inner.shared).table.views(Instant::now())
+    }
+
+    /// Every known peer with what its connection measures: `chorus ctl peers`.
+    pub fn peer_links(&self) -> Vec<PeerLink> {
+        let max = self.inner.settings.max_forwards_per_peer;
+        let mut shared = lock(&self.inner.shared);
+        let views = shared.table.views(Instant::now());
+        views
+            .into_iter()
+            .map(|view| {
+                let rtt = shared
+                    .table
+                    .session_label(&view.node)
+                    .and_then(|label| shared.connections.get(label))
+                    .map(|link| link.connection.rtt());
+                let forwards_in_flight = shared
+                    .slots
+                    .get(&view.node)
+                    .map_or(0, |slots| max.saturating_sub(slots.available_permits()));
+                PeerLink {
+                    view,
+                    rtt,
+                    forwards_in_flight,
+                    forwards_max: max,
+                }
+            })
+            .collect()
     }
 
     /// Closes every link, stops the session server and the forward receiver (which

@@ -16,8 +16,8 @@ use tokio::net::UnixStream;
 use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction, GossipKeysAction};
 use crate::config::{NodeConfig, default_control_socket};
 use crate::control::protocol::{
-    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, Reply, Request, Response, SecretHex,
-    SnapshotResult, StatusReport,
+    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, PeerRow, Reply, Request, Response,
+    SecretHex, SnapshotResult, StatusReport,
 };
 
 /// How long the node has to answer (`audit-verify` reads the whole log).
@@ -146,6 +146,7 @@ pub fn request_for(command: &CtlCommand) -> Request {
             action: Some(BreakerAction::Open { name }),
         } => Request::BreakerOpen { name: name.clone() },
         CtlCommand::Members => Request::Members,
+        CtlCommand::Peers => Request::Peers,
         CtlCommand::Ring { user } => Request::Ring { user: user.clone() },
         CtlCommand::Leave => Request::Leave,
         CtlCommand::Replicas { digest } => Request::Replicas { digest: *digest },
@@ -263,6 +264,7 @@ fn print_reply(reply: &Reply) {
                 );
             }
         }
+        Reply::Peers { peers } => print_peers(peers),
         Reply::Ring(r) => {
             println!(
                 "epoch {:016x}, {} partitions on {} nodes (max/mean {:.3}); {} moved at the last change, {}",
@@ -560,6 +562,53 @@ fn audit_lines(v: &AuditVerification) -> String {
             "audit log BROKEN at entry {}: {}\n{} entries read; {head}",
             broken.seq, broken.reason, v.entries
         ),
+    }
+}
+
+/// `ctl peers` as a table: one line per peer.
+fn print_peers(peers: &[PeerRow]) {
+    if peers.is_empty() {
+        println!("no peers: this node runs alone");
+        return;
+    }
+    println!(
+        "{:<16} {:<22} {:<6} {:<11} {:>9} {:>9}  {:<11} {:>10} {:>14}  since",
+        "id",
+        "address",
+        "member",
+        "link",
+        "rtt ms",
+        "forwards",
+        "breaker",
+        "lagging",
+        "records behind"
+    );
+    for p in peers {
+        let rtt = p
+            .rtt_us
+            .map_or("-".into(), |us| format!("{:.2}", us as f64 / 1000.0));
+        let (lagging, behind) = p
+            .replication
+            .as_ref()
+            .map_or(("-".into(), "-".into()), |r| {
+                (
+                    format!("{} / {}", r.behind, r.partitions),
+                    r.records_behind.to_string(),
+                )
+            });
+        println!(
+            "{:<16} {:<22} {:<6} {:<11} {:>9} {:>9}  {:<11} {:>10} {:>14}  {}",
+            p.id,
+            p.address,
+            if p.member { "yes" } else { "no" },
+            p.link,
+            rtt,
+            format!("{} / {}", p.forwards_in_flight, p.forwards_max),
+            p.breaker,
+            lagging,
+            behind,
+            format_ms(p.link_since_ms)
+        );
     }
 }
 

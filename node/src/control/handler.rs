@@ -19,18 +19,19 @@ use tracing::{info, warn};
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     CordonReport, DegradeReport, DrainStarted, GossipKeyRow, GossipKeysReport, LeaveReport,
-    LimitsReport, LogLevelChange, MemberRow, QueueRow, QueuesReport, ReplicaRow, ReplicasReport,
-    ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult, Speaks,
-    StatusReport, StoreLogStatus, UserOwner,
+    LimitsReport, LogLevelChange, MemberRow, PeerRow, QueueRow, QueuesReport, ReplicaRow,
+    ReplicasReport, ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult,
+    Speaks, StatusReport, StoreLogStatus, UserOwner,
 };
 use crate::cluster::drain::{self, Drain};
 use crate::cluster::gossip::{KeyOp, KeysError};
+use crate::cluster::links::{LinkState, Links};
 use crate::cluster::membership::keyring::MAX_KEYS;
 use crate::cluster::membership::{GossipKey, KeyId, KeyInfo, KeyringError, MemberState};
 use crate::cluster::replication::Replicator;
 use crate::cluster::replication::anti_entropy::Found;
 use crate::cluster::replication::digest::partition_digest;
-use crate::cluster::replication::handoff::HandoffReport;
+use crate::cluster::replication::handoff::{FollowerLag, HandoffReport};
 use crate::cluster::routing::Forwarder;
 use crate::cluster::runtime::ClusterRuntime;
 use crate::cluster::standing::PartitionSet;
@@ -107,6 +108,8 @@ pub struct NodeInfo {
     pub runtime: Option<ClusterRuntime>,
     /// Replication, if this node is one of several replicas of each partition.
     pub replication: Option<Replicator>,
+    /// The links to the other members, if this node is a cluster member.
+    pub links: Option<Links>,
     /// Cancelled to stop the node (after `leave`).
     pub shutdown: CancellationToken,
 }
@@ -201,6 +204,9 @@ impl Handler {
             Request::Snapshot { dir } => self.snapshot(peer, &dir).await.map(Reply::Snapshot),
             Request::Replicas { digest } => self.replicas(digest).await.map(Reply::Replicas),
             Request::Handoff => Ok(Reply::Handoff(self.handoff())),
+            Request::Peers => Ok(Reply::Peers {
+                peers: self.peers(),
+            }),
             Request::HandoffAbort => self.abort_drain(peer).await.map(Reply::Handoff),
             Request::Drain => self.start_drain(peer).await.map(Reply::Drain),
             Request::Cordon { undo } => self.cordon(peer, !undo).await.map(Reply::Cordon),
@@ -655,6 +661,63 @@ impl Handler {
             .unwrap_or_default();
         report.drain = self.current_drain().map(|d| d.progress());
         report
+    }
+
+    /// `peers`: every peer's link, with its lag as a follower of this node's partitions.
+    pub fn peers(&self) -> Vec<PeerRow> {
+        let Some(links) = &self.info.links else {
+            return Vec::new();
+        };
+        let mut lags: BTreeMap<String, FollowerLag> = self
+            .info
+            .replication
+            .as_ref()
+            .map(|r| r.handoff().followers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|lag| (lag.follower.clone(), lag))
+            .collect();
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut rows: Vec<PeerRow> = links
+            .peer_links()
+            .into_iter()
+            .map(|peer| PeerRow {
+                id: peer.view.node.to_string(),
+                address: peer.view.addr.map(|a| a.to_string()).unwrap_or_default(),
+                member: peer.view.member,
+                link: peer.view.link.as_str().into(),
+                link_since_ms: unix_ms(wall - now.saturating_duration_since(peer.view.since)),
+                rtt_us: peer.rtt.map(|rtt| rtt.as_micros() as u64),
+                forwards_in_flight: peer.forwards_in_flight as u32,
+                forwards_max: peer.forwards_max as u32,
+                breaker: state_name(peer.view.breaker).into(),
+                replication: lags.remove(&peer.view.node.0),
+            })
+            .collect();
+        // The links forget a member once it is declared down; the member table keeps it.
+        if let Some(runtime) = &self.info.runtime {
+            let view = runtime.members();
+            for m in view.members.iter().filter(|m| !m.is_self) {
+                let id = m.identity.node().to_string();
+                if rows.iter().any(|row| row.id == id) {
+                    continue;
+                }
+                rows.push(PeerRow {
+                    address: m.identity.link_addr().to_string(),
+                    member: m.state != MemberState::Down,
+                    link: LinkState::Down.as_str().into(),
+                    link_since_ms: unix_ms(view.origin + m.since),
+                    rtt_us: None,
+                    forwards_in_flight: 0,
+                    forwards_max: 0,
+                    breaker: "closed".into(),
+                    replication: lags.remove(&id),
+                    id,
+                });
+            }
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        rows
     }
 
     fn current_drain(&self) -> Option<Drain> {

@@ -307,6 +307,7 @@ mod tests {
                 .unwrap(),
                 runtime: None,
                 replication: None,
+                links: None,
                 shutdown: tokio_util::sync::CancellationToken::new(),
             },
         ))

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::replication::anti_entropy::Found;
-use crate::cluster::replication::handoff::HandoffReport;
+use crate::cluster::replication::handoff::{FollowerLag, HandoffReport};
 
 /// Longest request line the server reads, newline excluded; a longer one is answered
 /// with [`ControlError::TooLong`] and the connection is closed.
@@ -118,6 +118,9 @@ pub enum Request {
     /// Streams every partition this node holds to the members that replace it in the
     /// replica sets, then leaves the cluster and stops (audited).
     Drain,
+    /// Every peer's link: state, round trip, forwards in flight, breaker, and how far
+    /// behind this node's partitions it is as a follower. Read-only.
+    Peers,
     /// Cordons this node: it keeps the partitions it holds and takes no new ones; with
     /// `undo`, lifts the cordon (audited).
     Cordon {
@@ -166,6 +169,7 @@ impl Request {
             Request::Handoff => "handoff",
             Request::HandoffAbort => "handoff-abort",
             Request::Drain => "drain",
+            Request::Peers => "peers",
             Request::Cordon { undo: false } => "cordon",
             Request::Cordon { undo: true } => "uncordon",
         }
@@ -286,6 +290,37 @@ pub enum Reply {
     Drain(DrainStarted),
     /// Answer to [`Request::Cordon`].
     Cordon(CordonReport),
+    /// Answer to [`Request::Peers`].
+    Peers {
+        /// Every peer this node knows, by node id.
+        peers: Vec<PeerRow>,
+    },
+}
+
+/// One peer's link as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRow {
+    /// The peer's node id.
+    pub id: String,
+    /// Where its link is dialed (empty until membership named it).
+    pub address: String,
+    /// Whether membership lists it as up.
+    pub member: bool,
+    /// `up`, `connecting` or `down`.
+    pub link: String,
+    /// When the link entered that state, milliseconds since the Unix epoch.
+    pub link_since_ms: u64,
+    /// The QUIC path's smoothed round trip in microseconds, while connected.
+    pub rtt_us: Option<u64>,
+    /// Forwards to it waiting for their answer.
+    pub forwards_in_flight: u32,
+    /// The most it may have in flight.
+    pub forwards_max: u32,
+    /// Its circuit breaker: `closed`, `open`, `half-open` or `forced-open`.
+    pub breaker: String,
+    /// As a follower of the partitions this node leads (absent without replication,
+    /// or when it follows none of them).
+    pub replication: Option<FollowerLag>,
 }
 
 /// This node's replicas of the partitions.

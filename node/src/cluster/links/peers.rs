@@ -275,6 +275,15 @@ impl PeerTable {
             .flatten()
     }
 
+    /// The label of the connection `node`'s session runs over, while one is up.
+    pub fn session_label(&self, node: &NodeId) -> Option<&str> {
+        self.peers
+            .get(node)?
+            .session
+            .as_ref()
+            .map(|s| s.label.as_str())
+    }
+
     /// Every known peer, sorted by node id.
     pub fn views(&mut self, now: Instant) -> Vec<PeerView> {
         let mut views: Vec<PeerView> = self
