@@ -65,7 +65,7 @@ pub use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY};
 pub use crate::core::scheduler::{DegradeCommand, QueueStatus};
 pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
-pub use pipeline::{PipelineConfig, PipelineConfigError};
+pub use pipeline::{LivePolicy, PipelineConfig, PipelineConfigError};
 pub use policy::breaker::BreakerCommand;
 pub use replication::{CommitFuture, Replication, ReplicationSlot};
 pub use store::{

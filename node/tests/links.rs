@@ -62,7 +62,8 @@ fn cookie(dir: &Path) -> String {
 }
 
 fn server_endpoint(paths: &TlsPaths) -> quinn::Endpoint {
-    let config = link_server_config(paths, 100, Duration::from_secs(30)).unwrap();
+    let cert = chorus_node::tls::NodeCert::load(paths).unwrap();
+    let config = link_server_config(paths, cert, 100, Duration::from_secs(30)).unwrap();
     quinn::Endpoint::server(config, SocketAddr::new(loopback(), 0)).unwrap()
 }
 

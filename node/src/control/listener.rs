@@ -308,6 +308,7 @@ mod tests {
                 runtime: None,
                 replication: None,
                 shutdown: tokio_util::sync::CancellationToken::new(),
+                reloader: None,
             },
         ))
     }

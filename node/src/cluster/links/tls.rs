@@ -52,11 +52,10 @@ pub fn cluster_roots(paths: &TlsPaths) -> Result<Arc<rustls::RootCertStore>, Tls
 /// layer closes a link connection that presented none.
 pub fn link_server_config(
     paths: &TlsPaths,
+    cert: Arc<crate::tls::NodeCert>,
     max_concurrent_streams: u32,
     idle_timeout: Duration,
 ) -> Result<quinn::ServerConfig, TlsError> {
-    let certs = load_certs(&paths.cert)?;
-    let key = load_key(&paths.key)?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(cluster_roots(paths)?, crypto_provider())
             .allow_unauthenticated()
@@ -65,7 +64,7 @@ pub fn link_server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert);
     tls.alpn_protocols = vec![
         chorus_protocol::ALPN_CLIENT.to_vec(),
         chorus_protocol::ALPN_LINK.to_vec(),
