@@ -19,6 +19,7 @@ use crate::messages::{Children, IntakeMsg, Submission, TierMsg};
 use crate::pipeline::LivePolicy;
 use crate::policy::breaker::BreakerState;
 use crate::policy::degradation::Level;
+use crate::policy::rate_limit::RateLimitConfig;
 
 /// The intake actor.
 #[derive(Debug, Default)]
@@ -44,17 +45,24 @@ pub struct IntakeState {
     store_breaker: watch::Receiver<BreakerState>,
     level: watch::Receiver<Level>,
     policy: watch::Receiver<LivePolicy>,
+    /// The limits `admission` enforces.
+    limits: RateLimitConfig,
 }
 
 impl IntakeState {
-    /// Takes the limits published since the last message, if they changed.
+    /// Takes the limits published since the last message, if they changed: a change
+    /// of another live setting leaves the buckets as they are.
     fn follow_policy(&mut self) {
         if !self.policy.has_changed().unwrap_or(false) {
             return;
         }
         let limits = self.policy.borrow_and_update().limits;
-        if let Err(e) = self.admission.reconfigure(&limits, Instant::now()) {
-            warn!(error = %e, "submit limits refused; the previous ones stay");
+        if limits == self.limits {
+            return;
+        }
+        match self.admission.reconfigure(&limits, Instant::now()) {
+            Ok(()) => self.limits = limits,
+            Err(e) => warn!(error = %e, "submit limits refused; the previous ones stay"),
         }
     }
 
@@ -127,6 +135,7 @@ impl Actor for IntakeActor {
             store_breaker: args.store_breaker,
             level: args.level,
             policy: args.policy,
+            limits,
         })
     }
 

@@ -871,7 +871,8 @@ reason = "asks for a refund"
 
     #[test]
     fn a_bad_unit_is_refused_naming_its_key() {
-        let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (
                 "idle_timeout_secs = \"30 parsecs\"",
                 &[],

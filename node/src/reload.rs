@@ -180,6 +180,16 @@ pub struct Reloaded {
     pub audit_seq: u64,
 }
 
+/// A reload read and checked, not yet applied.
+struct Prepared {
+    /// The config to put in force.
+    config: NodeConfig,
+    /// The keys that change, in key order.
+    keys: Vec<String>,
+    /// The certificate to present, if the files hold another one.
+    cert: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
 /// Reads the config again and applies it to the running node; one reload at a time.
 #[derive(Debug)]
 pub struct Reloader {
@@ -223,7 +233,11 @@ impl Reloader {
     ) -> Result<Reloaded, ReloadError> {
         let mut current = self.current.lock().await;
         let prepared = self.prepare(&current, env);
-        let (new, keys, cert) = match prepared {
+        let Prepared {
+            config: new,
+            keys,
+            cert,
+        } = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
                 let detail = format!("key={} reason={:?}", e.key(), e.to_string());
@@ -269,21 +283,12 @@ impl Reloader {
         })
     }
 
-    /// Everything a reload needs, read and checked before anything is applied: the new
-    /// config, the keys to apply and the certificate to present, if it changed.
-    #[allow(clippy::type_complexity)]
+    /// Everything a reload needs, read and checked before anything is applied.
     fn prepare(
         &self,
         current: &NodeConfig,
         env: Vec<(String, String)>,
-    ) -> Result<
-        (
-            NodeConfig,
-            Vec<String>,
-            Option<Arc<rustls::sign::CertifiedKey>>,
-        ),
-        ReloadError,
-    > {
+    ) -> Result<Prepared, ReloadError> {
         let new = self.source.load(env)?;
         // Refused before the certificate is read: a moved data dir is named as such.
         let changed = changed_keys(current, &new);
@@ -296,7 +301,11 @@ impl Reloader {
         let keys = plan(current, &new, rotated)?;
         new.pipeline().live().validate()?;
         LogControl::parse(&new.log.level)?;
-        Ok((new, keys, rotated.then_some(candidate)))
+        Ok(Prepared {
+            config: new,
+            keys,
+            cert: rotated.then_some(candidate),
+        })
     }
 }
 
