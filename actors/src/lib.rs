@@ -30,6 +30,7 @@
 //!
 //! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
 //! ApiKeyRecord AuditReport AuditEntry KeyHash KeySet KeyStatus NodeHandle PipelineConfig
+//! PipelineConfigError
 //! QueueStatus STORE_DEPENDENCY Store StoreConfig CommitFuture Replication ReplicationSlot
 //! Applied MAX_EPOCH_HISTORY PartitionEpochs Promise ReplicaRecord ShipBatch ShipOutcome
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->

@@ -58,8 +58,8 @@ pub fn env_name(key: &str) -> String {
 }
 
 /// The default config with every optional setting given a value, so that serializing
-/// it shows every key. Struct literals without `..` make a new field of
-/// [`ClusterSection`] a compile error here rather than a key with no variable.
+/// it shows every key. A new optional field left out here fails a test (which asks
+/// serde for every field each table accepts), rather than going without a variable.
 pub fn template() -> NodeConfig {
     let path = PathBuf::from("/template");
     let addr = SocketAddr::from(([127, 0, 0, 2], 1));
@@ -335,6 +335,64 @@ mod tests {
                 && let Some(default) = get_path(&defaults, &key.path)
             {
                 assert_ne!(default, &want, "{}: the template must differ", key.path);
+            }
+        }
+    }
+
+    /// The table paths of `table`, itself (`""`) included.
+    fn table_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        out.push(prefix.to_string());
+        for (name, value) in table {
+            if let toml::Value::Table(inner) = value {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                table_paths(inner, &path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn the_template_gives_every_field_a_value() {
+        // Serde names every field a table accepts when it meets one it does not: each
+        // must be a key with a variable, a table, or an array of tables.
+        let template = template_table();
+        let (keys, excluded) = keys();
+        let mut tables = Vec::new();
+        table_paths(&template, "", &mut tables);
+        let known = |path: &str| {
+            keys.iter().any(|k| k.path == path)
+                || tables.iter().any(|t| t == path)
+                || excluded.iter().any(|e| e == path)
+        };
+        for table in &tables {
+            let mut probe = template.clone();
+            let bogus = if table.is_empty() {
+                "zz_unknown".to_string()
+            } else {
+                format!("{table}.zz_unknown")
+            };
+            set_path(&mut probe, &bogus, toml::Value::Integer(1));
+            let err = serde_path_to_error::deserialize::<_, NodeConfig>(toml::Value::Table(probe))
+                .expect_err(&bogus)
+                .into_inner()
+                .to_string();
+            let (_, fields) = err
+                .split_once("expected")
+                .unwrap_or_else(|| panic!("{bogus}: {err}"));
+            // The first line lists the fields; a second may name the table.
+            let fields = fields.lines().next().unwrap_or_default();
+            let names: Vec<&str> = fields.split('`').skip(1).step_by(2).collect();
+            assert!(!names.is_empty(), "{bogus}: {err}");
+            for name in names {
+                let path = if table.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{table}.{name}")
+                };
+                assert!(known(&path), "{path} has no value in the template: {err}");
             }
         }
     }
