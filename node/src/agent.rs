@@ -181,6 +181,7 @@ pub async fn run(config: NodeConfig, source: ConfigSource, log: LogControl) -> a
             );
             link_settings.call_timeout = Duration::from_millis(section.forward_timeout_ms);
             link_settings.cluster = Some(state.clone());
+            link_settings.cert = Some(Arc::clone(&node_cert));
             let links = Links::start(link_settings, node.clone())
                 .await
                 .context("starting the cluster links")?;

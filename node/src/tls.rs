@@ -188,9 +188,10 @@ fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     }
 }
 
-/// This node's certificate and key as its endpoint presents them. Rotating the files
-/// and reloading (`chorus ctl reload`, SIGHUP) swaps them whole: connections made
-/// afterwards see the new certificate, those already open keep theirs.
+/// This node's certificate and key as its endpoint presents them to clients and peers,
+/// and as it presents them when it dials a peer. Rotating the files and reloading
+/// (`chorus ctl reload`, SIGHUP) swaps them whole: connections made afterwards see the
+/// new certificate, those already open keep theirs.
 #[derive(Debug)]
 pub struct NodeCert {
     current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
@@ -230,6 +231,20 @@ impl NodeCert {
     /// Presents `certified` to every connection made from now on.
     pub fn install(&self, certified: Arc<rustls::sign::CertifiedKey>) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = certified;
+    }
+}
+
+impl rustls::client::ResolvesClientCert for NodeCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
