@@ -278,6 +278,13 @@ impl Enricher {
         )
     }
 
+    /// Gives the breaker `config` from now on, keeping its state; an invalid `config`
+    /// changes nothing.
+    pub fn reconfigure_breaker(&self, config: BreakerConfig) -> Result<(), BreakerConfigError> {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        gate.breaker.reconfigure(config, Instant::now())
+    }
+
     /// An operator's command to the breaker; the state afterwards.
     pub fn breaker_command(&self, command: BreakerCommand) -> BreakerState {
         let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,7 +17,7 @@ use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY, shed_check, shed_ti
 use crate::core::scheduler::{DegradeCommand, QueueStatus};
 use crate::enrichment::{DEPENDENCY as ENRICHMENT_DEPENDENCY, Enricher, EnricherError};
 use crate::messages::{Children, IntakeMsg, Page, StoreMsg, TierMsg};
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::{LivePolicy, PipelineConfig, PipelineConfigError};
 use crate::policy::breaker::{BreakerCommand, BreakerState};
 use crate::policy::degradation::Level;
 use crate::published_bulkhead::{BulkheadBoard, BulkheadOccupancy};
@@ -81,6 +81,8 @@ struct Inner {
     door: Arc<DoorBoard>,
     /// Replication, if this node is one of several replicas of each partition.
     replication: Option<ReplicationSlot>,
+    /// Where the settings that change while the node runs are published.
+    live: watch::Sender<LivePolicy>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -113,6 +115,7 @@ impl NodeHandle {
         let store_writes = Arc::clone(&args.store_writes);
         let level = args.level.subscribe();
         let door = Arc::clone(&args.door);
+        let live = args.live.clone();
         let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(NodeHandle {
             inner: Arc::new(Inner {
@@ -127,6 +130,7 @@ impl NodeHandle {
                 level,
                 door,
                 replication,
+                live,
             }),
         })
     }
@@ -211,6 +215,25 @@ impl NodeHandle {
             reply,
         })
         .await
+    }
+
+    /// The settings in force of those that change while the node runs.
+    pub fn live_policy(&self) -> LivePolicy {
+        *self.inner.live.borrow()
+    }
+
+    /// Gives the running pipeline new limits, tier settings, degradation thresholds
+    /// and breaker settings. Each stage takes them before its next message (and a
+    /// restarted stage starts with them). Invalid settings change nothing.
+    pub fn reconfigure(&self, policy: LivePolicy) -> Result<(), PipelineConfigError> {
+        policy.validate()?;
+        if let Some(enricher) = &self.inner.enricher {
+            enricher
+                .reconfigure_breaker(policy.enrichment_breaker)
+                .map_err(|e| PipelineConfigError::Enrichment(e.into()))?;
+        }
+        self.inner.live.send_replace(policy);
+        Ok(())
     }
 
     /// Every circuit breaker of the node with its current state.

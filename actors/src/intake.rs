@@ -11,11 +11,12 @@ use std::time::Instant;
 use chorus_protocol::{ErrorCode, Item};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::caller::Caller;
 use crate::core::admission::{Admission, Admit, Admitted, BatchOutcome, Gates};
 use crate::messages::{Children, IntakeMsg, Submission, TierMsg};
+use crate::pipeline::LivePolicy;
 use crate::policy::breaker::BreakerState;
 use crate::policy::degradation::Level;
 use crate::policy::rate_limit::RateLimitConfig;
@@ -28,8 +29,9 @@ pub struct IntakeActor;
 pub struct IntakeArgs {
     /// Where the current tier queues are published.
     pub children: watch::Receiver<Children>,
-    /// The submit limits; a restarted intake starts with full buckets.
-    pub limits: RateLimitConfig,
+    /// The submit limits in force, changed while the node runs; a restarted intake,
+    /// like a change, starts with full buckets.
+    pub policy: watch::Receiver<LivePolicy>,
     /// The store's circuit breaker as the store actor publishes it.
     pub store_breaker: watch::Receiver<BreakerState>,
     /// The degradation level as the tier queues publish it.
@@ -42,9 +44,28 @@ pub struct IntakeState {
     admission: Admission,
     store_breaker: watch::Receiver<BreakerState>,
     level: watch::Receiver<Level>,
+    policy: watch::Receiver<LivePolicy>,
+    /// The limits `admission` enforces.
+    limits: RateLimitConfig,
 }
 
 impl IntakeState {
+    /// Takes the limits published since the last message, if they changed: a change
+    /// of another live setting leaves the buckets as they are.
+    fn follow_policy(&mut self) {
+        if !self.policy.has_changed().unwrap_or(false) {
+            return;
+        }
+        let limits = self.policy.borrow_and_update().limits;
+        if limits == self.limits {
+            return;
+        }
+        match self.admission.reconfigure(&limits, Instant::now()) {
+            Ok(()) => self.limits = limits,
+            Err(e) => warn!(error = %e, "submit limits refused; the previous ones stay"),
+        }
+    }
+
     /// Admits a submission and forwards it; answers the caller itself only when
     /// nothing goes on.
     fn submit(
@@ -105,13 +126,16 @@ impl Actor for IntakeActor {
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
+        mut args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let limits = args.policy.borrow_and_update().limits;
         Ok(IntakeState {
             children: args.children,
-            admission: Admission::new(&args.limits, Instant::now())?,
+            admission: Admission::new(&limits, Instant::now())?,
             store_breaker: args.store_breaker,
             level: args.level,
+            policy: args.policy,
+            limits,
         })
     }
 
@@ -121,6 +145,7 @@ impl Actor for IntakeActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.follow_policy();
         match message {
             IntakeMsg::Submit {
                 caller,

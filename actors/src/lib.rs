@@ -30,6 +30,7 @@
 //!
 //! <!-- node-may-use: BatchOutcome BreakerCommand Caller DegradeCommand Durability
 //! ApiKeyRecord AuditReport AuditEntry KeyHash KeySet KeyStatus NodeHandle PipelineConfig
+//! PipelineConfigError
 //! QueueStatus STORE_DEPENDENCY Store StoreConfig CommitFuture Replication ReplicationSlot
 //! Applied MAX_EPOCH_HISTORY PartitionEpochs Promise ReplicaRecord ShipBatch ShipOutcome
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->
@@ -65,7 +66,7 @@ pub use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY};
 pub use crate::core::scheduler::{DegradeCommand, QueueStatus};
 pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
-pub use pipeline::{PipelineConfig, PipelineConfigError};
+pub use pipeline::{LivePolicy, PipelineConfig, PipelineConfigError};
 pub use policy::breaker::BreakerCommand;
 pub use replication::{CommitFuture, Replication, ReplicationSlot};
 pub use store::{

@@ -93,7 +93,50 @@ pub enum PipelineConfigError {
     ValidatorWorkers(usize),
 }
 
+/// The part of the pipeline's settings that may change while the node runs: applied
+/// by [`crate::NodeHandle::reconfigure`] to the running stages, and by every stage
+/// restarted after it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LivePolicy {
+    /// The submit limits (a change starts every bucket full).
+    pub limits: RateLimitConfig,
+    /// The tier queues' budgets, weights and capacities (queued items keep their
+    /// deadlines).
+    pub tiers: TierQueueConfig,
+    /// The degradation thresholds (the level in force stays until the load moves it).
+    pub degradation: DegradationConfig,
+    /// The store's circuit breaker (its state is kept).
+    pub store_breaker: BreakerConfig,
+    /// The enrichment service's circuit breaker (its state is kept).
+    pub enrichment_breaker: BreakerConfig,
+}
+
+impl LivePolicy {
+    /// Checks every setting; nothing is applied when one is invalid.
+    pub fn validate(&self) -> Result<(), PipelineConfigError> {
+        self.limits.validate()?;
+        self.tiers.validate()?;
+        self.degradation.validate()?;
+        self.store_breaker.validate()?;
+        self.enrichment_breaker
+            .validate()
+            .map_err(|e| PipelineConfigError::Enrichment(EnrichmentConfigError::Breaker(e)))?;
+        Ok(())
+    }
+}
+
 impl PipelineConfig {
+    /// The settings of this pipeline that may change while it runs.
+    pub fn live(&self) -> LivePolicy {
+        LivePolicy {
+            limits: self.limits,
+            tiers: self.tiers,
+            degradation: self.degradation,
+            store_breaker: self.store_breaker,
+            enrichment_breaker: self.enrichment.breaker,
+        }
+    }
+
     /// Most submissions past the tier queues at once (validating or storing): what the
     /// store-writes bulkhead holds, running and waiting.
     pub fn max_in_flight(&self) -> usize {

@@ -96,6 +96,15 @@ impl PublishedBreaker {
         self.breaker.next_deadline()
     }
 
+    /// Takes `config` from now on, keeping the state (see [`Breaker::reconfigure`]).
+    pub fn reconfigure(
+        &mut self,
+        config: BreakerConfig,
+        now: Instant,
+    ) -> Result<(), BreakerConfigError> {
+        self.breaker.reconfigure(config, now)
+    }
+
     /// Opens the breaker until [`PublishedBreaker::reset`] (an operator's action).
     pub fn force_open(&mut self) {
         self.breaker.force_open();

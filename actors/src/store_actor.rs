@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use chorus_protocol::{ErrorCode, ItemId, PartitionId, Receipt, partition_of};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
@@ -27,6 +28,7 @@ use crate::core::admission::{BatchOutcome, STORE_DEPENDENCY, merge_rejected, she
 use crate::core::store_gate::{Admitted, GateStep, StoreGate};
 use crate::group_commit::DEFAULT_MAX_BATCH_ITEMS;
 use crate::messages::{AfterAck, Credit, FlushDone, StoreMsg, WriteRequest};
+use crate::pipeline::LivePolicy;
 use crate::policy::breaker::{BreakerCommand, BreakerConfig};
 use crate::published_breaker::{BreakerBoard, publish_breaker};
 use crate::published_bulkhead::BulkheadBoard;
@@ -102,6 +104,9 @@ pub struct StoreArgs {
     /// Replication, when this node is one replica of each partition (None: the only
     /// one, and a write is answered once it is durable here).
     pub replication: Option<ReplicationSlot>,
+    /// Where breaker settings changed while the node runs are published (None: the
+    /// breaker keeps `breaker`).
+    pub policy: Option<watch::Receiver<LivePolicy>>,
 }
 
 impl StoreArgs {
@@ -119,6 +124,7 @@ impl StoreArgs {
             board,
             writes,
             replication: None,
+            policy: None,
         }
     }
 }
@@ -145,6 +151,24 @@ pub struct StoreState {
     /// The timer for the gate's next timed change; replaced when re-armed, aborted
     /// when the actor stops.
     timer: Option<(Instant, Timer)>,
+    /// Breaker settings changed while the node runs.
+    policy: Option<watch::Receiver<LivePolicy>>,
+}
+
+impl StoreState {
+    /// Gives the breaker the settings published since the last message, if any.
+    fn follow_policy(&mut self) {
+        let Some(policy) = &mut self.policy else {
+            return;
+        };
+        if !policy.has_changed().unwrap_or(false) {
+            return;
+        }
+        let breaker = policy.borrow_and_update().store_breaker;
+        if let Err(e) = self.gate.reconfigure_breaker(breaker, Instant::now()) {
+            warn!(error = %e, "store breaker settings refused; the previous ones stay");
+        }
+    }
 }
 
 impl StoreState {
@@ -455,11 +479,16 @@ impl Actor for StoreActor {
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
+        mut args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // A restarted store actor takes the settings in force, not those of the start.
+        let breaker = args
+            .policy
+            .as_mut()
+            .map_or(args.breaker, |p| p.borrow_and_update().store_breaker);
         let gate = StoreGate::new(
             args.writes.config(),
-            args.breaker,
+            breaker,
             args.max_batch,
             Instant::now(),
         )?;
@@ -473,6 +502,7 @@ impl Actor for StoreActor {
             board: args.board,
             writes_board: args.writes,
             timer: None,
+            policy: args.policy,
         };
         // The first report whatever the board holds (the gauge starts here).
         publish_breaker(
@@ -491,6 +521,7 @@ impl Actor for StoreActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.follow_policy();
         match message {
             StoreMsg::WriteMany {
                 requests,

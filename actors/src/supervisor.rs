@@ -19,7 +19,7 @@ use crate::core::admission::STORE_DEPENDENCY;
 use crate::enrichment::{Enricher, EnricherError};
 use crate::intake::{IntakeActor, IntakeArgs};
 use crate::messages::{Children, StoreMsg};
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::{LivePolicy, PipelineConfig};
 use crate::published_breaker::{BreakerBoard, new_board};
 use crate::published_bulkhead::BulkheadBoard;
 use crate::published_door::DoorBoard;
@@ -93,6 +93,9 @@ pub struct SupervisorArgs {
     /// The enrichment client with its breaker and bulkhead, if a URL is configured
     /// (shared by every validator incarnation, and by the handle for `chorus ctl`).
     pub enricher: Option<Arc<Enricher>>,
+    /// Where the settings that change while the node runs are published (outlives
+    /// every restart, so a restarted stage takes the settings in force).
+    pub live: watch::Sender<LivePolicy>,
 }
 
 impl SupervisorArgs {
@@ -114,6 +117,7 @@ impl SupervisorArgs {
             door: DoorBoard::new(),
             store_writes: BulkheadBoard::new(STORE_DEPENDENCY, pipeline.store_writes),
             enricher,
+            live: watch::Sender::new(pipeline.live()),
             pipeline,
         })
     }
@@ -142,6 +146,8 @@ pub struct SupervisorState {
     level: LevelBoard,
     /// Where the tier stage's door is published.
     door: Arc<DoorBoard>,
+    /// Where the settings that change while the node runs are published.
+    live: watch::Sender<LivePolicy>,
     /// Pending restart timers, aborted on shutdown.
     timers: Vec<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
     /// The after-ack review queue, shared by every validator incarnation.
@@ -168,13 +174,14 @@ impl SupervisorState {
                     Arc::clone(&self.store_writes),
                 );
                 args.replication = self.pipeline.replication.clone();
+                args.policy = Some(self.live.subscribe());
                 let (actor, _) = Actor::spawn_linked(None, StoreActor, args, cell).await?;
                 self.children.send_modify(|c| c.store = Some(actor));
             }
             Child::Intake => {
                 let args = IntakeArgs {
                     children: self.children.subscribe(),
-                    limits: self.pipeline.limits,
+                    policy: self.live.subscribe(),
                     store_breaker: self.store_breaker.subscribe(),
                     level: self.level.subscribe(),
                 };
@@ -200,8 +207,7 @@ impl SupervisorState {
             Child::Tiers => {
                 let args = TierQueuesArgs {
                     children: self.children.subscribe(),
-                    tiers: self.pipeline.tiers,
-                    degradation: self.pipeline.degradation,
+                    policy: self.live.subscribe(),
                     max_in_flight: self.pipeline.max_in_flight(),
                     level: self.level.clone(),
                     door: Arc::clone(&self.door),
@@ -371,6 +377,7 @@ impl Actor for NodeSupervisor {
             intake_restarts: RestartIntensity::new(args.policy),
             validator_restarts: RestartIntensity::new(args.policy),
             tier_restarts: RestartIntensity::new(args.policy),
+            live: args.live,
             level: args.level,
             door: args.door,
             timers: Vec::new(),

@@ -23,8 +23,8 @@ use tracing::{debug, warn};
 
 use crate::core::scheduler::{Step, TierStage};
 use crate::messages::{Children, Credit, Submission, TierMsg, ValidateJob};
-use crate::policy::degradation::{DegradationConfig, Level, LevelChange, Load};
-use crate::policy::tier_queue::TierQueueConfig;
+use crate::pipeline::LivePolicy;
+use crate::policy::degradation::{Level, LevelChange, Load};
 use crate::published_door::DoorBoard;
 use crate::telemetry::{DEGRADATION_CHANGES, DEGRADATION_LEVEL, TIER_QUEUE_DEPTH};
 
@@ -43,10 +43,9 @@ pub fn new_level_board() -> LevelBoard {
 pub struct TierQueuesArgs {
     /// Where the validator pool is published.
     pub children: watch::Receiver<Children>,
-    /// The four queues.
-    pub tiers: TierQueueConfig,
-    /// Thresholds of the degradation levels.
-    pub degradation: DegradationConfig,
+    /// The four queues and the degradation thresholds in force, changed while the
+    /// node runs.
+    pub policy: watch::Receiver<LivePolicy>,
     /// Most jobs past the queues at once.
     pub max_in_flight: usize,
     /// Where the degradation level is published.
@@ -70,9 +69,22 @@ pub struct TierQueuesState {
     ticker: tokio::task::JoinHandle<()>,
     /// Whether a `Pump` is already in the mailbox.
     pump_scheduled: bool,
+    /// Tier and degradation settings changed while the node runs.
+    policy: watch::Receiver<LivePolicy>,
 }
 
 impl TierQueuesState {
+    /// Takes the tier and degradation settings published since the last message.
+    fn follow_policy(&mut self) {
+        if !self.policy.has_changed().unwrap_or(false) {
+            return;
+        }
+        let policy = *self.policy.borrow_and_update();
+        if let Err(e) = self.stage.reconfigure(policy.tiers, policy.degradation) {
+            warn!(error = %e, "tier settings refused; the previous ones stay");
+        }
+    }
+
     /// Asks for a `Pump` after the messages already in the mailbox, unless one is due.
     fn schedule_pump(&mut self, myself: &ActorRef<TierMsg>) {
         if !self.pump_scheduled {
@@ -169,9 +181,10 @@ impl Actor for TierQueues {
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
+        mut args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let stage = TierStage::new(args.tiers, args.degradation, args.max_in_flight)?;
+        let policy = *args.policy.borrow_and_update();
+        let stage = TierStage::new(policy.tiers, policy.degradation, args.max_in_flight)?;
         args.level.send_replace(stage.level());
         let ticker = myself.send_interval(TICK, || TierMsg::Tick);
         Ok(TierQueuesState {
@@ -182,6 +195,7 @@ impl Actor for TierQueues {
             cpu: CpuSampler::new(Instant::now()),
             ticker,
             pump_scheduled: false,
+            policy: args.policy,
         })
     }
 
@@ -191,6 +205,7 @@ impl Actor for TierQueues {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.follow_policy();
         match message {
             TierMsg::Enqueue(submission) => {
                 let (tier, arrived) = (submission.tier, submission.arrived);

@@ -278,3 +278,55 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
     supervisor.stop(None);
     join.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigure_puts_new_limits_and_tiers_in_force_and_refuses_invalid_ones() {
+    use chorus_actors::policy::rate_limit::{BucketConfig, Rate};
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = PipelineConfig::default();
+    pipeline.limits.per_user.bucket = BucketConfig {
+        capacity: 1,
+        refill: Rate::per_minute(1),
+    };
+    let node = NodeHandle::start_with(config(dir.path()), pipeline)
+        .await
+        .unwrap();
+    let submit = |node: &NodeHandle| {
+        let node = node.clone();
+        async move { node.submit(&caller(), Item::new("alice", Kind::Text)).await }
+    };
+    submit(&node).await.unwrap();
+    assert!(matches!(
+        submit(&node).await,
+        Err(ErrorCode::RateLimited { .. })
+    ));
+
+    let mut live = node.live_policy();
+    live.limits.per_user.bucket.capacity = 3;
+    live.tiers.batch.weight = std::num::NonZeroU32::new(7).unwrap();
+    node.reconfigure(live).unwrap();
+    assert_eq!(node.live_policy(), live);
+    // The next submission meets the new limit with a full bucket: three more pass.
+    for _ in 0..3 {
+        submit(&node).await.unwrap();
+    }
+    assert!(matches!(
+        submit(&node).await,
+        Err(ErrorCode::RateLimited { .. })
+    ));
+
+    // Another live change (the tiers only) leaves the buckets as they are.
+    let mut tiers_only = live;
+    tiers_only.tiers.batch.weight = std::num::NonZeroU32::new(8).unwrap();
+    node.reconfigure(tiers_only).unwrap();
+    assert!(matches!(
+        submit(&node).await,
+        Err(ErrorCode::RateLimited { .. })
+    ));
+
+    let mut invalid = tiers_only;
+    invalid.degradation.critical_only_at = 0.1;
+    assert!(node.reconfigure(invalid).is_err());
+    assert_eq!(node.live_policy(), tiers_only);
+    node.shutdown().await.unwrap();
+}

@@ -20,12 +20,13 @@ use crate::config::{DurabilityMode, NodeConfig, admin_key_path};
 use crate::control::{ControlServer, NodeInfo};
 use crate::logging::LogControl;
 use crate::metrics::{MetricsServer, Readiness};
+use crate::reload::{ConfigSource, Reloader, SIGHUP_ACTOR};
 use crate::server::{self, Backend, ServerSettings};
 use crate::{secrets, tls};
 
-/// Runs a node with a validated configuration until a termination signal; `log`
-/// changes the log filter on `chorus ctl log-level`.
-pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
+/// Runs a node with a validated configuration, read from `source`, until a termination
+/// signal; `log` changes the log filter on `chorus ctl log-level` and on reload.
+pub async fn run(config: NodeConfig, source: ConfigSource, log: LogControl) -> anyhow::Result<()> {
     // First of all: a SIGTERM while the node starts (a service manager's stop, an
     // impatient operator) still shuts it down gracefully once it is up.
     let shutdown = CancellationToken::new();
@@ -54,11 +55,14 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
     {
         info!(ca = %tls_paths.ca_cert.display(), "generated a development CA and node certificate");
     }
+    // One certificate for clients and peers alike, swapped whole on a reload.
+    let node_cert = tls::NodeCert::load(&tls_paths)?;
     // A cluster member's endpoint also accepts links from its peers (mutual TLS).
     let transport = tls::TransportLimits::from_config(&config);
     let server_config = if config.cluster.is_some() {
         let mut server_config = link_server_config(
             &tls_paths,
+            Arc::clone(&node_cert),
             config.max_streams_per_connection,
             Duration::from_secs(config.idle_timeout_secs),
         )?;
@@ -66,7 +70,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         server_config.transport_config(Arc::new(transport.transport()?));
         server_config
     } else {
-        tls::client_protocol_server_config(&tls_paths, &transport)?
+        tls::client_protocol_server_config(Arc::clone(&node_cert), &transport)?
     };
 
     // Up before the store, so a probe can tell a node that is starting (503) from one
@@ -177,6 +181,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             );
             link_settings.call_timeout = Duration::from_millis(section.forward_timeout_ms);
             link_settings.cluster = Some(state.clone());
+            link_settings.cert = Some(Arc::clone(&node_cert));
             let links = Links::start(link_settings, node.clone())
                 .await
                 .context("starting the cluster links")?;
@@ -222,6 +227,14 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let reloader = Arc::new(Reloader::new(
+        source,
+        config.clone(),
+        node.clone(),
+        log.clone(),
+        Arc::clone(&node_cert),
+    ));
+    let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&reloader), shutdown.clone()));
     let control = ControlServer::start(
         node.clone(),
         log,
@@ -236,6 +249,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
             replication: replicator.clone(),
             links: links.clone(),
             shutdown: shutdown.clone(),
+            reloader: Some(reloader),
         },
         shutdown.clone(),
     )
@@ -310,6 +324,7 @@ pub async fn run(config: NodeConfig, log: LogControl) -> anyhow::Result<()> {
         links.shutdown().await;
     }
     signals.abort();
+    hangups.abort();
     breaker_watch.abort();
     store_watch.abort();
     if let Some(leaving) = leaving {
@@ -429,6 +444,28 @@ async fn watch_store(node: chorus_actors::NodeHandle, readiness: crate::metrics:
             reported = true;
         }
         tokio::time::sleep(STORE_WATCH_INTERVAL).await;
+    }
+}
+
+/// Reloads the configuration on every SIGHUP until `shutdown`; a refused reload is
+/// logged (and audited) and the node runs on unchanged.
+async fn reload_on_hangup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload with chorus ctl reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = hangup.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                // The outcome is logged and audited by the reloader itself.
+                let _ = reloader.reload(SIGHUP_ACTOR, std::env::vars().collect()).await;
+            }
+        }
     }
 }
 

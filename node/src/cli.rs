@@ -204,6 +204,11 @@ pub enum CtlCommand {
     /// Check the audit log's hash chain; exits 1 and names the first broken entry if
     /// it does not verify.
     AuditVerify,
+    /// Re-read the node's config file and environment and apply what can change while
+    /// it runs (limits, log level, tiers, degradation, breakers, TLS certificates); a
+    /// change to anything else is refused, naming the key, and nothing is applied.
+    /// The same as sending the agent SIGHUP. Audited.
+    Reload,
     /// The tier queues: depth and capacity per tier, submissions in flight.
     Queues,
     /// The submit rate limits in force and how many users are tracked.

@@ -1,12 +1,17 @@
 //! The node's configuration: defaults < TOML file < `CHORUS_*` environment < flags,
 //! validated once at start so that a bad value is refused before any port is bound.
 
+mod breakers;
 mod bulkheads;
 mod cluster;
+mod degradation;
 pub mod edge;
 mod enrichment;
+pub mod env;
 mod limits;
 mod store_log;
+mod tiers;
+pub mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,12 +20,16 @@ use chorus_actors::validation::{ValidationConfig, ValidationConfigError};
 use chorus_protocol::FrameLimit;
 use serde::{Deserialize, Serialize};
 
+pub use breakers::{BreakerSection, BreakersSection};
 pub use bulkheads::StoreWritesSection;
 pub use cluster::{ClusterSection, read_key};
+pub use degradation::DegradationSection;
 pub use edge::EdgeSection;
 pub use enrichment::EnrichmentSection;
+pub use env::env_name;
 pub use limits::LimitsSection;
 pub use store_log::StoreLogSection;
+pub use tiers::{TierSection, TiersSection};
 
 use crate::tls::TlsPaths;
 
@@ -108,6 +117,7 @@ pub struct MetricsSection {
     pub max_connections: u32,
     /// Milliseconds one HTTP connection may live, slow request and response included
     /// (100..=600,000; default 10,000); a slower client is disconnected.
+    #[serde(deserialize_with = "units::millis")]
     pub connection_timeout_ms: u64,
 }
 
@@ -164,14 +174,17 @@ pub struct NodeConfig {
     /// `full` (fdatasync after each group flush; the default) or `flush`.
     pub durability: DurabilityMode,
     /// Largest frame a peer may send, in bytes (4 KiB..=16 MiB).
+    #[serde(deserialize_with = "units::bytes")]
     pub max_frame_bytes: u32,
     /// Bidirectional streams a client may have open at once on one connection.
     pub max_streams_per_connection: u32,
     /// Requests one stream may have in flight before the node stops reading from it.
     pub max_in_flight_per_stream: u32,
     /// Seconds without traffic after which a connection is closed.
+    #[serde(deserialize_with = "units::secs")]
     pub idle_timeout_secs: u64,
     /// Seconds a graceful shutdown waits for requests in flight.
+    #[serde(deserialize_with = "units::secs")]
     pub shutdown_grace_secs: u64,
     /// Certificate files.
     pub tls: TlsSection,
@@ -192,13 +205,18 @@ pub struct NodeConfig {
     pub store_writes: StoreWritesSection,
     /// The partition log's segments and their retirement (`[store_log]`).
     pub store_log: StoreLogSection,
+    /// The four tier queues (`[tiers.realtime]` … `[tiers.batch]`).
+    pub tiers: TiersSection,
+    /// When load sheds work (`[degradation]`).
+    pub degradation: DegradationSection,
+    /// The circuit breakers (`[breakers.store]`, `[breakers.enrichment]`).
+    pub breakers: BreakersSection,
     /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
     pub cluster: Option<ClusterSection>,
     /// Workers in the validator pool, 1..=64; 0 (the default) is the available
     /// parallelism clamped to 1..=8.
     pub validator_workers: u32,
     /// The content policy (`[validation]`): mode, thresholds, weights, rules.
-    #[serde(skip_serializing)]
     pub validation: ValidationConfig,
 }
 
@@ -254,64 +272,14 @@ impl Default for NodeConfig {
             enrichment: EnrichmentSection::default(),
             store_writes: StoreWritesSection::default(),
             store_log: StoreLogSection::default(),
+            tiers: TiersSection::default(),
+            degradation: DegradationSection::default(),
+            breakers: BreakersSection::default(),
             cluster: None,
             validator_workers: 0,
             validation: ValidationConfig::default(),
         }
     }
-}
-
-/// The type of a setting that can come from the environment.
-#[derive(Clone, Copy)]
-enum EnvKind {
-    Str,
-    Int,
-    /// `true`/`false` (also `1`/`0`).
-    Bool,
-}
-
-/// Settings the environment may override: `CHORUS_` + the key path in upper case with
-/// `.` as `_` (e.g. `log.level` is `CHORUS_LOG_LEVEL`).
-const ENV_KEYS: &[(&str, EnvKind)] = &[
-    ("node_id", EnvKind::Str),
-    ("data_dir", EnvKind::Str),
-    ("listen", EnvKind::Str),
-    ("partitions", EnvKind::Int),
-    ("durability", EnvKind::Str),
-    ("max_frame_bytes", EnvKind::Int),
-    ("max_streams_per_connection", EnvKind::Int),
-    ("max_in_flight_per_stream", EnvKind::Int),
-    ("idle_timeout_secs", EnvKind::Int),
-    ("shutdown_grace_secs", EnvKind::Int),
-    ("tls.ca_cert", EnvKind::Str),
-    ("tls.cert", EnvKind::Str),
-    ("tls.key", EnvKind::Str),
-    ("log.format", EnvKind::Str),
-    ("log.level", EnvKind::Str),
-    ("control.socket", EnvKind::Str),
-    ("metrics.listen", EnvKind::Str),
-    ("metrics.enabled", EnvKind::Bool),
-    ("metrics.max_connections", EnvKind::Int),
-    ("metrics.connection_timeout_ms", EnvKind::Int),
-    ("limits.per_user_per_minute", EnvKind::Int),
-    ("limits.per_user_burst", EnvKind::Int),
-    ("limits.per_api_key_per_second", EnvKind::Int),
-    ("limits.global_per_second", EnvKind::Int),
-    ("enrichment.url", EnvKind::Str),
-    ("enrichment.timeout_ms", EnvKind::Int),
-    ("store_writes.max_concurrent", EnvKind::Int),
-    ("store_writes.max_queue", EnvKind::Int),
-    ("store_log.segment_bytes", EnvKind::Int),
-    ("store_log.retire_dead_percent", EnvKind::Int),
-    ("store_log.retire_interval_ms", EnvKind::Int),
-    ("store_log.index_cache_mib", EnvKind::Int),
-    ("validator_workers", EnvKind::Int),
-    ("validation.mode", EnvKind::Str),
-];
-
-/// The environment variable that overrides a key path.
-pub fn env_name(key: &str) -> String {
-    format!("CHORUS_{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
 impl NodeConfig {
@@ -331,22 +299,7 @@ impl NodeConfig {
             None => toml::Table::new(),
         };
         let env: std::collections::HashMap<String, String> = env.into_iter().collect();
-        let edge_keys = edge::EDGE_ENV_KEYS.iter().map(|k| (k, &EnvKind::Int));
-        for (key, kind) in ENV_KEYS.iter().map(|(k, v)| (k, v)).chain(edge_keys) {
-            let name = env_name(key);
-            if let Some(raw) = env.get(&name) {
-                let value = match kind {
-                    EnvKind::Str => toml::Value::String(raw.clone()),
-                    EnvKind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                        ConfigError::new(&name, format!("{raw:?} is not an integer"))
-                    })?),
-                    EnvKind::Bool => toml::Value::Boolean(parse_bool(raw).ok_or_else(|| {
-                        ConfigError::new(&name, format!("{raw:?} is not true or false"))
-                    })?),
-                };
-                set_path(&mut table, key, value);
-            }
-        }
+        env::overlay(&mut table, &env)?;
         Self::from_table(table)
     }
 
@@ -412,6 +365,10 @@ impl NodeConfig {
         self.enrichment.to_enrichment()?;
         self.store_writes.to_bulkhead()?;
         self.store_log.to_log_config()?;
+        self.tiers.to_tier_queues()?;
+        self.degradation.to_degradation()?;
+        self.breakers.store()?;
+        self.breakers.enrichment()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
             if self.tls.ca_cert.is_none() {
@@ -489,8 +446,17 @@ impl NodeConfig {
         let mut pipeline = chorus_actors::PipelineConfig {
             limits: self.limits.to_rate_limits().expect("validated at load"),
             validation: self.validation.clone(),
-            enrichment: self.enrichment.to_enrichment().expect("validated at load"),
+            enrichment: chorus_actors::enrichment::EnrichmentConfig {
+                breaker: self.breakers.enrichment().expect("validated at load"),
+                ..self.enrichment.to_enrichment().expect("validated at load")
+            },
             store_writes: self.store_writes.to_bulkhead().expect("validated at load"),
+            store_breaker: self.breakers.store().expect("validated at load"),
+            tiers: self.tiers.to_tier_queues().expect("validated at load"),
+            degradation: self
+                .degradation
+                .to_degradation()
+                .expect("validated at load"),
             ..Default::default()
         };
         if self.validator_workers > 0 {
@@ -590,14 +556,6 @@ fn validation_error(config: &ValidationConfig, e: ValidationConfigError) -> Conf
     }
 }
 
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
-        _ => None,
-    }
-}
-
 pub(crate) fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -606,25 +564,6 @@ pub(crate) fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(
             key,
             format!("{value} is outside {min}..={max}"),
         ))
-    }
-}
-
-fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
-    match key.split_once('.') {
-        Some((section, rest)) => {
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if !entry.is_table() {
-                *entry = toml::Value::Table(toml::Table::new());
-            }
-            if let toml::Value::Table(inner) = entry {
-                set_path(inner, rest, value);
-            }
-        }
-        None => {
-            table.insert(key.to_string(), value);
-        }
     }
 }
 
@@ -898,6 +837,147 @@ reason = "asks for a refund"
     }
 
     #[test]
+    fn durations_and_sizes_take_an_integer_in_the_keys_unit_or_a_unit() {
+        let plain = load_str(
+            "idle_timeout_secs = 45\nmax_frame_bytes = 65536\n[edge]\nhello_timeout_ms = 1500\n\
+             [store_log]\nindex_cache_mib = 128\n",
+            &[],
+        )
+        .unwrap();
+        let typed = load_str(
+            "idle_timeout_secs = \"45s\"\nmax_frame_bytes = \"64KiB\"\n[edge]\n\
+             hello_timeout_ms = \"1s 500ms\"\n[store_log]\nindex_cache_mib = \"128MiB\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(plain, typed);
+        assert_eq!(typed.idle_timeout_secs, 45);
+        assert_eq!(typed.max_frame_bytes, 65_536);
+        assert_eq!(typed.edge.hello_timeout_ms, 1_500);
+        assert_eq!(typed.store_log.index_cache_mib, 128);
+        let env = load_str(
+            "",
+            &[
+                ("CHORUS_IDLE_TIMEOUT_SECS", "2m"),
+                ("CHORUS_STORE_LOG_SEGMENT_BYTES", "8MiB"),
+                ("CHORUS_TIERS_BATCH_LATENCY_BUDGET_MS", "90s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(env.idle_timeout_secs, 120);
+        assert_eq!(env.store_log.segment_bytes, 8 << 20);
+        assert_eq!(env.tiers.batch.latency_budget_ms, 90_000);
+    }
+
+    #[test]
+    fn a_bad_unit_is_refused_naming_its_key() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                "idle_timeout_secs = \"30 parsecs\"",
+                &[],
+                "idle_timeout_secs",
+                "not a duration",
+            ),
+            (
+                "idle_timeout_secs = \"1500ms\"",
+                &[],
+                "idle_timeout_secs",
+                "whole number of seconds",
+            ),
+            (
+                "max_frame_bytes = \"1 furlong\"",
+                &[],
+                "max_frame_bytes",
+                "not a size",
+            ),
+            (
+                "max_frame_bytes = \"8GiB\"",
+                &[],
+                "max_frame_bytes",
+                "too large",
+            ),
+            (
+                "[store_log]\nindex_cache_mib = \"1KiB\"",
+                &[],
+                "store_log.index_cache_mib",
+                "whole number of MiB",
+            ),
+            (
+                "[tiers.batch]\ntimeout_ms = \"soon\"",
+                &[],
+                "tiers.batch.timeout_ms",
+                "not a duration",
+            ),
+            (
+                "[breakers.store]\nopen_timeout_ms = \"30 s s\"",
+                &[],
+                "breakers.store.open_timeout_ms",
+                "not a duration",
+            ),
+            (
+                "",
+                &[("CHORUS_EDGE_FRAME_TIMEOUT_MS", "10 lightyears")],
+                "edge.frame_timeout_ms",
+                "not a duration",
+            ),
+        ];
+        for (text, env, key, reason) in cases {
+            let err = load_str(text, env).expect_err(text);
+            assert_eq!(&err.key, key, "{text}: {err}");
+            assert!(err.reason.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn tiers_degradation_and_breakers_come_from_their_sections() {
+        let c = load_str(
+            "[tiers.batch]\nweight = 3\ncapacity = 10\n[degradation]\nshed_optional_at = 0.7\n\
+             dwell_ms = \"10s\"\n[breakers.store]\nfailure_streak = 9\n\
+             [breakers.enrichment]\nopen_timeout_ms = \"2m\"\n",
+            &[("CHORUS_TIERS_REALTIME_WEIGHT", "500")],
+        )
+        .unwrap();
+        let pipeline = c.pipeline();
+        assert_eq!(pipeline.tiers.batch.weight.get(), 3);
+        assert_eq!(pipeline.tiers.batch.capacity.get(), 10);
+        assert_eq!(pipeline.tiers.realtime.weight.get(), 500);
+        assert_eq!(pipeline.degradation.shed_optional_at, 0.7);
+        assert_eq!(
+            pipeline.degradation.dwell,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(pipeline.store_breaker.failure_streak, 9);
+        assert_eq!(
+            pipeline.enrichment.breaker.open_timeout,
+            std::time::Duration::from_secs(120)
+        );
+        let defaults = NodeConfig::default().pipeline();
+        let actors = chorus_actors::PipelineConfig::default();
+        assert_eq!(defaults.tiers, actors.tiers);
+        assert_eq!(defaults.degradation, actors.degradation);
+        assert_eq!(defaults.store_breaker, actors.store_breaker);
+        assert_eq!(defaults.enrichment, actors.enrichment);
+        let cases: &[(&str, &str)] = &[
+            ("[tiers.priority]\nweight = 0", "tiers.priority.weight"),
+            ("[tiers.standard]\nwieght = 2", "tiers.standard"),
+            (
+                "[degradation]\ncritical_only_at = 0.5",
+                "degradation.critical_only_at",
+            ),
+            (
+                "[breakers.enrichment]\nfailure_rate_percent = 0",
+                "breakers.enrichment.failure_rate_percent",
+            ),
+            ("[breakers.disk]\nfailure_streak = 1", "breakers"),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).expect_err(text);
+            assert!(err.key.starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn broken_toml_names_the_file() {
         let err = load_str("partitions = = 3", &[]).unwrap_err();
         assert!(err.key.ends_with("chorus.toml"), "{err}");
@@ -907,6 +987,31 @@ reason = "asks for a refund"
 #[cfg(test)]
 mod shipped_configs {
     use super::*;
+
+    #[test]
+    fn the_single_node_config_is_the_default_and_writes_out_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-config/single-node.toml");
+        let config = NodeConfig::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(config, NodeConfig::default());
+        let written = parse_table(&std::fs::read(&path).unwrap()).unwrap();
+        let defaults = match toml::Value::try_from(NodeConfig::default()).unwrap() {
+            toml::Value::Table(table) => table,
+            other => panic!("not a table: {other:?}"),
+        };
+        // Commented out in the file: the built-in rules and risk words, too long to
+        // repeat, and the keys that have no value by default.
+        let (keys, _) = env::keys();
+        for key in keys {
+            let path = key.path.as_str();
+            if path == "validation.hybrid.risk_words" || env::get_path(&defaults, path).is_none() {
+                continue;
+            }
+            assert!(
+                env::get_path(&written, path).is_some(),
+                "single-node.toml does not list {path}"
+            );
+        }
+    }
 
     #[test]
     fn every_shipped_config_loads() {

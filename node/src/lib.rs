@@ -20,6 +20,7 @@ pub mod data_dir_lock;
 pub mod demo;
 pub mod logging;
 pub mod metrics;
+pub mod reload;
 pub mod secrets;
 pub mod server;
 pub mod tls;

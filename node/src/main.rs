@@ -49,7 +49,11 @@ fn main() -> ExitCode {
                 config.log.format = format;
             }
             let log = logging::init(config.log.format, &config.log.level);
-            match runtime.block_on(agent::run(config, log)) {
+            let source = chorus_node::reload::ConfigSource {
+                file: args.config.clone(),
+                log_format: args.log_format,
+            };
+            match runtime.block_on(agent::run(config, source, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");

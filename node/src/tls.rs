@@ -188,6 +188,75 @@ fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     }
 }
 
+/// This node's certificate and key as its endpoint presents them to clients and peers,
+/// and as it presents them when it dials a peer. Rotating the files and reloading
+/// (`chorus ctl reload`, SIGHUP) swaps them whole: connections made afterwards see the
+/// new certificate, those already open keep theirs.
+#[derive(Debug)]
+pub struct NodeCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl NodeCert {
+    /// Reads the certificate and key of `paths`.
+    pub fn load(paths: &TlsPaths) -> Result<Arc<NodeCert>, TlsError> {
+        Ok(Arc::new(NodeCert {
+            current: std::sync::RwLock::new(Self::read(paths)?),
+        }))
+    }
+
+    /// Reads a certificate chain and its key, refusing a key that does not match the
+    /// certificate (it would fail every handshake).
+    pub fn read(paths: &TlsPaths) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let certs = load_certs(&paths.cert)?;
+        let key = load_key(&paths.key)?;
+        let certified = rustls::sign::CertifiedKey::from_der(certs, key, &crypto_provider())
+            .map_err(|e| TlsError::Pem {
+                path: paths.key.clone(),
+                reason: format!("does not fit {}: {e}", paths.cert.display()),
+            })?;
+        Ok(Arc::new(certified))
+    }
+
+    /// The certificate and key presented now.
+    pub fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether `candidate` holds another certificate chain than the one presented.
+    pub fn differs(&self, candidate: &rustls::sign::CertifiedKey) -> bool {
+        self.current().cert != candidate.cert
+    }
+
+    /// Presents `certified` to every connection made from now on.
+    pub fn install(&self, certified: Arc<rustls::sign::CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = certified;
+    }
+}
+
+impl rustls::client::ResolvesClientCert for NodeCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl rustls::server::ResolvesServerCert for NodeCert {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
 /// The key QUIC stateless resets are made with, derived from the node's TLS key (HKDF-
 /// SHA256), so that it is the same in every run of the node: a restarted node answers
 /// packets of a connection its previous run held with a reset the peer recognises, and
@@ -275,17 +344,15 @@ impl Default for TransportLimits {
     }
 }
 
-/// The QUIC server configuration for the client protocol.
+/// The QUIC server configuration for the client protocol, presenting `cert`.
 pub fn client_protocol_server_config(
-    paths: &TlsPaths,
+    cert: Arc<NodeCert>,
     limits: &TransportLimits,
 ) -> Result<quinn::ServerConfig, TlsError> {
-    let certs = load_certs(&paths.cert)?;
-    let key = load_key(&paths.key)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert);
     tls.alpn_protocols = vec![chorus_protocol::ALPN_CLIENT.to_vec()];
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
@@ -313,6 +380,30 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        client_protocol_server_config(&paths, &TransportLimits::default()).unwrap();
+        client_protocol_server_config(NodeCert::load(&paths).unwrap(), &TransportLimits::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_rotated_certificate_is_presented_and_a_mismatched_key_refused() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let make = |dir: &Path| {
+            let paths = TlsPaths::dev(dir);
+            ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir), "node-1", &[]).unwrap();
+            paths
+        };
+        let (a, b) = (make(first.path()), make(second.path()));
+        let cert = NodeCert::load(&a).unwrap();
+        let next = NodeCert::read(&b).unwrap();
+        assert!(cert.differs(&next));
+        assert!(!cert.differs(&NodeCert::read(&a).unwrap()));
+        cert.install(next);
+        assert_eq!(cert.current().cert, load_certs(&b.cert).unwrap());
+        let crossed = TlsPaths {
+            key: a.key.clone(),
+            ..b.clone()
+        };
+        assert!(NodeCert::read(&crossed).is_err());
     }
 }

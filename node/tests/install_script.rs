@@ -240,8 +240,11 @@ fn a_host_bundle_installs_0600_and_the_node_loads_its_tls_and_cluster_key() {
     );
     let config = NodeConfig::from_file_bytes(rooted.as_bytes()).expect("a valid config");
     chorus_node::secrets::check_key_files(&config).expect("key files private");
+    let cert = chorus_node::tls::NodeCert::load(&config.tls_paths())
+        .expect("the certificate and key load from the installed files");
     chorus_node::cluster::links::link_server_config(
         &config.tls_paths(),
+        cert,
         16,
         Duration::from_secs(10),
     )

@@ -107,8 +107,11 @@ impl Member {
         let id = NodeId(name.into());
         let paths = TlsPaths::dev(dir);
         tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir), name, &[]).unwrap();
-        let server_config =
-            tls::client_protocol_server_config(&paths, &tls::TransportLimits::default()).unwrap();
+        let server_config = tls::client_protocol_server_config(
+            tls::NodeCert::load(&paths).unwrap(),
+            &tls::TransportLimits::default(),
+        )
+        .unwrap();
         let node = NodeHandle::start(StoreConfig {
             path: dir.join("store"),
             node: id.clone(),

@@ -62,7 +62,8 @@ fn cookie(dir: &Path) -> String {
 }
 
 fn server_endpoint(paths: &TlsPaths) -> quinn::Endpoint {
-    let config = link_server_config(paths, 100, Duration::from_secs(30)).unwrap();
+    let cert = chorus_node::tls::NodeCert::load(paths).unwrap();
+    let config = link_server_config(paths, cert, 100, Duration::from_secs(30)).unwrap();
     quinn::Endpoint::server(config, SocketAddr::new(loopback(), 0)).unwrap()
 }
 
@@ -498,7 +499,12 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     // A client certificate of another CA (trusting our CA for the server's).
     let mut foreign = paths(theirs.path(), "node-b");
     foreign.ca_cert = ours.path().join(certs::CA_CERT_FILE);
-    let config = link_client_config(&foreign, LinkTiming::default()).unwrap();
+    let config = link_client_config(
+        &foreign,
+        chorus_node::tls::NodeCert::load(&foreign).unwrap(),
+        LinkTiming::default(),
+    )
+    .unwrap();
     let client = client_endpoint();
     let refused = match client.connect_with(config, addr, "node-a").unwrap().await {
         Err(_) => true,
@@ -514,7 +520,15 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     assert!(refused, "a foreign certificate was accepted");
 
     // The cluster's own certificate is accepted.
-    let config = link_client_config(&paths(ours.path(), "node-b"), LinkTiming::default()).unwrap();
+    let config = {
+        let p = paths(ours.path(), "node-b");
+        link_client_config(
+            &p,
+            chorus_node::tls::NodeCert::load(&p).unwrap(),
+            LinkTiming::default(),
+        )
+    }
+    .unwrap();
     let connection = client
         .connect_with(config, addr, "node-a")
         .unwrap()
@@ -523,7 +537,15 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     connection.close(0u32.into(), b"done");
 
     // And the server is checked too: a peer that is not node-c fails as node-c.
-    let config = link_client_config(&paths(ours.path(), "node-b"), LinkTiming::default()).unwrap();
+    let config = {
+        let p = paths(ours.path(), "node-b");
+        link_client_config(
+            &p,
+            chorus_node::tls::NodeCert::load(&p).unwrap(),
+            LinkTiming::default(),
+        )
+    }
+    .unwrap();
     assert!(
         client
             .connect_with(config, addr, "node-c")
@@ -898,7 +920,15 @@ async fn impostor_child() {
     let (target, addr) = target.split_once('=').unwrap();
     let addr: SocketAddr = addr.parse().unwrap();
 
-    let config = link_client_config(&paths(&dir, cert), LinkTiming::default()).unwrap();
+    let config = {
+        let p = paths(&dir, cert);
+        link_client_config(
+            &p,
+            chorus_node::tls::NodeCert::load(&p).unwrap(),
+            LinkTiming::default(),
+        )
+    }
+    .unwrap();
     let endpoint = client_endpoint();
     let connection = endpoint
         .connect_with(config, addr, target)

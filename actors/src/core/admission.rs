@@ -116,6 +116,18 @@ impl Admission {
         })
     }
 
+    /// Takes new limits at `now`, every bucket starting full; invalid limits change
+    /// nothing.
+    pub fn reconfigure(
+        &mut self,
+        limits: &RateLimitConfig,
+        now: Instant,
+    ) -> Result<(), RateLimitConfigError> {
+        self.limits = SubmitLimits::new(limits, now)?;
+        self.last_purge = now;
+        Ok(())
+    }
+
     /// Decides about a submission of `items` sent with the API key `key_id` at `now`.
     pub fn handle_submit(
         &mut self,
@@ -374,6 +386,30 @@ mod tests {
                     prop_assert!(!internal, "a position was left without an outcome");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reconfigured_limits_apply_to_the_next_submission_with_full_buckets() {
+        let mut a = admission(1);
+        let now = Instant::now();
+        let first = a.handle_submit(now, "k", vec![item("u", Tier::Standard)], open());
+        assert!(matches!(first, Admit::Queue(_)));
+        let second = a.handle_submit(now, "k", vec![item("u", Tier::Standard)], open());
+        assert!(matches!(second, Admit::Answered(_)), "{second:?}");
+        let mut wider = RateLimitConfig::default();
+        wider.per_user.bucket = BucketConfig {
+            capacity: 3,
+            refill: Rate::per_minute(1),
+        };
+        a.reconfigure(&wider, now).unwrap();
+        let items = (0..4).map(|_| item("u", Tier::Standard)).collect();
+        match a.handle_submit(now, "k", items, open()) {
+            Admit::Queue(admitted) => {
+                assert_eq!(admitted.items.len(), 3);
+                assert_eq!(admitted.rejected.len(), 1);
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

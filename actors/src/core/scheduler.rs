@@ -370,6 +370,21 @@ impl<J> TierStage<J> {
         }
     }
 
+    /// Takes new tier queue and degradation settings (see
+    /// [`TierScheduler::reconfigure`], [`DegradationPolicy::reconfigure`]); when either
+    /// is invalid nothing changes.
+    pub fn reconfigure(
+        &mut self,
+        tiers: TierQueueConfig,
+        degradation: DegradationConfig,
+    ) -> Result<(), TierStageError> {
+        tiers.validate()?;
+        degradation.validate()?;
+        self.scheduler.reconfigure(tiers)?;
+        self.degradation.reconfigure(degradation)?;
+        Ok(())
+    }
+
     /// The degradation level now.
     pub fn level(&self) -> Level {
         self.degradation.level()

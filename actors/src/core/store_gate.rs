@@ -196,6 +196,16 @@ impl<W> StoreGate<W> {
         self.breaker.force_open();
     }
 
+    /// Gives the breaker `config` from `now` on, keeping its state; an invalid `config`
+    /// changes nothing.
+    pub fn reconfigure_breaker(
+        &mut self,
+        config: BreakerConfig,
+        now: Instant,
+    ) -> Result<(), BreakerConfigError> {
+        self.breaker.reconfigure(config, now)
+    }
+
     /// Closes the breaker and forgets its history.
     pub fn reset(&mut self) {
         self.breaker.reset();

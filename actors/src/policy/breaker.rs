@@ -337,6 +337,24 @@ impl Breaker {
         })
     }
 
+    /// Takes `config` from now on, keeping the state: an open breaker stays open until
+    /// the time it was given, and a new window length or slot count starts an empty
+    /// window. An invalid `config` changes nothing.
+    pub fn reconfigure(
+        &mut self,
+        config: BreakerConfig,
+        now: Instant,
+    ) -> Result<(), BreakerConfigError> {
+        config.validate()?;
+        if (config.rate_window, config.rate_window_slots)
+            != (self.config.rate_window, self.config.rate_window_slots)
+        {
+            self.window = OutcomeWindow::new(config.rate_window, config.rate_window_slots, now);
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// May a call go out at `now`? An open breaker whose timeout has elapsed turns
     /// half-open here and admits this call as a trial.
     pub fn try_acquire(&mut self, now: Instant) -> Admission {
@@ -947,5 +965,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_reconfigured_breaker_keeps_its_state_and_takes_the_new_limits() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::store(), t0).unwrap();
+        b.force_open();
+        let config = BreakerConfig {
+            failure_streak: 2,
+            ..BreakerConfig::store()
+        };
+        b.reconfigure(config, t0).unwrap();
+        assert_eq!(b.state(), ForcedOpen);
+        b.reset();
+        fail(&mut b, t0);
+        assert_eq!(b.state(), Closed);
+        fail(&mut b, t0 + ms(1));
+        assert_eq!(b.state(), Open, "two failures open it under the new streak");
+        let invalid = BreakerConfig {
+            failure_streak: 0,
+            ..BreakerConfig::store()
+        };
+        assert!(b.reconfigure(invalid, t0).is_err());
+        assert_eq!(b.config.failure_streak, 2);
+        let _ = secs(0);
     }
 }

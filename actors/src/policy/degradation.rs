@@ -228,6 +228,14 @@ impl DegradationPolicy {
         &self.config
     }
 
+    /// Takes `config` from now on; the level in force stays until observations (or an
+    /// operator) move it. An invalid `config` changes nothing.
+    pub fn reconfigure(&mut self, config: DegradationConfig) -> Result<(), DegradationConfigError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The current level.
     pub fn level(&self) -> Level {
         self.level
@@ -627,5 +635,28 @@ mod tests {
                 prop_assert!(p.admits(Tier::Realtime));
             }
         }
+    }
+
+    #[test]
+    fn a_reconfigured_policy_keeps_its_level_and_moves_on_the_new_thresholds() {
+        let t0 = Instant::now();
+        let mut p = policy();
+        assert!(p.observe(t0, load(0.85)).is_some());
+        assert_eq!(p.level(), Level::ShedOptional);
+        let config = DegradationConfig {
+            shed_optional_at: 0.5,
+            critical_only_at: 0.6,
+            ..DegradationConfig::default()
+        };
+        p.reconfigure(config).unwrap();
+        assert_eq!(p.level(), Level::ShedOptional);
+        p.observe(t0 + secs(0.1), load(0.65));
+        assert_eq!(p.level(), Level::CriticalOnly);
+        let invalid = DegradationConfig {
+            critical_only_at: 0.4,
+            ..config
+        };
+        assert!(p.reconfigure(invalid).is_err());
+        assert_eq!(p.config(), &config);
     }
 }

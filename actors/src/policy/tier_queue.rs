@@ -274,6 +274,22 @@ impl<T> TierScheduler<T> {
         &self.config
     }
 
+    /// Takes `config` from now on: new weights change the shares of the pops to come,
+    /// new budgets the deadlines of the entries to come; queued entries keep theirs. A
+    /// tier holding more than its new capacity refuses pushes until it has drained
+    /// below it. An invalid `config` changes nothing.
+    pub fn reconfigure(&mut self, config: TierQueueConfig) -> Result<(), TierQueueConfigError> {
+        config.validate()?;
+        for (lane, tier) in self.lanes.iter_mut().zip(Tier::ALL) {
+            let p = config.tier(tier);
+            lane.capacity = p.capacity.get();
+            lane.budget = p.latency_budget;
+            lane.stride = STRIDE_ONE / u128::from(p.weight.get());
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// Queue `item` in `tier` at `now`, with deadline `now + latency_budget`; a full tier
     /// rejects it (the other tiers' room is not borrowed: each tier is a bulkhead).
     pub fn push(&mut self, now: Instant, tier: Tier, item: T) -> Result<(), Rejected<T>> {
@@ -313,10 +329,15 @@ impl<T> TierScheduler<T> {
         }
         let latest = now + lane.budget;
         let earliest = lane.queue.back().map_or(now, |e| e.deadline);
-        lane.queue.push_back(Entry {
-            deadline: deadline.clamp(earliest.min(latest), latest),
-            item,
-        });
+        // Entries queued before a shorter budget was configured may hold later
+        // deadlines than `latest`: a new entry takes theirs rather than precede them,
+        // so deadlines stay in queue order.
+        let deadline = if latest < earliest {
+            earliest
+        } else {
+            deadline.clamp(earliest, latest)
+        };
+        lane.queue.push_back(Entry { deadline, item });
         Ok(())
     }
 
@@ -790,5 +811,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_reconfigured_scheduler_serves_new_weights_and_keeps_queued_deadlines() {
+        let mut s = with_capacity(4);
+        let t0 = Instant::now();
+        s.push(t0, Tier::Batch, 1).unwrap();
+        let old_deadline = t0 + TierQueueConfig::default().batch.latency_budget;
+        let mut config = TierQueueConfig::default();
+        config.batch.capacity = NonZeroUsize::new(1).unwrap();
+        config.batch.latency_budget = ms(500);
+        config.batch.weight = NonZeroU32::new(1000).unwrap();
+        config.realtime.weight = NonZeroU32::new(1).unwrap();
+        s.reconfigure(config).unwrap();
+        assert_eq!(s.config(), &config);
+        // Over the new capacity: refused until the tier drains below it.
+        assert!(s.push(t0, Tier::Batch, 2).is_err());
+        // The queued entry keeps the deadline it was given.
+        match s.pop(t0) {
+            Some(Popped::Ready {
+                item: 1, deadline, ..
+            }) => {
+                assert!(deadline <= old_deadline && deadline > t0 + ms(500));
+            }
+            other => panic!("{other:?}"),
+        }
+        // New entries get the new budget, and batch now outweighs realtime.
+        for i in 0..3 {
+            s.push(t0, Tier::Realtime, 10 + i).unwrap();
+        }
+        s.push(t0, Tier::Batch, 3).unwrap();
+        let served: Vec<_> = (0..2).filter_map(|_| s.pop(t0)).collect();
+        let batch = served.iter().find_map(|p| match p {
+            Popped::Ready {
+                tier: Tier::Batch,
+                deadline,
+                ..
+            } => Some(*deadline),
+            _ => None,
+        });
+        assert_eq!(batch, Some(t0 + ms(500)), "{served:?}");
+    }
+
+    #[test]
+    fn after_a_shorter_budget_deadlines_stay_in_queue_order() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.push(t0, Tier::Standard, 1).unwrap();
+        let mut config = TierQueueConfig::default();
+        config.standard.latency_budget = ms(10);
+        config.standard.timeout = ms(10);
+        s.reconfigure(config).unwrap();
+        s.push(t0, Tier::Standard, 2).unwrap();
+        // The second entry does not expire ahead of the first.
+        assert!(s.drain_expired(t0 + ms(20)).is_empty());
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(
+            s.drain_expired(later),
+            vec![(Tier::Standard, 1), (Tier::Standard, 2)]
+        );
+    }
+
+    #[test]
+    fn an_invalid_reconfiguration_changes_nothing() {
+        let mut s = scheduler();
+        let mut config = TierQueueConfig::default();
+        config.batch.latency_budget = Duration::ZERO;
+        assert!(s.reconfigure(config).is_err());
+        assert_eq!(s.config(), &TierQueueConfig::default());
     }
 }

@@ -16,7 +16,7 @@
 
 use chorus_protocol::{Item, Status};
 use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::pii::PiiCounts;
 
@@ -24,7 +24,7 @@ use super::pii::PiiCounts;
 pub const MAX_RULE_REGEX_BYTES: usize = 1 << 20;
 
 /// One principle of the constitutional content policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Principle {
     /// The feedback helps someone (is about something, is actionable).

@@ -2,7 +2,7 @@
 //! It is the `[validation]` table of the node's TOML config; every field has a default,
 //! so an empty table is the built-in policy in production mode.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::alignment::{CompiledRule, Principle, PrincipleScores};
@@ -27,7 +27,7 @@ pub const DEFAULT_FLAG_PRINCIPLE_BELOW: f32 = 0.5;
 pub const DEFAULT_RISK_THRESHOLD: f32 = 0.5;
 
 /// The `[validation]` config table.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValidationConfig {
     /// When the rules run: `research`, `production` (default) or `hybrid`.
@@ -149,7 +149,7 @@ fn is_plain_word(w: &str) -> bool {
 
 /// The weight of each principle in the weighted mean (each finite, >= 0, not all 0).
 /// Defaults are the research-mode weights.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {
     /// HELPFUL; default 1.0.
@@ -215,7 +215,7 @@ impl Weights {
 
 /// One content rule: a word list or a pattern, the principle it bears on, and by how
 /// much a match lowers that principle's score.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Unique name, used in errors and logs.
@@ -357,7 +357,7 @@ fn rule_error(rule: &RuleConfig, field: &'static str, reason: &str) -> Validatio
 }
 
 /// Hybrid mode's cheap risk score (see [`risk`](super::risk)).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HybridConfig {
     /// Risk (0.0..=1.0) at or above which the rules run; default 0.5.

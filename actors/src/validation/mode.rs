@@ -1,9 +1,9 @@
 //! When the expensive checks run: the three validation modes and their thresholds.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How strictly and when the content policy runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Every check synchronous and strict: rules run before the ack, the higher

@@ -176,6 +176,9 @@ pub struct LinkSettings {
     pub breaker: BreakerConfig,
     /// The cluster state peers' standings merge into (default none: refused).
     pub cluster: Option<super::state::ClusterState>,
+    /// The certificate links are dialed with, shared with the endpoint so that a
+    /// reload rotates both (default none: read from `tls` at start).
+    pub cert: Option<Arc<crate::tls::NodeCert>>,
 }
 
 impl std::fmt::Debug for LinkSettings {
@@ -217,6 +220,7 @@ impl LinkSettings {
                 ..BreakerConfig::store()
             },
             cluster: None,
+            cert: None,
         }
     }
 
@@ -331,7 +335,11 @@ impl Links {
     /// connections come from [`Links::accept`] and [`Links::member_up`].
     pub async fn start(settings: LinkSettings, node: NodeHandle) -> Result<Links, LinkError> {
         settings.validate()?;
-        let client_config = link_client_config(&settings.tls, settings.timing)?;
+        let cert = match &settings.cert {
+            Some(cert) => Arc::clone(cert),
+            None => crate::tls::NodeCert::load(&settings.tls)?,
+        };
+        let client_config = link_client_config(&settings.tls, cert, settings.timing)?;
         let verifier = PeerVerifier::new(&settings.tls)?;
         let shared = Arc::new(Mutex::new(Shared {
             table: PeerTable::new(settings.node.clone(), settings.breaker)?,

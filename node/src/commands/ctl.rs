@@ -16,8 +16,8 @@ use tokio::net::UnixStream;
 use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction, GossipKeysAction};
 use crate::config::{NodeConfig, default_control_socket};
 use crate::control::protocol::{
-    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, PeerRow, Reply, Request, Response,
-    SecretHex, SnapshotResult, StatusReport,
+    AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, PeerRow, ReloadReport, Reply, Request,
+    Response, SecretHex, SnapshotResult, StatusReport,
 };
 
 /// How long the node has to answer (`audit-verify` reads the whole log).
@@ -124,6 +124,7 @@ pub fn request_for(command: &CtlCommand) -> Request {
             level: level.clone(),
         },
         CtlCommand::AuditVerify => Request::AuditVerify,
+        CtlCommand::Reload => Request::Reload,
         CtlCommand::Queues => Request::Queues,
         CtlCommand::Limits => Request::Limits,
         CtlCommand::Bulkheads => Request::Bulkheads,
@@ -226,6 +227,7 @@ fn print_reply(reply: &Reply) {
     match reply {
         Reply::Status(s) => print_table(&status_rows(s)),
         Reply::LogLevel(change) => println!("{}", log_level_line(change)),
+        Reply::Reload(report) => println!("{}", reload_line(report)),
         Reply::AuditVerify(v) => println!("{}", audit_lines(v)),
         Reply::Breakers { breakers } => {
             let rows: Vec<(&str, String)> = breakers
@@ -541,6 +543,21 @@ fn print_table(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in rows {
         println!("{key:<width$}  {value}");
+    }
+}
+
+fn reload_line(report: &ReloadReport) -> String {
+    if report.applied.is_empty() {
+        format!(
+            "reloaded: nothing changed (audit entry {})",
+            report.audit_seq
+        )
+    } else {
+        format!(
+            "reloaded: {} (audit entry {})",
+            report.applied.join(", "),
+            report.audit_seq
+        )
     }
 }
 

@@ -31,7 +31,10 @@ pub struct ClusterSection {
     /// packet is authenticated with it.
     pub key_file: PathBuf,
     /// Longest a request forwarded to its owner may take, in milliseconds (default 2000).
-    #[serde(default = "default_forward_timeout_ms")]
+    #[serde(
+        default = "default_forward_timeout_ms",
+        deserialize_with = "super::units::millis"
+    )]
     pub forward_timeout_ms: u64,
     /// Replicas of each partition, the leader included (default 3; at most 7).
     #[serde(default = "default_replication_factor")]
@@ -42,24 +45,36 @@ pub struct ClusterSection {
     pub write_quorum: Option<u8>,
     /// Longest a write waits for its quorum before `Unavailable`, in milliseconds
     /// (default 5000).
-    #[serde(default = "default_commit_timeout_ms")]
+    #[serde(
+        default = "default_commit_timeout_ms",
+        deserialize_with = "super::units::millis"
+    )]
     pub commit_timeout_ms: u64,
     /// How long a member declared down keeps its place in its partitions' replica sets,
     /// in milliseconds (default 300000: five minutes). Its partitions are led by their
     /// next replica at once, but their data moves to other members only after this,
     /// so a restart or a false verdict costs no stream of partitions.
-    #[serde(default = "default_down_grace_ms")]
+    #[serde(
+        default = "default_down_grace_ms",
+        deserialize_with = "super::units::millis"
+    )]
     pub down_grace_ms: u64,
     /// Time between two anti-entropy checks of a partition replica against its leader,
     /// in milliseconds (default 200; 0 turns anti-entropy off). A check compares the
     /// digests of a partition at rest on both and repairs the follower where they
     /// differ.
-    #[serde(default = "default_anti_entropy_interval_ms")]
+    #[serde(
+        default = "default_anti_entropy_interval_ms",
+        deserialize_with = "super::units::millis"
+    )]
     pub anti_entropy_interval_ms: u64,
     /// Bytes per second that streams to followers catching up share on this node, as
     /// their leader (default 67108864: 64 MiB/s; 0: no cap). Shipments that bring a
     /// follower up to date are never held back, so writes keep committing.
-    #[serde(default = "default_handoff_bytes_per_sec")]
+    #[serde(
+        default = "default_handoff_bytes_per_sec",
+        deserialize_with = "super::units::bytes"
+    )]
     pub handoff_bytes_per_sec: u64,
     /// How this node gossips (`[cluster.gossip]`).
     #[serde(default)]

@@ -54,25 +54,31 @@ pub struct EdgeSection {
     /// beyond it attempts are dropped without an answer.
     pub max_handshakes_per_second: u32,
     /// Milliseconds from acceptance to a completed hello (100..=60,000; default 5,000).
+    #[serde(deserialize_with = "super::units::millis")]
     pub hello_timeout_ms: u64,
     /// Milliseconds a frame has to arrive whole once its first byte has arrived
     /// (100..=600,000; default 10,000); a slower frame resets its stream.
+    #[serde(deserialize_with = "super::units::millis")]
     pub frame_timeout_ms: u64,
     /// Requests served at once on this node over all connections (1..=1,000,000;
     /// default 16,384); beyond it a request is answered `Overloaded`.
     pub max_requests_in_flight: u32,
     /// Bytes a client may send on one stream ahead of the node's reading
     /// (4 KiB..=64 MiB; default 1 MiB).
+    #[serde(deserialize_with = "super::units::bytes")]
     pub stream_receive_window_bytes: u32,
     /// Bytes a client may send on one connection ahead of the node's reading
     /// (4 KiB..=256 MiB, at least the stream window; default 2 MiB).
+    #[serde(deserialize_with = "super::units::bytes")]
     pub connection_receive_window_bytes: u32,
     /// Bytes of unacknowledged responses buffered per connection (4 KiB..=256 MiB;
     /// default 2 MiB).
+    #[serde(deserialize_with = "super::units::bytes")]
     pub send_window_bytes: u32,
     /// Seconds a key no member knew is refused without asking again (0..=3,600;
     /// default 10; 0 turns the cache off). A key created meanwhile on another member
     /// is usable here after at most this long.
+    #[serde(deserialize_with = "super::units::secs")]
     pub unknown_key_ttl_secs: u64,
     /// Unknown key hashes remembered (1..=1,000,000; default 10,000).
     pub unknown_key_cache_entries: u32,
@@ -100,23 +106,6 @@ impl Default for EdgeSection {
         }
     }
 }
-
-/// The `[edge]` keys the environment may override (`CHORUS_EDGE_*`), all integers.
-pub const EDGE_ENV_KEYS: &[&str] = &[
-    "edge.max_connections",
-    "edge.max_connections_per_address",
-    "edge.max_handshakes_in_progress",
-    "edge.max_handshakes_per_second",
-    "edge.hello_timeout_ms",
-    "edge.frame_timeout_ms",
-    "edge.max_requests_in_flight",
-    "edge.stream_receive_window_bytes",
-    "edge.connection_receive_window_bytes",
-    "edge.send_window_bytes",
-    "edge.unknown_key_ttl_secs",
-    "edge.unknown_key_cache_entries",
-    "edge.key_lookups_per_address_per_minute",
-];
 
 impl EdgeSection {
     /// Checks every limit; the error names the key.

@@ -16,6 +16,7 @@ pub struct EnrichmentSection {
     /// Where each accepted item is POSTed as JSON (`http://…`); unset = off (default).
     pub url: Option<String>,
     /// Longest one call may take, in milliseconds (default 2000).
+    #[serde(deserialize_with = "super::units::millis")]
     pub timeout_ms: u64,
 }
 

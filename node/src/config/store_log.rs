@@ -14,14 +14,17 @@ use super::{ConfigError, check_range};
 #[serde(deny_unknown_fields, default)]
 pub struct StoreLogSection {
     /// Bytes at which a new segment starts (1 KiB..=1 GiB; default 64 MiB).
+    #[serde(deserialize_with = "super::units::bytes")]
     pub segment_bytes: u64,
     /// Percent of a segment's bytes dead at which it is compacted (1..=100; default
     /// 50). Disk use stays within live bytes × 100 / (100 − this) plus the tail.
     pub retire_dead_percent: u32,
     /// Milliseconds between retirement passes (10..=3,600,000; default 2,000).
+    #[serde(deserialize_with = "super::units::millis")]
     pub retire_interval_ms: u64,
     /// MiB of cache for the index behind the log (4..=65,536; default 64). The index
     /// holds about four times this in memory once the store outgrows it.
+    #[serde(deserialize_with = "super::units::mib")]
     pub index_cache_mib: u64,
 }
 

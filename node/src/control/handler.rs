@@ -19,9 +19,9 @@ use tracing::{info, warn};
 use super::protocol::{
     AuditVerification, BreakerChange, BreakerRow, BrokenLink, BulkheadRow, ControlError,
     CordonReport, DegradeReport, DrainStarted, GossipKeyRow, GossipKeysReport, LeaveReport,
-    LimitsReport, LogLevelChange, MemberRow, PeerRow, QueueRow, QueuesReport, ReplicaRow,
-    ReplicasReport, ReplicationStatus, Reply, Request, RingNodeRow, RingReport, SnapshotResult,
-    Speaks, StatusReport, StoreLogStatus, UserOwner,
+    LimitsReport, LogLevelChange, MemberRow, PeerRow, QueueRow, QueuesReport, ReloadReport,
+    ReplicaRow, ReplicasReport, ReplicationStatus, Reply, Request, RingNodeRow, RingReport,
+    SnapshotResult, Speaks, StatusReport, StoreLogStatus, UserOwner,
 };
 use crate::cluster::drain::{self, Drain};
 use crate::cluster::gossip::{KeyOp, KeysError};
@@ -39,6 +39,7 @@ use crate::cluster::standing_sync;
 use crate::cluster::state::ClusterState;
 use crate::config::LimitsSection;
 use crate::logging::{LogControl, LogLevelError};
+use crate::reload::{ReloadError, Reloader};
 
 /// A `gossip-keys` command with its argument as given.
 #[derive(Clone, Copy)]
@@ -100,7 +101,8 @@ pub struct NodeInfo {
     pub listen: String,
     /// The control socket's path.
     pub socket: PathBuf,
-    /// The submit rate limits in force.
+    /// The submit rate limits the node started with (a reloader, if any, knows
+    /// those in force).
     pub limits: LimitsSection,
     /// The ring and members as this node sees them.
     pub cluster: ClusterState,
@@ -112,6 +114,8 @@ pub struct NodeInfo {
     pub links: Option<Links>,
     /// Cancelled to stop the node (after `leave`).
     pub shutdown: CancellationToken,
+    /// Reads the config again on `reload` (None: the node cannot reload).
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// Answers control requests for one node.
@@ -149,6 +153,7 @@ impl Handler {
             Request::Status => Ok(Reply::Status(self.status())),
             Request::LogLevel { level } => self.log_level(peer, &level).await.map(Reply::LogLevel),
             Request::AuditVerify => self.audit_verify().await.map(Reply::AuditVerify),
+            Request::Reload => self.reload(peer).await.map(Reply::Reload),
             Request::Breakers => Ok(Reply::Breakers {
                 breakers: self.breakers(),
             }),
@@ -368,6 +373,33 @@ impl Handler {
         }
     }
 
+    /// `reload`: reads the config file and the environment again and applies what
+    /// changed, all or nothing; audited whether applied or refused.
+    pub async fn reload(&self, peer: &Peer) -> Result<ReloadReport, ControlError> {
+        let Some(reloader) = &self.info.reloader else {
+            return Err(ControlError::Unavailable {
+                reason: "this node cannot reload its configuration".into(),
+            });
+        };
+        let reloaded = reloader
+            .reload(&peer.audit_actor(), std::env::vars().collect())
+            .await
+            .map_err(|e| match e {
+                ReloadError::Audit(reason) => ControlError::AuditFailed { reason },
+                ReloadError::LogLevel(LogLevelError::Unavailable(reason)) => {
+                    ControlError::Unavailable { reason }
+                }
+                other => ControlError::Invalid {
+                    field: other.key(),
+                    reason: other.to_string(),
+                },
+            })?;
+        Ok(ReloadReport {
+            applied: reloaded.applied,
+            audit_seq: reloaded.audit_seq,
+        })
+    }
+
     /// `log-level`: validates the filter, audits the change, then applies it. A filter
     /// that does not parse changes nothing and is not audited.
     pub async fn log_level(
@@ -461,7 +493,10 @@ impl Handler {
 
     /// `limits`: the submit rate limits in force and how many users are tracked.
     pub async fn limits(&self) -> Result<LimitsReport, ControlError> {
-        let l = &self.info.limits;
+        let l = match &self.info.reloader {
+            Some(reloader) => reloader.limits().await,
+            None => self.info.limits.clone(),
+        };
         Ok(LimitsReport {
             per_user_per_minute: l.per_user_per_minute,
             per_user_burst: l.per_user_burst,

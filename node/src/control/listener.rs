@@ -309,6 +309,7 @@ mod tests {
                 replication: None,
                 links: None,
                 shutdown: tokio_util::sync::CancellationToken::new(),
+                reloader: None,
             },
         ))
     }

@@ -42,6 +42,9 @@ pub enum Request {
     },
     /// Walk the audit log's hash chain. Read-only.
     AuditVerify,
+    /// Re-read the config file the node started with (and the environment) and apply
+    /// what changed, all of it or nothing (audited either way).
+    Reload,
     /// Every circuit breaker and its state. Read-only.
     Breakers,
     /// Close a breaker and forget its history (audited before it takes effect).
@@ -149,6 +152,7 @@ impl Request {
             Request::Status => "status",
             Request::LogLevel { .. } => "log-level",
             Request::AuditVerify => "audit-verify",
+            Request::Reload => "reload",
             Request::Breakers => "breakers",
             Request::BreakerReset { .. } => "breaker-reset",
             Request::BreakerOpen { .. } => "breaker-open",
@@ -251,6 +255,8 @@ pub enum Reply {
     LogLevel(LogLevelChange),
     /// Answer to [`Request::AuditVerify`].
     AuditVerify(AuditVerification),
+    /// Answer to [`Request::Reload`].
+    Reload(ReloadReport),
     /// Answer to [`Request::Breakers`].
     Breakers {
         /// Each breaker and its state.
@@ -697,6 +703,16 @@ pub struct LogLevelChange {
     pub audit_seq: u64,
 }
 
+/// What `reload` applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The keys whose new values are in force, in key order; empty when nothing
+    /// changed. `tls.cert` is listed when the certificate files were rotated.
+    pub applied: Vec<String>,
+    /// The audit entry recording the reload.
+    pub audit_seq: u64,
+}
+
 /// What `audit-verify` found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditVerification {
@@ -801,6 +817,7 @@ mod tests {
             (r#"{"cmd":"status"}"#, Request::Status),
             (r#"{"cmd":"status"}\n"#, Request::Status),
             ("{\"cmd\":\"audit-verify\"}\r\n", Request::AuditVerify),
+            (r#"{"cmd":"reload"}"#, Request::Reload),
             (
                 r#"{"cmd":"log-level","level":"chorus_node=debug,info"}"#,
                 Request::LogLevel {
@@ -850,6 +867,7 @@ mod tests {
         for request in [
             Request::Status,
             Request::AuditVerify,
+            Request::Reload,
             Request::LogLevel {
                 level: "warn".into(),
             },
@@ -858,6 +876,11 @@ mod tests {
             assert_eq!(parse_request(&line).unwrap(), request);
         }
         let responses: Vec<Response> = vec![
+            Ok(Reply::Reload(ReloadReport {
+                applied: vec!["limits.per_user_burst".into(), "log.level".into()],
+                audit_seq: 7,
+            }))
+            .into(),
             Ok(Reply::LogLevel(LogLevelChange {
                 previous: "info".into(),
                 current: "debug".into(),

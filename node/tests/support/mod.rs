@@ -77,8 +77,11 @@ impl TestNode {
         let paths = TlsPaths::dev(dir.path());
         tls::ensure_dev_certificates(&paths, &TlsPaths::dev_ca_key(dir.path()), "test-node", &[])
             .unwrap();
-        let server_config =
-            tls::client_protocol_server_config(&paths, &tls::TransportLimits::default()).unwrap();
+        let server_config = tls::client_protocol_server_config(
+            tls::NodeCert::load(&paths).unwrap(),
+            &tls::TransportLimits::default(),
+        )
+        .unwrap();
         let store = StoreConfig {
             path: dir.path().join("store"),
             node: NodeId("test-node".into()),
@@ -303,6 +306,28 @@ impl AgentProcess {
             .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
             .env("CHORUS_LOG_LEVEL", "warn")
             .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let agent = AgentProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        };
+        agent.wait_ready().await;
+        agent
+    }
+
+    /// Starts `chorus agent --config CONFIG` with no `CHORUS_*` variable of its own, so
+    /// that the file alone decides (`data_dir` and `listen` included).
+    pub async fn start_with_config(config: &Path, data_dir: &Path, port: u16) -> AgentProcess {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(chorus_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

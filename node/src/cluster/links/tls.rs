@@ -11,7 +11,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::tls::{TlsError, TlsPaths, crypto_provider, load_certs, load_key};
+use crate::tls::{TlsError, TlsPaths, crypto_provider, load_certs};
 
 /// How a link connection is kept alive and when a silent peer counts as gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +52,10 @@ pub fn cluster_roots(paths: &TlsPaths) -> Result<Arc<rustls::RootCertStore>, Tls
 /// layer closes a link connection that presented none.
 pub fn link_server_config(
     paths: &TlsPaths,
+    cert: Arc<crate::tls::NodeCert>,
     max_concurrent_streams: u32,
     idle_timeout: Duration,
 ) -> Result<quinn::ServerConfig, TlsError> {
-    let certs = load_certs(&paths.cert)?;
-    let key = load_key(&paths.key)?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(cluster_roots(paths)?, crypto_provider())
             .allow_unauthenticated()
@@ -65,7 +64,7 @@ pub fn link_server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert);
     tls.alpn_protocols = vec![
         chorus_protocol::ALPN_CLIENT.to_vec(),
         chorus_protocol::ALPN_LINK.to_vec(),
@@ -92,14 +91,13 @@ pub fn link_server_config(
 /// from `timing`.
 pub fn link_client_config(
     paths: &TlsPaths,
+    cert: Arc<crate::tls::NodeCert>,
     timing: LinkTiming,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let certs = load_certs(&paths.cert)?;
-    let key = load_key(&paths.key)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(cluster_roots(paths)?)
-        .with_client_auth_cert(certs, key)?;
+        .with_client_cert_resolver(cert);
     tls.alpn_protocols = vec![chorus_protocol::ALPN_LINK.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| tls_error(e.to_string()))?;

@@ -37,16 +37,19 @@ pub struct GossipSettings {
     pub expected_cluster_size: u32,
     /// Milliseconds between two probes of a random member. Default 1,000: one probe a
     /// second keeps per-node traffic constant and detects a crash in a few seconds.
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub probe_period_ms: u64,
     /// Milliseconds to wait for a direct ack before asking others to probe indirectly;
     /// must be below `probe_period_ms`. Default 500, far above a LAN round trip, so
     /// that only a lost packet or a stalled peer triggers the indirect cycle.
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub probe_rtt_ms: u64,
     /// Milliseconds a suspect has to refute the suspicion before it is declared down.
     /// Default: 4 × max(1, log10 N) probe periods (memberlist's LAN value): long enough
     /// for the suspicion to reach the suspect and its refutation to spread back. With
     /// Lifeguard on this is the *shortest* timeout, reached with enough independent
     /// confirmations.
+    #[serde(default, deserialize_with = "crate::config::units::opt_millis")]
     pub suspect_to_down_ms: Option<u64>,
     /// How many members are asked to probe a member that missed its direct ack.
     /// Default 3: enough to route around one bad path without flooding.
@@ -58,15 +61,18 @@ pub struct GossipSettings {
     /// Milliseconds a down member is remembered before it is forgotten. Default 24 h:
     /// identities are keyed by name, so memory stays bounded by the number of names,
     /// and a long memory keeps stale gossip from resurrecting a dead run.
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub remove_down_after_ms: u64,
     /// Milliseconds between two periodic gossip rounds (updates to
     /// `gossip_fanout` random members besides the probe piggyback). Default 200.
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub periodic_gossip_ms: u64,
     /// Members each periodic gossip round goes to. Default 3.
     pub gossip_fanout: u32,
     /// Milliseconds between two announces to a random member, which discover members
     /// this node missed (and, with roster sync, pull that member's whole table).
     /// Default 30,000.
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub periodic_announce_ms: u64,
     /// Milliseconds between two announces to a random member believed down. Default
     /// 5,000: after a partition heals this is what first crosses the cut (answered with
@@ -74,6 +80,7 @@ pub struct GossipSettings {
     /// missed a renewal learns the new run from it, so it bounds how long views take to
     /// converge. It costs one datagram per member per interval while any member is
     /// held down (a crashed one, for `remove_down_after_ms`).
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub periodic_announce_down_ms: u64,
     /// Lifeguard: scale probing by local health and shorten suspicion with independent
     /// confirmations. Default on: it cuts false positives from a slow or overloaded node.
@@ -91,6 +98,7 @@ pub struct GossipSettings {
     /// full roster at once instead of over many gossip rounds. Default on.
     pub roster_sync: bool,
     /// Milliseconds before the same member is sent another roster sync. Default 5,000.
+    #[serde(deserialize_with = "crate::config::units::millis")]
     pub roster_sync_interval_ms: u64,
     /// Most roster syncs this node sends per `roster_sync_interval_ms`, to all joiners
     /// together. Default 16: a seed facing a mass join serves the first joiners in full
