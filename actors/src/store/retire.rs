@@ -155,6 +155,8 @@ pub(super) fn run(shared: &Shared, interval: Duration) {
             match step(shared, &mut stage) {
                 Ok(RetireStep::Idle) => break,
                 Ok(RetireStep::Waiting { .. }) => {
+                    // The segment waits for the checkpoint: the indexer goes at once.
+                    shared.index_soon.store(true, Ordering::Release);
                     shared.tail_changed.notify_all();
                     wait = INDEX_INTERVAL;
                     break;
