@@ -153,14 +153,20 @@ pub struct ConnectArgs {
     /// CLI never moves a restarted agent onto another node's store.
     #[arg(long, env = "CHORUS_CLI_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
-    /// The name the node's certificate is checked against.
-    #[arg(
-        long,
-        env = "CHORUS_SERVER_NAME",
-        default_value = "localhost",
-        global = true
-    )]
-    pub server_name: String,
+    /// The name the node's certificate is checked against (default: the IP dialed,
+    /// which certificates made by `chorus certs node --ip` and the development ones
+    /// carry).
+    #[arg(long, env = "CHORUS_SERVER_NAME", global = true)]
+    pub server_name: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The name the node's certificate must carry: `--server-name`, else the IP dialed.
+    pub fn server_name(&self) -> String {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| self.server.ip().to_string())
+    }
 }
 
 /// Flags of `chorus ctl`.
@@ -449,4 +455,35 @@ pub struct KeysCreateArgs {
     /// Where to create it.
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn connect_args(flags: &[&str]) -> ConnectArgs {
+        let argv = ["chorus", "submit", "--user", "u"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Submit(args) => args.connect,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_checked_against_the_ip_dialed_unless_a_name_is_given() {
+        assert_eq!(
+            connect_args(&["--server", "127.0.0.2:7400"]).server_name(),
+            "127.0.0.2"
+        );
+        assert_eq!(
+            connect_args(&["--server", "[::1]:7400"]).server_name(),
+            "::1"
+        );
+        assert_eq!(
+            connect_args(&["--server", "127.0.0.2:7400", "--server-name", "node-2"]).server_name(),
+            "node-2"
+        );
+    }
 }

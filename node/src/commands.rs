@@ -82,8 +82,7 @@ pub async fn connect(args: &ConnectArgs, config: ClientConfig) -> Result<Client,
         (None, Some(file)) => read_key_file(file)?,
         (None, None) => read_admin_key(&args.data_dir)?,
     };
-    let credentials =
-        Credentials::from_ca_file(&ca, api_key)?.with_server_name(args.server_name.clone());
+    let credentials = Credentials::from_ca_file(&ca, api_key)?.with_server_name(args.server_name());
     Ok(Client::connect(&[args.server], credentials, config).await?)
 }
 

@@ -250,6 +250,22 @@ async fn three_hosts_from_nothing_then_a_fourth_joins_and_one_leaves() {
     ]);
     let receipt: Value = serde_json::from_slice(&submitted.stdout).unwrap();
     assert_eq!(receipt["status"], "accepted", "{receipt}");
+    // Without --server-name the second host's certificate is checked against the IP
+    // dialed, which `chorus certs node --ip` put in it.
+    let submitted = chorus_until_ok(&[
+        "submit",
+        "--server",
+        &hosts[1].listen(),
+        "--ca",
+        certs.join("ca.pem").to_str().unwrap(),
+        "--api-key-file",
+        admin_key.to_str().unwrap(),
+        "--user",
+        "bob",
+        "--json",
+    ]);
+    let receipt: Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!(receipt["status"], "accepted", "{receipt}");
 
     // A fourth host joins through the same seed and every host places it in the ring.
     let epoch = hosts[0].ctl(&["ring"])["result"]["epoch"].clone();
