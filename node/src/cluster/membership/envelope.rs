@@ -25,7 +25,8 @@ const KIND_JOIN: u8 = 2;
 const KIND_WELCOME: u8 = 3;
 const KIND_DOWN_NOTICE: u8 = 4;
 const KIND_ROSTER_RANGE: u8 = 5;
-// 6 was a roster pull without a window; the value is not reused.
+/// A roster pull of the previous release: no window, answered with the seed's own.
+const KIND_ROSTER_PULL_UNWINDOWED: u8 = 6;
 const KIND_ROSTER_PULL: u8 = 7;
 
 /// The most key ranges one roster pull may ask for.
@@ -226,7 +227,10 @@ pub fn decode<'a>(body: &'a [u8], codec: &BincodeCodec) -> Result<Envelope<'a>, 
         KIND_WELCOME => decode_identity(payload, codec).map(Envelope::Welcome),
         KIND_DOWN_NOTICE => decode_down_notice(payload, codec).map(Envelope::DownNotice),
         KIND_ROSTER_RANGE => decode_roster_range(payload, codec).map(Envelope::RosterRange),
-        KIND_ROSTER_PULL => decode_roster_pull(payload, codec).map(Envelope::RosterPull),
+        KIND_ROSTER_PULL => decode_roster_pull(payload, codec, true).map(Envelope::RosterPull),
+        KIND_ROSTER_PULL_UNWINDOWED => {
+            decode_roster_pull(payload, codec, false).map(Envelope::RosterPull)
+        }
         other => Err(EnvelopeError::Kind(other)),
     }
 }
@@ -373,17 +377,24 @@ fn decode_roster_range(
     })
 }
 
+/// Decodes a pull; one `windowed` names its window, one of the previous release does
+/// not and takes as many packets as the seed sends at most.
 fn decode_roster_pull(
     mut payload: &[u8],
     codec: &BincodeCodec,
+    windowed: bool,
 ) -> Result<RosterPull, EnvelopeError> {
     let puller = codec.decode_identity_from(&mut payload)?;
-    let Some((window, payload)) = payload.split_first_chunk::<2>() else {
-        return Err(EnvelopeError::Truncated {
-            len: HEADER_LEN + payload.len(),
-        });
+    let (window, payload) = if windowed {
+        let Some((window, payload)) = payload.split_first_chunk::<2>() else {
+            return Err(EnvelopeError::Truncated {
+                len: HEADER_LEN + payload.len(),
+            });
+        };
+        (u16::from_be_bytes(*window), payload)
+    } else {
+        (u16::MAX, payload)
     };
-    let window = u16::from_be_bytes(*window);
     if window == 0 {
         return Err(EnvelopeError::BadRange);
     }
@@ -599,6 +610,17 @@ mod tests {
             decode(&no_window, &BincodeCodec::new()),
             Err(EnvelopeError::BadRange)
         ));
+        // The previous release's pull (kind 6, no window) is answered with the seed's.
+        let mut previous = body[..at].to_vec();
+        previous[1] = KIND_ROSTER_PULL_UNWINDOWED;
+        previous.extend_from_slice(&body[at + 2..]);
+        assert_eq!(
+            decode(&previous, &BincodeCodec::new()).expect("decode"),
+            Envelope::RosterPull(RosterPull {
+                window: u16::MAX,
+                ..pull.clone()
+            })
+        );
         let reversed = RosterPull {
             ranges: vec![(10, 0)],
             ..pull
@@ -627,13 +649,10 @@ mod tests {
             decode(&[9, 0], &BincodeCodec::new()),
             Err(EnvelopeError::Version(9))
         ));
-        // 6 was the pull without a window: a member of this build refuses it.
-        for retired_or_unknown in [6, 8] {
-            assert!(matches!(
-                decode(&[VERSION, retired_or_unknown], &BincodeCodec::new()),
-                Err(EnvelopeError::Kind(kind)) if kind == retired_or_unknown
-            ));
-        }
+        assert!(matches!(
+            decode(&[VERSION, 8], &BincodeCodec::new()),
+            Err(EnvelopeError::Kind(8))
+        ));
         assert!(matches!(
             decode(
                 &[VERSION, KIND_ROSTER_SYNC, 0xff, 0xff],
