@@ -183,6 +183,9 @@ fn secs(us: Micros) -> String {
     fixed(us as f64 / SEC as f64, 3)
 }
 
+/// Probe periods within which a joiner should know every live member, at any size.
+const JOINER_ROSTER_GOAL_PERIODS: f64 = 2.0;
+
 /// Builds the run's two tables: the settings and the measurements.
 pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
     let on = |b: bool| if b { "on" } else { "off" };
@@ -231,7 +234,7 @@ pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
         "join: the joiner knows every member",
         m.join_at,
         m.joiner_complete_at,
-        None,
+        Some(JOINER_ROSTER_GOAL_PERIODS),
     );
     timed(
         "crash: first suspicion",
@@ -265,6 +268,27 @@ pub fn tables(settings: &RunSettings, outcome: &Outcome) -> (Table, Table) {
     let mut counted = |name: &str, value: String, goal: &str, met: &str| {
         results.push([name, &value, "-", goal, met]);
     };
+    let roster = m.joiner_roster.unwrap_or_default();
+    let reached = m.joiner_roster.is_some();
+    let count = |x: u64| {
+        if reached {
+            x.to_string()
+        } else {
+            "-".to_owned()
+        }
+    };
+    counted(
+        "join: roster packets the joiner applied",
+        count(roster.packets),
+        "-",
+        "-",
+    );
+    counted(
+        "join: roster pulls the joiner sent",
+        count(roster.pulls),
+        "-",
+        "-",
+    );
     counted(
         "steady: false down verdicts per node-hour",
         fixed(v.false_down as f64 / node_hours, 3),

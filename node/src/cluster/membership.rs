@@ -74,14 +74,16 @@ const ROSTER_SENT_CAPACITY: usize = 4_096;
 /// could have been noticed, and a flood of its packets costs one notice per interval.
 const DOWN_NOTICE_INTERVAL_PERIODS: u32 = 3;
 
-/// How long a joiner waits for the rest of a roster before it asks for what is missing,
-/// as a fraction of the probe timeout: far above a LAN round trip (the answer to the
-/// previous pull has arrived by then), and short enough that a whole roster of ten
-/// thousand members arrives within a probe period.
+/// The shortest time a joiner waits for an answer to a pull before it takes the packets
+/// still missing as lost and asks again, as a fraction of the probe timeout: far above a
+/// LAN round trip, so a slow answer is not asked for twice. A complete answer is asked
+/// past at once; this only paces recovery from loss.
 const ROSTER_PULL_DIVISOR: u32 = 4;
 
-/// Pulls a joiner makes for one roster before it leaves the rest to gossip.
-const MAX_ROSTER_PULLS: u32 = 64;
+/// Pulls in a row that bring nothing new before a joiner leaves the rest of a roster to
+/// gossip: its source has gone, or refuses. A roster that keeps arriving is pulled to
+/// its end, whatever its size.
+const MAX_IDLE_ROSTER_PULLS: u32 = 16;
 
 /// How many members' down-notice times are remembered before old ones are pruned.
 const NOTICES_SENT_CAPACITY: usize = 4_096;
@@ -355,20 +357,48 @@ impl foca::Runtime<MemberIdentity> for Io {
     }
 }
 
-/// A roster being received: which name keys have arrived, whom to ask for the rest.
+/// A roster being received: which name keys have arrived, whom to ask for the rest,
+/// and the one request in flight. The joiner asks for at most a window of packets and
+/// asks for the next window only once those have arrived (or are overdue), so the
+/// transfer is paced by its own round trips and never floods the joiner.
 #[derive(Debug, Clone)]
 struct Pull {
     /// The member sending the roster.
     source: MemberIdentity,
     /// The key ranges received so far, sorted and merged.
     covered: Vec<KeyRange>,
-    /// Pulls sent so far.
-    pulls: u32,
-    /// Tags the pending timer (a newer roster replaces this one).
+    /// Tags the pending timer (each request arms a new one; the older ones go stale).
     token: u64,
+    /// The ranges the request in flight asked for.
+    asked: Vec<KeyRange>,
+    /// When it was asked.
+    asked_at: Duration,
+    /// Packets it may bring.
+    window: u32,
+    /// Packets of it that have arrived.
+    arrived: u32,
+    /// Whether anything not held before arrived since it was asked.
+    progressed: bool,
+    /// Requests in a row that brought nothing new.
+    idle: u32,
+    /// Smoothed time from a request to the last packet of its answer.
+    srtt: Option<Duration>,
 }
 
 impl Pull {
+    /// Whether the keys of `range` have all arrived already.
+    fn holds(&self, (from, to): KeyRange) -> bool {
+        self.covered
+            .iter()
+            .any(|&(start, end)| start <= from && to <= end)
+    }
+
+    /// Whether the request in flight has brought all it can: its window of packets, or
+    /// every range it asked for.
+    fn answered(&self) -> bool {
+        self.arrived >= self.window || self.asked.iter().all(|&range| self.holds(range))
+    }
+
     fn cover(&mut self, (from, to): KeyRange) {
         self.covered.push((from, to));
         self.covered.sort_unstable();
@@ -754,7 +784,7 @@ impl Membership {
                 }
                 if self.settings.roster_sync && !self.roster_complete && self.pull.is_none() {
                     // Expect the seed's roster; if none of it arrives, ask for all of it.
-                    self.start_pull(seed.clone(), None);
+                    self.start_pull(seed.clone(), None, now);
                 }
                 let result = self.swim.announce(seed, &mut self.io);
                 self.absorb(now);
@@ -785,7 +815,7 @@ impl Membership {
             TimerKind::SuspicionDeadline { node, token } => {
                 self.handle_suspicion_deadline(&node, token, now);
             }
-            TimerKind::RosterPull { token } => self.pull_roster(token),
+            TimerKind::RosterPull { token } => self.pull_overdue(token, now),
             TimerKind::JoinRetry { attempt } => {
                 if self.is_connected() || self.left || self.seeds.is_empty() {
                     self.join_retry_armed = false;
@@ -1475,7 +1505,8 @@ impl Membership {
     }
 
     /// A part of a roster arrived: apply it, and if it is the first part of a roster
-    /// from its sender, start timing the pulls for whatever does not arrive.
+    /// from its sender, start receiving the rest. Once the request in flight has
+    /// brought all it can, the next one goes at once.
     fn handle_roster_range(
         &mut self,
         range: RosterRange,
@@ -1486,60 +1517,126 @@ impl Membership {
             range,
             members,
         } = range;
+        let mut ask = false;
         match &mut self.pull {
-            Some(pull) if pull.source == sender => pull.cover(range),
+            Some(pull) if pull.source == sender => {
+                if pull
+                    .asked
+                    .iter()
+                    .any(|&(from, to)| from <= range.1 && range.0 <= to)
+                {
+                    pull.arrived += 1;
+                }
+                if !pull.holds(range) {
+                    pull.progressed = true;
+                    pull.cover(range);
+                }
+                ask = !pull.complete() && pull.answered();
+                if ask {
+                    let sample = now.saturating_sub(pull.asked_at);
+                    pull.srtt = Some(pull.srtt.map_or(sample, |srtt| (srtt * 7 + sample) / 8));
+                }
+            }
             // The first roster is the one completed; later ones (a seed answering a
             // periodic announce) only add rows.
             Some(_) => {}
             None if self.roster_complete => {}
-            None => self.start_pull(sender, Some(range)),
+            None => self.start_pull(sender, Some(range), now),
         }
         if self.pull.as_ref().is_some_and(Pull::complete) {
             self.pull = None;
             self.roster_complete = true;
         }
+        if ask {
+            self.ask_roster(now);
+        }
         self.apply_roster(members, now)
     }
 
-    /// Starts receiving a roster from `source`, `first` being its part already here.
-    fn start_pull(&mut self, source: MemberIdentity, first: Option<KeyRange>) {
-        let token = self.next_pull_token;
-        self.next_pull_token += 1;
+    /// Starts receiving a roster from `source`, `first` being its part already here:
+    /// the first window is the one the source sends unasked to a member that announces
+    /// itself.
+    fn start_pull(&mut self, source: MemberIdentity, first: Option<KeyRange>, now: Duration) {
         let mut pull = Pull {
             source,
             covered: Vec::new(),
-            pulls: 0,
-            token,
+            token: 0,
+            asked: vec![(0, u64::MAX)],
+            asked_at: now,
+            window: self.roster_window(),
+            arrived: 0,
+            progressed: false,
+            idle: 0,
+            srtt: None,
         };
         if let Some(range) = first {
             pull.cover(range);
+            pull.arrived = 1;
+            pull.progressed = true;
         }
         self.pull = Some(pull);
-        self.io
-            .schedule(self.roster_pull_delay(), TimerKind::RosterPull { token });
+        self.arm_pull_timer();
     }
 
-    fn roster_pull_delay(&self) -> Duration {
-        self.settings.probe_rtt() / ROSTER_PULL_DIVISOR
+    /// Packets a joiner takes per request: the burst a seed sends unasked, and no more
+    /// than the replay guard keeps room for when they arrive out of order.
+    fn roster_window(&self) -> u32 {
+        self.settings
+            .roster_sync_max_packets
+            .clamp(1, replay::WINDOW)
     }
 
-    /// The pull timer fired: ask the roster's sender for the key ranges still missing.
-    fn pull_roster(&mut self, token: u64) {
-        let delay = self.roster_pull_delay();
-        let Some(pull) = self.pull.as_mut().filter(|pull| pull.token == token) else {
+    /// How long the request in flight may take before what it has not brought counts
+    /// as lost: twice the round trips measured so far, never less than a fraction of
+    /// the probe timeout (a slow source is not asked twice for the same packets).
+    fn roster_pull_timeout(&self) -> Duration {
+        let floor = self.settings.probe_rtt() / ROSTER_PULL_DIVISOR;
+        let measured = self.pull.as_ref().and_then(|pull| pull.srtt);
+        measured.map_or(floor, |srtt| floor.max(srtt * 2))
+    }
+
+    /// Arms a fresh timer for the request in flight; the previous one goes stale.
+    fn arm_pull_timer(&mut self) {
+        let token = self.next_pull_token;
+        self.next_pull_token += 1;
+        let timeout = self.roster_pull_timeout();
+        if let Some(pull) = self.pull.as_mut() {
+            pull.token = token;
+            self.io.schedule(timeout, TimerKind::RosterPull { token });
+        }
+    }
+
+    /// The request in flight is overdue: what it has not brought is lost; ask again.
+    fn pull_overdue(&mut self, token: u64, now: Duration) {
+        if self.pull.as_ref().is_some_and(|pull| pull.token == token) {
+            self.ask_roster(now);
+        }
+    }
+
+    /// Asks the roster's sender for a window of the key ranges still missing, unless
+    /// the roster is complete or its sender has stopped answering.
+    fn ask_roster(&mut self, now: Duration) {
+        let window = self.roster_window();
+        let Some(pull) = self.pull.as_mut() else {
             return;
         };
-        if pull.complete() || pull.pulls >= MAX_ROSTER_PULLS || self.left {
+        pull.idle = if pull.progressed { 0 } else { pull.idle + 1 };
+        if pull.complete() || pull.idle >= MAX_IDLE_ROSTER_PULLS || self.left {
             self.pull = None;
             return;
         }
-        pull.pulls += 1;
+        pull.asked = pull.gaps(usize::from(MAX_PULL_RANGES));
+        pull.asked_at = now;
+        pull.window = window;
+        pull.arrived = 0;
+        pull.progressed = false;
         let request = RosterPull {
             puller: self.swim.identity().clone(),
-            ranges: pull.gaps(usize::from(MAX_PULL_RANGES)),
+            ranges: pull.asked.clone(),
+            window: u16::try_from(window).unwrap_or(u16::MAX),
         };
         let to = pull.source.gossip_addr();
-        self.io.schedule(delay, TimerKind::RosterPull { token });
+        self.arm_pull_timer();
         self.stats.roster_pulls_sent += 1;
         match envelope::encode_roster_pull(&request, &mut self.codec) {
             Ok(body) => self.io.send(to, &[&body]),
@@ -1547,22 +1644,24 @@ impl Membership {
         }
     }
 
-    /// A joiner asks for parts of this node's roster. Answered with at most
-    /// `roster_sync_max_packets` packets per pull, and only to a member this node
-    /// holds live (one that announced itself, and so was sent the roster's first part).
+    /// A joiner asks for parts of this node's roster. Answered with at most the
+    /// joiner's window and `roster_sync_max_packets` packets per pull, and only to a
+    /// member this node holds live (one that announced itself, and so was sent the
+    /// roster's first part).
     fn handle_roster_pull(&mut self, request: RosterPull, _now: Duration) {
         if self.left || self.defunct || !self.holds_live(&request.puller) {
             self.stats.roster_pulls_refused += 1;
             return;
         }
         self.stats.roster_pulls_answered += 1;
-        self.send_roster_ranges(&request.puller, &request.ranges);
+        let window = u32::from(request.window).min(self.settings.roster_sync_max_packets);
+        self.send_roster_ranges(&request.puller, &request.ranges, window);
     }
 
     /// Sends `to` the members of this node's table in `ranges`, in key order, in at
-    /// most `roster_sync_max_packets` packets all told: a larger table is pulled by
-    /// the receiver in further rounds (which is also what paces the flow).
-    fn send_roster_ranges(&mut self, to: &MemberIdentity, ranges: &[KeyRange]) {
+    /// most `max_packets` packets all told: a larger table is pulled by the receiver a
+    /// window at a time, each window asked for once the previous one has arrived.
+    fn send_roster_ranges(&mut self, to: &MemberIdentity, ranges: &[KeyRange], max_packets: u32) {
         // The sender itself is part of the roster: a joiner that lost every other
         // packet from it must still learn it.
         let me = Member::new(self.swim.identity().clone(), 0, foca::State::Alive);
@@ -1573,7 +1672,7 @@ impl Membership {
             .collect();
         sorted.sort_unstable_by_key(|member| member.id().key());
         let max_body = self.max_packet_size().saturating_sub(SEAL_OVERHEAD);
-        let mut budget = self.settings.roster_sync_max_packets as usize;
+        let mut budget = max_packets as usize;
         let mut bodies = Vec::new();
         for &range in ranges {
             if budget == 0 {
@@ -1604,7 +1703,7 @@ impl Membership {
     /// `roster_sync_max_per_interval` times per interval in all (a mass join through one
     /// seed must not turn it into a firehose; joiners beyond the budget learn the roster
     /// from gossip). The first `roster_sync_max_packets` packets go at once; the joiner
-    /// pulls the rest, and whatever was lost, from this node.
+    /// pulls the rest, and whatever was lost, from this node a window at a time.
     fn send_roster(&mut self, joiner: &MemberIdentity, now: Duration) {
         let interval = Duration::from_millis(self.settings.roster_sync_interval_ms);
         if let Some(last) = self.roster_sent.get(joiner.node())
@@ -1630,7 +1729,11 @@ impl Membership {
         }
         self.roster_sent.insert(joiner.node().clone(), now);
         self.stats.roster_syncs_sent += 1;
-        self.send_roster_ranges(joiner, &[(0, u64::MAX)]);
+        self.send_roster_ranges(
+            joiner,
+            &[(0, u64::MAX)],
+            self.settings.roster_sync_max_packets,
+        );
     }
 
     fn refused(&mut self, error: foca::Error) -> PacketError {

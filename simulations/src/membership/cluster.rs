@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::events::{EventQueue, Micros, SEC};
 use super::member::{self, Effect, SimMember, SimTimer};
-use super::metrics::{Milestones, Verdicts, Views};
+use super::metrics::{JoinerRoster, Milestones, Verdicts, Views};
 use super::network::{Network, NetworkModel, NodeIx, Traffic};
 use super::scenario::{CRASHED, SLOW, Script, Step};
 use super::settings::RunSettings;
@@ -357,6 +357,10 @@ impl Simulation {
             }
             if m.joiner_complete_at.is_none() && views.view_complete(joiner) {
                 m.joiner_complete_at = Some(now);
+                m.joiner_roster = self.members[joiner as usize].as_ref().map(|member| {
+                    let (packets, pulls) = member.roster_counts();
+                    JoinerRoster { packets, pulls }
+                });
             }
         }
         if m.crash_at.is_some() && m.crash_down_at.is_none() && views.known_by(CRASHED) == 0 {

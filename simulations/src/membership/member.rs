@@ -160,6 +160,12 @@ impl SimMember {
         self.core.handle_timer(timer, clock(now));
     }
 
+    /// Roster packets this member has applied and roster pulls it has sent.
+    pub fn roster_counts(&self) -> (u64, u64) {
+        let stats = self.core.stats();
+        (stats.roster_packets_applied, stats.roster_pulls_sent)
+    }
+
     /// Whether this member currently holds `subject` suspect.
     pub fn suspects(&self, subject: NodeIx) -> bool {
         self.core.member_state(identity(subject).node()) == Some(MemberState::Suspect)

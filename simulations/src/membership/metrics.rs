@@ -199,6 +199,8 @@ pub struct Milestones {
     pub join_known_at: Option<Micros>,
     /// The joiner saw every live member up.
     pub joiner_complete_at: Option<Micros>,
+    /// Roster packets the joiner had applied and pulls it had sent by then.
+    pub joiner_roster: Option<JoinerRoster>,
     /// The node crashed.
     pub crash_at: Option<Micros>,
     /// A live member first suspected the crashed node.
@@ -213,6 +215,15 @@ pub struct Milestones {
     pub heal_at: Option<Micros>,
     /// After the heal, every live member's view equalled the set of running nodes.
     pub converged_at: Option<Micros>,
+}
+
+/// How the joiner's roster arrived, counted when it first saw every live member.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JoinerRoster {
+    /// Roster packets it applied (the seed's unasked first window and every answer).
+    pub packets: u64,
+    /// Requests it sent for the parts still missing.
+    pub pulls: u64,
 }
 
 /// Verdicts counted over the run. "Steady" is the time before the partition.

@@ -105,9 +105,10 @@ pub struct GossipSettings {
     /// and leaves the rest to gossip instead of flooding the network.
     pub roster_sync_max_per_interval: u32,
     /// Most roster packets sent in one burst: to a joiner when it announces itself, and
-    /// in answer to each of its pulls. A larger table is not cut short: the joiner pulls
-    /// the key ranges it is missing, a burst at a time, which paces the transfer and
-    /// recovers lost packets. Default 64.
+    /// in answer to each of its pulls; as a joiner, the window it asks for (at most the
+    /// replay guard's 128). A larger table is not cut short: the joiner asks for the key
+    /// ranges it is missing a window at a time, the next once the last has arrived, which
+    /// paces the transfer by its round trips and recovers lost packets. Default 64.
     pub roster_sync_max_packets: u32,
 }
 

@@ -25,7 +25,9 @@ const KIND_JOIN: u8 = 2;
 const KIND_WELCOME: u8 = 3;
 const KIND_DOWN_NOTICE: u8 = 4;
 const KIND_ROSTER_RANGE: u8 = 5;
-const KIND_ROSTER_PULL: u8 = 6;
+/// A roster pull of the previous release: no window, answered with the seed's own.
+const KIND_ROSTER_PULL_UNWINDOWED: u8 = 6;
+const KIND_ROSTER_PULL: u8 = 7;
 
 /// The most key ranges one roster pull may ask for.
 pub const MAX_PULL_RANGES: u8 = 16;
@@ -75,6 +77,9 @@ pub struct RosterPull {
     pub puller: MemberIdentity,
     /// The ranges missing, at most [`MAX_PULL_RANGES`].
     pub ranges: Vec<KeyRange>,
+    /// The most packets the puller takes in answer (at least 1): it asks again once
+    /// they have arrived, so this is all it ever has in flight.
+    pub window: u16,
 }
 
 /// Tells `subject` that `notifier` holds it down, so that it renews its identity (foca
@@ -108,8 +113,8 @@ pub enum EnvelopeError {
     /// A roster sync claims more members than [`MAX_ROSTER_MEMBERS`].
     #[error("roster sync claims {0} members, at most {MAX_ROSTER_MEMBERS} allowed")]
     TooManyMembers(u16),
-    /// A roster pull asks for more than [`MAX_PULL_RANGES`] ranges, or a range is
-    /// reversed.
+    /// A roster pull asks for more than [`MAX_PULL_RANGES`] ranges or for no packet,
+    /// or a range is reversed.
     #[error("roster pull or range is malformed")]
     BadRange,
     /// A roster sync holds bytes after its last member.
@@ -222,7 +227,10 @@ pub fn decode<'a>(body: &'a [u8], codec: &BincodeCodec) -> Result<Envelope<'a>, 
         KIND_WELCOME => decode_identity(payload, codec).map(Envelope::Welcome),
         KIND_DOWN_NOTICE => decode_down_notice(payload, codec).map(Envelope::DownNotice),
         KIND_ROSTER_RANGE => decode_roster_range(payload, codec).map(Envelope::RosterRange),
-        KIND_ROSTER_PULL => decode_roster_pull(payload, codec).map(Envelope::RosterPull),
+        KIND_ROSTER_PULL => decode_roster_pull(payload, codec, true).map(Envelope::RosterPull),
+        KIND_ROSTER_PULL_UNWINDOWED => {
+            decode_roster_pull(payload, codec, false).map(Envelope::RosterPull)
+        }
         other => Err(EnvelopeError::Kind(other)),
     }
 }
@@ -323,6 +331,7 @@ pub fn encode_roster_pull(
     codec: &mut BincodeCodec,
 ) -> Result<Vec<u8>, CodecError> {
     let mut body = encode_identity(KIND_ROSTER_PULL, &pull.puller, codec)?;
+    body.extend_from_slice(&pull.window.max(1).to_be_bytes());
     let ranges = &pull.ranges[..pull.ranges.len().min(usize::from(MAX_PULL_RANGES))];
     body.push(ranges.len() as u8);
     for (from, to) in ranges {
@@ -368,11 +377,27 @@ fn decode_roster_range(
     })
 }
 
+/// Decodes a pull; one `windowed` names its window, one of the previous release does
+/// not and takes as many packets as the seed sends at most.
 fn decode_roster_pull(
     mut payload: &[u8],
     codec: &BincodeCodec,
+    windowed: bool,
 ) -> Result<RosterPull, EnvelopeError> {
     let puller = codec.decode_identity_from(&mut payload)?;
+    let (window, payload) = if windowed {
+        let Some((window, payload)) = payload.split_first_chunk::<2>() else {
+            return Err(EnvelopeError::Truncated {
+                len: HEADER_LEN + payload.len(),
+            });
+        };
+        (u16::from_be_bytes(*window), payload)
+    } else {
+        (u16::MAX, payload)
+    };
+    if window == 0 {
+        return Err(EnvelopeError::BadRange);
+    }
     let [count, rest @ ..] = payload else {
         return Err(EnvelopeError::Truncated {
             len: HEADER_LEN + payload.len(),
@@ -394,7 +419,11 @@ fn decode_roster_pull(
     if !rest.is_empty() {
         return Err(EnvelopeError::Trailing(rest.len()));
     }
-    Ok(RosterPull { puller, ranges })
+    Ok(RosterPull {
+        puller,
+        ranges,
+        window,
+    })
 }
 
 fn decode_roster(
@@ -519,7 +548,7 @@ mod tests {
     fn roster_ranges_cover_the_key_space_in_order_and_stop_at_their_budget() {
         assert_eq!(
             (KIND_ROSTER_RANGE, KIND_ROSTER_PULL),
-            (5, 6),
+            (5, 7),
             "tags are appended"
         );
         let members: Vec<_> = (0..200).map(member).collect();
@@ -564,11 +593,33 @@ mod tests {
         let pull = RosterPull {
             puller: member(1).id().clone(),
             ranges: vec![(0, 10), (20, u64::MAX)],
+            window: 64,
         };
         let body = encode_roster_pull(&pull, &mut codec).expect("encode");
         assert_eq!(
             decode(&body, &BincodeCodec::new()).expect("decode"),
             Envelope::RosterPull(pull.clone())
+        );
+        // A pull for no packet at all asks for nothing a seed could send.
+        let mut no_window = body.clone();
+        let at = encode_identity(KIND_ROSTER_PULL, &pull.puller, &mut codec)
+            .expect("encode")
+            .len();
+        no_window[at..at + 2].copy_from_slice(&0u16.to_be_bytes());
+        assert!(matches!(
+            decode(&no_window, &BincodeCodec::new()),
+            Err(EnvelopeError::BadRange)
+        ));
+        // The previous release's pull (kind 6, no window) is answered with the seed's.
+        let mut previous = body[..at].to_vec();
+        previous[1] = KIND_ROSTER_PULL_UNWINDOWED;
+        previous.extend_from_slice(&body[at + 2..]);
+        assert_eq!(
+            decode(&previous, &BincodeCodec::new()).expect("decode"),
+            Envelope::RosterPull(RosterPull {
+                window: u16::MAX,
+                ..pull.clone()
+            })
         );
         let reversed = RosterPull {
             ranges: vec![(10, 0)],
@@ -599,8 +650,8 @@ mod tests {
             Err(EnvelopeError::Version(9))
         ));
         assert!(matches!(
-            decode(&[VERSION, 7], &BincodeCodec::new()),
-            Err(EnvelopeError::Kind(7))
+            decode(&[VERSION, 8], &BincodeCodec::new()),
+            Err(EnvelopeError::Kind(8))
         ));
         assert!(matches!(
             decode(

@@ -948,3 +948,77 @@ fn a_roster_larger_than_one_burst_is_pulled_in_full_and_lost_parts_are_asked_aga
     assert!(net.member(0).stats().roster_pulls_answered >= 2);
     net.assert_clean();
 }
+
+/// Member 0 running alone but holding `members` more rows (members 1..=members) in its
+/// table, as a roster sync would leave them: a table of any size without running a
+/// cluster that size (packets to those members are lost).
+fn seed_knowing(members: usize, settings: GossipSettings) -> Net {
+    let mut net = Net::new();
+    net.start(0, 1, settings.clone(), None);
+    let rows: Vec<Member<MemberIdentity>> = (1..=members)
+        .map(|i| Member::alive(identity(i, 1)))
+        .collect();
+    let max_body = settings.max_packet_size as usize - SEAL_OVERHEAD;
+    let bodies =
+        envelope::encode_roster_sync(&rows, &mut BincodeCodec::new(), max_body, usize::MAX);
+    let mut sealer = Sealer::new(seal::derived_run(4_242));
+    let now = net.now;
+    let seed = &mut net.nodes[0].as_mut().expect("running").1;
+    for body in bodies {
+        seed.handle_packet(&seal_as(&mut sealer, &body, now), now)
+            .expect("the roster applies");
+    }
+    net.pump(0);
+    assert_eq!(net.member(0).live_members().len(), members + 1);
+    net
+}
+
+#[test]
+fn a_roster_of_more_packets_than_any_burst_or_pull_count_arrives_in_full_a_window_per_round_trip() {
+    // One packet per window and small packets: about a hundred windows, more than a
+    // fixed number of pulls would fetch, and far more than one period would allow if
+    // the pulls went on a timer instead of on the arrival of the previous window.
+    const MEMBERS: usize = 1_200;
+    let settings = GossipSettings {
+        max_packet_size: config::MIN_PACKET_SIZE,
+        roster_sync_max_packets: 1,
+        ..settings()
+    };
+    let mut net = seed_knowing(MEMBERS, settings.clone());
+    net.start(MEMBERS + 1, 1, settings.clone(), Some(0));
+    net.run_for(settings.probe_period());
+    assert_eq!(
+        net.member(MEMBERS + 1).live_members().len(),
+        MEMBERS + 2,
+        "the joiner knows everyone within a probe period"
+    );
+    let joiner = net.member(MEMBERS + 1).stats();
+    let seed = net.member(0).stats();
+    assert!(joiner.roster_pulls_sent > 64, "{joiner:?}");
+    // Nothing was lost, so nothing was asked for twice: the unasked first window and
+    // one window per pull, each applied once.
+    assert_eq!(seed.roster_pulls_answered, joiner.roster_pulls_sent);
+    assert_eq!(joiner.roster_packets_applied, joiner.roster_pulls_sent + 1);
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "ten thousand members: run with --release")]
+fn a_joiner_of_ten_thousand_members_knows_them_all_within_a_fraction_of_a_period() {
+    const MEMBERS: usize = 10_000;
+    let settings = GossipSettings {
+        expected_cluster_size: MEMBERS as u32,
+        ..GossipSettings::default()
+    };
+    let mut net = seed_knowing(MEMBERS, settings.clone());
+    net.start(MEMBERS + 1, 1, settings.clone(), Some(0));
+    let start = net.now;
+    let mut known = 0;
+    while known < MEMBERS + 2 && net.now < start + settings.probe_period() * 2 {
+        net.run_for(Duration::from_millis(1));
+        known = net.member(MEMBERS + 1).live_members().len();
+    }
+    let took = net.now - start;
+    let joiner = net.member(MEMBERS + 1).stats();
+    assert_eq!(known, MEMBERS + 2, "{joiner:?}");
+    assert!(took < settings.probe_period() / 10, "{took:?} {joiner:?}");
+}
