@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tracing::warn;
 
 use crate::config::{ClientConfig, Credentials};
@@ -16,6 +18,9 @@ use crate::session::Session;
 /// After a failed connection attempt, how long callers get its error instead of starting
 /// another attempt.
 const RECONNECT_HOLD_OFF: Duration = Duration::from_secs(1);
+
+/// How long an address has on its own before the next one is tried beside it.
+const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
 
 /// What every connection of a client is made with.
 pub(crate) struct Connector {
@@ -36,7 +41,7 @@ struct FailedAttempt {
     error: ClientError,
 }
 
-/// A server reachable at `addrs` (tried in order) under `server_name`.
+/// A server reachable at `addrs` (tried in order, staggered) under `server_name`.
 pub(crate) struct Link {
     addrs: Vec<SocketAddr>,
     server_name: String,
@@ -114,18 +119,41 @@ impl Link {
         }
     }
 
-    /// Tries each address in order. TLS and typed server errors stop the search: every
-    /// address of the same server would answer the same.
+    /// Tries the addresses in order, each given [`NEXT_ADDRESS_AFTER`] on its own before
+    /// the next starts beside it, so that a dead first address costs a moment rather
+    /// than its whole connect timeout; the first to connect wins. TLS and typed server
+    /// errors stop the search: every address of the same server would answer the same.
     async fn connect_any(&self, connector: &Connector) -> Result<Session, ClientError> {
         let mut last_error = None;
-        for &addr in &self.addrs {
-            match Session::connect(connector, addr, &self.server_name).await {
-                Ok(session) => return Ok(session),
-                Err(error @ ClientError::Connect { .. }) => {
-                    warn!(%addr, %error, "server unreachable");
-                    last_error = Some(error);
+        let mut next = self.addrs.iter().copied();
+        let mut running = FuturesUnordered::new();
+        let attempt = |addr: SocketAddr| async move {
+            (
+                addr,
+                Session::connect(connector, addr, &self.server_name).await,
+            )
+        };
+        loop {
+            if running.is_empty() {
+                match next.next() {
+                    Some(addr) => running.push(attempt(addr)),
+                    None => break,
                 }
-                Err(error) => return Err(error),
+            }
+            tokio::select! {
+                Some((addr, outcome)) = running.next() => match outcome {
+                    Ok(session) => return Ok(session),
+                    Err(error @ ClientError::Connect { .. }) => {
+                        warn!(%addr, %error, "server unreachable");
+                        last_error = Some(error);
+                    }
+                    Err(error) => return Err(error),
+                },
+                _ = tokio::time::sleep(NEXT_ADDRESS_AFTER), if next.len() > 0 => {
+                    if let Some(addr) = next.next() {
+                        running.push(attempt(addr));
+                    }
+                }
             }
         }
         match last_error {

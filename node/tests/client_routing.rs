@@ -1,13 +1,42 @@
-//! The SDK's ring routing against a real node: the snapshot it fetches, the identity a
-//! member is reached under, and routed requests served by their owner. A single node
-//! owns every partition, so the SDK routes nothing and every call works as before.
+//! The SDK's ring routing against a real node: the seeds it starts from, the snapshot
+//! it fetches, the identity a member is reached under, and routed requests served by
+//! their owner. A single node owns every partition, so the SDK routes nothing and every
+//! call works as before.
 
 mod support;
 
 use chorus_client::{
     Client, ClientConfig, Credentials, Item, Kind, Request, Response, RoutedRequest,
 };
+use std::time::Duration;
+
 use support::TestNode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_first_seed_costs_a_moment_not_its_connect_timeout() {
+    let node = TestNode::start().await;
+    // Takes every packet and never answers, like a host whose node hangs.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = ClientConfig {
+        connect_timeout: Duration::from_secs(60),
+        ..ClientConfig::default()
+    };
+    let seeds = [silent.local_addr().unwrap(), node.addr];
+    let connect = Client::connect(
+        &seeds,
+        Credentials::new(node.ca_pem.clone(), &node.admin_key),
+        config,
+    );
+    // Tried one after the other, the live seed would wait until the silent one's
+    // attempt gives up (15 s here, at QUIC's idle timeout, well before the 60 s).
+    let client = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .expect("the second seed was tried beside the silent first")
+        .unwrap();
+    client.submit(Item::new("alice", Kind::Text)).await.unwrap();
+    client.close().await;
+    node.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_fetches_the_ring_and_a_single_node_serves_everything_unrouted() {
