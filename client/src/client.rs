@@ -40,7 +40,8 @@ pub struct Page {
 ///
 /// Requests from all clones are pipelined over long-lived QUIC connections. If a
 /// connection drops, the next request re-establishes it (one reconnect at a time, shared
-/// by all callers), trying the addresses in order.
+/// by all callers), trying the addresses in order, each 250 ms after the one before
+/// while that one has not answered, so a silent address does not hold up the rest.
 ///
 /// With routing on (the default, [`ClientConfig::routing`]), the client keeps a snapshot
 /// of the ring and sends each submit and listing straight to the node that owns its
@@ -111,9 +112,10 @@ impl Drop for Inner {
 }
 
 impl Client {
-    /// Connects to the first of `addrs` that answers and completes the hello, then (with
-    /// routing on) fetches the ring snapshot; a failed fetch only leaves routing off until
-    /// the next one.
+    /// Connects to the first of `addrs` that answers and completes the hello (each
+    /// address is tried 250 ms after the one before unless that one has failed already),
+    /// then (with routing on) fetches the ring snapshot; a failed fetch only leaves
+    /// routing off until the next one.
     ///
     /// Fails with [`ClientError::Server`] (`Unauthorized`, `UnsupportedVersion`) or
     /// [`ClientError::Tls`] at once, since another node of the same cluster would answer
