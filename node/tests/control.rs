@@ -6,12 +6,10 @@ mod support;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use chorus_actors::{AuditEntry, Durability, Store, StoreConfig};
-use chorus_protocol::NodeId;
+use chorus_actors::AuditEntry;
 use serde_json::Value;
-use support::{AgentProcess, chorus_bin, free_udp_port};
+use support::{AgentProcess, chorus_bin, free_udp_port, open_stopped_store};
 
 /// Runs `chorus ctl ARGS` against the node whose data dir is `data_dir`.
 fn ctl(data_dir: &Path, args: &[&str]) -> Output {
@@ -28,17 +26,6 @@ fn json_of(output: &Output) -> Value {
     let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}; stderr {:?}", output.stderr))
-}
-
-async fn stop(mut agent: AgentProcess) {
-    agent.signal("TERM");
-    for _ in 0..300 {
-        if agent.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("agent did not stop on SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +83,7 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
     assert_eq!(verify["result"]["entries"], 2);
     assert_eq!(verify["result"]["head_seq"], 2);
 
-    stop(agent).await;
+    agent.stop().await;
     assert!(!socket.exists(), "the socket outlived the agent");
     let missing = ctl(data, &["status"]);
     assert!(!missing.status.success());
@@ -107,14 +94,7 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
 
     // Edit the log-level entry while the node is down.
     {
-        let store = Store::open(StoreConfig {
-            path: data.join("store"),
-            node: NodeId("node-1".into()),
-            partitions: 1024,
-            durability: Durability::Flush,
-            log: chorus_actors::store::LogConfig::default(),
-        })
-        .unwrap();
+        let store = open_stopped_store(data, "node-1", 1024);
         let audit = store.audit();
         let first = audit.get(1).unwrap().unwrap();
         assert_eq!(
@@ -144,7 +124,7 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
     assert!(!human.status.success());
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("BROKEN at entry 2"), "{text}");
-    stop(agent).await;
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +150,7 @@ async fn ctl_finds_a_socket_moved_by_the_environment() {
         json_of(&output)["result"]["control_socket"],
         socket.to_str().unwrap()
     );
-    stop(agent).await;
+    agent.stop().await;
     assert!(!socket.exists());
 }
 
@@ -215,7 +195,7 @@ async fn ctl_lists_breakers_and_an_opened_store_breaker_turns_submits_away() {
     assert_eq!(audit["result"]["intact"], true);
     assert!(audit["result"]["entries"].as_u64().unwrap() >= 3);
     client.close().await;
-    stop(agent).await;
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,5 +253,5 @@ async fn ctl_shows_the_queues_and_a_pinned_level_sheds_the_standard_tier() {
     let auto = json_of(&ctl(data, &["degrade", "auto", "--json"]));
     assert_eq!(auto["result"]["manual"], false);
     client.close().await;
-    stop(agent).await;
+    agent.stop().await;
 }

@@ -67,6 +67,12 @@ fn server_endpoint(paths: &TlsPaths) -> quinn::Endpoint {
     quinn::Endpoint::server(config, SocketAddr::new(loopback(), 0)).unwrap()
 }
 
+/// How a node with the certificates in `paths` dials a link.
+fn dial_config(paths: &TlsPaths) -> quinn::ClientConfig {
+    let cert = chorus_node::tls::NodeCert::load(paths).unwrap();
+    link_client_config(paths, cert, LinkTiming::default()).unwrap()
+}
+
 fn client_endpoint() -> quinn::Endpoint {
     quinn::Endpoint::client(SocketAddr::new(loopback(), 0)).unwrap()
 }
@@ -499,12 +505,7 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     // A client certificate of another CA (trusting our CA for the server's).
     let mut foreign = paths(theirs.path(), "node-b");
     foreign.ca_cert = ours.path().join(certs::CA_CERT_FILE);
-    let config = link_client_config(
-        &foreign,
-        chorus_node::tls::NodeCert::load(&foreign).unwrap(),
-        LinkTiming::default(),
-    )
-    .unwrap();
+    let config = dial_config(&foreign);
     let client = client_endpoint();
     let refused = match client.connect_with(config, addr, "node-a").unwrap().await {
         Err(_) => true,
@@ -520,15 +521,7 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     assert!(refused, "a foreign certificate was accepted");
 
     // The cluster's own certificate is accepted.
-    let config = {
-        let p = paths(ours.path(), "node-b");
-        link_client_config(
-            &p,
-            chorus_node::tls::NodeCert::load(&p).unwrap(),
-            LinkTiming::default(),
-        )
-    }
-    .unwrap();
+    let config = dial_config(&paths(ours.path(), "node-b"));
     let connection = client
         .connect_with(config, addr, "node-a")
         .unwrap()
@@ -537,15 +530,7 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     connection.close(0u32.into(), b"done");
 
     // And the server is checked too: a peer that is not node-c fails as node-c.
-    let config = {
-        let p = paths(ours.path(), "node-b");
-        link_client_config(
-            &p,
-            chorus_node::tls::NodeCert::load(&p).unwrap(),
-            LinkTiming::default(),
-        )
-    }
-    .unwrap();
+    let config = dial_config(&paths(ours.path(), "node-b"));
     assert!(
         client
             .connect_with(config, addr, "node-c")
@@ -920,15 +905,7 @@ async fn impostor_child() {
     let (target, addr) = target.split_once('=').unwrap();
     let addr: SocketAddr = addr.parse().unwrap();
 
-    let config = {
-        let p = paths(&dir, cert);
-        link_client_config(
-            &p,
-            chorus_node::tls::NodeCert::load(&p).unwrap(),
-            LinkTiming::default(),
-        )
-    }
-    .unwrap();
+    let config = dial_config(&paths(&dir, cert));
     let endpoint = client_endpoint();
     let connection = endpoint
         .connect_with(config, addr, target)

@@ -8,12 +8,11 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chorus_actors::{Durability, Store, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::tls::{self, TlsPaths};
-use chorus_protocol::{ErrorCode, Item, Kind, NodeId};
+use chorus_protocol::{ErrorCode, Item, Kind};
 use serde_json::Value;
-use support::{AgentProcess, ctl_json, free_udp_port};
+use support::{AgentProcess, ctl_json, free_udp_port, open_stopped_store};
 
 fn write_config(path: &Path, data: &Path, port: u16, body: &str) {
     let text = format!(
@@ -29,17 +28,6 @@ async fn client_trusting(
     let key = std::fs::read_to_string(agent.data_dir.join("admin.key")).unwrap();
     let credentials = Credentials::from_ca_file(ca, key.trim())?;
     Client::connect(&[agent.addr], credentials, ClientConfig::default()).await
-}
-
-async fn stop(mut agent: AgentProcess) {
-    agent.signal("TERM");
-    for _ in 0..300 {
-        if agent.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("agent did not stop on SIGTERM");
 }
 
 fn applied(reply: &Value) -> Vec<String> {
@@ -153,17 +141,10 @@ async fn reload_applies_limits_log_level_and_a_rotated_certificate_and_refuses_l
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     client.close().await;
-    stop(agent).await;
+    agent.stop().await;
 
     // Every attempt is in the audit log, by whom and with what.
-    let store = Store::open(StoreConfig {
-        path: data.join("store"),
-        node: NodeId("node-1".into()),
-        partitions: 1024,
-        durability: Durability::Flush,
-        log: chorus_actors::store::LogConfig::default(),
-    })
-    .unwrap();
+    let store = open_stopped_store(&data, "node-1", 1024);
     let audit = store.audit();
     let reloads: Vec<(String, String, String)> = (1..=20)
         .filter_map(|seq| audit.get(seq).unwrap())

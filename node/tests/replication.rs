@@ -21,14 +21,13 @@ use std::collections::BTreeSet;
 use rand::Rng;
 use std::time::{Duration, Instant};
 
-use chorus_actors::store::{
-    Durability, LogConfig, ReplicaRecord, ShipBatch, ShipOutcome, Store, StoreConfig, decode_item,
-};
+use chorus_actors::store::{ReplicaRecord, ShipBatch, ShipOutcome, decode_item};
 use chorus_client::{Client, ClientError};
-use chorus_protocol::{ErrorCode, Item, ItemId, Kind, NodeId, Receipt, encode_payload};
+use chorus_protocol::{ErrorCode, Item, ItemId, Kind, Receipt, encode_payload};
 use support::cluster::{
     Node, cluster, cluster_of, cluster_with, formed, plain_client, until, user_owned_by,
 };
+use support::open_stopped_store;
 
 /// Submits `item` until it is acknowledged (the same id each time, so a retry never
 /// stores it twice), refusals while leadership moves being retried.
@@ -208,14 +207,7 @@ fn digest_of(node: &Node, partition: u64) -> Option<(u64, String)> {
 /// Rewrites the second half of `partition`'s records in the stopped node's store with
 /// other text under the same sequences and epochs; returns the records as they were.
 fn alter_second_half(node: &Node, partition: u16) -> Vec<ReplicaRecord> {
-    let store = Store::open(StoreConfig {
-        path: node.data.join("store"),
-        node: NodeId(node.name.clone()),
-        partitions: 128,
-        durability: Durability::Flush,
-        log: LogConfig::default(),
-    })
-    .unwrap();
+    let store = open_stopped_store(&node.data, &node.name, 128);
     let (records, last) = store.read_partition(partition, 0, 64 << 20).unwrap();
     let keep = records[records.len() / 2].sequence;
     let altered: Vec<ReplicaRecord> = records
@@ -422,15 +414,14 @@ async fn a_drained_node_streams_its_partitions_before_it_leaves() {
     }
     formed(&nodes).await;
     // Written while the joiners still warm, a partition can be left on a fourth member.
-    let names = ["node-1", "node-2", "node-3", "node-4"];
     until(
         Duration::from_secs(30),
         "every member warm everywhere",
         || {
             nodes.iter().all(|node| {
-                names
+                nodes
                     .iter()
-                    .all(|m| standing_of(node, m).as_deref() == Some("warm"))
+                    .all(|m| standing_of(node, &m.name).as_deref() == Some("warm"))
             })
         },
     )

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_actors::{Durability, NodeHandle, PipelineConfig, StoreConfig};
+use chorus_actors::{Durability, NodeHandle, PipelineConfig, Store, StoreConfig};
 use chorus_client::{Client, ClientConfig, Credentials};
 use chorus_node::cluster::state::ClusterState;
 use chorus_node::metrics::{MetricsServer, Readiness};
@@ -298,36 +298,30 @@ impl AgentProcess {
     /// Starts the agent as [`AgentProcess::start`] does, with extra environment variables.
     pub async fn start_with_env(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> AgentProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(chorus_bin())
+        let mut command = Command::new(chorus_bin());
+        command
             .arg("agent")
             .env("CHORUS_DATA_DIR", data_dir)
             .env("CHORUS_LISTEN", addr.to_string())
             // Port 0: agents of parallel tests must not race for the default metrics port.
             .env("CHORUS_METRICS_LISTEN", "127.0.0.1:0")
             .env("CHORUS_LOG_LEVEL", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let agent = AgentProcess {
-            child,
-            addr,
-            data_dir: data_dir.to_path_buf(),
-        };
-        agent.wait_ready().await;
-        agent
+            .envs(env.iter().copied());
+        Self::launch(command, addr, data_dir).await
     }
 
     /// Starts `chorus agent --config CONFIG` with no `CHORUS_*` variable of its own, so
     /// that the file alone decides (`data_dir` and `listen` included).
     pub async fn start_with_config(config: &Path, data_dir: &Path, port: u16) -> AgentProcess {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(chorus_bin())
-            .arg("agent")
-            .arg("--config")
-            .arg(config)
+        let mut command = Command::new(chorus_bin());
+        command.arg("agent").arg("--config").arg(config);
+        Self::launch(command, addr, data_dir).await
+    }
+
+    /// Spawns `command` (an agent serving at `addr`) and waits until it is ready.
+    async fn launch(mut command: Command, addr: SocketAddr, data_dir: &Path) -> AgentProcess {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -368,6 +362,18 @@ impl AgentProcess {
             .unwrap();
         assert!(status.success(), "kill -s {name} failed");
     }
+
+    /// Stops the agent with SIGTERM and waits (up to 30 s) for it to exit.
+    pub async fn stop(mut self) {
+        self.signal("TERM");
+        for _ in 0..300 {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("agent did not stop on SIGTERM");
+    }
 }
 
 impl Drop for AgentProcess {
@@ -375,4 +381,17 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Opens the store of a stopped agent of `node` in `data_dir`, to read or alter what it
+/// left on disk.
+pub fn open_stopped_store(data_dir: &Path, node: &str, partitions: u16) -> Store {
+    Store::open(StoreConfig {
+        path: data_dir.join("store"),
+        node: NodeId(node.into()),
+        partitions,
+        durability: Durability::Flush,
+        log: chorus_actors::store::LogConfig::default(),
+    })
+    .unwrap()
 }

@@ -551,20 +551,25 @@ fn a_down_notice_about_an_earlier_run_is_ignored() {
     }
 }
 
+/// Makes `member` hold member `n`'s first run down (as a verdict from before a heal
+/// would), and drops what that makes it send.
+fn hold_down(member: &mut Membership, n: usize, now: Duration) {
+    let down = Member::new(identity(n, 1), 0, foca::State::Down);
+    member
+        .swim
+        .apply_many(std::iter::once(down), false, &mut member.io)
+        .expect("applied");
+    member.absorb(now);
+    let _: Vec<Output> = member.drain_outputs().collect();
+}
+
 #[test]
 fn a_member_flooding_one_held_down_is_told_once_per_interval() {
     let settings = settings();
     let mut net = Net::cluster(3, settings.clone());
     net.run_for(secs(5));
     // Member 0 holds member 2's run down (say, a verdict from before a heal).
-    let down = Member::new(identity(2, 1), 0, foca::State::Down);
-    let member = &mut net.nodes[0].as_mut().expect("running").1;
-    member
-        .swim
-        .apply_many(std::iter::once(down), false, &mut member.io)
-        .expect("applied");
-    member.absorb(net.now);
-    let _: Vec<Output> = member.drain_outputs().collect();
+    hold_down(&mut net.nodes[0].as_mut().expect("running").1, 2, net.now);
     // Twenty packets from member 2 within one interval: one notice.
     // Another seed than the running member 2: another run, as after a restart.
     let mut sender = Membership::new(identity(2, 1), settings.clone(), &KEY, 200);
@@ -610,13 +615,7 @@ fn a_suspicion_reported_by_a_member_held_down_is_ignored() {
         net.run_for(secs(5));
         let member = &mut net.nodes[0].as_mut().expect("running").1;
         if held_down {
-            let down = Member::new(identity(2, 1), 0, foca::State::Down);
-            member
-                .swim
-                .apply_many(std::iter::once(down), false, &mut member.io)
-                .expect("applied");
-            member.absorb(net.now);
-            let _: Vec<Output> = member.drain_outputs().collect();
+            hold_down(member, 2, net.now);
         }
         // Member 2's run as another process would send it (another seed), suspecting
         // member 1.
