@@ -598,9 +598,14 @@ impl Links {
         lock(&self.inner.shared).table.views(Instant::now())
     }
 
+    /// The most forwards one peer may have in flight.
+    pub fn forwards_max(&self) -> usize {
+        self.inner.settings.max_forwards_per_peer
+    }
+
     /// Every known peer with what its connection measures: `chorus ctl peers`.
     pub fn peer_links(&self) -> Vec<PeerLink> {
-        let max = self.inner.settings.max_forwards_per_peer;
+        let max = self.forwards_max();
         let mut shared = lock(&self.inner.shared);
         let views = shared.table.views(Instant::now());
         views

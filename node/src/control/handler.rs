@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_actors::BreakerCommand;
 use chorus_actors::DegradeCommand;
+use chorus_actors::policy::breaker::BreakerState;
 use chorus_actors::policy::degradation::Level;
 use chorus_actors::published_breaker::state_name;
 use chorus_actors::store::SnapshotError;
@@ -744,8 +745,9 @@ impl Handler {
                     link_since_ms: unix_ms(view.origin + m.since),
                     rtt_us: None,
                     forwards_in_flight: 0,
-                    forwards_max: 0,
-                    breaker: "closed".into(),
+                    forwards_max: links.forwards_max() as u32,
+                    // Its breaker went with it; a returning peer starts with a new one.
+                    breaker: state_name(BreakerState::Closed).into(),
                     replication: lags.remove(&id),
                     id,
                 });
