@@ -7,7 +7,10 @@
 #   CHORUS_BIN=target/release/chorus node/scripts/profile-cluster.sh
 #   perf report -i bench-results/node-2.perf --children --sort sym -g none
 #
-# Knobs: RF (3), PROBE_MS (500), OUT (./bench-results), CHORUS_BIN.
+# With PERF_STAT=1 it counts node-2's futex calls and context switches over the same
+# 5 s instead (`perf stat`, into bench-results/node-2.stat).
+#
+# Knobs: RF (3), PROBE_MS (500), PERF_STAT, OUT (./bench-results), CHORUS_BIN.
 set -euo pipefail
 RF="${RF:-3}"
 PROBE_MS="${PROBE_MS:-500}"
@@ -26,9 +29,16 @@ sleep 3 # every partition's leader has taken over
   --streams 8 --json "$OUT/profile-bench.json" >"$OUT/profile-bench.txt" 2>&1 &
 bench=$!
 sleep 5
-perf record -F 199 --call-graph dwarf,16384 -p "${PIDS[2]}" -o "$OUT/node-2.perf" \
-  -- sleep 5 >/dev/null 2>&1
+if [ -n "${PERF_STAT:-}" ]; then
+  result="$OUT/node-2.stat"
+  perf stat -e syscalls:sys_enter_futex,context-switches -p "${PIDS[2]}" -o "$result" \
+    -- sleep 5 >/dev/null 2>&1
+else
+  result="$OUT/node-2.perf"
+  perf record -F 199 --call-graph dwarf,16384 -p "${PIDS[2]}" -o "$result" \
+    -- sleep 5 >/dev/null 2>&1
+fi
 wait "$bench"
 python3 -c "
 import json; s = json.load(open('$OUT/profile-bench.json'))
-print(f\"{s['requests_per_sec']:,.0f} req/s, p99 {s['latency_ms']['p99']:.1f} ms; profile in $OUT/node-2.perf\")"
+print(f\"{s['requests_per_sec']:,.0f} req/s, p99 {s['latency_ms']['p99']:.1f} ms; node-2 in $result\")"
