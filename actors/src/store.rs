@@ -460,6 +460,8 @@ pub struct Store {
     bootstrap: Mutex<()>,
     /// Each partition's leader epochs; see [`replica`].
     epochs: replica::Epochs,
+    /// Shipments waiting for the follower's next group commit.
+    shipments: replica::ShipmentQueue,
     /// Test-only: milliseconds every write batch takes at least, as a slow disk would.
     #[cfg(feature = "fault-injection")]
     delay_ms: std::sync::atomic::AtomicU64,
@@ -580,6 +582,7 @@ impl Store {
             path: config.path,
             bootstrap: Mutex::new(()),
             epochs: replica::Epochs::open(&db, config.partitions)?,
+            shipments: replica::shipment_queue(),
             #[cfg(feature = "fault-injection")]
             delay_ms: std::sync::atomic::AtomicU64::new(0),
         };

@@ -282,6 +282,15 @@ fn check_history(history: &[(u64, u64)]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Shipments waiting for a follower's group commit, with each caller's answer.
+pub(crate) type ShipmentQueue =
+    shipments::Queue<(Vec<ShipBatch>, Vec<Vec<Shipped>>), Result<Vec<ShipOutcome>, StoreError>>;
+
+/// A queue of shipments whose groups append at most [`MAX_SHIPMENT_BYTES`].
+pub(crate) fn shipment_queue() -> ShipmentQueue {
+    shipments::Queue::new(MAX_SHIPMENT_BYTES)
+}
+
 /// The `epochs` tree and its in-memory copy.
 pub(crate) struct Epochs {
     tree: sled::Tree,
@@ -426,7 +435,7 @@ pub(crate) fn replaced_sequence(
 }
 
 /// A shipped record, checked and decoded.
-struct Shipped {
+pub(crate) struct Shipped {
     header: RecordHeader,
     body: Vec<u8>,
     stored: StoredItem,
@@ -596,7 +605,74 @@ impl Store {
                 reason: format!("{total} bytes, at most {MAX_SHIPMENT_BYTES} per call"),
             });
         }
-        let mut sequences = self.shared.lock_for_append()?;
+        let job = self.shipments.push((batches, decoded), total);
+        let locked = self.shared.lock_for_append();
+        // Whoever held the lock before may have written this shipment with its own.
+        if let Some(answer) = job.take_answer() {
+            return answer;
+        }
+        let mut sequences = match locked {
+            Ok(sequences) => sequences,
+            Err(error) => {
+                self.shipments.withdraw(&job);
+                return Err(error);
+            }
+        };
+        let group = self.shipments.take_group(&job);
+        if group.is_empty() {
+            // Taken by a caller that stopped (panicked) before answering.
+            return Err(StoreError::Failed {
+                reason: "the group that took this shipment stopped before answering".into(),
+            });
+        }
+        let counts: Vec<usize> = group.iter().map(|(_, (b, _))| b.len()).collect();
+        let mut batches = Vec::with_capacity(counts.iter().sum());
+        let mut decoded = Vec::with_capacity(batches.capacity());
+        let mut jobs = Vec::with_capacity(group.len());
+        for (job, (b, d)) in group {
+            batches.extend(b);
+            decoded.extend(d);
+            jobs.push(job);
+        }
+        let result = self.append_shipments(&mut sequences, batches, decoded);
+        if jobs.len() > 1 {
+            debug!(shipments = jobs.len(), "shipments written as one group");
+        }
+        // Answers go out while the lock is held: their callers look once they have it.
+        let mut own = None;
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for (other, count) in jobs.into_iter().zip(counts) {
+                    let answer: Vec<ShipOutcome> = outcomes.by_ref().take(count).collect();
+                    if Arc::ptr_eq(&other, &job) {
+                        own = Some(Ok(answer));
+                    } else {
+                        other.answer(Ok(answer));
+                    }
+                }
+            }
+            Err(error) => {
+                for other in jobs.iter().filter(|other| !Arc::ptr_eq(other, &job)) {
+                    other.answer(Err(StoreError::Failed {
+                        reason: format!("a shipment written in the same group failed: {error}"),
+                    }));
+                }
+                own = Some(Err(error));
+            }
+        }
+        drop(sequences);
+        own.expect("a non-empty group holds the caller's own job")
+    }
+
+    /// Applies shipped batches, in order, under the append lock: the body of
+    /// [`Store::accept_shipment`] for one group of shipments.
+    fn append_shipments(
+        &self,
+        sequences: &mut MutexGuard<'_, Vec<u64>>,
+        batches: Vec<ShipBatch>,
+        decoded: Vec<Vec<Shipped>>,
+    ) -> Result<Vec<ShipOutcome>, StoreError> {
         let mut cache = self.epochs.lock();
         // This call's view: epochs and last sequences as its batches leave them.
         let mut epochs: BTreeMap<PartitionId, PartitionEpochs> = BTreeMap::new();
@@ -622,7 +698,7 @@ impl Store {
             {
                 pending.retain(|s| s.header.partition != partition || s.header.sequence <= keep);
                 if keep < sequences[slot] {
-                    self.truncate_locked(&mut sequences, partition, keep)?;
+                    self.truncate_locked(sequences, partition, keep)?;
                 }
                 state.forget_after(keep);
                 info!(
@@ -648,7 +724,7 @@ impl Store {
             state.adopt(&batch.history, last);
             outcomes.push(ShipOutcome::Appended { last });
         }
-        self.append_shipped(&mut sequences, pending)?;
+        self.append_shipped(sequences, pending)?;
         let mut staged = false;
         for (partition, state) in epochs {
             let slot = &mut cache[usize::from(partition)];
@@ -1050,5 +1126,6 @@ impl Store {
     }
 }
 
+mod shipments;
 #[cfg(test)]
 mod tests;

@@ -952,6 +952,66 @@ fn a_shipment_is_one_log_write_that_fails_whole() {
     assert_eq!(follower.partition_epochs(0).promised, 3);
 }
 
+#[test]
+fn shipments_queued_behind_the_append_lock_are_written_as_one_group_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(&dir.path().join("leader"));
+    let follower = open(&dir.path().join("follower"));
+    write(&leader, 1, 6, "x");
+    write(&leader, 2, 2, "y");
+    assert!(follower.promise(&[(2, 5)]).unwrap()[0].accepted);
+    let records = read_all(&leader, 1, 0, 1 << 20);
+    let ship = |partition, epoch, prev, records: &[ReplicaRecord]| ShipBatch {
+        partition,
+        epoch,
+        history: vec![],
+        prev,
+        records: records.to_vec(),
+    };
+    let shipments = [
+        vec![ship(1, 1, 0, &records[..3])],
+        // Follows the first: only appended if the group keeps arrival order.
+        vec![ship(1, 1, 3, &records[3..])],
+        // One fenced batch and one appended, in one shipment.
+        vec![
+            ship(2, 4, 0, &read_all(&leader, 2, 0, 1 << 20)),
+            ship(3, 1, 0, &[]),
+        ],
+    ];
+    let answers = std::thread::scope(|scope| {
+        let held = follower.shared.lock_for_append().unwrap();
+        let mut callers = Vec::new();
+        for (n, batches) in shipments.iter().enumerate() {
+            let batches = batches.clone();
+            let follower = &follower;
+            callers.push(scope.spawn(move || follower.accept_shipment(batches)));
+            while follower.shipments.len() < n + 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(held);
+        callers
+            .into_iter()
+            .map(|c| c.join().unwrap().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        answers,
+        vec![
+            vec![ShipOutcome::Appended { last: 3 }],
+            vec![ShipOutcome::Appended { last: 6 }],
+            vec![
+                ShipOutcome::Fenced { promised: 5 },
+                ShipOutcome::Appended { last: 0 },
+            ],
+        ]
+    );
+    assert_eq!(follower.shipments.len(), 0);
+    assert_eq!(read_all(&follower, 1, 0, 1 << 20), records);
+    assert_eq!(follower.last_sequence(2), 0);
+    assert_eq!(follower.partition_epochs(3).promised, 1);
+}
+
 /// `records` with each item's text changed: the same sequences and ids, other bytes.
 fn altered(records: &[ReplicaRecord]) -> Vec<ReplicaRecord> {
     records
