@@ -290,7 +290,7 @@ impl Replicator {
         let Some(shipper) = self.shipper(&pair.follower) else {
             return Ok(Checked::Busy);
         };
-        let turn = shipper.turn.lock().await;
+        let turn = shipper.turn.write().await;
         if !self.still_leads(pair) {
             return Ok(Checked::Busy);
         }

@@ -1,9 +1,17 @@
 //! One follower's shipper: for every partition this node leads with the follower in its
 //! replica set, sends what the follower lacks (from memory when it is in step, from the
-//! log by sequence when it is behind), one shipment in flight, and feeds the
-//! follower's answers to the partitions' quorums. A follower not yet heard from in an
-//! epoch gets an empty probe first, which carries the epoch history (so it truncates a
-//! superseded tail) and tells the shipper where it stands.
+//! log by sequence when it is behind), and feeds the follower's answers to the
+//! partitions' quorums. A follower not yet heard from in an epoch gets an empty probe
+//! first, which carries the epoch history (so it truncates a superseded tail) and
+//! tells the shipper where it stands.
+//!
+//! Shipments are pipelined: up to [`MAX_IN_FLIGHT`] await the follower's answer, each
+//! carrying what was staged after the one before, so a record waits for no earlier
+//! shipment's round trip (the follower writes shipments that queue behind its log as
+//! one group). The shipper remembers how far it sent each partition; a follower that
+//! answers `Behind` (a shipment overtaken by a later one, or a follower that lost
+//! records) is sent again from where it says it stands, and whatever a follower
+//! already holds it skips, so a shipment sent twice changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use chorus_actors::store::{ShipBatch, ShipOutcome};
 use chorus_protocol::{NodeId, PartitionId};
-use tokio::sync::Notify;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, RwLock, RwLockReadGuard};
 use tracing::{debug, warn};
 
 use super::handoff::{HANDOFF_BYTES, HANDOFF_THROTTLED};
@@ -24,16 +34,18 @@ const IDLE_INTERVAL: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait after failed shipments.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Most shipments to one follower awaiting its answer.
+pub(super) const MAX_IN_FLIGHT: usize = 4;
 
 /// A follower's shipper as the rest of replication reaches it.
 #[derive(Default)]
 pub(super) struct Handle {
     /// Wakes it (records to ship).
     pub(super) wake: Notify,
-    /// Held across each call to the follower and the handling of its answer, so that
-    /// another call that changes what the follower holds (an anti-entropy repair) is
-    /// not overtaken by the answer to a shipment sent before it.
-    pub(super) turn: tokio::sync::Mutex<()>,
+    /// Each shipment holds it shared from its send until its answer is handled; a call
+    /// that changes what the follower holds (an anti-entropy repair) holds it alone, so
+    /// it is not overtaken by the answer to a shipment sent before it.
+    pub(super) turn: RwLock<()>,
 }
 
 /// What to send one partition's follower.
@@ -41,73 +53,155 @@ struct Planned {
     partition: PartitionId,
     epoch: u64,
     history: Vec<(u64, u64)>,
-    /// What the follower is known to hold; `None`: not heard from in this epoch.
-    known: Option<u64>,
+    /// Where the follower stands once what is in flight arrives; `None`: not heard
+    /// from in this epoch.
+    from: Option<u64>,
     /// The leader's last sequence.
     last: u64,
+}
+
+/// How far shipments awaiting an answer reach, per partition: (epoch, last sequence
+/// sent; 0 for a probe).
+type Sent = HashMap<PartitionId, (u64, u64)>;
+
+/// How a shipment ended.
+enum Answered {
+    /// The follower answered: whether any partition's known position moved, and the
+    /// partitions it said it is behind in.
+    Answered {
+        moved: bool,
+        behind: Vec<PartitionId>,
+    },
+    /// An answer that is not a shipment's.
+    Unexpected,
+    /// No answer (link down, timeout, refusal).
+    Failed,
 }
 
 /// Ships to `follower` until replication stops or the follower leaves the ring.
 pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Handle>) {
     let mut backoff = MIN_BACKOFF;
+    // No new shipment before this (after a failure), nor until news (after an answer
+    // that moved nothing).
+    let mut paused_until: Option<Instant> = None;
+    let mut stalled = false;
+    let mut sent = Sent::new();
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        tokio::select! {
-            _ = replicator.inner.stop.cancelled() => return,
-            _ = handle.wake.notified() => {}
-            _ = tokio::time::sleep(IDLE_INTERVAL) => {}
+        if !replicator.is_current_shipper(&follower, &handle) {
+            debug!(%follower, "shipper stops: the follower left the ring");
+            return;
         }
-        loop {
-            if !replicator.is_current_shipper(&follower, &handle) {
-                debug!(%follower, "shipper stops: the follower left the ring");
-                return;
-            }
-            let turn = handle.turn.lock().await;
-            let plan = replicator.ship_plan(&follower);
+        if paused_until.is_some_and(|until| Instant::now() >= until) {
+            paused_until = None;
+        }
+        while in_flight.len() < MAX_IN_FLIGHT && !stalled && paused_until.is_none() {
+            // Never wait for the turn here: the shipments holding it are only
+            // answered when this loop polls them.
+            let Ok(turn) = handle.turn.try_read() else {
+                break;
+            };
+            let plan = replicator.ship_plan(&follower, &sent);
             if plan.is_empty() {
                 break;
             }
             let tips: HashMap<PartitionId, u64> =
                 plan.iter().map(|p| (p.partition, p.last)).collect();
             let batches = replicator.fill(plan).await;
+            if batches.is_empty() {
+                break;
+            }
             let size = Size::of(&batches, &tips);
             replicator.throttle(size.catch_up_bytes).await;
-            let sent: Vec<(PartitionId, u64)> =
-                batches.iter().map(|b| (b.partition, b.epoch)).collect();
-            let reply = replicator
-                .inner
-                .peers
-                .forward(&follower, Forward::Ship { batches })
-                .await;
-            let moved = match reply {
-                Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
-                    metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(size.records);
-                    replicator.count_shipped(&size);
-                    Ok(replicator.shipped(&follower, &sent, outcomes))
+            for batch in &batches {
+                let through = batch.records.last().map_or(0, |r| r.sequence);
+                sent.insert(batch.partition, (batch.epoch, through));
+            }
+            in_flight.push(ship(&replicator, &follower, turn, batches, size));
+        }
+        let wait = paused_until.map_or(IDLE_INTERVAL, |until| {
+            until.saturating_duration_since(Instant::now())
+        });
+        tokio::select! {
+            _ = replicator.inner.stop.cancelled() => return,
+            Some((partitions, answered)) = in_flight.next(), if !in_flight.is_empty() => {
+                match answered {
+                    Answered::Answered { moved, behind } => {
+                        backoff = MIN_BACKOFF;
+                        // Nothing moved: wait for news rather than spin.
+                        stalled = !moved;
+                        for partition in behind {
+                            sent.remove(&partition);
+                        }
+                    }
+                    Answered::Unexpected => {
+                        paused_until = Some(Instant::now() + MAX_BACKOFF);
+                        forget(&mut sent, &partitions);
+                    }
+                    Answered::Failed => {
+                        paused_until = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        forget(&mut sent, &partitions);
+                    }
                 }
-                other => Err(other),
-            };
-            drop(turn);
-            match moved {
-                Ok(true) => backoff = MIN_BACKOFF,
-                Ok(false) => {
-                    // Nothing moved: wait for news rather than spin.
-                    backoff = MIN_BACKOFF;
-                    break;
-                }
-                Err(Ok(other)) => {
-                    warn!(%follower, reply = ?other, "unexpected answer to a shipment");
-                    tokio::time::sleep(MAX_BACKOFF).await;
-                    break;
-                }
-                Err(Err(error)) => {
-                    debug!(%follower, %error, "shipment failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    break;
+                if in_flight.is_empty() {
+                    // Every answer is in: the quorum knows where the follower stands.
+                    sent.clear();
                 }
             }
+            _ = handle.wake.notified() => stalled = false,
+            _ = tokio::time::sleep(wait) => stalled = false,
         }
     }
+}
+
+/// Forgets how far `partitions` were sent: the next shipment starts where the
+/// follower is known to stand.
+fn forget(sent: &mut Sent, partitions: &[PartitionId]) {
+    for partition in partitions {
+        sent.remove(partition);
+    }
+}
+
+/// Sends one shipment and applies the follower's answer, holding the turn until then;
+/// returns the partitions it carried and how it ended.
+async fn ship(
+    replicator: &Replicator,
+    follower: &NodeId,
+    turn: RwLockReadGuard<'_, ()>,
+    batches: Vec<ShipBatch>,
+    size: Size,
+) -> (Vec<PartitionId>, Answered) {
+    let sent: Vec<(PartitionId, u64)> = batches.iter().map(|b| (b.partition, b.epoch)).collect();
+    let reply = replicator
+        .inner
+        .peers
+        .forward(follower, Forward::Ship { batches })
+        .await;
+    let answered = match reply {
+        Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
+            metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(size.records);
+            replicator.count_shipped(&size);
+            let behind = sent
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| matches!(outcome, ShipOutcome::Behind { .. }))
+                .map(|(&(partition, _), _)| partition)
+                .collect();
+            let moved = replicator.shipped(follower, &sent, outcomes);
+            Answered::Answered { moved, behind }
+        }
+        Ok(other) => {
+            warn!(%follower, reply = ?other, "unexpected answer to a shipment");
+            Answered::Unexpected
+        }
+        Err(error) => {
+            debug!(%follower, %error, "shipment failed");
+            Answered::Failed
+        }
+    };
+    drop(turn);
+    (sent.into_iter().map(|(p, _)| p).collect(), answered)
 }
 
 /// What one shipment carries.
@@ -193,21 +287,32 @@ impl Replicator {
             .is_some_and(|h| Arc::ptr_eq(h, handle))
     }
 
-    /// The partitions where `follower` lacks something this node leads.
-    fn ship_plan(&self, follower: &NodeId) -> Vec<Planned> {
+    /// The partitions where `follower` lacks something this node leads beyond what is
+    /// on its way (`sent`); a partition whose probe is on its way waits for its answer.
+    fn ship_plan(&self, follower: &NodeId, sent: &Sent) -> Vec<Planned> {
         let parts = self.parts();
         parts
             .iter()
             .enumerate()
             .filter_map(|(p, part)| match part {
                 Part::Leading(leading) if leading.ships_to(follower) => {
+                    let partition = p as PartitionId;
+                    let on_its_way = sent
+                        .get(&partition)
+                        .filter(|(epoch, _)| *epoch == leading.epoch)
+                        .map(|&(_, through)| through);
                     let known = leading.quorum.follower_last(follower);
+                    let from = match (known, on_its_way) {
+                        (None, Some(_)) => return None,
+                        (None, None) => None,
+                        (Some(known), through) => Some(known.max(through.unwrap_or(0))),
+                    };
                     let last = leading.staged.max(leading.quorum.last());
-                    (known.is_none_or(|k| k < last)).then(|| Planned {
-                        partition: p as PartitionId,
+                    (from.is_none_or(|f| f < last)).then(|| Planned {
+                        partition,
                         epoch: leading.epoch,
                         history: leading.history.clone(),
-                        known,
+                        from,
                         last,
                     })
                 }
@@ -223,7 +328,7 @@ impl Replicator {
         let mut budget = self.inner.settings.batch_bytes;
         let mut batches = Vec::with_capacity(plan.len());
         for planned in plan {
-            let Some(known) = planned.known else {
+            let Some(known) = planned.from else {
                 batches.push(ShipBatch {
                     partition: planned.partition,
                     epoch: planned.epoch,
@@ -290,7 +395,14 @@ impl Replicator {
                 }
                 match outcome {
                     ShipOutcome::Appended { last } | ShipOutcome::Behind { last } => {
-                        moved |= leading.quorum.follower_last(follower) != Some(last);
+                        let known = leading.quorum.follower_last(follower);
+                        // Appended answers may come out of order; within an epoch a
+                        // follower's log only shrinks by a repair, which waits for them.
+                        let last = match outcome {
+                            ShipOutcome::Appended { .. } => last.max(known.unwrap_or(0)),
+                            _ => last,
+                        };
+                        moved |= known != Some(last);
                         for (waiter, holders) in leading.quorum.acked(follower, last) {
                             let _ = waiter.send(Ok(holders));
                         }
