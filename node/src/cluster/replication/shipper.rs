@@ -65,7 +65,7 @@ struct Planned {
 type Sent = HashMap<PartitionId, (u64, u64)>;
 
 /// How a shipment ended.
-enum Answered {
+enum Ended {
     /// The follower answered: whether any partition's known position moved, and the
     /// partitions it said it is behind in.
     Answered {
@@ -124,9 +124,9 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
         });
         tokio::select! {
             _ = replicator.inner.stop.cancelled() => return,
-            Some((partitions, answered)) = in_flight.next(), if !in_flight.is_empty() => {
-                match answered {
-                    Answered::Answered { moved, behind } => {
+            Some((partitions, ended)) = in_flight.next(), if !in_flight.is_empty() => {
+                match ended {
+                    Ended::Answered { moved, behind } => {
                         backoff = MIN_BACKOFF;
                         // Nothing moved: wait for news rather than spin.
                         stalled = !moved;
@@ -134,11 +134,11 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
                             sent.remove(&partition);
                         }
                     }
-                    Answered::Unexpected => {
+                    Ended::Unexpected => {
                         paused_until = Some(Instant::now() + MAX_BACKOFF);
                         forget(&mut sent, &partitions);
                     }
-                    Answered::Failed => {
+                    Ended::Failed => {
                         paused_until = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         forget(&mut sent, &partitions);
@@ -171,14 +171,14 @@ async fn ship(
     turn: RwLockReadGuard<'_, ()>,
     batches: Vec<ShipBatch>,
     size: Size,
-) -> (Vec<PartitionId>, Answered) {
+) -> (Vec<PartitionId>, Ended) {
     let sent: Vec<(PartitionId, u64)> = batches.iter().map(|b| (b.partition, b.epoch)).collect();
     let reply = replicator
         .inner
         .peers
         .forward(follower, Forward::Ship { batches })
         .await;
-    let answered = match reply {
+    let ended = match reply {
         Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
             metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(size.records);
             replicator.count_shipped(&size);
@@ -189,19 +189,19 @@ async fn ship(
                 .map(|(&(partition, _), _)| partition)
                 .collect();
             let moved = replicator.shipped(follower, &sent, outcomes);
-            Answered::Answered { moved, behind }
+            Ended::Answered { moved, behind }
         }
         Ok(other) => {
             warn!(%follower, reply = ?other, "unexpected answer to a shipment");
-            Answered::Unexpected
+            Ended::Unexpected
         }
         Err(error) => {
             debug!(%follower, %error, "shipment failed");
-            Answered::Failed
+            Ended::Failed
         }
     };
     drop(turn);
-    (sent.into_iter().map(|(p, _)| p).collect(), answered)
+    (sent.into_iter().map(|(p, _)| p).collect(), ended)
 }
 
 /// What one shipment carries.
