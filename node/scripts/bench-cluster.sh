@@ -12,7 +12,8 @@
 # repetitions with three replicas: SIGKILL of node-3, the time until both survivors see
 # it down, and the time until a write for a user node-3 led is acknowledged again
 # (failover: detection, a new leader's promises and catch-up). Knobs: CHORUS_BIN,
-# DUR (10s), WARMUP (2s), KILLS (10), PROBE_MS (500), OUT (./bench-results).
+# DUR (10s), WARMUP (2s), KILLS (10), PROBE_MS (500), OUT (./bench-results), RFS ("1 3":
+# the replication factors whose rows run).
 set -euo pipefail
 KILLS="${KILLS:-10}"
 RF=3
@@ -80,25 +81,45 @@ fresh_cluster() {
   done
 }
 
-# run NAME [bench flags...]: one bench through node-1; prints a row.
+# agents_cpu: CPU seconds the running agents have used (user + system).
+agents_cpu() {
+  local ticks=0 pid
+  for pid in "${PIDS[@]}"; do
+    [ "$pid" != 0 ] || continue
+    ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$ticks $(getconf CLK_TCK)" | awk '{printf "%.2f", $1 / $2}'
+}
+
+# run NAME [bench flags...]: one bench through node-1; prints a row. The agents' CPU
+# is counted from the end of the warmup to the end of the run: on a shared machine the
+# CPU a write costs varies less than the writes per second.
 run() {
   local name="$1"; shift
   "$BIN" bench --server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" \
     --data-dir "$WORK/data-1" --duration "$DUR" --warmup "$WARMUP" \
-    --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.progress"
-  python3 - "$name" "$OUT/$name.json" "$*" <<'PY'
+    --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.progress" &
+  local bench=$!
+  sleep "${WARMUP%s}"
+  local cpu0; cpu0=$(agents_cpu)
+  wait "$bench"
+  local cpu1; cpu1=$(agents_cpu)
+  python3 - "$name" "$OUT/$name.json" "$*" "$cpu0" "$cpu1" "${DUR%s}" <<'PY'
 import json, sys
 name, path, flags = sys.argv[1], sys.argv[2], sys.argv[3]
+cpu = float(sys.argv[5]) - float(sys.argv[4])
 s = json.load(open(path))
 l = s["latency_ms"]
 errors = sum(s["errors"].values())
-print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {errors} |")
+served = s["requests_per_sec"] * float(sys.argv[6])
+per = cpu / served * 1e6 if served else 0
+print(f"| {name} | `{flags}` | {s['requests_per_sec']:,.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {errors} | {per:,.0f} |")
 PY
 }
 
-echo "| replicas | scenario | flags | req/s | p50 ms | p99 ms | errors |"
-echo "| ---: | --- | --- | ---: | ---: | ---: | ---: |"
-for RF in 1 3; do
+echo "| replicas | scenario | flags | req/s | p50 ms | p99 ms | errors | agents' CPU µs/req |"
+echo "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+for RF in ${RFS:-1 3}; do
   fresh_cluster
   for row in "direct_saturation --concurrency 256 --connections 2 --streams 8" \
              "forwarded_saturation --concurrency 256 --connections 2 --streams 8 --no-routing" \

@@ -10,7 +10,8 @@
 # With PERF_STAT=1 it counts node-2's futex calls and context switches over the same
 # 5 s instead (`perf stat`, into bench-results/node-2.stat).
 #
-# Knobs: RF (3), PROBE_MS (500), PERF_STAT, OUT (./bench-results), CHORUS_BIN.
+# Knobs: RF (3), PROBE_MS (500), PERF_STAT, OUT (./bench-results), CHORUS_BIN,
+# BENCH_FLAGS (the load: "--concurrency 256 --connections 2 --streams 8", saturation).
 set -euo pipefail
 RF="${RF:-3}"
 PROBE_MS="${PROBE_MS:-500}"
@@ -24,9 +25,11 @@ for i in 1 2 3; do start_agent "$i"; done
 for _ in $(seq 1 100); do [ -s "$WORK/data-1/admin.key" ] && break; sleep 0.1; done
 wait_formed 3
 sleep 3 # every partition's leader has taken over
+# shellcheck disable=SC2086 # BENCH_FLAGS is words
 "$BIN" bench --server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" \
-  --data-dir "$WORK/data-1" --duration 14s --warmup 2s --concurrency 256 --connections 2 \
-  --streams 8 --json "$OUT/profile-bench.json" >"$OUT/profile-bench.txt" 2>&1 &
+  --data-dir "$WORK/data-1" --duration 14s --warmup 2s \
+  ${BENCH_FLAGS:---concurrency 256 --connections 2 --streams 8} \
+  --json "$OUT/profile-bench.json" >"$OUT/profile-bench.txt" 2>&1 &
 bench=$!
 sleep 5
 if [ -n "${PERF_STAT:-}" ]; then

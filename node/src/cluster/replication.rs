@@ -103,6 +103,8 @@ pub struct ReplicationSettings {
     pub anti_entropy_interval: Option<Duration>,
     /// Bytes per second that streams to followers catching up share; `None`: no cap.
     pub handoff_bytes_per_sec: Option<u64>,
+    /// Most shipments to one follower awaiting its answer (at least 1).
+    pub shipments_in_flight: usize,
 }
 
 impl ReplicationSettings {
@@ -116,6 +118,7 @@ impl ReplicationSettings {
             recent_bytes: 64 << 20,
             anti_entropy_interval: Some(Duration::from_millis(200)),
             handoff_bytes_per_sec: Some(64 << 20),
+            shipments_in_flight: 4,
         }
     }
 }

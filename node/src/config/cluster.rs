@@ -76,6 +76,10 @@ pub struct ClusterSection {
         deserialize_with = "super::units::bytes"
     )]
     pub handoff_bytes_per_sec: u64,
+    /// Shipments a leader keeps in flight to each follower, each carrying what was
+    /// written after the one before (default 4; 1: one at a time, at most 64).
+    #[serde(default = "default_shipments_in_flight")]
+    pub shipments_in_flight: u8,
     /// How this node gossips (`[cluster.gossip]`).
     #[serde(default)]
     pub gossip: GossipSettings,
@@ -101,6 +105,10 @@ fn default_anti_entropy_interval_ms() -> u64 {
     ReplicationSettings::majority(3)
         .anti_entropy_interval
         .map_or(0, |interval| interval.as_millis() as u64)
+}
+
+fn default_shipments_in_flight() -> u8 {
+    ReplicationSettings::majority(3).shipments_in_flight as u8
 }
 
 fn default_handoff_bytes_per_sec() -> u64 {
@@ -165,6 +173,12 @@ impl ClusterSection {
             1 << 40,
         )?;
         super::check_range(
+            "cluster.shipments_in_flight",
+            u64::from(self.shipments_in_flight),
+            1,
+            64,
+        )?;
+        super::check_range(
             "cluster.anti_entropy_interval_ms",
             self.anti_entropy_interval_ms,
             0,
@@ -174,7 +188,7 @@ impl ClusterSection {
     }
 
     /// How this node replicates: the factor, the write quorum (a majority unless set),
-    /// the commit timeout and anti-entropy's pace.
+    /// the commit timeout, anti-entropy's pace and the shipping pipeline's depth.
     pub fn replication(&self) -> ReplicationSettings {
         let factor = usize::from(self.replication_factor);
         let mut settings = ReplicationSettings::majority(factor);
@@ -186,6 +200,7 @@ impl ClusterSection {
             .then(|| std::time::Duration::from_millis(self.anti_entropy_interval_ms));
         settings.handoff_bytes_per_sec =
             (self.handoff_bytes_per_sec > 0).then_some(self.handoff_bytes_per_sec);
+        settings.shipments_in_flight = usize::from(self.shipments_in_flight);
         settings
     }
 

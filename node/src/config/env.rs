@@ -101,6 +101,7 @@ pub fn template() -> NodeConfig {
             down_grace_ms: 300_000,
             anti_entropy_interval_ms: 200,
             handoff_bytes_per_sec: 0,
+            shipments_in_flight: 4,
             gossip: GossipSettings {
                 suspect_to_down_ms: Some(4_000),
                 ..GossipSettings::default()

@@ -5,13 +5,17 @@
 //! first, which carries the epoch history (so it truncates a superseded tail) and
 //! tells the shipper where it stands.
 //!
-//! Shipments are pipelined: up to [`MAX_IN_FLIGHT`] await the follower's answer, each
-//! carrying what was staged after the one before, so a record waits for no earlier
-//! shipment's round trip (the follower writes shipments that queue behind its log as
-//! one group). The shipper remembers how far it sent each partition; a follower that
-//! answers `Behind` (a shipment overtaken by a later one, or a follower that lost
-//! records) is sent again from where it says it stands, and whatever a follower
-//! already holds it skips, so a shipment sent twice changes nothing.
+//! Shipments are pipelined when there is enough to send: up to `shipments_in_flight`
+//! await the follower's answer, each carrying what was staged after the one before, so
+//! a backlog (a follower catching up, a burst) streams without waiting a round trip
+//! per shipment, and the follower writes shipments that queue behind its log as one
+//! group. A trickle of writes instead gathers behind the shipment in flight: each
+//! shipment costs both ends about the same whatever it carries.
+//!
+//! The shipper remembers how far it sent each partition; a follower that answers
+//! `Behind` (a shipment overtaken by a later one, or a follower that lost records) is
+//! sent again from where it says it stands, and whatever a follower already holds it
+//! skips, so a shipment sent twice changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,8 +38,10 @@ const IDLE_INTERVAL: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait after failed shipments.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Most shipments to one follower awaiting its answer.
-pub(super) const MAX_IN_FLIGHT: usize = 4;
+
+/// Fewest records waiting for a follower that go out in a shipment of their own while
+/// others are in flight.
+const PIPELINE_MIN_RECORDS: u64 = 256;
 
 /// A follower's shipper as the rest of replication reaches it.
 #[derive(Default)]
@@ -87,6 +93,7 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
     let mut stalled = false;
     let mut sent = Sent::new();
     let mut in_flight = FuturesUnordered::new();
+    let depth = replicator.inner.settings.shipments_in_flight.max(1);
     loop {
         if !replicator.is_current_shipper(&follower, &handle) {
             debug!(%follower, "shipper stops: the follower left the ring");
@@ -95,14 +102,14 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
         if paused_until.is_some_and(|until| Instant::now() >= until) {
             paused_until = None;
         }
-        while in_flight.len() < MAX_IN_FLIGHT && !stalled && paused_until.is_none() {
+        while in_flight.len() < depth && !stalled && paused_until.is_none() {
             // Never wait for the turn here: the shipments holding it are only
             // answered when this loop polls them.
             let Ok(turn) = handle.turn.try_read() else {
                 break;
             };
             let plan = replicator.ship_plan(&follower, &sent);
-            if plan.is_empty() {
+            if plan.is_empty() || (!in_flight.is_empty() && !worth_pipelining(&plan)) {
                 break;
             }
             let tips: HashMap<PartitionId, u64> =
@@ -153,6 +160,21 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
             _ = tokio::time::sleep(wait) => stalled = false,
         }
     }
+}
+
+/// Whether `plan` is worth a shipment beside those in flight rather than waiting to
+/// ride in the next one: a probe, or a backlog of at least [`PIPELINE_MIN_RECORDS`].
+/// Every shipment costs both ends a message, a task and a log write whatever it
+/// carries, so a trickle of writes goes best gathered behind the shipment in flight.
+fn worth_pipelining(plan: &[Planned]) -> bool {
+    let mut records = 0u64;
+    for planned in plan {
+        let Some(from) = planned.from else {
+            return true;
+        };
+        records += planned.last.saturating_sub(from);
+    }
+    records >= PIPELINE_MIN_RECORDS
 }
 
 /// Forgets how far `partitions` were sent: the next shipment starts where the
@@ -415,5 +437,33 @@ impl Replicator {
             self.step_down(partition, promised, "a replica promised a newer epoch");
         }
         moved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(partition: PartitionId, from: Option<u64>, last: u64) -> Planned {
+        Planned {
+            partition,
+            epoch: 1,
+            history: vec![(1, 1)],
+            from,
+            last,
+        }
+    }
+
+    #[test]
+    fn a_backlog_or_a_probe_goes_beside_shipments_in_flight_and_a_trickle_waits() {
+        let trickle = [planned(0, Some(10), 12), planned(1, Some(3), 4)];
+        assert!(!worth_pipelining(&trickle));
+        let backlog = [
+            planned(0, Some(0), PIPELINE_MIN_RECORDS - 1),
+            planned(1, Some(7), 8),
+        ];
+        assert!(worth_pipelining(&backlog));
+        let probe = [planned(0, Some(10), 12), planned(2, None, 40)];
+        assert!(worth_pipelining(&probe));
     }
 }
