@@ -589,6 +589,17 @@ impl NodeHandle {
         blocking(move || store.begin_epochs(&starts)).await
     }
 
+    /// Drops this replica's copy of `partition` if it still ends at `expect_last`;
+    /// see [`Store::shed_partition`].
+    pub async fn shed_partition(
+        &self,
+        partition: PartitionId,
+        expect_last: u64,
+    ) -> Result<Option<u64>, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.shed_partition(partition, expect_last)).await
+    }
+
     /// A partition's epochs and last sequence on this replica.
     pub fn partition_state(&self, partition: PartitionId) -> (PartitionEpochs, u64) {
         let store = &self.inner.store;

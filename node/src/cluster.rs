@@ -48,6 +48,11 @@ pub fn describe_metrics() {
         "Log records shipped to followers."
     );
     describe_counter!(
+        replication::shed::REPLICATION_SHED,
+        Unit::Count,
+        "Copies of partitions this node no longer replicates, dropped once the leader held them."
+    );
+    describe_counter!(
         replication::anti_entropy::ANTI_ENTROPY_CHECKS,
         Unit::Count,
         "Follower copies of a partition compared with the leader's, by outcome (equal, repaired, busy, failed)."

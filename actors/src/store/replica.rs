@@ -967,6 +967,32 @@ impl Store {
         Ok(RepairOutcome::Truncated { removed })
     }
 
+    /// Drops this replica's whole copy of `partition` (as [`Store::truncate_after`]
+    /// sequence 0) when the node no longer replicates it, but only if the partition
+    /// still ends at `expect_last`, checked under the append lock: a copy that moved
+    /// meanwhile (a leader shipped to it again) is kept. The epochs promised stay, so a
+    /// leader fenced here stays fenced. Returns the live records removed, or `None` if
+    /// the partition moved.
+    pub fn shed_partition(
+        &self,
+        partition: PartitionId,
+        expect_last: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.check_partition(partition)?;
+        let mut sequences = self.shared.lock_for_append()?;
+        if sequences[usize::from(partition)] != expect_last {
+            return Ok(None);
+        }
+        let removed = self.truncate_forgetting_epochs(&mut sequences, partition, 0)?;
+        info!(
+            partition,
+            last = expect_last,
+            removed,
+            "shed a copy of a partition this node no longer replicates"
+        );
+        Ok(Some(removed))
+    }
+
     /// Removes the records of `partition` with a sequence above `sequence`, durably:
     /// they leave the index and the tail, their bytes count as dead, the partition's
     /// last sequence becomes `sequence`, and epochs that started after it are

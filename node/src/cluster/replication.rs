@@ -47,6 +47,10 @@
 //!   partition at rest with the leader's, by digests of ranges of sequences, and has a
 //!   copy that differs cut where it starts to differ and shipped again.
 //!
+//! - **Copies left behind are shed.** A member that a change of placement leaves out of
+//!   a partition's replica set drops its copy once the copy has sat unchanged for the
+//!   down grace and the leader holds as far ([`shed`]).
+//!
 //! [`quorum`] is the pure part: which sequence a quorum holds, and who waits for it.
 //! [`shipper`] sends to one follower; [`takeover`] runs a partition's change of leader.
 
@@ -55,6 +59,7 @@ pub mod digest;
 pub mod handoff;
 pub mod quorum;
 mod recent;
+pub mod shed;
 mod shipper;
 mod takeover;
 
@@ -105,6 +110,9 @@ pub struct ReplicationSettings {
     pub handoff_bytes_per_sec: Option<u64>,
     /// Most shipments to one follower awaiting its answer (at least 1).
     pub shipments_in_flight: usize,
+    /// How long a copy of a partition this node no longer replicates is kept, unchanged,
+    /// before it is shed (see [`shed`]).
+    pub shed_after: Duration,
 }
 
 impl ReplicationSettings {
@@ -119,6 +127,7 @@ impl ReplicationSettings {
             anti_entropy_interval: Some(Duration::from_millis(200)),
             handoff_bytes_per_sec: Some(64 << 20),
             shipments_in_flight: 4,
+            shed_after: Duration::from_secs(300),
         }
     }
 }
@@ -258,6 +267,7 @@ impl Replicator {
         if let Some(interval) = replicator.inner.settings.anti_entropy_interval {
             tokio::spawn(anti_entropy::run(replicator.clone(), interval));
         }
+        tokio::spawn(shed::run(replicator.clone()));
         replicator
     }
 

@@ -53,7 +53,9 @@ pub struct ClusterSection {
     /// How long a member declared down keeps its place in its partitions' replica sets,
     /// in milliseconds (default 300000: five minutes). Its partitions are led by their
     /// next replica at once, but their data moves to other members only after this,
-    /// so a restart or a false verdict costs no stream of partitions.
+    /// so a restart or a false verdict costs no stream of partitions. A copy of a
+    /// partition a member no longer replicates is likewise kept this long, unchanged,
+    /// before it is shed.
     #[serde(
         default = "default_down_grace_ms",
         deserialize_with = "super::units::millis"
@@ -188,7 +190,8 @@ impl ClusterSection {
     }
 
     /// How this node replicates: the factor, the write quorum (a majority unless set),
-    /// the commit timeout, anti-entropy's pace and the shipping pipeline's depth.
+    /// the commit timeout, anti-entropy's pace, the shipping pipeline's depth and how
+    /// long copies left behind are kept.
     pub fn replication(&self) -> ReplicationSettings {
         let factor = usize::from(self.replication_factor);
         let mut settings = ReplicationSettings::majority(factor);
@@ -201,6 +204,7 @@ impl ClusterSection {
         settings.handoff_bytes_per_sec =
             (self.handoff_bytes_per_sec > 0).then_some(self.handoff_bytes_per_sec);
         settings.shipments_in_flight = usize::from(self.shipments_in_flight);
+        settings.shed_after = std::time::Duration::from_millis(self.down_grace_ms);
         settings
     }
 

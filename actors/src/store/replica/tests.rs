@@ -730,6 +730,40 @@ fn a_truncation_survives_reopening_and_spares_other_partitions() {
 }
 
 #[test]
+fn a_shed_copy_is_gone_for_good_unless_it_moved_and_its_promise_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let other = {
+        let store = open(&path);
+        let other = write(&store, 1, 3, "other");
+        write(&store, 2, 4, "shed");
+        assert!(store.promise(&[(2, 9)]).unwrap()[0].accepted);
+        // The copy moved since it was looked at: kept.
+        assert_eq!(store.shed_partition(2, 3).unwrap(), None);
+        assert_eq!(store.last_sequence(2), 4);
+        assert_eq!(store.shed_partition(2, 4).unwrap(), Some(4));
+        other
+    };
+    let store = open(&path);
+    assert_eq!(store.last_sequence(2), 0);
+    assert!(read_all(&store, 2, 0, 1 << 20).is_empty());
+    assert_eq!(
+        store.partition_epochs(2).promised,
+        9,
+        "older leaders stay fenced"
+    );
+    for id in &other {
+        assert!(store.get(*id).unwrap().is_some());
+    }
+    assert_eq!(store.item_count(), 3);
+    assert!(
+        store.log_usage().dead_bytes > 0,
+        "the shed records are dead"
+    );
+    assert!(store.shed_partition(PARTITIONS, 0).is_err());
+}
+
+#[test]
 fn a_partition_reads_in_order_across_the_index_and_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
