@@ -397,6 +397,16 @@ impl Client {
                     }
                     return Ok(response);
                 }
+                // A connection the client closed itself (its member left the ring, or
+                // went silent) fails the requests on it as closed; only a closed
+                // client's requests really are. The others were cut mid-flight.
+                Err(ClientError::Closed) if self.check_open().is_ok() => {
+                    ClientError::ConnectionLost {
+                        reason: "the client closed the connection: its member left the ring \
+                                 or went silent"
+                            .into(),
+                    }
+                }
                 Err(error) => error,
             };
             match plan.handle_error(&target, &error, idempotent) {

@@ -97,8 +97,8 @@ pub struct BenchArgs {
     /// that waits for a slot counts the wait in its latency.
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     pub in_flight: usize,
-    /// Retries of the SDK per request in a scenario (default none: each refusal is
-    /// counted as the node gave it).
+    /// Retries of the SDK per request (default none: each refusal is counted as the
+    /// node gave it; 3 is what an application's SDK does by default).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
     /// The node's process id on this machine, to sample its memory (VmRSS each second,

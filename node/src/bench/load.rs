@@ -7,16 +7,17 @@ use super::args::BenchArgs;
 use crate::cli::ConnectArgs;
 use crate::commands::{CliError, connect};
 
-/// The SDK settings of a load generator: it measures the node, so it never retries and
-/// throttles itself only when `--client-throttle` asks for the SDK's throttle (the
-/// offered load is then what a fleet of applications would send, not what reaches the
-/// node).
+/// The SDK settings of a load generator: it measures the node, so it retries only as
+/// `--retries` asks (none by default: each refusal is counted as the node gave it; with
+/// retries, what an application sees) and throttles itself only when
+/// `--client-throttle` asks for the SDK's throttle (the offered load is then what a
+/// fleet of applications would send, not what reaches the node).
 pub(crate) fn client_config(args: &BenchArgs) -> Result<ClientConfig, CliError> {
     let mut config = ClientConfig {
         streams_per_connection: std::num::NonZeroUsize::new(args.streams)
             .ok_or_else(|| CliError::Usage("--streams must be at least 1".into()))?,
         load_guard: args.client_throttle.then(LoadGuardConfig::default),
-        max_retries: 0,
+        max_retries: args.retries,
         ..ClientConfig::default()
     };
     if args.no_routing {
