@@ -34,7 +34,7 @@ data_dir = "$WORK/data-$i"
 listen = "127.0.0.$i:7400"
 partitions = 1024
 [log]
-level = "warn,chorus_node::cluster=info"
+level = "${LOG_LEVEL:-warn,chorus_node::cluster=info}"
 [tls]
 ca_cert = "$WORK/certs/ca.pem"
 cert = "$WORK/certs/node-$i.pem"

@@ -8,7 +8,7 @@
 # behind), next host. Reports each host's time from its stop until the cluster
 # is whole again, the whole upgrade's time, and what the workload's clients saw
 # (requests, errors by kind, p99) over the whole WINDOW the workload ran, the upgrade
-# inside it.
+# inside it. The agents' logs are kept in OUT (upgrade-node-N.log).
 #
 #   OLD_BIN=/tmp/chorus-old NEW_BIN=target/release/chorus node/scripts/bench-upgrade.sh
 #
@@ -75,6 +75,7 @@ for i in 3 2 1; do
   sleep "$SETTLE"
 done
 total=$(( $(now_ms) - started - 3 * SETTLE * 1000 ))
+for i in 1 2 3; do cp "$WORK/node-$i.log" "$OUT/upgrade-node-$i.log"; done
 kill -0 "$workload" 2>/dev/null || echo "the workload ended before the upgrade did: raise WINDOW" >&2
 wait "$workload" || true
 echo

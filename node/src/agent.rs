@@ -258,11 +258,17 @@ pub async fn run(config: NodeConfig, source: ConfigSource, log: LogControl) -> a
     let draining = tokio::spawn(readiness.clone().drain_on(shutdown.clone()));
     // On shutdown the others learn at once that this node is gone (instead of after a
     // suspicion) and place the ring without it while its requests drain.
+    // It also steps down from every partition it leads, so that its writers in flight
+    // retry at the next leader instead of waiting for a quorum that has moved on.
     let leaving = cluster.clone().map(|cluster| {
         let shutdown = shutdown.clone();
+        let replicator = replicator.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
             cluster.leave().await;
+            if let Some(replicator) = replicator {
+                replicator.stand_down();
+            }
         })
     });
     let backend = Backend {

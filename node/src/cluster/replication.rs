@@ -64,6 +64,7 @@ mod shipper;
 mod takeover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -200,6 +201,9 @@ struct Inner {
     bandwidth: Option<Mutex<handoff::Bandwidth>>,
     /// Catch-up shipped so far.
     progress: Mutex<handoff::Progress>,
+    /// This node is stopping: it leads nothing from now on (see
+    /// [`Replicator::stand_down`]).
+    standing_down: AtomicBool,
     stop: CancellationToken,
 }
 
@@ -259,6 +263,7 @@ impl Replicator {
                 anti_entropy: anti_entropy::Counts::default(),
                 bandwidth,
                 progress: Mutex::new(handoff::Progress::default()),
+                standing_down: AtomicBool::new(false),
                 stop,
             }),
         };
@@ -406,6 +411,38 @@ impl Replicator {
     }
 
     /// Stops leading `partition` (fenced, or no longer its owner): its writers are told.
+    /// This node is stopping: steps down from every partition it leads and takes the
+    /// lead of none again. Its writers waiting for a quorum are answered at once
+    /// (`Unavailable`, changing leader) rather than when the commit timeout ends them,
+    /// since the other replicas, told the node is leaving, take its partitions over and
+    /// fence its epochs; they retry at the next leader.
+    pub fn stand_down(&self) {
+        self.inner.standing_down.store(true, Ordering::SeqCst);
+        let leading: Vec<(PartitionId, u64)> = self
+            .parts()
+            .iter()
+            .enumerate()
+            .filter_map(|(p, part)| match part {
+                Part::Leading(leading) => Some((p as PartitionId, leading.epoch)),
+                _ => None,
+            })
+            .collect();
+        if !leading.is_empty() {
+            info!(
+                partitions = leading.len(),
+                "stopping: stepping down from every partition"
+            );
+        }
+        for (partition, epoch) in leading {
+            self.step_down(partition, epoch, "this node is stopping");
+        }
+    }
+
+    /// Whether this node is stopping (see [`Replicator::stand_down`]).
+    fn standing_down(&self) -> bool {
+        self.inner.standing_down.load(Ordering::SeqCst)
+    }
+
     fn step_down(&self, partition: PartitionId, seen: u64, why: &str) {
         let mut parts = self.parts();
         let Some(part) = parts.get_mut(usize::from(partition)) else {

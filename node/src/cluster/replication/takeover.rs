@@ -77,6 +77,9 @@ impl Replicator {
     /// starts shippers for new members, and returns the partitions to take the lead of
     /// (marked as being taken over).
     fn evaluate(&self) -> Vec<Claim> {
+        if self.standing_down() {
+            return Vec::new();
+        }
         let view = self.inner.cluster.ring();
         let previous = self.inner.cluster.previous_ring();
         // A member still warming up learns its partitions; it never leads one.
@@ -380,6 +383,13 @@ async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
         let Some(part @ Part::TakingOver) = parts.get_mut(usize::from(partition)) else {
             continue;
         };
+        if replicator.standing_down() {
+            *part = Part::Idle {
+                seen: candidate.epoch,
+                not_before: None,
+            };
+            continue;
+        }
         followers.extend(candidate.followers.iter().cloned());
         followers.extend(candidate.learners.iter().cloned());
         let mut quorum = PartitionQuorum::new(me.clone(), write_quorum, last);
