@@ -22,7 +22,7 @@ use rand::Rng;
 use std::time::{Duration, Instant};
 
 use chorus_actors::store::{ReplicaRecord, ShipBatch, ShipOutcome, decode_item};
-use chorus_client::{Client, ClientError};
+use chorus_client::{Client, ClientConfig, ClientError, Credentials};
 use chorus_protocol::{ErrorCode, Item, ItemId, Kind, Receipt, encode_payload};
 use support::cluster::{
     Node, cluster, cluster_of, cluster_with, formed, plain_client, until, user_owned_by,
@@ -402,6 +402,66 @@ fn lasts(node: &Node) -> Option<Vec<u64>> {
         .iter()
         .map(|row| row["last"].as_u64())
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_answers_its_writers_instead_of_holding_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A commit timeout far beyond the shutdown grace: a writer held until it ends would
+    // see its connection close instead of an answer.
+    let mut nodes = cluster_of(dir.path(), 3, "commit_timeout_ms = 60000");
+    for node in &mut nodes {
+        node.start();
+    }
+    formed(&nodes).await;
+    let dave = user_owned_by(&nodes[0], "node-3", "dave");
+    // Straight to node-3, no retries: each answer is the one node-3 gave.
+    let key = std::fs::read_to_string(nodes[2].data.join("admin.key")).unwrap();
+    let credentials = Credentials::from_ca_file(dir.path().join("certs/ca.pem"), key.trim())
+        .unwrap()
+        .with_server_name("node-3");
+    let config = ClientConfig {
+        routing: None,
+        max_retries: 0,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(&[nodes[2].addr.parse().unwrap()], credentials, config)
+        .await
+        .unwrap();
+    submit_acked(
+        &client,
+        &Item::new(dave.clone(), Kind::Text),
+        Duration::from_secs(30),
+    )
+    .await;
+    // Both followers die: node-3 still leads dave's partition, and its writers wait for
+    // a quorum that cannot form.
+    nodes[0].kill();
+    nodes[1].kill();
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, dave) = (client.clone(), dave.clone());
+            tokio::spawn(async move { client.submit(Item::new(dave, Kind::Text)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        writers.iter().all(|w| !w.is_finished()),
+        "the writers wait for a quorum"
+    );
+    // Stopped, node-3 answers them at once instead of holding them until the commit
+    // timeout (its connection would close under them at the end of the shutdown grace).
+    nodes[2].terminate();
+    for writer in writers {
+        match writer.await.unwrap() {
+            Err(ClientError::Server(ErrorCode::Unavailable { .. })) => {}
+            other => panic!("a waiting writer was not answered: {other:?}"),
+        }
+    }
+    until(Duration::from_secs(30), "node-3 stopped", || {
+        nodes[2].exited().is_some()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

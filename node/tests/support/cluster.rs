@@ -48,6 +48,17 @@ impl Node {
         }
     }
 
+    /// Sends SIGTERM (a service manager's stop); the agent shuts down gracefully.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-s", "TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill -s TERM failed");
+        }
+    }
+
     /// Whether the process has exited (and with what), without waiting.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
