@@ -22,10 +22,10 @@ use rand::Rng;
 use std::time::{Duration, Instant};
 
 use chorus_actors::store::{ReplicaRecord, ShipBatch, ShipOutcome, decode_item};
-use chorus_client::{Client, ClientConfig, ClientError, Credentials};
+use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_protocol::{ErrorCode, Item, ItemId, Kind, Receipt, encode_payload};
 use support::cluster::{
-    Node, cluster, cluster_of, cluster_with, formed, plain_client, until, user_owned_by,
+    Node, client_of, cluster, cluster_of, cluster_with, formed, plain_client, until, user_owned_by,
 };
 use support::open_stopped_store;
 
@@ -416,18 +416,12 @@ async fn a_stopping_leader_answers_its_writers_instead_of_holding_them() {
     formed(&nodes).await;
     let dave = user_owned_by(&nodes[0], "node-3", "dave");
     // Straight to node-3, no retries: each answer is the one node-3 gave.
-    let key = std::fs::read_to_string(nodes[2].data.join("admin.key")).unwrap();
-    let credentials = Credentials::from_ca_file(dir.path().join("certs/ca.pem"), key.trim())
-        .unwrap()
-        .with_server_name("node-3");
     let config = ClientConfig {
         routing: None,
         max_retries: 0,
         ..ClientConfig::default()
     };
-    let client = Client::connect(&[nodes[2].addr.parse().unwrap()], credentials, config)
-        .await
-        .unwrap();
+    let client = client_of(&nodes[2], dir.path(), config).await.unwrap();
     submit_acked(
         &client,
         &Item::new(dave.clone(), Kind::Text),

@@ -248,14 +248,23 @@ pub async fn plain_client(node: &Node, dir: &Path) -> Client {
 
 /// [`plain_client`], or why it could not connect.
 pub async fn try_plain_client(node: &Node, dir: &Path) -> Result<Client, ClientError> {
-    let key = std::fs::read_to_string(node.data.join("admin.key")).unwrap();
-    let credentials = Credentials::from_ca_file(dir.join("certs/ca.pem"), key.trim())
-        .unwrap()
-        .with_server_name(node.name.clone());
     let config = ClientConfig {
         routing: None,
         ..ClientConfig::default()
     };
+    client_of(node, dir, config).await
+}
+
+/// A client of `node` (its admin key, the cluster's CA) with `config`.
+pub async fn client_of(
+    node: &Node,
+    dir: &Path,
+    config: ClientConfig,
+) -> Result<Client, ClientError> {
+    let key = std::fs::read_to_string(node.data.join("admin.key")).unwrap();
+    let credentials = Credentials::from_ca_file(dir.join("certs/ca.pem"), key.trim())
+        .unwrap()
+        .with_server_name(node.name.clone());
     Client::connect(&[node.addr.parse().unwrap()], credentials, config).await
 }
 
