@@ -396,7 +396,8 @@ impl Replicator {
         shippers.get(follower).cloned()
     }
 
-    /// Wakes the shippers of `followers`.
+    /// Wakes the shippers of `followers` to look at every partition (a change of
+    /// leadership, of a replica set, a repair).
     fn wake(&self, followers: &BTreeSet<NodeId>) {
         let shippers = self
             .inner
@@ -405,12 +406,26 @@ impl Replicator {
             .unwrap_or_else(|p| p.into_inner());
         for follower in followers {
             if let Some(shipper) = shippers.get(follower) {
-                shipper.wake.notify_one();
+                shipper.rescan();
             }
         }
     }
 
-    /// Stops leading `partition` (fenced, or no longer its owner): its writers are told.
+    /// Wakes the shippers of the followers in `fresh` to ship the partitions named
+    /// there, which were given new records.
+    fn wake_for(&self, fresh: BTreeMap<NodeId, Vec<PartitionId>>) {
+        let shippers = self
+            .inner
+            .shippers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (follower, partitions) in fresh {
+            if let Some(shipper) = shippers.get(&follower) {
+                shipper.fresh(partitions);
+            }
+        }
+    }
+
     /// This node is stopping: steps down from every partition it leads and takes the
     /// lead of none again. Its writers waiting for a quorum are answered at once
     /// (`Unavailable`, changing leader) rather than when the commit timeout ends them,
@@ -443,6 +458,7 @@ impl Replicator {
         self.inner.standing_down.load(Ordering::SeqCst)
     }
 
+    /// Stops leading `partition` (fenced, or no longer its owner): its writers are told.
     fn step_down(&self, partition: PartitionId, seen: u64, why: &str) {
         let mut parts = self.parts();
         let Some(part) = parts.get_mut(usize::from(partition)) else {
@@ -506,16 +522,18 @@ impl Replication for Replicator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(records.iter().cloned());
-        let mut followers = BTreeSet::new();
+        let mut fresh: BTreeMap<NodeId, Vec<PartitionId>> = BTreeMap::new();
         let mut parts = self.parts();
         for (partition, last) in lasts {
             if let Some(Part::Leading(leading)) = parts.get_mut(usize::from(partition)) {
                 leading.staged = leading.staged.max(last);
-                followers.extend(leading.shipped_to().cloned());
+                for follower in leading.shipped_to() {
+                    fresh.entry(follower.clone()).or_default().push(partition);
+                }
             }
         }
         drop(parts);
-        self.wake(&followers);
+        self.wake_for(fresh);
     }
 
     fn appended(&self, records: &[ReplicaRecord]) {

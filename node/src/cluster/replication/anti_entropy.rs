@@ -319,7 +319,7 @@ impl Replicator {
                     }
                 }
                 drop(turn);
-                shipper.wake.notify_one();
+                shipper.rescan();
                 Ok(Checked::Repaired { after, removed })
             }
             ForwardReply::Repaired(RepairOutcome::Fenced { promised }) => {

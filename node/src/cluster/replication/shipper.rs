@@ -12,12 +12,17 @@
 //! group. A trickle of writes instead gathers behind the shipment in flight: each
 //! shipment costs both ends about the same whatever it carries.
 //!
+//! A shipper in step plans only the partitions given new records since it last looked
+//! (the write path names them), not every partition on each write; it looks at every
+//! partition after a change of leadership or of a replica set, after a failure, and at
+//! each idle tick.
+//!
 //! The shipper remembers how far it sent each partition; a follower that answers
 //! `Behind` (a shipment overtaken by a later one, or a follower that lost records) is
 //! sent again from where it says it stands, and whatever a follower already holds it
 //! skips, so a shipment sent twice changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,12 +51,46 @@ const PIPELINE_MIN_RECORDS: u64 = 256;
 /// A follower's shipper as the rest of replication reaches it.
 #[derive(Default)]
 pub(super) struct Handle {
-    /// Wakes it (records to ship).
+    /// Wakes it (records to ship, or a change to look at).
     pub(super) wake: Notify,
+    /// Partitions given new records since it last looked: in step, it plans those only
+    /// rather than every partition on each write.
+    fresh: std::sync::Mutex<Vec<PartitionId>>,
+    /// Its next plan looks at every partition (set by any wake but new records).
+    rescan: std::sync::atomic::AtomicBool,
     /// Each shipment holds it shared from its send until its answer is handled; a call
     /// that changes what the follower holds (an anti-entropy repair) holds it alone, so
     /// it is not overtaken by the answer to a shipment sent before it.
     pub(super) turn: RwLock<()>,
+}
+
+impl Handle {
+    /// Wakes the shipper to look at every partition.
+    pub(super) fn rescan(&self) {
+        self.rescan.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the shipper to ship `partitions`, which were given new records.
+    pub(super) fn fresh(&self, partitions: Vec<PartitionId>) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(partitions);
+        self.wake.notify_one();
+    }
+
+    /// What the shipper should look at next: every partition, or those in `pending`
+    /// and any given new records since.
+    fn take(&self, pending: &mut BTreeSet<PartitionId>) -> bool {
+        pending.extend(
+            self.fresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..),
+        );
+        self.rescan.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// What to send one partition's follower.
@@ -92,6 +131,9 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
     let mut paused_until: Option<Instant> = None;
     let mut stalled = false;
     let mut sent = Sent::new();
+    // The partitions to look at when not looking at all of them, and whether to.
+    let mut pending: BTreeSet<PartitionId> = BTreeSet::new();
+    let mut everything = true;
     let mut in_flight = FuturesUnordered::new();
     let depth = replicator.inner.settings.shipments_in_flight.max(1);
     loop {
@@ -102,13 +144,18 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
         if paused_until.is_some_and(|until| Instant::now() >= until) {
             paused_until = None;
         }
+        everything |= handle.take(&mut pending);
         while in_flight.len() < depth && !stalled && paused_until.is_none() {
             // Never wait for the turn here: the shipments holding it are only
             // answered when this loop polls them.
             let Ok(turn) = handle.turn.try_read() else {
                 break;
             };
-            let plan = replicator.ship_plan(&follower, &sent);
+            let plan = replicator.ship_plan(&follower, &sent, (!everything).then_some(&pending));
+            // What was looked at and has nothing to send is off the list; the rest
+            // leaves it once shipped whole.
+            everything = false;
+            pending = plan.iter().map(|p| p.partition).collect();
             if plan.is_empty() || (!in_flight.is_empty() && !worth_pipelining(&plan)) {
                 break;
             }
@@ -123,6 +170,10 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
             for batch in &batches {
                 let through = batch.records.last().map_or(0, |r| r.sequence);
                 sent.insert(batch.partition, (batch.epoch, through));
+                let tip = tips.get(&batch.partition).copied().unwrap_or(0);
+                if batch.records.is_empty() || through >= tip {
+                    pending.remove(&batch.partition);
+                }
             }
             in_flight.push(ship(&replicator, &follower, turn, batches, size));
         }
@@ -132,6 +183,9 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
         tokio::select! {
             _ = replicator.inner.stop.cancelled() => return,
             Some((partitions, ended)) = in_flight.next(), if !in_flight.is_empty() => {
+                // Whatever the answer, these are looked at again (a probe answered, a
+                // follower behind, records staged while the shipment was away).
+                pending.extend(partitions.iter().copied());
                 match ended {
                     Ended::Answered { moved, behind } => {
                         backoff = MIN_BACKOFF;
@@ -142,10 +196,12 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
                         }
                     }
                     Ended::Unexpected => {
+                        everything = true;
                         paused_until = Some(Instant::now() + MAX_BACKOFF);
                         forget(&mut sent, &partitions);
                     }
                     Ended::Failed => {
+                        everything = true;
                         paused_until = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         forget(&mut sent, &partitions);
@@ -157,7 +213,10 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
                 }
             }
             _ = handle.wake.notified() => stalled = false,
-            _ = tokio::time::sleep(wait) => stalled = false,
+            _ = tokio::time::sleep(wait) => {
+                stalled = false;
+                everything = true;
+            }
         }
     }
 }
@@ -311,11 +370,22 @@ impl Replicator {
 
     /// The partitions where `follower` lacks something this node leads beyond what is
     /// on its way (`sent`); a partition whose probe is on its way waits for its answer.
-    fn ship_plan(&self, follower: &NodeId, sent: &Sent) -> Vec<Planned> {
+    /// `only`: look at those partitions alone (the others have nothing new).
+    fn ship_plan(
+        &self,
+        follower: &NodeId,
+        sent: &Sent,
+        only: Option<&BTreeSet<PartitionId>>,
+    ) -> Vec<Planned> {
         let parts = self.parts();
-        parts
-            .iter()
-            .enumerate()
+        let looked_at: Box<dyn Iterator<Item = (usize, &Part)>> = match only {
+            Some(only) => Box::new(
+                only.iter()
+                    .filter_map(|&p| parts.get(usize::from(p)).map(|part| (usize::from(p), part))),
+            ),
+            None => Box::new(parts.iter().enumerate()),
+        };
+        looked_at
             .filter_map(|(p, part)| match part {
                 Part::Leading(leading) if leading.ships_to(follower) => {
                     let partition = p as PartitionId;

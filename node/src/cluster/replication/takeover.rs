@@ -177,8 +177,8 @@ impl Replicator {
         candidates
     }
 
-    /// One shipper per member in `others`; shippers of members gone are dropped (they
-    /// notice and stop).
+    /// One shipper per member in `others`, each told to look at every partition again;
+    /// shippers of members gone are dropped (they notice and stop).
     fn keep_shippers(&self, others: impl Iterator<Item = NodeId>) {
         let others: HashSet<NodeId> = others.collect();
         let mut shippers = self
@@ -188,10 +188,14 @@ impl Replicator {
             .unwrap_or_else(|p| p.into_inner());
         shippers.retain(|node, _| others.contains(node));
         for node in others {
-            if !shippers.contains_key(&node) {
-                let handle = Arc::new(shipper::Handle::default());
-                shippers.insert(node.clone(), Arc::clone(&handle));
-                tokio::spawn(shipper::run(self.clone(), node, handle));
+            match shippers.get(&node) {
+                // Replica sets may have changed: every partition is looked at again.
+                Some(handle) => handle.rescan(),
+                None => {
+                    let handle = Arc::new(shipper::Handle::default());
+                    shippers.insert(node.clone(), Arc::clone(&handle));
+                    tokio::spawn(shipper::run(self.clone(), node, handle));
+                }
             }
         }
     }
