@@ -593,7 +593,8 @@ fn warming(node: &Node) -> Option<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joiner_learns_its_partitions_before_it_votes_or_leads() {
     let dir = tempfile::tempdir().unwrap();
-    // Slow streams, so the join is seen in progress.
+    // Capped streams (a partition that fits in one shipment still goes at once: the cap
+    // holds back only shipments that leave a follower short).
     let mut nodes = cluster_of(dir.path(), 4, "handoff_bytes_per_sec = 131072");
     for node in &mut nodes[..3] {
         node.start();
