@@ -4,9 +4,10 @@
 
 use std::process::ExitCode;
 
-use chorus_node::cli::{Cli, Command};
 use chorus_node::config::NodeConfig;
-use chorus_node::{agent, commands, logging};
+use chorus_node::tools::cli::{Cli, Command};
+use chorus_node::tools::commands;
+use chorus_node::{agent, logging};
 use clap::Parser;
 
 /// mimalloc rather than the system allocator: the store's index (sled) allocates and

@@ -12,7 +12,6 @@ mod dispatch;
 mod fan_out;
 mod frame_io;
 pub mod key_lookups;
-mod request_id;
 mod stream;
 
 use std::sync::{Arc, Mutex};

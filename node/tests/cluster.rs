@@ -7,16 +7,34 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chorus_client::ClientError;
 use chorus_protocol::{ErrorCode, Item, Kind, Role};
-use support::cluster::{PROBE_MS, cluster, formed, plain_client, until, user_owned_by};
+use support::cluster::{Node, PROBE_MS, cluster_with, formed, plain_client, until, user_owned_by};
+
+/// JSON logs, with the request spans of the client server and the forward receiver.
+const LOG: &str = r#"
+[log]
+format = "json"
+level = "warn,chorus_node::server::stream=debug,chorus_node::server::dispatch=debug,chorus_node::cluster::links::receiver=debug"
+"#;
+
+/// The request ids of the spans `node` logged `message` in.
+fn logged_request_ids(node: &Node, message: &str) -> BTreeSet<u64> {
+    let log = std::fs::read_to_string(node.data.with_extension("log")).unwrap();
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == message)
+        .filter_map(|event| event["span"]["request_id"].as_u64())
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(dir.path());
+    let mut nodes = cluster_with(dir.path(), LOG);
     for node in &mut nodes {
         node.start();
     }
@@ -42,6 +60,14 @@ async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
     .expect("forwarded in time")
     .unwrap();
     assert_eq!(receipt.owner.0, "node-3");
+    // One request id on both nodes the submit touched: node-1 forwarded it under the id
+    // it minted, and node-3 served the forward under the same id.
+    let forwarded = logged_request_ids(&nodes[0], "forwarding");
+    let served = logged_request_ids(&nodes[2], "forward answered");
+    assert!(
+        forwarded.intersection(&served).next().is_some(),
+        "node-1 forwarded {forwarded:?}, node-3 served {served:?}"
+    );
     let page = client.list_by_user(&far_user, None, 10).await.unwrap();
     assert_eq!(page.items.len(), 1, "listed at the owner through node-1");
     let found = client

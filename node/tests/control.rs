@@ -54,8 +54,12 @@ async fn ctl_reports_status_changes_the_log_level_and_detects_a_tampered_audit_l
     // What it speaks, for a rolling upgrade's checks.
     let speaks = &status["result"]["speaks"];
     assert_eq!(speaks["client_protocol"], serde_json::json!([1]));
-    assert_eq!(speaks["link_alpn"], "chorus-link/1");
-    assert_eq!(speaks["link_messages"], 1);
+    assert_eq!(speaks["link_alpn"], "chorus-link/2");
+    assert_eq!(
+        speaks["link_alpns"],
+        serde_json::json!(["chorus-link/2", "chorus-link/1"])
+    );
+    assert_eq!(speaks["link_messages"], 2);
     assert_eq!(speaks["log_segments"], 1);
 
     let human = ctl(data, &["status"]);

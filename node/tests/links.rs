@@ -545,6 +545,53 @@ async fn a_link_with_a_certificate_of_another_ca_is_refused() {
     );
 }
 
+/// The link ALPN a dialer presenting node-b's certificate and offering `alpns` agrees
+/// on with `node`.
+async fn negotiated_with(dir: &Path, node: &TestNode, alpns: &[&[u8]]) -> Option<Vec<u8>> {
+    let tls_paths = paths(dir, "node-b");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in chorus_node::tls::load_certs(&tls_paths.ca_cert).unwrap() {
+        roots.add(ca).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(chorus_node::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(Arc::new(roots))
+        .with_client_cert_resolver(chorus_node::tls::NodeCert::load(&tls_paths).unwrap());
+    tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let connection = client_endpoint()
+        .connect_with(config, node.addr, "node-a")
+        .unwrap()
+        .await
+        .unwrap();
+    let alpn = chorus_node::cluster::links::negotiated_alpn(&connection);
+    // Taken as a link (not refused as another protocol): it waits for the session.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(connection.close_reason().is_none(), "the link was refused");
+    connection.close(0u32.into(), b"done");
+    alpn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_previous_release_links_with_the_previous_link_version() {
+    let dir = cluster(&["node-a", "node-b"]);
+    let a = TestNode::start(dir.path(), "node-a").await;
+    // This release's dialer offers both and gets the newer; the previous release's
+    // offered only `chorus-link/1`, and is served with it.
+    assert_eq!(
+        negotiated_with(dir.path(), &a, &chorus_protocol::ALPN_LINKS).await,
+        Some(chorus_protocol::ALPN_LINK.to_vec())
+    );
+    assert_eq!(
+        negotiated_with(dir.path(), &a, &[chorus_protocol::ALPN_LINK_V1]).await,
+        Some(chorus_protocol::ALPN_LINK_V1.to_vec())
+    );
+    a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_without_a_client_certificate_is_closed_and_clients_are_served() {
     let dir = cluster(&["node-a"]);
@@ -943,10 +990,13 @@ async fn impostor_child() {
         Some(cell) => {
             let mut item = Item::new("impostor-user".to_string(), Kind::Text);
             item.id = IMPOSTOR_ITEM;
-            let payload = chorus_node::cluster::links::encode_request(Forward::Submit {
-                caller: Caller::for_key("impostor", Role::Submit),
-                items: vec![item],
-            });
+            let payload = chorus_node::cluster::links::encode_request(
+                Forward::Submit {
+                    caller: Caller::for_key("impostor", Role::Submit),
+                    items: vec![item],
+                },
+                None,
+            );
             let actor: ractor::ActorRef<chorus_node::cluster::links::ForwardMsg> = cell.into();
             let timeout = Duration::from_secs(3);
             match actor

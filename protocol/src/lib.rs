@@ -56,5 +56,13 @@ pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
 /// The ALPN token that selects the client protocol on a Chorus QUIC endpoint.
 pub const ALPN_CLIENT: &[u8] = b"chorus/1";
 
-/// The ALPN token that selects a cluster link (node to node, mutual TLS).
-pub const ALPN_LINK: &[u8] = b"chorus-link/1";
+/// The ALPN token that selects a cluster link (node to node, mutual TLS) whose
+/// forwards carry the id of the request they serve.
+pub const ALPN_LINK: &[u8] = b"chorus-link/2";
+
+/// The previous release's link ALPN (forwards without a request id): spoken with a
+/// peer that offers only it, as during a rolling upgrade.
+pub const ALPN_LINK_V1: &[u8] = b"chorus-link/1";
+
+/// Every link ALPN this build speaks, the preferred first.
+pub const ALPN_LINKS: [&[u8]; 2] = [ALPN_LINK, ALPN_LINK_V1];

@@ -7,7 +7,9 @@
 //! 1. Membership calls [`Links::member_up`] with the peer's node id and address. Of the
 //!    two nodes of a pair only the one with the lower node id dials ([`dials`]), so a
 //!    pair makes exactly one connection.
-//! 2. The dialer connects from the node's one QUIC endpoint with ALPN `chorus-link/1`,
+//! 2. The dialer connects from the node's one QUIC endpoint offering ALPN
+//!    `chorus-link/2` and `chorus-link/1` (the acceptor picks the newer it speaks; on a
+//!    `/2` link a forward carries its request's id, [`wire::encode_request`]),
 //!    presenting its node certificate and checking the peer's against the cluster CA
 //!    with the peer's node id as the server name ([`link_client_config`]).
 //! 3. The accepting node's endpoint asks for a client certificate and checks it against
@@ -272,6 +274,8 @@ pub struct PeerLink {
 /// A link connection this node knows, by label.
 struct LinkConnection {
     connection: quinn::Connection,
+    /// Whether it negotiated `chorus-link/2`: its forwards carry request ids.
+    carries_request_ids: bool,
     /// The node dialed, for connections this node opened.
     dialed: Option<NodeId>,
 }
@@ -422,7 +426,9 @@ impl Links {
             connection.close(close_code::SHUTTING_DOWN.into(), b"shutting down");
             return;
         }
-        if negotiated_alpn(&connection).as_deref() != Some(chorus_protocol::ALPN_LINK) {
+        if !negotiated_alpn(&connection)
+            .is_some_and(|alpn| chorus_protocol::ALPN_LINKS.contains(&alpn.as_slice()))
+        {
             refuse(b"not a link connection");
             return;
         }
@@ -505,7 +511,7 @@ impl Links {
     pub async fn forward(&self, to: &NodeId, request: Forward) -> Result<ForwardReply, ErrorCode> {
         let inner = &self.inner;
         let tier = wire::overload_tier(&request);
-        let (admitted, _slot, gone) = {
+        let (admitted, _slot, gone, request_id) = {
             let mut shared = lock(&inner.shared);
             let admitted =
                 shared
@@ -526,8 +532,15 @@ impl Links {
                 .entry(to.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(max)))
                 .clone();
+            // A `chorus-link/1` peer (an older release) reads no request id.
+            let request_id = shared
+                .table
+                .session_label(to)
+                .and_then(|label| shared.connections.get(label))
+                .filter(|link| link.carries_request_ids)
+                .and_then(|_| crate::request_id::current());
             match slots.try_acquire_owned() {
-                Ok(slot) => (admitted, slot, gone),
+                Ok(slot) => (admitted, slot, gone, request_id),
                 Err(_) => {
                     shared.table.on_cancel(to, admitted.permit);
                     return Err(ErrorCode::Overloaded {
@@ -553,7 +566,7 @@ impl Links {
         let Some(target) = target else {
             return Err(unavailable(to, "its forward receiver is not known yet"));
         };
-        let payload = wire::encode_request(request);
+        let payload = wire::encode_request(request, request_id);
         let timeout = inner.settings.call_timeout;
         let started = Instant::now();
         let actor: ActorRef<ForwardMsg> = target.into();

@@ -73,6 +73,7 @@ use chorus_actors::{CommitFuture, NodeHandle, Replication};
 use chorus_protocol::{ErrorCode, NodeId, PartitionId};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::routing::Forwarder;
@@ -205,6 +206,8 @@ struct Inner {
     /// [`Replicator::stand_down`]).
     standing_down: AtomicBool,
     stop: CancellationToken,
+    /// Every task replication runs, so that a stopping node can wait for them to end.
+    tasks: TaskTracker,
 }
 
 /// Replication on this node; cheap to clone.
@@ -265,15 +268,29 @@ impl Replicator {
                 progress: Mutex::new(handoff::Progress::default()),
                 standing_down: AtomicBool::new(false),
                 stop,
+                tasks: TaskTracker::new(),
             }),
         };
-        tokio::spawn(takeover::run(replicator.clone()));
-        tokio::spawn(publish_lag(replicator.clone()));
+        replicator.spawn(takeover::run(replicator.clone()));
+        replicator.spawn(publish_lag(replicator.clone()));
         if let Some(interval) = replicator.inner.settings.anti_entropy_interval {
-            tokio::spawn(anti_entropy::run(replicator.clone(), interval));
+            replicator.spawn(anti_entropy::run(replicator.clone(), interval));
         }
-        tokio::spawn(shed::run(replicator.clone()));
+        replicator.spawn(shed::run(replicator.clone()));
         replicator
+    }
+
+    /// Runs `task` as one of replication's own, awaited by [`Replicator::stopped`].
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(task);
+    }
+
+    /// Waits until every task of replication has ended; they end once the stop token
+    /// given at start is cancelled (a takeover or a call in flight first finishes, each
+    /// bounded by its own timeout).
+    pub async fn stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// The links replication ships over (a drain streams over them too).

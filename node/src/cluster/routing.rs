@@ -111,6 +111,27 @@ pub enum Forward {
     },
 }
 
+impl Forward {
+    /// What the forward asks for, as its span and logs name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Forward::Submit { .. } => "submit",
+            Forward::Get { .. } => "get",
+            Forward::Authenticate { .. } => "authenticate",
+            Forward::ListByUser { .. } => "list_by_user",
+            Forward::KeyDigest => "key_digest",
+            Forward::SyncKeys { .. } => "sync_keys",
+            Forward::Ship { .. } => "ship",
+            Forward::Promise { .. } => "promise",
+            Forward::Fetch { .. } => "fetch",
+            Forward::Digests { .. } => "digests",
+            Forward::Repair { .. } => "repair",
+            Forward::Standings { .. } => "standings",
+            Forward::Tips { .. } => "tips",
+        }
+    }
+}
+
 /// The owner's answer to a [`Forward`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum ForwardReply {

@@ -82,7 +82,8 @@ pub struct ClusterSettings {
 pub struct ClusterRuntime {
     state: ClusterState,
     gossip: Gossip,
-    follower: Arc<JoinHandle<()>>,
+    /// Taken (and ended) by the first `abort` or `leave`.
+    follower: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl ClusterRuntime {
@@ -139,7 +140,7 @@ impl ClusterRuntime {
         Ok(ClusterRuntime {
             state,
             gossip,
-            follower: Arc::new(follower),
+            follower: Arc::new(std::sync::Mutex::new(Some(follower))),
         })
     }
 
@@ -168,14 +169,27 @@ impl ClusterRuntime {
     /// (they suspect this node, then declare it down).
     pub fn abort(&self) {
         self.gossip.abort();
-        self.follower.abort();
+        if let Some(follower) = self.take_follower() {
+            follower.abort();
+        }
     }
 
     /// Leaves the cluster gracefully: the others learn it at once and place the ring
     /// without this node.
     pub async fn leave(&self) {
         self.gossip.leave().await;
-        self.follower.abort();
+        if let Some(follower) = self.take_follower() {
+            follower.abort();
+            // Ended (aborted) before this returns: nothing of this layer outlives it.
+            let _ = follower.await;
+        }
+    }
+
+    fn take_follower(&self) -> Option<JoinHandle<()>> {
+        self.follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 

@@ -15,6 +15,7 @@ use chorus_actors::store::SnapshotError;
 use chorus_actors::{AuditReport, NodeHandle};
 use chorus_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::protocol::{
@@ -115,6 +116,9 @@ pub struct NodeInfo {
     pub links: Option<Links>,
     /// Cancelled to stop the node (after `leave`).
     pub shutdown: CancellationToken,
+    /// Runs what a request starts and outlives it (a drain); the node waits for these
+    /// when it stops.
+    pub tasks: TaskTracker,
     /// Reads the config again on `reload` (None: the node cannot reload).
     pub reloader: Option<Arc<Reloader>>,
 }
@@ -813,8 +817,13 @@ impl Handler {
         let runtime = runtime.clone();
         let shutdown = self.info.shutdown.clone();
         let cluster = self.info.cluster.clone();
-        tokio::spawn(async move {
-            if drain::run(handle, streams, node, Arc::clone(&peers), cap).await {
+        self.info.tasks.spawn(async move {
+            // A node stopped mid-drain keeps what it has not moved yet.
+            let drained = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                drained = drain::run(handle, streams, node, Arc::clone(&peers), cap) => drained,
+            };
+            if drained {
                 depart(&cluster, &*peers).await;
                 runtime.leave().await;
                 shutdown.cancel();
@@ -982,6 +991,10 @@ fn speaks() -> Speaks {
         client_protocol: chorus_protocol::SUPPORTED_VERSIONS.to_vec(),
         client_alpn: String::from_utf8_lossy(chorus_protocol::ALPN_CLIENT).into(),
         link_alpn: String::from_utf8_lossy(chorus_protocol::ALPN_LINK).into(),
+        link_alpns: chorus_protocol::ALPN_LINKS
+            .iter()
+            .map(|alpn| String::from_utf8_lossy(alpn).into())
+            .collect(),
         link_messages: crate::cluster::links::LINK_FORMAT,
         gossip_envelope: crate::cluster::membership::envelope::VERSION,
         gossip_seal: crate::cluster::membership::seal::SEAL_VERSION,

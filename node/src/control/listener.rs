@@ -309,6 +309,7 @@ mod tests {
                 replication: None,
                 links: None,
                 shutdown: tokio_util::sync::CancellationToken::new(),
+                tasks: tokio_util::task::TaskTracker::new(),
                 reloader: None,
             },
         ))

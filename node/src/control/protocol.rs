@@ -617,8 +617,12 @@ pub struct Speaks {
     pub client_protocol: Vec<u16>,
     /// The client protocol's ALPN token.
     pub client_alpn: String,
-    /// The cluster links' ALPN token.
+    /// The cluster links' ALPN token this agent prefers.
     pub link_alpn: String,
+    /// Every link ALPN token it accepts, the preferred first (absent from agents that
+    /// spoke only `link_alpn`).
+    #[serde(default)]
+    pub link_alpns: Vec<String>,
     /// The layout of link messages (kept as fixtures it must keep decoding).
     pub link_messages: u32,
     /// The gossip envelope's version.

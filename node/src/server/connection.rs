@@ -11,7 +11,7 @@ use crate::cluster::routing::{Forward, ForwardReply};
 
 use super::Backend;
 use chorus_protocol::{
-    ALPN_LINK, ErrorCode, FrameLimit, ResetCode, Welcome, decode_hello, encode_value,
+    ALPN_LINKS, ErrorCode, FrameLimit, ResetCode, Welcome, decode_hello, encode_value,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,7 +50,7 @@ pub(crate) async fn serve_connection(
                 return;
             }
         };
-        if negotiated_alpn(&connection).as_deref() == Some(ALPN_LINK) {
+        if negotiated_alpn(&connection).is_some_and(|alpn| ALPN_LINKS.contains(&alpn.as_slice())) {
             match links {
                 Some(links) => links.accept(connection),
                 None => connection.close(close_code::REFUSED.into(), b"no cluster links here"),

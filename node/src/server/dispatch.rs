@@ -8,6 +8,7 @@ use chorus_protocol::{
     merge_outcomes, split_by,
 };
 use futures_util::future::join_all;
+use tracing::debug;
 
 use super::Backend;
 use super::fan_out::{FanOut, ask_members, list};
@@ -195,7 +196,10 @@ async fn forward(
     request: Forward,
 ) -> Result<ForwardReply, ErrorCode> {
     match &backend.peers {
-        Some(peers) => peers.forward(owner, request).await,
+        Some(peers) => {
+            debug!(to = %owner, kind = request.kind(), "forwarding");
+            peers.forward(owner, request).await
+        }
         None => Err(ErrorCode::Unavailable {
             reason: format!("no link to {owner}, the owner"),
         }),

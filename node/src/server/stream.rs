@@ -17,9 +17,9 @@ use tracing::{Instrument, debug, debug_span, error};
 
 use super::dispatch::{dispatch, refuse_early};
 use super::frame_io::{ReadFrameError, read_frame};
-use super::request_id;
 use super::{Backend, Edge};
 use crate::metrics::catalog;
+use crate::request_id;
 
 /// Responses gathered into one write when several are ready at once.
 const WRITE_COALESCE_BYTES: usize = 64 * 1024;
@@ -183,9 +183,10 @@ pub async fn serve_stream(
                     let started = Instant::now();
                     let id = request_id::mint();
                     let span = debug_span!("request", request_id = id, kind, tier);
-                    let mut result = dispatch(&backend, &caller, frame.request)
-                        .instrument(span)
-                        .await;
+                    let mut result =
+                        request_id::serve(id, dispatch(&backend, &caller, frame.request))
+                            .instrument(span)
+                            .await;
                     if request_id::stamp(&mut result, id) {
                         error!(request_id = id, kind, tier, "internal error answered");
                     }

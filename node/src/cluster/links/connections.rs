@@ -170,6 +170,7 @@ impl Inner {
             label.clone(),
             LinkConnection {
                 connection: connection.clone(),
+                carries_request_ids: carries_request_ids(&connection),
                 dialed: Some(node.clone()),
             },
         );
@@ -215,6 +216,7 @@ impl Inner {
             label.clone(),
             LinkConnection {
                 connection: connection.clone(),
+                carries_request_ids: carries_request_ids(&connection),
                 dialed: None,
             },
         );
@@ -275,4 +277,9 @@ impl Inner {
             info!(peer = %node, %label, "link down");
         }
     }
+}
+
+/// Whether `connection` negotiated the link ALPN whose forwards carry request ids.
+fn carries_request_ids(connection: &quinn::Connection) -> bool {
+    super::negotiated_alpn(connection).as_deref() == Some(chorus_protocol::ALPN_LINK)
 }

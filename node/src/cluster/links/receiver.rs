@@ -11,7 +11,7 @@ use chorus_protocol::{ErrorCode, NodeId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{Instrument, debug, debug_span, error};
 
 use crate::cluster::key_sync::record_keys_synced;
 use crate::cluster::replication::digest::range_digests;
@@ -87,8 +87,8 @@ impl Actor for ForwardReceiver {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let ForwardMsg::Forward(payload, reply) = message;
-        let request = match decode_request(&payload) {
-            Ok(request) => request,
+        let (request_id, request) = match decode_request(&payload) {
+            Ok(decoded) => decoded,
             Err(e) => {
                 debug!(error = %e, "malformed forward");
                 let _ = reply.send(encode_reply(Err(e)));
@@ -104,14 +104,26 @@ impl Actor for ForwardReceiver {
         };
         let node = state.node.clone();
         let cluster = state.cluster.clone();
-        state.tasks.spawn(async move {
-            let outcome = match request {
-                Forward::Standings { set } => standings(cluster.as_ref(), set),
-                request => execute(&node, request).await,
-            };
-            let _ = reply.send(encode_reply(outcome));
-            drop(slot);
-        });
+        // A forward of a client's request runs under that request's id (sent by a
+        // `chorus-link/2` peer; an older peer's gets one minted here), on a span of its
+        // own, so that every node a request touches logs it under the same id.
+        let id = request_id.unwrap_or_else(crate::request_id::mint);
+        let span = debug_span!("forward", request_id = id, kind = request.kind());
+        state.tasks.spawn(
+            async move {
+                let mut outcome = match request {
+                    Forward::Standings { set } => standings(cluster.as_ref(), set),
+                    request => crate::request_id::serve(id, execute(&node, request)).await,
+                };
+                if stamp(&mut outcome, id) {
+                    error!(request_id = id, "internal error answered to a peer");
+                }
+                debug!(ok = outcome.is_ok(), "forward answered");
+                let _ = reply.send(encode_reply(outcome));
+                drop(slot);
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 }
@@ -241,5 +253,19 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
             .list_by_user(user_id, after, limit)
             .await
             .map(|(items, next)| ForwardReply::List(items, next)),
+    }
+}
+
+/// Puts `id` into every unstamped `Internal` error of a forward's `outcome`, whole or
+/// per submitted item; whether there was one.
+fn stamp(outcome: &mut Result<ForwardReply, ErrorCode>, id: u64) -> bool {
+    use crate::request_id::stamp_error;
+    match outcome {
+        Err(error) => stamp_error(error, id),
+        Ok(ForwardReply::Submit(outcomes)) => outcomes
+            .iter_mut()
+            .filter_map(|o| o.as_mut().err())
+            .fold(false, |stamped, error| stamp_error(error, id) | stamped),
+        Ok(_) => false,
     }
 }

@@ -47,7 +47,8 @@ pub fn cluster_roots(paths: &TlsPaths) -> Result<Arc<rustls::RootCertStore>, Tls
 }
 
 /// The server configuration of the node's endpoint when it also serves links: ALPN
-/// `chorus/1` (client protocol, no client certificate) and `chorus-link/1` (links); a
+/// `chorus/1` (client protocol, no client certificate) and `chorus-link/2` or `/1`
+/// (links); a
 /// client certificate, when presented, must chain to the cluster CA, and the links
 /// layer closes a link connection that presented none.
 pub fn link_server_config(
@@ -65,10 +66,11 @@ pub fn link_server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
-    tls.alpn_protocols = vec![
-        chorus_protocol::ALPN_CLIENT.to_vec(),
-        chorus_protocol::ALPN_LINK.to_vec(),
-    ];
+    // The server's order decides: a peer that offers both link versions gets the newer.
+    tls.alpn_protocols = std::iter::once(chorus_protocol::ALPN_CLIENT)
+        .chain(chorus_protocol::ALPN_LINKS)
+        .map(<[u8]>::to_vec)
+        .collect();
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| tls_error(e.to_string()))?;
@@ -85,7 +87,7 @@ pub fn link_server_config(
     Ok(config)
 }
 
-/// The client configuration a node dials its peers with: ALPN `chorus-link/1`, this
+/// The client configuration a node dials its peers with: ALPN `chorus-link/2` or `/1`, this
 /// node's certificate as the client certificate, the peer checked against the cluster
 /// CA (the server name to dial with is the peer's node id), keep-alive and idle timeout
 /// from `timing`.
@@ -98,7 +100,10 @@ pub fn link_client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(cluster_roots(paths)?)
         .with_client_cert_resolver(cert);
-    tls.alpn_protocols = vec![chorus_protocol::ALPN_LINK.to_vec()];
+    tls.alpn_protocols = chorus_protocol::ALPN_LINKS
+        .iter()
+        .map(|alpn| alpn.to_vec())
+        .collect();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| tls_error(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

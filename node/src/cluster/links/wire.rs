@@ -53,7 +53,9 @@ pub enum ForwardMsg {
 
 /// The layout of link messages this release writes; every earlier layout's encodings
 /// are kept as fixtures (`wire_fixtures/link-v{N}.txt`) that it must keep decoding.
-pub const LINK_FORMAT: u32 = 1;
+/// Layout 2 is layout 1 with, on a `chorus-link/2` link, a forward's request id before
+/// its body ([`REQUEST_ID_MARK`]).
+pub const LINK_FORMAT: u32 = 2;
 
 /// The allocation limit of link payloads: the link frame limit.
 const LINK_LIMIT: usize = super::MAX_LINK_FRAME as usize;
@@ -724,16 +726,44 @@ impl From<WireReply> for ForwardReply {
     }
 }
 
-/// Encodes a forward for the link.
-pub fn encode_request(forward: Forward) -> Vec<u8> {
-    encode_payload(&WireRequest::from(forward))
+/// The first byte of a forward that carries its request's id (`chorus-link/2`): never
+/// the first byte of a bincode varint, so no payload without an id begins with it.
+pub const REQUEST_ID_MARK: u8 = 0xFF;
+
+/// Encodes a forward to send on a link; with `request_id` (for a `chorus-link/2` peer)
+/// the marked id goes first.
+pub fn encode_request(forward: Forward, request_id: Option<u64>) -> Vec<u8> {
+    let body = WireRequest::from(forward);
+    match request_id {
+        None => encode_payload(&body),
+        Some(id) => {
+            let mut payload = vec![REQUEST_ID_MARK];
+            payload.extend(encode_payload(&id));
+            payload.extend(encode_payload(&body));
+            payload
+        }
+    }
 }
 
-/// Decodes a forward received on a link.
-pub fn decode_request(payload: &[u8]) -> Result<Forward, ErrorCode> {
-    decode_payload::<WireRequest>(payload)
+/// Decodes a forward received on a link, with the id of the request it serves when it
+/// carries one (never 0).
+pub fn decode_request(payload: &[u8]) -> Result<(Option<u64>, Forward), ErrorCode> {
+    let invalid = |e: &dyn std::fmt::Display| ErrorCode::invalid("forward", e.to_string());
+    let (request_id, body) = match payload.split_first() {
+        Some((&REQUEST_ID_MARK, rest)) => {
+            let (id, read) =
+                bincode::decode_from_slice::<u64, _>(rest, WIRE).map_err(|e| invalid(&e))?;
+            if id == 0 {
+                return Err(invalid(&"request id 0"));
+            }
+            (Some(id), &rest[read..])
+        }
+        _ => (None, payload),
+    };
+    let forward = decode_payload::<WireRequest>(body)
         .map(Forward::from)
-        .map_err(|e| ErrorCode::invalid("forward", e.to_string()))
+        .map_err(|e| invalid(&e))?;
+    Ok((request_id, forward))
 }
 
 /// Encodes the answer to a forward.
@@ -755,6 +785,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_forward_carries_its_request_id_only_when_given_one() {
+        let id = ItemId(0x0123_4567_89ab_cdef);
+        let bare = encode_request(Forward::Get { id }, None);
+        assert_ne!(bare[0], REQUEST_ID_MARK);
+        assert!(matches!(
+            decode_request(&bare),
+            Ok((None, Forward::Get { id: got })) if got == id
+        ));
+        let marked = encode_request(Forward::Get { id }, Some(0xDEAD_BEEF));
+        assert_eq!(marked[0], REQUEST_ID_MARK);
+        assert_eq!(
+            &marked[marked.len() - bare.len()..],
+            &bare[..],
+            "the body is unchanged"
+        );
+        assert!(matches!(
+            decode_request(&marked),
+            Ok((Some(0xDEAD_BEEF), Forward::Get { id: got })) if got == id
+        ));
+    }
+
+    #[test]
+    fn a_marked_forward_without_a_valid_id_or_body_is_refused() {
+        let body = encode_request(Forward::KeyDigest, None);
+        // Id 0 (never minted), a mark alone, an id without a body, a truncated id.
+        for payload in [
+            [&[REQUEST_ID_MARK, 0][..], &body].concat(),
+            vec![REQUEST_ID_MARK],
+            vec![REQUEST_ID_MARK, 5],
+            vec![REQUEST_ID_MARK, 253, 1, 2],
+        ] {
+            assert!(
+                matches!(decode_request(&payload), Err(ErrorCode::Invalid { .. })),
+                "{payload:?}"
+            );
+        }
+    }
+
+    #[test]
     fn requests_and_replies_survive_the_wire() {
         let caller = Caller::for_key("chorus_key", Role::Submit);
         let mut item = Item::new("user-1".to_string(), Kind::Text);
@@ -772,11 +841,10 @@ mod tests {
             },
         ];
         for request in requests {
-            let bytes = encode_request(request.clone());
-            assert_eq!(
-                WireRequest::from(decode_request(&bytes).unwrap()),
-                WireRequest::from(request)
-            );
+            let bytes = encode_request(request.clone(), Some(3));
+            let (id, decoded) = decode_request(&bytes).unwrap();
+            assert_eq!(id, Some(3));
+            assert_eq!(WireRequest::from(decoded), WireRequest::from(request));
         }
         for reply in [
             Ok(ForwardReply::Get(None)),
@@ -789,7 +857,7 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors_not_panics() {
-        let good = encode_request(Forward::Get { id: ItemId(7) });
+        let good = encode_request(Forward::Get { id: ItemId(7) }, None);
         assert!(decode_request(&good[..good.len() - 1]).is_err());
         assert!(decode_request(&[0xff; 64]).is_err());
         let mut trailing = good.clone();

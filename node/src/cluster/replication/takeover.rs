@@ -60,7 +60,7 @@ pub(super) async fn run(replicator: Replicator) {
     loop {
         let candidates = replicator.evaluate();
         if !candidates.is_empty() {
-            tokio::spawn(take_lead(replicator.clone(), candidates));
+            replicator.spawn(take_lead(replicator.clone(), candidates));
         }
         tokio::select! {
             _ = replicator.inner.stop.cancelled() => return,
@@ -194,7 +194,7 @@ impl Replicator {
                 None => {
                     let handle = Arc::new(shipper::Handle::default());
                     shippers.insert(node.clone(), Arc::clone(&handle));
-                    tokio::spawn(shipper::run(self.clone(), node, handle));
+                    self.spawn(shipper::run(self.clone(), node, handle));
                 }
             }
         }

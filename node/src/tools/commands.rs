@@ -1,49 +1,19 @@
-//! The client-side subcommands (`submit`, `get`, `list`, `keys`, `bench`), built on the
-//! SDK exactly as an application would use it, and the offline `restore`.
+//! The dispatcher of the CLI tools, and the client-side subcommands (`submit`, `get`,
+//! `list`, `keys`), built on the SDK exactly as an application would use it, with
+//! `certs` and the offline `restore`.
 
-pub mod ctl;
 mod output;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chorus_client::{
-    Client, ClientConfig, ClientError, Credentials, ErrorCode, ItemId, Kind, Role, Tier,
+use chorus_client::{ClientConfig, ItemId, Kind, Role, Tier};
+
+use crate::tools::cli::{
+    CertsCommand, Command, GetArgs, KeysCommand, KeysCreateArgs, KeysListArgs, KeysRevokeArgs,
+    ListArgs, RestoreArgs, SubmitArgs,
 };
-
-use crate::cli::{
-    CertsCommand, Command, ConnectArgs, GetArgs, KeysCommand, KeysCreateArgs, KeysListArgs,
-    KeysRevokeArgs, ListArgs, RestoreArgs, SubmitArgs,
-};
-use crate::config::admin_key_path;
-use crate::tls::TlsPaths;
-
-/// Why a CLI command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The node answered with, or the SDK ended with, an error.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// The command line or the local files are not usable.
-    #[error("{0}")]
-    Usage(String),
-    /// What was asked for does not exist.
-    #[error("no {what} with {field} {value}")]
-    NotFound {
-        /// What was sought (`item`).
-        what: &'static str,
-        /// The field it was sought by.
-        field: &'static str,
-        /// The value sought.
-        value: String,
-    },
-}
-
-impl From<ErrorCode> for CliError {
-    fn from(code: ErrorCode) -> Self {
-        CliError::Client(ClientError::Server(code))
-    }
-}
+use crate::tools::connect::connect;
+use crate::tools::error::CliError;
 
 /// Runs a client-side subcommand and prints its outcome; returns the exit code.
 pub async fn run(command: Command) -> ExitCode {
@@ -54,12 +24,12 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Keys(KeysCommand::Create(args)) => (args.json, create_key(args).await),
         Command::Keys(KeysCommand::List(args)) => (args.json, list_keys(args).await),
         Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),
-        Command::Bench(args) => (false, crate::bench::run(args).await),
+        Command::Bench(args) => (false, crate::tools::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
-        Command::Ctl(args) => return ctl::run(args).await,
+        Command::Ctl(args) => return crate::tools::ctl::run(args).await,
         Command::Certs(command) => (false, certs(command)),
         Command::Restore(args) => (args.json, restore(&args)),
-        Command::Demo(args) => return crate::demo::run(args).await,
+        Command::Demo(args) => return crate::tools::demo::run(args).await,
         Command::Agent(_) => unreachable!("the agent is not a client command"),
     };
     match outcome {
@@ -69,41 +39,6 @@ pub async fn run(command: Command) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Connects with the flags, falling back to the local node's CA and admin key.
-pub async fn connect(args: &ConnectArgs, config: ClientConfig) -> Result<Client, CliError> {
-    let ca = args
-        .ca
-        .clone()
-        .unwrap_or_else(|| TlsPaths::dev(&args.data_dir).ca_cert);
-    let api_key = match (&args.api_key, &args.api_key_file) {
-        (Some(key), _) => key.clone(),
-        (None, Some(file)) => read_key_file(file)?,
-        (None, None) => read_admin_key(&args.data_dir)?,
-    };
-    let credentials = Credentials::from_ca_file(&ca, api_key)?.with_server_name(args.server_name());
-    Ok(Client::connect(&[args.server], credentials, config).await?)
-}
-
-/// Reads an API key file, refusing one others can read (as ssh refuses a private key).
-fn read_key_file(path: &std::path::Path) -> Result<String, CliError> {
-    crate::secrets::check_private_file(path).map_err(|e| CliError::Usage(e.to_string()))?;
-    let key = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Usage(format!("reading the API key file {}: {e}", path.display()))
-    })?;
-    Ok(key.trim().to_string())
-}
-
-fn read_admin_key(data_dir: &std::path::Path) -> Result<String, CliError> {
-    let path: PathBuf = admin_key_path(data_dir);
-    let key = std::fs::read_to_string(&path).map_err(|e| {
-        CliError::Usage(format!(
-            "no API key: pass --api-key-file (or CHORUS_API_KEY_FILE, CHORUS_API_KEY), or start `chorus agent` once to create {} ({e})",
-            path.display()
-        ))
-    })?;
-    Ok(key.trim().to_string())
 }
 
 /// `chorus restore`: checks the snapshot, then (unless `--check`) restores it into a

@@ -1,8 +1,26 @@
-//! Request ids: every request this node serves gets one where it arrives, carried on the
-//! request's tracing span and stamped on any `Internal` answer, so the id an application
-//! reports from an error finds the request's lines in the node's log.
+//! Request ids: every request gets one at the first node it reaches, carried on the
+//! request's tracing span there and on every node a forward of it reaches (links that
+//! speak `chorus-link/2` carry it), and stamped on any `Internal` answer, so the id an
+//! application reports from an error finds the request's lines in every node's log.
+
+use std::future::Future;
 
 use chorus_protocol::{ErrorCode, Response};
+
+tokio::task_local! {
+    /// The id of the request the current task serves.
+    static CURRENT: u64;
+}
+
+/// Runs `work` as the serving of request `id`: forwards it sends carry the id.
+pub async fn serve<F: Future>(id: u64, work: F) -> F::Output {
+    CURRENT.scope(id, work).await
+}
+
+/// The id of the request the current task serves, if it serves one.
+pub fn current() -> Option<u64> {
+    CURRENT.try_with(|id| *id).ok()
+}
 
 /// A fresh request id: random, never 0 (0 is what the write path puts in an `Internal`
 /// error before the server stamps it).
@@ -15,18 +33,22 @@ pub fn mint() -> u64 {
     }
 }
 
+/// Puts `id` into `error` if it is an unstamped `Internal` one; whether it was.
+pub fn stamp_error(error: &mut ErrorCode, id: u64) -> bool {
+    if let ErrorCode::Internal { request_id } = error
+        && *request_id == 0
+    {
+        *request_id = id;
+        return true;
+    }
+    false
+}
+
 /// Puts `id` into every unstamped `Internal` error of `result` (the whole answer's and a
 /// batch's per-item ones); whether there was one.
 pub fn stamp(result: &mut Result<Response, ErrorCode>, id: u64) -> bool {
     let mut stamped = false;
-    let mut put = |error: &mut ErrorCode| {
-        if let ErrorCode::Internal { request_id } = error
-            && *request_id == 0
-        {
-            *request_id = id;
-            stamped = true;
-        }
-    };
+    let mut put = |error: &mut ErrorCode| stamped |= stamp_error(error, id);
     match result {
         Err(error) => put(error),
         Ok(Response::Batch(outcomes)) => outcomes
@@ -69,6 +91,14 @@ mod tests {
         assert_eq!(outcomes[0], Err(ErrorCode::Internal { request_id: 9 }));
         assert_eq!(outcomes[1], Err(ErrorCode::Timeout));
         assert_eq!(outcomes[2], Err(ErrorCode::Internal { request_id: 9 }));
+    }
+
+    #[tokio::test]
+    async fn the_id_is_known_inside_the_serving_and_nowhere_else() {
+        assert_eq!(current(), None);
+        let inside = serve(77, async { current() }).await;
+        assert_eq!(inside, Some(77));
+        assert_eq!(current(), None);
     }
 
     #[test]

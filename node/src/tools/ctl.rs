@@ -4,6 +4,8 @@
 //! Exit codes: 0 done (and, for `audit-verify`, the chain is intact); 1 the node refused
 //! the request, could not be reached, or the audit chain is broken.
 
+mod args;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +15,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::cli::{BreakerAction, CtlArgs, CtlCommand, DegradeAction, GossipKeysAction};
+pub use args::{BreakerAction, CtlArgs, CtlCommand, DegradeAction, GossipKeysAction};
+
 use crate::config::{NodeConfig, default_control_socket};
 use crate::control::protocol::{
     AuditVerification, LogLevelChange, MAX_RESPONSE_BYTES, PeerRow, ReloadReport, Reply, Request,
@@ -494,7 +497,11 @@ fn status_rows(s: &StatusReport) -> Vec<(&'static str, String)> {
                 "client protocol {:?} ({}), links {} messages v{}, gossip envelope v{} seal v{}, log segments v{}, snapshots v{}",
                 v.client_protocol,
                 v.client_alpn,
-                v.link_alpn,
+                if v.link_alpns.is_empty() {
+                    v.link_alpn.clone()
+                } else {
+                    v.link_alpns.join(" or ")
+                },
                 v.link_messages,
                 v.gossip_envelope,
                 v.gossip_seal,

@@ -23,7 +23,7 @@ use super::report::{
 use super::rss;
 use super::steady::{Progress, closed_loop};
 use super::timeline::{Timeline, Window};
-use crate::commands::CliError;
+use crate::tools::error::CliError;
 
 /// The tier mix of a scenario without `--tier-mix`.
 pub const DEFAULT_MIX: &str = "realtime=10,priority=20,standard=40,batch=30";
@@ -550,7 +550,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::bench::timeline::Outcome;
+    use crate::tools::bench::timeline::Outcome;
 
     #[derive(Parser)]
     struct Cli {
@@ -625,7 +625,7 @@ mod tests {
         assert_eq!(realtime.offered, 100 * 2 + 500 * 2 + 100 * 5);
         assert_eq!(realtime.ok_in_budget, realtime.offered);
         assert!((s.goodput_per_sec - 1_700.0 / 9.0).abs() < 1e-9);
-        let text = crate::bench::report::render(&s);
+        let text = crate::tools::bench::report::render(&s);
         assert!(
             text.contains("back within 1.5x: 1s after the spike"),
             "{text}"
@@ -639,7 +639,7 @@ mod tests {
         let s = summary_of(&args, &profile, &timeline);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spike.svg");
-        crate::bench::plot::write_svg(&s, &path).unwrap();
+        crate::tools::bench::plot::write_svg(&s, &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));
         for label in ["before (1x)", "spike (5x)", "after (1x)", "realtime"] {

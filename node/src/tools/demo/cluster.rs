@@ -14,9 +14,9 @@ use std::time::Duration;
 use chorus_client::{Client, ClientConfig, Credentials};
 
 use crate::cluster::certs;
-use crate::commands::ctl::exchange;
 use crate::config::{admin_key_path, default_control_socket};
 use crate::control::protocol::{MemberRow, Reply, Request, RingReport};
+use crate::tools::ctl::exchange;
 
 /// Partitions of the demo cluster (as in `cluster-config/local-3`).
 const PARTITIONS: u16 = 1024;

@@ -5,7 +5,7 @@ use chorus_client::{
 };
 use serde_json::{Value, json};
 
-use super::CliError;
+use crate::tools::error::CliError;
 
 /// A receipt as JSON: at least `id` and `status`.
 pub fn receipt_json(receipt: &Receipt) -> Value {

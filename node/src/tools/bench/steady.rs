@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::args::{BenchArgs, parse_tier_mix};
 use super::load::{Shape, client_config, connect_all, error_kind, send};
 use super::stats::{Percentiles, TierStats, new_tier_stats};
-use crate::commands::CliError;
+use crate::tools::error::CliError;
 
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]

@@ -24,7 +24,7 @@ pub use report::ScenarioSummary;
 pub use stats::Percentiles;
 pub use steady::{BenchSummary, TierSummary};
 
-use crate::commands::CliError;
+use crate::tools::error::CliError;
 
 /// Runs the benchmark the flags ask for and prints its summary.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {

@@ -4,8 +4,9 @@ use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, LoadGuardConf
 use rand::Rng;
 
 use super::args::BenchArgs;
-use crate::cli::ConnectArgs;
-use crate::commands::{CliError, connect};
+use crate::tools::connect::ConnectArgs;
+use crate::tools::connect::connect;
+use crate::tools::error::CliError;
 
 /// The SDK settings of a load generator: it measures the node, so it retries only as
 /// `--retries` asks (none by default: each refusal is counted as the node gave it; with
@@ -133,7 +134,7 @@ pub(crate) fn error_kind(error: &ClientError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::args::parse_tier_mix;
+    use crate::tools::bench::args::parse_tier_mix;
 
     #[test]
     fn workers_split_between_tiers_by_weight() {

@@ -7,8 +7,8 @@ use chorus_client::{ErrorCode, Tier};
 use clap::Args;
 
 use super::profile::Scenario;
-use crate::cli::ConnectArgs;
-use crate::commands::CliError;
+use crate::tools::connect::ConnectArgs;
+use crate::tools::error::CliError;
 
 /// Flags of `chorus bench`.
 #[derive(Debug, Args)]

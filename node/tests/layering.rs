@@ -1,0 +1,106 @@
+//! The crate's two halves, checked against its sources: no daemon module uses the CLI
+//! tools (`src/tools`), and the tools' modules form no import cycle. Tools name one
+//! another by full path (`crate::tools::name`), one path per `use`, so that this
+//! check can read them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// A file's code: `//` comments removed (docs name modules without using them).
+fn code(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| line.find("//").map_or(line, |at| &line[..at]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The tools' top-level module a file of `src/tools` belongs to.
+fn tool_of(path: &Path) -> String {
+    let relative = path.strip_prefix(src().join("tools")).unwrap();
+    let first = relative.components().next().unwrap();
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+#[test]
+fn no_daemon_module_uses_the_tools() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let tools = src().join("tools");
+    let offenders: Vec<_> = files
+        .iter()
+        .filter(|f| !f.starts_with(&tools) && !f.ends_with("main.rs") && !f.ends_with("lib.rs"))
+        .filter(|f| {
+            let code = code(f);
+            code.contains("crate::tools") || code.contains("chorus_node::tools")
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "daemon modules using the tools: {offenders:?}"
+    );
+}
+
+#[test]
+fn the_tools_modules_form_no_cycle() {
+    let mut files = Vec::new();
+    rust_files(&src().join("tools"), &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let from = tool_of(file);
+        let code = code(file);
+        assert!(
+            !code.contains("crate::tools::{"),
+            "{}: one path per use, so the layering can be read",
+            file.display()
+        );
+        let uses = graph.entry(from.clone()).or_default();
+        for (at, _) in code.match_indices("crate::tools::") {
+            let name: String = code[at + "crate::tools::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name != from {
+                uses.insert(name);
+            }
+        }
+    }
+    assert!(graph.len() >= 7, "the tools' modules were found: {graph:?}");
+    // Kahn's algorithm: a cycle leaves modules that never reach zero uses.
+    let mut left = graph.clone();
+    loop {
+        let free: Vec<String> = left
+            .iter()
+            .filter(|(_, uses)| uses.iter().all(|u| !left.contains_key(u)))
+            .map(|(m, _)| m.clone())
+            .collect();
+        if free.is_empty() {
+            break;
+        }
+        for m in free {
+            left.remove(&m);
+        }
+    }
+    assert!(left.is_empty(), "an import cycle among the tools: {left:?}");
+}
