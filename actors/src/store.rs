@@ -1179,12 +1179,16 @@ fn open_index_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> 
 impl Drop for Store {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
+        // Each waiter reads `stopping` under its mutex and then waits: taking the mutex
+        // here puts the store of `stopping` before that read or after the wait began,
+        // so the notification below is never lost between the two.
         drop(
             self.shared
                 .retirement
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        drop(self.shared.tail());
         self.shared.retire_wake.notify_all();
         self.shared.tail_changed.notify_all();
         // The retirer first: it may be waiting for the indexer.
