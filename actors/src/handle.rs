@@ -298,6 +298,8 @@ impl NodeHandle {
         let level = *self.inner.level.borrow();
         let tier = shed_check(level, &items)?;
         self.inner.door.check(tier)?;
+        self.settled(items.iter().map(|item| item.user_id.as_str()))
+            .await;
         let intake = self.child(|c| c.intake.clone(), "intake")?;
         let caller = caller.clone();
         let arrived = std::time::Instant::now();
@@ -322,6 +324,20 @@ impl NodeHandle {
             .err()
     }
 
+    /// Waits, bounded, while this node takes the lead of a partition of `users` (see
+    /// [`crate::Replication::settled`]); at once on a node that does not replicate.
+    async fn settled<'a>(&self, users: impl Iterator<Item = &'a str>) {
+        let Some(Ok(replication)) = self.inner.replication.as_ref().map(ReplicationSlot::get)
+        else {
+            return;
+        };
+        let count = self.inner.store.partitions();
+        let mut partitions: Vec<PartitionId> = users.map(|u| partition_of(u, count)).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        replication.settled(partitions).await;
+    }
+
     /// The item with this id, if stored. An id that names its partition is answered
     /// only where that partition is served (its leader, caught up), so that `None`
     /// there means no such item.
@@ -329,7 +345,9 @@ impl NodeHandle {
         if let (Some(slot), Some(partition)) = (&self.inner.replication, id.partition_hint())
             && partition < self.inner.store.partitions()
         {
-            slot.get()?.admit(partition)?;
+            let replication = slot.get()?;
+            replication.settled(vec![partition]).await;
+            replication.admit(partition)?;
         }
         let store = self.store()?;
         call(&store, "store", |reply| StoreMsg::Get { id, reply }).await?
@@ -359,8 +377,10 @@ impl NodeHandle {
         // A replica that does not lead the partition (or is still catching up) may lack
         // acknowledged items: it refuses rather than answer an incomplete page.
         if let Some(slot) = &self.inner.replication {
-            slot.get()?
-                .admit(partition_of(&user_id, self.inner.store.partitions()))?;
+            let replication = slot.get()?;
+            let partition = partition_of(&user_id, self.inner.store.partitions());
+            replication.settled(vec![partition]).await;
+            replication.admit(partition)?;
         }
         let store = self.store()?;
         let page: Result<Page, ErrorCode> = call(&store, "store", |reply| StoreMsg::List {

@@ -32,6 +32,7 @@
 //! ApiKeyRecord AuditReport AuditEntry KeyHash KeySet KeyStatus NodeHandle PipelineConfig
 //! PipelineConfigError
 //! QueueStatus STORE_DEPENDENCY Store StoreConfig CommitFuture Replication ReplicationSlot
+//! SettledFuture
 //! Applied MAX_EPOCH_HISTORY PartitionEpochs Promise ReplicaRecord ShipBatch ShipOutcome
 //! enrichment pipeline policy published_breaker restart store telemetry validation -->
 //!
@@ -68,7 +69,7 @@ pub use caller::Caller;
 pub use handle::{NodeHandle, StartError};
 pub use pipeline::{LivePolicy, PipelineConfig, PipelineConfigError};
 pub use policy::breaker::BreakerCommand;
-pub use replication::{CommitFuture, Replication, ReplicationSlot};
+pub use replication::{CommitFuture, Replication, ReplicationSlot, SettledFuture};
 pub use store::{
     ApiKeyEntry, ApiKeyRecord, Applied, AuditEntry, AuditLog, AuditReport, Durability, KeyHash,
     KeySet, KeyStatus, MAX_EPOCH_HISTORY, PartitionEpochs, Promise, ReplicaRecord, ShipBatch,

@@ -19,11 +19,22 @@ use crate::store::ReplicaRecord;
 /// A boxed future of the replicas that hold each awaited record.
 pub type CommitFuture = Pin<Box<dyn Future<Output = Vec<Result<Vec<NodeId>, ErrorCode>>> + Send>>;
 
+/// A boxed future that resolves when the partitions asked about have settled.
+pub type SettledFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The leader's side of replication, as the write path uses it.
 pub trait Replication: Send + Sync + 'static {
     /// Whether this node may append to `partition` now (it leads it, caught up); the
     /// refusal for the items of the partition otherwise.
     fn admit(&self, partition: PartitionId) -> Result<(), ErrorCode>;
+
+    /// Resolves once none of `partitions` is in the middle of this node taking its lead,
+    /// or after a bound: a request that arrives during a change of leader waits the
+    /// moments it takes instead of being refused. Ready at once by default.
+    fn settled(&self, partitions: Vec<PartitionId>) -> SettledFuture {
+        let _ = partitions;
+        Box::pin(std::future::ready(()))
+    }
 
     /// Records this node is about to make durable as a leader (their sequences are
     /// assigned, in order): ship them to the followers now, while the leader syncs.

@@ -69,7 +69,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chorus_actors::store::ReplicaRecord;
-use chorus_actors::{CommitFuture, NodeHandle, Replication};
+use chorus_actors::{CommitFuture, NodeHandle, Replication, SettledFuture};
 use chorus_protocol::{ErrorCode, NodeId, PartitionId};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -208,6 +208,8 @@ struct Inner {
     stop: CancellationToken,
     /// Every task replication runs, so that a stopping node can wait for them to end.
     tasks: TaskTracker,
+    /// Woken when takeovers end (led or failed): requests held meanwhile look again.
+    settled: Notify,
 }
 
 /// Replication on this node; cheap to clone.
@@ -269,6 +271,7 @@ impl Replicator {
                 standing_down: AtomicBool::new(false),
                 stop,
                 tasks: TaskTracker::new(),
+                settled: Notify::new(),
             }),
         };
         replicator.spawn(takeover::run(replicator.clone()));
@@ -470,6 +473,19 @@ impl Replicator {
         }
     }
 
+    /// Whether this node is taking the lead of any of `partitions` now.
+    fn taking_over(&self, partitions: &[PartitionId]) -> bool {
+        let parts = self.parts();
+        partitions
+            .iter()
+            .any(|&p| matches!(parts.get(usize::from(p)), Some(Part::TakingOver)))
+    }
+
+    /// Wakes the requests held while takeovers were under way.
+    fn takeovers_ended(&self) {
+        self.inner.settled.notify_waiters();
+    }
+
     /// Whether this node is stopping (see [`Replicator::stand_down`]).
     fn standing_down(&self) -> bool {
         self.inner.standing_down.load(Ordering::SeqCst)
@@ -520,6 +536,26 @@ fn lasts(records: &[ReplicaRecord]) -> BTreeMap<PartitionId, u64> {
     lasts
 }
 
+/// The longest a request waits for this node to finish taking the lead of its
+/// partition before it is refused: a takeover is promises, a catch-up and a new epoch,
+/// well under a second on a healthy cluster.
+pub const LEADER_CHANGE_HOLD: Duration = Duration::from_secs(2);
+
+/// Waits while `busy` holds, looking again each time `changed` is notified, until
+/// `deadline`.
+async fn hold_while(changed: &Notify, deadline: tokio::time::Instant, busy: impl Fn() -> bool) {
+    loop {
+        // Registered before the check, so that a change between the check and the wait
+        // still wakes this waiter.
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !busy() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The refusal of a request for a partition whose leader is changing.
 fn changing_leader(partition: PartitionId) -> ErrorCode {
     ErrorCode::Unavailable {
@@ -530,6 +566,17 @@ fn changing_leader(partition: PartitionId) -> ErrorCode {
 impl Replication for Replicator {
     fn admit(&self, partition: PartitionId) -> Result<(), ErrorCode> {
         self.serving(partition)
+    }
+
+    fn settled(&self, partitions: Vec<PartitionId>) -> SettledFuture {
+        let replicator = self.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + LEADER_CHANGE_HOLD;
+            hold_while(&replicator.inner.settled, deadline, || {
+                replicator.taking_over(&partitions)
+            })
+            .await;
+        })
     }
 
     fn shipping(&self, records: &[ReplicaRecord]) {
@@ -627,5 +674,49 @@ impl Replication for Replicator {
             debug!(writes = outcomes.len(), "commit waits done");
             outcomes
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_goes_on_when_the_takeover_ends_and_no_later_than_the_bound() {
+        let changed = Arc::new(Notify::new());
+        let busy = Arc::new(AtomicBool::new(true));
+        let start = tokio::time::Instant::now();
+        let deadline = start + LEADER_CHANGE_HOLD;
+        let (flip_changed, flip_busy) = (Arc::clone(&changed), Arc::clone(&busy));
+        tokio::spawn(async move {
+            // A wake with nothing settled yet: the waiter looks, and waits on.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            flip_changed.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            flip_busy.store(false, Ordering::SeqCst);
+            flip_changed.notify_waiters();
+        });
+        hold_while(&changed, deadline, || busy.load(Ordering::SeqCst)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+
+        // Never settled: released at the bound, to be refused as before.
+        busy.store(true, Ordering::SeqCst);
+        let start = tokio::time::Instant::now();
+        hold_while(&changed, start + LEADER_CHANGE_HOLD, || {
+            busy.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!(start.elapsed(), LEADER_CHANGE_HOLD);
+
+        // Not taking over: no wait at all.
+        busy.store(false, Ordering::SeqCst);
+        let start = tokio::time::Instant::now();
+        hold_while(&changed, start + LEADER_CHANGE_HOLD, || {
+            busy.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

@@ -212,6 +212,8 @@ impl Replicator {
                 not_before: Some(Instant::now() + RETRY_AFTER + Duration::from_millis(jitter)),
             };
         }
+        drop(parts);
+        self.takeovers_ended();
     }
 }
 
@@ -409,6 +411,7 @@ async fn open_epochs(replicator: &Replicator, candidates: Vec<Candidate>) {
         led += 1;
     }
     metrics::counter!(REPLICATION_TAKEOVERS).increment(led);
+    replicator.takeovers_ended();
     info!(partitions = led, "leading");
     replicator.wake(&followers);
 }
