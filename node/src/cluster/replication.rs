@@ -473,12 +473,26 @@ impl Replicator {
         }
     }
 
-    /// Whether this node is taking the lead of any of `partitions` now.
+    /// Whether this node is taking, or is about to take, the lead of any of
+    /// `partitions`: a takeover is under way, or the ring names this node the leader
+    /// and a takeover is still to begin (its links coming up, a retry after a failed
+    /// attempt).
     fn taking_over(&self, partitions: &[PartitionId]) -> bool {
+        let view = self.inner.cluster.ring();
+        let me = &self.inner.me;
+        let may_lead = !self.standing_down() && !self.inner.cluster.warming();
         let parts = self.parts();
-        partitions
-            .iter()
-            .any(|&p| matches!(parts.get(usize::from(p)), Some(Part::TakingOver)))
+        partitions.iter().any(|&p| match parts.get(usize::from(p)) {
+            Some(Part::TakingOver) => true,
+            Some(Part::Idle { .. }) => {
+                may_lead
+                    && p < view.ring.partitions()
+                    && view.leader(p) == me
+                    && view.replicas(p).filter(|r| view.live.contains(*r)).count()
+                        >= self.inner.settings.write_quorum
+            }
+            _ => false,
+        })
     }
 
     /// Wakes the requests held while takeovers were under way.
@@ -538,7 +552,8 @@ fn lasts(records: &[ReplicaRecord]) -> BTreeMap<PartitionId, u64> {
 
 /// The longest a request waits for this node to finish taking the lead of its
 /// partition before it is refused: a takeover is promises, a catch-up and a new epoch,
-/// well under a second on a healthy cluster.
+/// well under a second on a healthy cluster, and one failed attempt is retried
+/// within a second.
 pub const LEADER_CHANGE_HOLD: Duration = Duration::from_secs(2);
 
 /// Waits while `busy` holds, looking again each time `changed` is notified, until
