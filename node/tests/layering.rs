@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use petgraph::algo::tarjan_scc;
+use petgraph::graphmap::DiGraphMap;
+
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
@@ -87,20 +90,20 @@ fn the_tools_modules_form_no_cycle() {
         }
     }
     assert!(graph.len() >= 7, "the tools' modules were found: {graph:?}");
-    // Kahn's algorithm: a cycle leaves modules that never reach zero uses.
-    let mut left = graph.clone();
-    loop {
-        let free: Vec<String> = left
-            .iter()
-            .filter(|(_, uses)| uses.iter().all(|u| !left.contains_key(u)))
-            .map(|(m, _)| m.clone())
-            .collect();
-        if free.is_empty() {
-            break;
-        }
-        for m in free {
-            left.remove(&m);
+    // A strongly connected component of more than one module is an import cycle.
+    let mut uses = DiGraphMap::<&str, ()>::new();
+    for (from, to) in &graph {
+        uses.add_node(from);
+        for name in to.iter().filter(|name| graph.contains_key(*name)) {
+            uses.add_edge(from, name, ());
         }
     }
-    assert!(left.is_empty(), "an import cycle among the tools: {left:?}");
+    let cycles: Vec<Vec<&str>> = tarjan_scc(&uses)
+        .into_iter()
+        .filter(|component| component.len() > 1)
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "import cycles among the tools: {cycles:?}"
+    );
 }
