@@ -14,15 +14,13 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
+/// Every Rust file under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|entry| entry.unwrap().into_path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect()
 }
 
 /// A file's code: `//` comments removed (docs name modules without using them).
@@ -48,8 +46,7 @@ fn tool_of(path: &Path) -> String {
 
 #[test]
 fn no_daemon_module_uses_the_tools() {
-    let mut files = Vec::new();
-    rust_files(&src(), &mut files);
+    let files = rust_files(&src());
     let tools = src().join("tools");
     let offenders: Vec<_> = files
         .iter()
@@ -67,8 +64,7 @@ fn no_daemon_module_uses_the_tools() {
 
 #[test]
 fn the_tools_modules_form_no_cycle() {
-    let mut files = Vec::new();
-    rust_files(&src().join("tools"), &mut files);
+    let files = rust_files(&src().join("tools"));
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in &files {
         let from = tool_of(file);
