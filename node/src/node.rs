@@ -36,6 +36,42 @@ use crate::{secrets, tls};
 /// shutdown token (a call in flight first ends or times out).
 const TASKS_STOP_BOUND: Duration = Duration::from_secs(10);
 
+/// What a start has brought up so far: stopped again if the start fails.
+#[derive(Default)]
+struct Begun {
+    metrics: Option<(MetricsServer, CancellationToken)>,
+    store: Option<NodeHandle>,
+    cluster: Option<ClusterRuntime>,
+    links: Option<Links>,
+    replicator: Option<Replicator>,
+}
+
+impl Begun {
+    /// Stops it all, the latest first, once `tasks` (whose token is cancelled) end.
+    async fn stop(self, tasks: &TaskTracker) {
+        tasks.close();
+        let _ = tokio::time::timeout(TASKS_STOP_BOUND, tasks.wait()).await;
+        if let Some(cluster) = self.cluster {
+            cluster.leave().await;
+        }
+        if let Some(links) = self.links {
+            links.shutdown().await;
+        }
+        if let Some(replicator) = self.replicator {
+            replicator.stopped().await;
+        }
+        if let Some(store) = self.store
+            && let Err(e) = store.shutdown().await
+        {
+            tracing::warn!(error = %e, "flushing the store after a failed start");
+        }
+        if let Some((metrics, stop)) = self.metrics {
+            stop.cancel();
+            metrics.join().await;
+        }
+    }
+}
+
 /// A running node and every task it started.
 #[derive(Debug)]
 pub struct Node {
@@ -63,9 +99,9 @@ impl Node {
     /// Starts a node with a validated configuration, read from `source`; `log` changes
     /// the log filter on `chorus ctl log-level` and on reload. The node stops once
     /// `shutdown` is cancelled (a signal, `chorus ctl shutdown`, the end of a drain),
-    /// and is stopped for good by [`Node::shutdown`]. A failed start cancels
-    /// `shutdown` and waits for the tasks it had started; what else it had bound (the
-    /// metrics endpoint, gossip) goes with the process, which a failed start ends.
+    /// and is stopped for good by [`Node::shutdown`]. A failed start stops what it had
+    /// brought up (it leaves the cluster it joined, closes its links, flushes its store,
+    /// closes its metrics endpoint) and waits for the tasks it had started.
     pub async fn start(
         config: NodeConfig,
         source: ConfigSource,
@@ -73,11 +109,19 @@ impl Node {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Node> {
         let tasks = TaskTracker::new();
-        let started = Self::start_with(config, source, log, shutdown.clone(), tasks.clone()).await;
+        let mut begun = Begun::default();
+        let started = Self::start_with(
+            config,
+            source,
+            log,
+            shutdown.clone(),
+            tasks.clone(),
+            &mut begun,
+        )
+        .await;
         if started.is_err() {
             shutdown.cancel();
-            tasks.close();
-            tasks.wait().await;
+            begun.stop(&tasks).await;
         }
         started
     }
@@ -88,6 +132,7 @@ impl Node {
         log: LogControl,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        begun: &mut Begun,
     ) -> anyhow::Result<Node> {
         // Before anything is created or bound: a key file others can read is refused.
         secrets::check_key_files(&config)?;
@@ -135,7 +180,7 @@ impl Node {
         // that is down; a bind error ends the start here, naming the address.
         let readiness = Readiness::new();
         let metrics_stop = CancellationToken::new();
-        let metrics = if config.metrics.enabled {
+        if config.metrics.enabled {
             let server = MetricsServer::start_with(
                 config.metrics.listen,
                 crate::metrics::EndpointLimits {
@@ -147,10 +192,8 @@ impl Node {
             )
             .await?;
             info!(addr = %server.local_addr(), "metrics and health endpoint listening");
-            Some(server)
-        } else {
-            None
-        };
+            begun.metrics = Some((server, metrics_stop.clone()));
+        }
 
         let store_config = StoreConfig {
             path: config.data_dir.join("store"),
@@ -175,6 +218,7 @@ impl Node {
         let node = NodeHandle::start_with(store_config, pipeline)
             .await
             .context("starting the store")?;
+        begun.store = Some(node.clone());
         readiness.set_store_available(true);
         // Not ready while the store's breaker turns writes away; ready again when it closes.
         tasks.spawn(watch::follow_store_breaker(
@@ -248,6 +292,7 @@ impl Node {
                 let links = Links::start(link_settings, node.clone())
                     .await
                     .context("starting the cluster links")?;
+                begun.links = Some(links.clone());
                 let settings = ClusterSettings {
                     gossip_listen: section.gossip_listen,
                     gossip_addr: section.gossip_addr(),
@@ -263,6 +308,7 @@ impl Node {
                 let member_links: Arc<dyn MemberLinks> = Arc::new(links.clone());
                 let runtime =
                     ClusterRuntime::start(settings, state.clone(), Some(member_links)).await?;
+                begun.cluster = Some(runtime.clone());
                 (Some(runtime), Some(links))
             }
             None => (None, None),
@@ -285,6 +331,7 @@ impl Node {
                     shutdown.clone(),
                 );
                 slot.install(Arc::new(replicator.clone()));
+                begun.replicator = Some(replicator.clone());
                 Some(replicator)
             }
             _ => None,
@@ -390,6 +437,9 @@ impl Node {
             // A server that stops on its own stops the node.
             server_stop.cancel();
         });
+        // Started: from here the node owns all of it.
+        let metrics = begun.metrics.take().map(|(server, _)| server);
+        *begun = Begun::default();
         Ok(Node {
             shutdown,
             server,

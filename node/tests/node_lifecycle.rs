@@ -110,3 +110,42 @@ async fn a_stopped_node_leaves_no_task_and_frees_what_it_held() {
     node.shutdown().await.expect("a clean shutdown");
     tasks_fall_to(before).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_stops_what_it_had_brought_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = alive_tasks();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The control socket is the last thing a start binds: under a path whose directory
+    // is a file, it fails after the store, the endpoint and the metrics are up.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let mut bad = config(dir.path(), port);
+    bad.control.socket = Some(blocker.join("chorus.sock"));
+    let log = chorus_node::logging::init(Default::default(), "warn");
+    let refused = Node::start(bad, ConfigSource::default(), log, CancellationToken::new())
+        .await
+        .expect_err("the control socket cannot be bound");
+    assert!(
+        format!("{refused:#}").contains("control socket"),
+        "{refused:#}"
+    );
+    tasks_fall_to(before).await;
+
+    // Its port and its data dir were given back: a start on them serves.
+    let good = config(dir.path(), port);
+    let node = start(good.clone()).await;
+    let client = connect(&node, &good).await;
+    client
+        .submit(Item::new("bob", Kind::Text))
+        .await
+        .expect("acknowledged");
+    client.close().await;
+    drop(client);
+    node.shutdown().await.expect("a clean shutdown");
+    tasks_fall_to(before).await;
+}
