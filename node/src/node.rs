@@ -3,6 +3,7 @@
 //! owns every task it starts; [`Node::shutdown`] stops them in order and returns once
 //! each has ended and the store is flushed, so nothing of a node outlives its handle.
 
+mod cluster_layers;
 mod startup;
 mod watch;
 
@@ -18,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::cluster::links::{LinkSettings, Links, link_cookie, link_server_config};
+use crate::cluster::links::{Links, link_server_config};
 use crate::cluster::replication::Replicator;
-use crate::cluster::runtime::{ClusterRuntime, ClusterSettings, MemberLinks};
+use crate::cluster::runtime::ClusterRuntime;
 use crate::cluster::standing_sync;
 use crate::cluster::state::ClusterState;
 use crate::config::{DurabilityMode, NodeConfig};
@@ -70,6 +71,39 @@ impl Begun {
             metrics.join().await;
         }
     }
+}
+
+/// Replicates API keys and standings to the peers, and warms this node up, until
+/// `shutdown`; the node awaits these before its links close.
+fn spawn_syncs(
+    tasks: &TaskTracker,
+    links: &Links,
+    state: &ClusterState,
+    node: &NodeHandle,
+    shutdown: &CancellationToken,
+) {
+    let link_ups = links.link_ups();
+    let links: Arc<dyn crate::cluster::routing::Forwarder> = Arc::new(links.clone());
+    tasks.spawn(standing_sync::run(
+        state.clone(),
+        Arc::clone(&links),
+        link_ups.clone(),
+        standing_sync::ANTI_ENTROPY_INTERVAL,
+        shutdown.clone(),
+    ));
+    tasks.spawn(standing_sync::warm_up(
+        state.clone(),
+        node.clone(),
+        Arc::clone(&links),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::cluster::key_sync::run(
+        node.clone(),
+        links,
+        link_ups,
+        crate::cluster::key_sync::ANTI_ENTROPY_INTERVAL,
+        shutdown.clone(),
+    ));
 }
 
 /// A running node and every task it started.
@@ -271,44 +305,18 @@ impl Node {
         };
         let (cluster, links) = match &config.cluster {
             Some(section) => {
-                // A member with an empty store that joins through others has its partitions
-                // to learn. One that founds the cluster (no seed but itself) has nothing to
-                // learn, and one that holds data (a restart, an upgrade from a release
-                // without standings) was a member already.
-                let founder = section.seeds.iter().all(|s| *s == section.gossip_addr());
-                let empty = (0..node.partitions()).all(|p| node.partition_state(p).1 == 0);
-                let may_learn = section.replication_factor > 1 && !founder;
-                startup::keep_standings(&state, &config.data_dir, may_learn, empty)?;
-                let key = section.load_key()?;
-                let mut link_settings = LinkSettings::new(
-                    NodeId(config.node_id.clone()),
-                    link_cookie(&key.0),
-                    tls_paths.clone(),
-                    endpoint.clone(),
-                );
-                link_settings.call_timeout = Duration::from_millis(section.forward_timeout_ms);
-                link_settings.cluster = Some(state.clone());
-                link_settings.cert = Some(Arc::clone(&node_cert));
-                let links = Links::start(link_settings, node.clone())
-                    .await
-                    .context("starting the cluster links")?;
-                begun.links = Some(links.clone());
-                let settings = ClusterSettings {
-                    gossip_listen: section.gossip_listen,
-                    gossip_addr: section.gossip_addr(),
-                    seeds: section.seeds.clone(),
-                    key,
-                    keyring_file: Some(
-                        config
-                            .data_dir
-                            .join(crate::cluster::keyring_file::KEYRING_FILE),
-                    ),
-                    gossip: section.gossip.clone(),
-                };
-                let member_links: Arc<dyn MemberLinks> = Arc::new(links.clone());
-                let runtime =
-                    ClusterRuntime::start(settings, state.clone(), Some(member_links)).await?;
-                begun.cluster = Some(runtime.clone());
+                let (runtime, links) = cluster_layers::start(
+                    cluster_layers::Inputs {
+                        config: &config,
+                        section,
+                        state: &state,
+                        node: &node,
+                        endpoint: &endpoint,
+                        cert: &node_cert,
+                    },
+                    begun,
+                )
+                .await?;
                 (Some(runtime), Some(links))
             }
             None => (None, None),
@@ -390,31 +398,8 @@ impl Node {
             peers,
             replication: replicator.clone(),
         };
-        // Replicates API keys and standings to the peers until the node stops; awaited
-        // before the links close.
-        if let Some(links) = links.clone() {
-            let link_ups = links.link_ups();
-            let links: Arc<dyn crate::cluster::routing::Forwarder> = Arc::new(links);
-            tasks.spawn(standing_sync::run(
-                state.clone(),
-                Arc::clone(&links),
-                link_ups.clone(),
-                standing_sync::ANTI_ENTROPY_INTERVAL,
-                shutdown.clone(),
-            ));
-            tasks.spawn(standing_sync::warm_up(
-                state.clone(),
-                node.clone(),
-                Arc::clone(&links),
-                shutdown.clone(),
-            ));
-            tasks.spawn(crate::cluster::key_sync::run(
-                node.clone(),
-                links,
-                link_ups,
-                crate::cluster::key_sync::ANTI_ENTROPY_INTERVAL,
-                shutdown.clone(),
-            ));
+        if let Some(links) = &links {
+            spawn_syncs(&tasks, links, &state, &node, &shutdown);
         }
         let addr = endpoint.local_addr()?;
         let links_for_server = links.clone();
