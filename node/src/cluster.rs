@@ -43,6 +43,11 @@ pub fn describe_metrics() {
         "Partitions this node took the lead of (promises, catch-up, a new epoch)."
     );
     describe_counter!(
+        replication::REPLICATION_REQUESTS_HELD,
+        Unit::Count,
+        "Requests that waited for this node to take the lead of their partition, by outcome (settled, bound)."
+    );
+    describe_counter!(
         replication::REPLICATION_RECORDS_SHIPPED,
         Unit::Count,
         "Log records shipped to followers."

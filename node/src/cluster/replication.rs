@@ -86,6 +86,9 @@ pub const REPLICATION_COMMITS: &str = "chorus_replication_commits_total";
 pub const REPLICATION_COMMIT_TIMEOUTS: &str = "chorus_replication_commit_timeouts_total";
 /// Partitions this node took the lead of.
 pub const REPLICATION_TAKEOVERS: &str = "chorus_replication_takeovers_total";
+/// Requests that waited for a takeover, by `outcome`: `settled` (it ended in time) or
+/// `bound` (the wait reached [`LEADER_CHANGE_HOLD`]; the request is refused as before).
+pub const REPLICATION_REQUESTS_HELD: &str = "chorus_replication_requests_held_total";
 /// Records shipped to followers.
 pub const REPLICATION_RECORDS_SHIPPED: &str = "chorus_replication_records_shipped_total";
 /// Partitions this node leads now.
@@ -247,6 +250,9 @@ impl Replicator {
         metrics::counter!(REPLICATION_COMMITS).increment(0);
         metrics::counter!(REPLICATION_COMMIT_TIMEOUTS).increment(0);
         metrics::counter!(REPLICATION_TAKEOVERS).increment(0);
+        for outcome in ["settled", "bound"] {
+            metrics::counter!(REPLICATION_REQUESTS_HELD, "outcome" => outcome).increment(0);
+        }
         metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(0);
         metrics::gauge!(REPLICATION_LEADING).set(0.0);
         let bandwidth = settings
@@ -557,16 +563,23 @@ fn lasts(records: &[ReplicaRecord]) -> BTreeMap<PartitionId, u64> {
 pub const LEADER_CHANGE_HOLD: Duration = Duration::from_secs(2);
 
 /// Waits while `busy` holds, looking again each time `changed` is notified, until
-/// `deadline`.
-async fn hold_while(changed: &Notify, deadline: tokio::time::Instant, busy: impl Fn() -> bool) {
+/// `deadline`; whether `busy` ended before it.
+async fn hold_while(
+    changed: &Notify,
+    deadline: tokio::time::Instant,
+    busy: impl Fn() -> bool,
+) -> bool {
     loop {
         // Registered before the check, so that a change between the check and the wait
         // still wakes this waiter.
         let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if !busy() || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return;
+        if !busy() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return false;
         }
     }
 }
@@ -586,11 +599,16 @@ impl Replication for Replicator {
     fn settled(&self, partitions: Vec<PartitionId>) -> SettledFuture {
         let replicator = self.clone();
         Box::pin(async move {
+            if !replicator.taking_over(&partitions) {
+                return;
+            }
             let deadline = tokio::time::Instant::now() + LEADER_CHANGE_HOLD;
-            hold_while(&replicator.inner.settled, deadline, || {
+            let settled = hold_while(&replicator.inner.settled, deadline, || {
                 replicator.taking_over(&partitions)
             })
             .await;
+            let outcome = if settled { "settled" } else { "bound" };
+            metrics::counter!(REPLICATION_REQUESTS_HELD, "outcome" => outcome).increment(1);
         })
     }
 
@@ -713,25 +731,27 @@ mod tests {
             flip_busy.store(false, Ordering::SeqCst);
             flip_changed.notify_waiters();
         });
-        hold_while(&changed, deadline, || busy.load(Ordering::SeqCst)).await;
+        assert!(hold_while(&changed, deadline, || busy.load(Ordering::SeqCst)).await);
         assert_eq!(start.elapsed(), Duration::from_millis(300));
 
         // Never settled: released at the bound, to be refused as before.
         busy.store(true, Ordering::SeqCst);
         let start = tokio::time::Instant::now();
-        hold_while(&changed, start + LEADER_CHANGE_HOLD, || {
+        let settled = hold_while(&changed, start + LEADER_CHANGE_HOLD, || {
             busy.load(Ordering::SeqCst)
         })
         .await;
+        assert!(!settled);
         assert_eq!(start.elapsed(), LEADER_CHANGE_HOLD);
 
         // Not taking over: no wait at all.
         busy.store(false, Ordering::SeqCst);
         let start = tokio::time::Instant::now();
-        hold_while(&changed, start + LEADER_CHANGE_HOLD, || {
+        let settled = hold_while(&changed, start + LEADER_CHANGE_HOLD, || {
             busy.load(Ordering::SeqCst)
         })
         .await;
+        assert!(settled);
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }
