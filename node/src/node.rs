@@ -48,7 +48,9 @@ struct Begun {
 }
 
 impl Begun {
-    /// Stops it all, the latest first, once `tasks` (whose token is cancelled) end.
+    /// Stops it all once `tasks` (whose token is cancelled) end: leaves the cluster
+    /// first (the others place the ring without it at once), then closes the links,
+    /// stops replication, flushes the store and closes the metrics endpoint.
     async fn stop(self, tasks: &TaskTracker) {
         tasks.close();
         let _ = tokio::time::timeout(TASKS_STOP_BOUND, tasks.wait()).await;
