@@ -78,8 +78,14 @@ total=$(( $(now_ms) - started - 3 * SETTLE * 1000 ))
 for i in 1 2 3; do cp "$WORK/node-$i.log" "$OUT/upgrade-node-$i.log"; done
 kill -0 "$workload" 2>/dev/null || echo "the workload ended before the upgrade did: raise WINDOW" >&2
 wait "$workload" || true
+# Requests held through a change of leader, as counted by the agents running now (each
+# counts from its last start; a release without the counter shows none).
+held=$(for i in 1 2 3; do curl -s "http://127.0.0.$i:9400/metrics" || true; done |
+  awk '/^chorus_replication_requests_held_total/ { split($1, a, "\""); n[a[2]] += $2 }
+       END { for (o in n) printf "%s=%d ", o, n[o] }')
 echo
 echo "upgrade of three hosts: $total ms (without the ${SETTLE} s pauses between hosts)"
+echo "requests held by the agents running at the end: ${held:-none counted}"
 python3 - "$OUT/upgrade-workload.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
