@@ -338,16 +338,25 @@ impl NodeHandle {
         replication.settled(partitions).await;
     }
 
+    /// Whether this node serves reads of `partition` now (always, if it does not
+    /// replicate), once a takeover of it under way has ended.
+    async fn serving(&self, partition: PartitionId) -> Result<(), ErrorCode> {
+        let Some(slot) = &self.inner.replication else {
+            return Ok(());
+        };
+        let replication = slot.get()?;
+        replication.settled(vec![partition]).await;
+        replication.admit(partition)
+    }
+
     /// The item with this id, if stored. An id that names its partition is answered
     /// only where that partition is served (its leader, caught up), so that `None`
     /// there means no such item.
     pub async fn get(&self, id: ItemId) -> Result<Option<StoredItem>, ErrorCode> {
-        if let (Some(slot), Some(partition)) = (&self.inner.replication, id.partition_hint())
+        if let Some(partition) = id.partition_hint()
             && partition < self.inner.store.partitions()
         {
-            let replication = slot.get()?;
-            replication.settled(vec![partition]).await;
-            replication.admit(partition)?;
+            self.serving(partition).await?;
         }
         let store = self.store()?;
         call(&store, "store", |reply| StoreMsg::Get { id, reply }).await?
@@ -376,12 +385,8 @@ impl NodeHandle {
         };
         // A replica that does not lead the partition (or is still catching up) may lack
         // acknowledged items: it refuses rather than answer an incomplete page.
-        if let Some(slot) = &self.inner.replication {
-            let replication = slot.get()?;
-            let partition = partition_of(&user_id, self.inner.store.partitions());
-            replication.settled(vec![partition]).await;
-            replication.admit(partition)?;
-        }
+        self.serving(partition_of(&user_id, self.inner.store.partitions()))
+            .await?;
         let store = self.store()?;
         let page: Result<Page, ErrorCode> = call(&store, "store", |reply| StoreMsg::List {
             user_id,

@@ -37,23 +37,40 @@ use crate::{secrets, tls};
 /// shutdown token (a call in flight first ends or times out).
 const TASKS_STOP_BOUND: Duration = Duration::from_secs(10);
 
-/// What a start has brought up so far: stopped again if the start fails.
-#[derive(Default)]
-struct Begun {
+/// What a node has brought up: kept as a start brings each part up, stopped again if
+/// the start fails, and owned by the running node until it shuts down.
+#[derive(Debug, Default)]
+struct Parts {
+    /// The metrics endpoint and its own token: it answers probes ("draining") until
+    /// the store is flushed.
     metrics: Option<(MetricsServer, CancellationToken)>,
     store: Option<NodeHandle>,
+    /// Left here only by a failed start: a running node leaves from a task as soon as
+    /// its shutdown begins.
     cluster: Option<ClusterRuntime>,
     links: Option<Links>,
     replicator: Option<Replicator>,
+    control: Option<ControlServer>,
 }
 
-impl Begun {
+impl Parts {
     /// Stops it all once `tasks` (whose token is cancelled) end: leaves the cluster
-    /// first (the others place the ring without it at once), then closes the links,
-    /// stops replication, flushes the store and closes the metrics endpoint.
-    async fn stop(self, tasks: &TaskTracker) {
+    /// (the others place the ring without it at once), closes the links, stops
+    /// replication, removes the control socket, flushes the store (its error, if any,
+    /// is returned) and closes the metrics endpoint last.
+    async fn stop(self, tasks: &TaskTracker) -> anyhow::Result<()> {
+        // The syncs, watchers and the leave end on the token; the syncs' calls are
+        // answered or time out before the links close.
         tasks.close();
-        let _ = tokio::time::timeout(TASKS_STOP_BOUND, tasks.wait()).await;
+        if tokio::time::timeout(TASKS_STOP_BOUND, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "node tasks still running after shutdown; going on without them"
+            );
+        }
         if let Some(cluster) = self.cluster {
             cluster.leave().await;
         }
@@ -63,15 +80,18 @@ impl Begun {
         if let Some(replicator) = self.replicator {
             replicator.stopped().await;
         }
-        if let Some(store) = self.store
-            && let Err(e) = store.shutdown().await
-        {
-            tracing::warn!(error = %e, "flushing the store after a failed start");
+        if let Some(control) = self.control {
+            control.stopped().await;
         }
+        let flushed = match self.store {
+            Some(store) => store.shutdown().await.context("flushing the store"),
+            None => Ok(()),
+        };
         if let Some((metrics, stop)) = self.metrics {
             stop.cancel();
             metrics.join().await;
         }
+        flushed
     }
 }
 
@@ -118,14 +138,7 @@ pub struct Node {
     /// The watchers, the cluster's syncs, the leave and anything a control request
     /// started (a drain).
     tasks: TaskTracker,
-    links: Option<Links>,
-    replicator: Option<Replicator>,
-    control: ControlServer,
-    store: NodeHandle,
-    metrics: Option<MetricsServer>,
-    /// The metrics endpoint has its own token: it answers probes ("draining") until the
-    /// store is flushed.
-    metrics_stop: CancellationToken,
+    parts: Parts,
     addr: SocketAddr,
     /// Held until the node has stopped: a second node on this store stops at start.
     _lock: DataDirLock,
@@ -145,19 +158,21 @@ impl Node {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Node> {
         let tasks = TaskTracker::new();
-        let mut begun = Begun::default();
+        let mut parts = Parts::default();
         let started = Self::start_with(
             config,
             source,
             log,
             shutdown.clone(),
             tasks.clone(),
-            &mut begun,
+            &mut parts,
         )
         .await;
         if started.is_err() {
             shutdown.cancel();
-            begun.stop(&tasks).await;
+            if let Err(e) = parts.stop(&tasks).await {
+                tracing::warn!(error = format!("{e:#}"), "after a failed start");
+            }
         }
         started
     }
@@ -168,7 +183,7 @@ impl Node {
         log: LogControl,
         shutdown: CancellationToken,
         tasks: TaskTracker,
-        begun: &mut Begun,
+        parts: &mut Parts,
     ) -> anyhow::Result<Node> {
         // Before anything is created or bound: a key file others can read is refused.
         secrets::check_key_files(&config)?;
@@ -228,7 +243,7 @@ impl Node {
             )
             .await?;
             info!(addr = %server.local_addr(), "metrics and health endpoint listening");
-            begun.metrics = Some((server, metrics_stop.clone()));
+            parts.metrics = Some((server, metrics_stop.clone()));
         }
 
         let store_config = StoreConfig {
@@ -254,7 +269,7 @@ impl Node {
         let node = NodeHandle::start_with(store_config, pipeline)
             .await
             .context("starting the store")?;
-        begun.store = Some(node.clone());
+        parts.store = Some(node.clone());
         readiness.set_store_available(true);
         // Not ready while the store's breaker turns writes away; ready again when it closes.
         tasks.spawn(watch::follow_store_breaker(
@@ -316,7 +331,7 @@ impl Node {
                         endpoint: &endpoint,
                         cert: &node_cert,
                     },
-                    begun,
+                    parts,
                 )
                 .await?;
                 (Some(runtime), Some(links))
@@ -341,7 +356,7 @@ impl Node {
                     shutdown.clone(),
                 );
                 slot.install(Arc::new(replicator.clone()));
-                begun.replicator = Some(replicator.clone());
+                parts.replicator = Some(replicator.clone());
                 Some(replicator)
             }
             _ => None,
@@ -424,19 +439,14 @@ impl Node {
             // A server that stops on its own stops the node.
             server_stop.cancel();
         });
-        // Started: from here the node owns all of it.
-        let metrics = begun.metrics.take().map(|(server, _)| server);
-        *begun = Begun::default();
+        // Started: from here the node owns all of it, and leaves from its task.
+        parts.control = Some(control);
+        parts.cluster = None;
         Ok(Node {
             shutdown,
             server,
             tasks,
-            links,
-            replicator,
-            control,
-            store: node,
-            metrics,
-            metrics_stop,
+            parts: std::mem::take(parts),
             addr,
             _lock: lock,
         })
@@ -445,11 +455,6 @@ impl Node {
     /// The address the node serves clients (and links) on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The node's store and actor tree.
-    pub fn store(&self) -> &NodeHandle {
-        &self.store
     }
 
     /// Returns once the node has been asked to stop.
@@ -466,34 +471,6 @@ impl Node {
         if let Err(e) = self.server.await {
             tracing::warn!(error = %e, "the server task ended abnormally");
         }
-        // The syncs, watchers and the leave end on the token; the syncs' calls are
-        // answered or time out before the links close.
-        self.tasks.close();
-        if tokio::time::timeout(TASKS_STOP_BOUND, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                tasks = self.tasks.len(),
-                "node tasks still running after shutdown; going on without them"
-            );
-        }
-        if let Some(links) = &self.links {
-            links.shutdown().await;
-        }
-        if let Some(replicator) = &self.replicator {
-            replicator.stopped().await;
-        }
-        // The control socket closes with the endpoint, before the store is flushed.
-        self.control.stopped().await;
-        let flushed = self.store.shutdown().await.context("flushing the store");
-        // The endpoint outlives the drain (its own token, cancelled only now) so that
-        // probes see 503 "draining" rather than a refused connection while requests
-        // finish.
-        self.metrics_stop.cancel();
-        if let Some(metrics) = self.metrics {
-            metrics.join().await;
-        }
-        flushed.map(|_| ())
+        self.parts.stop(&self.tasks).await
     }
 }

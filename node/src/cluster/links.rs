@@ -68,7 +68,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use peers::{LinkState, PeerView, dials};
 pub use receiver::{execute, group_name};
 pub use tls::{
-    LinkTiming, PeerVerifier, cluster_roots, link_client_config, link_server_config,
+    LinkTiming, PeerVerifier, cluster_roots, link_alpn, link_client_config, link_server_config,
     negotiated_alpn, peer_chain,
 };
 pub use wire::{
@@ -426,9 +426,7 @@ impl Links {
             connection.close(close_code::SHUTTING_DOWN.into(), b"shutting down");
             return;
         }
-        if !negotiated_alpn(&connection)
-            .is_some_and(|alpn| chorus_protocol::ALPN_LINKS.contains(&alpn.as_slice()))
-        {
+        if link_alpn(&connection).is_none() {
             refuse(b"not a link connection");
             return;
         }

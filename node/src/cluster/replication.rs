@@ -77,7 +77,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::routing::Forwarder;
-use super::state::ClusterState;
+use super::state::{ClusterState, RingView};
 use quorum::PartitionQuorum;
 
 /// Writes answered after a write quorum held them.
@@ -485,20 +485,25 @@ impl Replicator {
     /// attempt).
     fn taking_over(&self, partitions: &[PartitionId]) -> bool {
         let view = self.inner.cluster.ring();
-        let me = &self.inner.me;
         let may_lead = !self.standing_down() && !self.inner.cluster.warming();
         let parts = self.parts();
         partitions.iter().any(|&p| match parts.get(usize::from(p)) {
             Some(Part::TakingOver) => true,
             Some(Part::Idle { .. }) => {
-                may_lead
-                    && p < view.ring.partitions()
-                    && view.leader(p) == me
-                    && view.replicas(p).filter(|r| view.live.contains(*r)).count()
-                        >= self.inner.settings.write_quorum
+                may_lead && p < view.ring.partitions() && self.named_leader(&view, p)
             }
             _ => false,
         })
+    }
+
+    /// Whether `view` names this node the leader of `partition` and a write quorum of
+    /// its replicas is live: it should lead it (unless warming up or stopping).
+    fn named_leader(&self, view: &RingView, partition: PartitionId) -> bool {
+        let live = view
+            .replicas(partition)
+            .filter(|r| view.live.contains(*r))
+            .count();
+        view.leader(partition) == &self.inner.me && live >= self.inner.settings.write_quorum
     }
 
     /// Wakes the requests held while takeovers were under way.

@@ -9,7 +9,7 @@ use anyhow::Context;
 use chorus_actors::NodeHandle;
 use chorus_protocol::NodeId;
 
-use super::{Begun, startup};
+use super::{Parts, startup};
 use crate::cluster::links::{LinkSettings, Links, link_cookie};
 use crate::cluster::runtime::{ClusterRuntime, ClusterSettings, MemberLinks};
 use crate::cluster::state::ClusterState;
@@ -32,11 +32,11 @@ pub struct Inputs<'a> {
     pub cert: &'a Arc<NodeCert>,
 }
 
-/// Starts the links and joins through the seeds; each layer is put in `begun` as it
+/// Starts the links and joins through the seeds; each layer is put in `parts` as it
 /// comes up, so a failed start stops it again.
 pub async fn start(
     inputs: Inputs<'_>,
-    begun: &mut Begun,
+    parts: &mut Parts,
 ) -> anyhow::Result<(ClusterRuntime, Links)> {
     let Inputs {
         config,
@@ -67,7 +67,7 @@ pub async fn start(
     let links = Links::start(link_settings, node.clone())
         .await
         .context("starting the cluster links")?;
-    begun.links = Some(links.clone());
+    parts.links = Some(links.clone());
     let settings = ClusterSettings {
         gossip_listen: section.gossip_listen,
         gossip_addr: section.gossip_addr(),
@@ -82,6 +82,6 @@ pub async fn start(
     };
     let member_links: Arc<dyn MemberLinks> = Arc::new(links.clone());
     let runtime = ClusterRuntime::start(settings, state.clone(), Some(member_links)).await?;
-    begun.cluster = Some(runtime.clone());
+    parts.cluster = Some(runtime.clone());
     Ok((runtime, links))
 }

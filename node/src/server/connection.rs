@@ -10,9 +10,7 @@ use chorus_protocol::Role;
 use crate::cluster::routing::{Forward, ForwardReply};
 
 use super::Backend;
-use chorus_protocol::{
-    ALPN_LINKS, ErrorCode, FrameLimit, ResetCode, Welcome, decode_hello, encode_value,
-};
+use chorus_protocol::{ErrorCode, FrameLimit, ResetCode, Welcome, decode_hello, encode_value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span};
@@ -22,7 +20,7 @@ use super::frame_io::read_frame;
 use super::key_lookups::Lookup;
 use super::stream::serve_stream;
 use super::{Admitted, Edge};
-use crate::cluster::links::{Links, close_code, negotiated_alpn};
+use crate::cluster::links::{Links, close_code, link_alpn};
 use crate::metrics::catalog;
 
 /// How long the hello's answer may take to reach the client before the connection closes.
@@ -50,7 +48,7 @@ pub(crate) async fn serve_connection(
                 return;
             }
         };
-        if negotiated_alpn(&connection).is_some_and(|alpn| ALPN_LINKS.contains(&alpn.as_slice())) {
+        if link_alpn(&connection).is_some() {
             match links {
                 Some(links) => links.accept(connection),
                 None => connection.close(close_code::REFUSED.into(), b"no cluster links here"),

@@ -281,5 +281,5 @@ impl Inner {
 
 /// Whether `connection` negotiated the link ALPN whose forwards carry request ids.
 fn carries_request_ids(connection: &quinn::Connection) -> bool {
-    super::negotiated_alpn(connection).as_deref() == Some(chorus_protocol::ALPN_LINK)
+    super::link_alpn(connection) == Some(chorus_protocol::ALPN_LINK)
 }

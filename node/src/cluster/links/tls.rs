@@ -170,6 +170,15 @@ pub fn peer_chain(connection: &quinn::Connection) -> Option<Vec<CertificateDer<'
         .filter(|chain| !chain.is_empty())
 }
 
+/// The link ALPN `connection` agreed on (one of [`chorus_protocol::ALPN_LINKS`]), if it
+/// is a link.
+pub fn link_alpn(connection: &quinn::Connection) -> Option<&'static [u8]> {
+    let agreed = negotiated_alpn(connection)?;
+    chorus_protocol::ALPN_LINKS
+        .into_iter()
+        .find(|alpn| *alpn == agreed.as_slice())
+}
+
 /// The ALPN protocol `connection` agreed on.
 pub fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
     connection

@@ -925,7 +925,7 @@ mod tests {
         ];
         requests
             .into_iter()
-            .map(|r| (request_name(&r), r))
+            .map(|r| (Forward::from(r.clone()).kind(), r))
             .collect()
     }
 
@@ -965,24 +965,6 @@ mod tests {
             WireReply::Standings(standings()),
             WireReply::Tips(vec![0, u64::MAX]),
         ]
-    }
-
-    fn request_name(request: &WireRequest) -> &'static str {
-        match request {
-            WireRequest::Submit { .. } => "submit",
-            WireRequest::Get { .. } => "get",
-            WireRequest::ListByUser { .. } => "list_by_user",
-            WireRequest::Authenticate { .. } => "authenticate",
-            WireRequest::KeyDigest => "key_digest",
-            WireRequest::SyncKeys { .. } => "sync_keys",
-            WireRequest::Ship(_) => "ship",
-            WireRequest::Promise(_) => "promise",
-            WireRequest::Fetch { .. } => "fetch",
-            WireRequest::Digests { .. } => "digests",
-            WireRequest::Repair { .. } => "repair",
-            WireRequest::Standings(_) => "standings",
-            WireRequest::Tips(_) => "tips",
-        }
     }
 
     /// The encodings of [`sample_requests`] and [`sample_replies`] that this release's

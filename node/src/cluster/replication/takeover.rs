@@ -85,7 +85,6 @@ impl Replicator {
         // A member still warming up learns its partitions; it never leads one.
         let warming = self.inner.cluster.warming();
         let me = &self.inner.me;
-        let settings = &self.inner.settings;
         let now = Instant::now();
         let mut candidates = Vec::new();
         let mut stepping_down = Vec::new();
@@ -97,12 +96,7 @@ impl Replicator {
                 if partition >= view.ring.partitions() {
                     break;
                 }
-                let live = view
-                    .replicas(partition)
-                    .filter(|r| view.live.contains(*r))
-                    .count();
-                let should_lead =
-                    !warming && view.leader(partition) == me && live >= settings.write_quorum;
+                let should_lead = !warming && self.named_leader(&view, partition);
                 let followers: Vec<NodeId> = view
                     .replicas(partition)
                     .filter(|r| *r != me)
