@@ -87,7 +87,7 @@ pub const REPLICATION_COMMIT_TIMEOUTS: &str = "chorus_replication_commit_timeout
 /// Partitions this node took the lead of.
 pub const REPLICATION_TAKEOVERS: &str = "chorus_replication_takeovers_total";
 /// Requests that waited for a takeover, by `outcome`: `settled` (it ended in time) or
-/// `bound` (the wait reached [`LEADER_CHANGE_HOLD`]; the request is refused as before).
+/// `bound` (the wait reached its bound; the request is refused as before).
 pub const REPLICATION_REQUESTS_HELD: &str = "chorus_replication_requests_held_total";
 /// Records shipped to followers.
 pub const REPLICATION_RECORDS_SHIPPED: &str = "chorus_replication_records_shipped_total";
@@ -118,6 +118,9 @@ pub struct ReplicationSettings {
     /// How long a copy of a partition this node no longer replicates is kept, unchanged,
     /// before it is shed (see [`shed`]).
     pub shed_after: Duration,
+    /// The longest a request waits for this node to finish taking the lead of its
+    /// partition before it is refused (see [`Replication::settled`]).
+    pub leader_change_hold: Duration,
 }
 
 impl ReplicationSettings {
@@ -133,6 +136,7 @@ impl ReplicationSettings {
             handoff_bytes_per_sec: Some(64 << 20),
             shipments_in_flight: 4,
             shed_after: Duration::from_secs(300),
+            leader_change_hold: LEADER_CHANGE_HOLD,
         }
     }
 }
@@ -561,11 +565,13 @@ fn lasts(records: &[ReplicaRecord]) -> BTreeMap<PartitionId, u64> {
     lasts
 }
 
-/// The longest a request waits for this node to finish taking the lead of its
-/// partition before it is refused: a takeover is promises, a catch-up and a new epoch,
-/// well under a second on a healthy cluster, and one failed attempt is retried
-/// within a second.
-pub const LEADER_CHANGE_HOLD: Duration = Duration::from_secs(2);
+/// The longest a request waits by default for this node to finish taking the lead of
+/// its partition before it is refused: a takeover is promises, a catch-up and a new
+/// epoch, well under a second on a healthy cluster, and one failed attempt is retried
+/// within a second. A cluster member holds for half its forward timeout instead, so
+/// that a forwarded request held to the bound still has time to be written before its
+/// caller gives up on it.
+pub const LEADER_CHANGE_HOLD: Duration = Duration::from_secs(1);
 
 /// Waits while `busy` holds, looking again each time `changed` is notified, until
 /// `deadline`; whether `busy` ended before it.
@@ -607,7 +613,8 @@ impl Replication for Replicator {
             if !replicator.taking_over(&partitions) {
                 return;
             }
-            let deadline = tokio::time::Instant::now() + LEADER_CHANGE_HOLD;
+            let deadline =
+                tokio::time::Instant::now() + replicator.inner.settings.leader_change_hold;
             let settled = hold_while(&replicator.inner.settled, deadline, || {
                 replicator.taking_over(&partitions)
             })

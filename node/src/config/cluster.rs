@@ -205,6 +205,7 @@ impl ClusterSection {
             (self.handoff_bytes_per_sec > 0).then_some(self.handoff_bytes_per_sec);
         settings.shipments_in_flight = usize::from(self.shipments_in_flight);
         settings.shed_after = std::time::Duration::from_millis(self.down_grace_ms);
+        settings.leader_change_hold = std::time::Duration::from_millis(self.forward_timeout_ms / 2);
         settings
     }
 
