@@ -308,6 +308,7 @@ impl NodeHandle {
             items,
             reply,
             arrived,
+            request: crate::request::current(),
         })
         .await?;
         outcome

@@ -73,6 +73,7 @@ impl IntakeState {
         caller: &Caller,
         items: Vec<Item>,
         arrived: Instant,
+        request: Option<u64>,
         reply: RpcReplyPort<BatchOutcome>,
     ) {
         let gates = Gates {
@@ -98,7 +99,8 @@ impl IntakeState {
             }
             Admit::Queue(admitted) => admitted,
         };
-        let submission = Submission::new(items, rejected, tier, arrived, reply);
+        let mut submission = Submission::new(items, rejected, tier, arrived, reply);
+        submission.request = request;
         let Some(tiers) = self.children.borrow().tiers.clone() else {
             let mut submission = submission;
             submission.fail(tiers_unavailable());
@@ -152,7 +154,8 @@ impl Actor for IntakeActor {
                 items,
                 reply,
                 arrived,
-            } => state.submit(&caller, items, arrived, reply),
+                request,
+            } => state.submit(&caller, items, arrived, request, reply),
             IntakeMsg::TrackedUsers { reply } => {
                 let _ = reply.send(state.admission.tracked_users());
             }

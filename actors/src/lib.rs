@@ -34,7 +34,7 @@
 //! QueueStatus STORE_DEPENDENCY Store StoreConfig CommitFuture Replication ReplicationSlot
 //! SettledFuture
 //! Applied MAX_EPOCH_HISTORY PartitionEpochs Promise ReplicaRecord ShipBatch ShipOutcome
-//! enrichment pipeline policy published_breaker restart store telemetry validation -->
+//! enrichment pipeline policy published_breaker request restart store telemetry validation -->
 //!
 //! This crate knows nothing of QUIC, gossip, the control socket or the CLI, and must
 //! never depend on quinn, foca or the node crate.
@@ -54,6 +54,7 @@ pub mod published_breaker;
 pub mod published_bulkhead;
 pub mod published_door;
 pub mod replication;
+pub mod request;
 pub mod restart;
 pub mod store;
 pub mod store_actor;

@@ -54,6 +54,8 @@ pub enum IntakeMsg {
         reply: RpcReplyPort<BatchOutcome>,
         /// When the submission reached the node: its tier's budget runs from here.
         arrived: Instant,
+        /// The id of the client request it serves, for tracing.
+        request: Option<u64>,
     },
     /// How many users the rate limiter tracks now (idle ones are forgotten).
     TrackedUsers {
@@ -73,6 +75,8 @@ pub struct Submission {
     pub tier: Tier,
     /// When it reached the node: its tier's budget runs from here.
     pub arrived: Instant,
+    /// The id of the client request it serves, carried to its records for tracing.
+    pub request: Option<u64>,
     /// Taken by whoever answers.
     pub reply: Option<RpcReplyPort<BatchOutcome>>,
 }
@@ -93,6 +97,7 @@ impl Submission {
             rejected,
             tier,
             arrived,
+            request: None,
             reply: Some(reply),
         }
     }

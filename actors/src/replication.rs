@@ -38,7 +38,9 @@ pub trait Replication: Send + Sync + 'static {
 
     /// Records this node is about to make durable as a leader (their sequences are
     /// assigned, in order): ship them to the followers now, while the leader syncs.
-    fn shipping(&self, records: &[ReplicaRecord]);
+    /// `requests` names, beside each record, the client request that wrote it (empty
+    /// when none is known), so that the followers can log them under those ids.
+    fn shipping(&self, records: &[ReplicaRecord], requests: &[Option<u64>]);
 
     /// Records this node made durable as a leader: it counts toward their quorum.
     fn appended(&self, records: &[ReplicaRecord]);

@@ -118,7 +118,15 @@ pub struct Write {
     pub score: Option<f32>,
     /// Whether the optional enrichment call ran, as the receipt says.
     pub enrichment: Enrichment,
+    /// The id of the client request that wrote it: handed to replication with its
+    /// record, never stored.
+    pub request: Option<u64>,
 }
+
+/// What a leader's append shows replication before its records are durable: the
+/// records, in sequence order, and beside each the id of the client request that wrote
+/// it (an empty slice when none is known, as for a rewrite).
+pub type Shipping<'a> = dyn FnMut(&[ReplicaRecord], &[Option<u64>]) + 'a;
 
 impl From<Item> for Write {
     /// An `Accepted`, unscored write (no content policy ran).
@@ -128,6 +136,7 @@ impl From<Item> for Write {
             status: Status::Accepted,
             score: None,
             enrichment: Enrichment::NotConfigured,
+            request: None,
         }
     }
 }
@@ -643,19 +652,20 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Receipt, ErrorCode>>, StoreError> {
-        Ok(self.try_apply_replicated(writes, &mut |_| {})?.outcomes)
+        Ok(self.try_apply_replicated(writes, &mut |_, _| {})?.outcomes)
     }
 
     /// [`Store::try_apply`], also returning the records appended and, per item, the
     /// sequence replication must reach before its receipt may be sent. `shipping` sees
     /// the records once their sequences are assigned and before they are durable here,
     /// under the append lock (so in sequence order), for a leader to ship them to its
-    /// followers while its own sync runs. If the append then fails, the sequences are
-    /// given back and reused: a leader that shipped them must stop leading first.
+    /// followers while its own sync runs, beside each the id of the request that wrote
+    /// it ([`Write::request`]). If the append then fails, the sequences are given back
+    /// and reused: a leader that shipped them must stop leading first.
     pub fn try_apply_replicated(
         &self,
         writes: Vec<Write>,
-        shipping: &mut dyn FnMut(&[ReplicaRecord]),
+        shipping: &mut Shipping<'_>,
     ) -> Result<Applied, StoreError> {
         #[cfg(feature = "fault-injection")]
         std::thread::sleep(std::time::Duration::from_millis(
@@ -673,11 +683,13 @@ impl Store {
         let mut waits: Vec<Wait> = Vec::with_capacity(writes.len());
         let mut seen: HashMap<ItemId, usize> = HashMap::new();
         let mut fresh = Vec::new();
+        let mut requests = Vec::new();
         for Write {
             item,
             status,
             score,
             enrichment,
+            request,
         } in writes
         {
             if let Some(&first) = seen.get(&item.id) {
@@ -716,10 +728,12 @@ impl Store {
             outcomes.push(Ok(receipt.clone()));
             waits.push(Wait::Fresh(fresh.len()));
             fresh.push(StoredItem { item, receipt });
+            requests.push(request);
         }
         let records = self.append_records(
             &mut sequences,
             fresh.into_iter().map(|s| (s, None)).collect(),
+            &requests,
             shipping,
         )?;
         let waits = waits
@@ -745,7 +759,8 @@ impl Store {
         &self,
         sequences: &mut [u64],
         items: Vec<(StoredItem, Option<log::Locator>)>,
-        shipping: &mut dyn FnMut(&[ReplicaRecord]),
+        requests: &[Option<u64>],
+        shipping: &mut Shipping<'_>,
     ) -> Result<Vec<ReplicaRecord>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -790,7 +805,7 @@ impl Store {
                 header.sequence,
             )?);
         }
-        shipping(&appended);
+        shipping(&appended, requests);
         let written = shared.log.append(&records, |locators| {
             let mut tail = shared.tail();
             for ((((stored, supersedes), header), locator), replaces) in

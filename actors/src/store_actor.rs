@@ -417,7 +417,9 @@ async fn persist_replicated(
         .collect();
     let shipper = Arc::clone(&replication);
     let apply = move |store: &Store, writes| {
-        store.try_apply_replicated(writes, &mut |records| shipper.shipping(records))
+        store.try_apply_replicated(writes, &mut |records, requests| {
+            shipper.shipping(records, requests)
+        })
     };
     let applied = match apply_blocking(store, admitted, apply).await {
         Ok(applied) => applied,

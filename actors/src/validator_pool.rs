@@ -342,8 +342,12 @@ impl Worker for ValidatorWorker {
             let Some(reply) = submission.reply else {
                 continue;
             };
-            let (writes, rejected, deferred) =
-                validate(&state.validator, submission.items, submission.rejected);
+            let (writes, rejected, deferred) = validate(
+                &state.validator,
+                submission.items,
+                submission.rejected,
+                submission.request,
+            );
             validated.push((writes, rejected, deferred, submission.tier, reply));
         }
         if let Some(enricher) = &state.enricher {
@@ -417,6 +421,7 @@ fn validate(
     validator: &Validator,
     items: Vec<Item>,
     mut rejected: Vec<(usize, ErrorCode)>,
+    request: Option<u64>,
 ) -> (Vec<Write>, Vec<(usize, ErrorCode)>, Vec<DeferredWork>) {
     let mut writes = Vec::with_capacity(items.len());
     let mut deferred = Vec::new();
@@ -451,6 +456,7 @@ fn validate(
                     status: verdict.status,
                     score: verdict.score,
                     enrichment: Enrichment::NotConfigured,
+                    request,
                 });
             }
             Err(e) => {
@@ -560,8 +566,13 @@ mod tests {
             &validator,
             vec![item("works well"), bad, item("mail me at a@b.example")],
             rejected_before,
+            Some(7),
         );
         assert_eq!(writes.len(), 2);
+        assert!(
+            writes.iter().all(|w| w.request == Some(7)),
+            "each write names its request"
+        );
         assert_eq!(writes[0].status, Status::Accepted);
         assert!(writes[0].score.is_some());
         assert!(writes[1].item.text.contains("[email]"));
@@ -577,6 +588,7 @@ mod tests {
             &validator,
             vec![item("i will kill you"), item("fine")],
             Vec::new(),
+            None,
         );
         assert!(writes.iter().all(|w| w.status == Status::Accepted));
         let ids: Vec<ItemId> = deferred.iter().map(|w| w.id()).collect();

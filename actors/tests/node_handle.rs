@@ -189,6 +189,7 @@ async fn a_failed_store_actor_is_restarted_and_the_new_one_is_published() {
                 items: vec![Item::new("dan", Kind::Text)],
                 reply,
                 arrived: std::time::Instant::now(),
+                request: None,
             },
             None,
         )
@@ -242,6 +243,7 @@ async fn a_killed_validator_pool_answers_unavailable_then_is_restarted() {
                 items: vec![Item::new(user, Kind::Text)],
                 reply,
                 arrived: std::time::Instant::now(),
+                request: None,
             },
             None,
         )

@@ -31,6 +31,7 @@ async fn submit(children: &watch::Receiver<Children>, user: String) -> Result<Re
                 items: vec![Item::new(user, Kind::Text)],
                 reply,
                 arrived: std::time::Instant::now(),
+                request: None,
             },
             Some(Duration::from_secs(10)),
         )

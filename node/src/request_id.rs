@@ -4,22 +4,29 @@
 //! application reports from an error finds the request's lines in every node's log.
 
 use std::future::Future;
+use std::sync::Arc;
 
+pub use chorus_actors::request::{current, serve};
 use chorus_protocol::{ErrorCode, Response};
 
 tokio::task_local! {
-    /// The id of the request the current task serves.
-    static CURRENT: u64;
+    /// The ids of the requests the current task works for together.
+    static SEVERAL: Arc<[u64]>;
 }
 
-/// Runs `work` as the serving of request `id`: forwards it sends carry the id.
-pub async fn serve<F: Future>(id: u64, work: F) -> F::Output {
-    CURRENT.scope(id, work).await
+/// Runs `work` on behalf of several requests at once (a shipment of the records they
+/// wrote): forwards it sends carry every id.
+pub async fn serve_several<F: Future>(ids: Arc<[u64]>, work: F) -> F::Output {
+    SEVERAL.scope(ids, work).await
 }
 
-/// The id of the request the current task serves, if it serves one.
-pub fn current() -> Option<u64> {
-    CURRENT.try_with(|id| *id).ok()
+/// The ids of the requests the current task serves: the one of [`serve`], those of
+/// [`serve_several`], or none.
+pub fn carried() -> Vec<u64> {
+    match current() {
+        Some(id) => vec![id],
+        None => SEVERAL.try_with(|ids| ids.to_vec()).unwrap_or_default(),
+    }
 }
 
 /// A fresh request id: random, never 0 (0 is what the write path puts in an `Internal`
@@ -94,11 +101,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_id_is_known_inside_the_serving_and_nowhere_else() {
-        assert_eq!(current(), None);
-        let inside = serve(77, async { current() }).await;
-        assert_eq!(inside, Some(77));
-        assert_eq!(current(), None);
+    async fn a_task_carries_the_ids_it_serves_and_no_others() {
+        assert!(carried().is_empty());
+        assert_eq!(serve(77, async { carried() }).await, [77]);
+        let several: Arc<[u64]> = vec![3, 4].into();
+        assert_eq!(serve_several(several, async { carried() }).await, [3, 4]);
+        assert!(carried().is_empty());
     }
 
     #[test]

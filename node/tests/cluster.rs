@@ -31,6 +31,29 @@ fn logged_request_ids(node: &Node, message: &str) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The ids of the requests whose records `node` took in as a follower: the request id of
+/// each shipment it answered, or the ids its span names when it served several.
+fn shipped_request_ids(node: &Node) -> BTreeSet<u64> {
+    let log = std::fs::read_to_string(node.data.with_extension("log")).unwrap();
+    let mut ids = BTreeSet::new();
+    for event in log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == "forward answered" && event["span"]["kind"] == "ship")
+    {
+        match event["span"]["request_ids"].as_str() {
+            Some(several) => ids.extend(
+                several
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .split(", ")
+                    .filter_map(|id| id.parse::<u64>().ok()),
+            ),
+            None => ids.extend(event["span"]["request_id"].as_u64()),
+        }
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,10 +87,18 @@ async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
     // it minted, and node-3 served the forward under the same id.
     let forwarded = logged_request_ids(&nodes[0], "forwarding");
     let served = logged_request_ids(&nodes[2], "forward answered");
-    assert!(
-        forwarded.intersection(&served).next().is_some(),
-        "node-1 forwarded {forwarded:?}, node-3 served {served:?}"
-    );
+    let request = *forwarded
+        .intersection(&served)
+        .next()
+        .unwrap_or_else(|| panic!("node-1 forwarded {forwarded:?}, node-3 served {served:?}"));
+    // node-3 leads the user's partition and shipped the record to node-1 and node-2,
+    // which logged the shipment under the same request id.
+    for follower in [&nodes[0], &nodes[1]] {
+        until(Duration::from_secs(10), "the shipment logged", || {
+            shipped_request_ids(follower).contains(&request)
+        })
+        .await;
+    }
     let page = client.list_by_user(&far_user, None, 10).await.unwrap();
     assert_eq!(page.items.len(), 1, "listed at the owner through node-1");
     let found = client

@@ -70,7 +70,7 @@ impl Forwarder for MemLinks {
                 return Err(unreachable());
             }
             let node = self.net.node(to).ok_or_else(unreachable)?;
-            let (_, request) = decode_request(&encode_request(request, None))?;
+            let (_, request) = decode_request(&encode_request(request, &[]))?;
             if matches!(request, Forward::Authenticate { .. }) {
                 self.net.key_lookups.fetch_add(1, Ordering::SeqCst);
             }

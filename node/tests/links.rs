@@ -995,7 +995,7 @@ async fn impostor_child() {
                     caller: Caller::for_key("impostor", Role::Submit),
                     items: vec![item],
                 },
-                None,
+                &[],
             );
             let actor: ractor::ActorRef<chorus_node::cluster::links::ForwardMsg> = cell.into();
             let timeout = Duration::from_secs(3);

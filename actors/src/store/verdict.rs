@@ -49,7 +49,7 @@ impl Store {
             rewritten.push((stored, replaces));
         }
         let updated = rewritten.len();
-        self.append_records(&mut sequences, rewritten, &mut |_| {})?;
+        self.append_records(&mut sequences, rewritten, &[], &mut |_, _| {})?;
         debug!(updated, "stored verdicts rewritten");
         Ok(updated)
     }

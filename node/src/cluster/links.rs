@@ -9,7 +9,8 @@
 //!    pair makes exactly one connection.
 //! 2. The dialer connects from the node's one QUIC endpoint offering ALPN
 //!    `chorus-link/2` and `chorus-link/1` (the acceptor picks the newer it speaks; on a
-//!    `/2` link a forward carries its request's id, [`wire::encode_request`]),
+//!    `/2` link a forward carries the ids of the requests it serves,
+//!    [`wire::encode_request`]),
 //!    presenting its node certificate and checking the peer's against the cluster CA
 //!    with the peer's node id as the server name ([`link_client_config`]).
 //! 3. The accepting node's endpoint asks for a client certificate and checks it against
@@ -509,7 +510,7 @@ impl Links {
     pub async fn forward(&self, to: &NodeId, request: Forward) -> Result<ForwardReply, ErrorCode> {
         let inner = &self.inner;
         let tier = wire::overload_tier(&request);
-        let (admitted, _slot, gone, request_id) = {
+        let (admitted, _slot, gone, requests) = {
             let mut shared = lock(&inner.shared);
             let admitted =
                 shared
@@ -531,14 +532,15 @@ impl Links {
                 .or_insert_with(|| Arc::new(Semaphore::new(max)))
                 .clone();
             // A `chorus-link/1` peer (an older release) reads no request id.
-            let request_id = shared
+            let requests = shared
                 .table
                 .session_label(to)
                 .and_then(|label| shared.connections.get(label))
                 .filter(|link| link.carries_request_ids)
-                .and_then(|_| crate::request_id::current());
+                .map(|_| crate::request_id::carried())
+                .unwrap_or_default();
             match slots.try_acquire_owned() {
-                Ok(slot) => (admitted, slot, gone, request_id),
+                Ok(slot) => (admitted, slot, gone, requests),
                 Err(_) => {
                     shared.table.on_cancel(to, admitted.permit);
                     return Err(ErrorCode::Overloaded {
@@ -564,7 +566,7 @@ impl Links {
         let Some(target) = target else {
             return Err(unavailable(to, "its forward receiver is not known yet"));
         };
-        let payload = wire::encode_request(request, request_id);
+        let payload = wire::encode_request(request, &requests);
         let timeout = inner.settings.call_timeout;
         let started = Instant::now();
         let actor: ActorRef<ForwardMsg> = target.into();

@@ -624,13 +624,14 @@ impl Replication for Replicator {
         })
     }
 
-    fn shipping(&self, records: &[ReplicaRecord]) {
+    fn shipping(&self, records: &[ReplicaRecord], requests: &[Option<u64>]) {
         let lasts = lasts(records);
+        let requests = requests.iter().copied().chain(std::iter::repeat(None));
         self.inner
             .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend(records.iter().cloned());
+            .extend(records.iter().cloned().zip(requests));
         let mut fresh: BTreeMap<NodeId, Vec<PartitionId>> = BTreeMap::new();
         let mut parts = self.parts();
         for (partition, last) in lasts {

@@ -344,7 +344,7 @@ fn waits_name_the_sequence_replication_must_reach() {
         item(&"x".repeat(200), "refused").into(),
         dup.into(),
     ];
-    let applied = store.try_apply_replicated(writes, &mut |_| {}).unwrap();
+    let applied = store.try_apply_replicated(writes, &mut |_, _| {}).unwrap();
     assert_eq!(applied.records.len(), 1);
     let record = &applied.records[0];
     assert_eq!((record.partition, record.sequence), (0, 4));

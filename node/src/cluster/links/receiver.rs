@@ -87,7 +87,7 @@ impl Actor for ForwardReceiver {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let ForwardMsg::Forward(payload, reply) = message;
-        let (request_id, request) = match decode_request(&payload) {
+        let (requests, request) = match decode_request(&payload) {
             Ok(decoded) => decoded,
             Err(e) => {
                 debug!(error = %e, "malformed forward");
@@ -106,9 +106,22 @@ impl Actor for ForwardReceiver {
         let cluster = state.cluster.clone();
         // A forward of a client's request runs under that request's id (sent by a
         // `chorus-link/2` peer; an older peer's gets one minted here), on a span of its
-        // own, so that every node a request touches logs it under the same id.
-        let id = request_id.unwrap_or_else(crate::request_id::mint);
-        let span = debug_span!("forward", request_id = id, kind = request.kind());
+        // own, so that every node a request touches logs it under the same id. A forward
+        // for several requests at once (a shipment of the records they wrote) gets an id
+        // of its own and names theirs on its span.
+        let id = match requests[..] {
+            [id] => id,
+            _ => crate::request_id::mint(),
+        };
+        let span = debug_span!(
+            "forward",
+            request_id = id,
+            kind = request.kind(),
+            request_ids = tracing::field::Empty
+        );
+        if requests.len() > 1 {
+            span.record("request_ids", tracing::field::debug(&requests));
+        }
         state.tasks.spawn(
             async move {
                 let mut outcome = match request {

@@ -53,8 +53,9 @@ pub enum ForwardMsg {
 
 /// The layout of link messages this release writes; every earlier layout's encodings
 /// are kept as fixtures (`wire_fixtures/link-v{N}.txt`) that it must keep decoding.
-/// Layout 2 is layout 1 with, on a `chorus-link/2` link, a forward's request id before
-/// its body ([`REQUEST_ID_MARK`]).
+/// Layout 2 is layout 1 with, on a `chorus-link/2` link, the id of the request a
+/// forward serves before its body ([`REQUEST_ID_MARK`]), or the ids of the several it
+/// serves, as a shipment does ([`REQUEST_IDS_MARK`]).
 pub const LINK_FORMAT: u32 = 2;
 
 /// The allocation limit of link payloads: the link frame limit.
@@ -730,40 +731,70 @@ impl From<WireReply> for ForwardReply {
 /// the first byte of a bincode varint, so no payload without an id begins with it.
 pub const REQUEST_ID_MARK: u8 = 0xFF;
 
-/// Encodes a forward to send on a link; with `request_id` (for a `chorus-link/2` peer)
-/// the marked id goes first.
-pub fn encode_request(forward: Forward, request_id: Option<u64>) -> Vec<u8> {
-    let body = WireRequest::from(forward);
-    match request_id {
-        None => encode_payload(&body),
-        Some(id) => {
-            let mut payload = vec![REQUEST_ID_MARK];
-            payload.extend(encode_payload(&id));
-            payload.extend(encode_payload(&body));
-            payload
-        }
+/// The first byte of a forward on behalf of several requests at once, such as a
+/// shipment of their records (`chorus-link/2`), then their ids: 0xFE announces a
+/// 128-bit varint, which no bare payload's first field (a 32-bit variant tag) can be.
+pub const REQUEST_IDS_MARK: u8 = 0xFE;
+
+/// Most request ids one forward carries; a sender names the first this many.
+pub const MAX_REQUEST_IDS: usize = 4096;
+
+/// The ids behind [`REQUEST_IDS_MARK`], at most [`MAX_REQUEST_IDS`].
+struct RequestIds(Vec<u64>);
+
+impl<Context> Decode<Context> for RequestIds {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        bounded_vec(decoder, MAX_REQUEST_IDS, "request ids").map(RequestIds)
     }
 }
 
-/// Decodes a forward received on a link, with the id of the request it serves when it
-/// carries one (never 0).
-pub fn decode_request(payload: &[u8]) -> Result<(Option<u64>, Forward), ErrorCode> {
+/// Encodes a forward to send on a link, on behalf of `requests` (for a
+/// `chorus-link/2` peer; none for an older one): one id goes first behind
+/// [`REQUEST_ID_MARK`], several behind [`REQUEST_IDS_MARK`], at most
+/// [`MAX_REQUEST_IDS`] of them.
+pub fn encode_request(forward: Forward, requests: &[u64]) -> Vec<u8> {
+    let body = encode_payload(&WireRequest::from(forward));
+    let mut payload = match requests {
+        [] => return body,
+        [id] => {
+            let mut payload = vec![REQUEST_ID_MARK];
+            payload.extend(encode_payload(id));
+            payload
+        }
+        many => {
+            let mut payload = vec![REQUEST_IDS_MARK];
+            payload.extend(encode_payload(&&many[..many.len().min(MAX_REQUEST_IDS)]));
+            payload
+        }
+    };
+    payload.extend(body);
+    payload
+}
+
+/// Decodes a forward received on a link, with the ids of the requests it serves (none,
+/// one, or several; never 0).
+pub fn decode_request(payload: &[u8]) -> Result<(Vec<u64>, Forward), ErrorCode> {
     let invalid = |e: &dyn std::fmt::Display| ErrorCode::invalid("forward", e.to_string());
-    let (request_id, body) = match payload.split_first() {
+    let (requests, body) = match payload.split_first() {
         Some((&REQUEST_ID_MARK, rest)) => {
             let (id, read) =
                 bincode::decode_from_slice::<u64, _>(rest, WIRE).map_err(|e| invalid(&e))?;
-            if id == 0 {
-                return Err(invalid(&"request id 0"));
-            }
-            (Some(id), &rest[read..])
+            (vec![id], &rest[read..])
         }
-        _ => (None, payload),
+        Some((&REQUEST_IDS_MARK, rest)) => {
+            let (RequestIds(ids), read) =
+                bincode::decode_from_slice(rest, WIRE).map_err(|e| invalid(&e))?;
+            (ids, &rest[read..])
+        }
+        _ => (Vec::new(), payload),
     };
+    if requests.contains(&0) {
+        return Err(invalid(&"request id 0"));
+    }
     let forward = decode_payload::<WireRequest>(body)
         .map(Forward::from)
         .map_err(|e| invalid(&e))?;
-    Ok((request_id, forward))
+    Ok((requests, forward))
 }
 
 /// Encodes the answer to a forward.
@@ -787,13 +818,13 @@ mod tests {
     #[test]
     fn a_forward_carries_its_request_id_only_when_given_one() {
         let id = ItemId(0x0123_4567_89ab_cdef);
-        let bare = encode_request(Forward::Get { id }, None);
+        let bare = encode_request(Forward::Get { id }, &[]);
         assert_ne!(bare[0], REQUEST_ID_MARK);
         assert!(matches!(
             decode_request(&bare),
-            Ok((None, Forward::Get { id: got })) if got == id
+            Ok((ids, Forward::Get { id: got })) if got == id && ids.is_empty()
         ));
-        let marked = encode_request(Forward::Get { id }, Some(0xDEAD_BEEF));
+        let marked = encode_request(Forward::Get { id }, &[0xDEAD_BEEF]);
         assert_eq!(marked[0], REQUEST_ID_MARK);
         assert_eq!(
             &marked[marked.len() - bare.len()..],
@@ -802,19 +833,45 @@ mod tests {
         );
         assert!(matches!(
             decode_request(&marked),
-            Ok((Some(0xDEAD_BEEF), Forward::Get { id: got })) if got == id
+            Ok((ids, Forward::Get { id: got })) if got == id && ids == [0xDEAD_BEEF]
+        ));
+    }
+
+    #[test]
+    fn a_forward_for_several_requests_carries_every_id_up_to_the_bound() {
+        let body = encode_request(Forward::KeyDigest, &[]);
+        let several = encode_request(Forward::KeyDigest, &[3, u64::MAX, 5]);
+        assert_eq!(several[0], REQUEST_IDS_MARK);
+        assert_eq!(&several[several.len() - body.len()..], &body[..]);
+        assert!(matches!(
+            decode_request(&several),
+            Ok((ids, Forward::KeyDigest)) if ids == [3, u64::MAX, 5]
+        ));
+        // A sender names the first MAX_REQUEST_IDS; a receiver refuses more.
+        let many: Vec<u64> = (1..=MAX_REQUEST_IDS as u64 + 10).collect();
+        let (ids, _) = decode_request(&encode_request(Forward::KeyDigest, &many)).unwrap();
+        assert_eq!(ids, many[..MAX_REQUEST_IDS]);
+        let too_many = [&[REQUEST_IDS_MARK][..], &encode_payload(&many), &body].concat();
+        assert!(matches!(
+            decode_request(&too_many),
+            Err(ErrorCode::Invalid { .. })
         ));
     }
 
     #[test]
     fn a_marked_forward_without_a_valid_id_or_body_is_refused() {
-        let body = encode_request(Forward::KeyDigest, None);
-        // Id 0 (never minted), a mark alone, an id without a body, a truncated id.
+        let body = encode_request(Forward::KeyDigest, &[]);
+        // Id 0 (never minted), a mark alone, an id without a body, a truncated id; and
+        // the same for a list of ids, with a declared length far beyond what follows.
         for payload in [
             [&[REQUEST_ID_MARK, 0][..], &body].concat(),
             vec![REQUEST_ID_MARK],
             vec![REQUEST_ID_MARK, 5],
             vec![REQUEST_ID_MARK, 253, 1, 2],
+            [&[REQUEST_IDS_MARK, 2, 7, 0][..], &body].concat(),
+            vec![REQUEST_IDS_MARK],
+            vec![REQUEST_IDS_MARK, 1, 5],
+            vec![REQUEST_IDS_MARK, 252, 0, 0, 0, 16],
         ] {
             assert!(
                 matches!(decode_request(&payload), Err(ErrorCode::Invalid { .. })),
@@ -841,9 +898,9 @@ mod tests {
             },
         ];
         for request in requests {
-            let bytes = encode_request(request.clone(), Some(3));
-            let (id, decoded) = decode_request(&bytes).unwrap();
-            assert_eq!(id, Some(3));
+            let bytes = encode_request(request.clone(), &[3]);
+            let (ids, decoded) = decode_request(&bytes).unwrap();
+            assert_eq!(ids, [3]);
             assert_eq!(WireRequest::from(decoded), WireRequest::from(request));
         }
         for reply in [
@@ -857,7 +914,7 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors_not_panics() {
-        let good = encode_request(Forward::Get { id: ItemId(7) }, None);
+        let good = encode_request(Forward::Get { id: ItemId(7) }, &[]);
         assert!(decode_request(&good[..good.len() - 1]).is_err());
         assert!(decode_request(&[0xff; 64]).is_err());
         let mut trailing = good.clone();

@@ -1,19 +1,30 @@
 //! The records this leader appended last, kept in memory so that shipping them to
-//! followers in step needs no read of the log. Bounded by bytes, oldest dropped first;
-//! a follower further behind is served from the log instead.
+//! followers in step needs no read of the log, each with the id of the client request
+//! that wrote it (so a shipment names the requests it serves). Bounded by bytes, oldest
+//! dropped first; a follower further behind is served from the log instead.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use chorus_actors::store::ReplicaRecord;
 use chorus_protocol::PartitionId;
 
-/// Recently appended records by (partition, sequence).
+/// Recently appended records by (partition, sequence), with their requests' ids.
 #[derive(Debug)]
 pub(super) struct Recent {
     max_bytes: usize,
     bytes: usize,
-    records: BTreeMap<(PartitionId, u64), ReplicaRecord>,
+    records: BTreeMap<(PartitionId, u64), (ReplicaRecord, Option<u64>)>,
     order: VecDeque<(PartitionId, u64)>,
+}
+
+/// A partition's records from [`Recent::after`], and the ids of the requests that wrote
+/// them (each once, ascending).
+#[derive(Debug, Default)]
+pub(super) struct Run {
+    /// The records, ascending by sequence, with no gap.
+    pub(super) records: Vec<ReplicaRecord>,
+    /// The requests they serve.
+    pub(super) requests: Vec<u64>,
 }
 
 impl Recent {
@@ -27,12 +38,16 @@ impl Recent {
         }
     }
 
-    /// Remembers `records`, dropping the oldest beyond the bound.
-    pub(super) fn extend(&mut self, records: impl IntoIterator<Item = ReplicaRecord>) {
-        for record in records {
+    /// Remembers `records`, each with the request that wrote it, dropping the oldest
+    /// beyond the bound.
+    pub(super) fn extend(
+        &mut self,
+        records: impl IntoIterator<Item = (ReplicaRecord, Option<u64>)>,
+    ) {
+        for (record, request) in records {
             let key = (record.partition, record.sequence);
             self.bytes += record.body.len();
-            if let Some(old) = self.records.insert(key, record) {
+            if let Some((old, _)) = self.records.insert(key, (record, request)) {
                 self.bytes -= old.body.len();
             } else {
                 self.order.push_back(key);
@@ -42,7 +57,7 @@ impl Recent {
             let Some(key) = self.order.pop_front() else {
                 break;
             };
-            if let Some(old) = self.records.remove(&key) {
+            if let Some((old, _)) = self.records.remove(&key) {
                 self.bytes -= old.body.len();
             }
         }
@@ -56,19 +71,24 @@ impl Recent {
         after: u64,
         last: u64,
         max_bytes: usize,
-    ) -> Option<Vec<ReplicaRecord>> {
-        let mut out: Vec<ReplicaRecord> = Vec::new();
+    ) -> Option<Run> {
+        let mut out = Run::default();
         let mut bytes = 0;
         let first = after.checked_add(1)?;
         let run = self.records.range((partition, first)..=(partition, last));
-        for ((&(_, sequence), record), expected) in run.zip(first..) {
-            if sequence != expected || (!out.is_empty() && bytes + record.body.len() > max_bytes) {
+        for ((&(_, sequence), (record, request)), expected) in run.zip(first..) {
+            if sequence != expected
+                || (!out.records.is_empty() && bytes + record.body.len() > max_bytes)
+            {
                 break;
             }
             bytes += record.body.len();
-            out.push(record.clone());
+            out.records.push(record.clone());
+            out.requests.extend(request);
         }
-        (!out.is_empty()).then_some(out)
+        out.requests.sort_unstable();
+        out.requests.dedup();
+        (!out.records.is_empty()).then_some(out)
     }
 }
 
@@ -76,12 +96,13 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn record(partition: PartitionId, sequence: u64, len: usize) -> ReplicaRecord {
-        ReplicaRecord {
+    fn record(partition: PartitionId, sequence: u64, len: usize) -> (ReplicaRecord, Option<u64>) {
+        let record = ReplicaRecord {
             partition,
             sequence,
             body: vec![0; len],
-        }
+        };
+        (record, Some(sequence / 2))
     }
 
     #[test]
@@ -91,11 +112,16 @@ mod tests {
         recent.extend([record(3, 7, 10), record(4, 1, 10)]);
         let run = recent.after(3, 1, 10, 1_000).unwrap();
         assert_eq!(
-            run.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            run.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
             [2, 3, 4, 5]
         );
+        assert_eq!(run.requests, [1, 2], "each request once");
         assert!(recent.after(3, 5, 10, 1_000).is_none(), "6 is missing");
-        assert_eq!(recent.after(3, 0, 2, 15).unwrap().len(), 1, "bytes bound");
+        assert_eq!(
+            recent.after(3, 0, 2, 15).unwrap().records.len(),
+            1,
+            "bytes bound"
+        );
         assert!(recent.after(3, 7, 10, 1_000).is_none());
     }
 
@@ -105,6 +131,6 @@ mod tests {
         recent.extend((1..=5).map(|s| record(1, s, 10)));
         assert!(recent.after(1, 0, 5, 1_000).is_none());
         let kept = recent.after(1, 2, 5, 1_000).unwrap();
-        assert_eq!(kept.len(), 3);
+        assert_eq!(kept.records.len(), 3);
     }
 }

@@ -31,11 +31,12 @@ use chorus_protocol::{NodeId, PartitionId};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use super::handoff::{HANDOFF_BYTES, HANDOFF_THROTTLED};
 use super::{Part, REPLICATION_RECORDS_SHIPPED, Replicator};
 use crate::cluster::routing::{Forward, ForwardReply};
+use crate::request_id;
 
 /// How often a shipper looks for work without being woken (probes, retries).
 const IDLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -161,7 +162,7 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
             }
             let tips: HashMap<PartitionId, u64> =
                 plan.iter().map(|p| (p.partition, p.last)).collect();
-            let batches = replicator.fill(plan).await;
+            let (batches, requests) = replicator.fill(plan).await;
             if batches.is_empty() {
                 break;
             }
@@ -175,7 +176,7 @@ pub(super) async fn run(replicator: Replicator, follower: NodeId, handle: Arc<Ha
                     pending.remove(&batch.partition);
                 }
             }
-            in_flight.push(ship(&replicator, &follower, turn, batches, size));
+            in_flight.push(ship(&replicator, &follower, turn, batches, requests, size));
         }
         let wait = paused_until.map_or(IDLE_INTERVAL, |until| {
             until.saturating_duration_since(Instant::now())
@@ -244,21 +245,27 @@ fn forget(sent: &mut Sent, partitions: &[PartitionId]) {
     }
 }
 
-/// Sends one shipment and applies the follower's answer, holding the turn until then;
-/// returns the partitions it carried and how it ended.
+/// Sends one shipment on behalf of the `requests` whose records it carries (the
+/// follower logs it under their ids) and applies the follower's answer, holding the
+/// turn until then; returns the partitions it carried and how it ended.
 async fn ship(
     replicator: &Replicator,
     follower: &NodeId,
     turn: RwLockReadGuard<'_, ()>,
     batches: Vec<ShipBatch>,
+    requests: Vec<u64>,
     size: Size,
 ) -> (Vec<PartitionId>, Ended) {
     let sent: Vec<(PartitionId, u64)> = batches.iter().map(|b| (b.partition, b.epoch)).collect();
-    let reply = replicator
+    let span = debug_span!("shipment", %follower, request_ids = ?requests);
+    let forward = replicator
         .inner
         .peers
-        .forward(follower, Forward::Ship { batches })
+        .forward(follower, Forward::Ship { batches });
+    let reply = request_id::serve_several(requests.into(), forward)
+        .instrument(span.clone())
         .await;
+    let _entered = span.enter();
     let ended = match reply {
         Ok(ForwardReply::Shipped(outcomes)) if outcomes.len() == sent.len() => {
             metrics::counter!(REPLICATION_RECORDS_SHIPPED).increment(size.records);
@@ -415,10 +422,12 @@ impl Replicator {
 
     /// Turns a plan into batches within the shipment's byte budget: a probe for a
     /// follower not heard from, else the records after what it holds (from memory, or
-    /// read back from the log).
-    async fn fill(&self, plan: Vec<Planned>) -> Vec<ShipBatch> {
+    /// read back from the log); with the ids of the requests whose records it carries
+    /// from memory.
+    async fn fill(&self, plan: Vec<Planned>) -> (Vec<ShipBatch>, Vec<u64>) {
         let mut budget = self.inner.settings.batch_bytes;
         let mut batches = Vec::with_capacity(plan.len());
+        let mut requests = Vec::new();
         for planned in plan {
             let Some(known) = planned.from else {
                 batches.push(ShipBatch {
@@ -440,7 +449,10 @@ impl Replicator {
                 .unwrap_or_else(|p| p.into_inner())
                 .after(planned.partition, known, planned.last, budget);
             let records = match cached {
-                Some(records) => records,
+                Some(run) => {
+                    requests.extend(run.requests);
+                    run.records
+                }
                 None => match self
                     .inner
                     .node
@@ -463,7 +475,9 @@ impl Replicator {
                 records,
             });
         }
-        batches
+        requests.sort_unstable();
+        requests.dedup();
+        (batches, requests)
     }
 
     /// Applies `follower`'s answers to the batches `sent` (partition, epoch); returns
