@@ -858,6 +858,16 @@ mod tests {
         ));
     }
 
+    /// The `chorus-link/2` envelopes byte for byte: a peer of this release writes them,
+    /// so a change must be a new layout, not an accident.
+    #[test]
+    fn the_request_id_envelopes_keep_their_bytes() {
+        let one = encode_request(Forward::KeyDigest, &[0xDEAD_BEEF]);
+        assert_eq!(hex::encode(one), "fffcefbeadde04");
+        let several = encode_request(Forward::KeyDigest, &[3, u64::MAX, 5]);
+        assert_eq!(hex::encode(several), "fe0303fdffffffffffffffff0504");
+    }
+
     #[test]
     fn a_marked_forward_without_a_valid_id_or_body_is_refused() {
         let body = encode_request(Forward::KeyDigest, &[]);
