@@ -16,6 +16,7 @@ mod bounded;
 mod codec;
 mod error;
 mod frame;
+mod functions;
 mod item;
 mod message;
 mod partition;
@@ -32,6 +33,9 @@ pub use error::ErrorCode;
 pub use frame::{
     DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, HELLO_MAX_BYTES,
     MAX_FRAME_CEILING, ResetCode, read_frame_len,
+};
+pub use functions::{
+    DURATION_BUCKETS, DurationHistogram, ItemFacts, UpdateReason, UpdateRule, VersionStats,
 };
 pub use item::{
     ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES,
