@@ -39,6 +39,7 @@
 
 pub mod api_keys;
 pub mod audit;
+mod functions;
 pub mod index;
 mod keys;
 pub mod log;
@@ -50,7 +51,7 @@ mod tail;
 mod test_model;
 mod verdict;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -59,9 +60,9 @@ use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use chorus_protocol::{
-    Enrichment, ErrorCode, FrameLimit, Item, ItemId, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId,
-    PageToken, PartitionId, Receipt, Role, Status, StoredItem, decode_value_within, encode_payload,
-    partition_of,
+    Enrichment, ErrorCode, FrameLimit, FunctionRef, Item, ItemId, MAX_PAGE_LIMIT,
+    MAX_USER_ID_BYTES, NodeId, PageToken, PartitionId, Receipt, Role, Status, StoredItem,
+    VersionStats, decode_value_within, encode_payload, partition_of,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -517,6 +518,7 @@ impl Store {
             log.segments().into_iter().map(|(s, _)| s).collect();
         index.forget_absent(&|segment| present.contains(&segment))?;
         replica::complete_by_sequence(&index, &log)?;
+        functions::complete(&index, &log)?;
         let mut tail = Tail::default();
         for record in &recovered {
             let stored = decode_item(&record.body)?;
@@ -617,6 +619,17 @@ impl Store {
     /// The partition count fixed at creation.
     pub fn partitions(&self) -> u16 {
         self.partitions
+    }
+
+    /// What the feedback about each function version adds up to, summed over the
+    /// partitions `wanted` picks (a node asks for those it leads). Read from counts the
+    /// index keeps, never by a scan; they cover every item indexed, so an item counts
+    /// once the indexer has applied it (within its gathering interval of being stored).
+    pub fn function_stats(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+    ) -> BTreeMap<FunctionRef, VersionStats> {
+        self.shared.index.function_summary(&wanted)
     }
 
     /// The durability writes get.
@@ -1246,6 +1259,7 @@ fn index_entry(
         sequence,
         supersedes: None,
         replaces: None,
+        facts: functions::facts_of(&stored.item),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use chorus_actors::store::{Durability, LogConfig, Store, StoreConfig};
-use chorus_protocol::{Item, ItemId, Kind, NodeId};
+use chorus_protocol::{FunctionRef, Item, ItemId, Kind, NodeId};
 
 /// Copies `from` into `to`, recursively (opening a store writes to it).
 fn copy_dir(from: &Path, to: &Path) {
@@ -57,7 +57,15 @@ fn a_store_written_by_the_first_release_opens_with_every_item_and_takes_writes()
     }
     let mut item = Item::new("user-1", Kind::Text);
     item.text = "written by this release".into();
+    item.function = Some(FunctionRef {
+        name: "resize".into(),
+        version: "1".into(),
+    });
     store.apply(vec![item.clone()]).remove(0).unwrap();
+    // The old store's items name no function: counted when it opened, they add nothing.
+    store.flush().unwrap();
+    let stats = store.function_stats(|_| true);
+    assert_eq!(stats.values().map(|s| s.items).collect::<Vec<_>>(), [1]);
     drop(store);
     let reopened = Store::open(config()).unwrap();
     assert_eq!(

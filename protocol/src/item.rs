@@ -215,7 +215,7 @@ impl FromStr for Tier {
 }
 
 /// The versioned function a piece of feedback is about.
-#[derive(Clone, Debug, PartialEq, Eq, Encode)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode)]
 pub struct FunctionRef {
     /// The function's name, 1..=128 bytes.
     pub name: String,

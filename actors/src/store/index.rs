@@ -28,15 +28,16 @@
 //! an entry is counted exactly when the checkpoint durably passes it, and replay after a
 //! crash (which starts at that checkpoint) never counts it twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use chorus_protocol::{ItemId, PartitionId};
+use chorus_protocol::{FunctionRef, ItemFacts, ItemId, PartitionId, VersionStats};
 
 use super::StoreError;
+use super::functions::{self, Aggregates, Changes, STATS_START};
 use super::log::{LOCATOR_LEN, Locator, LogPosition};
 
 /// `meta` key of the checkpoint.
@@ -45,6 +46,8 @@ const META_CHECKPOINT: &[u8] = b"checkpoint";
 const META_DEAD: &[u8] = b"dead";
 /// `meta` key present once `by_sequence` covers every indexed record.
 const META_BY_SEQUENCE: &[u8] = b"by_sequence";
+/// `meta` key present once the function stats count every indexed item.
+const META_FUNCTION_STATS: &[u8] = b"function_stats";
 
 /// The `by_sequence` key of a record.
 pub(crate) fn sequence_key(partition: PartitionId, sequence: u64) -> [u8; 10] {
@@ -97,10 +100,18 @@ fn dead_key(segment: u64) -> [u8; 12] {
     key
 }
 
-/// Names the record at a locator: its id and `listing` key, or `None` if its segment is
-/// gone.
-pub(crate) type Identify<'a> =
-    dyn FnMut(Locator) -> Result<Option<(ItemId, Vec<u8>)>, StoreError> + 'a;
+/// What the record at a locator is, as a truncation needs to know it.
+pub(crate) struct Identified {
+    /// Its item's id.
+    pub id: ItemId,
+    /// Its `listing` key.
+    pub listing_key: Vec<u8>,
+    /// What it tells of the function its item names.
+    pub facts: Option<(FunctionRef, ItemFacts)>,
+}
+
+/// Names the record at a locator, or `None` if its segment is gone.
+pub(crate) type Identify<'a> = dyn FnMut(Locator) -> Result<Option<Identified>, StoreError> + 'a;
 
 /// What the index learns about one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +133,9 @@ pub struct IndexEntry {
     /// another sequence (not a copy of the same record); kept in `by_sequence` so a
     /// truncation of this record can bring that version back.
     pub replaces: Option<u64>,
+    /// The function version its item names and what it tells of it, counted in the
+    /// function stats when the item first becomes live.
+    pub facts: Option<(FunctionRef, ItemFacts)>,
 }
 
 /// The sled trees of the index.
@@ -137,6 +151,8 @@ pub(crate) struct Index {
     /// What the index holds durably; one lock so the checkpoint and the dead counts
     /// always move together.
     durable: Mutex<Durable>,
+    /// The function stats, as the `ids` tree holds them ([`super::functions`]).
+    functions: Mutex<Aggregates>,
 }
 
 /// The index's durable bookkeeping, mirrored in memory.
@@ -178,6 +194,7 @@ impl Index {
             db,
             db_file,
             durable: Mutex::new(Durable::default()),
+            functions: Mutex::new(Aggregates::default()),
         };
         let durable = Durable {
             checkpoint: index.read_checkpoint()?,
@@ -189,7 +206,63 @@ impl Index {
             // Nothing indexed yet: `by_sequence` grows with the rest from here.
             index.meta.insert(META_BY_SEQUENCE, &[1u8][..])?;
         }
+        if index.live_records().next().is_none() && !index.function_stats_complete()? {
+            // Nothing indexed yet: the stats grow with the rest from here.
+            index.meta.insert(META_FUNCTION_STATS, &[1u8][..])?;
+        }
+        let held = index.read_function_stats()?;
+        index.functions().replace(held);
         Ok(index)
+    }
+
+    /// The function stats, locked.
+    fn functions(&self) -> MutexGuard<'_, Aggregates> {
+        self.functions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_function_stats(
+        &self,
+    ) -> Result<BTreeMap<functions::StatsKey, VersionStats>, StoreError> {
+        let mut held = BTreeMap::new();
+        for entry in self.ids.range(&STATS_START[..]..) {
+            let (key, raw) = entry?;
+            held.insert(
+                functions::parse_stats_key(&key)?,
+                functions::decode_stats(&raw)?,
+            );
+        }
+        Ok(held)
+    }
+
+    /// Whether the function stats are known to count every indexed item.
+    pub(crate) fn function_stats_complete(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(META_FUNCTION_STATS)?)
+    }
+
+    /// Replaces every function stat with `counted` (a store that kept none yet), marks
+    /// them complete and flushes.
+    pub(crate) fn recount_function_stats(&self, counted: Changes) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for entry in self.ids.range(&STATS_START[..]..) {
+            batch.remove(entry?.0);
+        }
+        counted.write(&mut batch);
+        self.ids.apply_batch(batch)?;
+        self.meta.insert(META_FUNCTION_STATS, &[1u8][..])?;
+        self.flush()?;
+        let mut held = self.functions();
+        held.replace(BTreeMap::new());
+        held.install(counted.into_changed());
+        Ok(())
+    }
+
+    /// Each function version's stats, summed over the partitions `wanted` picks: every
+    /// item indexed so far (the tail not yet indexed is not in them).
+    pub(crate) fn function_summary(
+        &self,
+        wanted: &dyn Fn(PartitionId) -> bool,
+    ) -> BTreeMap<FunctionRef, VersionStats> {
+        self.functions().summary(wanted)
     }
 
     /// The durable bookkeeping, locked: the indexer cannot move it meanwhile.
@@ -295,7 +368,17 @@ impl Index {
         let mut by_sequence = sled::Batch::default();
         let mut sequences: HashMap<PartitionId, u64> = HashMap::new();
         let mut superseded: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut stats = Changes::default();
+        let mut fresh: HashSet<ItemId> = HashSet::new();
+        let held = self.functions();
         for entry in entries {
+            // An item counts in its function's stats once, when it first becomes live.
+            if let Some(facts) = &entry.facts
+                && fresh.insert(entry.id)
+                && !self.ids.contains_key(entry.id.to_bytes())?
+            {
+                stats.add(&held, entry.partition, facts);
+            }
             let locator = entry.locator.to_bytes();
             listing.insert(entry.listing_key.as_slice(), &locator[..]);
             ids.insert(&entry.id.to_bytes()[..], &locator[..]);
@@ -332,7 +415,11 @@ impl Index {
             meta.insert(META_CHECKPOINT, &through.to_bytes()[..]);
             meta
         });
+        drop(held);
+        // In the ids batch: the stats move exactly when the entries they count do.
+        stats.write(&mut ids);
         self.ids.apply_batch(ids)?;
+        self.functions().install(stats.into_changed());
         self.listing.apply_batch(listing)?;
         self.by_sequence.apply_batch(by_sequence)?;
         if raised {
@@ -419,7 +506,7 @@ impl Index {
         for entry in self.by_sequence.range(start..=end) {
             let (_, raw) = entry?;
             let locator = sequence_locator(&raw)?;
-            let Some((id, _)) = identify(locator)? else {
+            let Some(Identified { id, .. }) = identify(locator)? else {
                 continue;
             };
             if self.locate(id)? == Some(locator) {
@@ -438,7 +525,7 @@ impl Index {
     pub(crate) fn live_records(
         &self,
     ) -> impl Iterator<Item = Result<(ItemId, Locator), StoreError>> {
-        self.ids.iter().map(|entry| {
+        self.ids.range(..&STATS_START[..]).map(|entry| {
             let (key, raw) = entry?;
             let id = <[u8; 16]>::try_from(key.as_ref())
                 .map(ItemId::from_bytes)
@@ -494,14 +581,21 @@ impl Index {
         let mut listing = sled::Batch::default();
         let mut dead: BTreeMap<u64, u64> = BTreeMap::new();
         let mut removed = 0u64;
+        let mut stats = Changes::default();
         let end = sequence_key(partition, u64::MAX);
         let start = sequence_key(partition, sequence.saturating_add(1));
         if sequence < u64::MAX {
+            let held = self.functions();
             for entry in self.by_sequence.range(start..=end) {
                 let (key, raw) = entry?;
                 let locator = sequence_locator(&raw)?;
                 by_sequence.remove(key);
-                let Some((id, listing_key)) = identify(locator)? else {
+                let Some(Identified {
+                    id,
+                    listing_key,
+                    facts,
+                }) = identify(locator)?
+                else {
                     continue;
                 };
                 if self.locate(id)? == Some(locator) {
@@ -509,6 +603,9 @@ impl Index {
                     listing.remove(listing_key);
                     *dead.entry(locator.segment).or_default() += u64::from(locator.len);
                     removed += 1;
+                    if let Some(facts) = &facts {
+                        stats.remove(&held, partition, facts);
+                    }
                 } else if self.listing.get(&listing_key)?.as_deref()
                     == Some(&locator.to_bytes()[..])
                 {
@@ -524,7 +621,9 @@ impl Index {
             *count += bytes;
             meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
         }
+        stats.write(&mut ids);
         self.ids.apply_batch(ids)?;
+        self.functions().install(stats.into_changed());
         self.listing.apply_batch(listing)?;
         self.by_sequence.apply_batch(by_sequence)?;
         self.meta.apply_batch(meta)?;

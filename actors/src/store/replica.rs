@@ -47,7 +47,7 @@ use chorus_protocol::{
 };
 use tracing::{debug, info, warn};
 
-use super::index::Index;
+use super::index::{Identified, Index};
 use super::keys::item_key;
 use super::log::record::{MAX_BODY_BYTES, RecordHeader, RecordKind};
 use super::log::{Locator, LogError, PartitionLog};
@@ -384,17 +384,21 @@ fn identify(
     log: &PartitionLog,
     partition: PartitionId,
     locator: Locator,
-) -> Result<Option<(ItemId, Vec<u8>)>, StoreError> {
+) -> Result<Option<Identified>, StoreError> {
     match log.read(locator, &|h| h.kind == RecordKind::Item) {
         Ok(body) => {
             let stored = decode_item(&body)?;
-            let key = item_key(
+            let listing_key = item_key(
                 partition,
                 &stored.item.user_id,
                 stored.receipt.stored_at,
                 stored.item.id,
             );
-            Ok(Some((stored.item.id, key)))
+            Ok(Some(Identified {
+                id: stored.item.id,
+                listing_key,
+                facts: super::functions::facts_of(&stored.item),
+            }))
         }
         Err(LogError::Retired { .. }) => Ok(None),
         Err(e) => Err(e.into()),

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use chorus_protocol::Kind;
+use chorus_protocol::{FunctionRef, Kind};
 
 use super::*;
 
@@ -554,4 +554,111 @@ fn a_key_id_prefix_names_one_key_or_is_refused() {
         matches!(refusal, ErrorCode::Invalid { ref field, .. } if field == "id"),
         "{refusal:?}"
     );
+}
+
+/// An item of `user` about `name` version `version`, rated `rating`, reporting an
+/// error rate of `errors` and a mean duration of `ms`.
+fn about(user: &str, name: &str, version: &str, rating: u8, errors: f64, ms: f64) -> Item {
+    let mut item = item(user, "about a function");
+    item.function = Some(FunctionRef {
+        name: name.into(),
+        version: version.into(),
+    });
+    item.rating = Some(rating);
+    item.metrics = Some(chorus_protocol::ExecutionMetrics {
+        success_rate: 1.0 - errors,
+        avg_duration_ms: ms,
+        error_rate: errors,
+    });
+    item
+}
+
+fn version(name: &str, version: &str) -> FunctionRef {
+    FunctionRef {
+        name: name.into(),
+        version: version.into(),
+    }
+}
+
+#[test]
+fn function_stats_count_each_item_once_across_resubmits_rewrites_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<Item> = (0..10)
+        .map(|i| about(&format!("u{i}"), "resize", "1.0", 2, 0.1, 5.0))
+        .collect();
+    let new: Vec<Item> = (0..5)
+        .map(|i| about(&format!("u{i}"), "resize", "2.0", 5, 0.0, 1.0))
+        .collect();
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        let mut batch = old.clone();
+        // The same id twice in one batch, plus items that name no function.
+        batch.push(old[0].clone());
+        batch.push(item("u1", "no function"));
+        store.apply(batch);
+        store.apply(new.clone());
+        // A resubmit and a rewrite of the verdict: the same items, no new ones.
+        store.apply(vec![old[3].clone(), new[1].clone()]);
+        assert!(
+            store
+                .update_verdict(old[4].id, Status::Rejected { reasons: vec![] }, None)
+                .unwrap()
+        );
+        store.flush().unwrap();
+        let stats = store.function_stats(|_| true);
+        assert_eq!(stats.len(), 2);
+        let first = &stats[&version("resize", "1.0")];
+        assert_eq!(first.items, 10);
+        assert_eq!(first.mean_rating(), Some(2.0));
+        assert!((first.error_rate().unwrap() - 0.1).abs() < 1e-9);
+        assert!((first.duration_ms(0.5).unwrap() - 5.0).abs() < 0.2);
+        assert_eq!(stats[&version("resize", "2.0")].items, 5);
+        // Only the partitions asked for count.
+        let wanted = partition_of("u0", 64);
+        let some = store.function_stats(|p| p == wanted);
+        assert_eq!(some[&version("resize", "1.0")].items, 1);
+        assert!(store.function_stats(|_| false).is_empty());
+        // Written while the indexer is paused, then dropped: replayed when reopened.
+        store.pause_indexer(true);
+        store.apply(vec![about("late", "resize", "2.0", 1, 0.0, 1.0)]);
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    store.apply(vec![old[5].clone()]);
+    store.flush().unwrap();
+    let stats = store.function_stats(|_| true);
+    assert_eq!(stats[&version("resize", "1.0")].items, 10);
+    assert_eq!(stats[&version("resize", "2.0")].items, 6);
+    assert_eq!(stats[&version("resize", "2.0")].ratings, [1, 0, 0, 0, 5]);
+}
+
+#[test]
+fn replaying_what_the_index_already_holds_counts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (earlier, stats) = {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply(vec![about("a", "crop", "1", 4, 0.0, 2.0)]);
+        store.flush().unwrap();
+        let earlier = store.shared.index.checkpoint();
+        store.apply(
+            (0..20)
+                .map(|i| about(&format!("u{i}"), "crop", "1", 3, 0.0, 2.0))
+                .collect(),
+        );
+        store.flush().unwrap();
+        (earlier, store.function_stats(|_| true))
+    };
+    assert_eq!(stats[&version("crop", "1")].items, 21);
+    {
+        // As if a crash had cut the last batch's checkpoint short after its entries
+        // (and the stats beside them) were applied: the log replays from before them.
+        let db = open_index_db(&dir.path().join("store/index"), 4 << 20).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("checkpoint", &earlier.to_bytes()[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.function_stats(|_| true), stats);
 }

@@ -44,11 +44,52 @@ fn item(user: &str, text: &str) -> Item {
     item
 }
 
-/// `count` items of users in `partition`, stored one batch.
+/// An item about a function named by the text's first word, rated by its length: so
+/// that the scenarios here also move the function stats.
+fn item_about(user: &str, text: &str) -> Item {
+    let mut item = item(user, text);
+    item.function = Some(chorus_protocol::FunctionRef {
+        name: text.split(' ').next().unwrap_or("f").into(),
+        version: "1".into(),
+    });
+    item.rating = Some((text.len() % 5) as u8 + 1);
+    item.metrics = Some(chorus_protocol::ExecutionMetrics {
+        success_rate: 1.0,
+        avg_duration_ms: text.len() as f64,
+        error_rate: 0.0,
+    });
+    item
+}
+
+/// The function stats of every partition, once everything stored is indexed.
+fn function_stats(
+    store: &Store,
+) -> std::collections::BTreeMap<chorus_protocol::FunctionRef, chorus_protocol::VersionStats> {
+    store.flush().unwrap();
+    store.function_stats(|_| true)
+}
+
+/// `count` items of users in `partition` about function `tag`, stored one batch.
 fn write(store: &Store, partition: PartitionId, count: usize, tag: &str) -> Vec<ItemId> {
+    write_with(store, partition, count, tag, item_about)
+}
+
+/// [`write`] with items that name no function: a compaction test's segment arithmetic
+/// counts their bytes.
+fn write_bare(store: &Store, partition: PartitionId, count: usize, tag: &str) -> Vec<ItemId> {
+    write_with(store, partition, count, tag, item)
+}
+
+fn write_with(
+    store: &Store,
+    partition: PartitionId,
+    count: usize,
+    tag: &str,
+    make: fn(&str, &str) -> Item,
+) -> Vec<ItemId> {
     let users = users_of(partition, 3);
     let items: Vec<Item> = (0..count)
-        .map(|n| item(&users[n % users.len()], &format!("{tag} {n}")))
+        .map(|n| make(&users[n % users.len()], &format!("{tag} {n}")))
         .collect();
     let ids = items.iter().map(|i| i.id).collect();
     for outcome in store.apply(items) {
@@ -464,6 +505,11 @@ fn a_deposed_leaders_unreplicated_suffix_is_truncated_and_replaced() {
         assert_eq!(old.get(*id).unwrap(), new.get(*id).unwrap());
     }
     assert_eq!(listings(&old), listings(&new));
+    assert_eq!(
+        function_stats(&old),
+        function_stats(&new),
+        "the truncated items no longer count"
+    );
     assert_eq!(read_all(&old, p, 0, 1 << 20), read_all(&new, p, 0, 1 << 20));
     assert_eq!(
         old.partition_epochs(p),
@@ -590,6 +636,7 @@ fn a_truncated_rewrite_brings_back_the_version_it_replaced() {
             Status::Accepted
         );
         assert_eq!(listings(replica), listings(&new));
+        assert_eq!(function_stats(replica), function_stats(&new));
         assert_eq!(
             read_all(replica, p, 0, 1 << 20),
             read_all(&new, p, 0, 1 << 20)
@@ -599,6 +646,7 @@ fn a_truncated_rewrite_brings_back_the_version_it_replaced() {
     let follower = open(&path);
     assert_eq!(follower.get(ids[1]).unwrap(), new.get(ids[1]).unwrap());
     assert_eq!(listings(&follower), listings(&new));
+    assert_eq!(function_stats(&follower), function_stats(&new));
     assert_eq!(
         read_all(&follower, p, 0, 1 << 20),
         read_all(&new, p, 0, 1 << 20)
@@ -635,16 +683,16 @@ fn a_rewrite_replayed_after_a_crash_still_leads_back_to_its_first_version() {
 fn a_compacted_rewrite_still_leads_back_to_its_first_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), 4 << 10)).unwrap();
-    let id = write(&store, 0, 1, "first")[0];
+    let id = write_bare(&store, 0, 1, "first")[0];
     // Live records keep the first version's segment; the rewrite starts the next.
     while store.shared.log.head_segment() == 1 {
-        write(&store, 2, 1, &"k".repeat(300));
+        write_bare(&store, 2, 1, &"k".repeat(300));
     }
     let mut noise = Vec::new();
     let status = Status::Rejected { reasons: vec![] };
     assert!(store.update_verdict(id, status, None).unwrap());
     for _ in 0..4 {
-        noise.extend(write(&store, 1, 8, &"n".repeat(300)));
+        noise.extend(write_bare(&store, 1, 8, &"n".repeat(300)));
     }
     for noise in noise {
         store
@@ -757,6 +805,16 @@ fn a_shed_copy_is_gone_for_good_unless_it_moved_and_its_promise_stays() {
     }
     assert_eq!(store.item_count(), 3);
     assert!(
+        store.function_stats(|p| p == 2).is_empty(),
+        "a shed copy counts nothing"
+    );
+    let counted: u64 = store
+        .function_stats(|p| p == 1)
+        .values()
+        .map(|s| s.items)
+        .sum();
+    assert_eq!(counted, 3);
+    assert!(
         store.log_usage().dead_bytes > 0,
         "the shed records are dead"
     );
@@ -822,6 +880,8 @@ fn a_partition_reads_the_same_after_its_segments_are_compacted() {
     }
     store.flush().unwrap();
     let before = read_all(&store, 1, 0, 1 << 20);
+    let stats = function_stats(&store);
+    assert_eq!(stats.values().map(|s| s.items).sum::<u64>(), 192);
     // Copies of old sequences wait in the tail while later ones are indexed: pages cut
     // inside the tail must not skip past what the tail still holds.
     store.pause_indexer(true);
@@ -864,6 +924,11 @@ fn a_partition_reads_the_same_after_its_segments_are_compacted() {
     store.flush().unwrap();
     assert_eq!(read_all(&store, 1, 0, 1 << 20), before);
     assert_eq!(read_all(&store, 1, 0, 300), before);
+    assert_eq!(
+        function_stats(&store),
+        stats,
+        "rewrites and copies count no item twice"
+    );
 }
 
 #[test]
@@ -878,21 +943,37 @@ fn a_store_made_before_the_by_sequence_tree_rebuilds_it_when_opened() {
             .update_verdict(rewritten, Status::Rejected { reasons: vec![] }, None)
             .unwrap();
         store.flush().unwrap();
-        read_all(&store, 3, 0, 1 << 20)
+        (read_all(&store, 3, 0, 1 << 20), function_stats(&store))
     };
+    let (before, stats) = before;
     assert_eq!(before.len(), 7);
+    assert_eq!(stats.values().map(|s| s.items).sum::<u64>(), 7);
     {
-        // What an older version left: no `by_sequence` tree, no mark.
+        // What an older version left: no `by_sequence` tree, no function stats (in
+        // `ids`, past every id), no marks.
         let db = crate::store::open_index_db(&path.join("index"), 4 << 20).unwrap();
         assert!(db.drop_tree("by_sequence").unwrap());
-        db.open_tree("meta").unwrap().remove("by_sequence").unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove("by_sequence").unwrap();
+        meta.remove("function_stats").unwrap();
+        let ids = db.open_tree("ids").unwrap();
+        let stats_keys: Vec<_> = ids
+            .range(&crate::store::functions::STATS_START[..]..)
+            .map(|e| e.unwrap().0)
+            .collect();
+        assert_eq!(stats_keys.len(), stats.len());
+        for key in stats_keys {
+            ids.remove(key).unwrap();
+        }
         db.flush().unwrap();
     }
     let store = open(&path);
     assert_eq!(read_all(&store, 3, 0, 1 << 20), before);
+    assert_eq!(function_stats(&store), stats, "counted again when opened");
     drop(store);
     let store = open(&path);
     assert_eq!(read_all(&store, 3, 0, 1 << 20), before);
+    assert_eq!(function_stats(&store), stats);
 }
 
 #[test]
