@@ -1,10 +1,11 @@
 //! [`NodeHandle`]: the node's actor tree as the QUIC server sees it.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Request, Role, StoredItem,
-    Tier, partition_of,
+    ErrorCode, FunctionRef, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Request, Role,
+    StoredItem, Tier, VersionStats, partition_of,
 };
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
@@ -348,6 +349,15 @@ impl NodeHandle {
         let replication = slot.get()?;
         replication.settled(vec![partition]).await;
         replication.admit(partition)
+    }
+
+    /// What the feedback about each function version adds up to over the partitions
+    /// `wanted` picks, as this node's store counts it (see [`Store::function_stats`]).
+    pub fn function_stats(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+    ) -> BTreeMap<FunctionRef, VersionStats> {
+        self.inner.store.function_stats(wanted)
     }
 
     /// The item with this id, if stored. An id that names its partition is answered

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use chorus_protocol::{
-    ApiKeyInfo, ErrorCode, FrameError, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request,
-    Response, RingMember, RingSnapshot, Role, RoutedRequest, StoredItem, Welcome, check_batch_len,
-    encode_value, partition_of,
+    ApiKeyInfo, ErrorCode, FrameError, FunctionRef, FunctionVersion, Item, ItemId, Kind, NodeId,
+    PageToken, Receipt, Request, Response, RingMember, RingSnapshot, Role, RoutedRequest,
+    StoredItem, Welcome, check_batch_len, encode_value, partition_of,
 };
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -34,6 +34,18 @@ pub struct Page {
     pub items: Vec<StoredItem>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<PageToken>,
+}
+
+/// A page of what the feedback about each function version adds up to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionsPage {
+    /// The versions, in name and version order.
+    pub versions: Vec<FunctionVersion>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<FunctionRef>,
+    /// How many partitions the counts cover, of how many (fewer while a partition
+    /// changes leader or its leader cannot be reached).
+    pub covered: (u32, u32),
 }
 
 /// A connection to a Chorus cluster, shared by every task that clones it.
@@ -341,6 +353,32 @@ impl Client {
         {
             Response::ApiKeyRevoked(key) => Ok(key),
             other => Err(unexpected("ApiKeyRevoked", &other)),
+        }
+    }
+
+    /// One page of what the feedback about each function version adds up to,
+    /// cluster-wide (needs a read key): every function's versions, or those of `name`,
+    /// in name and version order after `after`, at most `limit` (1..=1000).
+    pub async fn functions(
+        &self,
+        name: Option<String>,
+        after: Option<FunctionRef>,
+        limit: u32,
+    ) -> Result<FunctionsPage, ClientError> {
+        match self
+            .request(Request::Functions { name, after, limit })
+            .await?
+        {
+            Response::Functions {
+                versions,
+                next,
+                covered,
+            } => Ok(FunctionsPage {
+                versions,
+                next,
+                covered,
+            }),
+            other => Err(unexpected("Functions", &other)),
         }
     }
 
@@ -820,6 +858,7 @@ fn unexpected(expected: &str, got: &Response) -> ClientError {
         Response::Ring(_) => "Ring",
         Response::ApiKeys(_) => "ApiKeys",
         Response::ApiKeyRevoked(_) => "ApiKeyRevoked",
+        Response::Functions { .. } => "Functions",
     };
     ClientError::Protocol(format!("expected a {expected} response, got {got}"))
 }

@@ -54,7 +54,7 @@ pub use chorus_protocol::{
     ApiKeyInfo, Enrichment, ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request,
     Response, RingMember, RingSnapshot, Role, RoutedRequest, Status, StoredItem, Tier, Welcome,
 };
-pub use client::{Client, Page, RoutingStats};
+pub use client::{Client, FunctionsPage, Page, RoutingStats};
 pub use config::{ClientConfig, Credentials, RoutingConfig};
 pub use error::ClientError;
 pub use load_guard::LoadGuardConfig;

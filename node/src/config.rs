@@ -8,6 +8,7 @@ mod degradation;
 pub mod edge;
 mod enrichment;
 pub mod env;
+mod functions;
 mod limits;
 mod store_log;
 mod tiers;
@@ -27,6 +28,7 @@ pub use degradation::DegradationSection;
 pub use edge::EdgeSection;
 pub use enrichment::EnrichmentSection;
 pub use env::env_name;
+pub use functions::FunctionsSection;
 pub use limits::LimitsSection;
 pub use store_log::StoreLogSection;
 pub use tiers::{TierSection, TiersSection};
@@ -209,6 +211,8 @@ pub struct NodeConfig {
     pub tiers: TiersSection,
     /// When load sheds work (`[degradation]`).
     pub degradation: DegradationSection,
+    /// When a function version's feedback marks it `requires_update` (`[functions]`).
+    pub functions: FunctionsSection,
     /// The circuit breakers (`[breakers.store]`, `[breakers.enrichment]`).
     pub breakers: BreakersSection,
     /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
@@ -274,6 +278,7 @@ impl Default for NodeConfig {
             store_log: StoreLogSection::default(),
             tiers: TiersSection::default(),
             degradation: DegradationSection::default(),
+            functions: FunctionsSection::default(),
             breakers: BreakersSection::default(),
             cluster: None,
             validator_workers: 0,
@@ -367,6 +372,7 @@ impl NodeConfig {
         self.store_log.to_log_config()?;
         self.tiers.to_tier_queues()?;
         self.degradation.to_degradation()?;
+        self.functions.to_rule()?;
         self.breakers.store()?;
         self.breakers.enrichment()?;
         if let Some(cluster) = &self.cluster {
@@ -439,6 +445,11 @@ impl NodeConfig {
     /// The partition log's settings (validated at load).
     pub fn store_log(&self) -> chorus_actors::store::LogConfig {
         self.store_log.to_log_config().expect("validated at load")
+    }
+
+    /// When a function version requires an update (validated at load).
+    pub fn update_rule(&self) -> chorus_protocol::UpdateRule {
+        self.functions.to_rule().expect("validated at load")
     }
 
     /// The write pipeline's settings (validated at load).

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod data_dir_lock;
+pub mod functions;
 pub mod logging;
 pub mod metrics;
 pub mod node;

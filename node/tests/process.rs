@@ -405,3 +405,109 @@ fn the_first_start_saves_the_admin_key_privately_and_prints_it_only_to_a_termina
     let (second, _) = first_start(dir.path(), true);
     assert!(!second.contains(key.trim()), "the key is printed only once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_what_the_feedback_about_each_function_version_adds_up_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    // Judged over 3 items rather than 50, so that a few submissions cross the line.
+    let _agent =
+        AgentProcess::start_with_env(dir.path(), port, &[("CHORUS_FUNCTIONS_MIN_ITEMS", "3")])
+            .await;
+    let cli = |args: &[&str]| {
+        Command::new(chorus_bin())
+            .args(args)
+            .env("CHORUS_CLI_DATA_DIR", dir.path())
+            .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let submits: [(&str, &str, &str, &str); 5] = [
+        ("resize@1.0", "2", "0.2", "10"),
+        ("resize@1.0", "1", "0.1", "20"),
+        ("resize@1.0", "3", "0.0", "30"),
+        ("resize@2.0", "5", "0.0", "4"),
+        ("crop@1", "4", "0.0", "1"),
+    ];
+    for (i, (function, rating, errors, ms)) in submits.into_iter().enumerate() {
+        let user = format!("user-{i}");
+        let out = cli(&[
+            "submit",
+            "--user",
+            &user,
+            "--function",
+            function,
+            "--rating",
+            rating,
+            "--error-rate",
+            errors,
+            "--duration-ms",
+            ms,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The counts follow the index, which applies what is stored within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let versions: Vec<serde_json::Value> = loop {
+        let out = cli(&["functions", "versions", "resize", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let versions: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let items: u64 = versions.iter().map(|v| v["items"].as_u64().unwrap()).sum();
+        if items == 4 {
+            break versions;
+        }
+        assert!(std::time::Instant::now() < deadline, "{versions:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(versions.len(), 2);
+    let old = &versions[0];
+    assert_eq!(old["version"], "1.0");
+    assert_eq!(old["items"], 3);
+    assert_eq!(old["mean_rating"], 2.0);
+    assert!((old["error_rate"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+    assert!((old["p50_ms"].as_f64().unwrap() - 20.0).abs() < 1.0);
+    let reasons: Vec<&str> = old["requires_update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["low_rating", "high_error_rate"]);
+    assert_eq!(versions[1]["version"], "2.0");
+    assert_eq!(versions[1]["requires_update"], serde_json::json!([]));
+
+    let out = cli(&["functions", "list", "--json"]);
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["name"], "crop");
+    assert_eq!(listed[1]["name"], "resize");
+    assert_eq!(listed[1]["items"], 4);
+    assert_eq!(listed[1]["requires_update"], serde_json::json!(["1.0"]));
+
+    let out = cli(&["functions", "show", "resize", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["items"], 4);
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
+
+    let out = cli(&["functions", "show", "nothing-names-this", "--json"]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"], "not_found");
+    let out = cli(&["submit", "--user", "u", "--function", "no-version"]);
+    assert!(!out.status.success(), "NAME@VERSION is asked for");
+}

@@ -19,9 +19,11 @@ pub const MAX_TAGS: usize = 16;
 /// Longest tag, in bytes of UTF-8.
 pub const MAX_TAG_BYTES: usize = 64;
 /// Longest function name, in bytes.
-const MAX_FUNCTION_NAME_BYTES: usize = 128;
+/// Longest function name an item may give.
+pub const MAX_FUNCTION_NAME_BYTES: usize = 128;
 /// Longest function version, in bytes.
-const MAX_FUNCTION_VERSION_BYTES: usize = 64;
+/// Longest function version an item may give.
+pub const MAX_FUNCTION_VERSION_BYTES: usize = 64;
 
 /// Where a partition hint starts in an id: a 16-bit marker and 16 partition bits at the
 /// top of the ULID's 80 random bits (48 stay random).

@@ -38,13 +38,14 @@ pub use functions::{
     DURATION_BUCKETS, DurationHistogram, ItemFacts, UpdateReason, UpdateRule, VersionStats,
 };
 pub use item::{
-    ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES,
-    MAX_USER_ID_BYTES, Tier,
+    ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_FUNCTION_NAME_BYTES,
+    MAX_FUNCTION_VERSION_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES, MAX_USER_ID_BYTES, Tier,
 };
 pub use message::{
-    ApiKeyInfo, ClientFrame, Hello, KEY_ID_HEX_LEN, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS,
-    MAX_BATCH_ITEMS, MAX_KEY_ID_HEX, MAX_PAGE_LIMIT, MAX_PAGE_TOKEN_BYTES, PageToken, Request,
-    Response, Role, RoutedRequest, ServerFrame, Welcome, check_batch_len, check_key_id,
+    ApiKeyInfo, ClientFrame, FunctionVersion, Hello, KEY_ID_HEX_LEN, MAX_API_KEY_NAME_BYTES,
+    MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_FUNCTIONS_PAGE, MAX_KEY_ID_HEX, MAX_PAGE_LIMIT,
+    MAX_PAGE_TOKEN_BYTES, PageToken, Request, Response, Role, RoutedRequest, ServerFrame,
+    UpdateReasons, Welcome, check_batch_len, check_key_id,
 };
 pub use partition::{PartitionId, partition_of};
 pub use peek::{SubmitHead, peek_submit};

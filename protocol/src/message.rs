@@ -11,7 +11,8 @@ use bincode::{Decode, Encode};
 
 use crate::bounded::{decode_bytes, decode_vec, too_many};
 use crate::error::ErrorCode;
-use crate::item::{Item, ItemId, Tier};
+use crate::functions::{UpdateReason, VersionStats};
+use crate::item::{FunctionRef, Item, ItemId, MAX_FUNCTION_NAME_BYTES, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
 use crate::ring::RingSnapshot;
 
@@ -180,7 +181,20 @@ pub enum Request {
         /// A hex prefix of the key's SHA-256 (at least as long as needed to name one key).
         id: String,
     },
+    /// What the feedback about each function version adds up to, cluster-wide, one page
+    /// at a time in name and version order (read role).
+    Functions {
+        /// Only the versions of the function of this name; every function's if `None`.
+        name: Option<String>,
+        /// Where the previous page ended; `None` for the first page.
+        after: Option<FunctionRef>,
+        /// Most versions to return, 1..=[`MAX_FUNCTIONS_PAGE`].
+        limit: u32,
+    },
 }
+
+/// Most function versions one [`Request::Functions`] page holds.
+pub const MAX_FUNCTIONS_PAGE: u32 = 1000;
 
 /// What a client may send straight to an owner: a submit, a batch of one owner's users,
 /// or a listing. A type of its own, so that a routed request cannot contain another.
@@ -215,6 +229,7 @@ pub(crate) mod tag {
     pub const ROUTED: u32 = 6;
     pub const LIST_API_KEYS: u32 = 7;
     pub const REVOKE_API_KEY: u32 = 8;
+    pub const FUNCTIONS: u32 = 9;
 }
 
 impl From<RoutedRequest> for Request {
@@ -324,6 +339,7 @@ impl<Context> Decode<Context> for RoutedRequest {
             tag::ROUTED => Err(not_routable("routed")),
             tag::LIST_API_KEYS => Err(not_routable("list_api_keys")),
             tag::REVOKE_API_KEY => Err(not_routable("revoke_api_key")),
+            tag::FUNCTIONS => Err(not_routable("functions")),
             found => Err(unknown_request(found)),
         }
     }
@@ -356,6 +372,21 @@ impl<Context> Decode<Context> for Request {
             tag::LIST_API_KEYS => Ok(Request::ListApiKeys),
             tag::REVOKE_API_KEY => Ok(Request::RevokeApiKey {
                 id: decode_string(decoder, MAX_KEY_ID_HEX, "id")?,
+            }),
+            tag::FUNCTIONS => Ok(Request::Functions {
+                name: match u8::decode(decoder)? {
+                    0 => None,
+                    1 => Some(decode_string(decoder, MAX_FUNCTION_NAME_BYTES, "name")?),
+                    found => {
+                        return Err(DecodeError::UnexpectedVariant {
+                            type_name: "Option<String>",
+                            allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 1 },
+                            found: u32::from(found),
+                        });
+                    }
+                },
+                after: Option::<FunctionRef>::decode(decoder)?,
+                limit: u32::decode(decoder)?,
             }),
             found => Err(unknown_request(found)),
         }
@@ -407,7 +438,7 @@ fn unknown_request(found: u32) -> DecodeError {
         type_name: "Request",
         allowed: &bincode::error::AllowedEnumVariants::Range {
             min: tag::SUBMIT,
-            max: tag::REVOKE_API_KEY,
+            max: tag::FUNCTIONS,
         },
         found,
     }
@@ -430,6 +461,7 @@ impl Request {
             Request::Routed { request, .. } => request.kind(),
             Request::ListApiKeys => "list_api_keys",
             Request::RevokeApiKey { .. } => "revoke_api_key",
+            Request::Functions { .. } => "functions",
         }
     }
 
@@ -456,7 +488,9 @@ impl Request {
     pub fn required_role(&self) -> Option<Role> {
         match self {
             Request::Submit(_) | Request::SubmitBatch(_) => Some(Role::Submit),
-            Request::Get(_) | Request::ListByUser { .. } => Some(Role::Read),
+            Request::Get(_) | Request::ListByUser { .. } | Request::Functions { .. } => {
+                Some(Role::Read)
+            }
             Request::CreateApiKey { .. } | Request::ListApiKeys | Request::RevokeApiKey { .. } => {
                 Some(Role::Admin)
             }
@@ -483,6 +517,26 @@ impl Request {
                 ))
             }
             Request::RevokeApiKey { id } => check_key_id(id),
+            Request::Functions { name, limit, .. } => {
+                if *limit == 0 || *limit > MAX_FUNCTIONS_PAGE {
+                    return Err(ErrorCode::invalid(
+                        "limit",
+                        format!("{limit}, must be 1..={MAX_FUNCTIONS_PAGE}"),
+                    ));
+                }
+                match name {
+                    Some(name) if name.is_empty() || name.len() > MAX_FUNCTION_NAME_BYTES => {
+                        Err(ErrorCode::invalid(
+                            "name",
+                            format!(
+                                "{} bytes, must be 1..={MAX_FUNCTION_NAME_BYTES}",
+                                name.len()
+                            ),
+                        ))
+                    }
+                    _ => Ok(()),
+                }
+            }
             Request::Routed { request, .. } => match request {
                 RoutedRequest::SubmitBatch(items) => check_batch_len(items.len()),
                 RoutedRequest::ListByUser { limit, after, .. } => {
@@ -563,7 +617,46 @@ pub enum Response {
     ApiKeys(Vec<ApiKeyInfo>),
     /// The answer to `RevokeApiKey`: the key, now revoked.
     ApiKeyRevoked(ApiKeyInfo),
+    /// A page of `Functions`.
+    Functions {
+        /// The versions, in name and version order, at most [`MAX_FUNCTIONS_PAGE`].
+        versions: Vec<FunctionVersion>,
+        /// Where the next page starts; `None` when this is the last page.
+        next: Option<FunctionRef>,
+        /// How many partitions the counts cover, of how many: fewer while a partition
+        /// changes leader or its leader cannot be reached.
+        covered: (u32, u32),
+    },
 }
+
+/// What the feedback about one version of a function adds up to, cluster-wide.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct FunctionVersion {
+    /// The function and version.
+    pub function: FunctionRef,
+    /// Its counts.
+    pub stats: VersionStats,
+    /// Why its feedback says it needs an update, by the node's thresholds; empty when
+    /// it does not.
+    pub requires_update: UpdateReasons,
+}
+
+/// At most two reasons (one per rule), bounded when decoded.
+#[derive(Clone, Debug, Default, PartialEq, Encode)]
+pub struct UpdateReasons(pub Vec<UpdateReason>);
+
+impl<Context> Decode<Context> for UpdateReasons {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        decode_vec(
+            decoder,
+            2,
+            |n| too_many("requires_update", format!("{n} reasons, at most 2")),
+            UpdateReason::decode,
+        )
+        .map(UpdateReasons)
+    }
+}
+bincode::impl_borrow_decode!(UpdateReasons);
 
 /// One API key as an admin sees it: never the key, only the start of its SHA-256.
 #[derive(Clone, Debug, PartialEq, Eq, Encode)]
@@ -603,6 +696,7 @@ mod response_tag {
     pub const RING: u32 = 5;
     pub const API_KEYS: u32 = 6;
     pub const API_KEY_REVOKED: u32 = 7;
+    pub const FUNCTIONS: u32 = 8;
 }
 
 impl<Context> Decode<Context> for Response {
@@ -643,11 +737,26 @@ impl<Context> Decode<Context> for Response {
                 ApiKeyInfo::decode,
             )?)),
             API_KEY_REVOKED => Ok(Response::ApiKeyRevoked(ApiKeyInfo::decode(decoder)?)),
+            FUNCTIONS => Ok(Response::Functions {
+                versions: decode_vec(
+                    decoder,
+                    MAX_FUNCTIONS_PAGE as usize,
+                    |n| {
+                        too_many(
+                            "versions",
+                            format!("{n} versions, a page holds at most {MAX_FUNCTIONS_PAGE}"),
+                        )
+                    },
+                    FunctionVersion::decode,
+                )?,
+                next: Option::<FunctionRef>::decode(decoder)?,
+                covered: <(u32, u32)>::decode(decoder)?,
+            }),
             found => Err(DecodeError::UnexpectedVariant {
                 type_name: "Response",
                 allowed: &bincode::error::AllowedEnumVariants::Range {
                     min: 0,
-                    max: API_KEY_REVOKED,
+                    max: FUNCTIONS,
                 },
                 found,
             }),
@@ -676,6 +785,16 @@ impl fmt::Debug for Response {
             Response::Ring(ring) => f.debug_tuple("Ring").field(ring).finish(),
             Response::ApiKeys(keys) => f.debug_tuple("ApiKeys").field(keys).finish(),
             Response::ApiKeyRevoked(key) => f.debug_tuple("ApiKeyRevoked").field(key).finish(),
+            Response::Functions {
+                versions,
+                next,
+                covered,
+            } => f
+                .debug_struct("Functions")
+                .field("versions", versions)
+                .field("next", next)
+                .field("covered", covered)
+                .finish(),
         }
     }
 }

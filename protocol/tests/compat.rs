@@ -8,9 +8,10 @@
 
 use chorus_protocol::{
     ApiKeyInfo, ClientFrame, Enrichment, ErrorCode, ExecutionMetrics, FrameLimit, FunctionRef,
-    Hello, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response, RingMember,
-    RingSnapshot, Role, RoutedRequest, ServerFrame, Status, StoredItem, Tier, decode_client_frame,
-    decode_hello, decode_server_frame, encode_payload,
+    FunctionVersion, Hello, Item, ItemFacts, ItemId, Kind, NodeId, PageToken, Receipt, Request,
+    Response, RingMember, RingSnapshot, Role, RoutedRequest, ServerFrame, Status, StoredItem, Tier,
+    UpdateReason, UpdateReasons, VersionStats, decode_client_frame, decode_hello,
+    decode_server_frame, encode_payload,
 };
 
 const CLIENT_V1: &str = include_str!("fixtures/client-v1.txt");
@@ -109,6 +110,17 @@ fn requests() -> Vec<(&'static str, Request)> {
                 id: "0123abcd".into(),
             },
         ),
+        (
+            "functions",
+            Request::Functions {
+                name: Some("search".into()),
+                after: Some(FunctionRef {
+                    name: "search".into(),
+                    version: "1.0.0".into(),
+                }),
+                limit: 50,
+            },
+        ),
     ]
 }
 
@@ -164,6 +176,31 @@ fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
         ),
         ("api_keys", Ok(Response::ApiKeys(vec![key_info()]))),
         ("api_key_revoked", Ok(Response::ApiKeyRevoked(key_info()))),
+        (
+            "functions",
+            Ok(Response::Functions {
+                versions: vec![FunctionVersion {
+                    function: FunctionRef {
+                        name: "search".into(),
+                        version: "1.2.0".into(),
+                    },
+                    stats: {
+                        let mut stats = VersionStats::default();
+                        stats.add(&ItemFacts {
+                            rating: Some(2),
+                            metrics: Some((500_000, 12_250)),
+                        });
+                        stats
+                    },
+                    requires_update: UpdateReasons(vec![UpdateReason::LowRating {
+                        mean: 2.0,
+                        over: 60,
+                    }]),
+                }],
+                next: None,
+                covered: (1024, 1024),
+            }),
+        ),
         (
             "error_invalid",
             Err(ErrorCode::invalid("rating", "9 is outside 1..=5")),

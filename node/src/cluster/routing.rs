@@ -14,6 +14,7 @@ use chorus_protocol::{
 use super::replication::digest::PartitionDigest;
 use super::standing::Standings;
 use super::state::RingView;
+use crate::functions::{FunctionQuery, FunctionReport};
 
 /// A request handed to its owner over a link. The owner serves it itself and never
 /// forwards it again.
@@ -109,6 +110,12 @@ pub enum Forward {
         /// The partitions.
         partitions: Vec<PartitionId>,
     },
+    /// What the feedback about each function version adds up to over the partitions
+    /// the peer leads: one page of it.
+    FunctionStats {
+        /// Which versions.
+        query: FunctionQuery,
+    },
 }
 
 impl Forward {
@@ -128,6 +135,7 @@ impl Forward {
             Forward::Repair { .. } => "repair",
             Forward::Standings { .. } => "standings",
             Forward::Tips { .. } => "tips",
+            Forward::FunctionStats { .. } => "function_stats",
         }
     }
 }
@@ -164,6 +172,8 @@ pub enum ForwardReply {
     Standings(Standings),
     /// The last sequence held of each partition asked, in the order asked.
     Tips(Vec<u64>),
+    /// The peer's page of function stats and the partitions it counted.
+    FunctionStats(FunctionReport),
 }
 
 /// A boxed future of a forwarded request's answer.

@@ -51,6 +51,14 @@ pub async fn dispatch(
             push_key(backend, entry.hash).await;
             Ok(Response::ApiKeyRevoked(entry.info()))
         }
+        request @ Request::Functions { .. } => {
+            request.validate_shape()?;
+            let Request::Functions { name, after, limit } = request else {
+                unreachable!("matched above");
+            };
+            let query = crate::functions::FunctionQuery { name, after, limit };
+            crate::functions::gather(backend, query, &backend.update_rule).await
+        }
         request => serve(backend, caller, request, false).await,
     }
 }

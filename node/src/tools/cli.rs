@@ -30,6 +30,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// What the feedback about each function version adds up to, cluster-wide.
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
     /// Load-test a node and report throughput and latency percentiles.
     Bench(crate::tools::bench::BenchArgs),
     /// Administer a running node over its local control socket.
@@ -146,6 +149,15 @@ pub struct SubmitArgs {
     /// first receipt.
     #[arg(long)]
     pub id: Option<String>,
+    /// The function the feedback is about, as NAME@VERSION.
+    #[arg(long)]
+    pub function: Option<String>,
+    /// With --function: the error rate of the calls it reports, 0.0..=1.0.
+    #[arg(long, requires = "function", requires = "duration_ms")]
+    pub error_rate: Option<f64>,
+    /// With --function: their mean execution time in milliseconds.
+    #[arg(long, requires = "function", requires = "error_rate")]
+    pub duration_ms: Option<f64>,
     /// Print the receipt as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -177,6 +189,43 @@ pub struct ListArgs {
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
     /// Print one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `chorus functions ...` (needs a read key).
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// Every function: its versions, items, mean rating, and the versions whose
+    /// feedback says they require an update.
+    List(FunctionsArgs),
+    /// One function: its totals over every version, and each version's counts.
+    Show(FunctionArgs),
+    /// One function's versions: items, mean rating, error rate, p50 and p95 of the
+    /// reported execution time, and whether each requires an update.
+    Versions(FunctionArgs),
+}
+
+/// Flags of `chorus functions list`.
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {
+    /// Print one JSON object per function.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus functions show` and `versions`.
+#[derive(Debug, Args)]
+pub struct FunctionArgs {
+    /// The function's name.
+    pub name: String,
+    /// Print JSON (`show`: one object; `versions`: one object per version).
     #[arg(long)]
     pub json: bool,
     /// Where to ask.

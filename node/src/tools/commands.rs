@@ -7,10 +7,11 @@ mod output;
 use std::process::ExitCode;
 
 use chorus_client::{ClientConfig, ItemId, Kind, Role, Tier};
+use chorus_protocol::{ExecutionMetrics, FunctionRef, FunctionVersion};
 
 use crate::tools::cli::{
-    CertsCommand, Command, GetArgs, KeysCommand, KeysCreateArgs, KeysListArgs, KeysRevokeArgs,
-    ListArgs, RestoreArgs, SubmitArgs,
+    CertsCommand, Command, FunctionArgs, FunctionsArgs, FunctionsCommand, GetArgs, KeysCommand,
+    KeysCreateArgs, KeysListArgs, KeysRevokeArgs, ListArgs, RestoreArgs, SubmitArgs,
 };
 use crate::tools::connect::connect;
 use crate::tools::error::CliError;
@@ -23,6 +24,13 @@ pub async fn run(command: Command) -> ExitCode {
         Command::List(args) => (args.json, list(args).await),
         Command::Keys(KeysCommand::Create(args)) => (args.json, create_key(args).await),
         Command::Keys(KeysCommand::List(args)) => (args.json, list_keys(args).await),
+        Command::Functions(FunctionsCommand::List(args)) => (args.json, list_functions(args).await),
+        Command::Functions(FunctionsCommand::Show(args)) => {
+            (args.json, show_function(args, false).await)
+        }
+        Command::Functions(FunctionsCommand::Versions(args)) => {
+            (args.json, show_function(args, true).await)
+        }
         Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),
         Command::Bench(args) => (false, crate::tools::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
@@ -177,6 +185,15 @@ async fn submit(args: SubmitArgs) -> Result<(), CliError> {
     };
     let id = args.id.as_deref().map(str::parse::<ItemId>).transpose()?;
     let tier = args.tier.parse::<Tier>()?;
+    let function = args.function.as_deref().map(parse_function).transpose()?;
+    let metrics = match (args.error_rate, args.duration_ms) {
+        (Some(error_rate), Some(avg_duration_ms)) => Some(ExecutionMetrics {
+            success_rate: 1.0 - error_rate.clamp(0.0, 1.0),
+            avg_duration_ms,
+            error_rate,
+        }),
+        _ => None,
+    };
     let client = connect(&args.connect, ClientConfig::default()).await?;
     // An id that names the user's partition: `chorus get` reads it in one hop.
     let mut item = client.new_item(args.user.clone(), kind);
@@ -187,6 +204,8 @@ async fn submit(args: SubmitArgs) -> Result<(), CliError> {
     item.text = args.text.clone();
     item.tags = args.tags.clone();
     item.tier = tier;
+    item.function = function;
+    item.metrics = metrics;
     let receipt = client.submit(item).await;
     client.close().await;
     output::print_receipt(&receipt?, args.json);
@@ -247,6 +266,70 @@ async fn create_key(args: KeysCreateArgs) -> Result<(), CliError> {
     let key = client.create_api_key(role, args.name.clone()).await;
     client.close().await;
     output::print_key(&key?, role, args.json);
+    Ok(())
+}
+
+/// A `--function` value, NAME@VERSION.
+fn parse_function(value: &str) -> Result<FunctionRef, CliError> {
+    match value.rsplit_once('@') {
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok(FunctionRef {
+            name: name.into(),
+            version: version.into(),
+        }),
+        _ => Err(CliError::Usage(format!(
+            "--function {value:?}: expected NAME@VERSION"
+        ))),
+    }
+}
+
+/// Every version of every function (or of `name`), page by page.
+async fn all_versions(
+    client: &chorus_client::Client,
+    name: Option<String>,
+) -> Result<(Vec<FunctionVersion>, (u32, u32)), CliError> {
+    let mut versions = Vec::new();
+    let mut after = None;
+    let mut covered = (u32::MAX, 0);
+    loop {
+        let page = client
+            .functions(name.clone(), after, chorus_protocol::MAX_FUNCTIONS_PAGE)
+            .await?;
+        versions.extend(page.versions);
+        // The least any page covered: what the whole listing can vouch for.
+        covered = (covered.0.min(page.covered.0), page.covered.1);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((versions, covered)),
+        }
+    }
+}
+
+async fn list_functions(args: FunctionsArgs) -> Result<(), CliError> {
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let versions = all_versions(&client, None).await;
+    client.close().await;
+    let (versions, covered) = versions?;
+    output::print_functions(&versions, covered, args.json);
+    Ok(())
+}
+
+async fn show_function(args: FunctionArgs, versions_only: bool) -> Result<(), CliError> {
+    let client = connect(&args.connect, ClientConfig::default()).await?;
+    let versions = all_versions(&client, Some(args.name.clone())).await;
+    client.close().await;
+    let (versions, covered) = versions?;
+    if versions.is_empty() {
+        return Err(CliError::NotFound {
+            what: "function",
+            field: "name",
+            value: args.name,
+        });
+    }
+    if versions_only {
+        output::print_versions(&versions, covered, args.json);
+    } else {
+        output::print_function(&args.name, &versions, covered, args.json);
+    }
     Ok(())
 }
 

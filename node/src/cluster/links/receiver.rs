@@ -126,6 +126,9 @@ impl Actor for ForwardReceiver {
             async move {
                 let mut outcome = match request {
                     Forward::Standings { set } => standings(cluster.as_ref(), set),
+                    Forward::FunctionStats { query } => {
+                        function_stats(&node, cluster.as_ref(), &query)
+                    }
                     request => crate::request_id::serve(id, execute(&node, request)).await,
                 };
                 if stamp(&mut outcome, id) {
@@ -158,6 +161,23 @@ fn check_partitions(
         )),
         None => Ok(()),
     }
+}
+
+/// This member's page of function stats, over the partitions the ring names it the
+/// leader of.
+fn function_stats(
+    node: &NodeHandle,
+    cluster: Option<&ClusterState>,
+    query: &crate::functions::FunctionQuery,
+) -> Result<ForwardReply, ErrorCode> {
+    let Some(cluster) = cluster else {
+        return Err(ErrorCode::Unavailable {
+            reason: "this node keeps no ring".into(),
+        });
+    };
+    Ok(ForwardReply::FunctionStats(crate::functions::report(
+        node, cluster, query,
+    )))
 }
 
 /// Merges a peer's standings; answers with those this node holds newer.
@@ -257,6 +277,9 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
         }
         Forward::Standings { .. } => Err(ErrorCode::Unavailable {
             reason: "members' standings are merged by the receiver".into(),
+        }),
+        Forward::FunctionStats { .. } => Err(ErrorCode::Unavailable {
+            reason: "function stats are counted by the receiver, which knows the ring".into(),
         }),
         Forward::ListByUser {
             user_id,

@@ -16,8 +16,9 @@ use chorus_actors::store::{
 };
 use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_PAGE_LIMIT,
-    MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role, StoredItem, Tier,
+    ErrorCode, FunctionRef, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS, MAX_BATCH_ITEMS,
+    MAX_FUNCTION_NAME_BYTES, MAX_FUNCTION_VERSION_BYTES, MAX_FUNCTIONS_PAGE, MAX_PAGE_LIMIT,
+    MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role, StoredItem, Tier, VersionStats,
 };
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
@@ -27,6 +28,7 @@ pub use crate::cluster::routing::{Forward, ForwardReply};
 use crate::cluster::standing::{
     MAX_PARTITION_WORDS, MAX_STANDINGS, PartitionSet, Standing, Standings,
 };
+use crate::functions::{FunctionQuery, FunctionReport};
 
 /// The tier named in an `Overloaded` refusal of `request`: the most urgent tier of a
 /// submit's items, standard for reads.
@@ -173,6 +175,14 @@ fn decode_records<D: Decoder>(decoder: &mut D) -> Result<Vec<ReplicaRecord>, Dec
         records.push(decode_record(decoder)?);
     }
     Ok(records)
+}
+
+/// A function and version, each within the item schema's bounds.
+fn decode_function<D: Decoder>(decoder: &mut D) -> Result<FunctionRef, DecodeError> {
+    Ok(FunctionRef {
+        name: bounded_string(decoder, MAX_FUNCTION_NAME_BYTES, "function.name")?,
+        version: bounded_string(decoder, MAX_FUNCTION_VERSION_BYTES, "function.version")?,
+    })
 }
 
 /// An epoch history, at most [`MAX_EPOCH_HISTORY`] entries.
@@ -412,6 +422,15 @@ pub enum WireRequest {
     Standings(WireStandings),
     /// [`Forward::Tips`].
     Tips(Vec<u16>),
+    /// [`Forward::FunctionStats`].
+    FunctionStats {
+        /// Only this function's versions.
+        name: Option<String>,
+        /// Only versions after this one.
+        after: Option<FunctionRef>,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -465,6 +484,17 @@ impl<Context> Decode<Context> for WireRequest {
                 MAX_PARTITIONS_PER_CALL,
                 "partitions",
             )?)),
+            13 => Ok(WireRequest::FunctionStats {
+                name: match bool_tag(decoder)? {
+                    false => None,
+                    true => Some(bounded_string(decoder, MAX_FUNCTION_NAME_BYTES, "name")?),
+                },
+                after: match bool_tag(decoder)? {
+                    false => None,
+                    true => Some(decode_function(decoder)?),
+                },
+                limit: u32::decode(decoder)?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -502,6 +532,8 @@ pub enum WireReply {
     Standings(WireStandings),
     /// [`ForwardReply::Tips`].
     Tips(Vec<u64>),
+    /// [`ForwardReply::FunctionStats`]: the versions, then the partitions' words.
+    FunctionStats(Vec<(FunctionRef, VersionStats)>, Vec<u64>),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -539,6 +571,17 @@ impl<Context> Decode<Context> for WireReply {
                 MAX_PARTITIONS_PER_CALL,
                 "tips",
             )?)),
+            14 => {
+                let len = bounded_len(decoder, MAX_FUNCTIONS_PAGE as usize, "versions")?;
+                let mut versions = Vec::new();
+                for _ in 0..len {
+                    versions.push((decode_function(decoder)?, VersionStats::decode(decoder)?));
+                }
+                Ok(WireReply::FunctionStats(
+                    versions,
+                    bounded_vec(decoder, MAX_PARTITION_WORDS, "partitions")?,
+                ))
+            }
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -607,6 +650,9 @@ impl From<Forward> for WireRequest {
             },
             Forward::Standings { set } => WireRequest::Standings(set.into()),
             Forward::Tips { partitions } => WireRequest::Tips(partitions),
+            Forward::FunctionStats {
+                query: FunctionQuery { name, after, limit },
+            } => WireRequest::FunctionStats { name, after, limit },
             Forward::ListByUser {
                 user_id,
                 after,
@@ -672,6 +718,9 @@ impl From<WireRequest> for Forward {
             },
             WireRequest::Standings(set) => Forward::Standings { set: set.into() },
             WireRequest::Tips(partitions) => Forward::Tips { partitions },
+            WireRequest::FunctionStats { name, after, limit } => Forward::FunctionStats {
+                query: FunctionQuery { name, after, limit },
+            },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -699,6 +748,10 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Promised(promises) => WireReply::Promised(promises),
             ForwardReply::Records(records) => WireReply::Records(records),
             ForwardReply::Digests(digests) => WireReply::Digests(digests),
+            ForwardReply::FunctionStats(FunctionReport {
+                versions,
+                partitions,
+            }) => WireReply::FunctionStats(versions, partitions.words().to_vec()),
             ForwardReply::Repaired(outcome) => WireReply::Repaired(outcome),
             ForwardReply::Standings(set) => WireReply::Standings(set.into()),
             ForwardReply::Tips(tips) => WireReply::Tips(tips),
@@ -723,6 +776,12 @@ impl From<WireReply> for ForwardReply {
             WireReply::Repaired(outcome) => ForwardReply::Repaired(outcome),
             WireReply::Standings(set) => ForwardReply::Standings(set.into()),
             WireReply::Tips(tips) => ForwardReply::Tips(tips),
+            WireReply::FunctionStats(versions, words) => {
+                ForwardReply::FunctionStats(FunctionReport {
+                    versions,
+                    partitions: PartitionSet::from_words(words),
+                })
+            }
         }
     }
 }
@@ -858,6 +917,37 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn function_stats_past_their_bounds_are_refused() {
+        let long_name = WireRequest::FunctionStats {
+            name: Some("n".repeat(MAX_FUNCTION_NAME_BYTES + 1)),
+            after: None,
+            limit: 10,
+        };
+        assert!(decode_request(&encode_payload(&long_name)).is_err());
+        let function = FunctionRef {
+            name: "f".into(),
+            version: "1".into(),
+        };
+        let too_many = WireReply::FunctionStats(
+            vec![(function.clone(), VersionStats::default()); MAX_FUNCTIONS_PAGE as usize + 1],
+            vec![],
+        );
+        assert_eq!(
+            decode_reply(&encode_payload(&Ok::<_, ErrorCode>(too_many))),
+            None
+        );
+        let impossible = VersionStats {
+            reported: 3,
+            ..VersionStats::default()
+        };
+        let bad = WireReply::FunctionStats(vec![(function, impossible)], vec![]);
+        assert_eq!(
+            decode_reply(&encode_payload(&Ok::<_, ErrorCode>(bad))),
+            None
+        );
+    }
+
     /// The `chorus-link/2` envelopes byte for byte: a peer of this release writes them,
     /// so a change must be a new layout, not an accident.
     #[test]
@@ -989,6 +1079,14 @@ mod tests {
             },
             WireRequest::Standings(standings()),
             WireRequest::Tips(vec![0, 7, 65_535]),
+            WireRequest::FunctionStats {
+                name: Some("resize".into()),
+                after: Some(FunctionRef {
+                    name: "resize".into(),
+                    version: "1.0".into(),
+                }),
+                limit: 100,
+            },
         ];
         requests
             .into_iter()
@@ -1031,6 +1129,23 @@ mod tests {
             WireReply::Standings(WireStandings::default()),
             WireReply::Standings(standings()),
             WireReply::Tips(vec![0, u64::MAX]),
+            WireReply::FunctionStats(
+                vec![(
+                    FunctionRef {
+                        name: "resize".into(),
+                        version: "2.0".into(),
+                    },
+                    {
+                        let mut stats = VersionStats::default();
+                        stats.add(&chorus_protocol::ItemFacts {
+                            rating: Some(4),
+                            metrics: Some((25_000, 1_500)),
+                        });
+                        stats
+                    },
+                )],
+                vec![0b1011, 0, 1 << 63],
+            ),
         ]
     }
 

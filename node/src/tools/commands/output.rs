@@ -3,6 +3,7 @@
 use chorus_client::{
     ApiKeyInfo, ClientError, Enrichment, ErrorCode, Receipt, Role, Status, StoredItem,
 };
+use chorus_protocol::{FunctionVersion, UpdateReason, VersionStats};
 use serde_json::{Value, json};
 
 use crate::tools::error::CliError;
@@ -164,6 +165,203 @@ pub fn print_revoked(key: &ApiKeyInfo, json: bool) {
         let at = key.revoked_at.map_or_else(|| "-".to_string(), timestamp);
         println!("revoked {} ({}, {:?}) at {at}", key.id, key.role, key.name);
     }
+}
+
+/// A version's counts as JSON: `name`, `version`, `items`, `ratings` (1 to 5),
+/// `mean_rating`, `error_rate`, `p50_ms`, `p95_ms` (`null` without data) and
+/// `requires_update` (the reasons, empty when none).
+pub fn version_json(version: &FunctionVersion) -> Value {
+    let stats = &version.stats;
+    json!({
+        "name": version.function.name,
+        "version": version.function.version,
+        "items": stats.items,
+        "ratings": stats.ratings,
+        "mean_rating": stats.mean_rating(),
+        "error_rate": stats.error_rate(),
+        "p50_ms": stats.duration_ms(0.5),
+        "p95_ms": stats.duration_ms(0.95),
+        "requires_update": version.requires_update.0.iter().map(reason_json).collect::<Vec<_>>(),
+    })
+}
+
+fn reason_json(reason: &UpdateReason) -> Value {
+    match reason {
+        UpdateReason::LowRating { mean, over } => {
+            json!({"reason": "low_rating", "mean_rating": mean, "over": over})
+        }
+        UpdateReason::HighErrorRate { rate, over } => {
+            json!({"reason": "high_error_rate", "error_rate": rate, "over": over})
+        }
+    }
+}
+
+/// A reason for people.
+fn reason_text(reason: &UpdateReason) -> String {
+    match reason {
+        UpdateReason::LowRating { mean, over } => format!("mean rating {mean:.2} over {over}"),
+        UpdateReason::HighErrorRate { rate, over } => {
+            format!("error rate {:.1}% over {over}", rate * 100.0)
+        }
+    }
+}
+
+/// An optional number for a table.
+fn cell(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// A line on stderr when the counts miss partitions (a change of leader, a member out
+/// of reach), so a table is never taken for the whole truth silently.
+fn warn_partial((covered, of): (u32, u32)) {
+    if covered < of {
+        eprintln!("(counted over {covered} of {of} partitions: some leaders did not answer)");
+    }
+}
+
+/// The versions of functions grouped by name, in order.
+fn by_function(versions: &[FunctionVersion]) -> Vec<(&str, Vec<&FunctionVersion>)> {
+    let mut out: Vec<(&str, Vec<&FunctionVersion>)> = Vec::new();
+    for version in versions {
+        match out.last_mut() {
+            Some((name, group)) if *name == version.function.name => group.push(version),
+            _ => out.push((&version.function.name, vec![version])),
+        }
+    }
+    out
+}
+
+/// The sum of a function's versions' counts.
+fn totals(group: &[&FunctionVersion]) -> VersionStats {
+    let mut total = VersionStats::default();
+    for version in group {
+        total.merge(&version.stats);
+    }
+    total
+}
+
+/// Prints every function: a table, or with `--json` one object per function (`name`,
+/// `versions`, `items`, `mean_rating`, `requires_update`: the versions that do).
+pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
+    warn_partial(covered);
+    let groups = by_function(versions);
+    if json {
+        for (name, group) in &groups {
+            let total = totals(group);
+            let flagged: Vec<&str> = group
+                .iter()
+                .filter(|v| !v.requires_update.0.is_empty())
+                .map(|v| v.function.version.as_str())
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "name": name,
+                    "versions": group.len(),
+                    "items": total.items,
+                    "mean_rating": total.mean_rating(),
+                    "requires_update": flagged,
+                })
+            );
+        }
+        return;
+    }
+    println!(
+        "{:<32}  {:>8}  {:>10}  {:>6}  REQUIRE UPDATE",
+        "FUNCTION", "VERSIONS", "ITEMS", "RATING"
+    );
+    for (name, group) in &groups {
+        let total = totals(group);
+        let flagged: Vec<&str> = group
+            .iter()
+            .filter(|v| !v.requires_update.0.is_empty())
+            .map(|v| v.function.version.as_str())
+            .collect();
+        println!(
+            "{:<32}  {:>8}  {:>10}  {:>6}  {}",
+            name,
+            group.len(),
+            total.items,
+            cell(total.mean_rating(), 2),
+            if flagged.is_empty() {
+                "-".into()
+            } else {
+                flagged.join(", ")
+            }
+        );
+    }
+}
+
+/// Prints one function's versions: a table, or with `--json` one object per version
+/// ([`version_json`]).
+pub fn print_versions(versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
+    warn_partial(covered);
+    if json {
+        for version in versions {
+            println!("{}", version_json(version));
+        }
+        return;
+    }
+    println!(
+        "{:<16}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  REQUIRES UPDATE",
+        "VERSION", "ITEMS", "RATING", "ERRORS", "P50 MS", "P95 MS"
+    );
+    for version in versions {
+        let stats = &version.stats;
+        let reasons: Vec<String> = version.requires_update.0.iter().map(reason_text).collect();
+        println!(
+            "{:<16}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {}",
+            version.function.version,
+            stats.items,
+            cell(stats.mean_rating(), 2),
+            stats
+                .error_rate()
+                .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+            cell(stats.duration_ms(0.5), 1),
+            cell(stats.duration_ms(0.95), 1),
+            if reasons.is_empty() {
+                "-".into()
+            } else {
+                reasons.join("; ")
+            }
+        );
+    }
+}
+
+/// Prints one function: its totals over every version, then its versions; with
+/// `--json` one object (`name`, `items`, `mean_rating`, `error_rate`, `p50_ms`,
+/// `p95_ms`, `versions`: each as [`version_json`]).
+pub fn print_function(name: &str, versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
+    let all: Vec<&FunctionVersion> = versions.iter().collect();
+    let total = totals(&all);
+    if json {
+        warn_partial(covered);
+        println!(
+            "{}",
+            json!({
+                "name": name,
+                "items": total.items,
+                "mean_rating": total.mean_rating(),
+                "error_rate": total.error_rate(),
+                "p50_ms": total.duration_ms(0.5),
+                "p95_ms": total.duration_ms(0.95),
+                "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+            })
+        );
+        return;
+    }
+    println!(
+        "{name}: {} items over {} versions, mean rating {}, error rate {}, p50 {} ms, p95 {} ms",
+        total.items,
+        versions.len(),
+        cell(total.mean_rating(), 2),
+        total
+            .error_rate()
+            .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+        cell(total.duration_ms(0.5), 1),
+        cell(total.duration_ms(0.95), 1),
+    );
+    print_versions(versions, covered, false);
 }
 
 /// Prints an error: always a line on stderr, and with `--json` one object on stdout.

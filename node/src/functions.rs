@@ -1,0 +1,289 @@
+//! What the feedback about each function version adds up to, cluster-wide: every
+//! member counts the partitions the ring names it the leader of (from the counts its
+//! store keeps, no scan), and the node a client asked merges the members' reports into
+//! one page, judging each version by the configured [`UpdateRule`].
+//!
+//! A page is cut the same way on every member (name and version order, after the
+//! client's cursor, at most its limit), so the first `limit` versions of the merge are
+//! whole: a version among them is within every member's own first `limit`. A report
+//! says which partitions it counted; the answer says how many of them it covers, which
+//! is fewer while a partition changes leader or a member cannot be reached.
+
+use std::collections::BTreeMap;
+
+use chorus_actors::NodeHandle;
+use chorus_protocol::{
+    ErrorCode, FunctionRef, FunctionVersion, MAX_FUNCTIONS_PAGE, NodeId, PartitionId, Response,
+    UpdateReasons, UpdateRule, VersionStats,
+};
+use futures_util::future::join_all;
+use tracing::debug;
+
+use crate::cluster::routing::{Forward, ForwardReply};
+use crate::cluster::standing::PartitionSet;
+use crate::cluster::state::ClusterState;
+use crate::server::Backend;
+
+/// Which function versions a page holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionQuery {
+    /// Only the versions of the function of this name.
+    pub name: Option<String>,
+    /// Only versions after this one.
+    pub after: Option<FunctionRef>,
+    /// At most this many, 1..=[`MAX_FUNCTIONS_PAGE`].
+    pub limit: u32,
+}
+
+impl FunctionQuery {
+    /// Whether `function` belongs in the page.
+    fn selects(&self, function: &FunctionRef) -> bool {
+        self.name.as_ref().is_none_or(|name| &function.name == name)
+            && self.after.as_ref().is_none_or(|after| function > after)
+    }
+
+    /// The page's size, within bounds whatever a peer asked.
+    fn limit(&self) -> usize {
+        self.limit.clamp(1, MAX_FUNCTIONS_PAGE) as usize
+    }
+}
+
+/// What one member counted: its page of versions, and the partitions it counted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FunctionReport {
+    /// The versions, ascending, at most the query's limit.
+    pub versions: Vec<(FunctionRef, VersionStats)>,
+    /// The partitions counted.
+    pub partitions: PartitionSet,
+}
+
+/// This member's report: the partitions the ring names it the leader of.
+pub fn report(node: &NodeHandle, cluster: &ClusterState, query: &FunctionQuery) -> FunctionReport {
+    let ring = cluster.ring();
+    let me = cluster.node();
+    let partitions = ring.ring.partitions();
+    let leads = |p: PartitionId| p < partitions && ring.leader(p) == me;
+    let all = node.function_stats(leads);
+    FunctionReport {
+        versions: all
+            .into_iter()
+            .filter(|(function, _)| query.selects(function))
+            .take(query.limit())
+            .collect(),
+        partitions: PartitionSet::of((0..partitions).filter(|&p| leads(p))),
+    }
+}
+
+/// Merges the members' reports into the page the client gets.
+pub fn merge(
+    reports: Vec<FunctionReport>,
+    query: &FunctionQuery,
+    partitions: u16,
+    rule: &UpdateRule,
+) -> Response {
+    let limit = query.limit();
+    let full = reports.iter().any(|r| r.versions.len() >= limit);
+    let mut covered = vec![false; usize::from(partitions)];
+    let mut merged: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
+    for report in reports {
+        for p in (0..partitions).filter(|&p| report.partitions.contains(p)) {
+            let slot = &mut covered[usize::from(p)];
+            if *slot {
+                debug!(partition = p, "two members counted one partition");
+            }
+            *slot = true;
+        }
+        for (function, stats) in report.versions {
+            merged.entry(function).or_default().merge(&stats);
+        }
+    }
+    let more = merged.len() > limit || full;
+    let versions: Vec<FunctionVersion> = merged
+        .into_iter()
+        .filter(|(function, _)| query.selects(function))
+        .take(limit)
+        .map(|(function, stats)| FunctionVersion {
+            requires_update: UpdateReasons(rule.judge(&stats)),
+            function,
+            stats,
+        })
+        .collect();
+    let next = (more && versions.len() == limit)
+        .then(|| versions.last().map(|v| v.function.clone()))
+        .flatten();
+    let counted = covered.iter().filter(|&&c| c).count() as u32;
+    Response::Functions {
+        versions,
+        next,
+        covered: (counted, u32::from(partitions)),
+    }
+}
+
+/// Answers `Request::Functions`: this member's report and every other live member's,
+/// asked at once, merged. A member that cannot answer leaves its partitions uncovered.
+pub async fn gather(
+    backend: &Backend,
+    query: FunctionQuery,
+    rule: &UpdateRule,
+) -> Result<Response, ErrorCode> {
+    let cluster = &backend.cluster;
+    let ring = cluster.ring();
+    let partitions = ring.ring.partitions();
+    let mut reports = vec![report(&backend.node, cluster, &query)];
+    if let Some(peers) = &backend.peers {
+        let others: Vec<NodeId> = ring
+            .live
+            .iter()
+            .filter(|member| *member != cluster.node())
+            .cloned()
+            .collect();
+        let asked = others.iter().map(|member| {
+            peers.forward(
+                member,
+                Forward::FunctionStats {
+                    query: query.clone(),
+                },
+            )
+        });
+        for (member, answer) in others.iter().zip(join_all(asked).await) {
+            match answer {
+                Ok(ForwardReply::FunctionStats(report)) => reports.push(report),
+                Ok(other) => debug!(%member, reply = ?other, "unexpected answer to function stats"),
+                Err(error) => debug!(%member, %error, "function stats not gathered"),
+            }
+        }
+    }
+    Ok(merge(reports, &query, partitions, rule))
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_protocol::ItemFacts;
+
+    use super::*;
+
+    fn version(name: &str, version: &str) -> FunctionRef {
+        FunctionRef {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    fn stats(items: usize, rating: u8) -> VersionStats {
+        let mut stats = VersionStats::default();
+        for _ in 0..items {
+            stats.add(&ItemFacts {
+                rating: Some(rating),
+                metrics: None,
+            });
+        }
+        stats
+    }
+
+    fn query(name: Option<&str>, after: Option<FunctionRef>, limit: u32) -> FunctionQuery {
+        FunctionQuery {
+            name: name.map(str::to_owned),
+            after,
+            limit,
+        }
+    }
+
+    /// A page's versions with their item counts, where the next starts, what it covers.
+    type Page = (Vec<(FunctionRef, u64)>, Option<FunctionRef>, (u32, u32));
+
+    fn page(response: Response) -> Page {
+        let Response::Functions {
+            versions,
+            next,
+            covered,
+        } = response
+        else {
+            panic!("a functions page");
+        };
+        let versions = versions
+            .into_iter()
+            .map(|v| (v.function, v.stats.items))
+            .collect();
+        (versions, next, covered)
+    }
+
+    #[test]
+    fn members_reports_add_up_and_say_what_they_cover() {
+        let a = FunctionReport {
+            versions: vec![
+                (version("crop", "1"), stats(2, 4)),
+                (version("resize", "1"), stats(1, 5)),
+            ],
+            partitions: PartitionSet::of([0, 1]),
+        };
+        let b = FunctionReport {
+            versions: vec![(version("resize", "1"), stats(3, 5))],
+            partitions: PartitionSet::of([2]),
+        };
+        let (versions, next, covered) = page(merge(
+            vec![a, b],
+            &query(None, None, 10),
+            4,
+            &UpdateRule::default(),
+        ));
+        assert_eq!(
+            versions,
+            [(version("crop", "1"), 2), (version("resize", "1"), 4)]
+        );
+        assert_eq!(next, None);
+        assert_eq!(covered, (3, 4), "partition 3's leader did not answer");
+    }
+
+    #[test]
+    fn a_page_is_cut_after_the_cursor_and_names_where_the_next_starts() {
+        let all: Vec<(FunctionRef, VersionStats)> = (0..5)
+            .map(|v| (version("f", &v.to_string()), stats(1, 3)))
+            .collect();
+        let member = |q: &FunctionQuery| FunctionReport {
+            versions: all
+                .iter()
+                .filter(|(f, _)| q.selects(f))
+                .take(q.limit())
+                .cloned()
+                .collect(),
+            partitions: PartitionSet::of([0]),
+        };
+        let rule = UpdateRule::default();
+        let first = query(Some("f"), None, 2);
+        let (versions, next, _) = page(merge(vec![member(&first)], &first, 1, &rule));
+        assert_eq!(versions.len(), 2);
+        assert_eq!(next, Some(version("f", "1")));
+        let rest = query(Some("f"), next, 10);
+        let (versions, next, _) = page(merge(vec![member(&rest)], &rest, 1, &rule));
+        let names: Vec<String> = versions.into_iter().map(|(f, _)| f.version).collect();
+        assert_eq!(names, ["2", "3", "4"]);
+        assert_eq!(next, None);
+        let other = query(Some("g"), None, 10);
+        assert!(
+            page(merge(vec![member(&other)], &other, 1, &rule))
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn each_version_is_judged_by_the_rule() {
+        let report = FunctionReport {
+            versions: vec![
+                (version("f", "1"), stats(60, 1)),
+                (version("f", "2"), stats(60, 5)),
+            ],
+            partitions: PartitionSet::of([0]),
+        };
+        let Response::Functions { versions, .. } = merge(
+            vec![report],
+            &query(None, None, 10),
+            1,
+            &UpdateRule::default(),
+        ) else {
+            panic!("a functions page");
+        };
+        assert_eq!(versions[0].requires_update.0.len(), 1);
+        assert!(versions[1].requires_update.0.is_empty());
+    }
+}
