@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Bytes of text per item (~300-byte items with the default).
     #[arg(long, default_value_t = 200)]
     pub text_bytes: usize,
+    /// Items name one of this many functions (three versions each), with execution
+    /// metrics, so the stores count function stats; 0 (the default): none.
+    #[arg(long, default_value_t = 0)]
+    pub functions: u32,
     /// Tier of the items.
     #[arg(long, default_value = "standard")]
     pub tier: String,

@@ -1,6 +1,7 @@
 //! What the load is made of: the items, one request, and how a failure is named.
 
 use chorus_client::{Client, ClientConfig, ClientError, Item, Kind, LoadGuardConfig, Tier};
+use chorus_protocol::{ExecutionMetrics, FunctionRef};
 use rand::Rng;
 
 use super::args::BenchArgs;
@@ -52,6 +53,8 @@ pub(crate) struct Shape {
     pub(crate) total_weight: u32,
     /// Items per request.
     pub(crate) batch: usize,
+    /// Functions the items name (none when 0).
+    pub(crate) functions: u32,
 }
 
 impl Shape {
@@ -68,6 +71,7 @@ impl Shape {
             total_weight: tiers.iter().map(|(_, w)| w).sum(),
             tiers,
             batch: args.batch,
+            functions: args.functions,
         }
     }
 
@@ -94,6 +98,18 @@ impl Shape {
         item.rating = Some(rng.random_range(1..=5));
         item.text = self.text.clone();
         item.tier = tier;
+        if self.functions > 0 {
+            item.function = Some(FunctionRef {
+                name: format!("fn-{:05}", rng.random_range(0..self.functions)),
+                version: format!("1.{}", rng.random_range(0..3u8)),
+            });
+            let error_rate = rng.random_range(0.0..0.2);
+            item.metrics = Some(ExecutionMetrics {
+                success_rate: 1.0 - error_rate,
+                avg_duration_ms: rng.random_range(1.0..500.0),
+                error_rate,
+            });
+        }
         item
     }
 }
@@ -144,9 +160,30 @@ mod tests {
             tiers: parse_tier_mix("realtime=1,batch=3").unwrap(),
             total_weight: 4,
             batch: 1,
+            functions: 0,
         };
         let tiers: Vec<Tier> = (0..8).map(|w| shape.tier_of_worker(w, 8)).collect();
         assert_eq!(tiers.iter().filter(|t| **t == Tier::Realtime).count(), 2);
         assert_eq!(tiers.iter().filter(|t| **t == Tier::Batch).count(), 6);
+    }
+
+    #[test]
+    fn items_name_functions_only_when_asked_and_are_valid() {
+        let mut shape = Shape {
+            users: 10,
+            text: "x".into(),
+            tiers: vec![(Tier::Standard, 1)],
+            total_weight: 1,
+            batch: 1,
+            functions: 0,
+        };
+        let mut rng = rand::rng();
+        assert!(shape.item(&mut rng, Tier::Standard).function.is_none());
+        shape.functions = 7;
+        for _ in 0..100 {
+            let item = shape.item(&mut rng, Tier::Standard);
+            assert!(item.function.is_some() && item.metrics.is_some());
+            item.validate().unwrap();
+        }
     }
 }
