@@ -135,6 +135,8 @@ for s in $SCENARIOS; do
     closed32) start_agent; run closed32 --concurrency 32 --connections 32 --streams 1 ;;
     pipelined16) start_agent; run pipelined16 --concurrency 512 --connections 32 --streams 1 ;;
     saturation) start_agent; run saturation --concurrency 256 --connections 2 --streams 8 ;;
+    # The same with items about 100 functions: what counting function stats costs.
+    saturation_functions) start_agent; run saturation_functions --concurrency 256 --connections 2 --streams 8 --functions 100 ;;
     # Every submit refused (the level sheds batch): what a refusal costs the node.
     refusals)
       start_agent
