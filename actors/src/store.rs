@@ -519,6 +519,7 @@ impl Store {
         index.forget_absent(&|segment| present.contains(&segment))?;
         replica::complete_by_sequence(&index, &log)?;
         functions::complete(&index, &log)?;
+        functions::catch_up(&index, &log)?;
         let mut tail = Tail::default();
         for record in &recovered {
             let stored = decode_item(&record.body)?;
@@ -1229,6 +1230,12 @@ impl Drop for Store {
             && indexer.join().is_err()
         {
             error!("the indexer thread panicked");
+        }
+        // What the indexer counted since the stats were last written: a clean stop
+        // leaves nothing to count again.
+        let index = &self.shared.index;
+        if let Err(e) = index.persist_function_stats().and_then(|()| index.flush()) {
+            error!(error = %e, "writing the function stats failed; they are counted again at the next start");
         }
     }
 }

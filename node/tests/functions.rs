@@ -98,7 +98,9 @@ async fn a_page_of_function_stats_counts_every_partition_once_across_the_cluster
     // A member down: its partitions' new leaders count them once they take over.
     nodes[2].kill();
     until(Duration::from_secs(20), "node-3 down on node-1", || {
-        nodes[0].sees("node-3").is_none_or(|(state, _)| state != "alive")
+        nodes[0]
+            .sees("node-3")
+            .is_none_or(|(state, _)| state != "alive")
     })
     .await;
     tokio::time::timeout(Duration::from_secs(20), async {

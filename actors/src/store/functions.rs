@@ -2,229 +2,157 @@
 //! records, so that a function's summary is read, never computed by a scan.
 //!
 //! What they count is exact: the sum of the [`ItemFacts`] of every item live in the
-//! index (an `ids` entry). An item's facts never change (a rewrite changes its status
-//! only), so a record adds its item's facts when its id is not yet live, a replica's
-//! truncation takes away the facts of the live items it removes, and nothing else
-//! moves them. The stats are stored in the `ids` tree itself, under keys no id can
-//! have ([`STATS_START`]), and written in the same batch as the `ids` entries they
-//! count: sled applies a batch atomically, so after a crash the stats still count
-//! exactly what `ids` holds, and replaying the log's tail (which asks `ids` whether
-//! an id is live) counts each item once.
+//! index. An item's facts never change (a rewrite changes its status only), so an item
+//! counts once, by its first record: one that rewrites no other (`replaces` is `None`)
+//! with a sequence past what its partition has counted so far. A copy keeps its
+//! sequence, so it is never new; a rewrite names the sequence it replaces. A replica's
+//! truncation takes away the items whose first record it cuts.
 //!
-//! A store made before the stats existed gets them counted once when it opens, from
-//! every live record ([`complete`]); the `meta` mark says it is done.
+//! Each partition's stats are one value of the `function_stats` tree, with the last
+//! sequence they count (its watermark), so a value is consistent on its own. They are
+//! written every [`PERSIST_INTERVAL`] (and when the store stops), after the index
+//! entries they count (sled recovers a prefix of its log, so durable stats imply
+//! durable entries), and at once on a truncation, before the index forgets anything.
+//! When a store opens, each partition counts the records the index holds past its
+//! watermark ([`catch_up`]), reading them from the log; the tail the log replays is
+//! counted as the indexer applies it. Writing a partition's stats once per interval,
+//! not once per batch, keeps the cost off the indexer's path.
+//!
+//! A store made before the stats existed counts every live record once when it opens
+//! ([`complete`]); the `meta` mark says it is done.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use chorus_protocol::{FunctionRef, ItemFacts, PartitionId, VersionStats};
+use bincode::{Decode, Encode};
+use chorus_protocol::{FunctionRef, Item, ItemFacts, PartitionId, VersionStats};
 use tracing::info;
 
 use super::StoreError;
 use super::index::Index;
 use super::log::record::RecordKind;
-use super::log::{LogError, PartitionLog};
+use super::log::{Locator, LogError, PartitionLog};
 
-/// The first stats key in the `ids` tree. Every id key is 16 bytes, so it sorts
-/// before this one (a prefix of it, at most); every stats key starts with it and is
-/// longer.
-pub(crate) const STATS_START: [u8; 17] = [0xFF; 17];
+/// How often the indexer writes the partitions whose stats changed.
+pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Most bytes a stored [`VersionStats`] may decode from: every duration bucket full.
-const STATS_LIMIT_BYTES: usize = 64 * 1024;
+/// Most bytes one partition's stored stats may decode from.
+const STATS_LIMIT_BYTES: usize = 64 << 20;
 
-/// A function version in one partition.
-pub(crate) type StatsKey = (PartitionId, FunctionRef);
-
-/// The `ids` key of a partition's stats of `function`: [`STATS_START`], the partition
-/// (u16 BE), the name's length (u16 BE), the name, then the version.
-pub(crate) fn stats_key(partition: PartitionId, function: &FunctionRef) -> Vec<u8> {
-    let name = function.name.as_bytes();
-    let mut key = Vec::with_capacity(STATS_START.len() + 4 + name.len() + function.version.len());
-    key.extend_from_slice(&STATS_START);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    key.extend_from_slice(name);
-    key.extend_from_slice(function.version.as_bytes());
-    key
+/// What a record tells of the function its item names, if any.
+pub(crate) fn facts_of(item: &Item) -> Option<(FunctionRef, ItemFacts)> {
+    ItemFacts::of(item).map(|(function, facts)| (function.clone(), facts))
 }
 
-/// The partition and function version a stats key names.
-pub(crate) fn parse_stats_key(key: &[u8]) -> Result<StatsKey, StoreError> {
-    let corrupt = |reason: &str| StoreError::Corrupt {
-        tree: "ids",
-        reason: format!("function stats key: {reason}"),
-    };
-    let rest = key
-        .strip_prefix(&STATS_START[..])
-        .ok_or_else(|| corrupt("no stats prefix"))?;
-    let (head, text) = rest
-        .split_at_checked(4)
-        .ok_or_else(|| corrupt("too short"))?;
-    let partition = u16::from_be_bytes([head[0], head[1]]);
-    let name_len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    let (name, version) = text
-        .split_at_checked(name_len)
-        .ok_or_else(|| corrupt("name cut short"))?;
-    let (Ok(name), Ok(version)) = (std::str::from_utf8(name), std::str::from_utf8(version)) else {
-        return Err(corrupt("not UTF-8"));
-    };
-    Ok((
-        partition,
-        FunctionRef {
-            name: name.to_owned(),
-            version: version.to_owned(),
-        },
-    ))
+/// One partition's stats: each function version's, and the last sequence counted.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub(crate) struct PartitionStats {
+    /// Records up to this sequence are counted.
+    pub(crate) counted: u64,
+    /// Each function version's stats (none empty).
+    pub(crate) versions: BTreeMap<FunctionRef, VersionStats>,
 }
 
-/// A stats value as stored.
-pub(crate) fn encode_stats(stats: &VersionStats) -> Vec<u8> {
+impl PartitionStats {
+    /// Counts a record of this partition: its item, if the record is the item's first
+    /// and not counted yet. Returns whether anything changed.
+    pub(crate) fn apply(
+        &mut self,
+        sequence: u64,
+        replaces: Option<u64>,
+        facts: Option<&(FunctionRef, ItemFacts)>,
+    ) -> bool {
+        if sequence <= self.counted {
+            return false;
+        }
+        self.counted = sequence;
+        if let (None, Some((function, facts))) = (replaces, facts) {
+            self.versions
+                .entry(function.clone())
+                .or_default()
+                .add(facts);
+        }
+        true
+    }
+
+    /// An item of `function` is gone (a truncation cut its first record).
+    pub(crate) fn remove(&mut self, (function, facts): &(FunctionRef, ItemFacts)) {
+        if let Some(stats) = self.versions.get_mut(function) {
+            stats.remove(facts);
+            if stats.is_empty() {
+                self.versions.remove(function);
+            }
+        }
+    }
+}
+
+/// A partition's stats as stored.
+pub(crate) fn encode_stats(stats: &PartitionStats) -> Vec<u8> {
     bincode::encode_to_vec(stats, bincode::config::standard())
         .expect("encoding into a Vec cannot fail")
 }
 
-/// A stored stats value, refused when it is not one a store could have written.
-pub(crate) fn decode_stats(raw: &[u8]) -> Result<VersionStats, StoreError> {
+/// A partition's stored stats, refused when no store could have written them.
+pub(crate) fn decode_stats(raw: &[u8]) -> Result<PartitionStats, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        tree: "function_stats",
+        reason,
+    };
     let config = bincode::config::standard().with_limit::<STATS_LIMIT_BYTES>();
-    match bincode::decode_from_slice::<VersionStats, _>(raw, config) {
-        Ok((stats, read)) if read == raw.len() => Ok(stats),
-        Ok(_) => Err(StoreError::Corrupt {
-            tree: "ids",
-            reason: "function stats with trailing bytes".into(),
-        }),
-        Err(e) => Err(StoreError::Corrupt {
-            tree: "ids",
-            reason: format!("function stats: {e}"),
-        }),
-    }
-}
-
-/// Every partition's stats of every function version, as the index holds them.
-#[derive(Debug, Default)]
-pub(crate) struct Aggregates {
-    stats: BTreeMap<StatsKey, VersionStats>,
-}
-
-impl Aggregates {
-    /// The stats held for `key`.
-    fn get(&self, key: &StatsKey) -> Option<&VersionStats> {
-        self.stats.get(key)
-    }
-
-    /// Takes `changed` in: stats that count nothing any more are dropped.
-    pub(crate) fn install(&mut self, changed: BTreeMap<StatsKey, VersionStats>) {
-        for (key, stats) in changed {
-            if stats.is_empty() {
-                self.stats.remove(&key);
-            } else {
-                self.stats.insert(key, stats);
+    match bincode::decode_from_slice::<PartitionStats, _>(raw, config) {
+        Ok((stats, read)) if read == raw.len() => {
+            if stats.versions.values().any(VersionStats::is_empty) {
+                return Err(corrupt("a version that counts nothing".into()));
             }
+            Ok(stats)
         }
-    }
-
-    /// Replaces everything (a store opening, a recount).
-    pub(crate) fn replace(&mut self, all: BTreeMap<StatsKey, VersionStats>) {
-        self.stats = all;
-    }
-
-    /// Each function version's stats summed over the partitions `wanted` picks.
-    pub(crate) fn summary(
-        &self,
-        wanted: &dyn Fn(PartitionId) -> bool,
-    ) -> BTreeMap<FunctionRef, VersionStats> {
-        let mut out: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
-        for ((partition, function), stats) in &self.stats {
-            if wanted(*partition) {
-                out.entry(function.clone()).or_default().merge(stats);
-            }
-        }
-        out
+        Ok(_) => Err(corrupt("trailing bytes".into())),
+        Err(e) => Err(corrupt(e.to_string())),
     }
 }
 
-/// Stats one batch changes: each read once from what is held, then changed here.
-#[derive(Debug, Default)]
-pub(crate) struct Changes {
-    changed: BTreeMap<StatsKey, VersionStats>,
+/// Reads the record at `locator`: its partition and what it tells of its function.
+fn read_facts(
+    log: &PartitionLog,
+    locator: Locator,
+) -> Result<Option<(PartitionId, Option<(FunctionRef, ItemFacts)>)>, StoreError> {
+    let partition = Cell::new(0);
+    let body = match log.read(locator, &|h| {
+        partition.set(h.partition);
+        h.kind == RecordKind::Item
+    }) {
+        Ok(body) => body,
+        // Nothing live is in a retired segment; a stale entry counts nothing.
+        Err(LogError::Retired { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let stored = super::decode_item(&body)?;
+    Ok(Some((partition.get(), facts_of(&stored.item))))
 }
 
-impl Changes {
-    /// The stats of `key`, as changed so far.
-    fn entry(&mut self, held: &Aggregates, key: StatsKey) -> &mut VersionStats {
-        self.changed
-            .entry(key)
-            .or_insert_with_key(|key| held.get(key).cloned().unwrap_or_default())
-    }
-
-    /// An item of `function` in `partition` became live.
-    pub(crate) fn add(
-        &mut self,
-        held: &Aggregates,
-        partition: PartitionId,
-        (function, facts): &(FunctionRef, ItemFacts),
-    ) {
-        self.entry(held, (partition, function.clone())).add(facts);
-    }
-
-    /// An item of `function` in `partition` is no longer live.
-    pub(crate) fn remove(
-        &mut self,
-        held: &Aggregates,
-        partition: PartitionId,
-        (function, facts): &(FunctionRef, ItemFacts),
-    ) {
-        self.entry(held, (partition, function.clone()))
-            .remove(facts);
-    }
-
-    /// Writes the changed stats into a batch of the `ids` tree.
-    pub(crate) fn write(&self, batch: &mut sled::Batch) {
-        for ((partition, function), stats) in &self.changed {
-            let key = stats_key(*partition, function);
-            if stats.is_empty() {
-                batch.remove(key);
-            } else {
-                batch.insert(key, encode_stats(stats));
-            }
-        }
-    }
-
-    /// The changed stats, to install once written.
-    pub(crate) fn into_changed(self) -> BTreeMap<StatsKey, VersionStats> {
-        self.changed
-    }
-}
-
-/// What a record tells of the function its item names, if any.
-pub(crate) fn facts_of(item: &chorus_protocol::Item) -> Option<(FunctionRef, ItemFacts)> {
-    ItemFacts::of(item).map(|(function, facts)| (function.clone(), facts))
-}
-
-/// Counts the stats of a store made before they existed, from every live record; once
-/// (the `meta` mark), and from scratch if an earlier count was cut short.
+/// Counts the stats of a store made before they existed, from every live record, up
+/// to the index's last sequence of each partition; once (the `meta` mark), and from
+/// scratch if an earlier count was cut short.
 pub(crate) fn complete(index: &Index, log: &PartitionLog) -> Result<(), StoreError> {
     if index.function_stats_complete()? {
         return Ok(());
     }
-    let empty = Aggregates::default();
-    let mut counted = Changes::default();
+    let mut counted: Vec<PartitionStats> = index
+        .sequences()
+        .into_iter()
+        .map(|last| PartitionStats {
+            counted: last,
+            versions: BTreeMap::new(),
+        })
+        .collect();
     let mut items = 0usize;
     for entry in index.live_records() {
         let (_, locator) = entry?;
-        let partition = Cell::new(0);
-        let body = match log.read(locator, &|h| {
-            partition.set(h.partition);
-            h.kind == RecordKind::Item
-        }) {
-            Ok(body) => body,
-            // Nothing live is in a retired segment; a stale entry counts nothing.
-            Err(LogError::Retired { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let stored = super::decode_item(&body)?;
-        if let Some(facts) = facts_of(&stored.item) {
-            counted.add(&empty, partition.get(), &facts);
+        if let Some((partition, Some((function, facts)))) = read_facts(log, locator)?
+            && let Some(stats) = counted.get_mut(usize::from(partition))
+        {
+            stats.versions.entry(function).or_default().add(&facts);
             items += 1;
         }
     }
@@ -233,36 +161,81 @@ pub(crate) fn complete(index: &Index, log: &PartitionLog) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Counts, for each partition, the records the index holds past the partition's
+/// watermark (applied after its stats were last written), reading them from the log.
+pub(crate) fn catch_up(index: &Index, log: &PartitionLog) -> Result<(), StoreError> {
+    let mut read = 0usize;
+    for partition in 0..index.partition_count() {
+        let from = index.function_stats_counted(partition);
+        let mut changed = false;
+        let mut stats = index.partition_function_stats(partition);
+        for entry in index.entries_after(partition, from) {
+            let (sequence, locator, replaces) = entry?;
+            let facts = match replaces {
+                // A rewrite's item counted at its first record.
+                Some(_) => None,
+                None => {
+                    read += 1;
+                    read_facts(log, locator)?.and_then(|(_, facts)| facts)
+                }
+            };
+            changed |= stats.apply(sequence, replaces, facts.as_ref());
+        }
+        if changed {
+            index.install_partition_function_stats(partition, stats);
+        }
+    }
+    if read > 0 {
+        info!(
+            records = read,
+            "counted function stats past their last write"
+        );
+    }
+    index.persist_function_stats()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_stats_key_names_its_partition_and_function_and_no_id() {
-        let function = FunctionRef {
-            name: "resize".into(),
-            version: "1.0".into(),
-        };
-        let key = stats_key(700, &function);
-        assert!(key.len() > 16, "longer than any id key");
-        assert!(key.as_slice() > [0xFFu8; 16].as_slice());
-        assert_eq!(parse_stats_key(&key).unwrap(), (700, function));
-        assert!(parse_stats_key(&key[..STATS_START.len() + 3]).is_err());
-        assert!(parse_stats_key(&[0u8; 20]).is_err());
+    fn facts(rating: u8) -> (FunctionRef, ItemFacts) {
+        (
+            FunctionRef {
+                name: "f".into(),
+                version: "1".into(),
+            },
+            ItemFacts {
+                rating: Some(rating),
+                metrics: None,
+            },
+        )
     }
 
     #[test]
-    fn stored_stats_that_no_items_add_up_to_are_corrupt() {
-        let mut stats = VersionStats::default();
-        stats.add(&ItemFacts {
-            rating: Some(3),
-            metrics: None,
-        });
+    fn an_item_counts_once_by_its_first_record() {
+        let mut stats = PartitionStats::default();
+        assert!(stats.apply(1, None, Some(&facts(4))));
+        // A rewrite of it, a copy of it (its old sequence), a record of no function.
+        assert!(stats.apply(2, Some(1), Some(&facts(4))));
+        assert!(!stats.apply(1, None, Some(&facts(4))));
+        assert!(stats.apply(3, None, None));
+        assert_eq!(stats.counted, 3);
+        let counted = &stats.versions[&facts(4).0];
+        assert_eq!(counted.items, 1);
+        stats.remove(&facts(4));
+        assert!(stats.versions.is_empty(), "an emptied version is dropped");
+    }
+
+    #[test]
+    fn stored_stats_round_trip_and_nonsense_is_corrupt() {
+        let mut stats = PartitionStats::default();
+        stats.apply(7, None, Some(&facts(2)));
         assert_eq!(decode_stats(&encode_stats(&stats)).unwrap(), stats);
         let mut trailing = encode_stats(&stats);
         trailing.push(0);
         assert!(decode_stats(&trailing).is_err());
-        stats.items = 0;
-        assert!(decode_stats(&encode_stats(&stats)).is_err());
+        let mut empty = stats.clone();
+        empty.versions.insert(facts(1).0, VersionStats::default());
+        assert!(decode_stats(&encode_stats(&empty)).is_err());
     }
 }

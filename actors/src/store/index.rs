@@ -16,6 +16,8 @@
 //!   record lies elsewhere). Stores made before the tree existed get it rebuilt when
 //!   they open, from `ids` and each live record's header in the log
 //!   ([`super::replica`]); `meta` `by_sequence` marks it complete.
+//! - `function_stats`: partition (u16 BE) → its function stats and the last sequence
+//!   they count ([`super::functions`]).
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
 //!   is already indexed changes nothing). `dead` ‖ segment (u64 BE) → bytes (u64 BE):
@@ -28,16 +30,17 @@
 //! an entry is counted exactly when the checkpoint durably passes it, and replay after a
 //! crash (which starts at that checkpoint) never counts it twice.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use chorus_protocol::{FunctionRef, ItemFacts, ItemId, PartitionId, VersionStats};
 
 use super::StoreError;
-use super::functions::{self, Aggregates, Changes, STATS_START};
+use super::functions::{self, PERSIST_INTERVAL, PartitionStats};
 use super::log::{LOCATOR_LEN, Locator, LogPosition};
 
 /// `meta` key of the checkpoint.
@@ -151,8 +154,17 @@ pub(crate) struct Index {
     /// What the index holds durably; one lock so the checkpoint and the dead counts
     /// always move together.
     durable: Mutex<Durable>,
-    /// The function stats, as the `ids` tree holds them ([`super::functions`]).
-    functions: Mutex<Aggregates>,
+    function_stats: sled::Tree,
+    /// The function stats of every partition ([`super::functions`]).
+    functions: Mutex<Functions>,
+}
+
+/// The function stats in memory, and which partitions' changed since written.
+#[derive(Debug)]
+struct Functions {
+    partitions: Vec<PartitionStats>,
+    dirty: BTreeSet<PartitionId>,
+    written: Instant,
 }
 
 /// The index's durable bookkeeping, mirrored in memory.
@@ -191,10 +203,15 @@ impl Index {
             sequences: db.open_tree("sequences")?,
             by_sequence: db.open_tree("by_sequence")?,
             meta: db.open_tree("meta")?,
+            function_stats: db.open_tree("function_stats")?,
             db,
             db_file,
             durable: Mutex::new(Durable::default()),
-            functions: Mutex::new(Aggregates::default()),
+            functions: Mutex::new(Functions {
+                partitions: Vec::new(),
+                dirty: BTreeSet::new(),
+                written: Instant::now(),
+            }),
         };
         let durable = Durable {
             checkpoint: index.read_checkpoint()?,
@@ -210,26 +227,29 @@ impl Index {
             // Nothing indexed yet: the stats grow with the rest from here.
             index.meta.insert(META_FUNCTION_STATS, &[1u8][..])?;
         }
-        let held = index.read_function_stats()?;
-        index.functions().replace(held);
+        let held = index.read_function_stats(partitions)?;
+        index.functions().partitions = held;
         Ok(index)
     }
 
     /// The function stats, locked.
-    fn functions(&self) -> MutexGuard<'_, Aggregates> {
+    fn functions(&self) -> MutexGuard<'_, Functions> {
         self.functions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read_function_stats(
-        &self,
-    ) -> Result<BTreeMap<functions::StatsKey, VersionStats>, StoreError> {
-        let mut held = BTreeMap::new();
-        for entry in self.ids.range(&STATS_START[..]..) {
+    fn read_function_stats(&self, partitions: u16) -> Result<Vec<PartitionStats>, StoreError> {
+        let mut held = vec![PartitionStats::default(); usize::from(partitions)];
+        for entry in self.function_stats.iter() {
             let (key, raw) = entry?;
-            held.insert(
-                functions::parse_stats_key(&key)?,
-                functions::decode_stats(&raw)?,
-            );
+            let partition = <[u8; 2]>::try_from(key.as_ref())
+                .map(u16::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    tree: "function_stats",
+                    reason: format!("key of {} bytes, expected 2", key.len()),
+                })?;
+            if let Some(slot) = held.get_mut(usize::from(partition)) {
+                *slot = functions::decode_stats(&raw)?;
+            }
         }
         Ok(held)
     }
@@ -239,20 +259,86 @@ impl Index {
         Ok(self.meta.contains_key(META_FUNCTION_STATS)?)
     }
 
-    /// Replaces every function stat with `counted` (a store that kept none yet), marks
-    /// them complete and flushes.
-    pub(crate) fn recount_function_stats(&self, counted: Changes) -> Result<(), StoreError> {
+    /// Replaces every partition's function stats with `counted` (a store that kept
+    /// none yet), marks them complete and flushes.
+    pub(crate) fn recount_function_stats(
+        &self,
+        counted: Vec<PartitionStats>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for entry in self.ids.range(&STATS_START[..]..) {
+        for entry in self.function_stats.iter() {
             batch.remove(entry?.0);
         }
-        counted.write(&mut batch);
-        self.ids.apply_batch(batch)?;
+        for (partition, stats) in counted.iter().enumerate() {
+            batch.insert(
+                &(partition as u16).to_be_bytes()[..],
+                functions::encode_stats(stats),
+            );
+        }
+        self.function_stats.apply_batch(batch)?;
         self.meta.insert(META_FUNCTION_STATS, &[1u8][..])?;
         self.flush()?;
         let mut held = self.functions();
-        held.replace(BTreeMap::new());
-        held.install(counted.into_changed());
+        held.partitions = counted;
+        held.dirty.clear();
+        Ok(())
+    }
+
+    /// The partitions of the store.
+    pub(crate) fn partition_count(&self) -> u16 {
+        self.functions().partitions.len() as u16
+    }
+
+    /// The last sequence of `partition` its function stats count.
+    pub(crate) fn function_stats_counted(&self, partition: PartitionId) -> u64 {
+        self.functions()
+            .partitions
+            .get(usize::from(partition))
+            .map_or(0, |stats| stats.counted)
+    }
+
+    /// A copy of `partition`'s function stats.
+    pub(crate) fn partition_function_stats(&self, partition: PartitionId) -> PartitionStats {
+        self.functions()
+            .partitions
+            .get(usize::from(partition))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces `partition`'s function stats (written at the next write).
+    pub(crate) fn install_partition_function_stats(
+        &self,
+        partition: PartitionId,
+        stats: PartitionStats,
+    ) {
+        let mut held = self.functions();
+        if let Some(slot) = held.partitions.get_mut(usize::from(partition)) {
+            *slot = stats;
+            held.dirty.insert(partition);
+        }
+    }
+
+    /// Writes the function stats of the partitions that changed since last written
+    /// (durable at the next flush).
+    pub(crate) fn persist_function_stats(&self) -> Result<(), StoreError> {
+        let mut held = self.functions();
+        self.write_function_stats(&mut held)
+    }
+
+    fn write_function_stats(&self, held: &mut Functions) -> Result<(), StoreError> {
+        held.written = Instant::now();
+        if held.dirty.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for &partition in &held.dirty {
+            if let Some(stats) = held.partitions.get(usize::from(partition)) {
+                batch.insert(&partition.to_be_bytes()[..], functions::encode_stats(stats));
+            }
+        }
+        self.function_stats.apply_batch(batch)?;
+        held.dirty.clear();
         Ok(())
     }
 
@@ -262,7 +348,16 @@ impl Index {
         &self,
         wanted: &dyn Fn(PartitionId) -> bool,
     ) -> BTreeMap<FunctionRef, VersionStats> {
-        self.functions().summary(wanted)
+        let held = self.functions();
+        let mut out: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
+        for (partition, stats) in held.partitions.iter().enumerate() {
+            if wanted(partition as PartitionId) {
+                for (function, version) in &stats.versions {
+                    out.entry(function.clone()).or_default().merge(version);
+                }
+            }
+        }
+        out
     }
 
     /// The durable bookkeeping, locked: the indexer cannot move it meanwhile.
@@ -368,17 +463,18 @@ impl Index {
         let mut by_sequence = sled::Batch::default();
         let mut sequences: HashMap<PartitionId, u64> = HashMap::new();
         let mut superseded: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut stats = Changes::default();
-        let mut fresh: HashSet<ItemId> = HashSet::new();
-        let held = self.functions();
+        let mut held = self.functions();
         for entry in entries {
-            // An item counts in its function's stats once, when it first becomes live.
-            if let Some(facts) = &entry.facts
-                && fresh.insert(entry.id)
-                && !self.ids.contains_key(entry.id.to_bytes())?
+            // An item counts in its function's stats once, by its first record.
+            if let Some(stats) = held.partitions.get_mut(usize::from(entry.partition))
+                && stats.apply(entry.sequence, entry.replaces, entry.facts.as_ref())
             {
-                stats.add(&held, entry.partition, facts);
+                held.dirty.insert(entry.partition);
             }
+        }
+        let write_stats = held.written.elapsed() >= PERSIST_INTERVAL;
+        drop(held);
+        for entry in entries {
             let locator = entry.locator.to_bytes();
             listing.insert(entry.listing_key.as_slice(), &locator[..]);
             ids.insert(&entry.id.to_bytes()[..], &locator[..]);
@@ -415,13 +511,13 @@ impl Index {
             meta.insert(META_CHECKPOINT, &through.to_bytes()[..]);
             meta
         });
-        drop(held);
-        // In the ids batch: the stats move exactly when the entries they count do.
-        stats.write(&mut ids);
         self.ids.apply_batch(ids)?;
-        self.functions().install(stats.into_changed());
         self.listing.apply_batch(listing)?;
         self.by_sequence.apply_batch(by_sequence)?;
+        // After the entries they count: durable stats imply durable entries.
+        if write_stats {
+            self.persist_function_stats()?;
+        }
         if raised {
             self.sequences.apply_batch(seq_batch)?;
         }
@@ -525,7 +621,7 @@ impl Index {
     pub(crate) fn live_records(
         &self,
     ) -> impl Iterator<Item = Result<(ItemId, Locator), StoreError>> {
-        self.ids.range(..&STATS_START[..]).map(|entry| {
+        self.ids.iter().map(|entry| {
             let (key, raw) = entry?;
             let id = <[u8; 16]>::try_from(key.as_ref())
                 .map(ItemId::from_bytes)
@@ -581,11 +677,10 @@ impl Index {
         let mut listing = sled::Batch::default();
         let mut dead: BTreeMap<u64, u64> = BTreeMap::new();
         let mut removed = 0u64;
-        let mut stats = Changes::default();
+        let mut stats = self.partition_function_stats(partition);
         let end = sequence_key(partition, u64::MAX);
         let start = sequence_key(partition, sequence.saturating_add(1));
         if sequence < u64::MAX {
-            let held = self.functions();
             for entry in self.by_sequence.range(start..=end) {
                 let (key, raw) = entry?;
                 let locator = sequence_locator(&raw)?;
@@ -603,8 +698,10 @@ impl Index {
                     listing.remove(listing_key);
                     *dead.entry(locator.segment).or_default() += u64::from(locator.len);
                     removed += 1;
-                    if let Some(facts) = &facts {
-                        stats.remove(&held, partition, facts);
+                    if let Some(facts) = &facts
+                        && self.first_record_after(partition, sequence_replaces(&raw), sequence)?
+                    {
+                        stats.remove(facts);
                     }
                 } else if self.listing.get(&listing_key)?.as_deref()
                     == Some(&locator.to_bytes()[..])
@@ -614,6 +711,11 @@ impl Index {
                 }
             }
         }
+        // The stats first: if what follows is durable, so are they (a crash between
+        // leaves them counting records the index still holds, which it then recounts).
+        stats.counted = stats.counted.min(sequence);
+        self.install_partition_function_stats(partition, stats);
+        self.persist_function_stats()?;
         let mut durable = self.durable();
         let mut meta = sled::Batch::default();
         for (segment, bytes) in dead {
@@ -621,9 +723,7 @@ impl Index {
             *count += bytes;
             meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
         }
-        stats.write(&mut ids);
         self.ids.apply_batch(ids)?;
-        self.functions().install(stats.into_changed());
         self.listing.apply_batch(listing)?;
         self.by_sequence.apply_batch(by_sequence)?;
         self.meta.apply_batch(meta)?;
@@ -635,6 +735,50 @@ impl Index {
         drop(durable);
         self.flush()?;
         Ok(removed)
+    }
+
+    /// Whether the item whose live record of `partition` rewrote sequence `replaces`
+    /// (`None`: it is the item's first record) has its first record after `cut`: a
+    /// truncation at `cut` then takes the item away; otherwise its earlier version
+    /// comes back.
+    fn first_record_after(
+        &self,
+        partition: PartitionId,
+        mut replaces: Option<u64>,
+        cut: u64,
+    ) -> Result<bool, StoreError> {
+        while let Some(earlier) = replaces {
+            if earlier <= cut {
+                return Ok(false);
+            }
+            replaces = self
+                .sequence_entry(partition, earlier)?
+                .and_then(|(_, before)| before);
+        }
+        Ok(true)
+    }
+
+    /// The `by_sequence` entries of `partition` after sequence `after`, ascending, each
+    /// with the sequence it replaced (for a rewrite).
+    pub(crate) fn entries_after(
+        &self,
+        partition: PartitionId,
+        after: u64,
+    ) -> impl Iterator<Item = Result<(u64, Locator, Option<u64>), StoreError>> + use<> {
+        let start = sequence_key(partition, after.saturating_add(1));
+        let end = sequence_key(partition, u64::MAX);
+        let past_end = after == u64::MAX;
+        self.by_sequence
+            .range(start..=end)
+            .filter(move |_| !past_end)
+            .map(|entry| {
+                let (key, raw) = entry?;
+                Ok((
+                    key_sequence(&key)?,
+                    sequence_locator(&raw)?,
+                    sequence_replaces(&raw),
+                ))
+            })
     }
 
     /// Up to `limit` `listing` entries under `prefix` strictly after `after` (or from

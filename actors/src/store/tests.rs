@@ -662,3 +662,52 @@ fn replaying_what_the_index_already_holds_counts_nothing_twice() {
     store.flush().unwrap();
     assert_eq!(store.function_stats(|_| true), stats);
 }
+
+#[test]
+fn stats_written_before_the_last_records_count_them_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_path = dir.path().join("store/index");
+    let first: Vec<Item> = (0..10)
+        .map(|i| about(&format!("u{i}"), "blur", "1", 5, 0.0, 3.0))
+        .collect();
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply(first.clone());
+    }
+    // The stats as written then, before the records below.
+    let earlier: Vec<(sled::IVec, sled::IVec)> = {
+        let db = open_index_db(&index_path, 4 << 20).unwrap();
+        let tree = db.open_tree("function_stats").unwrap();
+        tree.iter().map(Result::unwrap).collect()
+    };
+    let stats = {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.apply(
+            (0..20)
+                .map(|i| about(&format!("v{i}"), "blur", "1", 1, 0.0, 3.0))
+                .collect(),
+        );
+        // A rewrite of an item counted before: its item stays counted once.
+        assert!(
+            store
+                .update_verdict(first[0].id, Status::Rejected { reasons: vec![] }, None)
+                .unwrap()
+        );
+        store.flush().unwrap();
+        store.function_stats(|_| true)
+    };
+    assert_eq!(stats[&version("blur", "1")].items, 30);
+    {
+        // As if the stats written after those records had been lost.
+        let db = open_index_db(&index_path, 4 << 20).unwrap();
+        let tree = db.open_tree("function_stats").unwrap();
+        tree.clear().unwrap();
+        for (key, value) in earlier {
+            tree.insert(key, value).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(store.function_stats(|_| true), stats);
+    assert_eq!(stats[&version("blur", "1")].ratings, [20, 0, 0, 0, 10]);
+}

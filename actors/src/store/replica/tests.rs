@@ -949,22 +949,14 @@ fn a_store_made_before_the_by_sequence_tree_rebuilds_it_when_opened() {
     assert_eq!(before.len(), 7);
     assert_eq!(stats.values().map(|s| s.items).sum::<u64>(), 7);
     {
-        // What an older version left: no `by_sequence` tree, no function stats (in
-        // `ids`, past every id), no marks.
+        // What an older version left: no `by_sequence` tree, no function stats, no
+        // marks.
         let db = crate::store::open_index_db(&path.join("index"), 4 << 20).unwrap();
         assert!(db.drop_tree("by_sequence").unwrap());
+        assert!(db.drop_tree("function_stats").unwrap());
         let meta = db.open_tree("meta").unwrap();
         meta.remove("by_sequence").unwrap();
         meta.remove("function_stats").unwrap();
-        let ids = db.open_tree("ids").unwrap();
-        let stats_keys: Vec<_> = ids
-            .range(&crate::store::functions::STATS_START[..]..)
-            .map(|e| e.unwrap().0)
-            .collect();
-        assert_eq!(stats_keys.len(), stats.len());
-        for key in stats_keys {
-            ids.remove(key).unwrap();
-        }
         db.flush().unwrap();
     }
     let store = open(&path);
