@@ -40,8 +40,11 @@ pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 /// Most bytes one partition's stored stats may decode from.
 const STATS_LIMIT_BYTES: usize = 64 << 20;
 
+/// A function version and what one item tells of it.
+pub(crate) type Facts = (FunctionRef, ItemFacts);
+
 /// What a record tells of the function its item names, if any.
-pub(crate) fn facts_of(item: &Item) -> Option<(FunctionRef, ItemFacts)> {
+pub(crate) fn facts_of(item: &Item) -> Option<Facts> {
     ItemFacts::of(item).map(|(function, facts)| (function.clone(), facts))
 }
 
@@ -61,7 +64,7 @@ impl PartitionStats {
         &mut self,
         sequence: u64,
         replaces: Option<u64>,
-        facts: Option<&(FunctionRef, ItemFacts)>,
+        facts: Option<&Facts>,
     ) -> bool {
         if sequence <= self.counted {
             return false;
@@ -77,7 +80,7 @@ impl PartitionStats {
     }
 
     /// An item of `function` is gone (a truncation cut its first record).
-    pub(crate) fn remove(&mut self, (function, facts): &(FunctionRef, ItemFacts)) {
+    pub(crate) fn remove(&mut self, (function, facts): &Facts) {
         if let Some(stats) = self.versions.get_mut(function) {
             stats.remove(facts);
             if stats.is_empty() {
@@ -116,7 +119,7 @@ pub(crate) fn decode_stats(raw: &[u8]) -> Result<PartitionStats, StoreError> {
 fn read_facts(
     log: &PartitionLog,
     locator: Locator,
-) -> Result<Option<(PartitionId, Option<(FunctionRef, ItemFacts)>)>, StoreError> {
+) -> Result<Option<(PartitionId, Option<Facts>)>, StoreError> {
     let partition = Cell::new(0);
     let body = match log.read(locator, &|h| {
         partition.set(h.partition);
