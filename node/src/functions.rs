@@ -3,6 +3,10 @@
 //! store keeps, no scan), and the node a client asked merges the members' reports into
 //! one page, judging each version by the configured [`UpdateRule`].
 //!
+//! The node asked keeps each merged page for [`PAGE_STALENESS`] ([`FunctionPages`]): a
+//! summary is read far more often than it changes much, and a page served again within
+//! that second costs no member anything. A page that misses partitions is not kept.
+//!
 //! A page is cut the same way on every member (name and version order, after the
 //! client's cursor, at most its limit), so the first `limit` versions of the merge are
 //! whole: a version among them is within every member's own first `limit`. A report
@@ -10,6 +14,8 @@
 //! is fewer while a partition changes leader or a member cannot be reached.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
 
 use chorus_actors::NodeHandle;
 use chorus_protocol::{
@@ -24,8 +30,85 @@ use crate::cluster::standing::PartitionSet;
 use crate::cluster::state::ClusterState;
 use crate::server::Backend;
 
+/// How long a merged page is served again: a summary is at most this stale (on top of
+/// the indexer's gathering, 50 ms).
+pub const PAGE_STALENESS: Duration = Duration::from_secs(1);
+
+/// Most pages kept.
+const KEPT_PAGES: u64 = 1024;
+
+/// Function pages answered, by where they came from (`cache` or `members`).
+pub const FUNCTION_PAGES_TOTAL: &str = "chorus_function_pages_total";
+
+/// The function pages a node answers: merged from the members, judged by its rule, and
+/// kept for [`PAGE_STALENESS`].
+#[derive(Clone)]
+pub struct FunctionPages {
+    rule: UpdateRule,
+    kept: moka::future::Cache<FunctionQuery, Response>,
+}
+
+impl Default for FunctionPages {
+    fn default() -> Self {
+        FunctionPages::new(UpdateRule::default())
+    }
+}
+
+impl FunctionPages {
+    /// Pages judged by `rule`, none kept yet.
+    pub fn new(rule: UpdateRule) -> Self {
+        Self::with_staleness(rule, PAGE_STALENESS)
+    }
+
+    /// Pages judged by `rule`, each kept for `staleness`.
+    fn with_staleness(rule: UpdateRule, staleness: Duration) -> Self {
+        FunctionPages {
+            rule,
+            kept: moka::future::Cache::builder()
+                .max_capacity(KEPT_PAGES)
+                .time_to_live(staleness)
+                .build(),
+        }
+    }
+
+    /// Answers `Request::Functions` for `backend`.
+    pub async fn page(
+        &self,
+        backend: &Backend,
+        query: FunctionQuery,
+    ) -> Result<Response, ErrorCode> {
+        let rule = self.rule;
+        self.kept_or(query.clone(), gather(backend, query, &rule))
+            .await
+    }
+
+    /// The page kept for `query`, or what `merged` makes of it (kept if it covers
+    /// every partition).
+    async fn kept_or(
+        &self,
+        query: FunctionQuery,
+        merged: impl Future<Output = Result<Response, ErrorCode>>,
+    ) -> Result<Response, ErrorCode> {
+        if let Some(page) = self.kept.get(&query).await {
+            metrics::counter!(FUNCTION_PAGES_TOTAL, "source" => "cache").increment(1);
+            return Ok(page);
+        }
+        let page = merged.await?;
+        metrics::counter!(FUNCTION_PAGES_TOTAL, "source" => "members").increment(1);
+        if let Response::Functions {
+            covered: (counted, of),
+            ..
+        } = &page
+            && counted == of
+        {
+            self.kept.insert(query, page.clone()).await;
+        }
+        Ok(page)
+    }
+}
+
 /// Which function versions a page holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FunctionQuery {
     /// Only the versions of the function of this name.
     pub name: Option<String>,
@@ -264,6 +347,33 @@ mod tests {
                 .0
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_whole_page_is_served_again_until_stale_and_a_partial_one_never() {
+        let pages = FunctionPages::with_staleness(UpdateRule::default(), Duration::from_millis(50));
+        let merged = std::sync::atomic::AtomicUsize::new(0);
+        let merged = &merged;
+        let merge = |covered| async move {
+            merged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Response::Functions {
+                versions: Vec::new(),
+                next: None,
+                covered,
+            })
+        };
+        let count = || merged.load(std::sync::atomic::Ordering::Relaxed);
+        let whole = query(Some("f"), None, 10);
+        pages.kept_or(whole.clone(), merge((4, 4))).await.unwrap();
+        pages.kept_or(whole.clone(), merge((4, 4))).await.unwrap();
+        assert_eq!(count(), 1, "served again");
+        let partial = query(Some("g"), None, 10);
+        pages.kept_or(partial.clone(), merge((3, 4))).await.unwrap();
+        pages.kept_or(partial, merge((3, 4))).await.unwrap();
+        assert_eq!(count(), 3, "a page missing partitions is merged again");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        pages.kept_or(whole, merge((4, 4))).await.unwrap();
+        assert_eq!(count(), 4, "a stale page is merged again");
     }
 
     #[test]

@@ -414,7 +414,7 @@ impl Node {
             cluster: state.clone(),
             peers,
             replication: replicator.clone(),
-            update_rule: config.update_rule(),
+            functions: crate::functions::FunctionPages::new(config.update_rule()),
         };
         if let Some(links) = &links {
             spawn_syncs(&tasks, links, &state, &node, &shutdown);

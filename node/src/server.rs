@@ -22,7 +22,7 @@ use chorus_actors::NodeHandle;
 use crate::cluster::replication::Replicator;
 use crate::cluster::routing::Forwarder;
 use crate::cluster::state::ClusterState;
-use chorus_protocol::{FrameLimit, UpdateRule};
+use chorus_protocol::FrameLimit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,8 +43,8 @@ pub struct Backend {
     pub peers: Option<Arc<dyn Forwarder>>,
     /// Replication of the partitions this node leads; `None` with one replica each.
     pub replication: Option<Replicator>,
-    /// When a function version's feedback marks it `requires_update`.
-    pub update_rule: UpdateRule,
+    /// The function pages this node answers (judged by its `[functions]` rule).
+    pub functions: crate::functions::FunctionPages,
 }
 
 impl Backend {
@@ -55,7 +55,7 @@ impl Backend {
             cluster,
             peers: None,
             replication: None,
-            update_rule: UpdateRule::default(),
+            functions: crate::functions::FunctionPages::default(),
         }
     }
 }

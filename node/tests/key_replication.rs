@@ -136,7 +136,7 @@ impl Member {
                 cluster: ClusterState::new(id.clone(), addr, 16).unwrap(),
                 peers: Some(links.clone()),
                 replication: None,
-                update_rule: Default::default(),
+                functions: Default::default(),
             },
             ServerSettings {
                 frame_limit: FrameLimit::default(),

@@ -50,6 +50,11 @@ pub(super) fn describe() {
         "Time from a decoded request to its answer, by request kind and tier."
     );
     describe_counter!(
+        crate::functions::FUNCTION_PAGES_TOTAL,
+        Unit::Count,
+        "Function pages answered, by source: cache (served again within a second) or members (merged)."
+    );
+    describe_counter!(
         REJECTIONS_TOTAL,
         Unit::Count,
         "Typed errors sent to clients, per request or per batch item, by reason."

@@ -57,7 +57,7 @@ pub async fn dispatch(
                 unreachable!("matched above");
             };
             let query = crate::functions::FunctionQuery { name, after, limit };
-            crate::functions::gather(backend, query, &backend.update_rule).await
+            backend.functions.page(backend, query).await
         }
         request => serve(backend, caller, request, false).await,
     }
