@@ -352,12 +352,15 @@ impl NodeHandle {
     }
 
     /// What the feedback about each function version adds up to over the partitions
-    /// `wanted` picks, as this node's store counts it (see [`Store::function_stats`]).
+    /// `wanted` picks, as this node's store counts it: the first `limit` versions
+    /// `select` picks (see [`Store::function_stats_page`]).
     pub fn function_stats(
         &self,
         wanted: impl Fn(PartitionId) -> bool,
+        select: impl Fn(&FunctionRef) -> bool,
+        limit: usize,
     ) -> BTreeMap<FunctionRef, VersionStats> {
-        self.inner.store.function_stats(wanted)
+        self.inner.store.function_stats_page(wanted, select, limit)
     }
 
     /// The item with this id, if stored. An id that names its partition is answered

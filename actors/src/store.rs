@@ -630,7 +630,19 @@ impl Store {
         &self,
         wanted: impl Fn(PartitionId) -> bool,
     ) -> BTreeMap<FunctionRef, VersionStats> {
-        self.shared.index.function_summary(&wanted)
+        self.function_stats_page(wanted, |_| true, usize::MAX)
+    }
+
+    /// [`Store::function_stats`], only the first `limit` versions `select` picks. The
+    /// sums over the partitions asked about are kept and moved as items are counted, so
+    /// asking again about the same partitions costs what the answer holds.
+    pub fn function_stats_page(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+        select: impl Fn(&FunctionRef) -> bool,
+        limit: usize,
+    ) -> BTreeMap<FunctionRef, VersionStats> {
+        self.shared.index.function_summary(&wanted, &select, limit)
     }
 
     /// The durability writes get.

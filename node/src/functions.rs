@@ -146,13 +146,9 @@ pub fn report(node: &NodeHandle, cluster: &ClusterState, query: &FunctionQuery) 
     let me = cluster.node();
     let partitions = ring.ring.partitions();
     let leads = |p: PartitionId| p < partitions && ring.leader(p) == me;
-    let all = node.function_stats(leads);
+    let page = node.function_stats(leads, |function| query.selects(function), query.limit());
     FunctionReport {
-        versions: all
-            .into_iter()
-            .filter(|(function, _)| query.selects(function))
-            .take(query.limit())
-            .collect(),
+        versions: page.into_iter().collect(),
         partitions: PartitionSet::of((0..partitions).filter(|&p| leads(p))),
     }
 }

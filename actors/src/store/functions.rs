@@ -59,24 +59,27 @@ pub(crate) struct PartitionStats {
 
 impl PartitionStats {
     /// Counts a record of this partition: its item, if the record is the item's first
-    /// and not counted yet. Returns whether anything changed.
-    pub(crate) fn apply(
+    /// and not counted yet. Returns whether anything changed, and what was counted.
+    pub(crate) fn apply<'f>(
         &mut self,
         sequence: u64,
         replaces: Option<u64>,
-        facts: Option<&Facts>,
-    ) -> bool {
+        facts: Option<&'f Facts>,
+    ) -> (bool, Option<&'f Facts>) {
         if sequence <= self.counted {
-            return false;
+            return (false, None);
         }
         self.counted = sequence;
-        if let (None, Some((function, facts))) = (replaces, facts) {
-            self.versions
-                .entry(function.clone())
-                .or_default()
-                .add(facts);
+        match (replaces, facts) {
+            (None, Some(counted @ (function, facts))) => {
+                self.versions
+                    .entry(function.clone())
+                    .or_default()
+                    .add(facts);
+                (true, Some(counted))
+            }
+            _ => (true, None),
         }
-        true
     }
 
     /// An item of `function` is gone (a truncation cut its first record).
@@ -182,7 +185,7 @@ pub(crate) fn catch_up(index: &Index, log: &PartitionLog) -> Result<(), StoreErr
                     read_facts(log, locator)?.and_then(|(_, facts)| facts)
                 }
             };
-            changed |= stats.apply(sequence, replaces, facts.as_ref());
+            changed |= stats.apply(sequence, replaces, facts.as_ref()).0;
         }
         if changed {
             index.install_partition_function_stats(partition, stats);
@@ -217,11 +220,12 @@ mod tests {
     #[test]
     fn an_item_counts_once_by_its_first_record() {
         let mut stats = PartitionStats::default();
-        assert!(stats.apply(1, None, Some(&facts(4))));
+        let first = facts(4);
+        assert_eq!(stats.apply(1, None, Some(&first)), (true, Some(&first)));
         // A rewrite of it, a copy of it (its old sequence), a record of no function.
-        assert!(stats.apply(2, Some(1), Some(&facts(4))));
-        assert!(!stats.apply(1, None, Some(&facts(4))));
-        assert!(stats.apply(3, None, None));
+        assert_eq!(stats.apply(2, Some(1), Some(&first)), (true, None));
+        assert_eq!(stats.apply(1, None, Some(&first)), (false, None));
+        assert_eq!(stats.apply(3, None, None), (true, None));
         assert_eq!(stats.counted, 3);
         let counted = &stats.versions[&facts(4).0];
         assert_eq!(counted.items, 1);
@@ -232,7 +236,7 @@ mod tests {
     #[test]
     fn stored_stats_round_trip_and_nonsense_is_corrupt() {
         let mut stats = PartitionStats::default();
-        stats.apply(7, None, Some(&facts(2)));
+        let _ = stats.apply(7, None, Some(&facts(2)));
         assert_eq!(decode_stats(&encode_stats(&stats)).unwrap(), stats);
         let mut trailing = encode_stats(&stats);
         trailing.push(0);

@@ -40,7 +40,7 @@ use std::time::Instant;
 use chorus_protocol::{FunctionRef, ItemFacts, ItemId, PartitionId, VersionStats};
 
 use super::StoreError;
-use super::functions::{self, PERSIST_INTERVAL, PartitionStats};
+use super::functions::{self, Facts, PERSIST_INTERVAL, PartitionStats};
 use super::log::{LOCATOR_LEN, Locator, LogPosition};
 
 /// `meta` key of the checkpoint.
@@ -165,6 +165,60 @@ struct Functions {
     partitions: Vec<PartitionStats>,
     dirty: BTreeSet<PartitionId>,
     written: Instant,
+    /// The stats summed over the partitions last asked about (those a node leads), kept
+    /// up to date as records are counted, so that a summary costs what it returns, not
+    /// partitions × versions; `None` until asked, and after a recount or truncation.
+    summed: Option<Summed>,
+}
+
+/// Stats summed over a set of partitions.
+#[derive(Debug)]
+struct Summed {
+    /// Which partitions.
+    over: Vec<bool>,
+    /// Each version's stats over them.
+    versions: BTreeMap<FunctionRef, VersionStats>,
+}
+
+impl Functions {
+    /// The sums over the partitions `wanted` picks: kept ones if they are over the
+    /// same partitions, else summed afresh (and kept).
+    fn summed(&mut self, wanted: &dyn Fn(PartitionId) -> bool) -> &Summed {
+        let over: Vec<bool> = (0..self.partitions.len())
+            .map(|p| wanted(p as PartitionId))
+            .collect();
+        if self.summed.as_ref().is_none_or(|s| s.over != over) {
+            let mut versions: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
+            for (stats, _) in self.partitions.iter().zip(&over).filter(|(_, w)| **w) {
+                for (function, version) in &stats.versions {
+                    match versions.get_mut(function) {
+                        Some(sum) => sum.merge(version),
+                        None => {
+                            versions.insert(function.clone(), version.clone());
+                        }
+                    }
+                }
+            }
+            self.summed = Some(Summed { over, versions });
+        }
+        self.summed.as_ref().expect("summed above")
+    }
+
+    /// Adds an item counted in `partition` to the kept sums, if they are over it.
+    fn add_to_summed(&mut self, partition: PartitionId, (function, facts): &Facts) {
+        if let Some(summed) = &mut self.summed
+            && summed.over.get(usize::from(partition)) == Some(&true)
+        {
+            match summed.versions.get_mut(function) {
+                Some(sum) => sum.add(facts),
+                None => {
+                    let mut sum = VersionStats::default();
+                    sum.add(facts);
+                    summed.versions.insert(function.clone(), sum);
+                }
+            }
+        }
+    }
 }
 
 /// The index's durable bookkeeping, mirrored in memory.
@@ -211,6 +265,7 @@ impl Index {
                 partitions: Vec::new(),
                 dirty: BTreeSet::new(),
                 written: Instant::now(),
+                summed: None,
             }),
         };
         let durable = Durable {
@@ -281,6 +336,7 @@ impl Index {
         let mut held = self.functions();
         held.partitions = counted;
         held.dirty.clear();
+        held.summed = None;
         Ok(())
     }
 
@@ -316,6 +372,7 @@ impl Index {
         if let Some(slot) = held.partitions.get_mut(usize::from(partition)) {
             *slot = stats;
             held.dirty.insert(partition);
+            held.summed = None;
         }
     }
 
@@ -347,17 +404,17 @@ impl Index {
     pub(crate) fn function_summary(
         &self,
         wanted: &dyn Fn(PartitionId) -> bool,
+        select: &dyn Fn(&FunctionRef) -> bool,
+        limit: usize,
     ) -> BTreeMap<FunctionRef, VersionStats> {
-        let held = self.functions();
-        let mut out: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
-        for (partition, stats) in held.partitions.iter().enumerate() {
-            if wanted(partition as PartitionId) {
-                for (function, version) in &stats.versions {
-                    out.entry(function.clone()).or_default().merge(version);
-                }
-            }
-        }
-        out
+        let mut held = self.functions();
+        held.summed(wanted)
+            .versions
+            .iter()
+            .filter(|(function, _)| select(function))
+            .take(limit)
+            .map(|(function, stats)| (function.clone(), stats.clone()))
+            .collect()
     }
 
     /// The durable bookkeeping, locked: the indexer cannot move it meanwhile.
@@ -466,10 +523,16 @@ impl Index {
         let mut held = self.functions();
         for entry in entries {
             // An item counts in its function's stats once, by its first record.
-            if let Some(stats) = held.partitions.get_mut(usize::from(entry.partition))
-                && stats.apply(entry.sequence, entry.replaces, entry.facts.as_ref())
-            {
+            let Some(stats) = held.partitions.get_mut(usize::from(entry.partition)) else {
+                continue;
+            };
+            let (changed, counted) =
+                stats.apply(entry.sequence, entry.replaces, entry.facts.as_ref());
+            if changed {
                 held.dirty.insert(entry.partition);
+            }
+            if let Some(counted) = counted {
+                held.add_to_summed(entry.partition, counted);
             }
         }
         let write_stats = held.written.elapsed() >= PERSIST_INTERVAL;

@@ -711,3 +711,45 @@ fn stats_written_before_the_last_records_count_them_when_the_store_opens() {
     assert_eq!(store.function_stats(|_| true), stats);
     assert_eq!(stats[&version("blur", "1")].ratings, [20, 0, 0, 0, 10]);
 }
+
+#[test]
+fn sums_kept_over_some_partitions_move_with_what_is_counted_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let some = |p: PartitionId| p % 3 == 0;
+    let write = |n: usize, tag: &str| {
+        store.apply(
+            (0..n)
+                .map(|i| {
+                    about(
+                        &format!("{tag}{i}"),
+                        "sharpen",
+                        &(i % 4).to_string(),
+                        3,
+                        0.0,
+                        2.0,
+                    )
+                })
+                .collect(),
+        );
+        store.flush().unwrap();
+    };
+    write(40, "a");
+    let before = store.function_stats(some);
+    // Kept now; what is counted next moves them.
+    write(60, "b");
+    let moved = store.function_stats(some);
+    // Summed afresh: asked over other partitions first, the kept sums are replaced.
+    assert_ne!(store.function_stats(|_| true), moved);
+    assert_eq!(store.function_stats(some), moved);
+    assert!(
+        moved.values().map(|s| s.items).sum::<u64>()
+            > before.values().map(|s| s.items).sum::<u64>()
+    );
+    let page = store.function_stats_page(some, |f| f.version != "0", 2);
+    assert_eq!(page.len(), 2);
+    assert_eq!(
+        page.keys().map(|f| f.version.as_str()).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+}
