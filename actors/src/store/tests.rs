@@ -716,7 +716,7 @@ fn stats_written_before_the_last_records_count_them_when_the_store_opens() {
 fn sums_kept_over_some_partitions_move_with_what_is_counted_after() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
-    let some = |p: PartitionId| p % 3 == 0;
+    let some = |p: PartitionId| p.is_multiple_of(3);
     let write = |n: usize, tag: &str| {
         store.apply(
             (0..n)
