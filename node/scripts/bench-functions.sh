@@ -2,18 +2,18 @@
 # Function summaries over many stored items, for BENCHMARKS.md: three local agents
 # (three replicas of each partition), items about FUNCTIONS functions (three versions
 # each) loaded through node-1 with `chorus bench` for LOAD, then QUERIES runs of
-# `chorus functions versions NAME --json` against node-1, each for a function not asked
-# before (node-1 keeps a page for a second). Each sample is a whole CLI process (its
-# start, a QUIC handshake and the query), so its time bounds the query's from above.
+# pages asked of node-1 over one SDK connection: each function's versions (pages node-1
+# has not kept), then every version LISTS times, each after node-1's kept page went
+# stale (node/examples/function_pages.rs).
 #
 #   CHORUS_BIN=target/release/chorus LOAD=60s node/scripts/bench-functions.sh
 #
-# Knobs: CHORUS_BIN LOAD (60s) FUNCTIONS (100) QUERIES (100) PROBE_MS (500)
+# Knobs: CHORUS_BIN LOAD (60s) FUNCTIONS (100) LISTS (20) PROBE_MS (500)
 set -euo pipefail
 PROBE_MS="${PROBE_MS:-500}"
 LOAD="${LOAD:-60s}"
 FUNCTIONS="${FUNCTIONS:-100}"
-QUERIES="${QUERIES:-100}"
+LISTS="${LISTS:-20}"
 # shellcheck source=bench-common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 # shellcheck source=bench-nodes.sh
@@ -46,19 +46,6 @@ echo "items counted: $last"
 for i in 1 2 3; do
   echo "node-$i log: $(du -sh "$WORK/data-$i/store/log" | cut -f1)"
 done
-python3 - "$BIN" "$QUERIES" "$FUNCTIONS" "${client[@]}" <<'PY'
-import json, subprocess, sys, time
-bin, queries, functions, client = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-times = []
-for q in range(queries):
-    name = f"fn-{q % functions:05}"
-    started = time.perf_counter()
-    out = subprocess.run([bin, "functions", "versions", name, "--json", *client],
-                         capture_output=True, check=True)
-    times.append((time.perf_counter() - started) * 1000)
-    versions = [json.loads(l) for l in out.stdout.decode().splitlines()]
-    assert len(versions) == 3, versions
-times.sort()
-pick = lambda p: times[min(len(times) - 1, int(p * len(times)))]
-print(f"{queries} queries (whole CLI runs): p50 {pick(0.5):.1f} ms, p99 {pick(0.99):.1f} ms, max {times[-1]:.1f} ms")
-PY
+# Timed from one SDK connection, as an application asks (node/examples/function_pages.rs).
+cargo run --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node --example function_pages -- \
+  127.0.0.1:7400 node-1 "$WORK/certs/ca.pem" "$WORK/data-1/admin.key" "$FUNCTIONS" "$LISTS"
