@@ -153,6 +153,22 @@ pub fn report(node: &NodeHandle, cluster: &ClusterState, query: &FunctionQuery) 
     }
 }
 
+/// [`report`] on the blocking pool: the first report after a change of leader sums the
+/// node's led partitions afresh (partitions × versions), which must not hold a runtime
+/// worker.
+pub async fn report_blocking(
+    node: NodeHandle,
+    cluster: ClusterState,
+    query: FunctionQuery,
+) -> Result<FunctionReport, ErrorCode> {
+    tokio::task::spawn_blocking(move || report(&node, &cluster, &query))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "counting function stats failed");
+            ErrorCode::Internal { request_id: 0 }
+        })
+}
+
 /// Merges the members' reports into the page the client gets.
 pub fn merge(
     reports: Vec<FunctionReport>,
@@ -208,7 +224,8 @@ pub async fn gather(
     let cluster = &backend.cluster;
     let ring = cluster.ring();
     let partitions = ring.ring.partitions();
-    let mut reports = vec![report(&backend.node, cluster, &query)];
+    let mut reports =
+        vec![report_blocking(backend.node.clone(), cluster.clone(), query.clone()).await?];
     if let Some(peers) = &backend.peers {
         let others: Vec<NodeId> = ring
             .live

@@ -127,7 +127,7 @@ impl Actor for ForwardReceiver {
                 let mut outcome = match request {
                     Forward::Standings { set } => standings(cluster.as_ref(), set),
                     Forward::FunctionStats { query } => {
-                        function_stats(&node, cluster.as_ref(), &query)
+                        function_stats(&node, cluster.as_ref(), query).await
                     }
                     request => crate::request_id::serve(id, execute(&node, request)).await,
                 };
@@ -165,19 +165,19 @@ fn check_partitions(
 
 /// This member's page of function stats, over the partitions the ring names it the
 /// leader of.
-fn function_stats(
+async fn function_stats(
     node: &NodeHandle,
     cluster: Option<&ClusterState>,
-    query: &crate::functions::FunctionQuery,
+    query: crate::functions::FunctionQuery,
 ) -> Result<ForwardReply, ErrorCode> {
     let Some(cluster) = cluster else {
         return Err(ErrorCode::Unavailable {
             reason: "this node keeps no ring".into(),
         });
     };
-    Ok(ForwardReply::FunctionStats(crate::functions::report(
-        node, cluster, query,
-    )))
+    crate::functions::report_blocking(node.clone(), cluster.clone(), query)
+        .await
+        .map(ForwardReply::FunctionStats)
 }
 
 /// Merges a peer's standings; answers with those this node holds newer.

@@ -63,6 +63,19 @@ impl Recent {
         }
     }
 
+    /// The ids of the requests that wrote those of `records` still remembered here
+    /// (each once, ascending): a shipment read back from the log still names them.
+    pub(super) fn requests_of(&self, records: &[ReplicaRecord]) -> Vec<u64> {
+        let mut requests: Vec<u64> = records
+            .iter()
+            .filter_map(|r| self.records.get(&(r.partition, r.sequence)))
+            .filter_map(|(_, request)| *request)
+            .collect();
+        requests.sort_unstable();
+        requests.dedup();
+        requests
+    }
+
     /// The partition's records right after `after`, with no gap, up to `last` and
     /// about `max_bytes`; `None` when the one right after `after` is not here.
     pub(super) fn after(
@@ -123,6 +136,15 @@ mod tests {
             "bytes bound"
         );
         assert!(recent.after(3, 7, 10, 1_000).is_none());
+    }
+
+    #[test]
+    fn records_read_elsewhere_are_named_by_the_requests_remembered_here() {
+        let mut recent = Recent::new(1_000);
+        recent.extend((4..=6).map(|s| record(2, s, 10)));
+        let read: Vec<ReplicaRecord> = (1..=6).map(|s| record(2, s, 10).0).collect();
+        assert_eq!(recent.requests_of(&read), [2, 3]);
+        assert!(recent.requests_of(&read[..3]).is_empty());
     }
 
     #[test]

@@ -459,7 +459,11 @@ impl Replicator {
                     .read_partition(planned.partition, known, budget)
                     .await
                 {
-                    Ok((records, _)) => records,
+                    Ok((records, _)) => {
+                        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+                        requests.extend(recent.requests_of(&records));
+                        records
+                    }
                     Err(error) => {
                         warn!(partition = planned.partition, %error, "reading records to ship failed");
                         continue;
