@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use chorus_client::ClientError;
 use chorus_protocol::{ErrorCode, Item, Kind, Role};
-use support::cluster::{Node, PROBE_MS, cluster_with, formed, plain_client, until, user_owned_by};
+use support::cluster::{
+    Node, PROBE_MS, cluster_with, formed, plain_client, submit_once_led, until, user_owned_by,
+};
 
 /// JSON logs, with the request spans of the client server and the forward receiver.
 const LOG: &str = r#"
@@ -68,20 +70,7 @@ async fn forwarding_owner_down_detection_ring_move_and_rejoin() {
     let far_user = user_owned_by(&nodes[0], "node-3", "far");
     let near_user = user_owned_by(&nodes[0], "node-1", "near");
     let far = Item::new(far_user.clone(), Kind::Text);
-    // Until every partition's leader has taken over, writes are refused as Unavailable.
-    let receipt = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match client.submit(far.clone()).await {
-                Err(ClientError::Server(ErrorCode::Unavailable { .. })) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("forwarded in time")
-    .unwrap();
+    let receipt = submit_once_led(&client, far.clone()).await.unwrap();
     assert_eq!(receipt.owner.0, "node-3");
     // One request id on both nodes the submit touched: node-1 forwarded it under the id
     // it minted, and node-3 served the forward under the same id.

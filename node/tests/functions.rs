@@ -8,9 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use chorus_client::ClientError;
-use chorus_protocol::{ErrorCode, ExecutionMetrics, FunctionRef, Item, Kind, UpdateReason};
-use support::cluster::{cluster, formed, plain_client, until, user_owned_by};
+use chorus_protocol::{ExecutionMetrics, FunctionRef, Item, Kind, UpdateReason};
+use support::cluster::{cluster, formed, plain_client, submit_once_led, until, user_owned_by};
 
 fn about(user: &str, version: &str, rating: u8, errors: f64) -> Item {
     let mut item = Item::new(user.to_string(), Kind::Rating);
@@ -44,20 +43,7 @@ async fn a_page_of_function_stats_counts_every_partition_once_across_the_cluster
         items.extend((0..5).map(|_| about(&user, "2.0", 5, 0.0)));
     }
     for item in items {
-        // Until every partition's leader has taken over, writes are refused.
-        tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                match client.submit(item.clone()).await {
-                    Err(ClientError::Server(ErrorCode::Unavailable { .. })) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .expect("stored in time")
-        .unwrap();
+        submit_once_led(&client, item).await.unwrap();
     }
     let page = tokio::time::timeout(Duration::from_secs(15), async {
         loop {

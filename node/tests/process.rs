@@ -170,20 +170,23 @@ fn an_invalid_config_exits_64_naming_the_key_before_binding() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
 
+/// Runs the CLI with `args` against the agent on `port` whose data dir is `dir`.
+fn cli_at(dir: &std::path::Path, port: u16, args: &[&str]) -> std::process::Output {
+    Command::new(chorus_bin())
+        .args(args)
+        .env("CHORUS_CLI_DATA_DIR", dir)
+        .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_submits_gets_and_lists_with_the_local_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let _agent = AgentProcess::start(dir.path(), port).await;
-    let cli = |args: &[&str]| {
-        Command::new(chorus_bin())
-            .args(args)
-            .env("CHORUS_CLI_DATA_DIR", dir.path())
-            .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| cli_at(dir.path(), port, args);
 
     let out = cli(&[
         "submit", "--user", "u1", "--rating", "5", "--text", "great", "--json",
@@ -245,15 +248,7 @@ async fn the_cli_lists_keys_and_revokes_one_by_a_prefix_of_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
     let _agent = AgentProcess::start(dir.path(), port).await;
-    let cli = |args: &[&str]| {
-        Command::new(chorus_bin())
-            .args(args)
-            .env("CHORUS_CLI_DATA_DIR", dir.path())
-            .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| cli_at(dir.path(), port, args);
     let json_lines = |out: &std::process::Output| -> Vec<serde_json::Value> {
         assert!(
             out.status.success(),
@@ -414,15 +409,7 @@ async fn the_cli_reports_what_the_feedback_about_each_function_version_adds_up_t
     let _agent =
         AgentProcess::start_with_env(dir.path(), port, &[("CHORUS_FUNCTIONS_MIN_ITEMS", "3")])
             .await;
-    let cli = |args: &[&str]| {
-        Command::new(chorus_bin())
-            .args(args)
-            .env("CHORUS_CLI_DATA_DIR", dir.path())
-            .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| cli_at(dir.path(), port, args);
     let submits: [(&str, &str, &str, &str); 5] = [
         ("resize@1.0", "2", "0.2", "10"),
         ("resize@1.0", "1", "0.1", "20"),

@@ -45,7 +45,7 @@ pub use message::{
     ApiKeyInfo, ClientFrame, FunctionVersion, Hello, KEY_ID_HEX_LEN, MAX_API_KEY_NAME_BYTES,
     MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_FUNCTIONS_PAGE, MAX_KEY_ID_HEX, MAX_PAGE_LIMIT,
     MAX_PAGE_TOKEN_BYTES, PageToken, Request, Response, Role, RoutedRequest, ServerFrame,
-    UpdateReasons, Welcome, check_batch_len, check_key_id,
+    UpdateReasons, Welcome, check_batch_len, check_functions_page, check_key_id,
 };
 pub use partition::{PartitionId, partition_of};
 pub use peek::{SubmitHead, peek_submit};

@@ -517,26 +517,7 @@ impl Request {
                 ))
             }
             Request::RevokeApiKey { id } => check_key_id(id),
-            Request::Functions { name, limit, .. } => {
-                if *limit == 0 || *limit > MAX_FUNCTIONS_PAGE {
-                    return Err(ErrorCode::invalid(
-                        "limit",
-                        format!("{limit}, must be 1..={MAX_FUNCTIONS_PAGE}"),
-                    ));
-                }
-                match name {
-                    Some(name) if name.is_empty() || name.len() > MAX_FUNCTION_NAME_BYTES => {
-                        Err(ErrorCode::invalid(
-                            "name",
-                            format!(
-                                "{} bytes, must be 1..={MAX_FUNCTION_NAME_BYTES}",
-                                name.len()
-                            ),
-                        ))
-                    }
-                    _ => Ok(()),
-                }
-            }
+            Request::Functions { name, limit, .. } => check_functions_page(name.as_deref(), *limit),
             Request::Routed { request, .. } => match request {
                 RoutedRequest::SubmitBatch(items) => check_batch_len(items.len()),
                 RoutedRequest::ListByUser { limit, after, .. } => {
@@ -555,6 +536,29 @@ pub fn check_batch_len(len: usize) -> Result<(), ErrorCode> {
         return Err(ErrorCode::invalid("items", batch_len_reason(len as u64)));
     }
     Ok(())
+}
+
+/// Checks a function page's name (1..=[`MAX_FUNCTION_NAME_BYTES`] bytes, if given) and
+/// limit (1..=[`MAX_FUNCTIONS_PAGE`]).
+pub fn check_functions_page(name: Option<&str>, limit: u32) -> Result<(), ErrorCode> {
+    if limit == 0 || limit > MAX_FUNCTIONS_PAGE {
+        return Err(ErrorCode::invalid(
+            "limit",
+            format!("{limit}, must be 1..={MAX_FUNCTIONS_PAGE}"),
+        ));
+    }
+    match name {
+        Some(name) if name.is_empty() || name.len() > MAX_FUNCTION_NAME_BYTES => {
+            Err(ErrorCode::invalid(
+                "name",
+                format!(
+                    "{} bytes, must be 1..={MAX_FUNCTION_NAME_BYTES}",
+                    name.len()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks a key id prefix: 1..=[`MAX_KEY_ID_HEX`] lowercase hex digits.

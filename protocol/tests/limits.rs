@@ -150,3 +150,21 @@ fn responses_still_round_trip_through_the_hand_written_decoders() {
         );
     }
 }
+
+#[test]
+fn a_functions_page_outside_its_bounds_is_refused_naming_the_field() {
+    let field = |result: Result<(), ErrorCode>| match result {
+        Err(ErrorCode::Invalid { field, .. }) => field,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    assert!(check_functions_page(Some("resize"), MAX_FUNCTIONS_PAGE).is_ok());
+    assert!(check_functions_page(None, 1).is_ok());
+    assert_eq!(field(check_functions_page(None, 0)), "limit");
+    assert_eq!(
+        field(check_functions_page(None, MAX_FUNCTIONS_PAGE + 1)),
+        "limit"
+    );
+    assert_eq!(field(check_functions_page(Some(""), 10)), "name");
+    let long = "n".repeat(MAX_FUNCTION_NAME_BYTES + 1);
+    assert_eq!(field(check_functions_page(Some(&long), 10)), "name");
+}

@@ -614,16 +614,8 @@ impl Index {
         partition: PartitionId,
         after: u64,
     ) -> impl Iterator<Item = Result<(u64, Locator), StoreError>> + use<> {
-        let start = sequence_key(partition, after.saturating_add(1));
-        let end = sequence_key(partition, u64::MAX);
-        let past_end = after == u64::MAX;
-        self.by_sequence
-            .range(start..=end)
-            .filter(move |_| !past_end)
-            .map(|entry| {
-                let (key, raw) = entry?;
-                Ok((key_sequence(&key)?, sequence_locator(&raw)?))
-            })
+        self.entries_after(partition, after)
+            .map(|entry| entry.map(|(sequence, locator, _)| (sequence, locator)))
     }
 
     /// Where the record `sequence` of `partition` lies, if indexed.

@@ -51,11 +51,8 @@ pub async fn dispatch(
             push_key(backend, entry.hash).await;
             Ok(Response::ApiKeyRevoked(entry.info()))
         }
-        request @ Request::Functions { .. } => {
-            request.validate_shape()?;
-            let Request::Functions { name, after, limit } = request else {
-                unreachable!("matched above");
-            };
+        Request::Functions { name, after, limit } => {
+            chorus_protocol::check_functions_page(name.as_deref(), limit)?;
             let query = crate::functions::FunctionQuery { name, after, limit };
             backend.functions.page(backend, query).await
         }

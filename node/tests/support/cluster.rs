@@ -240,6 +240,26 @@ pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool)
     started.elapsed()
 }
 
+/// Submits `item` until it is not refused as `Unavailable` (a just-formed cluster's
+/// leaders take their partitions over first), for at most 20 s.
+pub async fn submit_once_led(
+    client: &Client,
+    item: chorus_protocol::Item,
+) -> Result<chorus_protocol::Receipt, ClientError> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match client.submit(item.clone()).await {
+                Err(ClientError::Server(chorus_protocol::ErrorCode::Unavailable { .. })) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the partition's leader took over in time")
+}
+
 /// A client of `node` that sends everything to it (no ring routing), so that what it
 /// does not own is forwarded.
 pub async fn plain_client(node: &Node, dir: &Path) -> Client {

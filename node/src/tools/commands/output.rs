@@ -240,6 +240,15 @@ fn totals(group: &[&FunctionVersion]) -> VersionStats {
     total
 }
 
+/// The versions of a function's group that require an update.
+fn flagged<'a>(group: &[&'a FunctionVersion]) -> Vec<&'a str> {
+    group
+        .iter()
+        .filter(|v| !v.requires_update.0.is_empty())
+        .map(|v| v.function.version.as_str())
+        .collect()
+}
+
 /// Prints every function: a table, or with `--json` one object per function (`name`,
 /// `versions`, `items`, `mean_rating`, `requires_update`: the versions that do).
 pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
@@ -248,11 +257,7 @@ pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: 
     if json {
         for (name, group) in &groups {
             let total = totals(group);
-            let flagged: Vec<&str> = group
-                .iter()
-                .filter(|v| !v.requires_update.0.is_empty())
-                .map(|v| v.function.version.as_str())
-                .collect();
+            let flagged = flagged(group);
             println!(
                 "{}",
                 json!({
@@ -272,11 +277,7 @@ pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: 
     );
     for (name, group) in &groups {
         let total = totals(group);
-        let flagged: Vec<&str> = group
-            .iter()
-            .filter(|v| !v.requires_update.0.is_empty())
-            .map(|v| v.function.version.as_str())
-            .collect();
+        let flagged = flagged(group);
         println!(
             "{:<32}  {:>8}  {:>10}  {:>6}  {}",
             name,
