@@ -1,5 +1,7 @@
 //! [`NodeHandle`]: the node's actor tree as the QUIC server sees it.
 
+mod events;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 

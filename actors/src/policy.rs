@@ -7,5 +7,6 @@ pub mod admission;
 pub mod breaker;
 pub mod bulkhead;
 pub mod degradation;
+pub mod privacy;
 pub mod rate_limit;
 pub mod tier_queue;

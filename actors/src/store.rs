@@ -6,7 +6,8 @@
 //! <path>/index/      sled: the index over the log (`listing`, `ids`, `sequences`,
 //!                    `by_sequence`, checkpoint, dead bytes per segment) and the small
 //!                    metadata trees (`api_keys` and `revoked_keys` ([`api_keys`]),
-//!                    `audit`, `epochs` ([`replica`]), `meta`: partition count, node id)
+//!                    `audit`, `epochs` ([`replica`]), the events ([`events`]), `meta`:
+//!                    partition count, node id)
 //! ```
 //!
 //! A write is acknowledged once its group's `fdatasync` returns ([`log`]); its record
@@ -39,6 +40,7 @@
 
 pub mod api_keys;
 pub mod audit;
+mod events;
 mod functions;
 pub mod index;
 mod keys;
@@ -462,6 +464,8 @@ pub struct Store {
     api_keys: ApiKeys,
     /// Administrative actions, hash chained; see [`audit`].
     audit: AuditLog,
+    /// The cluster's events; see [`events`].
+    events: events::Events,
     node: NodeId,
     partitions: u16,
     durability: Durability,
@@ -588,6 +592,7 @@ impl Store {
             retirer: None,
             api_keys: ApiKeys::open(&db)?,
             audit: AuditLog::open(db.open_tree("audit")?)?,
+            events: events::Events::open(&db)?,
             node: config.node,
             partitions: config.partitions,
             durability: config.durability,

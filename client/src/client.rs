@@ -848,7 +848,7 @@ fn local_bind_addr(addrs: &[SocketAddr]) -> SocketAddr {
 }
 
 /// The error for a response of the wrong kind.
-fn unexpected(expected: &str, got: &Response) -> ClientError {
+pub(crate) fn unexpected(expected: &str, got: &Response) -> ClientError {
     let got = match got {
         Response::Receipt(_) => "Receipt",
         Response::Batch(_) => "Batch",
@@ -859,6 +859,10 @@ fn unexpected(expected: &str, got: &Response) -> ClientError {
         Response::ApiKeys(_) => "ApiKeys",
         Response::ApiKeyRevoked(_) => "ApiKeyRevoked",
         Response::Functions { .. } => "Functions",
+        Response::Events { .. } => "Events",
+        Response::Followed { .. } => "Followed",
+        Response::Event(_) => "Event",
+        Response::FunctionStatus(_) => "FunctionStatus",
     };
     ClientError::Protocol(format!("expected a {expected} response, got {got}"))
 }

@@ -34,13 +34,15 @@
 //! request, batch split and merge, what follows a refused or failed routed attempt, when
 //! to fetch the ring: pure), `pipeline` (one pipelined stream), `session` (one
 //! connection: hello and the stream pool), `link` (one server and its shared reconnect),
-//! `client` (the public handle: routing, retries, typed calls).
+//! `client` (the public handle: routing, retries, typed calls), `events` (the events'
+//! calls and the stream that follows them).
 
 #![warn(missing_docs)]
 
 mod client;
 pub mod config;
 mod error;
+mod events;
 mod link;
 mod load_guard;
 mod pending;
@@ -51,10 +53,13 @@ mod session;
 mod tls;
 
 pub use chorus_protocol::{
-    ApiKeyInfo, Enrichment, ErrorCode, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request,
-    Response, RingMember, RingSnapshot, Role, RoutedRequest, Status, StoredItem, Tier, Welcome,
+    ApiKeyInfo, Enrichment, ErrorCode, Event, EventCursor, EventKind, EventPosition, EventType,
+    EventTypes, FunctionStatus, Item, ItemId, Kind, NodeId, PageToken, Receipt, Request, Response,
+    RingMember, RingSnapshot, Role, RoutedRequest, Status, StoredItem, Tier, VersionChange,
+    Welcome,
 };
 pub use client::{Client, FunctionsPage, Page, RoutingStats};
 pub use config::{ClientConfig, Credentials, RoutingConfig};
 pub use error::ClientError;
+pub use events::{EventQuery, EventStream, EventsPage};
 pub use load_guard::LoadGuardConfig;

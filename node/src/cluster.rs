@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod drain;
+pub mod event_sync;
 pub mod gossip;
 pub mod key_sync;
 pub mod keyring_file;

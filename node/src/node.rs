@@ -95,7 +95,7 @@ impl Parts {
     }
 }
 
-/// Replicates API keys and standings to the peers, and warms this node up, until
+/// Replicates API keys, events and standings to the peers, and warms this node up, until
 /// `shutdown`; the node awaits these before its links close.
 fn spawn_syncs(
     tasks: &TaskTracker,
@@ -117,6 +117,13 @@ fn spawn_syncs(
         state.clone(),
         node.clone(),
         Arc::clone(&links),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::cluster::event_sync::run(
+        node.clone(),
+        Arc::clone(&links),
+        link_ups.clone(),
+        crate::cluster::event_sync::ANTI_ENTROPY_INTERVAL,
         shutdown.clone(),
     ));
     tasks.spawn(crate::cluster::key_sync::run(
@@ -419,6 +426,12 @@ impl Node {
         if let Some(links) = &links {
             spawn_syncs(&tasks, links, &state, &node, &shutdown);
         }
+        tasks.spawn(crate::version_watch::run(
+            backend.clone(),
+            config.update_rule(),
+            config.functions.check_interval(),
+            shutdown.clone(),
+        ));
         let addr = endpoint.local_addr()?;
         let links_for_server = links.clone();
         let server_stop = shutdown.clone();

@@ -498,3 +498,160 @@ async fn the_cli_reports_what_the_feedback_about_each_function_version_adds_up_t
     let out = cli(&["submit", "--user", "u", "--function", "no-version"]);
     assert!(!out.status.success(), "NAME@VERSION is asked for");
 }
+
+/// The JSON lines a CLI run printed.
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_crossing_the_thresholds_and_an_operators_changes_are_events_the_cli_lists_and_follows()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _agent = AgentProcess::start_with_env(
+        dir.path(),
+        port,
+        &[
+            ("CHORUS_FUNCTIONS_MIN_ITEMS", "2"),
+            ("CHORUS_FUNCTIONS_CHECK_INTERVAL_MS", "1000"),
+        ],
+    )
+    .await;
+    let cli = |args: &[&str]| cli_at(dir.path(), port, args);
+    // A follower started before anything happens sees every event, in order.
+    let mut follower = Command::new(chorus_bin())
+        .args(["events", "--follow", "--json"])
+        .env("CHORUS_CLI_DATA_DIR", dir.path())
+        .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for user in ["a", "b"] {
+        let out = cli(&[
+            "submit",
+            "--user",
+            user,
+            "--function",
+            "resize@1.0",
+            "--rating",
+            "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let crossed = loop {
+        let out = cli(&["events", "--type", "requires_update", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let events = json_lines(&out);
+        if let Some(event) = events.first() {
+            break event.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no requires_update event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(crossed["function"], "resize");
+    assert_eq!(crossed["version"], "1.0");
+    assert_eq!(crossed["seq"], 1);
+
+    for (change, version) in [("deprecate", "resize@1.0"), ("current", "resize@2.0")] {
+        let out = cli(&["functions", change, version, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli(&["functions", "versions", "resize", "--json"]);
+    let versions = json_lines(&out);
+    assert_eq!(versions[0]["status"], "deprecated");
+    assert_eq!(versions[0]["current"], false);
+    let out = cli(&["functions", "list", "--json"]);
+    assert_eq!(json_lines(&out)[0]["current"], "2.0");
+
+    let out = cli(&["events", "--json"]);
+    let types: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        ["requires_update", "version_deprecated", "current_version"]
+    );
+    let out = cli(&["events", "--type", "current_version", "--json"]);
+    assert_eq!(json_lines(&out).len(), 1);
+    let out = cli(&["events", "--type", "no_such_type"]);
+    assert!(!out.status.success());
+
+    // The follower printed the same three, each with the cursor to resume after it;
+    // resuming after the first prints the other two and nothing else.
+    let stdout = follower.stdout.take().unwrap();
+    let followed = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .map(|line| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let followed = tokio::time::timeout(Duration::from_secs(20), followed)
+        .await
+        .expect("the follower printed three events")
+        .unwrap();
+    follower.kill().unwrap();
+    let _ = follower.wait();
+    let seqs: Vec<u64> = followed
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let mut resumed = Command::new(chorus_bin())
+        .args(["events", "--follow", "--json", "--cursor"])
+        .arg(followed[0]["cursor"].as_str().unwrap())
+        .env("CHORUS_CLI_DATA_DIR", dir.path())
+        .env("CHORUS_SERVER", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = resumed.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            lines.push(line.unwrap());
+        }
+        lines
+    });
+    // Long enough for a third event to show up if the cursor were wrong.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    resumed.kill().unwrap();
+    let _ = resumed.wait();
+    let lines = lines.await.unwrap();
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+}

@@ -225,6 +225,19 @@ pub struct FunctionRef {
     pub version: String,
 }
 
+impl FunctionRef {
+    /// Whether the name and version are within their bounds.
+    pub fn validate(&self) -> Result<(), ErrorCode> {
+        check_len("function.name", &self.name, 1, MAX_FUNCTION_NAME_BYTES)?;
+        check_len(
+            "function.version",
+            &self.version,
+            1,
+            MAX_FUNCTION_VERSION_BYTES,
+        )
+    }
+}
+
 /// Execution metrics reported with the feedback.
 #[derive(Clone, Copy, Debug, PartialEq, Encode, Decode)]
 pub struct ExecutionMetrics {
@@ -300,13 +313,7 @@ impl Item {
             check_len("tags", tag, 1, MAX_TAG_BYTES)?;
         }
         if let Some(f) = &self.function {
-            check_len("function.name", &f.name, 1, MAX_FUNCTION_NAME_BYTES)?;
-            check_len(
-                "function.version",
-                &f.version,
-                1,
-                MAX_FUNCTION_VERSION_BYTES,
-            )?;
+            f.validate()?;
         }
         if let Some(m) = &self.metrics {
             check_fraction("metrics.success_rate", m.success_rate)?;

@@ -15,6 +15,7 @@ mod batch;
 mod bounded;
 mod codec;
 mod error;
+mod events;
 mod frame;
 mod functions;
 mod item;
@@ -30,6 +31,11 @@ pub use codec::{
     decode_value, decode_value_within, encode_payload, encode_value,
 };
 pub use error::ErrorCode;
+pub use events::{
+    Event, EventCursor, EventKind, EventPosition, EventType, EventTypes, FunctionStatus,
+    MAX_EVENT_ACTOR_BYTES, MAX_EVENT_ORIGINS, MAX_EVENT_REASONS, MAX_EVENT_WAIT_MS,
+    MAX_EVENTS_PAGE, VersionChange, check_events_limit,
+};
 pub use frame::{
     DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, FrameError, FrameLimit, HELLO_MAX_BYTES,
     MAX_FRAME_CEILING, ResetCode, read_frame_len,

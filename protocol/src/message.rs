@@ -11,6 +11,10 @@ use bincode::{Decode, Encode};
 
 use crate::bounded::{decode_bytes, decode_vec, too_many};
 use crate::error::ErrorCode;
+use crate::events::{
+    Event, EventCursor, EventPosition, EventTypes, FunctionStatus, MAX_EVENT_WAIT_MS,
+    VersionChange, check_events_limit, decode_events,
+};
 use crate::functions::{UpdateReason, VersionStats};
 use crate::item::{FunctionRef, Item, ItemId, MAX_FUNCTION_NAME_BYTES, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
@@ -191,6 +195,46 @@ pub enum Request {
         /// Most versions to return, 1..=[`MAX_FUNCTIONS_PAGE`].
         limit: u32,
     },
+    /// The cluster's events of the given types recorded in a time range, oldest first,
+    /// one page at a time (read role).
+    Events {
+        /// Which types.
+        types: EventTypes,
+        /// Only events recorded at or after this time (ms since the Unix epoch).
+        since_ms: Option<u64>,
+        /// Only events recorded before this time.
+        until_ms: Option<u64>,
+        /// Where the previous page ended; `None` for the first page.
+        after: Option<EventPosition>,
+        /// Most events to return, 1..=[`MAX_EVENTS_PAGE`].
+        limit: u32,
+    },
+    /// The events recorded past `cursor`, waiting up to `wait_ms` for one when there is
+    /// none yet (read role). The answer's cursor is where the next follow starts.
+    FollowEvents {
+        /// Which types; the cursor moves past events of other types too.
+        types: EventTypes,
+        /// Where the previous answer ended; empty to start from the beginning.
+        cursor: EventCursor,
+        /// Most events to return, 1..=[`MAX_EVENTS_PAGE`].
+        limit: u32,
+        /// Longest wait for a first event, at most [`MAX_EVENT_WAIT_MS`].
+        wait_ms: u32,
+    },
+    /// Deprecates, reactivates or makes current one version of a function (admin only);
+    /// answered with the event that records it.
+    ChangeVersion {
+        /// The function and version.
+        function: FunctionRef,
+        /// What changes.
+        change: VersionChange,
+    },
+    /// The status of the named functions: current version, deprecated versions and
+    /// versions requiring an update (read role).
+    FunctionStatus {
+        /// The functions, at most [`MAX_FUNCTIONS_PAGE`].
+        names: Vec<String>,
+    },
 }
 
 /// Most function versions one [`Request::Functions`] page holds.
@@ -230,6 +274,10 @@ pub(crate) mod tag {
     pub const LIST_API_KEYS: u32 = 7;
     pub const REVOKE_API_KEY: u32 = 8;
     pub const FUNCTIONS: u32 = 9;
+    pub const EVENTS: u32 = 10;
+    pub const FOLLOW_EVENTS: u32 = 11;
+    pub const CHANGE_VERSION: u32 = 12;
+    pub const FUNCTION_STATUS: u32 = 13;
 }
 
 impl From<RoutedRequest> for Request {
@@ -340,6 +388,10 @@ impl<Context> Decode<Context> for RoutedRequest {
             tag::LIST_API_KEYS => Err(not_routable("list_api_keys")),
             tag::REVOKE_API_KEY => Err(not_routable("revoke_api_key")),
             tag::FUNCTIONS => Err(not_routable("functions")),
+            tag::EVENTS => Err(not_routable("events")),
+            tag::FOLLOW_EVENTS => Err(not_routable("follow_events")),
+            tag::CHANGE_VERSION => Err(not_routable("change_version")),
+            tag::FUNCTION_STATUS => Err(not_routable("function_status")),
             found => Err(unknown_request(found)),
         }
     }
@@ -387,6 +439,31 @@ impl<Context> Decode<Context> for Request {
                 },
                 after: Option::<FunctionRef>::decode(decoder)?,
                 limit: u32::decode(decoder)?,
+            }),
+            tag::EVENTS => Ok(Request::Events {
+                types: EventTypes::decode(decoder)?,
+                since_ms: Option::<u64>::decode(decoder)?,
+                until_ms: Option::<u64>::decode(decoder)?,
+                after: Option::<EventPosition>::decode(decoder)?,
+                limit: u32::decode(decoder)?,
+            }),
+            tag::FOLLOW_EVENTS => Ok(Request::FollowEvents {
+                types: EventTypes::decode(decoder)?,
+                cursor: EventCursor::decode(decoder)?,
+                limit: u32::decode(decoder)?,
+                wait_ms: u32::decode(decoder)?,
+            }),
+            tag::CHANGE_VERSION => Ok(Request::ChangeVersion {
+                function: FunctionRef::decode(decoder)?,
+                change: VersionChange::decode(decoder)?,
+            }),
+            tag::FUNCTION_STATUS => Ok(Request::FunctionStatus {
+                names: decode_vec(
+                    decoder,
+                    MAX_FUNCTIONS_PAGE as usize,
+                    |n| too_many("names", format!("{n} names, at most {MAX_FUNCTIONS_PAGE}")),
+                    |d| decode_string(d, MAX_FUNCTION_NAME_BYTES, "names"),
+                )?,
             }),
             found => Err(unknown_request(found)),
         }
@@ -438,7 +515,7 @@ fn unknown_request(found: u32) -> DecodeError {
         type_name: "Request",
         allowed: &bincode::error::AllowedEnumVariants::Range {
             min: tag::SUBMIT,
-            max: tag::FUNCTIONS,
+            max: tag::FUNCTION_STATUS,
         },
         found,
     }
@@ -462,6 +539,10 @@ impl Request {
             Request::ListApiKeys => "list_api_keys",
             Request::RevokeApiKey { .. } => "revoke_api_key",
             Request::Functions { .. } => "functions",
+            Request::Events { .. } => "events",
+            Request::FollowEvents { .. } => "follow_events",
+            Request::ChangeVersion { .. } => "change_version",
+            Request::FunctionStatus { .. } => "function_status",
         }
     }
 
@@ -488,12 +569,16 @@ impl Request {
     pub fn required_role(&self) -> Option<Role> {
         match self {
             Request::Submit(_) | Request::SubmitBatch(_) => Some(Role::Submit),
-            Request::Get(_) | Request::ListByUser { .. } | Request::Functions { .. } => {
-                Some(Role::Read)
-            }
-            Request::CreateApiKey { .. } | Request::ListApiKeys | Request::RevokeApiKey { .. } => {
-                Some(Role::Admin)
-            }
+            Request::Get(_)
+            | Request::ListByUser { .. }
+            | Request::Functions { .. }
+            | Request::Events { .. }
+            | Request::FollowEvents { .. }
+            | Request::FunctionStatus { .. } => Some(Role::Read),
+            Request::CreateApiKey { .. }
+            | Request::ListApiKeys
+            | Request::RevokeApiKey { .. }
+            | Request::ChangeVersion { .. } => Some(Role::Admin),
             Request::RingSnapshot => None,
             Request::Routed { request, .. } => Some(request.required_role()),
         }
@@ -518,6 +603,39 @@ impl Request {
             }
             Request::RevokeApiKey { id } => check_key_id(id),
             Request::Functions { name, limit, .. } => check_functions_page(name.as_deref(), *limit),
+            Request::Events { types, limit, .. } => {
+                types.validate()?;
+                check_events_limit(*limit)
+            }
+            Request::FollowEvents {
+                types,
+                cursor,
+                limit,
+                wait_ms,
+            } => {
+                types.validate()?;
+                cursor.validate()?;
+                check_events_limit(*limit)?;
+                if *wait_ms > MAX_EVENT_WAIT_MS {
+                    return Err(ErrorCode::invalid(
+                        "wait_ms",
+                        format!("{wait_ms}, at most {MAX_EVENT_WAIT_MS}"),
+                    ));
+                }
+                Ok(())
+            }
+            Request::ChangeVersion { function, .. } => function.validate(),
+            Request::FunctionStatus { names } => {
+                if names.len() > MAX_FUNCTIONS_PAGE as usize {
+                    return Err(ErrorCode::invalid(
+                        "names",
+                        format!("{} names, at most {MAX_FUNCTIONS_PAGE}", names.len()),
+                    ));
+                }
+                names
+                    .iter()
+                    .try_for_each(|name| check_functions_page(Some(name), 1))
+            }
             Request::Routed { request, .. } => match request {
                 RoutedRequest::SubmitBatch(items) => check_batch_len(items.len()),
                 RoutedRequest::ListByUser { limit, after, .. } => {
@@ -631,6 +749,24 @@ pub enum Response {
         /// changes leader or its leader cannot be reached.
         covered: (u32, u32),
     },
+    /// A page of `Events`.
+    Events {
+        /// The events, oldest first, at most [`MAX_EVENTS_PAGE`].
+        events: Vec<Event>,
+        /// Where the next page starts; `None` when this is the last page.
+        next: Option<EventPosition>,
+    },
+    /// The answer to `FollowEvents`.
+    Followed {
+        /// The new events of the wanted types, each origin's in order.
+        events: Vec<Event>,
+        /// Where the next follow starts.
+        cursor: EventCursor,
+    },
+    /// The event a `ChangeVersion` recorded.
+    Event(Event),
+    /// The answer to `FunctionStatus`, one per name asked, in order.
+    FunctionStatus(Vec<FunctionStatus>),
 }
 
 /// What the feedback about one version of a function adds up to, cluster-wide.
@@ -701,6 +837,10 @@ mod response_tag {
     pub const API_KEYS: u32 = 6;
     pub const API_KEY_REVOKED: u32 = 7;
     pub const FUNCTIONS: u32 = 8;
+    pub const EVENTS: u32 = 9;
+    pub const FOLLOWED: u32 = 10;
+    pub const EVENT: u32 = 11;
+    pub const FUNCTION_STATUS: u32 = 12;
 }
 
 impl<Context> Decode<Context> for Response {
@@ -756,11 +896,31 @@ impl<Context> Decode<Context> for Response {
                 next: Option::<FunctionRef>::decode(decoder)?,
                 covered: <(u32, u32)>::decode(decoder)?,
             }),
+            EVENTS => Ok(Response::Events {
+                events: decode_events(decoder)?,
+                next: Option::<EventPosition>::decode(decoder)?,
+            }),
+            FOLLOWED => Ok(Response::Followed {
+                events: decode_events(decoder)?,
+                cursor: EventCursor::decode(decoder)?,
+            }),
+            EVENT => Ok(Response::Event(Event::decode(decoder)?)),
+            FUNCTION_STATUS => Ok(Response::FunctionStatus(decode_vec(
+                decoder,
+                MAX_FUNCTIONS_PAGE as usize,
+                |n| {
+                    too_many(
+                        "functions",
+                        format!("{n} functions, at most {MAX_FUNCTIONS_PAGE}"),
+                    )
+                },
+                FunctionStatus::decode,
+            )?)),
             found => Err(DecodeError::UnexpectedVariant {
                 type_name: "Response",
                 allowed: &bincode::error::AllowedEnumVariants::Range {
                     min: 0,
-                    max: FUNCTIONS,
+                    max: FUNCTION_STATUS,
                 },
                 found,
             }),
@@ -799,6 +959,20 @@ impl fmt::Debug for Response {
                 .field("next", next)
                 .field("covered", covered)
                 .finish(),
+            Response::Events { events, next } => f
+                .debug_struct("Events")
+                .field("events", events)
+                .field("next", next)
+                .finish(),
+            Response::Followed { events, cursor } => f
+                .debug_struct("Followed")
+                .field("events", events)
+                .field("cursor", cursor)
+                .finish(),
+            Response::Event(event) => f.debug_tuple("Event").field(event).finish(),
+            Response::FunctionStatus(status) => {
+                f.debug_tuple("FunctionStatus").field(status).finish()
+            }
         }
     }
 }

@@ -7,10 +7,11 @@
 //! here. `CHORUS_WRITE_WIRE_FIXTURES=1` writes the file afresh for a deliberate change.
 
 use chorus_protocol::{
-    ApiKeyInfo, ClientFrame, Enrichment, ErrorCode, ExecutionMetrics, FrameLimit, FunctionRef,
+    ApiKeyInfo, ClientFrame, Enrichment, ErrorCode, Event, EventCursor, EventKind, EventPosition,
+    EventType, EventTypes, ExecutionMetrics, FrameLimit, FunctionRef, FunctionStatus,
     FunctionVersion, Hello, Item, ItemFacts, ItemId, Kind, NodeId, PageToken, Receipt, Request,
     Response, RingMember, RingSnapshot, Role, RoutedRequest, ServerFrame, Status, StoredItem, Tier,
-    UpdateReason, UpdateReasons, VersionStats, decode_client_frame, decode_hello,
+    UpdateReason, UpdateReasons, VersionChange, VersionStats, decode_client_frame, decode_hello,
     decode_server_frame, encode_payload,
 };
 
@@ -121,7 +122,66 @@ fn requests() -> Vec<(&'static str, Request)> {
                 limit: 50,
             },
         ),
+        (
+            "events",
+            Request::Events {
+                types: [EventType::RequiresUpdate, EventType::UserDeleted]
+                    .into_iter()
+                    .collect(),
+                since_ms: Some(1_765_000_000_000),
+                until_ms: None,
+                after: Some(EventPosition {
+                    at_ms: 1_765_000_000_500,
+                    origin: NodeId("node-1".into()),
+                    seq: 7,
+                }),
+                limit: 100,
+            },
+        ),
+        (
+            "follow_events",
+            Request::FollowEvents {
+                types: EventTypes::all(),
+                cursor: EventCursor(vec![(NodeId("node-1".into()), 7)]),
+                limit: 100,
+                wait_ms: 20_000,
+            },
+        ),
+        (
+            "change_version",
+            Request::ChangeVersion {
+                function: FunctionRef {
+                    name: "search".into(),
+                    version: "1.2.0".into(),
+                },
+                change: VersionChange::Deprecate,
+            },
+        ),
+        (
+            "function_status",
+            Request::FunctionStatus {
+                names: vec!["search".into()],
+            },
+        ),
     ]
+}
+
+fn event() -> Event {
+    Event {
+        origin: NodeId("node-1".into()),
+        seq: 8,
+        at_ms: 1_765_000_000_600,
+        kind: EventKind::RequiresUpdate {
+            function: FunctionRef {
+                name: "search".into(),
+                version: "1.2.0".into(),
+            },
+            reasons: UpdateReasons(vec![UpdateReason::LowRating {
+                mean: 2.0,
+                over: 60,
+            }]),
+        },
+    }
 }
 
 fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
@@ -200,6 +260,30 @@ fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
                 next: None,
                 covered: (1024, 1024),
             }),
+        ),
+        (
+            "events",
+            Ok(Response::Events {
+                events: vec![event()],
+                next: Some(event().position()),
+            }),
+        ),
+        (
+            "followed",
+            Ok(Response::Followed {
+                events: vec![event()],
+                cursor: EventCursor(vec![(NodeId("node-1".into()), 8)]),
+            }),
+        ),
+        ("event", Ok(Response::Event(event()))),
+        (
+            "function_status",
+            Ok(Response::FunctionStatus(vec![FunctionStatus {
+                name: "search".into(),
+                current: Some("1.3.0".into()),
+                deprecated: vec!["1.0.0".into()],
+                requires_update: vec!["1.2.0".into()],
+            }])),
         ),
         (
             "error_invalid",

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use chorus_actors::store::{Promise, RepairOutcome, ReplicaRecord, ShipBatch, ShipOutcome};
 use chorus_actors::{Caller, KeySet};
 use chorus_protocol::{
-    ErrorCode, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Role, StoredItem,
+    ErrorCode, Event, EventCursor, Item, ItemId, NodeId, PageToken, PartitionId, Receipt, Role,
+    StoredItem,
 };
 
 use super::replication::digest::PartitionDigest;
@@ -116,6 +117,18 @@ pub enum Forward {
         /// Which versions.
         query: FunctionQuery,
     },
+    /// The peer's contiguous head of each origin's events.
+    EventHeads,
+    /// The events the peer holds past `cursor` (the asker's heads), at most one page.
+    EventsAfter {
+        /// What the asker holds.
+        cursor: EventCursor,
+    },
+    /// Events just recorded by the sender, for the peer to merge.
+    PushEvents {
+        /// The events.
+        events: Vec<Event>,
+    },
 }
 
 impl Forward {
@@ -136,6 +149,9 @@ impl Forward {
             Forward::Standings { .. } => "standings",
             Forward::Tips { .. } => "tips",
             Forward::FunctionStats { .. } => "function_stats",
+            Forward::EventHeads => "event_heads",
+            Forward::EventsAfter { .. } => "events_after",
+            Forward::PushEvents { .. } => "push_events",
         }
     }
 }
@@ -174,6 +190,12 @@ pub enum ForwardReply {
     Tips(Vec<u64>),
     /// The peer's page of function stats and the partitions it counted.
     FunctionStats(FunctionReport),
+    /// The peer's contiguous head of each origin's events.
+    EventHeads(EventCursor),
+    /// Events the asker lacked, each origin's in order.
+    Events(Vec<Event>),
+    /// How many pushed events were new to the peer.
+    EventsTaken(u32),
 }
 
 /// A boxed future of a forwarded request's answer.

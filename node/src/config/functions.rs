@@ -2,6 +2,8 @@
 //! `requires_update` (a mean rating under a floor, or a mean error rate over a ceiling,
 //! each judged once enough items gave it).
 
+use std::time::Duration;
+
 use chorus_protocol::UpdateRule;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,10 @@ pub struct FunctionsSection {
     pub min_mean_rating: f64,
     /// A mean error rate over this marks a version, 0.0..=1.0 (default 0.05).
     pub max_error_rate: f64,
+    /// How often every version is judged, recording `requires_update` and
+    /// `update_cleared` events; 1,000..=3,600,000 ms (default 10,000).
+    #[serde(deserialize_with = "super::units::millis")]
+    pub check_interval_ms: u64,
 }
 
 impl Default for FunctionsSection {
@@ -27,14 +33,26 @@ impl Default for FunctionsSection {
             min_items: rule.min_items,
             min_mean_rating: rule.min_mean_rating,
             max_error_rate: rule.max_error_rate,
+            check_interval_ms: 10_000,
         }
     }
 }
 
 impl FunctionsSection {
+    /// How often every version is judged.
+    pub fn check_interval(&self) -> Duration {
+        Duration::from_millis(self.check_interval_ms)
+    }
+
     /// The rule, or the key that is out of range.
     pub fn to_rule(&self) -> Result<UpdateRule, ConfigError> {
         check_range("functions.min_items", self.min_items, 1, 1_000_000_000)?;
+        check_range(
+            "functions.check_interval_ms",
+            self.check_interval_ms,
+            1_000,
+            3_600_000,
+        )?;
         if !(1.0..=5.0).contains(&self.min_mean_rating) {
             return Err(ConfigError::new(
                 "functions.min_mean_rating",
@@ -66,8 +84,9 @@ mod tests {
             UpdateRule::default()
         );
         type Case = (fn(&mut FunctionsSection), &'static str);
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
             (|s| s.min_items = 0, "functions.min_items"),
+            (|s| s.check_interval_ms = 10, "functions.check_interval_ms"),
             (|s| s.min_mean_rating = 0.5, "functions.min_mean_rating"),
             (
                 |s| s.min_mean_rating = f64::NAN,

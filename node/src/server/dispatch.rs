@@ -29,6 +29,16 @@ pub async fn dispatch(
     let node = &backend.node;
     // Shapes (batch sizes, page limits, name lengths) are checked by the node handle,
     // which every local request goes through; forwarded ones are checked by their owner.
+    // The event requests are answered here, so they are checked here.
+    if matches!(
+        request,
+        Request::Events { .. }
+            | Request::FollowEvents { .. }
+            | Request::ChangeVersion { .. }
+            | Request::FunctionStatus { .. }
+    ) {
+        request.validate_shape()?;
+    }
     match request {
         Request::Routed { request, .. } => {
             let request = Request::from(request);
@@ -56,6 +66,30 @@ pub async fn dispatch(
             let query = crate::functions::FunctionQuery { name, after, limit };
             backend.functions.page(backend, query).await
         }
+        Request::Events {
+            types,
+            since_ms,
+            until_ms,
+            after,
+            limit,
+        } => crate::events::page(node, types, since_ms, until_ms, after, limit).await,
+        Request::FollowEvents {
+            types,
+            cursor,
+            limit,
+            wait_ms,
+        } => {
+            let wait = std::time::Duration::from_millis(u64::from(wait_ms));
+            crate::events::follow(node, types, cursor, limit, wait).await
+        }
+        Request::ChangeVersion { function, change } => {
+            let peers = backend.peers.as_deref();
+            crate::events::change_version(node, peers, caller, function, change).await
+        }
+        Request::FunctionStatus { names } => node
+            .function_status(names)
+            .await
+            .map(Response::FunctionStatus),
         request => serve(backend, caller, request, false).await,
     }
 }

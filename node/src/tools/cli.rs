@@ -30,9 +30,13 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// What the feedback about each function version adds up to, cluster-wide.
+    /// What the feedback about each function version adds up to, cluster-wide, and
+    /// each version's status.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// The cluster's events (requires_update, version changes, flagged items, users
+    /// exported or deleted), by time range and type, or followed as they come.
+    Events(EventsArgs),
     /// Load-test a node and report throughput and latency percentiles.
     Bench(crate::tools::bench::BenchArgs),
     /// Administer a running node over its local control socket.
@@ -205,8 +209,61 @@ pub enum FunctionsCommand {
     /// One function: its totals over every version, and each version's counts.
     Show(FunctionArgs),
     /// One function's versions: items, mean rating, error rate, p50 and p95 of the
-    /// reported execution time, and whether each requires an update.
+    /// reported execution time, status, and whether each requires an update.
     Versions(FunctionArgs),
+    /// Mark a version deprecated (needs an admin key); recorded as an event.
+    Deprecate(VersionArgs),
+    /// Mark a deprecated version active again (needs an admin key).
+    Activate(VersionArgs),
+    /// Make a version its function's current version (needs an admin key).
+    Current(VersionArgs),
+}
+
+/// Flags of `chorus functions deprecate|activate|current`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The version, as NAME@VERSION.
+    pub function: String,
+    /// Print the recorded event as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this type (repeatable): requires_update, update_cleared,
+    /// version_deprecated, version_activated, current_version, item_flagged,
+    /// item_reviewed, user_exported, user_deleted.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events recorded at or after this time: milliseconds since the Unix epoch,
+    /// or a duration ago (`15m`, `2h`, `7d`).
+    #[arg(long, conflicts_with_all = ["follow", "cursor"])]
+    pub since: Option<String>,
+    /// Only events recorded before this time (as `--since`).
+    #[arg(long, conflicts_with_all = ["follow", "cursor"])]
+    pub until: Option<String>,
+    /// Most events to print (without `--follow`; default: all in the range).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Keep printing events as they are recorded, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// With `--follow`: start after this cursor (as printed with each event under
+    /// `--json`) instead of from the first event.
+    #[arg(long, requires = "follow")]
+    pub cursor: Option<String>,
+    /// Print one JSON object per event; under `--follow` each carries the `cursor` to
+    /// resume after it.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// Flags of `chorus functions list`.

@@ -2,12 +2,13 @@
 //! `list`, `keys`), built on the SDK exactly as an application would use it, with
 //! `certs` and the offline `restore`.
 
+mod events;
 mod output;
 
 use std::process::ExitCode;
 
 use chorus_client::{ClientConfig, ItemId, Kind, Role, Tier};
-use chorus_protocol::{ExecutionMetrics, FunctionRef, FunctionVersion};
+use chorus_protocol::{ExecutionMetrics, FunctionRef, FunctionVersion, VersionChange};
 
 use crate::tools::cli::{
     CertsCommand, Command, FunctionArgs, FunctionsArgs, FunctionsCommand, GetArgs, KeysCommand,
@@ -31,6 +32,19 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Functions(FunctionsCommand::Versions(args)) => {
             (args.json, show_function(args, true).await)
         }
+        Command::Functions(FunctionsCommand::Deprecate(args)) => (
+            args.json,
+            events::change_version(args, VersionChange::Deprecate).await,
+        ),
+        Command::Functions(FunctionsCommand::Activate(args)) => (
+            args.json,
+            events::change_version(args, VersionChange::Activate).await,
+        ),
+        Command::Functions(FunctionsCommand::Current(args)) => (
+            args.json,
+            events::change_version(args, VersionChange::MakeCurrent).await,
+        ),
+        Command::Events(args) => (args.json, events::events(args).await),
         Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),
         Command::Bench(args) => (false, crate::tools::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.
@@ -270,16 +284,30 @@ async fn create_key(args: KeysCreateArgs) -> Result<(), CliError> {
 }
 
 /// A `--function` value, NAME@VERSION.
-fn parse_function(value: &str) -> Result<FunctionRef, CliError> {
+pub(crate) fn parse_function(value: &str) -> Result<FunctionRef, CliError> {
     match value.rsplit_once('@') {
         Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok(FunctionRef {
             name: name.into(),
             version: version.into(),
         }),
-        _ => Err(CliError::Usage(format!(
-            "--function {value:?}: expected NAME@VERSION"
-        ))),
+        _ => Err(CliError::Usage(format!("{value:?}: expected NAME@VERSION"))),
     }
+}
+
+/// The status of every function `versions` names, asked a page of names at a time.
+async fn statuses(
+    client: &chorus_client::Client,
+    versions: &[FunctionVersion],
+) -> Result<std::collections::BTreeMap<String, chorus_protocol::FunctionStatus>, CliError> {
+    let mut names: Vec<String> = versions.iter().map(|v| v.function.name.clone()).collect();
+    names.dedup();
+    let mut statuses = std::collections::BTreeMap::new();
+    for page in names.chunks(chorus_protocol::MAX_FUNCTIONS_PAGE as usize) {
+        for status in client.function_status(page.to_vec()).await? {
+            statuses.insert(status.name.clone(), status);
+        }
+    }
+    Ok(statuses)
 }
 
 /// Every version of every function (or of `name`), page by page.
@@ -306,18 +334,32 @@ async fn all_versions(
 
 async fn list_functions(args: FunctionsArgs) -> Result<(), CliError> {
     let client = connect(&args.connect, ClientConfig::default()).await?;
-    let versions = all_versions(&client, None).await;
+    let listed = async {
+        let (versions, covered) = all_versions(&client, None).await?;
+        let statuses = statuses(&client, &versions).await?;
+        Ok::<_, CliError>((versions, covered, statuses))
+    }
+    .await;
     client.close().await;
-    let (versions, covered) = versions?;
-    output::print_functions(&versions, covered, args.json);
+    let (versions, covered, statuses) = listed?;
+    output::print_functions(&versions, covered, &statuses, args.json);
     Ok(())
 }
 
 async fn show_function(args: FunctionArgs, versions_only: bool) -> Result<(), CliError> {
     let client = connect(&args.connect, ClientConfig::default()).await?;
-    let versions = all_versions(&client, Some(args.name.clone())).await;
+    let shown = async {
+        let (versions, covered) = all_versions(&client, Some(args.name.clone())).await?;
+        let status = client.function_status(vec![args.name.clone()]).await?;
+        Ok::<_, CliError>((
+            versions,
+            covered,
+            status.into_iter().next().unwrap_or_default(),
+        ))
+    }
+    .await;
     client.close().await;
-    let (versions, covered) = versions?;
+    let (versions, covered, status) = shown?;
     if versions.is_empty() {
         return Err(CliError::NotFound {
             what: "function",
@@ -326,9 +368,9 @@ async fn show_function(args: FunctionArgs, versions_only: bool) -> Result<(), Cl
         });
     }
     if versions_only {
-        output::print_versions(&versions, covered, args.json);
+        output::print_versions(&versions, covered, &status, args.json);
     } else {
-        output::print_function(&args.name, &versions, covered, args.json);
+        output::print_function(&args.name, &versions, covered, &status, args.json);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chorus_actors::{KeySet, KeyStatus, NodeHandle};
-use chorus_protocol::{ErrorCode, NodeId};
+use chorus_protocol::{ErrorCode, EventTypes, MAX_EVENTS_PAGE, NodeId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -281,6 +281,19 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
         Forward::FunctionStats { .. } => Err(ErrorCode::Unavailable {
             reason: "function stats are counted by the receiver, which knows the ring".into(),
         }),
+        Forward::EventHeads => node.event_heads().await.map(ForwardReply::EventHeads),
+        Forward::EventsAfter { cursor } => {
+            cursor.validate()?;
+            let (events, _) = node
+                .follow_events(cursor, EventTypes::all(), MAX_EVENTS_PAGE as usize)
+                .await?;
+            Ok(ForwardReply::Events(events))
+        }
+        Forward::PushEvents { events } => {
+            let taken = node.merge_events(events).await?;
+            crate::cluster::event_sync::record_events_synced(taken);
+            Ok(ForwardReply::EventsTaken(taken as u32))
+        }
         Forward::ListByUser {
             user_id,
             after,

@@ -16,9 +16,10 @@ use chorus_actors::store::{
 };
 use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
-    ErrorCode, FunctionRef, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS, MAX_BATCH_ITEMS,
-    MAX_FUNCTION_NAME_BYTES, MAX_FUNCTION_VERSION_BYTES, MAX_FUNCTIONS_PAGE, MAX_PAGE_LIMIT,
-    MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role, StoredItem, Tier, VersionStats,
+    ErrorCode, Event, EventCursor, FunctionRef, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS,
+    MAX_BATCH_ITEMS, MAX_EVENTS_PAGE, MAX_FUNCTION_NAME_BYTES, MAX_FUNCTION_VERSION_BYTES,
+    MAX_FUNCTIONS_PAGE, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role,
+    StoredItem, Tier, VersionStats,
 };
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
@@ -431,6 +432,12 @@ pub enum WireRequest {
         /// At most this many.
         limit: u32,
     },
+    /// [`Forward::EventHeads`].
+    EventHeads,
+    /// [`Forward::EventsAfter`].
+    EventsAfter(EventCursor),
+    /// [`Forward::PushEvents`].
+    PushEvents(Vec<Event>),
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -495,6 +502,13 @@ impl<Context> Decode<Context> for WireRequest {
                 },
                 limit: u32::decode(decoder)?,
             }),
+            14 => Ok(WireRequest::EventHeads),
+            15 => Ok(WireRequest::EventsAfter(EventCursor::decode(decoder)?)),
+            16 => Ok(WireRequest::PushEvents(bounded_vec(
+                decoder,
+                MAX_EVENTS_PAGE as usize,
+                "events",
+            )?)),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -534,6 +548,12 @@ pub enum WireReply {
     Tips(Vec<u64>),
     /// [`ForwardReply::FunctionStats`]: the versions, then the partitions' words.
     FunctionStats(Vec<(FunctionRef, VersionStats)>, Vec<u64>),
+    /// [`ForwardReply::EventHeads`].
+    EventHeads(EventCursor),
+    /// [`ForwardReply::Events`].
+    Events(Vec<Event>),
+    /// [`ForwardReply::EventsTaken`].
+    EventsTaken(u32),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -582,6 +602,13 @@ impl<Context> Decode<Context> for WireReply {
                     bounded_vec(decoder, MAX_PARTITION_WORDS, "partitions")?,
                 ))
             }
+            15 => Ok(WireReply::EventHeads(EventCursor::decode(decoder)?)),
+            16 => Ok(WireReply::Events(bounded_vec(
+                decoder,
+                MAX_EVENTS_PAGE as usize,
+                "events",
+            )?)),
+            17 => Ok(WireReply::EventsTaken(u32::decode(decoder)?)),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -653,6 +680,9 @@ impl From<Forward> for WireRequest {
             Forward::FunctionStats {
                 query: FunctionQuery { name, after, limit },
             } => WireRequest::FunctionStats { name, after, limit },
+            Forward::EventHeads => WireRequest::EventHeads,
+            Forward::EventsAfter { cursor } => WireRequest::EventsAfter(cursor),
+            Forward::PushEvents { events } => WireRequest::PushEvents(events),
             Forward::ListByUser {
                 user_id,
                 after,
@@ -721,6 +751,9 @@ impl From<WireRequest> for Forward {
             WireRequest::FunctionStats { name, after, limit } => Forward::FunctionStats {
                 query: FunctionQuery { name, after, limit },
             },
+            WireRequest::EventHeads => Forward::EventHeads,
+            WireRequest::EventsAfter(cursor) => Forward::EventsAfter { cursor },
+            WireRequest::PushEvents(events) => Forward::PushEvents { events },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -755,6 +788,9 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Repaired(outcome) => WireReply::Repaired(outcome),
             ForwardReply::Standings(set) => WireReply::Standings(set.into()),
             ForwardReply::Tips(tips) => WireReply::Tips(tips),
+            ForwardReply::EventHeads(cursor) => WireReply::EventHeads(cursor),
+            ForwardReply::Events(events) => WireReply::Events(events),
+            ForwardReply::EventsTaken(taken) => WireReply::EventsTaken(taken),
         }
     }
 }
@@ -782,6 +818,9 @@ impl From<WireReply> for ForwardReply {
                     partitions: PartitionSet::from_words(words),
                 })
             }
+            WireReply::EventHeads(cursor) => ForwardReply::EventHeads(cursor),
+            WireReply::Events(events) => ForwardReply::Events(events),
+            WireReply::EventsTaken(taken) => ForwardReply::EventsTaken(taken),
         }
     }
 }
@@ -1087,6 +1126,9 @@ mod tests {
                 }),
                 limit: 100,
             },
+            WireRequest::EventHeads,
+            WireRequest::EventsAfter(EventCursor(vec![(NodeId("node-a".into()), 4)])),
+            WireRequest::PushEvents(vec![sample_event()]),
         ];
         requests
             .into_iter()
@@ -1146,7 +1188,23 @@ mod tests {
                 )],
                 vec![0b1011, 0, 1 << 63],
             ),
+            WireReply::EventHeads(EventCursor(vec![(NodeId("node-a".into()), 9)])),
+            WireReply::Events(vec![sample_event()]),
+            WireReply::EventsTaken(1),
         ]
+    }
+
+    fn sample_event() -> Event {
+        Event {
+            origin: NodeId("node-a".into()),
+            seq: 5,
+            at_ms: 1_765_000_000_000,
+            kind: chorus_protocol::EventKind::UserDeleted {
+                user_id: "user-1".into(),
+                items: 12,
+                by: "0123abcd".into(),
+            },
+        }
     }
 
     /// The encodings of [`sample_requests`] and [`sample_replies`] that this release's

@@ -3,7 +3,9 @@
 use chorus_client::{
     ApiKeyInfo, ClientError, Enrichment, ErrorCode, Receipt, Role, Status, StoredItem,
 };
-use chorus_protocol::{FunctionVersion, UpdateReason, VersionStats};
+use std::collections::BTreeMap;
+
+use chorus_protocol::{FunctionStatus, FunctionVersion, UpdateReason, VersionStats};
 use serde_json::{Value, json};
 
 use crate::tools::error::CliError;
@@ -127,7 +129,7 @@ pub fn key_json(key: &ApiKeyInfo) -> Value {
 }
 
 /// A time in ms since the Unix epoch as RFC 3339 UTC to the second, for people.
-fn timestamp(ms: u64) -> String {
+pub(crate) fn timestamp(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -170,11 +172,13 @@ pub fn print_revoked(key: &ApiKeyInfo, json: bool) {
 /// A version's counts as JSON: `name`, `version`, `items`, `ratings` (1 to 5),
 /// `mean_rating`, `error_rate`, `p50_ms`, `p95_ms` (`null` without data) and
 /// `requires_update` (the reasons, empty when none).
-pub fn version_json(version: &FunctionVersion) -> Value {
+pub fn version_json(version: &FunctionVersion, status: &FunctionStatus) -> Value {
     let stats = &version.stats;
     json!({
         "name": version.function.name,
         "version": version.function.version,
+        "status": lifecycle(status, &version.function.version),
+        "current": status.current.as_deref() == Some(version.function.version.as_str()),
         "items": stats.items,
         "ratings": stats.ratings,
         "mean_rating": stats.mean_rating(),
@@ -183,6 +187,25 @@ pub fn version_json(version: &FunctionVersion) -> Value {
         "p95_ms": stats.duration_ms(0.95),
         "requires_update": version.requires_update.0.iter().map(reason_json).collect::<Vec<_>>(),
     })
+}
+
+/// `active` or `deprecated`, as the cluster's events set it.
+fn lifecycle(status: &FunctionStatus, version: &str) -> &'static str {
+    if status.deprecated.iter().any(|v| v == version) {
+        "deprecated"
+    } else {
+        "active"
+    }
+}
+
+/// A version's status for a table: `active` or `deprecated`, `*` when current.
+fn status_cell(status: &FunctionStatus, version: &str) -> String {
+    let current = status.current.as_deref() == Some(version);
+    format!(
+        "{}{}",
+        lifecycle(status, version),
+        if current { " *" } else { "" }
+    )
 }
 
 fn reason_json(reason: &UpdateReason) -> Value {
@@ -197,7 +220,7 @@ fn reason_json(reason: &UpdateReason) -> Value {
 }
 
 /// A reason for people.
-fn reason_text(reason: &UpdateReason) -> String {
+pub(crate) fn reason_text(reason: &UpdateReason) -> String {
     match reason {
         UpdateReason::LowRating { mean, over } => format!("mean rating {mean:.2} over {over}"),
         UpdateReason::HighErrorRate { rate, over } => {
@@ -251,13 +274,20 @@ fn flagged<'a>(group: &[&'a FunctionVersion]) -> Vec<&'a str> {
 
 /// Prints every function: a table, or with `--json` one object per function (`name`,
 /// `versions`, `items`, `mean_rating`, `requires_update`: the versions that do).
-pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
+pub fn print_functions(
+    versions: &[FunctionVersion],
+    covered: (u32, u32),
+    statuses: &BTreeMap<String, FunctionStatus>,
+    json: bool,
+) {
     warn_partial(covered);
     let groups = by_function(versions);
+    let none = FunctionStatus::default();
     if json {
         for (name, group) in &groups {
             let total = totals(group);
             let flagged = flagged(group);
+            let status = statuses.get(*name).unwrap_or(&none);
             println!(
                 "{}",
                 json!({
@@ -265,6 +295,8 @@ pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: 
                     "versions": group.len(),
                     "items": total.items,
                     "mean_rating": total.mean_rating(),
+                    "current": status.current,
+                    "deprecated": status.deprecated,
                     "requires_update": flagged,
                 })
             );
@@ -272,18 +304,20 @@ pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: 
         return;
     }
     println!(
-        "{:<32}  {:>8}  {:>10}  {:>6}  REQUIRE UPDATE",
-        "FUNCTION", "VERSIONS", "ITEMS", "RATING"
+        "{:<32}  {:>8}  {:>10}  {:>6}  {:<12}  REQUIRE UPDATE",
+        "FUNCTION", "VERSIONS", "ITEMS", "RATING", "CURRENT"
     );
     for (name, group) in &groups {
         let total = totals(group);
         let flagged = flagged(group);
+        let status = statuses.get(*name).unwrap_or(&none);
         println!(
-            "{:<32}  {:>8}  {:>10}  {:>6}  {}",
+            "{:<32}  {:>8}  {:>10}  {:>6}  {:<12}  {}",
             name,
             group.len(),
             total.items,
             cell(total.mean_rating(), 2),
+            status.current.as_deref().unwrap_or("-"),
             if flagged.is_empty() {
                 "-".into()
             } else {
@@ -295,24 +329,30 @@ pub fn print_functions(versions: &[FunctionVersion], covered: (u32, u32), json: 
 
 /// Prints one function's versions: a table, or with `--json` one object per version
 /// ([`version_json`]).
-pub fn print_versions(versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
+pub fn print_versions(
+    versions: &[FunctionVersion],
+    covered: (u32, u32),
+    status: &FunctionStatus,
+    json: bool,
+) {
     warn_partial(covered);
     if json {
         for version in versions {
-            println!("{}", version_json(version));
+            println!("{}", version_json(version, status));
         }
         return;
     }
     println!(
-        "{:<16}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  REQUIRES UPDATE",
-        "VERSION", "ITEMS", "RATING", "ERRORS", "P50 MS", "P95 MS"
+        "{:<16}  {:<12}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  REQUIRES UPDATE",
+        "VERSION", "STATUS", "ITEMS", "RATING", "ERRORS", "P50 MS", "P95 MS"
     );
     for version in versions {
         let stats = &version.stats;
         let reasons: Vec<String> = version.requires_update.0.iter().map(reason_text).collect();
         println!(
-            "{:<16}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {}",
+            "{:<16}  {:<12}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {}",
             version.function.version,
+            status_cell(status, &version.function.version),
             stats.items,
             cell(stats.mean_rating(), 2),
             stats
@@ -332,7 +372,13 @@ pub fn print_versions(versions: &[FunctionVersion], covered: (u32, u32), json: b
 /// Prints one function: its totals over every version, then its versions; with
 /// `--json` one object (`name`, `items`, `mean_rating`, `error_rate`, `p50_ms`,
 /// `p95_ms`, `versions`: each as [`version_json`]).
-pub fn print_function(name: &str, versions: &[FunctionVersion], covered: (u32, u32), json: bool) {
+pub fn print_function(
+    name: &str,
+    versions: &[FunctionVersion],
+    covered: (u32, u32),
+    status: &FunctionStatus,
+    json: bool,
+) {
     let all: Vec<&FunctionVersion> = versions.iter().collect();
     let total = totals(&all);
     if json {
@@ -346,7 +392,11 @@ pub fn print_function(name: &str, versions: &[FunctionVersion], covered: (u32, u
                 "error_rate": total.error_rate(),
                 "p50_ms": total.duration_ms(0.5),
                 "p95_ms": total.duration_ms(0.95),
-                "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+                "current": status.current,
+                "versions": versions
+                    .iter()
+                    .map(|v| version_json(v, status))
+                    .collect::<Vec<_>>(),
             })
         );
         return;
@@ -362,7 +412,10 @@ pub fn print_function(name: &str, versions: &[FunctionVersion], covered: (u32, u
         cell(total.duration_ms(0.5), 1),
         cell(total.duration_ms(0.95), 1),
     );
-    print_versions(versions, covered, false);
+    if let Some(current) = &status.current {
+        println!("current version: {current}");
+    }
+    print_versions(versions, covered, status, false);
 }
 
 /// Prints an error: always a line on stderr, and with `--json` one object on stdout.
