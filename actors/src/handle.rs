@@ -1,6 +1,7 @@
 //! [`NodeHandle`]: the node's actor tree as the QUIC server sees it.
 
 mod events;
+mod review;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -47,6 +47,7 @@ mod keys;
 pub mod log;
 pub mod replica;
 pub mod retire;
+pub mod review;
 pub mod snapshot;
 mod tail;
 #[cfg(test)]
@@ -466,6 +467,8 @@ pub struct Store {
     audit: AuditLog,
     /// The cluster's events; see [`events`].
     events: events::Events,
+    /// Items flagged by this node's writes as a leader, for `item_flagged` events.
+    flagged: review::FlaggedFeed,
     node: NodeId,
     partitions: u16,
     durability: Durability,
@@ -523,6 +526,7 @@ impl Store {
         index.forget_absent(&|segment| present.contains(&segment))?;
         replica::complete_by_sequence(&index, &log)?;
         functions::complete(&index, &log)?;
+        review::complete(&index, &log)?;
         functions::catch_up(&index, &log)?;
         let mut tail = Tail::default();
         for record in &recovered {
@@ -593,6 +597,7 @@ impl Store {
             api_keys: ApiKeys::open(&db)?,
             audit: AuditLog::open(db.open_tree("audit")?)?,
             events: events::Events::open(&db)?,
+            flagged: review::FlaggedFeed::default(),
             node: config.node,
             partitions: config.partitions,
             durability: config.durability,
@@ -761,12 +766,18 @@ impl Store {
             fresh.push(StoredItem { item, receipt });
             requests.push(request);
         }
+        let flagged: Vec<StoredItem> = fresh
+            .iter()
+            .filter(|s| matches!(s.receipt.status, Status::Flagged { .. }))
+            .cloned()
+            .collect();
         let records = self.append_records(
             &mut sequences,
             fresh.into_iter().map(|s| (s, None)).collect(),
             &requests,
             shipping,
         )?;
+        self.flagged.note(&flagged);
         let waits = waits
             .into_iter()
             .map(|wait| match wait {
@@ -1284,6 +1295,7 @@ fn index_entry(
         supersedes: None,
         replaces: None,
         facts: functions::facts_of(&stored.item),
+        flagged: matches!(stored.receipt.status, Status::Flagged { .. }),
     }
 }
 

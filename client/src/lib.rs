@@ -35,7 +35,7 @@
 //! to fetch the ring: pure), `pipeline` (one pipelined stream), `session` (one
 //! connection: hello and the stream pool), `link` (one server and its shared reconnect),
 //! `client` (the public handle: routing, retries, typed calls), `events` (the events'
-//! calls and the stream that follows them).
+//! calls and the stream that follows them), `review` (the review queue's calls).
 
 #![warn(missing_docs)]
 
@@ -48,6 +48,7 @@ mod load_guard;
 mod pending;
 mod pipeline;
 mod retry;
+mod review;
 mod routing;
 mod session;
 mod tls;

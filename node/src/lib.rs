@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod reload;
 pub mod request_id;
+pub mod review;
 pub mod secrets;
 pub mod server;
 pub mod tls;

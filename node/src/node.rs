@@ -426,6 +426,10 @@ impl Node {
         if let Some(links) = &links {
             spawn_syncs(&tasks, links, &state, &node, &shutdown);
         }
+        tasks.spawn(crate::review::record_flagged(
+            backend.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(crate::version_watch::run(
             backend.clone(),
             config.update_rule(),

@@ -655,3 +655,68 @@ async fn a_version_crossing_the_thresholds_and_an_operators_changes_are_events_t
         .collect();
     assert_eq!(seqs, [2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_the_review_queue_and_approves_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _agent =
+        AgentProcess::start_with_env(dir.path(), port, &[("CHORUS_VALIDATION_MODE", "research")])
+            .await;
+    let cli = |args: &[&str]| cli_at(dir.path(), port, args);
+    let mut ids = Vec::new();
+    for user in ["ann", "bob"] {
+        let out = cli(&[
+            "submit",
+            "--user",
+            user,
+            "--text",
+            "call me on ann@example.com",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(receipt["status"], "flagged");
+        ids.push((user, receipt["id"].as_str().unwrap().to_string()));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli(&["review", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if json_lines(&out).len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never held both"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (user, id) = &ids[0];
+    let out = cli(&["review", "approve", id, "--user", user, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let approved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(approved["status"], "accepted");
+    let (user, id) = &ids[1];
+    let out = cli(&["review", "reject", id, "--user", user, "--json"]);
+    let rejected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rejected["status"], "rejected");
+    let out = cli(&["review", "list", "--json"]);
+    assert!(json_lines(&out).is_empty());
+    let out = cli(&["review", "reject", id, "--user", user, "--json"]);
+    assert!(!out.status.success(), "a decided item is not waiting");
+    let out = cli(&["events", "--type", "item_reviewed", "--json"]);
+    assert_eq!(json_lines(&out).len(), 2);
+}

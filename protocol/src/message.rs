@@ -16,7 +16,7 @@ use crate::events::{
     VersionChange, check_events_limit, decode_events,
 };
 use crate::functions::{UpdateReason, VersionStats};
-use crate::item::{FunctionRef, Item, ItemId, MAX_FUNCTION_NAME_BYTES, Tier};
+use crate::item::{FunctionRef, Item, ItemId, MAX_FUNCTION_NAME_BYTES, MAX_USER_ID_BYTES, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
 use crate::ring::RingSnapshot;
 
@@ -45,12 +45,14 @@ pub enum Role {
     Read,
     /// Everything, including creating keys.
     Admin,
+    /// Review flagged items (list the queue, approve, reject) and read items.
+    Review,
 }
 
 impl Role {
     /// Whether a key with this role may make a request that needs `needed`.
     pub fn allows(self, needed: Role) -> bool {
-        self == Role::Admin || self == needed
+        self == Role::Admin || self == needed || (self == Role::Review && needed == Role::Read)
     }
 
     /// The lowercase name used by the CLI.
@@ -59,6 +61,7 @@ impl Role {
             Role::Submit => "submit",
             Role::Read => "read",
             Role::Admin => "admin",
+            Role::Review => "review",
         }
     }
 }
@@ -76,9 +79,10 @@ impl FromStr for Role {
             "submit" => Ok(Role::Submit),
             "read" => Ok(Role::Read),
             "admin" => Ok(Role::Admin),
+            "review" => Ok(Role::Review),
             _ => Err(ErrorCode::invalid(
                 "role",
-                format!("unknown role {s:?} (submit, read or admin)"),
+                format!("unknown role {s:?} (submit, read, review or admin)"),
             )),
         }
     }
@@ -235,6 +239,24 @@ pub enum Request {
         /// The functions, at most [`MAX_FUNCTIONS_PAGE`].
         names: Vec<String>,
     },
+    /// The items waiting for review (flagged by validation), one page at a time in
+    /// partition and user order (review role); answered with a `Page`.
+    ReviewQueue {
+        /// Where the previous page ended; `None` for the first page.
+        after: Option<PageToken>,
+        /// Most items to return, 1..=[`MAX_PAGE_LIMIT`].
+        limit: u32,
+    },
+    /// Approves (the item becomes `accepted`) or rejects a flagged item (review role);
+    /// answered with the item as now stored. Audited and recorded as an event.
+    Review {
+        /// The item's user (which names its partition).
+        user_id: String,
+        /// The item.
+        id: ItemId,
+        /// Approve, or reject.
+        approve: bool,
+    },
 }
 
 /// Most function versions one [`Request::Functions`] page holds.
@@ -278,6 +300,8 @@ pub(crate) mod tag {
     pub const FOLLOW_EVENTS: u32 = 11;
     pub const CHANGE_VERSION: u32 = 12;
     pub const FUNCTION_STATUS: u32 = 13;
+    pub const REVIEW_QUEUE: u32 = 14;
+    pub const REVIEW: u32 = 15;
 }
 
 impl From<RoutedRequest> for Request {
@@ -392,6 +416,8 @@ impl<Context> Decode<Context> for RoutedRequest {
             tag::FOLLOW_EVENTS => Err(not_routable("follow_events")),
             tag::CHANGE_VERSION => Err(not_routable("change_version")),
             tag::FUNCTION_STATUS => Err(not_routable("function_status")),
+            tag::REVIEW_QUEUE => Err(not_routable("review_queue")),
+            tag::REVIEW => Err(not_routable("review")),
             found => Err(unknown_request(found)),
         }
     }
@@ -465,6 +491,15 @@ impl<Context> Decode<Context> for Request {
                     |d| decode_string(d, MAX_FUNCTION_NAME_BYTES, "names"),
                 )?,
             }),
+            tag::REVIEW_QUEUE => Ok(Request::ReviewQueue {
+                after: Option::<PageToken>::decode(decoder)?,
+                limit: u32::decode(decoder)?,
+            }),
+            tag::REVIEW => Ok(Request::Review {
+                user_id: decode_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
+                id: ItemId::decode(decoder)?,
+                approve: bool::decode(decoder)?,
+            }),
             found => Err(unknown_request(found)),
         }
     }
@@ -515,7 +550,7 @@ fn unknown_request(found: u32) -> DecodeError {
         type_name: "Request",
         allowed: &bincode::error::AllowedEnumVariants::Range {
             min: tag::SUBMIT,
-            max: tag::FUNCTION_STATUS,
+            max: tag::REVIEW,
         },
         found,
     }
@@ -543,6 +578,8 @@ impl Request {
             Request::FollowEvents { .. } => "follow_events",
             Request::ChangeVersion { .. } => "change_version",
             Request::FunctionStatus { .. } => "function_status",
+            Request::ReviewQueue { .. } => "review_queue",
+            Request::Review { .. } => "review",
         }
     }
 
@@ -579,6 +616,7 @@ impl Request {
             | Request::ListApiKeys
             | Request::RevokeApiKey { .. }
             | Request::ChangeVersion { .. } => Some(Role::Admin),
+            Request::ReviewQueue { .. } | Request::Review { .. } => Some(Role::Review),
             Request::RingSnapshot => None,
             Request::Routed { request, .. } => Some(request.required_role()),
         }
@@ -636,6 +674,11 @@ impl Request {
                     .iter()
                     .try_for_each(|name| check_functions_page(Some(name), 1))
             }
+            Request::ReviewQueue { after, limit } => check_listing(*limit, after.as_ref()),
+            Request::Review { user_id, .. } if user_id.is_empty() => Err(ErrorCode::invalid(
+                "user_id",
+                "must not be empty".to_string(),
+            )),
             Request::Routed { request, .. } => match request {
                 RoutedRequest::SubmitBatch(items) => check_batch_len(items.len()),
                 RoutedRequest::ListByUser { limit, after, .. } => {

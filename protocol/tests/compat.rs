@@ -163,6 +163,21 @@ fn requests() -> Vec<(&'static str, Request)> {
                 names: vec!["search".into()],
             },
         ),
+        (
+            "review_queue",
+            Request::ReviewQueue {
+                after: Some(PageToken(vec![4, 5])),
+                limit: 20,
+            },
+        ),
+        (
+            "review",
+            Request::Review {
+                user_id: "user-1".into(),
+                id: item(1).id,
+                approve: false,
+            },
+        ),
     ]
 }
 

@@ -18,6 +18,9 @@
 //!   ([`super::replica`]); `meta` `by_sequence` marks it complete.
 //! - `function_stats`: partition (u16 BE) → its function stats and the last sequence
 //!   they count ([`super::functions`]).
+//! - `review`: the `listing` keys of the items whose newest record is flagged: the
+//!   review queue ([`super::review`]). Kept as entries are applied; a reader checks
+//!   each item's current status, so an entry a truncation left behind is skipped.
 //! - `meta`: `checkpoint` — the log position up to which everything is indexed durably;
 //!   recovery replays the log from there (every entry is a plain put, so replaying what
 //!   is already indexed changes nothing). `dead` ‖ segment (u64 BE) → bytes (u64 BE):
@@ -51,6 +54,8 @@ const META_DEAD: &[u8] = b"dead";
 const META_BY_SEQUENCE: &[u8] = b"by_sequence";
 /// `meta` key present once the function stats count every indexed item.
 const META_FUNCTION_STATS: &[u8] = b"function_stats";
+/// `meta` key present once `review` holds every flagged item indexed.
+const META_REVIEW: &[u8] = b"review";
 
 /// The `by_sequence` key of a record.
 pub(crate) fn sequence_key(partition: PartitionId, sequence: u64) -> [u8; 10] {
@@ -139,6 +144,8 @@ pub struct IndexEntry {
     /// The function version its item names and what it tells of it, counted in the
     /// function stats when the item first becomes live.
     pub facts: Option<(FunctionRef, ItemFacts)>,
+    /// Whether the record's status is flagged: its item waits for review.
+    pub flagged: bool,
 }
 
 /// The sled trees of the index.
@@ -155,6 +162,8 @@ pub(crate) struct Index {
     /// always move together.
     durable: Mutex<Durable>,
     function_stats: sled::Tree,
+    /// The review queue's listing keys ([`super::review`]).
+    review: sled::Tree,
     /// The function stats of every partition ([`super::functions`]).
     functions: Mutex<Functions>,
 }
@@ -258,6 +267,7 @@ impl Index {
             by_sequence: db.open_tree("by_sequence")?,
             meta: db.open_tree("meta")?,
             function_stats: db.open_tree("function_stats")?,
+            review: db.open_tree("review")?,
             db,
             db_file,
             durable: Mutex::new(Durable::default()),
@@ -281,6 +291,10 @@ impl Index {
         if index.live_records().next().is_none() && !index.function_stats_complete()? {
             // Nothing indexed yet: the stats grow with the rest from here.
             index.meta.insert(META_FUNCTION_STATS, &[1u8][..])?;
+        }
+        if index.ids.is_empty() && !index.review_complete()? {
+            // Nothing indexed yet: the queue grows with the rest from here.
+            index.meta.insert(META_REVIEW, &[1u8][..])?;
         }
         let held = index.read_function_stats(partitions)?;
         index.functions().partitions = held;
@@ -518,6 +532,8 @@ impl Index {
         let mut listing = sled::Batch::default();
         let mut ids = sled::Batch::default();
         let mut by_sequence = sled::Batch::default();
+        let mut review = sled::Batch::default();
+        let mut review_changed = false;
         let mut sequences: HashMap<PartitionId, u64> = HashMap::new();
         let mut superseded: BTreeMap<u64, u64> = BTreeMap::new();
         let mut held = self.functions();
@@ -545,6 +561,14 @@ impl Index {
                 &sequence_key(entry.partition, entry.sequence)[..],
                 sequence_value(entry.locator, entry.replaces),
             );
+            // Only a rewrite can unflag an item: a first record has nothing to remove.
+            if entry.flagged {
+                review.insert(entry.listing_key.as_slice(), &[][..]);
+                review_changed = true;
+            } else if entry.supersedes.is_some() {
+                review.remove(entry.listing_key.as_slice());
+                review_changed = true;
+            }
             let last = sequences.entry(entry.partition).or_default();
             *last = (*last).max(entry.sequence);
             if let Some(old) = entry.supersedes {
@@ -577,6 +601,9 @@ impl Index {
         self.ids.apply_batch(ids)?;
         self.listing.apply_batch(listing)?;
         self.by_sequence.apply_batch(by_sequence)?;
+        if review_changed {
+            self.review.apply_batch(review)?;
+        }
         // After the entries they count: durable stats imply durable entries.
         if write_stats {
             self.persist_function_stats()?;
@@ -673,6 +700,53 @@ impl Index {
     }
 
     /// Every `ids` entry's id and locator, for rebuilding `by_sequence`.
+    /// Whether `review` holds every flagged item indexed.
+    pub(crate) fn review_complete(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.get(META_REVIEW)?.is_some())
+    }
+
+    /// Writes the listing keys of flagged items found by a scan; with `done`, then
+    /// marks the queue complete and flushes.
+    pub(crate) fn complete_review(&self, keys: Vec<Vec<u8>>, done: bool) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.insert(key, &[][..]);
+        }
+        self.review.apply_batch(batch)?;
+        if done {
+            self.meta.insert(META_REVIEW, &[1u8][..])?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The review queue's keys of `partition`, after `after` (a listing key) if given,
+    /// in listing order.
+    pub(crate) fn review_keys(
+        &self,
+        partition: PartitionId,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
+        let start = partition.to_be_bytes().to_vec();
+        let lower = match after {
+            Some(after) if after > start.as_slice() => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(start),
+        };
+        let upper = match partition.checked_add(1) {
+            Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.review
+            .range::<Vec<u8>, _>((lower, upper))
+            .map(|entry| Ok(entry?.0.to_vec()))
+    }
+
+    /// Takes a key out of the review queue (its item is no longer flagged).
+    pub(crate) fn forget_review(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.review.remove(key)?;
+        Ok(())
+    }
+
     pub(crate) fn live_records(
         &self,
     ) -> impl Iterator<Item = Result<(ItemId, Locator), StoreError>> {
@@ -730,6 +804,7 @@ impl Index {
         let mut by_sequence = sled::Batch::default();
         let mut ids = sled::Batch::default();
         let mut listing = sled::Batch::default();
+        let mut review = sled::Batch::default();
         let mut dead: BTreeMap<u64, u64> = BTreeMap::new();
         let mut removed = 0u64;
         let mut stats = self.partition_function_stats(partition);
@@ -750,6 +825,7 @@ impl Index {
                 };
                 if self.locate(id)? == Some(locator) {
                     ids.remove(&id.to_bytes()[..]);
+                    review.remove(listing_key.as_slice());
                     listing.remove(listing_key);
                     *dead.entry(locator.segment).or_default() += u64::from(locator.len);
                     removed += 1;
@@ -779,6 +855,7 @@ impl Index {
             meta.insert(&dead_key(segment)[..], &count.to_be_bytes()[..]);
         }
         self.ids.apply_batch(ids)?;
+        self.review.apply_batch(review)?;
         self.listing.apply_batch(listing)?;
         self.by_sequence.apply_batch(by_sequence)?;
         self.meta.apply_batch(meta)?;

@@ -6,7 +6,7 @@ use chorus_protocol::{ItemId, Status, StoredItem};
 use tracing::debug;
 
 use super::log::Locator;
-use super::{Store, StoreError};
+use super::{ReplicaRecord, Shipping, Store, StoreError};
 
 impl Store {
     /// Sets the stored receipt's `status` and `alignment_score` of item `id`, rewriting
@@ -30,6 +30,16 @@ impl Store {
         &self,
         updates: Vec<(ItemId, Status, Option<f32>)>,
     ) -> Result<usize, StoreError> {
+        Ok(self.rewrite_verdicts(updates, &mut |_, _| {})?.len())
+    }
+
+    /// [`Store::update_verdicts`], handing the records to `shipping` as a leader's
+    /// write does and returning them.
+    pub fn rewrite_verdicts(
+        &self,
+        updates: Vec<(ItemId, Status, Option<f32>)>,
+        shipping: &mut Shipping<'_>,
+    ) -> Result<Vec<ReplicaRecord>, StoreError> {
         let mut sequences = self.shared.lock_for_append()?;
         // Each with the record it replaces, whose bytes become dead once indexed.
         let mut rewritten: Vec<(StoredItem, Option<Locator>)> = Vec::with_capacity(updates.len());
@@ -48,10 +58,15 @@ impl Store {
             stored.receipt.alignment_score = score;
             rewritten.push((stored, replaces));
         }
-        let updated = rewritten.len();
-        self.append_records(&mut sequences, rewritten, &[], &mut |_, _| {})?;
-        debug!(updated, "stored verdicts rewritten");
-        Ok(updated)
+        let flagged: Vec<StoredItem> = rewritten
+            .iter()
+            .filter(|(s, _)| matches!(s.receipt.status, Status::Flagged { .. }))
+            .map(|(s, _)| s.clone())
+            .collect();
+        let records = self.append_records(&mut sequences, rewritten, &[], shipping)?;
+        self.flagged.note(&flagged);
+        debug!(updated = records.len(), "stored verdicts rewritten");
+        Ok(records)
     }
 }
 

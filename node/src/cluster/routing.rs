@@ -129,6 +129,24 @@ pub enum Forward {
         /// The events.
         events: Vec<Event>,
     },
+    /// A page of the review queue over the partitions the peer leads.
+    ReviewPage {
+        /// Where the page starts.
+        after: Option<PageToken>,
+        /// Most items in the page.
+        limit: u32,
+    },
+    /// A reviewer's decision on a flagged item the peer leads.
+    Review {
+        /// Who decides (a review or admin key).
+        caller: Caller,
+        /// The item's user.
+        user_id: String,
+        /// The item.
+        id: ItemId,
+        /// Approve, or reject.
+        approve: bool,
+    },
 }
 
 impl Forward {
@@ -152,6 +170,8 @@ impl Forward {
             Forward::EventHeads => "event_heads",
             Forward::EventsAfter { .. } => "events_after",
             Forward::PushEvents { .. } => "push_events",
+            Forward::ReviewPage { .. } => "review_page",
+            Forward::Review { .. } => "review",
         }
     }
 }

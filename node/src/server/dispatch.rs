@@ -29,13 +29,15 @@ pub async fn dispatch(
     let node = &backend.node;
     // Shapes (batch sizes, page limits, name lengths) are checked by the node handle,
     // which every local request goes through; forwarded ones are checked by their owner.
-    // The event requests are answered here, so they are checked here.
+    // The event and review requests are answered here, so they are checked here.
     if matches!(
         request,
         Request::Events { .. }
             | Request::FollowEvents { .. }
             | Request::ChangeVersion { .. }
             | Request::FunctionStatus { .. }
+            | Request::ReviewQueue { .. }
+            | Request::Review { .. }
     ) {
         request.validate_shape()?;
     }
@@ -86,6 +88,12 @@ pub async fn dispatch(
             let peers = backend.peers.as_deref();
             crate::events::change_version(node, peers, caller, function, change).await
         }
+        Request::ReviewQueue { after, limit } => crate::review::page(backend, after, limit).await,
+        Request::Review {
+            user_id,
+            id,
+            approve,
+        } => crate::review::decide(backend, caller, user_id, id, approve).await,
         Request::FunctionStatus { names } => node
             .function_status(names)
             .await

@@ -37,6 +37,10 @@ pub enum Command {
     /// The cluster's events (requires_update, version changes, flagged items, users
     /// exported or deleted), by time range and type, or followed as they come.
     Events(EventsArgs),
+    /// The items validation flagged: list them, approve or reject one (needs a review
+    /// or admin key).
+    #[command(subcommand)]
+    Review(ReviewCommand),
     /// Load-test a node and report throughput and latency percentiles.
     Bench(crate::tools::bench::BenchArgs),
     /// Administer a running node over its local control socket.
@@ -232,6 +236,47 @@ pub struct VersionArgs {
     pub connect: ConnectArgs,
 }
 
+/// `chorus review ...`
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// The items waiting for review, cluster-wide, in partition and user order.
+    List(ReviewListArgs),
+    /// Approve a flagged item: it becomes `accepted`.
+    Approve(ReviewDecisionArgs),
+    /// Reject a flagged item: it becomes `rejected`, for the reasons it was flagged.
+    Reject(ReviewDecisionArgs),
+}
+
+/// Flags of `chorus review list`.
+#[derive(Debug, Args)]
+pub struct ReviewListArgs {
+    /// Most items to print (default: all).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Print one JSON object per item.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus review approve|reject`.
+#[derive(Debug, Args)]
+pub struct ReviewDecisionArgs {
+    /// The item's id.
+    pub id: String,
+    /// The item's user.
+    #[arg(long)]
+    pub user: String,
+    /// Print the item as now stored, as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
 /// Flags of `chorus events`.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -329,7 +374,7 @@ pub struct KeysRevokeArgs {
 /// Flags of `chorus keys create`.
 #[derive(Debug, Args)]
 pub struct KeysCreateArgs {
-    /// submit | read | admin.
+    /// submit | read | review | admin.
     #[arg(long)]
     pub role: String,
     /// A label for operators.

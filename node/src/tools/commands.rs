@@ -4,6 +4,7 @@
 
 mod events;
 mod output;
+mod review;
 
 use std::process::ExitCode;
 
@@ -12,7 +13,7 @@ use chorus_protocol::{ExecutionMetrics, FunctionRef, FunctionVersion, VersionCha
 
 use crate::tools::cli::{
     CertsCommand, Command, FunctionArgs, FunctionsArgs, FunctionsCommand, GetArgs, KeysCommand,
-    KeysCreateArgs, KeysListArgs, KeysRevokeArgs, ListArgs, RestoreArgs, SubmitArgs,
+    KeysCreateArgs, KeysListArgs, KeysRevokeArgs, ListArgs, RestoreArgs, ReviewCommand, SubmitArgs,
 };
 use crate::tools::connect::connect;
 use crate::tools::error::CliError;
@@ -45,6 +46,13 @@ pub async fn run(command: Command) -> ExitCode {
             events::change_version(args, VersionChange::MakeCurrent).await,
         ),
         Command::Events(args) => (args.json, events::events(args).await),
+        Command::Review(ReviewCommand::List(args)) => (args.json, review::list(args).await),
+        Command::Review(ReviewCommand::Approve(args)) => {
+            (args.json, review::decide(args, true).await)
+        }
+        Command::Review(ReviewCommand::Reject(args)) => {
+            (args.json, review::decide(args, false).await)
+        }
         Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),
         Command::Bench(args) => (false, crate::tools::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.

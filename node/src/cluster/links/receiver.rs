@@ -129,6 +129,9 @@ impl Actor for ForwardReceiver {
                     Forward::FunctionStats { query } => {
                         function_stats(&node, cluster.as_ref(), query).await
                     }
+                    Forward::ReviewPage { after, limit } => {
+                        review_page(&node, cluster.as_ref(), after, limit).await
+                    }
                     request => crate::request_id::serve(id, execute(&node, request)).await,
                 };
                 if stamp(&mut outcome, id) {
@@ -178,6 +181,22 @@ async fn function_stats(
     crate::functions::report_blocking(node.clone(), cluster.clone(), query)
         .await
         .map(ForwardReply::FunctionStats)
+}
+
+/// This member's page of the review queue, over the partitions it leads.
+async fn review_page(
+    node: &NodeHandle,
+    cluster: Option<&ClusterState>,
+    after: Option<chorus_protocol::PageToken>,
+    limit: u32,
+) -> Result<ForwardReply, ErrorCode> {
+    let Some(cluster) = cluster else {
+        return Err(ErrorCode::Unavailable {
+            reason: "this node keeps no ring".into(),
+        });
+    };
+    let (items, next) = crate::review::report(node, cluster, after, limit).await?;
+    Ok(ForwardReply::List(items, next))
 }
 
 /// Merges a peer's standings; answers with those this node holds newer.
@@ -281,6 +300,22 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
         Forward::FunctionStats { .. } => Err(ErrorCode::Unavailable {
             reason: "function stats are counted by the receiver, which knows the ring".into(),
         }),
+        Forward::ReviewPage { .. } => Err(ErrorCode::Unavailable {
+            reason: "a review page is read by the receiver, which knows the ring".into(),
+        }),
+        Forward::Review {
+            caller,
+            user_id,
+            id,
+            approve,
+        } => {
+            if !caller.role.allows(chorus_protocol::Role::Review) {
+                return Err(ErrorCode::Forbidden);
+            }
+            node.decide_review(&user_id, id, approve, &caller.key_id)
+                .await
+                .map(|stored| ForwardReply::Get(Some(Box::new(stored))))
+        }
         Forward::EventHeads => node.event_heads().await.map(ForwardReply::EventHeads),
         Forward::EventsAfter { cursor } => {
             cursor.validate()?;

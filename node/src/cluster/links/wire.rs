@@ -438,6 +438,26 @@ pub enum WireRequest {
     EventsAfter(EventCursor),
     /// [`Forward::PushEvents`].
     PushEvents(Vec<Event>),
+    /// [`Forward::ReviewPage`].
+    ReviewPage {
+        /// Where the page starts.
+        after: Option<PageToken>,
+        /// Most items in the page.
+        limit: u32,
+    },
+    /// [`Forward::Review`], the caller carried as role and key id.
+    Review {
+        /// The caller's role.
+        role: Role,
+        /// The caller's key id (never the key).
+        key_id: String,
+        /// The item's user.
+        user_id: String,
+        /// The item.
+        id: ItemId,
+        /// Approve, or reject.
+        approve: bool,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -509,6 +529,17 @@ impl<Context> Decode<Context> for WireRequest {
                 MAX_EVENTS_PAGE as usize,
                 "events",
             )?)),
+            17 => Ok(WireRequest::ReviewPage {
+                after: Option::<PageToken>::decode(decoder)?,
+                limit: u32::decode(decoder)?,
+            }),
+            18 => Ok(WireRequest::Review {
+                role: Role::decode(decoder)?,
+                key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
+                user_id: bounded_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
+                id: ItemId::decode(decoder)?,
+                approve: bool::decode(decoder)?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -683,6 +714,19 @@ impl From<Forward> for WireRequest {
             Forward::EventHeads => WireRequest::EventHeads,
             Forward::EventsAfter { cursor } => WireRequest::EventsAfter(cursor),
             Forward::PushEvents { events } => WireRequest::PushEvents(events),
+            Forward::ReviewPage { after, limit } => WireRequest::ReviewPage { after, limit },
+            Forward::Review {
+                caller,
+                user_id,
+                id,
+                approve,
+            } => WireRequest::Review {
+                role: caller.role,
+                key_id: caller.key_id.to_string(),
+                user_id,
+                id,
+                approve,
+            },
             Forward::ListByUser {
                 user_id,
                 after,
@@ -754,6 +798,22 @@ impl From<WireRequest> for Forward {
             WireRequest::EventHeads => Forward::EventHeads,
             WireRequest::EventsAfter(cursor) => Forward::EventsAfter { cursor },
             WireRequest::PushEvents(events) => Forward::PushEvents { events },
+            WireRequest::ReviewPage { after, limit } => Forward::ReviewPage { after, limit },
+            WireRequest::Review {
+                role,
+                key_id,
+                user_id,
+                id,
+                approve,
+            } => Forward::Review {
+                caller: Caller {
+                    role,
+                    key_id: key_id.into(),
+                },
+                user_id,
+                id,
+                approve,
+            },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -1129,6 +1189,17 @@ mod tests {
             WireRequest::EventHeads,
             WireRequest::EventsAfter(EventCursor(vec![(NodeId("node-a".into()), 4)])),
             WireRequest::PushEvents(vec![sample_event()]),
+            WireRequest::ReviewPage {
+                after: Some(PageToken(vec![0, 3, 1])),
+                limit: 50,
+            },
+            WireRequest::Review {
+                role: Role::Review,
+                key_id: "0123abcd".into(),
+                user_id: "user-1".into(),
+                id: ItemId(0x0190_0000_0000_0000_0000_0000_0000_0042),
+                approve: true,
+            },
         ];
         requests
             .into_iter()

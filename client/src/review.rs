@@ -1,0 +1,41 @@
+//! The review queue through the SDK: pages of the flagged items, and a reviewer's
+//! decision on one (needs a review or admin key).
+
+use chorus_protocol::{ItemId, PageToken, Request, Response, StoredItem};
+
+use crate::client::{Client, Page, unexpected};
+use crate::error::ClientError;
+
+impl Client {
+    /// One page of the items waiting for review, cluster-wide, after `after`, at most
+    /// `limit` (1..=1000).
+    pub async fn review_queue(
+        &self,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, ClientError> {
+        match self.request(Request::ReviewQueue { after, limit }).await? {
+            Response::Page { items, next } => Ok(Page { items, next }),
+            other => Err(unexpected("Page", &other)),
+        }
+    }
+
+    /// Approves (the item becomes `accepted`) or rejects the flagged item `id` of
+    /// `user_id`; returns the item as now stored, once a write quorum holds it.
+    pub async fn review(
+        &self,
+        user_id: impl Into<String>,
+        id: ItemId,
+        approve: bool,
+    ) -> Result<StoredItem, ClientError> {
+        let request = Request::Review {
+            user_id: user_id.into(),
+            id,
+            approve,
+        };
+        match self.request(request).await? {
+            Response::Item(Some(stored)) => Ok(*stored),
+            other => Err(unexpected("Item", &other)),
+        }
+    }
+}
