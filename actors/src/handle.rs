@@ -368,7 +368,8 @@ impl NodeHandle {
 
     /// The item with this id, if stored. An id that names its partition is answered
     /// only where that partition is served (its leader, caught up), so that `None`
-    /// there means no such item.
+    /// there means no such item. A deleted item is answered with its tombstone
+    /// (status `deleted`), which the server answers to clients as absent.
     pub async fn get(&self, id: ItemId) -> Result<Option<StoredItem>, ErrorCode> {
         if let Some(partition) = id.partition_hint()
             && partition < self.inner.store.partitions()

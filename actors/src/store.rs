@@ -40,6 +40,7 @@
 
 pub mod api_keys;
 pub mod audit;
+mod erase;
 mod events;
 mod functions;
 pub mod index;
@@ -967,8 +968,8 @@ impl Store {
         let mut page = Vec::with_capacity(limit.min(merged.len()));
         let mut last_key = None;
         for (key, source) in merged.into_iter().take(limit) {
-            match source {
-                Source::Tail(item) => page.push((*item).clone()),
+            let stored = match source {
+                Source::Tail(item) => Some((*item).clone()),
                 Source::Log(locator) => {
                     let id = split_item_key(&key[prefix.len()..])
                         .map(|(_, id)| id)
@@ -976,10 +977,15 @@ impl Store {
                             tree: "listing",
                             reason: "key too short for an id".into(),
                         })?;
-                    if let Some((item, _)) = self.read_located(id, locator)? {
-                        page.push(item);
-                    }
+                    self.read_located(id, locator)?.map(|(item, _)| item)
                 }
+            };
+            // A tombstone keeps its place (a retry of its id is answered from it) but
+            // is never listed: its item is gone.
+            if let Some(stored) = stored
+                && stored.receipt.status != Status::Deleted
+            {
+                page.push(stored);
             }
             last_key = Some(key);
         }
@@ -1296,6 +1302,8 @@ fn index_entry(
         replaces: None,
         facts: functions::facts_of(&stored.item),
         flagged: matches!(stored.receipt.status, Status::Flagged { .. }),
+        deleted: stored.receipt.status == Status::Deleted,
+        uncount: None,
     }
 }
 
@@ -1337,10 +1345,12 @@ fn run_indexer(shared: &Shared) {
             shared.index_soon.store(false, Ordering::Release);
             tail.next_batch(MAX_INDEX_BATCH)
         };
-        let Some((entries, through)) = batch else {
+        let Some((mut entries, through)) = batch else {
             continue;
         };
-        if let Err(e) = shared.index.apply(&entries, through) {
+        let applied = erase::facts_of_deleted(&shared.log, &mut entries)
+            .and_then(|()| shared.index.apply(&entries, through));
+        if let Err(e) = applied {
             let reason = format!("index: {e}");
             error!(%reason, "the index cannot be updated; the store takes no more writes");
             *shared

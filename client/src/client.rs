@@ -863,6 +863,7 @@ pub(crate) fn unexpected(expected: &str, got: &Response) -> ClientError {
         Response::Followed { .. } => "Followed",
         Response::Event(_) => "Event",
         Response::FunctionStatus(_) => "FunctionStatus",
+        Response::UserDeleted { .. } => "UserDeleted",
     };
     ClientError::Protocol(format!("expected a {expected} response, got {got}"))
 }

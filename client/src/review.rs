@@ -1,5 +1,6 @@
-//! The review queue through the SDK: pages of the flagged items, and a reviewer's
-//! decision on one (needs a review or admin key).
+//! The review queue through the SDK (pages of the flagged items, and a reviewer's
+//! decision on one; a review or admin key) and users' rights (a user's export, a page
+//! at a time, and deletion; an admin key).
 
 use chorus_protocol::{ItemId, PageToken, Request, Response, StoredItem};
 
@@ -36,6 +37,38 @@ impl Client {
         match self.request(request).await? {
             Response::Item(Some(stored)) => Ok(*stored),
             other => Err(unexpected("Item", &other)),
+        }
+    }
+
+    /// One page of everything stored about `user_id`, oldest first, for an export: at
+    /// most `limit` (1..=1000) after `after`. The last page (no `next`) records a
+    /// `user_exported` event.
+    pub async fn export_user(
+        &self,
+        user_id: impl Into<String>,
+        after: Option<PageToken>,
+        limit: u32,
+    ) -> Result<Page, ClientError> {
+        let request = Request::ExportUser {
+            user_id: user_id.into(),
+            after,
+            limit,
+        };
+        match self.request(request).await? {
+            Response::Page { items, next } => Ok(Page { items, next }),
+            other => Err(unexpected("Page", &other)),
+        }
+    }
+
+    /// Deletes every item of `user_id` on every replica; returns how many items were
+    /// deleted, once a write quorum holds their tombstones.
+    pub async fn delete_user(&self, user_id: impl Into<String>) -> Result<u64, ClientError> {
+        let request = Request::DeleteUser {
+            user_id: user_id.into(),
+        };
+        match self.request(request).await? {
+            Response::UserDeleted { items } => Ok(items),
+            other => Err(unexpected("UserDeleted", &other)),
         }
     }
 }

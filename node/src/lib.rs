@@ -28,4 +28,5 @@ pub mod secrets;
 pub mod server;
 pub mod tls;
 pub mod tools;
+pub mod users;
 pub mod version_watch;

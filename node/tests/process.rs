@@ -720,3 +720,70 @@ async fn the_cli_lists_the_review_queue_and_approves_and_rejects() {
     let out = cli(&["events", "--type", "item_reviewed", "--json"]);
     assert_eq!(json_lines(&out).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exports_a_users_items_and_deletes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _agent = AgentProcess::start(dir.path(), port).await;
+    let cli = |args: &[&str]| cli_at(dir.path(), port, args);
+    for text in ["one", "two", "three"] {
+        let out = cli(&["submit", "--user", "ann", "--text", text]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let file = dir.path().join("ann.jsonl");
+    let out = cli(&["users", "export", "ann", "--page", "2", "--out"]);
+    assert!(!out.status.success(), "--out needs a file");
+    let out = cli_at(
+        dir.path(),
+        port,
+        &[
+            "users",
+            "export",
+            "ann",
+            "--page",
+            "2",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 3 items"));
+    let exported: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let texts: Vec<&str> = exported
+        .iter()
+        .map(|i| i["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+
+    let out = cli(&["users", "delete", "ann", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deleted["deleted"], 3);
+    let out = cli(&["list", "--user", "ann", "--json"]);
+    assert!(json_lines(&out).is_empty());
+    let out = cli(&["get", exported[0]["id"].as_str().unwrap(), "--json"]);
+    assert!(!out.status.success(), "a deleted item is not found");
+    let out = cli(&["events", "--json"]);
+    let types: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["user_exported", "user_deleted"]);
+}

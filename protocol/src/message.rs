@@ -257,6 +257,23 @@ pub enum Request {
         /// Approve, or reject.
         approve: bool,
     },
+    /// Deletes every item of a user (admin only): each becomes a tombstone on every
+    /// replica, its bytes reclaimed by compaction; answered once a write quorum holds
+    /// the tombstones. Audited and recorded as an event.
+    DeleteUser {
+        /// The user.
+        user_id: String,
+    },
+    /// A page of everything stored about a user, oldest first, for an export (admin
+    /// only); answered with a `Page`. The last page records a `user_exported` event.
+    ExportUser {
+        /// The user.
+        user_id: String,
+        /// Where the previous page ended; `None` for the first page.
+        after: Option<PageToken>,
+        /// Most items to return, 1..=[`MAX_PAGE_LIMIT`].
+        limit: u32,
+    },
 }
 
 /// Most function versions one [`Request::Functions`] page holds.
@@ -302,6 +319,8 @@ pub(crate) mod tag {
     pub const FUNCTION_STATUS: u32 = 13;
     pub const REVIEW_QUEUE: u32 = 14;
     pub const REVIEW: u32 = 15;
+    pub const DELETE_USER: u32 = 16;
+    pub const EXPORT_USER: u32 = 17;
 }
 
 impl From<RoutedRequest> for Request {
@@ -418,6 +437,8 @@ impl<Context> Decode<Context> for RoutedRequest {
             tag::FUNCTION_STATUS => Err(not_routable("function_status")),
             tag::REVIEW_QUEUE => Err(not_routable("review_queue")),
             tag::REVIEW => Err(not_routable("review")),
+            tag::DELETE_USER => Err(not_routable("delete_user")),
+            tag::EXPORT_USER => Err(not_routable("export_user")),
             found => Err(unknown_request(found)),
         }
     }
@@ -500,6 +521,17 @@ impl<Context> Decode<Context> for Request {
                 id: ItemId::decode(decoder)?,
                 approve: bool::decode(decoder)?,
             }),
+            tag::DELETE_USER => Ok(Request::DeleteUser {
+                user_id: decode_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
+            }),
+            tag::EXPORT_USER => {
+                let (user_id, after, limit) = decode_listing(decoder)?;
+                Ok(Request::ExportUser {
+                    user_id,
+                    after,
+                    limit,
+                })
+            }
             found => Err(unknown_request(found)),
         }
     }
@@ -550,7 +582,7 @@ fn unknown_request(found: u32) -> DecodeError {
         type_name: "Request",
         allowed: &bincode::error::AllowedEnumVariants::Range {
             min: tag::SUBMIT,
-            max: tag::REVIEW,
+            max: tag::EXPORT_USER,
         },
         found,
     }
@@ -580,6 +612,8 @@ impl Request {
             Request::FunctionStatus { .. } => "function_status",
             Request::ReviewQueue { .. } => "review_queue",
             Request::Review { .. } => "review",
+            Request::DeleteUser { .. } => "delete_user",
+            Request::ExportUser { .. } => "export_user",
         }
     }
 
@@ -615,7 +649,9 @@ impl Request {
             Request::CreateApiKey { .. }
             | Request::ListApiKeys
             | Request::RevokeApiKey { .. }
-            | Request::ChangeVersion { .. } => Some(Role::Admin),
+            | Request::ChangeVersion { .. }
+            | Request::DeleteUser { .. }
+            | Request::ExportUser { .. } => Some(Role::Admin),
             Request::ReviewQueue { .. } | Request::Review { .. } => Some(Role::Review),
             Request::RingSnapshot => None,
             Request::Routed { request, .. } => Some(request.required_role()),
@@ -675,6 +711,11 @@ impl Request {
                     .try_for_each(|name| check_functions_page(Some(name), 1))
             }
             Request::ReviewQueue { after, limit } => check_listing(*limit, after.as_ref()),
+            Request::ExportUser { limit, after, .. } => check_listing(*limit, after.as_ref()),
+            Request::DeleteUser { user_id } if user_id.is_empty() => Err(ErrorCode::invalid(
+                "user_id",
+                "must not be empty".to_string(),
+            )),
             Request::Review { user_id, .. } if user_id.is_empty() => Err(ErrorCode::invalid(
                 "user_id",
                 "must not be empty".to_string(),
@@ -810,6 +851,11 @@ pub enum Response {
     Event(Event),
     /// The answer to `FunctionStatus`, one per name asked, in order.
     FunctionStatus(Vec<FunctionStatus>),
+    /// The answer to `DeleteUser`: how many items became tombstones.
+    UserDeleted {
+        /// Items deleted (those already deleted are not counted again).
+        items: u64,
+    },
 }
 
 /// What the feedback about one version of a function adds up to, cluster-wide.
@@ -884,6 +930,7 @@ mod response_tag {
     pub const FOLLOWED: u32 = 10;
     pub const EVENT: u32 = 11;
     pub const FUNCTION_STATUS: u32 = 12;
+    pub const USER_DELETED: u32 = 13;
 }
 
 impl<Context> Decode<Context> for Response {
@@ -959,11 +1006,14 @@ impl<Context> Decode<Context> for Response {
                 },
                 FunctionStatus::decode,
             )?)),
+            USER_DELETED => Ok(Response::UserDeleted {
+                items: u64::decode(decoder)?,
+            }),
             found => Err(DecodeError::UnexpectedVariant {
                 type_name: "Response",
                 allowed: &bincode::error::AllowedEnumVariants::Range {
                     min: 0,
-                    max: FUNCTION_STATUS,
+                    max: USER_DELETED,
                 },
                 found,
             }),
@@ -1015,6 +1065,9 @@ impl fmt::Debug for Response {
             Response::Event(event) => f.debug_tuple("Event").field(event).finish(),
             Response::FunctionStatus(status) => {
                 f.debug_tuple("FunctionStatus").field(status).finish()
+            }
+            Response::UserDeleted { items } => {
+                f.debug_struct("UserDeleted").field("items", items).finish()
             }
         }
     }

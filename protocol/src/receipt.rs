@@ -38,6 +38,10 @@ pub enum Status {
         /// Why it was rejected.
         reasons: Vec<String>,
     },
+    /// Deleted at its user's request, or expired by retention: only this tombstone is
+    /// kept (the id and the user, nothing the user wrote), so that no replica or retry
+    /// brings the item back.
+    Deleted,
 }
 
 impl Status {
@@ -47,6 +51,7 @@ impl Status {
             Status::Accepted => "accepted",
             Status::Flagged { .. } => "flagged",
             Status::Rejected { .. } => "rejected",
+            Status::Deleted => "deleted",
         }
     }
 }

@@ -178,6 +178,20 @@ fn requests() -> Vec<(&'static str, Request)> {
                 approve: false,
             },
         ),
+        (
+            "delete_user",
+            Request::DeleteUser {
+                user_id: "user-1".into(),
+            },
+        ),
+        (
+            "export_user",
+            Request::ExportUser {
+                user_id: "user-1".into(),
+                after: Some(PageToken(vec![7])),
+                limit: 1000,
+            },
+        ),
     ]
 }
 
@@ -299,6 +313,17 @@ fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
                 deprecated: vec!["1.0.0".into()],
                 requires_update: vec!["1.2.0".into()],
             }])),
+        ),
+        ("user_deleted", Ok(Response::UserDeleted { items: 10_000 })),
+        (
+            "deleted_item",
+            Ok(Response::Item(Some(Box::new(StoredItem {
+                item: item(2),
+                receipt: Receipt {
+                    status: Status::Deleted,
+                    ..receipt(2)
+                },
+            })))),
         ),
         (
             "error_invalid",

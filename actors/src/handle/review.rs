@@ -1,15 +1,18 @@
-//! The node handle's side of the review queue: a page of the flagged items of the
-//! partitions this node leads, and a reviewer's decision, written as the leader's
-//! rewrite of the item's verdict and answered once a write quorum holds it.
+//! The node handle's side of the review queue and of users' rights: a page of the
+//! flagged items of the partitions this node leads, a reviewer's decision, and a
+//! user's deletion. A decision and a deletion are rewrites this node makes as the
+//! partition's leader ([`NodeHandle::write_as_leader`]), answered once a write quorum
+//! holds them.
 
 use std::sync::Arc;
 
 use chorus_protocol::{
-    ErrorCode, EventKind, ItemId, PageToken, PartitionId, StoredItem, partition_of,
+    ErrorCode, EventKind, ItemId, NodeId, PageToken, PartitionId, StoredItem, partition_of,
 };
 
 use super::{AUDIT_ACTOR_API, NodeHandle, blocking};
 use crate::store::review::Decision;
+use crate::store::{ReplicaRecord, Shipping, Store, StoreError};
 
 impl NodeHandle {
     /// Takes up to `max` of the `item_flagged` events this node's writes made as a
@@ -65,25 +68,75 @@ impl NodeHandle {
             format!("id={id} user={user_id:?} by={by}"),
         )
         .await?;
+        let (mut stored, replicas) = self
+            .write_as_leader(partition, move |store, shipping| {
+                let decided = store.decide_review(id, decision, shipping)?;
+                Ok((decided.stored, vec![decided.record]))
+            })
+            .await?;
+        stored.receipt.replicas = replicas;
+        Ok(stored)
+    }
+
+    /// Deletes every item of `user_id` for the key `by`: audited first, then each item
+    /// replaced by its tombstone by this node as the partition's leader, answered once
+    /// a write quorum holds them all. Returns how many items were deleted and the
+    /// replicas that hold the tombstones.
+    pub async fn delete_user(
+        &self,
+        user_id: String,
+        by: &str,
+    ) -> Result<(u64, Vec<NodeId>), ErrorCode> {
+        let partition = partition_of(&user_id, self.inner.store.partitions());
+        self.serving(partition).await?;
+        self.audit_append(
+            AUDIT_ACTOR_API,
+            "user.delete",
+            format!("user={user_id:?} by={by}"),
+        )
+        .await?;
+        self.write_as_leader(partition, move |store, shipping| {
+            let records = store.delete_user(&user_id, shipping)?;
+            Ok((records.len() as u64, records))
+        })
+        .await
+    }
+
+    /// How many items of `user_id` this node stores (tombstones not counted).
+    pub async fn count_user(&self, user_id: String) -> Result<u64, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.count_user(&user_id)).await
+    }
+
+    /// Runs `write`, a rewrite of records of `partition` this node makes as its leader,
+    /// on the blocking pool, shipping its records as any leader's write; then waits
+    /// until a write quorum holds them. Returns what `write` returned and the replicas
+    /// that hold its records (this node alone without replication).
+    async fn write_as_leader<T: Send + 'static>(
+        &self,
+        partition: PartitionId,
+        write: impl FnOnce(&Store, &mut Shipping<'_>) -> Result<(T, Vec<ReplicaRecord>), StoreError>
+        + Send
+        + 'static,
+    ) -> Result<(T, Vec<NodeId>), ErrorCode> {
         let store = Arc::clone(&self.inner.store);
         let Some(slot) = &self.inner.replication else {
-            let decided =
-                blocking(move || store.decide_review(id, decision, &mut |_, _| {})).await?;
-            return Ok(decided.stored);
+            let (value, _) = blocking(move || write(&store, &mut |_, _| {})).await?;
+            return Ok((value, vec![self.inner.node.clone()]));
         };
         let replication = Arc::clone(slot.get()?);
         replication.admit(partition)?;
         let shipper = Arc::clone(&replication);
-        let decided = blocking(move || {
-            store.decide_review(id, decision, &mut |records, requests| {
+        let written = blocking(move || {
+            write(&store, &mut |records, requests| {
                 shipper.shipping(records, requests)
             })
         })
         .await;
-        let decided = match decided {
-            Ok(decided) => decided,
+        let (value, records) = match written {
+            Ok(written) => written,
             Err(error) => {
-                // A refusal wrote nothing; a failed append may have shipped a sequence
+                // A refusal wrote nothing; a failed append may have shipped sequences
                 // the store now reuses, which only a new leader settles.
                 if !matches!(error, ErrorCode::Invalid { .. }) {
                     replication.failed(vec![partition]);
@@ -91,20 +144,15 @@ impl NodeHandle {
                 return Err(error);
             }
         };
-        let record = std::slice::from_ref(&decided.record);
-        replication.appended(record);
-        let committed = replication
-            .commit(vec![(decided.record.partition, decided.record.sequence)])
-            .await;
-        match committed.into_iter().next() {
-            Some(Ok(replicas)) => {
-                let mut stored = decided.stored;
-                stored.receipt.replicas = replicas;
-                Ok(stored)
-            }
+        let Some(last) = records.iter().map(|r| r.sequence).max() else {
+            return Ok((value, vec![self.inner.node.clone()]));
+        };
+        replication.appended(&records);
+        match replication.commit(vec![(partition, last)]).await.pop() {
+            Some(Ok(replicas)) => Ok((value, replicas)),
             Some(Err(refusal)) => Err(refusal),
             None => Err(ErrorCode::Unavailable {
-                reason: format!("replication lost the review of {id}"),
+                reason: "replication lost the write".into(),
             }),
         }
     }

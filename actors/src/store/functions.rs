@@ -26,7 +26,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bincode::{Decode, Encode};
-use chorus_protocol::{FunctionRef, Item, ItemFacts, PartitionId, VersionStats};
+use chorus_protocol::{
+    FunctionRef, Item, ItemFacts, PartitionId, Status, StoredItem, VersionStats,
+};
 use tracing::info;
 
 use super::StoreError;
@@ -58,18 +60,23 @@ pub(crate) struct PartitionStats {
 }
 
 impl PartitionStats {
-    /// Counts a record of this partition: its item, if the record is the item's first
-    /// and not counted yet. Returns whether anything changed, and what was counted.
+    /// Counts a record past the watermark: an item by its first record (`facts`), and
+    /// for a tombstone, takes away the item it deletes (`uncount`). Returns whether the
+    /// stats changed and what was counted.
     pub(crate) fn apply<'f>(
         &mut self,
         sequence: u64,
         replaces: Option<u64>,
         facts: Option<&'f Facts>,
+        uncount: Option<&Facts>,
     ) -> (bool, Option<&'f Facts>) {
         if sequence <= self.counted {
             return (false, None);
         }
         self.counted = sequence;
+        if let Some(gone) = uncount {
+            self.remove(gone);
+        }
         match (replaces, facts) {
             (None, Some(counted @ (function, facts))) => {
                 self.versions
@@ -137,6 +144,38 @@ fn read_facts(
     Ok(Some((partition.get(), facts_of(&stored.item))))
 }
 
+/// For a tombstone at `locator` that rewrote sequence `replaced`: the facts of the
+/// version it deleted (none for any other rewrite, or when that version is gone).
+fn deleted_facts(
+    index: &Index,
+    log: &PartitionLog,
+    partition: PartitionId,
+    locator: Locator,
+    replaced: u64,
+) -> Result<Option<Facts>, StoreError> {
+    let Some(stored) = read_stored(log, locator)? else {
+        return Ok(None);
+    };
+    if stored.receipt.status != Status::Deleted {
+        return Ok(None);
+    }
+    let Some(previous) = index.locate_sequence(partition, replaced)? else {
+        return Ok(None);
+    };
+    Ok(read_stored(log, previous)?
+        .filter(|before| before.receipt.status != Status::Deleted)
+        .and_then(|before| facts_of(&before.item)))
+}
+
+/// The item at `locator`, or `None` if its segment was retired.
+fn read_stored(log: &PartitionLog, locator: Locator) -> Result<Option<StoredItem>, StoreError> {
+    match log.read(locator, &|h| h.kind == RecordKind::Item) {
+        Ok(body) => super::decode_item(&body).map(Some),
+        Err(LogError::Retired { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Counts the stats of a store made before they existed, from every live record, up
 /// to the index's last sequence of each partition; once (the `meta` mark), and from
 /// scratch if an earlier count was cut short.
@@ -177,15 +216,19 @@ pub(crate) fn catch_up(index: &Index, log: &PartitionLog) -> Result<(), StoreErr
         let mut stats = index.partition_function_stats(partition);
         for entry in index.entries_after(partition, from) {
             let (sequence, locator, replaces) = entry?;
-            let facts = match replaces {
-                // A rewrite's item counted at its first record.
-                Some(_) => None,
-                None => {
-                    read += 1;
-                    read_facts(log, locator)?.and_then(|(_, facts)| facts)
-                }
+            read += 1;
+            let (facts, uncount) = match replaces {
+                // A rewrite's item counted at its first record; a tombstone takes the
+                // facts of the version it replaced away.
+                Some(replaced) => (
+                    None,
+                    deleted_facts(index, log, partition, locator, replaced)?,
+                ),
+                None => (read_facts(log, locator)?.and_then(|(_, facts)| facts), None),
             };
-            changed |= stats.apply(sequence, replaces, facts.as_ref()).0;
+            changed |= stats
+                .apply(sequence, replaces, facts.as_ref(), uncount.as_ref())
+                .0;
         }
         if changed {
             index.install_partition_function_stats(partition, stats);
@@ -221,11 +264,14 @@ mod tests {
     fn an_item_counts_once_by_its_first_record() {
         let mut stats = PartitionStats::default();
         let first = facts(4);
-        assert_eq!(stats.apply(1, None, Some(&first)), (true, Some(&first)));
+        assert_eq!(
+            stats.apply(1, None, Some(&first), None),
+            (true, Some(&first))
+        );
         // A rewrite of it, a copy of it (its old sequence), a record of no function.
-        assert_eq!(stats.apply(2, Some(1), Some(&first)), (true, None));
-        assert_eq!(stats.apply(1, None, Some(&first)), (false, None));
-        assert_eq!(stats.apply(3, None, None), (true, None));
+        assert_eq!(stats.apply(2, Some(1), Some(&first), None), (true, None));
+        assert_eq!(stats.apply(1, None, Some(&first), None), (false, None));
+        assert_eq!(stats.apply(3, None, None, None), (true, None));
         assert_eq!(stats.counted, 3);
         let counted = &stats.versions[&facts(4).0];
         assert_eq!(counted.items, 1);
@@ -236,7 +282,7 @@ mod tests {
     #[test]
     fn stored_stats_round_trip_and_nonsense_is_corrupt() {
         let mut stats = PartitionStats::default();
-        let _ = stats.apply(7, None, Some(&facts(2)));
+        let _ = stats.apply(7, None, Some(&facts(2)), None);
         assert_eq!(decode_stats(&encode_stats(&stats)).unwrap(), stats);
         let mut trailing = encode_stats(&stats);
         trailing.push(0);

@@ -146,6 +146,11 @@ pub struct IndexEntry {
     pub facts: Option<(FunctionRef, ItemFacts)>,
     /// Whether the record's status is flagged: its item waits for review.
     pub flagged: bool,
+    /// Whether the record is a tombstone (its item deleted or expired).
+    pub deleted: bool,
+    /// For a tombstone: the facts of the item it deletes, read by the indexer from the
+    /// record it supersedes, taken out of the function stats.
+    pub uncount: Option<(FunctionRef, ItemFacts)>,
 }
 
 /// The sled trees of the index.
@@ -542,10 +547,18 @@ impl Index {
             let Some(stats) = held.partitions.get_mut(usize::from(entry.partition)) else {
                 continue;
             };
-            let (changed, counted) =
-                stats.apply(entry.sequence, entry.replaces, entry.facts.as_ref());
+            let (changed, counted) = stats.apply(
+                entry.sequence,
+                entry.replaces,
+                entry.facts.as_ref(),
+                entry.uncount.as_ref(),
+            );
             if changed {
                 held.dirty.insert(entry.partition);
+                if entry.uncount.is_some() {
+                    // Deletions are rare: the kept sums are summed afresh when asked.
+                    held.summed = None;
+                }
             }
             if let Some(counted) = counted {
                 held.add_to_summed(entry.partition, counted);

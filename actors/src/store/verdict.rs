@@ -54,6 +54,10 @@ impl Store {
             let Some((mut stored, replaces)) = current else {
                 continue;
             };
+            // A deleted item stays deleted: no later verdict brings its record back.
+            if stored.receipt.status == Status::Deleted {
+                continue;
+            }
             stored.receipt.status = status;
             stored.receipt.alignment_score = score;
             rewritten.push((stored, replaces));

@@ -17,7 +17,7 @@ fn validator(config: ValidationConfig) -> Validator {
 
 fn reasons(status: &Status) -> &[String] {
     match status {
-        Status::Accepted => &[],
+        Status::Accepted | Status::Deleted => &[],
         Status::Flagged { reasons } | Status::Rejected { reasons } => reasons,
     }
 }

@@ -147,6 +147,13 @@ pub enum Forward {
         /// Approve, or reject.
         approve: bool,
     },
+    /// Delete every item of a user the peer leads.
+    DeleteUser {
+        /// Who asks (an admin key).
+        caller: Caller,
+        /// The user.
+        user_id: String,
+    },
 }
 
 impl Forward {
@@ -172,6 +179,7 @@ impl Forward {
             Forward::PushEvents { .. } => "push_events",
             Forward::ReviewPage { .. } => "review_page",
             Forward::Review { .. } => "review",
+            Forward::DeleteUser { .. } => "delete_user",
         }
     }
 }
@@ -216,6 +224,8 @@ pub enum ForwardReply {
     Events(Vec<Event>),
     /// How many pushed events were new to the peer.
     EventsTaken(u32),
+    /// How many items a deletion made tombstones of.
+    Deleted(u64),
 }
 
 /// A boxed future of a forwarded request's answer.

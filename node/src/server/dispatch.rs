@@ -29,7 +29,8 @@ pub async fn dispatch(
     let node = &backend.node;
     // Shapes (batch sizes, page limits, name lengths) are checked by the node handle,
     // which every local request goes through; forwarded ones are checked by their owner.
-    // The event and review requests are answered here, so they are checked here.
+    // The event, review and users' rights requests are answered here, so they are
+    // checked here.
     if matches!(
         request,
         Request::Events { .. }
@@ -38,6 +39,8 @@ pub async fn dispatch(
             | Request::FunctionStatus { .. }
             | Request::ReviewQueue { .. }
             | Request::Review { .. }
+            | Request::DeleteUser { .. }
+            | Request::ExportUser { .. }
     ) {
         request.validate_shape()?;
     }
@@ -89,6 +92,12 @@ pub async fn dispatch(
             crate::events::change_version(node, peers, caller, function, change).await
         }
         Request::ReviewQueue { after, limit } => crate::review::page(backend, after, limit).await,
+        Request::DeleteUser { user_id } => crate::users::delete(backend, caller, user_id).await,
+        Request::ExportUser {
+            user_id,
+            after,
+            limit,
+        } => crate::users::export_page(backend, caller, user_id, after, limit).await,
         Request::Review {
             user_id,
             id,
@@ -276,35 +285,64 @@ async fn get(backend: &Backend, id: chorus_protocol::ItemId) -> Result<Response,
     let view = backend.cluster.ring();
     if let Some(partition) = id.partition_hint().filter(|&p| p < view.ring.partitions()) {
         let leader = view.leader(partition).clone();
-        let found = if &leader == me {
-            backend.node.get(id).await?.map(Box::new)
-        } else {
-            match forward(backend, &leader, Forward::Get { id }).await? {
-                ForwardReply::Get(found) => found,
-                _ => return Err(ErrorCode::Internal { request_id: 0 }),
-            }
-        };
-        return Ok(Response::Item(found));
+        return at_leader(backend, &leader, id).await.map(visible);
     }
     metrics::counter!(crate::metrics::catalog::GET_FAN_OUTS_TOTAL).increment(1);
-    if let Some(found) = backend.node.get(id).await? {
-        return Ok(Response::Item(Some(Box::new(found))));
+    let found = match backend.node.get(id).await? {
+        Some(found) => Box::new(found),
+        None => match ask_members(backend, Forward::Get { id }, |reply| match reply {
+            ForwardReply::Get(found) => found,
+            _ => None,
+        })
+        .await
+        {
+            FanOut::Found(found) => found,
+            FanOut::Missing { unreachable } if unreachable.is_empty() => {
+                return Ok(Response::Item(None));
+            }
+            FanOut::Missing { unreachable } => {
+                return Err(ErrorCode::Unavailable {
+                    reason: format!(
+                        "not found on the reachable nodes; {} could not be asked",
+                        list(&unreachable)
+                    ),
+                });
+            }
+        },
+    };
+    // A replica that answered may lag its leader (a deletion not applied yet): the
+    // leader of the item's partition has the last word when it can be asked.
+    let (_, leader) = view.leader_of_user(&found.item.user_id);
+    if leader == me || found.receipt.status == chorus_protocol::Status::Deleted {
+        return Ok(visible(Some(found)));
     }
-    match ask_members(backend, Forward::Get { id }, |reply| match reply {
-        ForwardReply::Get(found) => found,
-        _ => None,
-    })
-    .await
-    {
-        FanOut::Found(found) => Ok(Response::Item(Some(found))),
-        FanOut::Missing { unreachable } if unreachable.is_empty() => Ok(Response::Item(None)),
-        FanOut::Missing { unreachable } => Err(ErrorCode::Unavailable {
-            reason: format!(
-                "not found on the reachable nodes; {} could not be asked",
-                list(&unreachable)
-            ),
-        }),
+    match at_leader(backend, leader, id).await {
+        Ok(latest) => Ok(visible(latest)),
+        Err(error) => {
+            debug!(%leader, %error, "the item's leader could not confirm it; answering a replica's copy");
+            Ok(visible(Some(found)))
+        }
     }
+}
+
+/// The item as `leader` holds it (this node's store if it is the leader).
+async fn at_leader(
+    backend: &Backend,
+    leader: &chorus_protocol::NodeId,
+    id: chorus_protocol::ItemId,
+) -> Result<Option<Box<chorus_protocol::StoredItem>>, ErrorCode> {
+    if leader == backend.cluster.node() {
+        return Ok(backend.node.get(id).await?.map(Box::new));
+    }
+    match forward(backend, leader, Forward::Get { id }).await? {
+        ForwardReply::Get(found) => Ok(found),
+        _ => Err(ErrorCode::Internal { request_id: 0 }),
+    }
+}
+
+/// What a client is answered for an item found: a tombstone is a deleted item, absent.
+fn visible(found: Option<Box<chorus_protocol::StoredItem>>) -> Response {
+    Response::Item(found.filter(|stored| stored.receipt.status != chorus_protocol::Status::Deleted))
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub enum Command {
     /// or admin key).
     #[command(subcommand)]
     Review(ReviewCommand),
+    /// Users' rights: export everything stored about a user, or delete it everywhere
+    /// (needs an admin key).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Load-test a node and report throughput and latency percentiles.
     Bench(crate::tools::bench::BenchArgs),
     /// Administer a running node over its local control socket.
@@ -229,6 +233,45 @@ pub struct VersionArgs {
     /// The version, as NAME@VERSION.
     pub function: String,
     /// Print the recorded event as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `chorus users ...`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Every item of the user, oldest first, as JSON lines (progress on stderr).
+    Export(UsersExportArgs),
+    /// Delete every item of the user on every replica: each becomes a tombstone and
+    /// its bytes are reclaimed by compaction. Answers once a write quorum holds them.
+    Delete(UsersDeleteArgs),
+}
+
+/// Flags of `chorus users export`.
+#[derive(Debug, Args)]
+pub struct UsersExportArgs {
+    /// The user.
+    pub user: String,
+    /// Write the JSON lines to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Items per request, 1..=1000.
+    #[arg(long, default_value_t = 1000)]
+    pub page: u32,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Flags of `chorus users delete`.
+#[derive(Debug, Args)]
+pub struct UsersDeleteArgs {
+    /// The user.
+    pub user: String,
+    /// Print `{"user_id": ..., "deleted": N}`.
     #[arg(long)]
     pub json: bool,
     /// Where to ask.

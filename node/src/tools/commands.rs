@@ -5,6 +5,7 @@
 mod events;
 mod output;
 mod review;
+mod users;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ use chorus_protocol::{ExecutionMetrics, FunctionRef, FunctionVersion, VersionCha
 use crate::tools::cli::{
     CertsCommand, Command, FunctionArgs, FunctionsArgs, FunctionsCommand, GetArgs, KeysCommand,
     KeysCreateArgs, KeysListArgs, KeysRevokeArgs, ListArgs, RestoreArgs, ReviewCommand, SubmitArgs,
+    UsersCommand,
 };
 use crate::tools::connect::connect;
 use crate::tools::error::CliError;
@@ -53,6 +55,8 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Review(ReviewCommand::Reject(args)) => {
             (args.json, review::decide(args, false).await)
         }
+        Command::Users(UsersCommand::Export(args)) => (false, users::export(args).await),
+        Command::Users(UsersCommand::Delete(args)) => (args.json, users::delete(args).await),
         Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),
         Command::Bench(args) => (false, crate::tools::bench::run(args).await),
         // ctl prints its own outcome: a broken audit chain is a result, not an error.

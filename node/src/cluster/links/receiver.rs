@@ -316,6 +316,14 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
                 .await
                 .map(|stored| ForwardReply::Get(Some(Box::new(stored))))
         }
+        Forward::DeleteUser { caller, user_id } => {
+            if !caller.role.allows(chorus_protocol::Role::Admin) {
+                return Err(ErrorCode::Forbidden);
+            }
+            node.delete_user(user_id, &caller.key_id)
+                .await
+                .map(|(items, _)| ForwardReply::Deleted(items))
+        }
         Forward::EventHeads => node.event_heads().await.map(ForwardReply::EventHeads),
         Forward::EventsAfter { cursor } => {
             cursor.validate()?;

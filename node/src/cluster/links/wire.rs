@@ -458,6 +458,15 @@ pub enum WireRequest {
         /// Approve, or reject.
         approve: bool,
     },
+    /// [`Forward::DeleteUser`], the caller carried as role and key id.
+    DeleteUser {
+        /// The caller's role.
+        role: Role,
+        /// The caller's key id (never the key).
+        key_id: String,
+        /// The user.
+        user_id: String,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -540,6 +549,11 @@ impl<Context> Decode<Context> for WireRequest {
                 id: ItemId::decode(decoder)?,
                 approve: bool::decode(decoder)?,
             }),
+            19 => Ok(WireRequest::DeleteUser {
+                role: Role::decode(decoder)?,
+                key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
+                user_id: bounded_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -585,6 +599,8 @@ pub enum WireReply {
     Events(Vec<Event>),
     /// [`ForwardReply::EventsTaken`].
     EventsTaken(u32),
+    /// [`ForwardReply::Deleted`].
+    Deleted(u64),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -640,6 +656,7 @@ impl<Context> Decode<Context> for WireReply {
                 "events",
             )?)),
             17 => Ok(WireReply::EventsTaken(u32::decode(decoder)?)),
+            18 => Ok(WireReply::Deleted(u64::decode(decoder)?)),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -726,6 +743,11 @@ impl From<Forward> for WireRequest {
                 user_id,
                 id,
                 approve,
+            },
+            Forward::DeleteUser { caller, user_id } => WireRequest::DeleteUser {
+                role: caller.role,
+                key_id: caller.key_id.to_string(),
+                user_id,
             },
             Forward::ListByUser {
                 user_id,
@@ -814,6 +836,17 @@ impl From<WireRequest> for Forward {
                 id,
                 approve,
             },
+            WireRequest::DeleteUser {
+                role,
+                key_id,
+                user_id,
+            } => Forward::DeleteUser {
+                caller: Caller {
+                    role,
+                    key_id: key_id.into(),
+                },
+                user_id,
+            },
             WireRequest::ListByUser {
                 user_id,
                 after,
@@ -851,6 +884,7 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::EventHeads(cursor) => WireReply::EventHeads(cursor),
             ForwardReply::Events(events) => WireReply::Events(events),
             ForwardReply::EventsTaken(taken) => WireReply::EventsTaken(taken),
+            ForwardReply::Deleted(items) => WireReply::Deleted(items),
         }
     }
 }
@@ -881,6 +915,7 @@ impl From<WireReply> for ForwardReply {
             WireReply::EventHeads(cursor) => ForwardReply::EventHeads(cursor),
             WireReply::Events(events) => ForwardReply::Events(events),
             WireReply::EventsTaken(taken) => ForwardReply::EventsTaken(taken),
+            WireReply::Deleted(items) => ForwardReply::Deleted(items),
         }
     }
 }
@@ -1200,6 +1235,11 @@ mod tests {
                 id: ItemId(0x0190_0000_0000_0000_0000_0000_0000_0042),
                 approve: true,
             },
+            WireRequest::DeleteUser {
+                role: Role::Admin,
+                key_id: "0123abcd".into(),
+                user_id: "user-1".into(),
+            },
         ];
         requests
             .into_iter()
@@ -1262,6 +1302,7 @@ mod tests {
             WireReply::EventHeads(EventCursor(vec![(NodeId("node-a".into()), 9)])),
             WireReply::Events(vec![sample_event()]),
             WireReply::EventsTaken(1),
+            WireReply::Deleted(10_000),
         ]
     }
 

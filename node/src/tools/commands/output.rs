@@ -63,7 +63,7 @@ pub fn item_json(stored: &StoredItem) -> Value {
 
 fn reasons(status: &Status) -> Vec<String> {
     match status {
-        Status::Accepted => Vec::new(),
+        Status::Accepted | Status::Deleted => Vec::new(),
         Status::Flagged { reasons } | Status::Rejected { reasons } => reasons.clone(),
     }
 }
