@@ -864,6 +864,7 @@ pub(crate) fn unexpected(expected: &str, got: &Response) -> ClientError {
         Response::Event(_) => "Event",
         Response::FunctionStatus(_) => "FunctionStatus",
         Response::UserDeleted { .. } => "UserDeleted",
+        Response::Insights(_) => "Insights",
     };
     ClientError::Protocol(format!("expected a {expected} response, got {got}"))
 }

@@ -1,8 +1,8 @@
 //! The review queue through the SDK (pages of the flagged items, and a reviewer's
-//! decision on one; a review or admin key) and users' rights (a user's export, a page
-//! at a time, and deletion; an admin key).
+//! decision on one; a review or admin key), users' rights (a user's export, a page at
+//! a time, and deletion; an admin key) and insights (a read key).
 
-use chorus_protocol::{ItemId, PageToken, Request, Response, StoredItem};
+use chorus_protocol::{Insight, InsightQuery, ItemId, PageToken, Request, Response, StoredItem};
 
 use crate::client::{Client, Page, unexpected};
 use crate::error::ClientError;
@@ -69,6 +69,16 @@ impl Client {
         match self.request(request).await? {
             Response::UserDeleted { items } => Ok(items),
             other => Err(unexpected("UserDeleted", &other)),
+        }
+    }
+
+    /// An aggregate question about the feedback, cluster-wide (needs a read key); with
+    /// `query.epsilon`, answered under differential privacy and charged to the key's
+    /// budget (refused, `Invalid` on `epsilon`, once it is spent).
+    pub async fn insights(&self, query: InsightQuery) -> Result<Insight, ClientError> {
+        match self.request(Request::Insights(query)).await? {
+            Response::Insights(insight) => Ok(insight),
+            other => Err(unexpected("Insights", &other)),
         }
     }
 }

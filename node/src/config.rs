@@ -9,6 +9,7 @@ pub mod edge;
 mod enrichment;
 pub mod env;
 mod functions;
+mod insights;
 mod limits;
 mod store_log;
 mod tiers;
@@ -29,6 +30,7 @@ pub use edge::EdgeSection;
 pub use enrichment::EnrichmentSection;
 pub use env::env_name;
 pub use functions::FunctionsSection;
+pub use insights::InsightsSection;
 pub use limits::LimitsSection;
 pub use store_log::StoreLogSection;
 pub use tiers::{TierSection, TiersSection};
@@ -213,6 +215,8 @@ pub struct NodeConfig {
     pub degradation: DegradationSection,
     /// When a function version's feedback marks it `requires_update` (`[functions]`).
     pub functions: FunctionsSection,
+    /// The privacy budget and the cache of insights (`[insights]`).
+    pub insights: InsightsSection,
     /// The circuit breakers (`[breakers.store]`, `[breakers.enrichment]`).
     pub breakers: BreakersSection,
     /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
@@ -279,6 +283,7 @@ impl Default for NodeConfig {
             tiers: TiersSection::default(),
             degradation: DegradationSection::default(),
             functions: FunctionsSection::default(),
+            insights: InsightsSection::default(),
             breakers: BreakersSection::default(),
             cluster: None,
             validator_workers: 0,
@@ -373,6 +378,7 @@ impl NodeConfig {
         self.tiers.to_tier_queues()?;
         self.degradation.to_degradation()?;
         self.functions.to_rule()?;
+        self.insights.validate()?;
         self.breakers.store()?;
         self.breakers.enrichment()?;
         if let Some(cluster) = &self.cluster {

@@ -18,6 +18,7 @@ pub mod control;
 pub mod data_dir_lock;
 pub mod events;
 pub mod functions;
+pub mod insights;
 pub mod logging;
 pub mod metrics;
 pub mod node;

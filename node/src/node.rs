@@ -422,6 +422,10 @@ impl Node {
             peers,
             replication: replicator.clone(),
             functions: crate::functions::FunctionPages::new(config.update_rule()),
+            insights: crate::insights::Insights::new(
+                config.insights.epsilon_budget,
+                config.insights.cache(),
+            ),
         };
         if let Some(links) = &links {
             spawn_syncs(&tasks, links, &state, &node, &shutdown);

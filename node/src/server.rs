@@ -45,6 +45,8 @@ pub struct Backend {
     pub replication: Option<Replicator>,
     /// The function pages this node answers (judged by its `[functions]` rule).
     pub functions: crate::functions::FunctionPages,
+    /// The insights this node answers (`[insights]`).
+    pub insights: crate::insights::Insights,
 }
 
 impl Backend {
@@ -56,6 +58,7 @@ impl Backend {
             peers: None,
             replication: None,
             functions: crate::functions::FunctionPages::default(),
+            insights: crate::insights::Insights::default(),
         }
     }
 }

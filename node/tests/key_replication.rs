@@ -137,6 +137,7 @@ impl Member {
                 peers: Some(links.clone()),
                 replication: None,
                 functions: Default::default(),
+                insights: Default::default(),
             },
             ServerSettings {
                 frame_limit: FrameLimit::default(),

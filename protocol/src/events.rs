@@ -135,6 +135,13 @@ pub enum EventKind {
         /// Who asked.
         by: String,
     },
+    /// A key spent some of its privacy budget on a differentially private insight.
+    PrivacySpent {
+        /// The key's id.
+        key_id: String,
+        /// The ε spent.
+        epsilon: f64,
+    },
 }
 
 impl EventKind {
@@ -150,6 +157,7 @@ impl EventKind {
             EventKind::ItemReviewed { .. } => EventType::ItemReviewed,
             EventKind::UserExported { .. } => EventType::UserExported,
             EventKind::UserDeleted { .. } => EventType::UserDeleted,
+            EventKind::PrivacySpent { .. } => EventType::PrivacySpent,
         }
     }
 
@@ -184,6 +192,16 @@ impl EventKind {
             | EventKind::UserDeleted { user_id, by, .. } => {
                 user(user_id)?;
                 actor(by)
+            }
+            EventKind::PrivacySpent { key_id, epsilon } => {
+                actor(key_id)?;
+                if !(epsilon.is_finite() && *epsilon > 0.0) {
+                    return Err(ErrorCode::invalid(
+                        "epsilon",
+                        format!("{epsilon} is not a positive number"),
+                    ));
+                }
+                Ok(())
             }
         }
     }
@@ -220,11 +238,13 @@ pub enum EventType {
     UserExported,
     /// [`EventKind::UserDeleted`].
     UserDeleted,
+    /// [`EventKind::PrivacySpent`].
+    PrivacySpent,
 }
 
 impl EventType {
     /// Every type, in declaration order.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::RequiresUpdate,
         EventType::UpdateCleared,
         EventType::VersionDeprecated,
@@ -234,6 +254,7 @@ impl EventType {
         EventType::ItemReviewed,
         EventType::UserExported,
         EventType::UserDeleted,
+        EventType::PrivacySpent,
     ];
 
     /// The snake_case name the CLI and JSON use.
@@ -248,6 +269,7 @@ impl EventType {
             EventType::ItemReviewed => "item_reviewed",
             EventType::UserExported => "user_exported",
             EventType::UserDeleted => "user_deleted",
+            EventType::PrivacySpent => "privacy_spent",
         }
     }
 

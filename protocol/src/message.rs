@@ -16,6 +16,7 @@ use crate::events::{
     VersionChange, check_events_limit, decode_events,
 };
 use crate::functions::{UpdateReason, VersionStats};
+use crate::insights::{Insight, InsightQuery};
 use crate::item::{FunctionRef, Item, ItemId, MAX_FUNCTION_NAME_BYTES, MAX_USER_ID_BYTES, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
 use crate::ring::RingSnapshot;
@@ -274,6 +275,9 @@ pub enum Request {
         /// Most items to return, 1..=[`MAX_PAGE_LIMIT`].
         limit: u32,
     },
+    /// An aggregate question about the feedback, cluster-wide (read role); with ε, under
+    /// differential privacy, charged to the key's budget.
+    Insights(InsightQuery),
 }
 
 /// Most function versions one [`Request::Functions`] page holds.
@@ -321,6 +325,7 @@ pub(crate) mod tag {
     pub const REVIEW: u32 = 15;
     pub const DELETE_USER: u32 = 16;
     pub const EXPORT_USER: u32 = 17;
+    pub const INSIGHTS: u32 = 18;
 }
 
 impl From<RoutedRequest> for Request {
@@ -439,6 +444,7 @@ impl<Context> Decode<Context> for RoutedRequest {
             tag::REVIEW => Err(not_routable("review")),
             tag::DELETE_USER => Err(not_routable("delete_user")),
             tag::EXPORT_USER => Err(not_routable("export_user")),
+            tag::INSIGHTS => Err(not_routable("insights")),
             found => Err(unknown_request(found)),
         }
     }
@@ -532,6 +538,21 @@ impl<Context> Decode<Context> for Request {
                     limit,
                 })
             }
+            tag::INSIGHTS => Ok(Request::Insights(InsightQuery {
+                function: match u8::decode(decoder)? {
+                    0 => None,
+                    1 => Some(decode_string(decoder, MAX_FUNCTION_NAME_BYTES, "function")?),
+                    found => {
+                        return Err(DecodeError::UnexpectedVariant {
+                            type_name: "Option<String>",
+                            allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 1 },
+                            found: u32::from(found),
+                        });
+                    }
+                },
+                by_version: bool::decode(decoder)?,
+                epsilon: Option::<f64>::decode(decoder)?,
+            })),
             found => Err(unknown_request(found)),
         }
     }
@@ -582,7 +603,7 @@ fn unknown_request(found: u32) -> DecodeError {
         type_name: "Request",
         allowed: &bincode::error::AllowedEnumVariants::Range {
             min: tag::SUBMIT,
-            max: tag::EXPORT_USER,
+            max: tag::INSIGHTS,
         },
         found,
     }
@@ -614,6 +635,7 @@ impl Request {
             Request::Review { .. } => "review",
             Request::DeleteUser { .. } => "delete_user",
             Request::ExportUser { .. } => "export_user",
+            Request::Insights(_) => "insights",
         }
     }
 
@@ -645,7 +667,8 @@ impl Request {
             | Request::Functions { .. }
             | Request::Events { .. }
             | Request::FollowEvents { .. }
-            | Request::FunctionStatus { .. } => Some(Role::Read),
+            | Request::FunctionStatus { .. }
+            | Request::Insights(_) => Some(Role::Read),
             Request::CreateApiKey { .. }
             | Request::ListApiKeys
             | Request::RevokeApiKey { .. }
@@ -712,6 +735,7 @@ impl Request {
             }
             Request::ReviewQueue { after, limit } => check_listing(*limit, after.as_ref()),
             Request::ExportUser { limit, after, .. } => check_listing(*limit, after.as_ref()),
+            Request::Insights(query) => query.validate(),
             Request::DeleteUser { user_id } if user_id.is_empty() => Err(ErrorCode::invalid(
                 "user_id",
                 "must not be empty".to_string(),
@@ -856,6 +880,8 @@ pub enum Response {
         /// Items deleted (those already deleted are not counted again).
         items: u64,
     },
+    /// The answer to `Insights`.
+    Insights(Insight),
 }
 
 /// What the feedback about one version of a function adds up to, cluster-wide.
@@ -931,6 +957,7 @@ mod response_tag {
     pub const EVENT: u32 = 11;
     pub const FUNCTION_STATUS: u32 = 12;
     pub const USER_DELETED: u32 = 13;
+    pub const INSIGHTS: u32 = 14;
 }
 
 impl<Context> Decode<Context> for Response {
@@ -1009,11 +1036,12 @@ impl<Context> Decode<Context> for Response {
             USER_DELETED => Ok(Response::UserDeleted {
                 items: u64::decode(decoder)?,
             }),
+            INSIGHTS => Ok(Response::Insights(Insight::decode(decoder)?)),
             found => Err(DecodeError::UnexpectedVariant {
                 type_name: "Response",
                 allowed: &bincode::error::AllowedEnumVariants::Range {
                     min: 0,
-                    max: USER_DELETED,
+                    max: INSIGHTS,
                 },
                 found,
             }),
@@ -1069,6 +1097,7 @@ impl fmt::Debug for Response {
             Response::UserDeleted { items } => {
                 f.debug_struct("UserDeleted").field("items", items).finish()
             }
+            Response::Insights(insight) => f.debug_tuple("Insights").field(insight).finish(),
         }
     }
 }

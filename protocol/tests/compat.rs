@@ -9,10 +9,10 @@
 use chorus_protocol::{
     ApiKeyInfo, ClientFrame, Enrichment, ErrorCode, Event, EventCursor, EventKind, EventPosition,
     EventType, EventTypes, ExecutionMetrics, FrameLimit, FunctionRef, FunctionStatus,
-    FunctionVersion, Hello, Item, ItemFacts, ItemId, Kind, NodeId, PageToken, Receipt, Request,
-    Response, RingMember, RingSnapshot, Role, RoutedRequest, ServerFrame, Status, StoredItem, Tier,
-    UpdateReason, UpdateReasons, VersionChange, VersionStats, decode_client_frame, decode_hello,
-    decode_server_frame, encode_payload,
+    FunctionVersion, Hello, Insight, InsightQuery, InsightRow, Item, ItemFacts, ItemId, Kind,
+    NodeId, PageToken, Receipt, Request, Response, RingMember, RingSnapshot, Role, RoutedRequest,
+    ServerFrame, Status, StoredItem, Tier, UpdateReason, UpdateReasons, VersionChange,
+    VersionStats, decode_client_frame, decode_hello, decode_server_frame, encode_payload,
 };
 
 const CLIENT_V1: &str = include_str!("fixtures/client-v1.txt");
@@ -141,7 +141,9 @@ fn requests() -> Vec<(&'static str, Request)> {
         (
             "follow_events",
             Request::FollowEvents {
-                types: EventTypes::all(),
+                types: [EventType::RequiresUpdate, EventType::ItemFlagged]
+                    .into_iter()
+                    .collect::<EventTypes>(),
                 cursor: EventCursor(vec![(NodeId("node-1".into()), 7)]),
                 limit: 100,
                 wait_ms: 20_000,
@@ -191,6 +193,14 @@ fn requests() -> Vec<(&'static str, Request)> {
                 after: Some(PageToken(vec![7])),
                 limit: 1000,
             },
+        ),
+        (
+            "insights",
+            Request::Insights(InsightQuery {
+                function: Some("search".into()),
+                by_version: true,
+                epsilon: Some(0.5),
+            }),
         ),
     ]
 }
@@ -315,6 +325,20 @@ fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
             }])),
         ),
         ("user_deleted", Ok(Response::UserDeleted { items: 10_000 })),
+        (
+            "insights",
+            Ok(Response::Insights(Insight {
+                rows: vec![InsightRow {
+                    function: "search".into(),
+                    version: Some("1.2.0".into()),
+                    items: 60,
+                    ratings: [10, 20, 30, 0, 0],
+                }],
+                covered: (1024, 1024),
+                epsilon: Some(0.5),
+                budget_remaining: Some(9.5),
+            })),
+        ),
         (
             "deleted_item",
             Ok(Response::Item(Some(Box::new(StoredItem {

@@ -79,6 +79,13 @@ impl NodeHandle {
         .await
     }
 
+    /// The ε `key_id` spent on differentially private insights, as the events held
+    /// here know.
+    pub async fn privacy_spent(&self, key_id: String) -> Result<f64, ErrorCode> {
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || store.privacy_spent(&key_id)).await
+    }
+
     /// A receiver that changes whenever events are added here.
     pub fn subscribe_events(&self) -> watch::Receiver<u64> {
         self.inner.store.subscribe_events()

@@ -7,6 +7,7 @@
 //! event_heads       origin → contiguous (u64 BE): seq 1..=contiguous are all held
 //! version_status    name_len (u8) ‖ name ‖ version → VersionState (bincode)
 //! current_versions  name → CurrentVersion (bincode)
+//! privacy_spent     key id → ε spent, in millionths (u64 BE)
 //! ```
 //!
 //! An origin's events are served only up to its contiguous head, so a reader never
@@ -17,7 +18,9 @@
 //! The two status trees are a view over the events, kept as each event is first
 //! stored: of the events that set one fact (a version's lifecycle, whether it requires
 //! an update, a function's current version) the latest by [`EventPosition`] wins, so
-//! every member that holds the same events shows the same status.
+//! every member that holds the same events shows the same status. A key's privacy
+//! budget spent is the sum of its `privacy_spent` events, kept as each is first stored
+//! (in millionths of ε, so that every member's sum is exact whatever the order).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -77,6 +80,7 @@ pub(crate) struct Events {
     heads: sled::Tree,
     versions: sled::Tree,
     current: sled::Tree,
+    spent: sled::Tree,
     /// Serialises numbering and merging, so heads only move forward.
     write: Mutex<()>,
     added: watch::Sender<u64>,
@@ -91,6 +95,7 @@ impl Events {
             heads: db.open_tree("event_heads")?,
             versions: db.open_tree("version_status")?,
             current: db.open_tree("current_versions")?,
+            spent: db.open_tree("privacy_spent")?,
             write: Mutex::new(()),
             added: watch::channel(0).0,
         })
@@ -167,8 +172,16 @@ impl Events {
         }
         let mut status: BTreeMap<Vec<u8>, VersionState> = BTreeMap::new();
         let mut current: BTreeMap<String, CurrentVersion> = BTreeMap::new();
+        let mut spent: BTreeMap<String, u64> = BTreeMap::new();
         for event in events {
             self.fold_status(event, &mut status, &mut current)?;
+            if let EventKind::PrivacySpent { key_id, epsilon } = &event.kind {
+                let total = match spent.get(key_id) {
+                    Some(total) => *total,
+                    None => self.spent_micros(key_id)?,
+                };
+                spent.insert(key_id.clone(), total.saturating_add(micros(*epsilon)));
+            }
         }
         (
             &self.events,
@@ -176,34 +189,41 @@ impl Events {
             &self.heads,
             &self.versions,
             &self.current,
+            &self.spent,
         )
-            .transaction(|(tx_events, tx_time, tx_heads, tx_versions, tx_current)| {
-                for event in events {
-                    tx_events.insert(event_key(&event.origin, event.seq), encode_payload(event))?;
-                    tx_time.insert(time_key(event), &[][..])?;
-                }
-                for (origin, was) in &origins {
-                    let mut head = *was;
-                    while head < u64::MAX
-                        && (events
-                            .iter()
-                            .any(|e| &e.origin == *origin && e.seq == head + 1)
-                            || tx_events.get(event_key(origin, head + 1))?.is_some())
-                    {
-                        head += 1;
+            .transaction(
+                |(tx_events, tx_time, tx_heads, tx_versions, tx_current, tx_spent)| {
+                    for event in events {
+                        tx_events
+                            .insert(event_key(&event.origin, event.seq), encode_payload(event))?;
+                        tx_time.insert(time_key(event), &[][..])?;
                     }
-                    if head != *was {
-                        tx_heads.insert(origin.0.as_bytes(), &head.to_be_bytes())?;
+                    for (origin, was) in &origins {
+                        let mut head = *was;
+                        while head < u64::MAX
+                            && (events
+                                .iter()
+                                .any(|e| &e.origin == *origin && e.seq == head + 1)
+                                || tx_events.get(event_key(origin, head + 1))?.is_some())
+                        {
+                            head += 1;
+                        }
+                        if head != *was {
+                            tx_heads.insert(origin.0.as_bytes(), &head.to_be_bytes())?;
+                        }
                     }
-                }
-                for (key, state) in &status {
-                    tx_versions.insert(key.as_slice(), encode_payload(state))?;
-                }
-                for (name, version) in &current {
-                    tx_current.insert(name.as_bytes(), encode_payload(version))?;
-                }
-                Ok(())
-            })
+                    for (key, state) in &status {
+                        tx_versions.insert(key.as_slice(), encode_payload(state))?;
+                    }
+                    for (name, version) in &current {
+                        tx_current.insert(name.as_bytes(), encode_payload(version))?;
+                    }
+                    for (key_id, total) in &spent {
+                        tx_spent.insert(key_id.as_bytes(), &total.to_be_bytes())?;
+                    }
+                    Ok(())
+                },
+            )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
                     tree: "events",
@@ -417,6 +437,17 @@ impl Events {
             .is_some_and(|state| matches!(state.requires_update, Some((true, _)))))
     }
 
+    /// The ε `key_id` spent, by the `privacy_spent` events held here.
+    pub(crate) fn privacy_spent(&self, key_id: &str) -> Result<f64, StoreError> {
+        Ok(self.spent_micros(key_id)? as f64 / 1e6)
+    }
+
+    fn spent_micros(&self, key_id: &str) -> Result<u64, StoreError> {
+        self.spent
+            .get(key_id.as_bytes())?
+            .map_or(Ok(0), |v| be_u64(&v))
+    }
+
     /// A receiver that changes whenever events are added.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.added.subscribe()
@@ -498,6 +529,12 @@ impl Store {
         self.events.function_status(names)
     }
 
+    /// The ε `key_id` spent on differentially private insights, cluster-wide as far as
+    /// the events held here know.
+    pub fn privacy_spent(&self, key_id: &str) -> Result<f64, StoreError> {
+        self.events.privacy_spent(key_id)
+    }
+
     /// Whether the events say `function` requires an update.
     pub fn requires_update(&self, function: &FunctionRef) -> Result<bool, StoreError> {
         self.events.requires_update(function)
@@ -507,6 +544,11 @@ impl Store {
     pub fn subscribe_events(&self) -> watch::Receiver<u64> {
         self.events.subscribe()
     }
+}
+
+/// `epsilon` in millionths, rounded up: a budget is never charged less than asked.
+fn micros(epsilon: f64) -> u64 {
+    (epsilon * 1e6).ceil() as u64
 }
 
 /// Which fact of a version an event sets.

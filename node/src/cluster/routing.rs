@@ -154,6 +154,15 @@ pub enum Forward {
         /// The user.
         user_id: String,
     },
+    /// Charge a key's privacy budget at the peer, the keeper of its ledger.
+    ChargePrivacy {
+        /// The key's id.
+        key_id: String,
+        /// The ε to charge.
+        epsilon: f64,
+        /// The key's lifetime budget, as the asking node is configured.
+        budget: f64,
+    },
 }
 
 impl Forward {
@@ -180,6 +189,7 @@ impl Forward {
             Forward::ReviewPage { .. } => "review_page",
             Forward::Review { .. } => "review",
             Forward::DeleteUser { .. } => "delete_user",
+            Forward::ChargePrivacy { .. } => "charge_privacy",
         }
     }
 }
@@ -226,6 +236,8 @@ pub enum ForwardReply {
     EventsTaken(u32),
     /// How many items a deletion made tombstones of.
     Deleted(u64),
+    /// A privacy charge taken: what is left of the budget, and the event recording it.
+    Charged(f64, Event),
 }
 
 /// A boxed future of a forwarded request's answer.

@@ -93,6 +93,7 @@ pub async fn dispatch(
         }
         Request::ReviewQueue { after, limit } => crate::review::page(backend, after, limit).await,
         Request::DeleteUser { user_id } => crate::users::delete(backend, caller, user_id).await,
+        Request::Insights(query) => backend.insights.answer(backend, caller, query).await,
         Request::ExportUser {
             user_id,
             after,

@@ -45,6 +45,9 @@ pub enum Command {
     /// (needs an admin key).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Aggregate questions about the feedback: items and ratings per function (or per
+    /// version), optionally under differential privacy.
+    Insights(InsightsArgs),
     /// Load-test a node and report throughput and latency percentiles.
     Bench(crate::tools::bench::BenchArgs),
     /// Administer a running node over its local control socket.
@@ -240,6 +243,27 @@ pub struct VersionArgs {
     pub connect: ConnectArgs,
 }
 
+/// Flags of `chorus insights`.
+#[derive(Debug, Args)]
+pub struct InsightsArgs {
+    /// Only this function.
+    #[arg(long)]
+    pub function: Option<String>,
+    /// One row per version (else one per function).
+    #[arg(long)]
+    pub by_version: bool,
+    /// Answer under differential privacy at this epsilon (0 < EPS <= 10), charged to
+    /// the key's privacy budget.
+    #[arg(long, value_name = "EPS")]
+    pub dp: Option<f64>,
+    /// Print one JSON object per row, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to ask.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
 /// `chorus users ...`
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -325,7 +349,7 @@ pub struct ReviewDecisionArgs {
 pub struct EventsArgs {
     /// Only events of this type (repeatable): requires_update, update_cleared,
     /// version_deprecated, version_activated, current_version, item_flagged,
-    /// item_reviewed, user_exported, user_deleted.
+    /// item_reviewed, user_exported, user_deleted, privacy_spent.
     #[arg(long = "type", value_name = "TYPE")]
     pub types: Vec<String>,
     /// Only events recorded at or after this time: milliseconds since the Unix epoch,

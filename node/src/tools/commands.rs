@@ -3,6 +3,7 @@
 //! `certs` and the offline `restore`.
 
 mod events;
+mod insights;
 mod output;
 mod review;
 mod users;
@@ -55,6 +56,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Review(ReviewCommand::Reject(args)) => {
             (args.json, review::decide(args, false).await)
         }
+        Command::Insights(args) => (args.json, insights::insights(args).await),
         Command::Users(UsersCommand::Export(args)) => (false, users::export(args).await),
         Command::Users(UsersCommand::Delete(args)) => (args.json, users::delete(args).await),
         Command::Keys(KeysCommand::Revoke(args)) => (args.json, revoke_key(args).await),

@@ -259,3 +259,25 @@ fn adding_events_moves_the_signal() {
     events.record(&node("a"), 1, vec![deleted("u")]).unwrap();
     assert!(signal.has_changed().unwrap());
 }
+
+#[test]
+fn a_keys_privacy_spend_is_the_sum_of_its_events_on_every_member() {
+    let (_dir, a) = open();
+    let spend = |key: &str, epsilon: f64| EventKind::PrivacySpent {
+        key_id: key.into(),
+        epsilon,
+    };
+    let first = a
+        .record(&node("a"), 1, vec![spend("k1", 0.5), spend("k2", 1.0)])
+        .unwrap();
+    let (_dir2, b) = open();
+    let second = b.record(&node("b"), 2, vec![spend("k1", 0.25)]).unwrap();
+    a.merge(second.clone()).unwrap();
+    b.merge(first.clone()).unwrap();
+    b.merge(first).unwrap();
+    for events in [&a, &b] {
+        assert!((events.privacy_spent("k1").unwrap() - 0.75).abs() < 1e-9);
+        assert!((events.privacy_spent("k2").unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(events.privacy_spent("k3").unwrap(), 0.0);
+    }
+}

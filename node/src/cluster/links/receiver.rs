@@ -324,6 +324,20 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
                 .await
                 .map(|(items, _)| ForwardReply::Deleted(items))
         }
+        Forward::ChargePrivacy {
+            key_id,
+            epsilon,
+            budget,
+        } => {
+            use chorus_actors::policy::privacy::Epsilon;
+            let valid = |value: f64, field: &'static str| {
+                Epsilon::new(value).map_err(|e| ErrorCode::invalid(field, e.to_string()))
+            };
+            let (epsilon, budget) = (valid(epsilon, "epsilon")?, valid(budget, "budget")?);
+            crate::insights::charge_locally(node, &key_id, epsilon, budget)
+                .await
+                .map(|(remaining, event)| ForwardReply::Charged(remaining, event))
+        }
         Forward::EventHeads => node.event_heads().await.map(ForwardReply::EventHeads),
         Forward::EventsAfter { cursor } => {
             cursor.validate()?;

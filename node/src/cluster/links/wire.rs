@@ -467,6 +467,15 @@ pub enum WireRequest {
         /// The user.
         user_id: String,
     },
+    /// [`Forward::ChargePrivacy`].
+    ChargePrivacy {
+        /// The key's id.
+        key_id: String,
+        /// The ε to charge.
+        epsilon: f64,
+        /// The key's lifetime budget.
+        budget: f64,
+    },
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -554,6 +563,11 @@ impl<Context> Decode<Context> for WireRequest {
                 key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
                 user_id: bounded_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
             }),
+            20 => Ok(WireRequest::ChargePrivacy {
+                key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
+                epsilon: f64::decode(decoder)?,
+                budget: f64::decode(decoder)?,
+            }),
             found => Err(unknown_variant(found, "WireRequest")),
         }
     }
@@ -601,6 +615,8 @@ pub enum WireReply {
     EventsTaken(u32),
     /// [`ForwardReply::Deleted`].
     Deleted(u64),
+    /// [`ForwardReply::Charged`].
+    Charged(f64, Event),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -657,6 +673,10 @@ impl<Context> Decode<Context> for WireReply {
             )?)),
             17 => Ok(WireReply::EventsTaken(u32::decode(decoder)?)),
             18 => Ok(WireReply::Deleted(u64::decode(decoder)?)),
+            19 => Ok(WireReply::Charged(
+                f64::decode(decoder)?,
+                Event::decode(decoder)?,
+            )),
             found => Err(unknown_variant(found, "WireReply")),
         }
     }
@@ -743,6 +763,15 @@ impl From<Forward> for WireRequest {
                 user_id,
                 id,
                 approve,
+            },
+            Forward::ChargePrivacy {
+                key_id,
+                epsilon,
+                budget,
+            } => WireRequest::ChargePrivacy {
+                key_id,
+                epsilon,
+                budget,
             },
             Forward::DeleteUser { caller, user_id } => WireRequest::DeleteUser {
                 role: caller.role,
@@ -836,6 +865,15 @@ impl From<WireRequest> for Forward {
                 id,
                 approve,
             },
+            WireRequest::ChargePrivacy {
+                key_id,
+                epsilon,
+                budget,
+            } => Forward::ChargePrivacy {
+                key_id,
+                epsilon,
+                budget,
+            },
             WireRequest::DeleteUser {
                 role,
                 key_id,
@@ -885,6 +923,7 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::Events(events) => WireReply::Events(events),
             ForwardReply::EventsTaken(taken) => WireReply::EventsTaken(taken),
             ForwardReply::Deleted(items) => WireReply::Deleted(items),
+            ForwardReply::Charged(remaining, event) => WireReply::Charged(remaining, event),
         }
     }
 }
@@ -916,6 +955,7 @@ impl From<WireReply> for ForwardReply {
             WireReply::Events(events) => ForwardReply::Events(events),
             WireReply::EventsTaken(taken) => ForwardReply::EventsTaken(taken),
             WireReply::Deleted(items) => ForwardReply::Deleted(items),
+            WireReply::Charged(remaining, event) => ForwardReply::Charged(remaining, event),
         }
     }
 }
@@ -1240,6 +1280,11 @@ mod tests {
                 key_id: "0123abcd".into(),
                 user_id: "user-1".into(),
             },
+            WireRequest::ChargePrivacy {
+                key_id: "0123abcd".into(),
+                epsilon: 0.5,
+                budget: 10.0,
+            },
         ];
         requests
             .into_iter()
@@ -1303,6 +1348,7 @@ mod tests {
             WireReply::Events(vec![sample_event()]),
             WireReply::EventsTaken(1),
             WireReply::Deleted(10_000),
+            WireReply::Charged(9.5, sample_event()),
         ]
     }
 

@@ -185,6 +185,9 @@ pub fn event_json(event: &Event) -> Value {
         | EventKind::UserDeleted { user_id, items, by } => {
             json!({"user_id": user_id, "items": items, "by": by})
         }
+        EventKind::PrivacySpent { key_id, epsilon } => {
+            json!({"key_id": key_id, "epsilon": epsilon})
+        }
     };
     if let (Value::Object(into), Value::Object(from)) = (&mut value, fields) {
         into.extend(from);
@@ -228,6 +231,9 @@ fn summary(kind: &EventKind) -> String {
         EventKind::UserExported { user_id, items, by }
         | EventKind::UserDeleted { user_id, items, by } => {
             format!("{user_id}: {items} items, by key {by}")
+        }
+        EventKind::PrivacySpent { key_id, epsilon } => {
+            format!("key {key_id} spent epsilon {epsilon}")
         }
     }
 }
