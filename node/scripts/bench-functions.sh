@@ -4,16 +4,18 @@
 # each) loaded through node-1 with `chorus bench` for LOAD, then QUERIES runs of
 # pages asked of node-1 over one SDK connection: each function's versions (pages node-1
 # has not kept), then every version LISTS times, each after node-1's kept page went
-# stale (node/examples/function_pages.rs).
+# stale, then INSIGHTS plain and private insights over every version
+# (node/examples/function_pages.rs).
 #
 #   CHORUS_BIN=target/release/chorus LOAD=60s node/scripts/bench-functions.sh
 #
-# Knobs: CHORUS_BIN LOAD (60s) FUNCTIONS (100) LISTS (20) PROBE_MS (500)
+# Knobs: CHORUS_BIN LOAD (60s) FUNCTIONS (100) LISTS (20) INSIGHTS (10) PROBE_MS (500)
 set -euo pipefail
 PROBE_MS="${PROBE_MS:-500}"
 LOAD="${LOAD:-60s}"
 FUNCTIONS="${FUNCTIONS:-100}"
 LISTS="${LISTS:-20}"
+INSIGHTS="${INSIGHTS:-10}"
 # shellcheck source=bench-common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 # shellcheck source=bench-nodes.sh
@@ -48,4 +50,4 @@ for i in 1 2 3; do
 done
 # Timed from one SDK connection, as an application asks (node/examples/function_pages.rs).
 cargo run --release --quiet --manifest-path "$ROOT/Cargo.toml" -p chorus-node --example function_pages -- \
-  127.0.0.1:7400 node-1 "$WORK/certs/ca.pem" "$WORK/data-1/admin.key" "$FUNCTIONS" "$LISTS"
+  127.0.0.1:7400 node-1 "$WORK/certs/ca.pem" "$WORK/data-1/admin.key" "$FUNCTIONS" "$LISTS" "$INSIGHTS"

@@ -11,6 +11,7 @@ pub mod env;
 mod functions;
 mod insights;
 mod limits;
+mod retention;
 mod store_log;
 mod tiers;
 pub mod units;
@@ -32,6 +33,7 @@ pub use env::env_name;
 pub use functions::FunctionsSection;
 pub use insights::InsightsSection;
 pub use limits::LimitsSection;
+pub use retention::RetentionSection;
 pub use store_log::StoreLogSection;
 pub use tiers::{TierSection, TiersSection};
 
@@ -217,6 +219,8 @@ pub struct NodeConfig {
     pub functions: FunctionsSection,
     /// The privacy budget and the cache of insights (`[insights]`).
     pub insights: InsightsSection,
+    /// How long items are kept (`[retention]`).
+    pub retention: RetentionSection,
     /// The circuit breakers (`[breakers.store]`, `[breakers.enrichment]`).
     pub breakers: BreakersSection,
     /// Membership in a cluster (`[cluster]`); absent: this node runs alone.
@@ -284,6 +288,7 @@ impl Default for NodeConfig {
             degradation: DegradationSection::default(),
             functions: FunctionsSection::default(),
             insights: InsightsSection::default(),
+            retention: RetentionSection::default(),
             breakers: BreakersSection::default(),
             cluster: None,
             validator_workers: 0,
@@ -379,6 +384,7 @@ impl NodeConfig {
         self.degradation.to_degradation()?;
         self.functions.to_rule()?;
         self.insights.validate()?;
+        self.retention.validate()?;
         self.breakers.store()?;
         self.breakers.enrichment()?;
         if let Some(cluster) = &self.cluster {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node;
 pub mod reload;
 pub mod request_id;
+pub mod retention;
 pub mod review;
 pub mod secrets;
 pub mod server;

@@ -434,6 +434,14 @@ impl Node {
             backend.clone(),
             shutdown.clone(),
         ));
+        if let Some(max_age) = config.retention.max_age() {
+            tasks.spawn(crate::retention::run(
+                backend.clone(),
+                max_age,
+                config.retention.check_interval(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(crate::version_watch::run(
             backend.clone(),
             config.update_rule(),

@@ -8,7 +8,7 @@
 //! counting the user's items again.
 
 use chorus_actors::Caller;
-use chorus_protocol::{ErrorCode, EventKind, PageToken, Response};
+use chorus_protocol::{ErrorCode, EventKind, ItemId, PageToken, Response};
 use tracing::debug;
 
 use crate::cluster::routing::{Forward, ForwardReply, Route, route_user};
@@ -94,17 +94,34 @@ pub async fn delete(
                 .node
                 .delete_user(user_id.clone(), &caller.key_id)
                 .await?
-                .0
         }
+        // A part per forward, each well inside a forward's timeout; the second pass
+        // takes what was written meanwhile, as the leader's own deletion does.
         Route::Forward(owner) | Route::NotOwner(owner) => {
-            let forward = Forward::DeleteUser {
-                caller: caller.clone(),
-                user_id: user_id.clone(),
-            };
-            match forward_to(backend, &owner, forward).await? {
-                ForwardReply::Deleted(items) => items,
-                other => return Err(unexpected(&owner, &other)),
+            let mut items = 0;
+            for pass in 0..2 {
+                // The second pass starts below every id, which is not a first part: it
+                // is not audited again.
+                let mut after = (pass > 0).then_some(ItemId(0));
+                loop {
+                    let forward = Forward::DeleteUser {
+                        caller: caller.clone(),
+                        user_id: user_id.clone(),
+                        after,
+                    };
+                    match forward_to(backend, &owner, forward).await? {
+                        ForwardReply::Deleted(count, next) => {
+                            items += count;
+                            match next {
+                                Some(next) => after = Some(next),
+                                None => break,
+                            }
+                        }
+                        other => return Err(unexpected(&owner, &other)),
+                    }
+                }
             }
+            items
         }
     };
     let event = EventKind::UserDeleted {

@@ -143,3 +143,74 @@ async fn a_deletion_reaches_every_replica_even_one_that_was_down_and_nothing_bri
     assert!(types.contains(&EventType::UserExported), "{types:?}");
     assert!(types.contains(&EventType::UserDeleted), "{types:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_old_items_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster_with(
+        dir.path(),
+        "[retention]\nmax_age_secs = 3\ncheck_interval_secs = 1",
+    );
+    for node in &mut nodes {
+        node.start();
+    }
+    formed(&nodes).await;
+    let client = plain_client(&nodes[0], dir.path()).await;
+    let users: Vec<String> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|owner| user_owned_by(&nodes[0], owner, "aged"))
+        .collect();
+    for user in &users {
+        submit_all(
+            &client,
+            (0..5)
+                .map(|_| Item::new(user.clone(), Kind::Text))
+                .collect(),
+        )
+        .await;
+    }
+    let partitions: Vec<u64> = users
+        .iter()
+        .map(|user| {
+            nodes[0].ctl(&["ring", "--user", user])["result"]["user"]["partition"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // Past three seconds, each leader's next round writes the tombstones.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let mut left = 0;
+            for user in &users {
+                left += client
+                    .list_by_user(user, None, 10)
+                    .await
+                    .unwrap()
+                    .items
+                    .len();
+            }
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every item expired");
+    // And on every replica: each copy of those partitions matches its leader's.
+    for partition in partitions {
+        until(Duration::from_secs(20), "the replicas agree", || {
+            let first = digest_of(&nodes[0], partition);
+            first.is_some()
+                && digest_of(&nodes[1], partition) == first
+                && digest_of(&nodes[2], partition) == first
+        })
+        .await;
+    }
+    let fresh = Item::new(users[0].clone(), Kind::Text);
+    submit_all(&client, vec![fresh.clone()]).await;
+    assert_eq!(
+        client.get(fresh.id).await.unwrap().unwrap().item.id,
+        fresh.id
+    );
+}

@@ -14,6 +14,9 @@ use super::{AUDIT_ACTOR_API, NodeHandle, blocking};
 use crate::store::review::Decision;
 use crate::store::{ReplicaRecord, Shipping, Store, StoreError};
 
+/// Items one part of a deletion replaces at once: a group commit's worth.
+const DELETE_PART: usize = 4096;
+
 impl NodeHandle {
     /// Takes up to `max` of the `item_flagged` events this node's writes made as a
     /// leader, for the node to record.
@@ -78,28 +81,96 @@ impl NodeHandle {
         Ok(stored)
     }
 
-    /// Deletes every item of `user_id` for the key `by`: audited first, then each item
-    /// replaced by its tombstone by this node as the partition's leader, answered once
-    /// a write quorum holds them all. Returns how many items were deleted and the
-    /// replicas that hold the tombstones.
-    pub async fn delete_user(
+    /// Deletes every item of `user_id` for the key `by`, one part at a time: audited
+    /// first, then each item replaced by its tombstone by this node as the partition's
+    /// leader, each part answered by a write quorum before the next. A second listing
+    /// takes what was written meanwhile. Returns how many items were deleted.
+    pub async fn delete_user(&self, user_id: String, by: &str) -> Result<u64, ErrorCode> {
+        let mut deleted = 0;
+        for pass in 0..2 {
+            // The second pass starts below every id, which is not a first part: it is
+            // not audited again.
+            let mut after = (pass > 0).then_some(ItemId(0));
+            loop {
+                let (count, next) = self.delete_user_part(user_id.clone(), after, by).await?;
+                deleted += count;
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// One part of a user's deletion: the items of `user_id` after `after` (ids in
+    /// ascending order; audited when `after` is `None`, the first part), at most
+    /// [`DELETE_PART`] of them, replaced by tombstones by this node as the partition's
+    /// leader and answered once a write quorum holds them. Returns how many were
+    /// deleted and, while more ids follow, the last id of the part to go on after.
+    /// Small parts keep each group (and each shipment) a write's size, and each call
+    /// well inside a forward's timeout.
+    pub async fn delete_user_part(
         &self,
         user_id: String,
+        after: Option<ItemId>,
         by: &str,
-    ) -> Result<(u64, Vec<NodeId>), ErrorCode> {
+    ) -> Result<(u64, Option<ItemId>), ErrorCode> {
         let partition = partition_of(&user_id, self.inner.store.partitions());
         self.serving(partition).await?;
-        self.audit_append(
-            AUDIT_ACTOR_API,
-            "user.delete",
-            format!("user={user_id:?} by={by}"),
-        )
-        .await?;
-        self.write_as_leader(partition, move |store, shipping| {
-            let records = store.delete_user(&user_id, shipping)?;
-            Ok((records.len() as u64, records))
-        })
-        .await
+        if after.is_none() {
+            self.audit_append(
+                AUDIT_ACTOR_API,
+                "user.delete",
+                format!("user={user_id:?} by={by}"),
+            )
+            .await?;
+        }
+        let store = Arc::clone(&self.inner.store);
+        let listed = user_id.clone();
+        let ids = blocking(move || store.user_item_ids(&listed)).await?;
+        let start = after.map_or(0, |after| ids.partition_point(|id| *id <= after));
+        let part: Vec<ItemId> = ids[start..].iter().take(DELETE_PART).copied().collect();
+        let next = (start + part.len() < ids.len())
+            .then(|| part.last().copied())
+            .flatten();
+        if part.is_empty() {
+            return Ok((0, None));
+        }
+        let (count, _) = self
+            .write_as_leader(partition, move |store, shipping| {
+                let records = store.delete_items(&user_id, &part, shipping)?;
+                Ok((records.len() as u64, records))
+            })
+            .await?;
+        Ok((count, next))
+    }
+
+    /// One part of retention's expiry in `partition`, which this node leads: the items
+    /// stored before `cutoff_ms` found after sequence `after` (at most
+    /// [`DELETE_PART`]), replaced by tombstones and answered once a write quorum holds
+    /// them. Returns how many expired and the sequence to go on after; none expired
+    /// means nothing older is left past `after`.
+    pub async fn expire_part(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        cutoff_ms: u64,
+    ) -> Result<(u64, u64), ErrorCode> {
+        self.serving(partition).await?;
+        let store = Arc::clone(&self.inner.store);
+        let (ids, reached) =
+            blocking(move || store.expired(partition, after, cutoff_ms, DELETE_PART)).await?;
+        if ids.is_empty() {
+            return Ok((0, reached));
+        }
+        let (count, _) = self
+            .write_as_leader(partition, move |store, shipping| {
+                let records = store.expire_items(&ids, cutoff_ms, shipping)?;
+                Ok((records.len() as u64, records))
+            })
+            .await?;
+        Ok((count, reached))
     }
 
     /// How many items of `user_id` this node stores (tombstones not counted).

@@ -11,11 +11,15 @@
 //! replica's copy of an older record and no retry of the id brings the item back. A
 //! listing never shows it; a read by id answers it as absent.
 //!
+//! Retention expires items the same way: [`Store::expired`] finds, in a partition's
+//! sequence order, the live items stored before a cutoff, and [`Store::expire_items`]
+//! replaces them by tombstones.
+//!
 //! The item's function stats are taken away when the tombstone is indexed: the indexer
 //! reads the record it supersedes (still live until then, so never retired) for the
 //! facts it counted.
 
-use chorus_protocol::{Item, ItemId, Status, StoredItem, partition_of};
+use chorus_protocol::{Item, ItemId, PartitionId, Status, StoredItem, partition_of};
 use tracing::info;
 
 use super::index::IndexEntry;
@@ -70,24 +74,107 @@ pub(crate) fn facts_of_deleted(
 impl Store {
     /// Replaces every item of `user_id` not deleted yet by its tombstone, in one group
     /// commit, handing the records to `shipping` as a leader's write does; returns
-    /// them (one per item deleted).
+    /// them (one per item deleted). For a user of many items, [`Store::user_item_ids`]
+    /// and [`Store::delete_items`] a part at a time keep each group small.
     pub fn delete_user(
         &self,
         user_id: &str,
         shipping: &mut Shipping<'_>,
     ) -> Result<Vec<ReplicaRecord>, StoreError> {
+        let ids = self.user_item_ids(user_id)?;
+        self.delete_items(user_id, &ids, shipping)
+    }
+
+    /// Replaces the items `ids` of `user_id` by their tombstones, in one group commit
+    /// (an id of another user, unknown, or deleted already is passed over); returns the
+    /// records, one per item deleted.
+    pub fn delete_items(
+        &self,
+        user_id: &str,
+        ids: &[ItemId],
+        shipping: &mut Shipping<'_>,
+    ) -> Result<Vec<ReplicaRecord>, StoreError> {
         check_user(user_id)?;
         let mut sequences = self.shared.lock_for_append()?;
-        let mut tombstones = Vec::new();
-        for id in self.user_ids(user_id)? {
+        let mut tombstones = Vec::with_capacity(ids.len());
+        for &id in ids {
             if let Some((stored, locator)) = self.current(id)?
+                && stored.item.user_id == user_id
                 && stored.receipt.status != Status::Deleted
             {
                 tombstones.push((tombstone(&stored), Some(locator)));
             }
         }
         let records = self.append_records(&mut sequences, tombstones, &[], shipping)?;
-        info!(items = records.len(), "deleted a user's items");
+        info!(items = records.len(), "deleted items of a user");
+        Ok(records)
+    }
+
+    /// Items of `partition` stored before `cutoff_ms`, in sequence order after
+    /// sequence `after`: at most `max` of them, and the sequence to go on after. The
+    /// search stops at the first live item stored at or after the cutoff (a partition's
+    /// sequence follows the time its items were stored, so what lies past it is newer;
+    /// a verdict rewritten later is found once the items before it expire), and then
+    /// goes on from just before it. Reads each record from the log once.
+    pub fn expired(
+        &self,
+        partition: PartitionId,
+        after: u64,
+        cutoff_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<ItemId>, u64), StoreError> {
+        self.check_partition(partition)?;
+        let mut found = Vec::new();
+        let mut reached = after;
+        for entry in self.shared.index.sequences_after(partition, after) {
+            let (sequence, locator) = entry?;
+            let stored = match self.read_record(locator) {
+                Ok(stored) => stored,
+                // Copied forward since it was listed: its copy is found under this
+                // sequence again by the next search.
+                Err(StoreError::Log(LogError::Retired { .. })) => break,
+                Err(e) => return Err(e),
+            };
+            // A superseded record: its item's newest record comes later.
+            if self.shared.index.locate(stored.item.id)? == Some(locator) {
+                if stored.receipt.stored_at >= cutoff_ms {
+                    break;
+                }
+                if stored.receipt.status != Status::Deleted {
+                    found.push(stored.item.id);
+                }
+            }
+            reached = sequence;
+            if found.len() == max {
+                break;
+            }
+        }
+        Ok((found, reached))
+    }
+
+    /// Replaces the items `ids` stored before `cutoff_ms` by their tombstones, in one
+    /// group commit (an id unknown, newer, or deleted already is passed over); returns
+    /// the records, one per item expired.
+    pub fn expire_items(
+        &self,
+        ids: &[ItemId],
+        cutoff_ms: u64,
+        shipping: &mut Shipping<'_>,
+    ) -> Result<Vec<ReplicaRecord>, StoreError> {
+        let mut sequences = self.shared.lock_for_append()?;
+        let mut tombstones = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some((stored, locator)) = self.current(id)?
+                && stored.receipt.stored_at < cutoff_ms
+                && stored.receipt.status != Status::Deleted
+            {
+                tombstones.push((tombstone(&stored), Some(locator)));
+            }
+        }
+        let records = self.append_records(&mut sequences, tombstones, &[], shipping)?;
+        if !records.is_empty() {
+            info!(items = records.len(), "expired items past their retention");
+        }
         Ok(records)
     }
 
@@ -95,7 +182,7 @@ impl Store {
     pub fn count_user(&self, user_id: &str) -> Result<u64, StoreError> {
         check_user(user_id)?;
         let mut count = 0;
-        for id in self.user_ids(user_id)? {
+        for id in self.user_item_ids(user_id)? {
             if let Some((stored, _)) = self.current(id)?
                 && stored.receipt.status != Status::Deleted
             {
@@ -105,8 +192,10 @@ impl Store {
         Ok(count)
     }
 
-    /// Every id listed under `user_id`, indexed or still in the tail.
-    fn user_ids(&self, user_id: &str) -> Result<Vec<ItemId>, StoreError> {
+    /// Every id listed under `user_id` (tombstones included), indexed or still in the
+    /// tail, ascending.
+    pub fn user_item_ids(&self, user_id: &str) -> Result<Vec<ItemId>, StoreError> {
+        check_user(user_id)?;
         let prefix = user_prefix(partition_of(user_id, self.partitions), user_id);
         let mut ids: Vec<ItemId> = self
             .shared

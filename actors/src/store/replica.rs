@@ -447,7 +447,7 @@ pub(crate) struct Shipped {
 
 impl Store {
     /// Refuses a partition this store does not have.
-    fn check_partition(&self, partition: PartitionId) -> Result<(), StoreError> {
+    pub(crate) fn check_partition(&self, partition: PartitionId) -> Result<(), StoreError> {
         if partition >= self.partitions {
             return Err(StoreError::Invalid {
                 field: "partition",

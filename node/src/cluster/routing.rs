@@ -147,12 +147,15 @@ pub enum Forward {
         /// Approve, or reject.
         approve: bool,
     },
-    /// Delete every item of a user the peer leads.
+    /// Delete one part of a user's items the peer leads (see
+    /// `NodeHandle::delete_user_part`).
     DeleteUser {
         /// Who asks (an admin key).
         caller: Caller,
         /// The user.
         user_id: String,
+        /// The last id of the previous part; `None` for the first.
+        after: Option<ItemId>,
     },
     /// Charge a key's privacy budget at the peer, the keeper of its ledger.
     ChargePrivacy {
@@ -234,8 +237,9 @@ pub enum ForwardReply {
     Events(Vec<Event>),
     /// How many pushed events were new to the peer.
     EventsTaken(u32),
-    /// How many items a deletion made tombstones of.
-    Deleted(u64),
+    /// How many items a part of a deletion made tombstones of, and the id to go on
+    /// after while more follow.
+    Deleted(u64, Option<ItemId>),
     /// A privacy charge taken: what is left of the budget, and the event recording it.
     Charged(f64, Event),
 }

@@ -136,3 +136,54 @@ fn a_tombstone_writes_nothing_the_user_wrote() {
     assert!(stub.item.function.is_none() && stub.item.metrics.is_none());
     assert_eq!(stub.receipt.alignment_score, None);
 }
+
+#[test]
+fn retention_expires_what_was_stored_before_the_cutoff_and_nothing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let old: Vec<Item> = (0..20).map(|i| about(&format!("u{i}"), 3)).collect();
+    store.apply(old.clone());
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let cutoff = crate::store::now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let new: Vec<Item> = (0..20).map(|i| about(&format!("u{i}"), 4)).collect();
+    store.apply(new.clone());
+    store.flush().unwrap();
+    let mut expired = 0;
+    for partition in 0..8 {
+        let mut after = 0;
+        loop {
+            let (ids, reached) = store.expired(partition, after, cutoff, 3).unwrap();
+            if ids.is_empty() {
+                break;
+            }
+            expired += store
+                .expire_items(&ids, cutoff, &mut |_, _| {})
+                .unwrap()
+                .len();
+            after = reached;
+        }
+    }
+    assert_eq!(expired, 20);
+    store.flush().unwrap();
+    for item in &old {
+        assert_eq!(
+            store.get(item.id).unwrap().unwrap().receipt.status,
+            Status::Deleted
+        );
+    }
+    for item in &new {
+        assert_eq!(
+            store.get(item.id).unwrap().unwrap().receipt.status,
+            Status::Accepted
+        );
+    }
+    assert_eq!(resize_items(&store), 20);
+    // Nothing newer is ever expired, however it is asked.
+    assert!(
+        store
+            .expire_items(&[new[0].id], cutoff, &mut |_, _| {})
+            .unwrap()
+            .is_empty()
+    );
+}

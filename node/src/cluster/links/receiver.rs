@@ -316,13 +316,17 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
                 .await
                 .map(|stored| ForwardReply::Get(Some(Box::new(stored))))
         }
-        Forward::DeleteUser { caller, user_id } => {
+        Forward::DeleteUser {
+            caller,
+            user_id,
+            after,
+        } => {
             if !caller.role.allows(chorus_protocol::Role::Admin) {
                 return Err(ErrorCode::Forbidden);
             }
-            node.delete_user(user_id, &caller.key_id)
+            node.delete_user_part(user_id, after, &caller.key_id)
                 .await
-                .map(|(items, _)| ForwardReply::Deleted(items))
+                .map(|(items, next)| ForwardReply::Deleted(items, next))
         }
         Forward::ChargePrivacy {
             key_id,

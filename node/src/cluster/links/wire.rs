@@ -466,6 +466,8 @@ pub enum WireRequest {
         key_id: String,
         /// The user.
         user_id: String,
+        /// Where the part starts.
+        after: Option<ItemId>,
     },
     /// [`Forward::ChargePrivacy`].
     ChargePrivacy {
@@ -562,6 +564,7 @@ impl<Context> Decode<Context> for WireRequest {
                 role: Role::decode(decoder)?,
                 key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
                 user_id: bounded_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
+                after: Option::<ItemId>::decode(decoder)?,
             }),
             20 => Ok(WireRequest::ChargePrivacy {
                 key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
@@ -614,7 +617,7 @@ pub enum WireReply {
     /// [`ForwardReply::EventsTaken`].
     EventsTaken(u32),
     /// [`ForwardReply::Deleted`].
-    Deleted(u64),
+    Deleted(u64, Option<ItemId>),
     /// [`ForwardReply::Charged`].
     Charged(f64, Event),
 }
@@ -672,7 +675,10 @@ impl<Context> Decode<Context> for WireReply {
                 "events",
             )?)),
             17 => Ok(WireReply::EventsTaken(u32::decode(decoder)?)),
-            18 => Ok(WireReply::Deleted(u64::decode(decoder)?)),
+            18 => Ok(WireReply::Deleted(
+                u64::decode(decoder)?,
+                Option::<ItemId>::decode(decoder)?,
+            )),
             19 => Ok(WireReply::Charged(
                 f64::decode(decoder)?,
                 Event::decode(decoder)?,
@@ -773,10 +779,15 @@ impl From<Forward> for WireRequest {
                 epsilon,
                 budget,
             },
-            Forward::DeleteUser { caller, user_id } => WireRequest::DeleteUser {
+            Forward::DeleteUser {
+                caller,
+                user_id,
+                after,
+            } => WireRequest::DeleteUser {
                 role: caller.role,
                 key_id: caller.key_id.to_string(),
                 user_id,
+                after,
             },
             Forward::ListByUser {
                 user_id,
@@ -878,12 +889,14 @@ impl From<WireRequest> for Forward {
                 role,
                 key_id,
                 user_id,
+                after,
             } => Forward::DeleteUser {
                 caller: Caller {
                     role,
                     key_id: key_id.into(),
                 },
                 user_id,
+                after,
             },
             WireRequest::ListByUser {
                 user_id,
@@ -922,7 +935,7 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::EventHeads(cursor) => WireReply::EventHeads(cursor),
             ForwardReply::Events(events) => WireReply::Events(events),
             ForwardReply::EventsTaken(taken) => WireReply::EventsTaken(taken),
-            ForwardReply::Deleted(items) => WireReply::Deleted(items),
+            ForwardReply::Deleted(items, next) => WireReply::Deleted(items, next),
             ForwardReply::Charged(remaining, event) => WireReply::Charged(remaining, event),
         }
     }
@@ -954,7 +967,7 @@ impl From<WireReply> for ForwardReply {
             WireReply::EventHeads(cursor) => ForwardReply::EventHeads(cursor),
             WireReply::Events(events) => ForwardReply::Events(events),
             WireReply::EventsTaken(taken) => ForwardReply::EventsTaken(taken),
-            WireReply::Deleted(items) => ForwardReply::Deleted(items),
+            WireReply::Deleted(items, next) => ForwardReply::Deleted(items, next),
             WireReply::Charged(remaining, event) => ForwardReply::Charged(remaining, event),
         }
     }
@@ -1279,6 +1292,7 @@ mod tests {
                 role: Role::Admin,
                 key_id: "0123abcd".into(),
                 user_id: "user-1".into(),
+                after: Some(ItemId(0x0190_0000_0000_0000_0000_0000_0000_0043)),
             },
             WireRequest::ChargePrivacy {
                 key_id: "0123abcd".into(),
@@ -1347,7 +1361,10 @@ mod tests {
             WireReply::EventHeads(EventCursor(vec![(NodeId("node-a".into()), 9)])),
             WireReply::Events(vec![sample_event()]),
             WireReply::EventsTaken(1),
-            WireReply::Deleted(10_000),
+            WireReply::Deleted(
+                4096,
+                Some(ItemId(0x0190_0000_0000_0000_0000_0000_0000_0044)),
+            ),
             WireReply::Charged(9.5, sample_event()),
         ]
     }
