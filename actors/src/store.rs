@@ -41,7 +41,7 @@
 pub mod api_keys;
 pub mod audit;
 mod erase;
-mod events;
+pub(crate) mod events;
 mod functions;
 pub mod index;
 mod keys;

@@ -287,6 +287,27 @@ impl Events {
         Ok(())
     }
 
+    /// The `events` tree's records as stored, for a snapshot.
+    pub(crate) fn export(&self) -> Result<Vec<super::audit::RawRecord>, StoreError> {
+        self.events
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Restores events a snapshot held (its `events` records), rebuilding the trees
+    /// derived from them; returns how many.
+    pub(crate) fn import(&self, records: Vec<Vec<u8>>) -> Result<usize, StoreError> {
+        let events = records
+            .iter()
+            .map(|value| decode_event(value))
+            .collect::<Result<Vec<Event>, StoreError>>()?;
+        self.merge(events)
+    }
+
     /// Each origin's contiguous head, sorted by origin.
     pub(crate) fn heads(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
         self.heads

@@ -3,8 +3,8 @@
 //! ```text
 //! <dir>/log/*.seg        the partition log up to the snapshot's end position
 //! <dir>/manifest.json    node id, partitions, end position, every segment's size and
-//!                        CRC-32, the API keys, revocations and audit log; SHA-256
-//!                        checked
+//!                        CRC-32, the API keys, revocations, audit log and events;
+//!                        SHA-256 checked
 //! ```
 //!
 //! The snapshot is the log, not sled: the log is the store of record, and the index is
@@ -259,6 +259,12 @@ impl Store {
             .iter()
             .map(|(k, v)| TreeRecord::new(k, v))
             .collect();
+        let events: Vec<TreeRecord> = self
+            .events
+            .export()?
+            .iter()
+            .map(|(k, v)| TreeRecord::new(k, v))
+            .collect();
         let manifest = Manifest {
             format: FORMAT_VERSION,
             node: self.node.0.clone(),
@@ -270,6 +276,7 @@ impl Store {
             api_keys,
             revoked_keys,
             audit,
+            events,
         };
         write_manifest(dir, &manifest)?;
         let report = SnapshotReport {

@@ -51,6 +51,11 @@ pub struct Manifest {
     pub revoked_keys: Vec<TreeRecord>,
     /// The `audit` tree (entries and head), hex.
     pub audit: Vec<TreeRecord>,
+    /// The `events` tree: origin and sequence → event, hex. Absent from manifests
+    /// made before events existed. The trees derived from it (by time, heads, version
+    /// status, privacy spent) are rebuilt from it on restore.
+    #[serde(default)]
+    pub events: Vec<TreeRecord>,
 }
 
 /// A log position in the manifest.
@@ -247,6 +252,7 @@ mod tests {
             api_keys: vec![TreeRecord::new(b"k", b"v")],
             revoked_keys: vec![],
             audit: vec![],
+            events: vec![TreeRecord::new(b"e", b"v")],
         }
     }
 

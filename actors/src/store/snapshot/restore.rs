@@ -250,7 +250,7 @@ fn build(
 }
 
 /// The metadata trees: partition count and node id, API keys and their revocations,
-/// the audit log.
+/// the audit log, and the events (with the trees derived from them rebuilt).
 fn import_trees(db: &sled::Db, manifest: &Manifest) -> Result<(), RestoreError> {
     let meta = db.open_tree("meta").map_err(StoreError::from)?;
     meta.insert(META_PARTITIONS, &manifest.partitions.to_be_bytes())
@@ -270,6 +270,14 @@ fn import_trees(db: &sled::Db, manifest: &Manifest) -> Result<(), RestoreError> 
             tree.insert(key, value).map_err(StoreError::from)?;
         }
     }
+    let mut events = Vec::with_capacity(manifest.events.len());
+    for record in &manifest.events {
+        let (_, value) = record.decode().ok_or_else(|| {
+            ManifestError::Inconsistent("a record of events is not hex".to_string())
+        })?;
+        events.push(value);
+    }
+    crate::store::events::Events::open(db)?.import(events)?;
     Ok(())
 }
 

@@ -86,6 +86,21 @@ fn a_restored_snapshot_holds_every_item_listing_api_key_and_audit_entry() {
     store
         .audit_append("test", "snapshot.test", "detail")
         .unwrap();
+    let events = store
+        .record_events(vec![
+            chorus_protocol::EventKind::PrivacySpent {
+                key_id: "k1".into(),
+                epsilon: 0.5,
+            },
+            chorus_protocol::EventKind::CurrentVersion {
+                function: chorus_protocol::FunctionRef {
+                    name: "resize".into(),
+                    version: "2".into(),
+                },
+                by: "k1".into(),
+            },
+        ])
+        .unwrap();
     // Some of it indexed, some still in the tail: both are in the log.
     store.flush().unwrap();
     write(&store, &mut model, 40);
@@ -119,6 +134,14 @@ fn a_restored_snapshot_holds_every_item_listing_api_key_and_audit_entry() {
     let audit = back.audit().verify().unwrap();
     assert!(audit.is_intact());
     assert_eq!(audit.entries, 1);
+    // The events, and what they set: a key's privacy spend, a function's status.
+    let (held, _) = back
+        .follow_events(&Default::default(), chorus_protocol::EventTypes::all(), 100)
+        .unwrap();
+    assert_eq!(held, events);
+    assert!((back.privacy_spent("k1").unwrap() - 0.5).abs() < 1e-9);
+    let status = back.function_status(&["resize".into()]).unwrap();
+    assert_eq!(status[0].current.as_deref(), Some("2"));
 
     // The restored store takes writes and keeps them across a reopen.
     write(&back, &mut model, 30);
