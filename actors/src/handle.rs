@@ -366,6 +366,16 @@ impl NodeHandle {
         self.inner.store.function_stats_page(wanted, select, limit)
     }
 
+    /// Each facet's items and ratings over the partitions `wanted` picks, on the days
+    /// `days` names (see [`Store::facet_stats`]).
+    pub fn facet_stats(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+        days: Option<(u32, u32)>,
+    ) -> BTreeMap<chorus_protocol::Facet, chorus_protocol::Tally> {
+        self.inner.store.facet_stats(wanted, days)
+    }
+
     /// The item with this id, if stored. An id that names its partition is answered
     /// only where that partition is served (its leader, caught up), so that `None`
     /// there means no such item. A deleted item is answered with its tombstone

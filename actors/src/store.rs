@@ -656,6 +656,17 @@ impl Store {
         self.shared.index.function_summary(&wanted, &select, limit)
     }
 
+    /// Each facet's (kind, tier, day stored) items and ratings, summed over the
+    /// partitions `wanted` picks, on the days `days` names (all if `None`). Read from
+    /// the counts the index keeps beside the function stats, never by a scan.
+    pub fn facet_stats(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+        days: Option<(u32, u32)>,
+    ) -> BTreeMap<chorus_protocol::Facet, chorus_protocol::Tally> {
+        self.shared.index.facet_summary(&wanted, days)
+    }
+
     /// The durability writes get.
     pub fn durability(&self) -> Durability {
         self.durability
@@ -1300,7 +1311,7 @@ fn index_entry(
         sequence,
         supersedes: None,
         replaces: None,
-        facts: functions::facts_of(&stored.item),
+        facts: functions::facts_of(stored),
         flagged: matches!(stored.receipt.status, Status::Flagged { .. }),
         deleted: stored.receipt.status == Status::Deleted,
         uncount: None,

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use chorus_client::{Client, ClientConfig, Credentials};
-use chorus_protocol::InsightQuery;
+use chorus_protocol::{Grouping, InsightQuery};
 
 fn report(what: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
@@ -71,12 +71,17 @@ async fn main() -> anyhow::Result<()> {
     }
     report("every version", all);
     let (mut plain, mut private) = (Vec::new(), Vec::new());
+    let by_version = Grouping {
+        version: true,
+        ..Grouping::default()
+    };
     for i in 0..insights {
         // Past the insight cache (5 s) and the function page cache (1 s).
         tokio::time::sleep(Duration::from_millis(5100)).await;
         let query = InsightQuery {
             function: None,
-            by_version: true,
+            group: by_version,
+            days: None,
             epsilon: None,
         };
         let started = Instant::now();
@@ -86,7 +91,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let query = InsightQuery {
             function: None,
-            by_version: true,
+            group: by_version,
+            days: None,
             epsilon: Some(0.01 + f64::from(i) * 1e-5),
         };
         let started = Instant::now();

@@ -1,6 +1,9 @@
-//! Insights across the cluster: aggregate questions answered from the function stats
-//! every partition's leader keeps (gathered and merged as function pages are, never by
-//! a scan), optionally under differential privacy.
+//! Insights across the cluster: aggregate questions answered from the counts every
+//! partition's leader keeps (never by a scan): the function stats, for rows by
+//! function or version (gathered and merged as function pages are), or the facet
+//! counts (kind, tier, day stored), for rows by any of those (every live member reports
+//! its led partitions; the answer says how many partitions it covers); optionally
+//! under differential privacy.
 //!
 //! With ε, the asking key's budget is charged first, by one member: the leader of the
 //! key id's partition (the *keeper* of its ledger), one charge at a time, which holds
@@ -29,13 +32,18 @@ use std::time::Duration;
 use chorus_actors::policy::privacy::{Budget, Epsilon, Split, Statistic, noisy_count};
 use chorus_actors::{Caller, NodeHandle};
 use chorus_protocol::{
-    ErrorCode, Event, EventKind, FunctionVersion, Insight, InsightQuery, InsightRow,
-    MAX_FUNCTIONS_PAGE, MAX_INSIGHT_ROWS, Response, UpdateRule, partition_of,
+    ErrorCode, Event, EventKind, Facet, FunctionVersion, Grouping, Insight, InsightQuery,
+    InsightRow, Kind, MAX_FUNCTIONS_PAGE, MAX_INSIGHT_ROWS, NodeId, PartitionId, Response, Tally,
+    Tier, UpdateRule, partition_of,
 };
+use futures_util::future::join_all;
 use tokio::sync::Mutex;
+use tracing::debug;
 
 use crate::cluster::event_sync;
 use crate::cluster::routing::{Forward, ForwardReply};
+use crate::cluster::standing::PartitionSet;
+use crate::cluster::state::ClusterState;
 use crate::functions::{FunctionQuery, gather};
 use crate::server::Backend;
 
@@ -52,7 +60,8 @@ const KEPT_ANSWERS: u64 = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Kept {
     function: Option<String>,
-    by_version: bool,
+    group: Grouping,
+    days: Option<(u32, u32)>,
     /// ε in millionths and the key id, for a private answer.
     private: Option<(u64, String)>,
 }
@@ -103,7 +112,8 @@ impl Insights {
             .map_err(|e| ErrorCode::invalid("epsilon", e.to_string()))?;
         let kept = Kept {
             function: query.function.clone(),
-            by_version: query.by_version,
+            group: query.group,
+            days: query.days,
             private: epsilon.map(|e| ((e.get() * 1e6).round() as u64, caller.key_id.to_string())),
         };
         if let Some(answer) = self.kept.get(&kept).await {
@@ -114,8 +124,13 @@ impl Insights {
             Some(epsilon) => Some(charge(backend, &caller.key_id, epsilon, self.budget).await?),
             None => None,
         };
-        let (versions, covered) = all_versions(backend, query.function.clone()).await?;
-        let mut rows = group(&versions, query.by_version);
+        let (mut rows, covered) = if query.group.by_function() {
+            let (versions, covered) = all_versions(backend, query.function.clone()).await?;
+            (group(&versions, query.group.version), covered)
+        } else {
+            let (facets, covered) = all_facets(backend, query.days).await?;
+            (group_facets(&facets, query.group), covered)
+        };
         if let Some(epsilon) = epsilon {
             rows = privatize(rows, epsilon, &mut rand::rng());
         }
@@ -245,7 +260,8 @@ async fn all_versions(
     }
 }
 
-/// The rows of an answer: one per version, or one per function (its versions summed).
+/// The rows of an answer by function: one per version, or one per function (its
+/// versions summed).
 pub fn group(versions: &[FunctionVersion], by_version: bool) -> Vec<InsightRow> {
     let mut rows: BTreeMap<(String, Option<String>), InsightRow> = BTreeMap::new();
     for version in versions {
@@ -254,8 +270,11 @@ pub fn group(versions: &[FunctionVersion], by_version: bool) -> Vec<InsightRow> 
             by_version.then(|| version.function.version.clone()),
         );
         let row = rows.entry(key.clone()).or_insert_with(|| InsightRow {
-            function: key.0,
+            function: Some(key.0),
             version: key.1,
+            kind: None,
+            tier: None,
+            day: None,
             items: 0,
             ratings: [0; 5],
         });
@@ -265,6 +284,108 @@ pub fn group(versions: &[FunctionVersion], by_version: bool) -> Vec<InsightRow> 
         }
     }
     rows.into_values().take(MAX_INSIGHT_ROWS).collect()
+}
+
+/// The rows of an answer by facets: one per combination of the dimensions `group`
+/// names (kind, tier, day), the others summed over.
+pub fn group_facets(facets: &BTreeMap<Facet, Tally>, group: Grouping) -> Vec<InsightRow> {
+    type Key = (Option<Kind>, Option<Tier>, Option<u32>);
+    let mut rows: BTreeMap<Key, Tally> = BTreeMap::new();
+    for (facet, tally) in facets {
+        let key = (
+            group.kind.then_some(facet.kind),
+            group.tier.then_some(facet.tier),
+            group.day.then_some(facet.day),
+        );
+        rows.entry(key).or_default().merge(tally);
+    }
+    rows.into_iter()
+        .take(MAX_INSIGHT_ROWS)
+        .map(|((kind, tier, day), tally)| InsightRow {
+            function: None,
+            version: None,
+            kind,
+            tier,
+            day,
+            items: tally.items,
+            ratings: tally.ratings,
+        })
+        .collect()
+}
+
+/// What one member counted of the facets: over the partitions it leads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FacetReport {
+    /// Each facet's items and ratings.
+    pub facets: Vec<(Facet, Tally)>,
+    /// The partitions counted.
+    pub partitions: PartitionSet,
+}
+
+/// This member's facet report: the partitions the ring names it the leader of, on the
+/// days `days` names; summed on the blocking pool (partitions × facets at first).
+pub async fn facet_report(
+    node: &NodeHandle,
+    cluster: &ClusterState,
+    days: Option<(u32, u32)>,
+) -> Result<FacetReport, ErrorCode> {
+    let (node, cluster) = (node.clone(), cluster.clone());
+    tokio::task::spawn_blocking(move || {
+        let ring = cluster.ring();
+        let me = cluster.node();
+        let partitions = ring.ring.partitions();
+        let leads = |p: PartitionId| p < partitions && ring.leader(p) == me;
+        FacetReport {
+            facets: node.facet_stats(leads, days).into_iter().collect(),
+            partitions: PartitionSet::of((0..partitions).filter(|&p| leads(p))),
+        }
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "counting facets failed");
+        ErrorCode::Internal { request_id: 0 }
+    })
+}
+
+/// Every live member's facet report, merged, and the partitions they cover.
+async fn all_facets(
+    backend: &Backend,
+    days: Option<(u32, u32)>,
+) -> Result<(BTreeMap<Facet, Tally>, (u32, u32)), ErrorCode> {
+    let cluster = &backend.cluster;
+    let ring = cluster.ring();
+    let partitions = ring.ring.partitions();
+    let mut reports = vec![facet_report(&backend.node, cluster, days).await?];
+    if let Some(peers) = &backend.peers {
+        let others: Vec<NodeId> = ring
+            .live
+            .iter()
+            .filter(|member| *member != cluster.node())
+            .cloned()
+            .collect();
+        let asked = others
+            .iter()
+            .map(|member| peers.forward(member, Forward::FacetStats { days }));
+        for (member, answer) in others.iter().zip(join_all(asked).await) {
+            match answer {
+                Ok(ForwardReply::FacetStats(report)) => reports.push(report),
+                Ok(other) => debug!(%member, reply = ?other, "unexpected answer to facets"),
+                Err(error) => debug!(%member, %error, "facets not gathered"),
+            }
+        }
+    }
+    let mut covered = vec![false; usize::from(partitions)];
+    let mut merged: BTreeMap<Facet, Tally> = BTreeMap::new();
+    for report in reports {
+        for p in (0..partitions).filter(|&p| report.partitions.contains(p)) {
+            covered[usize::from(p)] = true;
+        }
+        for (facet, tally) in report.facets {
+            merged.entry(facet).or_default().merge(&tally);
+        }
+    }
+    let counted = covered.iter().filter(|&&c| c).count() as u32;
+    Ok((merged, (counted, u32::from(partitions))))
 }
 
 /// The rows with Laplace noise on every released number (each statistic at ε/2), and

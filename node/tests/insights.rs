@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use chorus_client::{ClientError, ErrorCode, EventQuery, EventType, EventTypes};
-use chorus_protocol::{FunctionRef, InsightQuery, Item, Kind};
+use chorus_protocol::{FunctionRef, Grouping, InsightQuery, Item, Kind};
 use support::cluster::{
     client_of, cluster_with, formed, plain_client, submit_once_led, user_owned_by,
 };
@@ -46,7 +46,11 @@ async fn one_privacy_budget_per_key_is_spent_across_members_and_refused_once_exh
     }
     let plain = InsightQuery {
         function: Some("resize".into()),
-        by_version: true,
+        group: Grouping {
+            version: true,
+            ..Grouping::default()
+        },
+        days: None,
         epsilon: None,
     };
     let answer = tokio::time::timeout(Duration::from_secs(15), async {
@@ -65,6 +69,44 @@ async fn one_privacy_budget_per_key_is_spent_across_members_and_refused_once_exh
     assert_eq!(answer.rows[0].ratings, [3, 3, 0, 0, 6]);
     assert_eq!(answer.rows[0].mean_rating(), Some(39.0 / 12.0));
     assert_eq!((answer.epsilon, answer.budget_remaining), (None, None));
+    // By kind and tier over the last two days: every item (and the warm-up-free
+    // cluster stored nothing else), one row.
+    let today = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        / chorus_protocol::DAY_MS) as u32;
+    let facets = first
+        .insights(InsightQuery {
+            function: None,
+            group: Grouping {
+                kind: true,
+                tier: true,
+                ..Grouping::default()
+            },
+            days: Some((today - 1, today)),
+            epsilon: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(facets.covered.0, facets.covered.1);
+    assert_eq!(facets.rows.len(), 1, "{:?}", facets.rows);
+    assert_eq!(facets.rows[0].kind, Some(Kind::Rating));
+    assert_eq!(facets.rows[0].items, 15);
+    assert_eq!(facets.rows[0].ratings, [3, 3, 0, 3, 6]);
+    let mixed = first
+        .insights(InsightQuery {
+            function: None,
+            group: Grouping {
+                function: true,
+                day: true,
+                ..Grouping::default()
+            },
+            days: None,
+            epsilon: None,
+        })
+        .await;
+    assert!(mixed.is_err(), "function and day do not mix");
 
     // The same key (node-1's admin key) through every member: one budget of 1.0.
     let key = std::fs::read_to_string(nodes[0].data.join("admin.key")).unwrap();
@@ -89,7 +131,11 @@ async fn one_privacy_budget_per_key_is_spent_across_members_and_refused_once_exh
     let (one, two, three) = (via(0).await, via(1).await, via(2).await);
     let private = |function: &str, epsilon: f64| InsightQuery {
         function: Some(function.into()),
-        by_version: false,
+        group: Grouping {
+            function: true,
+            ..Grouping::default()
+        },
+        days: None,
         epsilon: Some(epsilon),
     };
     let spent = one.insights(private("resize", 0.4)).await.unwrap();

@@ -113,7 +113,7 @@ impl FromStr for ItemId {
 }
 
 /// What the feedback is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
 pub enum Kind {
     /// A rating, usually with `rating` set.
     Rating,

@@ -44,7 +44,9 @@ pub use frame::{
 pub use functions::{
     DURATION_BUCKETS, DurationHistogram, ItemFacts, UpdateReason, UpdateRule, VersionStats,
 };
-pub use insights::{Insight, InsightQuery, InsightRow, MAX_INSIGHT_ROWS};
+pub use insights::{
+    DAY_MS, Facet, Grouping, Insight, InsightQuery, InsightRow, MAX_INSIGHT_ROWS, Tally,
+};
 pub use item::{
     ExecutionMetrics, FunctionRef, Item, ItemId, Kind, MAX_FUNCTION_NAME_BYTES,
     MAX_FUNCTION_VERSION_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_TEXT_BYTES, MAX_USER_ID_BYTES, Tier,

@@ -16,7 +16,7 @@ use crate::events::{
     VersionChange, check_events_limit, decode_events,
 };
 use crate::functions::{UpdateReason, VersionStats};
-use crate::insights::{Insight, InsightQuery};
+use crate::insights::{Grouping, Insight, InsightQuery};
 use crate::item::{FunctionRef, Item, ItemId, MAX_FUNCTION_NAME_BYTES, MAX_USER_ID_BYTES, Tier};
 use crate::receipt::{NodeId, Receipt, StoredItem};
 use crate::ring::RingSnapshot;
@@ -550,7 +550,8 @@ impl<Context> Decode<Context> for Request {
                         });
                     }
                 },
-                by_version: bool::decode(decoder)?,
+                group: Grouping::decode(decoder)?,
+                days: Option::<(u32, u32)>::decode(decoder)?,
                 epsilon: Option::<f64>::decode(decoder)?,
             })),
             found => Err(unknown_request(found)),

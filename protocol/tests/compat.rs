@@ -9,10 +9,11 @@
 use chorus_protocol::{
     ApiKeyInfo, ClientFrame, Enrichment, ErrorCode, Event, EventCursor, EventKind, EventPosition,
     EventType, EventTypes, ExecutionMetrics, FrameLimit, FunctionRef, FunctionStatus,
-    FunctionVersion, Hello, Insight, InsightQuery, InsightRow, Item, ItemFacts, ItemId, Kind,
-    NodeId, PageToken, Receipt, Request, Response, RingMember, RingSnapshot, Role, RoutedRequest,
-    ServerFrame, Status, StoredItem, Tier, UpdateReason, UpdateReasons, VersionChange,
-    VersionStats, decode_client_frame, decode_hello, decode_server_frame, encode_payload,
+    FunctionVersion, Grouping, Hello, Insight, InsightQuery, InsightRow, Item, ItemFacts, ItemId,
+    Kind, NodeId, PageToken, Receipt, Request, Response, RingMember, RingSnapshot, Role,
+    RoutedRequest, ServerFrame, Status, StoredItem, Tier, UpdateReason, UpdateReasons,
+    VersionChange, VersionStats, decode_client_frame, decode_hello, decode_server_frame,
+    encode_payload,
 };
 
 const CLIENT_V1: &str = include_str!("fixtures/client-v1.txt");
@@ -197,8 +198,13 @@ fn requests() -> Vec<(&'static str, Request)> {
         (
             "insights",
             Request::Insights(InsightQuery {
-                function: Some("search".into()),
-                by_version: true,
+                function: None,
+                group: Grouping {
+                    kind: true,
+                    day: true,
+                    ..Grouping::default()
+                },
+                days: Some((20_400, 20_430)),
                 epsilon: Some(0.5),
             }),
         ),
@@ -329,8 +335,11 @@ fn responses() -> Vec<(&'static str, Result<Response, ErrorCode>)> {
             "insights",
             Ok(Response::Insights(Insight {
                 rows: vec![InsightRow {
-                    function: "search".into(),
+                    function: Some("search".into()),
                     version: Some("1.2.0".into()),
+                    kind: None,
+                    tier: None,
+                    day: None,
                     items: 60,
                     ratings: [10, 20, 30, 0, 0],
                 }],

@@ -65,7 +65,7 @@ pub(crate) fn facts_of_deleted(
         };
         let before = decode_item(&body)?;
         if before.receipt.status != Status::Deleted {
-            entry.uncount = functions::facts_of(&before.item);
+            entry.uncount = functions::facts_of(&before);
         }
     }
     Ok(())

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bincode::{Decode, Encode};
 use chorus_protocol::{
-    FunctionRef, Item, ItemFacts, PartitionId, Status, StoredItem, VersionStats,
+    Facet, FunctionRef, Item, ItemFacts, PartitionId, Status, StoredItem, Tally, VersionStats,
 };
 use tracing::info;
 
@@ -42,21 +42,41 @@ pub(crate) const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 /// Most bytes one partition's stored stats may decode from.
 const STATS_LIMIT_BYTES: usize = 64 << 20;
 
-/// A function version and what one item tells of it.
-pub(crate) type Facts = (FunctionRef, ItemFacts);
-
-/// What a record tells of the function its item names, if any.
-pub(crate) fn facts_of(item: &Item) -> Option<Facts> {
-    ItemFacts::of(item).map(|(function, facts)| (function.clone(), facts))
+/// What one item tells the stats: of the function version it names, if any, and of
+/// its facet (kind, tier, day stored), with its rating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// The function version and what the item tells of it.
+    pub(crate) function: Option<(FunctionRef, ItemFacts)>,
+    /// Where the item falls among the facets.
+    pub(crate) facet: Facet,
+    /// Its rating, 1..=5.
+    pub(crate) rating: Option<u8>,
 }
 
-/// One partition's stats: each function version's, and the last sequence counted.
+/// What a record tells the stats; `None` for a tombstone (its item is gone).
+pub(crate) fn facts_of(stored: &StoredItem) -> Option<Facts> {
+    if stored.receipt.status == Status::Deleted {
+        return None;
+    }
+    let item: &Item = &stored.item;
+    Some(Facts {
+        function: ItemFacts::of(item).map(|(function, facts)| (function.clone(), facts)),
+        facet: Facet::of(item, stored.receipt.stored_at),
+        rating: item.rating.filter(|r| (1..=5).contains(r)),
+    })
+}
+
+/// One partition's stats: each function version's, each facet's, and the last
+/// sequence counted.
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub(crate) struct PartitionStats {
     /// Records up to this sequence are counted.
     pub(crate) counted: u64,
     /// Each function version's stats (none empty).
     pub(crate) versions: BTreeMap<FunctionRef, VersionStats>,
+    /// Each facet's items and ratings (none empty).
+    pub(crate) facets: BTreeMap<Facet, Tally>,
 }
 
 impl PartitionStats {
@@ -78,23 +98,39 @@ impl PartitionStats {
             self.remove(gone);
         }
         match (replaces, facts) {
-            (None, Some(counted @ (function, facts))) => {
-                self.versions
-                    .entry(function.clone())
-                    .or_default()
-                    .add(facts);
+            (None, Some(counted)) => {
+                self.add(counted);
                 (true, Some(counted))
             }
             _ => (true, None),
         }
     }
 
-    /// An item of `function` is gone (a truncation cut its first record).
-    pub(crate) fn remove(&mut self, (function, facts): &Facts) {
-        if let Some(stats) = self.versions.get_mut(function) {
-            stats.remove(facts);
+    /// Counts one item.
+    pub(crate) fn add(&mut self, facts: &Facts) {
+        if let Some((function, item)) = &facts.function {
+            self.versions.entry(function.clone()).or_default().add(item);
+        }
+        self.facets
+            .entry(facts.facet)
+            .or_default()
+            .add(facts.rating);
+    }
+
+    /// An item is gone (a truncation cut its first record, or it was deleted).
+    pub(crate) fn remove(&mut self, facts: &Facts) {
+        if let Some((function, item)) = &facts.function
+            && let Some(stats) = self.versions.get_mut(function)
+        {
+            stats.remove(item);
             if stats.is_empty() {
                 self.versions.remove(function);
+            }
+        }
+        if let Some(tally) = self.facets.get_mut(&facts.facet) {
+            tally.remove(facts.rating);
+            if tally.is_empty() {
+                self.facets.remove(&facts.facet);
             }
         }
     }
@@ -115,8 +151,10 @@ pub(crate) fn decode_stats(raw: &[u8]) -> Result<PartitionStats, StoreError> {
     let config = bincode::config::standard().with_limit::<STATS_LIMIT_BYTES>();
     match bincode::decode_from_slice::<PartitionStats, _>(raw, config) {
         Ok((stats, read)) if read == raw.len() => {
-            if stats.versions.values().any(VersionStats::is_empty) {
-                return Err(corrupt("a version that counts nothing".into()));
+            if stats.versions.values().any(VersionStats::is_empty)
+                || stats.facets.values().any(Tally::is_empty)
+            {
+                return Err(corrupt("a version or facet that counts nothing".into()));
             }
             Ok(stats)
         }
@@ -141,7 +179,7 @@ fn read_facts(
         Err(e) => return Err(e.into()),
     };
     let stored = super::decode_item(&body)?;
-    Ok(Some((partition.get(), facts_of(&stored.item))))
+    Ok(Some((partition.get(), facts_of(&stored))))
 }
 
 /// For a tombstone at `locator` that rewrote sequence `replaced`: the facts of the
@@ -164,7 +202,7 @@ fn deleted_facts(
     };
     Ok(read_stored(log, previous)?
         .filter(|before| before.receipt.status != Status::Deleted)
-        .and_then(|before| facts_of(&before.item)))
+        .and_then(|before| facts_of(&before)))
 }
 
 /// The item at `locator`, or `None` if its segment was retired.
@@ -188,16 +226,16 @@ pub(crate) fn complete(index: &Index, log: &PartitionLog) -> Result<(), StoreErr
         .into_iter()
         .map(|last| PartitionStats {
             counted: last,
-            versions: BTreeMap::new(),
+            ..PartitionStats::default()
         })
         .collect();
     let mut items = 0usize;
     for entry in index.live_records() {
         let (_, locator) = entry?;
-        if let Some((partition, Some((function, facts)))) = read_facts(log, locator)?
+        if let Some((partition, Some(facts))) = read_facts(log, locator)?
             && let Some(stats) = counted.get_mut(usize::from(partition))
         {
-            stats.versions.entry(function).or_default().add(&facts);
+            stats.add(&facts);
             items += 1;
         }
     }
@@ -247,17 +285,29 @@ pub(crate) fn catch_up(index: &Index, log: &PartitionLog) -> Result<(), StoreErr
 mod tests {
     use super::*;
 
-    fn facts(rating: u8) -> (FunctionRef, ItemFacts) {
-        (
-            FunctionRef {
-                name: "f".into(),
-                version: "1".into(),
+    fn function() -> FunctionRef {
+        FunctionRef {
+            name: "f".into(),
+            version: "1".into(),
+        }
+    }
+
+    fn facts(rating: u8) -> Facts {
+        Facts {
+            function: Some((
+                function(),
+                ItemFacts {
+                    rating: Some(rating),
+                    metrics: None,
+                },
+            )),
+            facet: Facet {
+                kind: chorus_protocol::Kind::Rating,
+                tier: chorus_protocol::Tier::Standard,
+                day: 20_000,
             },
-            ItemFacts {
-                rating: Some(rating),
-                metrics: None,
-            },
-        )
+            rating: Some(rating),
+        }
     }
 
     #[test]
@@ -273,10 +323,12 @@ mod tests {
         assert_eq!(stats.apply(1, None, Some(&first), None), (false, None));
         assert_eq!(stats.apply(3, None, None, None), (true, None));
         assert_eq!(stats.counted, 3);
-        let counted = &stats.versions[&facts(4).0];
+        let counted = &stats.versions[&function()];
         assert_eq!(counted.items, 1);
+        assert_eq!(stats.facets[&facts(4).facet].ratings, [0, 0, 0, 1, 0]);
         stats.remove(&facts(4));
         assert!(stats.versions.is_empty(), "an emptied version is dropped");
+        assert!(stats.facets.is_empty(), "an emptied facet is dropped");
     }
 
     #[test]
@@ -288,7 +340,10 @@ mod tests {
         trailing.push(0);
         assert!(decode_stats(&trailing).is_err());
         let mut empty = stats.clone();
-        empty.versions.insert(facts(1).0, VersionStats::default());
+        empty.versions.insert(function(), VersionStats::default());
+        assert!(decode_stats(&encode_stats(&empty)).is_err());
+        let mut empty = stats.clone();
+        empty.facets.insert(facts(1).facet, Tally::default());
         assert!(decode_stats(&encode_stats(&empty)).is_err());
     }
 }

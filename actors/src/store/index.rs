@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use chorus_protocol::{FunctionRef, ItemFacts, ItemId, PartitionId, VersionStats};
+use chorus_protocol::{Facet, FunctionRef, ItemId, PartitionId, Tally, VersionStats};
 
 use super::StoreError;
 use super::functions::{self, Facts, PERSIST_INTERVAL, PartitionStats};
@@ -53,7 +53,9 @@ const META_DEAD: &[u8] = b"dead";
 /// `meta` key present once `by_sequence` covers every indexed record.
 const META_BY_SEQUENCE: &[u8] = b"by_sequence";
 /// `meta` key present once the function stats count every indexed item.
-const META_FUNCTION_STATS: &[u8] = b"function_stats";
+/// (Stores made before the facets were counted hold `function_stats` and its mark; the
+/// new names make them count every item once more, facets included, when they open.)
+const META_FUNCTION_STATS: &[u8] = b"function_stats/2";
 /// `meta` key present once `review` holds every flagged item indexed.
 const META_REVIEW: &[u8] = b"review";
 
@@ -115,7 +117,7 @@ pub(crate) struct Identified {
     /// Its `listing` key.
     pub listing_key: Vec<u8>,
     /// What it tells of the function its item names.
-    pub facts: Option<(FunctionRef, ItemFacts)>,
+    pub facts: Option<Facts>,
 }
 
 /// Names the record at a locator, or `None` if its segment is gone.
@@ -141,16 +143,16 @@ pub struct IndexEntry {
     /// another sequence (not a copy of the same record); kept in `by_sequence` so a
     /// truncation of this record can bring that version back.
     pub replaces: Option<u64>,
-    /// The function version its item names and what it tells of it, counted in the
-    /// function stats when the item first becomes live.
-    pub facts: Option<(FunctionRef, ItemFacts)>,
+    /// What its item tells the stats (its function version's and its facet's),
+    /// counted when the item first becomes live; `None` for a tombstone.
+    pub facts: Option<Facts>,
     /// Whether the record's status is flagged: its item waits for review.
     pub flagged: bool,
     /// Whether the record is a tombstone (its item deleted or expired).
     pub deleted: bool,
     /// For a tombstone: the facts of the item it deletes, read by the indexer from the
     /// record it supersedes, taken out of the function stats.
-    pub uncount: Option<(FunctionRef, ItemFacts)>,
+    pub uncount: Option<Facts>,
 }
 
 /// The sled trees of the index.
@@ -192,6 +194,8 @@ struct Summed {
     over: Vec<bool>,
     /// Each version's stats over them.
     versions: BTreeMap<FunctionRef, VersionStats>,
+    /// Each facet's items and ratings over them.
+    facets: BTreeMap<Facet, Tally>,
 }
 
 impl Functions {
@@ -203,6 +207,7 @@ impl Functions {
             .collect();
         if self.summed.as_ref().is_none_or(|s| s.over != over) {
             let mut versions: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
+            let mut facets: BTreeMap<Facet, Tally> = BTreeMap::new();
             for (stats, _) in self.partitions.iter().zip(&over).filter(|(_, w)| **w) {
                 for (function, version) in &stats.versions {
                     match versions.get_mut(function) {
@@ -212,25 +217,39 @@ impl Functions {
                         }
                     }
                 }
+                for (facet, tally) in &stats.facets {
+                    facets.entry(*facet).or_default().merge(tally);
+                }
             }
-            self.summed = Some(Summed { over, versions });
+            self.summed = Some(Summed {
+                over,
+                versions,
+                facets,
+            });
         }
         self.summed.as_ref().expect("summed above")
     }
 
     /// Adds an item counted in `partition` to the kept sums, if they are over it.
-    fn add_to_summed(&mut self, partition: PartitionId, (function, facts): &Facts) {
+    fn add_to_summed(&mut self, partition: PartitionId, facts: &Facts) {
         if let Some(summed) = &mut self.summed
             && summed.over.get(usize::from(partition)) == Some(&true)
         {
-            match summed.versions.get_mut(function) {
-                Some(sum) => sum.add(facts),
-                None => {
-                    let mut sum = VersionStats::default();
-                    sum.add(facts);
-                    summed.versions.insert(function.clone(), sum);
+            if let Some((function, item)) = &facts.function {
+                match summed.versions.get_mut(function) {
+                    Some(sum) => sum.add(item),
+                    None => {
+                        let mut sum = VersionStats::default();
+                        sum.add(item);
+                        summed.versions.insert(function.clone(), sum);
+                    }
                 }
             }
+            summed
+                .facets
+                .entry(facts.facet)
+                .or_default()
+                .add(facts.rating);
         }
     }
 }
@@ -271,7 +290,7 @@ impl Index {
             sequences: db.open_tree("sequences")?,
             by_sequence: db.open_tree("by_sequence")?,
             meta: db.open_tree("meta")?,
-            function_stats: db.open_tree("function_stats")?,
+            function_stats: db.open_tree("function_stats/2")?,
             review: db.open_tree("review")?,
             db,
             db_file,
@@ -433,6 +452,22 @@ impl Index {
             .filter(|(function, _)| select(function))
             .take(limit)
             .map(|(function, stats)| (function.clone(), stats.clone()))
+            .collect()
+    }
+
+    /// Each facet's items and ratings summed over the partitions `wanted` picks, those
+    /// on the days `days` names (all if `None`).
+    pub(crate) fn facet_summary(
+        &self,
+        wanted: &dyn Fn(PartitionId) -> bool,
+        days: Option<(u32, u32)>,
+    ) -> BTreeMap<Facet, Tally> {
+        let mut held = self.functions();
+        held.summed(wanted)
+            .facets
+            .iter()
+            .filter(|(facet, _)| days.is_none_or(|(from, to)| (from..=to).contains(&facet.day)))
+            .map(|(facet, tally)| (*facet, *tally))
             .collect()
     }
 

@@ -397,7 +397,7 @@ fn identify(
             Ok(Some(Identified {
                 id: stored.item.id,
                 listing_key,
-                facts: super::functions::facts_of(&stored.item),
+                facts: super::functions::facts_of(&stored),
             }))
         }
         Err(LogError::Retired { .. }) => Ok(None),

@@ -677,7 +677,7 @@ fn stats_written_before_the_last_records_count_them_when_the_store_opens() {
     // The stats as written then, before the records below.
     let earlier: Vec<(sled::IVec, sled::IVec)> = {
         let db = open_index_db(&index_path, 4 << 20).unwrap();
-        let tree = db.open_tree("function_stats").unwrap();
+        let tree = db.open_tree("function_stats/2").unwrap();
         tree.iter().map(Result::unwrap).collect()
     };
     let stats = {
@@ -700,7 +700,7 @@ fn stats_written_before_the_last_records_count_them_when_the_store_opens() {
     {
         // As if the stats written after those records had been lost.
         let db = open_index_db(&index_path, 4 << 20).unwrap();
-        let tree = db.open_tree("function_stats").unwrap();
+        let tree = db.open_tree("function_stats/2").unwrap();
         tree.clear().unwrap();
         for (key, value) in earlier {
             tree.insert(key, value).unwrap();
@@ -751,5 +751,49 @@ fn sums_kept_over_some_partitions_move_with_what_is_counted_after() {
     assert_eq!(
         page.keys().map(|f| f.version.as_str()).collect::<Vec<_>>(),
         ["1", "2"]
+    );
+}
+
+#[test]
+fn facets_count_every_item_by_kind_tier_and_day_and_lose_deleted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let mut items = Vec::new();
+    for (user, kind, rating) in [
+        ("a", Kind::Rating, Some(5)),
+        ("a", Kind::Rating, Some(1)),
+        ("b", Kind::Text, None),
+    ] {
+        let mut item = Item::new(user, kind);
+        item.rating = rating;
+        items.push(item);
+    }
+    store.apply(items);
+    store.flush().unwrap();
+    let today = (now_ms() / chorus_protocol::DAY_MS) as u32;
+    let facets = store.facet_stats(|_| true, Some((today.saturating_sub(1), today)));
+    let rating = facets
+        .iter()
+        .find(|(f, _)| f.kind == Kind::Rating)
+        .map(|(_, t)| *t)
+        .unwrap();
+    assert_eq!(rating.items, 2);
+    assert_eq!(rating.ratings, [1, 0, 0, 0, 1]);
+    assert_eq!(facets.values().map(|t| t.items).sum::<u64>(), 3);
+    assert!(store.facet_stats(|_| true, Some((0, 1))).is_empty());
+    store.delete_user("a", &mut |_, _| {}).unwrap();
+    store.flush().unwrap();
+    let facets = store.facet_stats(|_| true, None);
+    assert_eq!(facets.values().map(|t| t.items).sum::<u64>(), 1);
+    // The counts survive a restart.
+    drop(store);
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(
+        store
+            .facet_stats(|_| true, None)
+            .values()
+            .map(|t| t.items)
+            .sum::<u64>(),
+        1
     );
 }

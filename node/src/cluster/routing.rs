@@ -157,6 +157,11 @@ pub enum Forward {
         /// The last id of the previous part; `None` for the first.
         after: Option<ItemId>,
     },
+    /// Each facet's items and ratings over the partitions the peer leads.
+    FacetStats {
+        /// Only these days (inclusive), if set.
+        days: Option<(u32, u32)>,
+    },
     /// Charge a key's privacy budget at the peer, the keeper of its ledger.
     ChargePrivacy {
         /// The key's id.
@@ -193,6 +198,7 @@ impl Forward {
             Forward::Review { .. } => "review",
             Forward::DeleteUser { .. } => "delete_user",
             Forward::ChargePrivacy { .. } => "charge_privacy",
+            Forward::FacetStats { .. } => "facet_stats",
         }
     }
 }
@@ -242,6 +248,8 @@ pub enum ForwardReply {
     Deleted(u64, Option<ItemId>),
     /// A privacy charge taken: what is left of the budget, and the event recording it.
     Charged(f64, Event),
+    /// The peer's facets and the partitions it counted.
+    FacetStats(crate::insights::FacetReport),
 }
 
 /// A boxed future of a forwarded request's answer.

@@ -246,12 +246,17 @@ pub struct VersionArgs {
 /// Flags of `chorus insights`.
 #[derive(Debug, Args)]
 pub struct InsightsArgs {
-    /// Only this function.
+    /// Only this function (grouping by function or version).
     #[arg(long)]
     pub function: Option<String>,
-    /// One row per version (else one per function).
-    #[arg(long)]
-    pub by_version: bool,
+    /// What rows group by (repeatable): function or version, or any of kind, tier and
+    /// day (default: function).
+    #[arg(long = "by", value_name = "DIMENSION")]
+    pub by: Vec<String>,
+    /// Only the items stored in the last N days, today included (grouping by kind,
+    /// tier or day).
+    #[arg(long, value_name = "N")]
+    pub last_days: Option<u32>,
     /// Answer under differential privacy at this epsilon (0 < EPS <= 10), charged to
     /// the key's privacy budget.
     #[arg(long, value_name = "EPS")]

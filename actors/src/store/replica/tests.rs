@@ -953,10 +953,10 @@ fn a_store_made_before_the_by_sequence_tree_rebuilds_it_when_opened() {
         // marks.
         let db = crate::store::open_index_db(&path.join("index"), 4 << 20).unwrap();
         assert!(db.drop_tree("by_sequence").unwrap());
-        assert!(db.drop_tree("function_stats").unwrap());
+        assert!(db.drop_tree("function_stats/2").unwrap());
         let meta = db.open_tree("meta").unwrap();
         meta.remove("by_sequence").unwrap();
-        meta.remove("function_stats").unwrap();
+        meta.remove("function_stats/2").unwrap();
         db.flush().unwrap();
     }
     let store = open(&path);

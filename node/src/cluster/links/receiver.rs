@@ -132,6 +132,14 @@ impl Actor for ForwardReceiver {
                     Forward::ReviewPage { after, limit } => {
                         review_page(&node, cluster.as_ref(), after, limit).await
                     }
+                    Forward::FacetStats { days } => match cluster.as_ref() {
+                        Some(cluster) => crate::insights::facet_report(&node, cluster, days)
+                            .await
+                            .map(ForwardReply::FacetStats),
+                        None => Err(ErrorCode::Unavailable {
+                            reason: "this node keeps no ring".into(),
+                        }),
+                    },
                     request => crate::request_id::serve(id, execute(&node, request)).await,
                 };
                 if stamp(&mut outcome, id) {
@@ -299,6 +307,9 @@ pub async fn execute(node: &NodeHandle, request: Forward) -> Result<ForwardReply
         }),
         Forward::FunctionStats { .. } => Err(ErrorCode::Unavailable {
             reason: "function stats are counted by the receiver, which knows the ring".into(),
+        }),
+        Forward::FacetStats { .. } => Err(ErrorCode::Unavailable {
+            reason: "facets are counted by the receiver, which knows the ring".into(),
         }),
         Forward::ReviewPage { .. } => Err(ErrorCode::Unavailable {
             reason: "a review page is read by the receiver, which knows the ring".into(),

@@ -16,10 +16,10 @@ use chorus_actors::store::{
 };
 use chorus_actors::{ApiKeyRecord, Caller, KeyHash, KeySet};
 use chorus_protocol::{
-    ErrorCode, Event, EventCursor, FunctionRef, Item, ItemId, MAX_API_KEY_NAME_BYTES, MAX_API_KEYS,
-    MAX_BATCH_ITEMS, MAX_EVENTS_PAGE, MAX_FUNCTION_NAME_BYTES, MAX_FUNCTION_VERSION_BYTES,
-    MAX_FUNCTIONS_PAGE, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId, PageToken, Receipt, Role,
-    StoredItem, Tier, VersionStats,
+    ErrorCode, Event, EventCursor, Facet, FunctionRef, Item, ItemId, MAX_API_KEY_NAME_BYTES,
+    MAX_API_KEYS, MAX_BATCH_ITEMS, MAX_EVENTS_PAGE, MAX_FUNCTION_NAME_BYTES,
+    MAX_FUNCTION_VERSION_BYTES, MAX_FUNCTIONS_PAGE, MAX_PAGE_LIMIT, MAX_USER_ID_BYTES, NodeId,
+    PageToken, Receipt, Role, StoredItem, Tally, Tier, VersionStats,
 };
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
@@ -347,6 +347,9 @@ impl From<WireStandings> for Standings {
     }
 }
 
+/// Most facets one member's report holds: kinds × tiers × the days of a century.
+pub const MAX_FACETS: usize = 1 << 20;
+
 /// [`Forward`] as encoded on a link (encoded by bincode's derive; decoded by hand,
 /// within bounds, in the same layout).
 #[derive(Clone, Debug, PartialEq, Encode)]
@@ -478,6 +481,8 @@ pub enum WireRequest {
         /// The key's lifetime budget.
         budget: f64,
     },
+    /// [`Forward::FacetStats`].
+    FacetStats(Option<(u32, u32)>),
 }
 
 impl<Context> Decode<Context> for WireRequest {
@@ -566,6 +571,9 @@ impl<Context> Decode<Context> for WireRequest {
                 user_id: bounded_string(decoder, MAX_USER_ID_BYTES, "user_id")?,
                 after: Option::<ItemId>::decode(decoder)?,
             }),
+            21 => Ok(WireRequest::FacetStats(Option::<(u32, u32)>::decode(
+                decoder,
+            )?)),
             20 => Ok(WireRequest::ChargePrivacy {
                 key_id: bounded_string(decoder, MAX_KEY_ID_BYTES, "key_id")?,
                 epsilon: f64::decode(decoder)?,
@@ -620,6 +628,8 @@ pub enum WireReply {
     Deleted(u64, Option<ItemId>),
     /// [`ForwardReply::Charged`].
     Charged(f64, Event),
+    /// [`ForwardReply::FacetStats`]: the facets, then the partitions' words.
+    FacetStats(Vec<(Facet, Tally)>, Vec<u64>),
 }
 
 impl<Context> Decode<Context> for WireReply {
@@ -682,6 +692,10 @@ impl<Context> Decode<Context> for WireReply {
             19 => Ok(WireReply::Charged(
                 f64::decode(decoder)?,
                 Event::decode(decoder)?,
+            )),
+            20 => Ok(WireReply::FacetStats(
+                bounded_vec(decoder, MAX_FACETS, "facets")?,
+                bounded_vec(decoder, MAX_PARTITION_WORDS, "partitions")?,
             )),
             found => Err(unknown_variant(found, "WireReply")),
         }
@@ -770,6 +784,7 @@ impl From<Forward> for WireRequest {
                 id,
                 approve,
             },
+            Forward::FacetStats { days } => WireRequest::FacetStats(days),
             Forward::ChargePrivacy {
                 key_id,
                 epsilon,
@@ -876,6 +891,7 @@ impl From<WireRequest> for Forward {
                 id,
                 approve,
             },
+            WireRequest::FacetStats(days) => Forward::FacetStats { days },
             WireRequest::ChargePrivacy {
                 key_id,
                 epsilon,
@@ -937,6 +953,9 @@ impl From<ForwardReply> for WireReply {
             ForwardReply::EventsTaken(taken) => WireReply::EventsTaken(taken),
             ForwardReply::Deleted(items, next) => WireReply::Deleted(items, next),
             ForwardReply::Charged(remaining, event) => WireReply::Charged(remaining, event),
+            ForwardReply::FacetStats(crate::insights::FacetReport { facets, partitions }) => {
+                WireReply::FacetStats(facets, partitions.words().to_vec())
+            }
         }
     }
 }
@@ -969,6 +988,12 @@ impl From<WireReply> for ForwardReply {
             WireReply::EventsTaken(taken) => ForwardReply::EventsTaken(taken),
             WireReply::Deleted(items, next) => ForwardReply::Deleted(items, next),
             WireReply::Charged(remaining, event) => ForwardReply::Charged(remaining, event),
+            WireReply::FacetStats(facets, words) => {
+                ForwardReply::FacetStats(crate::insights::FacetReport {
+                    facets,
+                    partitions: PartitionSet::from_words(words),
+                })
+            }
         }
     }
 }
@@ -1299,6 +1324,7 @@ mod tests {
                 epsilon: 0.5,
                 budget: 10.0,
             },
+            WireRequest::FacetStats(Some((20_000, 20_030))),
         ];
         requests
             .into_iter()
@@ -1366,6 +1392,20 @@ mod tests {
                 Some(ItemId(0x0190_0000_0000_0000_0000_0000_0000_0044)),
             ),
             WireReply::Charged(9.5, sample_event()),
+            WireReply::FacetStats(
+                vec![(
+                    Facet {
+                        kind: Kind::Rating,
+                        tier: Tier::Priority,
+                        day: 20_001,
+                    },
+                    Tally {
+                        items: 3,
+                        ratings: [0, 1, 0, 0, 2],
+                    },
+                )],
+                vec![0b101],
+            ),
         ]
     }
 
