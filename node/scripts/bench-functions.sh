@@ -24,11 +24,7 @@ nodes_init 3 "replication_factor = 3"
 for i in 1 2 3; do start_agent "$i"; done
 wait_formed 3
 client=(--server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" --data-dir "$WORK/data-1")
-# Writes are refused until every partition's leader has taken over.
-for _ in $(seq 1 200); do
-  "$BIN" submit --user warmup "${client[@]}" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_writable "${client[@]}"
 "$BIN" bench "${client[@]}" --duration "$LOAD" --warmup 0s --batch 100 --concurrency 32 \
   --connections 4 --functions "$FUNCTIONS" >"$WORK/load.txt" 2>&1
 grep -E "req/s|items/s" "$WORK/load.txt" | head -2 || true

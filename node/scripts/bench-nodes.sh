@@ -7,6 +7,7 @@
 #   ctl I ARGS...                             # `chorus ctl --json` on node I
 #   ctl I status | field "d['result']['...']" # a value of the JSON answer (0 if absent)
 #   wait_formed N                             # until node-1 sees N members alive
+#   wait_writable CLIENT_FLAGS...             # until a submit through them is taken
 WORK="$(mktemp -d -t chorus-nodes.XXXXXX)"
 PIDS=(0)
 stop_agent() {
@@ -84,6 +85,14 @@ wait_formed() { # wait_formed COUNT: node-1 sees COUNT members alive, or exit 1
   done
   echo "the cluster did not form" >&2
   exit 1
+}
+
+wait_writable() { # wait_writable CLIENT_FLAGS...: until a submit through them is taken
+  # (writes are refused until every partition's leader has taken over), at most 20 s
+  for _ in $(seq 1 200); do
+    "$BIN" submit --user warmup "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
 }
 
 wait_in_step() { # wait_in_step NODES...: no leader among NODES has a follower behind

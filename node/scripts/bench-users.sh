@@ -26,10 +26,7 @@ per_user_burst = 1000000"
 for i in 1 2 3; do start_agent "$i"; done
 wait_formed 3
 client=(--server 127.0.0.1:7400 --server-name node-1 --ca "$WORK/certs/ca.pem" --data-dir "$WORK/data-1")
-for _ in $(seq 1 200); do
-  "$BIN" submit --user warmup "${client[@]}" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_writable "${client[@]}"
 "$BIN" bench "${client[@]}" --duration "$LOAD" --warmup 0s --batch 100 --concurrency 8 \
   --connections 2 --users 1 --text-bytes "$TEXT_BYTES" >"$WORK/load.txt" 2>&1
 user="user-00000000000"

@@ -19,16 +19,15 @@ use std::time::Duration;
 
 use chorus_actors::NodeHandle;
 use chorus_protocol::{
-    ErrorCode, FunctionRef, FunctionVersion, MAX_FUNCTIONS_PAGE, NodeId, PartitionId, Response,
+    ErrorCode, FunctionRef, FunctionVersion, MAX_FUNCTIONS_PAGE, PartitionId, Response,
     UpdateReasons, UpdateRule, VersionStats,
 };
-use futures_util::future::join_all;
-use tracing::debug;
 
 use crate::cluster::routing::{Forward, ForwardReply};
 use crate::cluster::standing::PartitionSet;
 use crate::cluster::state::ClusterState;
 use crate::server::Backend;
+use crate::server::fan_out::{ask_live_members, coverage};
 
 /// How long a merged page is served again: a summary is at most this stale (on top of
 /// the indexer's gathering, 50 ms).
@@ -178,16 +177,9 @@ pub fn merge(
 ) -> Response {
     let limit = query.limit();
     let full = reports.iter().any(|r| r.versions.len() >= limit);
-    let mut covered = vec![false; usize::from(partitions)];
+    let covered = coverage(reports.iter().map(|r| &r.partitions), partitions);
     let mut merged: BTreeMap<FunctionRef, VersionStats> = BTreeMap::new();
     for report in reports {
-        for p in (0..partitions).filter(|&p| report.partitions.contains(p)) {
-            let slot = &mut covered[usize::from(p)];
-            if *slot {
-                debug!(partition = p, "two members counted one partition");
-            }
-            *slot = true;
-        }
         for (function, stats) in report.versions {
             merged.entry(function).or_default().merge(&stats);
         }
@@ -206,11 +198,10 @@ pub fn merge(
     let next = (more && versions.len() == limit)
         .then(|| versions.last().map(|v| v.function.clone()))
         .flatten();
-    let counted = covered.iter().filter(|&&c| c).count() as u32;
     Response::Functions {
         versions,
         next,
-        covered: (counted, u32::from(partitions)),
+        covered,
     }
 }
 
@@ -226,29 +217,16 @@ pub async fn gather(
     let partitions = ring.ring.partitions();
     let mut reports =
         vec![report_blocking(backend.node.clone(), cluster.clone(), query.clone()).await?];
-    if let Some(peers) = &backend.peers {
-        let others: Vec<NodeId> = ring
-            .live
-            .iter()
-            .filter(|member| *member != cluster.node())
-            .cloned()
-            .collect();
-        let asked = others.iter().map(|member| {
-            peers.forward(
-                member,
-                Forward::FunctionStats {
-                    query: query.clone(),
-                },
-            )
-        });
-        for (member, answer) in others.iter().zip(join_all(asked).await) {
-            match answer {
-                Ok(ForwardReply::FunctionStats(report)) => reports.push(report),
-                Ok(other) => debug!(%member, reply = ?other, "unexpected answer to function stats"),
-                Err(error) => debug!(%member, %error, "function stats not gathered"),
-            }
-        }
-    }
+    let request = Forward::FunctionStats {
+        query: query.clone(),
+    };
+    reports.extend(
+        ask_live_members(backend, request, |reply| match reply {
+            ForwardReply::FunctionStats(report) => Some(report),
+            _ => None,
+        })
+        .await,
+    );
     Ok(merge(reports, &query, partitions, rule))
 }
 

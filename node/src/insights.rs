@@ -33,12 +33,10 @@ use chorus_actors::policy::privacy::{Budget, Epsilon, Split, Statistic, noisy_co
 use chorus_actors::{Caller, NodeHandle};
 use chorus_protocol::{
     ErrorCode, Event, EventKind, Facet, FunctionVersion, Grouping, Insight, InsightQuery,
-    InsightRow, Kind, MAX_FUNCTIONS_PAGE, MAX_INSIGHT_ROWS, NodeId, PartitionId, Response, Tally,
-    Tier, UpdateRule, partition_of,
+    InsightRow, Kind, MAX_FUNCTIONS_PAGE, MAX_INSIGHT_ROWS, PartitionId, Response, Tally, Tier,
+    UpdateRule, partition_of,
 };
-use futures_util::future::join_all;
 use tokio::sync::Mutex;
-use tracing::debug;
 
 use crate::cluster::event_sync;
 use crate::cluster::routing::{Forward, ForwardReply};
@@ -46,6 +44,7 @@ use crate::cluster::standing::PartitionSet;
 use crate::cluster::state::ClusterState;
 use crate::functions::{FunctionQuery, gather};
 use crate::server::Backend;
+use crate::server::fan_out::{ask_live_members, coverage};
 
 /// Insight answers, by where they came from (`cache` or `members`).
 pub const INSIGHTS_TOTAL: &str = "chorus_insights_total";
@@ -97,14 +96,13 @@ impl Insights {
         }
     }
 
-    /// Answers `Request::Insights` for `caller`.
+    /// Answers `Request::Insights` for `caller` (its shape checked by the caller).
     pub async fn answer(
         &self,
         backend: &Backend,
         caller: &Caller,
         query: InsightQuery,
     ) -> Result<Response, ErrorCode> {
-        query.validate()?;
         let epsilon = query
             .epsilon
             .map(Epsilon::new)
@@ -255,7 +253,7 @@ async fn all_versions(
         }
         match next {
             Some(next) => after = Some(next),
-            None => return Ok((versions, (covered.0.min(of), of))),
+            None => return Ok((versions, covered)),
         }
     }
 }
@@ -356,36 +354,21 @@ async fn all_facets(
     let ring = cluster.ring();
     let partitions = ring.ring.partitions();
     let mut reports = vec![facet_report(&backend.node, cluster, days).await?];
-    if let Some(peers) = &backend.peers {
-        let others: Vec<NodeId> = ring
-            .live
-            .iter()
-            .filter(|member| *member != cluster.node())
-            .cloned()
-            .collect();
-        let asked = others
-            .iter()
-            .map(|member| peers.forward(member, Forward::FacetStats { days }));
-        for (member, answer) in others.iter().zip(join_all(asked).await) {
-            match answer {
-                Ok(ForwardReply::FacetStats(report)) => reports.push(report),
-                Ok(other) => debug!(%member, reply = ?other, "unexpected answer to facets"),
-                Err(error) => debug!(%member, %error, "facets not gathered"),
-            }
-        }
-    }
-    let mut covered = vec![false; usize::from(partitions)];
+    reports.extend(
+        ask_live_members(backend, Forward::FacetStats { days }, |reply| match reply {
+            ForwardReply::FacetStats(report) => Some(report),
+            _ => None,
+        })
+        .await,
+    );
+    let covered = coverage(reports.iter().map(|r| &r.partitions), partitions);
     let mut merged: BTreeMap<Facet, Tally> = BTreeMap::new();
     for report in reports {
-        for p in (0..partitions).filter(|&p| report.partitions.contains(p)) {
-            covered[usize::from(p)] = true;
-        }
         for (facet, tally) in report.facets {
             merged.entry(facet).or_default().merge(&tally);
         }
     }
-    let counted = covered.iter().filter(|&&c| c).count() as u32;
-    Ok((merged, (counted, u32::from(partitions))))
+    Ok((merged, covered))
 }
 
 /// The rows with Laplace noise on every released number (each statistic at ε/2), and

@@ -13,16 +13,16 @@ use std::time::Duration;
 use chorus_actors::store::review::queue_key;
 use chorus_actors::{Caller, NodeHandle};
 use chorus_protocol::{
-    ErrorCode, EventKind, ItemId, MAX_EVENTS_PAGE, MAX_PAGE_LIMIT, NodeId, PageToken, PartitionId,
+    ErrorCode, EventKind, ItemId, MAX_EVENTS_PAGE, MAX_PAGE_LIMIT, PageToken, PartitionId,
     Response, StoredItem,
 };
-use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::cluster::routing::{Forward, ForwardReply, Route, route_user};
 use crate::cluster::state::ClusterState;
 use crate::server::Backend;
+use crate::server::fan_out::ask_live_members;
 
 /// The partitions the ring names this node the leader of, ascending.
 fn led(cluster: &ClusterState) -> Vec<PartitionId> {
@@ -80,25 +80,17 @@ pub async fn page(
     let cluster = &backend.cluster;
     let ring = cluster.ring();
     let mut pages = vec![report(&backend.node, cluster, after.clone(), limit).await?];
-    if let Some(peers) = &backend.peers {
-        let others: Vec<NodeId> = ring
-            .live
-            .iter()
-            .filter(|member| *member != cluster.node())
-            .cloned()
-            .collect();
-        let asked = others.iter().map(|member| {
-            let after = after.clone();
-            peers.forward(member, Forward::ReviewPage { after, limit })
-        });
-        for (member, answer) in others.iter().zip(join_all(asked).await) {
-            match answer {
-                Ok(ForwardReply::List(items, next)) => pages.push((items, next)),
-                Ok(other) => debug!(%member, reply = ?other, "unexpected answer to a review page"),
-                Err(error) => debug!(%member, %error, "review page not gathered"),
-            }
-        }
-    }
+    pages.extend(
+        ask_live_members(
+            backend,
+            Forward::ReviewPage { after, limit },
+            |reply| match reply {
+                ForwardReply::List(items, next) => Some((items, next)),
+                _ => None,
+            },
+        )
+        .await,
+    );
     Ok(merge(pages, limit, ring.ring.partitions()))
 }
 
@@ -184,7 +176,7 @@ pub async fn record_flagged(backend: Backend, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use chorus_protocol::{Item, Kind, Receipt, Status};
+    use chorus_protocol::{Item, Kind, NodeId, Receipt, Status};
 
     use super::*;
 

@@ -9,7 +9,7 @@
 pub mod admission;
 mod connection;
 mod dispatch;
-mod fan_out;
+pub mod fan_out;
 mod frame_io;
 pub mod key_lookups;
 mod stream;

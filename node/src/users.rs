@@ -80,50 +80,27 @@ pub async fn export_page(
     Ok(Response::Page { items, next })
 }
 
-/// Answers `Request::DeleteUser`: the deletion made by the user's leader, then
-/// recorded as an event.
+/// Answers `Request::DeleteUser`: the deletion made by the user's leader a part at a
+/// time (each part its own call, here or over a link, well inside a forward's timeout),
+/// then recorded as an event. A second pass takes what was written meanwhile; it starts
+/// below every id, which is not a first part, so it is not audited again.
 pub async fn delete(
     backend: &Backend,
     caller: &Caller,
     user_id: String,
 ) -> Result<Response, ErrorCode> {
-    let view = backend.cluster.ring();
-    let items = match route_user(&view, backend.cluster.node(), &user_id, false) {
-        Route::Local => {
-            backend
-                .node
-                .delete_user(user_id.clone(), &caller.key_id)
-                .await?
-        }
-        // A part per forward, each well inside a forward's timeout; the second pass
-        // takes what was written meanwhile, as the leader's own deletion does.
-        Route::Forward(owner) | Route::NotOwner(owner) => {
-            let mut items = 0;
-            for pass in 0..2 {
-                // The second pass starts below every id, which is not a first part: it
-                // is not audited again.
-                let mut after = (pass > 0).then_some(ItemId(0));
-                loop {
-                    let forward = Forward::DeleteUser {
-                        caller: caller.clone(),
-                        user_id: user_id.clone(),
-                        after,
-                    };
-                    match forward_to(backend, &owner, forward).await? {
-                        ForwardReply::Deleted(count, next) => {
-                            items += count;
-                            match next {
-                                Some(next) => after = Some(next),
-                                None => break,
-                            }
-                        }
-                        other => return Err(unexpected(&owner, &other)),
-                    }
-                }
+    let mut items = 0;
+    for pass in 0..2 {
+        let mut after = (pass > 0).then_some(ItemId(0));
+        loop {
+            let (count, next) = delete_part(backend, caller, &user_id, after).await?;
+            items += count;
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
             }
-            items
         }
-    };
+    }
     let event = EventKind::UserDeleted {
         user_id,
         items,
@@ -131,6 +108,35 @@ pub async fn delete(
     };
     crate::events::record(&backend.node, backend.peers.as_deref(), vec![event]).await?;
     Ok(Response::UserDeleted { items })
+}
+
+/// One part of a deletion at the user's leader (see `NodeHandle::delete_user_part`).
+async fn delete_part(
+    backend: &Backend,
+    caller: &Caller,
+    user_id: &str,
+    after: Option<ItemId>,
+) -> Result<(u64, Option<ItemId>), ErrorCode> {
+    let view = backend.cluster.ring();
+    match route_user(&view, backend.cluster.node(), user_id, false) {
+        Route::Local => {
+            backend
+                .node
+                .delete_user_part(user_id.to_string(), after, &caller.key_id)
+                .await
+        }
+        Route::Forward(owner) | Route::NotOwner(owner) => {
+            let forward = Forward::DeleteUser {
+                caller: caller.clone(),
+                user_id: user_id.to_string(),
+                after,
+            };
+            match forward_to(backend, &owner, forward).await? {
+                ForwardReply::Deleted(count, next) => Ok((count, next)),
+                other => Err(unexpected(&owner, &other)),
+            }
+        }
+    }
 }
 
 async fn forward_to(

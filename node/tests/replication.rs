@@ -25,7 +25,8 @@ use chorus_actors::store::{ReplicaRecord, ShipBatch, ShipOutcome, decode_item};
 use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_protocol::{ErrorCode, Item, ItemId, Kind, Receipt, encode_payload};
 use support::cluster::{
-    Node, client_of, cluster, cluster_of, cluster_with, formed, plain_client, until, user_owned_by,
+    Node, client_of, cluster, cluster_of, cluster_with, digest_of, formed, plain_client, until,
+    user_owned_by,
 };
 use support::open_stopped_store;
 
@@ -188,20 +189,6 @@ async fn acknowledged_items_survive_a_lost_leader_and_listings_stay_complete() {
     complete(&via_2, &carol, &acked, "with node-1 down").await;
     via_1.close().await;
     via_2.close().await;
-}
-
-/// `partition`'s `(records, digest)` on `node`, per `ctl replicas --digest`.
-fn digest_of(node: &Node, partition: u64) -> Option<(u64, String)> {
-    let reply = node.ctl(&["replicas", "--digest"]);
-    let row = reply["result"]["partitions"]
-        .as_array()?
-        .iter()
-        .find(|row| row["partition"].as_u64() == Some(partition))?
-        .clone();
-    Some((
-        row["records"].as_u64()?,
-        row["digest"].as_str()?.to_string(),
-    ))
 }
 
 /// Rewrites the second half of `partition`'s records in the stopped node's store with

@@ -12,22 +12,8 @@ use std::time::Duration;
 
 use chorus_client::{Client, EventQuery, EventType};
 use chorus_protocol::{Item, ItemId, Kind, Status};
-use support::cluster::{Node, cluster_with, formed, plain_client, until, user_owned_by};
+use support::cluster::{cluster_with, digest_of, formed, plain_client, until, user_owned_by};
 use support::open_stopped_store;
-
-/// `partition`'s `(records, digest)` on `node`, per `ctl replicas --digest`.
-fn digest_of(node: &Node, partition: u64) -> Option<(u64, String)> {
-    let reply = node.ctl(&["replicas", "--digest"]);
-    let row = reply["result"]["partitions"]
-        .as_array()?
-        .iter()
-        .find(|row| row["partition"].as_u64() == Some(partition))?
-        .clone();
-    Some((
-        row["records"].as_u64()?,
-        row["digest"].as_str()?.to_string(),
-    ))
-}
 
 async fn export(client: &Client, user: &str, page: u32) -> Vec<ItemId> {
     let mut ids = Vec::new();

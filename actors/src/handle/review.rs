@@ -1,7 +1,7 @@
 //! The node handle's side of the review queue and of users' rights: a page of the
-//! flagged items of the partitions this node leads, a reviewer's decision, and a
-//! user's deletion. A decision and a deletion are rewrites this node makes as the
-//! partition's leader ([`NodeHandle::write_as_leader`]), answered once a write quorum
+//! flagged items of the partitions this node leads, a reviewer's decision, a part of a
+//! user's deletion and of retention's expiry. Each of the last three is a rewrite this
+//! node makes as the partition's leader ([`NodeHandle::write_as_leader`]), answered once a write quorum
 //! holds them.
 
 use std::sync::Arc;
@@ -79,28 +79,6 @@ impl NodeHandle {
             .await?;
         stored.receipt.replicas = replicas;
         Ok(stored)
-    }
-
-    /// Deletes every item of `user_id` for the key `by`, one part at a time: audited
-    /// first, then each item replaced by its tombstone by this node as the partition's
-    /// leader, each part answered by a write quorum before the next. A second listing
-    /// takes what was written meanwhile. Returns how many items were deleted.
-    pub async fn delete_user(&self, user_id: String, by: &str) -> Result<u64, ErrorCode> {
-        let mut deleted = 0;
-        for pass in 0..2 {
-            // The second pass starts below every id, which is not a first part: it is
-            // not audited again.
-            let mut after = (pass > 0).then_some(ItemId(0));
-            loop {
-                let (count, next) = self.delete_user_part(user_id.clone(), after, by).await?;
-                deleted += count;
-                match next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
-        }
-        Ok(deleted)
     }
 
     /// One part of a user's deletion: the items of `user_id` after `after` (ids in

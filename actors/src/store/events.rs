@@ -22,7 +22,7 @@
 //! budget spent is the sum of its `privacy_spent` events, kept as each is first stored
 //! (in millionths of ε, so that every member's sum is exact whatever the order).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use bincode::{Decode, Encode};
@@ -167,6 +167,7 @@ impl Events {
         for event in events {
             origins.entry(&event.origin).or_insert(0);
         }
+        let new: HashSet<(&NodeId, u64)> = events.iter().map(|e| (&e.origin, e.seq)).collect();
         for (origin, head) in origins.iter_mut() {
             *head = self.head(origin)?;
         }
@@ -201,9 +202,7 @@ impl Events {
                     for (origin, was) in &origins {
                         let mut head = *was;
                         while head < u64::MAX
-                            && (events
-                                .iter()
-                                .any(|e| &e.origin == *origin && e.seq == head + 1)
+                            && (new.contains(&(*origin, head + 1))
                                 || tx_events.get(event_key(origin, head + 1))?.is_some())
                         {
                             head += 1;

@@ -1,11 +1,23 @@
 //! What the store tests hold a store to: a model of every item's user and newest
-//! verdict, and the check that the store answers exactly that by id and by listing.
+//! verdict, and the check that the store answers exactly that by id and by listing;
+//! and the small store the module tests open.
 
 use std::collections::BTreeMap;
 
 use chorus_protocol::{ItemId, Status};
 
 use super::Store;
+
+/// A store of 8 partitions under `dir`, flushed (not synced) at each write.
+pub(crate) fn small_store(dir: &std::path::Path) -> super::StoreConfig {
+    super::StoreConfig {
+        path: dir.join("store"),
+        node: chorus_protocol::NodeId("node-a".into()),
+        partitions: 8,
+        durability: super::Durability::Flush,
+        log: super::LogConfig::default(),
+    }
+}
 
 /// id → (user, newest status).
 pub(crate) type Model = BTreeMap<ItemId, (String, Status)>;

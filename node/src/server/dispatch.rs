@@ -27,28 +27,12 @@ pub async fn dispatch(
         return Err(ErrorCode::Forbidden);
     }
     let node = &backend.node;
-    // Shapes (batch sizes, page limits, name lengths) are checked by the node handle,
-    // which every local request goes through; forwarded ones are checked by their owner.
-    // The event, review and users' rights requests are answered here, so they are
-    // checked here.
-    if matches!(
-        request,
-        Request::Events { .. }
-            | Request::FollowEvents { .. }
-            | Request::ChangeVersion { .. }
-            | Request::FunctionStatus { .. }
-            | Request::ReviewQueue { .. }
-            | Request::Review { .. }
-            | Request::DeleteUser { .. }
-            | Request::ExportUser { .. }
-    ) {
-        request.validate_shape()?;
-    }
+    // Every request's own limits (batch sizes, page limits, name lengths), before it
+    // goes anywhere: a forwarded one is checked again by its owner.
+    request.validate_shape()?;
     match request {
         Request::Routed { request, .. } => {
-            let request = Request::from(request);
-            request.validate_shape()?;
-            serve(backend, caller, request, true).await
+            serve(backend, caller, Request::from(request), true).await
         }
         Request::RingSnapshot => Ok(Response::Ring(backend.cluster.ring().snapshot())),
         Request::Get(id) => get(backend, id).await,
@@ -67,7 +51,6 @@ pub async fn dispatch(
             Ok(Response::ApiKeyRevoked(entry.info()))
         }
         Request::Functions { name, after, limit } => {
-            chorus_protocol::check_functions_page(name.as_deref(), limit)?;
             let query = crate::functions::FunctionQuery { name, after, limit };
             backend.functions.page(backend, query).await
         }

@@ -1,11 +1,14 @@
 //! Asking every member the same question, for what this node cannot know alone (an item
-//! by id, a key created elsewhere).
+//! by id, a key created elsewhere), and every other live member for its report on the
+//! partitions it leads (function stats, facets, the review queue).
 
-use chorus_protocol::NodeId;
+use chorus_protocol::{NodeId, PartitionId};
 use futures_util::future::join_all;
+use tracing::debug;
 
 use super::Backend;
 use crate::cluster::routing::{Forward, ForwardReply};
+use crate::cluster::standing::PartitionSet;
 
 /// What the members said: the first answer `pick` accepts, or the members that could
 /// not be asked (each of them might have had the answer).
@@ -75,6 +78,56 @@ pub async fn ask_members<T>(
             unreachable: answers.unreachable,
         },
     }
+}
+
+/// Asks every live member but this node `request` at once and keeps the answers `pick`
+/// takes. A member that cannot answer, or answers with something else, is left out
+/// (logged): the partitions it leads go uncovered.
+pub async fn ask_live_members<T>(
+    backend: &Backend,
+    request: Forward,
+    pick: impl Fn(ForwardReply) -> Option<T>,
+) -> Vec<T> {
+    let Some(peers) = &backend.peers else {
+        return Vec::new();
+    };
+    let me = backend.cluster.node();
+    let others: Vec<NodeId> = (backend.cluster.ring().live.iter())
+        .filter(|member| *member != me)
+        .cloned()
+        .collect();
+    let kind = request.kind();
+    let asked = others
+        .iter()
+        .map(|member| peers.forward(member, request.clone()));
+    let mut picked = Vec::new();
+    for (member, answer) in others.iter().zip(join_all(asked).await) {
+        match answer.map(&pick) {
+            Ok(Some(report)) => picked.push(report),
+            Ok(None) => debug!(%member, kind, "unexpected answer to a report"),
+            Err(error) => debug!(%member, kind, %error, "report not gathered"),
+        }
+    }
+    picked
+}
+
+/// How many of `partitions` the reports' partition sets cover, of how many.
+pub fn coverage<'a>(
+    sets: impl IntoIterator<Item = &'a PartitionSet>,
+    partitions: PartitionId,
+) -> (u32, u32) {
+    let mut covered = vec![false; usize::from(partitions)];
+    for set in sets {
+        for p in (0..partitions).filter(|&p| set.contains(p)) {
+            let slot = &mut covered[usize::from(p)];
+            if *slot {
+                debug!(partition = p, "two members counted one partition");
+            }
+            *slot = true;
+        }
+    }
+    let counted = covered.iter().filter(|&&c| c).count() as u32;
+    (counted, u32::from(partitions))
 }
 
 /// `names` as `a, b, c` for an error's reason.

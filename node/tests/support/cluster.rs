@@ -288,6 +288,20 @@ pub async fn client_of(
     Client::connect(&[node.addr.parse().unwrap()], credentials, config).await
 }
 
+/// `partition`'s `(records, digest)` on `node`, per `ctl replicas --digest`.
+pub fn digest_of(node: &Node, partition: u64) -> Option<(u64, String)> {
+    let reply = node.ctl(&["replicas", "--digest"]);
+    let row = reply["result"]["partitions"]
+        .as_array()?
+        .iter()
+        .find(|row| row["partition"].as_u64() == Some(partition))?
+        .clone();
+    Some((
+        row["records"].as_u64()?,
+        row["digest"].as_str()?.to_string(),
+    ))
+}
+
 /// A user that `owner` owns, per `ring` (`ctl ring --user` asked of node `asker`).
 pub fn user_owned_by(asker: &Node, owner: &str, prefix: &str) -> String {
     (0..10_000)

@@ -1,19 +1,7 @@
-use std::path::Path;
-
 use chorus_protocol::{ExecutionMetrics, FunctionRef, Kind, NodeId};
 
 use super::*;
-use crate::store::{Durability, LogConfig, StoreConfig};
-
-fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        path: dir.join("store"),
-        node: NodeId("node-a".into()),
-        partitions: 8,
-        durability: Durability::Flush,
-        log: LogConfig::default(),
-    }
-}
+use crate::store::test_model::small_store;
 
 fn about(user: &str, rating: u8) -> Item {
     let mut item = Item::new(user, Kind::Rating);
@@ -43,7 +31,7 @@ fn resize_items(store: &Store) -> u64 {
 #[test]
 fn deleting_a_user_leaves_tombstones_that_nothing_lists_or_counts_and_a_retry_cannot_undo() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
     let gone: Vec<Item> = (0..50).map(|_| about("gone", 2)).collect();
     let kept: Vec<Item> = (0..5).map(|_| about("kept", 5)).collect();
     store.apply(gone.clone());
@@ -88,7 +76,7 @@ fn a_deletion_survives_a_restart_and_its_bytes_become_dead() {
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<ItemId>;
     {
-        let store = Store::open(config(dir.path())).unwrap();
+        let store = Store::open(small_store(dir.path())).unwrap();
         let items: Vec<Item> = (0..200).map(|_| about("gone", 1)).collect();
         ids = items.iter().map(|i| i.id).collect();
         store.apply(items);
@@ -101,7 +89,7 @@ fn a_deletion_survives_a_restart_and_its_bytes_become_dead() {
             "the deleted records count as dead, for compaction to reclaim"
         );
     }
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
     assert_eq!(store.list_by_user("gone", None, 1000).unwrap().0, []);
     assert_eq!(
         store.get(ids[7]).unwrap().unwrap().receipt.status,
@@ -140,7 +128,7 @@ fn a_tombstone_writes_nothing_the_user_wrote() {
 #[test]
 fn retention_expires_what_was_stored_before_the_cutoff_and_nothing_after() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
     let old: Vec<Item> = (0..20).map(|i| about(&format!("u{i}"), 3)).collect();
     store.apply(old.clone());
     std::thread::sleep(std::time::Duration::from_millis(5));

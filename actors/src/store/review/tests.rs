@@ -1,19 +1,8 @@
-use std::path::Path;
-
-use chorus_protocol::{Item, Kind, NodeId};
+use chorus_protocol::{EventKind, Item, Kind};
 
 use super::*;
-use crate::store::{Durability, LogConfig, StoreConfig, Write};
-
-fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        path: dir.join("store"),
-        node: NodeId("node-a".into()),
-        partitions: 8,
-        durability: Durability::Flush,
-        log: LogConfig::default(),
-    }
-}
+use crate::store::Write;
+use crate::store::test_model::small_store;
 
 fn flagged(user: &str) -> Write {
     let mut write = Write::from(Item::new(user, Kind::Text));
@@ -42,7 +31,7 @@ fn queued(store: &Store, limit: usize) -> Vec<ItemId> {
 #[test]
 fn flagged_items_wait_in_the_queue_until_a_reviewer_decides() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
     let writes: Vec<Write> = (0..7)
         .map(|i| flagged(&format!("user-{i}")))
         .chain([Write::from(Item::new("clean", Kind::Text))])
@@ -85,7 +74,7 @@ fn flagged_items_wait_in_the_queue_until_a_reviewer_decides() {
 #[test]
 fn a_decision_hands_its_record_to_shipping() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
     let write = flagged("u");
     let id = write.item.id;
     store.try_apply(vec![write]).unwrap();
@@ -105,12 +94,12 @@ fn the_queue_survives_a_restart_and_an_older_store_fills_it_when_it_opens() {
     let mut want: Vec<ItemId> = writes.iter().map(|w| w.item.id).collect();
     want.sort();
     {
-        let store = Store::open(config(dir.path())).unwrap();
+        let store = Store::open(small_store(dir.path())).unwrap();
         store.try_apply(writes).unwrap();
         store.flush().unwrap();
     }
     {
-        let store = Store::open(config(dir.path())).unwrap();
+        let store = Store::open(small_store(dir.path())).unwrap();
         let mut ids = queued(&store, 10);
         ids.sort();
         assert_eq!(ids, want);
@@ -122,8 +111,44 @@ fn the_queue_survives_a_restart_and_an_older_store_fills_it_when_it_opens() {
         db.open_tree("meta").unwrap().remove("review").unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
     let mut ids = queued(&store, 10);
     ids.sort();
     assert_eq!(ids, want);
+}
+
+#[test]
+fn an_item_flagged_after_its_ack_joins_the_queue_and_each_flag_is_noted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_store(dir.path())).unwrap();
+    // Flagged before the ack (research, hybrid), and accepted at the ack then flagged
+    // by production mode's after-ack review (a rewrite of its verdict).
+    let before = flagged("a");
+    let after = Write::from(Item::new("b", Kind::Text));
+    let (before_id, after_id) = (before.item.id, after.item.id);
+    store.try_apply(vec![before, after]).unwrap();
+    let flag = Status::Flagged {
+        reasons: vec!["harmful".into()],
+    };
+    assert!(store.update_verdict(after_id, flag, Some(0.5)).unwrap());
+    let mut queued = queued(&store, 10);
+    queued.sort();
+    let mut want = vec![before_id, after_id];
+    want.sort();
+    assert_eq!(queued, want);
+    let noted: Vec<ItemId> = store
+        .take_flagged(100)
+        .into_iter()
+        .map(|kind| match kind {
+            EventKind::ItemFlagged { item, .. } => item,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(noted, [before_id, after_id]);
+    assert!(store.take_flagged(100).is_empty(), "each flag noted once");
+    // A decision notes nothing.
+    store
+        .decide_review(after_id, Decision::Approve, &mut |_, _| {})
+        .unwrap();
+    assert!(store.take_flagged(100).is_empty());
 }
